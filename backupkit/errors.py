@@ -1,0 +1,108 @@
+"""The exception tree of backupkit.
+
+Every error a user can cause is one of these, with a one-line message. The CLI maps
+classes to exit codes in one table (``bk_cli/exit_codes.py``); nothing here knows about
+exit codes.
+
+    BackupkitError
+    ├── StoreError                     anything the object store said
+    │   ├── ObjectNotFound             the named object does not exist
+    │   ├── ObjectExists               put_if_absent found the name taken
+    │   ├── StorePermissionError       the store refused (credentials, ACL)
+    │   └── StoreUnavailable           transient: retry may help (5xx, reset, throttle)
+    ├── RepositoryError
+    │   ├── RepositoryNotFound         no config at that location
+    │   ├── RepositoryExists           init over an existing repository
+    │   ├── WrongPassword              no key file opens with this password
+    │   ├── IntegrityError             an object failed authentication or id check
+    │   ├── FormatError                an object decrypted but does not parse
+    │   └── BlobNotFound               a referenced blob is not in the index
+    ├── LockError                      a lock could not be taken or was lost
+    ├── SnapshotNotFound               a snapshot ref resolved to nothing
+    ├── AmbiguousSnapshot              a prefix matched several snapshots
+    ├── PathNotFound                   a path is not in a snapshot / not on disk
+    ├── UsageError                     the request itself is wrong (bad option value)
+    └── RestoreError                   restore refused (target is a file, unsafe name)
+"""
+
+from __future__ import annotations
+
+
+class BackupkitError(Exception):
+    """Root of every error backupkit raises on purpose."""
+
+
+class StoreError(BackupkitError):
+    """The object store failed an operation."""
+
+    retryable = False
+
+
+class ObjectNotFound(StoreError):
+    """The named object does not exist in the store."""
+
+
+class ObjectExists(StoreError):
+    """A conditional create found the name already taken."""
+
+
+class StorePermissionError(StoreError):
+    """The store denied the operation."""
+
+
+class StoreUnavailable(StoreError):
+    """A transient failure; the same call may succeed later."""
+
+    retryable = True
+
+
+class RepositoryError(BackupkitError):
+    """The repository is missing, malformed or damaged."""
+
+
+class RepositoryNotFound(RepositoryError):
+    """There is no repository at the given location."""
+
+
+class RepositoryExists(RepositoryError):
+    """init was asked to create a repository where one exists."""
+
+
+class WrongPassword(RepositoryError):
+    """No key file of the repository opens with the given password."""
+
+
+class IntegrityError(RepositoryError):
+    """An object failed authentication, or its content does not match its id."""
+
+
+class FormatError(RepositoryError):
+    """An object decrypted correctly but its content does not parse."""
+
+
+class BlobNotFound(RepositoryError):
+    """A referenced blob is not known to the index."""
+
+
+class LockError(BackupkitError):
+    """A repository lock could not be taken, or was lost while held."""
+
+
+class SnapshotNotFound(BackupkitError):
+    """A snapshot reference matched no snapshot."""
+
+
+class AmbiguousSnapshot(BackupkitError):
+    """A snapshot id prefix matched more than one snapshot."""
+
+
+class PathNotFound(BackupkitError):
+    """A path does not exist (in a snapshot or on disk)."""
+
+
+class UsageError(BackupkitError):
+    """The request itself is invalid (bad option value, conflicting options)."""
+
+
+class RestoreError(BackupkitError):
+    """A restore was refused (target is a file, unsafe entry name, ...)."""

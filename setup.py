@@ -1,0 +1,28 @@
+"""Build glue: the C chunker extension and the CLI package's import name.
+
+Everything else lives in pyproject.toml. The CLI source folder is ``cli/`` and it is
+installed as the package ``backupkit_cli`` (a bare ``cli`` would collide with others).
+"""
+
+from setuptools import Extension, setup
+
+setup(
+    packages=[
+        "backupkit",
+        "backupkit.store",
+        "backupkit.repo",
+        "backupkit.chunker",
+        "backupkit.managers",
+        "backupkit_cli",
+        "backupkit_cli.commands",
+    ],
+    package_dir={"backupkit_cli": "cli"},
+    package_data={"backupkit.chunker": ["*.pyi"]},
+    ext_modules=[
+        Extension(
+            "backupkit.chunker._cdc",
+            sources=["backupkit/chunker/_cdc.c"],
+            extra_compile_args=["-O3"],
+        )
+    ],
+)
