@@ -1,0 +1,157 @@
+"""Blob payloads and pack files.
+
+Vocabulary:
+    payload   what is sealed for a blob: 1 flag byte (0 = raw, 1 = zstd) + the bytes.
+    pack      one stored object holding many sealed blobs of one kind (data or meta).
+
+Pack layout (format v1)::
+
+    sealed blob | sealed blob | ... | padding | sealed header | u32 LE length of sealed header
+
+Blobs appear in random order; ``padding`` is random bytes bringing the pack to a Padmé
+size, so the store learns neither chunk sizes nor their count from pack sizes. The
+header plaintext is ``u32 LE n | msgpack([1, [[type, id, offset, length, raw_length],
+...]]) | zero fill`` up to a power of two >= 4 KiB, sealed as T_PACK_HEADER with the pack
+id. It repeats what the index says, so an index can be rebuilt from packs.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import struct
+import threading
+from dataclasses import dataclass, field
+
+import msgpack
+import zstandard
+
+from backupkit.crypto import T_DATA_BLOB, T_META_BLOB, T_PACK_HEADER, Sealer, padme
+from backupkit.errors import FormatError
+
+KIND_DATA = "data"
+KIND_META = "meta"
+KIND_OF_TYPE = {T_DATA_BLOB: KIND_DATA, T_META_BLOB: KIND_META}
+TYPE_OF_KIND = {KIND_DATA: T_DATA_BLOB, KIND_META: T_META_BLOB}
+
+_FLAG_RAW = 0
+_FLAG_ZSTD = 1
+_local = threading.local()
+
+
+def _compressor(level: int) -> zstandard.ZstdCompressor:
+    c = getattr(_local, "cctx", None)
+    if c is None or _local.level != level:
+        c = _local.cctx = zstandard.ZstdCompressor(level=level)
+        _local.level = level
+    return c
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    d = getattr(_local, "dctx", None)
+    if d is None:
+        d = _local.dctx = zstandard.ZstdDecompressor()
+    return d
+
+
+def encode_payload(data: bytes | memoryview, level: int) -> bytes:
+    """Compress with zstd when it shrinks the data, else store raw; prefix the flag."""
+    if level > 0 and len(data) >= 64:
+        z = _compressor(level).compress(data)
+        if len(z) < len(data):
+            return b"\x01" + z
+    return b"\x00" + bytes(data)
+
+
+def decode_payload(payload: bytes, what: str) -> bytes:
+    """Undo encode_payload."""
+    if not payload:
+        raise FormatError(f"{what}: empty payload")
+    flag = payload[0]
+    if flag == _FLAG_RAW:
+        return payload[1:]
+    if flag == _FLAG_ZSTD:
+        try:
+            return _decompressor().decompress(memoryview(payload)[1:])
+        except zstandard.ZstdError as e:
+            raise FormatError(f"{what}: bad zstd data: {e}") from None
+    raise FormatError(f"{what}: unknown payload flag {flag}")
+
+
+@dataclass(frozen=True)
+class PackEntry:
+    """Where one blob sits inside a pack."""
+
+    blob_type: int
+    blob_id: bytes
+    offset: int
+    length: int
+    raw_length: int
+
+
+def pack_name(kind: str, pack_id: bytes) -> str:
+    """Store name of a pack: ``data/3f/3fab...`` or ``meta/3f/3fab...``."""
+    h = pack_id.hex()
+    return f"{kind}/{h[:2]}/{h}"
+
+
+def pack_id_from_name(name: str) -> tuple[str, bytes]:
+    kind, _, h = name.split("/")
+    return kind, bytes.fromhex(h)
+
+
+@dataclass
+class PackBuilder:
+    """Collects sealed blobs of one kind until the pack is big enough to upload."""
+
+    kind: str
+    blobs: list[tuple[int, bytes, bytes, int]] = field(default_factory=list)
+    size: int = 0
+
+    def add(self, blob_type: int, blob_id: bytes, sealed: bytes, raw_length: int) -> None:
+        self.blobs.append((blob_type, blob_id, sealed, raw_length))
+        self.size += len(sealed)
+
+    def __len__(self) -> int:
+        return len(self.blobs)
+
+    def finish(self, sealer: Sealer) -> tuple[bytes, bytes, list[PackEntry]]:
+        """Return (pack id, pack bytes, entries) with blobs shuffled and the size padded."""
+        order = list(self.blobs)
+        secrets.SystemRandom().shuffle(order)
+        parts: list[bytes] = []
+        entries: list[PackEntry] = []
+        offset = 0
+        for blob_type, blob_id, sealed, raw_length in order:
+            parts.append(sealed)
+            entries.append(PackEntry(blob_type, blob_id, offset, len(sealed), raw_length))
+            offset += len(sealed)
+        pack_id = os.urandom(32)
+        body = msgpack.packb([1, [[e.blob_type, e.blob_id, e.offset, e.length, e.raw_length] for e in entries]])
+        plain_len = 4 + len(body)
+        fill = max(4096, 1 << (plain_len - 1).bit_length())
+        header_plain = struct.pack("<I", len(body)) + body + bytes(fill - plain_len)
+        header = sealer.seal(T_PACK_HEADER, pack_id, header_plain)
+        unpadded = offset + len(header) + 4
+        padding = os.urandom(padme(unpadded) - unpadded)
+        data = b"".join(parts) + padding + header + struct.pack("<I", len(header))
+        return pack_id, data, entries
+
+
+def read_pack_header(sealer: Sealer, pack_id: bytes, tail: bytes, pack_size: int) -> list[PackEntry]:
+    """Parse the header from the pack's last bytes (``tail`` must hold all of it)."""
+    what = f"pack {pack_id.hex()[:16]}"
+    if len(tail) < 4:
+        raise FormatError(f"{what}: too short")
+    (hlen,) = struct.unpack("<I", tail[-4:])
+    if hlen + 4 > len(tail) or hlen + 4 > pack_size:
+        raise FormatError(f"{what}: header length {hlen} out of range")
+    plain = sealer.open(T_PACK_HEADER, pack_id, tail[-4 - hlen : -4], what + " header")
+    try:
+        (n,) = struct.unpack("<I", plain[:4])
+        version, rows = msgpack.unpackb(plain[4 : 4 + n])
+        if version != 1:
+            raise FormatError(f"{what}: header version {version}")
+        return [PackEntry(int(t), bytes(i), int(o), int(ln), int(r)) for t, i, o, ln, r in rows]
+    except (ValueError, TypeError, struct.error) as e:
+        raise FormatError(f"{what}: bad header: {e}") from None
