@@ -1,0 +1,89 @@
+"""SnapshotTree: a snapshot's HAMT seen as a file tree (get, list a directory, walk).
+
+Listing a directory scans the key prefix its children share, so it touches only the
+nodes holding them; walking a subtree lists directories recursively in name order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from backupkit.crypto import T_META_BLOB
+from backupkit.entry import Keyer, content_items, decode_entry, encode_entry, join, parent_of
+from backupkit.errors import PathNotFound
+from backupkit.hamt import Hamt
+from backupkit.repo.repository import Repository
+
+
+def make_hamt(repo: Repository, cache_size: int = 8192) -> Hamt:
+    return Hamt(
+        lambda nid: repo.read_blob(nid, T_META_BLOB),
+        lambda data: repo.add_blob(T_META_BLOB, data)[0],
+        cache_size=cache_size,
+    )
+
+
+def normalize(path: str | bytes) -> bytes:
+    """An absolute snapshot path from user input: ``/a/b``, ``a/b/`` -> ``b"/a/b"``."""
+    if isinstance(path, str):
+        path = path.encode("utf-8", "surrogateescape")
+    parts = [p for p in path.split(b"/") if p and p != b"."]
+    return b"/" + b"/".join(parts)
+
+
+class SnapshotTree:
+    """Read access to one snapshot's entries."""
+
+    def __init__(self, repo: Repository, root: bytes, hamt: Hamt | None = None) -> None:
+        self.repo = repo
+        self.root = root
+        self.hamt = hamt or make_hamt(repo)
+        self.keyer = Keyer(repo.sealer.keyed_hash)
+
+    def get(self, path: bytes) -> dict | None:
+        raw = self.hamt.get(self.root, self.keyer.key(path), path)
+        return decode_entry(raw) if raw is not None else None
+
+    def require(self, path: bytes) -> dict:
+        e = self.get(path)
+        if e is None:
+            raise PathNotFound(f"{path.decode('utf-8', 'backslashreplace')} is not in the snapshot")
+        return e
+
+    def children(self, dirpath: bytes) -> list[tuple[bytes, dict]]:
+        """(path, entry) of the directory's children, sorted by name."""
+        prefix = self.keyer.dir_prefix(dirpath)
+        out = [(p, decode_entry(v)) for _k, p, v in self.hamt.scan_prefix(self.root, prefix) if parent_of(p) == dirpath]
+        out.sort(key=lambda pe: pe[0])
+        return out
+
+    def walk(self, path: bytes = b"/") -> Iterator[tuple[bytes, dict]]:
+        """Depth-first, parents before children, names sorted; starts with ``path`` itself."""
+        top = self.require(path)
+        yield path, top
+        if top["t"] == "d":
+            stack = [iter(self.children(path))]
+            while stack:
+                nxt = next(stack[-1], None)
+                if nxt is None:
+                    stack.pop()
+                    continue
+                p, e = nxt
+                yield p, e
+                if e["t"] == "d":
+                    stack.append(iter(self.children(p)))
+
+    def content(self, entry: dict) -> list:
+        return content_items(entry, lambda bid: self.repo.read_blob(bid, T_META_BLOB))
+
+    def all_entries(self) -> Iterator[tuple[bytes, dict]]:
+        """Every entry in trie order (fast, unordered by path)."""
+        for _k, p, v in self.hamt.items(self.root):
+            yield p, decode_entry(v)
+
+
+def entry_change(keyer: Keyer, path: bytes, entry: dict | None) -> tuple[bytes, bytes, bytes | None]:
+    return keyer.key(path), path, (encode_entry(entry) if entry is not None else None)
+
+
+__all__ = ["SnapshotTree", "make_hamt", "normalize", "entry_change", "join"]
