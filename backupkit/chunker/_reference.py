@@ -13,7 +13,7 @@ the golden vectors in ``tests/chunker`` pin both to the repository format. Chang
 anything here changes how every repository deduplicates: that is a new format version,
 not a refactor.
 
-It is slow (about a million bytes hashed per second); use it to define and to test, and
+It is slow (a few million bytes hashed per second); use it to define and to test, and
 let :class:`backupkit.chunker.Chunker` pick the C kernel for real work.
 """
 

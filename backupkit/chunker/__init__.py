@@ -1,0 +1,193 @@
+"""Content-defined chunking: split a byte stream into chunks at content-chosen points.
+
+Vocabulary:
+    chunker key   32 secret bytes from the repository's master secrets (see crypto).
+    gear table    256 u64 derived from the chunker key (:func:`gear_table`).
+    cut point     length of the next chunk; 0 from :meth:`Chunker.find_cut` means "need
+                  more data".
+    eof           no more data follows; only then may a chunk end short of a cut.
+
+The behaviour is defined by the pure-Python :mod:`._reference`; the C extension
+:mod:`._cdc` runs the same scan loop several hundred times faster and with the GIL
+released. :class:`Chunker` picks one and binds the key and the size parameters; it holds
+no mutable state, so one instance may be shared by many threads.
+
+Example::
+
+    chunker = Chunker(chunker_key)
+    with open(path, "rb", buffering=0) as f:
+        for chunk in chunker.chunks(f.read):
+            store(chunk)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from types import ModuleType
+from typing import Literal
+
+from backupkit.chunker import _reference
+from backupkit.chunker._reference import check_params, gear_table, gear_table_bytes
+
+__all__ = [
+    "C_AVAILABLE",
+    "DEFAULT_AVG",
+    "DEFAULT_MAX",
+    "DEFAULT_MIN",
+    "Chunker",
+    "gear_table",
+    "gear_table_bytes",
+]
+
+DEFAULT_MIN = 512 * 1024
+"""Default minimum chunk size (512 KiB); repositories store theirs in config."""
+DEFAULT_AVG = 1024 * 1024
+"""Default average chunk size (1 MiB); must be a power of two."""
+DEFAULT_MAX = 8 * 1024 * 1024
+"""Default maximum chunk size (8 MiB)."""
+
+_cdc: ModuleType | None
+try:
+    from backupkit.chunker import _cdc
+except ImportError as exc:  # not built: fall back to the (slow) reference
+    _cdc = None
+    _C_IMPORT_ERROR: ImportError | None = exc
+else:
+    _C_IMPORT_ERROR = None
+
+C_AVAILABLE: bool = _cdc is not None
+"""True if the C extension imported; ``impl="auto"`` then uses it."""
+
+Buffer = bytes | bytearray | memoryview
+Impl = Literal["auto", "c", "python"]
+
+
+class Chunker:
+    """A content-defined chunker bound to one key and one set of size parameters.
+
+    Args:
+        chunker_key: the repository's 32-byte chunker key.
+        min_size: no chunk but the last of a stream is shorter than ``min_size + 1``.
+        avg_size: target average chunk size, a power of two.
+        max_size: no chunk is longer than this.
+        impl: ``"c"``, ``"python"`` (the reference, slow) or ``"auto"`` (C if built).
+
+    Raises:
+        ValueError: bad parameters (need ``64 <= min < avg < max``, avg a power of two),
+            a key that is not 32 bytes, or an unknown ``impl``.
+        ImportError: ``impl="c"`` but the extension is not built.
+    """
+
+    __slots__ = ("avg_size", "impl", "max_size", "min_size", "_table", "_table_bytes")
+
+    min_size: int
+    avg_size: int
+    max_size: int
+    impl: Literal["c", "python"]
+
+    def __init__(
+        self,
+        chunker_key: bytes,
+        min_size: int = DEFAULT_MIN,
+        avg_size: int = DEFAULT_AVG,
+        max_size: int = DEFAULT_MAX,
+        impl: str = "auto",
+    ) -> None:
+        check_params(min_size, avg_size, max_size)
+        if impl == "auto":
+            impl = "c" if C_AVAILABLE else "python"
+        elif impl not in ("c", "python"):
+            raise ValueError(f"impl must be 'auto', 'c' or 'python', not {impl!r}")
+        if impl == "c" and not C_AVAILABLE:
+            raise ImportError(
+                "backupkit.chunker._cdc is not built (pip install . builds it; for a work "
+                "tree run: python setup.py build_ext --inplace)"
+            ) from _C_IMPORT_ERROR
+        self.min_size = min_size
+        self.avg_size = avg_size
+        self.max_size = max_size
+        self.impl = "c" if impl == "c" else "python"
+        self._table = gear_table(chunker_key)
+        self._table_bytes = b"".join(g.to_bytes(8, "little") for g in self._table)
+
+    def __repr__(self) -> str:
+        return (
+            f"Chunker(min_size={self.min_size}, avg_size={self.avg_size}, "
+            f"max_size={self.max_size}, impl={self.impl!r})"
+        )
+
+    def find_cut(self, data: Buffer, eof: bool) -> int:
+        """Length of the first chunk of ``data``, or 0 if it needs more data to decide.
+
+        A nonzero answer is final: more data after ``data`` would not change it.
+        ``data`` may be any C-contiguous buffer (bytes, bytearray, memoryview, mmap).
+        """
+        if _cdc is not None and self.impl == "c":
+            return int(
+                _cdc.find_cut(
+                    self._table_bytes, data, self.min_size, self.avg_size, self.max_size, eof
+                )
+            )
+        return _reference.find_cut(
+            self._table, _byte_view(data), self.min_size, self.avg_size, self.max_size, eof
+        )
+
+    def cut_all(self, data: Buffer, eof: bool) -> list[int]:
+        """Lengths of the chunks of ``data``, as many as can be decided.
+
+        With ``eof=True`` they sum to ``len(data)``; with ``eof=False`` the undecided
+        tail, always shorter than ``max_size``, is left out.
+        """
+        if _cdc is not None and self.impl == "c":
+            cuts: list[int] = _cdc.cut_all(
+                self._table_bytes, data, self.min_size, self.avg_size, self.max_size, eof
+            )
+            return cuts
+        return _reference.cut_all(
+            self._table, _byte_view(data), self.min_size, self.avg_size, self.max_size, eof
+        )
+
+    def chunks(self, reader: Callable[[int], Buffer]) -> Iterator[memoryview]:
+        """Read a stream to its end and yield its chunks, in order, each exactly once.
+
+        The chunks are exactly those of ``cut_all(whole_stream, eof=True)``.
+
+        Args:
+            reader: ``read(n)`` returning at most about ``n`` bytes, and ``b""`` only at
+                the end of the stream (short reads are fine), e.g. ``fileobj.read``.
+
+        Yields:
+            Read-only memoryviews. Each stays valid after the iterator moves on (it keeps
+            its read buffer alive); copy with ``bytes()`` to keep one for long.
+
+        Reads are requests of ``max_size`` bytes; the buffer is refilled to
+        ``2 * max_size`` before each scan, so it never exceeds ``3 * max_size`` and the
+        undecided tail rescanned per round is less than half of it.
+        """
+        max_size = self.max_size
+        target = 2 * max_size
+        buf = bytearray()
+        eof = False
+        while not eof:
+            while len(buf) < target:
+                piece = reader(max_size)
+                if not piece:
+                    eof = True
+                    break
+                buf += piece
+            view = memoryview(buf).toreadonly()
+            offset = 0
+            for cut in self.cut_all(view, eof):
+                yield view[offset : offset + cut]
+                offset += cut
+            # Views already yielded pin the old buffer; never resize it, start a new one.
+            buf = bytearray(view[offset:])
+            view.release()
+
+
+def _byte_view(data: Buffer) -> memoryview:
+    """A flat unsigned-byte view of any C-contiguous buffer, for the reference."""
+    view = memoryview(data)
+    if view.format != "B" or view.ndim != 1:
+        view = view.cast("B")
+    return view
