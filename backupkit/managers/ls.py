@@ -1,0 +1,73 @@
+"""Ls: the entries of one directory (or a subtree) of a snapshot."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from backupkit.entry import TYPE_NAMES, display_path
+from backupkit.repo.repository import Repository
+from backupkit.snapshot import Snapshot
+from backupkit.tree import SnapshotTree, normalize
+
+
+@dataclass(frozen=True)
+class LsEntry:
+    path: str
+    type: str
+    mode: int
+    uid: int
+    gid: int
+    user: str
+    group: str
+    size: int
+    mtime_ns: int
+    link_target: str | None
+
+    def to_json(self) -> dict:
+        return {
+            "path": self.path,
+            "type": self.type,
+            "mode": self.mode,
+            "uid": self.uid,
+            "gid": self.gid,
+            "user": self.user,
+            "group": self.group,
+            "size": self.size,
+            "mtime_ns": self.mtime_ns,
+            "link_target": self.link_target,
+        }
+
+
+def _ls_entry(path: bytes, e: dict) -> LsEntry:
+    return LsEntry(
+        path=display_path(path),
+        type=TYPE_NAMES[e["t"]],
+        mode=e.get("m", 0),
+        uid=e.get("u", 0),
+        gid=e.get("g", 0),
+        user=e.get("un", ""),
+        group=e.get("gn", ""),
+        size=e.get("s", 0),
+        mtime_ns=e.get("mt", 0),
+        link_target=display_path(bytes(e["l"])) if "l" in e else None,
+    )
+
+
+class LsManager:
+    def __init__(self, repo: Repository) -> None:
+        self.repo = repo
+
+    def ls(self, snap: Snapshot, path: str = "/", recursive: bool = False) -> Iterator[LsEntry]:
+        """The entry at ``path`` and its children (all descendants with ``recursive``)."""
+        tree = SnapshotTree(self.repo, snap.root)
+        base = normalize(path)
+        top = tree.require(base)
+        if recursive:
+            for p, e in tree.walk(base):
+                yield _ls_entry(p, e)
+            return
+        yield _ls_entry(base, top)
+        if top["t"] == "d":
+            for p, e in tree.children(base):
+                yield _ls_entry(p, e)
