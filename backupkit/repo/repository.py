@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import msgpack
 
@@ -115,7 +116,7 @@ class Repository:
             self.cache = Cache(None)
         else:
             root = default_cache_root() if cache_root in (None, True) else cache_root
-            self.cache = Cache(os.path.join(os.fspath(root), config.repo_id))  # type: ignore[arg-type]
+            self.cache = Cache(Path(os.fspath(root)) / config.repo_id)  # type: ignore[arg-type]
         self.connections = max(1, connections)
         self._index: Index | None = None
         self._index_ids: set[bytes] = set()
