@@ -1,0 +1,3 @@
+from backupkit_cli.main import run
+
+run()

@@ -1,0 +1,98 @@
+"""bk backup"""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import typer
+
+from backupkit_cli import exit_codes
+from backupkit_cli.context import State
+from backupkit_cli.fmt import human_bytes, parse_time
+
+
+def command(
+    ctx: typer.Context,
+    paths: list[str] = typer.Argument(None, help="Files and directories to back up, or - for stdin."),
+    tag: list[str] = typer.Option([], "--tag", help="Tag the snapshot (repeatable; a,b for several)."),
+    host: Optional[str] = typer.Option(None, "--host", help="Host name to record (default: this host)."),
+    exclude: list[str] = typer.Option([], "--exclude", "-e", help="Exclude a pattern (gitignore syntax)."),
+    iexclude: list[str] = typer.Option([], "--iexclude", help="Like --exclude, ignoring case."),
+    exclude_file: list[str] = typer.Option([], "--exclude-file", help="Read exclude patterns from a file."),
+    exclude_if_present: list[str] = typer.Option([], "--exclude-if-present", help="Skip directories holding this file name."),
+    one_file_system: bool = typer.Option(False, "--one-file-system", "-x", help="Do not cross file system boundaries."),
+    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Do everything but write to the repository."),
+    stdin_filename: str = typer.Option("stdin", "--stdin-filename", help="File name for data read from stdin."),
+    time: Optional[str] = typer.Option(None, "--time", help="Snapshot time instead of now (ISO 8601)."),
+    parent: Optional[str] = typer.Option(None, "--parent", help="Snapshot to compare with (default: latest with same host and paths)."),
+    force: bool = typer.Option(False, "--force", help="Read every file, ignoring the parent snapshot."),
+    read_concurrency: int = typer.Option(2, "--read-concurrency", help="Files read at once."),
+) -> int:
+    from backupkit.errors import UsageError
+    from backupkit.managers.backup import BackupManager, BackupOptions
+    from backupkit_cli.progress import BackupProgress
+
+    st: State = ctx.obj
+    paths = paths or []
+    use_stdin = paths == ["-"]
+    if "-" in paths and not use_stdin:
+        raise UsageError("- (stdin) cannot be combined with other paths")
+    tags = tuple(t for v in tag for t in v.split(",") if t)
+    opts = BackupOptions(
+        paths=tuple(paths) if not use_stdin else (),
+        tags=tags,
+        host=host,
+        excludes=tuple(exclude),
+        iexcludes=tuple(iexclude),
+        exclude_files=tuple(exclude_file),
+        exclude_if_present=tuple(exclude_if_present),
+        one_file_system=one_file_system,
+        dry_run=dry_run,
+        stdin=sys.stdin.buffer if use_stdin else None,
+        stdin_filename=stdin_filename,
+        time=parse_time(time) if time else None,
+        parent=parent,
+        force=force,
+        read_concurrency=max(1, read_concurrency),
+    )
+    repo = st.open_repo()
+    try:
+        with BackupProgress(st.console) as progress:
+            res = BackupManager(repo, progress).run(opts)
+    finally:
+        repo.close()
+    if st.json:
+        st.console.json(
+            {
+                "snapshot_id": res.snapshot.id if res.snapshot else None,
+                "parent": res.parent,
+                "dry_run": res.dry_run,
+                "files_new": res.files_new,
+                "files_changed": res.files_changed,
+                "files_unchanged": res.files_unchanged,
+                "dirs": res.dirs,
+                "files_read": res.files_read,
+                "bytes_total": res.bytes_total,
+                "bytes_read": res.bytes_read,
+                "bytes_added": res.bytes_added,
+                "blobs_added": res.blobs_added,
+                "errors": [{"path": e.path, "message": e.message} for e in res.errors],
+                "changed_during_read": list(res.changed_during_read),
+                "seconds": round(res.seconds, 3),
+            }
+        )
+    else:
+        c = st.console
+        c.info(
+            f"files: {res.files_new} new, {res.files_changed} changed, {res.files_unchanged} unchanged; "
+            f"{res.dirs} dirs; {human_bytes(res.bytes_total)} total, {human_bytes(res.bytes_read)} read, "
+            f"{human_bytes(res.bytes_added)} added in {res.seconds:.1f}s"
+        )
+        if res.snapshot:
+            c.success(f"snapshot {res.snapshot.short_id} saved")
+        else:
+            c.info("dry run: nothing was written")
+        if res.errors:
+            c.warn(f"{len(res.errors)} source(s) could not be read; the snapshot is incomplete")
+    return exit_codes.PARTIAL if res.errors else exit_codes.OK

@@ -1,0 +1,83 @@
+"""bk key list/add/remove/passwd"""
+
+from __future__ import annotations
+
+import typer
+
+from backupkit_cli.context import State, kdf_params
+
+app = typer.Typer(no_args_is_help=True, rich_markup_mode=None)
+
+
+def _new_password(st: State, new_password_file: str | None) -> bytes:
+    from pathlib import Path
+
+    from backupkit.errors import UsageError
+
+    if new_password_file:
+        try:
+            return Path(new_password_file).read_bytes().rstrip(b"\r\n")
+        except OSError as e:
+            raise UsageError(f"cannot read {new_password_file}: {e.strerror}") from None
+    import getpass
+    import sys
+
+    if not sys.stdin.isatty():
+        raise UsageError("give the new password with --new-password-file")
+    pw = getpass.getpass("new password: ").encode()
+    if getpass.getpass("repeat new password: ").encode() != pw:
+        raise UsageError("passwords do not match")
+    return pw
+
+
+@app.command("list", help="List key files.")
+def list_keys(ctx: typer.Context) -> None:
+    from datetime import datetime
+
+    from backupkit.repo.keymanager import KeyManager
+
+    st: State = ctx.obj
+    repo = st.open_repo()
+    infos = KeyManager(repo).list()
+    if st.json:
+        st.console.json(
+            [
+                {"id": k.id, "current": k.id == repo.key_id, "host": k.host, "user": k.user, "created": k.created}
+                for k in infos
+            ]
+        )
+        return
+    for k in infos:
+        mark = "*" if k.id == repo.key_id else " "
+        created = datetime.fromtimestamp(k.created).strftime("%Y-%m-%d %H:%M:%S")
+        st.console.data(f"{mark} {k.id[:10]}  {k.user}@{k.host}  {created}")
+
+
+@app.command("add", help="Add a key file with a new password.")
+def add(ctx: typer.Context, new_password_file: str = typer.Option(None, "--new-password-file")) -> None:
+    from backupkit.repo.keymanager import KeyManager
+
+    st: State = ctx.obj
+    repo = st.open_repo()
+    key_id = KeyManager(repo).add(_new_password(st, new_password_file), kdf_params())
+    st.console.json({"id": key_id}) if st.json else st.console.success(f"added key {key_id[:10]}")
+
+
+@app.command("remove", help="Remove a key file (not the one in use).")
+def remove(ctx: typer.Context, key_id: str = typer.Argument(..., help="Key id or unique prefix.")) -> None:
+    from backupkit.repo.keymanager import KeyManager
+
+    st: State = ctx.obj
+    repo = st.open_repo()
+    removed = KeyManager(repo).remove(key_id)
+    st.console.json({"removed": removed}) if st.json else st.console.success(f"removed key {removed[:10]}")
+
+
+@app.command("passwd", help="Change the password of the key in use.")
+def passwd(ctx: typer.Context, new_password_file: str = typer.Option(None, "--new-password-file")) -> None:
+    from backupkit.repo.keymanager import KeyManager
+
+    st: State = ctx.obj
+    repo = st.open_repo()
+    new_id = KeyManager(repo).passwd(_new_password(st, new_password_file), kdf_params())
+    st.console.json({"id": new_id}) if st.json else st.console.success(f"password changed (new key {new_id[:10]})")

@@ -1,0 +1,40 @@
+"""bk snapshots"""
+
+from __future__ import annotations
+
+import typer
+
+from backupkit_cli.context import State
+from backupkit_cli.fmt import human_bytes, local_time
+
+
+def command(
+    ctx: typer.Context,
+    host: list[str] = typer.Option([], "--host", help="Only snapshots of this host (repeatable)."),
+    tag: list[str] = typer.Option([], "--tag", help="Only snapshots with these tags (a,b = both; repeat for either)."),
+    path: list[str] = typer.Option([], "--path", help="Only snapshots of this path (repeatable: all of them)."),
+) -> None:
+    from backupkit.snapshot import filter_snapshots, list_snapshots
+
+    st: State = ctx.obj
+    repo = st.open_repo()
+    snaps = filter_snapshots(list_snapshots(repo), host, tag, path)
+    if st.json:
+        st.console.json([s.to_json() for s in snaps])
+        return
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for col in ("ID", "Time", "Host", "Tags", "Paths", "Size"):
+        table.add_column(col)
+    for s in snaps:
+        table.add_row(
+            s.short_id,
+            local_time(s.time),
+            s.host,
+            ",".join(s.tags),
+            "\n".join(p.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") for p in s.str_paths),
+            human_bytes(s.summary.get("bytes_total", 0)),
+        )
+    st.console.table(table)
+    st.console.info(f"{len(snaps)} snapshots")

@@ -1,0 +1,27 @@
+"""The one table of exit codes (BRIEF section 3). Engine exceptions know nothing of it."""
+
+from __future__ import annotations
+
+OK = 0
+FATAL = 1
+USAGE = 2  # click/typer's code for bad command-line syntax
+PARTIAL = 3  # backup saved, but some sources could not be read
+NO_REPOSITORY = 10
+LOCK_FAILED = 11
+WRONG_PASSWORD = 12
+INTERRUPTED = 130
+
+
+def code_for(exc: BaseException) -> int:
+    """Exit code of an error that reached the top of a command."""
+    from backupkit import errors
+
+    if isinstance(exc, KeyboardInterrupt):
+        return INTERRUPTED
+    if isinstance(exc, errors.RepositoryNotFound):
+        return NO_REPOSITORY
+    if isinstance(exc, errors.LockError):
+        return LOCK_FAILED
+    if isinstance(exc, errors.WrongPassword):
+        return WRONG_PASSWORD
+    return FATAL

@@ -1,0 +1,104 @@
+"""The ``bk`` command: global options, command registration, and the error boundary.
+
+Every error a user can cause ends here as one line on stderr and an exit code from
+``exit_codes``; no traceback reaches a user (set BK_DEBUG=1 to see one).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Optional
+
+import typer
+
+from backupkit_cli import exit_codes
+from backupkit_cli.commands import backup, cat, init, key, ls, restore, snapshots
+from backupkit_cli.console import Console
+from backupkit_cli.context import State
+
+app = typer.Typer(
+    name="bk",
+    help="backupkit: deduplicating, encrypted backups to a local directory or S3.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    repo: Optional[str] = typer.Option(None, "--repo", "-r", help="Repository: a path, s3:https://host/bucket/prefix or s3:bucket/prefix [env BK_REPOSITORY]."),
+    password_file: Optional[str] = typer.Option(None, "--password-file", "-p", help="Read the password from a file [env BK_PASSWORD_FILE]."),
+    password_command: Optional[str] = typer.Option(None, "--password-command", help="Run a command that prints the password [env BK_PASSWORD_COMMAND]."),
+    json_output: bool = typer.Option(False, "--json", help="Machine-readable output on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors and warnings."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More detail (repeat for more)."),
+    cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Local cache directory [env BK_CACHE_DIR]."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Do not use a local cache."),
+    connections: int = typer.Option(8, "--connections", help="Concurrent store requests."),
+) -> None:
+    ctx.obj = State(
+        repo=repo,
+        password_file=password_file,
+        password_command=password_command,
+        json=json_output,
+        quiet=quiet,
+        verbose=verbose,
+        cache_dir=cache_dir,
+        no_cache=no_cache,
+        connections=max(1, connections),
+        console=Console(json_mode=json_output, quiet=quiet, verbose=verbose),
+    )
+
+
+app.command("init", help="Create a repository and its first key.")(init.command)
+app.command("backup", help="Back up paths (or stdin with -) into a new snapshot.")(backup.command)
+app.command("snapshots", help="List snapshots.")(snapshots.command)
+app.command("ls", help="List files in a snapshot.")(ls.command)
+app.command("restore", help="Restore a snapshot to a directory or as a ZIP/TAR stream.")(restore.command)
+app.command("cat", help="Print a repository object (config, index, snapshot, blob, key) for debugging.")(cat.command)
+app.add_typer(key.app, name="key", help="Manage the repository's keys (passwords).")
+
+
+def run() -> None:
+    """Console-script entry point."""
+    import click
+
+    try:
+        rv = app(standalone_mode=False)
+        code = rv if isinstance(rv, int) else 0
+    except click.exceptions.Exit as e:
+        code = e.exit_code
+    except click.exceptions.Abort:
+        sys.stderr.write("interrupted\n")
+        code = exit_codes.INTERRUPTED
+    except click.ClickException as e:
+        e.show()
+        code = e.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        code = exit_codes.INTERRUPTED
+    except BrokenPipeError:
+        code = exit_codes.FATAL
+    except Exception as e:  # noqa: BLE001 - the one place that turns errors into exit codes
+        from backupkit.errors import BackupkitError
+
+        if os.environ.get("BK_DEBUG"):
+            raise
+        if isinstance(e, BackupkitError):
+            msg = str(e)
+        elif isinstance(e, OSError):
+            msg = f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")
+        else:
+            msg = f"internal error: {type(e).__name__}: {e} (set BK_DEBUG=1 for a traceback)"
+        Console().error(msg.splitlines()[0] if msg else type(e).__name__)
+        code = exit_codes.code_for(e)
+    sys.stdout.flush()
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    run()
