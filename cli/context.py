@@ -37,7 +37,7 @@ class State:
     verbose: int = 0
     cache_dir: str | None = None
     no_cache: bool = False
-    connections: int = 8
+    connections: int | None = None
     console: Console = field(default_factory=Console)
 
     def repo_url(self) -> str:
@@ -89,6 +89,11 @@ class State:
             return pw
         raise UsageError("no password given: use --password-file, --password-command or BK_PASSWORD")
 
+    def store_connections(self) -> int:
+        if self.connections:
+            return self.connections
+        return 8 if self.repo_url().startswith("s3:") else 2
+
     def cache_root(self):
         if self.no_cache:
             return False
@@ -98,14 +103,14 @@ class State:
         from backupkit.store import open_store
 
         url = self.repo_url()
-        opts = {"connections": self.connections} if url.startswith("s3:") else {}
+        opts = {"connections": self.store_connections()} if url.startswith("s3:") else {}
         return open_store(url, **opts)
 
     def open_repo(self):
         from backupkit.repo.repository import Repository
 
         store = self.open_store()
-        return Repository.open(store, self.password(), cache_root=self.cache_root(), connections=self.connections)
+        return Repository.open(store, self.password(), cache_root=self.cache_root(), connections=self.store_connections())
 
 
 def kdf_params():

@@ -38,7 +38,7 @@ def main(
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More detail (repeat for more)."),
     cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Local cache directory [env BK_CACHE_DIR]."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not use a local cache."),
-    connections: int = typer.Option(8, "--connections", help="Concurrent store requests."),
+    connections: Optional[int] = typer.Option(None, "--connections", help="Concurrent store requests (default 8 for S3, 2 for a local directory)."),
 ) -> None:
     ctx.obj = State(
         repo=repo,
@@ -49,7 +49,7 @@ def main(
         verbose=verbose,
         cache_dir=cache_dir,
         no_cache=no_cache,
-        connections=max(1, connections),
+        connections=max(1, connections) if connections else None,
         console=Console(json_mode=json_output, quiet=quiet, verbose=verbose),
     )
 

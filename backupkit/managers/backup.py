@@ -43,6 +43,8 @@ from backupkit.snapshot import Snapshot, find_snapshot, list_snapshots, save_sna
 from backupkit.tree import SnapshotTree, make_hamt
 
 SEEK_DATA = getattr(os, "SEEK_DATA", 3)
+#: Files up to this size are read by the walking thread itself.
+SMALL_FILE = 64 * 1024
 SEEK_HOLE = getattr(os, "SEEK_HOLE", 4)
 
 
@@ -469,23 +471,29 @@ class BackupManager:
             self.reporter.bytes_done(st.st_size)
             self._record(path, e, old)
             return
+        if st.st_size <= SMALL_FILE:
+            # Small files cost more in thread hand-offs than in work: do them here.
+            self._finish_file(path, old, self._read_file(path, st, e))
+            return
         fut = self._files_pool.submit(self._read_file, path, st, e)
         self._pending.append((path, old, fut))
         self._drain(256)
+
+    def _finish_file(self, path: bytes, old: dict | None, e: dict | None) -> None:
+        if e is None:
+            return
+        with self.stats.lock:
+            if old is None:
+                self.stats.files_new += 1
+            else:
+                self.stats.files_changed += 1
+        self._record(path, e, old)
 
     def _drain(self, keep: int) -> None:
         """Collect finished file jobs, waiting while more than ``keep`` are in flight."""
         while self._pending and (len(self._pending) > keep or self._pending[0][2].done()):
             path, old, fut = self._pending.popleft()
-            e = fut.result()
-            if e is None:
-                continue
-            with self.stats.lock:
-                if old is None:
-                    self.stats.files_new += 1
-                else:
-                    self.stats.files_changed += 1
-            self._record(path, e, old)
+            self._finish_file(path, old, fut.result())
 
     # -- reading file content --------------------------------------------------------------
     def _segments(self, fd: int, size: int, st: os.stat_result) -> Iterator[tuple[int, int]]:
@@ -532,7 +540,17 @@ class BackupManager:
             pos = 0
             nread = 0
             shrank = False
-            for off, length in self._segments(fd, st.st_size, fst):
+            if 0 < st.st_size < self.chunker.min_size and fst.st_blocks * 512 >= st.st_size:
+                segments = iter(())  # one chunk: read it here, no hand-off to the blob pool
+                data = _read_upto(fd, st.st_size)
+                if data:
+                    items.append(self._store_chunk(data))
+                    self.reporter.bytes_done(len(data))
+                nread = pos = len(data)
+                shrank = len(data) < st.st_size
+            else:
+                segments = self._segments(fd, st.st_size, fst)
+            for off, length in segments:
                 if off > pos:
                     items.append(off - pos)  # a hole
                 os.lseek(fd, off, os.SEEK_SET)
@@ -614,6 +632,17 @@ class BackupManager:
             if join(b"/", name) != path:
                 self._delete(join(b"/", name), o)
         self._record(path, e, old)
+
+
+def _read_upto(fd: int, n: int) -> bytes:
+    parts = []
+    while n > 0:
+        b = os.read(fd, n)
+        if not b:
+            break
+        parts.append(b)
+        n -= len(b)
+    return b"".join(parts)
 
 
 def default_reporter() -> NullBackupReporter:

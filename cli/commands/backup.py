@@ -33,6 +33,9 @@ def command(
     from backupkit.managers.backup import BackupManager, BackupOptions
     from backupkit_cli.progress import BackupProgress
 
+    from backupkit_cli.tuning import tune_malloc
+
+    tune_malloc()
     st: State = ctx.obj
     paths = paths or []
     use_stdin = paths == ["-"]

@@ -28,6 +28,9 @@ def command(
     from backupkit.snapshot import find_snapshot
     from backupkit_cli.progress import RestoreProgress
 
+    from backupkit_cli.tuning import tune_malloc
+
+    tune_malloc()
     st: State = ctx.obj
     if target and fmt:
         raise UsageError("--target and --format exclude each other")
@@ -41,7 +44,7 @@ def command(
     snap = find_snapshot(repo, snapshot, host, tag)
     out = sys.stdout.buffer if fmt else None
     opts = RestoreOptions(
-        path=path, target=target, format=fmt, output=out, dry_run=dry_run, verify=verify, connections=st.connections
+        path=path, target=target, format=fmt, output=out, dry_run=dry_run, verify=verify, connections=max(4, st.store_connections())
     )
     with RestoreProgress(st.console) as progress:
         res = RestoreManager(repo, progress).restore(snap, opts)
