@@ -37,6 +37,8 @@ from backupkit.tree import SnapshotTree, normalize
 
 FORMATS = ("zip", "tar", "tar.zst")
 _ZERO = bytes(1024 * 1024)
+#: Files up to this size are written by the walking thread itself (no pool hand-off).
+SMALL_FILE = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,10 @@ class RestoreManager:
 
     def _blobs(self, items: list) -> Iterator[bytes | int]:
         """Content in order: bytes for data blobs (prefetched in parallel), ints for holes."""
+        if len(items) <= 1:  # one blob: a pool hand-off costs more than the read
+            for x in items:
+                yield x if isinstance(x, int) else self.repo.read_blob(bytes(x), T_DATA_BLOB)
+            return
         window: deque[Future | int] = deque()
         it = iter(items)
         done = False
@@ -214,6 +220,9 @@ class RestoreManager:
                             links[key] = rel
                             self._write_file(pfd, name, path, e, owners, opts)
                             continue
+                        if e.get("s", 0) <= SMALL_FILE:
+                            self._write_file(pfd, name, path, e, owners, opts)
+                            continue
                         jobs.append(files_pool.submit(self._write_file, pfd, name, path, e, owners, opts))
                         while len(jobs) > 16:
                             jobs.popleft().result()
@@ -292,7 +301,7 @@ class RestoreManager:
             size = e.get("s", 0)
             written = 0
             for part in self._blobs(self.tree.content(e)):
-                if isinstance(part, int) or (opts.sparse and part == _ZERO[: len(part)]):
+                if isinstance(part, int) or (opts.sparse and len(part) >= 4096 and part.count(0) == len(part)):
                     n = part if isinstance(part, int) else len(part)
                     os.lseek(fd, n, os.SEEK_CUR)
                     written += n
