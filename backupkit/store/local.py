@@ -1,0 +1,279 @@
+"""LocalObjectStore: objects as files under a root directory.
+
+An object name maps to the file ``root/<name>``; each ``/`` in the name is a
+subdirectory. Files whose names start with ``.tmp-`` are writes in progress: ``list``
+never shows them, and a crash can leave them behind (harmless; nothing refers to them).
+
+Crash safety (restic #3436, kopia's filesystem store): a write goes to a temp file in the
+destination directory, is fsynced, renamed into place with ``os.replace`` and the
+directory is fsynced, so after a crash a name holds the old object, the whole new one,
+or nothing. ``put_if_absent`` hard-links the finished temp file to the final name, which
+fails with EEXIST when the name is taken: atomic on every POSIX filesystem with links.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import stat as stat_module
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from backupkit.errors import ObjectNotFound, StoreError, StorePermissionError, UsageError
+from backupkit.store.base import ObjectInfo, ObjectStore, check_name
+from backupkit.store.retry import RequestStats
+
+TEMP_PREFIX = ".tmp-"
+_SEGMENT_RE = re.compile(r"^[A-Za-z0-9._-]+$")
+_PARTIAL_SEGMENT_RE = re.compile(r"^[A-Za-z0-9._-]*$")
+# Errors meaning "this filesystem cannot hard-link": fall back to a non-atomic create.
+_NO_LINK_ERRNOS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK}
+
+
+def _store_error(exc: OSError, what: str) -> StoreError:
+    """Map an OSError raised while doing ``what`` to the StoreError tree."""
+    code = exc.errno
+    if code in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR):
+        return ObjectNotFound(f"{what}: not found")
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return StorePermissionError(f"{what}: permission denied ({exc.strerror})")
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return StoreError(f"{what}: no space left on the device (or quota exceeded)")
+    return StoreError(f"{what}: {exc.strerror or exc}")
+
+
+def _fsync_dir(path: str) -> None:
+    """fsync a directory so a rename or new entry in it survives a crash."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    except OSError as exc:  # some filesystems refuse to fsync directories
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
+    finally:
+        os.close(fd)
+
+
+class LocalObjectStore(ObjectStore):
+    """Objects stored as files in a directory tree.
+
+    Args:
+        root: the directory holding the objects; created (with parents) on the first
+            write, so ``init`` can point at a new path.
+        fsync: fsync files and directories on write (default). Only tests that write
+            many throw-away objects should turn it off.
+    """
+
+    def __init__(self, root: str | Path, *, fsync: bool = True) -> None:
+        self.root = os.path.abspath(os.fspath(root))
+        self.location = self.root
+        self._fsync = fsync
+        self._stats = RequestStats()
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _path(self, name: str) -> str:
+        check_name(name)
+        return os.path.join(self.root, name)
+
+    def _ensure_dir(self, path: str) -> None:
+        """Create directory ``path`` and missing parents, fsyncing each new entry."""
+        if os.path.isdir(path):
+            return
+        parent = os.path.dirname(path)
+        if parent != path:
+            self._ensure_dir(parent)
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            if not os.path.isdir(path):
+                raise
+            return
+        if self._fsync:
+            _fsync_dir(parent)
+
+    def _write_temp(self, directory: str, data: bytes) -> str:
+        """Write ``data`` to a new fsynced temp file in ``directory``; return its path."""
+        fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                if self._fsync:
+                    os.fsync(f.fileno())
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
+        return tmp
+
+    # -- the contract --------------------------------------------------------------------
+
+    def get(self, name: str) -> bytes:
+        path = self._path(name)
+        self._stats.add("GET")
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as exc:
+            raise _store_error(exc, f"reading {name}") from None
+        self._stats.add("bytes_down", len(data))
+        return data
+
+    def get_range(self, name: str, offset: int, length: int) -> bytes:
+        path = self._path(name)
+        self._stats.add("GET_RANGE")
+        if offset < 0 or length < 0:
+            raise StoreError(f"invalid range {offset}+{length} of {name}")
+        try:
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if offset + length > size:
+                    raise StoreError(
+                        f"range {offset}+{length} past the end of {name} ({size} bytes)"
+                    )
+                data = os.pread(f.fileno(), length, offset)
+        except OSError as exc:
+            raise _store_error(exc, f"reading {name}") from None
+        if len(data) != length:  # the file shrank under us
+            raise StoreError(f"short read of {name}: {len(data)} of {length} bytes at {offset}")
+        self._stats.add("bytes_down", len(data))
+        return data
+
+    def put(self, name: str, data: bytes) -> None:
+        path = self._path(name)
+        directory = os.path.dirname(path)
+        self._stats.add("PUT")
+        tmp = None
+        try:
+            self._ensure_dir(directory)
+            tmp = self._write_temp(directory, data)
+            os.replace(tmp, path)
+            tmp = None
+            if self._fsync:
+                _fsync_dir(directory)
+        except OSError as exc:
+            raise _store_error(exc, f"writing {name}") from None
+        finally:
+            if tmp is not None:
+                _unlink_quietly(tmp)
+        self._stats.add("bytes_up", len(data))
+
+    def put_if_absent(self, name: str, data: bytes) -> bool:
+        path = self._path(name)
+        directory = os.path.dirname(path)
+        self._stats.add("PUT")
+        tmp = None
+        try:
+            self._ensure_dir(directory)
+            tmp = self._write_temp(directory, data)
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return False
+            except OSError as exc:
+                if exc.errno not in _NO_LINK_ERRNOS:
+                    raise
+                # No hard links here (FAT, some network filesystems): check, then rename.
+                # Two racing writers can both "win"; say so through the class attribute.
+                self.atomic_put_if_absent = False
+                if os.path.lexists(path):
+                    return False
+                os.replace(tmp, path)
+                tmp = None
+            if self._fsync:
+                _fsync_dir(directory)
+        except OSError as exc:
+            raise _store_error(exc, f"writing {name}") from None
+        finally:
+            if tmp is not None:
+                _unlink_quietly(tmp)
+        self._stats.add("bytes_up", len(data))
+        return True
+
+    def delete(self, name: str) -> None:
+        path = self._path(name)
+        self._stats.add("DELETE")
+        try:
+            if os.path.isdir(path):
+                raise ObjectNotFound(f"deleting {name}: not found")
+            os.unlink(path)
+        except OSError as exc:
+            raise _store_error(exc, f"deleting {name}") from None
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        # Walk only the directory the prefix names; a partial last segment ("data/3f")
+        # filters the entries of that directory.
+        dir_part, _, partial = prefix.rpartition("/")
+        if dir_part:
+            check_name(dir_part)
+        if not _PARTIAL_SEGMENT_RE.match(partial):
+            raise ValueError(f"invalid prefix: {prefix!r}")
+        self._stats.add("LIST")
+        if not os.path.isdir(self.root):
+            raise StoreError(f"listing {prefix or '(everything)'}: {self.root} is not a directory")
+        start = os.path.join(self.root, dir_part) if dir_part else self.root
+        stack = [(start, dir_part + "/" if dir_part else "", partial)]
+        while stack:
+            directory, rel, must_start = stack.pop()
+            try:
+                with os.scandir(directory) as it:
+                    entries = list(it)
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # the prefix names nothing (or vanished): nothing to list there
+            except OSError as exc:
+                raise _store_error(exc, f"listing {rel or '(root)'}") from None
+            for entry in entries:
+                if entry.name.startswith(TEMP_PREFIX) or not entry.name.startswith(must_start):
+                    continue
+                if not _SEGMENT_RE.match(entry.name) or entry.name in (".", ".."):
+                    continue  # not something we wrote
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append((entry.path, rel + entry.name + "/", ""))
+                        continue
+                    if not entry.is_file(follow_symlinks=False):
+                        continue
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # deleted while we listed: it is gone, not missed
+                except OSError as exc:
+                    raise _store_error(exc, f"listing {rel + entry.name}") from None
+                yield ObjectInfo(rel + entry.name, st.st_size, st.st_mtime)
+
+    def stat(self, name: str) -> ObjectInfo:
+        path = self._path(name)
+        self._stats.add("HEAD")
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            raise _store_error(exc, f"stat {name}") from None
+        if not stat_module.S_ISREG(st.st_mode):
+            raise ObjectNotFound(f"stat {name}: not found")
+        return ObjectInfo(name, st.st_size, st.st_mtime)
+
+    def stats(self) -> dict[str, int]:
+        """Calls per kind (``GET`` ... ``DELETE``) and payload bytes; see RequestStats."""
+        return self._stats.snapshot()
+
+    def __repr__(self) -> str:
+        return f"LocalObjectStore({self.root!r})"
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def open_url(location: str, **options: object) -> LocalObjectStore:
+    """Open ``file:`` URLs (``file:/path``, ``file:///path``) and plain paths."""
+    if location.startswith("//"):
+        location = location[2:]
+        if not location.startswith("/"):
+            raise UsageError("file: URLs name no host: use file:/path or file:///path")
+    if not location:
+        raise UsageError("the repository path is empty")
+    return LocalObjectStore(location, **options)  # type: ignore[arg-type]
