@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from backupkit_cli.console import Console
 
@@ -39,6 +43,10 @@ class State:
     no_cache: bool = False
     connections: int | None = None
     console: Console = field(default_factory=Console)
+    #: ``--retry-lock DURATION`` as given (``5m``, ``30s``); parsed by ``retry_lock_seconds``.
+    retry_lock: str | None = None
+    #: The ``backupkit.repo.lock.Lock`` held inside ``locked_repo`` (None outside it).
+    lock: Any = None
 
     def repo_url(self) -> str:
         return self.repo or os.environ.get("BK_REPOSITORY") or default_repo()
@@ -111,6 +119,79 @@ class State:
 
         store = self.open_store()
         return Repository.open(store, self.password(), cache_root=self.cache_root(), connections=self.store_connections())
+
+    # -- locks -------------------------------------------------------------------------------
+    def retry_lock_seconds(self) -> float:
+        return parse_wait(self.retry_lock) if self.retry_lock else 0.0
+
+    def lock_manager(self, repo):
+        """A LockManager for ``repo`` honouring ``--retry-lock``; it prints while it waits."""
+        from backupkit.repo.lock import LockManager, human_age
+
+        def on_retry(err: Exception, wait: float) -> None:
+            self.console.info(f"{err}; retrying in {human_age(wait)}")
+
+        fast = os.environ.get("BK_TEST_LOCK_FAST") == "1"  # shrink the waits for the test suite
+        return LockManager(
+            repo,
+            retry_lock=self.retry_lock_seconds(),
+            recheck_delay=0.02 if fast else 0.2,
+            retry_backoff=(0.2, 1.0) if fast else (5.0, 60.0),
+            on_retry=on_retry,
+        )
+
+    @contextmanager
+    def locked_repo(self, exclusive: bool, operation: str) -> Iterator[Any]:
+        """Open the repository and hold a lock on it for the ``with`` block; yields the Repository.
+
+        Shared locks for commands that read or add (backup, restore, check, ls, diff),
+        exclusive ones for commands that delete or rewrite (forget, prune, key changes).
+        While the block runs, ``self.lock`` is the held lock: pass ``st.lock.check`` as a
+        manager's ``lock_check`` and call it right before publishing or deleting anything;
+        it raises LockLost (exit 11) if the lock was removed or could not be refreshed.
+        Acquisition raises LockConflict (exit 11) naming the holder, after retrying for
+        ``--retry-lock``. On exit the repository is closed (uploads finish) before the
+        lock is released.
+        """
+        repo = self.open_repo()
+        try:
+            lock = self.lock_manager(repo).acquire(exclusive, operation)
+        except BaseException:
+            repo.close()
+            raise
+        self.lock = lock
+        try:
+            yield repo
+        finally:
+            try:
+                repo.close()
+            finally:
+                self.lock = None
+                lock.release()
+
+
+_WAIT_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_WAIT_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_wait(text: str) -> float:
+    """Seconds in a wait such as ``30s``, ``5m``, ``1h30m`` or a bare number of seconds."""
+    from backupkit.errors import UsageError
+
+    t = text.strip().lower()
+    try:
+        return max(0.0, float(t))
+    except ValueError:
+        pass
+    pos, total = 0, 0.0
+    for m in _WAIT_RE.finditer(t):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _WAIT_UNITS[m.group(2)]
+        pos = m.end()
+    if not t or pos != len(t):
+        raise UsageError(f"invalid duration {text!r}: use e.g. 30s, 5m or 1h30m")
+    return total
 
 
 def kdf_params():

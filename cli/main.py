@@ -14,6 +14,7 @@ import typer
 
 from backupkit_cli import exit_codes
 from backupkit_cli.commands import backup, cat, init, key, ls, restore, snapshots
+from backupkit_cli.commands import unlock
 from backupkit_cli.console import Console
 from backupkit_cli.context import State
 
@@ -39,6 +40,7 @@ def main(
     cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Local cache directory [env BK_CACHE_DIR]."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not use a local cache."),
     connections: Optional[int] = typer.Option(None, "--connections", help="Concurrent store requests (default 8 for S3, 2 for a local directory)."),
+    retry_lock: Optional[str] = typer.Option(None, "--retry-lock", metavar="DURATION", help="If the repository is locked, retry for this long (e.g. 30s, 5m)."),
 ) -> None:
     ctx.obj = State(
         repo=repo,
@@ -51,6 +53,7 @@ def main(
         no_cache=no_cache,
         connections=max(1, connections) if connections else None,
         console=Console(json_mode=json_output, quiet=quiet, verbose=verbose),
+        retry_lock=retry_lock,
     )
 
 
@@ -60,6 +63,7 @@ app.command("snapshots", help="List snapshots.")(snapshots.command)
 app.command("ls", help="List files in a snapshot.")(ls.command)
 app.command("restore", help="Restore a snapshot to a directory or as a ZIP/TAR stream.")(restore.command)
 app.command("cat", help="Print a repository object (config, index, snapshot, blob, key) for debugging.")(cat.command)
+app.command("unlock", help="Remove stale locks (--remove-all: every lock).")(unlock.command)
 app.add_typer(key.app, name="key", help="Manage the repository's keys (passwords).")
 
 

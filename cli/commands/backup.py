@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from typing import Optional
 
@@ -59,12 +60,10 @@ def command(
         force=force,
         read_concurrency=max(1, read_concurrency),
     )
-    repo = st.open_repo()
-    try:
+    with st.locked_repo(exclusive=False, operation="backup") as repo:
+        opts = dataclasses.replace(opts, lock_check=st.lock.check)  # re-verified before the snapshot
         with BackupProgress(st.console) as progress:
             res = BackupManager(repo, progress).run(opts)
-    finally:
-        repo.close()
     if st.json:
         st.console.json(
             {

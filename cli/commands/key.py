@@ -58,8 +58,9 @@ def add(ctx: typer.Context, new_password_file: str = typer.Option(None, "--new-p
     from backupkit.repo.keymanager import KeyManager
 
     st: State = ctx.obj
-    repo = st.open_repo()
-    key_id = KeyManager(repo).add(_new_password(st, new_password_file), kdf_params())
+    password = _new_password(st, new_password_file)
+    with st.locked_repo(exclusive=True, operation="key add") as repo:
+        key_id = KeyManager(repo).add(password, kdf_params())
     st.console.json({"id": key_id}) if st.json else st.console.success(f"added key {key_id[:10]}")
 
 
@@ -68,8 +69,8 @@ def remove(ctx: typer.Context, key_id: str = typer.Argument(..., help="Key id or
     from backupkit.repo.keymanager import KeyManager
 
     st: State = ctx.obj
-    repo = st.open_repo()
-    removed = KeyManager(repo).remove(key_id)
+    with st.locked_repo(exclusive=True, operation="key remove") as repo:
+        removed = KeyManager(repo).remove(key_id)
     st.console.json({"removed": removed}) if st.json else st.console.success(f"removed key {removed[:10]}")
 
 
@@ -78,6 +79,7 @@ def passwd(ctx: typer.Context, new_password_file: str = typer.Option(None, "--ne
     from backupkit.repo.keymanager import KeyManager
 
     st: State = ctx.obj
-    repo = st.open_repo()
-    new_id = KeyManager(repo).passwd(_new_password(st, new_password_file), kdf_params())
+    password = _new_password(st, new_password_file)
+    with st.locked_repo(exclusive=True, operation="key passwd") as repo:
+        new_id = KeyManager(repo).passwd(password, kdf_params())
     st.console.json({"id": new_id}) if st.json else st.console.success(f"password changed (new key {new_id[:10]})")

@@ -23,9 +23,9 @@ def command(
     from backupkit.snapshot import find_snapshot
 
     st: State = ctx.obj
-    repo = st.open_repo()
-    snap = find_snapshot(repo, snapshot)
-    entries = LsManager(repo).ls(snap, path or "/", recursive=recursive)
+    with st.locked_repo(exclusive=False, operation="ls") as repo:
+        snap = find_snapshot(repo, snapshot)
+        entries = LsManager(repo).ls(snap, path or "/", recursive=recursive)
     if st.json:
         st.console.json({"snapshot": snap.to_json(), "entries": [e.to_json() for e in entries]})
         return

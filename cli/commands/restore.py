@@ -40,14 +40,14 @@ def command(
         fmt = "zip"
     if fmt and not dry_run and sys.stdout.isatty():
         raise UsageError("refusing to write an archive to a terminal; redirect stdout to a file")
-    repo = st.open_repo()
-    snap = find_snapshot(repo, snapshot, host, tag)
-    out = sys.stdout.buffer if fmt else None
-    opts = RestoreOptions(
-        path=path, target=target, format=fmt, output=out, dry_run=dry_run, verify=verify, connections=max(4, st.store_connections())
-    )
-    with RestoreProgress(st.console) as progress:
-        res = RestoreManager(repo, progress).restore(snap, opts)
+    with st.locked_repo(exclusive=False, operation="restore") as repo:
+        snap = find_snapshot(repo, snapshot, host, tag)
+        out = sys.stdout.buffer if fmt else None
+        opts = RestoreOptions(
+            path=path, target=target, format=fmt, output=out, dry_run=dry_run, verify=verify, connections=max(4, st.store_connections())
+        )
+        with RestoreProgress(st.console) as progress:
+            res = RestoreManager(repo, progress).restore(snap, opts)
     summary = {
         "snapshot": snap.id,
         "files": res.files,

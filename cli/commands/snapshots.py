@@ -17,6 +17,9 @@ def command(
     from backupkit.snapshot import filter_snapshots, list_snapshots
 
     st: State = ctx.obj
+    # No lock, on purpose: listing is one catalog read plus one LIST (<= 3 requests on S3,
+    # a lock would add four and 200 ms), it deletes nothing, and the snapshot listing is
+    # the source of truth, so a concurrent forget costs at most a catalog rewrite.
     repo = st.open_repo()
     snaps = filter_snapshots(list_snapshots(repo), host, tag, path)
     if st.json:
