@@ -15,6 +15,7 @@ import typer
 from backupkit_cli import exit_codes
 from backupkit_cli.commands import backup, cat, init, key, ls, restore, snapshots
 from backupkit_cli.commands import unlock
+from backupkit_cli.commands import check, diff, forget, prune
 from backupkit_cli.console import Console
 from backupkit_cli.context import State
 
@@ -64,6 +65,10 @@ app.command("ls", help="List files in a snapshot.")(ls.command)
 app.command("restore", help="Restore a snapshot to a directory or as a ZIP/TAR stream.")(restore.command)
 app.command("cat", help="Print a repository object (config, index, snapshot, blob, key) for debugging.")(cat.command)
 app.command("unlock", help="Remove stale locks (--remove-all: every lock).")(unlock.command)
+app.command("diff", help="Show what changed between two snapshots.")(diff.command)
+app.command("forget", help="Remove snapshots by id or by a retention policy (--keep-*).")(forget.command)
+app.command("prune", help="Delete data no snapshot needs; repack partly used packs.")(prune.command)
+app.command("check", help="Verify the repository's structure (--read-data: and all data).")(check.command)
 app.add_typer(key.app, name="key", help="Manage the repository's keys (passwords).")
 
 

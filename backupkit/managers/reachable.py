@@ -1,6 +1,9 @@
 """Reachability: every blob a set of snapshots references (HAMT nodes, content blobs,
 data blobs), shared by prune (mark) and check (what is missing, and who is affected).
 
+``find_affected`` goes the other way: from a set of bad blob ids to the snapshots and
+paths that reference them, for messages that say what a damage costs.
+
 Each distinct HAMT node is visited once across all snapshots, so marking N snapshots that
 share most of their trees costs about the size of their union, not N times one tree.
 """
@@ -12,12 +15,11 @@ from dataclasses import dataclass, field
 
 import msgpack
 
-from backupkit.crypto import T_META_BLOB
+from backupkit.crypto import T_CATALOG, T_META_BLOB
 from backupkit.entry import decode_entry
 from backupkit.hamt import Hamt
 from backupkit.repo.repository import Repository
 from backupkit.snapshot import Snapshot
-from backupkit.tree import make_hamt
 
 
 @dataclass
@@ -28,6 +30,8 @@ class Reachable:
     data: set[bytes] = field(default_factory=set)
     #: (snapshot id, path or "", message) for nodes/blobs that could not be read
     problems: list[tuple[str, str, str]] = field(default_factory=list)
+    #: ids of the metadata blobs (tree nodes, content blobs) that could not be read
+    unreadable: set[bytes] = field(default_factory=set)
 
     @property
     def all(self) -> set[bytes]:
@@ -39,13 +43,18 @@ def mark(
     snapshots: Iterable[Snapshot],
     on_node: Callable[[], None] | None = None,
     strict: bool = True,
+    read_meta: Callable[[bytes], bytes] | None = None,
 ) -> Reachable:
     """Collect every blob reachable from ``snapshots``.
 
     With ``strict`` an unreadable node or content blob raises (prune must fail closed);
-    otherwise it is recorded in ``problems`` and marking goes on (check).
+    otherwise it is recorded in ``problems`` and ``unreadable`` and marking goes on.
+    ``read_meta(blob_id) -> plaintext`` replaces ``repo.read_blob`` for metadata blobs
+    (check reads through its own index, which tolerates damaged index objects).
     """
-    hamt: Hamt = make_hamt(repo, cache_size=256)
+    if read_meta is None:
+        read_meta = lambda bid: repo.read_blob(bid, T_META_BLOB)  # noqa: E731
+    hamt: Hamt = Hamt(read_meta, lambda _data: b"", cache_size=256)
     out = Reachable()
     for snap in snapshots:
         stack = [snap.root]
@@ -61,6 +70,7 @@ def mark(
             except Exception as e:  # noqa: BLE001 - recorded or re-raised below
                 if strict:
                     raise
+                out.unreadable.add(nid)
                 out.problems.append((snap.id, "", f"tree node {nid.hex()[:16]}: {e}"))
                 continue
             if n[0] == 1:
@@ -76,11 +86,113 @@ def mark(
                         continue
                     out.meta.add(cb)
                     try:
-                        items = msgpack.unpackb(repo.read_blob(cb, T_META_BLOB))
+                        items = msgpack.unpackb(read_meta(cb))
                     except Exception as err:  # noqa: BLE001
                         if strict:
                             raise
+                        out.unreadable.add(cb)
                         out.problems.append((snap.id, path.decode("utf-8", "backslashreplace"), f"content blob {cb.hex()[:16]}: {err}"))
                         continue
                     out.data.update(i for i in items if isinstance(i, bytes))
     return out
+
+
+@dataclass(frozen=True)
+class Affected:
+    """One path of one snapshot that references a bad blob.
+
+    ``path`` is None when a tree node itself is bad: the paths below it are unknown.
+    """
+
+    snapshot: str
+    path: bytes | None
+    blob: bytes
+
+
+def find_affected(
+    repo: Repository,
+    snapshots: Iterable[Snapshot],
+    bad: set[bytes],
+    read_meta: Callable[[bytes], bytes] | None = None,
+) -> list[Affected]:
+    """Every (snapshot, path) whose entry references a blob in ``bad``.
+
+    A file is affected when a data blob or a content blob of it is bad (or a content
+    blob cannot be read); a tree node that is bad or unreadable affects its snapshot
+    with an unknown path. Each distinct node is examined once: its findings are
+    memoized by id, so shared subtrees cost nothing more per snapshot. Meant for the
+    rare case where something is wrong; it reads every tree node.
+    """
+    if read_meta is None:
+        read_meta = lambda bid: repo.read_blob(bid, T_META_BLOB)  # noqa: E731
+    hamt = Hamt(read_meta, lambda _data: b"", cache_size=0)
+    memo: dict[bytes, tuple[tuple[bytes | None, bytes], ...]] = {}
+    cb_memo: dict[bytes, frozenset[bytes] | None] = {}
+
+    def bad_items(cb: bytes) -> frozenset[bytes] | None:
+        """Bad data blobs listed in content blob ``cb``; None if ``cb`` is unreadable."""
+        if cb not in cb_memo:
+            try:
+                items = msgpack.unpackb(read_meta(cb))
+                cb_memo[cb] = frozenset(i for i in items if isinstance(i, bytes) and i in bad)
+            except Exception:  # noqa: BLE001 - an unreadable content blob is a hit
+                cb_memo[cb] = None
+        return cb_memo[cb]
+
+    def visit(nid: bytes) -> tuple[tuple[bytes | None, bytes], ...]:
+        hit = memo.get(nid)
+        if hit is not None:
+            return hit
+        found: list[tuple[bytes | None, bytes]] = []
+        n = None
+        if nid in bad:
+            found.append((None, nid))
+        else:
+            try:
+                n = hamt.node(nid)
+            except Exception:  # noqa: BLE001 - an unreadable node is a hit
+                found.append((None, nid))
+        if n is not None and n[0] == 1:
+            for _s, cid, _c in n[4]:
+                found.extend(visit(cid))
+        elif n is not None:
+            for _k, path, raw in n[1]:
+                try:
+                    e = decode_entry(raw)
+                except Exception:  # noqa: BLE001
+                    found.append((path, nid))
+                    continue
+                for item in e.get("c", ()):
+                    if isinstance(item, bytes) and item in bad:
+                        found.append((path, item))
+                for cb in e.get("cb", ()):
+                    items = None if cb in bad else bad_items(cb)
+                    if items is None:
+                        found.append((path, cb))
+                    else:
+                        found.extend((path, i) for i in sorted(items))
+        result = tuple(found)
+        memo[nid] = result
+        return result
+
+    out: list[Affected] = []
+    for snap in snapshots:
+        for path, blob in visit(snap.root):
+            out.append(Affected(snap.id, path, blob))
+    return out
+
+
+def read_catalog(repo: Repository) -> dict[str, dict] | None:
+    """The catalog exactly as stored (snapshot id -> document), not reconciled with the
+    listing; None when it is missing or unreadable. Prune and check compare it with the
+    listing of ``snapshots/``."""
+    from backupkit.errors import FormatError, IntegrityError, ObjectNotFound
+
+    try:
+        plain = repo.get_object(T_CATALOG, "catalog", b"catalog")
+        doc = msgpack.unpackb(plain)
+        if not isinstance(doc, dict) or doc.get("v") != 1:
+            return None
+        return {str(k): v for k, v in dict(doc["snapshots"]).items()}
+    except (ObjectNotFound, IntegrityError, FormatError, ValueError, KeyError, TypeError):
+        return None

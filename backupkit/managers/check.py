@@ -1,0 +1,508 @@
+"""Check: prove the repository intact, or say exactly what is damaged and what it costs.
+
+Vocabulary:
+    finding     one problem or remark, as data (:class:`Finding`): severity, kind, the
+                object concerned, a message, and the snapshots and paths it affects.
+    severity    ``error`` (data or structure is damaged: exit 1), ``warning``
+                (suspicious but nothing lost), ``info`` (normal leftovers such as
+                unreferenced packs, which the next prune removes).
+    structure   what check verifies without reading pack contents: config, key
+                files, snapshot objects and the catalog, every index object, every
+                indexed pack listed at its indexed size, every snapshot's trie
+                readable, every referenced blob indexed in a pack of its kind.
+    read data   ``--read-data`` (or a subset): download whole packs, verify the
+                header against the index, decrypt every blob and re-hash its id.
+
+Check reads through its own view of the index (each index object loaded on its own), so a
+damaged index object is one finding instead of a failure to open the repository. Every
+read that fails is retried once from the store; damage that a retry does not show is
+reported as ``read_retry_ok`` (info), never as damage (restic #5467).
+
+Findings name affected snapshots and paths: the ids of bad blobs (missing, corrupt, in a
+missing pack, unreadable tree nodes) are mapped back to (snapshot, path) by walking the
+trees (``reachable.find_affected``), only when something is wrong.
+
+Check never writes to the repository (the catalog is compared, not repaired).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import threading
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol
+
+from backupkit.crypto import T_CONFIG, T_INDEX, T_META_BLOB
+from backupkit.entry import display_path
+from backupkit.errors import BlobNotFound, FormatError, IntegrityError, ObjectNotFound, StoreError, UsageError
+from backupkit.managers.prune import bounded_map
+from backupkit.managers.reachable import find_affected, mark, read_catalog
+from backupkit.repo.index import Index, PackInfo, decode_index
+from backupkit.repo.keys import key_info
+from backupkit.repo.pack import KIND_DATA, KIND_META, TYPE_OF_KIND, decode_payload, pack_name, read_pack_header
+from backupkit.repo.repository import RepoConfig, Repository
+from backupkit.snapshot import Snapshot, load_snapshot
+
+ERROR = "error"
+WARNING = "warning"
+INFO = "info"
+_SEVERITY_ORDER = {ERROR: 0, WARNING: 1, INFO: 2}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing check found.
+
+    Attributes:
+        severity: ``error``, ``warning`` or ``info``.
+        kind: a stable machine-readable name (see docs/lifecycle.md).
+        object: the store object or blob concerned (``data/3f/3f..``, ``blob 3fab..``).
+        message: one human-readable line.
+        snapshots: ids of the snapshots affected, sorted.
+        paths: (snapshot id, path) pairs affected, sorted; the path is ``None`` when a
+            tree node is lost and the paths below it are unknown.
+    """
+
+    severity: str
+    kind: str
+    object: str
+    message: str
+    snapshots: tuple[str, ...] = ()
+    paths: tuple[tuple[str, str | None], ...] = ()
+
+    def to_json(self) -> dict:
+        return {
+            "severity": self.severity,
+            "kind": self.kind,
+            "object": self.object,
+            "message": self.message,
+            "snapshots": list(self.snapshots),
+            "paths": [{"snapshot": s, "path": p} for s, p in self.paths],
+        }
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    read_data: bool = False
+    #: ``n/t`` (group n of t, by pack id) or ``x%`` (a random x% of the packs); implies read_data
+    read_data_subset: str | None = None
+    #: seed for ``x%`` (None: random)
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    findings: tuple[Finding, ...]
+    snapshots: int
+    index_objects: int
+    packs: int
+    blobs: int
+    packs_read: int
+    bytes_read: int
+    seconds: float
+
+    @property
+    def errors(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.severity == ERROR)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def to_json(self) -> dict:
+        return {
+            "ok": self.ok,
+            "errors": len(self.errors),
+            "findings": [f.to_json() for f in self.findings],
+            "snapshots": self.snapshots,
+            "index_objects": self.index_objects,
+            "packs": self.packs,
+            "blobs": self.blobs,
+            "packs_read": self.packs_read,
+            "bytes_read": self.bytes_read,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+class CheckReporter(Protocol):
+    def phase(self, name: str, total: int | None) -> None: ...
+    def advance(self, n: int = 1) -> None: ...
+    def finding(self, finding: Finding) -> None: ...
+
+
+class NullCheckReporter:
+    def phase(self, name: str, total: int | None) -> None: ...
+    def advance(self, n: int = 1) -> None: ...
+    def finding(self, finding: Finding) -> None: ...
+
+
+def parse_subset(spec: str) -> tuple[str, float, int]:
+    """``"n/t"`` -> ("group", n, t); ``"x%"`` -> ("percent", x, 0)."""
+    s = spec.strip()
+    m = re.fullmatch(r"(\d+)/(\d+)", s)
+    if m:
+        n, t = int(m.group(1)), int(m.group(2))
+        if t < 1 or not 1 <= n <= t:
+            raise UsageError(f"invalid --read-data-subset {spec!r}: need 1 <= n <= t")
+        return "group", n, t
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*%", s)
+    if m:
+        x = float(m.group(1))
+        if not 0 < x <= 100:
+            raise UsageError(f"invalid --read-data-subset {spec!r}: the percentage must be in (0, 100]")
+        return "percent", x, 0
+    raise UsageError(f"invalid --read-data-subset {spec!r}: use n/t (e.g. 1/5) or x% (e.g. 10%)")
+
+
+def select_packs(packs: list[PackInfo], spec: str | None, seed: int | None = None) -> list[PackInfo]:
+    """The packs ``--read-data-subset`` selects (all when ``spec`` is None).
+
+    ``n/t`` splits packs into t groups by their id, so running 1/t .. t/t on t days
+    reads every pack once; ``x%`` picks that share at random (at least one pack).
+    """
+    if spec is None:
+        return list(packs)
+    how, a, t = parse_subset(spec)
+    if how == "group":
+        return [p for p in packs if int.from_bytes(p.id[:4], "big") % t == int(a) - 1]
+    k = min(len(packs), max(1, round(len(packs) * a / 100))) if packs else 0
+    ordered = sorted(packs, key=lambda p: p.id)
+    return random.Random(seed).sample(ordered, k) if seed is not None else random.SystemRandom().sample(ordered, k)
+
+
+class CheckManager:
+    """Runs one check. The caller holds a shared lock."""
+
+    def __init__(self, repo: Repository, reporter: CheckReporter | None = None) -> None:
+        self.repo = repo
+        self.reporter = reporter or NullCheckReporter()
+        self._lock = threading.Lock()
+
+    # -- entry point -------------------------------------------------------------------------
+    def run(self, opts: CheckOptions | None = None) -> CheckResult:
+        opts = opts or CheckOptions()
+        t0 = time.monotonic()
+        self.findings: list[Finding] = []
+        #: bad blob id -> problem key; problem key -> (kind, object, message)
+        self.bad: dict[bytes, tuple[str, str]] = {}
+        self.problems: dict[tuple[str, str], str] = {}
+        self.retried_ok: set[str] = set()
+        self._check_config()
+        self._check_keys()
+        snaps = self._check_snapshots()
+        index_names = self._load_index()
+        listed = self._check_packs()
+        self._check_trees(snaps)
+        packs_read = bytes_read = 0
+        if opts.read_data or opts.read_data_subset:
+            packs_read, bytes_read = self._read_data(listed, opts)
+        for name in sorted(self.retried_ok):
+            self._add(INFO, "read_retry_ok", name, f"{name}: the first read was damaged, the retry was clean (not damage)")
+        self._attribute(snaps)
+        findings = sorted(self.findings, key=lambda f: (_SEVERITY_ORDER[f.severity], f.kind, f.object))
+        return CheckResult(
+            findings=tuple(findings),
+            snapshots=len(snaps),
+            index_objects=len(index_names),
+            packs=len(self.packs),
+            blobs=len(self.index),
+            packs_read=packs_read,
+            bytes_read=bytes_read,
+            seconds=time.monotonic() - t0,
+        )
+
+    def _add(self, severity: str, kind: str, obj: str, message: str, snapshots=(), paths=()) -> None:
+        f = Finding(severity, kind, obj, message, tuple(snapshots), tuple(paths))
+        with self._lock:
+            self.findings.append(f)
+        self.reporter.finding(f)
+
+    def _mark_bad(self, blob_ids: Iterable[bytes], kind: str, obj: str, message: str) -> None:
+        """Record damage whose affected snapshots and paths are found at the end."""
+        key = (kind, obj)
+        with self._lock:
+            self.problems.setdefault(key, message)
+            for bid in blob_ids:
+                self.bad.setdefault(bid, key)
+
+    # -- structure ---------------------------------------------------------------------------
+    def _check_config(self) -> None:
+        try:
+            RepoConfig.decode(self.repo.get_object(T_CONFIG, "config", b"config"))
+        except (IntegrityError, FormatError, ObjectNotFound) as e:
+            self._add(ERROR, "config_unreadable", "config", f"config: {e}")
+
+    def _check_keys(self) -> None:
+        self.reporter.phase("keys", None)
+        for o in self.repo.store.list("keys/"):
+            key_id = o.name.split("/", 1)[1]
+            try:
+                info = key_info(key_id, self.repo.store.get(o.name), self.repo.sealer)
+            except (FormatError, IntegrityError, ObjectNotFound) as e:
+                self._add(ERROR, "key_malformed", o.name, f"key file {key_id[:8]}: {e}")
+                continue
+            if info.host == "?":
+                self._add(WARNING, "key_meta_unauthenticated", o.name, f"key file {key_id[:8]}: its sealed metadata does not authenticate")
+
+    def _check_snapshots(self) -> list[Snapshot]:
+        repo = self.repo
+        listed = sorted(i.hex() for i in repo.list_ids("snapshots"))
+        self.reporter.phase("snapshots", len(listed))
+        snaps: list[Snapshot] = []
+
+        def load(sid: str) -> Snapshot | Exception:
+            try:
+                return load_snapshot(repo, sid)
+            except (IntegrityError, FormatError) as e:
+                return e
+            finally:
+                self.reporter.advance(1)
+
+        with ThreadPoolExecutor(max_workers=repo.connections) as pool:
+            for sid, r in zip(listed, pool.map(load, listed)):
+                if isinstance(r, Exception):
+                    self._add(ERROR, "snapshot_unreadable", f"snapshots/{sid}", f"snapshot {sid[:8]}: {r}", (sid,), ((sid, None),))
+                else:
+                    snaps.append(r)
+        catalog = read_catalog(repo)
+        if catalog is None:
+            if repo.store.exists("catalog"):
+                self._add(ERROR, "catalog_unreadable", "catalog", "the catalog cannot be read (corrupt or tampered); bk snapshots rewrites it")
+            elif listed:
+                self._add(INFO, "catalog_stale", "catalog", f"there is no catalog but {len(listed)} snapshots; bk snapshots writes it")
+            return snaps
+        missing = sorted(set(listed) - set(catalog))
+        extra = sorted(set(catalog) - set(listed))
+        if missing or extra:
+            self._add(
+                INFO,
+                "catalog_stale",
+                "catalog",
+                f"the catalog lacks {len(missing)} and still lists {len(extra)} snapshot(s) (an interrupted backup or "
+                "forget); bk snapshots brings it up to date",
+            )
+        for s in snaps:
+            doc = catalog.get(s.id)
+            if doc is None:
+                continue
+            try:
+                same = Snapshot.from_doc(s.id, doc) == s
+            except FormatError:
+                same = False
+            if not same:
+                self._add(ERROR, "catalog_mismatch", "catalog", f"the catalog's entry for snapshot {s.short_id} differs from the snapshot object", (s.id,))
+        return snaps
+
+    def _load_index(self) -> list[str]:
+        """Load every index object on its own; build the merged index from the good ones."""
+        repo = self.repo
+        names = sorted(repo.index_names())
+        self.reporter.phase("index", len(names))
+
+        def load(name: str):
+            obj_id = bytes.fromhex(name.split("/", 1)[1])
+            try:
+                return decode_index(repo.get_object(T_INDEX, name, obj_id), name)
+            except (IntegrityError, FormatError, ObjectNotFound) as e:
+                return e
+            finally:
+                self.reporter.advance(1)
+
+        objs = {}
+        with ThreadPoolExecutor(max_workers=repo.connections) as pool:
+            for name, r in zip(names, pool.map(load, names)):
+                if isinstance(r, Exception):
+                    self._add(ERROR, "index_unreadable", name, f"{name}: {r}")
+                else:
+                    objs[name] = r
+        superseded = {s.hex() for o in objs.values() for s in o.supersedes}
+        self.index = Index()
+        #: pack id -> PackInfo, and pack id -> {blob id: (offset, length, raw length)}
+        self.packs: dict[bytes, PackInfo] = {}
+        self.pack_entries: dict[bytes, dict[bytes, tuple[int, int, int]]] = {}
+        for name, obj in objs.items():
+            if name.split("/", 1)[1] in superseded:
+                continue
+            for p, entries in obj.packs:
+                old = self.packs.get(p.id)
+                if old is not None and old != p:
+                    self._add(ERROR, "index_conflict", pack_name(p.kind, p.id), f"index objects disagree about pack {p.id.hex()[:16]}: {old} vs {p}")
+                self.packs.setdefault(p.id, p)
+                self.index.add_pack(p, entries)
+                mine = self.pack_entries.setdefault(p.id, {})
+                for bid, off, ln, raw in entries:
+                    mine[bid] = (off, ln, raw)
+        if not names and self.repo.store.exists("catalog"):
+            self._add(ERROR, "index_missing", "index/", "the repository has snapshots or a catalog but no index object")
+        return names
+
+    def _check_packs(self) -> dict[str, int]:
+        listed: dict[str, int] = {}
+        for kind in (KIND_DATA, KIND_META):
+            for o in self.repo.store.list(kind + "/"):
+                listed[o.name] = o.size
+        known = set()
+        for p in self.packs.values():
+            name = pack_name(p.kind, p.id)
+            known.add(name)
+            entries = self.pack_entries[p.id]
+            size = listed.get(name)
+            if size is None:
+                self._mark_bad(entries, "pack_missing", name, f"pack {name} is indexed but missing from the store ({len(entries)} blobs)")
+                continue
+            if size != p.size:
+                self._mark_bad(entries, "pack_size", name, f"pack {name} is {size} bytes, the index says {p.size} (truncated or replaced)")
+                continue
+            outside = [bid for bid, (off, ln, _r) in entries.items() if off + ln > size]
+            if outside:
+                self._mark_bad(outside, "index_entry_out_of_range", name, f"{len(outside)} index entries point past the end of pack {name}")
+        for name in sorted(set(listed) - known):
+            self._add(INFO, "pack_unreferenced", name, f"pack {name} is not in any index (left by an interrupted backup or prune; prune removes it)")
+        return listed
+
+    def _read_meta(self, blob_id: bytes) -> bytes:
+        """A metadata blob through check's own index (cached meta packs, one retry)."""
+        loc = self.index.lookup(blob_id)
+        if loc is None:
+            raise BlobNotFound(f"blob {blob_id.hex()[:16]} is not in the index")
+        if loc.pack.kind != KIND_META:
+            raise IntegrityError(f"blob {blob_id.hex()[:16]} is indexed in a {loc.pack.kind} pack")
+        name = pack_name(loc.pack.kind, loc.pack.id)
+        what = f"blob {blob_id.hex()[:16]} in pack {loc.pack.id.hex()[:16]}"
+        cache = self.repo.cache
+        for attempt in (0, 1):
+            raw = cache.read_range(name, loc.offset, loc.length) if attempt == 0 else None
+            if raw is None:
+                data = self.repo.store.get(name)
+                if len(data) == loc.pack.size:
+                    cache.put(name, data)
+                raw = data[loc.offset : loc.offset + loc.length]
+            try:
+                plain = decode_payload(self.repo.sealer.open(T_META_BLOB, blob_id, raw, what), what)
+                if self.repo.sealer.blob_id(plain) != blob_id:
+                    raise IntegrityError(f"{what}: content does not match its id")
+                if attempt == 1:
+                    with self._lock:
+                        self.retried_ok.add(name)
+                return plain
+            except (IntegrityError, FormatError):
+                cache.delete(name)
+                if attempt == 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _check_trees(self, snaps: list[Snapshot]) -> None:
+        self.reporter.phase("trees", None)
+        reach = mark(self.repo, snaps, on_node=self.reporter.advance, strict=False, read_meta=self._read_meta)
+        for bid in reach.unreadable:
+            if bid in self.bad:
+                continue  # already explained (missing pack, ...)
+            loc = self.index.lookup(bid)
+            if loc is None:
+                self._mark_bad([bid], "blob_missing", f"blob {bid.hex()}", f"tree blob {bid.hex()[:16]} is not in the index")
+            else:
+                self._mark_bad([bid], "tree_unreadable", f"blob {bid.hex()}", f"tree blob {bid.hex()[:16]} cannot be read or verified")
+        self.referenced = reach.all
+        for kind, ids in ((KIND_META, reach.meta), (KIND_DATA, reach.data)):
+            for bid in ids:
+                if bid in reach.unreadable or bid in self.bad:
+                    continue
+                loc = self.index.lookup(bid)
+                if loc is None:
+                    self._mark_bad([bid], "blob_missing", f"blob {bid.hex()}", f"blob {bid.hex()[:16]} is referenced but not in the index")
+                elif loc.pack.kind != kind:
+                    self._mark_bad([bid], "blob_wrong_kind", f"blob {bid.hex()}", f"{kind} blob {bid.hex()[:16]} is indexed in a {loc.pack.kind} pack")
+
+    # -- read data ---------------------------------------------------------------------------
+    def _verify_pack(self, p: PackInfo, data: bytes) -> tuple[str | None, dict[bytes, str]]:
+        """(header problem, {blob id: problem}) for one downloaded pack."""
+        sealer = self.repo.sealer
+        entries = self.pack_entries[p.id]
+        header_problem = None
+        if len(data) != p.size:
+            header_problem = f"{len(data)} bytes read, {p.size} indexed"
+        else:
+            try:
+                header = {e.blob_id: (e.offset, e.length) for e in read_pack_header(sealer, p.id, data, len(data))}
+                wrong = [bid for bid, (off, ln, _r) in entries.items() if header.get(bid) != (off, ln)]
+                if wrong:
+                    header_problem = f"the header disagrees with the index about {len(wrong)} blob(s)"
+            except (IntegrityError, FormatError) as e:
+                header_problem = str(e)
+        t = TYPE_OF_KIND[p.kind]
+        bad: dict[bytes, str] = {}
+        for bid, (off, ln, raw) in entries.items():
+            what = f"blob {bid.hex()[:16]}"
+            sealed = data[off : off + ln]
+            try:
+                if len(sealed) != ln:
+                    raise IntegrityError(f"{what}: beyond the end of the pack")
+                plain = decode_payload(sealer.open(t, bid, sealed, what), what)
+                if len(plain) != raw:
+                    raise IntegrityError(f"{what}: {len(plain)} bytes, the index says {raw}")
+                if sealer.blob_id(plain) != bid:
+                    raise IntegrityError(f"{what}: content does not match its id")
+            except (IntegrityError, FormatError) as e:
+                bad[bid] = str(e)
+        return header_problem, bad
+
+    def _read_one(self, p: PackInfo) -> int:
+        name = pack_name(p.kind, p.id)
+        try:
+            data = self.repo.store.get(name)
+        except ObjectNotFound:
+            return 0  # reported by the structure check
+        header_problem, bad = self._verify_pack(p, data)
+        n = len(data)
+        if header_problem or bad:
+            try:
+                again = self.repo.store.get(name)
+            except StoreError:
+                again = None
+            if again is not None:
+                n += len(again)
+                header_problem, bad = self._verify_pack(p, again)
+                if not (header_problem or bad):
+                    with self._lock:
+                        self.retried_ok.add(name)
+        if header_problem:
+            self._add(ERROR, "pack_header", name, f"pack {name}: {header_problem}")
+        for bid, msg in bad.items():
+            self._mark_bad([bid], "blob_corrupt", f"blob {bid.hex()}", f"{msg} (in pack {name})")
+        self.reporter.advance(p.size)
+        return n
+
+    def _read_data(self, listed: dict[str, int], opts: CheckOptions) -> tuple[int, int]:
+        present = [p for p in self.packs.values() if listed.get(pack_name(p.kind, p.id)) == p.size]
+        chosen = select_packs(present, opts.read_data_subset, opts.seed)
+        self.reporter.phase("read data", sum(p.size for p in chosen))
+        workers = max(2, self.repo.connections)
+        total = 0
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for n in bounded_map(pool, self._read_one, chosen, workers * 2):
+                total += n
+        return len(chosen), total
+
+    # -- attribution -------------------------------------------------------------------------
+    def _attribute(self, snaps: list[Snapshot]) -> None:
+        """Turn recorded damage into findings that name snapshots and paths."""
+        if not self.problems:
+            return
+        self.reporter.phase("affected paths", None)
+        hits = find_affected(self.repo, snaps, set(self.bad), read_meta=self._read_meta)
+        by_key: dict[tuple[str, str], set[tuple[str, bytes | None]]] = {k: set() for k in self.problems}
+        for h in hits:
+            key = self.bad.get(h.blob)
+            if key is None:  # an unreadable node found only now (e.g. a content blob)
+                continue
+            by_key[key].add((h.snapshot, h.path))
+        for (kind, obj), message in sorted(self.problems.items()):
+            pairs = sorted(by_key[(kind, obj)], key=lambda sp: (sp[0], sp[1] or b""))
+            snapshots = sorted({s for s, _p in pairs})
+            paths = tuple((s, display_path(p) if p is not None else None) for s, p in pairs)
+            suffix = f"; affects {len(snapshots)} snapshot(s), {len(paths)} path(s)" if pairs else "; no snapshot uses it"
+            self._add(ERROR, kind, obj, message + suffix, snapshots, paths)

@@ -1,0 +1,593 @@
+"""Prune: delete the packs no snapshot needs, repack the partly used ones.
+
+Vocabulary:
+    live blob       a blob some snapshot reaches (HAMT node, content blob, data blob),
+                    found by ``reachable.mark``; every other indexed blob is unused.
+    used / unused   sealed bytes of a pack's live / unused index entries (pack header
+                    and padding count as neither).
+    delete          an indexed pack with no live blob.
+    repack          a pack with live and unused blobs whose live blobs are copied into
+                    new packs, so the pack can be deleted.
+    unindexed pack  a pack no index object names: left by a backup or prune that died
+                    before writing its index. Garbage; deleted.
+    missing pack    an indexed pack the store does not list. Fatal if a live blob is in
+                    it; otherwise it is simply left out of the new index.
+
+Plan, then execute (restic ``PlanPrune`` / ``PrunePlan.Execute``); ``--dry-run`` renders
+the plan. Execution order (each step is safe to interrupt; the next prune finishes):
+
+    1. repack: read each pack to repack once, verify every live blob (decrypt, re-hash)
+       and copy its sealed bytes unchanged into new packs, uploaded as they fill;
+    2. write ONE index object naming every kept and new pack, superseding every index
+       object listed at planning time (readers ignore superseded objects);
+    3. delete the old index objects;
+    4. delete unused, repacked and unindexed packs.
+
+Until step 2 lands, the old index is the truth and new packs are unindexed garbage;
+after it, the old packs are unindexed garbage. Nothing is deleted before step 2.
+
+Fail closed (BRIEF section 2): a failed listing, an empty listing of ``index/`` or of the
+packs while the other side says there is data, a snapshot listing that lost snapshots
+the catalog still knows, an unreadable snapshot or tree node, a live blob the index does
+not know, or a live blob in a pack the store does not list (or lists at another size)
+abort with nothing deleted and a ``DamagedRepository`` naming the damaged snapshots.
+
+Repacking copies sealed blobs byte for byte instead of ``read_blob`` + ``add_blob``: the
+envelope is bound to (type, blob id), not to a pack, so the copy is a valid blob of the
+new pack; nothing is re-compressed or re-encrypted (no new nonces), and ``add_blob``'s
+dedup against the current index (which still lists the old copies) does not get in the
+way. Each blob is still decrypted and re-hashed before it is copied, so a damaged blob
+aborts the prune instead of being carried forward.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+from backupkit.entry import display_path
+from backupkit.errors import FormatError, IntegrityError, ObjectNotFound, RepositoryError, UsageError
+from backupkit.managers.reachable import Reachable, find_affected, mark, read_catalog
+from backupkit.repo.index import Index, PackInfo
+from backupkit.repo.pack import KIND_DATA, KIND_META, TYPE_OF_KIND, PackBuilder, PackEntry, decode_payload, pack_name
+from backupkit.repo.repository import Repository
+from backupkit.snapshot import Snapshot, load_snapshot
+
+IndexEntry = tuple[bytes, int, int, int]  # blob id, offset, length, raw length
+T = TypeVar("T")
+
+
+class DamagedRepository(RepositoryError):
+    """Prune refused to run: the repository misses data that snapshots need.
+
+    Attributes:
+        snapshots: ids of the damaged snapshots (those that reference missing data).
+        details: one line per problem, for display.
+    """
+
+    def __init__(self, message: str, snapshots: Iterable[str] = (), details: Iterable[str] = ()) -> None:
+        super().__init__(message)
+        self.snapshots = tuple(snapshots)
+        self.details = tuple(details)
+
+
+@dataclass(frozen=True)
+class MaxUnused:
+    """``--max-unused``: how much unused data prune may leave in partly used packs.
+
+    ``percent`` is of the *used* data's share, as in restic: 5% leaves at most
+    used * 5 / 95 unused bytes. ``bytes`` is an absolute limit; both None is unlimited.
+    """
+
+    percent: float | None = 5.0
+    bytes: int | None = None
+
+    def limit(self, used: int) -> float:
+        if self.bytes is not None:
+            return float(self.bytes)
+        if self.percent is None:
+            return float("inf")
+        if self.percent >= 100:
+            return float("inf")
+        return used * self.percent / (100 - self.percent)
+
+    def __str__(self) -> str:
+        if self.bytes is not None:
+            return f"{self.bytes} bytes"
+        return "unlimited" if self.percent is None else f"{self.percent:g}%"
+
+
+_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def parse_max_unused(s: str) -> MaxUnused:
+    """Parse ``5%``, ``0%``, ``100M``, ``2G``, ``1234`` or ``unlimited``."""
+    text = s.strip().lower()
+    if text == "unlimited":
+        return MaxUnused(percent=None)
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*%", text)
+    if m:
+        p = float(m.group(1))
+        if p > 100:
+            raise UsageError(f"invalid --max-unused {s!r}: a percentage must be at most 100%")
+        return MaxUnused(percent=p)
+    m = re.fullmatch(r"(\d+)\s*([kmgt]?)(?:i?b)?", text)
+    if m:
+        return MaxUnused(percent=None, bytes=int(m.group(1)) * _UNITS[m.group(2)])
+    raise UsageError(f"invalid --max-unused {s!r}: use a percentage (5%), a size (100M) or 'unlimited'")
+
+
+@dataclass(frozen=True)
+class PruneStats:
+    """Counts and bytes of a plan (sizes are stored bytes)."""
+
+    snapshots: int = 0
+    index_objects: int = 0
+    packs: int = 0
+    blobs_used: int = 0
+    blobs_unused: int = 0
+    bytes_used: int = 0
+    bytes_unused: int = 0
+    packs_delete: int = 0
+    bytes_delete: int = 0
+    packs_repack: int = 0
+    bytes_repack: int = 0
+    bytes_repack_live: int = 0
+    packs_unindexed: int = 0
+    bytes_unindexed: int = 0
+    packs_missing: int = 0
+    bytes_unused_after: int = 0
+
+    @property
+    def bytes_freed(self) -> int:
+        """Estimate: deleted + unindexed + repacked packs, minus what repacking rewrites."""
+        return self.bytes_delete + self.bytes_unindexed + self.bytes_repack - self.bytes_repack_live
+
+    def to_json(self) -> dict:
+        d = dict(self.__dict__)
+        d["bytes_freed"] = self.bytes_freed
+        return d
+
+
+@dataclass(frozen=True)
+class PrunePlan:
+    """What prune will do; execute it with ``PruneManager.execute``."""
+
+    max_unused: MaxUnused
+    stats: PruneStats
+    #: every index object listed while planning; all are superseded by the new one
+    index_names: tuple[str, ...]
+    keep: tuple[PackInfo, ...]
+    repack: tuple[PackInfo, ...]
+    delete: tuple[PackInfo, ...]
+    #: names of packs no index object names
+    unindexed: tuple[str, ...]
+    #: indexed packs the store does not list (none holds a live blob)
+    missing: tuple[PackInfo, ...]
+    #: pack id -> its entries in the merged index
+    entries: Mapping[bytes, tuple[IndexEntry, ...]] = field(default_factory=dict, repr=False, compare=False)
+    live: frozenset[bytes] = field(default_factory=frozenset, repr=False, compare=False)
+
+    @property
+    def nothing_to_do(self) -> bool:
+        return not (self.repack or self.delete or self.unindexed or self.missing) and len(self.index_names) <= 1
+
+    def to_json(self) -> dict:
+        return {
+            "max_unused": str(self.max_unused),
+            "stats": self.stats.to_json(),
+            "delete": [pack_name(p.kind, p.id) for p in self.delete],
+            "repack": [pack_name(p.kind, p.id) for p in self.repack],
+            "unindexed": list(self.unindexed),
+            "missing": [pack_name(p.kind, p.id) for p in self.missing],
+            "index_objects": list(self.index_names),
+            "nothing_to_do": self.nothing_to_do,
+        }
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    plan: PrunePlan
+    packs_written: int
+    bytes_written: int
+    index_written: str | None
+    index_deleted: int
+    packs_deleted: int
+    bytes_deleted: int
+    seconds: float
+
+    def to_json(self) -> dict:
+        return {
+            "plan": self.plan.to_json(),
+            "packs_written": self.packs_written,
+            "bytes_written": self.bytes_written,
+            "index_written": self.index_written,
+            "index_deleted": self.index_deleted,
+            "packs_deleted": self.packs_deleted,
+            "bytes_deleted": self.bytes_deleted,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+class PruneReporter(Protocol):
+    """Progress of prune: a phase starts (total units or None), then advances."""
+
+    def phase(self, name: str, total: int | None) -> None: ...
+    def advance(self, n: int = 1) -> None: ...
+
+
+class NullPruneReporter:
+    def phase(self, name: str, total: int | None) -> None: ...
+    def advance(self, n: int = 1) -> None: ...
+
+
+def bounded_map(pool: ThreadPoolExecutor, fn: Callable[..., T], items: Iterable, window: int) -> Iterator[T]:
+    """``pool.map`` that keeps at most ``window`` calls in flight (memory stays flat)."""
+    pending: list[Future[T]] = []
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= window:
+            yield pending.pop(0).result()
+    for f in pending:
+        yield f.result()
+
+
+class PruneManager:
+    """Plans and executes one prune. The caller holds the exclusive lock."""
+
+    def __init__(
+        self, repo: Repository, reporter: PruneReporter | None = None, lock_check: Callable[[], None] | None = None
+    ) -> None:
+        """``lock_check`` raises if our exclusive lock was lost; it is called right before
+        the new index is written and before anything is deleted."""
+        self.repo = repo
+        self.reporter = reporter or NullPruneReporter()
+        self.lock_check = lock_check or (lambda: None)
+
+    def run(self, max_unused: MaxUnused | None = None) -> PruneResult:
+        return self.execute(self.plan(max_unused))
+
+    # -- planning ----------------------------------------------------------------------------
+    def plan(self, max_unused: MaxUnused | None = None) -> PrunePlan:
+        """Mark, check that nothing needed is missing, and decide each pack's fate.
+
+        Reads only; raises DamagedRepository (or a StoreError from a failed listing).
+        """
+        max_unused = max_unused or MaxUnused()
+        repo = self.repo
+        # Read order: snapshots, then the index, then the packs (restic's design.rst).
+        snaps = self._snapshots()
+        index_names = tuple(sorted(repo.index_names()))
+        index = repo.reload_index()
+        if tuple(sorted(repo.index_names())) != index_names:
+            raise RepositoryError("the index changed while prune was reading it; is another process writing?")
+        listed = self._list_packs()
+        packs = index.packs()
+        if not index_names and (listed or snaps):
+            raise DamagedRepository(
+                f"refusing to prune: the store lists no index objects but {len(listed)} packs and "
+                f"{len(snaps)} snapshots; nothing was deleted"
+            )
+        if packs and not listed:
+            raise DamagedRepository(
+                f"refusing to prune: the index names {len(packs)} packs but the store lists none; nothing was deleted"
+            )
+
+        self.reporter.phase("mark", None)
+        reach = mark(repo, snaps, on_node=self.reporter.advance, strict=False)
+        self._require_complete(snaps, reach, index, listed)
+
+        entries: dict[bytes, list[IndexEntry]] = {p.id: [] for p in packs}
+        for loc in index.blobs():
+            entries[loc.pack.id].append((loc.blob_id, loc.offset, loc.length, loc.raw_length))
+        live = reach.all
+        keep: list[PackInfo] = []
+        delete: list[PackInfo] = []
+        missing: list[PackInfo] = []
+        candidates: list[tuple[PackInfo, int, int]] = []
+        blobs_used = blobs_unused = bytes_used = bytes_unused = 0
+        for p in packs:
+            used = unused = 0
+            for bid, _off, length, _raw in entries[p.id]:
+                if bid in live:
+                    used += length
+                    blobs_used += 1
+                else:
+                    unused += length
+                    blobs_unused += 1
+            bytes_used += used
+            bytes_unused += unused
+            if pack_name(p.kind, p.id) not in listed:
+                missing.append(p)  # _require_complete made sure nothing live is in it
+            elif used == 0:
+                delete.append(p)
+            elif unused == 0:
+                keep.append(p)
+            else:
+                candidates.append((p, used, unused))
+
+        # restic's rule: repack the packs with the largest unused share first, until the
+        # unused bytes left in kept packs are within the limit.
+        limit = max_unused.limit(bytes_used)
+        remaining = sum(u for _p, _used, u in candidates)
+        candidates.sort(key=lambda c: (-c[2] / (c[1] + c[2]), -c[2], c[0].id))
+        repack: list[PackInfo] = []
+        repack_live = 0
+        for p, used, unused in candidates:
+            if remaining > limit:
+                repack.append(p)
+                repack_live += used
+                remaining -= unused
+            else:
+                keep.append(p)
+        known = {pack_name(p.kind, p.id) for p in packs}
+        unindexed = sorted(n for n in listed if n not in known)
+        stats = PruneStats(
+            snapshots=len(snaps),
+            index_objects=len(index_names),
+            packs=len(packs),
+            blobs_used=blobs_used,
+            blobs_unused=blobs_unused,
+            bytes_used=bytes_used,
+            bytes_unused=bytes_unused,
+            packs_delete=len(delete),
+            bytes_delete=sum(p.size for p in delete),
+            packs_repack=len(repack),
+            bytes_repack=sum(p.size for p in repack),
+            bytes_repack_live=repack_live,
+            packs_unindexed=len(unindexed),
+            bytes_unindexed=sum(listed[n] for n in unindexed),
+            packs_missing=len(missing),
+            bytes_unused_after=int(remaining),
+        )
+        return PrunePlan(
+            max_unused=max_unused,
+            stats=stats,
+            index_names=index_names,
+            keep=tuple(keep),
+            repack=tuple(repack),
+            delete=tuple(delete),
+            unindexed=tuple(unindexed),
+            missing=tuple(missing),
+            entries={pid: tuple(es) for pid, es in entries.items()},
+            live=frozenset(live),
+        )
+
+    def _snapshots(self) -> list[Snapshot]:
+        """Every snapshot, each read from its own object (never trusting the catalog alone).
+
+        A snapshot the catalog knows but the listing lacks must really be gone (a forget
+        that died before updating the catalog); if it can still be read, the listing
+        lied (restic #4612) and prune stops.
+        """
+        repo = self.repo
+        listed = sorted(i.hex() for i in repo.list_ids("snapshots"))
+        self._check_unlisted(listed)
+        snaps: list[Snapshot] = []
+        damaged: list[str] = []
+        with ThreadPoolExecutor(max_workers=repo.connections) as pool:
+
+            def load(sid: str) -> Snapshot | str:
+                try:
+                    return load_snapshot(repo, sid)
+                except (IntegrityError, FormatError) as e:
+                    return f"snapshot {sid[:8]}: {e}"
+
+            for sid, r in zip(listed, pool.map(load, listed)):
+                if isinstance(r, str):
+                    damaged.append(sid)
+                else:
+                    snaps.append(r)
+        if damaged:
+            raise DamagedRepository(
+                f"refusing to prune: {len(damaged)} snapshot object(s) cannot be read: "
+                f"{', '.join(d[:8] for d in damaged)}; nothing was deleted",
+                damaged,
+            )
+        return snaps
+
+    def _check_unlisted(self, listed: list[str]) -> None:
+        catalog = read_catalog(self.repo)
+        if catalog is None and not listed and any(True for _ in self.repo.store.list("index/")):
+            raise DamagedRepository(
+                "refusing to prune: the store lists no snapshots and the catalog cannot be read, so an "
+                "empty listing cannot be told from a failed one; nothing was deleted"
+            )
+        extra = sorted(set(catalog or ()) - set(listed))
+        for sid in extra:
+            try:
+                self.repo.store.stat(f"snapshots/{sid}")
+            except ObjectNotFound:
+                continue
+            raise DamagedRepository(
+                f"refusing to prune: snapshot {sid[:8]} exists but the store's listing of snapshots/ "
+                "left it out; nothing was deleted"
+            )
+
+    def _list_packs(self) -> dict[str, int]:
+        listed: dict[str, int] = {}
+        for kind in (KIND_DATA, KIND_META):
+            for o in self.repo.store.list(kind + "/"):
+                listed[o.name] = o.size
+        return listed
+
+    def _require_complete(self, snaps: list[Snapshot], reach: Reachable, index: Index, listed: dict[str, int]) -> None:
+        """Raise DamagedRepository unless every live blob is indexed in a listed pack."""
+        bad: set[bytes] = set(reach.unreadable)
+        details: list[str] = [f"{sid[:8]} {path}: {msg}".replace(" : ", ": ") for sid, path, msg in reach.problems]
+        problems: dict[str, int] = {}
+        for kind, ids in ((KIND_META, reach.meta), (KIND_DATA, reach.data)):
+            for bid in ids:
+                if bid in reach.unreadable:
+                    continue
+                loc = index.lookup(bid)
+                if loc is None:
+                    why = "not in the index"
+                elif loc.pack.kind != kind:
+                    why = f"indexed in a {loc.pack.kind} pack"
+                else:
+                    name = pack_name(loc.pack.kind, loc.pack.id)
+                    size = listed.get(name)
+                    if size is None:
+                        why = f"in pack {name}, which the store does not list"
+                    elif size != loc.pack.size:
+                        why = f"in pack {name}, which is {size} bytes, not {loc.pack.size}"
+                    else:
+                        continue
+                bad.add(bid)
+                problems[why] = problems.get(why, 0) + 1
+        if not bad:
+            return
+        details += [f"{n} blob(s) {why}" for why, n in sorted(problems.items())]
+        affected = find_affected(self.repo, snaps, bad)
+        damaged = sorted({a.snapshot for a in affected})
+        for a in affected[:50]:
+            where = display_path(a.path) if a.path is not None else "(tree node; paths below it unknown)"
+            details.append(f"snapshot {a.snapshot[:8]}: {where} (blob {a.blob.hex()[:16]})")
+        raise DamagedRepository(
+            f"refusing to prune, nothing was deleted: {len(bad)} blob(s) that snapshots need are missing or "
+            f"unreadable; damaged snapshots: {', '.join(s[:8] for s in damaged) or '?'} (run bk check)",
+            damaged,
+            details,
+        )
+
+    # -- executing ---------------------------------------------------------------------------
+    def execute(self, plan: PrunePlan) -> PruneResult:
+        """Repack, write the new index, delete old index objects, delete packs."""
+        t0 = time.monotonic()
+        repo = self.repo
+        if plan.nothing_to_do:
+            return PruneResult(plan, 0, 0, None, 0, 0, 0, time.monotonic() - t0)
+        new_packs = self._repack(plan)
+        rows: list[tuple[PackInfo, list[PackEntry]]] = []
+        for p in plan.keep:
+            t = TYPE_OF_KIND[p.kind]
+            rows.append((p, [PackEntry(t, bid, off, ln, raw) for bid, off, ln, raw in plan.entries[p.id]]))
+        rows.extend(new_packs)
+        supersedes = [bytes.fromhex(n.split("/", 1)[1]) for n in plan.index_names]
+        self.reporter.phase("write index", None)
+        self.lock_check()
+        index_written = repo.write_index(rows, supersedes)
+        self.lock_check()
+
+        self.reporter.phase("delete index", len(plan.index_names))
+        index_deleted = self._delete(plan.index_names)
+        doomed = [pack_name(p.kind, p.id) for p in (*plan.delete, *plan.repack)] + list(plan.unindexed)
+        self.reporter.phase("delete packs", len(doomed))
+        sizes = {pack_name(p.kind, p.id): p.size for p in (*plan.delete, *plan.repack)}
+        packs_deleted = self._delete(doomed)
+        repo.reload_index()
+        return PruneResult(
+            plan=plan,
+            packs_written=len(new_packs),
+            bytes_written=sum(p.size for p, _e in new_packs),
+            index_written=index_written,
+            index_deleted=index_deleted,
+            packs_deleted=packs_deleted,
+            bytes_deleted=sum(sizes.get(n, 0) for n in doomed) + plan.stats.bytes_unindexed,
+            seconds=time.monotonic() - t0,
+        )
+
+    def _delete(self, names: Iterable[str]) -> int:
+        """Delete objects (and their cached copies) in parallel; gone already is fine."""
+        repo = self.repo
+
+        def one(name: str) -> int:
+            try:
+                repo.store.delete(name)
+            except ObjectNotFound:
+                return 0
+            finally:
+                repo.cache.delete(name)
+            self.reporter.advance(1)
+            return 1
+
+        names = list(names)
+        if not names:
+            return 0
+        with ThreadPoolExecutor(max_workers=repo.connections) as pool:
+            return sum(pool.map(one, names))
+
+    def _fetch(self, p: PackInfo, refresh: bool = False) -> bytes:
+        name = pack_name(p.kind, p.id)
+        if p.kind == KIND_META and not refresh:
+            cached = self.repo.cache.get(name)
+            if cached is not None and len(cached) == p.size:
+                return cached
+        return self.repo.store.get(name)
+
+    def _live_blobs(self, p: PackInfo, data: bytes, live: frozenset[bytes], entries: tuple[IndexEntry, ...]):
+        """The (id, sealed bytes, raw length) of the pack's live blobs, each verified."""
+        sealer = self.repo.sealer
+        t = TYPE_OF_KIND[p.kind]
+        out = []
+        for bid, off, length, raw in entries:
+            if bid not in live:
+                continue
+            sealed = data[off : off + length]
+            what = f"blob {bid.hex()[:16]} in pack {p.id.hex()[:16]}"
+            plain = decode_payload(sealer.open(t, bid, sealed, what), what)
+            if sealer.blob_id(plain) != bid:
+                raise IntegrityError(f"{what}: content does not match its id")
+            out.append((bid, sealed, raw))
+        return out
+
+    def _read_live(self, p: PackInfo, plan: PrunePlan):
+        entries = plan.entries[p.id]
+        try:
+            return p, self._live_blobs(p, self._fetch(p), plan.live, entries)
+        except (IntegrityError, FormatError):
+            try:  # a damaged download is retried once, from the store
+                return p, self._live_blobs(p, self._fetch(p, refresh=True), plan.live, entries)
+            except (IntegrityError, FormatError) as e:
+                raise DamagedRepository(
+                    f"refusing to prune, nothing was deleted: a blob to repack is damaged ({e}); run bk check --read-data"
+                ) from None
+
+    def _repack(self, plan: PrunePlan) -> list[tuple[PackInfo, list[PackEntry]]]:
+        repo = self.repo
+        if not plan.repack:
+            return []
+        self.reporter.phase("repack", sum(p.size for p in plan.repack))
+        builders = {KIND_DATA: PackBuilder(KIND_DATA), KIND_META: PackBuilder(KIND_META)}
+        written: list[tuple[PackInfo, list[PackEntry]]] = []
+
+        def upload(b: PackBuilder) -> None:
+            pack_id, data, entries = b.finish(repo.sealer)
+            name = pack_name(b.kind, pack_id)
+            repo.store.put(name, data)
+            if b.kind == KIND_META:
+                repo.cache.put(name, data)
+            written.append((PackInfo(pack_id, b.kind, len(data)), entries))
+
+        with ThreadPoolExecutor(max_workers=repo.connections) as pool:
+            for p, blobs in bounded_map(pool, lambda pk: self._read_live(pk, plan), plan.repack, repo.connections):
+                b = builders[p.kind]
+                t = TYPE_OF_KIND[p.kind]
+                for bid, sealed, raw in blobs:
+                    b.add(t, bid, sealed, raw)
+                    if b.size >= repo.config.pack_size:
+                        upload(b)
+                        b = builders[p.kind] = PackBuilder(p.kind)
+                self.reporter.advance(p.size)
+        for b in builders.values():
+            if len(b):
+                upload(b)
+        return written
+
+
+__all__ = [
+    "DamagedRepository",
+    "MaxUnused",
+    "PrunePlan",
+    "PruneManager",
+    "PruneReporter",
+    "PruneResult",
+    "PruneStats",
+    "NullPruneReporter",
+    "parse_max_unused",
+]

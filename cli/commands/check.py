@@ -1,0 +1,52 @@
+"""bk check"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from backupkit_cli import exit_codes
+from backupkit_cli.context import State
+from backupkit_cli.fmt import human_bytes
+
+_STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
+
+
+def command(
+    ctx: typer.Context,
+    read_data: bool = typer.Option(False, "--read-data", help="Also download every pack, decrypt every blob and verify its id."),
+    read_data_subset: Optional[str] = typer.Option(None, "--read-data-subset", metavar="n/t|x%", help="Read only group n of t (by pack id) or a random x% of the packs."),
+) -> int:
+    from backupkit.managers.check import CheckManager, CheckOptions, parse_subset
+    from backupkit_cli.commands.prune import PhaseProgress
+
+    st: State = ctx.obj
+    if read_data_subset is not None:
+        parse_subset(read_data_subset)  # a usage error before any work
+    opts = CheckOptions(read_data=read_data, read_data_subset=read_data_subset)
+    with st.locked_repo(exclusive=False, operation="check") as repo:
+        with PhaseProgress(st.console) as progress:
+            res = CheckManager(repo, progress).run(opts)
+    if st.json:
+        st.console.json(res.to_json())
+        return exit_codes.OK if res.ok else exit_codes.FATAL
+    limit = None if st.verbose else 20
+    for f in res.findings:
+        if f.severity == "info" and st.quiet:
+            continue
+        st.console.err.print(f"{f.severity}: {f.message}", style=_STYLE[f.severity], markup=False)
+        if f.snapshots:
+            st.console.err.print(f"  snapshots: {', '.join(s[:8] for s in f.snapshots)}", markup=False)
+        shown = f.paths if limit is None else f.paths[:limit]
+        for sid, p in shown:
+            st.console.err.print(f"    {sid[:8]} {p if p is not None else '(a tree node: paths below it unknown)'}", markup=False)
+        if len(shown) < len(f.paths):
+            st.console.err.print(f"    ... and {len(f.paths) - len(shown)} more (-v shows all)", markup=False)
+    read = f", read {res.packs_read} packs ({human_bytes(res.bytes_read)})" if res.packs_read else ""
+    summary = f"checked {res.snapshots} snapshots, {res.index_objects} index objects, {res.packs} packs, {res.blobs} blobs{read} in {res.seconds:.1f}s"
+    if res.ok:
+        st.console.success(f"{summary}: no errors were found")
+        return exit_codes.OK
+    st.console.error(f"{summary}: {len(res.errors)} error(s)")
+    return exit_codes.FATAL

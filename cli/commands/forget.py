@@ -1,0 +1,115 @@
+"""bk forget"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from backupkit_cli import exit_codes
+from backupkit_cli.context import State
+from backupkit_cli.fmt import local_time
+
+
+def _count(name: str):
+    return typer.Option(None, f"--keep-{name}", metavar="N", help=f"Keep the newest snapshot of each of the N newest {name} periods ('unlimited': all)." if name != "last" else "Keep the N newest snapshots ('unlimited': all).")
+
+
+def _within(name: str):
+    what = "every snapshot" if not name else f"the newest snapshot of each {name[1:]} period"
+    return typer.Option(None, f"--keep-within{name}", metavar="DURATION", help=f"Keep {what} within DURATION (1y2m3d4h) of the newest snapshot.")
+
+
+def command(
+    ctx: typer.Context,
+    snapshots: list[str] = typer.Argument(None, help="Snapshots to remove (ids or prefixes); with --keep-* rules, the policy decides among them."),
+    keep_last: Optional[str] = _count("last"),
+    keep_hourly: Optional[str] = _count("hourly"),
+    keep_daily: Optional[str] = _count("daily"),
+    keep_weekly: Optional[str] = _count("weekly"),
+    keep_monthly: Optional[str] = _count("monthly"),
+    keep_yearly: Optional[str] = _count("yearly"),
+    keep_within: Optional[str] = _within(""),
+    keep_within_hourly: Optional[str] = _within("-hourly"),
+    keep_within_daily: Optional[str] = _within("-daily"),
+    keep_within_weekly: Optional[str] = _within("-weekly"),
+    keep_within_monthly: Optional[str] = _within("-monthly"),
+    keep_within_yearly: Optional[str] = _within("-yearly"),
+    keep_tag: list[str] = typer.Option([], "--keep-tag", metavar="TAGS", help="Keep snapshots with all these tags (a,b; repeat for either)."),
+    group_by: str = typer.Option("host,paths", "--group-by", help="Apply the policy per group of host, paths and/or tags ('' for one group)."),
+    host: list[str] = typer.Option([], "--host", help="Only snapshots of this host (repeatable)."),
+    tag: list[str] = typer.Option([], "--tag", help="Only snapshots with these tags (a,b = both; repeat for either)."),
+    path: list[str] = typer.Option([], "--path", help="Only snapshots of this path (repeatable: all of them)."),
+    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Show what would be removed; change nothing."),
+    prune: bool = typer.Option(False, "--prune", help="Run prune afterwards (in the same exclusive lock)."),
+    max_unused: str = typer.Option("5%", "--max-unused", help="With --prune: see bk prune --max-unused."),
+) -> int:
+    from backupkit.managers.forget import ForgetManager, ForgetOptions
+    from backupkit.policy import KeepPolicy, parse_duration, parse_group_by, parse_keep_count
+
+    st: State = ctx.obj
+
+    def count(v: Optional[str]) -> int:
+        return parse_keep_count(v) if v is not None else 0
+
+    def dur(v: Optional[str]):
+        return parse_duration(v) if v is not None else None
+
+    policy = KeepPolicy(
+        last=count(keep_last), hourly=count(keep_hourly), daily=count(keep_daily), weekly=count(keep_weekly),
+        monthly=count(keep_monthly), yearly=count(keep_yearly), within=dur(keep_within),
+        within_hourly=dur(keep_within_hourly), within_daily=dur(keep_within_daily),
+        within_weekly=dur(keep_within_weekly), within_monthly=dur(keep_within_monthly),
+        within_yearly=dur(keep_within_yearly), tags=tuple(keep_tag),
+    )
+    opts = ForgetOptions(
+        policy=policy, refs=tuple(snapshots or ()), group_by=parse_group_by(group_by), hosts=tuple(host),
+        tags=tuple(tag), paths=tuple(path), dry_run=dry_run,
+    )
+    with st.locked_repo(exclusive=True, operation="forget" + (" --prune" if prune else "")) as repo:
+        mgr = ForgetManager(repo, lock_check=st.lock.check if st.lock is not None else None)
+        res = mgr.run(opts)
+        if st.json:
+            st.console.json(res.to_json())
+        else:
+            _render(st, res)
+        if prune:
+            from backupkit_cli.commands.prune import run_prune
+
+            return run_prune(st, repo, max_unused, dry_run)
+    return exit_codes.OK
+
+
+def _render(st: State, res) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    for g in res.groups:
+        title = f"snapshots of {g.key}" if g.key is not None else "snapshots given"
+        st.console.out.print(Text(title, style="bold") + Text(f"  ({res.policy})"))
+        if g.kept:
+            t = Table(box=None, header_style="bold", title=f"keep {len(g.kept)} snapshots", title_justify="left")
+            for col in ("ID", "Time", "Host", "Tags", "Paths", "Reasons"):
+                t.add_column(col)
+            for k in g.kept:
+                s = k.snapshot
+                t.add_row(*map(Text, (s.short_id, local_time(s.time), s.host, ",".join(s.tags), _paths(s), "\n".join(k.reasons))))
+            st.console.table(t)
+        if g.removed:
+            t = Table(box=None, header_style="bold", title=f"remove {len(g.removed)} snapshots", title_justify="left")
+            for col in ("ID", "Time", "Host", "Tags", "Paths"):
+                t.add_column(col)
+            for s in g.removed:
+                t.add_row(*map(Text, (s.short_id, local_time(s.time), s.host, ",".join(s.tags), _paths(s))))
+            st.console.table(t)
+    n = len(res.removed)
+    if res.dry_run:
+        st.console.info(f"dry run: would remove {n} snapshot(s)")
+    else:
+        st.console.success(f"removed {n} snapshot(s)")
+
+
+def _paths(s) -> str:
+    from backupkit.entry import display_path
+
+    return "\n".join(display_path(p) for p in s.paths)

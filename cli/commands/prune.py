@@ -1,0 +1,133 @@
+"""bk prune"""
+
+from __future__ import annotations
+
+import typer
+
+from backupkit_cli import exit_codes
+from backupkit_cli.context import State
+from backupkit_cli.fmt import human_bytes
+
+
+class PhaseProgress:
+    """One rich progress line per phase on stderr (prune's and check's reporter protocols).
+
+    Hidden unless stderr is a terminal and neither -q nor --json is given.
+    """
+
+    def __init__(self, console) -> None:
+        self.console = console
+        self.progress = None
+        self.task = None
+
+    def __enter__(self):
+        if self.console.interactive:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.progress = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                console=self.console.err, transient=True,
+            )
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def phase(self, name: str, total: int | None) -> None:
+        if self.progress is None:
+            return
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+        self.task = self.progress.add_task(name, total=total)
+
+    def advance(self, n: int = 1) -> None:
+        if self.progress is not None and self.task is not None:
+            self.progress.update(self.task, advance=n)
+
+    def finding(self, finding) -> None:  # check's protocol; findings are printed at the end
+        pass
+
+
+def render_plan(st: State, plan) -> None:
+    """The plan as a table on stderr (stdout stays free for --json)."""
+    from rich.table import Table
+
+    s = plan.stats
+    table = Table(box=None, show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    table.add_column(justify="right")
+    rows = [
+        ("snapshots", f"{s.snapshots}", ""),
+        ("packs in the index", f"{s.packs}", ""),
+        ("used blobs", f"{s.blobs_used}", human_bytes(s.bytes_used)),
+        ("unused blobs", f"{s.blobs_unused}", human_bytes(s.bytes_unused)),
+        ("packs to delete (nothing used)", f"{s.packs_delete}", human_bytes(s.bytes_delete)),
+        ("packs to repack", f"{s.packs_repack}", human_bytes(s.bytes_repack)),
+        ("  of which still used (rewritten)", "", human_bytes(s.bytes_repack_live)),
+        ("packs no index names (garbage)", f"{s.packs_unindexed}", human_bytes(s.bytes_unindexed)),
+        ("indexed packs already gone", f"{s.packs_missing}", ""),
+        ("index objects, compacted to one", f"{s.index_objects}", ""),
+        ("unused left after prune", "", human_bytes(s.bytes_unused_after)),
+        ("space freed (estimate)", "", human_bytes(s.bytes_freed)),
+    ]
+    for r in rows:
+        table.add_row(*r)
+    st.console.table(table)
+    if st.verbose:
+        from backupkit.repo.pack import pack_name
+
+        for label, packs in (("delete", plan.delete), ("repack", plan.repack)):
+            for p in packs:
+                st.console.info(f"{label} {pack_name(p.kind, p.id)}")
+        for n in plan.unindexed:
+            st.console.info(f"delete {n} (unindexed)")
+
+
+def run_prune(st: State, repo, max_unused: str, dry_run: bool) -> int:
+    """Plan and (unless dry_run) execute a prune inside an exclusive lock already held."""
+    from backupkit.managers.prune import DamagedRepository, PruneManager, parse_max_unused
+
+    limit = parse_max_unused(max_unused)
+    with PhaseProgress(st.console) as progress:
+        mgr = PruneManager(repo, progress, lock_check=st.lock.check if st.lock is not None else None)
+        try:
+            plan = mgr.plan(limit)
+        except DamagedRepository as e:
+            st.console.error(str(e))
+            for line in e.details[: 50 if st.verbose else 10]:
+                st.console.err.print(f"  {line}", markup=False)
+            if st.json:
+                st.console.json({"error": str(e), "damaged_snapshots": list(e.snapshots), "details": list(e.details)})
+            return exit_codes.FATAL
+        if dry_run or plan.nothing_to_do:
+            if st.json:
+                st.console.json({"dry_run": dry_run, "plan": plan.to_json()})
+            else:
+                render_plan(st, plan)
+                st.console.info("dry run: nothing was changed" if dry_run else "nothing to prune")
+            return exit_codes.OK
+        if not st.json:
+            render_plan(st, plan)
+        res = mgr.execute(plan)
+    if st.json:
+        st.console.json(res.to_json())
+    else:
+        st.console.success(
+            f"wrote {res.packs_written} packs ({human_bytes(res.bytes_written)}) and 1 index object, "
+            f"deleted {res.index_deleted} index objects and {res.packs_deleted} packs ({human_bytes(res.bytes_deleted)}) "
+            f"in {res.seconds:.1f}s"
+        )
+    return exit_codes.OK
+
+
+def command(
+    ctx: typer.Context,
+    max_unused: str = typer.Option("5%", "--max-unused", help="Unused space to tolerate in kept packs: a share of the used data (5%), a size (100M) or 'unlimited'."),
+    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Show the plan (packs to delete and repack, bytes freed) and change nothing."),
+) -> int:
+    st: State = ctx.obj
+    with st.locked_repo(exclusive=True, operation="prune") as repo:
+        return run_prune(st, repo, max_unused, dry_run)

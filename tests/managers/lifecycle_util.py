@@ -1,0 +1,69 @@
+"""Helpers shared by the lifecycle tests (diff, forget, prune, check): cheap local
+repositories, generated trees, dated backups, and store listings to compare."""
+
+from __future__ import annotations
+
+import os
+import random
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from backupkit.managers.backup import BackupManager, BackupOptions
+from backupkit.repo.keys import INSECURE_TEST_KDF
+from backupkit.repo.repository import Repository
+from backupkit.snapshot import Snapshot
+from backupkit.store.base import ObjectStore
+from backupkit.store.local import LocalObjectStore
+
+PASSWORD = b"test password"
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def local_store(path: Path) -> LocalObjectStore:
+    return LocalObjectStore(path, fsync=False)
+
+
+def init_repo(store: ObjectStore, pack_size: int = 256 * 1024) -> Repository:
+    """A repository with cheap KDF, small packs and small chunks (many packs, fast)."""
+    return Repository.init(
+        store, PASSWORD, kdf=INSECURE_TEST_KDF, pack_size=pack_size, chunker=(16 * 1024, 32 * 1024, 128 * 1024), cache_root=False
+    )
+
+
+def open_repo(store: ObjectStore) -> Repository:
+    return Repository.open(store, PASSWORD, cache_root=False, connections=2)
+
+
+def write_files(root: Path, files: dict[str, bytes]) -> None:
+    for rel, data in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+
+
+def random_bytes(n: int, seed: int) -> bytes:
+    return random.Random(seed).randbytes(n)
+
+
+def backup(repo: Repository, src: Path, when: datetime | None = None, tags: tuple[str, ...] = (), host: str = "h1") -> Snapshot:
+    res = BackupManager(repo).run(BackupOptions(paths=(str(src),), time=when, tags=tags, host=host))
+    assert res.snapshot is not None and not res.errors
+    return res.snapshot
+
+
+def day(n: int) -> datetime:
+    return T0 + timedelta(days=n)
+
+
+def listing(store: ObjectStore) -> dict[str, int]:
+    """Every object name (locks excluded) with its size."""
+    return {o.name: o.size for o in store.list("") if not o.name.startswith("locks/")}
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    out = {}
+    for dirpath, _dirs, files in os.walk(root):
+        for f in files:
+            p = Path(dirpath) / f
+            out[str(p.relative_to(root))] = p.read_bytes()
+    return out

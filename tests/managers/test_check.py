@@ -1,0 +1,210 @@
+"""bk check: structure, --read-data, findings that name snapshots and paths."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from backupkit.managers.check import CheckManager, CheckOptions, parse_subset, select_packs
+from backupkit.errors import UsageError
+from backupkit.repo.index import PackInfo
+from backupkit.repo.pack import pack_name
+from backupkit.store.faulty import FaultyStore
+from backupkit.tree import SnapshotTree
+from tests.managers.lifecycle_util import backup, day, init_repo, local_store, open_repo, random_bytes, write_files
+
+
+@pytest.fixture
+def repo3(tmp_path):
+    """Three snapshots: ``only12.bin`` is in the first two, ``shared.bin`` in all three,
+    ``only3.bin`` in the last; each file's content is unique."""
+    src = tmp_path / "src"
+    store = local_store(tmp_path / "repo")
+    repo = init_repo(store)
+    write_files(src, {"shared.bin": random_bytes(100_000, 1), "only12.bin": random_bytes(60_000, 2), "sub/x.txt": b"x"})
+    s1 = backup(repo, src, day(0))
+    write_files(src, {"sub/y.txt": b"y"})
+    s2 = backup(repo, src, day(1))
+    (src / "only12.bin").unlink()
+    write_files(src, {"only3.bin": random_bytes(70_000, 3)})
+    s3 = backup(repo, src, day(2))
+    return store, repo, (s1, s2, s3), src
+
+
+def _blob_location(repo, snap, path: bytes):
+    e = SnapshotTree(repo, snap.root).require(path)
+    bid = next(i for i in e["c"] if isinstance(i, bytes))
+    return repo.index.lookup(bid)
+
+
+def _flip(store, name: str, offset: int) -> None:
+    path = os.path.join(store.root, name)
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        b = f.read(1)
+        f.seek(offset)
+        f.write(bytes([b[0] ^ 0x55]))
+
+
+def test_clean_repository(repo3):
+    store, repo, _snaps, _src = repo3
+    res = CheckManager(open_repo(store)).run(CheckOptions(read_data=True))
+    assert res.ok, res.findings
+    assert res.findings == ()
+    assert res.snapshots == 3 and res.packs_read == res.packs > 0
+
+
+def test_flipped_byte_in_data_pack_names_exactly_the_affected_snapshots_and_paths(repo3):
+    store, repo, (s1, s2, s3), src = repo3
+    path = os.fsencode(src / "only12.bin")
+    loc = _blob_location(repo, s1, path)
+    _flip(store, pack_name(loc.pack.kind, loc.pack.id), loc.offset + loc.length // 2)
+
+    assert CheckManager(open_repo(store)).run().ok  # the structure is intact
+    res = CheckManager(open_repo(store)).run(CheckOptions(read_data=True))
+
+    assert not res.ok
+    (f,) = res.errors
+    assert f.kind == "blob_corrupt" and loc.blob_id.hex() in f.object
+    assert f.snapshots == tuple(sorted([s1.id, s2.id]))
+    assert set(f.paths) == {(s1.id, os.fsdecode(path)), (s2.id, os.fsdecode(path))}
+
+
+def test_deleted_pack_is_found_without_read_data(repo3):
+    store, repo, (s1, s2, s3), src = repo3
+    path = os.fsencode(src / "only3.bin")
+    loc = _blob_location(repo, s3, path)
+    name = pack_name(loc.pack.kind, loc.pack.id)
+    in_pack = {b.blob_id for b in repo.index.blobs() if b.pack.id == loc.pack.id}
+    store.delete(name)
+
+    res = CheckManager(open_repo(store)).run()
+
+    assert not res.ok
+    (f,) = [f for f in res.errors if f.kind == "pack_missing"]
+    assert f.object == name
+    assert s3.id in f.snapshots
+    assert (s3.id, os.fsdecode(path)) in f.paths
+    # every path named really uses a blob of the lost pack
+    for sid, p in f.paths:
+        snap = {s.id: s for s in (s1, s2, s3)}[sid]
+        e = SnapshotTree(repo, snap.root).require(os.fsencode(p))
+        assert in_pack & set(i for i in e.get("c", ()) if isinstance(i, bytes))
+
+
+def test_missing_index_object_fails_check(repo3):
+    store, _repo, (s1, s2, s3), _src = repo3
+    names = sorted(o.name for o in store.list("index/"))
+    for n in names:
+        store.delete(n)
+    res = CheckManager(open_repo(store)).run()
+    assert not res.ok
+    kinds = {f.kind for f in res.errors}
+    assert "blob_missing" in kinds and "index_missing" in kinds
+    damaged = {s for f in res.errors for s in f.snapshots}
+    assert damaged == {s1.id, s2.id, s3.id}
+
+
+def test_one_missing_index_object_names_the_snapshots_that_lose_data(repo3):
+    store, repo, (s1, s2, s3), _src = repo3
+    # the last backup wrote the last index object: only3.bin and the new tree nodes
+    newest = max(store.list("index/"), key=lambda o: o.mtime).name
+    store.delete(newest)
+    res = CheckManager(open_repo(store)).run()
+    assert not res.ok
+    damaged = {s for f in res.errors for s in f.snapshots}
+    assert damaged == {s3.id}
+    assert {f.kind for f in res.errors} <= {"blob_missing"}
+    assert {f.kind for f in res.findings if f.severity == "info"} == {"pack_unreferenced"}
+
+
+def test_damaged_tree_node_is_named_without_read_data(repo3):
+    store, repo, (s1, s2, s3), _src = repo3
+    loc = repo.index.lookup(s3.root)
+    _flip(store, pack_name(loc.pack.kind, loc.pack.id), loc.offset + 40)
+    res = CheckManager(open_repo(store)).run()
+    assert not res.ok
+    (f,) = res.errors
+    assert f.kind == "tree_unreadable" and f.snapshots == (s3.id,) and f.paths == ((s3.id, None),)
+
+
+class FlipFirstRead(FaultyStore):
+    """Flips one chosen byte of the first ``get`` of one object (a blob, not padding)."""
+
+    def __init__(self, inner, name: str, offset: int) -> None:
+        super().__init__(inner)
+        self.target, self.offset, self.flipped = name, offset, 0
+
+    def get(self, name: str) -> bytes:
+        data = super().get(name)
+        if name == self.target and not self.flipped:
+            self.flipped += 1
+            data = data[: self.offset] + bytes([data[self.offset] ^ 1]) + data[self.offset + 1 :]
+        return data
+
+
+@pytest.mark.parametrize("kind", ["data", "meta"])
+def test_corrupt_first_read_clean_on_retry_is_not_damage(repo3, kind):
+    store, repo, (s1, _s2, _s3), src = repo3
+    loc = _blob_location(repo, s1, os.fsencode(src / "shared.bin")) if kind == "data" else repo.index.lookup(s1.root)
+    name = pack_name(loc.pack.kind, loc.pack.id)
+    faulty = FlipFirstRead(store, name, loc.offset + 20)
+    res = CheckManager(open_repo(faulty)).run(CheckOptions(read_data=True))
+    assert faulty.flipped == 1
+    assert res.ok, res.errors
+    assert [(f.kind, f.object) for f in res.findings] == [("read_retry_ok", name)]
+
+
+def test_random_corrupt_first_reads_are_not_damage(repo3):
+    store, _repo, _snaps, _src = repo3
+    faulty = FaultyStore(store, seed=3)
+    faulty.corrupt_reads(lambda n: n.startswith(("data/", "meta/")), mode="flip", count=3)
+    res = CheckManager(open_repo(faulty)).run(CheckOptions(read_data=True))
+    assert faulty.injected == 3
+    assert res.ok, res.errors
+
+
+def test_truncated_first_read_clean_on_retry_is_not_damage(repo3):
+    store, _repo, _snaps, _src = repo3
+    faulty = FaultyStore(store, seed=5)
+    faulty.corrupt_reads(lambda n: n.startswith("data/"), mode="truncate", count=1)
+    res = CheckManager(open_repo(faulty)).run(CheckOptions(read_data=True))
+    assert res.ok, res.errors
+
+
+def test_unreferenced_pack_is_info_not_error(repo3):
+    store, _repo, _snaps, _src = repo3
+    data = store.get(next(o.name for o in store.list("data/")))
+    store.put("data/ee/" + "ee" * 32, data)
+    res = CheckManager(open_repo(store)).run()
+    assert res.ok
+    assert [(f.severity, f.kind) for f in res.findings] == [("info", "pack_unreferenced")]
+
+
+def test_truncated_pack_is_found_without_read_data(repo3):
+    store, repo, (s1, s2, s3), src = repo3
+    loc = _blob_location(repo, s1, os.fsencode(src / "shared.bin"))
+    name = pack_name(loc.pack.kind, loc.pack.id)
+    store.put(name, store.get(name)[:-10])
+    res = CheckManager(open_repo(store)).run()
+    (f,) = res.errors
+    assert f.kind == "pack_size" and set(f.snapshots) == {s1.id, s2.id, s3.id}
+
+
+def test_subset_selection():
+    packs = [PackInfo(os.urandom(32), "data", 100) for _ in range(50)]
+    groups = [select_packs(packs, f"{n}/3") for n in (1, 2, 3)]
+    assert sorted(p.id for g in groups for p in g) == sorted(p.id for p in packs)
+    assert len(select_packs(packs, "10%", seed=1)) == 5
+    assert len(select_packs(packs, "0.1%", seed=1)) == 1
+    for bad in ("0/3", "4/3", "abc", "0%", "101%"):
+        with pytest.raises(UsageError):
+            parse_subset(bad)
+
+
+def test_read_data_subset_reads_only_that_share(repo3):
+    store, _repo, _snaps, _src = repo3
+    total = CheckManager(open_repo(store)).run(CheckOptions(read_data=True)).packs_read
+    parts = [CheckManager(open_repo(store)).run(CheckOptions(read_data_subset=f"{n}/2")).packs_read for n in (1, 2)]
+    assert sum(parts) == total
