@@ -272,10 +272,13 @@ class PruneManager:
                 f"refusing to prune: the store lists no index objects but {len(listed)} packs and "
                 f"{len(snaps)} snapshots; nothing was deleted"
             )
-        if packs and not listed:
-            raise DamagedRepository(
-                f"refusing to prune: the index names {len(packs)} packs but the store lists none; nothing was deleted"
-            )
+        for kind in (KIND_DATA, KIND_META):
+            indexed = sum(1 for p in packs if p.kind == kind)
+            if indexed and not any(n.startswith(kind + "/") for n in listed):
+                raise DamagedRepository(
+                    f"refusing to prune: the index names {indexed} {kind} packs but the store lists none under "
+                    f"{kind}/; nothing was deleted"
+                )
 
         self.reporter.phase("mark", None)
         reach = mark(repo, snaps, on_node=self.reporter.advance, strict=False)

@@ -67,3 +67,12 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
             p = Path(dirpath) / f
             out[str(p.relative_to(root))] = p.read_bytes()
     return out
+
+
+def restored(repo: Repository, snap: Snapshot, src: Path, dest: Path) -> dict[str, bytes]:
+    """Restore ``snap`` into ``dest`` and return the bytes of the files under ``src`` there."""
+    from backupkit.managers.restore import RestoreManager, RestoreOptions
+
+    res = RestoreManager(repo).restore(snap, RestoreOptions(target=str(dest), connections=2))
+    assert not res.errors, res.errors
+    return tree_bytes(dest / src.relative_to("/"))
