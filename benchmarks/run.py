@@ -1,0 +1,363 @@
+"""Benchmark bk against restic and borg on the same generated data, in the same run.
+
+    python -m benchmarks.run --scale small|full [--tools bk,restic,borg] [--steps ...]
+                             [--out FILE] [--many-files N] [--warm] [--timeout S]
+
+Steps run in a fixed order and, within a step, tool after tool, so every tool sees the
+same data and much the same machine load (this 2-core machine is shared). Before each
+measured command the page cache is dropped when permitted (``--warm`` keeps it). A step
+that fails, times out or restores the wrong bytes is reported as such; the run goes on.
+Steps a selected step needs (``backup`` before ``restore``) are added.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from . import datagen, measure, report, verify
+from .tools import Tool, Workspace, install, locate
+
+STEPS = list(report.DESCRIPTIONS)
+REQUIRES = {
+    "backup": "init", "backup-unchanged": "backup", "backup-1pct": "backup", "restore": "backup",
+    "restore-zip": "backup", "check-read-data": "backup", "forget-prune": "backup",
+    "many-unchanged": "many-backup", "many-1pct": "many-backup",
+}
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass
+class Result:
+    step: str
+    tool: str
+    status: str = "ok"  # ok | failed | timeout | wrong | skipped
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    mb: float | None = None  # source MB (10^6 bytes) the step covers, for MB/s
+    peak_rss_mib: float = 0.0
+    maxrss_mib: float = 0.0
+    tree_pss_mib: float = 0.0
+    repo_bytes: int | None = None
+    repo_apparent_bytes: int | None = None
+    load_before: float | None = None
+    note: str = ""
+
+
+@dataclass
+class DataSet:
+    """A generated source tree and what a restore of it must reproduce."""
+
+    src: Path
+    stamp: Path
+    params: dict
+    manifest: verify.Manifest | None = None
+
+    @property
+    def bytes(self) -> int:
+        return sum(size for size, _ in self.manifest.values())
+
+    def ensure(self) -> str:
+        """Generate the tree unless an unchanged one with the same parameters exists."""
+        try:
+            reuse = json.loads(self.stamp.read_text()) == self.params
+        except (OSError, ValueError):
+            reuse = False
+        if not reuse:
+            self.stamp.unlink(missing_ok=True)
+            if self.src.exists():
+                shutil.rmtree(self.src)
+            p = self.params
+            if p["kind"] == "many":
+                s = datagen.generate_many(self.src, p["files"], p["seed"])
+            else:
+                s = datagen.generate_mixed(self.src, p["bytes"], p["files"], p["seed"])
+            self.stamp.write_text(json.dumps(self.params))
+        self.manifest = verify.tree_manifest(self.src)
+        how = "reused" if reuse else f"generated in {s.seconds:.0f} s"
+        return f"{len(self.manifest)} files, {self.bytes / 1e6:.0f} MB ({how})"
+
+    def change(self) -> str:
+        self.stamp.unlink(missing_ok=True)  # no longer the pristine tree
+        s = datagen.apply_change(self.src, self.params["seed"])
+        self.manifest = verify.tree_manifest(self.src)
+        return s.detail
+
+
+class Runner:
+    def __init__(self, args: argparse.Namespace, tools: dict[str, Tool], work: Path) -> None:
+        self.args, self.tools, self.work = args, tools, work
+        self.results: list[Result] = []
+        self.done: dict[str, set[str]] = {t: set() for t in tools}
+        self.spaces: dict[tuple[str, str], Workspace] = {}
+        self.data: dict[str, DataSet] = {}
+        self.cold = False
+
+    def ws(self, tool: str, dataset: str) -> Workspace:
+        key = (tool, dataset)
+        if key not in self.spaces:
+            self.spaces[key] = Workspace(self.work / tool / dataset)
+        return self.spaces[key]
+
+    def measure(self, step: str, tool: Tool, cmds: list[measure.Cmd], ws: Workspace) -> measure.Measured:
+        log = self.work / "logs" / f"{tool.name}-{step}.log"
+        log.unlink(missing_ok=True)
+        if self.cold:
+            measure.drop_caches()
+        return measure.run_all(cmds, tool.env(ws), log, self.args.timeout)
+
+    def prep(self, step: str, tool: Tool, cmds: list[measure.Cmd], ws: Workspace) -> str | None:
+        """Unmeasured commands; returns an error text or None."""
+        m = measure.run_all(cmds, tool.env(ws), self.work / "logs" / f"{tool.name}-{step}-prep.log",
+                            self.args.timeout)
+        return "; ".join(m.errors) or None
+
+    def snapshot_check(self, tool: Tool, ws: Workspace) -> str | None:
+        """After a backup: does the tool list as many snapshots as it has taken?"""
+        try:
+            out = subprocess.run(tool.snapshot_count(ws)[0].argv, env=tool.env(ws), capture_output=True,
+                                 text=True, timeout=self.args.timeout)
+        except (OSError, subprocess.SubprocessError) as e:
+            return f"note: could not list snapshots ({e})"
+        try:
+            n = tool.parse_count(out.stdout)
+        except (ValueError, KeyError, TypeError):
+            tail = (out.stderr.strip().splitlines() or ["no output"])[-1][:200]
+            return f"note: could not list snapshots (exit {out.returncode}: {tail})"
+        return None if n == ws.snapshots else f"WRONG: {n} snapshots listed, {ws.snapshots} taken"
+
+    def run_step(self, step: str, tool: Tool) -> Result:
+        r = Result(step, tool.name)
+        if tool.missing:
+            r.status, r.note = "skipped", ""
+            return r
+        need = REQUIRES.get(step)
+        if need and need not in self.done[tool.name]:
+            r.status, r.note = "skipped", f"needs a successful `{need}`"
+            return r
+        dataset = "many" if step.startswith("many") else "mixed"
+        ws = self.ws(tool.name, dataset)
+        data = self.data.get(dataset)
+        if data:
+            r.mb = data.bytes / 1e6
+        post = None
+        if step == "help":
+            cmds = tool.help()
+        elif step == "init":
+            ws.create()
+            cmds = tool.init(ws)
+        elif step in ("backup", "backup-unchanged", "backup-1pct", "many-backup", "many-unchanged", "many-1pct"):
+            if step == "many-backup":
+                ws.create()
+                if err := self.prep(step, tool, tool.init(ws), ws):
+                    r.status, r.note = "failed", f"init: {err}"
+                    return r
+            cmds = tool.backup(ws, data.src)
+
+            def post() -> str | None:
+                ws.snapshots += 1
+                return self.snapshot_check(tool, ws)
+        elif step == "restore":
+            target = ws.root / "restore"
+            shutil.rmtree(target, ignore_errors=True)
+            target.mkdir()
+            cmds = tool.restore(ws, target)
+
+            def post() -> str | None:
+                v = verify.verify_tree(target, data.src, data.manifest)
+                if not self.args.keep:
+                    shutil.rmtree(target, ignore_errors=True)
+                return v.text if v.ok else "WRONG: " + v.text
+        elif step == "restore-zip":
+            out = ws.root / f"stream.{tool.stream_format}"
+            cmds = tool.stream(ws, out)
+
+            def post() -> str | None:
+                v = verify.verify_archive(out, tool.stream_format, data.src, data.manifest)
+                if not self.args.keep:
+                    out.unlink(missing_ok=True)
+                return v.text if v.ok else "WRONG: " + v.text
+        elif step == "check-read-data":
+            cmds = tool.check(ws)
+        elif step == "forget-prune":
+            cmds = tool.forget_prune(ws)
+        else:
+            raise ValueError(step)
+        if step in ("help", "init", "forget-prune"):
+            r.mb = None
+        r.load_before = round(os.getloadavg()[0], 2)
+        m = self.measure(step, tool, cmds, ws)
+        r.seconds, r.cpu_seconds = round(m.wall, 3), round(m.cpu, 3)
+        r.peak_rss_mib = round(m.peak_kib / 1024, 1)
+        r.maxrss_mib, r.tree_pss_mib = round(m.maxrss_kib / 1024, 1), round(m.tree_pss_kib / 1024, 1)
+        if step != "help" and ws.repo.exists():
+            r.repo_bytes, r.repo_apparent_bytes = measure.dir_usage(ws.repo)
+        if not m.ok:
+            r.status, r.note = ("timeout" if m.timed_out else "failed"), "; ".join(m.errors)
+            return r
+        if post and (note := post()):
+            r.note = note
+            if note.startswith("WRONG"):
+                r.status = "wrong"
+                return r
+        self.done[tool.name].add(step)
+        return r
+
+    def baseline(self) -> str:
+        """zstd -3 -T2 over a TAR of the mixed set: the brief's "room in the pipeline"."""
+        if not (shutil.which("zstd") and shutil.which("tar")):
+            return "zstd or tar not installed"
+        src = self.data["mixed"].src
+        out = self.work / "logs" / "zstd-baseline.out"
+        cmd = measure.Cmd(["bash", "-c", f"tar -C '{src}' -cf - . | zstd -3 -T2 -q -c | wc -c"], stdout=out)
+        if self.cold:
+            measure.drop_caches()
+        m = measure.run(cmd, dict(os.environ), self.work / "logs" / "zstd-baseline.log", self.args.timeout)
+        if not m.ok:
+            return "failed: " + "; ".join(m.errors)
+        size = int(out.read_text().split()[0])
+        mb = self.data["mixed"].bytes / 1e6
+        return (f"{mb / m.wall:.0f} MB/s ({m.wall:.2f} s; compresses to "
+                f"{size / 1e6 / mb:.0%} of {mb:.0f} MB)")
+
+
+def select_steps(text: str | None) -> tuple[list[str], list[str]]:
+    """The steps to run in order, and the ones added because a selected step needs them."""
+    wanted = set(STEPS if not text else text.split(","))
+    if unknown := wanted - set(STEPS):
+        raise SystemExit(f"unknown steps {sorted(unknown)} (known: {', '.join(STEPS)})")
+    added = []
+    for s in list(wanted):
+        while (need := REQUIRES.get(s)) and need not in wanted:
+            wanted.add(need)
+            added.append(need)
+            s = need
+    return [s for s in STEPS if s in wanted], added
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--scale", default="small", help="small (~50 MiB), full (~1 GiB) or MiB of the mixed set")
+    ap.add_argument("--tools", default="bk,restic,borg", help="comma-separated, in column order")
+    ap.add_argument("--steps", help=f"comma-separated subset of: {', '.join(STEPS)}")
+    ap.add_argument("--out", type=Path, help="Markdown file (JSON next to it); default "
+                    "benchmarks/results/<date>-<scale>.md")
+    ap.add_argument("--files", type=int, help="small files in the mixed set (default 20 per MiB)")
+    ap.add_argument("--many-files", type=int, help="files in the many set (200000 at full, else 10000)")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--timeout", type=float, help="seconds per step (default 600, full: 3600)")
+    ap.add_argument("--work", type=Path, default=HERE / "work", help="scratch directory (default benchmarks/work)")
+    ap.add_argument("--warm", action="store_true", help="do not drop the page cache before each step")
+    ap.add_argument("--keep", action="store_true", help="keep restored trees and streams")
+    ap.add_argument("--bk", help='how to start bk (default: "bk" on PATH), e.g. "python -m backupkit_cli.main"')
+    ap.add_argument("--no-install", action="store_true", help="do not apt/pip-install missing restic or borg")
+    a = ap.parse_args(argv)
+    if a.timeout is None:
+        a.timeout = 3600.0 if a.scale == "full" else 600.0
+    if a.many_files is None:
+        a.many_files = 200_000 if a.scale == "full" else 10_000
+    return a
+
+
+def machine() -> str:
+    model = "?"
+    try:
+        model = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / (1 << 30)
+    return f"{os.cpu_count()} cores ({model}), {mem:.0f} GiB RAM, Linux {platform.release()}, Python {platform.python_version()}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    steps, added = select_steps(a.steps)
+    names = [t for t in a.tools.split(",") if t]
+    if not a.no_install:
+        install(names, log=lambda s: print(s, file=sys.stderr))
+    tools = locate(names, a.bk)
+    scale_name = a.scale if a.scale in datagen.SCALES else f"{a.scale}MiB"
+    work = a.work / scale_name
+    (work / "logs").mkdir(parents=True, exist_ok=True)
+    for name in tools:  # repositories and caches of an earlier run must not be reused
+        shutil.rmtree(work / name, ignore_errors=True)
+    runner = Runner(a, tools, work)
+
+    def say(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    started = dt.datetime.now(dt.timezone.utc)
+    notes = []
+    if added:
+        notes.append(f"added steps needed by the selection: {', '.join(added)}")
+    for t in tools.values():
+        if t.missing:
+            hint = " (install it: `pip install -e .` in the project, or pass --bk)" if t.name == "bk" else ""
+            notes.append(f"{t.name}: not found on PATH{hint}; its steps are skipped")
+    summary = {"machine": machine(), "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg())}
+    for t in tools.values():
+        summary[t.name] = t.version or "not found"
+    total = datagen.parse_scale(a.scale)
+    n_small = a.files if a.files is not None else datagen.default_small_files(total)
+    if any(not s.startswith("many") and s != "help" for s in steps):
+        runner.data["mixed"] = DataSet(work / "data" / "mixed", work / "data" / "mixed.stamp",
+                                       {"kind": "mixed", "bytes": total, "files": n_small, "seed": a.seed,
+                                        "format": datagen.FORMAT})
+    if any(s.startswith("many") for s in steps):
+        runner.data["many"] = DataSet(work / "data" / "many", work / "data" / "many.stamp",
+                                      {"kind": "many", "files": a.many_files, "seed": a.seed,
+                                       "format": datagen.FORMAT})
+    for name, ds in runner.data.items():
+        ds.src.parent.mkdir(parents=True, exist_ok=True)
+        say(f"data: {name} set ...")
+        summary[f"{name} set"] = f"`{ds.src}`: " + ds.ensure()
+
+    if a.warm:
+        summary["page cache"] = "kept warm (--warm)"
+    else:
+        runner.cold = measure.drop_caches()
+        summary["page cache"] = ("dropped before every measured command (sync; echo 3 > /proc/sys/vm/drop_caches)"
+                                 if runner.cold else "could NOT be dropped here (no permission): runs are warm")
+    if "mixed" in runner.data and "backup" in steps:
+        say("baseline: zstd -3 -T2 ...")
+        summary["zstd -3 -T2 over a tar of the mixed set"] = runner.baseline()
+    if "borg" in tools and "restore-zip" in steps:
+        notes.append(tools["borg"].stream_note)
+
+    try:
+        for step in steps:
+            if step == "backup-1pct":
+                notes.append(f"1% change to the mixed set: {runner.data['mixed'].change()}")
+            elif step == "many-1pct":
+                notes.append(f"1% change to the many set: {runner.data['many'].change()}")
+            for tool in tools.values():
+                r = runner.run_step(step, tool)
+                runner.results.append(r)
+                if r.status != "skipped" or r.note:
+                    say(f"{step:16} {tool.name:7} {r.status:7} {r.seconds:8.2f} s  "
+                        f"{r.peak_rss_mib:7.1f} MiB  {r.note}")
+    except KeyboardInterrupt:
+        notes.append("interrupted: the results are partial")
+
+    summary["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    summary["command"] = "`python -m benchmarks.run " + " ".join(sys.argv[1:] if argv is None else argv) + "`"
+    meta = {"scale": scale_name, "date": started.strftime("%Y-%m-%d %H:%M UTC"), "tools": list(tools),
+            "steps": steps, "timeout_s": a.timeout, "work": str(work), "summary": summary, "notes": notes,
+            "elapsed_s": round(time.time() - started.timestamp(), 1)}
+    out = a.out or HERE / "results" / f"{started.strftime('%Y-%m-%d')}-{scale_name}.md"
+    print(report.write(out, meta, [asdict(r) for r in runner.results]))
+    say(f"written: {out} and {out.with_suffix('.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
