@@ -1,0 +1,673 @@
+"""S3ObjectStore: objects in an S3 bucket (AWS or any S3-compatible server).
+
+Vocabulary: the store keeps object ``name`` under the *key* ``<prefix>/<name>`` of
+``bucket``. An *endpoint* is the base URL of an S3-compatible server (MinIO, SeaweedFS,
+Ceph RGW, R2); with one we use path-style addressing (``https://host/bucket/key``), which
+every such server understands. Without one we talk to AWS, region from the environment.
+
+Retries. botocore retries each request (throttling, 5xx, resets, timeouts) with its
+"standard" mode: ``retries`` attempts in all, jittered exponential backoff, and a retry
+quota that stops retry storms. Two things botocore cannot retry are done here:
+
+* a body cut short mid-download (the status line was 200, the bytes stopped): retried
+  with the same number of attempts, backoff from ``backoff``;
+* a complete download whose length does not match the requested range (a server bug):
+  retried once, then reported as StoreError;
+* 409 ConditionalRequestConflict on a conditional create: retried (for multipart, the
+  upload is started again).
+
+A request whose answer was lost can be retried after it took effect. Two places care:
+a conditional create answered 412 on a retry compares the stored object with ours (equal
+means the first attempt won), and a CompleteMultipartUpload answered NoSuchUpload on a
+retry checks that the object is there with our size.
+
+Uploads carry Content-MD5, so a body torn in transit is refused by the server instead of
+stored (restic #2202; it also makes Object-Lock buckets usable). botocore's newer CRC
+checksums are switched to "when required", since several S3-compatible servers reject
+them.
+
+Every botocore, urllib3 and socket error leaves this module as a StoreError subclass:
+404 ObjectNotFound, 403 StorePermissionError, 5xx/throttling/connection StoreUnavailable.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.client
+import re
+import secrets
+import threading
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import boto3
+import botocore.exceptions
+import urllib3.exceptions
+from botocore.config import Config
+
+from backupkit.errors import (
+    ObjectNotFound,
+    StoreError,
+    StorePermissionError,
+    StoreUnavailable,
+    UsageError,
+)
+from backupkit.store.base import ObjectInfo, ObjectStore, check_name
+from backupkit.store.retry import Backoff, RequestStats
+
+MiB = 1024 * 1024
+#: Objects larger than this are uploaded in parts.
+DEFAULT_MULTIPART_THRESHOLD = 32 * MiB
+DEFAULT_PART_SIZE = 16 * MiB
+MIN_PART_SIZE = 5 * MiB  # S3's floor for every part but the last
+PROBE_PREFIX = ".bk-probe-"
+
+_BOTO_ERRORS: tuple[type[BaseException], ...] = (
+    botocore.exceptions.BotoCoreError,
+    botocore.exceptions.ClientError,
+    urllib3.exceptions.HTTPError,
+    http.client.HTTPException,
+    OSError,
+)
+_NOT_FOUND_CODES = {"NoSuchKey", "NotFound", "404", "NoSuchUpload"}
+_PERMISSION_CODES = {
+    "AccessDenied",
+    "AllAccessDisabled",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "InvalidToken",
+    "TokenRefreshRequired",
+    "AccountProblem",
+    "InvalidObjectState",  # archived (Glacier) objects, Object Lock refusals
+}
+_TRANSIENT_CODES = {
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestThrottled",
+    "TooManyRequestsException",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "ServiceUnavailable",
+    "InternalError",
+    "PriorRequestNotComplete",
+    "ConditionalRequestConflict",
+    "OperationAborted",
+}
+_CREDENTIAL_ERRORS = (
+    botocore.exceptions.NoCredentialsError,
+    botocore.exceptions.PartialCredentialsError,
+    botocore.exceptions.CredentialRetrievalError,
+    botocore.exceptions.ProfileNotFound,
+)
+_TRANSPORT_ERRORS = (
+    botocore.exceptions.ConnectionError,  # refused, DNS, connect timeouts, proxies
+    botocore.exceptions.HTTPClientError,  # resets, closed connections, read timeouts
+    botocore.exceptions.IncompleteReadError,
+    botocore.exceptions.ResponseStreamingError,
+    urllib3.exceptions.HTTPError,
+    http.client.HTTPException,
+    OSError,
+)
+_BUCKET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,254}$")
+_PARTIAL_SEGMENT_RE = re.compile(r"^[A-Za-z0-9._-]*$")
+_CONTENT_RANGE_RE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+
+# botocore operation -> the request kind it is counted under (GET/GET_RANGE decided by
+# the Range header).
+_OPERATION_KINDS = {
+    "GetObject": "GET",
+    "HeadObject": "HEAD",
+    "PutObject": "PUT",
+    "CreateMultipartUpload": "PUT",
+    "UploadPart": "PUT",
+    "CompleteMultipartUpload": "PUT",
+    "AbortMultipartUpload": "DELETE",
+    "ListObjectsV2": "LIST",
+    "DeleteObject": "DELETE",
+}
+
+
+def _error_code(exc: BaseException) -> tuple[str, int]:
+    """(error code, HTTP status) of a ClientError; ("", 0) for anything else."""
+    if isinstance(exc, botocore.exceptions.ClientError):
+        err = exc.response.get("Error", {})
+        meta = exc.response.get("ResponseMetadata", {})
+        return str(err.get("Code", "")), int(meta.get("HTTPStatusCode", 0) or 0)
+    return "", 0
+
+
+def _retry_attempts(exc: BaseException) -> int:
+    if isinstance(exc, botocore.exceptions.ClientError):
+        return int(exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 0) or 0)
+    return 0
+
+
+def map_error(exc: BaseException, what: str) -> StoreError:
+    """Turn any botocore/urllib3/socket error raised while doing ``what`` into ours."""
+    if isinstance(exc, StoreError):
+        return exc
+    if isinstance(exc, _CREDENTIAL_ERRORS):
+        return StorePermissionError(
+            f"{what}: no usable AWS credentials ({exc}); set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or run with an instance role"
+        )
+    if isinstance(exc, botocore.exceptions.ClientError):
+        code, status = _error_code(exc)
+        message = exc.response.get("Error", {}).get("Message") or code or f"HTTP {status}"
+        if code == "NoSuchBucket":
+            return ObjectNotFound(f"{what}: the bucket does not exist")
+        if code in _NOT_FOUND_CODES or status == 404:
+            return ObjectNotFound(f"{what}: not found")
+        if code in _PERMISSION_CODES or status in (401, 403):
+            if code == "RequestTimeTooSkewed":
+                return StorePermissionError(f"{what}: the local clock is too far off ({message})")
+            return StorePermissionError(f"{what}: access denied ({code or status}: {message})")
+        if code in _TRANSIENT_CODES or status >= 500 or status in (408, 429):
+            return StoreUnavailable(f"{what}: the store is unavailable ({code or status}: {message})")
+        return StoreError(f"{what}: {code or status}: {message}")
+    if isinstance(exc, _TRANSPORT_ERRORS):
+        return StoreUnavailable(f"{what}: connection failed ({type(exc).__name__}: {exc})")
+    return StoreError(f"{what}: {type(exc).__name__}: {exc}")
+
+
+def _md5_b64(data: bytes) -> str:
+    return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode("ascii")
+
+
+class S3ObjectStore(ObjectStore):
+    """An ObjectStore on an S3 bucket.
+
+    Credentials come the AWS way: environment (``AWS_ACCESS_KEY_ID`` ...), the shared
+    config and credentials files (``AWS_PROFILE`` or ``profile``), or an instance or
+    container role; explicit keys are accepted for programs that hold them already.
+
+    Safe to use from up to ``connections`` threads at once (one boto3 client, a bounded
+    urllib3 pool).
+
+    Args:
+        bucket: the bucket name.
+        prefix: a key prefix inside the bucket ("" for the bucket's root).
+        endpoint_url: an S3-compatible server (``https://host:port``); None for AWS.
+        region: the signing region; default from the environment/profile, else
+            ``us-east-1``.
+        profile: an AWS config profile name.
+        aws_access_key_id, aws_secret_access_key, aws_session_token: explicit
+            credentials (prefer the environment).
+        connections: the connection pool size (``max_pool_connections``).
+        retries: attempts per request in all, botocore's ``total_max_attempts``; also
+            bounds the retries of cut-short downloads and conditional-write conflicts.
+        retry_mode: botocore retry mode, ``"standard"`` or ``"adaptive"``.
+        backoff: the first backoff bound in seconds for the retries done here.
+        connect_timeout, read_timeout: socket timeouts in seconds.
+        multipart_threshold: objects larger than this are uploaded in parts.
+        part_size: the multipart part size (at least 5 MiB).
+        list_page_size: keys per ListObjectsV2 page (at most 1000).
+        verify: TLS verification: True, False, or a CA bundle path.
+        addressing_style: ``"path"`` (default with an endpoint) or ``"virtual"``/``"auto"``.
+    """
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        profile: str | None = None,
+        aws_access_key_id: str | None = None,
+        aws_secret_access_key: str | None = None,
+        aws_session_token: str | None = None,
+        connections: int = 8,
+        retries: int = 10,
+        retry_mode: str = "standard",
+        backoff: float = 0.2,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+        multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
+        part_size: int = DEFAULT_PART_SIZE,
+        list_page_size: int = 1000,
+        verify: bool | str | None = None,
+        addressing_style: str | None = None,
+    ) -> None:
+        if not _BUCKET_RE.match(bucket):
+            raise UsageError(f"invalid S3 bucket name: {bucket!r}")
+        prefix = prefix.strip("/")
+        if prefix:
+            try:
+                check_name(prefix)
+            except ValueError:
+                raise UsageError(f"invalid S3 key prefix: {prefix!r}") from None
+        if part_size < MIN_PART_SIZE:
+            raise UsageError(f"part_size must be at least {MIN_PART_SIZE} bytes")
+        if not 1 <= list_page_size <= 1000:
+            raise UsageError("list_page_size must be between 1 and 1000")
+        if retries < 1 or connections < 1:
+            raise UsageError("retries and connections must be at least 1")
+        self.bucket = bucket
+        self.prefix = prefix
+        self.endpoint_url = endpoint_url
+        self._key_prefix = prefix + "/" if prefix else ""
+        self._multipart_threshold = max(multipart_threshold, 0)
+        self._part_size = part_size
+        self._page_size = list_page_size
+        self._backoff = Backoff(attempts=retries, base=backoff, cap=max(backoff, 5.0))
+        self._stats = RequestStats()
+        self._probe_lock = threading.Lock()
+        where = f"{endpoint_url.rstrip('/')}/" if endpoint_url else ""
+        self.location = f"s3:{where}{bucket}" + (f"/{prefix}" if prefix else "")
+
+        try:
+            session = boto3.session.Session(profile_name=profile)
+        except _BOTO_ERRORS as exc:
+            raise map_error(exc, f"opening {self.location}") from exc
+        region = region or session.region_name or ("us-east-1" if endpoint_url else None)
+        config = Config(
+            region_name=region,
+            signature_version="s3v4",
+            s3={"addressing_style": addressing_style or ("path" if endpoint_url else "auto")},
+            retries={"total_max_attempts": retries, "mode": retry_mode},
+            max_pool_connections=connections,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            tcp_keepalive=True,
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            user_agent_extra="backupkit",
+        )
+        try:
+            self._client = session.client(
+                "s3",
+                endpoint_url=endpoint_url,
+                aws_access_key_id=aws_access_key_id,
+                aws_secret_access_key=aws_secret_access_key,
+                aws_session_token=aws_session_token,
+                config=config,
+                verify=verify,
+            )
+        except _BOTO_ERRORS as exc:
+            raise map_error(exc, f"opening {self.location}") from exc
+        events = self._client.meta.events
+        events.register("before-send.s3", self._before_send)
+        events.register("after-call.s3", self._count_retries)
+
+    # -- accounting -----------------------------------------------------------------------
+
+    def _before_send(self, request: Any, event_name: str = "", **_: Any) -> None:
+        """botocore hook on every HTTP request sent (retries included): count it.
+
+        It also drops ``Expect: 100-continue``. When a server answers such a request
+        with a final status instead of 100 (Go servers such as SeaweedFS and MinIO do
+        for empty bodies), botocore keeps that response's status line on the pooled
+        connection and misreads the next response on it: a silent stall until the read
+        timeout, then a hidden retry (boto/botocore#3755; we hit it against SeaweedFS
+        4.48 with botocore 1.43). Our bodies are at most ``multipart_threshold`` bytes,
+        so sending them without waiting for 100 costs little.
+        """
+        if "Expect" in request.headers:
+            del request.headers["Expect"]
+        operation = event_name.rsplit(".", 1)[-1]
+        kind = _OPERATION_KINDS.get(operation, "OTHER")
+        if kind == "GET" and "Range" in request.headers:
+            kind = "GET_RANGE"
+        self._stats.add(kind)
+
+    def _count_retries(self, parsed: Any = None, **_: Any) -> None:
+        attempts = (parsed or {}).get("ResponseMetadata", {}).get("RetryAttempts", 0)
+        if attempts:
+            self._stats.add("retries", attempts)
+
+    def stats(self) -> dict[str, int]:
+        """HTTP requests sent per kind (retries included), payload bytes, retries.
+
+        Keys: ``GET GET_RANGE PUT LIST HEAD DELETE`` (multipart create/part/complete
+        count as PUT), ``bytes_up``, ``bytes_down``, ``retries``, and ``OTHER`` if any.
+        """
+        return self._stats.snapshot()
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _key(self, name: str) -> str:
+        return self._key_prefix + check_name(name)
+
+    def _read_body(self, response: dict[str, Any], what: str) -> bytes:
+        body = response["Body"]
+        try:
+            data: bytes = body.read()
+        except _BOTO_ERRORS as exc:
+            raise StoreUnavailable(
+                f"{what}: the download was cut short ({type(exc).__name__}: {exc})"
+            ) from exc
+        finally:
+            body.close()
+        self._stats.add("bytes_down", len(data))
+        return data
+
+    def _download(self, name: str, offset: int | None = None, length: int = 0) -> bytes:
+        what = f"reading {name}"
+        request: dict[str, Any] = {"Bucket": self.bucket, "Key": self._key(name)}
+        if offset is not None:
+            request["Range"] = f"bytes={offset}-{offset + length - 1}"
+        cut_short = 0
+        mismatches = 0
+        while True:
+            try:
+                response = self._client.get_object(**request)
+            except _BOTO_ERRORS as exc:
+                code, status = _error_code(exc)
+                if code == "InvalidRange" or status == 416:
+                    raise StoreError(
+                        f"{what}: range {offset}+{length} is past the end of the object"
+                    ) from exc
+                raise map_error(exc, what) from exc
+            try:
+                data = self._read_body(response, what)
+            except StoreUnavailable:
+                cut_short += 1
+                if cut_short >= self._backoff.attempts:
+                    raise
+                self._stats.add("retries")
+                self._backoff.wait(cut_short - 1)
+                continue
+            if offset is None:
+                expected = response.get("ContentLength")
+                if expected is None or len(data) == expected:
+                    return data
+            else:
+                if len(data) == length:
+                    return data
+                total = self._range_total(response)
+                if total is not None and offset + length > total:
+                    raise StoreError(
+                        f"{what}: range {offset}+{length} is past the end of the object "
+                        f"({total} bytes)"
+                    )
+                expected = length
+            mismatches += 1
+            if mismatches > 1:
+                raise StoreError(
+                    f"{what}: the store sent {len(data)} bytes where {expected} were expected"
+                )
+            self._stats.add("retries")
+
+    @staticmethod
+    def _range_total(response: dict[str, Any]) -> int | None:
+        match = _CONTENT_RANGE_RE.match(str(response.get("ContentRange") or ""))
+        if match and match.group(3) != "*":
+            return int(match.group(3))
+        return None
+
+    def _put_simple(self, key: str, data: bytes, what: str, *, if_none_match: bool) -> None:
+        request: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": key,
+            "Body": data,
+            "ContentMD5": _md5_b64(data),
+        }
+        if if_none_match:
+            request["IfNoneMatch"] = "*"
+        self._client.put_object(**request)
+
+    def _put_multipart(self, key: str, data: bytes, what: str, *, if_none_match: bool) -> None:
+        """Upload in parts; botocore errors propagate (callers map them)."""
+        upload_id = self._client.create_multipart_upload(Bucket=self.bucket, Key=key)["UploadId"]
+        try:
+            parts = []
+            view = memoryview(data)
+            for number, start in enumerate(range(0, len(data), self._part_size), 1):
+                chunk = bytes(view[start : start + self._part_size])
+                answer = self._client.upload_part(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    Body=chunk,
+                    ContentMD5=_md5_b64(chunk),
+                )
+                parts.append({"ETag": answer["ETag"], "PartNumber": number})
+            request: dict[str, Any] = {
+                "Bucket": self.bucket,
+                "Key": key,
+                "UploadId": upload_id,
+                "MultipartUpload": {"Parts": parts},
+            }
+            if if_none_match:
+                request["IfNoneMatch"] = "*"
+            try:
+                self._client.complete_multipart_upload(**request)
+            except botocore.exceptions.ClientError as exc:
+                # A retried Complete whose first try succeeded finds no upload any more.
+                code, _ = _error_code(exc)
+                if not (code == "NoSuchUpload" and _retry_attempts(exc) and self._has_size(key, len(data))):
+                    raise
+            upload_id = ""
+        finally:
+            if upload_id:
+                try:
+                    self._client.abort_multipart_upload(
+                        Bucket=self.bucket, Key=key, UploadId=upload_id
+                    )
+                except _BOTO_ERRORS:
+                    pass  # the bucket's lifecycle rule cleans up what we could not
+
+    def _has_size(self, key: str, size: int) -> bool:
+        try:
+            return int(self._client.head_object(Bucket=self.bucket, Key=key)["ContentLength"]) == size
+        except _BOTO_ERRORS:
+            return False
+
+    def _upload(self, key: str, data: bytes, what: str, *, if_none_match: bool) -> None:
+        if len(data) > self._multipart_threshold:
+            self._put_multipart(key, data, what, if_none_match=if_none_match)
+        else:
+            self._put_simple(key, data, what, if_none_match=if_none_match)
+        self._stats.add("bytes_up", len(data))
+
+    # -- the contract -----------------------------------------------------------------------
+
+    def get(self, name: str) -> bytes:
+        return self._download(name)
+
+    def get_range(self, name: str, offset: int, length: int) -> bytes:
+        if offset < 0 or length < 0:
+            raise StoreError(f"invalid range {offset}+{length} of {name}")
+        if length == 0:  # S3 has no empty range; check the offset against the size
+            size = self.stat(name).size
+            if offset > size:
+                raise StoreError(f"reading {name}: offset {offset} is past the end ({size} bytes)")
+            return b""
+        return self._download(name, offset, length)
+
+    def put(self, name: str, data: bytes) -> None:
+        what = f"writing {name}"
+        key = self._key(name)
+        try:
+            self._upload(key, bytes(data), what, if_none_match=False)
+        except _BOTO_ERRORS as exc:
+            raise map_error(exc, what) from exc
+
+    def put_if_absent(self, name: str, data: bytes) -> bool:
+        what = f"creating {name}"
+        key = self._key(name)
+        data = bytes(data)
+        if not self.atomic_put_if_absent:
+            # The store ignores If-None-Match (see probe_conditional_writes): check, then
+            # write. Racing writers can both win; callers know from the attribute.
+            if self.exists(name):
+                return False
+            self.put(name, data)
+            return True
+        for attempt in range(self._backoff.attempts):
+            try:
+                self._upload(key, data, what, if_none_match=True)
+                return True
+            except _BOTO_ERRORS as exc:
+                code, status = _error_code(exc)
+                if status == 412 or code == "PreconditionFailed":
+                    # On a retry, the name may be taken by our own first attempt.
+                    return bool(_retry_attempts(exc)) and self._holds(name, data)
+                if status == 409 or code == "ConditionalRequestConflict":
+                    self._stats.add("retries")
+                    self._backoff.wait(attempt)
+                    continue
+                raise map_error(exc, what) from exc
+        raise StoreUnavailable(f"{what}: concurrent writers kept conflicting")
+
+    def _holds(self, name: str, data: bytes) -> bool:
+        """True if the object ``name`` exists with exactly ``data``."""
+        try:
+            return self.get(name) == data
+        except ObjectNotFound:
+            return False
+
+    def delete(self, name: str) -> None:
+        # DeleteObject answers 204 whether or not the key existed; the contract wants
+        # ObjectNotFound, so ask first. (A racing delete in between goes unnoticed.)
+        self.stat(name)
+        what = f"deleting {name}"
+        try:
+            self._client.delete_object(Bucket=self.bucket, Key=self._key(name))
+        except _BOTO_ERRORS as exc:
+            raise map_error(exc, what) from exc
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        dir_part, _, partial = prefix.rpartition("/")
+        if dir_part:
+            check_name(dir_part)
+        if not _PARTIAL_SEGMENT_RE.match(partial):
+            raise ValueError(f"invalid prefix: {prefix!r}")
+        what = f"listing {prefix or '(everything)'} in {self.location}"
+        key_prefix = self._key_prefix + prefix
+        strip = len(self._key_prefix)
+        request: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Prefix": key_prefix,
+            "MaxKeys": self._page_size,
+        }
+        tokens: set[str] = set()
+        while True:
+            try:
+                page = self._client.list_objects_v2(**request)
+            except _BOTO_ERRORS as exc:
+                err = map_error(exc, what)
+                if isinstance(err, ObjectNotFound):  # NoSuchBucket: never "empty"
+                    err = StoreError(str(err))
+                raise err from exc
+            for entry in page.get("Contents", ()):
+                key = entry["Key"]
+                if not key.startswith(key_prefix):
+                    raise StoreError(f"{what}: the store returned the foreign key {key!r}")
+                name = key[strip:]
+                if name.startswith(PROBE_PREFIX):
+                    continue
+                try:
+                    check_name(name)
+                except ValueError:
+                    continue  # not one of ours (e.g. a "directory/" marker)
+                yield ObjectInfo(name, int(entry["Size"]), entry["LastModified"].timestamp())
+            if not page.get("IsTruncated"):
+                return
+            token = page.get("NextContinuationToken")
+            if not token or token in tokens:
+                raise StoreError(f"{what}: the store broke the listing's pagination")
+            tokens.add(token)
+            request["ContinuationToken"] = token
+
+    def stat(self, name: str) -> ObjectInfo:
+        what = f"stat {name}"
+        try:
+            head = self._client.head_object(Bucket=self.bucket, Key=self._key(name))
+        except _BOTO_ERRORS as exc:
+            raise map_error(exc, what) from exc
+        return ObjectInfo(name, int(head["ContentLength"]), head["LastModified"].timestamp())
+
+    # -- capabilities ---------------------------------------------------------------------
+
+    def probe_conditional_writes(self) -> bool:
+        """Find out whether the store honours ``If-None-Match: *``; return the answer.
+
+        Writes a fresh probe object twice with If-None-Match. A store that honours the
+        header refuses the second write (412). One that silently ignores it (Incus,
+        lxc/incus #3651; some Ceph versions) accepts it: then ``atomic_put_if_absent``
+        becomes False and ``put_if_absent`` falls back to check-then-write, which callers
+        must back with their own re-check (the lock protocol does). A store that rejects
+        the header outright (400/501) is treated the same way. The probe object is
+        deleted again. Costs 3 requests; call it once when opening a repository.
+        """
+        with self._probe_lock:
+            key = f"{self._key_prefix}{PROBE_PREFIX}{secrets.token_hex(8)}"
+            what = f"probing conditional writes in {self.location}"
+            supported = True
+            try:
+                for attempt in range(2):
+                    try:
+                        self._put_simple(key, b"probe", what, if_none_match=True)
+                    except botocore.exceptions.ClientError as exc:
+                        code, status = _error_code(exc)
+                        if attempt == 1 and (status == 412 or code == "PreconditionFailed"):
+                            break  # refused: honoured
+                        if status in (400, 501) or code in ("NotImplemented", "InvalidArgument"):
+                            supported = False
+                            break
+                        raise
+                else:
+                    supported = False  # the second conditional write went through
+            except _BOTO_ERRORS as exc:
+                raise map_error(exc, what) from exc
+            finally:
+                try:
+                    self._client.delete_object(Bucket=self.bucket, Key=key)
+                except _BOTO_ERRORS:
+                    pass
+            self.atomic_put_if_absent = supported
+            return supported
+
+    def close(self) -> None:
+        try:
+            self._client.close()
+        except _BOTO_ERRORS:
+            pass
+
+    def __repr__(self) -> str:
+        return f"S3ObjectStore({self.location!r})"
+
+
+def parse_url(location: str) -> dict[str, Any]:
+    """Split the part of an ``s3:`` URL after ``s3:`` into S3ObjectStore arguments.
+
+    Forms: ``https://host[:port]/bucket[/prefix]`` and ``http://...`` (an S3-compatible
+    server, path-style), ``bucket[/prefix]`` (AWS; region from the environment), and
+    restic's ``s3.amazonaws.com/bucket[/prefix]``.
+    """
+    endpoint: str | None = None
+    path = location
+    if location.startswith(("http://", "https://")):
+        parts = urlsplit(location)
+        if parts.username or parts.password:
+            raise UsageError("put S3 credentials in the environment, not in the URL")
+        if not parts.hostname:
+            raise UsageError(f"no host in s3:{location}")
+        endpoint = f"{parts.scheme}://{parts.netloc}"
+        path = parts.path
+        if parts.query or parts.fragment:
+            raise UsageError(f"unexpected query or fragment in s3:{location}")
+    elif location.startswith("//"):
+        raise UsageError(
+            "use s3:bucket/prefix for AWS or s3:https://host[:port]/bucket/prefix, not s3://"
+        )
+    else:
+        first, _, rest = location.partition("/")
+        if first.endswith("amazonaws.com"):
+            endpoint, path = f"https://{first}", rest
+    bucket, _, prefix = path.strip("/").partition("/")
+    if not bucket:
+        raise UsageError(f"no bucket in s3:{location}")
+    return {"bucket": bucket, "prefix": prefix, "endpoint_url": endpoint}
+
+
+def open_url(location: str, **options: Any) -> S3ObjectStore:
+    """Open an ``s3:`` URL (the part after ``s3:``) with S3ObjectStore ``options``."""
+    return S3ObjectStore(**parse_url(location), **options)

@@ -1,0 +1,167 @@
+"""LocalObjectStore beyond the contract: atomic writes, temp files, error mapping."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+
+from backupkit.errors import ObjectNotFound, StoreError, StorePermissionError
+from backupkit.store import local as local_module
+from backupkit.store.local import LocalObjectStore
+
+
+@pytest.fixture
+def store(tmp_path):
+    (tmp_path / "repo").mkdir()
+    return LocalObjectStore(tmp_path / "repo")
+
+
+def _files(root):
+    return sorted(
+        os.path.relpath(os.path.join(d, f), root) for d, _, files in os.walk(root) for f in files
+    )
+
+
+def test_layout_is_files_under_root(store):
+    store.put("data/ab/ab12", b"pack")
+    assert _files(store.root) == ["data/ab/ab12"]
+    with open(os.path.join(store.root, "data", "ab", "ab12"), "rb") as f:
+        assert f.read() == b"pack"
+
+
+def test_creates_root_on_first_write(tmp_path):
+    store = LocalObjectStore(tmp_path / "new" / "repo")
+    store.put("config", b"c")
+    assert store.get("config") == b"c"
+
+
+def test_list_on_missing_root_fails_instead_of_looking_empty(tmp_path):
+    store = LocalObjectStore(tmp_path / "absent")
+    with pytest.raises(StoreError):
+        list(store.list())
+
+
+def test_temp_files_are_never_listed(store):
+    store.put("locks/a", b"x")
+    # A crash between write and rename leaves a temp file behind.
+    with open(os.path.join(store.root, "locks", ".tmp-crashed"), "wb") as f:
+        f.write(b"half")
+    assert [i.name for i in store.list()] == ["locks/a"]
+    assert [i.name for i in store.list("locks/")] == ["locks/a"]
+
+
+def test_no_temp_file_survives_a_write(store):
+    store.put("a", b"1")
+    store.put("a", b"2")
+    assert store.put_if_absent("b", b"3") is True
+    assert store.put_if_absent("b", b"4") is False
+    assert _files(store.root) == ["a", "b"]
+
+
+def test_failed_rename_keeps_old_object_and_no_temp(store, monkeypatch):
+    store.put("index/i", b"old")
+
+    def broken_replace(src, dst):
+        raise OSError(errno.EIO, "I/O error")
+
+    monkeypatch.setattr(local_module.os, "replace", broken_replace)
+    with pytest.raises(StoreError, match="writing index/i"):
+        store.put("index/i", b"new")
+    monkeypatch.undo()
+    assert store.get("index/i") == b"old"
+    assert _files(store.root) == ["index/i"]
+
+
+def test_write_fsyncs_file_and_directory(store, monkeypatch):
+    synced = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd):
+        synced.append(os.path.isdir(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(local_module.os, "fsync", recording_fsync)
+    store.put("snapshots/s", b"x")
+    assert False in synced and True in synced  # the file, then its directory
+    synced.clear()
+    store.put_if_absent("locks/l", b"x")
+    assert False in synced and True in synced
+
+
+def test_put_over_directory_is_an_error(store):
+    store.put("data/00/x", b"x")
+    with pytest.raises(StoreError):
+        store.put("data/00", b"clobber")
+
+
+def test_stat_mtime_is_the_files(store):
+    store.put("locks/l", b"x")
+    os.utime(os.path.join(store.root, "locks", "l"), (1_000_000_000, 1_000_000_000))
+    assert store.stat("locks/l").mtime == 1_000_000_000
+    assert next(iter(store.list("locks/"))).mtime == 1_000_000_000
+
+
+def test_foreign_files_are_ignored(store):
+    store.put("keys/k", b"x")
+    with open(os.path.join(store.root, "keys", "not valid!"), "wb") as f:
+        f.write(b"junk")
+    os.symlink("/etc/passwd", os.path.join(store.root, "keys", "link"))
+    assert [i.name for i in store.list("keys/")] == ["keys/k"]
+
+
+@pytest.mark.parametrize(
+    "code, error, words",
+    [
+        (errno.ENOENT, ObjectNotFound, "not found"),
+        (errno.EACCES, StorePermissionError, "permission denied"),
+        (errno.EROFS, StorePermissionError, "permission denied"),
+        (errno.ENOSPC, StoreError, "no space left"),
+        (errno.EDQUOT, StoreError, "no space left"),
+        (errno.EIO, StoreError, "writing x"),
+    ],
+)
+def test_oserror_mapping(code, error, words):
+    err = local_module._store_error(OSError(code, os.strerror(code)), "writing x")
+    assert type(err) is error
+    assert words in str(err)
+
+
+def test_disk_full_cleans_up(store, monkeypatch):
+    def full(fd, *_):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(local_module.os, "fsync", full)
+    with pytest.raises(StoreError, match="no space left"):
+        store.put("data/aa/aa", b"x" * 100)
+    monkeypatch.undo()
+    assert _files(store.root) == []
+
+
+def test_permission_error_when_not_root(store):
+    if os.geteuid() == 0:
+        pytest.skip("root ignores directory permissions")
+    store.put("keys/k", b"x")
+    os.chmod(os.path.join(store.root, "keys"), 0)
+    try:
+        with pytest.raises(StorePermissionError):
+            list(store.list("keys/"))
+        with pytest.raises(StorePermissionError):
+            store.get("keys/k")
+    finally:
+        os.chmod(os.path.join(store.root, "keys"), 0o700)
+
+
+def test_stats_count_calls_and_bytes(store):
+    store.put("a", b"12345")
+    store.get("a")
+    store.get_range("a", 1, 2)
+    list(store.list())
+    store.stat("a")
+    store.delete("a")
+    stats = store.stats()
+    assert {k: stats[k] for k in ("PUT", "GET", "GET_RANGE", "LIST", "HEAD", "DELETE")} == dict.fromkeys(
+        ("PUT", "GET", "GET_RANGE", "LIST", "HEAD", "DELETE"), 1
+    )
+    assert stats["bytes_up"] == 5 and stats["bytes_down"] == 7

@@ -1,0 +1,212 @@
+"""S3ObjectStore beyond the contract: error mapping, the probe, stats, and faults.
+
+Faults come from a real HTTP proxy in front of moto's server (``s3_fault_proxy``); no
+test mocks boto3.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from backupkit.errors import (
+    ObjectNotFound,
+    StoreError,
+    StorePermissionError,
+    StoreUnavailable,
+)
+from backupkit.store import open_store
+from backupkit.store.s3 import S3ObjectStore
+
+MiB = 1024 * 1024
+
+
+# -- against the real server (SeaweedFS) ------------------------------------------------------
+
+
+def test_open_store_url_round_trip(s3_server):
+    creds = {}
+    if s3_server.access_key:
+        creds = {"aws_access_key_id": s3_server.access_key, "aws_secret_access_key": s3_server.secret_key}
+    store = open_store(s3_server.url(f"url-{os.getpid()}-{time.monotonic_ns()}"), **creds)
+    assert isinstance(store, S3ObjectStore)
+    store.put("config", b"hello")
+    assert store.get("config") == b"hello"
+    assert [i.name for i in store.list()] == ["config"]
+
+
+def test_prefixes_do_not_see_each_other(s3_server):
+    a, b = s3_server.store("iso/a"), s3_server.store("iso/ab")
+    a.put("x", b"a")
+    b.put("x", b"b")
+    assert [i.name for i in a.list()] == ["x"] and a.get("x") == b"a"
+
+
+def test_probe_on_a_real_server(s3_store):
+    assert s3_store.probe_conditional_writes() is True
+    assert s3_store.atomic_put_if_absent is True
+    assert list(s3_store.list()) == []  # the probe object is gone
+
+
+def test_wrong_credentials(s3_server):
+    if s3_server.kind != "seaweedfs":
+        pytest.skip("only SeaweedFS checks signatures here")
+    store = s3_server.store(aws_secret_access_key="wrong" * 8)
+    with pytest.raises(StorePermissionError):
+        store.get("config")
+    with pytest.raises(StorePermissionError):
+        store.put("config", b"x")
+    with pytest.raises(StorePermissionError):
+        list(store.list())
+
+
+def test_missing_bucket(s3_server):
+    store = S3ObjectStore("no-such-bucket-bk", "p", endpoint_url=s3_server.endpoint,
+                          aws_access_key_id=s3_server.access_key or "x",
+                          aws_secret_access_key=s3_server.secret_key or "x", retries=1)
+    with pytest.raises(ObjectNotFound, match="bucket"):
+        store.get("config")
+    with pytest.raises(StoreError) as info:
+        list(store.list())
+    assert not isinstance(info.value, ObjectNotFound)  # a listing never just "finds nothing"
+
+
+def test_stats_count_requests(s3_store):
+    s3_store.put("a", b"12345")
+    s3_store.get("a")
+    s3_store.get_range("a", 1, 3)
+    list(s3_store.list())
+    s3_store.stat("a")
+    s3_store.delete("a")  # HEAD + DELETE
+    stats = s3_store.stats()
+    assert {k: stats[k] for k in ("PUT", "GET", "GET_RANGE", "LIST", "HEAD", "DELETE")} == {
+        "PUT": 1, "GET": 1, "GET_RANGE": 1, "LIST": 1, "HEAD": 2, "DELETE": 1,
+    }
+    assert stats["bytes_up"] == 5 and stats["bytes_down"] == 8
+
+
+def test_list_pages(s3_server):
+    store = s3_server.store(list_page_size=7)
+    names = {f"data/{i:03d}" for i in range(50)}
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda n: store.put(n, b"x"), names))
+    assert {i.name for i in store.list("data/")} == names
+    assert store.stats()["LIST"] == 8
+
+
+def test_connection_refused_is_unavailable_and_quick():
+    store = S3ObjectStore("bucket", endpoint_url="http://127.0.0.1:9", retries=2, backoff=0.01,
+                          aws_access_key_id="x", aws_secret_access_key="y", connect_timeout=2)
+    start = time.monotonic()
+    with pytest.raises(StoreUnavailable):
+        store.get("config")
+    with pytest.raises(StoreUnavailable):
+        list(store.list())
+    assert time.monotonic() - start < 15
+
+
+# -- faults, through the proxy in front of moto ----------------------------------------------
+
+
+def test_five_percent_faults_are_retried_to_success(s3_fault_proxy):
+    s3_fault_proxy.configure(rate=0.05, seed=5)
+    store = s3_fault_proxy.store(retries=10)
+    payloads = {f"data/{i:03d}": os.urandom(1000 + i) for i in range(200)}
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda kv: store.put(*kv), payloads.items()))
+        got = dict(zip(payloads, pool.map(store.get, payloads)))
+    assert got == payloads
+    assert {i.name for i in store.list("data/")} == set(payloads)
+    assert sum(s3_fault_proxy.faults.values()) >= 5, s3_fault_proxy.faults
+    assert store.stats()["retries"] >= 5
+
+
+def test_all_requests_failing_raise_unavailable_quickly(s3_fault_proxy):
+    s3_fault_proxy.configure(rate=1.0, kinds=("500", "503", "reset"))
+    store = s3_fault_proxy.store(retries=2, backoff=0.01)
+    start = time.monotonic()
+    for op in (lambda: store.put("a", b"x"), lambda: store.get("a"),
+               lambda: list(store.list()), lambda: store.put_if_absent("b", b"y")):
+        with pytest.raises(StoreUnavailable):
+            op()
+    assert time.monotonic() - start < 20
+
+
+def test_download_cut_short_is_retried(s3_fault_proxy):
+    store = s3_fault_proxy.store()
+    data = os.urandom(100_000)
+    store.put("data/big", data)
+    s3_fault_proxy.fail_next("truncate", method="GET")
+    assert store.get("data/big") == data
+    s3_fault_proxy.fail_next("truncate", method="GET")
+    assert store.get_range("data/big", 10, 50_000) == data[10:50_010]
+    assert store.stats()["retries"] >= 2
+
+
+def test_download_always_cut_short_fails(s3_fault_proxy):
+    store = s3_fault_proxy.store(retries=3, backoff=0.01)
+    store.put("data/big", os.urandom(10_000))
+    s3_fault_proxy.fail_next("truncate", count=100, method="GET")
+    with pytest.raises(StoreUnavailable, match="cut short"):
+        store.get("data/big")
+
+
+def test_short_range_is_retried_once_then_an_error(s3_fault_proxy):
+    store = s3_fault_proxy.store()
+    data = os.urandom(1000)
+    store.put("p", data)
+    s3_fault_proxy.fail_next("short", method="GET")
+    assert store.get_range("p", 100, 200) == data[100:300]
+    s3_fault_proxy.fail_next("short", count=2, method="GET")
+    with pytest.raises(StoreError, match="expected") as info:
+        store.get_range("p", 100, 200)
+    assert not isinstance(info.value, StoreUnavailable)
+
+
+def test_lost_put_if_absent_response_still_wins(s3_fault_proxy):
+    store = s3_fault_proxy.store()
+    s3_fault_proxy.fail_next("reset_after", method="PUT")
+    assert store.put_if_absent("locks/mine", b"lock of host a") is True
+    assert store.get("locks/mine") == b"lock of host a"
+    assert s3_fault_proxy.faults["reset_after"] == 1
+    # Someone else's object under the name stays someone else's, even after a retry.
+    store.put("locks/theirs", b"lock of host b")
+    s3_fault_proxy.fail_next("500", method="PUT")
+    assert store.put_if_absent("locks/theirs", b"lock of host a") is False
+
+
+def test_multipart_under_faults(s3_fault_proxy):
+    store = s3_fault_proxy.store(retries=10, multipart_threshold=5 * MiB, part_size=5 * MiB)
+    data = os.urandom(12 * MiB)
+    s3_fault_proxy.fail_next("reset_after", method="PUT", path_contains="partNumber=2")
+    s3_fault_proxy.fail_next("500", method="POST", path_contains="uploadId")
+    store.put("data/multi", data)
+    assert store.get("data/multi") == data
+    assert store.stats()["PUT"] >= 1 + 3 + 1 + 2  # create, 3 parts, complete, 2 retries
+
+
+def test_listing_fault_mid_way_is_an_error_not_a_short_list(s3_fault_proxy):
+    store = s3_fault_proxy.store(list_page_size=10, retries=2, backoff=0.01)
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: store.put(f"data/{i:02d}", b"x"), range(35)))
+    s3_fault_proxy.fail_next("500", count=10, method="GET", path_contains="continuation-token")
+    seen = []
+    with pytest.raises(StoreUnavailable):
+        for info in store.list("data/"):
+            seen.append(info.name)
+    assert len(seen) == 10
+
+
+def test_probe_detects_ignored_if_none_match(s3_fault_proxy):
+    store = s3_fault_proxy.store()
+    s3_fault_proxy.strip_if_none_match = True
+    assert store.probe_conditional_writes() is False
+    assert store.atomic_put_if_absent is False
+    # The fallback still refuses a taken name (check, then write).
+    assert store.put_if_absent("locks/l", b"a") is True
+    assert store.put_if_absent("locks/l", b"b") is False
+    assert store.get("locks/l") == b"a"
+    assert list(store.list()) != [] and all(not i.name.startswith(".bk-probe") for i in store.list())
