@@ -323,6 +323,16 @@ def test_remove_stale_keeps_fresh_locks(clocked):
         fresh.check()
 
 
+def test_remove_stale_also_clears_a_dead_unlock_probe(clocked):
+    repo, clock = clocked
+    probe = me(repo)._probe()
+    name, _ = probe.__enter__()  # an unlock that died before deleting its probe
+    assert me(repo).list_locks()[1] == []  # probes are not locks
+    clock.advance(TTL + 1)
+    assert [li.name for li, _ in me(repo).remove_stale()] == [name]
+    assert lock_names(repo.store) == []
+
+
 def test_list_locks_ages_come_from_the_store(clocked):
     repo, clock = clocked
     holder = other(repo, clock=lambda: 0.0).acquire(True, "prune")

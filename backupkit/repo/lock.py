@@ -79,8 +79,9 @@ A held lock is re-put every ``refresh`` seconds by a background thread (and by
 that of the previous write. Another client can only have judged us stale if that gap
 exceeded the TTL, so a gap above ``ttl - margin`` also marks the lock lost: the process
 may have been suspended, SIGSTOPped or cut off while someone took the repository over.
-A refresh that keeps failing (store errors) loses the lock once ``ttl - margin``
-seconds of the client's clock passed since the last good one. ``Lock.check`` raises
+A refresh that keeps failing (store errors) loses the lock once ``ttl - max(margin,
+1.5 * refresh)`` seconds of the client's clock (restic's 22.5 of 30 minutes) passed
+since the last good one started. ``Lock.check`` raises
 ``LockLost`` for a lost lock and otherwise refreshes synchronously, so a writer that
 calls it right before it publishes (backup, before its snapshot; prune, before
 deleting) knows nobody could have taken its place up to that moment.
@@ -288,6 +289,9 @@ class LockManager:
             self.user = str(os.getuid()) if hasattr(os, "getuid") else "?"
         #: Refresh gaps above ``ttl - margin`` lose the lock (S3 times have 1 s steps).
         self.margin = min(5.0, self.ttl / 10)
+        #: Failing refreshes lose the lock after this many seconds of the client's clock
+        #: (restic's refreshability timeout: TTL minus 1.5 refresh intervals).
+        self.refresh_deadline = self.ttl - max(self.margin, 1.5 * self.refresh)
         sid = repo.sealer.keyed_hash(b"lock", b"exclusive")
         self.sentinel_id = sid
         self.sentinel_name = LOCK_PREFIX + sid.hex()
@@ -325,8 +329,11 @@ class LockManager:
                 self.sleep(wait)
                 delay = min(delay * 2, cap)
 
-    def list_locks(self) -> tuple[float, list[LockInfo]]:
-        """Every lock object with a reference time: ``(now_ref, locks)``; writes a probe."""
+    def list_locks(self, probes: bool = False) -> tuple[float, list[LockInfo]]:
+        """Every lock object with a reference time: ``(now_ref, locks)``; writes a probe.
+
+        Other clients' probes (from ``bk unlock`` runs) are left out unless ``probes``.
+        """
         with self._probe() as (probe_name, now_ref_fn):
             infos = list(self.store.list(LOCK_PREFIX))
             now_ref = now_ref_fn(infos)
@@ -335,7 +342,7 @@ class LockManager:
                 if info.name == probe_name:
                     continue
                 li = self._read(info)
-                if li is not None and not li.probe:
+                if li is not None and (probes or not li.probe):
                     out.append(li)
         out.sort(key=lambda li: (li.since, li.name))
         return now_ref, out
@@ -353,7 +360,7 @@ class LockManager:
 
     def remove_stale(self) -> list[tuple[LockInfo, str]]:
         """Delete stale lock objects (and a stale sentinel); returns them with reasons."""
-        now_ref, locks = self.list_locks()
+        now_ref, locks = self.list_locks(probes=True)
         removed = []
         for li in locks:
             why = self.stale_reason(li, now_ref)
@@ -494,6 +501,7 @@ class LockManager:
         lock_id = os.urandom(32)
         name = LOCK_PREFIX + lock_id.hex()
         doc = self._doc(exclusive, operation)
+        started = self.clock()
         self.store.put_if_absent(name, self._seal(lock_id, doc))
         has_sentinel = False
         granted = False
@@ -519,6 +527,8 @@ class LockManager:
                 for info in infos:
                     if info.name == name:
                         continue
+                    if now_ref - info.mtime > self.ttl and info.name != self.sentinel_name:
+                        continue  # stale by store time: no need to read it
                     li = self._read(info)
                     if li is None or li.probe:
                         continue
@@ -544,7 +554,7 @@ class LockManager:
                     has_sentinel = False  # it vanished (someone judged it stale, or unlock)
                 if not conflicts and foreign_sentinel is None:
                     granted = True
-                    return Lock(self, name, lock_id, doc, exclusive, operation, now_ref, has_sentinel)
+                    return Lock(self, name, lock_id, doc, exclusive, operation, now_ref, has_sentinel, started)
                 my_rank = (0 if has_sentinel else 1, name)
 
                 def rank(li: LockInfo) -> tuple[int, str]:
@@ -611,6 +621,7 @@ class Lock:
         operation: str,
         mtime: float,
         has_sentinel: bool,
+        started: float,
     ) -> None:
         self.manager = manager
         self.name = name
@@ -621,7 +632,7 @@ class Lock:
         self._doc = doc
         self._since = mtime
         self._last_mtime = mtime
-        self._last_ok = manager.clock()
+        self._last_ok = started  # client time just before the write that gave ``mtime``
         self._lost: str | None = None
         self._released = False
         self._mutex = threading.Lock()
@@ -658,7 +669,7 @@ class Lock:
                 raise
             except StoreError as e:
                 idle = mgr.clock() - self._last_ok
-                if idle > mgr.ttl - mgr.margin:
+                if idle > mgr.refresh_deadline:
                     raise self._lose(f"could not refresh it for {human_age(idle)} ({e})") from None
                 raise
 
@@ -672,6 +683,9 @@ class Lock:
         if self.has_sentinel and mgr._sentinel_flag() != self.name:
             raise self._lose("the exclusive lock marker was removed or taken over")
         doc = dict(self._doc, since=self._since)
+        # Taken before the write: the deadline for failing refreshes must count from a
+        # moment no later than the store time the write gets, however slow the calls.
+        started = mgr.clock()
         store.put(self.name, mgr._seal(self._id, doc))
         new_mtime = float(store.stat(self.name).mtime)
         gap = new_mtime - self._last_mtime
@@ -683,7 +697,7 @@ class Lock:
         if self.has_sentinel:
             store.put(mgr.sentinel_name, mgr._seal(mgr.sentinel_id, dict(doc, flag=self.name)))
         self._last_mtime = new_mtime
-        self._last_ok = mgr.clock()
+        self._last_ok = started
 
     def _refresh_loop(self) -> None:
         interval = self.manager.refresh
