@@ -375,12 +375,17 @@ class CheckManager:
         what = f"blob {blob_id.hex()[:16]} in pack {loc.pack.id.hex()[:16]}"
         cache = self.repo.cache
         for attempt in (0, 1):
-            raw = cache.read_range(name, loc.offset, loc.length) if attempt == 0 else None
-            if raw is None:
-                data = self.repo.store.get(name)
-                if len(data) == loc.pack.size:
-                    cache.put(name, data)
-                raw = data[loc.offset : loc.offset + loc.length]
+            if attempt == 0 and cache.root is not None:
+                # like Repository.read_blob: whole metadata packs are cached, so the
+                # many small node reads of a trie walk cost one download per pack
+                raw = cache.read_range(name, loc.offset, loc.length)
+                if raw is None:
+                    data = self.repo.store.get(name)
+                    if len(data) == loc.pack.size:
+                        cache.put(name, data)
+                    raw = data[loc.offset : loc.offset + loc.length]
+            else:
+                raw = self.repo.store.get_range(name, loc.offset, loc.length)
             try:
                 plain = decode_payload(self.repo.sealer.open(T_META_BLOB, blob_id, raw, what), what)
                 if self.repo.sealer.blob_id(plain) != blob_id:

@@ -71,7 +71,7 @@ def command(
         res = mgr.run(opts)
         if st.json:
             st.console.json(res.to_json())
-        else:
+        elif not st.quiet:
             _render(st, res)
         if prune:
             from backupkit_cli.commands.prune import run_prune

@@ -105,11 +105,11 @@ def run_prune(st: State, repo, max_unused: str, dry_run: bool) -> int:
         if dry_run or plan.nothing_to_do:
             if st.json:
                 st.console.json({"dry_run": dry_run, "plan": plan.to_json()})
-            else:
+            elif dry_run or not st.quiet:
                 render_plan(st, plan)
                 st.console.info("dry run: nothing was changed" if dry_run else "nothing to prune")
             return exit_codes.OK
-        if not st.json:
+        if not st.json and not st.quiet:
             render_plan(st, plan)
         res = mgr.execute(plan)
     if st.json:
