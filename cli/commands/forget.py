@@ -69,15 +69,16 @@ def command(
     with st.locked_repo(exclusive=True, operation="forget" + (" --prune" if prune else "")) as repo:
         mgr = ForgetManager(repo, lock_check=st.lock.check if st.lock is not None else None)
         res = mgr.run(opts)
-        if st.json:
-            st.console.json(res.to_json())
-        elif not st.quiet:
+        if not st.json and not st.quiet:
             _render(st, res)
+        code, doc = exit_codes.OK, res.to_json()
         if prune:
             from backupkit_cli.commands.prune import run_prune
 
-            return run_prune(st, repo, max_unused, dry_run)
-    return exit_codes.OK
+            code, doc["prune"] = run_prune(st, repo, max_unused, dry_run)
+    if st.json:
+        st.console.json(doc)
+    return code
 
 
 def _render(st: State, res) -> None:

@@ -51,7 +51,7 @@ class PhaseProgress:
 
 
 def render_plan(st: State, plan) -> None:
-    """The plan as a table on stderr (stdout stays free for --json)."""
+    """The plan as a table (not used with --json)."""
     from rich.table import Table
 
     s = plan.stats
@@ -86,8 +86,12 @@ def render_plan(st: State, plan) -> None:
             st.console.info(f"delete {n} (unindexed)")
 
 
-def run_prune(st: State, repo, max_unused: str, dry_run: bool) -> int:
-    """Plan and (unless dry_run) execute a prune inside an exclusive lock already held."""
+def run_prune(st: State, repo, max_unused: str, dry_run: bool) -> tuple[int, dict]:
+    """Plan and (unless dry_run) execute a prune inside an exclusive lock already held.
+
+    Renders text unless --json; returns the exit code and the JSON document (printed
+    by the caller, so ``forget --prune --json`` prints one document).
+    """
     from backupkit.managers.prune import DamagedRepository, PruneManager, parse_max_unused
 
     limit = parse_max_unused(max_unused)
@@ -99,28 +103,22 @@ def run_prune(st: State, repo, max_unused: str, dry_run: bool) -> int:
             st.console.error(str(e))
             for line in e.details[: 50 if st.verbose else 10]:
                 st.console.err.print(f"  {line}", markup=False)
-            if st.json:
-                st.console.json({"error": str(e), "damaged_snapshots": list(e.snapshots), "details": list(e.details)})
-            return exit_codes.FATAL
+            return exit_codes.FATAL, {"error": str(e), "damaged_snapshots": list(e.snapshots), "details": list(e.details)}
         if dry_run or plan.nothing_to_do:
-            if st.json:
-                st.console.json({"dry_run": dry_run, "plan": plan.to_json()})
-            elif dry_run or not st.quiet:
+            if not st.json and (dry_run or not st.quiet):
                 render_plan(st, plan)
                 st.console.info("dry run: nothing was changed" if dry_run else "nothing to prune")
-            return exit_codes.OK
+            return exit_codes.OK, {"dry_run": dry_run, "plan": plan.to_json()}
         if not st.json and not st.quiet:
             render_plan(st, plan)
         res = mgr.execute(plan)
-    if st.json:
-        st.console.json(res.to_json())
-    else:
+    if not st.json:
         st.console.success(
             f"wrote {res.packs_written} packs ({human_bytes(res.bytes_written)}) and 1 index object, "
             f"deleted {res.index_deleted} index objects and {res.packs_deleted} packs ({human_bytes(res.bytes_deleted)}) "
             f"in {res.seconds:.1f}s"
         )
-    return exit_codes.OK
+    return exit_codes.OK, res.to_json()
 
 
 def command(
@@ -130,4 +128,7 @@ def command(
 ) -> int:
     st: State = ctx.obj
     with st.locked_repo(exclusive=True, operation="prune") as repo:
-        return run_prune(st, repo, max_unused, dry_run)
+        code, doc = run_prune(st, repo, max_unused, dry_run)
+    if st.json:
+        st.console.json(doc)
+    return code

@@ -99,6 +99,9 @@ def test_json_outputs(env, four):
     assert [k["reasons"] for k in g["keep"]][0] == ["last snapshot", "daily snapshot"]
     assert f["removed"] == [] and f["dry_run"] is True
 
+    fp = json.loads(ok(env, "--json", "forget", "--keep-last", "1", "--prune", "--dry-run").stdout)
+    assert len(fp["removed"]) == 3 and fp["prune"]["dry_run"] is True and "stats" in fp["prune"]["plan"]
+
     p = json.loads(ok(env, "--json", "prune", "--dry-run").stdout)
     assert p["dry_run"] and p["plan"]["stats"]["snapshots"] == 4
 
