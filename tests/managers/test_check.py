@@ -209,3 +209,38 @@ def test_read_data_subset_reads_only_that_share(repo3):
     total = CheckManager(open_repo(store)).run(CheckOptions(read_data=True)).packs_read
     parts = [CheckManager(open_repo(store)).run(CheckOptions(read_data_subset=f"{n}/2")).packs_read for n in (1, 2)]
     assert sum(parts) == total
+
+
+def test_damaged_index_object_is_a_finding_and_names_what_it_costs(repo3):
+    store, _repo, (s1, s2, s3), _src = repo3
+    newest = max(store.list("index/"), key=lambda o: o.mtime).name
+    _flip(store, newest, 40)
+    res = CheckManager(open_repo(store)).run()
+    kinds = {f.kind for f in res.errors}
+    assert "index_unreadable" in kinds and kinds <= {"index_unreadable", "blob_missing"}
+    assert {s for f in res.errors for s in f.snapshots} == {s3.id}
+
+
+def test_damaged_catalog_is_an_error_and_a_stale_one_is_info(repo3):
+    store, _repo, _snaps, _src = repo3
+    _flip(store, "catalog", 30)
+    assert [f.kind for f in CheckManager(open_repo(store)).run().errors] == ["catalog_unreadable"]
+    store.delete("catalog")
+    res = CheckManager(open_repo(store)).run()
+    assert res.ok and [f.kind for f in res.findings] == ["catalog_stale"]
+
+
+def test_long_file_with_content_blobs_is_named(tmp_path):
+    src = tmp_path / "src"
+    store = local_store(tmp_path / "repo")
+    repo = init_repo(store)
+    write_files(src, {"big.bin": random_bytes(3_000_000, 9), "small.txt": b"s"})
+    snap = backup(repo, src, day(0))
+    e = SnapshotTree(repo, snap.root).require(os.fsencode(src / "big.bin"))
+    assert "cb" in e  # the content list lives in content blobs
+    items = SnapshotTree(repo, snap.root).content(e)
+    loc = repo.index.lookup(items[40])
+    _flip(store, pack_name(loc.pack.kind, loc.pack.id), loc.offset + 100)
+    res = CheckManager(open_repo(store)).run(CheckOptions(read_data=True))
+    (f,) = res.errors
+    assert f.kind == "blob_corrupt" and f.paths == ((snap.id, os.fsdecode(src / "big.bin")),)
