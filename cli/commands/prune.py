@@ -20,12 +20,23 @@ class PhaseProgress:
         self.progress = None
         self.task = None
 
+    #: phases whose units are bytes (the others count objects or nodes)
+    BYTE_PHASES = frozenset({"repack", "read data"})
+
     def __enter__(self):
         if self.console.interactive:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
+            from rich.text import Text
+
+            class Count(ProgressColumn):
+                def render(self, task) -> Text:
+                    if task.fields.get("bytes"):
+                        done = human_bytes(task.completed)
+                        return Text(f"{done} / {human_bytes(task.total)}" if task.total else done)
+                    return Text(f"{int(task.completed)}" + (f"/{int(task.total)}" if task.total else ""))
 
             self.progress = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                TextColumn("[bold]{task.description}"), BarColumn(), Count(), TimeElapsedColumn(),
                 console=self.console.err, transient=True,
             )
             self.progress.start()
@@ -40,7 +51,7 @@ class PhaseProgress:
             return
         if self.task is not None:
             self.progress.remove_task(self.task)
-        self.task = self.progress.add_task(name, total=total)
+        self.task = self.progress.add_task(name, total=total, bytes=name in self.BYTE_PHASES)
 
     def advance(self, n: int = 1) -> None:
         if self.progress is not None and self.task is not None:
