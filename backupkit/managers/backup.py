@@ -171,6 +171,8 @@ class BackupManager:
         t0 = time.monotonic()
         self.opts = opts
         self.stats = _Stats()
+        # the repository's counters run over its lifetime; report this run's share
+        stats0 = dict(self.repo.stats)
         self.changes: list[tuple[bytes, bytes, bytes | None]] = []
         self.dry = opts.dry_run
         host = opts.host or socket.gethostname()
@@ -227,8 +229,8 @@ class BackupManager:
                 "files_read": st.files_read,
                 "bytes_total": st.bytes_total,
                 "bytes_read": st.bytes_read,
-                "bytes_added": self.repo.stats["bytes_stored_new"],
-                "blobs_added": self.repo.stats["blobs_new"],
+                "bytes_added": self.repo.stats["bytes_stored_new"] - stats0["bytes_stored_new"],
+                "blobs_added": self.repo.stats["blobs_new"] - stats0["blobs_new"],
                 "errors": len(st.errors),
                 "seconds": round(time.monotonic() - t0, 3),
             }
@@ -263,8 +265,8 @@ class BackupManager:
             files_read=st.files_read,
             bytes_total=st.bytes_total,
             bytes_read=st.bytes_read,
-            bytes_added=self.repo.stats["bytes_stored_new"],
-            blobs_added=self.repo.stats["blobs_new"],
+            bytes_added=self.repo.stats["bytes_stored_new"] - stats0["bytes_stored_new"],
+            blobs_added=self.repo.stats["blobs_new"] - stats0["blobs_new"],
             errors=tuple(st.errors),
             changed_during_read=tuple(st.changed),
             seconds=time.monotonic() - t0,
@@ -440,6 +442,10 @@ class BackupManager:
             self.changes.append((self.keyer.key(path), path, encode_entry(entry)))
 
     def _leaf(self, path: bytes, st: os.stat_result, old: dict | None) -> None:
+        if old is not None and old.get("t") == "d":
+            # a directory became a file, symlink, ...: drop what the parent had below it
+            self._delete(path, old)
+            old = None
         try:
             e = self._meta_entry(path, st)
         except (OSError, ValueError) as err:
@@ -520,11 +526,14 @@ class BackupManager:
             pos = hole
 
     def _read_file(self, path: bytes, st: os.stat_result, e: dict) -> dict | None:
+        # O_NONBLOCK: a file swapped for a fifo since lstat must not block open() (the
+        # fstat below then skips it); it changes nothing for reads of regular files.
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NOATIME", 0))
+            fd = os.open(path, flags | getattr(os, "O_NOATIME", 0))
         except PermissionError:
             try:
-                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+                fd = os.open(path, flags)
             except OSError as err:
                 self._error(path, f"cannot read: {err.strerror}")
                 return None
