@@ -10,9 +10,7 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -130,18 +128,20 @@ def test_unlock_remove_all(env, repo):
 
 def test_retry_lock_waits_for_the_holder(env, repo, src):
     held = elsewhere(repo).acquire(True, "prune")
-    timer = threading.Timer(1.5, held.release)
-    timer.start()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "backupkit_cli", "--retry-lock", "60s", "backup", str(src)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
     try:
-        t0 = time.monotonic()
-        r = bk(env, "--retry-lock", "30s", "backup", str(src))
-        took = time.monotonic() - t0
+        first = proc.stderr.readline()  # bk says it is waiting, then we let go
+        assert "(pid 4242, prune)" in first and "retrying in" in first, first
+        assert snapshot_count(repo) == 0
     finally:
-        timer.cancel()
-    assert r.returncode == 0, r.stderr
-    assert "retrying in" in r.stderr
-    assert 1.5 <= took < 20
+        held.release()
+    _, rest = proc.communicate(timeout=60)
+    assert proc.returncode == 0, first + rest
     assert snapshot_count(repo) == 1
+    assert lock_files(repo) == []
 
 
 def test_retry_lock_gives_up(env, repo, src):
