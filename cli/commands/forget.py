@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import typer
@@ -64,7 +65,7 @@ def command(
     )
     opts = ForgetOptions(
         policy=policy, refs=tuple(snapshots or ()), group_by=parse_group_by(group_by), hosts=tuple(host),
-        tags=tuple(tag), paths=tuple(path), dry_run=dry_run,
+        tags=tuple(tag), paths=tuple(os.path.abspath(p) for p in path), dry_run=dry_run,
     )
     with st.locked_repo(exclusive=True, operation="forget" + (" --prune" if prune else "")) as repo:
         mgr = ForgetManager(repo, lock_check=st.lock.check if st.lock is not None else None)
