@@ -1,0 +1,263 @@
+"""``bk`` in a subprocess when things go wrong: one clear line, the documented exit code.
+
+Exit codes (README, BRIEF section 3): 0 ok, 1 fatal, 3 partial backup, 10 no repository,
+11 lock failed, 12 wrong password, 130 interrupted. Also: --help, --json parses, and
+the key add/list/remove/passwd round trip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import msgpack
+import pytest
+
+from backupkit.repo.pack import KIND_DATA, pack_name
+from backupkit.repo.repository import Repository
+from backupkit.snapshot import list_snapshots, save_snapshot
+from backupkit.store.local import LocalObjectStore
+from backupkit.testing import PASSWORD, cli_env, run_bk, write_file
+from backupkit.tree import SnapshotTree
+
+NO_REPOSITORY = 10
+WRONG_PASSWORD = 12
+
+
+def one_error_line(r: subprocess.CompletedProcess, *must_contain: str) -> str:
+    """Assert stderr is exactly one ``error:`` line (no traceback) holding every string."""
+    assert "Traceback" not in r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    for s in must_contain:
+        assert s in lines[0], f"{s!r} not in {lines[0]!r}"
+    return lines[0]
+
+
+def ok(r: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert r.returncode == 0, f"{r.args[1:]} exited {r.returncode}: {r.stderr}"
+    return r
+
+
+def listing(repo: Path) -> dict[str, tuple[int, int]]:
+    out = {}
+    for dirpath, _dirs, files in os.walk(repo):
+        for f in files:
+            st = os.lstat(os.path.join(dirpath, f))
+            out[os.path.relpath(os.path.join(dirpath, f), repo)] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def flip(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    """A repository with one snapshot of a small tree (with one multi-chunk file)."""
+    base = tmp_path_factory.mktemp("errors")
+    src = base / "src"
+    write_file(src / "a.txt", b"alpha\n")
+    write_file(src / "big.bin", os.urandom(1_500_000))
+    env = cli_env(base / "repo", base / "cache")
+    ok(run_bk("init", env=env))
+    snap = json.loads(ok(run_bk("--json", "backup", src, env=env)).stdout)["snapshot_id"]
+    return base, src, env, snap
+
+
+def copy_repo(made, tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A private copy of the module's repository (for tests that damage it), fresh cache."""
+    import shutil
+
+    base, _src, _env, _snap = made
+    shutil.copytree(base / "repo", tmp_path / "repo")
+    return tmp_path / "repo", cli_env(tmp_path / "repo", tmp_path / "cache")
+
+
+def test_help():
+    r = ok(run_bk("--help", env=dict(os.environ)))
+    assert b"backup" in r.stdout and b"restore" in r.stdout and r.stderr == ""
+    r = ok(run_bk("backup", "--help", env=dict(os.environ)))
+    assert b"--exclude-if-present" in r.stdout
+
+
+def test_missing_repository_is_10(tmp_path):
+    env = cli_env(tmp_path / "nothing-here", tmp_path / "cache")
+    r = run_bk("snapshots", env=env)
+    assert r.returncode == NO_REPOSITORY
+    one_error_line(r, str(tmp_path / "nothing-here"))
+    assert not (tmp_path / "nothing-here").exists(), "looking for a repository must not create one"
+
+
+def test_wrong_password_is_12_and_writes_nothing(made):
+    base, src, env, _snap = made
+    before = listing(base / "repo")
+    bad = {**env, "BK_PASSWORD": "not the password"}
+    for args in (("backup", src), ("snapshots",), ("key", "list")):
+        r = run_bk(*args, env=bad)
+        assert r.returncode == WRONG_PASSWORD, (args, r.stderr)
+        one_error_line(r, "password")
+    assert listing(base / "repo") == before
+
+
+def test_init_twice_fails(made):
+    _base, _src, env, _snap = made
+    r = run_bk("init", env=env)
+    assert r.returncode != 0
+    one_error_line(r, "already exists")
+
+
+def test_nonexistent_backup_path(made, tmp_path):
+    _base, _src, env, _snap = made
+    missing = tmp_path / "no" / "such" / "dir"
+    r = run_bk("backup", missing, env=env)
+    assert r.returncode not in (0, 3)
+    one_error_line(r, str(missing))
+
+
+def test_unknown_and_malformed_snapshot_refs(made, tmp_path):
+    _base, _src, env, snap = made
+    ref = "0" * 8 if not snap.startswith("0" * 8) else "f" * 8
+    r = run_bk("restore", ref, "--target", tmp_path / "out", env=env)
+    assert r.returncode != 0
+    one_error_line(r, ref)
+    r = run_bk("ls", "ab", env=env)  # too short to be a prefix
+    assert r.returncode != 0
+    one_error_line(r, "'ab'")
+    r = run_bk("ls", "latest", "/no/such/path", env=env)
+    assert r.returncode != 0
+    one_error_line(r, "/no/such/path")
+    assert not (tmp_path / "out").exists()
+
+
+def test_ambiguous_prefix(made, tmp_path):
+    """Two snapshots sharing their first 4 hex digits: the prefix names neither."""
+    repo_dir, env = copy_repo(made, tmp_path)
+    repo = Repository.open(LocalObjectStore(repo_dir, fsync=False), PASSWORD, cache_root=False)
+    base = list_snapshots(repo)[0].to_doc()
+    seen: dict[str, dict] = {}
+    for i in range(200_000):
+        doc = {**base, "meta": {"n": str(i)}}
+        prefix = repo.sealer.blob_id(msgpack.packb(doc)).hex()[:4]
+        if prefix in seen:
+            save_snapshot(repo, seen[prefix])
+            save_snapshot(repo, doc)
+            break
+        seen[prefix] = doc
+    else:
+        pytest.fail("no 4-digit collision found")
+    r = run_bk("restore", prefix, "--target", tmp_path / "out", env=env)
+    assert r.returncode != 0
+    one_error_line(r, prefix, "2 snapshots")
+
+
+def test_restore_target_is_a_file(made, tmp_path):
+    _base, _src, env, _snap = made
+    target = tmp_path / "a-file"
+    target.write_bytes(b"not a directory")
+    r = run_bk("restore", "latest", "--target", target, env=env)
+    assert r.returncode != 0
+    one_error_line(r, str(target))
+    assert target.read_bytes() == b"not a directory"
+
+
+def test_corrupt_data_pack_is_named_on_restore(made, tmp_path):
+    repo_dir, env = copy_repo(made, tmp_path)
+    _base, src, _env, _snap = made
+    repo = Repository.open(LocalObjectStore(repo_dir, fsync=False), PASSWORD, cache_root=False)
+    snap = list_snapshots(repo)[0]
+    entry = SnapshotTree(repo, snap.root).require(os.fsencode(src / "big.bin"))
+    loc = repo.index.lookup(bytes(entry["c"][0]))
+    assert loc.pack.kind == KIND_DATA
+    flip(repo_dir / pack_name(loc.pack.kind, loc.pack.id), loc.offset + loc.length // 2)
+    r = run_bk("restore", "latest", "--target", tmp_path / "out", env=env)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert loc.pack.id.hex()[:16] in r.stderr and "big.bin" in r.stderr, r.stderr
+    assert (tmp_path / "out" / str(src).lstrip("/") / "a.txt").read_bytes() == b"alpha\n", "the rest is restored"
+
+
+def test_corrupt_config_is_named(made, tmp_path):
+    repo_dir, env = copy_repo(made, tmp_path)
+    flip(repo_dir / "config", 40)
+    r = run_bk("snapshots", env=env)
+    assert r.returncode not in (0, NO_REPOSITORY, WRONG_PASSWORD)
+    one_error_line(r, "config")
+
+
+def test_corrupt_index_is_named(made, tmp_path):
+    repo_dir, env = copy_repo(made, tmp_path)  # fresh cache: the index is read from the store
+    index = sorted((repo_dir / "index").iterdir())[0]
+    flip(index, 40)
+    r = run_bk("ls", "latest", env=env)
+    assert r.returncode != 0
+    one_error_line(r, f"index/{index.name}")
+
+
+def test_corrupt_snapshot_is_named(made, tmp_path):
+    repo_dir, env = copy_repo(made, tmp_path)
+    _base, _src, _env, snap = made
+    flip(repo_dir / "snapshots" / snap, 40)
+    # the catalog still holds the snapshot, so listing it does not read the object;
+    # without the catalog the object itself must be read, and found damaged
+    (repo_dir / "catalog").unlink()
+    r = run_bk("snapshots", env=env)
+    assert r.returncode != 0
+    one_error_line(r, f"snapshots/{snap}")
+    r = run_bk("restore", snap[:8], "--target", tmp_path / "out", env=env)
+    assert r.returncode != 0
+    one_error_line(r, f"snapshots/{snap}")
+
+
+def test_corrupt_catalog_is_rebuilt(made, tmp_path):
+    repo_dir, env = copy_repo(made, tmp_path)
+    _base, _src, _env, snap = made
+    flip(repo_dir / "catalog", 40)
+    snaps = json.loads(ok(run_bk("--json", "snapshots", env=env)).stdout)
+    assert [s["id"] for s in snaps] == [snap]
+
+
+def test_key_add_list_remove_passwd(made, tmp_path):
+    repo_dir, env = copy_repo(made, tmp_path)
+    pw2, pw3 = tmp_path / "pw2", tmp_path / "pw3"
+    pw2.write_text("second password\n")
+    pw3.write_text("third password\n")
+    key2 = json.loads(ok(run_bk("--json", "key", "add", "--new-password-file", pw2, env=env)).stdout)["id"]
+    keys = json.loads(ok(run_bk("--json", "key", "list", env=env)).stdout)
+    assert len(keys) == 2 and [k["id"] for k in keys if not k["current"]] == [key2]
+    key1 = next(k["id"] for k in keys if k["current"])
+    env2 = {**env, "BK_PASSWORD": "second password"}
+    keys2 = json.loads(ok(run_bk("--json", "key", "list", env=env2)).stdout)
+    assert [k["id"] for k in keys2 if k["current"]] == [key2]
+    r = run_bk("key", "remove", key2[:10], env=env2)  # the key in use
+    assert r.returncode != 0
+    one_error_line(r, "in use")
+    # passwd: the first key is replaced by one for the third password
+    key3 = json.loads(ok(run_bk("--json", "key", "passwd", "--new-password-file", pw3, env=env)).stdout)["id"]
+    assert run_bk("snapshots", env=env).returncode == WRONG_PASSWORD
+    env3 = {**env, "BK_PASSWORD": "third password"}
+    ids = {k["id"] for k in json.loads(ok(run_bk("--json", "key", "list", env=env3)).stdout)}
+    assert ids == {key2, key3} and key1 not in ids
+    ok(run_bk("key", "remove", key2, env=env3))
+    assert run_bk("snapshots", env=env2).returncode == WRONG_PASSWORD
+    ok(run_bk("snapshots", env=env3))
+    assert {p.name for p in (repo_dir / "keys").iterdir()} == {key3}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "cli/main.py run() catches click.ClickException, but typer 0.29 raises its vendored "
+        "typer._click exceptions (not subclasses of click's), so a bad option or unknown command "
+        "ends as 'error: internal error: NoSuchOption: ...' with exit 1 instead of a usage message "
+        "with exit 2 (exit_codes.USAGE). Fix belongs in cli/main.py (not this suite's owner)."
+    ),
+)
+def test_bad_option_is_a_usage_error(tmp_path):
+    env = cli_env(tmp_path / "repo", tmp_path / "cache")
+    for args in (("snapshots", "--no-such-option"), ("no-such-command",)):
+        r = run_bk(*args, env=env)
+        assert r.returncode == 2 and "internal error" not in r.stderr, r.stderr
