@@ -712,3 +712,42 @@ def test_restore_never_writes_outside_the_target(tmp_path):
     for root, _dirs, files in os.walk(tmp_path):
         for f in files:
             assert not f.startswith(("escape", "new-file")) or not root.startswith(str(outside)), f"{root}/{f}"
+
+
+def _tar_members(data: bytes) -> list[tarfile.TarInfo]:
+    return list(tarfile.open(fileobj=io.BytesIO(data), mode="r:", encoding="utf-8", errors="surrogateescape"))
+
+
+def test_archives_never_hold_entries_below_a_symlink(tmp_path):
+    """An extractor (GNU tar, unzip) writes a member ``s/x`` through an earlier member
+    ``s`` that is a symlink: an archive must not pair them, nor repeat a name."""
+    outside = os.fsencode(tmp_path / "outside")
+    os.mkdir(outside)
+    repo = make_test_repo()
+    pwn = _file(repo, b"PWNED")
+    dup = _hostile_snapshot(
+        repo,
+        [(b"/", _dir()), (b"/s", _link(outside)), (b"/s", _dir()), (b"/s/evil", pwn),
+         (b"/t", _link(outside)), (b"/t/evil", pwn)],
+        bad_keys={b"/s": b"\x00" * 8},
+    )
+    for path in ("/", "/t/evil"):
+        for fmt in ("tar", "zip"):
+            buf = io.BytesIO()
+            r = RestoreManager(repo).restore(dup, RestoreOptions(path=path, format=fmt, output=buf))
+            if fmt == "tar":
+                members = [(os.fsencode(ti.name), ti.issym()) for ti in _tar_members(buf.getvalue())]
+            else:
+                members = [(n, stat.S_ISLNK(m)) for n, (m, _b) in _zip_entries(buf.getvalue()).items()]
+                with zipfile.ZipFile(io.BytesIO(buf.getvalue())) as zf:
+                    raw = [zi.filename.rstrip("/") for zi in zf.infolist()]
+                assert len(raw) == len(set(raw)), f"{fmt} {path}: duplicate names {raw}"
+            names = [n for n, _l in members]
+            assert len(names) == len(set(names)), f"{fmt} {path}: duplicate names {names}"
+            links = {n for n, is_link in members if is_link}
+            below = [n for n in names if any(n.startswith(link + b"/") for link in links)]
+            assert below == [], f"{fmt} --path {path}: {below} below a symlink member"
+            assert r.errors, f"{fmt} --path {path}: the refused entries are reported"
+        target = tmp_path / f"target{path.replace('/', '-')}"
+        r = RestoreManager(repo).restore(dup, RestoreOptions(path=path, target=str(target)))
+        assert r.errors and os.listdir(outside) == [], f"--path {path} wrote through a symlink"

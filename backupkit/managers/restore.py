@@ -449,12 +449,28 @@ class RestoreManager:
         )
 
     def _archive_entries(self, snap: Snapshot, opts: RestoreOptions) -> Iterator[tuple[bytes, bytes, dict]]:
+        # As for a directory restore, an entry goes out only below a directory that went
+        # out, and a name already used by a directory or symlink is not reused: an
+        # extractor would write a member "s/x" through an earlier member "s" that is a
+        # symlink (possible only in a forged snapshot). Only non-files are remembered.
+        dirs = {b"/"}
+        non_files: set[bytes] = set()
         for path, e in self._entries(snap, opts.path):
             if path == b"/":
                 continue
             if not safe_path(path):
                 self._refuse(path, "unsafe path in snapshot, refused")
                 continue
+            if parent_of(path) not in dirs:
+                self._refuse(path, "parent is not a directory in the archive, skipped")
+                continue
+            if path in non_files:
+                self._refuse(path, "name appears twice in the snapshot, skipped")
+                continue
+            if e["t"] != "f":
+                non_files.add(path)
+            if e["t"] == "d":
+                dirs.add(path)
             yield path, path.lstrip(b"/"), e
 
     def _content_stream(self, e: dict) -> Iterator[bytes]:
