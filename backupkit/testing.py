@@ -102,12 +102,16 @@ def run_bk(
     env: dict[str, str],
     input: bytes | None = None,
     prefix: Iterable[str] = (),
+    cwd: str | os.PathLike | None = None,
     timeout: float = 120,
 ) -> subprocess.CompletedProcess:
     """Run ``bk ARGS`` (after ``prefix``, e.g. a setpriv invocation); stdout stays bytes,
     stderr is text."""
     argv = [*prefix, bk_executable(), *(a if isinstance(a, bytes) else os.fspath(a) for a in args)]
-    r = subprocess.run(argv, env=env, input=input, capture_output=True, timeout=timeout, stdin=None if input is not None else subprocess.DEVNULL)
+    r = subprocess.run(
+        argv, env=env, input=input, capture_output=True, timeout=timeout, cwd=cwd,
+        stdin=None if input is not None else subprocess.DEVNULL,
+    )
     return subprocess.CompletedProcess(r.args, r.returncode, r.stdout, r.stderr.decode("utf-8", "replace"))
 
 

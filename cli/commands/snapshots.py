@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 from backupkit_cli.context import State
@@ -21,7 +23,8 @@ def command(
     # a lock would add four and 200 ms), it deletes nothing, and the snapshot listing is
     # the source of truth, so a concurrent forget costs at most a catalog rewrite.
     repo = st.open_repo()
-    snaps = filter_snapshots(list_snapshots(repo), host, tag, path)
+    # snapshots record absolute paths: match --path the same way (as forget does)
+    snaps = filter_snapshots(list_snapshots(repo), host, tag, [os.path.abspath(p) for p in path])
     if st.json:
         st.console.json([s.to_json() for s in snaps])
         return

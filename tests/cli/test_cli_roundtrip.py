@@ -73,7 +73,8 @@ def world(tmp_path_factory):
 def test_backup_json_and_snapshots_json(world):
     _base, every, env, summary = world
     assert summary["snapshot_id"] and summary["errors"] == [] and summary["files_read"] >= len(every.regular)
-    snaps = json.loads(ok(run_bk("--json", "snapshots", "--host", "cli-host", env=env)).stdout)
+    # --path relative to the working directory matches the recorded absolute path
+    snaps = json.loads(ok(run_bk("--json", "snapshots", "--host", "cli-host", "--path", "src", env=env, cwd=every.root + b"/..")).stdout)
     assert [s["id"] for s in snaps] == [summary["snapshot_id"]]
     assert snaps[0]["tags"] == ["t1", "t2"] and snaps[0]["paths"] == [os.fsdecode(every.root)]
     ref = f"snapshot/{summary['snapshot_id']}"
