@@ -160,6 +160,7 @@ class State:
             repo.close()
             raise
         self.lock = lock
+        repo.lock_check = lock.check
         try:
             yield repo
         finally:

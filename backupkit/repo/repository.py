@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,6 +129,9 @@ class Repository:
         self._inflight: list[Future] = []
         self._slots = threading.BoundedSemaphore(self.connections + 1)
         self._error: BaseException | None = None
+        #: Called before an index object is written (set by whoever holds the lock): a
+        #: writer whose lock was taken over must not index packs a prune may have deleted.
+        self.lock_check: Callable[[], None] | None = None
         self.stats = {"blobs_new": 0, "blobs_dup": 0, "bytes_raw_new": 0, "bytes_stored_new": 0, "packs": 0}
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -257,6 +260,8 @@ class Repository:
 
     def write_index(self, packs: list[tuple[PackInfo, list[PackEntry]]], supersedes=()) -> str:
         """Write one index object naming ``packs``; returns its name."""
+        if self.lock_check is not None:
+            self.lock_check()
         obj_id = os.urandom(32)
         name = _hexname("index", obj_id)
         raw = self.seal_object(T_INDEX, obj_id, encode_index(packs, supersedes))
