@@ -76,6 +76,13 @@ def run() -> None:
     """Console-script entry point."""
     import click
 
+    click_errors: tuple[type[BaseException], ...] = (click.ClickException,)
+    try:  # typer >= 0.2x raises its vendored click's exceptions for parse errors
+        from typer._click.exceptions import ClickException as TyperClickException
+
+        click_errors += (TyperClickException,)
+    except ImportError:
+        pass
     try:
         rv = app(standalone_mode=False)
         code = rv if isinstance(rv, int) else 0
@@ -84,9 +91,9 @@ def run() -> None:
     except click.exceptions.Abort:
         sys.stderr.write("interrupted\n")
         code = exit_codes.INTERRUPTED
-    except click.ClickException as e:
-        e.show()
-        code = e.exit_code
+    except click_errors as e:
+        e.show()  # type: ignore[attr-defined]
+        code = e.exit_code  # type: ignore[attr-defined]
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         code = exit_codes.INTERRUPTED
