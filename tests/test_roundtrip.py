@@ -172,6 +172,49 @@ def test_restore_to_directory_is_exact(every, first, tmp_path):
         assert stat.S_IMODE(os.lstat(restored(out, anc)).st_mode) == stat.S_IMODE(os.lstat(anc).st_mode)
 
 
+def test_large_sparse_file(tmp_path, monkeypatch):
+    """8 GiB apparent, 12 KiB of data: holes are neither read, stored, written nor (by
+    --verify) read back; a byte written into a hole is still caught by --verify."""
+    src = tmp_path / "src"
+    src.mkdir()
+    size = 8 * 2**30
+    data = {0: b"A" * 4096, 3 * 2**30: b"B" * 4096, size - 4096: b"C" * 4096}
+    fd = os.open(src / "disk.img", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        os.ftruncate(fd, size)
+        for off, d in data.items():
+            os.pwrite(fd, d, off)
+    finally:
+        os.close(fd)
+    repo = make_test_repo()
+    res = run_backup(repo, src)
+    assert res.bytes_read <= 64 * 1024 and res.errors == ()
+    assert sum(store_listing(repo.store).values()) < 64 * 1024
+    out = tmp_path / "out"
+    r = RestoreManager(repo).restore(res.snapshot, RestoreOptions(target=str(out), verify=True))
+    assert r.errors == () and r.verify_failures == ()
+    p = restored(out, src / "disk.img")
+    st = os.lstat(p)
+    assert st.st_size == size and st.st_blocks * 512 <= 256 * 1024
+    with open(p, "rb") as f:
+        for off, d in data.items():
+            f.seek(off)
+            assert f.read(len(d)) == d
+        f.seek(2**30)
+        assert f.read(4096) == bytes(4096)
+    verify = RestoreManager._verify
+
+    def scribble_then_verify(self, pfd, name, path, e):
+        fd = os.open(name, os.O_WRONLY, dir_fd=pfd)
+        os.pwrite(fd, b"x", 5 * 2**30 + 7)
+        os.close(fd)
+        return verify(self, pfd, name, path, e)
+
+    monkeypatch.setattr(RestoreManager, "_verify", scribble_then_verify)
+    r = RestoreManager(repo).restore(res.snapshot, RestoreOptions(target=str(tmp_path / "out2"), verify=True))
+    assert r.verify_failures == (os.fsdecode(os.fsencode(src / "disk.img")),)
+
+
 def test_restore_again_over_the_same_target(every, first, tmp_path):
     """A second restore into a populated target replaces files and keeps it exact."""
     repo, _spy, res = first

@@ -36,6 +36,7 @@ from backupkit.snapshot import Snapshot
 from backupkit.tree import SnapshotTree, normalize
 
 FORMATS = ("zip", "tar", "tar.zst")
+SEEK_DATA = getattr(os, "SEEK_DATA", 3)
 _ZERO = bytes(1024 * 1024)
 #: Files up to this size are written by the walking thread itself (no pool hand-off).
 SMALL_FILE = 256 * 1024
@@ -339,15 +340,11 @@ class RestoreManager:
             ok = False
         else:
             try:
-                for item in self.tree.content(e):
+                if os.fstat(fd).st_size != e.get("s", 0):
+                    ok = False
+                for item in self.tree.content(e) if ok else ():
                     if isinstance(item, int):
-                        n = item
-                        while n > 0:
-                            b = os.read(fd, min(n, len(_ZERO)))
-                            if not b or b != _ZERO[: len(b)]:
-                                ok = False
-                                break
-                            n -= len(b)
+                        ok = _zeros_ahead(fd, item)
                     else:
                         loc = self.repo.index.lookup(bytes(item))
                         want = loc.raw_length if loc else -1
@@ -561,6 +558,31 @@ class RestoreManager:
                 self._count(t, e)
                 if t == "f":
                     self.reporter.file_done(display_path(path), e.get("s", 0))
+
+
+def _zeros_ahead(fd: int, n: int) -> bool:
+    """True if the next ``n`` bytes at fd's offset are zeros; leaves the offset after them.
+
+    Holes are skipped with SEEK_DATA, so verifying a sparse file reads only its data.
+    """
+    pos = os.lseek(fd, 0, os.SEEK_CUR)
+    end = pos + n
+    while pos < end:
+        try:
+            pos = os.lseek(fd, pos, SEEK_DATA)
+        except OSError as err:
+            if err.errno != errno.ENXIO:  # no SEEK_DATA here: read everything
+                os.lseek(fd, pos, os.SEEK_SET)
+            else:  # only a hole up to the end of the file
+                pos = end
+        if pos >= end:
+            break
+        b = os.read(fd, min(end - pos, len(_ZERO)))
+        if not b or b != _ZERO[: len(b)]:
+            return False
+        pos += len(b)
+    os.lseek(fd, end, os.SEEK_SET)
+    return True
 
 
 class _RawZipInfo(zipfile.ZipInfo):
