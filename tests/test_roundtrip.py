@@ -581,6 +581,8 @@ def test_file_changing_while_read_is_reported(tmp_path, monkeypatch):
     grows = src / "grows.bin"
     write_file(grows, os.urandom(3 * 2**20))
     write_file(src / "small", b"grows too\n")
+    shrinks = src / "shrinks.bin"
+    write_file(shrinks, os.urandom(3 * 2**20))
     spy = OsSpy()
     fd_of: dict[int, Path] = {}
     touched = set()
@@ -595,20 +597,30 @@ def test_file_changing_while_read_is_reported(tmp_path, monkeypatch):
         p = fd_of.get(fd)
         if p is not None and p not in touched:
             touched.add(p)
-            with open(p, "ab") as f:  # another writer appends while we read
-                f.write(b"appended")
+            if p == shrinks:  # another writer truncates it while we read
+                os.truncate(p, 100_000)
+            else:  # another writer appends while we read
+                with open(p, "ab") as f:
+                    f.write(b"appended")
 
     spy.open = tracking_open
     spy.on_read = on_read
     monkeypatch.setattr(backup_mod, "os", spy)
     repo = make_test_repo()
     res = run_backup(repo, src)
-    assert sorted(res.changed_during_read) == sorted([str(grows), str(src / "small")])
-    assert res.snapshot is not None
+    assert sorted(res.changed_during_read) == sorted([str(grows), str(src / "small"), str(shrinks)])
+    assert res.snapshot is not None and res.errors == ()
+    tree = SnapshotTree(repo, res.snapshot.root)
+    assert tree.require(os.fsencode(grows))["s"] == 3 * 2**20, "what was there when the read began"
+    assert tree.require(os.fsencode(shrinks))["s"] == 100_000, "what could be read"
+    out = tmp_path / "out"
+    r = RestoreManager(repo).restore(res.snapshot, RestoreOptions(target=str(out), verify=True))
+    assert r.errors == () and r.verify_failures == ()
+    assert Path(os.fsdecode(restored(out, shrinks))).read_bytes() == shrinks.read_bytes()
     # the next backup reads them again (their entries keep the pre-read times)
     monkeypatch.setattr(backup_mod, "os", os)
     res2 = run_backup(repo, src)
-    assert res2.files_read == 2 and res2.changed_during_read == ()
+    assert res2.files_read == 3 and res2.changed_during_read == ()
 
 
 def test_file_replaced_by_fifo_before_open_never_hangs(tmp_path, monkeypatch):
