@@ -19,7 +19,6 @@ restic and borg if missing: apt, then pip for borg).
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import shutil
 import subprocess
