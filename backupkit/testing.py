@@ -97,6 +97,27 @@ def bk_executable() -> str:
     return found
 
 
+def unprivileged_prefix() -> tuple[list[str], str]:
+    """A command prefix that runs a program without root's power to read any file.
+
+    Tests of unreadable files run as root here, and root reads a ``chmod 000`` file. The
+    first choice is user nobody; when nobody cannot even start this interpreter (it may
+    live under /root, mode 0700), the fallback keeps uid 0 but drops CAP_DAC_OVERRIDE and
+    CAP_DAC_READ_SEARCH from the bounding set, so file modes apply to root too. Both
+    need setpriv (util-linux). Returns (prefix, who) where who names the choice.
+    """
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        raise RuntimeError("setpriv is missing: install util-linux (needed to test unreadable files as root)")
+    nobody = [setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]
+    if os.geteuid() != 0:
+        return [], "an unprivileged user"
+    r = subprocess.run([*nobody, sys.executable, "-c", "pass"], capture_output=True)
+    if r.returncode == 0:
+        return nobody, "nobody"
+    return [setpriv, "--bounding-set=-dac_override,-dac_read_search", "--"], "root without DAC capabilities"
+
+
 def run_bk(
     *args: str | os.PathLike | bytes,
     env: dict[str, str],

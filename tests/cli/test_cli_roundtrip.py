@@ -31,6 +31,7 @@ from backupkit.testing import (
     make_every_kind_tree,
     record_tree,
     run_bk,
+    unprivileged_prefix,
     write_file,
 )
 
@@ -228,26 +229,8 @@ def test_excludes_through_the_cli(tmp_path):
 
 # -- unreadable files -----------------------------------------------------------------------
 
-def _unprivileged() -> tuple[list[str], str]:
-    """A command prefix that runs bk without root's power to read any file.
-
-    As the brief asks, the first choice is user nobody. When nobody cannot even start
-    the interpreter (it lives under /root, mode 0700, on this machine), the fallback
-    keeps uid 0 but drops CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from the bounding
-    set, so file modes apply to root too. Both need setpriv (util-linux).
-    """
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        pytest.fail("setpriv is missing: install util-linux, which ships it (needed to test unreadable files as root)")
-    nobody = [setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]
-    r = subprocess.run([*nobody, bk_executable(), "--help"], capture_output=True)
-    if r.returncode == 0:
-        return nobody, "nobody"
-    return [setpriv, "--bounding-set=-dac_override,-dac_read_search", "--"], "root without DAC capabilities"
-
-
 def test_unreadable_files_exit_3_and_snapshot_saved():
-    prefix, who = _unprivileged()
+    prefix, who = unprivileged_prefix()
     base = Path(tempfile.mkdtemp(prefix="bk-unreadable-", dir="/tmp"))  # reachable by nobody
     try:
         base.chmod(0o755)

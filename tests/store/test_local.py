@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
 from backupkit.errors import ObjectNotFound, StoreError, StorePermissionError
 from backupkit.store import local as local_module
 from backupkit.store.local import LocalObjectStore
+from backupkit.testing import unprivileged_prefix
 
 
 @pytest.fixture
@@ -139,18 +145,42 @@ def test_disk_full_cleans_up(store, monkeypatch):
     assert _files(store.root) == []
 
 
-def test_permission_error_when_not_root(store):
-    if os.geteuid() == 0:
-        pytest.skip("root ignores directory permissions")
-    store.put("keys/k", b"x")
-    os.chmod(os.path.join(store.root, "keys"), 0)
+_PERMISSION_PROBE = """
+import sys
+from backupkit.errors import StorePermissionError
+from backupkit.store.local import LocalObjectStore
+store = LocalObjectStore(sys.argv[1])
+for what, call in (("list", lambda: list(store.list("keys/"))), ("get", lambda: store.get("keys/k"))):
     try:
-        with pytest.raises(StorePermissionError):
-            list(store.list("keys/"))
-        with pytest.raises(StorePermissionError):
-            store.get("keys/k")
+        call()
+    except StorePermissionError as e:
+        print(what, "StorePermissionError", e)
+    else:
+        print(what, "no error")
+"""
+
+
+def test_permission_denied_is_store_permission_error(tmp_path):
+    # root reads any file, so the probe runs without root's DAC capabilities (or as nobody)
+    prefix, who = unprivileged_prefix()
+    base = Path(tempfile.mkdtemp(prefix="bk-perm-", dir="/tmp"))  # reachable by nobody
+    try:
+        base.chmod(0o755)
+        store = LocalObjectStore(base / "repo")
+        store.put("keys/k", b"x")
+        os.chmod(base / "repo", 0o755)
+        os.chmod(base / "repo" / "keys", 0)
+        r = subprocess.run(
+            [*prefix, sys.executable, "-c", _PERMISSION_PROBE, str(base / "repo")],
+            capture_output=True, text=True,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        )
+        assert r.returncode == 0, f"as {who}: {r.stderr}"
+        lines = r.stdout.splitlines()
+        assert [ln.split()[:2] for ln in lines] == [["list", "StorePermissionError"], ["get", "StorePermissionError"]], (who, r.stdout)
     finally:
-        os.chmod(os.path.join(store.root, "keys"), 0o700)
+        os.chmod(base / "repo" / "keys", 0o700)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_stats_count_calls_and_bytes(store):
