@@ -72,23 +72,42 @@ app.command("check", help="Verify the repository's structure (--read-data: and a
 app.add_typer(key.app, name="key", help="Manage the repository's keys (passwords).")
 
 
-def run() -> None:
-    """Console-script entry point."""
-    import click
+def _click_exceptions() -> tuple[tuple[type[BaseException], ...], ...]:
+    """(Exit, Abort, ClickException) classes of every click the app may raise from.
 
-    click_errors: tuple[type[BaseException], ...] = (click.ClickException,)
-    try:  # typer >= 0.2x raises its vendored click's exceptions for parse errors
-        from typer._click.exceptions import ClickException as TyperClickException
+    typer >= 0.2x vendors click as ``typer._click`` (with its own Exit and Abort) and no
+    longer installs click; older typers re-export the real click's. Collect whichever
+    exist, never assume click is installed.
+    """
+    exits: list[type[BaseException]] = [typer.Exit]
+    aborts: list[type[BaseException]] = [typer.Abort]
+    usage: list[type[BaseException]] = []
+    try:
+        from typer._click.exceptions import ClickException as Vendored
 
-        click_errors += (TyperClickException,)
+        usage.append(Vendored)
     except ImportError:
         pass
     try:
+        import click.exceptions as real
+
+        exits.append(real.Exit)
+        aborts.append(real.Abort)
+        usage.append(real.ClickException)
+    except ImportError:
+        pass
+    return tuple(exits), tuple(aborts), tuple(usage)
+
+
+def run() -> None:
+    """Console-script entry point."""
+    exit_errors, abort_errors, click_errors = _click_exceptions()
+    try:
         rv = app(standalone_mode=False)
         code = rv if isinstance(rv, int) else 0
-    except click.exceptions.Exit as e:
-        code = e.exit_code
-    except click.exceptions.Abort:
+    except exit_errors as e:
+        code = e.exit_code  # type: ignore[attr-defined]
+    except abort_errors:
         sys.stderr.write("interrupted\n")
         code = exit_codes.INTERRUPTED
     except click_errors as e:

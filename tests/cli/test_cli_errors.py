@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import msgpack
@@ -253,3 +254,27 @@ def test_bad_option_is_a_usage_error(tmp_path):
         r = run_bk(*args, env=env)
         assert r.returncode == 2 and "internal error" not in r.stderr and "Traceback" not in r.stderr, r.stderr
         assert args[-1] in r.stderr
+
+
+#: Runs the bk script with ``import click`` failing: a plain ``pip install .`` of a typer
+#: that vendors click installs no click (a test environment usually has it through moto).
+WITHOUT_CLICK = [
+    sys.executable,
+    "-c",
+    "import runpy, sys; sys.modules['click'] = None; sys.argv = sys.argv[1:]; "
+    "runpy.run_path(sys.argv[0], run_name='__main__')",
+]
+
+
+def test_cli_needs_no_click_package(tmp_path):
+    env = cli_env(tmp_path / "repo", tmp_path / "cache")
+    write_file(tmp_path / "src" / "a.txt", b"alpha\n")
+    r = ok(run_bk("--help", env=env, prefix=WITHOUT_CLICK))
+    assert b"backup" in r.stdout
+    ok(run_bk("init", env=env, prefix=WITHOUT_CLICK))
+    ok(run_bk("backup", tmp_path / "src", env=env, prefix=WITHOUT_CLICK))
+    assert len(json.loads(ok(run_bk("--json", "snapshots", env=env, prefix=WITHOUT_CLICK)).stdout)) == 1
+    r = run_bk("snapshots", "--no-such-option", env=env, prefix=WITHOUT_CLICK)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "--no-such-option" in r.stderr, r.stderr
+    r = run_bk("ls", "ffff", env=env, prefix=WITHOUT_CLICK)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
