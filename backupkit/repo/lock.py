@@ -415,11 +415,18 @@ class LockManager:
             return None
 
     def _read(self, info: Any) -> LockInfo | None:
-        """Read and decode one listed lock object; None if it vanished meanwhile."""
-        cached = self._cache.get(info.name)
+        """Read and decode one listed lock object; None if it vanished meanwhile.
+
+        Lock objects are cached by (name, mtime); the sentinel never is: each new holder
+        rewrites it under the same name, and S3 reports mtimes in whole seconds, so a
+        cached copy can name the previous holder. Trusting it made a fresh sentinel
+        holder think the sentinel foreign, back off and leave the sentinel behind, which
+        then blocked every exclusive lock for a TTL.
+        """
+        sentinel = info.name == self.sentinel_name
+        cached = None if sentinel else self._cache.get(info.name)
         if cached is not None and cached.mtime == info.mtime:
             return cached
-        sentinel = info.name == self.sentinel_name
         obj_id = self._id_of(info.name)
         li: LockInfo
         if obj_id is None:
@@ -438,6 +445,8 @@ class LockManager:
                 li = LockInfo(info.name, info.mtime, doc, True, sentinel)
             except (IntegrityError, FormatError, ValueError, TypeError, msgpack.UnpackException):
                 li = LockInfo(info.name, info.mtime, readable=False, sentinel=sentinel)
+        if sentinel:
+            return li
         if len(self._cache) > 1024:
             self._cache.clear()
         self._cache[info.name] = li
