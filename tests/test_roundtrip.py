@@ -506,6 +506,47 @@ def test_metadata_only_change_is_recorded(tmp_path):
     assert r2.files_read == 1 and r2.bytes_added < 4096, "same content: no new data blob"
 
 
+def test_xattr_and_symlink_changes_are_seen_and_unchanged_entries_are_not_asked_again(tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    _small_tree(src)
+    os.setxattr(src / "keep.txt", "user.tag", b"one")
+    os.setxattr(src / "stay", "user.dir", b"d1")
+    os.symlink("keep.txt", src / "link")
+    repo = make_test_repo()
+    run_backup(repo, src)
+
+    asked: list[bytes] = []
+
+    class XattrSpy(OsSpy):
+        def listxattr(self, path, *a, **kw):
+            asked.append(os.fsencode(path))
+            return os.listxattr(path, *a, **kw)
+
+        def readlink(self, path, *a, **kw):
+            asked.append(os.fsencode(path))
+            return os.readlink(path, *a, **kw)
+
+    monkeypatch.setattr(backup_mod, "os", XattrSpy())
+    r2 = run_backup(repo, src)
+    # same inode, mtime and ctime: xattrs and link targets come from the parent snapshot
+    assert asked == [] and r2.files_unchanged == 6
+    tree = SnapshotTree(repo, r2.snapshot.root)
+    assert tree.require(os.fsencode(src / "keep.txt"))["x"] == {b"user.tag": b"one"}
+    assert tree.require(os.fsencode(src / "link"))["l"] == b"keep.txt"
+
+    # setting an xattr changes ctime, so the next backup asks again and records it
+    os.setxattr(src / "keep.txt", "user.tag", b"two")
+    os.removexattr(src / "stay", "user.dir")
+    os.unlink(src / "link")
+    os.symlink("stay/y", src / "link")
+    r3 = run_backup(repo, src)
+    assert sorted(asked) == sorted(os.fsencode(p) for p in (src, src / "keep.txt", src / "stay", src / "link", src / "link"))
+    tree = SnapshotTree(repo, r3.snapshot.root)
+    assert tree.require(os.fsencode(src / "keep.txt"))["x"] == {b"user.tag": b"two"}
+    assert "x" not in tree.require(os.fsencode(src / "stay"))
+    assert tree.require(os.fsencode(src / "link"))["l"] == b"stay/y"
+
+
 # -- excludes --------------------------------------------------------------------------------
 
 def test_excludes(tmp_path):

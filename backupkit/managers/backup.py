@@ -69,6 +69,9 @@ class BackupOptions:
     meta: tuple[tuple[str, str], ...] = ()
     read_concurrency: int = 2
     lock_check: Callable[[], None] | None = None
+    #: Walk the sources once more up front for the reporter's totals (a progress bar's
+    #: ETA); costs a second stat of every file, so only worth it when someone watches.
+    scan_totals: bool = True
 
 
 @dataclass(frozen=True)
@@ -203,8 +206,9 @@ class BackupManager:
             if opts.stdin is not None:
                 self._backup_stdin(sources[0], opts.stdin)
             else:
-                scan = threading.Thread(target=self._scan, args=(sources,), daemon=True)
-                scan.start()
+                if opts.scan_totals:
+                    scan = threading.Thread(target=self._scan, args=(sources,), daemon=True)
+                    scan.start()
                 self._walk_sources(sources)
             self._drain(0)
         finally:
@@ -336,7 +340,8 @@ class BackupManager:
             except OSError as e:
                 self._error(a, e.strerror or str(e))
                 continue
-            self._record(a, self._meta_entry(a, st), self._parent_entry(a))
+            old_a = self._parent_entry(a)
+            self._record(a, self._meta_entry(a, st, old_a), old_a)
         # Deletions among ancestors' children: children the parent snapshot had under an
         # ancestor that are neither ancestors nor sources now.
         keep = ancestors | set(sources)
@@ -361,7 +366,7 @@ class BackupManager:
         stack: list[tuple[bytes, os.stat_result, dict | None]] = [(path, st, old)]
         while stack:
             dpath, dst, dold = stack.pop()
-            self._record(dpath, self._meta_entry(dpath, dst), dold)
+            self._record(dpath, self._meta_entry(dpath, dst, dold), dold)
             with self.stats.lock:
                 self.stats.dirs += 1
             if self.opts.one_file_system and dst.st_dev != root_dev:
@@ -418,8 +423,25 @@ class BackupManager:
         else:
             self.changes.append((self.keyer.key(path), path, None))
 
-    def _meta_entry(self, path: bytes, st: os.stat_result) -> dict:
+    def _meta_entry(self, path: bytes, st: os.stat_result, old: dict | None = None) -> dict:
+        """The entry for ``path`` without content; ``old`` is the parent snapshot's entry.
+
+        When ``old`` has the same type, inode, mtime and ctime, its xattrs and symlink
+        target are taken instead of asked for again: setting or removing an xattr
+        updates ctime, and a symlink's target cannot change without a new inode.
+        """
         e = entry_from_stat(st)
+        if (
+            old is not None
+            and old.get("ct") == e["ct"]
+            and old.get("mt") == e["mt"]
+            and old.get("i") == e["i"]
+            and old.get("t") == e["t"]
+        ):
+            for k in ("l", "x"):
+                if k in old:
+                    e[k] = old[k]
+            return e
         if e["t"] == "l":
             e["l"] = os.readlink(path)
         try:
@@ -447,7 +469,7 @@ class BackupManager:
             self._delete(path, old)
             old = None
         try:
-            e = self._meta_entry(path, st)
+            e = self._meta_entry(path, st, old)
         except (OSError, ValueError) as err:
             self._error(path, getattr(err, "strerror", None) or str(err))
             return

@@ -188,6 +188,7 @@ class Repository:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+        self.cache.close()
 
     # -- sealed objects --------------------------------------------------------------------
     def seal_object(self, obj_type: int, obj_id: bytes, plaintext: bytes) -> bytes:

@@ -59,6 +59,7 @@ def command(
         parent=parent,
         force=force,
         read_concurrency=max(1, read_concurrency),
+        scan_totals=st.console.interactive,  # totals feed the progress bar only
     )
     with st.locked_repo(exclusive=False, operation="backup") as repo:
         opts = dataclasses.replace(opts, lock_check=st.lock.check)  # re-verified before the snapshot
