@@ -34,7 +34,10 @@ import msgpack
 
 from backupkit.errors import FormatError
 
-LEAF_MAX = 64
+#: Entries a leaf may hold. 256 keeps a typical directory in one leaf: with 64, a directory
+#: of 100 files split 16 ways into leaves of ~6 entries, so reading a tree cost ~8x more
+#: node reads (each a blob to locate, decrypt and verify) than entries justified.
+LEAF_MAX = 256
 KEY_LEN = 16
 _LEAF = 0
 _BRANCH = 1
@@ -61,10 +64,13 @@ class Hamt:
     """Operations over tries stored through ``load(id) -> bytes`` / ``save(bytes) -> id``."""
 
     def __init__(self, load: Callable[[bytes], bytes], save: Callable[[bytes], bytes], cache_size: int = 4096):
+        """``cache_size``: decoded nodes kept, counted in leaf entries and branch slots
+        (a node weighs 1 + its rows), so memory stays bounded whatever the leaf sizes."""
         self._load = load
         self._save = save
         self._cache: OrderedDict[bytes, list] = OrderedDict()
         self._cache_size = cache_size
+        self._cache_weight = 0
         self._lock = threading.Lock()
         #: nodes fetched through ``load`` (cache misses) and nodes visited in total.
         self.loads = 0
@@ -91,12 +97,17 @@ class Hamt:
             self._remember(node_id, n)
         return n
 
+    @staticmethod
+    def _weight(n: list) -> int:
+        return 1 + len(n[1] if n[0] == _LEAF else n[4])
+
     def _remember(self, node_id: bytes, n: list) -> None:
-        if self._cache_size <= 0:
+        if self._cache_size <= 0 or node_id in self._cache:
             return
         self._cache[node_id] = n
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        self._cache_weight += self._weight(n)
+        while self._cache_weight > self._cache_size and len(self._cache) > 1:
+            self._cache_weight -= self._weight(self._cache.popitem(last=False)[1])
 
     def _put(self, n: list) -> bytes:
         node_id = self._save(msgpack.packb(n))

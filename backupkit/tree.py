@@ -15,7 +15,7 @@ from backupkit.hamt import Hamt
 from backupkit.repo.repository import Repository
 
 
-def make_hamt(repo: Repository, cache_size: int = 8192) -> Hamt:
+def make_hamt(repo: Repository, cache_size: int = 65536) -> Hamt:
     return Hamt(
         lambda nid: repo.read_blob(nid, T_META_BLOB),
         lambda data: repo.add_blob(T_META_BLOB, data)[0],

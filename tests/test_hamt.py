@@ -75,7 +75,7 @@ def test_delete_everything_collapses_to_empty():
 
 def test_get_and_scan_prefix():
     h, _ = make_hamt()
-    es = entries(5000, dirs=50)
+    es = entries(50000, dirs=100)
     root = h.build(es)
     for k, p, v in es[:100]:
         assert h.get(root, k, p) == v
