@@ -18,7 +18,6 @@ id. It repeats what the index says, so an index can be rebuilt from packs.
 from __future__ import annotations
 
 import os
-import secrets
 import struct
 import threading
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from dataclasses import dataclass, field
 import msgpack
 import zstandard
 
-from backupkit.crypto import T_DATA_BLOB, T_META_BLOB, T_PACK_HEADER, Sealer, padme
+from backupkit.crypto import T_DATA_BLOB, T_META_BLOB, T_PACK_HEADER, Sealer, padme, secure_shuffle
 from backupkit.errors import FormatError
 
 KIND_DATA = "data"
@@ -118,7 +117,7 @@ class PackBuilder:
     def finish(self, sealer: Sealer) -> tuple[bytes, bytes, list[PackEntry]]:
         """Return (pack id, pack bytes, entries) with blobs shuffled and the size padded."""
         order = list(self.blobs)
-        secrets.SystemRandom().shuffle(order)
+        secure_shuffle(order)
         parts: list[bytes] = []
         entries: list[PackEntry] = []
         offset = 0
