@@ -668,6 +668,70 @@ def parse_url(location: str) -> dict[str, Any]:
     return {"bucket": bucket, "prefix": prefix, "endpoint_url": endpoint}
 
 
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*(|b|k|kb|kib|m|mb|mib|g|gb|gib)\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": MiB, "g": 1024 * MiB}
+
+
+def _size(text: str) -> int:
+    """Bytes in ``8388608``, ``8M``, ``8MiB`` or ``512k`` (binary units)."""
+    match = _SIZE_RE.match(text)
+    if match is None:
+        raise ValueError(f"not a size: {text!r} (use e.g. 8MiB)")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()[:1]]
+
+
+def _verify(text: str) -> bool | str:
+    low = text.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    return text  # a CA bundle path
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise ValueError(f"not a non-negative number: {text!r}")
+    return value
+
+
+#: S3ObjectStore options a user may give as text (``bk -o s3.retries=3``), with their
+#: parsers. ``connections`` is left out: the CLI's ``--connections`` sets it.
+TEXT_OPTIONS: dict[str, Any] = {
+    "region": str,
+    "profile": str,
+    "retries": int,
+    "retry_mode": str,
+    "backoff": _positive_float,
+    "connect_timeout": _positive_float,
+    "read_timeout": _positive_float,
+    "multipart_threshold": _size,
+    "part_size": _size,
+    "list_page_size": int,
+    "verify": _verify,
+}
+
+
+def parse_text_options(texts: dict[str, str]) -> dict[str, Any]:
+    """S3ObjectStore keyword arguments from ``{name: text}`` (``{"retries": "3"}``).
+
+    Raises UsageError naming the option for an unknown name or a value that does not
+    parse; range checks (retries >= 1, part_size >= 5 MiB, ...) stay with the class.
+    """
+    out: dict[str, Any] = {}
+    for name, text in texts.items():
+        parser = TEXT_OPTIONS.get(name)
+        if parser is None:
+            known = ", ".join(f"s3.{n}" for n in TEXT_OPTIONS)
+            raise UsageError(f"unknown option s3.{name} (known: {known})")
+        try:
+            out[name] = parser(text)
+        except ValueError as exc:
+            raise UsageError(f"bad value for s3.{name}: {exc}") from None
+    return out
+
+
 def open_url(location: str, **options: Any) -> S3ObjectStore:
     """Open an ``s3:`` URL (the part after ``s3:``) with S3ObjectStore ``options``."""
     return S3ObjectStore(**parse_url(location), **options)
