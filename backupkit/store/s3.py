@@ -292,7 +292,6 @@ class S3ObjectStore(ObjectStore):
             raise map_error(exc, f"opening {self.location}") from exc
         events = self._client.meta.events
         events.register("before-send.s3", self._before_send)
-        events.register("after-call.s3", self._count_retries)
 
     # -- accounting -----------------------------------------------------------------------
 
@@ -314,11 +313,12 @@ class S3ObjectStore(ObjectStore):
         if kind == "GET" and "Range" in request.headers:
             kind = "GET_RANGE"
         self._stats.add(kind)
-
-    def _count_retries(self, parsed: Any = None, **_: Any) -> None:
-        attempts = (parsed or {}).get("ResponseMetadata", {}).get("RetryAttempts", 0)
-        if attempts:
-            self._stats.add("retries", attempts)
+        # botocore numbers the attempts of one call in the request's context. Counting
+        # retries here, as they are sent, also counts those of calls that fail in the
+        # end (the response's RetryAttempts exists only for calls that got an answer).
+        context = getattr(request, "context", None) or {}
+        if int(context.get("retries", {}).get("attempt", 1) or 1) > 1:
+            self._stats.add("retries")
 
     def stats(self) -> dict[str, int]:
         """HTTP requests sent per kind (retries included), payload bytes, retries.
