@@ -42,8 +42,10 @@ def main(
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not use a local cache."),
     connections: Optional[int] = typer.Option(None, "--connections", help="Concurrent store requests (default 8 for S3, 2 for a local directory)."),
     retry_lock: Optional[str] = typer.Option(None, "--retry-lock", metavar="DURATION", help="If the repository is locked, retry for this long (e.g. 30s, 5m)."),
+    option: list[str] = typer.Option([], "--option", "-o", metavar="s3.NAME=VALUE", help="A store option (repeatable), e.g. -o s3.retries=3; see docs/s3.md."),
 ) -> None:
-    ctx.obj = State(
+    global _state
+    ctx.obj = _state = State(
         repo=repo,
         password_file=password_file,
         password_command=password_command,
@@ -55,7 +57,32 @@ def main(
         connections=max(1, connections) if connections else None,
         console=Console(json_mode=json_output, quiet=quiet, verbose=verbose),
         retry_lock=retry_lock,
+        options=list(option),
     )
+    st = ctx.obj
+
+    def store_key() -> dict:
+        stats = st.store_stats()
+        return {"store": stats} if stats is not None else {}
+
+    st.console.json_extra = store_key
+
+
+#: The State of the command being run (set by ``main``), for the statistics line at exit.
+_state: Optional[State] = None
+
+
+def _store_summary() -> None:
+    """With -v: one line of store request statistics on stderr, if a store was opened."""
+    st = _state
+    if st is None or not st.verbose:
+        return
+    try:
+        stats = st.store_stats()
+        if stats is not None:
+            st.console.store_summary(stats)
+    except Exception:  # noqa: BLE001 - statistics must never change the outcome
+        pass
 
 
 app.command("init", help="Create a repository and its first key.")(init.command)
@@ -131,6 +158,7 @@ def run() -> None:
             msg = f"internal error: {type(e).__name__}: {e} (set BK_DEBUG=1 for a traceback)"
         Console().error(msg.splitlines()[0] if msg else type(e).__name__)
         code = exit_codes.code_for(e)
+    _store_summary()
     sys.stdout.flush()
     sys.exit(code)
 
