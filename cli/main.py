@@ -65,7 +65,9 @@ def main(
         stats = st.store_stats()
         return {"store": stats} if stats is not None else {}
 
-    st.console.json_extra = store_key
+    # bk cat prints a repository object itself as JSON: nothing may be added to it.
+    if ctx.invoked_subcommand != "cat":
+        st.console.json_extra = store_key
 
 
 #: The State of the command being run (set by ``main``), for the statistics line at exit.

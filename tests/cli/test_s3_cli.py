@@ -305,6 +305,9 @@ def test_request_statistics_on_a_local_repository(tmp_path):
     assert summary_of(ok(run_bk("-v", "init", env=env)).stderr)["PUT"] == 2
     doc = json.loads(ok(run_bk("--json", "backup", tmp_path / "src", env=env)).stdout)
     assert doc["store"]["PUT"] >= 4 and doc["store"]["bytes_up"] > 0
+    # bk cat prints a repository object as it is: no "store" key mixed into it.
+    config = json.loads(ok(run_bk("--json", "cat", "config", env=env)).stdout)
+    assert "store" not in config and config["version"] == 1
     # A failing command still reports what it cost, after its one error line.
     r = run_bk("-v", "restore", "nosuchsnap", "--target", tmp_path / "out", env=env)
     assert r.returncode != 0 and "Traceback" not in r.stderr
