@@ -9,6 +9,10 @@ files restored in this run.
 
 Directory metadata (mode, owner, times, xattrs) is applied after their content, deepest
 first, so restoring children does not disturb a directory's mtime.
+
+Entries are written one at a time, in order, by the calling thread; the blobs of the
+files ahead of it are fetched meanwhile on a pool (``readahead.Readahead``), so request
+latency overlaps across files, small ones included.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import zstandard
 from backupkit.crypto import T_DATA_BLOB
 from backupkit.entry import display_path, name_of, parent_of
 from backupkit.errors import PathNotFound, RestoreError, UsageError
+from backupkit.managers.readahead import Readahead
 from backupkit.repo.repository import Repository
 from backupkit.snapshot import Snapshot
 from backupkit.tree import SnapshotTree, normalize
@@ -38,8 +43,9 @@ from backupkit.tree import SnapshotTree, normalize
 FORMATS = ("zip", "tar", "tar.zst")
 SEEK_DATA = getattr(os, "SEEK_DATA", 3)
 _ZERO = bytes(1024 * 1024)
-#: Files up to this size are written by the walking thread itself (no pool hand-off).
-SMALL_FILE = 256 * 1024
+#: Bytes of file content read ahead of the writer per store connection (readahead.py):
+#: enough to keep every connection busy with ~1 MiB blobs, little enough to stay small.
+READAHEAD_PER_CONNECTION = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -127,6 +133,40 @@ class RestoreManager:
             self.errors.append((display_path(path), why))
         self.reporter.error(display_path(path), why)
 
+    def _readahead(self, entries: Iterator[tuple], opts: RestoreOptions, links: bool) -> Readahead:
+        """Entries with their contents read ahead on the pool.
+
+        With ``links``, a second name of a hardlinked file gets no content (the writer
+        links it to the first); the writer falls back to ``_blobs`` for any file it
+        wants content for that was not read ahead.
+        """
+        seen: set[tuple[int, int]] = set()
+
+        def wants(key, e: dict) -> bool:
+            path = key[0] if isinstance(key, tuple) else key
+            if opts.dry_run or not safe_path(path):
+                return False
+            if links and e.get("n", 1) > 1:
+                key = (e.get("dv", 0), e.get("i", 0))
+                if key in seen:
+                    return False
+                seen.add(key)
+            return True
+
+        def size_of(bid: bytes) -> int:
+            loc = self.repo.index.lookup(bid)
+            return loc.raw_length if loc is not None else 0
+
+        return Readahead(
+            entries,
+            lambda e: self.tree.content(e),
+            lambda bid: self.repo.read_blob(bid, T_DATA_BLOB),
+            size_of,
+            self._pool,
+            wants_content=wants,
+            budget=max(4, opts.connections) * READAHEAD_PER_CONNECTION,
+        )
+
     def _blobs(self, items: list) -> Iterator[bytes | int]:
         """Content in order: bytes for data blobs (prefetched in parallel), ints for holes."""
         if len(items) <= 1:  # one blob: a pool hand-off costs more than the read
@@ -180,12 +220,10 @@ class RestoreManager:
         dir_fds: dict[bytes, int] = {b"": root_fd}
         dirs_meta: list[tuple[bytes, dict]] = []
         links: dict[tuple[int, int], bytes] = {}
-        files_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="bk-restore-file")
-        jobs: deque[Future] = deque()
         self.verified = 0
         self.verify_failures: list[str] = []
         try:
-            for path, e in self._entries(snap, opts.path):
+            for path, e, parts in self._readahead(self._entries(snap, opts.path), opts, links=True):
                 if not safe_path(path):
                     self._refuse(path, "unsafe path in snapshot, refused")
                     continue
@@ -217,22 +255,12 @@ class RestoreManager:
                             self.counts["files"] += 1
                             continue
                         if e.get("n", 1) > 1:
-                            # written now, so later hardlinks find the file in place
-                            links[key] = rel
-                            self._write_file(pfd, name, path, e, owners, opts)
-                            continue
-                        if e.get("s", 0) <= SMALL_FILE:
-                            self._write_file(pfd, name, path, e, owners, opts)
-                            continue
-                        jobs.append(files_pool.submit(self._write_file, pfd, name, path, e, owners, opts))
-                        while len(jobs) > 16:
-                            jobs.popleft().result()
+                            links[key] = rel  # later names of this file link to it
+                        self._write_file(pfd, name, path, e, owners, opts, parts)
                     else:
                         self._special(pfd, name, path, e, owners)
                 except OSError as err:
                     self._refuse(path, f"cannot restore: {err.strerror or err}")
-            while jobs:
-                jobs.popleft().result()
             for rel, e in sorted(dirs_meta, key=lambda x: -x[0].count(b"/") - (1 if x[0] else 0)):
                 if opts.dry_run:
                     continue
@@ -242,8 +270,7 @@ class RestoreManager:
                 except OSError as err:
                     self._refuse(b"/" + rel, f"cannot set metadata: {err.strerror}")
         finally:
-            files_pool.shutdown(wait=True)
-            self._pool.shutdown(wait=True)
+            self._pool.shutdown(wait=True, cancel_futures=True)
             for fd in dir_fds.values():
                 if fd >= 0:
                     os.close(fd)
@@ -291,7 +318,9 @@ class RestoreManager:
             raise OSError(errno.EISDIR, "a directory is in the way")
         os.unlink(name, dir_fd=pfd)
 
-    def _write_file(self, pfd: int, name: bytes, path: bytes, e: dict, owners: bool, opts: RestoreOptions) -> None:
+    def _write_file(
+        self, pfd: int, name: bytes, path: bytes, e: dict, owners: bool, opts: RestoreOptions, parts: Iterator | None
+    ) -> None:
         try:
             self._replace(pfd, name)
             fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=pfd)
@@ -301,7 +330,7 @@ class RestoreManager:
         try:
             size = e.get("s", 0)
             written = 0
-            for part in self._blobs(self.tree.content(e)):
+            for part in parts if parts is not None else self._blobs(self.tree.content(e)):
                 if isinstance(part, int) or (opts.sparse and len(part) >= 4096 and part.count(0) == len(part)):
                     n = part if isinstance(part, int) else len(part)
                     os.lseek(fd, n, os.SEEK_CUR)
@@ -470,8 +499,8 @@ class RestoreManager:
                 dirs.add(path)
             yield path, path.lstrip(b"/"), e
 
-    def _content_stream(self, e: dict) -> Iterator[bytes]:
-        for part in self._blobs(self.tree.content(e)):
+    def _content_stream(self, e: dict, parts: Iterator | None) -> Iterator[bytes]:
+        for part in parts if parts is not None else self._blobs(self.tree.content(e)):
             if isinstance(part, int):
                 n = part
                 while n > 0:
@@ -484,7 +513,8 @@ class RestoreManager:
 
     def _zip(self, snap: Snapshot, opts: RestoreOptions, out: BinaryIO) -> None:
         with zipfile.ZipFile(_Unseekable(out), "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-            for path, rel, e in self._archive_entries(snap, opts):
+            entries = (((path, rel), e) for path, rel, e in self._archive_entries(snap, opts))
+            for (path, rel), e, parts in self._readahead(entries, opts, links=False):
                 t = e["t"]
                 mt = time.localtime(max(e.get("mt", 0) / 1e9, 315532800))[:6]
                 if t == "d":
@@ -505,7 +535,7 @@ class RestoreManager:
                         self._count("f", e)
                         continue
                     with zf.open(zi, "w", force_zip64=zi.file_size >= zipfile.ZIP64_LIMIT) as w:
-                        for part in self._content_stream(e):
+                        for part in self._content_stream(e, parts):
                             w.write(part)
                     self._count("f", e)
                     self.reporter.file_done(display_path(path), e.get("s", 0))
@@ -515,7 +545,8 @@ class RestoreManager:
     def _tar(self, snap: Snapshot, opts: RestoreOptions, out) -> None:
         links: dict[tuple[int, int], str] = {}
         with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8", errors="surrogateescape") as tf:
-            for path, rel, e in self._archive_entries(snap, opts):
+            entries = (((path, rel), e) for path, rel, e in self._archive_entries(snap, opts))
+            for (path, rel), e, parts in self._readahead(entries, opts, links=True):
                 t = e["t"]
                 ti = tarfile.TarInfo(rel.decode("utf-8", "surrogateescape"))
                 ti.mode = e.get("m", 0o644)
@@ -550,7 +581,7 @@ class RestoreManager:
                         if e.get("n", 1) > 1:
                             links[key] = ti.name
                         ti.size = e.get("s", 0)
-                        fileobj = _StreamReader(self._content_stream(e)) if not opts.dry_run else None
+                        fileobj = _StreamReader(self._content_stream(e, parts)) if not opts.dry_run else None
                 if opts.dry_run:
                     self._count(t, e)
                     continue

@@ -1,0 +1,144 @@
+"""Readahead: contents of upcoming files fetched in parallel, in order, within a budget."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from backupkit.managers.readahead import Readahead
+
+
+def _files(n_files: int, blobs_per_file: int, size: int):
+    """Entries and a blob store: file i has blobs b"i:j" of ``size`` bytes and one hole."""
+    store = {}
+    entries = []
+    for i in range(n_files):
+        items = []
+        for j in range(blobs_per_file):
+            bid = b"%d:%d" % (i, j)
+            store[bid] = bytes([i % 251]) * size
+            items.append(bid)
+        items.append(7)  # a hole
+        entries.append((b"/f%d" % i, {"t": "f", "items": items}))
+        entries.append((b"/d%d" % i, {"t": "d"}))
+    return entries, store
+
+
+class Reader:
+    def __init__(self, store, delay=0.0, fail=()):
+        self.store, self.delay, self.fail = store, delay, set(fail)
+        self.lock = threading.Lock()
+        self.active = self.peak_active = 0
+        self.calls = []
+
+    def __call__(self, bid):
+        with self.lock:
+            self.active += 1
+            self.peak_active = max(self.peak_active, self.active)
+            self.calls.append(bid)
+        try:
+            time.sleep(self.delay)
+            if bid in self.fail:
+                raise OSError(f"cannot read {bid!r}")
+            return self.store[bid]
+        finally:
+            with self.lock:
+                self.active -= 1
+
+
+def _ra(entries, store, reader, pool, budget, **kw):
+    return Readahead(iter(entries), lambda e: e["items"], reader, lambda bid: len(store[bid]), pool, budget=budget, **kw)
+
+
+def test_order_holes_and_non_files():
+    entries, store = _files(20, 3, 100)
+    with ThreadPoolExecutor(4) as pool:
+        out = [(k, e["t"], None if parts is None else list(parts)) for k, e, parts in _ra(entries, store, Reader(store), pool, 1000)]
+    assert [k for k, _t, _p in out] == [k for k, _e in entries]
+    for (k, t, parts), (_k, e) in zip(out, entries):
+        if t == "d":
+            assert parts is None
+        else:
+            assert parts == [store[b] if isinstance(b, bytes) else b for b in e["items"]]
+
+
+def test_reads_run_ahead_in_parallel_within_the_budget():
+    entries, store = _files(40, 2, 1000)
+    reader = Reader(store, delay=0.01)
+    inflight_seen = []
+    with ThreadPoolExecutor(8) as pool:
+        ra = _ra(entries, store, reader, pool, budget=8000)
+        t0 = time.monotonic()
+        for _k, _e, parts in ra:
+            for _p in parts or ():
+                inflight_seen.append(ra._inflight)
+        elapsed = time.monotonic() - t0
+    assert len(reader.calls) == 80 and len(set(reader.calls)) == 80  # each blob read once
+    assert reader.peak_active >= 4  # small files no longer wait for each other
+    assert max(inflight_seen) <= 8000  # never more than the budget in flight
+    assert elapsed < 80 * 0.01 * 0.6, elapsed  # well under the serial time
+
+
+def test_a_blob_larger_than_the_budget_is_still_read():
+    entries, store = _files(3, 2, 5000)
+    with ThreadPoolExecutor(2) as pool:
+        got = [list(p) for _k, _e, p in _ra(entries, store, Reader(store), pool, budget=1000) if p is not None]
+    assert [len(x) for x in got] == [3, 3, 3]
+
+
+def test_unwanted_files_get_no_content_and_a_writer_may_skip_parts():
+    entries, store = _files(10, 3, 100)
+    reader = Reader(store)
+    with ThreadPoolExecutor(2) as pool:
+        ra = _ra(entries, store, reader, pool, 10_000, wants_content=lambda k, e: k != b"/f3")
+        seen = {}
+        for k, e, parts in ra:
+            if e["t"] != "f":
+                continue
+            seen[k] = parts
+            if k == b"/f5":
+                next(parts)  # the writer gives up after one part
+            elif parts is not None:
+                list(parts)
+        assert seen[b"/f3"] is None
+    assert not any(c.startswith(b"3:") for c in reader.calls)
+    assert ra._inflight == 0  # what /f5 left is no longer counted
+
+
+def test_a_failed_read_raises_in_the_writer_for_that_file_only():
+    entries, store = _files(5, 2, 100)
+    reader = Reader(store, fail={b"2:1"})
+    ok, failed = [], []
+    with ThreadPoolExecutor(2) as pool:
+        for k, _e, parts in _ra(entries, store, reader, pool, 10_000):
+            if parts is None:
+                continue
+            try:
+                list(parts)
+                ok.append(k)
+            except OSError:
+                failed.append(k)
+    assert failed == [b"/f2"] and ok == [b"/f0", b"/f1", b"/f3", b"/f4"]
+
+
+def test_lookahead_bounds_entries_held():
+    entries = [(b"/d%d" % i, {"t": "d"}) for i in range(10_000)]
+    with ThreadPoolExecutor(1) as pool:
+        ra = Readahead(iter(entries), lambda e: [], lambda b: b"", lambda b: 0, pool, lookahead=100)
+        n = 0
+        for _k, _e, _p in ra:
+            assert len(ra._queue) <= 101
+            n += 1
+    assert n == 10_000
+
+
+@pytest.mark.parametrize("budget", [1, 150, 10_000])
+def test_every_budget_gives_the_same_bytes(budget):
+    entries, store = _files(15, 4, 50)
+    with ThreadPoolExecutor(3) as pool:
+        got = [b"".join(x if isinstance(x, bytes) else bytes(x) for x in p) for _k, _e, p in _ra(entries, store, Reader(store), pool, budget) if p is not None]
+    want = [b"".join(store[b] if isinstance(b, bytes) else bytes(b) for b in e["items"]) for _k, e in entries if e["t"] == "f"]
+    assert got == want
