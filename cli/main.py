@@ -110,21 +110,17 @@ def _click_exceptions() -> tuple[tuple[type[BaseException], ...], ...]:
     """
     exits: list[type[BaseException]] = [typer.Exit]
     aborts: list[type[BaseException]] = [typer.Abort]
-    usage: list[type[BaseException]] = []
     try:
         from typer._click.exceptions import ClickException as Vendored
 
-        usage.append(Vendored)
+        return tuple(exits), tuple(aborts), (Vendored,)
     except ImportError:
         pass
-    try:
-        import click.exceptions as real
+    import click.exceptions as real  # an older typer: it depends on click and raises its errors
 
-        exits.append(real.Exit)
-        aborts.append(real.Abort)
-        usage.append(real.ClickException)
-    except ImportError:
-        pass
+    exits.append(real.Exit)
+    aborts.append(real.Abort)
+    usage: list[type[BaseException]] = [real.ClickException]
     return tuple(exits), tuple(aborts), tuple(usage)
 
 
