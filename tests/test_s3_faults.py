@@ -163,8 +163,8 @@ def test_every_request_failing_exits_in_one_line_and_publishes_nothing(s3_fault_
     r = run_bk("-v", "-o", "s3.retries=3", "-o", "s3.backoff=0.01", "snapshots", env=env, timeout=60)
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
-    assert len(lines) == 2 and lines[0].startswith("error: reading config: "), r.stderr
-    assert lines[1] == "store: 3 requests (GET 3), 0 B up, 0 B down, 2 retries", lines[1]
+    assert len(lines) == 2 and lines[0].startswith("error: listing keys/ in "), r.stderr
+    assert lines[1] == "store: 3 requests (LIST 3), 0 B up, 0 B down, 2 retries", lines[1]
     proxy.reset()
     assert store_listing(direct) == before
     assert list(direct.list("locks/")) == []

@@ -8,6 +8,7 @@ stale; names no longer in the store are dropped when the repository is opened.
 
 from __future__ import annotations
 
+import hashlib
 import mmap
 import os
 import tempfile
@@ -140,3 +141,75 @@ class Cache:
                 if not f.startswith(".tmp-"):
                     out.add(f"{rel}/{f}")
         return out
+
+
+class OpenCache:
+    """What opening a repository needs, cached per store location: the sealed config and
+    the key files that opened it (password-wrapped, exactly the stored bytes).
+
+    Both are immutable in the store and key file names are random, so a cached key
+    file is used only while its name is still listed under ``keys/`` (a removed or
+    re-passworded key is forgotten at the next open); a cached config that the key does
+    not open belongs to an earlier repository at the same location and is dropped.
+    Opening then costs one listing instead of three requests (restic reads config and
+    key files on every run).
+    """
+
+    def __init__(self, directory: Path | None) -> None:
+        self._dir = directory
+
+    @classmethod
+    def for_location(cls, location: str, cache_root: os.PathLike | None | bool) -> OpenCache:
+        if cache_root is False or not location:
+            return cls(None)
+        root = default_cache_root() if cache_root in (None, True) else Path(os.fspath(cache_root))  # type: ignore[arg-type]
+        return cls(root / "locations" / hashlib.sha256(location.encode("utf-8", "surrogateescape")).hexdigest()[:32])
+
+    def _file(self, name: str) -> Path:
+        assert self._dir is not None
+        return self._dir / name  # "config" or "keys/<id>"
+
+    def has(self, name: str) -> bool:
+        return self._dir is not None and self._file(name).is_file()
+
+    def get(self, name: str) -> bytes | None:
+        if self._dir is None:
+            return None
+        try:
+            return self._file(name).read_bytes()
+        except OSError:
+            return None
+
+    def put(self, name: str, data: bytes) -> None:
+        if self._dir is None:
+            return
+        p = self._file(name)
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".tmp-")
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, p)
+        except OSError:
+            pass  # only costs requests next time
+
+    def keep_keys(self, listed: list[str]) -> None:
+        """Forget cached key files whose names are no longer listed in the store."""
+        if self._dir is None:
+            return
+        keep = {self._file(n) for n in listed}
+        try:
+            for p in (self._dir / "keys").glob("*"):
+                if p not in keep:
+                    p.unlink()
+        except OSError:
+            pass
+
+    def clear(self) -> None:
+        if self._dir is None:
+            return
+        for p in (self._dir / "config", *(self._dir / "keys").glob("*")):
+            try:
+                p.unlink()
+            except OSError:
+                pass

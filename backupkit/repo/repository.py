@@ -41,9 +41,11 @@ from backupkit.errors import (
     ObjectNotFound,
     RepositoryExists,
     RepositoryNotFound,
+    StoreError,
+    StorePermissionError,
     WrongPassword,
 )
-from backupkit.repo.cache import Cache, default_cache_root
+from backupkit.repo.cache import Cache, OpenCache, default_cache_root
 from backupkit.repo.index import Index, PackInfo, decode_index, encode_index
 from backupkit.repo.keys import KdfParams, make_key_file, open_key_file
 from backupkit.repo.pack import (
@@ -165,24 +167,70 @@ class Repository:
         cache_root: os.PathLike | None | bool = None,
         connections: int = 8,
     ) -> Repository:
-        """Open with a password; RepositoryNotFound, WrongPassword as appropriate."""
+        """Open with a password; RepositoryNotFound, WrongPassword as appropriate.
+
+        Costs one listing of ``keys/`` when the local cache holds this location's config
+        and a key file that is still listed, else also a GET of the config and one per
+        key file tried (see ``OpenCache``).
+        """
         try:
-            raw_config = store.get("config")
-        except ObjectNotFound:
-            raise RepositoryNotFound(f"no repository at {store.location}") from None
-        names = sorted(o.name for o in store.list("keys/"))
+            names = sorted(o.name for o in store.list("keys/"))
+        except StoreError as e:
+            if e.retryable or isinstance(e, StorePermissionError):
+                raise
+            if not store.exists("config"):  # e.g. a directory or bucket that does not exist
+                raise RepositoryNotFound(f"no repository at {store.location}") from None
+            raise
         if not names:
+            if not store.exists("config"):
+                raise RepositoryNotFound(f"no repository at {store.location}")
             raise RepositoryNotFound(f"no key files in the repository at {store.location}")
-        for name in names:
+        oc = OpenCache.for_location(store.location, cache_root)
+        oc.keep_keys(names)
+        raw_config = oc.get("config")
+        config_cached = raw_config is not None
+        for name in sorted(names, key=lambda n: not oc.has(n)):  # cached key files first
             key_id = name.split("/", 1)[1]
-            try:
-                keys = open_key_file(key_id, store.get(name), password)
-            except (WrongPassword, FormatError, ObjectNotFound):
-                continue
+            raw_key = oc.get(name)
+            key_cached = raw_key is not None
+            keys = None
+            if raw_key is not None:
+                try:
+                    keys = open_key_file(key_id, raw_key, password)
+                except (WrongPassword, FormatError):
+                    key_cached = False  # maybe a damaged cache file: ask the store
+            if keys is None:
+                try:
+                    raw_key = store.get(name)
+                    keys = open_key_file(key_id, raw_key, password)
+                except (WrongPassword, FormatError, ObjectNotFound):
+                    continue
             sealer = Sealer(keys)
-            cfg = RepoConfig.decode(decode_payload(sealer.open(T_CONFIG, b"config", raw_config, "config"), "config"))
+            if raw_config is None:
+                raw_config = cls._get_config(store)
+            try:
+                plain = sealer.open(T_CONFIG, b"config", raw_config, "config")
+            except IntegrityError:
+                if not config_cached:
+                    raise
+                # not this repository's config (another one was made at this location)
+                oc.clear()
+                raw_config, config_cached, key_cached = cls._get_config(store), False, False
+                plain = sealer.open(T_CONFIG, b"config", raw_config, "config")
+            cfg = RepoConfig.decode(decode_payload(plain, "config"))
+            if not config_cached:
+                oc.put("config", raw_config)
+            if not key_cached:
+                oc.put(name, raw_key)
             return cls(store, keys, cfg, key_id, cache_root, connections)
         raise WrongPassword("wrong password or no key found")
+
+    @staticmethod
+    def _get_config(store: ObjectStore) -> bytes:
+        try:
+            return store.get("config")
+        except ObjectNotFound:
+            raise RepositoryNotFound(f"no repository at {store.location}") from None
 
     def close(self) -> None:
         if self._pool is not None:
