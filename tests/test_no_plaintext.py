@@ -60,7 +60,8 @@ def backed_up(tmp_path_factory):
         FILE_NAME: COMPRESSIBLE * 5000,
         DIR_NAME + b"/random.bin": _random_with_marks(300_000, RANDOM_MARK, 1, 50_000),
         DIR_NAME + b"/" + NONUTF8_NAME: b"small " + RANDOM_MARK,
-        b"big.bin": _random_with_marks(3 * 2**20, BIG_MARK, 2, 256 * 1024),
+        # larger than the 8 MiB maximum chunk: it spans several chunks whatever the key
+        b"big.bin": _random_with_marks(9 * 2**20, BIG_MARK, 2, 256 * 1024),
         b"empty": b"",
     }
     for rel, data in contents.items():
@@ -121,7 +122,7 @@ def test_no_object_named_by_an_unkeyed_hash(backed_up):
             return b
 
         chunks.extend(bytes(c) for c in chunker.chunks(read))
-    assert len(chunks) > len(pieces), "the big file spans several chunks"
+    assert len(chunks) > len(pieces), "the big file spans several chunks, so chunk digests are tested too"
     digests = set()
     for data in [*pieces, *chunks]:
         for algo in ("sha256", "sha1", "md5"):
