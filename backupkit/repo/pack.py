@@ -114,17 +114,25 @@ class PackBuilder:
     def __len__(self) -> int:
         return len(self.blobs)
 
-    def finish(self, sealer: Sealer) -> tuple[bytes, bytes, list[PackEntry]]:
-        """Return (pack id, pack bytes, entries) with blobs shuffled and the size padded."""
-        order = list(self.blobs)
+    def finish(self, sealer: Sealer) -> tuple[bytes, bytearray, list[PackEntry]]:
+        """Return (pack id, pack bytes, entries) with blobs shuffled and the size padded.
+
+        The builder is emptied: each sealed blob is dropped as soon as it is copied into
+        the pack, so assembling a pack needs little more memory than the pack itself.
+        """
+        order, self.blobs, self.size = self.blobs, [], 0
         secure_shuffle(order)
-        parts: list[bytes] = []
+        total = sum(len(sealed) for _t, _i, sealed, _r in order)
         entries: list[PackEntry] = []
+        buf = bytearray(total)
         offset = 0
-        for blob_type, blob_id, sealed, raw_length in order:
-            parts.append(sealed)
-            entries.append(PackEntry(blob_type, blob_id, offset, len(sealed), raw_length))
-            offset += len(sealed)
+        while order:
+            blob_type, blob_id, sealed, raw_length = order.pop()
+            n = len(sealed)
+            buf[offset : offset + n] = sealed
+            del sealed
+            entries.append(PackEntry(blob_type, blob_id, offset, n, raw_length))
+            offset += n
         pack_id = os.urandom(32)
         body = msgpack.packb([1, [[e.blob_type, e.blob_id, e.offset, e.length, e.raw_length] for e in entries]])
         plain_len = 4 + len(body)
@@ -132,9 +140,10 @@ class PackBuilder:
         header_plain = struct.pack("<I", len(body)) + body + bytes(fill - plain_len)
         header = sealer.seal(T_PACK_HEADER, pack_id, header_plain)
         unpadded = offset + len(header) + 4
-        padding = os.urandom(padme(unpadded) - unpadded)
-        data = b"".join(parts) + padding + header + struct.pack("<I", len(header))
-        return pack_id, data, entries
+        buf += os.urandom(padme(unpadded) - unpadded)
+        buf += header
+        buf += struct.pack("<I", len(header))
+        return pack_id, buf, entries
 
 
 def read_pack_header(sealer: Sealer, pack_id: bytes, tail: bytes, pack_size: int) -> list[PackEntry]:

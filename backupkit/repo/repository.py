@@ -124,7 +124,7 @@ class Repository:
         self._index_ids: set[bytes] = set()
         self._lock = threading.Lock()
         self._reserved: set[bytes] = set()
-        self._unflushed: dict[bytes, tuple[int, bytes]] = {}  # blob id -> (type, sealed)
+        self._unflushed: dict[bytes, tuple[int, bytes]] = {}  # meta blob id -> (type, sealed)
         self._builders = {KIND_DATA: PackBuilder(KIND_DATA), KIND_META: PackBuilder(KIND_META)}
         self._uploaded: list[tuple[PackInfo, list[PackEntry]]] = []
         self._pool: ThreadPoolExecutor | None = None
@@ -341,7 +341,8 @@ class Repository:
         with self._lock:
             b = self._builders[kind]
             b.add(blob_type, blob_id, sealed, len(data))
-            self._unflushed[blob_id] = (blob_type, sealed)
+            if kind == KIND_META:  # a trie update may read back a node not yet uploaded
+                self._unflushed[blob_id] = (blob_type, sealed)
             self.stats["blobs_new"] += 1
             self.stats["bytes_raw_new"] += len(data)
             self.stats["bytes_stored_new"] += len(sealed)

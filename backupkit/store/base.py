@@ -65,7 +65,8 @@ class ObjectStore(abc.ABC):
         """Store ``data`` under ``name`` atomically, replacing any existing object.
 
         Readers see either the old object, the complete new one, or (for a new name)
-        nothing; never a partial object.
+        nothing; never a partial object. ``data`` may be any bytes-like object (packs
+        are assembled in a bytearray); a store that keeps it must copy it.
         """
 
     @abc.abstractmethod
