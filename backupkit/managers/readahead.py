@@ -51,6 +51,8 @@ class Readahead:
             in order (e.g. False for a second name of a hardlinked file).
         budget: bytes of reads in flight or unconsumed.
         lookahead: most entries held between the writer and the read-ahead front.
+        expect: called with each blob id as its read is scheduled, before ``read``
+            (``CoalescingReader.expect``, so reads of one pack can be joined).
 
     ``parts`` yields bytes for blobs and ints for holes, or is None when no content was
     read ahead (not a regular file, or not wanted). Whatever the writer leaves of a
@@ -67,6 +69,7 @@ class Readahead:
         wants_content: Callable[[bytes, dict], bool] | None = None,
         budget: int = 64 * 1024 * 1024,
         lookahead: int = 4096,
+        expect: Callable[[bytes], None] | None = None,
     ) -> None:
         self._source = iter(entries)
         self._content = content
@@ -80,6 +83,7 @@ class Readahead:
         self._front = 0  # index in _queue of the file being scheduled
         self._inflight = 0
         self._exhausted = False
+        self._expect = expect
 
     # -- scheduling ------------------------------------------------------------------------
     def _next_entry(self) -> bool:
@@ -122,6 +126,8 @@ class Readahead:
             else:
                 bid = bytes(item)
                 size = self._size_of(bid)
+                if self._expect is not None:
+                    self._expect(bid)
                 f.slots.append(self._pool.submit(self._read, bid))
                 f.sizes.append(size)
                 self._inflight += size

@@ -12,7 +12,8 @@ first, so restoring children does not disturb a directory's mtime.
 
 Entries are written one at a time, in order, by the calling thread; the blobs of the
 files ahead of it are fetched meanwhile on a pool (``readahead.Readahead``), so request
-latency overlaps across files, small ones included.
+latency overlaps across files, small ones included, and blobs of one pack that are
+wanted soon are fetched with one range request (``repo.coalesce.CoalescingReader``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from backupkit.crypto import T_DATA_BLOB
 from backupkit.entry import display_path, name_of, parent_of
 from backupkit.errors import PathNotFound, RestoreError, UsageError
 from backupkit.managers.readahead import Readahead
+from backupkit.repo.coalesce import CoalescingReader
 from backupkit.repo.repository import Repository
 from backupkit.snapshot import Snapshot
 from backupkit.tree import SnapshotTree, normalize
@@ -160,11 +162,12 @@ class RestoreManager:
         return Readahead(
             entries,
             lambda e: self.tree.content(e),
-            lambda bid: self.repo.read_blob(bid, T_DATA_BLOB),
+            lambda bid: self._reader.read(bid, T_DATA_BLOB),
             size_of,
             self._pool,
             wants_content=wants,
             budget=max(4, opts.connections) * READAHEAD_PER_CONNECTION,
+            expect=self._reader.expect,
         )
 
     def _blobs(self, items: list) -> Iterator[bytes | int]:
@@ -205,6 +208,7 @@ class RestoreManager:
         self.errors: list[tuple[str, str]] = []
         self.prefetch = max(2, opts.connections)
         self._pool = ThreadPoolExecutor(max_workers=max(2, opts.connections), thread_name_prefix="bk-restore")
+        self._reader = CoalescingReader(self.repo)
         self.counts = {"files": 0, "dirs": 0, "others": 0, "bytes": 0}
 
     def _to_dir(self, snap: Snapshot, opts: RestoreOptions) -> RestoreResult:

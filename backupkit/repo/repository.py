@@ -425,14 +425,18 @@ class Repository:
         for attempt in (0, 1):
             raw = self._read_range(name, loc, refresh=attempt == 1)
             try:
-                data = decode_payload(self.sealer.open(t, blob_id, raw, what), what)
-                if self.sealer.blob_id(data) != blob_id:
-                    raise IntegrityError(f"{what}: content does not match its id")
-                return data
+                return self.open_blob(blob_id, t, raw, what)
             except (IntegrityError, FormatError):
                 if attempt == 1:
                     raise
         raise AssertionError("unreachable")
+
+    def open_blob(self, blob_id: bytes, blob_type: int, sealed: bytes | memoryview, what: str) -> bytes:
+        """Open one sealed blob read from its pack and verify it against its id."""
+        data = decode_payload(self.sealer.open(blob_type, blob_id, sealed, what), what)
+        if self.sealer.blob_id(data) != blob_id:
+            raise IntegrityError(f"{what}: content does not match its id")
+        return data
 
     def _read_range(self, name: str, loc, refresh: bool) -> bytes:
         if loc.pack.kind == KIND_META:

@@ -80,6 +80,11 @@ class ObjectStore(abc.ABC):
     #: True when put_if_absent is a real atomic conditional create.
     atomic_put_if_absent: bool = True
 
+    #: Bytes worth transferring to save one request: ~0 for a local directory, about
+    #: what the link moves in one request's latency for a remote store. Readers use it
+    #: to decide when to join neighbouring byte ranges into one request.
+    request_bytes: int = 0
+
     @abc.abstractmethod
     def delete(self, name: str) -> None:
         """Delete the object. Raises ObjectNotFound if it does not exist."""

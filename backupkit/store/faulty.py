@@ -280,6 +280,10 @@ class FaultyStore(ObjectStore):
     def atomic_put_if_absent(self) -> bool:
         return self.inner.atomic_put_if_absent
 
+    @property  # type: ignore[override]
+    def request_bytes(self) -> int:
+        return self.inner.request_bytes
+
     def get(self, name: str) -> bytes:
         after = self._enter("get", name)
         data = self.inner.get(name)

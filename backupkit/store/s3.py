@@ -210,6 +210,9 @@ class S3ObjectStore(ObjectStore):
         addressing_style: ``"path"`` (default with an endpoint) or ``"virtual"``/``"auto"``.
     """
 
+    #: A request costs ~10-50 ms: at ~50 MB/s that is ~1 MiB of transfer (see ObjectStore).
+    request_bytes = 1024 * 1024
+
     def __init__(
         self,
         bucket: str,
