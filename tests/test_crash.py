@@ -70,13 +70,15 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import msgpack
 import pytest
 
+from backupkit.crypto import T_LOCK
 from backupkit.managers.check import CheckManager
 from backupkit.managers.prune import PruneManager
 from backupkit.managers.reachable import read_catalog
 from backupkit.managers.restore import RestoreManager, RestoreOptions
-from backupkit.repo.lock import LockManager
+from backupkit.repo.lock import LOCK_PREFIX, LockManager
 from backupkit.repo.repository import Repository
 from backupkit.snapshot import load_snapshot
 from backupkit.store.local import LocalObjectStore
@@ -647,3 +649,72 @@ def test_kill9_backup_and_prune_soak(tmp_path):
     c = run_campaign(tmp_path, backup_kills, prune_kills, seed, minutes)
     assert c.kills, "no round ran"
 
+
+# -- a killed command's lock once its pid names another process -----------------------------
+#
+# Here pid_max is 32768 and the pids wrapped twice during one 22-minute soak: the pid in
+# a killed bk's lock object soon belongs to some other process. The lock's process is
+# gone all the same, so the lock is stale (README "bk unlock", lock.py); it used to count
+# as alive until its TTL (30 minutes) ran out, and every exclusive command (forget, prune)
+# failed with exit 11 meanwhile, and 'bk unlock' would not remove it.
+
+def _rewrite_lock(repo: Repository, name: str, **changes) -> dict:
+    """Change fields of a lock object's document in place (as if another process wrote it)."""
+    lock_id = bytes.fromhex(name[len(LOCK_PREFIX):])
+    doc = msgpack.unpackb(repo.open_object(T_LOCK, lock_id, repo.store.get(name), name))
+    doc.update(changes)
+    repo.store.put(name, repo.seal_object(T_LOCK, lock_id, msgpack.packb(doc)))
+    return doc
+
+
+def test_killed_commands_lock_is_stale_once_its_pid_is_reused(tmp_path):
+    repo = make_test_repo(tmp_path / "repo")
+    env = cli_env(tmp_path / "repo", tmp_path / "cache")
+    env["BK_TEST_LOCK_FAST"] = "1"
+    write_file(tmp_path / "src" / "file", os.urandom(64 * KiB))
+    locks = tmp_path / "repo" / "locks"
+    # a real backup, SIGKILLed as soon as its lock object is in place
+    p = subprocess.Popen([bk_executable(), "backup", str(tmp_path / "src")], env=env, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + CMD_TIMEOUT
+    while not _new_locks(locks, set()) and p.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait(timeout=60)
+    left = sorted(_new_locks(locks, set()))
+    assert len(left) == 1, f"the killed backup left {left}"
+    name = LOCK_PREFIX + left[0]
+    # its pid now belongs to another process (a sleep stands in for whatever got it)
+    other = subprocess.Popen(["sleep", "120"])
+    try:
+        doc = _rewrite_lock(repo, name, pid=other.pid)
+        assert doc["pid"] == other.pid
+        r = run_bk("--json", "prune", env=env)
+        assert r.returncode == 0, f"a killed backup's lock (its pid now another process's) blocks prune: {r.stderr}"
+        r = run_bk("unlock", env=env)
+        assert r.returncode == 0, r.stderr
+        assert not _new_locks(locks, set()), "bk unlock left the stale lock"
+    finally:
+        other.kill()
+        other.wait()
+    repo.close()
+
+
+def test_lock_naming_our_pid_from_an_earlier_process_is_stale(tmp_path):
+    """The new command itself got the dead command's pid: not our lock, so stale."""
+    repo = make_test_repo(tmp_path / "repo")
+    mine = LockManager(repo, refresh=0, recheck_delay=0)
+    held = mine.acquire(False, "backup")  # then "killed": never released
+    started = _rewrite_lock(repo, held.name)["pstart"]
+    _rewrite_lock(repo, held.name, pstart=started - 1)  # an earlier process with our pid
+    fresh = LockManager(repo, refresh=0, recheck_delay=0)
+    now_ref, infos = fresh.list_locks()
+    (li,) = [i for i in infos if i.name == held.name]
+    assert fresh.stale_reason(li, now_ref) is not None
+    fresh.acquire(True, "prune").release()
+    # while a lock with our pid and our start time is ours: alive
+    _rewrite_lock(repo, held.name, pstart=started)
+    now_ref, infos = fresh.list_locks()
+    (li,) = [i for i in infos if i.name == held.name]
+    assert fresh.stale_reason(li, now_ref) is None
+    repo.close()

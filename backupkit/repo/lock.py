@@ -4,7 +4,8 @@ Vocabulary
 ----------
 lock object
     A sealed ``T_LOCK`` object ``locks/<64 hex>`` (32 random bytes, the AEAD id) whose
-    msgpack plaintext names its holder: ``host``, ``user``, ``pid``, ``node`` (boot id
+    msgpack plaintext names its holder: ``host``, ``user``, ``pid``, ``pstart`` (when
+    that process started: clock ticks since boot, /proc/PID/stat), ``node`` (boot id
     and pid namespace, so "same machine" is not guessed from a host name), ``operation``,
     ``exclusive``, ``created`` (the holder's clock: shown, never compared) and, from its
     first refresh on, ``since`` (the store time of its first write).
@@ -21,9 +22,13 @@ reference time (``now_ref``)
 stale
     A lock object is stale when ``now_ref - mtime > ttl`` (nobody refreshed it for a
     whole TTL of store time), or when it comes from this very machine (same ``node``)
-    and its pid is dead (restic's rule; a host *name* alone is not enough: containers
-    share names but not pid spaces). Stale locks are ignored; only ``bk unlock``
-    deletes them (and acquisition deletes a stale *sentinel*, below).
+    and its process is gone: its pid is dead (restic's rule; a host *name* alone is not
+    enough: containers share names but not pid spaces), or the pid now belongs to a
+    process that started at another time than the ``pstart`` the lock records (pids
+    wrap: with a pid_max of 32768 a killed command's pid names another process within
+    minutes, and that must not keep its lock alive for a TTL). Stale locks are
+    ignored; only ``bk unlock`` deletes them (and acquisition deletes a stale
+    *sentinel*, below).
 sentinel
     ``locks/<HMAC(id key, "lock" | "exclusive")>``: a second object an exclusive locker
     creates with ``put_if_absent`` on stores whose conditional create is atomic (S3
@@ -155,6 +160,17 @@ def _node_id() -> str | None:
     return f"{boot}:{ns}"
 
 
+def _pid_start(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, field 22 of /proc/PID/stat);
+    None if there is no such process or no /proc."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        return int(stat[stat.rindex(b")") + 2 :].split()[19])  # split() starts at field 3
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _pid_alive(pid: int) -> bool:
     if pid <= 0:
         return True  # unknown: assume alive
@@ -283,6 +299,7 @@ class LockManager:
         self.host = host if host is not None else socket.gethostname()
         self.pid = pid if pid is not None else os.getpid()
         self.node = _node_id() if node is True else (node or None)
+        self.pid_start = _pid_start(self.pid) if node is True else None
         try:
             self.user = getpass.getuser()
         except Exception:  # noqa: BLE001 - no passwd entry (containers): not worth failing
@@ -352,10 +369,20 @@ class LockManager:
         idle = now_ref - li.mtime
         if idle > self.ttl:
             return f"not refreshed for {human_age(idle)}"
-        if li.readable and self._same_machine(li.doc) and li.doc.get("pid") != self.pid:
-            pid = li.doc.get("pid")
-            if isinstance(pid, int) and not _pid_alive(pid):
-                return f"process {pid} on this machine is gone"
+        pid = li.doc.get("pid")
+        if not (li.readable and isinstance(pid, int) and self._same_machine(li.doc)):
+            return None
+        started = li.doc.get("pstart")
+        if pid == self.pid:  # ours, unless an earlier process had our pid
+            if isinstance(started, int) and self.pid_start is not None and started != self.pid_start:
+                return f"process {pid} on this machine is gone (its pid is ours now)"
+            return None
+        if not _pid_alive(pid):
+            return f"process {pid} on this machine is gone"
+        if isinstance(started, int):
+            now = _pid_start(pid)
+            if now is not None and now != started:
+                return f"process {pid} on this machine is gone (the pid belongs to a newer process)"
         return None
 
     def remove_stale(self) -> list[tuple[LockInfo, str]]:
@@ -398,6 +425,8 @@ class LockManager:
         }
         if self.node:
             d["node"] = self.node
+        if self.pid_start is not None:
+            d["pstart"] = self.pid_start
         d.update(extra)
         return d
 
