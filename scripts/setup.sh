@@ -12,3 +12,7 @@ if [ "${1:-}" = "--test" ]; then
 else
   .venv/bin/python -m pip install -q -e '.[s3]'
 fi
+# Byte-compile everything bk imports: pip skips it when PYTHONDONTWRITEBYTECODE is set
+# (as on this project's machines), and then every bk run compiles its modules from
+# source again (~0.15-0.2 s a command). Existing .pyc files are read either way.
+.venv/bin/python -m compileall -q -j0 backupkit cli .venv/lib >/dev/null 2>&1 || true
