@@ -189,6 +189,11 @@ class PrunePlan:
         }
 
 
+#: Seconds after which a store's partial write (a temp file) is surely abandoned: a
+#: writer that has not finished one object in two lock TTLs has lost its lock anyway.
+ABANDONED_AFTER = 3600.0
+
+
 @dataclass(frozen=True)
 class PruneResult:
     plan: PrunePlan
@@ -199,6 +204,8 @@ class PruneResult:
     packs_deleted: int
     bytes_deleted: int
     seconds: float
+    #: partial writes of killed processes removed (a local store's temp files)
+    abandoned_removed: int = 0
 
     def to_json(self) -> dict:
         return {
@@ -209,6 +216,7 @@ class PruneResult:
             "index_deleted": self.index_deleted,
             "packs_deleted": self.packs_deleted,
             "bytes_deleted": self.bytes_deleted,
+            "abandoned_removed": self.abandoned_removed,
             "seconds": round(self.seconds, 3),
         }
 
@@ -464,7 +472,8 @@ class PruneManager:
         t0 = time.monotonic()
         repo = self.repo
         if plan.nothing_to_do:
-            return PruneResult(plan, 0, 0, None, 0, 0, 0, time.monotonic() - t0)
+            abandoned = self._remove_abandoned()
+            return PruneResult(plan, 0, 0, None, 0, 0, 0, time.monotonic() - t0, abandoned)
         new_packs = self._repack(plan)
         rows: list[tuple[PackInfo, list[PackEntry]]] = []
         for p in plan.keep:
@@ -484,6 +493,7 @@ class PruneManager:
         sizes = {pack_name(p.kind, p.id): p.size for p in (*plan.delete, *plan.repack)}
         packs_deleted = self._delete(doomed)
         repo.reload_index()
+        abandoned = self._remove_abandoned()
         return PruneResult(
             plan=plan,
             packs_written=len(new_packs),
@@ -493,7 +503,14 @@ class PruneManager:
             packs_deleted=packs_deleted,
             bytes_deleted=sum(sizes.get(n, 0) for n in doomed) + plan.stats.bytes_unindexed,
             seconds=time.monotonic() - t0,
+            abandoned_removed=abandoned,
         )
+
+    def _remove_abandoned(self) -> int:
+        """Partial writes of killed writers: safe to remove under the exclusive lock once
+        older than any live write could be (two lock TTLs)."""
+        self.lock_check()
+        return self.repo.store.remove_abandoned(ABANDONED_AFTER)
 
     def _delete(self, names: Iterable[str]) -> int:
         """Delete objects (and their cached copies) in parallel; gone already is fine."""

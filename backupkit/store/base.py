@@ -111,5 +111,12 @@ class ObjectStore(abc.ABC):
             return False
         return True
 
+    def remove_abandoned(self, older_than: float) -> int:
+        """Delete partial writes left by writers that died (a local store's temp files)
+        untouched for ``older_than`` seconds; returns how many. Default: there are none
+        (an S3 PUT is atomic). Only call it while no writer can be active (prune holds
+        the exclusive lock)."""
+        return 0
+
     def close(self) -> None:
         """Release connections and other resources."""

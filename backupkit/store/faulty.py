@@ -284,6 +284,9 @@ class FaultyStore(ObjectStore):
     def request_bytes(self) -> int:
         return self.inner.request_bytes
 
+    def remove_abandoned(self, older_than: float) -> int:
+        return self.inner.remove_abandoned(older_than)
+
     def get(self, name: str) -> bytes:
         after = self._enter("get", name)
         data = self.inner.get(name)

@@ -18,6 +18,7 @@ import os
 import re
 import stat as stat_module
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -252,6 +253,28 @@ class LocalObjectStore(ObjectStore):
         if not stat_module.S_ISREG(st.st_mode):
             raise ObjectNotFound(f"stat {name}: not found")
         return ObjectInfo(name, st.st_size, st.st_mtime)
+
+    def remove_abandoned(self, older_than: float) -> int:
+        """Delete ``.tmp-*`` files (writes a killed process never renamed) older than
+        ``older_than`` seconds, anywhere below the root."""
+        if not os.path.isdir(self.root):
+            return 0
+        cutoff = time.time() - older_than
+        removed = 0
+        for directory, _dirs, files in os.walk(self.root):
+            for f in files:
+                if not f.startswith(TEMP_PREFIX):
+                    continue
+                path = os.path.join(directory, f)
+                try:
+                    if os.lstat(path).st_mtime < cutoff:
+                        os.unlink(path)
+                        removed += 1
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    raise _store_error(exc, f"removing {path}") from None
+        return removed
 
     def stats(self) -> dict[str, int]:
         """Calls per kind (``GET`` ... ``DELETE``) and payload bytes; see RequestStats."""

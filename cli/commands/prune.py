@@ -116,10 +116,16 @@ def run_prune(st: State, repo, max_unused: str, dry_run: bool) -> tuple[int, dic
                 st.console.err.print(f"  {line}", markup=False)
             return exit_codes.FATAL, {"error": str(e), "damaged_snapshots": list(e.snapshots), "details": list(e.details)}
         if dry_run or plan.nothing_to_do:
+            abandoned = 0 if dry_run else mgr.execute(plan).abandoned_removed  # only temp files
             if not st.json and (dry_run or not st.quiet):
                 render_plan(st, plan)
                 st.console.info("dry run: nothing was changed" if dry_run else "nothing to prune")
-            return exit_codes.OK, {"dry_run": dry_run, "plan": plan.to_json()}
+            if abandoned and not st.json:
+                st.console.info(f"removed {abandoned} partial writes of killed processes")
+            doc = {"dry_run": dry_run, "plan": plan.to_json()}
+            if not dry_run:
+                doc["abandoned_removed"] = abandoned
+            return exit_codes.OK, doc
         if not st.json and not st.quiet:
             render_plan(st, plan)
         res = mgr.execute(plan)
@@ -128,6 +134,7 @@ def run_prune(st: State, repo, max_unused: str, dry_run: bool) -> tuple[int, dic
             f"wrote {res.packs_written} packs ({human_bytes(res.bytes_written)}) and 1 index object, "
             f"deleted {res.index_deleted} index objects and {res.packs_deleted} packs ({human_bytes(res.bytes_deleted)}) "
             f"in {res.seconds:.1f}s"
+            + (f"; removed {res.abandoned_removed} partial writes of killed processes" if res.abandoned_removed else "")
         )
     return exit_codes.OK, res.to_json()
 

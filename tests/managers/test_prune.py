@@ -4,6 +4,7 @@ prune leaves a valid repository that the next prune finishes."""
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -226,3 +227,23 @@ def test_interrupted_prune_leaves_a_valid_repository_and_the_next_prune_finishes
     assert final.nothing_to_do, final.stats
     assert final.stats.blobs_unused == 0 and final.stats.packs_unindexed == 0
     _assert_clean(store, tmp_path, snaps, src, expect)
+
+
+def test_prune_removes_partial_writes_of_killed_writers(tmp_path):
+    from backupkit.managers.prune import ABANDONED_AFTER
+
+    store = local_store(tmp_path)
+    repo = init_repo(store)
+    src = tmp_path / "src"
+    write_files(src, {"a": random_bytes(1000, 1)})
+    backup(repo, src)
+    old = tmp_path / "repo" / "data" / ".tmp-killed"
+    new = tmp_path / "repo" / "index" / ".tmp-writing"
+    for p in (old, new):
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"partial")
+    past = time.time() - ABANDONED_AFTER - 60
+    os.utime(old, (past, past))
+    res = PruneManager(open_repo(store)).run()
+    assert res.abandoned_removed == 1
+    assert not old.exists() and new.exists()  # a write that may still be going on stays
