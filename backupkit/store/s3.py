@@ -263,6 +263,33 @@ class S3ObjectStore(ObjectStore):
         where = f"{endpoint_url.rstrip('/')}/" if endpoint_url else ""
         self.location = f"s3:{where}{bucket}" + (f"/{prefix}" if prefix else "")
 
+        # The client is made on first use: botocore takes ~0.3 s to load the S3 model,
+        # which opening a repository overlaps with deriving the key from the password.
+        self._client_args = dict(
+            profile=profile, region=region, addressing_style=addressing_style, retries=retries,
+            retry_mode=retry_mode, connections=connections, connect_timeout=connect_timeout,
+            read_timeout=read_timeout, aws_access_key_id=aws_access_key_id,
+            aws_secret_access_key=aws_secret_access_key, aws_session_token=aws_session_token,
+            verify=verify,
+        )
+        self._client_obj: Any = None
+        self._client_lock = threading.Lock()
+
+    @property
+    def _client(self) -> Any:
+        client = self._client_obj
+        if client is None:
+            with self._client_lock:
+                if self._client_obj is None:
+                    self._client_obj = self._make_client(**self._client_args)
+                client = self._client_obj
+        return client
+
+    def _make_client(
+        self, *, profile, region, addressing_style, retries, retry_mode, connections, connect_timeout,
+        read_timeout, aws_access_key_id, aws_secret_access_key, aws_session_token, verify,
+    ) -> Any:
+        endpoint_url = self.endpoint_url
         try:
             session = boto3.session.Session(profile_name=profile)
         except _BOTO_ERRORS as exc:
@@ -282,7 +309,7 @@ class S3ObjectStore(ObjectStore):
             user_agent_extra="backupkit",
         )
         try:
-            self._client = session.client(
+            client = session.client(
                 "s3",
                 endpoint_url=endpoint_url,
                 aws_access_key_id=aws_access_key_id,
@@ -293,8 +320,8 @@ class S3ObjectStore(ObjectStore):
             )
         except _BOTO_ERRORS as exc:
             raise map_error(exc, f"opening {self.location}") from exc
-        events = self._client.meta.events
-        events.register("before-send.s3", self._before_send)
+        client.meta.events.register("before-send.s3", self._before_send)
+        return client
 
     # -- accounting -----------------------------------------------------------------------
 
@@ -629,8 +656,11 @@ class S3ObjectStore(ObjectStore):
             return supported
 
     def close(self) -> None:
+        client = self._client_obj
+        if client is None:
+            return
         try:
-            self._client.close()
+            client.close()
         except _BOTO_ERRORS:
             pass
 
