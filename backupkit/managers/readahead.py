@@ -27,6 +27,14 @@ Entry = tuple[Any, dict]
 
 
 @dataclass
+class _Pending:
+    """One scheduled blob read; ``future`` is set once its batch is submitted."""
+
+    bid: bytes
+    future: Future | None = None
+
+
+@dataclass
 class _File:
     key: Any  # passed through from the source (a path, or whatever the writer needs)
     entry: dict
@@ -102,35 +110,50 @@ class Readahead:
         return True
 
     def _fill(self, need: _File | None = None) -> None:
-        """Schedule reads until the budget is spent (and at least one slot of ``need``)."""
-        while True:
-            if self._front >= len(self._queue):
-                if len(self._queue) >= self._lookahead and need is None:
+        """Schedule reads until the budget is spent (and at least one slot of ``need``).
+
+        Reads are scheduled in batches: nothing until half the budget is free, then up to
+        all of it at once, every blob announced (``expect``) before any of the batch is
+        submitted. So when the first read of a batch runs, the others of its pack are
+        known, and a coalescing reader fetches them with it in one request.
+        """
+        if need is None and self._inflight > self._budget // 2:
+            return
+        batch: list[_Pending] = []
+        try:
+            while True:
+                if self._front >= len(self._queue):
+                    if len(self._queue) >= self._lookahead and need is None:
+                        return
+                    if not self._next_entry():
+                        return
+                f = self._queue[self._front]
+                if f.items is None:
+                    self._front += 1
+                    continue
+                if self._inflight >= self._budget and (need is None or need.slots):
                     return
-                if not self._next_entry():
-                    return
-            f = self._queue[self._front]
-            if f.items is None:
-                self._front += 1
-                continue
-            if self._inflight >= self._budget and (need is None or need.slots):
-                return
-            item = next(f.items, None)
-            if item is None:
-                f.items = None
-                self._front += 1
-                continue
-            if isinstance(item, int):
-                f.slots.append(item)
-                f.sizes.append(0)
-            else:
-                bid = bytes(item)
-                size = self._size_of(bid)
-                if self._expect is not None:
-                    self._expect(bid)
-                f.slots.append(self._pool.submit(self._read, bid))
-                f.sizes.append(size)
-                self._inflight += size
+                item = next(f.items, None)
+                if item is None:
+                    f.items = None
+                    self._front += 1
+                    continue
+                if isinstance(item, int):
+                    f.slots.append(item)
+                    f.sizes.append(0)
+                else:
+                    bid = bytes(item)
+                    size = self._size_of(bid)
+                    if self._expect is not None:
+                        self._expect(bid)
+                    slot = _Pending(bid)
+                    batch.append(slot)
+                    f.slots.append(slot)
+                    f.sizes.append(size)
+                    self._inflight += size
+        finally:
+            for slot in batch:
+                slot.future = self._pool.submit(self._read, slot.bid)
 
     # -- consuming -------------------------------------------------------------------------
     def __iter__(self) -> Iterator[tuple[Any, dict, Iterator[bytes | int] | None]]:
@@ -159,7 +182,7 @@ class Readahead:
                 yield slot
                 continue
             try:
-                data = slot.result()
+                data = slot.future.result()
             finally:
                 self._inflight -= size
             self._fill()
@@ -171,6 +194,7 @@ class Readahead:
         while f.slots:
             slot = f.slots.popleft()
             size = f.sizes.popleft()
-            if isinstance(slot, Future):
-                slot.cancel()
+            if isinstance(slot, _Pending):
+                if slot.future is not None:
+                    slot.future.cancel()
                 self._inflight -= size
