@@ -20,7 +20,9 @@ def command(
 ) -> int:
     from backupkit.managers.check import CheckManager, CheckOptions, parse_subset
     from backupkit_cli.commands.prune import PhaseProgress
+    from backupkit_cli.tuning import tune_malloc
 
+    tune_malloc()
     st: State = ctx.obj
     if read_data_subset is not None:
         parse_subset(read_data_subset)  # a usage error before any work

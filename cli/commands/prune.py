@@ -144,6 +144,9 @@ def command(
     max_unused: str = typer.Option("5%", "--max-unused", help="Unused space to tolerate in kept packs: a share of the used data (5%), a size (100M) or 'unlimited'."),
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Show the plan (packs to delete and repack, bytes freed) and change nothing."),
 ) -> int:
+    from backupkit_cli.tuning import tune_malloc
+
+    tune_malloc()
     st: State = ctx.obj
     with st.locked_repo(exclusive=True, operation="prune") as repo:
         code, doc = run_prune(st, repo, max_unused, dry_run)
