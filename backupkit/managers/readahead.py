@@ -3,7 +3,8 @@
 Vocabulary:
     item    one element of a file's content list: a data blob id (bytes) or a hole (int,
             that many zero bytes).
-    slot    the pending result of one item: a Future of the blob's plaintext, or the int.
+    slot    the pending result of one item: a scheduled read (``_Pending``, whose
+            Future gives the blob's plaintext), or the int.
     budget  bytes of blob plaintext requested but not yet consumed; reading ahead stops
             while the budget is spent, so memory stays bounded however large the files.
 
