@@ -77,6 +77,11 @@ class OsSpy:
             self.on_read(fd)
         return os.read(fd, n)
 
+    def readv(self, fd, buffers):
+        if self.on_read is not None:
+            self.on_read(fd)
+        return os.readv(fd, buffers)
+
 
 def run_backup(repo: Repository, *paths, **kw) -> BackupResult:
     return BackupManager(repo).run(BackupOptions(paths=tuple(str(p) for p in paths), **kw))

@@ -147,7 +147,9 @@ class Chunker:
             self._table, _byte_view(data), self.min_size, self.avg_size, self.max_size, eof
         )
 
-    def chunks(self, reader: Callable[[int], Buffer]) -> Iterator[memoryview]:
+    def chunks(
+        self, reader: Callable[[int], Buffer] | None = None, *, readinto: Callable[[memoryview], int] | None = None
+    ) -> Iterator[memoryview]:
         """Read a stream to its end and yield its chunks, in order, each exactly once.
 
         The chunks are exactly those of ``cut_all(whole_stream, eof=True)``.
@@ -155,37 +157,58 @@ class Chunker:
         Args:
             reader: ``read(n)`` returning at most about ``n`` bytes, and ``b""`` only at
                 the end of the stream (short reads are fine), e.g. ``fileobj.read``.
+            readinto: instead of ``reader``: ``readinto(view) -> n`` filling the start of
+                ``view`` (0 only at the end), e.g. ``fileobj.readinto`` or a wrapper of
+                ``os.readv``. The data then lands in the chunk buffer straight from the
+                kernel, without a copy made while holding the GIL.
 
         Yields:
             Read-only memoryviews. Each stays valid after the iterator moves on (it keeps
-            its read buffer alive); copy with ``bytes()`` to keep one for long.
+            its read buffer alive, and a buffer is never written again once a view of it
+            is out), so a consumer may keep them without copying.
 
-        Reads are requests of ``step = min(2 MiB, max_size)``; the buffer is refilled to
-        ``max_size + step`` before each scan, so every scan decides at least one chunk
-        (a window of ``max_size`` always does) while a reader holds ~10 MiB with the
-        product's sizes, not the 24 MiB of ``3 * max_size``. The undecided tail
-        rescanned per round is what follows the last cut, on average about one chunk.
+        The buffer is refilled to ``max_size + step`` bytes before each scan (``step =
+        min(2 MiB, max_size)``, also the request size of ``reader``), so every scan
+        decides at least one chunk (a window of ``max_size`` always does) while a
+        reader holds ~10 MiB with the product's sizes. The undecided tail, on average
+        about one chunk, is copied to the next buffer and scanned again.
         """
+        if (reader is None) == (readinto is None):
+            raise TypeError("give exactly one of reader and readinto")
         max_size = self.max_size
         step = min(2 << 20, max_size)
         target = max_size + step
-        buf = bytearray()
+        tail = b""
         eof = False
         while not eof:
-            while len(buf) < target:
-                piece = reader(step)
-                if not piece:
-                    eof = True
-                    break
-                buf += piece
+            if readinto is not None:
+                buf = bytearray(target)
+                buf[: len(tail)] = tail
+                filled = len(tail)
+                with memoryview(buf) as mv:
+                    while filled < target:
+                        n = readinto(mv[filled:])
+                        if not n:
+                            eof = True
+                            break
+                        filled += n
+                if filled < target:
+                    del buf[filled:]
+            else:
+                buf = bytearray(tail)
+                while len(buf) < target:
+                    piece = reader(step)  # type: ignore[misc]
+                    if not piece:
+                        eof = True
+                        break
+                    buf += piece
             view = memoryview(buf).toreadonly()
             offset = 0
             for cut in self.cut_all(view, eof):
                 yield view[offset : offset + cut]
                 offset += cut
-            # Views already yielded pin the old buffer; never resize it, start a new one.
-            buf = bytearray(view[offset:])
-            view.release()
+            # Views already yielded pin this buffer: never touch it again.
+            tail = view[offset:]
 
 
 def _byte_view(data: Buffer) -> memoryview:

@@ -587,19 +587,21 @@ class BackupManager:
                 os.lseek(fd, off, os.SEEK_SET)
                 remaining = [length]
 
-                def read(n: int, _r=remaining) -> bytes:
+                def readinto(view: memoryview, _r=remaining) -> int:
+                    # os.readv fills the chunker's buffer in the kernel, GIL released
                     if _r[0] <= 0:
-                        return b""
-                    b = os.read(fd, min(n, _r[0]))
-                    _r[0] = 0 if not b else _r[0] - len(b)
-                    return b
+                        return 0
+                    n = os.readv(fd, [view[: _r[0]]])
+                    _r[0] = 0 if not n else _r[0] - n
+                    return n
 
                 got = 0
                 futs: deque[Future] = deque()
-                for chunk in self.chunker.chunks(read):
+                for chunk in self.chunker.chunks(readinto=readinto):
                     got += len(chunk)
                     self.reporter.bytes_done(len(chunk))
-                    futs.append(self._blob_pool.submit(self._store_chunk, bytes(chunk)))
+                    # the view stays valid (the chunker never reuses a buffer): no copy
+                    futs.append(self._blob_pool.submit(self._store_chunk, chunk))
                     while len(futs) > 4:
                         items.append(futs.popleft().result())
                 while futs:
@@ -630,7 +632,7 @@ class BackupManager:
         self.reporter.file_done(_disp(path), stored, "new")
         return e
 
-    def _store_chunk(self, chunk: bytes) -> bytes:
+    def _store_chunk(self, chunk: bytes | memoryview) -> bytes:
         if self.dry:
             return self.repo.sealer.blob_id(chunk)
         return self.repo.add_blob(T_DATA_BLOB, chunk)[0]

@@ -59,7 +59,7 @@ def encode_payload(data: bytes | memoryview, level: int) -> bytes:
         z = _compressor(level).compress(data)
         if len(z) < len(data):
             return b"\x01" + z
-    return b"\x00" + bytes(data)
+    return b"\x00" + data  # bytes + any buffer: one copy
 
 
 def decode_payload(payload: bytes, what: str) -> bytes:
@@ -122,17 +122,11 @@ class PackBuilder:
         """
         order, self.blobs, self.size = self.blobs, [], 0
         secure_shuffle(order)
-        total = sum(len(sealed) for _t, _i, sealed, _r in order)
         entries: list[PackEntry] = []
-        buf = bytearray(total)
         offset = 0
-        while order:
-            blob_type, blob_id, sealed, raw_length = order.pop()
-            n = len(sealed)
-            buf[offset : offset + n] = sealed
-            del sealed
-            entries.append(PackEntry(blob_type, blob_id, offset, n, raw_length))
-            offset += n
+        for blob_type, blob_id, sealed, raw_length in order:
+            entries.append(PackEntry(blob_type, blob_id, offset, len(sealed), raw_length))
+            offset += len(sealed)
         pack_id = os.urandom(32)
         body = msgpack.packb([1, [[e.blob_type, e.blob_id, e.offset, e.length, e.raw_length] for e in entries]])
         plain_len = 4 + len(body)
@@ -140,9 +134,14 @@ class PackBuilder:
         header_plain = struct.pack("<I", len(body)) + body + bytes(fill - plain_len)
         header = sealer.seal(T_PACK_HEADER, pack_id, header_plain)
         unpadded = offset + len(header) + 4
-        buf += os.urandom(padme(unpadded) - unpadded)
-        buf += header
-        buf += struct.pack("<I", len(header))
+        size = padme(unpadded)
+        buf = bytearray(size)  # one allocation of the final size: nothing is moved again
+        for i in range(len(order) - 1, -1, -1):  # from the end, so each pop drops one blob
+            e = entries[i]
+            buf[e.offset : e.offset + e.length] = order.pop()[2]
+        buf[offset : size - len(header) - 4] = os.urandom(size - unpadded)
+        buf[size - len(header) - 4 : size - 4] = header
+        buf[size - 4 :] = struct.pack("<I", len(header))
         return pack_id, buf, entries
 
 

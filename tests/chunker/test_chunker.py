@@ -352,12 +352,18 @@ class ShortReader:
         self.pos += len(piece)
         return piece
 
+    def readinto(self, view: memoryview) -> int:
+        piece = self.read(len(view))
+        view[: len(piece)] = piece
+        return len(piece)
 
-def check_stream(chunker: Chunker, data: bytes, reader: ShortReader) -> None:
+
+def check_stream(chunker: Chunker, data: bytes, reader: ShortReader, into: bool = False) -> None:
     hi = chunker.max_size
     chunks = []
     handed_out = 0
-    for chunk in chunker.chunks(reader.read):
+    stream = chunker.chunks(readinto=reader.readinto) if into else chunker.chunks(reader.read)
+    for chunk in stream:
         assert isinstance(chunk, memoryview) and chunk.readonly
         handed_out += len(chunk)
         # what has been read but not yet yielded is our buffer
@@ -367,30 +373,41 @@ def check_stream(chunker: Chunker, data: bytes, reader: ShortReader) -> None:
     assert b"".join(chunks) == data
     assert [len(c) for c in chunks] == chunker.cut_all(data, True)
     assert all(chunker.min_size < len(c) <= hi for c in chunks[:-1])
-    assert all(n >= hi for n in reader.requests)
+    if not into:  # read(n) asks for whole steps; readinto fills what is left of a buffer
+        assert all(n >= hi for n in reader.requests)
 
 
+@pytest.mark.parametrize("into", [False, True], ids=["read", "readinto"])
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("max_piece", [None, 1000, 37])
-def test_chunks_streams_like_cut_all(impl: str, max_piece: int | None) -> None:
+def test_chunks_streams_like_cut_all(impl: str, max_piece: int | None, into: bool) -> None:
     chunker = Chunker(KEY, 64, 256, 1024, impl=impl)
     data = golden_data(11, 100_000)
-    check_stream(chunker, data, ShortReader(data, seed=3, max_piece=max_piece))
+    check_stream(chunker, data, ShortReader(data, seed=3, max_piece=max_piece), into)
 
 
+@pytest.mark.parametrize("into", [False, True], ids=["read", "readinto"])
 @pytest.mark.parametrize("size", [0, 1, 64, 65, 1023, 1024, 1025, 2048, 3071, 3072, 5000])
-def test_chunks_edge_sizes(size: int) -> None:
+def test_chunks_edge_sizes(size: int, into: bool) -> None:
     chunker = Chunker(KEY, 64, 256, 1024)
     data = bytes(size)  # zeros: no content cuts, only max_size and eof
-    check_stream(chunker, data, ShortReader(data, seed=size))
+    check_stream(chunker, data, ShortReader(data, seed=size), into)
     assert list(Chunker(KEY).chunks(ShortReader(b"", 0).read)) == []
+    assert list(Chunker(KEY).chunks(readinto=ShortReader(b"", 0).readinto)) == []
+
+
+def test_chunks_needs_exactly_one_source() -> None:
+    with pytest.raises(TypeError):
+        list(Chunker(KEY).chunks())
+    with pytest.raises(TypeError):
+        list(Chunker(KEY).chunks(ShortReader(b"", 0).read, readinto=ShortReader(b"", 0).readinto))
 
 
 @settings(max_examples=60, deadline=None)
-@given(data=payloads, seed=st.integers(0, 2**32), piece=st.sampled_from([None, 1, 7, 300]))
-def test_chunks_property(data: bytes, seed: int, piece: int | None) -> None:
+@given(data=payloads, seed=st.integers(0, 2**32), piece=st.sampled_from([None, 1, 7, 300]), into=st.booleans())
+def test_chunks_property(data: bytes, seed: int, piece: int | None, into: bool) -> None:
     chunker = Chunker(KEY, 64, 128, 300)
-    check_stream(chunker, data, ShortReader(data, seed, piece))
+    check_stream(chunker, data, ShortReader(data, seed, piece), into)
 
 
 def test_chunks_from_file(tmp_path: Path) -> None:
