@@ -17,6 +17,7 @@ id. It repeats what the index says, so an index can be rebuilt from packs.
 
 from __future__ import annotations
 
+import mmap
 import os
 import struct
 import threading
@@ -114,11 +115,13 @@ class PackBuilder:
     def __len__(self) -> int:
         return len(self.blobs)
 
-    def finish(self, sealer: Sealer) -> tuple[bytes, bytearray, list[PackEntry]]:
+    def finish(self, sealer: Sealer) -> tuple[bytes, mmap.mmap, list[PackEntry]]:
         """Return (pack id, pack bytes, entries) with blobs shuffled and the size padded.
 
         The builder is emptied: each sealed blob is dropped as soon as it is copied into
         the pack, so assembling a pack needs little more memory than the pack itself.
+        The bytes are an anonymous memory map (a bytes-like object): ``bytearray(16
+        MiB)`` zero-fills while holding the GIL, the kernel zeroes map pages on demand.
         """
         order, self.blobs, self.size = self.blobs, [], 0
         secure_shuffle(order)
@@ -135,7 +138,7 @@ class PackBuilder:
         header = sealer.seal(T_PACK_HEADER, pack_id, header_plain)
         unpadded = offset + len(header) + 4
         size = padme(unpadded)
-        buf = bytearray(size)  # one allocation of the final size: nothing is moved again
+        buf = mmap.mmap(-1, size)  # one allocation of the final size: nothing is moved again
         for i in range(len(order) - 1, -1, -1):  # from the end, so each pop drops one blob
             e = entries[i]
             buf[e.offset : e.offset + e.length] = order.pop()[2]
