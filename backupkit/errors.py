@@ -21,7 +21,8 @@ exit codes.
     ├── SnapshotNotFound               a snapshot ref resolved to nothing
     ├── AmbiguousSnapshot              a prefix matched several snapshots
     ├── PathNotFound                   a path is not in a snapshot / not on disk
-    ├── UsageError                     the request itself is wrong (bad option value)
+    ├── UsageError                     the request itself is wrong (a refusal)
+    │   └── BadArgument                malformed or conflicting arguments (exit 2)
     └── RestoreError                   restore refused (target is a file, unsafe name)
 """
 
@@ -102,6 +103,12 @@ class PathNotFound(BackupkitError):
 
 class UsageError(BackupkitError):
     """The request itself is invalid (bad option value, conflicting options)."""
+
+
+class BadArgument(UsageError):
+    """A command-line argument or option value is malformed or conflicts with another;
+    the CLI treats it like a parse error (exit 2). Refusals of a well-formed request
+    stay plain UsageErrors."""
 
 
 class RestoreError(BackupkitError):

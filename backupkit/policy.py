@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from backupkit.errors import UsageError
+from backupkit.errors import BadArgument, UsageError
 
 __all__ = [
     "UNLIMITED",
@@ -132,7 +132,7 @@ class Duration:
 
     def __post_init__(self) -> None:
         if min(self.years, self.months, self.days, self.hours) < 0:
-            raise UsageError(f"negative durations are not allowed: {self}")
+            raise BadArgument(f"negative durations are not allowed: {self}")
 
     def is_zero(self) -> bool:
         """True if every field is zero (the rule is not set)."""
@@ -173,7 +173,7 @@ def parse_duration(s: str) -> Duration:
     """
     text = s.strip()
     if not text:
-        raise UsageError("empty duration; expected e.g. 1y2m3d4h")
+        raise BadArgument("empty duration; expected e.g. 1y2m3d4h")
     values: dict[str, int] = {}
     i = 0
     while i < len(text):
@@ -181,15 +181,15 @@ def parse_duration(s: str) -> Duration:
         while i < len(text) and text[i] in "0123456789":
             i += 1
         if i == start:
-            raise UsageError(f"invalid duration {s!r}: expected a number at {text[start:]!r}")
+            raise BadArgument(f"invalid duration {s!r}: expected a number at {text[start:]!r}")
         number = int(text[start:i])
         if i == len(text):
-            raise UsageError(f"invalid duration {s!r}: no unit after number {number}")
+            raise BadArgument(f"invalid duration {s!r}: no unit after number {number}")
         unit = text[i]
         if unit not in "ymdh":
-            raise UsageError(f"invalid duration {s!r}: unknown unit {unit!r} (use y, m, d, h)")
+            raise BadArgument(f"invalid duration {s!r}: unknown unit {unit!r} (use y, m, d, h)")
         if unit in values:
-            raise UsageError(f"invalid duration {s!r}: unit {unit!r} given twice")
+            raise BadArgument(f"invalid duration {s!r}: unit {unit!r} given twice")
         values[unit] = number
         i += 1
     return Duration(
@@ -213,9 +213,9 @@ def parse_keep_count(s: str) -> int:
     try:
         value = int(text, 10)
     except ValueError:
-        raise UsageError(f"invalid count {s!r}: expected a number or 'unlimited'") from None
+        raise BadArgument(f"invalid count {s!r}: expected a number or 'unlimited'") from None
     if value < 0:
-        raise UsageError("negative values not allowed, use 'unlimited' instead")
+        raise BadArgument("negative values not allowed, use 'unlimited' instead")
     return value
 
 
@@ -248,7 +248,7 @@ def _normalize_group_by(options: Iterable[str]) -> frozenset[str]:
         if option == "":
             continue
         if option not in _GROUP_BY_ALIASES:
-            raise UsageError(f"unknown grouping option: {option!r}")
+            raise BadArgument(f"unknown grouping option: {option!r}")
         fields.add(_GROUP_BY_ALIASES[option])
     return frozenset(fields)
 
@@ -288,7 +288,7 @@ class KeepPolicy:
         object.__setattr__(self, "tags", tag_lists)
         for name in ("last", "hourly", "daily", "weekly", "monthly", "yearly"):
             if getattr(self, name) < UNLIMITED:
-                raise UsageError(
+                raise BadArgument(
                     f"keep-{name}: negative values other than -1 (unlimited) are not allowed"
                 )
 

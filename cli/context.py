@@ -113,7 +113,7 @@ class State:
 
     def store_options(self) -> dict[str, Any]:
         """Keyword arguments for the store: ``--connections`` and the ``-o`` options."""
-        from backupkit.errors import UsageError
+        from backupkit.errors import BadArgument
 
         is_s3 = self.repo_url().startswith("s3:")
         texts: dict[str, str] = {}
@@ -121,11 +121,11 @@ class State:
             key, sep, value = text.partition("=")
             backend, dot, name = key.strip().partition(".")
             if not sep or not dot or not name:
-                raise UsageError(f"-o {text!r}: use -o s3.NAME=VALUE (e.g. -o s3.retries=3)")
+                raise BadArgument(f"-o {text!r}: use -o s3.NAME=VALUE (e.g. -o s3.retries=3)")
             if backend != "s3":
-                raise UsageError(f"-o {text!r}: only s3.* options exist")
+                raise BadArgument(f"-o {text!r}: only s3.* options exist")
             if not is_s3:
-                raise UsageError(f"-o {text!r}: s3.* options need an s3: repository")
+                raise BadArgument(f"-o {text!r}: s3.* options need an s3: repository")
             texts[name] = value.strip()
         if not is_s3:
             return {}
@@ -230,7 +230,7 @@ _WAIT_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 def parse_wait(text: str) -> float:
     """Seconds in a wait such as ``30s``, ``5m``, ``1h30m`` or a bare number of seconds."""
-    from backupkit.errors import UsageError
+    from backupkit.errors import BadArgument
 
     t = text.strip().lower()
     try:
@@ -244,7 +244,7 @@ def parse_wait(text: str) -> float:
         total += float(m.group(1)) * _WAIT_UNITS[m.group(2)]
         pos = m.end()
     if not t or pos != len(t):
-        raise UsageError(f"invalid duration {text!r}: use e.g. 30s, 5m or 1h30m")
+        raise BadArgument(f"invalid duration {text!r}: use e.g. 30s, 5m or 1h30m")
     return total
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 OK = 0
 FATAL = 1
-USAGE = 2  # click/typer's code for bad command-line syntax
+USAGE = 2  # bad command line: typer's parse errors and malformed option values
 PARTIAL = 3  # backup saved, but some sources could not be read
 NO_REPOSITORY = 10
 LOCK_FAILED = 11
@@ -18,6 +18,8 @@ def code_for(exc: BaseException) -> int:
 
     if isinstance(exc, KeyboardInterrupt):
         return INTERRUPTED
+    if isinstance(exc, errors.BadArgument):
+        return USAGE
     if isinstance(exc, errors.RepositoryNotFound):
         return NO_REPOSITORY
     if isinstance(exc, errors.LockError):

@@ -14,12 +14,12 @@ def human_bytes(n: float) -> str:
 
 
 def parse_time(s: str) -> datetime:
-    from backupkit.errors import UsageError
+    from backupkit.errors import BadArgument
 
     try:
         t = datetime.fromisoformat(s)
     except ValueError:
-        raise UsageError(f"invalid time {s!r}: use ISO 8601, e.g. 2026-01-31T23:00:00") from None
+        raise BadArgument(f"invalid time {s!r}: use ISO 8601, e.g. 2026-01-31T23:00:00") from None
     if t.tzinfo is None:
         t = t.astimezone()
     return t

@@ -60,6 +60,10 @@ def main(
         options=list(option),
     )
     st = ctx.obj
+    if retry_lock:
+        from backupkit_cli.context import parse_wait
+
+        parse_wait(retry_lock)  # a malformed duration fails every command, locked or not
 
     def store_key() -> dict:
         stats = st.store_stats()

@@ -37,7 +37,7 @@ import backupkit
 from backupkit.chunker import Chunker
 from backupkit.crypto import T_DATA_BLOB, T_META_BLOB
 from backupkit.entry import Keyer, encode_entry, entry_from_stat, join, name_of, parent_of, set_content
-from backupkit.errors import PathNotFound, UsageError
+from backupkit.errors import PathNotFound, BadArgument, UsageError
 from backupkit.repo.repository import Repository
 from backupkit.snapshot import Snapshot, find_snapshot, list_snapshots, save_snapshot
 from backupkit.tree import SnapshotTree, make_hamt
@@ -182,11 +182,11 @@ class BackupManager:
         if opts.stdin is not None:
             name = opts.stdin_filename.strip("/")
             if not name or "/" in name or name in (".", ".."):
-                raise UsageError(f"invalid --stdin-filename {opts.stdin_filename!r}")
+                raise BadArgument(f"invalid --stdin-filename {opts.stdin_filename!r}")
             sources = [b"/" + name.encode("utf-8", "surrogateescape")]
         else:
             if not opts.paths:
-                raise UsageError("nothing to back up: give at least one path (or - for stdin)")
+                raise BadArgument("nothing to back up: give at least one path (or - for stdin)")
             sources = sorted({os.fsencode(os.path.abspath(p)) for p in opts.paths})
             sources = [s for s in sources if not any(s != o and s.startswith(o.rstrip(b"/") + b"/") for o in sources)]
             missing = [s for s in sources if not os.path.lexists(s)]

@@ -38,7 +38,7 @@ from typing import Protocol
 
 from backupkit.crypto import T_CONFIG, T_INDEX, T_META_BLOB
 from backupkit.entry import display_path
-from backupkit.errors import BlobNotFound, FormatError, IntegrityError, ObjectNotFound, StoreError, UsageError
+from backupkit.errors import BlobNotFound, FormatError, IntegrityError, ObjectNotFound, StoreError, BadArgument
 from backupkit.managers.prune import bounded_map
 from backupkit.managers.reachable import find_affected, mark, read_catalog
 from backupkit.repo.index import Index, PackInfo, decode_index
@@ -147,15 +147,15 @@ def parse_subset(spec: str) -> tuple[str, float, int]:
     if m:
         n, t = int(m.group(1)), int(m.group(2))
         if t < 1 or not 1 <= n <= t:
-            raise UsageError(f"invalid --read-data-subset {spec!r}: need 1 <= n <= t")
+            raise BadArgument(f"invalid --read-data-subset {spec!r}: need 1 <= n <= t")
         return "group", n, t
     m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*%", s)
     if m:
         x = float(m.group(1))
         if not 0 < x <= 100:
-            raise UsageError(f"invalid --read-data-subset {spec!r}: the percentage must be in (0, 100]")
+            raise BadArgument(f"invalid --read-data-subset {spec!r}: the percentage must be in (0, 100]")
         return "percent", x, 0
-    raise UsageError(f"invalid --read-data-subset {spec!r}: use n/t (e.g. 1/5) or x% (e.g. 10%)")
+    raise BadArgument(f"invalid --read-data-subset {spec!r}: use n/t (e.g. 1/5) or x% (e.g. 10%)")
 
 
 def select_packs(packs: list[PackInfo], spec: str | None, seed: int | None = None) -> list[PackInfo]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from backupkit.errors import UsageError
+from backupkit.errors import BadArgument
 from backupkit.policy import (
     GroupKey,
     KeepPolicy,
@@ -138,7 +138,7 @@ class ForgetManager:
                 groups.append(self._group(key, decisions, by_id))
             return tuple(groups)
         if policy is None:
-            raise UsageError("nothing to forget: give snapshot ids or at least one --keep-* rule")
+            raise BadArgument("nothing to forget: give snapshot ids or at least one --keep-* rule")
         plan = plan_forget(
             [snapshot_info(s) for s in snaps],
             policy,

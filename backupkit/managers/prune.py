@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from backupkit.entry import display_path
-from backupkit.errors import FormatError, IntegrityError, ObjectNotFound, RepositoryError, UsageError
+from backupkit.errors import FormatError, IntegrityError, ObjectNotFound, RepositoryError, BadArgument
 from backupkit.managers.reachable import Reachable, find_affected, mark, read_catalog
 from backupkit.repo.index import Index, PackInfo
 from backupkit.repo.pack import KIND_DATA, KIND_META, TYPE_OF_KIND, PackBuilder, PackEntry, decode_payload, pack_name
@@ -113,12 +113,12 @@ def parse_max_unused(s: str) -> MaxUnused:
     if m:
         p = float(m.group(1))
         if p > 100:
-            raise UsageError(f"invalid --max-unused {s!r}: a percentage must be at most 100%")
+            raise BadArgument(f"invalid --max-unused {s!r}: a percentage must be at most 100%")
         return MaxUnused(percent=p)
     m = re.fullmatch(r"(\d+)\s*([kmgt]?)(?:i?b)?", text)
     if m:
         return MaxUnused(percent=None, bytes=int(m.group(1)) * _UNITS[m.group(2)])
-    raise UsageError(f"invalid --max-unused {s!r}: use a percentage (5%), a size (100M) or 'unlimited'")
+    raise BadArgument(f"invalid --max-unused {s!r}: use a percentage (5%), a size (100M) or 'unlimited'")
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ import zstandard
 
 from backupkit.crypto import T_DATA_BLOB
 from backupkit.entry import display_path, name_of, parent_of
-from backupkit.errors import PathNotFound, RestoreError, UsageError
+from backupkit.errors import PathNotFound, RestoreError, BadArgument, UsageError
 from backupkit.managers.readahead import Readahead
 from backupkit.repo.coalesce import CoalescingReader
 from backupkit.repo.repository import Repository
@@ -198,10 +198,10 @@ class RestoreManager:
     def restore(self, snap: Snapshot, opts: RestoreOptions) -> RestoreResult:
         if opts.format:
             if opts.format not in FORMATS:
-                raise UsageError(f"unknown format {opts.format!r}: use one of {', '.join(FORMATS)}")
+                raise BadArgument(f"unknown format {opts.format!r}: use one of {', '.join(FORMATS)}")
             return self._archive(snap, opts)
         if not opts.target:
-            raise UsageError("give --target DIR, or --format zip|tar|tar.zst to stream an archive")
+            raise BadArgument("give --target DIR, or --format zip|tar|tar.zst to stream an archive")
         return self._to_dir(snap, opts)
 
     def _setup(self, opts: RestoreOptions) -> None:

@@ -17,7 +17,7 @@ import importlib
 import re
 from typing import Any
 
-from backupkit.errors import UsageError
+from backupkit.errors import BadArgument, UsageError
 from backupkit.store.base import ObjectInfo, ObjectStore, check_name
 from backupkit.store.faulty import FaultyStore
 from backupkit.store.local import LocalObjectStore
@@ -58,7 +58,7 @@ def open_store(url: str, **options: Any) -> ObjectStore:
             optional dependency (boto3 for ``s3:``).
     """
     if not url:
-        raise UsageError("no repository given (use --repo or BK_REPOSITORY)")
+        raise BadArgument("no repository given (use --repo or BK_REPOSITORY)")
     match = _SCHEME_RE.match(url)
     if match is None or match.group(1) not in _BACKENDS:
         scheme, location = "file", url
@@ -75,7 +75,7 @@ def open_store(url: str, **options: Any) -> ObjectStore:
     except TypeError as exc:
         if "keyword argument" not in str(exc):
             raise
-        raise UsageError(f"bad option for a {scheme}: repository: {exc}") from None
+        raise BadArgument(f"bad option for a {scheme}: repository: {exc}") from None
     return store
 
 

@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from backupkit.errors import ObjectNotFound, StoreError, StorePermissionError, UsageError
+from backupkit.errors import ObjectNotFound, StoreError, StorePermissionError, BadArgument
 from backupkit.store.base import ObjectInfo, ObjectStore, check_name
 from backupkit.store.retry import RequestStats
 
@@ -296,7 +296,7 @@ def open_url(location: str, **options: object) -> LocalObjectStore:
     if location.startswith("//"):
         location = location[2:]
         if not location.startswith("/"):
-            raise UsageError("file: URLs name no host: use file:/path or file:///path")
+            raise BadArgument("file: URLs name no host: use file:/path or file:///path")
     if not location:
-        raise UsageError("the repository path is empty")
+        raise BadArgument("the repository path is empty")
     return LocalObjectStore(location, **options)  # type: ignore[arg-type]

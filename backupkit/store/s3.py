@@ -52,6 +52,7 @@ from backupkit.errors import (
     StoreError,
     StorePermissionError,
     StoreUnavailable,
+    BadArgument,
     UsageError,
 )
 from backupkit.store.base import ObjectInfo, ObjectStore, check_name
@@ -237,19 +238,19 @@ class S3ObjectStore(ObjectStore):
         addressing_style: str | None = None,
     ) -> None:
         if not _BUCKET_RE.match(bucket):
-            raise UsageError(f"invalid S3 bucket name: {bucket!r}")
+            raise BadArgument(f"invalid S3 bucket name: {bucket!r}")
         prefix = prefix.strip("/")
         if prefix:
             try:
                 check_name(prefix)
             except ValueError:
-                raise UsageError(f"invalid S3 key prefix: {prefix!r}") from None
+                raise BadArgument(f"invalid S3 key prefix: {prefix!r}") from None
         if part_size < MIN_PART_SIZE:
-            raise UsageError(f"part_size must be at least {MIN_PART_SIZE} bytes")
+            raise BadArgument(f"part_size must be at least {MIN_PART_SIZE} bytes")
         if not 1 <= list_page_size <= 1000:
-            raise UsageError("list_page_size must be between 1 and 1000")
+            raise BadArgument("list_page_size must be between 1 and 1000")
         if retries < 1 or connections < 1:
-            raise UsageError("retries and connections must be at least 1")
+            raise BadArgument("retries and connections must be at least 1")
         self.bucket = bucket
         self.prefix = prefix
         self.endpoint_url = endpoint_url

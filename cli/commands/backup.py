@@ -30,7 +30,7 @@ def command(
     force: bool = typer.Option(False, "--force", help="Read every file, ignoring the parent snapshot."),
     read_concurrency: int = typer.Option(2, "--read-concurrency", help="Files read at once."),
 ) -> int:
-    from backupkit.errors import UsageError
+    from backupkit.errors import BadArgument
     from backupkit.managers.backup import BackupManager, BackupOptions
     from backupkit_cli.progress import BackupProgress
 
@@ -41,7 +41,7 @@ def command(
     paths = paths or []
     use_stdin = paths == ["-"]
     if "-" in paths and not use_stdin:
-        raise UsageError("- (stdin) cannot be combined with other paths")
+        raise BadArgument("- (stdin) cannot be combined with other paths")
     tags = tuple(t for v in tag for t in v.split(",") if t)
     opts = BackupOptions(
         paths=tuple(paths) if not use_stdin else (),

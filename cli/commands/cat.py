@@ -30,7 +30,7 @@ def command(
     import msgpack
 
     from backupkit.crypto import T_CATALOG, T_INDEX
-    from backupkit.errors import UsageError
+    from backupkit.errors import BadArgument
     from backupkit.snapshot import find_snapshot
 
     st: State = ctx.obj
@@ -38,7 +38,7 @@ def command(
 
     def need_id() -> str:
         if not obj_id:
-            raise UsageError(f"bk cat {kind} needs an id")
+            raise BadArgument(f"bk cat {kind} needs an id")
         return obj_id
 
     if kind == "config":
@@ -60,5 +60,5 @@ def command(
         i = need_id()
         doc = json.loads(repo.store.get(f"keys/{i}"))
     else:
-        raise UsageError(f"unknown object kind {kind!r}")
+        raise BadArgument(f"unknown object kind {kind!r}")
     st.console.json(_jsonable(doc))

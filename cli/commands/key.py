@@ -12,7 +12,7 @@ app = typer.Typer(no_args_is_help=True, rich_markup_mode=None)
 def _new_password(st: State, new_password_file: str | None) -> bytes:
     from pathlib import Path
 
-    from backupkit.errors import UsageError
+    from backupkit.errors import BadArgument, UsageError
 
     if new_password_file:
         try:
@@ -23,7 +23,7 @@ def _new_password(st: State, new_password_file: str | None) -> bytes:
     import sys
 
     if not sys.stdin.isatty():
-        raise UsageError("give the new password with --new-password-file")
+        raise BadArgument("give the new password with --new-password-file")
     pw = getpass.getpass("new password: ").encode()
     if getpass.getpass("repeat new password: ").encode() != pw:
         raise UsageError("passwords do not match")

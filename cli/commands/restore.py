@@ -23,7 +23,7 @@ def command(
     host: list[str] = typer.Option([], "--host", help="With latest: only snapshots of this host."),
     tag: list[str] = typer.Option([], "--tag", help="With latest: only snapshots with these tags."),
 ) -> int:
-    from backupkit.errors import UsageError
+    from backupkit.errors import BadArgument, UsageError
     from backupkit.managers.restore import RestoreManager, RestoreOptions
     from backupkit.snapshot import find_snapshot
     from backupkit_cli.progress import RestoreProgress
@@ -33,10 +33,10 @@ def command(
     tune_malloc()
     st: State = ctx.obj
     if target and fmt:
-        raise UsageError("--target and --format exclude each other")
+        raise BadArgument("--target and --format exclude each other")
     if not target and not fmt:
         if sys.stdout.isatty():
-            raise UsageError("give --target DIR, or redirect stdout to stream a ZIP (bk restore latest > out.zip)")
+            raise BadArgument("give --target DIR, or redirect stdout to stream a ZIP (bk restore latest > out.zip)")
         fmt = "zip"
     if fmt and not dry_run and sys.stdout.isatty():
         raise UsageError("refusing to write an archive to a terminal; redirect stdout to a file")

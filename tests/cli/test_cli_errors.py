@@ -256,6 +256,33 @@ def test_bad_option_is_a_usage_error(tmp_path):
         assert args[-1] in r.stderr
 
 
+def test_malformed_option_values_exit_2_in_one_line(made, tmp_path):
+    repo_dir, env = copy_repo(made, tmp_path)
+    cases = [
+        (("prune", "--max-unused", "lots"), "--max-unused"),
+        (("check", "--read-data-subset", "7/3"), "--read-data-subset"),
+        (("forget", "--keep-within", "3x"), "invalid duration"),
+        (("forget", "--keep-last", "-5"), "negative values"),
+        (("forget",), "nothing to forget"),
+        (("backup", "--time", "yesterday-ish", str(tmp_path)), "invalid time"),
+        (("--retry-lock", "soon", "snapshots"), "invalid duration"),
+        (("-o", "retries=3", "snapshots"), "-o"),
+        (("restore", "latest", "--target", str(tmp_path / "t"), "--format", "zip"), "exclude each other"),
+    ]
+    before = listing(repo_dir)
+    for args, words in cases:
+        r = run_bk(*args, env=env)
+        assert r.returncode == 2, (args, r.returncode, r.stderr)
+        one_error_line(r, words)
+    assert listing(repo_dir) == before, "nothing written"
+    # a well-formed request that is refused is not a command-line error
+    in_use = [k for k in json.loads(ok(run_bk("--json", "key", "list", env=env)).stdout) if k.get("current")]
+    assert len(in_use) == 1, in_use
+    r = run_bk("key", "remove", in_use[0]["id"], env=env)
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    one_error_line(r, "key in use")
+
+
 #: Runs the bk script with ``import click`` failing: a plain ``pip install .`` of a typer
 #: that vendors click installs no click (a test environment usually has it through moto).
 WITHOUT_CLICK = [

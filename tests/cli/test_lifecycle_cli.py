@@ -138,13 +138,13 @@ def test_damage_check_exits_1_and_prune_refuses(env, tmp_path, four):
 def test_forget_refusals_and_explicit_ids(env, four):
     _src, ids, _trees = four
     r = bk(env, "forget")
-    assert r.returncode == 1 and "keep" in r.stderr
+    assert r.returncode == 2 and "keep" in r.stderr  # a bad command line
     r = bk(env, "forget", "--keep-tag", "nope")
     assert r.returncode == 1 and "refusing" in r.stderr
     r = ok(env, "forget", ids[1][:8])
     assert json.loads(ok(env, "--json", "snapshots").stdout)[1]["id"] == ids[2]
     r = bk(env, "check", "--read-data-subset", "5/3")
-    assert r.returncode == 1 and "read-data-subset" in r.stderr
+    assert r.returncode == 2 and "read-data-subset" in r.stderr
 
 
 def test_diff_text_output(env, four):

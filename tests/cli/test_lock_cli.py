@@ -149,7 +149,7 @@ def test_retry_lock_gives_up(env, repo, src):
     r = bk(env, "--retry-lock", "1s", "backup", str(src))
     assert r.returncode == 11
     assert "gave up after retrying for 1s" in r.stderr
-    assert bk(env, "--retry-lock", "soon", "backup", str(src)).returncode == 1  # a usage error
+    assert bk(env, "--retry-lock", "soon", "backup", str(src)).returncode == 2  # a bad command line
 
 
 def test_lost_lock_backup_exits_11_without_a_snapshot(env, repo):
