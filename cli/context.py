@@ -30,6 +30,27 @@ def default_password_file() -> Path:
 
 
 @dataclass
+class Settings:
+    """Process-wide settings no command-line option or environment variable reaches.
+
+    The shipped ``bk`` always runs with the defaults (None: the engine's own defaults).
+    A program embedding the CLI may change ``SETTINGS`` before calling
+    ``backupkit_cli.main.run()``; the test suite's launcher (``tests/support/bk.py``)
+    does, for a cheap KDF and short lock waits.
+    """
+
+    #: Argon2id parameters for new key files (``KdfParams``); None: ``KdfParams()``.
+    kdf: Any = None
+    #: ``LockManager(recheck_delay=...)``; None: the lock module's default (200 ms).
+    lock_recheck_delay: float | None = None
+    #: ``LockManager(retry_backoff=...)``; None: the lock module's default (5 s, 60 s).
+    lock_retry_backoff: tuple[float, float] | None = None
+
+
+SETTINGS = Settings()
+
+
+@dataclass
 class State:
     """What the global options say; every command receives it through the typer context."""
 
@@ -178,14 +199,12 @@ class State:
         def on_retry(err: Exception, wait: float) -> None:
             self.console.info(f"{err}; retrying in {human_age(wait)}")
 
-        fast = os.environ.get("BK_TEST_LOCK_FAST") == "1"  # shrink the waits for the test suite
-        return LockManager(
-            repo,
-            retry_lock=self.retry_lock_seconds(),
-            recheck_delay=0.02 if fast else 0.2,
-            retry_backoff=(0.2, 1.0) if fast else (5.0, 60.0),
-            on_retry=on_retry,
-        )
+        kwargs: dict[str, Any] = {}
+        if SETTINGS.lock_recheck_delay is not None:
+            kwargs["recheck_delay"] = SETTINGS.lock_recheck_delay
+        if SETTINGS.lock_retry_backoff is not None:
+            kwargs["retry_backoff"] = SETTINGS.lock_retry_backoff
+        return LockManager(repo, retry_lock=self.retry_lock_seconds(), on_retry=on_retry, **kwargs)
 
     @contextmanager
     def locked_repo(self, exclusive: bool, operation: str) -> Iterator[Any]:
@@ -249,7 +268,7 @@ def parse_wait(text: str) -> float:
 
 
 def kdf_params():
-    """Argon2id parameters for new key files (cheap ones only for the test suite)."""
-    from backupkit.repo.keys import INSECURE_TEST_KDF, KdfParams
+    """Argon2id parameters for new key files: ``SETTINGS.kdf``, else the strong default."""
+    from backupkit.repo.keys import KdfParams
 
-    return INSECURE_TEST_KDF if os.environ.get("BK_TEST_INSECURE_KDF") == "1" else KdfParams()
+    return SETTINGS.kdf if SETTINGS.kdf is not None else KdfParams()

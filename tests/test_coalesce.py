@@ -11,10 +11,10 @@ import pytest
 
 from backupkit.crypto import T_DATA_BLOB
 from backupkit.repo.coalesce import CoalescingReader
-from backupkit.store.faulty import FaultyStore
-from backupkit.store.memory import MemoryObjectStore
-from backupkit.testing import PASSWORD, make_test_repo
 from backupkit.repo.repository import Repository
+from backupkit.store.memory import MemoryObjectStore
+from tests.support.faulty import FaultyStore
+from tests.support.kit import PASSWORD, make_test_repo
 
 
 @pytest.fixture(scope="module")

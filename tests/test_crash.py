@@ -82,7 +82,7 @@ from backupkit.repo.lock import LOCK_PREFIX, LockManager
 from backupkit.repo.repository import Repository
 from backupkit.snapshot import load_snapshot
 from backupkit.store.local import LocalObjectStore
-from backupkit.testing import (
+from tests.support.kit import (
     PASSWORD,
     FileRecord,
     bk_executable,
@@ -295,7 +295,6 @@ class Campaign:
         self.seed = seed
         make_test_repo(self.repo_dir, pack_size=512 * KiB, chunker=(64 * KiB, 128 * KiB, 512 * KiB)).close()
         self.env = cli_env(self.repo_dir, base / "cache")
-        self.env["BK_TEST_LOCK_FAST"] = "1"  # lock waits of 20 ms instead of 200 ms: same protocol
         self.tree = Tree(self.src, self.rng)
         #: every snapshot that must exist, in creation order, with the tree it must restore
         self.records: dict[str, dict[bytes, FileRecord]] = {}
@@ -670,7 +669,6 @@ def _rewrite_lock(repo: Repository, name: str, **changes) -> dict:
 def test_killed_commands_lock_is_stale_once_its_pid_is_reused(tmp_path):
     repo = make_test_repo(tmp_path / "repo")
     env = cli_env(tmp_path / "repo", tmp_path / "cache")
-    env["BK_TEST_LOCK_FAST"] = "1"
     write_file(tmp_path / "src" / "file", os.urandom(64 * KiB))
     locks = tmp_path / "repo" / "locks"
     # a real backup, SIGKILLed as soon as its lock object is in place

@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 
 from backupkit.errors import LockError, StoreUnavailable
-from backupkit.repo.keys import INSECURE_TEST_KDF
 from backupkit.repo.lock import LOCK_PREFIX, LockConflict, LockLost, LockManager, human_age
 from backupkit.repo.repository import Repository
-from backupkit.store.faulty import FaultyStore
 from backupkit.store.local import LocalObjectStore
 from backupkit.store.memory import MemoryObjectStore
+from tests.support.faulty import FaultyStore
+from tests.support.kit import INSECURE_TEST_KDF
 
 PW = b"pw"
 TTL = 1800.0

@@ -17,10 +17,10 @@ import uuid
 
 import pytest
 
-from backupkit.repo.keys import INSECURE_TEST_KDF
 from backupkit.repo.lock import LOCK_PREFIX, LockConflict, LockManager
 from backupkit.repo.repository import Repository
 from backupkit.store.memory import MemoryObjectStore
+from tests.support.kit import INSECURE_TEST_KDF
 
 PW = b"lock-race"
 RACES = 100

@@ -23,7 +23,7 @@ import pytest
 from backupkit.chunker import Chunker
 from backupkit.repo.repository import Repository
 from backupkit.store.local import LocalObjectStore
-from backupkit.testing import PASSWORD, cli_env, run_bk, write_file
+from tests.support.kit import PASSWORD, cli_env, run_bk, write_file
 
 COMPRESSIBLE = b"PlainText-Compressible-Q7f3a "
 RANDOM_MARK = b"PlainText-InRandomData-M91c2"

@@ -8,10 +8,9 @@ import pytest
 
 from backupkit.errors import RepositoryNotFound, WrongPassword
 from backupkit.repo.keymanager import KeyManager
-from backupkit.repo.keys import INSECURE_TEST_KDF
 from backupkit.repo.repository import Repository
 from backupkit.store.local import LocalObjectStore
-from backupkit.testing import PASSWORD, make_test_repo
+from tests.support.kit import INSECURE_TEST_KDF, PASSWORD, make_test_repo
 
 REQUESTS = ("GET", "GET_RANGE", "PUT", "LIST", "HEAD", "DELETE")
 

@@ -32,7 +32,8 @@ from backupkit.managers.ls import LsManager
 from backupkit.managers.restore import RestoreManager, RestoreOptions
 from backupkit.repo.repository import Repository
 from backupkit.snapshot import Snapshot, save_snapshot
-from backupkit.testing import (
+from backupkit.tree import SnapshotTree, make_hamt
+from tests.support.kit import (
     EveryKindTree,
     diff_trees,
     hardlink_groups,
@@ -42,7 +43,6 @@ from backupkit.testing import (
     store_listing,
     write_file,
 )
-from backupkit.tree import SnapshotTree, make_hamt
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="round trips check owners and setuid bits: run as root")
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from backupkit.testing import cli_env, run_bk, store_listing
+from tests.support.kit import cli_env, run_bk, store_listing
 from tests.conftest_s3 import FAULT_KINDS
 
 MiB = 1024 * 1024
@@ -51,7 +51,6 @@ def proxy_env(proxy, prefix: str, cache: Path) -> dict[str, str]:
         AWS_CONFIG_FILE=os.devnull,
         AWS_SHARED_CREDENTIALS_FILE=os.devnull,
         AWS_EC2_METADATA_DISABLED="true",
-        BK_TEST_LOCK_FAST="1",
     )
     return env
 

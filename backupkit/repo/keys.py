@@ -40,10 +40,6 @@ class KdfParams:
     lanes: int = 4
 
 
-#: Cheap parameters for tests only (restic's TestUseLowSecurityKDFParameters).
-INSECURE_TEST_KDF = KdfParams(iterations=1, memory_kib=64, lanes=1)
-
-
 def _b64(b: bytes) -> str:
     return base64.b64encode(b).decode()
 

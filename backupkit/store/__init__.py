@@ -19,12 +19,10 @@ from typing import Any
 
 from backupkit.errors import BadArgument, UsageError
 from backupkit.store.base import ObjectInfo, ObjectStore, check_name
-from backupkit.store.faulty import FaultyStore
 from backupkit.store.local import LocalObjectStore
 from backupkit.store.memory import MemoryObjectStore
 
 __all__ = [
-    "FaultyStore",
     "LocalObjectStore",
     "MemoryObjectStore",
     "ObjectInfo",

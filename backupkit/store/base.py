@@ -6,7 +6,7 @@ Names are ``/``-separated relative paths made of ``[A-Za-z0-9._-]`` segments, e.
 ``/`` (or empty for everything).
 
 Every backend (local directory, memory, S3) implements this class and passes the one
-contract suite in ``backupkit.testing``. Errors are always ``backupkit.errors.StoreError``
+contract suite in ``tests/support/store_contract.py``. Errors are always ``backupkit.errors.StoreError``
 subclasses; no backend library exception escapes a store.
 """
 

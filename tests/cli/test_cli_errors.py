@@ -16,12 +16,13 @@ from pathlib import Path
 import msgpack
 import pytest
 
+from backupkit.repo.keys import KdfParams
 from backupkit.repo.pack import KIND_DATA, pack_name
 from backupkit.repo.repository import Repository
 from backupkit.snapshot import list_snapshots, save_snapshot
 from backupkit.store.local import LocalObjectStore
-from backupkit.testing import PASSWORD, cli_env, run_bk, write_file
 from backupkit.tree import SnapshotTree
+from tests.support.kit import INSECURE_TEST_KDF, PASSWORD, cli_env, installed_bk, run_bk, write_file
 
 NO_REPOSITORY = 10
 WRONG_PASSWORD = 12
@@ -294,14 +295,37 @@ WITHOUT_CLICK = [
 
 
 def test_cli_needs_no_click_package(tmp_path):
+    """The real installed ``bk`` script (not the test launcher), as a user runs it."""
     env = cli_env(tmp_path / "repo", tmp_path / "cache")
     write_file(tmp_path / "src" / "a.txt", b"alpha\n")
-    r = ok(run_bk("--help", env=env, prefix=WITHOUT_CLICK))
+
+    def bk(*args):
+        return run_bk(*args, env=env, prefix=WITHOUT_CLICK, executable=installed_bk())
+
+    r = ok(bk("--help"))
     assert b"backup" in r.stdout
-    ok(run_bk("init", env=env, prefix=WITHOUT_CLICK))
-    ok(run_bk("backup", tmp_path / "src", env=env, prefix=WITHOUT_CLICK))
-    assert len(json.loads(ok(run_bk("--json", "snapshots", env=env, prefix=WITHOUT_CLICK)).stdout)) == 1
-    r = run_bk("snapshots", "--no-such-option", env=env, prefix=WITHOUT_CLICK)
+    ok(bk("init"))
+    ok(bk("backup", tmp_path / "src"))
+    assert len(json.loads(ok(bk("--json", "snapshots")).stdout)) == 1
+    r = bk("snapshots", "--no-such-option")
     assert r.returncode == 2 and "Traceback" not in r.stderr and "--no-such-option" in r.stderr, r.stderr
-    r = run_bk("ls", "ffff", env=env, prefix=WITHOUT_CLICK)
+    r = bk("ls", "ffff")
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+
+
+def test_installed_bk_obeys_no_test_switch(tmp_path):
+    """``BK_TEST_INSECURE_KDF=1`` (the switch bk once read) leaves key files strong: the
+    installed ``bk`` reads no test setting from the environment."""
+    env = cli_env(tmp_path / "repo", tmp_path / "cache")
+    env.update(BK_TEST_INSECURE_KDF="1", BK_TEST_LOCK_FAST="1")
+    ok(run_bk("init", env=env, executable=installed_bk()))
+    (key_file,) = (tmp_path / "repo" / "keys").iterdir()
+    kdf = json.loads(key_file.read_bytes())["kdf"]
+    strong = KdfParams()
+    assert (kdf["iterations"], kdf["memory_kib"], kdf["lanes"]) == (strong.iterations, strong.memory_kib, strong.lanes)
+    assert strong.memory_kib >= 64 * 1024 and strong.iterations >= 3, strong
+    # the test launcher, by contrast, writes cheap ones (that is all it changes)
+    env2 = cli_env(tmp_path / "repo2", tmp_path / "cache")
+    ok(run_bk("init", env=env2))
+    (key_file,) = (tmp_path / "repo2" / "keys").iterdir()
+    assert json.loads(key_file.read_bytes())["kdf"]["memory_kib"] == INSECURE_TEST_KDF.memory_kib

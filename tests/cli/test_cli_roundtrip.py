@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from backupkit.testing import (
+from tests.support.kit import (
     EveryKindTree,
     bk_executable,
     cli_env,

@@ -6,15 +6,16 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
+from tests.support.kit import bk_executable
+
 
 def bk(env, *args, timeout=120):
-    return subprocess.run([sys.executable, "-m", "backupkit_cli", *args], env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([bk_executable(), *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def ok(env, *args) -> subprocess.CompletedProcess:
@@ -36,10 +37,8 @@ def env(tmp_path):
     e = {k: v for k, v in os.environ.items() if not k.startswith("BK_")}
     e.update(
         BK_PASSWORD="cli-pw",
-        BK_TEST_INSECURE_KDF="1",
         BK_CACHE_DIR=str(tmp_path / "cache"),
         BK_REPOSITORY=str(tmp_path / "repo"),
-        BK_TEST_LOCK_FAST="1",
     )
     return e
 
@@ -49,7 +48,7 @@ def four(env, tmp_path):
     """Four dated snapshots (made in-process to keep the suite fast; the commands under
     test run as subprocesses); each day's 400 kB file replaces the previous day's."""
     from backupkit.managers.backup import BackupManager, BackupOptions
-    from backupkit.repo.keys import INSECURE_TEST_KDF
+    from tests.support.kit import INSECURE_TEST_KDF
     from backupkit.repo.repository import Repository
     from backupkit.store.local import LocalObjectStore
 

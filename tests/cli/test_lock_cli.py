@@ -9,15 +9,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 
 import pytest
 
-from backupkit.repo.keys import INSECURE_TEST_KDF
 from backupkit.repo.lock import LOCK_PREFIX, LockManager
 from backupkit.repo.repository import Repository
 from backupkit.store.local import LocalObjectStore
+from tests.support.kit import INSECURE_TEST_KDF, bk_executable
 
 PW = "lock-test-pw"
 
@@ -30,10 +29,8 @@ def env(tmp_path):
             del e[k]
     e.update(
         BK_PASSWORD=PW,
-        BK_TEST_INSECURE_KDF="1",
         BK_CACHE_DIR=str(tmp_path / "cache"),
         BK_REPOSITORY=str(tmp_path / "repo"),
-        BK_TEST_LOCK_FAST="1",
     )
     return e
 
@@ -55,7 +52,7 @@ def src(tmp_path):
 
 def bk(env, *args, timeout=60):
     return subprocess.run(
-        [sys.executable, "-m", "backupkit_cli", *args], env=env, capture_output=True, text=True, timeout=timeout
+        [bk_executable(), *args], env=env, capture_output=True, text=True, timeout=timeout
     )
 
 
@@ -129,7 +126,7 @@ def test_unlock_remove_all(env, repo):
 def test_retry_lock_waits_for_the_holder(env, repo, src):
     held = elsewhere(repo).acquire(True, "prune")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "backupkit_cli", "--retry-lock", "60s", "backup", str(src)],
+        [bk_executable(), "--retry-lock", "60s", "backup", str(src)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -158,7 +155,7 @@ def test_lost_lock_backup_exits_11_without_a_snapshot(env, repo):
     It backs up stdin, so the test decides when it ends: after the lock is gone.
     """
     proc = subprocess.Popen(
-        [sys.executable, "-m", "backupkit_cli", "backup", "-"],
+        [bk_executable(), "backup", "-"],
         env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     proc.stdin.write(os.urandom(1 << 20))
@@ -181,7 +178,7 @@ def test_backup_and_forget_prune_processes_contend(env, repo, src):
         (src / f"new-{i}").write_bytes(os.urandom(200_000))
         procs = [
             subprocess.Popen(
-                [sys.executable, "-m", "backupkit_cli", "--retry-lock", "60s", *args],
+                [bk_executable(), "--retry-lock", "60s", *args],
                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             )
             for args in (("backup", str(src)), ("forget", "--keep-last", "1", "--prune"))

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from backupkit.testing import cli_env, diff_trees, record_tree, run_bk
+from tests.support.kit import cli_env, diff_trees, record_tree, run_bk
 
 MiB = 1024 * 1024
 #: Small multipart settings so that a pack holding the big file goes up in parts.
@@ -52,7 +52,6 @@ def s3_env(server, prefix: str, cache: Path) -> dict[str, str]:
         AWS_CONFIG_FILE=os.devnull,
         AWS_SHARED_CREDENTIALS_FILE=os.devnull,
         AWS_EC2_METADATA_DISABLED="true",
-        BK_TEST_LOCK_FAST="1",
     )
     return env
 
@@ -238,7 +237,7 @@ def summary_of(stderr: str) -> dict[str, int]:
 def test_request_statistics_on_seaweedfs(s3_server, tmp_path):
     from backupkit.managers.backup import BackupManager, BackupOptions
     from backupkit.repo.repository import Repository
-    from backupkit.testing import PASSWORD
+    from tests.support.kit import PASSWORD
 
     prefix = "stats-" + uuid.uuid4().hex[:10]
     env = s3_env(s3_server, prefix, tmp_path / "cache")

@@ -9,11 +9,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from backupkit.managers.backup import BackupManager, BackupOptions
-from backupkit.repo.keys import INSECURE_TEST_KDF
 from backupkit.repo.repository import Repository
 from backupkit.snapshot import Snapshot
 from backupkit.store.base import ObjectStore
 from backupkit.store.local import LocalObjectStore
+from tests.support.kit import INSECURE_TEST_KDF
 
 PASSWORD = b"test password"
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)

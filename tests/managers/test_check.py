@@ -7,13 +7,13 @@ import random
 
 import pytest
 
-from backupkit.managers.check import CheckManager, CheckOptions, parse_subset, select_packs
 from backupkit.errors import UsageError
+from backupkit.managers.check import CheckManager, CheckOptions, parse_subset, select_packs
 from backupkit.repo.index import PackInfo
 from backupkit.repo.pack import pack_name
-from backupkit.store.faulty import FaultyStore
 from backupkit.tree import SnapshotTree
 from tests.managers.lifecycle_util import backup, day, init_repo, local_store, open_repo, random_bytes, write_files
+from tests.support.faulty import FaultyStore
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from backupkit.managers.check import CheckManager, CheckOptions
 from backupkit.managers.prune import DamagedRepository, MaxUnused, PruneManager, parse_max_unused
 from backupkit.repo.pack import PackBuilder, TYPE_OF_KIND, pack_name
 from backupkit.snapshot import remove_snapshots
-from backupkit.store.faulty import FaultyStore
 from backupkit.tree import SnapshotTree
 from tests.managers.lifecycle_util import (
     backup,
@@ -27,6 +26,7 @@ from tests.managers.lifecycle_util import (
     tree_bytes,
     write_files,
 )
+from tests.support.faulty import FaultyStore
 
 ZERO = MaxUnused(percent=0)
 

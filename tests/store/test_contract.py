@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from backupkit.store.faulty import FaultyStore
 from backupkit.store.local import LocalObjectStore
 from backupkit.store.memory import MemoryObjectStore
-from backupkit.testing_store import StoreContract
+from tests.support.faulty import FaultyStore
+from tests.support.store_contract import StoreContract
 
 
 class TestMemoryStore(StoreContract):

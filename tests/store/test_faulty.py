@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from backupkit.errors import ObjectNotFound, StoreError, StoreUnavailable
-from backupkit.store import FaultyStore, MemoryObjectStore
+from backupkit.store import MemoryObjectStore
+from tests.support.faulty import FaultyStore
 
 
 @pytest.fixture

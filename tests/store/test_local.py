@@ -15,7 +15,7 @@ import pytest
 from backupkit.errors import ObjectNotFound, StoreError, StorePermissionError
 from backupkit.store import local as local_module
 from backupkit.store.local import LocalObjectStore
-from backupkit.testing import unprivileged_prefix
+from tests.support.kit import unprivileged_prefix
 
 
 @pytest.fixture

@@ -10,7 +10,12 @@ Vocabulary:
                       target, xattrs, inode group), made by :func:`record_tree` on the
                       source and on a restored copy, then compared with :func:`diff_trees`.
 
-Nothing here is used by the product; store contract checks live in ``testing_store``.
+Running ``bk``: ``run_bk`` starts the test launcher (``tests/support/bk.py``: the real
+CLI with a cheap KDF and short lock waits) through the executable ``bk_executable()``
+returns; ``installed_bk()`` is the real installed script, for the few tests that must run
+exactly what a user runs.
+
+Nothing here is used by the product; store contract checks live in ``store_contract``.
 """
 
 from __future__ import annotations
@@ -26,11 +31,11 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from backupkit.repo.keys import INSECURE_TEST_KDF
 from backupkit.repo.repository import MiB, Repository
 from backupkit.store.base import ObjectStore
 from backupkit.store.local import LocalObjectStore
 from backupkit.store.memory import MemoryObjectStore
+from tests.support.bk import INSECURE_TEST_KDF
 
 PASSWORD = b"correct horse battery staple"
 
@@ -67,13 +72,12 @@ def reopen(repo: Repository, password: bytes = PASSWORD, cache: str | os.PathLik
 
 
 def cli_env(repo: str | os.PathLike, cache: str | os.PathLike, password: str = PASSWORD.decode()) -> dict[str, str]:
-    """Environment for running ``bk`` in a subprocess against ``repo`` with a cheap KDF."""
+    """Environment for running ``bk`` (``run_bk``) in a subprocess against ``repo``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BK_")}
     env.update(
         BK_REPOSITORY=os.fspath(repo),
         BK_PASSWORD=password,
         BK_CACHE_DIR=os.fspath(cache),
-        BK_TEST_INSECURE_KDF="1",
         COLUMNS="200",
     )
     return env
@@ -86,8 +90,44 @@ def store_listing(store: ObjectStore, prefix: str = "") -> dict[str, int]:
 
 # -- running the bk command ---------------------------------------------------------------
 
+_LAUNCHER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bk.py")
+_wrapper: str | None = None
+
+
 def bk_executable() -> str:
-    """The installed ``bk`` script next to this interpreter, else the one on PATH."""
+    """An executable that runs ``bk`` for tests: the test launcher (``tests/support/bk.py``:
+    the real CLI with a cheap KDF and short lock waits) under this interpreter.
+
+    It is a small script written once per process to a temporary directory (readable by
+    everyone, so ``unprivileged_prefix`` can run it), because a script in the source tree
+    cannot name this interpreter in its ``#!`` line. Use it as ``argv[0]``.
+    """
+    global _wrapper
+    if _wrapper is not None and os.path.exists(_wrapper):
+        return _wrapper
+    import atexit
+    import tempfile
+
+    text = (
+        f"#!{sys.executable}\n"
+        "# bk for the test suite (written by tests/support/kit.py)\n"
+        "import runpy\n"
+        f"runpy.run_path({_LAUNCHER!r}, run_name='__main__')\n"
+    )
+    d = tempfile.mkdtemp(prefix="bk-test-launcher-")
+    atexit.register(shutil.rmtree, d, True)
+    os.chmod(d, 0o755)
+    path = os.path.join(d, "bk")
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o755)
+    _wrapper = path
+    return path
+
+
+def installed_bk() -> str:
+    """The installed ``bk`` script next to this interpreter, else the one on PATH: exactly
+    what a user runs (strong KDF, real lock waits)."""
     cand = os.path.join(os.path.dirname(sys.executable), "bk")
     if os.access(cand, os.X_OK):
         return cand
@@ -125,10 +165,12 @@ def run_bk(
     prefix: Iterable[str] = (),
     cwd: str | os.PathLike | None = None,
     timeout: float = 120,
+    executable: str | None = None,
 ) -> subprocess.CompletedProcess:
     """Run ``bk ARGS`` (after ``prefix``, e.g. a setpriv invocation); stdout stays bytes,
-    stderr is text."""
-    argv = [*prefix, bk_executable(), *(a if isinstance(a, bytes) else os.fspath(a) for a in args)]
+    stderr is text. ``executable``: what to run instead of ``bk_executable()`` (e.g.
+    ``installed_bk()``)."""
+    argv = [*prefix, executable or bk_executable(), *(a if isinstance(a, bytes) else os.fspath(a) for a in args)]
     r = subprocess.run(
         argv, env=env, input=input, capture_output=True, timeout=timeout, cwd=cwd,
         stdin=None if input is not None else subprocess.DEVNULL,
@@ -377,7 +419,9 @@ def make_every_kind_tree(
 
 __all__ = [
     "MTIME_BASE",
+    "INSECURE_TEST_KDF",
     "bk_executable",
+    "installed_bk",
     "run_bk",
     "PASSWORD",
     "EveryKindTree",
