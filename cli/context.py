@@ -68,7 +68,7 @@ class State:
     retry_lock: str | None = None
     #: The ``backupkit.repo.lock.Lock`` held inside ``locked_repo`` (None outside it).
     lock: Any = None
-    #: ``-o s3.NAME=VALUE`` store options as given.
+    #: ``-o BACKEND.NAME=VALUE`` store options as given.
     options: list[str] = field(default_factory=list)
     #: Every store this command opened, for the request statistics (``store_stats``).
     stores: list[Any] = field(default_factory=list)
@@ -123,41 +123,23 @@ class State:
         raise UsageError("no password given: use --password-file, --password-command or BK_PASSWORD")
 
     def store_connections(self) -> int:
+        """``--connections``, else the default of the repository's backend."""
         if self.connections:
             return self.connections
-        return 8 if self.repo_url().startswith("s3:") else 2
+        from backupkit.store import default_connections
+
+        return default_connections(self.repo_url())
 
     def cache_root(self):
         if self.no_cache:
             return False
         return Path(self.cache_dir) if self.cache_dir else None
 
-    def store_options(self) -> dict[str, Any]:
-        """Keyword arguments for the store: ``--connections`` and the ``-o`` options."""
-        from backupkit.errors import BadArgument
-
-        is_s3 = self.repo_url().startswith("s3:")
-        texts: dict[str, str] = {}
-        for text in self.options:
-            key, sep, value = text.partition("=")
-            backend, dot, name = key.strip().partition(".")
-            if not sep or not dot or not name:
-                raise BadArgument(f"-o {text!r}: use -o s3.NAME=VALUE (e.g. -o s3.retries=3)")
-            if backend != "s3":
-                raise BadArgument(f"-o {text!r}: only s3.* options exist")
-            if not is_s3:
-                raise BadArgument(f"-o {text!r}: s3.* options need an s3: repository")
-            texts[name] = value.strip()
-        if not is_s3:
-            return {}
-        from backupkit.store.s3 import parse_text_options
-
-        return {"connections": self.store_connections(), **parse_text_options(texts)}
-
     def open_store(self):
-        from backupkit.store import open_store
+        """The repository's store, with ``--connections`` and the ``-o`` options."""
+        from backupkit.store import open_location
 
-        store = open_store(self.repo_url(), **self.store_options())
+        store = open_location(self.repo_url(), self.options, self.store_connections())
         self.stores.append(store)
         return store
 
@@ -165,21 +147,19 @@ class State:
         """Requests per kind, bytes and retries of every store opened so far (summed).
 
         None if no store was opened, or none counts requests (the memory store).
-        ``requests`` is the total over the kinds.
+        ``requests`` is the total over the kinds (the upper-case keys).
         """
         from backupkit.store.retry import REQUEST_KINDS
 
-        counted = [s.stats() for s in self.stores if callable(getattr(s, "stats", None))]
+        counted = [stats for stats in (s.stats() for s in self.stores) if stats is not None]
         if not counted:
             return None
         total: dict[str, int] = {"requests": 0, **dict.fromkeys(REQUEST_KINDS, 0)}
         total.update(bytes_up=0, bytes_down=0, retries=0)
         for stats in counted:
             for key, n in stats.items():
-                if key == "faults_injected":
-                    continue
                 total[key] = total.get(key, 0) + int(n)
-        total["requests"] = sum(n for k, n in total.items() if k not in ("requests", "bytes_up", "bytes_down", "retries"))
+        total["requests"] = sum(n for k, n in total.items() if k.isupper())
         return total
 
     def open_repo(self):
@@ -222,11 +202,10 @@ class State:
         repo = self.open_repo()
         try:
             # Exclusive locks rely on an atomic conditional create (the sentinel): find
-            # out whether the store has one first (S3: 3 requests; see docs/s3.md).
+            # out whether the store has one first (a few requests on some backends).
             # Shared locks never need it (their objects have random names).
-            probe = getattr(repo.store, "probe_conditional_writes", None)
-            if exclusive and callable(probe):
-                probe()
+            if exclusive:
+                repo.store.probe_conditional_writes()
             lock = self.lock_manager(repo).acquire(exclusive, operation)
         except BaseException:
             repo.close()

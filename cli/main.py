@@ -12,6 +12,7 @@ from typing import Optional
 
 import typer
 
+from backupkit.store import supported_schemes
 from backupkit_cli import exit_codes
 from backupkit_cli.commands import backup, cat, init, key, ls, restore, snapshots
 from backupkit_cli.commands import unlock
@@ -32,7 +33,7 @@ app = typer.Typer(
 @app.callback()
 def main(
     ctx: typer.Context,
-    repo: Optional[str] = typer.Option(None, "--repo", "-r", help="Repository: a path, s3:https://host/bucket/prefix or s3:bucket/prefix [env BK_REPOSITORY]."),
+    repo: Optional[str] = typer.Option(None, "--repo", "-r", help=f"Repository location: a path, or one of the schemes {supported_schemes()} (see README) [env BK_REPOSITORY]."),
     password_file: Optional[str] = typer.Option(None, "--password-file", "-p", help="Read the password from a file [env BK_PASSWORD_FILE]."),
     password_command: Optional[str] = typer.Option(None, "--password-command", help="Run a command that prints the password [env BK_PASSWORD_COMMAND]."),
     json_output: bool = typer.Option(False, "--json", help="Machine-readable output on stdout."),
@@ -40,9 +41,9 @@ def main(
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More detail (repeat for more)."),
     cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Local cache directory [env BK_CACHE_DIR]."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not use a local cache."),
-    connections: Optional[int] = typer.Option(None, "--connections", help="Concurrent store requests (default 8 for S3, 2 for a local directory)."),
+    connections: Optional[int] = typer.Option(None, "--connections", help="Concurrent store requests (default: the backend's, 2 for a local directory)."),
     retry_lock: Optional[str] = typer.Option(None, "--retry-lock", metavar="DURATION", help="If the repository is locked, retry for this long (e.g. 30s, 5m)."),
-    option: list[str] = typer.Option([], "--option", "-o", metavar="s3.NAME=VALUE", help="A store option (repeatable), e.g. -o s3.retries=3; see docs/s3.md."),
+    option: list[str] = typer.Option([], "--option", "-o", metavar="BACKEND.NAME=VALUE", help="A store option of the repository's backend (repeatable); see README."),
 ) -> None:
     global _state
     ctx.obj = _state = State(

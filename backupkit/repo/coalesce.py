@@ -42,7 +42,7 @@ class CoalescingReader:
         """``gap``: unwanted bytes worth reading between two wanted blobs to save a
         request (default: a quarter of the store's ``request_bytes``, at least 4 KiB)."""
         self.repo = repo
-        self.gap = gap if gap is not None else max(4096, getattr(repo.store, "request_bytes", 0) // 4)
+        self.gap = gap if gap is not None else max(4096, repo.store.request_bytes // 4)
         self.max_span = max_span
         self.budget = budget
         self._lock = threading.Lock()

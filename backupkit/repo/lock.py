@@ -319,7 +319,7 @@ class LockManager:
     def uses_sentinel(self) -> bool:
         if self._sentinel_opt is not None:
             return self._sentinel_opt
-        return bool(getattr(self.store, "atomic_put_if_absent", False))
+        return bool(self.store.atomic_put_if_absent)
 
     def acquire(self, exclusive: bool, operation: str) -> Lock:
         """Take a lock, retrying for ``retry_lock`` seconds. Raises LockConflict."""

@@ -1,21 +1,34 @@
-"""The ObjectStore contract.
+"""The ObjectStore contract, and what a backend module declares.
 
 Vocabulary: an *object* is an immutable-by-convention byte string stored under a *name*.
 Names are ``/``-separated relative paths made of ``[A-Za-z0-9._-]`` segments, e.g.
 ``config``, ``keys/3fa0...``, ``data/3f/3fa0...``. A *prefix* is a name prefix ending in
 ``/`` (or empty for everything).
 
-Every backend (local directory, memory, S3) implements this class and passes the one
-contract suite in ``tests/support/store_contract.py``. Errors are always ``backupkit.errors.StoreError``
-subclasses; no backend library exception escapes a store.
+Every backend (local directory, memory, S3) implements ``ObjectStore`` and passes the one
+contract suite in ``tests/support/store_contract.py``. Errors are always
+``backupkit.errors.StoreError`` subclasses; no backend library exception escapes a store.
+
+Capabilities are part of the contract, with defaults a simple store keeps:
+``atomic_put_if_absent`` (is the conditional create atomic), ``probe_conditional_writes()``
+(find that out, for stores that must ask the server), ``request_bytes`` (what a request
+costs, in bytes of transfer) and ``stats()`` (request counters, or None). Callers use
+them directly; nobody probes a store with ``getattr``.
+
+A *backend* is one module that defines an ``ObjectStore`` subclass and a module-level
+``BACKEND = Backend(...)``: its name (the prefix of its ``-o NAME.OPTION=VALUE``
+options), how it opens a location, its text options with their parsers and help, and its
+default number of connections. ``backupkit.store`` registers the module under its
+schemes (one line in ``SCHEMES``).
 """
 
 from __future__ import annotations
 
 import abc
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 
@@ -77,8 +90,19 @@ class ObjectStore(abc.ABC):
         Backends that cannot do this atomically set ``atomic_put_if_absent`` False.
         """
 
-    #: True when put_if_absent is a real atomic conditional create.
+    #: True when put_if_absent is a real atomic conditional create (see also
+    #: ``probe_conditional_writes``).
     atomic_put_if_absent: bool = True
+
+    def probe_conditional_writes(self) -> bool:
+        """Find out whether ``put_if_absent`` is atomic here; set and return
+        ``atomic_put_if_absent``.
+
+        Stores that cannot know without asking the server (S3: some servers ignore
+        ``If-None-Match``) override this; it may cost requests, so callers ask once,
+        before relying on the answer (exclusive locks do). Default: the attribute as is.
+        """
+        return self.atomic_put_if_absent
 
     #: Bytes worth transferring to save one request: ~0 for a local directory, about
     #: what the link moves in one request's latency for a remote store. Readers use it
@@ -118,5 +142,126 @@ class ObjectStore(abc.ABC):
         the exclusive lock)."""
         return 0
 
+    def stats(self) -> dict[str, int] | None:
+        """Request counters, or None for a store that counts nothing (the default).
+
+        Keys: the kinds in ``backupkit.store.retry.REQUEST_KINDS`` (``GET`` ...
+        ``DELETE``, requests sent, retries included), ``bytes_up``, ``bytes_down``,
+        ``retries``; a backend may add keys of its own (upper-case ones are request
+        kinds).
+        """
+        return None
+
     def close(self) -> None:
         """Release connections and other resources."""
+
+
+# -- what a backend module declares -----------------------------------------------------
+
+@dataclass(frozen=True)
+class BackendOption:
+    """One text option of a backend: ``-o BACKEND.NAME=VALUE`` on the command line.
+
+    Attributes:
+        name: the option's name, also the keyword argument of the backend's ``open``.
+        parse: turns the text into the value; raises ValueError (its message is shown).
+        help: one line for ``docs`` and error messages.
+    """
+
+    name: str
+    parse: Callable[[str], Any]
+    help: str
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A backend's declaration: a module's ``BACKEND``.
+
+    Attributes:
+        name: the backend's name: the prefix of its options (``-o s3.retries=3``) and the
+            name used in messages.
+        open: ``open(location, **options) -> ObjectStore``. ``location`` is the text
+            after ``SCHEME:`` (the whole text for a plain path). ``options`` are the
+            ``connections`` the caller wants, the parsed text options, and any other
+            keyword the backend's Python API accepts (``fsync=False``); a keyword it does
+            not know raises TypeError.
+        forms: the location forms it accepts, for help and error messages
+            (``"s3:bucket[/prefix]"``).
+        options: its text options (``-o``), in the order help lists them.
+        connections: concurrent requests when the user does not say (``--connections``).
+    """
+
+    name: str
+    open: Callable[..., ObjectStore]
+    forms: tuple[str, ...] = ()
+    options: tuple[BackendOption, ...] = ()
+    connections: int = 2
+
+    def parse_options(self, texts: Iterable[str]) -> dict[str, Any]:
+        """Keyword arguments for ``open`` from ``-o`` texts (``"s3.retries=3"``).
+
+        Raises BadArgument, naming the option, for a text that is not
+        ``NAME.OPTION=VALUE``, an option of another backend, an unknown option or a value
+        that does not parse. Range checks stay with the store class.
+        """
+        from backupkit.errors import BadArgument
+
+        known = {opt.name: opt for opt in self.options}
+        listed = ", ".join(f"{self.name}.{n}" for n in known) or "none"
+        out: dict[str, Any] = {}
+        for text in texts:
+            key, sep, value = text.partition("=")
+            backend, dot, name = key.strip().partition(".")
+            if not sep or not dot or not backend or not name:
+                example = f"{self.name}.{self.options[0].name}=VALUE" if self.options else "BACKEND.NAME=VALUE"
+                raise BadArgument(f"-o {text!r}: use -o {example}")
+            if backend != self.name:
+                raise BadArgument(f"-o {text!r}: the repository is a {self.name} one; its options: {listed}")
+            opt = known.get(name)
+            if opt is None:
+                raise BadArgument(f"-o {text!r}: unknown option {self.name}.{name} (known: {listed})")
+            try:
+                out[opt.name] = opt.parse(value.strip())
+            except ValueError as exc:
+                raise BadArgument(f"-o {text!r}: bad value for {self.name}.{name}: {exc}") from None
+        return out
+
+
+# -- parsers for option values ------------------------------------------------------------
+
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*(|b|k|kb|kib|m|mb|mib|g|gb|gib)\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024 * 1024, "g": 1024 * 1024 * 1024}
+
+
+def parse_size(text: str) -> int:
+    """Bytes in ``8388608``, ``8M``, ``8MiB`` or ``512k`` (binary units)."""
+    match = _SIZE_RE.match(text)
+    if match is None:
+        raise ValueError(f"not a size: {text!r} (use e.g. 8MiB)")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()[:1]]
+
+
+def parse_bool(text: str) -> bool:
+    """``1 true yes on`` or ``0 false no off``."""
+    low = text.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a yes/no value: {text!r}")
+
+
+def parse_seconds(text: str) -> float:
+    """A non-negative number of seconds."""
+    value = float(text)
+    if not value >= 0:
+        raise ValueError(f"not a non-negative number: {text!r}")
+    return value
+
+
+def parse_count(text: str) -> int:
+    """A whole number, at least 1."""
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"must be at least 1: {text!r}")
+    return value

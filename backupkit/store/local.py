@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from backupkit.errors import ObjectNotFound, StoreError, StorePermissionError, BadArgument
-from backupkit.store.base import ObjectInfo, ObjectStore, check_name
+from backupkit.store.base import Backend, ObjectInfo, ObjectStore, check_name
 from backupkit.store.retry import RequestStats
 
 TEMP_PREFIX = ".tmp-"
@@ -291,8 +291,11 @@ def _unlink_quietly(path: str) -> None:
         pass
 
 
-def open_url(location: str, **options: object) -> LocalObjectStore:
-    """Open ``file:`` URLs (``file:/path``, ``file:///path``) and plain paths."""
+def open_local(location: str, *, connections: int | None = None, **options: object) -> LocalObjectStore:
+    """Open a plain path, ``local:PATH`` or ``file:`` (``file:/path``, ``file:///path``).
+
+    ``connections`` is accepted for the contract and unused: a directory has no pool.
+    """
     if location.startswith("//"):
         location = location[2:]
         if not location.startswith("/"):
@@ -300,3 +303,11 @@ def open_url(location: str, **options: object) -> LocalObjectStore:
     if not location:
         raise BadArgument("the repository path is empty")
     return LocalObjectStore(location, **options)  # type: ignore[arg-type]
+
+
+BACKEND = Backend(
+    name="local",
+    open=open_local,
+    forms=("PATH", "local:PATH", "file:PATH"),
+    connections=2,
+)

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 
 from backupkit.errors import ObjectNotFound, StoreError
-from backupkit.store.base import ObjectInfo, ObjectStore, check_name
+from backupkit.store.base import Backend, ObjectInfo, ObjectStore, check_name
 
 
 class MemoryObjectStore(ObjectStore):
@@ -64,3 +64,11 @@ class MemoryObjectStore(ObjectStore):
             except KeyError:
                 raise ObjectNotFound(f"object {name} not found") from None
         return ObjectInfo(name, len(data), mtime)
+
+
+def open_memory(location: str, *, connections: int | None = None, **options: object) -> MemoryObjectStore:
+    """``memory:``: a new, empty MemoryObjectStore (``location`` and ``connections`` unused)."""
+    return MemoryObjectStore(**options)  # type: ignore[arg-type]
+
+
+BACKEND = Backend(name="memory", open=open_memory, forms=("memory:",), connections=2)

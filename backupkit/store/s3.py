@@ -48,14 +48,23 @@ import urllib3.exceptions
 from botocore.config import Config
 
 from backupkit.errors import (
+    BadArgument,
     ObjectNotFound,
     StoreError,
     StorePermissionError,
     StoreUnavailable,
-    BadArgument,
-    UsageError,
 )
-from backupkit.store.base import ObjectInfo, ObjectStore, check_name
+from backupkit.store.base import (
+    Backend,
+    BackendOption,
+    ObjectInfo,
+    ObjectStore,
+    check_name,
+    parse_bool,
+    parse_count,
+    parse_seconds,
+    parse_size,
+)
 from backupkit.store.retry import Backoff, RequestStats
 
 MiB = 1024 * 1024
@@ -681,15 +690,15 @@ def parse_url(location: str) -> dict[str, Any]:
     if location.startswith(("http://", "https://")):
         parts = urlsplit(location)
         if parts.username or parts.password:
-            raise UsageError("put S3 credentials in the environment, not in the URL")
+            raise BadArgument("put S3 credentials in the environment, not in the URL")
         if not parts.hostname:
-            raise UsageError(f"no host in s3:{location}")
+            raise BadArgument(f"no host in s3:{location}")
         endpoint = f"{parts.scheme}://{parts.netloc}"
         path = parts.path
         if parts.query or parts.fragment:
-            raise UsageError(f"unexpected query or fragment in s3:{location}")
+            raise BadArgument(f"unexpected query or fragment in s3:{location}")
     elif location.startswith("//"):
-        raise UsageError(
+        raise BadArgument(
             "use s3:bucket/prefix for AWS or s3:https://host[:port]/bucket/prefix, not s3://"
         )
     else:
@@ -698,74 +707,47 @@ def parse_url(location: str) -> dict[str, Any]:
             endpoint, path = f"https://{first}", rest
     bucket, _, prefix = path.strip("/").partition("/")
     if not bucket:
-        raise UsageError(f"no bucket in s3:{location}")
+        raise BadArgument(f"no bucket in s3:{location}")
     return {"bucket": bucket, "prefix": prefix, "endpoint_url": endpoint}
 
 
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*(|b|k|kb|kib|m|mb|mib|g|gb|gib)\s*$", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": MiB, "g": 1024 * MiB}
-
-
-def _size(text: str) -> int:
-    """Bytes in ``8388608``, ``8M``, ``8MiB`` or ``512k`` (binary units)."""
-    match = _SIZE_RE.match(text)
-    if match is None:
-        raise ValueError(f"not a size: {text!r} (use e.g. 8MiB)")
-    return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()[:1]]
-
-
 def _verify(text: str) -> bool | str:
-    low = text.strip().lower()
-    if low in ("1", "true", "yes", "on"):
-        return True
-    if low in ("0", "false", "no", "off"):
-        return False
-    return text  # a CA bundle path
+    """TLS verification: yes/no, else the path of a CA bundle."""
+    try:
+        return parse_bool(text)
+    except ValueError:
+        return text
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise ValueError(f"not a non-negative number: {text!r}")
-    return value
+def _retry_mode(text: str) -> str:
+    if text not in ("standard", "adaptive"):
+        raise ValueError(f"use standard or adaptive, not {text!r}")
+    return text
 
 
-#: S3ObjectStore options a user may give as text (``bk -o s3.retries=3``), with their
-#: parsers. ``connections`` is left out: the CLI's ``--connections`` sets it.
-TEXT_OPTIONS: dict[str, Any] = {
-    "region": str,
-    "profile": str,
-    "retries": int,
-    "retry_mode": str,
-    "backoff": _positive_float,
-    "connect_timeout": _positive_float,
-    "read_timeout": _positive_float,
-    "multipart_threshold": _size,
-    "part_size": _size,
-    "list_page_size": int,
-    "verify": _verify,
-}
-
-
-def parse_text_options(texts: dict[str, str]) -> dict[str, Any]:
-    """S3ObjectStore keyword arguments from ``{name: text}`` (``{"retries": "3"}``).
-
-    Raises UsageError naming the option for an unknown name or a value that does not
-    parse; range checks (retries >= 1, part_size >= 5 MiB, ...) stay with the class.
-    """
-    out: dict[str, Any] = {}
-    for name, text in texts.items():
-        parser = TEXT_OPTIONS.get(name)
-        if parser is None:
-            known = ", ".join(f"s3.{n}" for n in TEXT_OPTIONS)
-            raise UsageError(f"unknown option s3.{name} (known: {known})")
-        try:
-            out[name] = parser(text)
-        except ValueError as exc:
-            raise UsageError(f"bad value for s3.{name}: {exc}") from None
-    return out
-
-
-def open_url(location: str, **options: Any) -> S3ObjectStore:
-    """Open an ``s3:`` URL (the part after ``s3:``) with S3ObjectStore ``options``."""
+def open_s3(location: str, **options: Any) -> S3ObjectStore:
+    """Open an ``s3:`` location (the part after ``s3:``) with S3ObjectStore ``options``."""
     return S3ObjectStore(**parse_url(location), **options)
+
+
+#: S3ObjectStore options a user may give as text (``bk -o s3.retries=3``); ``connections``
+#: is left out: ``--connections`` sets it. docs/s3.md has the table with the defaults.
+BACKEND = Backend(
+    name="s3",
+    open=open_s3,
+    forms=("s3:https://host[:port]/bucket[/prefix]", "s3:http://host[:port]/bucket[/prefix]", "s3:bucket[/prefix]"),
+    connections=8,
+    options=(
+        BackendOption("region", str, "signing region (default: the environment or profile, else us-east-1)"),
+        BackendOption("profile", str, "a profile from ~/.aws/config"),
+        BackendOption("retries", parse_count, "attempts per request in all (default 10)"),
+        BackendOption("retry_mode", _retry_mode, "botocore retry mode: standard (default) or adaptive"),
+        BackendOption("backoff", parse_seconds, "first backoff bound in seconds (default 0.2)"),
+        BackendOption("connect_timeout", parse_seconds, "socket connect timeout in seconds (default 10)"),
+        BackendOption("read_timeout", parse_seconds, "socket read timeout in seconds (default 60)"),
+        BackendOption("multipart_threshold", parse_size, "larger objects are uploaded in parts (default 32MiB)"),
+        BackendOption("part_size", parse_size, "multipart part size, at least 5MiB (default 16MiB)"),
+        BackendOption("list_page_size", parse_count, "keys per listing request, at most 1000 (default 1000)"),
+        BackendOption("verify", _verify, "TLS verification: true (default), false, or a CA bundle path"),
+    ),
+)

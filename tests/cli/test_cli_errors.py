@@ -329,3 +329,34 @@ def test_installed_bk_obeys_no_test_switch(tmp_path):
     ok(run_bk("init", env=env2))
     (key_file,) = (tmp_path / "repo2" / "keys").iterdir()
     assert json.loads(key_file.read_bytes())["kdf"]["memory_kib"] == INSECURE_TEST_KDF.memory_kib
+
+
+@pytest.mark.parametrize("location", ["sftp:user@host:/srv/repo", "rest:http://127.0.0.1:1/x", "b2:bucket/p", "backup:2024"])
+def test_unknown_scheme_exits_2_and_creates_nothing(tmp_path, location):
+    env = cli_env(location, tmp_path / "cache")
+    work = tmp_path / "work"
+    work.mkdir()
+    for args in (("init",), ("snapshots",)):
+        r = run_bk(*args, env=env, cwd=work)
+        assert r.returncode == 2, (args, r.returncode, r.stderr)
+        one_error_line(r, "unknown repository scheme", "local:", "s3:", f"./{location}")
+    assert list(work.iterdir()) == []
+
+
+def test_colon_paths_are_local(tmp_path):
+    """``./backup:2024`` and ``local:backup:2024`` name one local directory."""
+    env = cli_env("./backup:2024", tmp_path / "cache")
+    write_file(tmp_path / "src" / "a.txt", b"alpha\n")
+    ok(run_bk("init", env=env, cwd=tmp_path))
+    assert (tmp_path / "backup:2024" / "config").is_file()
+    ok(run_bk("-r", "local:backup:2024", "backup", tmp_path / "src", env=env, cwd=tmp_path))
+    r = ok(run_bk("--json", "-r", f"{tmp_path}/backup:2024", "snapshots", env=env))
+    assert len(json.loads(r.stdout)) == 1
+
+
+def test_store_options_of_another_backend_exit_2(made, tmp_path):
+    _repo_dir, env = copy_repo(made, tmp_path)
+    for opt, words in (("s3.retries=3", "the repository is a local one"), ("s3.retries", "use -o")):
+        r = run_bk("-o", opt, "snapshots", env=env)
+        assert r.returncode == 2, (opt, r.stderr)
+        one_error_line(r, words)

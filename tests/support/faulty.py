@@ -280,6 +280,9 @@ class FaultyStore(ObjectStore):
     def atomic_put_if_absent(self) -> bool:
         return self.inner.atomic_put_if_absent
 
+    def probe_conditional_writes(self) -> bool:
+        return self.inner.probe_conditional_writes()
+
     @property  # type: ignore[override]
     def request_bytes(self) -> int:
         return self.inner.request_bytes
@@ -352,9 +355,8 @@ class FaultyStore(ObjectStore):
         return info
 
     def stats(self) -> dict[str, int]:
-        """The inner store's ``stats()`` (if it has one) plus ``faults_injected``."""
-        inner_stats = getattr(self.inner, "stats", None)
-        result: dict[str, int] = dict(inner_stats()) if callable(inner_stats) else {}
+        """The inner store's ``stats()`` (if it counts) plus ``faults_injected``."""
+        result: dict[str, int] = dict(self.inner.stats() or {})
         result["faults_injected"] = self.injected
         return result
 
