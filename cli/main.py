@@ -15,7 +15,7 @@ import typer
 from backupkit.store import supported_schemes
 from backupkit_cli import exit_codes
 from backupkit_cli.commands import backup, cat, init, key, ls, restore, snapshots
-from backupkit_cli.commands import unlock
+from backupkit_cli.commands import cache, unlock
 from backupkit_cli.commands import check, diff, forget, prune
 from backupkit_cli.console import Console
 from backupkit_cli.context import State
@@ -103,6 +103,7 @@ app.command("diff", help="Show what changed between two snapshots.")(diff.comman
 app.command("forget", help="Remove snapshots by id or by a retention policy (--keep-*).")(forget.command)
 app.command("prune", help="Delete data no snapshot needs; repack partly used packs.")(prune.command)
 app.command("check", help="Verify the repository's structure (--read-data: and all data).")(check.command)
+app.command("cache", help="List local caches; --cleanup removes those of repositories not used for a while.")(cache.command)
 app.add_typer(key.app, name="key", help="Manage the repository's keys (passwords).")
 
 

@@ -4,6 +4,18 @@ Everything kept here is exactly the bytes of the store's object (still sealed), 
 cache holds no plaintext and a damaged cache file fails authentication and is refetched.
 Objects named in the cache are immutable in the store, so a name present here is never
 stale; names no longer in the store are dropped when the repository is opened.
+
+Layout of a *cache root* (``--cache-dir``, ``BK_CACHE_DIR``, else the user cache dir)::
+
+    CACHEDIR.TAG               the standard tag (https://bford.info/cachedir/): backup
+                               tools that honour it (tar, restic --exclude-caches) skip
+                               the whole root
+    <repository id>/           one repository's cache (64 hex digits): index/, meta/ ...;
+                               its modification time is bumped on every open: "last used"
+    locations/<32 hex>/        what opening needs, per store location (``OpenCache``)
+
+``backupkit.repo.cache_dirs`` (``bk cache``) lists and cleans that layout and touches
+nothing else in the root.
 """
 
 from __future__ import annotations
@@ -45,8 +57,11 @@ class Cache:
         if root is not None:
             try:
                 root.mkdir(parents=True, exist_ok=True)
+                os.utime(root)  # "last used", for bk cache --cleanup
             except OSError:
                 self.root = None
+            else:
+                tag_cache_root(root.parent)
 
     def _path(self, name: str) -> Path:
         assert self.root is not None
@@ -163,7 +178,12 @@ class OpenCache:
         if cache_root is False or not location:
             return cls(None)
         root = default_cache_root() if cache_root in (None, True) else Path(os.fspath(cache_root))  # type: ignore[arg-type]
-        return cls(root / "locations" / hashlib.sha256(location.encode("utf-8", "surrogateescape")).hexdigest()[:32])
+        directory = root / LOCATIONS / hashlib.sha256(location.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+        try:
+            os.utime(directory)  # "last used", for bk cache --cleanup
+        except OSError:
+            pass  # not made yet: put() makes it
+        return cls(directory)
 
     def _file(self, name: str) -> Path:
         assert self._dir is not None
@@ -229,3 +249,31 @@ class OpenCache:
                 p.unlink()
             except OSError:
                 pass
+
+
+# -- the cache root's layout (bk cache lists and cleans it: cache_dirs.py) ---------------
+
+#: The Cache Directory Tagging Specification's file and its required first line.
+CACHEDIR_TAG = "CACHEDIR.TAG"
+CACHEDIR_SIGNATURE = b"Signature: 8a477f597d28d172789f06886806bc55"
+#: The subdirectory of per-location open caches (``OpenCache``).
+LOCATIONS = "locations"
+
+
+def tag_cache_root(root: Path) -> None:
+    """Write ``root/CACHEDIR.TAG`` unless it is there (never fails: it only helps)."""
+    tag = root / CACHEDIR_TAG
+    if tag.exists():
+        return
+    text = CACHEDIR_SIGNATURE + (
+        b"\n# This file is a cache directory tag created by backupkit (bk).\n"
+        b"# For information about cache directory tags see https://bford.info/cachedir/\n"
+    )
+    try:
+        fd, tmp = tempfile.mkstemp(dir=root, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, tag)
+    except OSError:
+        pass
