@@ -1,7 +1,7 @@
 """The exception tree of backupkit.
 
 Every error a user can cause is one of these, with a one-line message. The CLI maps
-classes to exit codes in one table (``bk_cli/exit_codes.py``); nothing here knows about
+classes to exit codes in one table (``cli/exit_codes.py``); nothing here knows about
 exit codes.
 
     BackupkitError
@@ -16,8 +16,11 @@ exit codes.
     │   ├── WrongPassword              no key file opens with this password
     │   ├── IntegrityError             an object failed authentication or id check
     │   ├── FormatError                an object decrypted but does not parse
-    │   └── BlobNotFound               a referenced blob is not in the index
+    │   ├── BlobNotFound               a referenced blob is not in the index
+    │   └── DamagedRepository          prune refused: snapshots need missing data
     ├── LockError                      a lock could not be taken or was lost
+    │   ├── LockConflict               someone else holds a conflicting lock
+    │   └── LockLost                   a held lock was removed or went unrefreshed
     ├── SnapshotNotFound               a snapshot ref resolved to nothing
     ├── AmbiguousSnapshot              a prefix matched several snapshots
     ├── PathNotFound                   a path is not in a snapshot / not on disk
@@ -27,6 +30,12 @@ exit codes.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from backupkit.repo.lock import LockInfo
 
 
 class BackupkitError(Exception):
@@ -85,8 +94,34 @@ class BlobNotFound(RepositoryError):
     """A referenced blob is not known to the index."""
 
 
+class DamagedRepository(RepositoryError):
+    """Prune refused to run: the repository misses data that snapshots need.
+
+    Attributes:
+        snapshots: ids of the damaged snapshots (those that reference missing data).
+        details: one line per problem, for display.
+    """
+
+    def __init__(self, message: str, snapshots: Iterable[str] = (), details: Iterable[str] = ()) -> None:
+        super().__init__(message)
+        self.snapshots = tuple(snapshots)
+        self.details = tuple(details)
+
+
 class LockError(BackupkitError):
     """A repository lock could not be taken, or was lost while held."""
+
+
+class LockConflict(LockError):
+    """The lock is held by someone else. ``holder`` is the lock that blocked us."""
+
+    def __init__(self, message: str, holder: LockInfo | None = None) -> None:
+        super().__init__(message)
+        self.holder = holder
+
+
+class LockLost(LockError):
+    """A held lock was removed, or could not be refreshed in time; stop before publishing."""
 
 
 class SnapshotNotFound(BackupkitError):

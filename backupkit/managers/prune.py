@@ -51,6 +51,7 @@ from typing import Protocol, TypeVar
 
 from backupkit.entry import display_path
 from backupkit.errors import FormatError, IntegrityError, ObjectNotFound, RepositoryError, BadArgument
+from backupkit.errors import DamagedRepository  # noqa: F401 - defined in errors.py, re-exported here
 from backupkit.managers.reachable import Reachable, find_affected, mark, read_catalog
 from backupkit.repo.index import Index, PackInfo
 from backupkit.repo.pack import KIND_DATA, KIND_META, TYPE_OF_KIND, PackBuilder, PackEntry, decode_payload, pack_name
@@ -59,20 +60,6 @@ from backupkit.snapshot import Snapshot, load_snapshot
 
 IndexEntry = tuple[bytes, int, int, int]  # blob id, offset, length, raw length
 T = TypeVar("T")
-
-
-class DamagedRepository(RepositoryError):
-    """Prune refused to run: the repository misses data that snapshots need.
-
-    Attributes:
-        snapshots: ids of the damaged snapshots (those that reference missing data).
-        details: one line per problem, for display.
-    """
-
-    def __init__(self, message: str, snapshots: Iterable[str] = (), details: Iterable[str] = ()) -> None:
-        super().__init__(message)
-        self.snapshots = tuple(snapshots)
-        self.details = tuple(details)
 
 
 @dataclass(frozen=True)

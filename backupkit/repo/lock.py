@@ -113,6 +113,7 @@ from backupkit.errors import (
     ObjectNotFound,
     StoreError,
 )
+from backupkit.errors import LockConflict, LockLost  # noqa: F401 - defined in errors.py, re-exported here
 from backupkit.repo.pack import decode_payload
 
 LOCK_PREFIX = "locks/"
@@ -121,18 +122,6 @@ DEFAULT_REFRESH = 300.0
 DEFAULT_RECHECK_DELAY = 0.2
 #: restic's --retry-lock schedule: 5 s, doubling, at most 60 s between attempts.
 DEFAULT_RETRY_BACKOFF = (5.0, 60.0)
-
-
-class LockConflict(LockError):
-    """The lock is held by someone else. ``holder`` is the lock that blocked us."""
-
-    def __init__(self, message: str, holder: LockInfo | None = None) -> None:
-        super().__init__(message)
-        self.holder = holder
-
-
-class LockLost(LockError):
-    """A held lock was removed, or could not be refreshed in time; stop before publishing."""
 
 
 def human_age(seconds: float) -> str:
