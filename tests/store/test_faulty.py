@@ -156,7 +156,8 @@ def test_stats(faulty):
     faulty.fail_call("get")
     with pytest.raises(StoreUnavailable):
         faulty.get("data/0")
-    assert faulty.stats() == {"faults_injected": 1}
+    stats = faulty.stats()
+    assert stats["faults_injected"] == 1 and stats["GET"] == 1 and stats["PUT"] == 0
 
 
 def test_unknown_op_rejected(faulty):

@@ -31,8 +31,13 @@ from typing import Union
 
 from backupkit.errors import ObjectNotFound, StoreUnavailable
 from backupkit.store.base import ObjectInfo, ObjectStore
+from backupkit.store.retry import REQUEST_KINDS
 
 OPS = ("get", "get_range", "put", "put_if_absent", "delete", "list", "stat")
+_KIND_OF_OP = {
+    "get": "GET", "get_range": "GET_RANGE", "put": "PUT", "put_if_absent": "PUT",
+    "delete": "DELETE", "list": "LIST", "stat": "HEAD",
+}
 
 #: A name filter: an exact name, or a predicate over names.
 NameMatch = Union[str, Callable[[str], bool], None]
@@ -355,8 +360,15 @@ class FaultyStore(ObjectStore):
         return info
 
     def stats(self) -> dict[str, int]:
-        """The inner store's ``stats()`` (if it counts) plus ``faults_injected``."""
-        result: dict[str, int] = dict(self.inner.stats() or {})
+        """The inner store's ``stats()`` plus ``faults_injected``; for an inner store that
+        counts nothing, the calls made through this wrapper, by request kind."""
+        inner = self.inner.stats()
+        if inner is None:
+            inner = dict.fromkeys(REQUEST_KINDS, 0)
+            for op, n in self.calls.items():
+                kind = _KIND_OF_OP[op]
+                inner[kind] = inner.get(kind, 0) + n
+        result: dict[str, int] = dict(inner)
         result["faults_injected"] = self.injected
         return result
 

@@ -306,6 +306,25 @@ def check_concurrent_use(store: ObjectStore) -> None:
     assert len(_listing(store, "packs/")) == len(items)
 
 
+def check_capabilities(store: ObjectStore) -> None:
+    """The capabilities: probe_conditional_writes answers what atomic_put_if_absent then
+    says; stats() is None or counters that count; request_bytes is a size."""
+    answer = store.probe_conditional_writes()
+    assert isinstance(answer, bool) and answer == store.atomic_put_if_absent, (answer, store.atomic_put_if_absent)
+    assert isinstance(store.request_bytes, int) and store.request_bytes >= 0
+    before = store.stats()
+    if before is None:
+        return
+    from backupkit.store.retry import REQUEST_KINDS
+
+    assert all(isinstance(n, int) and n >= 0 for n in before.values()), before
+    store.put("config", b"abc")
+    store.get("config")
+    after = store.stats()
+    assert after is not None and set(REQUEST_KINDS) <= set(after), after
+    assert after["PUT"] > before.get("PUT", 0) and after["GET"] > before.get("GET", 0), (before, after)
+
+
 CHECKS: list[Callable[[ObjectStore], None]] = [
     check_put_get,
     check_overwrite,
@@ -321,6 +340,7 @@ CHECKS: list[Callable[[ObjectStore], None]] = [
     check_empty_object,
     check_large_object,
     check_concurrent_use,
+    check_capabilities,
 ]
 
 
