@@ -131,7 +131,7 @@ def test_no_object_named_by_an_unkeyed_hash(backed_up):
     bad = [str(n) for n in names if any(part in digests or part.split(".")[0] in digests for part in n.parts)]
     assert bad == []
     # every name segment is a fixed word or hex (random or keyed ids)
-    words = {"config", "keys", "data", "meta", "index", "snapshots", "catalog", "locks", "locations"}
+    words = {"config", "keys", "data", "meta", "index", "snapshots", "catalog", "locks", "locations", "CACHEDIR.TAG"}
     for n in names:
         assert all(part in words or set(part) <= set("0123456789abcdef") for part in n.parts), n
 
