@@ -98,14 +98,15 @@ def bk_executable() -> str:
     """An executable that runs ``bk`` for tests: the test launcher (``tests/support/bk.py``:
     the real CLI with a cheap KDF and short lock waits) under this interpreter.
 
-    It is a small script written once per process to a temporary directory (readable by
-    everyone, so ``unprivileged_prefix`` can run it), because a script in the source tree
-    cannot name this interpreter in its ``#!`` line. Use it as ``argv[0]``.
+    A script in the source tree cannot name this interpreter in its ``#!`` line, so a
+    three-line wrapper is written to the temporary directory, at a path fixed by the
+    interpreter and the checkout (every test process shares it; nothing piles up), in a
+    directory readable by everyone so that ``unprivileged_prefix`` can run it. Use it as
+    ``argv[0]``.
     """
     global _wrapper
     if _wrapper is not None and os.path.exists(_wrapper):
         return _wrapper
-    import atexit
     import tempfile
 
     text = (
@@ -114,13 +115,21 @@ def bk_executable() -> str:
         "import runpy\n"
         f"runpy.run_path({_LAUNCHER!r}, run_name='__main__')\n"
     )
-    d = tempfile.mkdtemp(prefix="bk-test-launcher-")
-    atexit.register(shutil.rmtree, d, True)
+    tag = hashlib.sha256(text.encode()).hexdigest()[:16]
+    d = os.path.join(tempfile.gettempdir(), f"bk-test-launcher-{os.getuid()}-{tag}")
+    try:
+        os.mkdir(d, 0o755)
+    except FileExistsError:
+        st = os.lstat(d)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+            d = tempfile.mkdtemp(prefix="bk-test-launcher-")  # not ours: use a private one
     os.chmod(d, 0o755)
     path = os.path.join(d, "bk")
-    with open(path, "w") as f:
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")  # atomic: parallel workers share it
+    with os.fdopen(fd, "w") as f:
         f.write(text)
-    os.chmod(path, 0o755)
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, path)
     _wrapper = path
     return path
 
