@@ -20,8 +20,19 @@ from backupkit_cli.commands import check, diff, forget, prune
 from backupkit_cli.console import Console
 from backupkit_cli.context import State
 
+
+class _Group(typer.core.TyperGroup):
+    """The root group: global options are accepted after the command too (``argv.py``)."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        from backupkit_cli.argv import hoist_global_options
+
+        return super().parse_args(ctx, hoist_global_options(self, args))
+
+
 app = typer.Typer(
     name="bk",
+    cls=_Group,
     help="backupkit: deduplicating, encrypted backups to a local directory or S3.",
     no_args_is_help=True,
     add_completion=False,
