@@ -34,6 +34,7 @@ from backupkit.errors import (
     IntegrityError,
     ObjectNotFound,
     SnapshotNotFound,
+    StorePermissionError,
     UsageError,
 )
 from backupkit.repo.repository import Repository
@@ -184,7 +185,10 @@ def list_snapshots(repo: Repository, repair_catalog: bool = True) -> list[Snapsh
         cat = fresh
         if repair_catalog:
             with _catalog_lock:
-                _write_catalog(repo, cat)
+                try:
+                    _write_catalog(repo, cat)
+                except StorePermissionError:
+                    pass  # a read-only repository: the catalog only saves reading snapshot objects
     snaps = [Snapshot.from_doc(k, v) for k, v in cat.items()]
     snaps.sort(key=lambda s: (s.time_ns, s.id))
     return snaps

@@ -72,6 +72,8 @@ class State:
     options: list[str] = field(default_factory=list)
     #: Every store this command opened, for the request statistics (``store_stats``).
     stores: list[Any] = field(default_factory=list)
+    #: ``--no-lock``: commands that only read take no lock and write nothing to the store.
+    no_lock: bool = False
 
     def repo_url(self) -> str:
         return self.repo or os.environ.get("BK_REPOSITORY") or default_repo()
@@ -186,8 +188,14 @@ class State:
             kwargs["retry_backoff"] = SETTINGS.lock_retry_backoff
         return LockManager(repo, retry_lock=self.retry_lock_seconds(), on_retry=on_retry, **kwargs)
 
+    def snapshots(self, repo) -> list[Any]:
+        """Every snapshot (oldest first); with ``--no-lock`` a stale catalog is not rewritten."""
+        from backupkit.snapshot import list_snapshots
+
+        return list_snapshots(repo, repair_catalog=not self.no_lock)
+
     @contextmanager
-    def locked_repo(self, exclusive: bool, operation: str) -> Iterator[Any]:
+    def locked_repo(self, exclusive: bool, operation: str, read_only: bool = False) -> Iterator[Any]:
         """Open the repository and hold a lock on it for the ``with`` block; yields the Repository.
 
         Shared locks for commands that read or add (backup, restore, check, ls, diff),
@@ -198,8 +206,27 @@ class State:
         Acquisition raises LockConflict (exit 11) naming the holder, after retrying for
         ``--retry-lock``. On exit the repository is closed (uploads finish) before the
         lock is released.
+
+        ``read_only``: the command writes nothing to the repository, so ``--no-lock``
+        skips the lock (as restic: a read-only mount, or reading while another client
+        prunes, at the risk of a read error if it deletes what is being read). Without
+        ``read_only``, ``--no-lock`` is a usage error. A store that refuses the lock
+        write (permission, read-only file system) is a LockError naming ``--no-lock``.
         """
+        from backupkit.errors import BadArgument, LockError, StorePermissionError
+
+        if self.no_lock and not read_only:
+            raise BadArgument(
+                f"--no-lock: {operation.split()[0]} writes to the repository and needs its lock "
+                "(--no-lock is for commands that only read: snapshots, ls, diff, restore, check, cat)"
+            )
         repo = self.open_repo()
+        if self.no_lock:
+            try:
+                yield repo
+            finally:
+                repo.close()
+            return
         try:
             # Exclusive locks rely on an atomic conditional create (the sentinel): find
             # out whether the store has one first (a few requests on some backends).
@@ -207,6 +234,11 @@ class State:
             if exclusive:
                 repo.store.probe_conditional_writes()
             lock = self.lock_manager(repo).acquire(exclusive, operation)
+        except StorePermissionError as e:
+            repo.close()
+            detail = str(e).partition(": ")[2] if str(e).startswith("writing locks/") else str(e)
+            hint = f"; {operation} only reads: add --no-lock" if read_only else " (is it read-only?)"
+            raise LockError(f"cannot write a lock to the repository: {detail}{hint}") from None
         except BaseException:
             repo.close()
             raise

@@ -54,6 +54,7 @@ def main(
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not use a local cache."),
     connections: Optional[int] = typer.Option(None, "--connections", help="Concurrent store requests (default: the backend's, 2 for a local directory)."),
     retry_lock: Optional[str] = typer.Option(None, "--retry-lock", metavar="DURATION", help="If the repository is locked, retry for this long (e.g. 30s, 5m)."),
+    no_lock: bool = typer.Option(False, "--no-lock", help="Take no lock (commands that only read: a read-only repository)."),
     option: list[str] = typer.Option([], "--option", "-o", metavar="BACKEND.NAME=VALUE", help="A store option of the repository's backend (repeatable); see README."),
 ) -> None:
     global _state
@@ -70,6 +71,7 @@ def main(
         console=Console(json_mode=json_output, quiet=quiet, verbose=verbose),
         retry_lock=retry_lock,
         options=list(option),
+        no_lock=no_lock,
     )
     st = ctx.obj
     if retry_lock:

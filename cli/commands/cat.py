@@ -31,7 +31,7 @@ def command(
 
     from backupkit.crypto import T_CATALOG, T_INDEX
     from backupkit.errors import BadArgument
-    from backupkit.snapshot import find_snapshot
+    from backupkit_cli.select import select_snapshot
 
     st: State = ctx.obj
     repo = st.open_repo()
@@ -49,7 +49,7 @@ def command(
         i = need_id()
         doc = msgpack.unpackb(repo.get_object(T_INDEX, f"index/{i}", bytes.fromhex(i)))
     elif kind == "snapshot":
-        doc = find_snapshot(repo, need_id()).to_json()
+        doc = select_snapshot(st, repo, need_id()).to_json()
     elif kind in ("blob", "node"):
         data = repo.read_blob(bytes.fromhex(need_id()))
         if kind == "blob":

@@ -27,7 +27,7 @@ def command(
     if read_data_subset is not None:
         parse_subset(read_data_subset)  # a usage error before any work
     opts = CheckOptions(read_data=read_data, read_data_subset=read_data_subset)
-    with st.locked_repo(exclusive=False, operation="check") as repo:
+    with st.locked_repo(exclusive=False, operation="check", read_only=True) as repo:
         with PhaseProgress(st.console) as progress:
             res = CheckManager(repo, progress).run(opts)
     if st.json:

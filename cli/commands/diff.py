@@ -17,12 +17,12 @@ def command(
     metadata: bool = typer.Option(True, "--metadata/--no-metadata", help="List metadata-only changes (mode, owner, times)."),
 ) -> None:
     from backupkit.managers.diff import DiffManager
-    from backupkit.snapshot import list_snapshots, resolve_ref
+    from backupkit_cli.select import select_snapshot
 
     st: State = ctx.obj
-    with st.locked_repo(exclusive=False, operation="diff") as repo:
-        snaps = list_snapshots(repo)
-        a, b = resolve_ref(snaps, first), resolve_ref(snaps, second)
+    with st.locked_repo(exclusive=False, operation="diff", read_only=True) as repo:
+        snaps = st.snapshots(repo)
+        a, b = select_snapshot(st, repo, first, snaps=snaps), select_snapshot(st, repo, second, snaps=snaps)
         res = DiffManager(repo).diff(a, b)
     if st.json:
         st.console.json(res.to_json())

@@ -20,11 +20,11 @@ def command(
     from datetime import datetime
 
     from backupkit.managers.ls import LsManager
-    from backupkit.snapshot import find_snapshot
+    from backupkit_cli.select import select_snapshot
 
     st: State = ctx.obj
-    with st.locked_repo(exclusive=False, operation="ls") as repo:
-        snap = find_snapshot(repo, snapshot)
+    with st.locked_repo(exclusive=False, operation="ls", read_only=True) as repo:
+        snap = select_snapshot(st, repo, snapshot)
         entries = LsManager(repo).ls(snap, path or "/", recursive=recursive)
     if st.json:
         st.console.json({"snapshot": snap.to_json(), "entries": [e.to_json() for e in entries]})

@@ -25,7 +25,7 @@ def command(
 ) -> int:
     from backupkit.errors import BadArgument, UsageError
     from backupkit.managers.restore import RestoreManager, RestoreOptions
-    from backupkit.snapshot import find_snapshot
+    from backupkit_cli.select import select_snapshot
     from backupkit_cli.progress import RestoreProgress
 
     from backupkit_cli.tuning import tune_malloc
@@ -40,8 +40,8 @@ def command(
         fmt = "zip"
     if fmt and not dry_run and sys.stdout.isatty():
         raise UsageError("refusing to write an archive to a terminal; redirect stdout to a file")
-    with st.locked_repo(exclusive=False, operation="restore") as repo:
-        snap = find_snapshot(repo, snapshot, host, tag)
+    with st.locked_repo(exclusive=False, operation="restore", read_only=True) as repo:
+        snap = select_snapshot(st, repo, snapshot, host, tag)
         out = sys.stdout.buffer if fmt else None
         opts = RestoreOptions(
             path=path, target=target, format=fmt, output=out, dry_run=dry_run, verify=verify, connections=max(4, st.store_connections())

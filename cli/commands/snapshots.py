@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 
 import typer
 
@@ -16,7 +15,7 @@ def command(
     tag: list[str] = typer.Option([], "--tag", help="Only snapshots with these tags (a,b = both; repeat for either)."),
     path: list[str] = typer.Option([], "--path", help="Only snapshots of this path (repeatable: all of them)."),
 ) -> None:
-    from backupkit.snapshot import filter_snapshots, list_snapshots
+    from backupkit_cli.select import select_snapshots
 
     st: State = ctx.obj
     # No lock, on purpose: listing is one catalog read plus one LIST (<= 3 requests on S3,
@@ -24,7 +23,7 @@ def command(
     # the source of truth, so a concurrent forget costs at most a catalog rewrite.
     repo = st.open_repo()
     # snapshots record absolute paths: match --path the same way (as forget does)
-    snaps = filter_snapshots(list_snapshots(repo), host, tag, [os.path.abspath(p) for p in path])
+    snaps = select_snapshots(st, repo, host, tag, path)
     if st.json:
         st.console.json([s.to_json() for s in snaps])
         return
