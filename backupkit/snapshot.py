@@ -30,12 +30,12 @@ import msgpack
 from backupkit.crypto import T_CATALOG, T_SNAPSHOT
 from backupkit.errors import (
     AmbiguousSnapshot,
+    BadArgument,
     FormatError,
     IntegrityError,
     ObjectNotFound,
     SnapshotNotFound,
     StorePermissionError,
-    UsageError,
 )
 from backupkit.repo.repository import Repository
 
@@ -240,7 +240,7 @@ def resolve_ref(snaps: list[Snapshot], ref: str) -> Snapshot:
         return max(snaps, key=lambda s: (s.time_ns, s.id))
     r = ref.lower()
     if len(r) < 4 or any(c not in "0123456789abcdef" for c in r):
-        raise UsageError(f"invalid snapshot reference {ref!r}: use latest, an id, or a prefix of at least 4 hex digits")
+        raise BadArgument(f"invalid snapshot reference {ref!r}: use latest, an id, or a prefix of at least 4 hex digits")
     matches = [s for s in snaps if s.id.startswith(r)]
     if not matches:
         raise SnapshotNotFound(f"no snapshot matches {ref!r}")

@@ -10,6 +10,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from backupkit_cli.fmt import display_name
+
 
 class Console:
     def __init__(self, json_mode: bool = False, quiet: bool = False, verbose: int = 0) -> None:
@@ -21,31 +23,38 @@ class Console:
         #: Returns extra top-level keys for every JSON object printed (the store's
         #: request statistics under "store"); set by the ``bk`` callback.
         self.json_extra: Callable[[], dict[str, Any]] | None = None
-        self.err = RichConsole(stderr=True, highlight=False, soft_wrap=True)
-        self.out = RichConsole(highlight=False, soft_wrap=True)
+        # Nothing printed is ever read as markup or emoji codes: names are data.
+        self.err = RichConsole(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)
+        self.out = RichConsole(highlight=False, soft_wrap=True, markup=False, emoji=False)
 
     @property
     def interactive(self) -> bool:
         return self.err.is_terminal and not self.quiet and not self.json_mode
 
+    # Messages are one line each; a name inside one may hold control characters, so
+    # every message is escaped whole with display_name (messages have none of their own).
     def info(self, msg: str) -> None:
         if not self.quiet and not self.json_mode:
-            self.err.print(msg, markup=False)
+            self.err.print(display_name(msg))
 
     def success(self, msg: str) -> None:
         if not self.quiet and not self.json_mode:
-            self.err.print(msg, style="green", markup=False)
+            self.err.print(display_name(msg), style="green")
 
     def warn(self, msg: str) -> None:
-        if not self.json_mode or True:
-            self.err.print(f"warning: {msg}", style="yellow", markup=False)
+        self.err.print(f"warning: {display_name(msg)}", style="yellow")
 
     def error(self, msg: str) -> None:
-        self.err.print(f"error: {msg}", style="bold red", markup=False)
+        self.err.print(f"error: {display_name(msg)}", style="bold red")
+
+    def line(self, msg: str, style: str | None = None) -> None:
+        """A detail line on stderr (a finding's paths, a -v file line), escaped; not
+        hidden by -q or --json (callers decide)."""
+        self.err.print(display_name(msg), style=style)
 
     def data(self, text: str) -> None:
-        """Plain data on stdout (ls lines and such)."""
-        sys.stdout.write(text + "\n")
+        """One line of data on stdout (ls and diff lines), control characters escaped."""
+        sys.stdout.write(display_name(text) + "\n")
 
     def json(self, obj: Any) -> None:
         """One JSON document on stdout. An object (not an array: ``snapshots`` and

@@ -165,10 +165,41 @@ class State:
         return total
 
     def open_repo(self):
+        """Open the repository; a missing one is RepositoryNotFound saying how to make one,
+        also when no password was given (a fresh machine's first command)."""
+        from backupkit.errors import RepositoryNotFound, UsageError
         from backupkit.repo.repository import Repository
 
         store = self.open_store()
-        return Repository.open(store, self.password(), cache_root=self.cache_root(), connections=self.store_connections())
+        try:
+            password = self.password()
+        except UsageError:
+            if not store.exists("config"):
+                raise RepositoryNotFound(self._no_repository()) from None
+            raise
+        try:
+            return Repository.open(store, password, cache_root=self.cache_root(), connections=self.store_connections())
+        except RepositoryNotFound as e:
+            if str(e).startswith("no repository at"):
+                raise RepositoryNotFound(self._no_repository()) from None
+            raise
+
+    def _no_repository(self) -> str:
+        from backupkit_cli.fmt import display_name
+
+        where = display_name(self.repo_url())
+        if self.uses_default_repo():
+            return f"no repository at {where} (the default): create one with bk init, or name one with -r or BK_REPOSITORY"
+        return f"no repository at {where}: create one with bk -r {where} init"
+
+    @contextmanager
+    def unlocked_repo(self) -> Iterator[Any]:
+        """The repository for the ``with`` block, without a lock (a dry run, ``--no-lock``)."""
+        repo = self.open_repo()
+        try:
+            yield repo
+        finally:
+            repo.close()
 
     # -- locks -------------------------------------------------------------------------------
     def retry_lock_seconds(self) -> float:
@@ -220,13 +251,11 @@ class State:
                 f"--no-lock: {operation.split()[0]} writes to the repository and needs its lock "
                 "(--no-lock is for commands that only read: snapshots, ls, diff, restore, check, cat)"
             )
-        repo = self.open_repo()
         if self.no_lock:
-            try:
+            with self.unlocked_repo() as repo:
                 yield repo
-            finally:
-                repo.close()
             return
+        repo = self.open_repo()
         try:
             # Exclusive locks rely on an atomic conditional create (the sentinel): find
             # out whether the store has one first (a few requests on some backends).

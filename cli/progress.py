@@ -74,7 +74,7 @@ class BackupProgress(_Bar):
     def file_done(self, path: str, size: int, status: str) -> None:
         self.file()
         if self.console.verbose and not self.console.json_mode:
-            self.console.err.print(f"{status:9} {path}", markup=False)
+            self.console.line(f"{status:9} {path}")
 
     def bytes_done(self, n: int) -> None:
         self.advance(n)

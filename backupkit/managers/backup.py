@@ -39,7 +39,7 @@ from backupkit.crypto import T_DATA_BLOB, T_META_BLOB
 from backupkit.entry import Keyer, encode_entry, entry_from_stat, join, name_of, parent_of, set_content
 from backupkit.errors import PathNotFound, BadArgument, UsageError
 from backupkit.repo.repository import Repository
-from backupkit.snapshot import Snapshot, find_snapshot, list_snapshots, save_snapshot
+from backupkit.snapshot import Snapshot, list_snapshots, resolve_ref, save_snapshot
 from backupkit.tree import SnapshotTree, make_hamt
 
 SEEK_DATA = getattr(os, "SEEK_DATA", 3)
@@ -280,9 +280,9 @@ class BackupManager:
     def _find_parent(self, opts: BackupOptions, host: str, sources: list[bytes]) -> Snapshot | None:
         if opts.force:
             return None
-        snaps = list_snapshots(self.repo)
+        snaps = list_snapshots(self.repo, repair_catalog=not opts.dry_run)
         if opts.parent:
-            return find_snapshot(self.repo, opts.parent)
+            return resolve_ref(snaps, opts.parent)
         same = [s for s in snaps if s.host == host and sorted(s.paths) == sorted(sources)]
         return max(same, key=lambda s: s.time_ns) if same else None
 

@@ -273,7 +273,7 @@ class CheckManager:
             if repo.store.exists("catalog"):
                 self._add(ERROR, "catalog_unreadable", "catalog", "the catalog cannot be read (corrupt or tampered); bk snapshots rewrites it")
             elif listed:
-                self._add(INFO, "catalog_stale", "catalog", f"there is no catalog but {len(listed)} snapshots; bk snapshots writes it")
+                self._add(INFO, "catalog_stale", "catalog", f"there is no catalog but {len(listed)} snapshot{'s' if len(listed) != 1 else ''}; bk snapshots writes it")
             return snaps
         missing = sorted(set(listed) - set(catalog))
         extra = sorted(set(catalog) - set(listed))

@@ -10,7 +10,7 @@ import typer
 
 from backupkit_cli import exit_codes
 from backupkit_cli.context import State
-from backupkit_cli.fmt import human_bytes, parse_time
+from backupkit_cli.fmt import count, human_bytes, parse_time
 
 
 def command(
@@ -61,8 +61,10 @@ def command(
         read_concurrency=max(1, read_concurrency),
         scan_totals=st.console.interactive,  # totals feed the progress bar only
     )
-    with st.locked_repo(exclusive=False, operation="backup") as repo:
-        opts = dataclasses.replace(opts, lock_check=st.lock.check)  # re-verified before the snapshot
+    # A dry run writes nothing, not even a lock: it only reads the index and the parent.
+    with st.unlocked_repo() if dry_run else st.locked_repo(exclusive=False, operation="backup") as repo:
+        if st.lock is not None:
+            opts = dataclasses.replace(opts, lock_check=st.lock.check)  # re-verified before the snapshot
         with BackupProgress(st.console) as progress:
             res = BackupManager(repo, progress).run(opts)
     if st.json:
@@ -89,7 +91,7 @@ def command(
         c = st.console
         c.info(
             f"files: {res.files_new} new, {res.files_changed} changed, {res.files_unchanged} unchanged; "
-            f"{res.dirs} dirs; {human_bytes(res.bytes_total)} total, {human_bytes(res.bytes_read)} read, "
+            f"{count(res.dirs, 'dir')}; {human_bytes(res.bytes_total)} total, {human_bytes(res.bytes_read)} read, "
             f"{human_bytes(res.bytes_added)} added in {res.seconds:.1f}s"
         )
         if res.snapshot:
@@ -97,5 +99,5 @@ def command(
         else:
             c.info("dry run: nothing was written")
         if res.errors:
-            c.warn(f"{len(res.errors)} source(s) could not be read; the snapshot is incomplete")
+            c.warn(f"{count(len(res.errors), 'source')} could not be read; the snapshot is incomplete")
     return exit_codes.PARTIAL if res.errors else exit_codes.OK

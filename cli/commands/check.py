@@ -8,7 +8,7 @@ import typer
 
 from backupkit_cli import exit_codes
 from backupkit_cli.context import State
-from backupkit_cli.fmt import human_bytes
+from backupkit_cli.fmt import count, human_bytes
 
 _STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
 
@@ -37,18 +37,21 @@ def command(
     for f in res.findings:
         if f.severity == "info" and st.quiet:
             continue
-        st.console.err.print(f"{f.severity}: {f.message}", style=_STYLE[f.severity], markup=False)
+        st.console.line(f"{f.severity}: {f.message}", style=_STYLE[f.severity])
         if f.snapshots:
-            st.console.err.print(f"  snapshots: {', '.join(s[:8] for s in f.snapshots)}", markup=False)
+            st.console.line(f"  snapshots: {', '.join(s[:8] for s in f.snapshots)}")
         shown = f.paths if limit is None else f.paths[:limit]
         for sid, p in shown:
-            st.console.err.print(f"    {sid[:8]} {p if p is not None else '(a tree node: paths below it unknown)'}", markup=False)
+            st.console.line(f"    {sid[:8]} {p if p is not None else '(a tree node: paths below it unknown)'}")
         if len(shown) < len(f.paths):
-            st.console.err.print(f"    ... and {len(f.paths) - len(shown)} more (-v shows all)", markup=False)
-    read = f", read {res.packs_read} packs ({human_bytes(res.bytes_read)})" if res.packs_read else ""
-    summary = f"checked {res.snapshots} snapshots, {res.index_objects} index objects, {res.packs} packs, {res.blobs} blobs{read} in {res.seconds:.1f}s"
+            st.console.line(f"    ... and {len(f.paths) - len(shown)} more (-v shows all)")
+    read = f", read {count(res.packs_read, 'pack')} ({human_bytes(res.bytes_read)})" if res.packs_read else ""
+    summary = (
+        f"checked {count(res.snapshots, 'snapshot')}, {count(res.index_objects, 'index object')}, "
+        f"{count(res.packs, 'pack')}, {count(res.blobs, 'blob')}{read} in {res.seconds:.1f}s"
+    )
     if res.ok:
         st.console.success(f"{summary}: no errors were found")
         return exit_codes.OK
-    st.console.error(f"{summary}: {len(res.errors)} error(s)")
+    st.console.error(f"{summary}: {count(len(res.errors), 'error')}")
     return exit_codes.FATAL

@@ -9,7 +9,7 @@ import typer
 
 from backupkit_cli import exit_codes
 from backupkit_cli.context import State
-from backupkit_cli.fmt import local_time
+from backupkit_cli.fmt import count, local_time
 
 
 def _count(name: str):
@@ -90,7 +90,7 @@ def _render(st: State, res) -> None:
         title = f"snapshots of {g.key}" if g.key is not None else "snapshots given"
         st.console.out.print(Text(title, style="bold") + Text(f"  ({res.policy})"))
         if g.kept:
-            t = Table(box=None, header_style="bold", title=f"keep {len(g.kept)} snapshots", title_justify="left")
+            t = Table(box=None, header_style="bold", title=f"keep {count(len(g.kept), 'snapshot')}", title_justify="left")
             for col in ("ID", "Time", "Host", "Tags", "Paths", "Reasons"):
                 t.add_column(col)
             for k in g.kept:
@@ -98,7 +98,7 @@ def _render(st: State, res) -> None:
                 t.add_row(*map(Text, (s.short_id, local_time(s.time), s.host, ",".join(s.tags), _paths(s), "\n".join(k.reasons))))
             st.console.table(t)
         if g.removed:
-            t = Table(box=None, header_style="bold", title=f"remove {len(g.removed)} snapshots", title_justify="left")
+            t = Table(box=None, header_style="bold", title=f"remove {count(len(g.removed), 'snapshot')}", title_justify="left")
             for col in ("ID", "Time", "Host", "Tags", "Paths"):
                 t.add_column(col)
             for s in g.removed:
@@ -106,9 +106,9 @@ def _render(st: State, res) -> None:
             st.console.table(t)
     n = len(res.removed)
     if res.dry_run:
-        st.console.info(f"dry run: would remove {n} snapshot(s)")
+        st.console.info(f"dry run: would remove {count(n, 'snapshot')}")
     else:
-        st.console.success(f"removed {n} snapshot(s)")
+        st.console.success(f"removed {count(n, 'snapshot')}")
 
 
 def _paths(s) -> str:

@@ -6,7 +6,7 @@ import typer
 
 from backupkit_cli import exit_codes
 from backupkit_cli.context import State
-from backupkit_cli.fmt import human_bytes
+from backupkit_cli.fmt import count, human_bytes
 
 
 class PhaseProgress:
@@ -113,7 +113,7 @@ def run_prune(st: State, repo, max_unused: str, dry_run: bool) -> tuple[int, dic
         except DamagedRepository as e:
             st.console.error(str(e))
             for line in e.details[: 50 if st.verbose else 10]:
-                st.console.err.print(f"  {line}", markup=False)
+                st.console.line(f"  {line}")
             return exit_codes.FATAL, {"error": str(e), "damaged_snapshots": list(e.snapshots), "details": list(e.details)}
         if dry_run or plan.nothing_to_do:
             abandoned = 0 if dry_run else mgr.execute(plan).abandoned_removed  # only temp files
@@ -131,8 +131,8 @@ def run_prune(st: State, repo, max_unused: str, dry_run: bool) -> tuple[int, dic
         res = mgr.execute(plan)
     if not st.json:
         st.console.success(
-            f"wrote {res.packs_written} packs ({human_bytes(res.bytes_written)}) and 1 index object, "
-            f"deleted {res.index_deleted} index objects and {res.packs_deleted} packs ({human_bytes(res.bytes_deleted)}) "
+            f"wrote {count(res.packs_written, 'pack')} ({human_bytes(res.bytes_written)}) and 1 index object, "
+            f"deleted {count(res.index_deleted, 'index object')} and {count(res.packs_deleted, 'pack')} ({human_bytes(res.bytes_deleted)}) "
             f"in {res.seconds:.1f}s"
             + (f"; removed {res.abandoned_removed} partial writes of killed processes" if res.abandoned_removed else "")
         )

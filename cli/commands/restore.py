@@ -9,7 +9,7 @@ import typer
 
 from backupkit_cli import exit_codes
 from backupkit_cli.context import State
-from backupkit_cli.fmt import human_bytes
+from backupkit_cli.fmt import count, human_bytes
 
 
 def command(
@@ -65,12 +65,12 @@ def command(
     else:
         verb = "would restore" if dry_run else "restored"
         st.console.info(
-            f"{verb} {res.files} files, {res.dirs} dirs, {res.others} others, {human_bytes(res.bytes)} "
+            f"{verb} {count(res.files, 'file')}, {count(res.dirs, 'dir')}, {count(res.others, 'other')}, {human_bytes(res.bytes)} "
             f"from snapshot {snap.short_id} in {res.seconds:.1f}s"
         )
         if verify:
-            st.console.info(f"verified {res.verified} files, {len(res.verify_failures)} differ")
+            st.console.info(f"verified {count(res.verified, 'file')}, {len(res.verify_failures)} differ")
     if res.errors or res.verify_failures:
-        st.console.error(f"{len(res.errors) + len(res.verify_failures)} problem(s) during restore")
+        st.console.error(f"{count(len(res.errors) + len(res.verify_failures), 'problem')} during restore")
         return exit_codes.FATAL
     return exit_codes.OK

@@ -6,7 +6,7 @@ from __future__ import annotations
 import typer
 
 from backupkit_cli.context import State
-from backupkit_cli.fmt import human_bytes, local_time
+from backupkit_cli.fmt import count, human_bytes, local_time
 
 
 def command(
@@ -42,4 +42,4 @@ def command(
             human_bytes(s.summary.get("bytes_total", 0)),
         )
     st.console.table(table)
-    st.console.info(f"{len(snaps)} snapshots")
+    st.console.info(count(len(snaps), "snapshot"))

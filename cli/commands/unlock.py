@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from backupkit_cli.context import State
+from backupkit_cli.fmt import count
 
 
 def command(
@@ -29,7 +30,7 @@ def command(
             if st.json:
                 st.console.json({"removed": [{"name": n} for n in names]})
             else:
-                st.console.success(f"removed {len(names)} lock(s)")
+                st.console.success(f"removed {count(len(names), 'lock')}")
             return
         removed = mgr.remove_stale()
         if st.json:
@@ -37,7 +38,7 @@ def command(
             return
         for li, why in removed:
             st.console.info(f"removed stale lock of {li.holder()}: {why}")
-        st.console.success(f"removed {len(removed)} stale lock(s)")
+        st.console.success(f"removed {count(len(removed), 'stale lock')}")
         if st.verbose:
             now_ref, left = mgr.list_locks()
             for li in left:

@@ -109,7 +109,7 @@ def test_unlock_removes_stale_locks_and_keeps_fresh_ones(env, repo, tmp_path):
     assert out["removed"][0]["host"] == "db2" and "not refreshed for 2h" in out["removed"][0]["reason"]
     assert lock_files(repo) == [fresh.name]
     r = bk(env, "unlock")
-    assert r.returncode == 0 and "removed 0 stale lock(s)" in r.stderr, r.stderr
+    assert r.returncode == 0 and "removed 0 stale locks" in r.stderr, r.stderr
     assert lock_files(repo) == [fresh.name]
 
 

@@ -97,3 +97,10 @@ def test_no_lock_is_refused_by_commands_that_write(ro, tmp_path):
         r = run_bk(*cmd, "--no-lock", env=writable)
         assert r.returncode == 2 and "--no-lock" in r.stderr, (cmd, r.stderr)
     assert not list((tmp_path / "repo").glob("snapshots/*"))
+
+
+def test_backup_dry_run_writes_nothing_not_even_a_lock(ro):
+    env, prefix, src, *_ = ro
+    write_file(src / "new.txt", b"new\n")
+    r = ok(run_bk("backup", "--dry-run", src, env=env, prefix=prefix))
+    assert "nothing was written" in r.stderr
