@@ -25,7 +25,9 @@ class Console:
         self.json_extra: Callable[[], dict[str, Any]] | None = None
         # Nothing printed is ever read as markup or emoji codes: names are data.
         self.err = RichConsole(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)
-        self.out = RichConsole(highlight=False, soft_wrap=True, markup=False, emoji=False)
+        # Tables piped to a file or a program are never wrapped or cut at 80 columns.
+        wide = None if sys.stdout.isatty() else 1_000_000
+        self.out = RichConsole(highlight=False, soft_wrap=True, markup=False, emoji=False, width=wide)
 
     @property
     def interactive(self) -> bool:
@@ -46,6 +48,16 @@ class Console:
 
     def error(self, msg: str) -> None:
         self.err.print(f"error: {display_name(msg)}", style="bold red")
+
+    def exit_error(self, msg: str, code: int) -> None:
+        """The error that ends the command: ``error: MSG``, or with --json restic's
+        ``{"message_type": "exit_error", "code": N, "message": MSG}``, on stderr either way."""
+        if self.json_mode:
+            doc = {"message_type": "exit_error", "code": code, "message": msg}
+            sys.stderr.write(json.dumps(doc) + "\n")
+            sys.stderr.flush()
+        else:
+            self.error(msg)
 
     def line(self, msg: str, style: str | None = None) -> None:
         """A detail line on stderr (a finding's paths, a -v file line), escaped; not
@@ -71,6 +83,7 @@ class Console:
         self.err.print(store_summary_line(stats), markup=False, highlight=False)
 
     def table(self, table) -> None:
+        """A rich Table on stdout; put names in cells through ``display_name``."""
         self.out.print(table)
 
 

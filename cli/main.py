@@ -15,7 +15,7 @@ import typer
 from backupkit.store import supported_schemes
 from backupkit_cli import exit_codes
 from backupkit_cli.commands import backup, cat, init, key, ls, restore, snapshots
-from backupkit_cli.commands import cache, unlock
+from backupkit_cli.commands import cache, completion, unlock, version
 from backupkit_cli.commands import check, diff, forget, prune
 from backupkit_cli.console import Console
 from backupkit_cli.context import State
@@ -55,6 +55,7 @@ def main(
     connections: Optional[int] = typer.Option(None, "--connections", help="Concurrent store requests (default: the backend's, 2 for a local directory)."),
     retry_lock: Optional[str] = typer.Option(None, "--retry-lock", metavar="DURATION", help="If the repository is locked, retry for this long (e.g. 30s, 5m)."),
     no_lock: bool = typer.Option(False, "--no-lock", help="Take no lock (commands that only read: a read-only repository)."),
+    show_version: bool = typer.Option(False, "--version", is_eager=True, callback=version.eager_option, help="Print the version and exit."),
     option: list[str] = typer.Option([], "--option", "-o", metavar="BACKEND.NAME=VALUE", help="A store option of the repository's backend (repeatable); see README."),
 ) -> None:
     global _state
@@ -108,7 +109,7 @@ def _store_summary() -> None:
 app.command("init", help="Create a repository and its first key.")(init.command)
 app.command("backup", help="Back up paths (or stdin with -) into a new snapshot.")(backup.command)
 app.command("snapshots", help="List snapshots.")(snapshots.command)
-app.command("ls", help="List files in a snapshot.")(ls.command)
+app.command("ls", help="List the files in a snapshot (everything below the path; --max-depth N for less).")(ls.command)
 app.command("restore", help="Restore a snapshot to a directory or as a ZIP/TAR stream.")(restore.command)
 app.command("cat", help="Print a repository object (config, index, snapshot, blob, key) for debugging.")(cat.command)
 app.command("unlock", help="Remove stale locks (--remove-all: every lock).")(unlock.command)
@@ -118,6 +119,8 @@ app.command("prune", help="Delete data no snapshot needs; repack partly used pac
 app.command("check", help="Verify the repository's structure (--read-data: and all data).")(check.command)
 app.command("cache", help="List local caches; --cleanup removes those of repositories not used for a while.")(cache.command)
 app.add_typer(key.app, name="key", help="Manage the repository's keys (passwords).")
+app.command("version", help="Print the version of bk.")(version.command)
+app.command("completion", help="Print a shell completion script (bash, zsh or fish).")(completion.command)
 
 
 def _click_exceptions() -> tuple[tuple[type[BaseException], ...], ...]:
@@ -143,11 +146,20 @@ def _click_exceptions() -> tuple[tuple[type[BaseException], ...], ...]:
     return tuple(exits), tuple(aborts), tuple(usage)
 
 
+def _wants_json() -> bool:
+    """Whether --json was given (parsed, or at least on the command line before ``--``)."""
+    if _state is not None:
+        return _state.json
+    args = sys.argv[1:]
+    return "--json" in (args[: args.index("--")] if "--" in args else args)
+
+
 def run() -> None:
     """Console-script entry point."""
     exit_errors, abort_errors, click_errors = _click_exceptions()
+    completion.answer_if_asked()
     try:
-        rv = app(standalone_mode=False)
+        rv = app(prog_name="bk", standalone_mode=False)
         code = rv if isinstance(rv, int) else 0
     except exit_errors as e:
         code = e.exit_code  # type: ignore[attr-defined]
@@ -155,8 +167,11 @@ def run() -> None:
         sys.stderr.write("interrupted\n")
         code = exit_codes.INTERRUPTED
     except click_errors as e:
-        e.show()  # type: ignore[attr-defined]
         code = e.exit_code  # type: ignore[attr-defined]
+        if _wants_json():
+            Console(json_mode=True).exit_error(e.format_message(), code)  # type: ignore[attr-defined]
+        else:
+            e.show()  # type: ignore[attr-defined]
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         code = exit_codes.INTERRUPTED
@@ -173,8 +188,8 @@ def run() -> None:
             msg = f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")
         else:
             msg = f"internal error: {type(e).__name__}: {e} (set BK_DEBUG=1 for a traceback)"
-        Console().error(msg.splitlines()[0] if msg else type(e).__name__)
         code = exit_codes.code_for(e)
+        Console(json_mode=_wants_json()).exit_error(msg.splitlines()[0] if msg else type(e).__name__, code)
     _store_summary()
     sys.stdout.flush()
     sys.exit(code)

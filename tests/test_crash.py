@@ -436,7 +436,7 @@ class Campaign:
         self.tree.change()
         rec = self.tree.record()
         r = self.bk("--json", "backup", str(self.src), what=what, timed="backup" if timed else None)
-        sid = json.loads(r.stdout)["snapshot_id"]
+        sid = json.loads(r.stdout.splitlines()[-1])["snapshot_id"]
         assert sid not in self.records
         self.records[sid] = rec
         return sid

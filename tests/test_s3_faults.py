@@ -99,15 +99,15 @@ def test_five_percent_faults_backup_restore_check(s3_fault_proxy, moto_s3, tmp_p
     proxy.fail_next("truncate", method="GET", path_contains="/data/")  # a pack download cut short
 
     ok(run_bk("--json", "init", "--pack-size", "1", env=env))
-    backup = json.loads(ok(run_bk("--json", "backup", src, env=env, timeout=240)).stdout)
+    backup = json.loads(ok(run_bk("--json", "backup", src, env=env, timeout=240)).stdout.splitlines()[-1])
     assert backup["errors"] == [] and backup["files_new"] == len(want)
     (src / "sub" / "b.bin").write_bytes(want["sub/b.bin"][::-1])
     want["sub/b.bin"] = want["sub/b.bin"][::-1]
-    second = json.loads(ok(run_bk("--json", "backup", src, env=env, timeout=240)).stdout)
+    second = json.loads(ok(run_bk("--json", "backup", src, env=env, timeout=240)).stdout.splitlines()[-1])
     assert second["parent"] == backup["snapshot_id"] and second["files_changed"] == 1
 
     out = tmp_path / "out"
-    restore = json.loads(ok(run_bk("--json", "restore", "latest", "--target", out, "--verify", env=env, timeout=240)).stdout)
+    restore = json.loads(ok(run_bk("--json", "restore", "latest", "--target", out, "--verify", env=env, timeout=240)).stdout.splitlines()[-1])
     assert restore["verify_failures"] == [] and restore["errors"] == []
     assert tree_bytes(out / str(src).lstrip("/")) == want
 
@@ -194,7 +194,7 @@ def test_pack_uploads_failing_publish_no_index_and_no_snapshot(s3_fault_proxy, m
     assert list(direct.list("locks/")) == []  # the lock was released
     # ... and the repository is still good for the next run.
     r = ok(run_bk("--json", "backup", src, env=env))
-    assert json.loads(r.stdout)["snapshot_id"]
+    assert json.loads(r.stdout.splitlines()[-1])["snapshot_id"]
     assert ok(run_bk("--json", "check", "--read-data", env=env)).returncode == 0
 
 

@@ -58,16 +58,32 @@ class LsManager:
     def __init__(self, repo: Repository) -> None:
         self.repo = repo
 
-    def ls(self, snap: Snapshot, path: str = "/", recursive: bool = False) -> Iterator[LsEntry]:
-        """The entry at ``path`` and its children (all descendants with ``recursive``)."""
+    def ls(self, snap: Snapshot, path: str = "/", recursive: bool = False, max_depth: int | None = None) -> Iterator[LsEntry]:
+        """The entry at ``path`` and what is below it, depth first, parents before children.
+
+        ``max_depth``: how many levels below ``path`` (0: the entry alone, 1: its
+        children); None: all of them. Without ``max_depth``, ``recursive=False`` means 1.
+        Directories deeper than the limit are not read at all.
+        """
         tree = SnapshotTree(self.repo, snap.root)
         base = normalize(path)
-        top = tree.require(base)
-        if recursive:
+        if max_depth is None and not recursive:
+            max_depth = 1
+        if max_depth is None:
             for p, e in tree.walk(base):
                 yield _ls_entry(p, e)
             return
+        top = tree.require(base)
         yield _ls_entry(base, top)
-        if top["t"] == "d":
-            for p, e in tree.children(base):
-                yield _ls_entry(p, e)
+        if top["t"] != "d" or max_depth < 1:
+            return
+        stack = [iter(tree.children(base))]
+        while stack:
+            nxt = next(stack[-1], None)
+            if nxt is None:
+                stack.pop()
+                continue
+            p, e = nxt
+            yield _ls_entry(p, e)
+            if e["t"] == "d" and len(stack) < max_depth:
+                stack.append(iter(tree.children(p)))

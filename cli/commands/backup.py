@@ -59,7 +59,7 @@ def command(
         parent=parent,
         force=force,
         read_concurrency=max(1, read_concurrency),
-        scan_totals=st.console.interactive,  # totals feed the progress bar only
+        scan_totals=st.console.interactive or st.json,  # totals feed the bar and the status lines
     )
     # A dry run writes nothing, not even a lock: it only reads the index and the parent.
     with st.unlocked_repo() if dry_run else st.locked_repo(exclusive=False, operation="backup") as repo:
@@ -68,13 +68,22 @@ def command(
         with BackupProgress(st.console) as progress:
             res = BackupManager(repo, progress).run(opts)
     if st.json:
+        files = res.files_new + res.files_changed + res.files_unchanged
         st.console.json(
             {
-                "snapshot_id": res.snapshot.id if res.snapshot else None,
-                "parent": res.parent,
-                "dry_run": res.dry_run,
+                "message_type": "summary",
+                # restic's names first (a GUI written for restic reads these) ...
                 "files_new": res.files_new,
                 "files_changed": res.files_changed,
+                "files_unmodified": res.files_unchanged,
+                "data_added": res.bytes_added,
+                "total_files_processed": files,
+                "total_bytes_processed": res.bytes_total,
+                "total_duration": round(res.seconds, 3),
+                "snapshot_id": res.snapshot.id if res.snapshot else None,
+                # ... then bk's own
+                "parent": res.parent,
+                "dry_run": res.dry_run,
                 "files_unchanged": res.files_unchanged,
                 "dirs": res.dirs,
                 "files_read": res.files_read,

@@ -9,7 +9,7 @@ import typer
 
 from backupkit_cli import exit_codes
 from backupkit_cli.context import State
-from backupkit_cli.fmt import count, local_time
+from backupkit_cli.fmt import count, display_name, local_time
 
 
 def _count(name: str):
@@ -88,21 +88,21 @@ def _render(st: State, res) -> None:
 
     for g in res.groups:
         title = f"snapshots of {g.key}" if g.key is not None else "snapshots given"
-        st.console.out.print(Text(title, style="bold") + Text(f"  ({res.policy})"))
+        st.console.out.print(Text(display_name(title), style="bold") + Text(f"  ({res.policy})"))
         if g.kept:
             t = Table(box=None, header_style="bold", title=f"keep {count(len(g.kept), 'snapshot')}", title_justify="left")
             for col in ("ID", "Time", "Host", "Tags", "Paths", "Reasons"):
                 t.add_column(col)
             for k in g.kept:
                 s = k.snapshot
-                t.add_row(*map(Text, (s.short_id, local_time(s.time), s.host, ",".join(s.tags), _paths(s), "\n".join(k.reasons))))
+                t.add_row(*map(Text, (s.short_id, local_time(s.time), display_name(s.host), display_name(",".join(s.tags)), _paths(s), "\n".join(k.reasons))))
             st.console.table(t)
         if g.removed:
             t = Table(box=None, header_style="bold", title=f"remove {count(len(g.removed), 'snapshot')}", title_justify="left")
             for col in ("ID", "Time", "Host", "Tags", "Paths"):
                 t.add_column(col)
             for s in g.removed:
-                t.add_row(*map(Text, (s.short_id, local_time(s.time), s.host, ",".join(s.tags), _paths(s))))
+                t.add_row(*map(Text, (s.short_id, local_time(s.time), display_name(s.host), display_name(",".join(s.tags)), _paths(s))))
             st.console.table(t)
     n = len(res.removed)
     if res.dry_run:
@@ -112,6 +112,4 @@ def _render(st: State, res) -> None:
 
 
 def _paths(s) -> str:
-    from backupkit.entry import display_path
-
-    return "\n".join(display_path(p) for p in s.paths)
+    return "\n".join(display_name(p) for p in s.paths)

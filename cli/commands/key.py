@@ -32,7 +32,7 @@ def _new_password(st: State, new_password_file: str | None) -> bytes:
 
 @app.command("list", help="List key files.")
 def list_keys(ctx: typer.Context) -> None:
-    from datetime import datetime
+    from datetime import datetime, timezone
 
     from backupkit.repo.keymanager import KeyManager
 
@@ -42,7 +42,7 @@ def list_keys(ctx: typer.Context) -> None:
     if st.json:
         st.console.json(
             [
-                {"id": k.id, "current": k.id == repo.key_id, "host": k.host, "user": k.user, "created": k.created}
+                {"id": k.id, "current": k.id == repo.key_id, "host": k.host, "user": k.user, "created": datetime.fromtimestamp(k.created, timezone.utc).isoformat()}
                 for k in infos
             ]
         )
@@ -50,7 +50,7 @@ def list_keys(ctx: typer.Context) -> None:
     for k in infos:
         mark = "*" if k.id == repo.key_id else " "
         created = datetime.fromtimestamp(k.created).strftime("%Y-%m-%d %H:%M:%S")
-        st.console.data(f"{mark} {k.id[:10]}  {k.user}@{k.host}  {created}")
+        st.console.data(f"{mark} {k.id[:10]}  {k.user}@{k.host}  {created}")  # data() escapes names
 
 
 @app.command("add", help="Add a key file with a new password.")

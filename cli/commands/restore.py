@@ -46,9 +46,15 @@ def command(
         opts = RestoreOptions(
             path=path, target=target, format=fmt, output=out, dry_run=dry_run, verify=verify, connections=max(4, st.store_connections())
         )
-        with RestoreProgress(st.console) as progress:
+        with RestoreProgress(st.console, stdout_free=not fmt) as progress:
             res = RestoreManager(repo, progress).restore(snap, opts)
     summary = {
+        "message_type": "summary",
+        "total_files": res.files + res.dirs + res.others,  # restic counts every entry
+        "files_restored": res.files + res.dirs + res.others,
+        "total_bytes": res.bytes,
+        "bytes_restored": res.bytes,
+        "seconds_elapsed": int(res.seconds),
         "snapshot": snap.id,
         "files": res.files,
         "dirs": res.dirs,

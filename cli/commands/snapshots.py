@@ -6,7 +6,7 @@ from __future__ import annotations
 import typer
 
 from backupkit_cli.context import State
-from backupkit_cli.fmt import count, human_bytes, local_time
+from backupkit_cli.fmt import count, display_name, human_bytes, local_time
 
 
 def command(
@@ -36,9 +36,9 @@ def command(
         table.add_row(
             s.short_id,
             local_time(s.time),
-            s.host,
-            ",".join(s.tags),
-            "\n".join(p.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") for p in s.str_paths),
+            display_name(s.host),
+            display_name(",".join(s.tags)),
+            "\n".join(display_name(p) for p in s.paths),
             human_bytes(s.summary.get("bytes_total", 0)),
         )
     st.console.table(table)

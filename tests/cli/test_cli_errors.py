@@ -67,7 +67,7 @@ def made(tmp_path_factory):
     write_file(src / "big.bin", os.urandom(1_500_000))
     env = cli_env(base / "repo", base / "cache")
     ok(run_bk("init", env=env))
-    snap = json.loads(ok(run_bk("--json", "backup", src, env=env)).stdout)["snapshot_id"]
+    snap = json.loads(ok(run_bk("--json", "backup", src, env=env)).stdout.splitlines()[-1])["snapshot_id"]
     return base, src, env, snap
 
 

@@ -67,7 +67,7 @@ def world(tmp_path_factory):
     r = ok(run_bk("init", env=env))
     assert "created repository" in r.stderr
     r = ok(run_bk("--json", "backup", "--tag", "t1,t2", "--host", "cli-host", os.fsdecode(every.root), env=env))
-    summary = json.loads(r.stdout)
+    summary = json.loads(r.stdout.splitlines()[-1])
     return base, every, env, summary
 
 
@@ -181,7 +181,7 @@ def test_restore_path_subtree_and_file(world):
 def test_second_backup_reads_nothing(world):
     _base, every, env, summary = world
     r = ok(run_bk("--json", "backup", "--tag", "t1,t2", "--host", "cli-host", os.fsdecode(every.root), env=env))
-    second = json.loads(r.stdout)
+    second = json.loads(r.stdout.splitlines()[-1])
     assert second["parent"] == summary["snapshot_id"]
     assert second["files_read"] == 0 and second["bytes_read"] == 0 and second["files_new"] == 0
     assert second["files_changed"] == 0 and second["errors"] == []
@@ -192,7 +192,7 @@ def test_stdin_backup_and_restore(tmp_path):
     ok(run_bk("init", env=env))
     payload = b"CREATE TABLE t (x int);\n" * 1000
     r = ok(run_bk("--json", "backup", "-", "--stdin-filename", "db.sql", env=env, input=payload))
-    assert json.loads(r.stdout)["bytes_read"] == len(payload)
+    assert json.loads(r.stdout.splitlines()[-1])["bytes_read"] == len(payload)
     snaps = json.loads(ok(run_bk("--json", "snapshots", env=env)).stdout)
     assert snaps[0]["source"]["type"] == "stdin" and snaps[0]["paths"] == ["/db.sql"]
     ok(run_bk("restore", "latest", "--target", tmp_path / "out", env=env))
@@ -207,7 +207,7 @@ def test_dry_run_writes_nothing(tmp_path):
     write_file(tmp_path / "src" / "f", os.urandom(100_000))
     before = repo_listing(tmp_path / "repo")
     r = ok(run_bk("--json", "backup", "--dry-run", tmp_path / "src", env=env))
-    doc = json.loads(r.stdout)
+    doc = json.loads(r.stdout.splitlines()[-1])
     assert doc["dry_run"] is True and doc["snapshot_id"] is None and doc["files_new"] == 1
     assert repo_listing(tmp_path / "repo") == before
 
@@ -249,7 +249,7 @@ def test_unreadable_files_exit_3_and_snapshot_saved():
         r = run_bk("--json", "backup", src, env=env, prefix=prefix)
         assert "Traceback" not in r.stderr
         assert r.returncode == 3, f"as {who}: exit {r.returncode}, stderr: {r.stderr}"
-        doc = json.loads(r.stdout)
+        doc = json.loads(r.stdout.splitlines()[-1])
         assert doc["snapshot_id"], "the snapshot is saved"
         errs = sorted(e["path"] for e in doc["errors"])
         assert errs == sorted([str(src / "locked"), str(src / "secret.txt")]), doc["errors"]

@@ -116,7 +116,7 @@ def test_round_trip_on_seaweedfs(s3_server, tmp_path):
     assert json.loads(r.stdout)["repository"] == s3_server.url(prefix)
     assert {"config"} <= set(object_names(s3_server, prefix))
 
-    first = json.loads(ok(run_bk("--json", *MULTIPART, "backup", "--tag", "one", src, env=env)).stdout)
+    first = json.loads(ok(run_bk("--json", *MULTIPART, "backup", "--tag", "one", src, env=env)).stdout.splitlines()[-1])
     assert first["errors"] == [] and first["files_new"] == 7 and first["parent"] is None
     tree1 = files(src)
     record1 = record_tree(src)
@@ -134,7 +134,7 @@ def test_round_trip_on_seaweedfs(s3_server, tmp_path):
     (src / "hello.txt").write_text("hello again, s3\n")
     (src / "docs" / "deep" / "new.txt").write_text("added in the second snapshot\n")
     (src / "to-be-removed.txt").unlink()
-    second = json.loads(ok(run_bk("--json", *MULTIPART, "backup", "--tag", "two", src, env=env)).stdout)
+    second = json.loads(ok(run_bk("--json", *MULTIPART, "backup", "--tag", "two", src, env=env)).stdout.splitlines()[-1])
     assert second["parent"] == first["snapshot_id"]
     assert (second["files_new"], second["files_changed"]) == (1, 1)
     assert second["files_read"] == 2  # unchanged files, the 12 MiB one too, are not read again
@@ -252,7 +252,7 @@ def test_request_statistics_on_seaweedfs(s3_server, tmp_path):
     assert init["PUT"] == 2 and init["HEAD"] == 1  # key file and config; "exists?" first
 
     r = ok(run_bk("--json", "backup", src, env=env))
-    doc = json.loads(r.stdout)
+    doc = json.loads(r.stdout.splitlines()[-1])
     assert "store:" not in r.stderr  # the line only with -v
     st = doc["store"]
     assert set(st) == {"requests", *KINDS, "bytes_up", "bytes_down", "retries"}, st
@@ -303,7 +303,7 @@ def test_request_statistics_on_a_local_repository(tmp_path):
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "f").write_bytes(b"x" * 5000)
     assert summary_of(ok(run_bk("-v", "init", env=env)).stderr)["PUT"] == 2
-    doc = json.loads(ok(run_bk("--json", "backup", tmp_path / "src", env=env)).stdout)
+    doc = json.loads(ok(run_bk("--json", "backup", tmp_path / "src", env=env)).stdout.splitlines()[-1])
     assert doc["store"]["PUT"] >= 4 and doc["store"]["bytes_up"] > 0
     # bk cat prints a repository object as it is: no "store" key mixed into it.
     config = json.loads(ok(run_bk("--json", "cat", "config", env=env)).stdout)
