@@ -6,6 +6,7 @@ import typer
 
 from backupkit_cli.context import State
 from backupkit_cli.fmt import human_bytes
+from backupkit_cli.select import HOSTS, PATHS, TAGS
 
 _MARK = {"added": "+", "removed": "-", "modified": "M", "metadata": "U"}
 
@@ -15,14 +16,22 @@ def command(
     first: str = typer.Argument(..., help="The older snapshot: latest, an id or a unique prefix."),
     second: str = typer.Argument(..., help="The newer snapshot."),
     metadata: bool = typer.Option(True, "--metadata/--no-metadata", help="List metadata-only changes (mode, owner, times)."),
+    host: list[str] = HOSTS,
+    tag: list[str] = TAGS,
+    path: list[str] = PATHS,
 ) -> None:
     from backupkit.managers.diff import DiffManager
     from backupkit_cli.select import select_snapshot
 
+    from backupkit.errors import BadArgument
+
     st: State = ctx.obj
+    for ref in (first, second):
+        if ":" in ref:
+            raise BadArgument(f"{ref}: diff compares whole snapshots (REF:PATH is for ls and restore)")
     with st.locked_repo(exclusive=False, operation="diff", read_only=True) as repo:
         snaps = st.snapshots(repo)
-        a, b = select_snapshot(st, repo, first, snaps=snaps), select_snapshot(st, repo, second, snaps=snaps)
+        a, b = (select_snapshot(st, repo, ref, host, tag, path, snaps=snaps) for ref in (first, second))
         res = DiffManager(repo).diff(a, b)
     if st.json:
         st.console.json(res.to_json())

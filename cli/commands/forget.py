@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import typer
@@ -10,6 +9,7 @@ import typer
 from backupkit_cli import exit_codes
 from backupkit_cli.context import State
 from backupkit_cli.fmt import count, display_name, local_time
+from backupkit_cli.select import HOSTS, PATHS, TAGS, abs_paths
 
 
 def _count(name: str):
@@ -38,9 +38,9 @@ def command(
     keep_within_yearly: Optional[str] = _within("-yearly"),
     keep_tag: list[str] = typer.Option([], "--keep-tag", metavar="TAGS", help="Keep snapshots with all these tags (a,b; repeat for either)."),
     group_by: str = typer.Option("host,paths", "--group-by", help="Apply the policy per group of host, paths and/or tags ('' for one group)."),
-    host: list[str] = typer.Option([], "--host", help="Only snapshots of this host (repeatable)."),
-    tag: list[str] = typer.Option([], "--tag", help="Only snapshots with these tags (a,b = both; repeat for either)."),
-    path: list[str] = typer.Option([], "--path", help="Only snapshots of this path (repeatable: all of them)."),
+    host: list[str] = HOSTS,
+    tag: list[str] = TAGS,
+    path: list[str] = PATHS,
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Show what would be removed; change nothing."),
     prune: bool = typer.Option(False, "--prune", help="Run prune afterwards (in the same exclusive lock)."),
     max_unused: str = typer.Option("5%", "--max-unused", help="With --prune: see bk prune --max-unused."),
@@ -65,7 +65,7 @@ def command(
     )
     opts = ForgetOptions(
         policy=policy, refs=tuple(snapshots or ()), group_by=parse_group_by(group_by), hosts=tuple(host),
-        tags=tuple(tag), paths=tuple(os.path.abspath(p) for p in path), dry_run=dry_run,
+        tags=tuple(tag), paths=tuple(abs_paths(path)), dry_run=dry_run,
     )
     with st.locked_repo(exclusive=True, operation="forget" + (" --prune" if prune else "")) as repo:
         mgr = ForgetManager(repo, lock_check=st.lock.check if st.lock is not None else None)

@@ -10,22 +10,27 @@ import typer
 from backupkit_cli import exit_codes
 from backupkit_cli.context import State
 from backupkit_cli.fmt import count, human_bytes
+from backupkit_cli.select import HOSTS, TAGS
 
 
 def command(
     ctx: typer.Context,
-    snapshot: str = typer.Argument(..., help="Snapshot: latest, an id or a unique prefix."),
+    snapshot: str = typer.Argument(
+        ..., help="Snapshot: latest, an id or a unique prefix; REF:PATH restores only that file or folder (latest:/home/u/dir)."
+    ),
     target: Optional[str] = typer.Option(None, "--target", "-t", help="Directory to restore into."),
-    path: str = typer.Option("/", "--path", help="Restore only this file or directory of the snapshot."),
     fmt: Optional[str] = typer.Option(None, "--format", "-f", help="Stream an archive to stdout: zip, tar or tar.zst."),
     verify: bool = typer.Option(False, "--verify", help="Re-read restored files and compare with the snapshot."),
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Show what would be restored."),
-    host: list[str] = typer.Option([], "--host", help="With latest: only snapshots of this host."),
-    tag: list[str] = typer.Option([], "--tag", help="With latest: only snapshots with these tags."),
+    host: list[str] = HOSTS,
+    tag: list[str] = TAGS,
+    path: list[str] = typer.Option(
+        [], "--path", help="latest among snapshots that include this path (as restic); with a snapshot id: restore only this file or folder (bk's older spelling of ID:PATH)."
+    ),
 ) -> int:
-    from backupkit.errors import BadArgument, UsageError
+    from backupkit.errors import BadArgument, SnapshotNotFound, UsageError
     from backupkit.managers.restore import RestoreManager, RestoreOptions
-    from backupkit_cli.select import select_snapshot
+    from backupkit_cli.select import select_snapshot, split_ref
     from backupkit_cli.progress import RestoreProgress
 
     from backupkit_cli.tuning import tune_malloc
@@ -40,11 +45,26 @@ def command(
         fmt = "zip"
     if fmt and not dry_run and sys.stdout.isatty():
         raise UsageError("refusing to write an archive to a terminal; redirect stdout to a file")
+    ref, sub = split_ref(snapshot)
+    if path and ref != "latest":
+        # bk's older spelling: `restore ID --path P` restored the folder P of snapshot ID;
+        # for an id the snapshot filter means nothing, so the old meaning stays.
+        if sub is not None or len(path) > 1:
+            raise BadArgument(f"give one folder to restore: {ref}:{path[0]}")
+        sub, path = path[0], []
     with st.locked_repo(exclusive=False, operation="restore", read_only=True) as repo:
-        snap = select_snapshot(st, repo, snapshot, host, tag)
+        try:
+            snap = select_snapshot(st, repo, ref, host, tag, path)
+        except SnapshotNotFound:
+            if path and not (host or tag):
+                raise SnapshotNotFound(
+                    f"no snapshot includes the path {path[0]} (--path chooses snapshots, as in restic); "
+                    f"to restore a file or folder of a snapshot, write {ref}:{path[0]}"
+                ) from None
+            raise
         out = sys.stdout.buffer if fmt else None
         opts = RestoreOptions(
-            path=path, target=target, format=fmt, output=out, dry_run=dry_run, verify=verify, connections=max(4, st.store_connections())
+            path=sub or "/", target=target, format=fmt, output=out, dry_run=dry_run, verify=verify, connections=max(4, st.store_connections())
         )
         with RestoreProgress(st.console, stdout_free=not fmt) as progress:
             res = RestoreManager(repo, progress).restore(snap, opts)

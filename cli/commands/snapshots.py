@@ -6,14 +6,15 @@ from __future__ import annotations
 import typer
 
 from backupkit_cli.context import State
+from backupkit_cli.select import HOSTS, PATHS, TAGS
 from backupkit_cli.fmt import count, display_name, human_bytes, local_time
 
 
 def command(
     ctx: typer.Context,
-    host: list[str] = typer.Option([], "--host", help="Only snapshots of this host (repeatable)."),
-    tag: list[str] = typer.Option([], "--tag", help="Only snapshots with these tags (a,b = both; repeat for either)."),
-    path: list[str] = typer.Option([], "--path", help="Only snapshots of this path (repeatable: all of them)."),
+    host: list[str] = HOSTS,
+    tag: list[str] = TAGS,
+    path: list[str] = PATHS,
 ) -> None:
     from backupkit_cli.select import select_snapshots
 

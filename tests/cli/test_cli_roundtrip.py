@@ -167,12 +167,12 @@ def test_restore_path_subtree_and_file(world):
     base, every, env, _summary = world
     out = base / "restore-path"
     sub = every.path(b"dir")
-    ok(run_bk("restore", "latest", "--path", sub, "--target", out, env=env))
+    ok(run_bk("restore", b"latest:" + sub, "--target", out, env=env))  # restic's SNAPSHOT:PATH
     assert diff_trees(record_tree(sub), record_tree(restored(out, sub))) == []
     assert os.listdir(restored(out, every.root)) == [b"dir"]
     out = base / "restore-file"
     one = every.path(every.big)
-    ok(run_bk("restore", "latest", "--path", one, "--target", out, env=env))
+    ok(run_bk("restore", b"latest:" + one, "--target", out, env=env))
     assert os.listdir(restored(out, every.root)) == [every.big]
     with open(one, "rb") as a, open(restored(out, one), "rb") as b:
         assert a.read() == b.read()
@@ -197,7 +197,7 @@ def test_stdin_backup_and_restore(tmp_path):
     assert snaps[0]["source"]["type"] == "stdin" and snaps[0]["paths"] == ["/db.sql"]
     ok(run_bk("restore", "latest", "--target", tmp_path / "out", env=env))
     assert (tmp_path / "out" / "db.sql").read_bytes() == payload
-    ok(run_bk("restore", "latest", "--path", "/db.sql", "--target", tmp_path / "out2", env=env))
+    ok(run_bk("restore", "latest", "--path", "/db.sql", "--target", tmp_path / "out2", env=env))  # a filter: the snapshot of /db.sql
     assert (tmp_path / "out2" / "db.sql").read_bytes() == payload
 
 
