@@ -33,7 +33,8 @@ class _Group(typer.core.TyperGroup):
 app = typer.Typer(
     name="bk",
     cls=_Group,
-    help="backupkit: deduplicating, encrypted backups to a local directory or S3.",
+    help="backupkit: deduplicating, encrypted backups to a local directory or S3.\n\n"
+    "Global options may be given before or after the command (bk snapshots --json).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -106,21 +107,29 @@ def _store_summary() -> None:
         pass
 
 
-app.command("init", help="Create a repository and its first key.")(init.command)
-app.command("backup", help="Back up paths (or stdin with -) into a new snapshot.")(backup.command)
-app.command("snapshots", help="List snapshots.")(snapshots.command)
-app.command("ls", help="List the files in a snapshot (everything below the path; --max-depth N for less).")(ls.command)
-app.command("restore", help="Restore a snapshot to a directory or as a ZIP/TAR stream.")(restore.command)
-app.command("cat", help="Print a repository object (config, index, snapshot, blob, key) for debugging.")(cat.command)
-app.command("unlock", help="Remove stale locks (--remove-all: every lock).")(unlock.command)
-app.command("diff", help="Show what changed between two snapshots.")(diff.command)
-app.command("forget", help="Remove snapshots by id or by a retention policy (--keep-*).")(forget.command)
-app.command("prune", help="Delete data no snapshot needs; repack partly used packs.")(prune.command)
-app.command("check", help="Verify the repository's structure (--read-data: and all data).")(check.command)
-app.command("cache", help="List local caches; --cleanup removes those of repositories not used for a while.")(cache.command)
+#: Under every command's own help: where the global options are.
+_EPILOG = "Global options (bk --help: -r, --json, -q, -v, --no-lock, ...) may also be given here."
+
+
+def _command(name: str, help: str):
+    return app.command(name, help=help, epilog=_EPILOG)
+
+
+_command("init", help="Create a repository and its first key.")(init.command)
+_command("backup", help="Back up paths (or stdin with -) into a new snapshot.")(backup.command)
+_command("snapshots", help="List snapshots.")(snapshots.command)
+_command("ls", help="List the files in a snapshot (all levels; --max-depth N).")(ls.command)
+_command("restore", help="Restore a snapshot to a directory or as a ZIP/TAR stream.")(restore.command)
+_command("cat", help="Print a repository object (config, index, snapshot, blob, key) for debugging.")(cat.command)
+_command("unlock", help="Remove stale locks (--remove-all: every lock).")(unlock.command)
+_command("diff", help="Show what changed between two snapshots.")(diff.command)
+_command("forget", help="Remove snapshots by id or by a retention policy (--keep-*).")(forget.command)
+_command("prune", help="Delete data no snapshot needs; repack partly used packs.")(prune.command)
+_command("check", help="Verify the repository's structure (--read-data: and all data).")(check.command)
+_command("cache", help="List local caches; --cleanup removes those of repositories not used for a while.")(cache.command)
 app.add_typer(key.app, name="key", help="Manage the repository's keys (passwords).")
-app.command("version", help="Print the version of bk.")(version.command)
-app.command("completion", help="Print a shell completion script (bash, zsh or fish).")(completion.command)
+_command("version", help="Print the version of bk.")(version.command)
+_command("completion", help=completion.command.__doc__ or "")(completion.command)
 
 
 def _click_exceptions() -> tuple[tuple[type[BaseException], ...], ...]:
