@@ -190,7 +190,9 @@ class State:
         where = display_name(self.repo_url())
         if self.uses_default_repo():
             return f"no repository at {where} (the default): create one with bk init, or name one with -r or BK_REPOSITORY"
-        return f"no repository at {where}: create one with bk -r {where} init"
+        import shlex
+
+        return f"no repository at {where}: create one with bk -r {shlex.quote(where)} init"
 
     @contextmanager
     def unlocked_repo(self) -> Iterator[Any]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from backupkit.testing import bk_executable, cli_env, run_bk, write_file
+from tests.support.kit import bk_executable, cli_env, run_bk, write_file
 
 #: A directory name that is rich markup, an emoji code and a very long path at once.
 MARKUP = ":smile: [bold]x[/bold] [red]"
@@ -161,7 +161,7 @@ def test_backup_and_restore_stream_status_lines(tmp_path):
 def test_json_error_lines_for_unreadable_files():
     import tempfile
 
-    from backupkit.testing import unprivileged_prefix
+    from tests.support.kit import unprivileged_prefix
 
     prefix, who = unprivileged_prefix()
     base = Path(tempfile.mkdtemp(prefix="bk-json-errors-", dir="/tmp"))  # reachable by nobody

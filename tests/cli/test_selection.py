@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from backupkit.testing import cli_env, run_bk, write_file
+from tests.support.kit import cli_env, run_bk, write_file
 
 
 def ok(r: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
