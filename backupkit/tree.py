@@ -9,9 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from backupkit.crypto import T_META_BLOB
-from backupkit.entry import Keyer, content_items, decode_entry, encode_entry, join, parent_of
+from backupkit.entry import Keyer, join, parent_of
 from backupkit.errors import PathNotFound
 from backupkit.hamt import Hamt
+from backupkit.objects.content import content_list
+from backupkit.objects.entry import Entry
 from backupkit.repo.repository import Repository
 
 
@@ -40,28 +42,28 @@ class SnapshotTree:
         self.hamt = hamt or make_hamt(repo)
         self.keyer = Keyer(repo.sealer.keyed_hash)
 
-    def get(self, path: bytes) -> dict | None:
+    def get(self, path: bytes) -> Entry | None:
         raw = self.hamt.get(self.root, self.keyer.key(path), path)
-        return decode_entry(raw) if raw is not None else None
+        return Entry.decode(raw, path) if raw is not None else None
 
-    def require(self, path: bytes) -> dict:
+    def require(self, path: bytes) -> Entry:
         e = self.get(path)
         if e is None:
             raise PathNotFound(f"{path.decode('utf-8', 'backslashreplace')} is not in the snapshot")
         return e
 
-    def children(self, dirpath: bytes) -> list[tuple[bytes, dict]]:
+    def children(self, dirpath: bytes) -> list[tuple[bytes, Entry]]:
         """(path, entry) of the directory's children, sorted by name."""
         prefix = self.keyer.dir_prefix(dirpath)
-        out = [(p, decode_entry(v)) for _k, p, v in self.hamt.scan_prefix(self.root, prefix) if parent_of(p) == dirpath]
+        out = [(p, Entry.decode(v, p)) for _k, p, v in self.hamt.scan_prefix(self.root, prefix) if parent_of(p) == dirpath]
         out.sort(key=lambda pe: pe[0])
         return out
 
-    def walk(self, path: bytes = b"/") -> Iterator[tuple[bytes, dict]]:
+    def walk(self, path: bytes = b"/") -> Iterator[tuple[bytes, Entry]]:
         """Depth-first, parents before children, names sorted; starts with ``path`` itself."""
         top = self.require(path)
         yield path, top
-        if top["t"] == "d":
+        if top.is_dir:
             stack = [iter(self.children(path))]
             while stack:
                 nxt = next(stack[-1], None)
@@ -70,20 +72,20 @@ class SnapshotTree:
                     continue
                 p, e = nxt
                 yield p, e
-                if e["t"] == "d":
+                if e.is_dir:
                     stack.append(iter(self.children(p)))
 
-    def content(self, entry: dict) -> list:
-        return content_items(entry, lambda bid: self.repo.read_blob(bid, T_META_BLOB))
+    def content(self, entry: Entry) -> list:
+        return content_list(entry, lambda bid: self.repo.read_blob(bid, T_META_BLOB))
 
-    def all_entries(self) -> Iterator[tuple[bytes, dict]]:
+    def all_entries(self) -> Iterator[tuple[bytes, Entry]]:
         """Every entry in trie order (fast, unordered by path)."""
         for _k, p, v in self.hamt.items(self.root):
-            yield p, decode_entry(v)
+            yield p, Entry.decode(v, p)
 
 
-def entry_change(keyer: Keyer, path: bytes, entry: dict | None) -> tuple[bytes, bytes, bytes | None]:
-    return keyer.key(path), path, (encode_entry(entry) if entry is not None else None)
+def entry_change(keyer: Keyer, path: bytes, entry: Entry | None) -> tuple[bytes, bytes, bytes | None]:
+    return keyer.key(path), path, (entry.encode() if entry is not None else None)
 
 
 __all__ = ["SnapshotTree", "make_hamt", "normalize", "entry_change", "join"]

@@ -36,7 +36,9 @@ import pathspec
 import backupkit
 from backupkit.chunker import Chunker
 from backupkit.crypto import T_DATA_BLOB, T_META_BLOB
-from backupkit.entry import Keyer, encode_entry, entry_from_stat, join, name_of, parent_of, set_content
+from backupkit.entry import Keyer, join, name_of, parent_of
+from backupkit.objects.content import with_content
+from backupkit.objects.entry import TYPE_OF_MODE, Entry, entry_from_stat
 from backupkit.errors import PathNotFound, BadArgument, UsageError
 from backupkit.repo.repository import Repository
 from backupkit.snapshot import Snapshot, find_snapshot, list_snapshots, save_snapshot
@@ -319,12 +321,12 @@ class BackupManager:
             self.reporter.scan_total(files, size, True)
 
     # -- walking ---------------------------------------------------------------------------
-    def _parent_children(self, dirpath: bytes) -> dict[bytes, dict]:
+    def _parent_children(self, dirpath: bytes) -> dict[bytes, Entry]:
         if self.parent_tree is None:
             return {}
         return {name_of(p): e for p, e in self.parent_tree.children(dirpath)}
 
-    def _parent_entry(self, path: bytes) -> dict | None:
+    def _parent_entry(self, path: bytes) -> Entry | None:
         return self.parent_tree.get(path) if self.parent_tree is not None else None
 
     def _walk_sources(self, sources: list[bytes]) -> None:
@@ -358,12 +360,12 @@ class BackupManager:
                 continue
             self._visit(src, st, self._parent_entry(src), st.st_dev)
 
-    def _visit(self, path: bytes, st: os.stat_result, old: dict | None, root_dev: int) -> None:
+    def _visit(self, path: bytes, st: os.stat_result, old: Entry | None, root_dev: int) -> None:
         """Back up one path found by the walk; directories recursively (iteratively)."""
         if not stat.S_ISDIR(st.st_mode):
             self._leaf(path, st, old)
             return
-        stack: list[tuple[bytes, os.stat_result, dict | None]] = [(path, st, old)]
+        stack: list[tuple[bytes, os.stat_result, Entry | None]] = [(path, st, old)]
         while stack:
             dpath, dst, dold = stack.pop()
             self._record(dpath, self._meta_entry(dpath, dst, dold), dold)
@@ -413,58 +415,51 @@ class BackupManager:
             stack.extend(reversed(subdirs))
             self._drain(64)
 
-    def _delete(self, path: bytes, old: dict) -> None:
+    def _delete(self, path: bytes, old: Entry) -> None:
         """Drop ``path`` (and, for a directory, everything the parent had below it)."""
         if self.parent_tree is None:
             return
-        if old.get("t") == "d":
+        if old.is_dir:
             for p, _e in self.parent_tree.walk(path):
                 self.changes.append((self.keyer.key(p), p, None))
         else:
             self.changes.append((self.keyer.key(path), path, None))
 
-    def _meta_entry(self, path: bytes, st: os.stat_result, old: dict | None = None) -> dict:
+    def _meta_entry(self, path: bytes, st: os.stat_result, old: Entry | None = None) -> Entry:
         """The entry for ``path`` without content; ``old`` is the parent snapshot's entry.
 
         When ``old`` has the same type, inode, mtime and ctime, its xattrs and symlink
         target are taken instead of asked for again: setting or removing an xattr
         updates ctime, and a symlink's target cannot change without a new inode.
         """
-        e = entry_from_stat(st)
+        t = TYPE_OF_MODE.get(stat.S_IFMT(st.st_mode))
         if (
             old is not None
-            and old.get("ct") == e["ct"]
-            and old.get("mt") == e["mt"]
-            and old.get("i") == e["i"]
-            and old.get("t") == e["t"]
+            and old.ctime == st.st_ctime_ns
+            and old.mtime == st.st_mtime_ns
+            and old.inode == st.st_ino
+            and old.type == t
         ):
-            for k in ("l", "x"):
-                if k in old:
-                    e[k] = old[k]
-            return e
-        if e["t"] == "l":
-            e["l"] = os.readlink(path)
+            return entry_from_stat(st, target=old.target, xattrs=old.xattrs)
+        target = os.readlink(path) if t == "l" else None
         try:
             names = os.listxattr(path, follow_symlinks=False)
         except OSError:
             names = []
-        if names:
-            x = {}
-            for n in sorted(names):
-                try:
-                    x[n.encode("utf-8", "surrogateescape")] = os.getxattr(path, n, follow_symlinks=False)
-                except OSError:
-                    continue
-            if x:
-                e["x"] = x
-        return e
+        xattrs = []
+        for n in sorted(names):
+            try:
+                xattrs.append((n.encode("utf-8", "surrogateescape"), os.getxattr(path, n, follow_symlinks=False)))
+            except OSError:
+                continue
+        return entry_from_stat(st, target=target, xattrs=tuple(xattrs) or None)
 
-    def _record(self, path: bytes, entry: dict, old: dict | None) -> None:
+    def _record(self, path: bytes, entry: Entry, old: Entry | None) -> None:
         if old is None or entry != old:
-            self.changes.append((self.keyer.key(path), path, encode_entry(entry)))
+            self.changes.append((self.keyer.key(path), path, entry.encode()))
 
-    def _leaf(self, path: bytes, st: os.stat_result, old: dict | None) -> None:
-        if old is not None and old.get("t") == "d":
+    def _leaf(self, path: bytes, st: os.stat_result, old: Entry | None) -> None:
+        if old is not None and old.is_dir:
             # a directory became a file, symlink, ...: drop what the parent had below it
             self._delete(path, old)
             old = None
@@ -473,7 +468,7 @@ class BackupManager:
         except (OSError, ValueError) as err:
             self._error(path, getattr(err, "strerror", None) or str(err))
             return
-        if e["t"] != "f":
+        if not e.is_file:
             with self.stats.lock:
                 self.stats.others += 1
             self._record(path, e, old)
@@ -482,17 +477,15 @@ class BackupManager:
             self.stats.bytes_total += st.st_size
         if (
             old is not None
-            and old.get("t") == "f"
+            and old.is_file
             and not self.opts.force
-            and old.get("s") == e["s"]
-            and old.get("mt") == e["mt"]
-            and old.get("ct") == e["ct"]
-            and old.get("i") == e["i"]
-            and ("c" in old or "cb" in old)
+            and old.size == e.size
+            and old.mtime == e.mtime
+            and old.ctime == e.ctime
+            and old.inode == e.inode
+            and old.has_content
         ):
-            for k in ("c", "cb"):
-                if k in old:
-                    e[k] = old[k]
+            e = e.replace(content=old.content, content_blobs=old.content_blobs)
             with self.stats.lock:
                 self.stats.files_unchanged += 1
             self.reporter.file_done(_disp(path), st.st_size, "unchanged")
@@ -507,7 +500,7 @@ class BackupManager:
         self._pending.append((path, old, fut))
         self._drain(256)
 
-    def _finish_file(self, path: bytes, old: dict | None, e: dict | None) -> None:
+    def _finish_file(self, path: bytes, old: Entry | None, e: Entry | None) -> None:
         if e is None:
             return
         with self.stats.lock:
@@ -547,7 +540,7 @@ class BackupManager:
             yield data, hole - data
             pos = hole
 
-    def _read_file(self, path: bytes, st: os.stat_result, e: dict) -> dict | None:
+    def _read_file(self, path: bytes, st: os.stat_result, e: Entry) -> Entry | None:
         # O_NONBLOCK: a file swapped for a fifo since lstat must not block open() (the
         # fstat below then skips it); it changes nothing for reads of regular files.
         flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
@@ -624,8 +617,7 @@ class BackupManager:
                 self.stats.changed.append(_disp(path))
             self.reporter.error(_disp(path), "file changed while being read")
         stored = sum(i if isinstance(i, int) else 0 for i in items) + nread
-        e["s"] = stored
-        set_content(e, items, lambda data: self._add_meta(data))
+        e = with_content(e.replace(size=stored), items, self._add_meta)
         with self.stats.lock:
             self.stats.files_read += 1
             self.stats.bytes_read += nread
@@ -644,7 +636,7 @@ class BackupManager:
 
     def _backup_stdin(self, path: bytes, stream: BinaryIO) -> None:
         now = time.time_ns()
-        root = {"t": "d", "m": 0o755, "u": os.getuid(), "g": os.getgid(), "mt": now, "ct": now}
+        root = Entry(type="d", mode=0o755, uid=os.getuid(), gid=os.getgid(), mtime=now, ctime=now)
         self._record(b"/", root, self._parent_entry(b"/"))
         items = []
         total = 0
@@ -653,8 +645,8 @@ class BackupManager:
             total += len(chunk)
             self.reporter.bytes_done(len(chunk))
             items.append(self._store_chunk(bytes(chunk)))
-        e = {"t": "f", "m": 0o644, "u": os.getuid(), "g": os.getgid(), "s": total, "mt": now, "ct": now}
-        set_content(e, items, self._add_meta)
+        e = Entry(type="f", mode=0o644, uid=os.getuid(), gid=os.getgid(), size=total, mtime=now, ctime=now)
+        e = with_content(e, items, self._add_meta)
         with self.stats.lock:
             self.stats.files_new += 1
             self.stats.files_read += 1

@@ -105,7 +105,7 @@ class Readahead:
             return False
         key, e = nxt
         items = None
-        if e.get("t") == "f" and self._wants(key, e):
+        if e.is_file and self._wants(key, e):
             items = iter(self._content(e))
         self._queue.append(_File(key, e, items, wanted=items is not None))
         return True

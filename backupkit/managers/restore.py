@@ -35,6 +35,7 @@ import zstandard
 
 from backupkit.crypto import T_DATA_BLOB
 from backupkit.entry import display_path, name_of, parent_of
+from backupkit.objects.entry import Entry
 from backupkit.errors import PathNotFound, RestoreError, BadArgument, UsageError
 from backupkit.managers.readahead import Readahead
 from backupkit.repo.coalesce import CoalescingReader
@@ -112,7 +113,7 @@ class RestoreManager:
         self._lock = threading.Lock()
 
     # -- shared ----------------------------------------------------------------------------
-    def _entries(self, snap: Snapshot, path: str) -> Iterator[tuple[bytes, dict]]:
+    def _entries(self, snap: Snapshot, path: str) -> Iterator[tuple[bytes, Entry]]:
         """Entries to restore, parents first: the ancestors of ``path``, then its subtree."""
         base = normalize(path)
         tree = self.tree = SnapshotTree(self.repo, snap.root)
@@ -144,12 +145,12 @@ class RestoreManager:
         """
         seen: set[tuple[int, int]] = set()
 
-        def wants(key, e: dict) -> bool:
+        def wants(key, e: Entry) -> bool:
             path = key[0] if isinstance(key, tuple) else key
             if opts.dry_run or not safe_path(path):
                 return False
-            if links and e.get("n", 1) > 1:
-                key = (e.get("dv", 0), e.get("i", 0))
+            if links and (e.nlink or 1) > 1:
+                key = (e.device or 0, e.inode or 0)
                 if key in seen:
                     return False
                 seen.add(key)
@@ -221,8 +222,8 @@ class RestoreManager:
         if not opts.dry_run:
             os.makedirs(target, exist_ok=True)
         root_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY) if not opts.dry_run else -1
-        dir_fds: dict[bytes, int] = {b"": root_fd}
-        dirs_meta: list[tuple[bytes, dict]] = []
+        dir_fds: Entry[bytes, int] = {b"": root_fd}
+        dirs_meta: list[tuple[bytes, Entry]] = []
         links: dict[tuple[int, int], bytes] = {}
         self.verified = 0
         self.verify_failures: list[str] = []
@@ -240,7 +241,7 @@ class RestoreManager:
                 if pfd is None:
                     self._refuse(path, "parent directory was not restored, skipped")
                     continue
-                t = e["t"]
+                t = e.type
                 if opts.dry_run:
                     self._count(t, e)
                     if t == "d":
@@ -252,13 +253,13 @@ class RestoreManager:
                         dirs_meta.append((rel, e))
                         self.counts["dirs"] += 1
                     elif t == "f":
-                        key = (e.get("dv", 0), e.get("i", 0))
-                        if e.get("n", 1) > 1 and key in links:
+                        key = (e.device or 0, e.inode or 0)
+                        if (e.nlink or 1) > 1 and key in links:
                             self._replace(pfd, name)
                             os.link(links[key], name, src_dir_fd=root_fd, dst_dir_fd=pfd, follow_symlinks=False)
                             self.counts["files"] += 1
                             continue
-                        if e.get("n", 1) > 1:
+                        if (e.nlink or 1) > 1:
                             links[key] = rel  # later names of this file link to it
                         self._write_file(pfd, name, path, e, owners, opts, parts)
                     else:
@@ -290,11 +291,11 @@ class RestoreManager:
             opts.dry_run,
         )
 
-    def _count(self, t: str, e: dict) -> None:
+    def _count(self, t: str, e: Entry) -> None:
         with self._lock:
             if t == "f":
                 self.counts["files"] += 1
-                self.counts["bytes"] += e.get("s", 0)
+                self.counts["bytes"] += (e.size or 0)
             elif t == "d":
                 self.counts["dirs"] += 1
             else:
@@ -323,7 +324,7 @@ class RestoreManager:
         os.unlink(name, dir_fd=pfd)
 
     def _write_file(
-        self, pfd: int, name: bytes, path: bytes, e: dict, owners: bool, opts: RestoreOptions, parts: Iterator | None
+        self, pfd: int, name: bytes, path: bytes, e: Entry, owners: bool, opts: RestoreOptions, parts: Iterator | None
     ) -> None:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
         try:
@@ -336,7 +337,7 @@ class RestoreManager:
             self._refuse(path, f"cannot create: {err.strerror}")
             return
         try:
-            size = e.get("s", 0)
+            size = (e.size or 0)
             written = 0
             hole_at_end = False
             for part in parts if parts is not None else self._blobs(self.tree.content(e)):
@@ -373,7 +374,7 @@ class RestoreManager:
         if opts.verify:
             self._verify(pfd, name, path, e)
 
-    def _verify(self, pfd: int, name: bytes, path: bytes, e: dict) -> None:
+    def _verify(self, pfd: int, name: bytes, path: bytes, e: Entry) -> None:
         ok = True
         try:
             fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=pfd)
@@ -381,7 +382,7 @@ class RestoreManager:
             ok = False
         else:
             try:
-                if os.fstat(fd).st_size != e.get("s", 0):
+                if os.fstat(fd).st_size != (e.size or 0):
                     ok = False
                 for item in self.tree.content(e) if ok else ():
                     if isinstance(item, int):
@@ -411,19 +412,19 @@ class RestoreManager:
         if not ok:
             self.reporter.error(display_path(path), "verification failed: content differs from the snapshot")
 
-    def _special(self, pfd: int, name: bytes, path: bytes, e: dict, owners: bool) -> None:
-        t = e["t"]
+    def _special(self, pfd: int, name: bytes, path: bytes, e: Entry, owners: bool) -> None:
+        t = e.type
         self._replace(pfd, name)
         if t == "l":
-            os.symlink(e["l"], name, dir_fd=pfd)
+            os.symlink((e.target or b""), name, dir_fd=pfd)
         elif t == "p":
-            os.mkfifo(name, e.get("m", 0o600), dir_fd=pfd)
+            os.mkfifo(name, (e.mode if e.mode is not None else 0o600), dir_fd=pfd)
         elif t in ("c", "b"):
             if os.geteuid() != 0:
                 self._refuse(path, "device nodes need root, skipped")
                 return
             kind = stat.S_IFCHR if t == "c" else stat.S_IFBLK
-            os.mknod(name, kind | e.get("m", 0o600), e.get("rd", 0), dir_fd=pfd)
+            os.mknod(name, kind | (e.mode if e.mode is not None else 0o600), (e.rdev or 0), dir_fd=pfd)
         elif t == "s":
             with self._lock:
                 self.counts["others"] += 1
@@ -432,11 +433,11 @@ class RestoreManager:
         with self._lock:
             self.counts["others"] += 1
 
-    def _apply_meta(self, fd: int | None, at: tuple[int, bytes] | None, e: dict, owners: bool) -> None:
+    def _apply_meta(self, fd: int | None, at: tuple[int, bytes] | None, e: Entry, owners: bool) -> None:
         """Owner, xattrs, mode and times; on an fd, or on (dir_fd, name) without following."""
-        is_link = e["t"] == "l"
+        is_link = e.type == "l"
         if fd is not None:
-            kw: dict = {}
+            kw: Entry = {}
             target: int | bytes = fd
         else:
             assert at is not None
@@ -444,21 +445,21 @@ class RestoreManager:
             kw = {"dir_fd": at[0], "follow_symlinks": False}
         if owners:
             try:
-                os.chown(target, e.get("u", -1), e.get("g", -1), **kw)
+                os.chown(target, e.uid if e.uid is not None else -1, e.gid if e.gid is not None else -1, **kw)
             except OSError:
                 pass
-        if e.get("x") and fd is not None:
-            for k, v in e["x"].items():
+        if e.xattrs and fd is not None:
+            for k, v in e.xattrs:
                 try:
                     os.setxattr(fd, k, v)
                 except OSError as err:
                     self.reporter.error("", f"xattr {k!r}: {err.strerror}")
         if not is_link:
             if fd is not None:
-                os.chmod(fd, e.get("m", 0o644))
+                os.chmod(fd, (e.mode if e.mode is not None else 0o644))
             else:
-                os.chmod(target, e.get("m", 0o644), dir_fd=at[0])  # type: ignore[index]
-        mt = e.get("mt", 0)
+                os.chmod(target, (e.mode if e.mode is not None else 0o644), dir_fd=at[0])  # type: ignore[index]
+        mt = (e.mtime or 0)
         os.utime(target, ns=(mt, mt), **kw)
 
     # -- archives --------------------------------------------------------------------------
@@ -486,7 +487,7 @@ class RestoreManager:
             tuple(self.errors), 0, (), time.monotonic() - t0, opts.dry_run,
         )
 
-    def _archive_entries(self, snap: Snapshot, opts: RestoreOptions) -> Iterator[tuple[bytes, bytes, dict]]:
+    def _archive_entries(self, snap: Snapshot, opts: RestoreOptions) -> Iterator[tuple[bytes, bytes, Entry]]:
         # As for a directory restore, an entry goes out only below a directory that went
         # out, and a name already used by a directory or symlink is not reused: an
         # extractor would write a member "s/x" through an earlier member "s" that is a
@@ -505,13 +506,13 @@ class RestoreManager:
             if path in non_files:
                 self._refuse(path, "name appears twice in the snapshot, skipped")
                 continue
-            if e["t"] != "f":
+            if e.type != "f":
                 non_files.add(path)
-            if e["t"] == "d":
+            if e.type == "d":
                 dirs.add(path)
             yield path, path.lstrip(b"/"), e
 
-    def _content_stream(self, e: dict, parts: Iterator | None) -> Iterator[bytes]:
+    def _content_stream(self, e: Entry, parts: Iterator | None) -> Iterator[bytes]:
         for part in parts if parts is not None else self._blobs(self.tree.content(e)):
             if isinstance(part, int):
                 n = part
@@ -527,22 +528,22 @@ class RestoreManager:
         with zipfile.ZipFile(_Unseekable(out), "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
             entries = (((path, rel), e) for path, rel, e in self._archive_entries(snap, opts))
             for (path, rel), e, parts in self._readahead(entries, opts, links=False):
-                t = e["t"]
-                mt = time.localtime(max(e.get("mt", 0) / 1e9, 315532800))[:6]
+                t = e.type
+                mt = time.localtime(max((e.mtime or 0) / 1e9, 315532800))[:6]
                 if t == "d":
                     zi = _RawZipInfo(rel + b"/", mt)
-                    zi.external_attr = ((stat.S_IFDIR | e.get("m", 0o755)) << 16) | 0x10
+                    zi.external_attr = ((stat.S_IFDIR | (e.mode if e.mode is not None else 0o755)) << 16) | 0x10
                     zf.writestr(zi, b"")
                     self._count("d", e)
                 elif t == "l":
                     zi = _RawZipInfo(rel, mt)
                     zi.external_attr = (stat.S_IFLNK | 0o777) << 16
-                    zf.writestr(zi, bytes(e["l"]))
+                    zf.writestr(zi, (e.target or b""))
                     self._count("l", e)
                 elif t == "f":
                     zi = _RawZipInfo(rel, mt)
-                    zi.external_attr = (stat.S_IFREG | e.get("m", 0o644)) << 16
-                    zi.file_size = e.get("s", 0)
+                    zi.external_attr = (stat.S_IFREG | (e.mode if e.mode is not None else 0o644)) << 16
+                    zi.file_size = (e.size or 0)
                     if opts.dry_run:
                         self._count("f", e)
                         continue
@@ -550,7 +551,7 @@ class RestoreManager:
                         for part in self._content_stream(e, parts):
                             w.write(part)
                     self._count("f", e)
-                    self.reporter.file_done(display_path(path), e.get("s", 0))
+                    self.reporter.file_done(display_path(path), (e.size or 0))
                 else:
                     self._count(t, e)  # fifos, devices, sockets have no ZIP form
 
@@ -559,40 +560,40 @@ class RestoreManager:
         with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8", errors="surrogateescape") as tf:
             entries = (((path, rel), e) for path, rel, e in self._archive_entries(snap, opts))
             for (path, rel), e, parts in self._readahead(entries, opts, links=True):
-                t = e["t"]
+                t = e.type
                 ti = tarfile.TarInfo(rel.decode("utf-8", "surrogateescape"))
-                ti.mode = e.get("m", 0o644)
-                ti.uid, ti.gid = e.get("u", 0), e.get("g", 0)
-                ti.uname, ti.gname = e.get("un", ""), e.get("gn", "")
-                ti.mtime = e.get("mt", 0) / 1e9
-                if e.get("x"):
+                ti.mode = (e.mode if e.mode is not None else 0o644)
+                ti.uid, ti.gid = e.uid or 0, e.gid or 0
+                ti.uname, ti.gname = e.user or "", e.group or ""
+                ti.mtime = (e.mtime or 0) / 1e9
+                if e.xattrs:
                     ti.pax_headers = {
                         "SCHILY.xattr." + k.decode("utf-8", "surrogateescape"): v.decode("utf-8", "surrogateescape")
-                        for k, v in e["x"].items()
+                        for k, v in e.xattrs
                     }
                 fileobj = None
                 if t == "d":
                     ti.type = tarfile.DIRTYPE
                 elif t == "l":
                     ti.type = tarfile.SYMTYPE
-                    ti.linkname = bytes(e["l"]).decode("utf-8", "surrogateescape")
+                    ti.linkname = (e.target or b"").decode("utf-8", "surrogateescape")
                 elif t == "p":
                     ti.type = tarfile.FIFOTYPE
                 elif t in ("c", "b"):
                     ti.type = tarfile.CHRTYPE if t == "c" else tarfile.BLKTYPE
-                    ti.devmajor, ti.devminor = os.major(e.get("rd", 0)), os.minor(e.get("rd", 0))
+                    ti.devmajor, ti.devminor = os.major((e.rdev or 0)), os.minor((e.rdev or 0))
                 elif t == "s":
                     self._count(t, e)
                     continue
                 else:
-                    key = (e.get("dv", 0), e.get("i", 0))
-                    if e.get("n", 1) > 1 and key in links:
+                    key = (e.device or 0, e.inode or 0)
+                    if (e.nlink or 1) > 1 and key in links:
                         ti.type = tarfile.LNKTYPE
                         ti.linkname = links[key]
                     else:
-                        if e.get("n", 1) > 1:
+                        if (e.nlink or 1) > 1:
                             links[key] = ti.name
-                        ti.size = e.get("s", 0)
+                        ti.size = (e.size or 0)
                         fileobj = _StreamReader(self._content_stream(e, parts)) if not opts.dry_run else None
                 if opts.dry_run:
                     self._count(t, e)
@@ -600,7 +601,7 @@ class RestoreManager:
                 tf.addfile(ti, fileobj)
                 self._count(t, e)
                 if t == "f":
-                    self.reporter.file_done(display_path(path), e.get("s", 0))
+                    self.reporter.file_done(display_path(path), (e.size or 0))
 
 
 def _all_zero(data: bytes) -> bool:

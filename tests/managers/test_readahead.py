@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from types import SimpleNamespace
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -22,8 +23,8 @@ def _files(n_files: int, blobs_per_file: int, size: int):
             store[bid] = bytes([i % 251]) * size
             items.append(bid)
         items.append(7)  # a hole
-        entries.append((b"/f%d" % i, {"t": "f", "items": items}))
-        entries.append((b"/d%d" % i, {"t": "d"}))
+        entries.append((b"/f%d" % i, SimpleNamespace(type="f", is_file=True, items=items)))
+        entries.append((b"/d%d" % i, SimpleNamespace(type="d", is_file=False)))
     return entries, store
 
 
@@ -50,19 +51,19 @@ class Reader:
 
 
 def _ra(entries, store, reader, pool, budget, **kw):
-    return Readahead(iter(entries), lambda e: e["items"], reader, lambda bid: len(store[bid]), pool, budget=budget, **kw)
+    return Readahead(iter(entries), lambda e: e.items, reader, lambda bid: len(store[bid]), pool, budget=budget, **kw)
 
 
 def test_order_holes_and_non_files():
     entries, store = _files(20, 3, 100)
     with ThreadPoolExecutor(4) as pool:
-        out = [(k, e["t"], None if parts is None else list(parts)) for k, e, parts in _ra(entries, store, Reader(store), pool, 1000)]
+        out = [(k, e.type, None if parts is None else list(parts)) for k, e, parts in _ra(entries, store, Reader(store), pool, 1000)]
     assert [k for k, _t, _p in out] == [k for k, _e in entries]
     for (k, t, parts), (_k, e) in zip(out, entries):
         if t == "d":
             assert parts is None
         else:
-            assert parts == [store[b] if isinstance(b, bytes) else b for b in e["items"]]
+            assert parts == [store[b] if isinstance(b, bytes) else b for b in e.items]
 
 
 def test_reads_run_ahead_in_parallel_within_the_budget():
@@ -96,7 +97,7 @@ def test_unwanted_files_get_no_content_and_a_writer_may_skip_parts():
         ra = _ra(entries, store, reader, pool, 10_000, wants_content=lambda k, e: k != b"/f3")
         seen = {}
         for k, e, parts in ra:
-            if e["t"] != "f":
+            if e.type != "f":
                 continue
             seen[k] = parts
             if k == b"/f5":
@@ -125,7 +126,7 @@ def test_a_failed_read_raises_in_the_writer_for_that_file_only():
 
 
 def test_lookahead_bounds_entries_held():
-    entries = [(b"/d%d" % i, {"t": "d"}) for i in range(10_000)]
+    entries = [(b"/d%d" % i, SimpleNamespace(type="d", is_file=False)) for i in range(10_000)]
     with ThreadPoolExecutor(1) as pool:
         ra = Readahead(iter(entries), lambda e: [], lambda b: b"", lambda b: 0, pool, lookahead=100)
         n = 0
@@ -140,5 +141,5 @@ def test_every_budget_gives_the_same_bytes(budget):
     entries, store = _files(15, 4, 50)
     with ThreadPoolExecutor(3) as pool:
         got = [b"".join(x if isinstance(x, bytes) else bytes(x) for x in p) for _k, _e, p in _ra(entries, store, Reader(store), pool, budget) if p is not None]
-    want = [b"".join(store[b] if isinstance(b, bytes) else bytes(b) for b in e["items"]) for _k, e in entries if e["t"] == "f"]
+    want = [b"".join(store[b] if isinstance(b, bytes) else bytes(b) for b in e.items) for _k, e in entries if e.type == "f"]
     assert got == want
