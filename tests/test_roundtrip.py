@@ -210,11 +210,11 @@ def test_large_sparse_file(tmp_path, monkeypatch):
         assert f.read(4096) == bytes(4096)
     verify = RestoreManager._verify
 
-    def scribble_then_verify(self, pfd, name, path, e):
+    def scribble_then_verify(self, run, pfd, name, path, e):
         fd = os.open(name, os.O_WRONLY, dir_fd=pfd)
         os.pwrite(fd, b"x", 5 * 2**30 + 7)
         os.close(fd)
-        return verify(self, pfd, name, path, e)
+        return verify(self, run, pfd, name, path, e)
 
     monkeypatch.setattr(RestoreManager, "_verify", scribble_then_verify)
     r = RestoreManager(repo).restore(res.snapshot, RestoreOptions(target=str(tmp_path / "out2"), verify=True))

@@ -48,20 +48,8 @@ def command(
         )
         with RestoreProgress(st.console) as progress:
             res = RestoreManager(repo, progress).restore(snap, opts)
-    summary = {
-        "snapshot": snap.id,
-        "files": res.files,
-        "dirs": res.dirs,
-        "others": res.others,
-        "bytes": res.bytes,
-        "errors": [{"path": p, "message": m} for p, m in res.errors],
-        "verified": res.verified,
-        "verify_failures": list(res.verify_failures),
-        "dry_run": res.dry_run,
-        "seconds": round(res.seconds, 3),
-    }
     if st.json and not fmt:
-        st.console.json(summary)
+        st.console.json({"snapshot": snap.id, **res.to_json()})
     else:
         verb = "would restore" if dry_run else "restored"
         st.console.info(
@@ -70,7 +58,8 @@ def command(
         )
         if verify:
             st.console.info(f"verified {res.verified} files, {len(res.verify_failures)} differ")
-    if res.errors or res.verify_failures:
-        st.console.error(f"{len(res.errors) + len(res.verify_failures)} problem(s) during restore")
+    if res.incomplete:
+        lost = f", {len(res.unreadable)} of them directories whose contents could not be read" if res.unreadable else ""
+        st.console.error(f"restore incomplete: {res.problems} problem(s){lost}")
         return exit_codes.FATAL
     return exit_codes.OK

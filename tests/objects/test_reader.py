@@ -1,4 +1,5 @@
-"""Readahead: contents of upcoming files fetched in parallel, in order, within a budget."""
+"""ContentReader's read-ahead: contents of upcoming files fetched in parallel, in order,
+within a budget; failures stay with their file."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from backupkit.managers.readahead import Readahead
+from backupkit.objects.reader import _ReadAhead
+from backupkit.tuning import Tuning
 
 
 def _files(n_files: int, blobs_per_file: int, size: int):
@@ -50,8 +52,21 @@ class Reader:
                 self.active -= 1
 
 
-def _ra(entries, store, reader, pool, budget, **kw):
-    return Readahead(iter(entries), lambda e: e.items, reader, lambda bid: len(store[bid]), pool, budget=budget, **kw)
+class FakeContentReader:
+    """What _ReadAhead uses of a ContentReader, over a dict of blobs."""
+
+    def __init__(self, store, read, pool, budget, lookahead=4096, content=None):
+        self.budget = budget
+        self.tuning = Tuning(readahead_entries=lookahead)
+        self._pool = pool
+        self.read_blob = read
+        self.blob_size = lambda bid: len(store.get(bid, b""))
+        self.content_list = content or (lambda e: e.items)
+        self.joined = SimpleNamespace(expect=lambda bid: None)
+
+
+def _ra(entries, store, reader, pool, budget, wants_content=None, lookahead=4096, content=None):
+    return _ReadAhead(FakeContentReader(store, reader, pool, budget, lookahead, content), iter(entries), wants_content)
 
 
 def test_order_holes_and_non_files():
@@ -128,7 +143,7 @@ def test_a_failed_read_raises_in_the_writer_for_that_file_only():
 def test_lookahead_bounds_entries_held():
     entries = [(b"/d%d" % i, SimpleNamespace(type="d", is_file=False)) for i in range(10_000)]
     with ThreadPoolExecutor(1) as pool:
-        ra = Readahead(iter(entries), lambda e: [], lambda b: b"", lambda b: 0, pool, lookahead=100)
+        ra = _ra(entries, {}, lambda b: b"", pool, 1000, lookahead=100)
         n = 0
         for _k, _e, _p in ra:
             assert len(ra._queue) <= 101
@@ -143,3 +158,43 @@ def test_every_budget_gives_the_same_bytes(budget):
         got = [b"".join(x if isinstance(x, bytes) else bytes(x) for x in p) for _k, _e, p in _ra(entries, store, Reader(store), pool, budget) if p is not None]
     want = [b"".join(store[b] if isinstance(b, bytes) else bytes(b) for b in e.items) for _k, e in entries if e.type == "f"]
     assert got == want
+
+
+def test_a_content_list_that_cannot_be_loaded_fails_that_file_only():
+    entries, store = _files(5, 2, 100)
+
+    def content(e):
+        if e.items[0] == b"2:0":
+            raise ValueError("damaged content blob")
+        return e.items
+
+    ok, failed = [], []
+    with ThreadPoolExecutor(2) as pool:
+        for k, _e, parts in _ra(entries, store, Reader(store), pool, 10_000, content=content):
+            if parts is None:
+                continue
+            try:
+                list(parts)
+                ok.append(k)
+            except ValueError:
+                failed.append(k)
+    assert failed == [b"/f2"] and ok == [b"/f0", b"/f1", b"/f3", b"/f4"]
+
+
+def test_a_failing_source_raises_in_its_place_not_in_a_file():
+    """The walk failing while a file is read ahead is not that file's failure, and every
+    entry before the failure is still handed out."""
+    entries, store = _files(6, 2, 100)
+
+    def source():
+        yield from entries[:7]
+        raise RuntimeError("walk failed")
+
+    got = []
+    with ThreadPoolExecutor(2) as pool:
+        ra = _ra(source(), store, Reader(store), pool, 10_000)
+        with pytest.raises(RuntimeError, match="walk failed"):
+            for k, _e, parts in ra:
+                list(parts or ())  # never raises: the files are intact
+                got.append(k)
+    assert got == [k for k, _e in entries[:7]]
