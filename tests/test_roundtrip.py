@@ -25,7 +25,6 @@ import msgpack
 import pytest
 import zstandard
 
-import backupkit.managers.backup as backup_mod
 from backupkit.entry import Keyer, parent_of
 from backupkit.errors import UsageError
 from backupkit.managers.backup import BackupManager, BackupOptions, BackupResult
@@ -51,7 +50,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="round trips check own
 # -- helpers -----------------------------------------------------------------------------
 
 class OsSpy:
-    """Stands in for the ``os`` module inside backupkit.managers.backup.
+    """Stands in for the ``os`` module of a backup (``BackupManager(fs=...)``).
 
     Records every path passed to ``os.open``; ``on_open`` / ``on_read`` hooks let a test
     act at the exact moment the engine opens or reads a file.
@@ -84,8 +83,9 @@ class OsSpy:
         return os.readv(fd, buffers)
 
 
-def run_backup(repo: Repository, *paths, **kw) -> BackupResult:
-    return BackupManager(repo).run(BackupOptions(paths=tuple(str(p) for p in paths), **kw))
+def run_backup(repo: Repository, *paths, fs=os, **kw) -> BackupResult:
+    """Back up ``paths``; ``fs`` stands in for the ``os`` module (an OsSpy)."""
+    return BackupManager(repo, fs=fs).run(BackupOptions(paths=tuple(str(p) for p in paths), **kw))
 
 
 def restored(target: Path, src: bytes | Path) -> bytes:
@@ -113,9 +113,7 @@ def first(every):
     """(repo, spy, result) of the first backup of the every-kind tree."""
     repo = make_test_repo()
     spy = OsSpy()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(backup_mod, "os", spy)
-        res = run_backup(repo, os.fsdecode(every.root))
+    res = run_backup(repo, os.fsdecode(every.root), fs=spy)
     assert res.snapshot is not None
     return repo, spy, res
 
@@ -378,8 +376,7 @@ def _only_ancestor_changes(repo: Repository, a: Snapshot, b: Snapshot, src: byte
 def test_unchanged_backup_reads_nothing_and_keeps_the_root(every, first, monkeypatch):
     repo, _spy, res1 = first
     spy = OsSpy()
-    monkeypatch.setattr(backup_mod, "os", spy)
-    res2 = run_backup(repo, os.fsdecode(every.root))
+    res2 = run_backup(repo, os.fsdecode(every.root), fs=spy)
     assert res2.files_read == 0 and res2.bytes_read == 0 and res2.errors == ()
     assert res2.files_unchanged == len(every.regular) + len(every.hardlinks) - 1 and res2.files_new == res2.files_changed == 0
     regular_opened = [p for p in spy.opened if stat.S_ISREG(os.lstat(p).st_mode)]
@@ -418,9 +415,7 @@ def test_modified_deleted_and_new_files(tmp_path):
     (src / "gone").rmdir()
     write_file(src / "stay/new.txt", b"brand new\n")
     spy = OsSpy()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(backup_mod, "os", spy)
-        r2 = run_backup(repo, src)
+    r2 = run_backup(repo, src, fs=spy)
     assert r2.errors == ()
     assert sorted(os.path.relpath(p, os.fsencode(src)) for p in spy.opened) == [b"modify.txt", b"stay/new.txt"]
     assert (r2.files_read, r2.files_changed, r2.files_new, r2.files_unchanged) == (2, 1, 1, 2)
@@ -532,8 +527,8 @@ def test_xattr_and_symlink_changes_are_seen_and_unchanged_entries_are_not_asked_
             asked.append(os.fsencode(path))
             return os.readlink(path, *a, **kw)
 
-    monkeypatch.setattr(backup_mod, "os", XattrSpy())
-    r2 = run_backup(repo, src)
+    xspy = XattrSpy()
+    r2 = run_backup(repo, src, fs=xspy)
     # same inode, mtime and ctime: xattrs and link targets come from the parent snapshot
     assert asked == [] and r2.files_unchanged == 6
     tree = SnapshotTree(repo, r2.snapshot.root)
@@ -545,7 +540,7 @@ def test_xattr_and_symlink_changes_are_seen_and_unchanged_entries_are_not_asked_
     os.removexattr(src / "stay", "user.dir")
     os.unlink(src / "link")
     os.symlink("stay/y", src / "link")
-    r3 = run_backup(repo, src)
+    r3 = run_backup(repo, src, fs=xspy)
     assert sorted(asked) == sorted(os.fsencode(p) for p in (src, src / "keep.txt", src / "stay", src / "link", src / "link"))
     tree = SnapshotTree(repo, r3.snapshot.root)
     assert tree.require(os.fsencode(src / "keep.txt")).xattrs == ((b"user.tag", b"two"),)
@@ -652,9 +647,8 @@ def test_file_changing_while_read_is_reported(tmp_path, monkeypatch):
 
     spy.open = tracking_open
     spy.on_read = on_read
-    monkeypatch.setattr(backup_mod, "os", spy)
     repo = make_test_repo()
-    res = run_backup(repo, src)
+    res = run_backup(repo, src, fs=spy)
     assert sorted(res.changed_during_read) == sorted([str(grows), str(src / "small"), str(shrinks)])
     assert res.snapshot is not None and res.errors == ()
     tree = SnapshotTree(repo, res.snapshot.root)
@@ -665,9 +659,41 @@ def test_file_changing_while_read_is_reported(tmp_path, monkeypatch):
     assert r.errors == () and r.verify_failures == ()
     assert Path(os.fsdecode(restored(out, shrinks))).read_bytes() == shrinks.read_bytes()
     # the next backup reads them again (their entries keep the pre-read times)
-    monkeypatch.setattr(backup_mod, "os", os)
     res2 = run_backup(repo, src)
     assert res2.files_read == 3 and res2.changed_during_read == ()
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_file_truncated_between_lstat_and_read_gets_no_invented_zeros(tmp_path, sparse):
+    """9.7: stored with the size read, content as read, and reported as changed."""
+    src = tmp_path / "src"
+    victim = src / "shrinks.bin"
+    data = os.urandom(3 * 2**20)
+    write_file(victim, data)
+    if sparse:  # a hole in the middle: the read takes the SEEK_DATA path
+        with open(victim, "r+b") as f:
+            f.truncate(6 * 2**20)
+            f.seek(5 * 2**20)
+            f.write(b"tail data")
+    spy = OsSpy()
+    target = os.fsencode(victim)
+
+    def truncate_first(path):
+        if path == target and os.lstat(path).st_size > 100_000:
+            os.truncate(path, 100_000)
+
+    spy.on_open = truncate_first
+    repo = make_test_repo()
+    res = run_backup(repo, src, fs=spy)
+    assert res.changed_during_read == (str(victim),) and res.errors == ()
+    tree = SnapshotTree(repo, res.snapshot.root)
+    e = tree.require(target)
+    assert e.size == 100_000
+    assert sum(i if isinstance(i, int) else repo.index.lookup(i).raw_length for i in tree.content(e)) == 100_000
+    out = tmp_path / "out"
+    r = RestoreManager(repo).restore(res.snapshot, RestoreOptions(target=str(out), verify=True))
+    assert r.errors == () and r.verify_failures == ()
+    assert Path(os.fsdecode(restored(out, victim))).read_bytes() == data[:100_000]
 
 
 def test_file_replaced_by_fifo_before_open_never_hangs(tmp_path, monkeypatch):
@@ -684,10 +710,9 @@ def test_file_replaced_by_fifo_before_open_never_hangs(tmp_path, monkeypatch):
             os.mkfifo(path)
 
     spy.on_open = swap
-    monkeypatch.setattr(backup_mod, "os", spy)
     repo = make_test_repo()
     box: dict = {}
-    t = threading.Thread(target=lambda: box.setdefault("res", run_backup(repo, src)), daemon=True)
+    t = threading.Thread(target=lambda: box.setdefault("res", run_backup(repo, src, fs=spy)), daemon=True)
     t.start()
     t.join(20)
     if t.is_alive():
