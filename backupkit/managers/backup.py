@@ -101,6 +101,25 @@ class BackupResult:
     def incomplete(self) -> bool:
         return bool(self.errors)
 
+    def to_json(self) -> dict:
+        return {
+            "snapshot_id": self.snapshot.id if self.snapshot else None,
+            "parent": self.parent,
+            "dry_run": self.dry_run,
+            "files_new": self.files_new,
+            "files_changed": self.files_changed,
+            "files_unchanged": self.files_unchanged,
+            "dirs": self.dirs,
+            "files_read": self.files_read,
+            "bytes_total": self.bytes_total,
+            "bytes_read": self.bytes_read,
+            "bytes_added": self.bytes_added,
+            "blobs_added": self.blobs_added,
+            "errors": [{"path": e.path, "message": e.message} for e in self.errors],
+            "changed_during_read": list(self.changed_during_read),
+            "seconds": round(self.seconds, 3),
+        }
+
 
 class BackupReporter(Protocol):
     def scan_total(self, files: int, size: int, done: bool) -> None: ...

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import errno
 import os
-import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -36,13 +35,13 @@ from backupkit.archive import FORMATS, TarWriter, open_archive
 from backupkit.entry import display_path, name_of, parent_of
 from backupkit.errors import BadArgument, PathNotFound, RestoreError, UsageError
 from backupkit.objects.entry import Entry
+from backupkit.managers.restore_files import apply_meta, make_special, mkdir_at, remove_at, verify_at, write_parts
 from backupkit.objects.reader import ContentReader, Parts
 from backupkit.repo.repository import Repository
 from backupkit.snapshot import Snapshot
 from backupkit.tree import SnapshotTree, normalize
 from backupkit.tuning import DEFAULT_TUNING, Tuning
 
-SEEK_DATA = getattr(os, "SEEK_DATA", 3)
 _ZERO = bytes(1024 * 1024)
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 #: stands in for an ancestor directory whose entry cannot be read
@@ -281,13 +280,13 @@ class RestoreManager:
                     continue
                 try:
                     if e.is_dir:
-                        dir_fds[rel] = self._mkdir(pfd, name)
+                        dir_fds[rel] = mkdir_at(pfd, name)
                         dirs_meta.append((rel, e))
                         run.count(e)
                     elif e.is_file:
                         key = e.hardlink_key
                         if key is not None and key in links:
-                            self._replace(pfd, name)
+                            remove_at(pfd, name)
                             os.link(links[key], name, src_dir_fd=root_fd, dst_dir_fd=pfd, follow_symlinks=False)
                             run.count(e, 0)
                             continue
@@ -312,28 +311,6 @@ class RestoreManager:
                 if fd >= 0:
                     os.close(fd)
 
-    def _mkdir(self, pfd: int, name: bytes) -> int:
-        try:
-            os.mkdir(name, 0o700, dir_fd=pfd)
-        except FileExistsError:
-            pass
-        # O_NOFOLLOW: an existing symlink in place of the directory is refused (ELOOP)
-        try:
-            return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=pfd)
-        except OSError as err:
-            if err.errno in (errno.ELOOP, errno.ENOTDIR):
-                raise OSError(err.errno, "a non-directory (or symlink) is in the way") from None
-            raise
-
-    def _replace(self, pfd: int, name: bytes) -> None:
-        try:
-            st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
-        except FileNotFoundError:
-            return
-        if stat.S_ISDIR(st.st_mode):
-            raise OSError(errno.EISDIR, "a directory is in the way")
-        os.unlink(name, dir_fd=pfd)
-
     def _write_file(self, run: _Run, pfd: int, name: bytes, path: bytes, e: Entry, parts: Parts) -> bool:
         """Write one file under a temporary name, rename it when complete; False (and
         the temporary file removed) when it could not be restored."""
@@ -348,7 +325,7 @@ class RestoreManager:
         done = False
         try:
             size = e.size or 0
-            written = self._write_parts(run, fd, parts)
+            written = write_parts(fd, parts, run.opts.sparse, self.reporter.bytes_done)
             if written != size:
                 raise RestoreError(f"content is {written} bytes, the snapshot says {size}")
             self._apply_meta(run, fd, None, e)
@@ -375,57 +352,9 @@ class RestoreManager:
             self._verify(run, pfd, name, path, e)
         return True
 
-    def _write_parts(self, run: _Run, fd: int, parts: Parts) -> int:
-        sparse = run.opts.sparse
-        written = 0
-        hole_at_end = False
-        for part in parts:
-            if isinstance(part, int) or (sparse and len(part) >= 4096 and _all_zero(part)):
-                n = part if isinstance(part, int) else len(part)
-                os.lseek(fd, n, os.SEEK_CUR)
-                written += n
-                hole_at_end = True
-            else:
-                mv = memoryview(part)
-                while mv:
-                    k = os.write(fd, mv)
-                    mv = mv[k:]
-                written += len(part)
-                hole_at_end = False
-                self.reporter.bytes_done(len(part))
-        if hole_at_end:
-            os.ftruncate(fd, written)  # a seek past the end does not extend the file
-        return written
-
     def _verify(self, run: _Run, pfd: int, name: bytes, path: bytes, e: Entry) -> None:
-        ok = True
-        try:
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=pfd)
-        except OSError:
-            ok = False
-        else:
-            try:
-                if os.fstat(fd).st_size != (e.size or 0):
-                    ok = False
-                for item in run.reader.content_list(e) if ok else ():
-                    if isinstance(item, int):
-                        ok = _zeros_ahead(fd, item)
-                    else:
-                        want = run.reader.blob_size(bytes(item)) or -1
-                        b = os.read(fd, want) if want > 0 else b""
-                        while want > 0 and len(b) < want:
-                            more = os.read(fd, want - len(b))
-                            if not more:
-                                break
-                            b += more
-                        if self.repo.sealer.blob_id(b) != bytes(item):
-                            ok = False
-                    if not ok:
-                        break
-                if ok and os.read(fd, 1):
-                    ok = False
-            finally:
-                os.close(fd)
+        r = run.reader
+        ok = verify_at(pfd, name, e.size or 0, r.content_list(e), r.blob_size, self.repo.sealer.blob_id)
         with run.lock:
             if ok:
                 run.verified += 1
@@ -435,52 +364,18 @@ class RestoreManager:
             self.reporter.error(display_path(path), "verification failed: content differs from the snapshot")
 
     def _special(self, run: _Run, pfd: int, name: bytes, path: bytes, e: Entry) -> None:
-        t = e.type
-        if t == "s":
+        if e.type == "s":
             run.count(e)
             return  # sockets are recorded, not recreated (like restic)
-        if t in ("c", "b") and os.geteuid() != 0:
+        if e.type in ("c", "b") and os.geteuid() != 0:
             run.problem(path, "device nodes need root, skipped")
             return
-        self._replace(pfd, name)
-        mode = e.mode if e.mode is not None else 0o600
-        if t == "l":
-            os.symlink(e.target or b"", name, dir_fd=pfd)
-        elif t == "p":
-            os.mkfifo(name, mode, dir_fd=pfd)
-        else:
-            os.mknod(name, (stat.S_IFCHR if t == "c" else stat.S_IFBLK) | mode, e.rdev or 0, dir_fd=pfd)
+        make_special(pfd, name, e)
         self._apply_meta(run, None, (pfd, name), e)
         run.count(e)
 
     def _apply_meta(self, run: _Run, fd: int | None, at: tuple[int, bytes] | None, e: Entry) -> None:
-        """Owner, xattrs, mode and times; on an fd, or on (dir_fd, name) without following."""
-        if fd is not None:
-            kw: dict = {}
-            target: int | bytes = fd
-        else:
-            assert at is not None
-            target = at[1]
-            kw = {"dir_fd": at[0], "follow_symlinks": False}
-        if run.owners:
-            try:
-                os.chown(target, e.uid if e.uid is not None else -1, e.gid if e.gid is not None else -1, **kw)
-            except OSError:
-                pass
-        if e.xattrs and fd is not None:
-            for k, v in e.xattrs:
-                try:
-                    os.setxattr(fd, k, v)
-                except OSError as err:
-                    self.reporter.error("", f"xattr {k!r}: {err.strerror}")
-        if e.type != "l":
-            mode = e.mode if e.mode is not None else 0o644
-            if fd is not None:
-                os.chmod(fd, mode)
-            else:
-                os.chmod(target, mode, dir_fd=at[0])  # type: ignore[index]
-        mt = e.mtime or 0
-        os.utime(target, ns=(mt, mt), **kw)
+        apply_meta(fd, at, e, run.owners, lambda msg: self.reporter.error("", msg))
 
     # -- archives --------------------------------------------------------------------------
     def _archive(self, run: _Run, snap: Snapshot) -> None:
@@ -555,38 +450,6 @@ class RestoreManager:
             done += k
 
 
-def _all_zero(data: bytes) -> bool:
-    """True if every byte is zero; most data is rejected by its first or last byte
-    without a scan (``bytes.count`` of every blob cost a sixth of restore's GIL time)."""
-    if data[0] or data[-1]:
-        return False
-    n = len(data)
-    return data == _ZERO[:n] if n <= len(_ZERO) else data.count(0) == n
-
-
-def _zeros_ahead(fd: int, n: int) -> bool:
-    """True if the next ``n`` bytes at fd's offset are zeros; leaves the offset after them.
-
-    Holes are skipped with SEEK_DATA, so verifying a sparse file reads only its data.
-    """
-    pos = os.lseek(fd, 0, os.SEEK_CUR)
-    end = pos + n
-    while pos < end:
-        try:
-            pos = os.lseek(fd, pos, SEEK_DATA)
-        except OSError as err:
-            if err.errno != errno.ENXIO:  # no SEEK_DATA here: read everything
-                os.lseek(fd, pos, os.SEEK_SET)
-            else:  # only a hole up to the end of the file
-                pos = end
-        if pos >= end:
-            break
-        b = os.read(fd, min(end - pos, len(_ZERO)))
-        if not b or b != _ZERO[: len(b)]:
-            return False
-        pos += len(b)
-    os.lseek(fd, end, os.SEEK_SET)
-    return True
 
 
 __all__ = ["FORMATS", "RestoreManager", "RestoreOptions", "RestoreReporter", "RestoreResult", "NullRestoreReporter", "safe_path"]

@@ -66,25 +66,7 @@ def command(
         with BackupProgress(st.console) as progress:
             res = BackupManager(repo, progress).run(opts)
     if st.json:
-        st.console.json(
-            {
-                "snapshot_id": res.snapshot.id if res.snapshot else None,
-                "parent": res.parent,
-                "dry_run": res.dry_run,
-                "files_new": res.files_new,
-                "files_changed": res.files_changed,
-                "files_unchanged": res.files_unchanged,
-                "dirs": res.dirs,
-                "files_read": res.files_read,
-                "bytes_total": res.bytes_total,
-                "bytes_read": res.bytes_read,
-                "bytes_added": res.bytes_added,
-                "blobs_added": res.blobs_added,
-                "errors": [{"path": e.path, "message": e.message} for e in res.errors],
-                "changed_during_read": list(res.changed_during_read),
-                "seconds": round(res.seconds, 3),
-            }
-        )
+        st.console.json(res.to_json())
     else:
         c = st.console
         c.info(
