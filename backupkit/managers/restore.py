@@ -142,6 +142,13 @@ class _Run:
     verified: int = 0
     verify_failures: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: names of files being written: ``.bk-restore-<random>-<n>`` (one random per run)
+    temp_prefix: bytes = field(default_factory=lambda: b".bk-restore-" + os.urandom(6).hex().encode() + b"-")
+    temp_count: int = 0
+
+    def temp_name(self) -> bytes:
+        self.temp_count += 1
+        return self.temp_prefix + str(self.temp_count).encode()
 
     def problem(self, path: bytes, why: str) -> None:
         with self.lock:
@@ -314,7 +321,7 @@ class RestoreManager:
     def _write_file(self, run: _Run, pfd: int, name: bytes, path: bytes, e: Entry, parts: Parts) -> bool:
         """Write one file under a temporary name, rename it when complete; False (and
         the temporary file removed) when it could not be restored."""
-        tmp = b".bk-restore-" + os.urandom(8).hex().encode()
+        tmp = run.temp_name()
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=pfd)
         except OSError as err:

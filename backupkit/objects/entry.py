@@ -39,8 +39,9 @@ import grp
 import os
 import pwd
 import stat
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields
 from functools import lru_cache
+from operator import attrgetter
 
 import msgpack
 
@@ -109,20 +110,25 @@ class Entry:
         return self.content is not None or self.content_blobs is not None
 
     def replace(self, **changes) -> Entry:
-        return replace(self, **changes)
+        vals = list(_values(self))
+        for attr, v in changes.items():
+            vals[_INDEX[attr]] = v
+        return Entry(*vals)
 
     def differing_keys(self, other: Entry) -> tuple[str, ...]:
         """Wire keys whose values differ between the two entries, sorted."""
-        return tuple(k for k, attr in _WIRE if getattr(self, attr) != getattr(other, attr))
+        a, b = _values(self), _values(other)
+        return tuple(k for k, i in _WIRE if a[i] != b[i])
 
     # -- codec -----------------------------------------------------------------------------
     def to_wire(self) -> dict:
         """The msgpack map, keys sorted, None fields left out."""
+        vals = _values(self)
         out = {}
-        for key, attr in _WIRE:
-            v = getattr(self, attr)
+        for key, i in _WIRE:
+            v = vals[i]
             if v is not None:
-                out[key] = dict(v) if key == "x" else v
+                out[key] = dict(v) if i == _X else v
         return out
 
     def encode(self) -> bytes:
@@ -139,21 +145,31 @@ class Entry:
 
     @staticmethod
     def from_wire(m: object, path: bytes | None = None) -> Entry:
-        if not isinstance(m, dict):
+        """The entry of a decoded wire map, validated (see the module docstring)."""
+        if type(m) is not dict:
             raise _bad(path, "not a map")
-        args = {}
-        for key, value in m.items():
-            spec = _FIELDS.get(key) if isinstance(key, str) else None
+        vals: list = [None] * _NFIELDS
+        for key, v in m.items():
+            spec = _SPEC.get(key) if type(key) is str else None
             if spec is None:
                 raise _bad(path, f"unknown field {key!r}")
-            attr, check = spec
-            v = check(value)
-            if v is _INVALID:
-                raise _bad(path, f"field {key!r} has an invalid value {_short(value)}")
-            args[attr] = v
-        if "type" not in args:
+            i, kind, lo, hi = spec
+            tv = type(v)
+            if kind is int:
+                ok = tv is int and lo <= v < hi
+            elif kind is str or kind is bytes:
+                ok = tv is kind
+            elif i == 0:  # t
+                ok = tv is str and v in TYPE_NAMES
+            else:
+                v = _CHECK[i](v)
+                ok = v is not _INVALID
+            if not ok:
+                raise _bad(path, f"field {key!r} has an invalid value {_short(m[key])}")
+            vals[i] = v
+        if vals[0] is None:
             raise _bad(path, "no type field 't'")
-        return Entry(**args)
+        return Entry(*vals)
 
 
 def _bad(path: bytes | None, what: str) -> FormatError:
@@ -167,24 +183,6 @@ def _short(v: object) -> str:
 
 
 _INVALID = object()
-
-
-def _int_in(lo: int, hi: int):
-    def check(v):
-        return v if type(v) is int and lo <= v < hi else _INVALID
-
-    return check
-
-
-def _of_type(t: type):
-    def check(v):
-        return v if type(v) is t else _INVALID
-
-    return check
-
-
-def _check_type(v):
-    return v if type(v) is str and v in TYPE_NAMES else _INVALID
 
 
 def _check_xattrs(v):
@@ -218,30 +216,39 @@ def _check_blob_ids(v):
     return tuple(v)
 
 
-_uint = _int_in(0, _U64)
+#: the fields in declaration order, and what each wire key holds:
+#: key -> (attribute, kind, low, high); kind int: an int in [low, high)
 _FIELDS = {
-    "t": ("type", _check_type),
-    "m": ("mode", _int_in(0, 0o10000)),
-    "u": ("uid", _int_in(0, 1 << 32)),
-    "g": ("gid", _int_in(0, 1 << 32)),
-    "un": ("user", _of_type(str)),
-    "gn": ("group", _of_type(str)),
-    "s": ("size", _int_in(0, _I64)),
-    "mt": ("mtime", _int_in(-_I64, _I64)),
-    "ct": ("ctime", _int_in(-_I64, _I64)),
-    "i": ("inode", _uint),
-    "dv": ("device", _uint),
-    "n": ("nlink", _uint),
-    "rd": ("rdev", _uint),
-    "l": ("target", _of_type(bytes)),
-    "x": ("xattrs", _check_xattrs),
-    "c": ("content", _check_content),
-    "cb": ("content_blobs", _check_blob_ids),
+    "t": ("type", None, 0, 0),
+    "m": ("mode", int, 0, 0o10000),
+    "u": ("uid", int, 0, 1 << 32),
+    "g": ("gid", int, 0, 1 << 32),
+    "un": ("user", str, 0, 0),
+    "gn": ("group", str, 0, 0),
+    "s": ("size", int, 0, _I64),
+    "mt": ("mtime", int, -_I64, _I64),
+    "ct": ("ctime", int, -_I64, _I64),
+    "i": ("inode", int, 0, _U64),
+    "dv": ("device", int, 0, _U64),
+    "n": ("nlink", int, 0, _U64),
+    "rd": ("rdev", int, 0, _U64),
+    "l": ("target", bytes, 0, 0),
+    "x": ("xattrs", None, 0, 0),
+    "c": ("content", None, 0, 0),
+    "cb": ("content_blobs", None, 0, 0),
 }
-#: (wire key, attribute) in wire order (keys sorted)
-_WIRE = tuple((k, _FIELDS[k][0]) for k in sorted(_FIELDS))
+_ATTRS = tuple(f.name for f in fields(Entry))
+_NFIELDS = len(_ATTRS)
+_INDEX = {a: i for i, a in enumerate(_ATTRS)}
+_values = attrgetter(*_ATTRS)
+_SPEC = {k: (_INDEX[a], kind, lo, hi) for k, (a, kind, lo, hi) in _FIELDS.items()}
+_CHECK = {_INDEX["xattrs"]: _check_xattrs, _INDEX["content"]: _check_content, _INDEX["content_blobs"]: _check_blob_ids}
+_X = _INDEX["xattrs"]
+#: (wire key, field index) in wire order (keys sorted)
+_WIRE = tuple((k, _INDEX[_FIELDS[k][0]]) for k in sorted(_FIELDS))
 #: wire key of each attribute
-WIRE_KEY = {attr: k for k, attr in _WIRE}
+WIRE_KEY = {a: k for k, (a, *_rest) in _FIELDS.items()}
+assert set(_ATTRS) == set(WIRE_KEY) and _ATTRS[0] == "type"
 
 
 def decode_entry(raw: bytes, path: bytes | None = None) -> Entry:
