@@ -231,9 +231,21 @@ class RestoreManager:
                 anc.append((p, e))
             p = parent_of(p)
         yield from reversed(anc)
+        # A name goes out once. Only a forged snapshot holds a path twice; a second entry
+        # would replace the first after a hard link was made to it ("b" -> "a", then "a"
+        # a symlink: a tar extractor writes through it). Children come sorted by name, so
+        # a repeat follows its first appearance among its siblings: the last name per
+        # directory is all that must be remembered.
+        last_child: dict[bytes, bytes] = {}
         for p, e in tree.walk(base, on_error=run.walk_error, top=top):
-            if p != b"/" or base == b"/":
-                yield p, e
+            if p == b"/" and base != b"/":
+                continue
+            parent = parent_of(p)
+            if last_child.get(parent) == p:
+                run.problem(p, "name appears twice in the snapshot, skipped")
+                continue
+            last_child[parent] = p
+            yield p, e
 
     def _wants(self, run: _Run, links: bool):
         """Which files get their content read ahead: not in a dry run, not unsafe ones,
@@ -260,6 +272,9 @@ class RestoreManager:
         if os.path.lexists(target) and not os.path.isdir(target):
             raise RestoreError(f"target {target} exists and is not a directory")
         run.owners = (os.geteuid() == 0) if opts.owners is None else opts.owners
+        # the snapshot's "/" entry is applied to the target only if this restore makes it:
+        # never chmod/chown a directory that was there (the user's home, "/")
+        created = not os.path.lexists(target)
         if not opts.dry_run:
             os.makedirs(target, exist_ok=True)
         root_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY) if not opts.dry_run else -1
@@ -273,7 +288,8 @@ class RestoreManager:
                     continue
                 rel = path.lstrip(b"/")
                 if not rel:
-                    dirs_meta.append((b"", e))
+                    if created:
+                        dirs_meta.append((b"", e))
                     continue
                 parent_rel, name = rel.rpartition(b"/")[0], name_of(path)
                 pfd = dir_fds.get(parent_rel)
@@ -404,25 +420,19 @@ class RestoreManager:
 
     def _archive_entries(self, run: _Run, snap: Snapshot) -> Iterator[tuple[tuple[bytes, bytes], Entry]]:
         # As for a directory restore, an entry goes out only below a directory that went
-        # out, and a name already used by a directory or symlink is not reused: an
-        # extractor would write a member "s/x" through an earlier member "s" that is a
-        # symlink (possible only in a forged snapshot). Only non-files are remembered.
+        # out (and, by ``_entries``, a name goes out once): an extractor would write a
+        # member "s/x" through an earlier member "s" that is a symlink.
         dirs = {b"/"}
-        non_files: set[bytes] = set()
         for path, e in self._entries(run, snap):
             if path == b"/":
                 continue
             if not safe_path(path):
                 run.problem(path, "unsafe path in snapshot, refused")
                 continue
-            if parent_of(path) not in dirs:
+            parent = parent_of(path)
+            if parent not in dirs:
                 run.problem(path, "parent is not a directory in the archive, skipped")
                 continue
-            if path in non_files:
-                run.problem(path, "name appears twice in the snapshot, skipped")
-                continue
-            if not e.is_file:
-                non_files.add(path)
             if e.is_dir:
                 dirs.add(path)
             yield (path, path.lstrip(b"/")), e

@@ -28,8 +28,9 @@ How a content list is stored (inline ``c`` or in content blobs ``cb``) is the ob
 layer's business (``backupkit.objects.content``); an entry only carries the fields.
 
 ``Entry.decode`` validates every field: a wrong type, a missing ``t``, an unknown key, a
-mode beyond 0o7777, a blob id that is not 32 bytes is a :class:`FormatError` naming the
-path, never a ``KeyError`` or ``TypeError`` later. ``encode(decode(raw)) == raw`` for
+mode beyond 0o7777, a blob id that is not 32 bytes, a file without ``s``, a symlink
+without ``l``, a device without ``rd``, both ``c`` and ``cb`` is a :class:`FormatError`
+naming the path, never a ``KeyError`` or ``TypeError`` later. ``encode(decode(raw)) == raw`` for
 every entry the format allows.
 """
 
@@ -167,8 +168,14 @@ class Entry:
             if not ok:
                 raise _bad(path, f"field {key!r} has an invalid value {_short(m[key])}")
             vals[i] = v
-        if vals[0] is None:
+        t = vals[0]
+        if t is None:
             raise _bad(path, "no type field 't'")
+        need = _REQUIRED.get(t)
+        if need is not None and vals[need[0]] is None:
+            raise _bad(path, f"a {TYPE_NAMES[t]} without field {need[1]!r}")
+        if vals[_C] is not None and vals[_CB] is not None:
+            raise _bad(path, "both 'c' and 'cb'")
         return Entry(*vals)
 
 
@@ -244,6 +251,9 @@ _values = attrgetter(*_ATTRS)
 _SPEC = {k: (_INDEX[a], kind, lo, hi) for k, (a, kind, lo, hi) in _FIELDS.items()}
 _CHECK = {_INDEX["xattrs"]: _check_xattrs, _INDEX["content"]: _check_content, _INDEX["content_blobs"]: _check_blob_ids}
 _X = _INDEX["xattrs"]
+_C, _CB = _INDEX["content"], _INDEX["content_blobs"]
+#: what each type cannot do without: (field index, wire key)
+_REQUIRED = {"f": (_INDEX["size"], "s"), "l": (_INDEX["target"], "l"), "c": (_INDEX["rdev"], "rd"), "b": (_INDEX["rdev"], "rd")}
 #: (wire key, field index) in wire order (keys sorted)
 _WIRE = tuple((k, _INDEX[_FIELDS[k][0]]) for k in sorted(_FIELDS))
 #: wire key of each attribute

@@ -39,6 +39,9 @@ WIRE = {
 def wire_entries(draw) -> bytes:
     keys = draw(st.sets(st.sampled_from(sorted(WIRE))))
     m = {"t": draw(st.sampled_from(sorted(TYPE_NAMES)))}
+    keys |= {"f": {"s"}, "l": {"l"}, "c": {"rd"}, "b": {"rd"}}.get(m["t"], set())
+    if {"c", "cb"} <= keys:
+        keys.discard(draw(st.sampled_from(["c", "cb"])))
     for k in keys:
         m[k] = draw(WIRE[k])
     return msgpack.packb({k: m[k] for k in sorted(m)})
@@ -88,7 +91,12 @@ BAD = [
     ({"t": "l", "l": "target as str"}, "'l'"),
     ({"t": "f", "x": {"name": b"v"}}, "'x'"),
     ({"t": "f", "x": [1, 2]}, "'x'"),
-    ({"t": "f", "zz": 1}, "unknown field"),
+    ({"t": "f", "s": 1, "zz": 1}, "unknown field"),
+    ({"t": "l", "m": 0o777}, "without field 'l'"),
+    ({"t": "f", "m": 0o644}, "without field 's'"),
+    ({"t": "c", "m": 0o644}, "without field 'rd'"),
+    ({"t": "f", "s": 0, "c": [], "cb": []}, "both 'c' and 'cb'"),
+    ({"t": "f", "s": 1, "n": "2"}, "'n'"),
 ]
 
 
