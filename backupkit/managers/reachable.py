@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import msgpack
 
 from backupkit.crypto import T_CATALOG, T_META_BLOB
+from backupkit.objects.content import decode_content_blob
 from backupkit.objects.entry import Entry
 from backupkit.hamt import Hamt
 from backupkit.repo.repository import Repository
@@ -86,7 +87,7 @@ def mark(
                         continue
                     out.meta.add(cb)
                     try:
-                        items = msgpack.unpackb(read_meta(cb))
+                        items = decode_content_blob(cb, read_meta(cb))
                     except Exception as err:  # noqa: BLE001
                         if strict:
                             raise
@@ -133,7 +134,7 @@ def find_affected(
         """Bad data blobs listed in content blob ``cb``; None if ``cb`` is unreadable."""
         if cb not in cb_memo:
             try:
-                items = msgpack.unpackb(read_meta(cb))
+                items = decode_content_blob(cb, read_meta(cb))
                 cb_memo[cb] = frozenset(i for i in items if isinstance(i, bytes) and i in bad)
             except Exception:  # noqa: BLE001 - an unreadable content blob is a hit
                 cb_memo[cb] = None
