@@ -217,3 +217,22 @@ def test_a_full_disk_stops_the_restore_with_one_message(tmp_path, small_disk):
     assert rep.got == []
     leftovers = [n for _d, _s, files in os.walk(small_disk) for n in files if n.startswith(".bk-restore-")]
     assert leftovers == []
+
+
+def test_bk_restore_ends_an_incomplete_restore_with_one_line_and_exit_1(tmp_path):
+    from tests.managers.lifecycle_util import PASSWORD
+    from tests.support.kit import cli_env, run_bk
+
+    src = tmp_path / "src"
+    write_files(src, {"a.bin": random_bytes(600_000, 1), "c.txt": b"c"})
+    store = local_store(tmp_path / "repo")
+    repo = init_repo(store)
+    snap = backup(repo, src)
+    e = SnapshotTree(repo, snap.root).require(os.fsencode(src / "a.bin"))
+    _flip_blob(store, repo, e.content[1])
+    env = cli_env(tmp_path / "repo", tmp_path / "cache", PASSWORD.decode())
+    r = run_bk("restore", "latest", "--target", tmp_path / "out", env=env)
+    assert r.returncode == 1, r.stderr
+    assert "restore incomplete: 1 problem(s)" in r.stderr and "Traceback" not in r.stderr
+    assert (tmp_path / "out" / str(src).lstrip("/") / "c.txt").read_bytes() == b"c"
+    assert not (tmp_path / "out" / str(src).lstrip("/") / "a.bin").exists()
