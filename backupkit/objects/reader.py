@@ -1,4 +1,5 @@
-"""ContentReader: content lists in, file contents out, read ahead across files.
+"""ContentReader: content lists in, file contents (or byte ranges of them) out, read
+ahead across files.
 
 Vocabulary:
     item    one element of a file's content list: a data blob id (bytes) or a hole (int,
@@ -36,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from backupkit.crypto import T_DATA_BLOB, T_META_BLOB
+from backupkit.errors import BlobNotFound
 from backupkit.objects.content import content_list
 from backupkit.objects.entry import Entry
 from backupkit.repo.coalesce import CoalescingReader
@@ -109,6 +111,28 @@ class ContentReader:
         asks for the next entry.
         """
         return iter(_ReadAhead(self, entries, wants))
+
+    def read_range(self, e: Entry, offset: int, length: int) -> bytes:
+        """``length`` bytes of the file from ``offset`` (fewer past its end); only the
+        blobs that overlap the range are read."""
+        out = bytearray()
+        end = offset + length
+        pos = 0
+        for item in self.content_list(e):
+            if pos >= end:
+                break
+            if isinstance(item, int):
+                n = item
+            else:
+                loc = self.repo.index.lookup(bytes(item))
+                if loc is None:
+                    raise BlobNotFound(f"data blob {bytes(item).hex()[:16]} is not in the index")
+                n = loc.raw_length
+            if pos + n > offset:
+                lo, hi = max(offset, pos) - pos, min(end, pos + n) - pos
+                out += bytes(hi - lo) if isinstance(item, int) else self.read_blob(bytes(item))[lo:hi]
+            pos += n
+        return bytes(out)
 
     def parts(self, e: Entry) -> Parts:
         """The parts of one file, read on their own."""

@@ -198,3 +198,32 @@ def test_a_failing_source_raises_in_its_place_not_in_a_file():
                 list(parts or ())  # never raises: the files are intact
                 got.append(k)
     assert got == [k for k, _e in entries[:7]]
+
+
+def test_content_reader_reads_whole_files_and_byte_ranges(tmp_path):
+    import os
+    import random
+
+    from backupkit.objects.reader import ContentReader
+    from backupkit.tree import SnapshotTree
+    from tests.managers.lifecycle_util import backup, init_repo, local_store, open_repo
+
+    src = tmp_path / "src"
+    src.mkdir()
+    data = random.Random(5).randbytes(400_000)
+    with open(src / "f", "wb") as f:  # data, a 1 MiB hole, data
+        f.write(data[:200_000])
+        f.seek(200_000 + 2**20)
+        f.write(data[200_000:])
+    want = data[:200_000] + bytes(2**20) + data[200_000:]
+    repo = init_repo(local_store(tmp_path / "repo"))
+    snap = backup(repo, src)
+    repo = open_repo(repo.store)
+    e = SnapshotTree(repo, snap.root).require(os.fsencode(src / "f"))
+    with ContentReader(repo, connections=2) as reader:
+        assert b"".join(bytes(p) if isinstance(p, int) else p for p in reader.parts(e)) == want
+        rng = random.Random(1)
+        for _ in range(30):
+            off = rng.randrange(len(want) + 10)
+            n = rng.randrange(300_000)
+            assert reader.read_range(e, off, n) == want[off : off + n], (off, n)
