@@ -13,6 +13,7 @@ setup(
         "backupkit.repo",
         "backupkit.chunker",
         "backupkit.managers",
+        "backupkit.objects",
         "backupkit_cli",
         "backupkit_cli.commands",
     ],

@@ -6,13 +6,19 @@ nodes holding them; walking a subtree lists directories recursively in name orde
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from backupkit.crypto import T_META_BLOB
-from backupkit.entry import Keyer, content_items, decode_entry, encode_entry, join, parent_of
-from backupkit.errors import PathNotFound
+from backupkit.entry import Keyer, join, parent_of
+from backupkit.errors import FormatError, PathNotFound
 from backupkit.hamt import Hamt
+from backupkit.objects.content import content_list
+from backupkit.objects.entry import Entry
 from backupkit.repo.repository import Repository
+
+
+#: ``on_error(path, error, subtree)``: what a tolerant walk could not read
+OnError = Callable[[bytes, Exception, bool], None]
 
 
 def make_hamt(repo: Repository, cache_size: int = 65536) -> Hamt:
@@ -40,50 +46,94 @@ class SnapshotTree:
         self.hamt = hamt or make_hamt(repo)
         self.keyer = Keyer(repo.sealer.keyed_hash)
 
-    def get(self, path: bytes) -> dict | None:
+    def get(self, path: bytes) -> Entry | None:
         raw = self.hamt.get(self.root, self.keyer.key(path), path)
-        return decode_entry(raw) if raw is not None else None
+        return Entry.decode(raw, path) if raw is not None else None
 
-    def require(self, path: bytes) -> dict:
+    def require(self, path: bytes) -> Entry:
         e = self.get(path)
         if e is None:
             raise PathNotFound(f"{path.decode('utf-8', 'backslashreplace')} is not in the snapshot")
         return e
 
-    def children(self, dirpath: bytes) -> list[tuple[bytes, dict]]:
-        """(path, entry) of the directory's children, sorted by name."""
+    def children(self, dirpath: bytes, on_error: OnError | None = None) -> list[tuple[bytes, Entry]]:
+        """(path, entry) of the directory's children, sorted by name.
+
+        With ``on_error``, a malformed child entry is passed to it (``subtree=False``)
+        and left out, instead of raising FormatError.
+        """
         prefix = self.keyer.dir_prefix(dirpath)
-        out = [(p, decode_entry(v)) for _k, p, v in self.hamt.scan_prefix(self.root, prefix) if parent_of(p) == dirpath]
+        out = []
+        for _k, p, v in self.hamt.scan_prefix(self.root, prefix):
+            if parent_of(p) != dirpath:
+                continue
+            try:
+                out.append((p, Entry.decode(v, p)))
+            except FormatError as err:
+                if on_error is None:
+                    raise
+                on_error(p, err, False)
         out.sort(key=lambda pe: pe[0])
         return out
 
-    def walk(self, path: bytes = b"/") -> Iterator[tuple[bytes, dict]]:
-        """Depth-first, parents before children, names sorted; starts with ``path`` itself."""
-        top = self.require(path)
+    def walk(self, path: bytes = b"/", on_error: OnError | None = None, top: Entry | None = None) -> Iterator[tuple[bytes, Entry]]:
+        """Depth-first, parents before children, names sorted; starts with ``path`` itself.
+
+        Without ``on_error`` any damage raises. With it, the walk goes on past damage:
+        a directory whose children cannot be listed (a damaged tree node) is reported as
+        ``on_error(dirpath, error, True)`` and its subtree skipped; a malformed entry as
+        ``on_error(path, error, False)``. ``top``: the entry of ``path``, if known.
+        """
+        if top is None:
+            top = self.require(path)
         yield path, top
-        if top["t"] == "d":
-            stack = [iter(self.children(path))]
-            while stack:
-                nxt = next(stack[-1], None)
-                if nxt is None:
-                    stack.pop()
-                    continue
-                p, e = nxt
-                yield p, e
-                if e["t"] == "d":
-                    stack.append(iter(self.children(p)))
+        if not top.is_dir:
+            return
+        stack = [iter(self._listing(path, on_error))]
+        while stack:
+            nxt = next(stack[-1], None)
+            if nxt is None:
+                stack.pop()
+                continue
+            p, e = nxt
+            yield p, e
+            if e.is_dir:
+                stack.append(iter(self._listing(p, on_error)))
 
-    def content(self, entry: dict) -> list:
-        return content_items(entry, lambda bid: self.repo.read_blob(bid, T_META_BLOB))
+    def _listing(self, dirpath: bytes, on_error: OnError | None) -> list[tuple[bytes, Entry]]:
+        if on_error is None:
+            return self.children(dirpath)
+        malformed: list[bytes] = []
 
-    def all_entries(self) -> Iterator[tuple[bytes, dict]]:
+        def bad_child(p: bytes, err: Exception, subtree: bool) -> None:
+            on_error(p, err, subtree)
+            malformed.append(p)
+
+        try:
+            out = self.children(dirpath, bad_child)
+        except Exception as err:  # noqa: BLE001 - any damage below a directory is reported
+            on_error(dirpath, err, True)
+            return []
+        for p in malformed:  # a malformed directory entry: what is below it is lost too
+            try:
+                below = sum(1 for _k, c, _v in self.hamt.scan_prefix(self.root, self.keyer.dir_prefix(p)) if parent_of(c) == p)
+            except Exception:  # noqa: BLE001 - reported with the entry already
+                below = 0
+            if below:
+                on_error(p, FormatError(f"its entry is malformed, so the {below} entries below it are not restored"), True)
+        return out
+
+    def content(self, entry: Entry) -> list:
+        return content_list(entry, lambda bid: self.repo.read_blob(bid, T_META_BLOB))
+
+    def all_entries(self) -> Iterator[tuple[bytes, Entry]]:
         """Every entry in trie order (fast, unordered by path)."""
         for _k, p, v in self.hamt.items(self.root):
-            yield p, decode_entry(v)
+            yield p, Entry.decode(v, p)
 
 
-def entry_change(keyer: Keyer, path: bytes, entry: dict | None) -> tuple[bytes, bytes, bytes | None]:
-    return keyer.key(path), path, (encode_entry(entry) if entry is not None else None)
+def entry_change(keyer: Keyer, path: bytes, entry: Entry | None) -> tuple[bytes, bytes, bytes | None]:
+    return keyer.key(path), path, (entry.encode() if entry is not None else None)
 
 
 __all__ = ["SnapshotTree", "make_hamt", "normalize", "entry_change", "join"]

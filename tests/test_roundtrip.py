@@ -21,11 +21,11 @@ import time
 import zipfile
 from pathlib import Path
 
+import msgpack
 import pytest
 import zstandard
 
-import backupkit.managers.backup as backup_mod
-from backupkit.entry import Keyer, encode_entry, parent_of
+from backupkit.entry import Keyer, parent_of
 from backupkit.errors import UsageError
 from backupkit.managers.backup import BackupManager, BackupOptions, BackupResult
 from backupkit.managers.ls import LsManager
@@ -50,7 +50,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="round trips check own
 # -- helpers -----------------------------------------------------------------------------
 
 class OsSpy:
-    """Stands in for the ``os`` module inside backupkit.managers.backup.
+    """Stands in for the ``os`` module of a backup (``BackupManager(fs=...)``).
 
     Records every path passed to ``os.open``; ``on_open`` / ``on_read`` hooks let a test
     act at the exact moment the engine opens or reads a file.
@@ -83,8 +83,9 @@ class OsSpy:
         return os.readv(fd, buffers)
 
 
-def run_backup(repo: Repository, *paths, **kw) -> BackupResult:
-    return BackupManager(repo).run(BackupOptions(paths=tuple(str(p) for p in paths), **kw))
+def run_backup(repo: Repository, *paths, fs=os, **kw) -> BackupResult:
+    """Back up ``paths``; ``fs`` stands in for the ``os`` module (an OsSpy)."""
+    return BackupManager(repo, fs=fs).run(BackupOptions(paths=tuple(str(p) for p in paths), **kw))
 
 
 def restored(target: Path, src: bytes | Path) -> bytes:
@@ -112,9 +113,7 @@ def first(every):
     """(repo, spy, result) of the first backup of the every-kind tree."""
     repo = make_test_repo()
     spy = OsSpy()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(backup_mod, "os", spy)
-        res = run_backup(repo, os.fsdecode(every.root))
+    res = run_backup(repo, os.fsdecode(every.root), fs=spy)
     assert res.snapshot is not None
     return repo, spy, res
 
@@ -135,7 +134,7 @@ def test_snapshot_holds_every_kind(every, first):
     repo, _spy, res = first
     tree = SnapshotTree(repo, res.snapshot.root)
     src = every.root
-    kinds = {rel: tree.require(os.path.join(src, rel))["t"] for rel in (every.fifo, every.socket, b"links/dangling", b"emptydir")}
+    kinds = {rel: tree.require(os.path.join(src, rel)).type for rel in (every.fifo, every.socket, b"links/dangling", b"emptydir")}
     assert kinds == {every.fifo: "p", every.socket: "s", b"links/dangling": "l", b"emptydir": "d"}
     e = tree.require(os.path.join(src, every.sparse))
     items = tree.content(e)
@@ -209,11 +208,11 @@ def test_large_sparse_file(tmp_path, monkeypatch):
         assert f.read(4096) == bytes(4096)
     verify = RestoreManager._verify
 
-    def scribble_then_verify(self, pfd, name, path, e):
+    def scribble_then_verify(self, run, pfd, name, path, e):
         fd = os.open(name, os.O_WRONLY, dir_fd=pfd)
         os.pwrite(fd, b"x", 5 * 2**30 + 7)
         os.close(fd)
-        return verify(self, pfd, name, path, e)
+        return verify(self, run, pfd, name, path, e)
 
     monkeypatch.setattr(RestoreManager, "_verify", scribble_then_verify)
     r = RestoreManager(repo).restore(res.snapshot, RestoreOptions(target=str(tmp_path / "out2"), verify=True))
@@ -377,8 +376,7 @@ def _only_ancestor_changes(repo: Repository, a: Snapshot, b: Snapshot, src: byte
 def test_unchanged_backup_reads_nothing_and_keeps_the_root(every, first, monkeypatch):
     repo, _spy, res1 = first
     spy = OsSpy()
-    monkeypatch.setattr(backup_mod, "os", spy)
-    res2 = run_backup(repo, os.fsdecode(every.root))
+    res2 = run_backup(repo, os.fsdecode(every.root), fs=spy)
     assert res2.files_read == 0 and res2.bytes_read == 0 and res2.errors == ()
     assert res2.files_unchanged == len(every.regular) + len(every.hardlinks) - 1 and res2.files_new == res2.files_changed == 0
     regular_opened = [p for p in spy.opened if stat.S_ISREG(os.lstat(p).st_mode)]
@@ -417,9 +415,7 @@ def test_modified_deleted_and_new_files(tmp_path):
     (src / "gone").rmdir()
     write_file(src / "stay/new.txt", b"brand new\n")
     spy = OsSpy()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(backup_mod, "os", spy)
-        r2 = run_backup(repo, src)
+    r2 = run_backup(repo, src, fs=spy)
     assert r2.errors == ()
     assert sorted(os.path.relpath(p, os.fsencode(src)) for p in spy.opened) == [b"modify.txt", b"stay/new.txt"]
     assert (r2.files_read, r2.files_changed, r2.files_new, r2.files_unchanged) == (2, 1, 1, 2)
@@ -435,7 +431,7 @@ def test_modified_deleted_and_new_files(tmp_path):
 def _orphans(repo: Repository, snap: Snapshot) -> list[bytes]:
     """Entries whose parent is missing from the snapshot or is not a directory."""
     entries = dict(SnapshotTree(repo, snap.root).all_entries())
-    return sorted(p for p in entries if p != b"/" and entries.get(parent_of(p), {}).get("t") != "d")
+    return sorted(p for p in entries if p != b"/" and (entries.get(parent_of(p)) is None or not entries[parent_of(p)].is_dir))
 
 
 def test_directory_replaced_by_file_or_symlink_leaves_no_orphans(tmp_path):
@@ -456,8 +452,8 @@ def test_directory_replaced_by_file_or_symlink_leaves_no_orphans(tmp_path):
     r2 = run_backup(repo, src)
     assert _orphans(repo, r2.snapshot) == [], "entries of the old directory are left in the snapshot"
     tree = SnapshotTree(repo, r2.snapshot.root)
-    assert tree.require(os.fsencode(src / "was-dir"))["t"] == "f"
-    assert tree.require(os.fsencode(src / "was-dir2"))["t"] == "l"
+    assert tree.require(os.fsencode(src / "was-dir")).type == "f"
+    assert tree.require(os.fsencode(src / "was-dir2")).type == "l"
     # and back: a file that becomes a directory again
     (src / "was-dir").unlink()
     write_file(src / "was-dir/new", b"n")
@@ -507,7 +503,7 @@ def test_metadata_only_change_is_recorded(tmp_path):
     os.chmod(src / "keep.txt", 0o600)  # ctime changes, so it is read again (as restic does)
     r2 = run_backup(repo, src)
     tree = SnapshotTree(repo, r2.snapshot.root)
-    assert tree.require(os.fsencode(src / "keep.txt"))["m"] == 0o600
+    assert tree.require(os.fsencode(src / "keep.txt")).mode == 0o600
     assert r2.files_read == 1 and r2.bytes_added < 4096, "same content: no new data blob"
 
 
@@ -531,25 +527,25 @@ def test_xattr_and_symlink_changes_are_seen_and_unchanged_entries_are_not_asked_
             asked.append(os.fsencode(path))
             return os.readlink(path, *a, **kw)
 
-    monkeypatch.setattr(backup_mod, "os", XattrSpy())
-    r2 = run_backup(repo, src)
+    xspy = XattrSpy()
+    r2 = run_backup(repo, src, fs=xspy)
     # same inode, mtime and ctime: xattrs and link targets come from the parent snapshot
     assert asked == [] and r2.files_unchanged == 6
     tree = SnapshotTree(repo, r2.snapshot.root)
-    assert tree.require(os.fsencode(src / "keep.txt"))["x"] == {b"user.tag": b"one"}
-    assert tree.require(os.fsencode(src / "link"))["l"] == b"keep.txt"
+    assert tree.require(os.fsencode(src / "keep.txt")).xattrs == ((b"user.tag", b"one"),)
+    assert tree.require(os.fsencode(src / "link")).target == b"keep.txt"
 
     # setting an xattr changes ctime, so the next backup asks again and records it
     os.setxattr(src / "keep.txt", "user.tag", b"two")
     os.removexattr(src / "stay", "user.dir")
     os.unlink(src / "link")
     os.symlink("stay/y", src / "link")
-    r3 = run_backup(repo, src)
+    r3 = run_backup(repo, src, fs=xspy)
     assert sorted(asked) == sorted(os.fsencode(p) for p in (src, src / "keep.txt", src / "stay", src / "link", src / "link"))
     tree = SnapshotTree(repo, r3.snapshot.root)
-    assert tree.require(os.fsencode(src / "keep.txt"))["x"] == {b"user.tag": b"two"}
-    assert "x" not in tree.require(os.fsencode(src / "stay"))
-    assert tree.require(os.fsencode(src / "link"))["l"] == b"stay/y"
+    assert tree.require(os.fsencode(src / "keep.txt")).xattrs == ((b"user.tag", b"two"),)
+    assert tree.require(os.fsencode(src / "stay")).xattrs is None
+    assert tree.require(os.fsencode(src / "link")).target == b"stay/y"
 
 
 # -- excludes --------------------------------------------------------------------------------
@@ -651,22 +647,53 @@ def test_file_changing_while_read_is_reported(tmp_path, monkeypatch):
 
     spy.open = tracking_open
     spy.on_read = on_read
-    monkeypatch.setattr(backup_mod, "os", spy)
     repo = make_test_repo()
-    res = run_backup(repo, src)
+    res = run_backup(repo, src, fs=spy)
     assert sorted(res.changed_during_read) == sorted([str(grows), str(src / "small"), str(shrinks)])
     assert res.snapshot is not None and res.errors == ()
     tree = SnapshotTree(repo, res.snapshot.root)
-    assert tree.require(os.fsencode(grows))["s"] == 3 * 2**20, "what was there when the read began"
-    assert tree.require(os.fsencode(shrinks))["s"] == 100_000, "what could be read"
+    assert tree.require(os.fsencode(grows)).size == 3 * 2**20, "what was there when the read began"
+    assert tree.require(os.fsencode(shrinks)).size == 100_000, "what could be read"
     out = tmp_path / "out"
     r = RestoreManager(repo).restore(res.snapshot, RestoreOptions(target=str(out), verify=True))
     assert r.errors == () and r.verify_failures == ()
     assert Path(os.fsdecode(restored(out, shrinks))).read_bytes() == shrinks.read_bytes()
     # the next backup reads them again (their entries keep the pre-read times)
-    monkeypatch.setattr(backup_mod, "os", os)
     res2 = run_backup(repo, src)
     assert res2.files_read == 3 and res2.changed_during_read == ()
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_file_truncated_between_lstat_and_read_gets_no_invented_zeros(tmp_path, sparse):
+    """9.7: stored with the size read, content as read, and reported as changed."""
+    src = tmp_path / "src"
+    victim = src / "shrinks.bin"
+    data = os.urandom(3 * 2**20)
+    write_file(victim, data)
+    if sparse:  # a hole in the middle: the read takes the SEEK_DATA path
+        with open(victim, "r+b") as f:
+            f.truncate(6 * 2**20)
+            f.seek(5 * 2**20)
+            f.write(b"tail data")
+    spy = OsSpy()
+    target = os.fsencode(victim)
+
+    def truncate_first(path):
+        if path == target and os.lstat(path).st_size > 100_000:
+            os.truncate(path, 100_000)
+
+    spy.on_open = truncate_first
+    repo = make_test_repo()
+    res = run_backup(repo, src, fs=spy)
+    assert res.changed_during_read == (str(victim),) and res.errors == ()
+    tree = SnapshotTree(repo, res.snapshot.root)
+    e = tree.require(target)
+    assert e.size == 100_000
+    assert sum(i if isinstance(i, int) else repo.index.lookup(i).raw_length for i in tree.content(e)) == 100_000
+    out = tmp_path / "out"
+    r = RestoreManager(repo).restore(res.snapshot, RestoreOptions(target=str(out), verify=True))
+    assert r.errors == () and r.verify_failures == ()
+    assert Path(os.fsdecode(restored(out, victim))).read_bytes() == data[:100_000]
 
 
 def test_file_replaced_by_fifo_before_open_never_hangs(tmp_path, monkeypatch):
@@ -683,10 +710,9 @@ def test_file_replaced_by_fifo_before_open_never_hangs(tmp_path, monkeypatch):
             os.mkfifo(path)
 
     spy.on_open = swap
-    monkeypatch.setattr(backup_mod, "os", spy)
     repo = make_test_repo()
     box: dict = {}
-    t = threading.Thread(target=lambda: box.setdefault("res", run_backup(repo, src)), daemon=True)
+    t = threading.Thread(target=lambda: box.setdefault("res", run_backup(repo, src, fs=spy)), daemon=True)
     t.start()
     t.join(20)
     if t.is_alive():
@@ -715,7 +741,7 @@ def _hostile_snapshot(repo: Repository, entries: list[tuple[bytes, dict]], bad_k
         key = keyer.key(path)
         if bad_keys and path in bad_keys:
             key = keyer.dir_prefix(parent_of(path)) + bad_keys.pop(path)
-        rows.append((key, path, encode_entry(e)))
+        rows.append((key, path, msgpack.packb(dict(sorted(e.items())))))  # raw wire map: may be malformed
     root = hamt.build(rows)
     repo.flush()
     doc = {

@@ -3,21 +3,23 @@
 Pipeline: the caller's thread walks the sources directory by directory (names sorted)
 and compares each entry with the parent snapshot's entry for the same path, fetched one
 directory at a time by key prefix. A regular file whose size, mtime, ctime and inode
-match the parent keeps the parent's content list and is not opened. Other files go to a
-pool of reader threads; each cuts its file with the keyed chunker and hands chunks to a
-second pool that hashes, compresses and seals them (the chunker, HMAC, zstd and AES
-release the GIL). Entries that differ from the parent become trie changes; paths the
-parent had and the walk did not find become deletions. At the end: flush packs and index,
-apply the changes to the parent's trie, write the snapshot, then the catalog.
+match the parent keeps the parent's content list and is not opened. Other files are read
+by a ``ContentWriter`` (``backupkit/objects/writer.py``: chunking, sealing, packing),
+small ones by the walking thread, larger ones on a pool of reader threads (at most
+``Tuning.files_in_flight`` queued). Entries that differ from the parent become trie
+changes; paths the parent had and the walk did not find become deletions. At the end:
+flush packs and index, apply the changes to the parent's trie, write the snapshot, then
+the catalog. One run's state lives in a ``_Run``; the manager holds only what outlives it.
 
 Unreadable files are reported and left out; the snapshot is still written. Files whose
 size, mtime or ctime change while being read are reported as changed (their entry keeps
-the pre-read times, so the next backup reads them again).
+the pre-read times, so the next backup reads them again); a file that shrank is stored
+with what could be read. All file system calls go through ``fs`` (the ``os`` module
+unless a test stands in for it).
 """
 
 from __future__ import annotations
 
-import errno
 import getpass
 import os
 import socket
@@ -25,27 +27,23 @@ import stat
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import pathspec
 
 import backupkit
-from backupkit.chunker import Chunker
-from backupkit.crypto import T_DATA_BLOB, T_META_BLOB
-from backupkit.entry import Keyer, encode_entry, entry_from_stat, join, name_of, parent_of, set_content
+from backupkit.entry import Keyer, join, name_of, parent_of
+from backupkit.objects.entry import TYPE_OF_MODE, Entry, entry_from_stat
+from backupkit.objects.writer import ContentWriter, SourceError
 from backupkit.errors import PathNotFound, BadArgument, UsageError
 from backupkit.repo.repository import Repository
 from backupkit.snapshot import Snapshot, list_snapshots, resolve_ref, save_snapshot
 from backupkit.tree import SnapshotTree, make_hamt
-
-SEEK_DATA = getattr(os, "SEEK_DATA", 3)
-#: Files up to this size are read by the walking thread itself.
-SMALL_FILE = 64 * 1024
-SEEK_HOLE = getattr(os, "SEEK_HOLE", 4)
+from backupkit.tuning import DEFAULT_TUNING, Tuning
 
 
 @dataclass(frozen=True)
@@ -102,6 +100,25 @@ class BackupResult:
     @property
     def incomplete(self) -> bool:
         return bool(self.errors)
+
+    def to_json(self) -> dict:
+        return {
+            "snapshot_id": self.snapshot.id if self.snapshot else None,
+            "parent": self.parent,
+            "dry_run": self.dry_run,
+            "files_new": self.files_new,
+            "files_changed": self.files_changed,
+            "files_unchanged": self.files_unchanged,
+            "dirs": self.dirs,
+            "files_read": self.files_read,
+            "bytes_total": self.bytes_total,
+            "bytes_read": self.bytes_read,
+            "bytes_added": self.bytes_added,
+            "blobs_added": self.blobs_added,
+            "errors": [{"path": e.path, "message": e.message} for e in self.errors],
+            "changed_during_read": list(self.changed_during_read),
+            "seconds": round(self.seconds, 3),
+        }
 
 
 class BackupReporter(Protocol):
@@ -160,24 +177,45 @@ class _Stats:
 
 
 class BackupManager:
-    """Runs one backup against an open repository."""
+    """Runs backups against an open repository."""
 
-    def __init__(self, repo: Repository, reporter: BackupReporter | None = None) -> None:
+    def __init__(
+        self, repo: Repository, reporter: BackupReporter | None = None, tuning: Tuning = DEFAULT_TUNING, fs: Any = os
+    ) -> None:
         self.repo = repo
         self.reporter = reporter or NullBackupReporter()
-        cfg = repo.config
-        self.chunker = Chunker(repo.keys.chunker_key, cfg.chunker_min, cfg.chunker_avg, cfg.chunker_max)
-        self.keyer = Keyer(repo.sealer.keyed_hash)
+        self.tuning = tuning
+        self.fs = fs
+
+    def run(self, opts: BackupOptions) -> BackupResult:
+        return _Run(self, opts).run()
+
+
+class _Run:
+    """One backup: everything that lives from the start of ``run`` to its result."""
+
+    def __init__(self, mgr: BackupManager, opts: BackupOptions) -> None:
+        self.repo = mgr.repo
+        self.reporter = mgr.reporter
+        self.tuning = mgr.tuning
+        self.fs = mgr.fs
+        self.opts = opts
+        self.dry = opts.dry_run
+        self.keyer = Keyer(self.repo.sealer.keyed_hash)
+        self.stats = _Stats()
+        self.changes: list[tuple[bytes, bytes, bytes | None]] = []
+        self.parent_tree: SnapshotTree | None = None
+        self.excluder: Excluder | None = None
+        self.writer: ContentWriter | None = None
+        self.files_pool: ThreadPoolExecutor | None = None
+        self.pending: deque[tuple[bytes, Entry | None, Entry, Future]] = deque()
 
     # -- entry point -----------------------------------------------------------------------
-    def run(self, opts: BackupOptions) -> BackupResult:
+    def run(self) -> BackupResult:
         t0 = time.monotonic()
-        self.opts = opts
-        self.stats = _Stats()
+        opts = self.opts
         # the repository's counters run over its lifetime; report this run's share
         stats0 = dict(self.repo.stats)
-        self.changes: list[tuple[bytes, bytes, bytes | None]] = []
-        self.dry = opts.dry_run
         host = opts.host or socket.gethostname()
         if opts.stdin is not None:
             name = opts.stdin_filename.strip("/")
@@ -189,32 +227,34 @@ class BackupManager:
                 raise BadArgument("nothing to back up: give at least one path (or - for stdin)")
             sources = sorted({os.fsencode(os.path.abspath(p)) for p in opts.paths})
             sources = [s for s in sources if not any(s != o and s.startswith(o.rstrip(b"/") + b"/") for o in sources)]
-            missing = [s for s in sources if not os.path.lexists(s)]
+            missing = [s for s in sources if not self.fs.path.lexists(s)]
             if len(missing) == len(sources):
                 raise PathNotFound(f"{_disp(missing[0])}: no such file or directory")
             for m in missing:
                 self._error(m, "no such file or directory")
             sources = [s for s in sources if s not in missing]
-        parent = self._find_parent(opts, host, sources)
+        parent = self._find_parent(host, sources)
         self.parent_tree = SnapshotTree(self.repo, parent.root) if parent else None
         self.excluder = Excluder(opts)
-        self._files_pool = ThreadPoolExecutor(max_workers=max(1, opts.read_concurrency), thread_name_prefix="bk-read")
-        self._blob_pool = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="bk-blob")
-        self._pending: deque[tuple[bytes, dict, Future]] = deque()
-        scan = None
+        self.writer = ContentWriter(self.repo, self.tuning, self.dry, self.reporter.bytes_done, self.fs)
+        self.files_pool = ThreadPoolExecutor(max_workers=max(1, opts.read_concurrency), thread_name_prefix="bk-read")
+        done = False
         try:
             if opts.stdin is not None:
                 self._backup_stdin(sources[0], opts.stdin)
             else:
                 if opts.scan_totals:
-                    scan = threading.Thread(target=self._scan, args=(sources,), daemon=True)
-                    scan.start()
+                    threading.Thread(target=self._scan, args=(sources,), daemon=True).start()
                 self._walk_sources(sources)
             self._drain(0)
+            done = True
         finally:
-            self._files_pool.shutdown(wait=True)
-            self._blob_pool.shutdown(wait=True)
+            if not done:
+                self.writer.cancel()  # interrupted: reads in progress stop at their next chunk
+            self.files_pool.shutdown(wait=True, cancel_futures=not done)
+            self.writer.close()
         snap = None
+        st = self.stats
         if not self.dry:
             self.repo.flush()
             hamt = make_hamt(self.repo)
@@ -223,7 +263,6 @@ class BackupManager:
             self.repo.flush()
             if opts.lock_check is not None:
                 opts.lock_check()
-            st = self.stats
             summary = {
                 "files_new": st.files_new,
                 "files_changed": st.files_changed,
@@ -257,7 +296,6 @@ class BackupManager:
                 "summary": summary,
             }
             snap = save_snapshot(self.repo, doc)
-        st = self.stats
         return BackupResult(
             snapshot=snap,
             parent=parent.id if parent else None,
@@ -277,7 +315,8 @@ class BackupManager:
             dry_run=self.dry,
         )
 
-    def _find_parent(self, opts: BackupOptions, host: str, sources: list[bytes]) -> Snapshot | None:
+    def _find_parent(self, host: str, sources: list[bytes]) -> Snapshot | None:
+        opts = self.opts
         if opts.force:
             return None
         snaps = list_snapshots(self.repo, repair_catalog=not opts.dry_run)
@@ -293,6 +332,7 @@ class BackupManager:
 
     # -- scanning for progress totals -------------------------------------------------------
     def _scan(self, sources: list[bytes]) -> None:
+        fs = self.fs
         files = size = 0
         last = time.monotonic()
         try:
@@ -301,12 +341,12 @@ class BackupManager:
                 while stack:
                     p = stack.pop()
                     try:
-                        st = os.lstat(p)
+                        st = fs.lstat(p)
                     except OSError:
                         continue
                     if stat.S_ISDIR(st.st_mode):
                         try:
-                            stack.extend(os.path.join(p, n) for n in os.listdir(p))
+                            stack.extend(os.path.join(p, n) for n in fs.listdir(p))
                         except OSError:
                             pass
                     elif stat.S_ISREG(st.st_mode):
@@ -319,12 +359,12 @@ class BackupManager:
             self.reporter.scan_total(files, size, True)
 
     # -- walking ---------------------------------------------------------------------------
-    def _parent_children(self, dirpath: bytes) -> dict[bytes, dict]:
+    def _parent_children(self, dirpath: bytes) -> dict[bytes, Entry]:
         if self.parent_tree is None:
             return {}
         return {name_of(p): e for p, e in self.parent_tree.children(dirpath)}
 
-    def _parent_entry(self, path: bytes) -> dict | None:
+    def _parent_entry(self, path: bytes) -> Entry | None:
         return self.parent_tree.get(path) if self.parent_tree is not None else None
 
     def _walk_sources(self, sources: list[bytes]) -> None:
@@ -336,7 +376,7 @@ class BackupManager:
                 p = parent_of(p)
         for a in sorted(ancestors):
             try:
-                st = os.lstat(a)
+                st = self.fs.lstat(a)
             except OSError as e:
                 self._error(a, e.strerror or str(e))
                 continue
@@ -352,18 +392,21 @@ class BackupManager:
                     self._delete(p, old)
         for src in sources:
             try:
-                st = os.lstat(src)
+                st = self.fs.lstat(src)
             except OSError as e:
                 self._error(src, e.strerror or str(e))
                 continue
             self._visit(src, st, self._parent_entry(src), st.st_dev)
 
-    def _visit(self, path: bytes, st: os.stat_result, old: dict | None, root_dev: int) -> None:
+    def _visit(self, path: bytes, st: os.stat_result, old: Entry | None, root_dev: int) -> None:
         """Back up one path found by the walk; directories recursively (iteratively)."""
         if not stat.S_ISDIR(st.st_mode):
             self._leaf(path, st, old)
             return
-        stack: list[tuple[bytes, os.stat_result, dict | None]] = [(path, st, old)]
+        fs = self.fs
+        excluder = self.excluder
+        assert excluder is not None
+        stack: list[tuple[bytes, os.stat_result, Entry | None]] = [(path, st, old)]
         while stack:
             dpath, dst, dold = stack.pop()
             self._record(dpath, self._meta_entry(dpath, dst, dold), dold)
@@ -375,7 +418,7 @@ class BackupManager:
                     self._delete(join(dpath, name), o)
                 continue
             try:
-                names = sorted(os.listdir(dpath))
+                names = sorted(fs.listdir(dpath))
             except OSError as e:
                 self._error(dpath, f"cannot list directory: {e.strerror}")
                 names = None
@@ -385,21 +428,21 @@ class BackupManager:
                 for name, o in children_old.items():
                     self._delete(join(dpath, name), o)
                 continue
-            if self.excluder.if_present and self.excluder.dir_excluded(dpath) and dpath not in (path,):
+            if excluder.if_present and excluder.dir_excluded(dpath) and dpath not in (path,):
                 names = []
             present = set()
             subdirs = []
             for name in names:
                 cpath = join(dpath, name)
                 try:
-                    cst = os.lstat(cpath)
+                    cst = fs.lstat(cpath)
                 except OSError as e:
                     self._error(cpath, e.strerror or str(e))
                     continue
                 is_dir = stat.S_ISDIR(cst.st_mode)
-                if self.excluder.excluded(cpath, is_dir):
+                if excluder.excluded(cpath, is_dir):
                     continue
-                if is_dir and self.excluder.if_present and self.excluder.dir_excluded(cpath):
+                if is_dir and excluder.if_present and excluder.dir_excluded(cpath):
                     continue
                 present.add(name)
                 o = children_old.get(name)
@@ -411,60 +454,54 @@ class BackupManager:
                 if name not in present:
                     self._delete(join(dpath, name), o)
             stack.extend(reversed(subdirs))
-            self._drain(64)
+            self._drain(self.tuning.files_in_flight_after_dir)
 
-    def _delete(self, path: bytes, old: dict) -> None:
+    def _delete(self, path: bytes, old: Entry) -> None:
         """Drop ``path`` (and, for a directory, everything the parent had below it)."""
         if self.parent_tree is None:
             return
-        if old.get("t") == "d":
+        if old.is_dir:
             for p, _e in self.parent_tree.walk(path):
                 self.changes.append((self.keyer.key(p), p, None))
         else:
             self.changes.append((self.keyer.key(path), path, None))
 
-    def _meta_entry(self, path: bytes, st: os.stat_result, old: dict | None = None) -> dict:
+    def _meta_entry(self, path: bytes, st: os.stat_result, old: Entry | None = None) -> Entry:
         """The entry for ``path`` without content; ``old`` is the parent snapshot's entry.
 
         When ``old`` has the same type, inode, mtime and ctime, its xattrs and symlink
         target are taken instead of asked for again: setting or removing an xattr
         updates ctime, and a symlink's target cannot change without a new inode.
         """
-        e = entry_from_stat(st)
+        t = TYPE_OF_MODE.get(stat.S_IFMT(st.st_mode))
         if (
             old is not None
-            and old.get("ct") == e["ct"]
-            and old.get("mt") == e["mt"]
-            and old.get("i") == e["i"]
-            and old.get("t") == e["t"]
+            and old.ctime == st.st_ctime_ns
+            and old.mtime == st.st_mtime_ns
+            and old.inode == st.st_ino
+            and old.type == t
         ):
-            for k in ("l", "x"):
-                if k in old:
-                    e[k] = old[k]
-            return e
-        if e["t"] == "l":
-            e["l"] = os.readlink(path)
+            return entry_from_stat(st, target=old.target, xattrs=old.xattrs)
+        fs = self.fs
+        target = fs.readlink(path) if t == "l" else None
         try:
-            names = os.listxattr(path, follow_symlinks=False)
+            names = fs.listxattr(path, follow_symlinks=False)
         except OSError:
             names = []
-        if names:
-            x = {}
-            for n in sorted(names):
-                try:
-                    x[n.encode("utf-8", "surrogateescape")] = os.getxattr(path, n, follow_symlinks=False)
-                except OSError:
-                    continue
-            if x:
-                e["x"] = x
-        return e
+        xattrs = []
+        for n in sorted(names):
+            try:
+                xattrs.append((n.encode("utf-8", "surrogateescape"), fs.getxattr(path, n, follow_symlinks=False)))
+            except OSError:
+                continue
+        return entry_from_stat(st, target=target, xattrs=tuple(xattrs) or None)
 
-    def _record(self, path: bytes, entry: dict, old: dict | None) -> None:
+    def _record(self, path: bytes, entry: Entry, old: Entry | None) -> None:
         if old is None or entry != old:
-            self.changes.append((self.keyer.key(path), path, encode_entry(entry)))
+            self.changes.append((self.keyer.key(path), path, entry.encode()))
 
-    def _leaf(self, path: bytes, st: os.stat_result, old: dict | None) -> None:
-        if old is not None and old.get("t") == "d":
+    def _leaf(self, path: bytes, st: os.stat_result, old: Entry | None) -> None:
+        if old is not None and old.is_dir:
             # a directory became a file, symlink, ...: drop what the parent had below it
             self._delete(path, old)
             old = None
@@ -473,7 +510,7 @@ class BackupManager:
         except (OSError, ValueError) as err:
             self._error(path, getattr(err, "strerror", None) or str(err))
             return
-        if e["t"] != "f":
+        if not e.is_file:
             with self.stats.lock:
                 self.stats.others += 1
             self._record(path, e, old)
@@ -482,32 +519,31 @@ class BackupManager:
             self.stats.bytes_total += st.st_size
         if (
             old is not None
-            and old.get("t") == "f"
+            and old.is_file
             and not self.opts.force
-            and old.get("s") == e["s"]
-            and old.get("mt") == e["mt"]
-            and old.get("ct") == e["ct"]
-            and old.get("i") == e["i"]
-            and ("c" in old or "cb" in old)
+            and old.size == e.size
+            and old.mtime == e.mtime
+            and old.ctime == e.ctime
+            and old.inode == e.inode
+            and old.has_content
         ):
-            for k in ("c", "cb"):
-                if k in old:
-                    e[k] = old[k]
+            e = e.replace(content=old.content, content_blobs=old.content_blobs)
             with self.stats.lock:
                 self.stats.files_unchanged += 1
             self.reporter.file_done(_disp(path), st.st_size, "unchanged")
             self.reporter.bytes_done(st.st_size)
             self._record(path, e, old)
             return
-        if st.st_size <= SMALL_FILE:
+        if st.st_size <= self.tuning.small_file:
             # Small files cost more in thread hand-offs than in work: do them here.
             self._finish_file(path, old, self._read_file(path, st, e))
             return
-        fut = self._files_pool.submit(self._read_file, path, st, e)
-        self._pending.append((path, old, fut))
-        self._drain(256)
+        assert self.files_pool is not None
+        fut = self.files_pool.submit(self._read_file, path, st, e)
+        self.pending.append((path, old, e, fut))
+        self._drain(self.tuning.files_in_flight)
 
-    def _finish_file(self, path: bytes, old: dict | None, e: dict | None) -> None:
+    def _finish_file(self, path: bytes, old: Entry | None, e: Entry | None) -> None:
         if e is None:
             return
         with self.stats.lock:
@@ -519,142 +555,37 @@ class BackupManager:
 
     def _drain(self, keep: int) -> None:
         """Collect finished file jobs, waiting while more than ``keep`` are in flight."""
-        while self._pending and (len(self._pending) > keep or self._pending[0][2].done()):
-            path, old, fut = self._pending.popleft()
+        while self.pending and (len(self.pending) > keep or self.pending[0][3].done()):
+            path, old, _e, fut = self.pending.popleft()
             self._finish_file(path, old, fut.result())
 
     # -- reading file content --------------------------------------------------------------
-    def _segments(self, fd: int, size: int, st: os.stat_result) -> Iterator[tuple[int, int]]:
-        """(offset, length) of data regions; holes between them are not read."""
-        if size == 0:
-            return
-        if st.st_blocks * 512 >= size:
-            yield 0, size
-            return
-        pos = 0
-        while pos < size:
-            try:
-                data = os.lseek(fd, pos, SEEK_DATA)
-            except OSError as e:
-                if e.errno == errno.ENXIO:  # only a hole remains
-                    return
-                yield pos, size - pos
-                return
-            if data >= size:
-                return
-            hole = os.lseek(fd, data, SEEK_HOLE)
-            hole = min(hole, size)
-            yield data, hole - data
-            pos = hole
-
-    def _read_file(self, path: bytes, st: os.stat_result, e: dict) -> dict | None:
-        # O_NONBLOCK: a file swapped for a fifo since lstat must not block open() (the
-        # fstat below then skips it); it changes nothing for reads of regular files.
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+    def _read_file(self, path: bytes, st: os.stat_result, e: Entry) -> Entry | None:
+        assert self.writer is not None
         try:
-            fd = os.open(path, flags | getattr(os, "O_NOATIME", 0))
-        except PermissionError:
-            try:
-                fd = os.open(path, flags)
-            except OSError as err:
-                self._error(path, f"cannot read: {err.strerror}")
-                return None
-        except OSError as err:
-            self._error(path, f"cannot read: {err.strerror}")
+            got = self.writer.read_file(path, st)
+        except SourceError as err:
+            self._error(path, str(err))
             return None
-        try:
-            fst = os.fstat(fd)
-            if not stat.S_ISREG(fst.st_mode):
-                self._error(path, "changed type while being read, skipped")
-                return None
-            items: list = []
-            pos = 0
-            nread = 0
-            shrank = False
-            if 0 < st.st_size < self.chunker.min_size and fst.st_blocks * 512 >= st.st_size:
-                segments = iter(())  # one chunk: read it here, no hand-off to the blob pool
-                data = _read_upto(fd, st.st_size)
-                if data:
-                    items.append(self._store_chunk(data))
-                    self.reporter.bytes_done(len(data))
-                nread = pos = len(data)
-                shrank = len(data) < st.st_size
-            else:
-                segments = self._segments(fd, st.st_size, fst)
-            for off, length in segments:
-                if off > pos:
-                    items.append(off - pos)  # a hole
-                os.lseek(fd, off, os.SEEK_SET)
-                remaining = [length]
-
-                def readinto(view: memoryview, _r=remaining) -> int:
-                    # os.readv fills the chunker's buffer in the kernel, GIL released
-                    if _r[0] <= 0:
-                        return 0
-                    n = os.readv(fd, [view[: _r[0]]])
-                    _r[0] = 0 if not n else _r[0] - n
-                    return n
-
-                got = 0
-                futs: deque[Future] = deque()
-                for chunk in self.chunker.chunks(readinto=readinto):
-                    got += len(chunk)
-                    self.reporter.bytes_done(len(chunk))
-                    # the view stays valid (the chunker never reuses a buffer): no copy
-                    futs.append(self._blob_pool.submit(self._store_chunk, chunk))
-                    while len(futs) > 4:
-                        items.append(futs.popleft().result())
-                while futs:
-                    items.append(futs.popleft().result())
-                nread += got
-                pos = off + got
-                if got < length:
-                    shrank = True
-                    break
-            if not shrank and pos < st.st_size:
-                items.append(st.st_size - pos)  # trailing hole
-            after = os.fstat(fd)
-        except OSError as err:
-            self._error(path, f"read error: {err.strerror}")
-            return None
-        finally:
-            os.close(fd)
-        if (after.st_size, after.st_mtime_ns, after.st_ctime_ns) != (st.st_size, st.st_mtime_ns, st.st_ctime_ns):
+        if got.changed:
             with self.stats.lock:
                 self.stats.changed.append(_disp(path))
             self.reporter.error(_disp(path), "file changed while being read")
-        stored = sum(i if isinstance(i, int) else 0 for i in items) + nread
-        e["s"] = stored
-        set_content(e, items, lambda data: self._add_meta(data))
+        e = self.writer.with_content(e.replace(size=got.size), got.items)
         with self.stats.lock:
             self.stats.files_read += 1
-            self.stats.bytes_read += nread
-        self.reporter.file_done(_disp(path), stored, "new")
+            self.stats.bytes_read += got.bytes_read
+        self.reporter.file_done(_disp(path), got.size, "new")
         return e
 
-    def _store_chunk(self, chunk: bytes | memoryview) -> bytes:
-        if self.dry:
-            return self.repo.sealer.blob_id(chunk)
-        return self.repo.add_blob(T_DATA_BLOB, chunk)[0]
-
-    def _add_meta(self, data: bytes) -> bytes:
-        if self.dry:
-            return self.repo.sealer.blob_id(data)
-        return self.repo.add_blob(T_META_BLOB, data)[0]
-
     def _backup_stdin(self, path: bytes, stream: BinaryIO) -> None:
+        assert self.writer is not None
         now = time.time_ns()
-        root = {"t": "d", "m": 0o755, "u": os.getuid(), "g": os.getgid(), "mt": now, "ct": now}
+        root = Entry(type="d", mode=0o755, uid=os.getuid(), gid=os.getgid(), mtime=now, ctime=now)
         self._record(b"/", root, self._parent_entry(b"/"))
-        items = []
-        total = 0
-        read = getattr(stream, "read1", stream.read)
-        for chunk in self.chunker.chunks(read):
-            total += len(chunk)
-            self.reporter.bytes_done(len(chunk))
-            items.append(self._store_chunk(bytes(chunk)))
-        e = {"t": "f", "m": 0o644, "u": os.getuid(), "g": os.getgid(), "s": total, "mt": now, "ct": now}
-        set_content(e, items, self._add_meta)
+        items, total = self.writer.read_stream(stream)
+        e = Entry(type="f", mode=0o644, uid=os.getuid(), gid=os.getgid(), size=total, mtime=now, ctime=now)
+        e = self.writer.with_content(e, items)
         with self.stats.lock:
             self.stats.files_new += 1
             self.stats.files_read += 1
@@ -667,19 +598,4 @@ class BackupManager:
         self._record(path, e, old)
 
 
-def _read_upto(fd: int, n: int) -> bytes:
-    parts = []
-    while n > 0:
-        b = os.read(fd, n)
-        if not b:
-            break
-        parts.append(b)
-        n -= len(b)
-    return b"".join(parts)
-
-
-def default_reporter() -> NullBackupReporter:
-    return NullBackupReporter()
-
-
-__all__ = ["BackupManager", "BackupOptions", "BackupResult", "BackupReporter", "NullBackupReporter", "field"]
+__all__ = ["BackupManager", "BackupOptions", "BackupResult", "BackupReporter", "NullBackupReporter"]

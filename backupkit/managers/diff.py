@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from backupkit.crypto import T_META_BLOB
-from backupkit.entry import TYPE_NAMES, content_items, decode_entry, display_path
+from backupkit.entry import display_path
+from backupkit.objects.content import content_list
+from backupkit.objects.entry import TYPE_NAMES, Entry
 from backupkit.repo.repository import Repository
 from backupkit.snapshot import Snapshot
 from backupkit.tree import make_hamt
@@ -111,13 +113,13 @@ class NullDiffReporter:
     def change(self, change: Change) -> None: ...
 
 
-def classify(ea: dict | None, eb: dict | None) -> tuple[str, tuple[str, ...]]:
+def classify(ea: Entry | None, eb: Entry | None) -> tuple[str, tuple[str, ...]]:
     """The kind of change between two entries of one path, and the fields that differ."""
     if ea is None:
         return ADDED, ()
     if eb is None:
         return REMOVED, ()
-    fields = tuple(sorted(k for k in ea.keys() | eb.keys() if ea.get(k) != eb.get(k)))
+    fields = ea.differing_keys(eb)
     if any(f in CONTENT_FIELDS for f in fields):
         return MODIFIED, fields
     return METADATA, fields
@@ -144,17 +146,17 @@ class DiffManager:
         blobs_a: set[bytes] = set()
         blobs_b: set[bytes] = set()
         for _key, path, va, vb in hamt.diff(a.root, b.root):
-            ea = decode_entry(va) if va is not None else None
-            eb = decode_entry(vb) if vb is not None else None
+            ea = Entry.decode(va, path) if va is not None else None
+            eb = Entry.decode(vb, path) if vb is not None else None
             kind, fields = classify(ea, eb)
             counts[kind] += 1
             c = Change(
                 path=path,
                 kind=kind,
-                type_a=ea["t"] if ea else None,
-                type_b=eb["t"] if eb else None,
-                size_a=int(ea.get("s", 0)) if ea else 0,
-                size_b=int(eb.get("s", 0)) if eb else 0,
+                type_a=ea.type if ea else None,
+                type_b=eb.type if eb else None,
+                size_a=(ea.size or 0) if ea else 0,
+                size_b=(eb.size or 0) if eb else 0,
                 fields=fields,
             )
             if kind == ADDED:
@@ -184,10 +186,10 @@ class DiffManager:
             nodes_visited=hamt.visits,
         )
 
-    def _data_blobs(self, e: dict) -> Iterable[bytes]:
-        if e.get("t") != "f":
+    def _data_blobs(self, e: Entry) -> Iterable[bytes]:
+        if not e.is_file:
             return ()
-        items = content_items(e, lambda bid: self.repo.read_blob(bid, T_META_BLOB))
+        items = content_list(e, lambda bid: self.repo.read_blob(bid, T_META_BLOB))
         return (i for i in items if isinstance(i, bytes))
 
     def _raw_size(self, blobs: set[bytes]) -> int:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from backupkit.entry import TYPE_NAMES, display_path
+from backupkit.entry import display_path
+from backupkit.objects.entry import Entry
 from backupkit.repo.repository import Repository
 from backupkit.snapshot import Snapshot
 from backupkit.tree import SnapshotTree, normalize
@@ -39,18 +40,18 @@ class LsEntry:
         }
 
 
-def _ls_entry(path: bytes, e: dict) -> LsEntry:
+def _ls_entry(path: bytes, e: Entry) -> LsEntry:
     return LsEntry(
         path=display_path(path),
-        type=TYPE_NAMES[e["t"]],
-        mode=e.get("m", 0),
-        uid=e.get("u", 0),
-        gid=e.get("g", 0),
-        user=e.get("un", ""),
-        group=e.get("gn", ""),
-        size=e.get("s", 0),
-        mtime_ns=e.get("mt", 0),
-        link_target=display_path(bytes(e["l"])) if "l" in e else None,
+        type=e.type_name,
+        mode=e.mode or 0,
+        uid=e.uid or 0,
+        gid=e.gid or 0,
+        user=e.user or "",
+        group=e.group or "",
+        size=e.size or 0,
+        mtime_ns=e.mtime or 0,
+        link_target=display_path(e.target) if e.target is not None else None,
     )
 
 
@@ -75,7 +76,7 @@ class LsManager:
             return
         top = tree.require(base)
         yield _ls_entry(base, top)
-        if top["t"] != "d" or max_depth < 1:
+        if not top.is_dir or max_depth < 1:
             return
         stack = [iter(tree.children(base))]
         while stack:
@@ -85,5 +86,5 @@ class LsManager:
                 continue
             p, e = nxt
             yield _ls_entry(p, e)
-            if e["t"] == "d" and len(stack) < max_depth:
+            if e.is_dir and len(stack) < max_depth:
                 stack.append(iter(tree.children(p)))

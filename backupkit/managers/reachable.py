@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import msgpack
 
 from backupkit.crypto import T_CATALOG, T_META_BLOB
-from backupkit.entry import decode_entry
+from backupkit.objects.content import decode_content_blob
+from backupkit.objects.entry import Entry
 from backupkit.hamt import Hamt
 from backupkit.repo.repository import Repository
 from backupkit.snapshot import Snapshot
@@ -77,16 +78,16 @@ def mark(
                 stack.extend(cid for _s, cid, _c in n[4])
                 continue
             for _k, path, raw in n[1]:
-                e = decode_entry(raw)
-                for item in e.get("c", ()):
+                e = Entry.decode(raw, path)
+                for item in e.content or ():
                     if isinstance(item, bytes):
                         out.data.add(item)
-                for cb in e.get("cb", ()):
+                for cb in e.content_blobs or ():
                     if cb in out.meta:
                         continue
                     out.meta.add(cb)
                     try:
-                        items = msgpack.unpackb(read_meta(cb))
+                        items = decode_content_blob(cb, read_meta(cb))
                     except Exception as err:  # noqa: BLE001
                         if strict:
                             raise
@@ -133,7 +134,7 @@ def find_affected(
         """Bad data blobs listed in content blob ``cb``; None if ``cb`` is unreadable."""
         if cb not in cb_memo:
             try:
-                items = msgpack.unpackb(read_meta(cb))
+                items = decode_content_blob(cb, read_meta(cb))
                 cb_memo[cb] = frozenset(i for i in items if isinstance(i, bytes) and i in bad)
             except Exception:  # noqa: BLE001 - an unreadable content blob is a hit
                 cb_memo[cb] = None
@@ -158,14 +159,14 @@ def find_affected(
         elif n is not None:
             for _k, path, raw in n[1]:
                 try:
-                    e = decode_entry(raw)
+                    e = Entry.decode(raw, path)
                 except Exception:  # noqa: BLE001
                     found.append((path, nid))
                     continue
-                for item in e.get("c", ()):
+                for item in e.content or ():
                     if isinstance(item, bytes) and item in bad:
                         found.append((path, item))
-                for cb in e.get("cb", ()):
+                for cb in e.content_blobs or ():
                     items = None if cb in bad else bad_items(cb)
                     if items is None:
                         found.append((path, cb))

@@ -23,7 +23,7 @@ import bisect
 import threading
 from collections import Counter, OrderedDict
 
-from backupkit.errors import FormatError, IntegrityError
+from backupkit.errors import FormatError, IntegrityError, StoreError
 from backupkit.repo.index import BlobLocation
 from backupkit.repo.pack import pack_name
 from backupkit.repo.repository import Repository
@@ -144,6 +144,8 @@ class CoalescingReader:
             with self._lock:
                 self.requests += 1
             got = {l.blob_id: data[l.offset - start : l.offset - start + l.length] for l in locs}
+        except StoreError:
+            pass  # e.g. a truncated pack: read each blob of the run alone, so intact ones restore
         finally:
             mine = got.get(blob_id)
             self._settle(run, got, skip=blob_id)

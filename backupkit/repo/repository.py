@@ -26,6 +26,7 @@ from pathlib import Path
 
 import msgpack
 
+from backupkit.chunker import DEFAULT_AVG, DEFAULT_MAX, DEFAULT_MIN
 from backupkit.crypto import (
     T_CONFIG,
     T_DATA_BLOB,
@@ -59,6 +60,7 @@ from backupkit.repo.pack import (
     pack_name,
 )
 from backupkit.store.base import ObjectStore
+from backupkit.tuning import DEFAULT_TUNING
 
 MiB = 1024 * 1024
 #: Write an index object after this many packs, so a long backup that dies keeps most work.
@@ -129,7 +131,7 @@ class Repository:
         self._uploaded: list[tuple[PackInfo, list[PackEntry]]] = []
         self._pool: ThreadPoolExecutor | None = None
         self._inflight: list[Future] = []
-        self._slots = threading.BoundedSemaphore(self.connections + 1)
+        self._slots = threading.BoundedSemaphore(self.connections + DEFAULT_TUNING.packs_in_flight_over_connections)
         self._error: BaseException | None = None
         #: Called before an index object is written (set by whoever holds the lock): a
         #: writer whose lock was taken over must not index packs a prune may have deleted.
@@ -145,7 +147,7 @@ class Repository:
         kdf: KdfParams | None = None,
         pack_size: int = 16 * MiB,
         compression_level: int = 3,
-        chunker: tuple[int, int, int] = (512 * 1024, MiB, 8 * MiB),
+        chunker: tuple[int, int, int] = (DEFAULT_MIN, DEFAULT_AVG, DEFAULT_MAX),
         cache_root: os.PathLike | None | bool = None,
     ) -> Repository:
         """Create a new repository with random master keys and one key file."""
@@ -354,7 +356,7 @@ class Repository:
         return blob_id, True
 
     def _submit(self, builder: PackBuilder) -> None:
-        self._slots.acquire()  # backpressure: at most connections+1 packs in flight
+        self._slots.acquire()  # backpressure: at most connections + a few packs in flight (Tuning)
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=self.connections, thread_name_prefix="bk-upload")
         fut = self._pool.submit(self._upload, builder)

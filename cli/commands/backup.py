@@ -72,28 +72,13 @@ def command(
         st.console.json(
             {
                 "message_type": "summary",
-                # restic's names first (a GUI written for restic reads these) ...
-                "files_new": res.files_new,
-                "files_changed": res.files_changed,
+                # restic's names first (a GUI written for restic reads these), then bk's own
                 "files_unmodified": res.files_unchanged,
                 "data_added": res.bytes_added,
                 "total_files_processed": files,
                 "total_bytes_processed": res.bytes_total,
                 "total_duration": round(res.seconds, 3),
-                "snapshot_id": res.snapshot.id if res.snapshot else None,
-                # ... then bk's own
-                "parent": res.parent,
-                "dry_run": res.dry_run,
-                "files_unchanged": res.files_unchanged,
-                "dirs": res.dirs,
-                "files_read": res.files_read,
-                "bytes_total": res.bytes_total,
-                "bytes_read": res.bytes_read,
-                "bytes_added": res.bytes_added,
-                "blobs_added": res.blobs_added,
-                "errors": [{"path": e.path, "message": e.message} for e in res.errors],
-                "changed_during_read": list(res.changed_during_read),
-                "seconds": round(res.seconds, 3),
+                **res.to_json(),
             }
         )
     else:

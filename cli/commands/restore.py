@@ -70,21 +70,14 @@ def command(
             res = RestoreManager(repo, progress).restore(snap, opts)
     summary = {
         "message_type": "summary",
-        "total_files": res.files + res.dirs + res.others,  # restic counts every entry
+        # restic's names first (restic counts every entry), then bk's own
+        "total_files": res.files + res.dirs + res.others,
         "files_restored": res.files + res.dirs + res.others,
         "total_bytes": res.bytes,
         "bytes_restored": res.bytes,
         "seconds_elapsed": int(res.seconds),
         "snapshot": snap.id,
-        "files": res.files,
-        "dirs": res.dirs,
-        "others": res.others,
-        "bytes": res.bytes,
-        "errors": [{"path": p, "message": m} for p, m in res.errors],
-        "verified": res.verified,
-        "verify_failures": list(res.verify_failures),
-        "dry_run": res.dry_run,
-        "seconds": round(res.seconds, 3),
+        **res.to_json(),
     }
     if st.json and not fmt:
         st.console.json(summary)
@@ -96,7 +89,8 @@ def command(
         )
         if verify:
             st.console.info(f"verified {count(res.verified, 'file')}, {len(res.verify_failures)} differ")
-    if res.errors or res.verify_failures:
-        st.console.error(f"{count(len(res.errors) + len(res.verify_failures), 'problem')} during restore")
+    if res.incomplete:
+        lost = f", {len(res.unreadable)} of them directories whose contents could not be read" if res.unreadable else ""
+        st.console.error(f"restore incomplete: {count(res.problems, 'problem')}{lost}")
         return exit_codes.FATAL
     return exit_codes.OK

@@ -173,7 +173,7 @@ def test_corrupt_data_pack_is_named_on_restore(made, tmp_path):
     repo = Repository.open(LocalObjectStore(repo_dir, fsync=False), PASSWORD, cache_root=False)
     snap = list_snapshots(repo)[0]
     entry = SnapshotTree(repo, snap.root).require(os.fsencode(src / "big.bin"))
-    loc = repo.index.lookup(bytes(entry["c"][0]))
+    loc = repo.index.lookup(bytes(entry.content[0]))
     assert loc.pack.kind == KIND_DATA
     flip(repo_dir / pack_name(loc.pack.kind, loc.pack.id), loc.offset + loc.length // 2)
     r = run_bk("restore", "latest", "--target", tmp_path / "out", env=env)

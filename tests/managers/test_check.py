@@ -35,7 +35,7 @@ def repo3(tmp_path):
 
 def _blob_location(repo, snap, path: bytes):
     e = SnapshotTree(repo, snap.root).require(path)
-    bid = next(i for i in e["c"] if isinstance(i, bytes))
+    bid = next(i for i in e.content if isinstance(i, bytes))
     return repo.index.lookup(bid)
 
 
@@ -91,7 +91,7 @@ def test_deleted_pack_is_found_without_read_data(repo3):
     for sid, p in f.paths:
         snap = {s.id: s for s in (s1, s2, s3)}[sid]
         e = SnapshotTree(repo, snap.root).require(os.fsencode(p))
-        assert in_pack & set(i for i in e.get("c", ()) if isinstance(i, bytes))
+        assert in_pack & set(i for i in e.content or () if isinstance(i, bytes))
 
 
 def test_missing_index_object_fails_check(repo3):
@@ -244,7 +244,7 @@ def test_long_file_with_content_blobs_is_named(tmp_path):
     write_files(src, {"big.bin": random_bytes(3_000_000, 9), "small.txt": b"s"})
     snap = backup(repo, src, day(0))
     e = SnapshotTree(repo, snap.root).require(os.fsencode(src / "big.bin"))
-    assert "cb" in e  # the content list lives in content blobs
+    assert e.content_blobs is not None  # the content list lives in content blobs
     items = SnapshotTree(repo, snap.root).content(e)
     loc = repo.index.lookup(items[40])
     _flip(store, pack_name(loc.pack.kind, loc.pack.id), loc.offset + 100)

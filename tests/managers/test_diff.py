@@ -6,6 +6,7 @@ import os
 import random
 
 from backupkit.entry import Keyer
+from backupkit.objects.entry import Entry
 from backupkit.managers.diff import ADDED, METADATA, MODIFIED, REMOVED, DiffManager
 from backupkit.snapshot import save_snapshot
 from backupkit.store.memory import MemoryObjectStore
@@ -30,7 +31,7 @@ def test_diff_of_100k_files_touches_nodes_proportional_to_the_change():
         for f in range(1000):
             entries[dp + b"/f%04d" % f] = {"t": "f", "m": 0o644, "s": 10, "mt": 1, "c": [rnd.randbytes(32)]}
     hamt = make_hamt(repo)
-    root_a = hamt.build(entry_change(keyer, p, e) for p, e in entries.items())
+    root_a = hamt.build(entry_change(keyer, p, Entry.from_wire(e) if e is not None else None) for p, e in entries.items())
     files = [p for p, e in entries.items() if e["t"] == "f"]
     changed = rnd.sample(files, 10)
     changes = []
@@ -40,7 +41,7 @@ def test_diff_of_100k_files_touches_nodes_proportional_to_the_change():
             e["c"] = [rnd.randbytes(32)]  # content
         else:
             e["m"] = 0o600  # metadata only
-        changes.append(entry_change(keyer, p, e))
+        changes.append(entry_change(keyer, p, Entry.from_wire(e) if e is not None else None))
     root_b = hamt.update(root_a, changes)
     repo.flush()
     a, b = _snapshot(repo, root_a, 1), _snapshot(repo, root_b, 2)

@@ -124,7 +124,7 @@ def _refuses(store, exc=DamagedRepository, repo_store=None):
 def _data_pack_of(store, src, snap, name: str):
     repo = open_repo(store)
     e = SnapshotTree(repo, snap.root).require(os.fsencode(src / name))
-    loc = repo.index.lookup(next(i for i in e["c"] if isinstance(i, bytes)))
+    loc = repo.index.lookup(next(i for i in e.content if isinstance(i, bytes)))
     return repo, loc
 
 

@@ -31,6 +31,7 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from backupkit.chunker import DEFAULT_AVG, DEFAULT_MAX, DEFAULT_MIN
 from backupkit.repo.repository import MiB, Repository
 from backupkit.store.base import ObjectStore
 from backupkit.store.local import LocalObjectStore
@@ -46,7 +47,7 @@ def make_test_repo(
     password: bytes = PASSWORD,
     cache: str | os.PathLike | None = None,
     pack_size: int = 16 * MiB,
-    chunker: tuple[int, int, int] = (512 * 1024, MiB, 8 * MiB),
+    chunker: tuple[int, int, int] = (DEFAULT_MIN, DEFAULT_AVG, DEFAULT_MAX),
 ) -> Repository:
     """A new repository with a cheap KDF.
 

@@ -1,0 +1,249 @@
+"""ContentWriter: a file or a stream in, a content list out (the backup's side of the
+object layer).
+
+Pipeline: the caller's thread (the walk, or a reader thread of the backup) reads the file
+into the keyed chunker's buffers (``os.readv``, GIL released); each chunk goes, as a view
+(buffers are never reused), to the sealing pool, which hashes, compresses, seals and
+packs it (``Repository.add_blob``); at most ``Tuning.chunks_in_flight`` chunks of one file
+are in the pool at a time, so memory stays bounded. Holes of sparse files (SEEK_DATA /
+SEEK_HOLE) are not read: they become ints in the content list.
+
+A file is read up to the size it had when opened, never further, and a file that shrinks
+while being read is stored with what was read: no zeros are invented for a missing tail.
+Whether it changed (size, mtime or ctime differ from the ``lstat`` the walk made) is in
+the result, for the caller to report.
+
+``cancel()`` makes every read in progress stop at its next chunk (``Cancelled``).
+All file system calls go through ``fs`` (the ``os`` module by default), so a test can
+stand in for it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from backupkit.chunker import Chunker
+from backupkit.crypto import T_DATA_BLOB, T_META_BLOB
+from backupkit.objects.content import with_content
+from backupkit.objects.entry import Entry
+from backupkit.repo.repository import Repository
+from backupkit.tuning import DEFAULT_TUNING, Tuning
+
+SEEK_DATA = getattr(os, "SEEK_DATA", 3)
+SEEK_HOLE = getattr(os, "SEEK_HOLE", 4)
+
+
+class SourceError(Exception):
+    """A source file could not be read (the message says why); the backup reports it
+    and leaves the file out."""
+
+
+class Cancelled(Exception):
+    """The writer was cancelled while reading."""
+
+
+@dataclass(frozen=True)
+class FileContent:
+    """What reading one file gave."""
+
+    items: list
+    #: bytes read (holes not counted) and the size stored (holes counted)
+    bytes_read: int
+    size: int
+    #: size, mtime or ctime differ from the walk's lstat after the read
+    changed: bool
+
+
+class ContentWriter:
+    """Reads files and streams into blobs of ``repo``; thread-safe (reads of several
+    files may run at once, from several threads)."""
+
+    def __init__(
+        self,
+        repo: Repository,
+        tuning: Tuning = DEFAULT_TUNING,
+        dry_run: bool = False,
+        on_bytes: Callable[[int], None] | None = None,
+        fs: Any = os,
+    ) -> None:
+        self.repo = repo
+        self.tuning = tuning
+        self.dry_run = dry_run
+        self.fs = fs
+        cfg = repo.config
+        self.chunker = Chunker(repo.keys.chunker_key, cfg.chunker_min, cfg.chunker_avg, cfg.chunker_max)
+        self._on_bytes = on_bytes or (lambda n: None)
+        self._pool = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="bk-blob")
+        self._cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=self._cancelled.is_set())
+
+    # -- blobs -----------------------------------------------------------------------------
+    def store_chunk(self, chunk: bytes | memoryview) -> bytes:
+        if self.dry_run:
+            return self.repo.sealer.blob_id(chunk)
+        return self.repo.add_blob(T_DATA_BLOB, chunk)[0]
+
+    def store_meta(self, data: bytes) -> bytes:
+        if self.dry_run:
+            return self.repo.sealer.blob_id(data)
+        return self.repo.add_blob(T_META_BLOB, data)[0]
+
+    def with_content(self, e: Entry, items: list) -> Entry:
+        """``e`` with its content list (kept inline, or in content blobs when long)."""
+        return with_content(e, items, self.store_meta)
+
+    # -- streams ---------------------------------------------------------------------------
+    def read_stream(self, stream: BinaryIO) -> tuple[list, int]:
+        """(content list, size) of everything ``stream`` gives until its end."""
+        items: list = []
+        total = 0
+        read = getattr(stream, "read1", stream.read)
+        for chunk in self.chunker.chunks(read):
+            if self._cancelled.is_set():
+                raise Cancelled()
+            total += len(chunk)
+            self._on_bytes(len(chunk))
+            items.append(self.store_chunk(bytes(chunk)))
+        return items, total
+
+    # -- files -----------------------------------------------------------------------------
+    def read_file(self, path: bytes, st: os.stat_result) -> FileContent:
+        """Read the regular file ``path`` (``st``: the walk's lstat of it); SourceError
+        if it cannot be read or is no longer a regular file."""
+        fs = self.fs
+        # O_NONBLOCK: a file swapped for a fifo since lstat must not block open() (the
+        # fstat below then skips it); it changes nothing for reads of regular files.
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+        try:
+            fd = fs.open(path, flags | getattr(os, "O_NOATIME", 0))
+        except PermissionError:
+            try:
+                fd = fs.open(path, flags)
+            except OSError as err:
+                raise SourceError(f"cannot read: {err.strerror}") from None
+        except OSError as err:
+            raise SourceError(f"cannot read: {err.strerror}") from None
+        try:
+            fst = fs.fstat(fd)
+            if not stat.S_ISREG(fst.st_mode):
+                raise SourceError("changed type while being read, skipped")
+            # never past the size at open: a file truncated since lstat gets no zero tail
+            size = min(st.st_size, fst.st_size)
+            items: list = []
+            pos = nread = 0
+            shrank = False
+            if 0 < size < self.chunker.min_size and fst.st_blocks * 512 >= size:
+                # one chunk: read it here, no hand-off to the sealing pool
+                data = _read_upto(fs, fd, size)
+                if data:
+                    items.append(self.store_chunk(data))
+                    self._on_bytes(len(data))
+                nread = pos = len(data)
+                shrank = len(data) < size
+            else:
+                for off, length in self._segments(fd, size, fst):
+                    if off > pos:
+                        items.append(off - pos)  # a hole
+                    got = self._read_segment(fd, off, length, items)
+                    nread += got
+                    pos = off + got
+                    if got < length:
+                        shrank = True
+                        break
+            after = fs.fstat(fd)
+            if not shrank and pos < size:
+                end = min(size, after.st_size)  # a trailing hole, as far as the file still goes
+                if pos < end:
+                    items.append(end - pos)
+        except OSError as err:
+            raise SourceError(f"read error: {err.strerror}") from None
+        finally:
+            fs.close(fd)
+        changed = (after.st_size, after.st_mtime_ns, after.st_ctime_ns) != (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        stored = sum(i for i in items if isinstance(i, int)) + nread
+        return FileContent(items, nread, stored, changed)
+
+    def _read_segment(self, fd: int, off: int, length: int, items: list) -> int:
+        """Chunk ``length`` bytes at ``off`` into ``items``; the bytes read (fewer if the
+        file ends sooner)."""
+        fs = self.fs
+        fs.lseek(fd, off, os.SEEK_SET)
+        remaining = [length]
+
+        def readinto(view: memoryview, _r=remaining) -> int:
+            # os.readv fills the chunker's buffer in the kernel, GIL released
+            if _r[0] <= 0:
+                return 0
+            n = fs.readv(fd, [view[: _r[0]]])
+            _r[0] = 0 if not n else _r[0] - n
+            return n
+
+        got = 0
+        window = self.tuning.chunks_in_flight
+        futs: deque[Future] = deque()
+        try:
+            for chunk in self.chunker.chunks(readinto=readinto):
+                if self._cancelled.is_set():
+                    raise Cancelled()
+                got += len(chunk)
+                self._on_bytes(len(chunk))
+                # the view stays valid (the chunker never reuses a buffer): no copy
+                futs.append(self._pool.submit(self.store_chunk, chunk))
+                while len(futs) > window:
+                    items.append(futs.popleft().result())
+            while futs:
+                items.append(futs.popleft().result())
+        finally:
+            for f in futs:
+                f.cancel()
+        return got
+
+    def _segments(self, fd: int, size: int, st: os.stat_result) -> Iterator[tuple[int, int]]:
+        """(offset, length) of data regions; holes between them are not read."""
+        if size == 0:
+            return
+        if st.st_blocks * 512 >= size:
+            yield 0, size
+            return
+        fs = self.fs
+        pos = 0
+        while pos < size:
+            try:
+                data = fs.lseek(fd, pos, SEEK_DATA)
+            except OSError as e:
+                if e.errno == errno.ENXIO:  # only a hole remains
+                    return
+                yield pos, size - pos
+                return
+            if data >= size:
+                return
+            hole = min(fs.lseek(fd, data, SEEK_HOLE), size)
+            yield data, hole - data
+            pos = hole
+
+
+def _read_upto(fs: Any, fd: int, n: int) -> bytes:
+    parts = []
+    while n > 0:
+        b = fs.read(fd, n)
+        if not b:
+            break
+        parts.append(b)
+        n -= len(b)
+    return b"".join(parts)
+
+
+__all__ = ["Cancelled", "ContentWriter", "FileContent", "SourceError"]

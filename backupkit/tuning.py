@@ -1,0 +1,65 @@
+"""Tuning: every budget of the backup and restore pipelines, in one place.
+
+A budget bounds how much work (or memory) one stage may have outstanding before it
+waits for the next stage; together they keep memory flat and every thread busy. They
+are fields of :class:`Tuning` so that a benchmark or a test can change one without
+patching a module global; the defaults are what the benchmarks were run with
+(docs/benchmarks.md). Process-level tuning (malloc, the garbage collector) is a different
+thing: ``backupkit_cli.tuning``.
+
+Backup (walk -> read files -> chunk -> hash/compress/seal -> pack -> upload):
+
+    small_file                  files up to this size are read by the walking thread itself
+                                (a hand-off to a reader thread costs more than the read)
+    files_in_flight             larger files queued on the reader threads before the walk
+                                waits for the oldest
+    files_in_flight_after_dir   after each directory the walk waits until at most this
+                                many files are still in flight (keeps the queue short
+                                without a hand-off per file)
+    chunks_in_flight            chunks of one file handed to the sealing pool before the
+                                reader waits for the oldest (each holds up to a chunk of
+                                memory: chunker max size)
+    packs_in_flight_over_connections
+                                full packs being uploaded or waiting for a connection,
+                                beyond one per store connection
+
+Restore (walk the snapshot -> read ahead content -> write files):
+
+    readahead_per_connection    bytes of file content read ahead of the writer per store
+                                connection: enough to keep every connection busy with
+                                ~1 MiB blobs, little enough to stay small
+    readahead_min_connections   the read-ahead budget counts at least this many connections
+    readahead_entries           most entries held between the writer and the read-ahead
+                                front (directories and small files cost little)
+    join_max_span               a joined range read of blobs of one pack spans at most this
+    join_held                   bytes of joined-read blobs held for a later read, at most
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+KiB = 1024
+MiB = 1024 * KiB
+
+
+@dataclass(frozen=True)
+class Tuning:
+    small_file: int = 64 * KiB
+    files_in_flight: int = 256
+    files_in_flight_after_dir: int = 64
+    chunks_in_flight: int = 4
+    packs_in_flight_over_connections: int = 1
+    readahead_per_connection: int = 4 * MiB
+    readahead_min_connections: int = 4
+    readahead_entries: int = 4096
+    join_max_span: int = 16 * MiB
+    join_held: int = 64 * MiB
+
+    def readahead_bytes(self, connections: int) -> int:
+        return max(self.readahead_min_connections, connections) * self.readahead_per_connection
+
+
+DEFAULT_TUNING = Tuning()
+
+__all__ = ["DEFAULT_TUNING", "Tuning"]
