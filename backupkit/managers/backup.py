@@ -31,13 +31,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import BinaryIO, Protocol
 
-import pathspec
-
 import backupkit
 from backupkit.chunker import Chunker
 from backupkit.crypto import T_DATA_BLOB, T_META_BLOB
 from backupkit.entry import Keyer, encode_entry, entry_from_stat, join, name_of, parent_of, set_content
-from backupkit.errors import PathNotFound, BadArgument, UsageError
+from backupkit.errors import PathNotFound, BadArgument
+from backupkit.filters import Excluder
 from backupkit.repo.repository import Repository
 from backupkit.snapshot import Snapshot, find_snapshot, list_snapshots, save_snapshot
 from backupkit.tree import SnapshotTree, make_hamt
@@ -55,10 +54,16 @@ class BackupOptions:
     paths: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     host: str | None = None
+    #: restic's patterns (backupkit.filters); the walk asks an Excluder built from these
     excludes: tuple[str, ...] = ()
     iexcludes: tuple[str, ...] = ()
     exclude_files: tuple[str, ...] = ()
+    iexclude_files: tuple[str, ...] = ()
     exclude_if_present: tuple[str, ...] = ()
+    exclude_caches: bool = False
+    exclude_larger_than: int | None = None
+    #: per-directory ignore files read with gitignore rules (e.g. ".gitignore")
+    exclude_ignorefiles: tuple[str, ...] = ()
     one_file_system: bool = False
     dry_run: bool = False
     stdin: BinaryIO | None = None
@@ -120,33 +125,6 @@ class NullBackupReporter:
 
 def _disp(path: bytes) -> str:
     return path.decode("utf-8", "backslashreplace")
-
-
-class Excluder:
-    """--exclude / --iexclude / --exclude-file (gitignore semantics) and --exclude-if-present."""
-
-    def __init__(self, opts: BackupOptions) -> None:
-        lines = list(opts.excludes)
-        for f in opts.exclude_files:
-            try:
-                with open(f, encoding="utf-8") as fh:
-                    lines.extend(line.rstrip("\n") for line in fh)
-            except OSError as e:
-                raise UsageError(f"cannot read exclude file {f}: {e.strerror}") from None
-        self.spec = pathspec.GitIgnoreSpec.from_lines(lines) if lines else None
-        self.ispec = pathspec.GitIgnoreSpec.from_lines([p.lower() for p in opts.iexcludes]) if opts.iexcludes else None
-        self.if_present = tuple(opts.exclude_if_present)
-
-    def excluded(self, path: bytes, is_dir: bool) -> bool:
-        if self.spec is None and self.ispec is None:
-            return False
-        rel = path.decode("utf-8", "surrogateescape").lstrip("/") + ("/" if is_dir else "")
-        if self.spec is not None and self.spec.match_file(rel):
-            return True
-        return self.ispec is not None and self.ispec.match_file(rel.lower())
-
-    def dir_excluded(self, dirpath: bytes) -> bool:
-        return any(os.path.lexists(os.path.join(dirpath, os.fsencode(n))) for n in self.if_present)
 
 
 class _Stats:
@@ -356,6 +334,11 @@ class BackupManager:
             except OSError as e:
                 self._error(src, e.strerror or str(e))
                 continue
+            if self.excluder.source_excluded(src, st):
+                old_src = self._parent_entry(src)
+                if old_src is not None:
+                    self._delete(src, old_src)
+                continue
             self._visit(src, st, self._parent_entry(src), st.st_dev)
 
     def _visit(self, path: bytes, st: os.stat_result, old: dict | None, root_dev: int) -> None:
@@ -385,8 +368,7 @@ class BackupManager:
                 for name, o in children_old.items():
                     self._delete(join(dpath, name), o)
                 continue
-            if self.excluder.if_present and self.excluder.dir_excluded(dpath) and dpath not in (path,):
-                names = []
+            names = self.excluder.children(dpath, names)
             present = set()
             subdirs = []
             for name in names:
@@ -396,11 +378,9 @@ class BackupManager:
                 except OSError as e:
                     self._error(cpath, e.strerror or str(e))
                     continue
+                if self.excluder.excluded(cpath, cst):
+                    continue
                 is_dir = stat.S_ISDIR(cst.st_mode)
-                if self.excluder.excluded(cpath, is_dir):
-                    continue
-                if is_dir and self.excluder.if_present and self.excluder.dir_excluded(cpath):
-                    continue
                 present.add(name)
                 o = children_old.get(name)
                 if is_dir:
