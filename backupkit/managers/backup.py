@@ -45,6 +45,8 @@ SEEK_DATA = getattr(os, "SEEK_DATA", 3)
 #: Files up to this size are read by the walking thread itself.
 SMALL_FILE = 64 * 1024
 SEEK_HOLE = getattr(os, "SEEK_HOLE", 4)
+#: highest zstd level a run may ask for (20-22 need hundreds of MiB per thread)
+MAX_COMPRESSION = 19
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,10 @@ class BackupOptions:
     parent: str | None = None
     force: bool = False
     meta: tuple[tuple[str, str], ...] = ()
+    #: zstd level for this run's blobs (0 = off); None = the repository's level
+    compression: int | None = None
+    #: no new snapshot when nothing differs from the parent (restic 0.17)
+    skip_if_unchanged: bool = False
     read_concurrency: int = 2
     lock_check: Callable[[], None] | None = None
     #: Walk the sources once more up front for the reporter's totals (a progress bar's
@@ -103,6 +109,8 @@ class BackupResult:
     changed_during_read: tuple[str, ...]
     seconds: float
     dry_run: bool
+    #: --skip-if-unchanged found nothing new: no snapshot was written
+    skipped: bool = False
 
     @property
     def incomplete(self) -> bool:
@@ -156,6 +164,8 @@ class BackupManager:
         stats0 = dict(self.repo.stats)
         self.changes: list[tuple[bytes, bytes, bytes | None]] = []
         self.dry = opts.dry_run
+        if opts.compression is not None and not 0 <= opts.compression <= MAX_COMPRESSION:
+            raise BadArgument(f"invalid compression level {opts.compression}: use 0 (off) to {MAX_COMPRESSION}")
         host = opts.host or socket.gethostname()
         if opts.stdin is not None:
             name = opts.stdin_filename.strip("/")
@@ -201,6 +211,8 @@ class BackupManager:
             self.repo.flush()
             if opts.lock_check is not None:
                 opts.lock_check()
+        skipped = bool(not self.dry and opts.skip_if_unchanged and parent is not None and root == parent.root)
+        if not self.dry and not skipped:
             st = self.stats
             summary = {
                 "files_new": st.files_new,
@@ -253,6 +265,7 @@ class BackupManager:
             changed_during_read=tuple(st.changed),
             seconds=time.monotonic() - t0,
             dry_run=self.dry,
+            skipped=skipped,
         )
 
     def _find_parent(self, opts: BackupOptions, host: str, sources: list[bytes]) -> Snapshot | None:
@@ -615,12 +628,12 @@ class BackupManager:
     def _store_chunk(self, chunk: bytes | memoryview) -> bytes:
         if self.dry:
             return self.repo.sealer.blob_id(chunk)
-        return self.repo.add_blob(T_DATA_BLOB, chunk)[0]
+        return self.repo.add_blob(T_DATA_BLOB, chunk, level=self.opts.compression)[0]
 
     def _add_meta(self, data: bytes) -> bytes:
         if self.dry:
             return self.repo.sealer.blob_id(data)
-        return self.repo.add_blob(T_META_BLOB, data)[0]
+        return self.repo.add_blob(T_META_BLOB, data, level=self.opts.compression)[0]
 
     def _backup_stdin(self, path: bytes, stream: BinaryIO) -> None:
         now = time.time_ns()
