@@ -30,7 +30,7 @@ from __future__ import annotations
 import os
 import posixpath
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -88,7 +88,7 @@ def expand_env(text: str, getenv=os.environ.get) -> str:
     return "".join(out)
 
 
-def _decode_text(data: bytes) -> str:
+def decode_text(data: bytes) -> str:
     """A text file as restic's textfile.Read takes it: UTF-8, or UTF-16 with a BOM."""
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
@@ -101,7 +101,7 @@ def read_pattern_file(path: str, option: str = "--exclude-file") -> list[str]:
     """The patterns of one pattern file (see the module docstring for the format)."""
     try:
         with open(path, "rb") as f:
-            text = _decode_text(f.read())
+            text = decode_text(f.read())
     except OSError as e:
         raise BadArgument(f"cannot read {option} {path}: {e.strerror}") from None
     except UnicodeDecodeError as e:
@@ -352,145 +352,16 @@ def compile_patterns(
 
 
 
-# -- backup: what the walk leaves out ---------------------------------------------------------
-
-#: --exclude-caches is --exclude-if-present with the Cache Directory Tagging Standard's tag
-CACHEDIR_TAG = "CACHEDIR.TAG:Signature: 8a477f597d28d172789f06886806bc55"
-
-
-@dataclass(frozen=True)
-class _TagRule:
-    """--exclude-if-present NAME[:HEADER]: a directory holding NAME (starting with HEADER)
-    keeps only NAME itself, as in restic."""
-
-    name: bytes
-    header: bytes
-
-    @classmethod
-    def parse(cls, spec: str) -> _TagRule:
-        name, _, header = spec.partition(":")
-        if not name:
-            raise BadArgument(f"--exclude-if-present {spec!r}: no file name")
-        return cls(os.fsencode(name), header.encode("utf-8", "surrogateescape"))
-
-    def applies(self, dirpath: bytes) -> bool:
-        if not self.header:
-            return True
-        try:
-            with open(os.path.join(dirpath, self.name), "rb") as f:
-                return f.read(len(self.header)) == self.header
-        except OSError:
-            return False
-
-
-class Excluder:
-    """Everything ``bk backup`` leaves out, asked once per directory and once per entry.
-
-    Built from an options object with the attributes ``excludes``, ``iexcludes``,
-    ``exclude_files``, ``iexclude_files``, ``exclude_if_present``, ``exclude_caches``,
-    ``exclude_larger_than`` and ``exclude_ignorefiles`` (BackupOptions). The walk calls
-    :meth:`children` with a directory's names (tag files, per-directory ignore files),
-    then :meth:`excluded` for each child it would back up.
-    """
-
-    def __init__(self, opts) -> None:
-        self.patterns = [
-            pl
-            for pl in (
-                compile_patterns(opts.excludes, opts.exclude_files, False, "--exclude-file"),
-                compile_patterns(opts.iexcludes, getattr(opts, "iexclude_files", ()), True, "--iexclude-file"),
-            )
-            if pl
-        ]
-        tags = list(opts.exclude_if_present)
-        if getattr(opts, "exclude_caches", False):
-            tags.append(CACHEDIR_TAG)
-        self.tags = [_TagRule.parse(t) for t in tags]
-        self.max_size: int | None = getattr(opts, "exclude_larger_than", None)
-        self.ignore_names = [os.fsencode(n) for n in getattr(opts, "exclude_ignorefiles", ())]
-        for n in self.ignore_names:
-            if not n or b"/" in n:
-                raise BadArgument(f"--exclude-ignorefile {os.fsdecode(n)!r}: give a file name, not a path")
-        self._ignores: dict[bytes, object] = {}  # directory -> its ignore files' GitIgnoreSpec
-        self.active = bool(self.patterns or self.max_size is not None or self.ignore_names)
-
-    # -- per directory ----------------------------------------------------------------------
-    def children(self, dirpath: bytes, names: list[bytes]) -> list[bytes]:
-        """The names of ``dirpath`` still worth looking at (all, or only its tag files)."""
-        if self.ignore_names:
-            self._load_ignores(dirpath, names)
-        if not self.tags:
-            return names
-        present = set(names)
-        keep: set[bytes] | None = None
-        for rule in self.tags:
-            if rule.name in present and rule.applies(dirpath):
-                keep = {rule.name} if keep is None else keep & {rule.name}
-        if keep is None:
-            return names
-        return [n for n in names if n in keep]
-
-    def _load_ignores(self, dirpath: bytes, names: list[bytes]) -> None:
-        lines: list[str] = []
-        for n in self.ignore_names:
-            if n in names:
-                try:
-                    with open(os.path.join(dirpath, n), "rb") as f:
-                        lines.extend(_decode_text(f.read()).splitlines())
-                except OSError:
-                    continue  # unreadable: the walk reports the file itself
-        if lines:
-            import pathspec
-
-            self._ignores[dirpath] = pathspec.GitIgnoreSpec.from_lines(lines)
-
-    # -- per entry ----------------------------------------------------------------------------
-    def excluded(self, path: bytes, st: os.stat_result) -> bool:
-        if not self.active:
-            return False
-        is_dir = (st.st_mode & 0o170000) == 0o040000
-        if self.max_size is not None and not is_dir and st.st_size > self.max_size:
-            return True
-        if self.patterns:
-            text = path.decode("utf-8", "surrogateescape")
-            if any(pl.matches(text) for pl in self.patterns):
-                return True
-        return bool(self._ignores) and self._ignored(path, is_dir)
-
-    def _ignored(self, path: bytes, is_dir: bool) -> bool:
-        """gitignore rules of the ignore files above ``path``; the nearest file decides."""
-        d = path
-        while True:
-            cut = d.rfind(b"/")
-            if cut < 0:
-                return False
-            d = d[:cut] or b"/"
-            spec = self._ignores.get(d)
-            if spec is not None:
-                rel = path[len(d) :].lstrip(b"/").decode("utf-8", "surrogateescape") + ("/" if is_dir else "")
-                verdict = spec.check_file(rel).include
-                if verdict is not None:
-                    return verdict
-            if d == b"/":
-                return False
-
-    def source_excluded(self, path: bytes, st: os.stat_result) -> bool:
-        """A path named on the command line: patterns, size and its directory's tag files."""
-        if self.excluded(path, st):
-            return True
-        parent, name = os.path.split(path)
-        return any(name != r.name and os.path.lexists(os.path.join(parent, r.name)) and r.applies(parent) for r in self.tags)
-
-
 # -- restore: which entries come back ---------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class RestoreSelection:
-    """restic restore's --include/--exclude (and the case-insensitive forms).
+    """restic restore's --include/--exclude (also --iinclude/--iexclude and the -file forms).
 
-    ``select(path, is_dir)`` answers (restore this entry, look below it). Include and
-    exclude patterns exclude each other, as in restic.
+    Called with (path, entry) it answers (restore this entry, look below it); include and
+    exclude patterns exclude each other, as in restic. Restore passes its entries
+    through :func:`select_entries` with it.
     """
 
     includes: tuple[PatternList, ...] = ()
@@ -505,9 +376,17 @@ class RestoreSelection:
         iexcludes: Sequence[str] = (),
         include_files: Sequence[str] = (),
         exclude_files: Sequence[str] = (),
+        iinclude_files: Sequence[str] = (),
+        iexclude_files: Sequence[str] = (),
     ) -> RestoreSelection | None:
-        inc = [compile_patterns(includes, include_files, False, "--include-file"), PatternList(iincludes, True)]
-        exc = [compile_patterns(excludes, exclude_files, False, "--exclude-file"), PatternList(iexcludes, True)]
+        inc = [
+            compile_patterns(includes, include_files, False, "--include-file"),
+            compile_patterns(iincludes, iinclude_files, True, "--iinclude-file"),
+        ]
+        exc = [
+            compile_patterns(excludes, exclude_files, False, "--exclude-file"),
+            compile_patterns(iexcludes, iexclude_files, True, "--iexclude-file"),
+        ]
         inc = [p for p in inc if p.patterns]
         exc = [p for p in exc if p.patterns]
         if inc and exc:
@@ -526,10 +405,39 @@ class RestoreSelection:
             matched, child = matched or m, child or c
         return matched, child and is_dir
 
+    def __call__(self, path: bytes, entry: dict) -> tuple[bool, bool]:
+        return self.select(path.decode("utf-8", "surrogateescape"), entry.get("t") == "d")
+
+
+def select_entries(
+    entries: Iterable[tuple[bytes, dict]], select: Callable[[bytes, dict], tuple[bool, bool]]
+) -> Iterator[tuple[bytes, dict]]:
+    """The entries (depth first, parents before children) that ``select`` keeps.
+
+    A directory ``select`` does not keep but looks into is held back and comes out just
+    before the first entry below it that is kept (so a restored file always has its
+    directories); a directory it does not look into is skipped with all below it.
+    """
+    pending: list[tuple[bytes, dict]] = []
+    skip: bytes | None = None
+    for path, e in entries:
+        if skip is not None:
+            if path.startswith(skip):
+                continue
+            skip = None
+        while pending and not path.startswith(pending[-1][0].rstrip(b"/") + b"/"):
+            pending.pop()
+        keep, descend = select(path, e)
+        if keep:
+            yield from pending
+            pending.clear()
+            yield path, e
+        elif descend:
+            pending.append((path, e))
+        if e.get("t") == "d" and not descend:
+            skip = path.rstrip(b"/") + b"/"
 
 __all__ = [
-    "CACHEDIR_TAG",
-    "Excluder",
     "Pattern",
     "PatternList",
     "RestoreSelection",
@@ -537,4 +445,5 @@ __all__ = [
     "expand_env",
     "parse_pattern",
     "read_pattern_file",
+    "select_entries",
 ]

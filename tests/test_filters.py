@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from backupkit.errors import BadArgument
-from backupkit.filters import Excluder, PatternList, RestoreSelection, expand_env, read_pattern_file
+from backupkit.excluder import Excluder
+from backupkit.filters import PatternList, RestoreSelection, expand_env, read_pattern_file, select_entries
 from backupkit.managers.backup import BackupManager, BackupOptions
 from backupkit.testing import make_test_repo, write_file
 from backupkit.tree import SnapshotTree
@@ -334,3 +335,20 @@ def test_regexes_agree_with_a_port_of_restics_matcher():
         assert PatternList([pat]).matches(path) is want, (pat, path)
         child = _ref_child(_ref_parts(pat), _ref_split(path) if path != "/" else ["/"])
         assert PatternList([pat]).matches_with_child(path) == (want, child), (pat, path)
+
+
+def test_select_entries_brings_the_directories_on_the_way():
+    d, f = {"t": "d"}, {"t": "f"}
+    walk = [
+        (b"/", d), (b"/a", d), (b"/a/b", d), (b"/a/b/x.py", f), (b"/a/b/y.txt", f), (b"/a/c", d),
+        (b"/a/c/z.txt", f), (b"/a/c/deep", d), (b"/a/c/deep/w.py", f), (b"/q", d), (b"/q/r.txt", f),
+    ]
+    inc = RestoreSelection.build(includes=["*.py"])
+    got = [p for p, _e in select_entries(walk, inc)]
+    assert got == [b"/", b"/a", b"/a/b", b"/a/b/x.py", b"/a/c", b"/a/c/deep", b"/a/c/deep/w.py"]
+    anchored = RestoreSelection.build(includes=["/a/c"])
+    assert [p for p, _e in select_entries(walk, anchored)] == [
+        b"/", b"/a", b"/a/c", b"/a/c/z.txt", b"/a/c/deep", b"/a/c/deep/w.py",
+    ]
+    exc = RestoreSelection.build(excludes=["c", "*.txt"])
+    assert [p for p, _e in select_entries(walk, exc)] == [b"/", b"/a", b"/a/b", b"/a/b/x.py", b"/q"]

@@ -36,7 +36,7 @@ from backupkit.chunker import Chunker
 from backupkit.crypto import T_DATA_BLOB, T_META_BLOB
 from backupkit.entry import Keyer, encode_entry, entry_from_stat, join, name_of, parent_of, set_content
 from backupkit.errors import PathNotFound, BadArgument
-from backupkit.filters import Excluder
+from backupkit.excluder import Excluder
 from backupkit.repo.repository import Repository
 from backupkit.snapshot import Snapshot, find_snapshot, list_snapshots, save_snapshot
 from backupkit.tree import SnapshotTree, make_hamt

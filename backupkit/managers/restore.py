@@ -19,6 +19,7 @@ wanted soon are fetched with one range request (``repo.coalesce.CoalescingReader
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import stat
 import tarfile
@@ -26,7 +27,7 @@ import threading
 import time
 import zipfile
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
@@ -35,6 +36,7 @@ import zstandard
 
 from backupkit.crypto import T_DATA_BLOB
 from backupkit.entry import display_path, name_of, parent_of
+from backupkit.filters import select_entries
 from backupkit.errors import PathNotFound, RestoreError, BadArgument, UsageError
 from backupkit.managers.readahead import Readahead
 from backupkit.repo.coalesce import CoalescingReader
@@ -61,6 +63,8 @@ class RestoreOptions:
     owners: bool | None = None  # None: restore owners when running as root
     sparse: bool = True
     connections: int = 8
+    #: --include/--exclude: (path, entry) -> (restore it, look below it); None = everything
+    select: Callable[[bytes, dict], tuple[bool, bool]] | None = None
 
 
 @dataclass(frozen=True)
@@ -125,10 +129,8 @@ class RestoreManager:
             if e is not None:
                 anc.append((p, e))
             p = parent_of(p)
-        yield from reversed(anc)
-        for p, e in tree.walk(base):
-            if p != b"/" or base == b"/":
-                yield p, e
+        walk = itertools.chain(reversed(anc), ((p, e) for p, e in tree.walk(base) if p != b"/" or base == b"/"))
+        yield from select_entries(walk, self.select) if self.select is not None else walk
 
     def _refuse(self, path: bytes, why: str) -> None:
         with self._lock:
@@ -205,6 +207,7 @@ class RestoreManager:
         return self._to_dir(snap, opts)
 
     def _setup(self, opts: RestoreOptions) -> None:
+        self.select = opts.select
         self.errors: list[tuple[str, str]] = []
         self.prefetch = max(2, opts.connections)
         self._pool = ThreadPoolExecutor(max_workers=max(2, opts.connections), thread_name_prefix="bk-restore")

@@ -43,7 +43,7 @@ def command(
     read_concurrency: int = typer.Option(2, "--read-concurrency", help="Files read at once."),
 ) -> int:
     from backupkit.errors import BadArgument
-    from backupkit.filters import Excluder
+    from backupkit.excluder import Excluder
     from backupkit.managers.backup import BackupManager, BackupOptions
     from backupkit.sources import CommandOutput, collect_sources
     from backupkit.units import parse_size
