@@ -118,6 +118,7 @@ def read_pattern_file(path: str, option: str = "--exclude-file") -> list[str]:
 
 _ANY = "[^/]*"
 _END = r"(?=/|\Z)"
+_REL = "/(?=[^/])"  # where a relative pattern's first component may start
 
 
 def _class_char(part: str, i: int, pattern: str) -> tuple[str, int]:
@@ -191,16 +192,19 @@ def _clean(pattern: str) -> str:
 def _regex_for(anchored: bool, parts: Sequence[str], original: str) -> str:
     """One regex for a cleaned pattern: it finds the pattern's components as consecutive
     components of a path (from the root when anchored); ``""`` in ``parts`` is ``**``."""
-    if not anchored and not any(parts):
-        return "/(?=[^/])" if parts else "(?!)"  # "**" alone: any path but the root
+    if not anchored:
+        if not any(parts):
+            return _REL if parts else "(?!)"  # "**" alone: any path but the root
+        while parts[0] == "":
+            parts = parts[1:]  # "**/x" finds what "x" finds: it matches at any depth anyway
     pieces = ["^"] if anchored else []
     for k, p in enumerate(parts):
         if p == "":
             pieces.append("(?:/[^/]*)*")
-        elif not anchored and not any(parts[:k]):
+        elif k == 0 and not anchored:
             # the first component of a relative pattern starts after any "/" but never
             # matches the empty name after the root's "/"
-            pieces.append("/(?=[^/])" + _component_regex(p, original))
+            pieces.append(_REL + _component_regex(p, original))
         else:
             pieces.append("/" + _component_regex(p, original))
     pieces.append(_END)
@@ -272,16 +276,31 @@ class PatternList:
         self.ignore_case = ignore_case
         texts = [p.lower() if ignore_case else p for p in patterns if p]
         self.patterns = [parse_pattern(p) for p in texts]
-        # runs of consecutive patterns of the same sign: one alternation for the
-        # ordinary ones, the few with several "**" asked one by one
-        runs: list[tuple[bool, list[str], list[Pattern]]] = []
+        # runs of consecutive patterns of the same sign, each asked with at most two
+        # regexes: anchored patterns joined and tried at the start only, relative ones
+        # joined behind their common "/" (the regex engine then jumps from "/" to "/");
+        # the few with several "**" are asked one by one
+        runs: list[tuple[bool, list[str], list[str], list[Pattern]]] = []
         for p in self.patterns:
             if not runs or runs[-1][0] != p.negated:
-                runs.append((p.negated, [], []))
-            (runs[-1][2] if p.exact_only else runs[-1][1]).append(p if p.exact_only else p.regex)
+                runs.append((p.negated, [], [], []))
+            if p.exact_only:
+                runs[-1][3].append(p)
+            elif p.anchored:
+                runs[-1][1].append(p.regex[1:])
+            else:
+                runs[-1][2].append(p.regex[len(_REL) :] if p.regex.startswith(_REL) else "(?!)")
         if runs and runs[0][0]:
             runs.pop(0)  # leading "!" patterns can undo nothing
-        self._runs = [(neg, re.compile("|".join(rx)) if rx else None, tuple(slow)) for neg, rx, slow in runs]
+        self._runs = [
+            (
+                neg,
+                re.compile("(?:" + "|".join(anch) + ")") if anch else None,
+                re.compile(_REL + "(?:" + "|".join(rel) + ")") if rel else None,
+                tuple(slow),
+            )
+            for neg, anch, rel, slow in runs
+        ]
 
     def __bool__(self) -> bool:
         return bool(self._runs)
@@ -295,10 +314,13 @@ class PatternList:
         if path == "/":
             return self._one_by_one(path)
         matched = False
-        for negated, rx, slow in self._runs:
+        for negated, anchored, relative, slow in self._runs:
             if matched is negated:  # only a positive run can set it, only a negative clear it
-                hit = (rx is not None and rx.search(path) is not None) or any(p.match(path) for p in slow)
-                if hit:
+                if (
+                    (anchored is not None and anchored.match(path) is not None)
+                    or (relative is not None and relative.search(path) is not None)
+                    or any(p.match(path) for p in slow)
+                ):
                     matched = not negated
         return matched
 

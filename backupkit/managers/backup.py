@@ -295,6 +295,8 @@ class BackupManager:
                         st = os.lstat(p)
                     except OSError:
                         continue
+                    if p != src and self.excluder.excluded(p, st):
+                        continue  # totals of what the walk will back up (tag files aside)
                     if stat.S_ISDIR(st.st_mode):
                         try:
                             stack.extend(os.path.join(p, n) for n in os.listdir(p))

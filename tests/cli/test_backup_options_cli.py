@@ -166,3 +166,17 @@ def test_sizes_everywhere(tmp_path, env):
         r = run_bk("init", "--pack-size", bad, env=cli_env(tmp_path / f"r-{bad}", tmp_path / "c"))
         assert r.returncode == 2 and "--pack-size" in r.stderr, bad
         assert not (tmp_path / f"r-{bad}").exists()
+
+
+def test_help_names_every_option(env):
+    out = ok(run_bk("backup", "--help", env=env)).stdout.decode()
+    for opt in (
+        "--exclude-caches", "--exclude-larger-than", "--files-from", "--files-from-verbatim", "--files-from-raw",
+        "--skip-if-unchanged", "--stdin-from-command", "--stdin", "--compression",
+    ):
+        assert opt in out, opt
+    out = ok(run_bk("restore", "--help", env=env)).stdout.decode()
+    for opt in ("--include", "--exclude", "--iinclude", "--iexclude", "--include-file", "--iexclude-file"):
+        assert opt in out, opt
+    for cmd, opt in (("check", "SIZE"), ("init", "--pack-size")):
+        assert opt in ok(run_bk(cmd, "--help", env=env)).stdout.decode()
