@@ -21,7 +21,7 @@ from backupkit.errors import BadArgument
 from backupkit.excluder import Excluder
 from backupkit.filters import PatternList, RestoreSelection, expand_env, read_pattern_file, select_entries
 from backupkit.managers.backup import BackupManager, BackupOptions
-from backupkit.testing import make_test_repo, write_file
+from tests.support.kit import make_test_repo, write_file
 from backupkit.tree import SnapshotTree
 
 GOLDEN = Path(__file__).parent / "fixtures" / "exclude_golden.tsv"

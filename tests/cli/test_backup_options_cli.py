@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from backupkit.testing import cli_env, run_bk, write_file
+from tests.support.kit import cli_env, run_bk, write_file
 
 CACHEDIR_SIGNATURE = b"Signature: 8a477f597d28d172789f06886806bc55"
 

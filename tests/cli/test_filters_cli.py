@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from backupkit.testing import cli_env, run_bk, write_file
+from tests.support.kit import cli_env, run_bk, write_file
 from tests.test_filters import GOLDEN_CASES, build_golden_tree, golden_env
 
 CLI_CASES = [

@@ -10,7 +10,7 @@ import zipfile
 
 import pytest
 
-from backupkit.testing import cli_env, run_bk, write_file
+from tests.support.kit import cli_env, run_bk, write_file
 
 FILES = ("docs/a.txt", "docs/b.md", "docs/img/logo.PNG", "src/main.py", "src/lib/util.py", "logs/app.log", "README")
 
