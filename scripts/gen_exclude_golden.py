@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Produce tests/fixtures/exclude_golden.tsv by running restic itself.
+"""Produce tests/fixtures/exclude_golden.tsv (and restore_golden.tsv) by running restic.
 
 Builds a small tree at a fixed place (ROOT), backs it up with restic once per case
 (one set of --exclude / --iexclude patterns, or one --exclude-file / --iexclude-file),
@@ -15,6 +15,10 @@ Table columns (tab-separated, one row per case and path):
     path       path below ROOT (a directory ends in "/")
     excluded   1 when restic's snapshot does not hold the path, else 0
 "{root}" in a pattern stands for ROOT; the file options run with the environment in ENV.
+
+restore_golden.tsv has the same columns for ``restic restore --include/--exclude/
+--iinclude/--iexclude`` of one full backup of the tree: excluded = 1 when the restore
+did not create the path.
 """
 
 from __future__ import annotations
@@ -28,7 +32,9 @@ import tempfile
 
 ROOT = "/tmp/bkgolden/tree"
 ENV = {"BKG_NAME": "node_modules", "BKG_EXT": "log", "BKG_ROOT": ROOT}
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "exclude_golden.tsv")
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures")
+OUT = os.path.join(FIXTURES, "exclude_golden.tsv")
+RESTORE_OUT = os.path.join(FIXTURES, "restore_golden.tsv")
 
 #: the tree: files (directories are implied by them)
 FILES = [
@@ -134,6 +140,60 @@ CASES: list[tuple[str, list[str]]] = [
 ]
 
 
+#: (option, patterns) for restic restore
+RESTORE_CASES: list[tuple[str, list[str]]] = [
+    ("include", ["*.py"]),
+    ("include", ["edge/cachedir"]),
+    ("include", ["{root}/docs"]),
+    ("include", ["{root}/docs/*.md"]),
+    ("include", ["{root}/src/**/*.pyc"]),
+    ("include", ["**/bar/**"]),
+    ("include", ["foo/*/baz"]),
+    ("include", ["*.txt", "!keep.txt"]),
+    ("include", ["{root}/x/**/z"]),
+    ("include", ["README.md", "{root}/logs"]),
+    ("include", ["/edge"]),
+    ("iinclude", ["*.JPG"]),
+    ("iinclude", ["{root}/PHOTOS"]),
+    ("exclude", ["*.py"]),
+    ("exclude", ["edge/cachedir"]),
+    ("exclude", ["{root}/*", "!{root}/src"]),
+    ("exclude", ["*.o", "!keep.o"]),
+    ("exclude", ["**/__pycache__", "node_modules"]),
+    ("iexclude", ["*.JPG", "README.MD"]),
+]
+
+
+def restore_rows(repo: str, work: str, paths: list[str]) -> list[tuple[str, str, str, str]]:
+    out = restic(repo, "backup", "--json", "--force", ROOT)
+    snap = [json.loads(line) for line in out.splitlines() if '"summary"' in line][-1]["snapshot_id"]
+    rows = []
+    for option, patterns in RESTORE_CASES:
+        target = os.path.join(work, "restored")
+        shutil.rmtree(target, ignore_errors=True)
+        args = ["restore", snap, "--target", target]
+        for p in patterns:
+            args += [f"--{option}", p.replace("{root}", ROOT)]
+        restic(repo, *args)
+        base = os.path.join(target, ROOT.lstrip("/"))
+        made = set()
+        for dirpath, dirs, files in os.walk(base):
+            rel = os.path.relpath(dirpath, base)
+            made.update(os.path.normpath(os.path.join(rel, d)) + "/" for d in dirs)
+            made.update(os.path.normpath(os.path.join(rel, f)) for f in files)
+        for rel in paths:
+            rows.append((option, json.dumps(patterns, ensure_ascii=False), rel, "0" if rel in made else "1"))
+    return rows
+
+
+def write_table(path: str, version: str, rows: list[tuple[str, str, str, str]]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(f"# produced by scripts/gen_exclude_golden.py with {version}; root {ROOT}; env {json.dumps(ENV)}\n")
+        f.write("option\tpatterns\tpath\texcluded\n")
+        for row in rows:
+            f.write("\t".join(row) + "\n")
+
+
 def build_tree() -> list[str]:
     shutil.rmtree(os.path.dirname(ROOT), ignore_errors=True)
     for rel in FILES:
@@ -189,14 +249,13 @@ def main() -> None:
                 kept.add(full[len(ROOT) + 1 :] + ("/" if node["type"] == "dir" else ""))
         for rel in paths:
             rows.append((option, json.dumps(patterns, ensure_ascii=False), rel, "0" if rel in kept else "1"))
+    restore = restore_rows(repo, work, paths)
     shutil.rmtree(work)
     shutil.rmtree(os.path.dirname(ROOT), ignore_errors=True)
-    with open(OUT, "w", encoding="utf-8") as f:
-        f.write(f"# produced by scripts/gen_exclude_golden.py with {version}; root {ROOT}; env {json.dumps(ENV)}\n")
-        f.write("option\tpatterns\tpath\texcluded\n")
-        for row in rows:
-            f.write("\t".join(row) + "\n")
+    write_table(OUT, version, rows)
+    write_table(RESTORE_OUT, version, restore)
     print(f"{len(CASES)} cases, {len(rows)} rows -> {os.path.normpath(OUT)}")
+    print(f"{len(RESTORE_CASES)} cases, {len(restore)} rows -> {os.path.normpath(RESTORE_OUT)}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
 running restic 0.14 over a small tree: for each case (patterns given to --exclude,
 --iexclude, --exclude-file or --iexclude-file) and each path of the tree, whether restic's
 snapshot left the path out. The matcher must agree row by row, and so must a real backup
-of the same tree.
+of the same tree. ``restore_golden.tsv`` does the same for ``restic restore --include/
+--exclude/--iinclude/--iexclude``: which paths the restore created.
 """
 
 from __future__ import annotations
@@ -21,18 +22,20 @@ from backupkit.errors import BadArgument
 from backupkit.excluder import Excluder
 from backupkit.filters import PatternList, RestoreSelection, expand_env, read_pattern_file, select_entries
 from backupkit.managers.backup import BackupManager, BackupOptions
+from backupkit.managers.restore import RestoreManager, RestoreOptions
 from tests.support.kit import make_test_repo, write_file
 from backupkit.tree import SnapshotTree
 
 GOLDEN = Path(__file__).parent / "fixtures" / "exclude_golden.tsv"
+RESTORE_GOLDEN = Path(__file__).parent / "fixtures" / "restore_golden.tsv"
 GOLDEN_ROOT = "/tmp/bkgolden/tree"
 
 
-def load_golden() -> tuple[dict, "OrderedDict[tuple[str, str], dict[str, bool]]"]:
+def load_golden(table: Path = GOLDEN) -> tuple[dict, "OrderedDict[tuple[str, str], dict[str, bool]]"]:
     """(environment the table was made with, {(option, patterns json): {path: excluded}})."""
     env: dict = {}
     cases: OrderedDict[tuple[str, str], dict[str, bool]] = OrderedDict()
-    with open(GOLDEN, encoding="utf-8") as f:
+    with open(table, encoding="utf-8") as f:
         for line in f:
             line = line.rstrip("\n")
             if line.startswith("#"):
@@ -46,6 +49,7 @@ def load_golden() -> tuple[dict, "OrderedDict[tuple[str, str], dict[str, bool]]"
 
 
 GOLDEN_ENV, GOLDEN_CASES = load_golden()
+_, RESTORE_CASES = load_golden(RESTORE_GOLDEN)
 
 
 def golden_options(option: str, patterns: list[str], root: str, tmp: Path) -> dict:
@@ -124,6 +128,32 @@ def test_backup_agrees_with_restic(tmp_path, monkeypatch):
         expected = {p for p, out in want.items() if not out}
         if kept != expected:
             wrong.append((option, patterns, sorted(kept ^ expected)))
+    assert wrong == []
+
+
+def test_restore_agrees_with_restic(tmp_path):
+    """restic restore --include/--exclude/--iinclude/--iexclude cases through the engine."""
+    root = tmp_path / "tree"
+    build_golden_tree(root, next(iter(RESTORE_CASES.values())).keys())
+    repo = make_test_repo()
+    snap = BackupManager(repo).run(BackupOptions(paths=(str(root),), scan_totals=False)).snapshot
+    assert len(RESTORE_CASES) >= 15
+    wrong = []
+    for n, ((option, patterns), want) in enumerate(RESTORE_CASES.items()):
+        real = [p.replace("{root}", str(root)) for p in json.loads(patterns)]
+        select = RestoreSelection.build(**{option + "s": real})
+        target = tmp_path / f"out{n}"
+        res = RestoreManager(repo).restore(snap, RestoreOptions(target=str(target), select=select))
+        assert res.errors == ()
+        base = target / str(root).lstrip("/")
+        made = {
+            os.path.relpath(os.path.join(d, x), base) + ("/" if x in dirs else "")
+            for d, dirs, files in os.walk(base)
+            for x in (*dirs, *files)
+        }
+        expected = {p for p, out in want.items() if not out}
+        if made != expected:
+            wrong.append((option, patterns, sorted(made ^ expected)))
     assert wrong == []
 
 

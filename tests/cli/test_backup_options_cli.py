@@ -120,14 +120,21 @@ def test_stdin_from_command(tmp_path, env):
     ok(run_bk("restore", "latest", "--target", out, env=env))
     assert (out / "dump.sql").read_bytes() == b"CREATE TABLE t;\nINSERT 1;\n"
 
+    ok(run_bk("backup", "--stdin", "--stdin-filename", "piped.txt", env=env, input=b"piped\n"))
+    ok(run_bk("restore", "latest", "--target", tmp_path / "out2", env=env))
+    assert (tmp_path / "out2" / "piped.txt").read_bytes() == b"piped\n"
+    r = run_bk("backup", "--stdin", "/etc/hostname", env=env)
+    assert r.returncode == 2 and "stdin" in r.stderr
+
     r = run_bk("backup", "--stdin-from-command", "--", "sh", "-c", "echo partial; exit 7", env=env)
     assert r.returncode == 1 and "exited with status 7" in r.stderr and "Traceback" not in r.stderr
-    assert n_snapshots(env) == 1
+    assert n_snapshots(env) == 2
     r = run_bk("backup", "--stdin-from-command", "--", "/nonexistent/dumper", env=env)
     assert r.returncode == 1 and "cannot run" in r.stderr
+    assert n_snapshots(env) == 2
     r = run_bk("backup", "--stdin-from-command", env=env)
     assert r.returncode == 2 and "needs a command" in r.stderr
-    assert n_snapshots(env) == 1
+    assert n_snapshots(env) == 2
 
 
 def test_compression_per_run(tmp_path, env):

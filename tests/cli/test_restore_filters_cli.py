@@ -78,6 +78,14 @@ def test_restore_pattern_files_and_archives(world, tmp_path):
     names = {n.rstrip("/") for n in zipfile.ZipFile(io.BytesIO(r.stdout)).namelist()}
     prefix = os.fspath(src).lstrip("/") + "/"
     assert {n[len(prefix):] for n in names if n.startswith(prefix)} == {"logs", "logs/app.log", "README"}
+    out2 = tmp_path / "out2"
+    (tmp_path / "exc2").write_text("docs\n*.log\n")
+    (tmp_path / "inc2").write_text("*.PY\n")
+    ok(run_bk("restore", "latest", "--target", out2, "--exclude-file", tmp_path / "exc2", env=env))
+    assert restored(out2, src) == {"src/", "src/main.py", "src/lib/", "src/lib/util.py", "logs/", "README"}
+    out3 = tmp_path / "out3"
+    ok(run_bk("restore", "latest", "--target", out3, "--iinclude-file", tmp_path / "inc2", env=env))
+    assert restored(out3, src) == {"src/", "src/main.py", "src/lib/", "src/lib/util.py"}
     r = ok(run_bk("--json", "restore", "latest", "--target", tmp_path / "dry", "--dry-run", "--include", "*.py", env=env))
     assert json.loads(r.stdout)["files"] == 2
 
