@@ -6,6 +6,7 @@ ignore files with gitignore rules (--exclude-ignorefile). docs/filters.md shows 
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 
 from backupkit.errors import BadArgument
@@ -13,6 +14,8 @@ from backupkit.filters import decode_text, compile_patterns
 
 #: --exclude-caches is --exclude-if-present with the Cache Directory Tagging Standard's tag
 CACHEDIR_TAG = "CACHEDIR.TAG:Signature: 8a477f597d28d172789f06886806bc55"
+#: an ignore file is read up to this size
+MAX_IGNOREFILE = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -33,11 +36,31 @@ class _TagRule:
     def applies(self, dirpath: bytes) -> bool:
         if not self.header:
             return True
-        try:
-            with open(os.path.join(dirpath, self.name), "rb") as f:
-                return f.read(len(self.header)) == self.header
-        except OSError:
-            return False
+        return _read_regular(os.path.join(dirpath, self.name), len(self.header)) == self.header
+
+
+def _read_regular(path: bytes, limit: int) -> bytes | None:
+    """Up to ``limit`` bytes of a regular file; None for anything else (a fifo named
+    like a tag or ignore file must not block the backup) or when it cannot be read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        parts, left = [], limit
+        while left > 0:
+            b = os.read(fd, left)
+            if not b:
+                break
+            parts.append(b)
+            left -= len(b)
+        return b"".join(parts)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 class Excluder:
@@ -91,11 +114,9 @@ class Excluder:
         lines: list[str] = []
         for n in self.ignore_names:
             if n in names:
-                try:
-                    with open(os.path.join(dirpath, n), "rb") as f:
-                        lines.extend(decode_text(f.read()).splitlines())
-                except OSError:
-                    continue  # unreadable: the walk reports the file itself
+                data = _read_regular(os.path.join(dirpath, n), MAX_IGNOREFILE)
+                if data is not None:  # unreadable: the walk reports the file itself
+                    lines.extend(decode_text(data).splitlines())
         if lines:
             import pathspec
 
@@ -105,7 +126,7 @@ class Excluder:
     def excluded(self, path: bytes, st: os.stat_result) -> bool:
         if not self.active:
             return False
-        is_dir = (st.st_mode & 0o170000) == 0o040000
+        is_dir = stat.S_ISDIR(st.st_mode)
         if self.max_size is not None and not is_dir and st.st_size > self.max_size:
             return True
         if self.patterns:

@@ -382,3 +382,16 @@ def test_select_entries_brings_the_directories_on_the_way():
     ]
     exc = RestoreSelection.build(excludes=["c", "*.txt"])
     assert [p for p, _e in select_entries(walk, exc)] == [b"/", b"/a", b"/a/b", b"/a/b/x.py", b"/q"]
+
+
+def test_fifos_named_like_tag_or_ignore_files_do_not_block(tmp_path):
+    src = tmp_path / "src"
+    write_file(src / "a/data", b"x")
+    os.mkfifo(src / "a" / ".nobackup")
+    os.mkfifo(src / "a" / ".bkignore")
+    repo = make_test_repo()
+    opts = BackupOptions(
+        paths=(str(src),), exclude_if_present=(".nobackup:header",), exclude_ignorefiles=(".bkignore",), scan_totals=False
+    )
+    res = BackupManager(repo).run(opts)
+    assert {"a/", "a/data", "a/.nobackup", "a/.bkignore"} == _snapshot_rel_paths(repo, res.snapshot, str(src))
