@@ -26,7 +26,8 @@ exit codes.
     ├── PathNotFound                   a path is not in a snapshot / not on disk
     ├── UsageError                     the request itself is wrong (a refusal)
     │   └── BadArgument                malformed or conflicting arguments (exit 2)
-    └── RestoreError                   restore refused (target is a file, unsafe name)
+    ├── RestoreError                   restore refused (target is a file, unsafe name)
+    └── SourceError                    a backup source failed as a whole (--stdin-from-command)
 """
 
 from __future__ import annotations
@@ -148,3 +149,8 @@ class BadArgument(UsageError):
 
 class RestoreError(BackupkitError):
     """A restore was refused (target is a file, unsafe entry name, ...)."""
+
+
+class SourceError(BackupkitError):
+    """A backup source failed as a whole, e.g. the command of --stdin-from-command
+    exited with an error: no snapshot is written."""

@@ -570,9 +570,13 @@ def test_excludes(tmp_path):
     )
     assert res.errors == ()
     got = snapshot_paths(repo, res.snapshot, os.fsencode(src))
-    assert got == {b".", b"keep.log", b"notbuild", b"sub", b"docs", b"docs/readme.md"}
+    # restic's semantics: a tagged directory keeps itself and its tag file, nothing else
+    assert got == {
+        b".", b"keep.log", b"notbuild", b"sub", b"docs", b"docs/readme.md",
+        b"cache", b"cache/CACHEDIR", b"sub/nobk", b"sub/nobk/.nobackup",
+    }
 
-    with pytest.raises(UsageError, match="exclude file"):
+    with pytest.raises(UsageError, match="exclude-file"):
         run_backup(repo, src, exclude_files=(str(tmp_path / "missing.txt"),))
 
 

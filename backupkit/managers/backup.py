@@ -33,17 +33,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, BinaryIO, Protocol
 
-import pathspec
-
 import backupkit
 from backupkit.entry import Keyer, join, name_of, parent_of
 from backupkit.objects.entry import TYPE_OF_MODE, Entry, entry_from_stat
 from backupkit.objects.writer import ContentWriter, SourceError
-from backupkit.errors import PathNotFound, BadArgument, UsageError
+from backupkit.errors import BadArgument, PathNotFound
+from backupkit.excluder import Excluder
 from backupkit.repo.repository import Repository
 from backupkit.snapshot import Snapshot, list_snapshots, resolve_ref, save_snapshot
 from backupkit.tree import SnapshotTree, make_hamt
 from backupkit.tuning import DEFAULT_TUNING, Tuning
+
+#: highest zstd level a run may ask for (20-22 need hundreds of MiB per thread)
+MAX_COMPRESSION = 19
 
 
 @dataclass(frozen=True)
@@ -53,10 +55,16 @@ class BackupOptions:
     paths: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     host: str | None = None
+    #: restic's patterns (backupkit.filters); the walk asks an Excluder built from these
     excludes: tuple[str, ...] = ()
     iexcludes: tuple[str, ...] = ()
     exclude_files: tuple[str, ...] = ()
+    iexclude_files: tuple[str, ...] = ()
     exclude_if_present: tuple[str, ...] = ()
+    exclude_caches: bool = False
+    exclude_larger_than: int | None = None
+    #: per-directory ignore files read with gitignore rules (e.g. ".gitignore")
+    exclude_ignorefiles: tuple[str, ...] = ()
     one_file_system: bool = False
     dry_run: bool = False
     stdin: BinaryIO | None = None
@@ -65,6 +73,10 @@ class BackupOptions:
     parent: str | None = None
     force: bool = False
     meta: tuple[tuple[str, str], ...] = ()
+    #: zstd level for this run's blobs (0 = off); None = the repository's level
+    compression: int | None = None
+    #: no new snapshot when nothing differs from the parent (restic 0.17)
+    skip_if_unchanged: bool = False
     read_concurrency: int = 2
     lock_check: Callable[[], None] | None = None
     #: Walk the sources once more up front for the reporter's totals (a progress bar's
@@ -96,6 +108,8 @@ class BackupResult:
     changed_during_read: tuple[str, ...]
     seconds: float
     dry_run: bool
+    #: --skip-if-unchanged found nothing new: no snapshot was written
+    skipped: bool = False
 
     @property
     def incomplete(self) -> bool:
@@ -106,6 +120,7 @@ class BackupResult:
             "snapshot_id": self.snapshot.id if self.snapshot else None,
             "parent": self.parent,
             "dry_run": self.dry_run,
+            "skipped": self.skipped,
             "files_new": self.files_new,
             "files_changed": self.files_changed,
             "files_unchanged": self.files_unchanged,
@@ -137,33 +152,6 @@ class NullBackupReporter:
 
 def _disp(path: bytes) -> str:
     return path.decode("utf-8", "backslashreplace")
-
-
-class Excluder:
-    """--exclude / --iexclude / --exclude-file (gitignore semantics) and --exclude-if-present."""
-
-    def __init__(self, opts: BackupOptions) -> None:
-        lines = list(opts.excludes)
-        for f in opts.exclude_files:
-            try:
-                with open(f, encoding="utf-8") as fh:
-                    lines.extend(line.rstrip("\n") for line in fh)
-            except OSError as e:
-                raise UsageError(f"cannot read exclude file {f}: {e.strerror}") from None
-        self.spec = pathspec.GitIgnoreSpec.from_lines(lines) if lines else None
-        self.ispec = pathspec.GitIgnoreSpec.from_lines([p.lower() for p in opts.iexcludes]) if opts.iexcludes else None
-        self.if_present = tuple(opts.exclude_if_present)
-
-    def excluded(self, path: bytes, is_dir: bool) -> bool:
-        if self.spec is None and self.ispec is None:
-            return False
-        rel = path.decode("utf-8", "surrogateescape").lstrip("/") + ("/" if is_dir else "")
-        if self.spec is not None and self.spec.match_file(rel):
-            return True
-        return self.ispec is not None and self.ispec.match_file(rel.lower())
-
-    def dir_excluded(self, dirpath: bytes) -> bool:
-        return any(os.path.lexists(os.path.join(dirpath, os.fsencode(n))) for n in self.if_present)
 
 
 class _Stats:
@@ -216,6 +204,8 @@ class _Run:
         opts = self.opts
         # the repository's counters run over its lifetime; report this run's share
         stats0 = dict(self.repo.stats)
+        if opts.compression is not None and not 0 <= opts.compression <= MAX_COMPRESSION:
+            raise BadArgument(f"invalid compression level {opts.compression}: use 0 (off) to {MAX_COMPRESSION}")
         host = opts.host or socket.gethostname()
         if opts.stdin is not None:
             name = opts.stdin_filename.strip("/")
@@ -236,7 +226,7 @@ class _Run:
         parent = self._find_parent(host, sources)
         self.parent_tree = SnapshotTree(self.repo, parent.root) if parent else None
         self.excluder = Excluder(opts)
-        self.writer = ContentWriter(self.repo, self.tuning, self.dry, self.reporter.bytes_done, self.fs)
+        self.writer = ContentWriter(self.repo, self.tuning, self.dry, self.reporter.bytes_done, self.fs, opts.compression)
         self.files_pool = ThreadPoolExecutor(max_workers=max(1, opts.read_concurrency), thread_name_prefix="bk-read")
         done = False
         try:
@@ -263,6 +253,8 @@ class _Run:
             self.repo.flush()
             if opts.lock_check is not None:
                 opts.lock_check()
+        skipped = bool(not self.dry and opts.skip_if_unchanged and parent is not None and root == parent.root)
+        if not self.dry and not skipped:
             summary = {
                 "files_new": st.files_new,
                 "files_changed": st.files_changed,
@@ -313,6 +305,7 @@ class _Run:
             changed_during_read=tuple(st.changed),
             seconds=time.monotonic() - t0,
             dry_run=self.dry,
+            skipped=skipped,
         )
 
     def _find_parent(self, host: str, sources: list[bytes]) -> Snapshot | None:
@@ -344,6 +337,8 @@ class _Run:
                         st = fs.lstat(p)
                     except OSError:
                         continue
+                    if p != src and self.excluder.excluded(p, st):
+                        continue  # totals of what the walk will back up (tag files aside)
                     if stat.S_ISDIR(st.st_mode):
                         try:
                             stack.extend(os.path.join(p, n) for n in fs.listdir(p))
@@ -396,6 +391,11 @@ class _Run:
             except OSError as e:
                 self._error(src, e.strerror or str(e))
                 continue
+            if self.excluder.source_excluded(src, st):
+                old_src = self._parent_entry(src)
+                if old_src is not None:
+                    self._delete(src, old_src)
+                continue
             self._visit(src, st, self._parent_entry(src), st.st_dev)
 
     def _visit(self, path: bytes, st: os.stat_result, old: Entry | None, root_dev: int) -> None:
@@ -404,8 +404,7 @@ class _Run:
             self._leaf(path, st, old)
             return
         fs = self.fs
-        excluder = self.excluder
-        assert excluder is not None
+        assert self.excluder is not None
         stack: list[tuple[bytes, os.stat_result, Entry | None]] = [(path, st, old)]
         while stack:
             dpath, dst, dold = stack.pop()
@@ -428,8 +427,7 @@ class _Run:
                 for name, o in children_old.items():
                     self._delete(join(dpath, name), o)
                 continue
-            if excluder.if_present and excluder.dir_excluded(dpath) and dpath not in (path,):
-                names = []
+            names = self.excluder.children(dpath, names)
             present = set()
             subdirs = []
             for name in names:
@@ -439,11 +437,9 @@ class _Run:
                 except OSError as e:
                     self._error(cpath, e.strerror or str(e))
                     continue
+                if self.excluder.excluded(cpath, cst):
+                    continue
                 is_dir = stat.S_ISDIR(cst.st_mode)
-                if excluder.excluded(cpath, is_dir):
-                    continue
-                if is_dir and excluder.if_present and excluder.dir_excluded(cpath):
-                    continue
                 present.add(name)
                 o = children_old.get(name)
                 if is_dir:

@@ -57,6 +57,7 @@ from backupkit.repo.index import Index, PackInfo
 from backupkit.repo.pack import KIND_DATA, KIND_META, TYPE_OF_KIND, PackBuilder, PackEntry, decode_payload, pack_name
 from backupkit.repo.repository import Repository
 from backupkit.snapshot import Snapshot, load_snapshot
+from backupkit.units import is_size, parse_size
 
 IndexEntry = tuple[bytes, int, int, int]  # blob id, offset, length, raw length
 T = TypeVar("T")
@@ -88,9 +89,6 @@ class MaxUnused:
         return "unlimited" if self.percent is None else f"{self.percent:g}%"
 
 
-_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-
-
 def parse_max_unused(s: str) -> MaxUnused:
     """Parse ``5%``, ``0%``, ``100M``, ``2G``, ``1234`` or ``unlimited``."""
     text = s.strip().lower()
@@ -102,9 +100,8 @@ def parse_max_unused(s: str) -> MaxUnused:
         if p > 100:
             raise BadArgument(f"invalid --max-unused {s!r}: a percentage must be at most 100%")
         return MaxUnused(percent=p)
-    m = re.fullmatch(r"(\d+)\s*([kmgt]?)(?:i?b)?", text)
-    if m:
-        return MaxUnused(percent=None, bytes=int(m.group(1)) * _UNITS[m.group(2)])
+    if is_size(text):
+        return MaxUnused(percent=None, bytes=parse_size(text, "--max-unused"))
     raise BadArgument(f"invalid --max-unused {s!r}: use a percentage (5%), a size (100M) or 'unlimited'")
 
 

@@ -27,13 +27,14 @@ import errno
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
 from backupkit.archive import FORMATS, TarWriter, open_archive
 from backupkit.entry import display_path, name_of, parent_of
 from backupkit.errors import BadArgument, PathNotFound, RestoreError, UsageError
+from backupkit.filters import select_entries
 from backupkit.objects.entry import Entry
 from backupkit.managers.restore_files import apply_meta, make_special, mkdir_at, remove_at, verify_at, write_parts
 from backupkit.objects.reader import ContentReader, Parts
@@ -59,6 +60,8 @@ class RestoreOptions:
     owners: bool | None = None  # None: restore owners when running as root
     sparse: bool = True
     connections: int = 8
+    #: --include/--exclude: (path, entry) -> (restore it, look below it); None = everything
+    select: Callable[[bytes, Entry], tuple[bool, bool]] | None = None
 
 
 @dataclass(frozen=True)
@@ -208,8 +211,13 @@ class RestoreManager:
 
     # -- the entries -----------------------------------------------------------------------
     def _entries(self, run: _Run, snap: Snapshot) -> Iterator[tuple[bytes, Entry]]:
-        """Entries to restore, parents first: the ancestors of the path, then its subtree,
-        walked past damage (each loss reported to ``run``)."""
+        """Entries to restore, parents first, that ``--include``/``--exclude`` keep."""
+        walk = self._walk(run, snap)
+        return select_entries(walk, run.opts.select) if run.opts.select is not None else walk
+
+    def _walk(self, run: _Run, snap: Snapshot) -> Iterator[tuple[bytes, Entry]]:
+        """Entries of the snapshot, parents first: the ancestors of the path, then its
+        subtree, walked past damage (each loss reported to ``run``)."""
         base = normalize(run.opts.path)
         tree = SnapshotTree(self.repo, snap.root)
         try:

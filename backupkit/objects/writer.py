@@ -73,8 +73,11 @@ class ContentWriter:
         dry_run: bool = False,
         on_bytes: Callable[[int], None] | None = None,
         fs: Any = os,
+        level: int | None = None,
     ) -> None:
+        """``level``: zstd level of this writer's blobs (0 = raw); None = the repository's."""
         self.repo = repo
+        self.level = level
         self.tuning = tuning
         self.dry_run = dry_run
         self.fs = fs
@@ -94,12 +97,12 @@ class ContentWriter:
     def store_chunk(self, chunk: bytes | memoryview) -> bytes:
         if self.dry_run:
             return self.repo.sealer.blob_id(chunk)
-        return self.repo.add_blob(T_DATA_BLOB, chunk)[0]
+        return self.repo.add_blob(T_DATA_BLOB, chunk, level=self.level)[0]
 
     def store_meta(self, data: bytes) -> bytes:
         if self.dry_run:
             return self.repo.sealer.blob_id(data)
-        return self.repo.add_blob(T_META_BLOB, data)[0]
+        return self.repo.add_blob(T_META_BLOB, data, level=self.level)[0]
 
     def with_content(self, e: Entry, items: list) -> Entry:
         """``e`` with its content list (kept inline, or in content blobs when long)."""

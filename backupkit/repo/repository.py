@@ -325,8 +325,12 @@ class Repository:
     def has_blob(self, blob_id: bytes) -> bool:
         return blob_id in self.index or blob_id in self._reserved
 
-    def add_blob(self, blob_type: int, data: bytes | memoryview, blob_id: bytes | None = None) -> tuple[bytes, bool]:
-        """Store a blob unless the repository has it. Returns (id, stored_now)."""
+    def add_blob(
+        self, blob_type: int, data: bytes | memoryview, blob_id: bytes | None = None, level: int | None = None
+    ) -> tuple[bytes, bool]:
+        """Store a blob unless the repository has it. Returns (id, stored_now).
+
+        ``level``: zstd level for this blob (0 = stored raw); None = the repository's."""
         if self._error is not None:
             raise self._error
         if blob_id is None:
@@ -337,7 +341,8 @@ class Repository:
                 self.stats["blobs_dup"] += 1
                 return blob_id, False
             self._reserved.add(blob_id)
-        sealed = self.sealer.seal(blob_type, blob_id, encode_payload(data, self.config.compression_level))
+        level = self.config.compression_level if level is None else level
+        sealed = self.sealer.seal(blob_type, blob_id, encode_payload(data, level))
         kind = KIND_OF_TYPE[blob_type]
         full = None
         with self._lock:

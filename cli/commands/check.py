@@ -16,7 +16,7 @@ _STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
 def command(
     ctx: typer.Context,
     read_data: bool = typer.Option(False, "--read-data", help="Also download every pack, decrypt every blob and verify its id."),
-    read_data_subset: Optional[str] = typer.Option(None, "--read-data-subset", metavar="n/t|x%", help="Read only group n of t (by pack id) or a random x% of the packs."),
+    read_data_subset: Optional[str] = typer.Option(None, "--read-data-subset", metavar="n/t|x%|SIZE", help="Read only group n of t (by pack id), a random x% of the packs, or random packs up to SIZE (e.g. 50M, 2G)."),
 ) -> int:
     from backupkit.managers.check import CheckManager, CheckOptions, parse_subset
     from backupkit_cli.commands.prune import PhaseProgress

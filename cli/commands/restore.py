@@ -27,8 +27,17 @@ def command(
     path: list[str] = typer.Option(
         [], "--path", help="latest among snapshots that include this path (as restic); with a snapshot id: restore only this file or folder (bk's older spelling of ID:PATH)."
     ),
+    include: list[str] = typer.Option([], "--include", "-i", metavar="PATTERN", help="Restore only paths matching a restic pattern (as backup --exclude: relative patterns match at any depth; repeatable)."),
+    exclude: list[str] = typer.Option([], "--exclude", "-e", metavar="PATTERN", help="Restore all but paths matching a restic pattern (repeatable)."),
+    iinclude: list[str] = typer.Option([], "--iinclude", metavar="PATTERN", help="Like --include, ignoring case."),
+    iexclude: list[str] = typer.Option([], "--iexclude", metavar="PATTERN", help="Like --exclude, ignoring case."),
+    include_file: list[str] = typer.Option([], "--include-file", metavar="FILE", help="Read include patterns from a file (as --exclude-file)."),
+    exclude_file: list[str] = typer.Option([], "--exclude-file", metavar="FILE", help="Read exclude patterns from a file: one a line, # comments, $VAR expanded."),
+    iinclude_file: list[str] = typer.Option([], "--iinclude-file", metavar="FILE", help="Like --include-file, ignoring case."),
+    iexclude_file: list[str] = typer.Option([], "--iexclude-file", metavar="FILE", help="Like --exclude-file, ignoring case."),
 ) -> int:
     from backupkit.errors import BadArgument, SnapshotNotFound, UsageError
+    from backupkit.filters import RestoreSelection
     from backupkit.managers.restore import RestoreManager, RestoreOptions
     from backupkit_cli.select import select_snapshot, split_ref
     from backupkit_cli.progress import RestoreProgress
@@ -39,6 +48,9 @@ def command(
     st: State = ctx.obj
     if target and fmt:
         raise BadArgument("--target and --format exclude each other")
+    select = RestoreSelection.build(
+        include, exclude, iinclude, iexclude, include_file, exclude_file, iinclude_file, iexclude_file
+    )
     if not target and not fmt:
         if sys.stdout.isatty():
             raise BadArgument("give --target DIR, or redirect stdout to stream a ZIP (bk restore latest > out.zip)")
@@ -64,7 +76,8 @@ def command(
             raise
         out = sys.stdout.buffer if fmt else None
         opts = RestoreOptions(
-            path=sub or "/", target=target, format=fmt, output=out, dry_run=dry_run, verify=verify, connections=max(4, st.store_connections())
+            path=sub or "/", target=target, format=fmt, output=out, dry_run=dry_run, verify=verify,
+            connections=max(4, st.store_connections()), select=select,
         )
         with RestoreProgress(st.console, stdout_free=not fmt) as progress:
             res = RestoreManager(repo, progress).restore(snap, opts)

@@ -224,7 +224,7 @@ def test_excludes_through_the_cli(tmp_path):
         "--exclude-if-present", ".nobackup", "--one-file-system", env=env,
     ))
     entries = json.loads(ok(run_bk("--json", "ls", "-R", "latest", src, env=env)).stdout)["entries"]
-    assert sorted(os.path.relpath(e["path"], src) for e in entries) == [".", "keep"]
+    assert sorted(os.path.relpath(e["path"], src) for e in entries) == [".", "keep", "sub", "sub/.nobackup"]
 
 
 # -- unreadable files -----------------------------------------------------------------------
