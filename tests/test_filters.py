@@ -20,6 +20,7 @@ import pytest
 
 from backupkit.errors import BadArgument
 from backupkit.excluder import Excluder
+from backupkit.objects.entry import Entry
 from backupkit.filters import PatternList, RestoreSelection, expand_env, read_pattern_file, select_entries
 from backupkit.managers.backup import BackupManager, BackupOptions
 from backupkit.managers.restore import RestoreManager, RestoreOptions
@@ -108,7 +109,7 @@ def _snapshot_rel_paths(repo, snap, root: str) -> set[str]:
     under = os.fsencode(root)
     for p, e in SnapshotTree(repo, snap.root).walk(under):
         if p != under:
-            out.add(os.fsdecode(p[len(under) + 1 :]) + ("/" if e.get("t") == "d" else ""))
+            out.add(os.fsdecode(p[len(under) + 1 :]) + ("/" if e.is_dir else ""))
     return out
 
 
@@ -368,7 +369,7 @@ def test_regexes_agree_with_a_port_of_restics_matcher():
 
 
 def test_select_entries_brings_the_directories_on_the_way():
-    d, f = {"t": "d"}, {"t": "f"}
+    d, f = Entry(type="d"), Entry(type="f", size=0)
     walk = [
         (b"/", d), (b"/a", d), (b"/a/b", d), (b"/a/b/x.py", f), (b"/a/b/y.txt", f), (b"/a/c", d),
         (b"/a/c/z.txt", f), (b"/a/c/deep", d), (b"/a/c/deep/w.py", f), (b"/q", d), (b"/q/r.txt", f),
