@@ -428,11 +428,15 @@ def filter_snapshots(
             (none given: any tags). A string element is one ``--tag`` value and is
             split at commas, so ``["a,b", "c"]`` means "(a and b) or c".
         paths: Keep snapshots that contain every one of these paths exactly
-            (callers make them absolute and clean first, as restic's CLI does).
+            (callers make them absolute first, as restic's CLI does; a trailing
+            slash is ignored).
+
+    This is the one snapshot filter: ``snapshot.filter_snapshots`` (every command)
+    and ``plan_forget`` both use it.
     """
     host_set = set(hosts)
     tag_lists = [parse_tag_list(t) if isinstance(t, str) else tuple(t) for t in tags]
-    path_list = list(paths)
+    path_list = [p.rstrip("/") or "/" for p in paths]
     result = []
     for sn in snaps:
         if host_set and sn.host not in host_set:

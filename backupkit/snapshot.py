@@ -13,6 +13,8 @@ derived data: when its ids differ from the listed ``snapshots/``, the missing sn
 objects are read and the catalog is rewritten. A replayed old catalog is caught the same
 way, since the listing is the source of truth.
 
+``filter_snapshots`` is the one snapshot filter of every command.
+
 References: ``latest``, a full id, a unique prefix of at least 4 hex digits, or
 ``snapshot/<id>``.
 """
@@ -27,7 +29,8 @@ from datetime import UTC, datetime
 
 import msgpack
 
-from backupkit.crypto import T_CATALOG, T_SNAPSHOT
+from backupkit.catalog import load_catalog, read_catalog, write_catalog
+from backupkit.crypto import T_SNAPSHOT
 from backupkit.errors import (
     AmbiguousSnapshot,
     BadArgument,
@@ -37,6 +40,8 @@ from backupkit.errors import (
     SnapshotNotFound,
     StorePermissionError,
 )
+from backupkit.policy import SnapshotInfo
+from backupkit.policy import filter_snapshots as policy_filter
 from backupkit.repo.repository import Repository
 
 
@@ -104,7 +109,7 @@ class Snapshot:
                 generator=str(d.get("generator", "")),
                 summary=dict(d.get("summary") or {}),
             )
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise FormatError(f"snapshot {snap_id[:8]} is malformed: {e}") from None
 
     def to_json(self) -> dict:
@@ -135,9 +140,9 @@ def save_snapshot(repo: Repository, doc: dict) -> Snapshot:
     repo.put_object(T_SNAPSHOT, f"snapshots/{sid.hex()}", sid, plain)
     snap = Snapshot.from_doc(sid.hex(), doc)
     with _catalog_lock:
-        cat = _read_catalog(repo)
+        cat = read_catalog(repo) or {}
         cat[snap.id] = doc
-        _write_catalog(repo, cat)
+        write_catalog(repo, cat)
     return snap
 
 
@@ -153,81 +158,104 @@ def load_snapshot(repo: Repository, snap_id: str) -> Snapshot:
         doc = msgpack.unpackb(plain)
     except (ValueError, TypeError) as e:
         raise FormatError(f"snapshot {snap_id[:8]} is malformed: {e}") from None
+    if not isinstance(doc, dict):
+        raise FormatError(f"snapshot {snap_id[:8]} is malformed: not a map")
     return Snapshot.from_doc(snap_id, doc)
 
 
-def _read_catalog(repo: Repository) -> dict[str, dict]:
+def _load_or_reason(repo: Repository, snap_id: str) -> Snapshot | str:
     try:
-        plain = repo.get_object(T_CATALOG, "catalog", b"catalog")
-    except (ObjectNotFound, IntegrityError, FormatError):
-        return {}
-    try:
-        doc = msgpack.unpackb(plain)
-        return dict(doc["snapshots"]) if doc.get("v") == 1 else {}
-    except (ValueError, KeyError, TypeError):
-        return {}
-
-
-def _write_catalog(repo: Repository, cat: dict[str, dict]) -> None:
-    repo.put_object(T_CATALOG, "catalog", b"catalog", msgpack.packb({"v": 1, "snapshots": cat}))
+        return load_snapshot(repo, snap_id)
+    except (IntegrityError, FormatError, SnapshotNotFound) as e:
+        return str(e)
 
 
 def list_snapshots(repo: Repository, repair_catalog: bool = True) -> list[Snapshot]:
-    """Every snapshot, oldest first: one LIST plus the catalog, more only if they disagree."""
+    """Every readable snapshot, oldest first: one LIST plus the catalog, more only if
+    they disagree.
+
+    Snapshot objects the catalog lacks are read and added (the catalog is rewritten
+    when ``repair_catalog``); an unreadable catalog is rebuilt from the snapshot objects.
+    What cannot be used is left out with a warning on ``repo`` (never failing the
+    listing): snapshot objects that cannot be read, and catalog entries whose object
+    is missing (kept in the catalog, so ``repair snapshots`` can write them again).
+    """
     listed = {bytes.hex(i) for i in repo.list_ids("snapshots")}
-    cat = _read_catalog(repo)
-    if set(cat) != listed:
-        missing = sorted(listed - set(cat))
-        fresh = {k: v for k, v in cat.items() if k in listed}
+    got = load_catalog(repo)
+    cat = dict(got.entries or {})
+    if got.problem is not None:
+        repo.warn(f"{got.problem}; rebuilt it from the snapshot objects")
+    for sid in sorted(set(cat) - listed):
+        repo.warn(f"snapshot {sid[:8]} is in the catalog but its object is missing (run bk check)")
+    snaps: list[Snapshot] = []
+    to_read = sorted(listed - set(cat))
+    for sid in sorted(listed & set(cat)):
+        try:
+            snaps.append(Snapshot.from_doc(sid, cat[sid]))
+        except FormatError:
+            to_read.append(sid)  # a bad catalog entry: the object decides
+    added: dict[str, dict] = {}
+    if to_read:
         with ThreadPoolExecutor(max_workers=repo.connections) as pool:
-            for snap in pool.map(lambda i: load_snapshot(repo, i), missing):
-                fresh[snap.id] = snap.to_doc()
-        cat = fresh
-        if repair_catalog:
-            with _catalog_lock:
-                try:
-                    _write_catalog(repo, cat)
-                except StorePermissionError:
-                    pass  # a read-only repository: the catalog only saves reading snapshot objects
-    snaps = [Snapshot.from_doc(k, v) for k, v in cat.items()]
+            for sid, r in zip(to_read, pool.map(lambda i: _load_or_reason(repo, i), to_read)):
+                if isinstance(r, str):
+                    repo.warn(f"{r}; it is left out (run bk check)")
+                    continue
+                snaps.append(r)
+                added[sid] = r.to_doc()
+    if repair_catalog and (added or (got.entries is None and listed)):
+        with _catalog_lock:
+            try:
+                write_catalog(repo, {**cat, **added})
+            except StorePermissionError:
+                pass  # a read-only repository: the catalog only saves reading snapshot objects
     snaps.sort(key=lambda s: (s.time_ns, s.id))
     return snaps
 
 
 def remove_snapshots(repo: Repository, ids: Iterable[str]) -> None:
-    """Delete snapshot objects, then drop them from the catalog."""
+    """Drop snapshots from the catalog, delete their objects, and drop them from the
+    catalog once more (a concurrent listing may have added them back meanwhile).
+
+    The catalog goes first so that a catalog entry without its object always means a
+    lost snapshot object (``check`` reports it); an interrupted removal only leaves
+    objects the next listing adds back (forget again).
+    """
     ids = list(ids)
-    for i in ids:
-        try:
-            repo.store.delete(f"snapshots/{i}")
-        except ObjectNotFound:
-            pass
+    _drop_from_catalog(repo, ids)
+    repo.delete_objects(f"snapshots/{i}" for i in ids)
+    _drop_from_catalog(repo, ids)
+
+
+def _drop_from_catalog(repo: Repository, ids: list[str]) -> None:
     with _catalog_lock:
-        cat = _read_catalog(repo)
+        cat = read_catalog(repo)
+        if cat is None or not any(i in cat for i in ids):
+            return
         for i in ids:
             cat.pop(i, None)
-        _write_catalog(repo, cat)
-    list_snapshots(repo)  # reconcile with the listing
+        write_catalog(repo, cat)
+
+
+def snapshot_info(s: Snapshot) -> SnapshotInfo:
+    """What the policy and the snapshot filter see of a snapshot; calendar buckets use
+    this machine's local time."""
+    return SnapshotInfo(id=s.id, time=s.time.astimezone(), host=s.host, paths=s.str_paths, tags=s.tags)
 
 
 def filter_snapshots(
     snaps: Iterable[Snapshot], hosts: Iterable[str] = (), tags: Iterable[str] = (), paths: Iterable[str] = ()
 ) -> list[Snapshot]:
-    """restic's filters: any of the hosts; every tag of one --tag value "a,b" (values OR'ed);
-    all of the given paths."""
-    hosts = set(hosts)
-    tag_sets = [set(t.split(",")) - {""} for t in tags]
-    want_paths = {p.rstrip("/") or "/" for p in paths}
-    out = []
-    for s in snaps:
-        if hosts and s.host not in hosts:
-            continue
-        if tag_sets and not any(ts <= set(s.tags) for ts in tag_sets):
-            continue
-        if want_paths and not want_paths <= set(s.str_paths):
-            continue
-        out.append(s)
-    return out
+    """The snapshots that ``--host``, ``--tag`` and ``--path`` select, in their order.
+
+    Every command filters through here and thus through ``policy.filter_snapshots``,
+    the one implementation of restic's rules: any of the hosts; every tag of one
+    ``--tag`` value ``"a, b"`` (whitespace around a tag stripped; values OR'ed; ``''``
+    selects untagged snapshots); all of the paths.
+    """
+    snaps = list(snaps)
+    chosen = {i.id for i in policy_filter([snapshot_info(s) for s in snaps], hosts, tags, paths)}
+    return [s for s in snaps if s.id in chosen]
 
 
 def resolve_ref(snaps: list[Snapshot], ref: str) -> Snapshot:
@@ -250,4 +278,16 @@ def resolve_ref(snaps: list[Snapshot], ref: str) -> Snapshot:
 
 
 def find_snapshot(repo: Repository, ref: str, hosts=(), tags=(), paths=()) -> Snapshot:
-    return resolve_ref(filter_snapshots(list_snapshots(repo), hosts, tags, paths), ref)
+    """The snapshot ``ref`` names among those the filters select. A ref that names only
+    an unreadable snapshot object raises that object's error, not "not found"."""
+    snaps = list_snapshots(repo)
+    try:
+        return resolve_ref(filter_snapshots(snaps, hosts, tags, paths), ref)
+    except SnapshotNotFound:
+        r = ref.removeprefix("snapshot/").lower()
+        if r != "latest":
+            readable = {s.id for s in snaps}
+            for sid in sorted(i.hex() for i in repo.list_ids("snapshots")):
+                if sid.startswith(r) and sid not in readable:
+                    load_snapshot(repo, sid)  # raises why it cannot be read
+        raise

@@ -44,6 +44,7 @@ class Console:
             self.err.print(display_name(msg), style="green")
 
     def warn(self, msg: str) -> None:
+        """Always shown (on stderr), also with --quiet and --json."""
         self.err.print(f"warning: {display_name(msg)}", style="yellow")
 
     def error(self, msg: str) -> None:

@@ -74,6 +74,8 @@ class State:
     stores: list[Any] = field(default_factory=list)
     #: ``--no-lock``: commands that only read take no lock and write nothing to the store.
     no_lock: bool = False
+    #: Every repository this command opened, for their warnings (``repo_warnings``).
+    repos: list[Any] = field(default_factory=list)
 
     def repo_url(self) -> str:
         return self.repo or os.environ.get("BK_REPOSITORY") or default_repo()
@@ -178,11 +180,21 @@ class State:
                 raise RepositoryNotFound(self._no_repository()) from None
             raise
         try:
-            return Repository.open(store, password, cache_root=self.cache_root(), connections=self.store_connections())
+            repo = Repository.open(store, password, cache_root=self.cache_root(), connections=self.store_connections())
         except RepositoryNotFound as e:
             if str(e).startswith("no repository at"):
                 raise RepositoryNotFound(self._no_repository()) from None
             raise
+        self.repos.append(repo)
+        return repo
+
+    def repo_warnings(self) -> list[str]:
+        """What the repositories opened so far recorded for the user (each once): a cache
+        that cannot be written, names in the store that are not ours, snapshots left out."""
+        out: list[str] = []
+        for repo in self.repos:
+            out.extend(w for w in repo.warnings if w not in out)
+        return out
 
     def _no_repository(self) -> str:
         from backupkit_cli.fmt import display_name
@@ -233,9 +245,9 @@ class State:
 
         Shared locks for commands that read or add (backup, restore, check, ls, diff),
         exclusive ones for commands that delete or rewrite (forget, prune, key changes).
-        While the block runs, ``self.lock`` is the held lock: pass ``st.lock.check`` as a
-        manager's ``lock_check`` and call it right before publishing or deleting anything;
-        it raises LockLost (exit 11) if the lock was removed or could not be refreshed.
+        While the block runs, ``self.lock`` is the held lock and ``repo.check_lock()`` checks
+        it (managers call it right before publishing or deleting anything); it raises
+        LockLost (exit 11) if the lock was removed or could not be refreshed.
         Acquisition raises LockConflict (exit 11) naming the holder, after retrying for
         ``--retry-lock``. On exit the repository is closed (uploads finish) before the
         lock is released.
@@ -274,7 +286,7 @@ class State:
             repo.close()
             raise
         self.lock = lock
-        repo.lock_check = lock.check
+        repo.install_lock_check(lock.check)
         try:
             yield repo
         finally:

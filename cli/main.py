@@ -94,6 +94,18 @@ def main(
 _state: Optional[State] = None
 
 
+def _repo_warnings() -> None:
+    """The conditions the engine recorded on the repository, one warning line each."""
+    st = _state
+    if st is None:
+        return
+    try:
+        for w in st.repo_warnings():
+            st.console.warn(w)
+    except Exception:  # noqa: BLE001 - warnings must never change the outcome
+        pass
+
+
 def _store_summary() -> None:
     """With -v: one line of store request statistics on stderr, if a store was opened."""
     st = _state
@@ -199,6 +211,7 @@ def run() -> None:
             msg = f"internal error: {type(e).__name__}: {e} (set BK_DEBUG=1 for a traceback)"
         code = exit_codes.code_for(e)
         Console(json_mode=_wants_json()).exit_error(msg.splitlines()[0] if msg else type(e).__name__, code)
+    _repo_warnings()
     _store_summary()
     sys.stdout.flush()
     sys.exit(code)

@@ -76,7 +76,7 @@ import pytest
 from backupkit.crypto import T_LOCK
 from backupkit.managers.check import CheckManager
 from backupkit.managers.prune import PruneManager
-from backupkit.managers.reachable import read_catalog
+from backupkit.catalog import read_catalog
 from backupkit.managers.restore import RestoreManager, RestoreOptions
 from backupkit.repo.lock import LOCK_PREFIX, LockManager
 from backupkit.repo.repository import Repository

@@ -292,14 +292,16 @@ def test_backup_with_a_lost_lock_publishes_no_snapshot(tmp_path):
     (src / "a").write_bytes(b"hello" * 1000)
     repo = make_repo(MemoryObjectStore())
     with me(repo).acquire(False, "backup") as lock:
-        BackupManager(repo).run(BackupOptions(paths=(str(src),), lock_check=lock.check))
+        repo.install_lock_check(lock.check)
+        BackupManager(repo).run(BackupOptions(paths=(str(src),)))
     before = [s.id for s in list_snapshots(repo)]
     assert len(before) == 1
     (src / "b").write_bytes(b"new file")
     with me(repo).acquire(False, "backup") as lock:
         me(repo).remove_all()  # e.g. a cron job ran 'bk unlock --remove-all'
+        repo.install_lock_check(lock.check)
         with pytest.raises(LockLost):
-            BackupManager(repo).run(BackupOptions(paths=(str(src),), lock_check=lock.check))
+            BackupManager(repo).run(BackupOptions(paths=(str(src),)))
     assert [s.id for s in list_snapshots(repo)] == before
     assert len(list(repo.store.list("snapshots/"))) == 1
 

@@ -27,7 +27,6 @@ import stat
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -78,7 +77,6 @@ class BackupOptions:
     #: no new snapshot when nothing differs from the parent (restic 0.17)
     skip_if_unchanged: bool = False
     read_concurrency: int = 2
-    lock_check: Callable[[], None] | None = None
     #: Walk the sources once more up front for the reporter's totals (a progress bar's
     #: ETA); costs a second stat of every file, so only worth it when someone watches.
     scan_totals: bool = True
@@ -251,8 +249,7 @@ class _Run:
             base = parent.root if parent else hamt.empty()
             root = hamt.update(base, self.changes)
             self.repo.flush()
-            if opts.lock_check is not None:
-                opts.lock_check()
+            self.repo.check_lock()  # raises if our lock was lost: publish nothing then
         skipped = bool(not self.dry and opts.skip_if_unchanged and parent is not None and root == parent.root)
         if not self.dry and not skipped:
             summary = {

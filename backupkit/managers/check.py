@@ -13,8 +13,11 @@ Vocabulary:
     read data   ``--read-data`` (or a subset): download whole packs, verify the
                 header against the index, decrypt every blob and re-hash its id.
 
-Check reads through its own view of the index (each index object loaded on its own), so a
-damaged index object is one finding instead of a failure to open the repository. Every
+Check reads through its own view of the index (``load_index(tolerant=True)``, from the
+store, never the cache), so a damaged index object is one finding instead of a failure
+to open the repository. Key files, the config and the snapshot objects are read from
+the store too (a damaged key file must not hide behind the cached copy that opened the
+repository). Names under our prefixes that bk does not write are listed as warnings. Every
 read that fails is retried once from the store; damage that a retry does not show is
 reported as ``read_retry_ok`` (info), never as damage (restic #5467).
 
@@ -22,7 +25,8 @@ Findings name affected snapshots and paths: the ids of bad blobs (missing, corru
 missing pack, unreadable tree nodes) are mapped back to (snapshot, path) by walking the
 trees (``reachable.find_affected``), only when something is wrong.
 
-Check never writes to the repository (the catalog is compared, not repaired).
+Check never writes to the repository (the catalog is compared, not repaired). One run's
+state lives in a ``_CheckRun``; the manager keeps none.
 """
 
 from __future__ import annotations
@@ -36,14 +40,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
-from backupkit.crypto import T_CONFIG, T_INDEX, T_META_BLOB
+from backupkit.catalog import load_catalog
+from backupkit.concurrency import bounded_map
+from backupkit.crypto import T_CONFIG, T_META_BLOB
 from backupkit.entry import display_path
-from backupkit.errors import BlobNotFound, FormatError, IntegrityError, ObjectNotFound, StoreError, BadArgument
-from backupkit.managers.prune import bounded_map
-from backupkit.managers.reachable import find_affected, mark, read_catalog
-from backupkit.repo.index import Index, PackInfo, decode_index
-from backupkit.repo.keys import key_info
-from backupkit.repo.pack import KIND_DATA, KIND_META, TYPE_OF_KIND, decode_payload, pack_name, read_pack_header
+from backupkit.errors import BadArgument, BlobNotFound, FormatError, IntegrityError, ObjectNotFound, StoreError
+from backupkit.managers.reachable import find_affected, mark
+from backupkit.repo.index import Index, PackInfo
+from backupkit.repo.indexload import load_index
+from backupkit.repo.keymanager import KEY_DAMAGED, check_key_file
+from backupkit.repo.pack import KIND_DATA, KIND_META, TYPE_OF_KIND, pack_name, read_pack_header
 from backupkit.repo.repository import RepoConfig, Repository
 from backupkit.snapshot import Snapshot, load_snapshot
 from backupkit.units import is_size, parse_size
@@ -192,22 +198,35 @@ def select_packs(packs: list[PackInfo], spec: str | None, seed: int | None = Non
 
 
 class CheckManager:
-    """Runs one check. The caller holds a shared lock."""
+    """Runs checks. The caller holds a shared lock."""
 
     def __init__(self, repo: Repository, reporter: CheckReporter | None = None) -> None:
         self.repo = repo
         self.reporter = reporter or NullCheckReporter()
-        self._lock = threading.Lock()
 
-    # -- entry point -------------------------------------------------------------------------
     def run(self, opts: CheckOptions | None = None) -> CheckResult:
-        opts = opts or CheckOptions()
-        t0 = time.monotonic()
+        return _CheckRun(self.repo, self.reporter).run(opts or CheckOptions())
+
+
+class _CheckRun:
+    """The state of one check: findings, and damage waiting to be attributed."""
+
+    def __init__(self, repo: Repository, reporter: CheckReporter) -> None:
+        self.repo = repo
+        self.reporter = reporter
+        self._lock = threading.Lock()
         self.findings: list[Finding] = []
-        #: bad blob id -> problem key; problem key -> (kind, object, message)
+        #: bad blob id -> problem key; problem key -> message
         self.bad: dict[bytes, tuple[str, str]] = {}
         self.problems: dict[tuple[str, str], str] = {}
         self.retried_ok: set[str] = set()
+        self.index = Index()
+        #: pack id -> PackInfo, and pack id -> {blob id: (offset, length, raw length)}
+        self.packs: dict[bytes, PackInfo] = {}
+        self.pack_entries: dict[bytes, dict[bytes, tuple[int, int, int]]] = {}
+
+    def run(self, opts: CheckOptions) -> CheckResult:
+        t0 = time.monotonic()
         self._check_config()
         self._check_keys()
         snaps = self._check_snapshots()
@@ -220,6 +239,7 @@ class CheckManager:
         for name in sorted(self.retried_ok):
             self._add(INFO, "read_retry_ok", name, f"{name}: the first read was damaged, the retry was clean (not damage)")
         self._attribute(snaps)
+        self._list_foreign()
         findings = sorted(self.findings, key=lambda f: (_SEVERITY_ORDER[f.severity], f.kind, f.object))
         return CheckResult(
             findings=tuple(findings),
@@ -249,21 +269,22 @@ class CheckManager:
     # -- structure ---------------------------------------------------------------------------
     def _check_config(self) -> None:
         try:
-            RepoConfig.decode(self.repo.get_object(T_CONFIG, "config", b"config"))
+            cfg = RepoConfig.decode(self.repo.get_object(T_CONFIG, "config", b"config"))
         except (IntegrityError, FormatError, ObjectNotFound) as e:
             self._add(ERROR, "config_unreadable", "config", f"config: {e}")
+            return
+        if cfg != self.repo.config:
+            self._add(ERROR, "config_mismatch", "config", "the config in the store differs from the one this run opened (cached)")
 
     def _check_keys(self) -> None:
+        """Open every key file of the store (with the password that opened the repository,
+        where it fits); a damaged key file is an error even when a cached copy hid it."""
         self.reporter.phase("keys", None)
-        for o in self.repo.store.list("keys/"):
-            key_id = o.name.split("/", 1)[1]
-            try:
-                info = key_info(key_id, self.repo.store.get(o.name), self.repo.sealer)
-            except (FormatError, IntegrityError, ObjectNotFound) as e:
-                self._add(ERROR, "key_malformed", o.name, f"key file {key_id[:8]}: {e}")
-                continue
-            if info.host == "?":
-                self._add(WARNING, "key_meta_unauthenticated", o.name, f"key file {key_id[:8]}: its sealed metadata does not authenticate")
+        for name in sorted(self.repo.list_names("keys")):
+            problem = check_key_file(self.repo, name)
+            if problem is not None:
+                kind, message = problem
+                self._add(ERROR if kind == KEY_DAMAGED else WARNING, kind, name, message)
 
     def _check_snapshots(self) -> list[Snapshot]:
         repo = self.repo
@@ -274,7 +295,7 @@ class CheckManager:
         def load(sid: str) -> Snapshot | Exception:
             try:
                 return load_snapshot(repo, sid)
-            except (IntegrityError, FormatError) as e:
+            except (IntegrityError, FormatError, ObjectNotFound) as e:
                 return e
             finally:
                 self.reporter.advance(1)
@@ -285,22 +306,31 @@ class CheckManager:
                     self._add(ERROR, "snapshot_unreadable", f"snapshots/{sid}", f"snapshot {sid[:8]}: {r}", (sid,), ((sid, None),))
                 else:
                     snaps.append(r)
-        catalog = read_catalog(repo)
+        got = load_catalog(repo)
+        catalog = got.entries
         if catalog is None:
-            if repo.store.exists("catalog"):
-                self._add(ERROR, "catalog_unreadable", "catalog", "the catalog cannot be read (corrupt or tampered); bk snapshots rewrites it")
+            if got.problem is not None:
+                self._add(ERROR, "catalog_unreadable", "catalog", f"{got.problem}; bk snapshots rewrites it")
             elif listed:
                 self._add(INFO, "catalog_stale", "catalog", f"there is no catalog but {len(listed)} snapshot{'s' if len(listed) != 1 else ''}; bk snapshots writes it")
             return snaps
+        for sid in sorted(set(catalog) - set(listed)):
+            self._add(
+                ERROR,
+                "snapshot_missing",
+                f"snapshots/{sid}",
+                f"snapshot {sid[:8]} is in the catalog but its object is missing from the store",
+                (sid,),
+                ((sid, None),),
+            )
         missing = sorted(set(listed) - set(catalog))
-        extra = sorted(set(catalog) - set(listed))
-        if missing or extra:
+        if missing:
             self._add(
                 INFO,
                 "catalog_stale",
                 "catalog",
-                f"the catalog lacks {len(missing)} and still lists {len(extra)} snapshot(s) (an interrupted backup or "
-                "forget); bk snapshots brings it up to date",
+                f"the catalog lacks {len(missing)} snapshot(s) (an interrupted backup or forget); "
+                "bk snapshots brings it up to date",
             )
         for s in snaps:
             doc = catalog.get(s.id)
@@ -315,53 +345,26 @@ class CheckManager:
         return snaps
 
     def _load_index(self) -> list[str]:
-        """Load every index object on its own; build the merged index from the good ones."""
-        repo = self.repo
-        names = sorted(repo.index_names())
-        self.reporter.phase("index", len(names))
-
-        def load(name: str):
-            obj_id = bytes.fromhex(name.split("/", 1)[1])
-            try:
-                return decode_index(repo.get_object(T_INDEX, name, obj_id), name)
-            except (IntegrityError, FormatError, ObjectNotFound) as e:
-                return e
-            finally:
-                self.reporter.advance(1)
-
-        objs = {}
-        with ThreadPoolExecutor(max_workers=repo.connections) as pool:
-            for name, r in zip(names, pool.map(load, names)):
-                if isinstance(r, Exception):
-                    self._add(ERROR, "index_unreadable", name, f"{name}: {r}")
-                else:
-                    objs[name] = r
-        superseded = {s.hex() for o in objs.values() for s in o.supersedes}
-        self.index = Index()
-        #: pack id -> PackInfo, and pack id -> {blob id: (offset, length, raw length)}
-        self.packs: dict[bytes, PackInfo] = {}
-        self.pack_entries: dict[bytes, dict[bytes, tuple[int, int, int]]] = {}
-        for name, obj in objs.items():
-            if name.split("/", 1)[1] in superseded:
-                continue
-            for p, entries in obj.packs:
+        """Load every index object on its own; merge the good ones into check's index."""
+        loaded = load_index(self.repo, tolerant=True, from_store=True, on_object=self.reporter.advance)
+        for name, why in sorted(loaded.failures.items()):
+            self._add(ERROR, "index_unreadable", name, why)
+        self.index = loaded.index
+        for name in loaded.merged:
+            for p, entries in loaded.objects[name].packs:
                 old = self.packs.get(p.id)
                 if old is not None and old != p:
                     self._add(ERROR, "index_conflict", pack_name(p.kind, p.id), f"index objects disagree about pack {p.id.hex()[:16]}: {old} vs {p}")
                 self.packs.setdefault(p.id, p)
-                self.index.add_pack(p, entries)
                 mine = self.pack_entries.setdefault(p.id, {})
                 for bid, off, ln, raw in entries:
                     mine[bid] = (off, ln, raw)
-        if not names and self.repo.store.exists("catalog"):
+        if not loaded.names and self.repo.exists("catalog"):
             self._add(ERROR, "index_missing", "index/", "the repository has snapshots or a catalog but no index object")
-        return names
+        return loaded.names
 
     def _check_packs(self) -> dict[str, int]:
-        listed: dict[str, int] = {}
-        for kind in (KIND_DATA, KIND_META):
-            for o in self.repo.store.list(kind + "/"):
-                listed[o.name] = o.size
+        listed = self.repo.list_packs()
         known = set()
         for p in self.packs.values():
             name = pack_name(p.kind, p.id)
@@ -381,41 +384,22 @@ class CheckManager:
             self._add(INFO, "pack_unreferenced", name, f"pack {name} is not in any index (left by an interrupted backup or prune; prune removes it)")
         return listed
 
+    def _list_foreign(self) -> None:
+        """Names under our prefixes that bk does not write (met by the listings above)."""
+        self.repo.list_names("locks")
+        for name, why in sorted(self.repo.foreign.items()):
+            self._add(WARNING, "foreign_object", name, f"{name!r} is {why}; every command ignores it")
+
     def _read_meta(self, blob_id: bytes) -> bytes:
         """A metadata blob through check's own index (cached meta packs, one retry)."""
         loc = self.index.lookup(blob_id)
         if loc is None:
             raise BlobNotFound(f"blob {blob_id.hex()[:16]} is not in the index")
-        if loc.pack.kind != KIND_META:
-            raise IntegrityError(f"blob {blob_id.hex()[:16]} is indexed in a {loc.pack.kind} pack")
-        name = pack_name(loc.pack.kind, loc.pack.id)
-        what = f"blob {blob_id.hex()[:16]} in pack {loc.pack.id.hex()[:16]}"
-        cache = self.repo.cache
-        for attempt in (0, 1):
-            if attempt == 0 and cache.root is not None:
-                # like Repository.read_blob: whole metadata packs are cached, so the
-                # many small node reads of a trie walk cost one download per pack
-                raw = cache.read_range(name, loc.offset, loc.length)
-                if raw is None:
-                    data = self.repo.store.get(name)
-                    if len(data) == loc.pack.size:
-                        cache.put(name, data)
-                    raw = data[loc.offset : loc.offset + loc.length]
-            else:
-                raw = self.repo.store.get_range(name, loc.offset, loc.length)
-            try:
-                plain = decode_payload(self.repo.sealer.open(T_META_BLOB, blob_id, raw, what), what)
-                if self.repo.sealer.blob_id(plain) != blob_id:
-                    raise IntegrityError(f"{what}: content does not match its id")
-                if attempt == 1:
-                    with self._lock:
-                        self.retried_ok.add(name)
-                return plain
-            except (IntegrityError, FormatError):
-                cache.delete(name)
-                if attempt == 1:
-                    raise
-        raise AssertionError("unreachable")
+        return self.repo.read_blob_at(loc, T_META_BLOB, on_retry_ok=self._retry_ok)
+
+    def _retry_ok(self, name: str) -> None:
+        with self._lock:
+            self.retried_ok.add(name)
 
     def _check_trees(self, snaps: list[Snapshot]) -> None:
         self.reporter.phase("trees", None)
@@ -428,7 +412,6 @@ class CheckManager:
                 self._mark_bad([bid], "blob_missing", f"blob {bid.hex()}", f"tree blob {bid.hex()[:16]} is not in the index")
             else:
                 self._mark_bad([bid], "tree_unreadable", f"blob {bid.hex()}", f"tree blob {bid.hex()[:16]} cannot be read or verified")
-        self.referenced = reach.all
         for kind, ids in ((KIND_META, reach.meta), (KIND_DATA, reach.data)):
             for bid in ids:
                 if bid in reach.unreadable or bid in self.bad:
@@ -442,14 +425,13 @@ class CheckManager:
     # -- read data ---------------------------------------------------------------------------
     def _verify_pack(self, p: PackInfo, data: bytes) -> tuple[str | None, dict[bytes, str]]:
         """(header problem, {blob id: problem}) for one downloaded pack."""
-        sealer = self.repo.sealer
         entries = self.pack_entries[p.id]
         header_problem = None
         if len(data) != p.size:
             header_problem = f"{len(data)} bytes read, {p.size} indexed"
         else:
             try:
-                header = {e.blob_id: (e.offset, e.length) for e in read_pack_header(sealer, p.id, data, len(data))}
+                header = {e.blob_id: (e.offset, e.length) for e in read_pack_header(self.repo.sealer, p.id, data, len(data))}
                 wrong = [bid for bid, (off, ln, _r) in entries.items() if header.get(bid) != (off, ln)]
                 if wrong:
                     header_problem = f"the header disagrees with the index about {len(wrong)} blob(s)"
@@ -463,11 +445,7 @@ class CheckManager:
             try:
                 if len(sealed) != ln:
                     raise IntegrityError(f"{what}: beyond the end of the pack")
-                plain = decode_payload(sealer.open(t, bid, sealed, what), what)
-                if len(plain) != raw:
-                    raise IntegrityError(f"{what}: {len(plain)} bytes, the index says {raw}")
-                if sealer.blob_id(plain) != bid:
-                    raise IntegrityError(f"{what}: content does not match its id")
+                self.repo.verify_blob(bid, t, sealed, what, raw_length=raw)
             except (IntegrityError, FormatError) as e:
                 bad[bid] = str(e)
         return header_problem, bad
@@ -475,22 +453,21 @@ class CheckManager:
     def _read_one(self, p: PackInfo) -> int:
         name = pack_name(p.kind, p.id)
         try:
-            data = self.repo.store.get(name)
+            data = self.repo.read_pack(p, refresh=True)
         except ObjectNotFound:
             return 0  # reported by the structure check
         header_problem, bad = self._verify_pack(p, data)
         n = len(data)
         if header_problem or bad:
             try:
-                again = self.repo.store.get(name)
+                again = self.repo.read_pack(p, refresh=True)
             except StoreError:
                 again = None
             if again is not None:
                 n += len(again)
                 header_problem, bad = self._verify_pack(p, again)
                 if not (header_problem or bad):
-                    with self._lock:
-                        self.retried_ok.add(name)
+                    self._retry_ok(name)
         if header_problem:
             self._add(ERROR, "pack_header", name, f"pack {name}: {header_problem}")
         for bid, msg in bad.items():

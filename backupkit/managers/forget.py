@@ -14,7 +14,6 @@ unless explicit refs were given.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -23,13 +22,12 @@ from backupkit.errors import BadArgument
 from backupkit.policy import (
     GroupKey,
     KeepPolicy,
-    SnapshotInfo,
     apply_policy,
     group_snapshots,
     plan_forget,
 )
 from backupkit.repo.repository import Repository
-from backupkit.snapshot import Snapshot, filter_snapshots, list_snapshots, remove_snapshots, resolve_ref
+from backupkit.snapshot import Snapshot, filter_snapshots, list_snapshots, remove_snapshots, resolve_ref, snapshot_info
 
 DEFAULT_GROUP_BY = frozenset({"host", "paths"})
 
@@ -97,34 +95,20 @@ class NullForgetReporter:
     def removed(self, snapshot: Snapshot) -> None: ...
 
 
-def snapshot_info(s: Snapshot) -> SnapshotInfo:
-    """What the policy sees of a snapshot; calendar buckets use this machine's local time."""
-    return SnapshotInfo(id=s.id, time=s.time.astimezone(), host=s.host, paths=s.str_paths, tags=s.tags)
-
-
-def _clean_path(p: str) -> str:
-    return p.rstrip("/") or "/"
-
-
 class ForgetManager:
     """Plans and applies one forget. The caller holds the exclusive lock."""
 
-    def __init__(
-        self, repo: Repository, reporter: ForgetReporter | None = None, lock_check: Callable[[], None] | None = None
-    ) -> None:
-        """``lock_check`` raises if our exclusive lock was lost; called right before deleting."""
+    def __init__(self, repo: Repository, reporter: ForgetReporter | None = None) -> None:
         self.repo = repo
         self.reporter = reporter or NullForgetReporter()
-        self.lock_check = lock_check or (lambda: None)
 
     def plan(self, opts: ForgetOptions) -> tuple[ForgetGroup, ...]:
         """Decide what to keep and remove, reading only."""
         policy = opts.policy if opts.policy is not None and not opts.policy.is_empty() else None
         snaps = list_snapshots(self.repo)
         by_id = {s.id: s for s in snaps}
-        paths = tuple(_clean_path(p) for p in opts.paths)
         if opts.refs:
-            pool = filter_snapshots(snaps, opts.hosts, opts.tags, paths)
+            pool = filter_snapshots(snaps, opts.hosts, opts.tags, opts.paths)
             chosen: dict[str, Snapshot] = {}
             for ref in opts.refs:
                 s = resolve_ref(pool, ref)
@@ -145,7 +129,7 @@ class ForgetManager:
             group_by=opts.group_by,
             hosts=opts.hosts,
             tags=opts.tags,
-            paths=paths,
+            paths=opts.paths,
             now=opts.now,
         )
         return tuple(self._group(g.key, g.decisions, by_id) for g in plan)
@@ -161,7 +145,7 @@ class ForgetManager:
         groups = self.plan(opts)
         removed = tuple(s for g in groups for s in g.removed)
         if removed and not opts.dry_run:
-            self.lock_check()
+            self.repo.check_lock()  # raises if our exclusive lock was lost
             remove_snapshots(self.repo, [s.id for s in removed])
             for s in removed:
                 self.reporter.removed(s)

@@ -9,7 +9,9 @@ Vocabulary:
     repack          a pack with live and unused blobs whose live blobs are copied into
                     new packs, so the pack can be deleted.
     unindexed pack  a pack no index object names: left by a backup or prune that died
-                    before writing its index. Garbage; deleted.
+                    before writing its index. Garbage; deleted (also when there is no
+                    index at all, as after a killed first backup, provided there is no
+                    snapshot either).
     missing pack    an indexed pack the store does not list. Fatal if a live blob is in
                     it; otherwise it is simply left out of the new index.
 
@@ -44,23 +46,24 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Protocol
 
+from backupkit.catalog import read_catalog
+from backupkit.concurrency import bounded_map
 from backupkit.entry import display_path
-from backupkit.errors import FormatError, IntegrityError, ObjectNotFound, RepositoryError, BadArgument
+from backupkit.errors import BadArgument, FormatError, IntegrityError, RepositoryError
 from backupkit.errors import DamagedRepository  # noqa: F401 - defined in errors.py, re-exported here
-from backupkit.managers.reachable import Reachable, find_affected, mark, read_catalog
+from backupkit.managers.reachable import Reachable, find_affected, mark
 from backupkit.repo.index import Index, PackInfo
-from backupkit.repo.pack import KIND_DATA, KIND_META, TYPE_OF_KIND, PackBuilder, PackEntry, decode_payload, pack_name
+from backupkit.repo.pack import KIND_DATA, KIND_META, TYPE_OF_KIND, PackEntry, pack_name
 from backupkit.repo.repository import Repository
 from backupkit.snapshot import Snapshot, load_snapshot
 from backupkit.units import is_size, parse_size
 
 IndexEntry = tuple[bytes, int, int, int]  # blob id, offset, length, raw length
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -217,28 +220,14 @@ class NullPruneReporter:
     def advance(self, n: int = 1) -> None: ...
 
 
-def bounded_map(pool: ThreadPoolExecutor, fn: Callable[..., T], items: Iterable, window: int) -> Iterator[T]:
-    """``pool.map`` that keeps at most ``window`` calls in flight (memory stays flat)."""
-    pending: list[Future[T]] = []
-    for item in items:
-        pending.append(pool.submit(fn, item))
-        if len(pending) >= window:
-            yield pending.pop(0).result()
-    for f in pending:
-        yield f.result()
-
-
 class PruneManager:
-    """Plans and executes one prune. The caller holds the exclusive lock."""
+    """Plans and executes one prune. The caller holds the exclusive lock; the lock is
+    checked (``repo.check_lock``) right before the new index is written and before
+    anything is deleted. Keeps no state between calls: a plan is a value."""
 
-    def __init__(
-        self, repo: Repository, reporter: PruneReporter | None = None, lock_check: Callable[[], None] | None = None
-    ) -> None:
-        """``lock_check`` raises if our exclusive lock was lost; it is called right before
-        the new index is written and before anything is deleted."""
+    def __init__(self, repo: Repository, reporter: PruneReporter | None = None) -> None:
         self.repo = repo
         self.reporter = reporter or NullPruneReporter()
-        self.lock_check = lock_check or (lambda: None)
 
     def run(self, max_unused: MaxUnused | None = None) -> PruneResult:
         return self.execute(self.plan(max_unused))
@@ -257,12 +246,13 @@ class PruneManager:
         index = repo.reload_index()
         if tuple(sorted(repo.index_names())) != index_names:
             raise RepositoryError("the index changed while prune was reading it; is another process writing?")
-        listed = self._list_packs()
+        listed = repo.list_packs()
         packs = index.packs()
-        if not index_names and (listed or snaps):
+        if not index_names and snaps:
+            # with no snapshot either, every pack is garbage (a killed first backup)
             raise DamagedRepository(
                 f"refusing to prune: the store lists no index objects but {len(listed)} packs and "
-                f"{len(snaps)} snapshots; nothing was deleted"
+                f"{len(snaps)} snapshots; nothing was deleted (bk repair index rebuilds the index)"
             )
         for kind in (KIND_DATA, KIND_META):
             indexed = sum(1 for p in packs if p.kind == kind)
@@ -386,29 +376,26 @@ class PruneManager:
         return snaps
 
     def _check_unlisted(self, listed: list[str]) -> None:
+        """Refuse when the catalog knows a snapshot the listing lacks: either the listing
+        lied (the object exists) or the snapshot object was lost (forget drops snapshots
+        from the catalog before deleting them), and its data may be needed to repair it."""
         catalog = read_catalog(self.repo)
-        if catalog is None and not listed and any(True for _ in self.repo.store.list("index/")):
+        if catalog is None and not listed and self.repo.index_names():
             raise DamagedRepository(
                 "refusing to prune: the store lists no snapshots and the catalog cannot be read, so an "
                 "empty listing cannot be told from a failed one; nothing was deleted"
             )
-        extra = sorted(set(catalog or ()) - set(listed))
-        for sid in extra:
-            try:
-                self.repo.store.stat(f"snapshots/{sid}")
-            except ObjectNotFound:
-                continue
+        for sid in sorted(set(catalog or ()) - set(listed)):
+            if self.repo.exists(f"snapshots/{sid}"):
+                raise DamagedRepository(
+                    f"refusing to prune: snapshot {sid[:8]} exists but the store's listing of snapshots/ "
+                    "left it out; nothing was deleted"
+                )
             raise DamagedRepository(
-                f"refusing to prune: snapshot {sid[:8]} exists but the store's listing of snapshots/ "
-                "left it out; nothing was deleted"
+                f"refusing to prune: snapshot {sid[:8]} is in the catalog but its object is missing "
+                "(run bk check); nothing was deleted",
+                [sid],
             )
-
-    def _list_packs(self) -> dict[str, int]:
-        listed: dict[str, int] = {}
-        for kind in (KIND_DATA, KIND_META):
-            for o in self.repo.store.list(kind + "/"):
-                listed[o.name] = o.size
-        return listed
 
     def _require_complete(self, snaps: list[Snapshot], reach: Reachable, index: Index, listed: dict[str, int]) -> None:
         """Raise DamagedRepository unless every live blob is indexed in a listed pack."""
@@ -466,9 +453,10 @@ class PruneManager:
         rows.extend(new_packs)
         supersedes = [bytes.fromhex(n.split("/", 1)[1]) for n in plan.index_names]
         self.reporter.phase("write index", None)
-        self.lock_check()
-        index_written = repo.write_index(rows, supersedes)
-        self.lock_check()
+        index_written = None
+        if rows or plan.index_names:
+            index_written = repo.write_index(rows, supersedes)  # checks the lock first
+        repo.check_lock()
 
         self.reporter.phase("delete index", len(plan.index_names))
         index_deleted = self._delete(plan.index_names)
@@ -493,95 +481,54 @@ class PruneManager:
     def _remove_abandoned(self) -> int:
         """Partial writes of killed writers: safe to remove under the exclusive lock once
         older than any live write could be (two lock TTLs)."""
-        self.lock_check()
-        return self.repo.store.remove_abandoned(ABANDONED_AFTER)
+        self.repo.check_lock()
+        return self.repo.remove_abandoned(ABANDONED_AFTER)
 
     def _delete(self, names: Iterable[str]) -> int:
         """Delete objects (and their cached copies) in parallel; gone already is fine."""
-        repo = self.repo
-
-        def one(name: str) -> int:
-            try:
-                repo.store.delete(name)
-            except ObjectNotFound:
-                return 0
-            finally:
-                repo.cache.delete(name)
-            self.reporter.advance(1)
-            return 1
-
-        names = list(names)
-        if not names:
-            return 0
-        with ThreadPoolExecutor(max_workers=repo.connections) as pool:
-            return sum(pool.map(one, names))
-
-    def _fetch(self, p: PackInfo, refresh: bool = False) -> bytes:
-        name = pack_name(p.kind, p.id)
-        if p.kind == KIND_META and not refresh:
-            cached = self.repo.cache.get(name)
-            if cached is not None and len(cached) == p.size:
-                return cached
-        return self.repo.store.get(name)
+        return self.repo.delete_objects(names, on_deleted=lambda _n: self.reporter.advance(1))
 
     def _live_blobs(self, p: PackInfo, data: bytes, live: frozenset[bytes], entries: tuple[IndexEntry, ...]):
         """The (id, sealed bytes, raw length) of the pack's live blobs, each verified."""
-        sealer = self.repo.sealer
         t = TYPE_OF_KIND[p.kind]
         out = []
         for bid, off, length, raw in entries:
             if bid not in live:
                 continue
             sealed = data[off : off + length]
-            what = f"blob {bid.hex()[:16]} in pack {p.id.hex()[:16]}"
-            plain = decode_payload(sealer.open(t, bid, sealed, what), what)
-            if sealer.blob_id(plain) != bid:
-                raise IntegrityError(f"{what}: content does not match its id")
+            self.repo.verify_blob(bid, t, sealed, f"blob {bid.hex()[:16]} in pack {p.id.hex()[:16]}")
             out.append((bid, sealed, raw))
         return out
 
     def _read_live(self, p: PackInfo, plan: PrunePlan):
         entries = plan.entries[p.id]
         try:
-            return p, self._live_blobs(p, self._fetch(p), plan.live, entries)
+            return p, self._live_blobs(p, self.repo.read_pack(p), plan.live, entries)
         except (IntegrityError, FormatError):
             try:  # a damaged download is retried once, from the store
-                return p, self._live_blobs(p, self._fetch(p, refresh=True), plan.live, entries)
+                return p, self._live_blobs(p, self.repo.read_pack(p, refresh=True), plan.live, entries)
             except (IntegrityError, FormatError) as e:
                 raise DamagedRepository(
                     f"refusing to prune, nothing was deleted: a blob to repack is damaged ({e}); run bk check --read-data"
                 ) from None
 
     def _repack(self, plan: PrunePlan) -> list[tuple[PackInfo, list[PackEntry]]]:
+        """Copy the live blobs of the packs to repack into new packs; returns them."""
         repo = self.repo
         if not plan.repack:
             return []
         self.reporter.phase("repack", sum(p.size for p in plan.repack))
-        builders = {KIND_DATA: PackBuilder(KIND_DATA), KIND_META: PackBuilder(KIND_META)}
-        written: list[tuple[PackInfo, list[PackEntry]]] = []
-
-        def upload(b: PackBuilder) -> None:
-            pack_id, data, entries = b.finish(repo.sealer)
-            name = pack_name(b.kind, pack_id)
-            repo.store.put(name, data)
-            if b.kind == KIND_META:
-                repo.cache.put(name, data)
-            written.append((PackInfo(pack_id, b.kind, len(data)), entries))
-
-        with ThreadPoolExecutor(max_workers=repo.connections) as pool:
-            for p, blobs in bounded_map(pool, lambda pk: self._read_live(pk, plan), plan.repack, repo.connections):
-                b = builders[p.kind]
-                t = TYPE_OF_KIND[p.kind]
-                for bid, sealed, raw in blobs:
-                    b.add(t, bid, sealed, raw)
-                    if b.size >= repo.config.pack_size:
-                        upload(b)
-                        b = builders[p.kind] = PackBuilder(p.kind)
-                self.reporter.advance(p.size)
-        for b in builders.values():
-            if len(b):
-                upload(b)
-        return written
+        writer = repo.pack_writer()
+        try:
+            with ThreadPoolExecutor(max_workers=repo.connections) as pool:
+                for p, blobs in bounded_map(pool, lambda pk: self._read_live(pk, plan), plan.repack, repo.connections):
+                    t = TYPE_OF_KIND[p.kind]
+                    for bid, sealed, raw in blobs:
+                        writer.add(t, bid, sealed, raw)
+                    self.reporter.advance(p.size)
+            return writer.flush()
+        finally:
+            writer.close()
 
 
 __all__ = [

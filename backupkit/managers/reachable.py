@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import msgpack
 
-from backupkit.crypto import T_CATALOG, T_META_BLOB
+from backupkit.crypto import T_META_BLOB
 from backupkit.objects.content import decode_content_blob
 from backupkit.objects.entry import Entry
 from backupkit.hamt import Hamt
@@ -181,19 +181,3 @@ def find_affected(
         for path, blob in visit(snap.root):
             out.append(Affected(snap.id, path, blob))
     return out
-
-
-def read_catalog(repo: Repository) -> dict[str, dict] | None:
-    """The catalog exactly as stored (snapshot id -> document), not reconciled with the
-    listing; None when it is missing or unreadable. Prune and check compare it with the
-    listing of ``snapshots/``."""
-    from backupkit.errors import FormatError, IntegrityError, ObjectNotFound
-
-    try:
-        plain = repo.get_object(T_CATALOG, "catalog", b"catalog")
-        doc = msgpack.unpackb(plain)
-        if not isinstance(doc, dict) or doc.get("v") != 1:
-            return None
-        return {str(k): v for k, v in dict(doc["snapshots"]).items()}
-    except (ObjectNotFound, IntegrityError, FormatError, ValueError, KeyError, TypeError):
-        return None

@@ -16,6 +16,11 @@ Layout of a *cache root* (``--cache-dir``, ``BK_CACHE_DIR``, else the user cache
 
 ``backupkit.repo.cache_dirs`` (``bk cache``) lists and cleans that layout and touches
 nothing else in the root.
+
+When the cache cannot be written (no directory, ``--no-cache``, a full or read-only file
+system), what would have been written is kept in memory for the rest of the run, up to
+``MEMORY_BUDGET`` bytes (least recently used dropped first), so each object is still
+fetched about once per run; the first failed write is reported once (``on_unwritable``).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import os
 import tempfile
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 import platformdirs
@@ -42,32 +48,93 @@ def default_cache_root() -> Path:
 #: small nodes from a few metadata packs; opening the file for each costs ~25 us).
 MAPPED_FILES = 64
 
+#: Bytes of objects kept in memory for the run when the cache directory cannot take them.
+MEMORY_BUDGET = 256 * 1024 * 1024
+
+
+class _MemoryCache:
+    """Objects kept in memory for one run, least recently used dropped beyond ``budget``."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.size = 0
+        self._objects: OrderedDict[str, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, name: str):
+        with self._lock:
+            data = self._objects.get(name)
+            if data is not None:
+                self._objects.move_to_end(name)
+            return data
+
+    def put(self, name: str, data) -> None:
+        if len(data) > self.budget:
+            return
+        with self._lock:
+            old = self._objects.pop(name, None)
+            if old is not None:
+                self.size -= len(old)
+            self._objects[name] = data
+            self.size += len(data)
+            while self.size > self.budget:
+                self.size -= len(self._objects.popitem(last=False)[1])
+
+    def delete(self, name: str) -> None:
+        with self._lock:
+            old = self._objects.pop(name, None)
+            if old is not None:
+                self.size -= len(old)
+
 
 class Cache:
-    """A directory of cached objects; every method is a no-op when ``root`` is None.
+    """A directory of cached objects (``root``), with objects kept in memory for the run
+    when there is no directory or it cannot be written.
 
     Thread-safe. ``read_range`` serves from read-only memory maps of the most recently
     used ``MAPPED_FILES`` objects (file-backed pages: the kernel may drop them at will).
+    ``unwritable`` holds the reason of the first failed write (None while all is well);
+    ``on_unwritable(message)`` is called once, at that first failure.
     """
 
-    def __init__(self, root: Path | None) -> None:
+    def __init__(
+        self,
+        root: Path | None,
+        on_unwritable: Callable[[str], None] | None = None,
+        memory_budget: int = MEMORY_BUDGET,
+    ) -> None:
         self.root = root
+        self.unwritable: str | None = None
+        self._on_unwritable = on_unwritable
+        self._memory = _MemoryCache(memory_budget)
         self._maps: OrderedDict[str, mmap.mmap] = OrderedDict()
         self._maps_lock = threading.Lock()
         if root is not None:
             try:
                 root.mkdir(parents=True, exist_ok=True)
                 os.utime(root)  # "last used", for bk cache --cleanup
-            except OSError:
+            except OSError as e:
                 self.root = None
+                self._failed(f"cannot create the cache directory {root}: {e.strerror or e}")
             else:
                 tag_cache_root(root.parent)
+
+    def _failed(self, message: str) -> None:
+        with self._maps_lock:
+            first = self.unwritable is None
+            if first:
+                self.unwritable = message
+        if first and self._on_unwritable is not None:
+            self._on_unwritable(f"{message}; going on without a cache (objects are kept in memory for this run)")
 
     def _path(self, name: str) -> Path:
         assert self.root is not None
         return self.root / name
 
     def get(self, name: str) -> bytes | None:
+        held = self._memory.get(name)
+        if held is not None:
+            return bytes(held)
         if self.root is None:
             return None
         try:
@@ -76,6 +143,10 @@ class Cache:
             return None
 
     def read_range(self, name: str, offset: int, length: int) -> bytes | None:
+        held = self._memory.get(name)
+        if held is not None:
+            data = bytes(held[offset : offset + length])
+            return data if len(data) == length else None
         if self.root is None:
             return None
         with self._maps_lock:
@@ -123,19 +194,19 @@ class Cache:
             self._maps.clear()
 
     def put(self, name: str, data: bytes) -> None:
+        """Keep ``data`` (a bytes-like object) under ``name``: on disk, or in memory for
+        the run when the directory cannot take it (the temporary file is removed)."""
         if self.root is None:
+            self._memory.put(name, data)
             return
-        p = self._path(name)
         try:
-            p.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".tmp-")
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, p)
-        except OSError:
-            pass  # a cache that cannot be written only costs speed
+            _write_atomically(self._path(name), data)
+        except OSError as e:
+            self._failed(f"cannot write to the cache {self.root}: {e.strerror or e}")
+            self._memory.put(name, data)
 
     def delete(self, name: str) -> None:
+        self._memory.delete(name)
         if self.root is None:
             return
         self._unmap(name)
@@ -203,13 +274,8 @@ class OpenCache:
     def put(self, name: str, data: bytes) -> None:
         if self._dir is None:
             return
-        p = self._file(name)
         try:
-            p.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".tmp-")
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, p)
+            _write_atomically(self._file(name), data)
         except OSError:
             pass  # only costs requests next time
 
@@ -270,10 +336,25 @@ def tag_cache_root(root: Path) -> None:
         b"# For information about cache directory tags see https://bford.info/cachedir/\n"
     )
     try:
-        fd, tmp = tempfile.mkstemp(dir=root, prefix=".tmp-")
-        with os.fdopen(fd, "wb") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, tag)
+        _write_atomically(tag, text, mode=0o644)
     except OSError:
         pass
+
+
+def _write_atomically(path: Path, data, mode: int | None = None) -> None:
+    """Write through a temporary file renamed into place (with ``mode``, if given); the
+    temporary file never outlives a failure (a full file system must not fill up)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

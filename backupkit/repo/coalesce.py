@@ -178,6 +178,6 @@ class CoalescingReader:
 
     def _open(self, blob_id: bytes, blob_type: int, raw: bytes, what: str) -> bytes:
         try:
-            return self.repo.open_blob(blob_id, blob_type, raw, what)
+            return self.repo.verify_blob(blob_id, blob_type, raw, what)
         except (IntegrityError, FormatError):
             return self.repo.read_blob(blob_id, blob_type)  # read alone, with its retry

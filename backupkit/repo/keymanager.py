@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from backupkit.errors import UsageError
+from backupkit.errors import FormatError, IntegrityError, ObjectNotFound, UsageError, WrongPassword
 from backupkit.repo.keys import KdfParams, KeyInfo, key_info, make_key_file, open_key_file
 from backupkit.repo.repository import Repository
 
@@ -47,3 +47,41 @@ class KeyManager:
         self.repo.store.delete(f"keys/{self.repo.key_id}")
         self.repo.key_id = new_id
         return new_id
+
+
+KEY_DAMAGED = "key_damaged"
+KEY_META_UNAUTHENTICATED = "key_meta_unauthenticated"
+
+
+def check_key_file(repo: Repository, name: str) -> tuple[str, str] | None:
+    """What is wrong with key file ``name`` as the store holds it: (``KEY_DAMAGED`` or
+    ``KEY_META_UNAUTHENTICATED``, message), or None.
+
+    Reads the store, never the cache. The file must parse and its sealed metadata must
+    authenticate with this repository's master keys; when the password that opened the
+    repository opens it, it must hold those master keys; and the key file that opened
+    the repository (perhaps from a cached copy) must still open from the store.
+    """
+    key_id = name.split("/", 1)[1]
+    try:
+        raw = repo.read_raw(name)
+        info = key_info(key_id, raw, repo.sealer)
+    except ObjectNotFound:
+        return KEY_DAMAGED, f"key file {key_id[:8]} disappeared while check ran"
+    except (FormatError, IntegrityError) as e:
+        return KEY_DAMAGED, f"damaged key file {key_id[:8]}: {e}"
+    if info.host == "?":
+        return KEY_META_UNAUTHENTICATED, f"key file {key_id[:8]}: its sealed metadata does not authenticate"
+    if repo.password is None:
+        return None
+    try:
+        keys = open_key_file(key_id, raw, repo.password)
+    except WrongPassword:
+        if key_id == repo.key_id:
+            return KEY_DAMAGED, f"damaged key file {key_id[:8]}: the password that opened the repository (from a cached copy) no longer opens it"
+        return None  # another password's key file
+    except (FormatError, IntegrityError) as e:
+        return KEY_DAMAGED, f"damaged key file {key_id[:8]}: {e}"
+    if keys != repo.keys:
+        return KEY_DAMAGED, f"key file {key_id[:8]} holds the keys of another repository"
+    return None

@@ -101,8 +101,6 @@ def command(
     Excluder(opts)  # malformed patterns and unreadable pattern files: exit 2 before any work
     # A dry run writes nothing, not even a lock: it only reads the index and the parent.
     with st.unlocked_repo() if dry_run else st.locked_repo(exclusive=False, operation="backup") as repo:
-        if st.lock is not None:
-            opts = dataclasses.replace(opts, lock_check=st.lock.check)  # re-verified before the snapshot
         with contextlib.ExitStack() as stack:
             if stdin_from_command:
                 opts = dataclasses.replace(opts, stdin=stack.enter_context(CommandOutput(command_argv)))

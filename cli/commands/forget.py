@@ -68,7 +68,7 @@ def command(
         tags=tuple(tag), paths=tuple(abs_paths(path)), dry_run=dry_run,
     )
     with st.locked_repo(exclusive=True, operation="forget" + (" --prune" if prune else "")) as repo:
-        mgr = ForgetManager(repo, lock_check=st.lock.check if st.lock is not None else None)
+        mgr = ForgetManager(repo)
         res = mgr.run(opts)
         if not st.json and not st.quiet:
             _render(st, res)

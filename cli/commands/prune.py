@@ -107,7 +107,7 @@ def run_prune(st: State, repo, max_unused: str, dry_run: bool) -> tuple[int, dic
 
     limit = parse_max_unused(max_unused)
     with PhaseProgress(st.console) as progress:
-        mgr = PruneManager(repo, progress, lock_check=st.lock.check if st.lock is not None else None)
+        mgr = PruneManager(repo, progress)
         try:
             plan = mgr.plan(limit)
         except DamagedRepository as e:

@@ -8,7 +8,7 @@ from backupkit.errors import UsageError
 from backupkit.managers.check import CheckManager, CheckOptions
 from backupkit.managers.forget import ForgetManager, ForgetOptions
 from backupkit.managers.prune import MaxUnused, PruneManager
-from backupkit.managers.reachable import read_catalog
+from backupkit.catalog import read_catalog
 from backupkit.policy import KeepPolicy, parse_duration
 from backupkit.snapshot import list_snapshots
 from tests.managers.lifecycle_util import (
@@ -123,7 +123,8 @@ def test_lock_check_runs_before_anything_is_removed(five_days):
         raise RuntimeError("lock lost")
 
     with pytest.raises(RuntimeError):
-        ForgetManager(repo, lock_check=lost).run(ForgetOptions(policy=KeepPolicy(last=1)))
+        repo.install_lock_check(lost)
+        ForgetManager(repo).run(ForgetOptions(policy=KeepPolicy(last=1)))
     assert listing(store) == before
 
 

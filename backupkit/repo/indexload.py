@@ -1,0 +1,108 @@
+"""Loading the index: every index object of the store, merged into one ``Index``.
+
+``load_index(repo, tolerant)`` is the one loader: the repository uses it strictly (any
+unreadable index object is an error: prune must never take a damaged index for a
+smaller one), ``check`` and ``bk repair index`` tolerantly (each unreadable object is
+reported by name with the reason, and the index is merged from the others).
+
+Each object is read from the cache when a copy is there (a cached copy that does not
+authenticate is dropped and fetched again), else from the store (and then cached);
+``from_store=True`` always reads the store (check verifies the store, not the cache).
+Objects listed by another object's ``supersedes`` are decoded but not merged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from backupkit.crypto import T_INDEX
+from backupkit.errors import FormatError, IntegrityError, ObjectNotFound
+from backupkit.repo.index import Index, IndexObject, decode_index
+
+if TYPE_CHECKING:
+    from backupkit.repo.repository import Repository
+
+
+@dataclass
+class IndexLoad:
+    """What ``load_index`` found.
+
+    Attributes:
+        index: the merged index of every readable, not superseded index object.
+        objects: index object name -> its decoded content (superseded ones included).
+        failures: index object name -> why it could not be read (tolerant loads only).
+        names: every index object listed, sorted.
+        merged: the names whose packs are in ``index`` (not superseded), sorted.
+    """
+
+    index: Index
+    objects: dict[str, IndexObject] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+    names: list[str] = field(default_factory=list)
+    merged: list[str] = field(default_factory=list)
+
+
+def load_index(
+    repo: Repository,
+    tolerant: bool,
+    *,
+    from_store: bool = False,
+    on_object: Callable[[], None] | None = None,
+) -> IndexLoad:
+    """Read and merge every index object listed under ``index/``.
+
+    Args:
+        tolerant: report unreadable objects in ``failures`` and go on; otherwise the
+            first one raises (IntegrityError, FormatError or ObjectNotFound).
+        from_store: ignore cached copies (and cache nothing).
+        on_object: called once per index object read (progress).
+    """
+    names = sorted(repo.index_names())
+
+    def fetch(name: str) -> IndexObject | str:
+        try:
+            return _read_one(repo, name, from_store)
+        except (IntegrityError, FormatError, ObjectNotFound) as e:
+            if not tolerant:
+                raise
+            return str(e)
+        finally:
+            if on_object is not None:
+                on_object()
+
+    out = IndexLoad(Index(), names=names)
+    with ThreadPoolExecutor(max_workers=repo.connections) as pool:
+        for name, r in zip(names, pool.map(fetch, names)):
+            if isinstance(r, str):
+                out.failures[name] = r
+            else:
+                out.objects[name] = r
+    superseded = {s.hex() for o in out.objects.values() for s in o.supersedes}
+    for name, obj in out.objects.items():
+        if name.split("/", 1)[1] in superseded:
+            continue
+        out.merged.append(name)
+        for pack, entries in obj.packs:
+            out.index.add_pack(pack, entries)
+    if not from_store:
+        repo.forget_cached("index/", keep=names)
+    return out
+
+
+def _read_one(repo: Repository, name: str, from_store: bool) -> IndexObject:
+    obj_id = bytes.fromhex(name.split("/", 1)[1])
+    if not from_store:
+        raw = repo.cache.get(name)
+        if raw is not None:
+            try:
+                return decode_index(repo.open_object(T_INDEX, obj_id, raw, name), name)
+            except (IntegrityError, FormatError):
+                repo.cache.delete(name)
+    plain, raw = repo.get_object_raw(T_INDEX, name, obj_id)
+    obj = decode_index(plain, name)
+    if not from_store:
+        repo.cache.put(name, raw)
+    return obj
