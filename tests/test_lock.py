@@ -146,6 +146,21 @@ def test_unreadable_lock_object_blocks_until_stale(clocked):
         pass
 
 
+def test_unreadable_lock_advice_is_what_removes_it(clocked):
+    """Issue 9.10: the advice for an unreadable lock must name what removes it: plain
+    'bk unlock' only once it is stale (and says when), --remove-all at once."""
+    repo, clock = clocked
+    name = LOCK_PREFIX + "cd" * 32
+    repo.store.put(name, b"garbage")
+    with pytest.raises(LockConflict) as ei:
+        me(repo).acquire(False, "backup")
+    msg = str(ei.value)
+    assert "unreadable lock object" in msg and "--remove-all" in msg and "once stale, in 30m" in msg, msg
+    assert me(repo).remove_stale() == []  # fresh: plain unlock removes nothing, as said
+    clock.advance(TTL + 1)
+    assert [li.name for li, _why in me(repo).remove_stale()] == [name]
+
+
 # -- staleness by the store's clock -------------------------------------------------------------
 
 

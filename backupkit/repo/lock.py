@@ -622,6 +622,14 @@ class LockManager:
     def _conflict_message(self, holder: LockInfo | None, now_ref: float) -> str:
         if holder is None:
             return "repository is locked"
+        if not holder.readable:
+            # 'bk unlock' removes only stale locks, so say when this one turns stale
+            left = max(0.0, self.ttl - (now_ref - holder.mtime))
+            return (
+                f"repository is locked by {holder.holder()}, written {human_age(now_ref - holder.mtime)} ago "
+                f"(it counts as an exclusive lock; 'bk unlock' removes it once stale, in {human_age(left)}; "
+                f"'bk unlock --remove-all' removes it now, if no bk process uses the repository)"
+            )
         how = "exclusively " if holder.exclusive and holder.readable else ""
         age = human_age(now_ref - holder.since)
         return (

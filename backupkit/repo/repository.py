@@ -42,7 +42,7 @@ from backupkit.errors import BlobNotFound, FormatError, IntegrityError, ObjectNo
 from backupkit.repo.cache import Cache, default_cache_root
 from backupkit.repo.index import BlobLocation, Index, PackInfo, encode_index
 from backupkit.repo.keys import KdfParams, make_key_file
-from backupkit.repo.names import FLAT_PREFIXES, PACK_PREFIXES, id_of
+from backupkit.repo.names import PACK_PREFIXES, id_of
 from backupkit.repo.pack import KIND_META, TYPE_OF_KIND, PackEntry, decode_payload, encode_payload, pack_name
 from backupkit.repo.packwriter import PackWriter
 from backupkit.store.base import ObjectStore
@@ -111,6 +111,7 @@ class Repository:
         #: the password that opened the repository (check opens every key file with it)
         self.password: bytes | None = None
         self._warnings: dict[str, None] = {}
+        self._notes_lock = threading.Lock()  # warnings and foreign (self._lock is held while loading the index)
         #: store names under our prefixes that are not ours -> why they were ignored
         self.foreign: dict[str, str] = {}
         if cache_root is False:
@@ -174,13 +175,13 @@ class Repository:
     # -- warnings and the lock -------------------------------------------------------------
     def warn(self, message: str) -> None:
         """Record a condition worth one line at the end of the command (each once)."""
-        with self._lock:
+        with self._notes_lock:
             self._warnings.setdefault(message, None)
 
     @property
     def warnings(self) -> list[str]:
         """Every recorded warning, in the order first met."""
-        with self._lock:
+        with self._notes_lock:
             return list(self._warnings)
 
     def install_lock_check(self, check: Callable[[], None] | None) -> None:
@@ -209,7 +210,7 @@ class Repository:
         return out
 
     def _foreign(self, name: str) -> None:
-        with self._lock:
+        with self._notes_lock:
             if name in self.foreign:
                 return
             self.foreign[name] = "not a name bk writes"
@@ -236,15 +237,6 @@ class Repository:
     def list_packs(self) -> dict[str, int]:
         """Every pack the store lists: name -> size."""
         return {p.name: p.size for p in self.iter_packs()}
-
-    def scan_foreign(self) -> dict[str, str]:
-        """List every prefix of ours and return the foreign names found (check)."""
-        for prefix in FLAT_PREFIXES:
-            self.list_names(prefix)
-        for _p in self.iter_packs():
-            pass
-        with self._lock:
-            return dict(self.foreign)
 
     def exists(self, name: str) -> bool:
         return self.store.exists(name)

@@ -251,3 +251,90 @@ def test_long_file_with_content_blobs_is_named(tmp_path):
     res = CheckManager(open_repo(store)).run(CheckOptions(read_data=True))
     (f,) = res.errors
     assert f.kind == "blob_corrupt" and f.paths == ((snap.id, os.fsdecode(src / "big.bin")),)
+
+
+def test_snapshot_in_the_catalog_without_its_object_is_a_finding(repo3):
+    """Issue 9.6: a deleted snapshot object is an error of check; listing leaves it out
+    with a warning and keeps its catalog entry (repair can write the object again)."""
+    from backupkit.catalog import read_catalog
+    from backupkit.snapshot import list_snapshots
+
+    store, _repo, (s1, s2, s3), _src = repo3
+    store.delete(f"snapshots/{s2.id}")
+    res = CheckManager(open_repo(store)).run()
+    (f,) = res.errors
+    assert f.kind == "snapshot_missing" and f.snapshots == (s2.id,) and f.object == f"snapshots/{s2.id}"
+    repo = open_repo(store)
+    assert [s.id for s in list_snapshots(repo)] == [s1.id, s3.id]
+    assert any(s2.id[:8] in w and "missing" in w for w in repo.warnings)
+    assert s2.id in read_catalog(open_repo(store))  # not silently dropped
+    assert [f.kind for f in CheckManager(open_repo(store)).run().errors] == ["snapshot_missing"]
+
+
+def test_unreadable_catalog_and_one_corrupt_snapshot_still_list(repo3):
+    """Issue 9.6: with the catalog unreadable and one snapshot object corrupt, listing
+    rebuilds the catalog from the readable snapshots and reports the other."""
+    from backupkit.catalog import read_catalog
+    from backupkit.snapshot import find_snapshot, list_snapshots
+
+    store, _repo, (s1, s2, s3), _src = repo3
+    _flip(store, "catalog", 30)
+    _flip(store, f"snapshots/{s1.id}", 30)
+    repo = open_repo(store)
+    assert [s.id for s in list_snapshots(repo)] == [s2.id, s3.id]
+    assert any(s1.id in w for w in repo.warnings), repo.warnings
+    assert set(read_catalog(open_repo(store))) == {s2.id, s3.id}
+    assert find_snapshot(open_repo(store), "latest").id == s3.id
+
+
+def test_damaged_key_file_hidden_by_the_cache_is_found(repo3, tmp_path):
+    """Issue 9.5: the key file in the store is damaged while the cache still holds the
+    good copy that opens the repository: check opens the store's key files and says so."""
+    import base64
+    import json
+
+    from backupkit.repo.repository import Repository
+    from tests.managers.lifecycle_util import PASSWORD
+
+    store, _repo, _snaps, _src = repo3
+    cache = tmp_path / "cache"
+    Repository.open(store, PASSWORD, cache_root=cache).close()  # caches config and key file
+    (name,) = [o.name for o in store.list("keys/")]
+    doc = json.loads(store.get(name))
+    wrapped = bytearray(base64.b64decode(doc["data"]))
+    wrapped[20] ^= 1
+    doc["data"] = base64.b64encode(bytes(wrapped)).decode()
+    store.put(name, json.dumps(doc).encode())
+    repo = Repository.open(store, PASSWORD, cache_root=cache, connections=2)  # still opens, from the cache
+    (f,) = CheckManager(repo).run().errors
+    assert f.kind == "key_damaged" and f.object == name and "damaged key file" in f.message
+
+
+def test_config_is_verified_from_the_store_not_the_cache(repo3, tmp_path):
+    from backupkit.repo.repository import Repository
+    from tests.managers.lifecycle_util import PASSWORD
+
+    store, _repo, _snaps, _src = repo3
+    cache = tmp_path / "cache"
+    Repository.open(store, PASSWORD, cache_root=cache).close()
+    _flip(store, "config", 40)
+    repo = Repository.open(store, PASSWORD, cache_root=cache, connections=2)
+    assert [f.kind for f in CheckManager(repo).run().errors] == ["config_unreadable"]
+
+
+def test_names_that_are_not_ours_are_listed_and_ignored(repo3):
+    """Issue 10.3: junk names under our prefixes end in no error: every command skips
+    them (with a warning) and check lists them."""
+    from backupkit.snapshot import list_snapshots
+
+    store, _repo, snaps, _src = repo3
+    junk = ["index/zz", "snapshots/x", "snapshots/abcd", "data/00/" + "11" * 32, "meta/zz", "keys/nope"]
+    for n in junk:
+        store.put(n, b"junk")
+    repo = open_repo(store)
+    assert [s.id for s in list_snapshots(repo)] == [s.id for s in snaps]
+    assert len(repo.reload_index()) > 0
+    res = CheckManager(open_repo(store)).run()
+    assert res.ok, res.errors
+    assert sorted(f.object for f in res.findings if f.kind == "foreign_object") == sorted(junk)
+    assert all(f.severity == "warning" for f in res.findings if f.kind == "foreign_object")

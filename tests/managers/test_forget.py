@@ -141,3 +141,52 @@ def test_forget_keep_last_2_then_prune_shrinks_and_keeps_restorable(five_days, t
     assert CheckManager(fresh).run(CheckOptions(read_data=True)).ok
     for s in snaps[3:]:
         assert restored(fresh, s, src, tmp_path / f"r-{s.short_id}") == trees[s.id]
+
+
+@pytest.fixture
+def tagged(tmp_path):
+    """Four snapshots of one host and path: untagged, tagged ``a``, tagged ``a`` and
+    ``b``, tagged ``b``."""
+    src = tmp_path / "src"
+    store = local_store(tmp_path / "repo")
+    repo = init_repo(store)
+    write_files(src, {"f.txt": b"x"})
+    snaps = [backup(repo, src, day(i), tags=tags) for i, tags in enumerate([(), ("a",), ("a", "b"), ("b",)])]
+    return store, repo, src, snaps
+
+
+@pytest.mark.parametrize(
+    "tags, expect",
+    [
+        (("",), [0]),  # restic: '' selects the untagged snapshots
+        ((" a",), [1, 2]),  # whitespace around a tag is stripped
+        (("a, b",), [2]),
+        (("a", "b"), [1, 2, 3]),
+        (("", "b"), [0, 2, 3]),
+    ],
+)
+def test_every_command_selects_the_same_snapshots_for_a_tag_filter(tagged, tags, expect):
+    """Issue 7: ``snapshots``, ``forget --keep-*`` and ``forget ID`` (and every command
+    resolving ``latest``) select through one filter, with restic's semantics."""
+    from backupkit.errors import SnapshotNotFound
+    from backupkit.snapshot import filter_snapshots, find_snapshot
+
+    store, repo, src, snaps = tagged
+    want = {snaps[i].id for i in expect}
+    # bk snapshots --tag ...
+    assert {s.id for s in filter_snapshots(list_snapshots(repo), tags=tags)} == want
+    # bk forget --tag ... --keep-last unlimited (the groups hold exactly the selected ones)
+    groups = ForgetManager(repo).plan(ForgetOptions(policy=KeepPolicy(last=-1), tags=tags, group_by=frozenset()))
+    assert {k.snapshot.id for g in groups for k in g.kept} | {s.id for g in groups for s in g.removed} == want
+    # bk forget --tag ... ID: only a selected snapshot can be named
+    for i, s in enumerate(snaps):
+        opts = ForgetOptions(refs=(s.id,), tags=tags, dry_run=True)
+        if i in expect:
+            assert [r.id for r in ForgetManager(repo).run(opts).removed] == [s.id]
+        else:
+            with pytest.raises(SnapshotNotFound):
+                ForgetManager(repo).run(opts)
+    # bk restore/ls latest --tag ...: the newest selected one
+    assert find_snapshot(repo, "latest", tags=tags).id == snaps[max(expect)].id
+    # a path filter with a trailing slash means the same path everywhere
+    assert {s.id for s in filter_snapshots(list_snapshots(repo), tags=tags, paths=[str(src) + "/"])} == want

@@ -247,3 +247,64 @@ def test_prune_removes_partial_writes_of_killed_writers(tmp_path):
     res = PruneManager(open_repo(store)).run()
     assert res.abandoned_removed == 1
     assert not old.exists() and new.exists()  # a write that may still be going on stays
+
+
+def test_prune_removes_the_packs_of_a_killed_first_backup(tmp_path):
+    """Issue 9.10: no index object and no snapshot, but packs (a first backup killed
+    before it wrote an index): the packs are garbage and prune removes them."""
+    from backupkit.crypto import T_DATA_BLOB
+
+    store = local_store(tmp_path / "repo")
+    repo = init_repo(store)
+    writer = repo.pack_writer()
+    for i in range(40):
+        data = random_bytes(20_000, i)
+        bid = repo.sealer.blob_id(data)
+        writer.add(T_DATA_BLOB, bid, repo.seal_object(T_DATA_BLOB, bid, data), len(data))
+    packs = writer.flush()
+    writer.close()
+    assert len(packs) > 1 and not list(store.list("index/"))
+    res = PruneManager(open_repo(store)).run()
+    assert res.packs_deleted == len(packs)
+    assert not list(store.list("data/")) and not list(store.list("index/"))
+
+
+def test_prune_with_a_lost_lock_deletes_nothing(forgotten):
+    """The lock is checked through repo.check_lock() before the index is written."""
+    store, _src, _snaps, _expect = forgotten
+    before = listing(store)
+    repo = open_repo(store)
+
+    def lost():
+        raise RuntimeError("lock lost")
+
+    repo.install_lock_check(lost)
+    with pytest.raises(RuntimeError):
+        PruneManager(repo).run(ZERO)
+    after = listing(store)
+    assert before.items() <= after.items()  # repacked packs may have been written; nothing deleted
+    assert {n for n in after if n.startswith("index/")} == {n for n in before if n.startswith("index/")}
+
+
+def test_prune_ignores_names_that_are_not_ours(forgotten, tmp_path):
+    """Issue 10.3: junk under index/ or a pack prefix neither stops prune nor is deleted."""
+    store, src, snaps, expect = forgotten
+    junk = ["index/zz", "data/00/" + "11" * 32, "snapshots/x"]
+    for n in junk:
+        store.put(n, b"junk")
+    repo = open_repo(store)
+    PruneManager(repo).run(ZERO)
+    assert all(store.exists(n) for n in junk)
+    assert any("index/zz" in w for w in repo.warnings)
+    _assert_clean(store, tmp_path, snaps, src, expect)
+
+
+def test_prune_refuses_while_a_snapshot_object_is_missing(forgotten):
+    """A catalog entry without its object is a lost snapshot (forget drops catalog
+    entries first): its data may be needed to write it again, so prune refuses."""
+    store, _src, (s2, _s3), _expect = forgotten
+    store.delete(f"snapshots/{s2.id}")
+    before = listing(store)
+    with pytest.raises(DamagedRepository, match="in the catalog but its object is missing"):
+        PruneManager(open_repo(store)).run(ZERO)
+    assert listing(store) == before
