@@ -31,8 +31,6 @@ state lives in a ``_CheckRun``; the manager keeps none.
 
 from __future__ import annotations
 
-import random
-import re
 import threading
 import time
 from collections.abc import Iterable
@@ -44,15 +42,16 @@ from backupkit.catalog import load_catalog
 from backupkit.concurrency import bounded_map
 from backupkit.crypto import T_CONFIG, T_META_BLOB
 from backupkit.entry import display_path
-from backupkit.errors import BadArgument, BlobNotFound, FormatError, IntegrityError, ObjectNotFound, StoreError
+from backupkit.errors import BlobNotFound, FormatError, IntegrityError, ObjectNotFound, StoreError
 from backupkit.managers.reachable import find_affected, mark
+from backupkit.managers.subset import parse_subset, select_packs
 from backupkit.repo.index import Index, PackInfo
 from backupkit.repo.indexload import load_index
 from backupkit.repo.keymanager import KEY_DAMAGED, check_key_file
 from backupkit.repo.pack import KIND_DATA, KIND_META, TYPE_OF_KIND, pack_name, read_pack_header
-from backupkit.repo.repository import RepoConfig, Repository
+from backupkit.repo.config import RepoConfig
+from backupkit.repo.repository import Repository
 from backupkit.snapshot import Snapshot, load_snapshot
-from backupkit.units import is_size, parse_size
 
 ERROR = "error"
 WARNING = "warning"
@@ -145,56 +144,6 @@ class NullCheckReporter:
     def phase(self, name: str, total: int | None) -> None: ...
     def advance(self, n: int = 1) -> None: ...
     def finding(self, finding: Finding) -> None: ...
-
-
-def parse_subset(spec: str) -> tuple[str, float, int]:
-    """``"n/t"`` -> ("group", n, t); ``"x%"`` -> ("percent", x, 0); ``"50M"`` -> ("size", bytes, 0)."""
-    s = spec.strip()
-    m = re.fullmatch(r"(\d+)/(\d+)", s)
-    if m:
-        n, t = int(m.group(1)), int(m.group(2))
-        if t < 1 or not 1 <= n <= t:
-            raise BadArgument(f"invalid --read-data-subset {spec!r}: need 1 <= n <= t")
-        return "group", n, t
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*%", s)
-    if m:
-        x = float(m.group(1))
-        if not 0 < x <= 100:
-            raise BadArgument(f"invalid --read-data-subset {spec!r}: the percentage must be in (0, 100]")
-        return "percent", x, 0
-    if is_size(s):
-        size = parse_size(s, "--read-data-subset")
-        if size <= 0:
-            raise BadArgument(f"invalid --read-data-subset {spec!r}: the size must be more than 0")
-        return "size", size, 0
-    raise BadArgument(f"invalid --read-data-subset {spec!r}: use n/t (e.g. 1/5), x% (e.g. 10%) or a size (e.g. 50M)")
-
-
-def select_packs(packs: list[PackInfo], spec: str | None, seed: int | None = None) -> list[PackInfo]:
-    """The packs ``--read-data-subset`` selects (all when ``spec`` is None).
-
-    ``n/t`` splits packs into t groups by their id, so running 1/t .. t/t on t days
-    reads every pack once; ``x%`` picks that share at random (at least one pack); a
-    size picks random packs while their total stays within it (at least one pack).
-    """
-    if spec is None:
-        return list(packs)
-    how, a, t = parse_subset(spec)
-    if how == "group":
-        return [p for p in packs if int.from_bytes(p.id[:4], "big") % t == int(a) - 1]
-    ordered = sorted(packs, key=lambda p: p.id)
-    rnd = random.Random(seed) if seed is not None else random.SystemRandom()
-    if how == "size":
-        rnd.shuffle(ordered)
-        chosen, total = [], 0
-        for p in ordered:
-            if chosen and total + p.size > a:
-                continue
-            chosen.append(p)
-            total += p.size
-        return chosen
-    k = min(len(packs), max(1, round(len(packs) * a / 100))) if packs else 0
-    return rnd.sample(ordered, k)
 
 
 class CheckManager:
@@ -505,3 +454,6 @@ class _CheckRun:
             paths = tuple((s, display_path(p) if p is not None else None) for s, p in pairs)
             suffix = f"; affects {len(snapshots)} snapshot(s), {len(paths)} path(s)" if pairs else "; no snapshot uses it"
             self._add(ERROR, kind, obj, message + suffix, snapshots, paths)
+
+
+__all__ = ["CheckManager", "CheckOptions", "CheckResult", "Finding", "parse_subset", "select_packs"]

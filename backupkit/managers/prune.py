@@ -44,168 +44,27 @@ aborts the prune instead of being carried forward.
 
 from __future__ import annotations
 
-import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Protocol
 
 from backupkit.catalog import read_catalog
 from backupkit.concurrency import bounded_map
 from backupkit.entry import display_path
-from backupkit.errors import BadArgument, FormatError, IntegrityError, RepositoryError
-from backupkit.errors import DamagedRepository  # noqa: F401 - defined in errors.py, re-exported here
+from backupkit.errors import DamagedRepository, FormatError, IntegrityError, RepositoryError
+from backupkit.managers.prune_plan import IndexEntry, MaxUnused, PrunePlan, PruneResult, PruneStats, parse_max_unused
 from backupkit.managers.reachable import Reachable, find_affected, mark
 from backupkit.repo.index import Index, PackInfo
 from backupkit.repo.pack import KIND_DATA, KIND_META, TYPE_OF_KIND, PackEntry, pack_name
 from backupkit.repo.repository import Repository
 from backupkit.snapshot import Snapshot, load_snapshot
-from backupkit.units import is_size, parse_size
 
-IndexEntry = tuple[bytes, int, int, int]  # blob id, offset, length, raw length
-
-
-@dataclass(frozen=True)
-class MaxUnused:
-    """``--max-unused``: how much unused data prune may leave in partly used packs.
-
-    ``percent`` is of the *used* data's share, as in restic: 5% leaves at most
-    used * 5 / 95 unused bytes. ``bytes`` is an absolute limit; both None is unlimited.
-    """
-
-    percent: float | None = 5.0
-    bytes: int | None = None
-
-    def limit(self, used: int) -> float:
-        if self.bytes is not None:
-            return float(self.bytes)
-        if self.percent is None:
-            return float("inf")
-        if self.percent >= 100:
-            return float("inf")
-        return used * self.percent / (100 - self.percent)
-
-    def __str__(self) -> str:
-        if self.bytes is not None:
-            return f"{self.bytes} bytes"
-        return "unlimited" if self.percent is None else f"{self.percent:g}%"
-
-
-def parse_max_unused(s: str) -> MaxUnused:
-    """Parse ``5%``, ``0%``, ``100M``, ``2G``, ``1234`` or ``unlimited``."""
-    text = s.strip().lower()
-    if text == "unlimited":
-        return MaxUnused(percent=None)
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*%", text)
-    if m:
-        p = float(m.group(1))
-        if p > 100:
-            raise BadArgument(f"invalid --max-unused {s!r}: a percentage must be at most 100%")
-        return MaxUnused(percent=p)
-    if is_size(text):
-        return MaxUnused(percent=None, bytes=parse_size(text, "--max-unused"))
-    raise BadArgument(f"invalid --max-unused {s!r}: use a percentage (5%), a size (100M) or 'unlimited'")
-
-
-@dataclass(frozen=True)
-class PruneStats:
-    """Counts and bytes of a plan (sizes are stored bytes)."""
-
-    snapshots: int = 0
-    index_objects: int = 0
-    packs: int = 0
-    blobs_used: int = 0
-    blobs_unused: int = 0
-    bytes_used: int = 0
-    bytes_unused: int = 0
-    packs_delete: int = 0
-    bytes_delete: int = 0
-    packs_repack: int = 0
-    bytes_repack: int = 0
-    bytes_repack_live: int = 0
-    packs_unindexed: int = 0
-    bytes_unindexed: int = 0
-    packs_missing: int = 0
-    bytes_unused_after: int = 0
-
-    @property
-    def bytes_freed(self) -> int:
-        """Estimate: deleted + unindexed + repacked packs, minus what repacking rewrites."""
-        return self.bytes_delete + self.bytes_unindexed + self.bytes_repack - self.bytes_repack_live
-
-    def to_json(self) -> dict:
-        d = dict(self.__dict__)
-        d["bytes_freed"] = self.bytes_freed
-        return d
-
-
-@dataclass(frozen=True)
-class PrunePlan:
-    """What prune will do; execute it with ``PruneManager.execute``."""
-
-    max_unused: MaxUnused
-    stats: PruneStats
-    #: every index object listed while planning; all are superseded by the new one
-    index_names: tuple[str, ...]
-    keep: tuple[PackInfo, ...]
-    repack: tuple[PackInfo, ...]
-    delete: tuple[PackInfo, ...]
-    #: names of packs no index object names
-    unindexed: tuple[str, ...]
-    #: indexed packs the store does not list (none holds a live blob)
-    missing: tuple[PackInfo, ...]
-    #: pack id -> its entries in the merged index
-    entries: Mapping[bytes, tuple[IndexEntry, ...]] = field(default_factory=dict, repr=False, compare=False)
-    live: frozenset[bytes] = field(default_factory=frozenset, repr=False, compare=False)
-
-    @property
-    def nothing_to_do(self) -> bool:
-        return not (self.repack or self.delete or self.unindexed or self.missing) and len(self.index_names) <= 1
-
-    def to_json(self) -> dict:
-        return {
-            "max_unused": str(self.max_unused),
-            "stats": self.stats.to_json(),
-            "delete": [pack_name(p.kind, p.id) for p in self.delete],
-            "repack": [pack_name(p.kind, p.id) for p in self.repack],
-            "unindexed": list(self.unindexed),
-            "missing": [pack_name(p.kind, p.id) for p in self.missing],
-            "index_objects": list(self.index_names),
-            "nothing_to_do": self.nothing_to_do,
-        }
 
 
 #: Seconds after which a store's partial write (a temp file) is surely abandoned: a
 #: writer that has not finished one object in two lock TTLs has lost its lock anyway.
 ABANDONED_AFTER = 3600.0
-
-
-@dataclass(frozen=True)
-class PruneResult:
-    plan: PrunePlan
-    packs_written: int
-    bytes_written: int
-    index_written: str | None
-    index_deleted: int
-    packs_deleted: int
-    bytes_deleted: int
-    seconds: float
-    #: partial writes of killed processes removed (a local store's temp files)
-    abandoned_removed: int = 0
-
-    def to_json(self) -> dict:
-        return {
-            "plan": self.plan.to_json(),
-            "packs_written": self.packs_written,
-            "bytes_written": self.bytes_written,
-            "index_written": self.index_written,
-            "index_deleted": self.index_deleted,
-            "packs_deleted": self.packs_deleted,
-            "bytes_deleted": self.bytes_deleted,
-            "abandoned_removed": self.abandoned_removed,
-            "seconds": round(self.seconds, 3),
-        }
 
 
 class PruneReporter(Protocol):

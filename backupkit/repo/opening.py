@@ -23,6 +23,7 @@ from backupkit.errors import (
     WrongPassword,
 )
 from backupkit.repo.cache import OpenCache
+from backupkit.repo.config import RepoConfig
 from backupkit.repo.keys import open_key_file
 from backupkit.repo.names import id_of
 from backupkit.repo.pack import decode_payload
@@ -40,8 +41,6 @@ def open_repository(
     connections: int,
 ) -> Repository:
     """Open with a password; RepositoryNotFound, WrongPassword as appropriate."""
-    from backupkit.repo.repository import RepoConfig
-
     oc = OpenCache.for_location(store.location, cache_root)
     early = _EarlyKeys(oc, password)
     try:

@@ -34,12 +34,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import msgpack
-
 from backupkit.chunker import DEFAULT_AVG, DEFAULT_MAX, DEFAULT_MIN
 from backupkit.crypto import T_CONFIG, T_INDEX, MasterKeys, Sealer
 from backupkit.errors import BlobNotFound, FormatError, IntegrityError, ObjectNotFound, RepositoryExists
 from backupkit.repo.cache import Cache, default_cache_root
+from backupkit.repo.config import RepoConfig
 from backupkit.repo.index import BlobLocation, Index, PackInfo, encode_index
 from backupkit.repo.keys import KdfParams, make_key_file
 from backupkit.repo.names import PACK_PREFIXES, id_of
@@ -50,35 +49,6 @@ from backupkit.store.base import ObjectStore
 MiB = 1024 * 1024
 #: Write an index object after this many packs, so a long backup that dies keeps most work.
 INDEX_EVERY_PACKS = 64
-
-
-@dataclass(frozen=True)
-class RepoConfig:
-    """The sealed ``config`` object."""
-
-    version: int
-    repo_id: str
-    chunker_min: int
-    chunker_avg: int
-    chunker_max: int
-    pack_size: int
-    compression_level: int
-    created: float
-
-    def encode(self) -> bytes:
-        return msgpack.packb(self.__dict__)
-
-    @classmethod
-    def decode(cls, data: bytes) -> RepoConfig:
-        try:
-            d = msgpack.unpackb(data)
-            cfg = cls(**d)
-        except (ValueError, TypeError) as e:
-            raise FormatError(f"config is malformed: {e}") from None
-        if cfg.version != 1:
-            raise FormatError(f"repository format version {cfg.version} is not supported")
-        return cfg
-
 
 
 @dataclass(frozen=True)
