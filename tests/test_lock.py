@@ -146,6 +146,15 @@ def test_unreadable_lock_object_blocks_until_stale(clocked):
         pass
 
 
+def test_a_name_bk_never_writes_under_locks_blocks_nothing(clocked):
+    """Issue 10.3: junk under locks/ is no lock of any bk process: ignored with a warning."""
+    repo, _clock = clocked
+    repo.store.put(LOCK_PREFIX + "zz", b"garbage")
+    with me(repo).acquire(True, "prune"):
+        pass
+    assert any("locks/zz" in w for w in repo.warnings)
+
+
 def test_unreadable_lock_advice_is_what_removes_it(clocked):
     """Issue 9.10: the advice for an unreadable lock must name what removes it: plain
     'bk unlock' only once it is stale (and says when), --remove-all at once."""

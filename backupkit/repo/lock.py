@@ -114,6 +114,7 @@ from backupkit.errors import (
     StoreError,
 )
 from backupkit.errors import LockConflict, LockLost  # noqa: F401 - defined in errors.py, re-exported here
+from backupkit.repo.names import id_of
 from backupkit.repo.pack import decode_payload
 
 LOCK_PREFIX = "locks/"
@@ -424,13 +425,7 @@ class LockManager:
 
     @staticmethod
     def _id_of(name: str) -> bytes | None:
-        tail = name[len(LOCK_PREFIX) :]
-        if len(tail) != 64:
-            return None
-        try:
-            return bytes.fromhex(tail)
-        except ValueError:
-            return None
+        return id_of("locks", name)
 
     def _read(self, info: Any) -> LockInfo | None:
         """Read and decode one listed lock object; None if it vanished meanwhile.
@@ -448,7 +443,9 @@ class LockManager:
         obj_id = self._id_of(info.name)
         li: LockInfo
         if obj_id is None:
-            li = LockInfo(info.name, info.mtime, readable=False, sentinel=sentinel)
+            # not a name bk writes: no bk process holds it (issue 10.3)
+            self.repo.warn(f"ignoring {info.name!r} in the store: not a name bk writes (bk check lists every such name)")
+            return None
         else:
             try:
                 raw = self.store.get(info.name)

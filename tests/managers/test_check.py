@@ -328,7 +328,7 @@ def test_names_that_are_not_ours_are_listed_and_ignored(repo3):
     from backupkit.snapshot import list_snapshots
 
     store, _repo, snaps, _src = repo3
-    junk = ["index/zz", "snapshots/x", "snapshots/abcd", "data/00/" + "11" * 32, "meta/zz", "keys/nope"]
+    junk = ["index/zz", "snapshots/x", "snapshots/abcd", "data/00/" + "11" * 32, "meta/zz", "keys/nope", "locks/zz"]
     for n in junk:
         store.put(n, b"junk")
     repo = open_repo(store)
