@@ -52,6 +52,9 @@ class Kept:
     snapshot: Snapshot
     reasons: tuple[str, ...]
 
+    def to_json(self) -> dict:
+        return dict(self.snapshot.to_json(), reasons=list(self.reasons))
+
 
 @dataclass(frozen=True)
 class ForgetGroup:
@@ -65,7 +68,7 @@ class ForgetGroup:
         k = self.key
         return {
             "group": None if k is None else {"host": k.host, "paths": list(k.paths), "tags": list(k.tags)},
-            "keep": [dict(kp.snapshot.to_json(), reasons=list(kp.reasons)) for kp in self.kept],
+            "keep": [kp.to_json() for kp in self.kept],
             "remove": [s.to_json() for s in self.removed],
         }
 

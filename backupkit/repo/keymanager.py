@@ -38,12 +38,14 @@ class KeyManager:
         (key_id,) = matches
         if key_id == self.repo.key_id:
             raise UsageError("refusing to remove the key in use; open the repository with another key first")
+        self.repo.check_lock()
         self.repo.store.delete(f"keys/{key_id}")
         return key_id
 
     def passwd(self, password: bytes, kdf: KdfParams) -> str:
         """Add a key with the new password, then remove the old one."""
         new_id = self.add(password, kdf)
+        self.repo.check_lock()
         self.repo.store.delete(f"keys/{self.repo.key_id}")
         self.repo.key_id = new_id
         return new_id

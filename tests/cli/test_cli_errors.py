@@ -362,3 +362,23 @@ def test_store_options_of_another_backend_exit_2(made, tmp_path):
         r = run_bk("-o", opt, "snapshots", env=env)
         assert r.returncode == 2, (opt, r.stderr)
         one_error_line(r, words)
+
+
+def test_foreign_names_and_an_unusable_cache_are_one_warning_each(made, tmp_path):
+    """Issues 10.3 and 9.9 at the CLI: junk names and a cache that cannot be written end
+    in no error; the engine records each condition once and bk prints it as a warning."""
+    repo_dir, env = copy_repo(made, tmp_path)
+    _base, _src, _env, snap = made
+    (repo_dir / "index" / "zz").write_bytes(b"junk")
+    (repo_dir / "snapshots" / "x").write_bytes(b"junk")
+    (tmp_path / "cache-file").write_bytes(b"")  # the cache directory cannot be made here
+    env = dict(env, BK_CACHE_DIR=str(tmp_path / "cache-file" / "sub"))
+    for args in (("snapshots",), ("ls", "latest"), ("check",)):
+        r = run_bk("--json", *args, env=env)
+        assert r.returncode == 0 and "Traceback" not in r.stderr, (args, r.stderr)
+        warnings = [ln for ln in r.stderr.splitlines() if ln.startswith("warning:")]
+        assert len([w for w in warnings if "index/zz" in w]) == (1 if args != ("snapshots",) else 0), warnings
+        assert len([w for w in warnings if "snapshots/x" in w]) == 1, warnings
+        assert len([w for w in warnings if "cache" in w]) == 1, warnings
+    doc = json.loads(r.stdout)
+    assert {f["object"] for f in doc["findings"] if f["kind"] == "foreign_object"} == {"index/zz", "snapshots/x"}
