@@ -60,8 +60,6 @@ from backupkit.repo.pack import KIND_DATA, KIND_META, TYPE_OF_KIND, PackEntry, p
 from backupkit.repo.repository import Repository
 from backupkit.snapshot import Snapshot, load_snapshot
 
-
-
 #: Seconds after which a store's partial write (a temp file) is surely abandoned: a
 #: writer that has not finished one object in two lock TTLs has lost its lock anyway.
 ABANDONED_AFTER = 3600.0
