@@ -213,6 +213,22 @@ def list_snapshots(repo: Repository, repair_catalog: bool = True) -> list[Snapsh
     return snaps
 
 
+def lost_snapshots(repo: Repository) -> list[Snapshot]:
+    """Snapshots the catalog names whose objects are missing from the store, as the
+    catalog remembers them (what ``repair snapshots`` can write back, or ``remove_snapshots``
+    drops); entries that do not parse are left out."""
+    cat = read_catalog(repo) or {}
+    listed = {bytes.hex(i) for i in repo.list_ids("snapshots")}
+    out = []
+    for sid in sorted(set(cat) - listed):
+        try:
+            out.append(Snapshot.from_doc(sid, cat[sid]))
+        except FormatError:
+            continue
+    out.sort(key=lambda s: (s.time_ns, s.id))
+    return out
+
+
 def remove_snapshots(repo: Repository, ids: Iterable[str]) -> None:
     """Drop snapshots from the catalog, delete their objects, and drop them from the
     catalog once more (a concurrent listing may have added them back meanwhile).

@@ -257,7 +257,7 @@ def test_snapshot_in_the_catalog_without_its_object_is_a_finding(repo3):
     """Issue 9.6: a deleted snapshot object is an error of check; listing leaves it out
     with a warning and keeps its catalog entry (repair can write the object again)."""
     from backupkit.catalog import read_catalog
-    from backupkit.snapshot import list_snapshots
+    from backupkit.snapshot import list_snapshots, lost_snapshots
 
     store, _repo, (s1, s2, s3), _src = repo3
     store.delete(f"snapshots/{s2.id}")
@@ -268,6 +268,7 @@ def test_snapshot_in_the_catalog_without_its_object_is_a_finding(repo3):
     assert [s.id for s in list_snapshots(repo)] == [s1.id, s3.id]
     assert any(s2.id[:8] in w and "missing" in w for w in repo.warnings)
     assert s2.id in read_catalog(open_repo(store))  # not silently dropped
+    assert [s.id for s in lost_snapshots(open_repo(store))] == [s2.id]
     assert [f.kind for f in CheckManager(open_repo(store)).run().errors] == ["snapshot_missing"]
 
 
