@@ -293,17 +293,32 @@ def resolve_ref(snaps: list[Snapshot], ref: str) -> Snapshot:
     return matches[0]
 
 
+def select_snapshot(snaps: list[Snapshot], ref: str, hosts=(), tags=(), paths=()) -> Snapshot:
+    """The snapshot ``ref`` names (restic's rule, for every command): ``latest`` is the
+    newest of those the filters select; an id or a prefix names its snapshot whatever
+    the filters say."""
+    if ref.removeprefix("snapshot/") == "latest":
+        snaps = filter_snapshots(snaps, hosts, tags, paths)
+    return resolve_ref(snaps, ref)
+
+
+def raise_if_unreadable(repo: Repository, ref: str, readable: Iterable[Snapshot]) -> None:
+    """When ``ref`` (not found among ``readable``) names a snapshot object that cannot be
+    read, raise that object's error: "damaged" says more than "not found"."""
+    r = ref.removeprefix("snapshot/").lower()
+    if r == "latest":
+        return
+    ids = {s.id for s in readable}
+    for sid in sorted(i.hex() for i in repo.list_ids("snapshots")):
+        if sid.startswith(r) and sid not in ids:
+            load_snapshot(repo, sid)  # raises why it cannot be read
+
+
 def find_snapshot(repo: Repository, ref: str, hosts=(), tags=(), paths=()) -> Snapshot:
-    """The snapshot ``ref`` names among those the filters select. A ref that names only
-    an unreadable snapshot object raises that object's error, not "not found"."""
+    """``select_snapshot`` among every readable snapshot of ``repo``."""
     snaps = list_snapshots(repo)
     try:
-        return resolve_ref(filter_snapshots(snaps, hosts, tags, paths), ref)
+        return select_snapshot(snaps, ref, hosts, tags, paths)
     except SnapshotNotFound:
-        r = ref.removeprefix("snapshot/").lower()
-        if r != "latest":
-            readable = {s.id for s in snaps}
-            for sid in sorted(i.hex() for i in repo.list_ids("snapshots")):
-                if sid.startswith(r) and sid not in readable:
-                    load_snapshot(repo, sid)  # raises why it cannot be read
+        raise_if_unreadable(repo, ref, snaps)
         raise

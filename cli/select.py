@@ -45,10 +45,14 @@ def select_snapshots(st: Any, repo: Any, hosts=(), tags=(), paths=()) -> list[An
 
 
 def select_snapshot(st: Any, repo: Any, ref: str, hosts=(), tags=(), paths=(), snaps: list[Any] | None = None) -> Any:
-    """The snapshot ``ref`` names; ``latest`` among those the filters keep (``snaps``: already listed)."""
-    from backupkit.snapshot import filter_snapshots, resolve_ref
+    """The snapshot ``ref`` names; ``latest`` among those the filters keep (``snaps``: already
+    listed). A ref naming a damaged snapshot object fails with that object's error."""
+    from backupkit.errors import SnapshotNotFound
+    from backupkit.snapshot import raise_if_unreadable, select_snapshot as select
 
     pool = st.snapshots(repo) if snaps is None else snaps
-    if ref == "latest":
-        pool = filter_snapshots(pool, hosts, tags, abs_paths(paths))
-    return resolve_ref(pool, ref)
+    try:
+        return select(pool, ref, hosts, tags, abs_paths(paths))
+    except SnapshotNotFound:
+        raise_if_unreadable(repo, ref, pool)
+        raise

@@ -27,7 +27,7 @@ from backupkit.policy import (
     plan_forget,
 )
 from backupkit.repo.repository import Repository
-from backupkit.snapshot import Snapshot, filter_snapshots, list_snapshots, remove_snapshots, resolve_ref, snapshot_info
+from backupkit.snapshot import Snapshot, list_snapshots, remove_snapshots, select_snapshot, snapshot_info
 
 DEFAULT_GROUP_BY = frozenset({"host", "paths"})
 
@@ -111,10 +111,9 @@ class ForgetManager:
         snaps = list_snapshots(self.repo)
         by_id = {s.id: s for s in snaps}
         if opts.refs:
-            pool = filter_snapshots(snaps, opts.hosts, opts.tags, opts.paths)
             chosen: dict[str, Snapshot] = {}
             for ref in opts.refs:
-                s = resolve_ref(pool, ref)
+                s = select_snapshot(snaps, ref, opts.hosts, opts.tags, opts.paths)
                 chosen[s.id] = s
             if policy is None:
                 ordered = sorted(chosen.values(), key=lambda s: (s.time_ns, s.id), reverse=True)
