@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-
 from backupkit.crypto import T_META_BLOB
 from backupkit.objects.content import decode_content_blob
 from backupkit.objects.entry import Entry
