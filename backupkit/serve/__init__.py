@@ -89,6 +89,7 @@ def make_server(
         ssl_keyfile=tls_key,
         ssl_version=ssl.PROTOCOL_TLS_SERVER,
         timeout_keep_alive=60,
+        timeout_graceful_shutdown=5,
     )
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
     return uvicorn.Server(config)

@@ -16,8 +16,10 @@ What the protocol lacks, and what we do instead:
 * no conditional create: ``put_if_absent`` is HEAD then POST, and
   ``atomic_put_if_absent`` is False (the lock protocol re-checks after creating);
 * no modification times in listings: servers that send ``mtime`` (``bk serve``) are
-  believed; otherwise lock objects are stat-ed (``Last-Modified``) and other objects
-  list with mtime 0;
+  believed; otherwise lock objects are stat-ed (``Last-Modified``), and an object whose
+  server tells no time at all (rclone) is as old as the answer's ``Date``: new, so a
+  live lock is never taken for stale (a dead one then needs ``bk unlock``, unless its
+  holder ran on this host);
 * DELETE of a missing object succeeds on most servers: ``delete`` asks with HEAD first;
 * rest-server refuses to overwrite any object (403) and every server refuses in
   append-only mode: ``put`` over an existing object then raises StorePermissionError.
@@ -34,6 +36,7 @@ import base64
 import email.utils
 import json
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
@@ -359,7 +362,7 @@ class RestObjectStore(ObjectStore):
         for type_ in types:
             for info in self._list_type(type_):
                 if info.name.startswith(prefix):
-                    if info.mtime == 0.0 and info.name.startswith("locks/"):
+                    if info.mtime is None and info.name.startswith("locks/"):
                         try:
                             info = self.stat(info.name)
                         except ObjectNotFound:
@@ -379,6 +382,7 @@ class RestObjectStore(ObjectStore):
             raise StoreError(f"{what}: the server's listing is not JSON (is it a restic REST server?)") from None
         if not isinstance(entries, list):
             raise StoreError(f"{what}: the server's listing is not a list")
+        fallback = _mtime({"Date": response.headers.get("Date")})
         out = []
         for entry in entries:
             if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
@@ -387,7 +391,12 @@ class RestObjectStore(ObjectStore):
             if name is None:
                 continue  # not one of ours (a restic object, a stray file)
             mtime = entry.get("mtime")
-            out.append(ObjectInfo(name, int(entry.get("size", 0)), float(mtime) if isinstance(mtime, (int, float)) else 0.0))
+            if isinstance(mtime, (int, float)):
+                out.append(ObjectInfo(name, int(entry.get("size", 0)), float(mtime)))
+            elif name.startswith("locks/"):
+                out.append(ObjectInfo(name, int(entry.get("size", 0)), None))  # type: ignore[arg-type]
+            else:
+                out.append(ObjectInfo(name, int(entry.get("size", 0)), fallback))
         return out
 
     def stats(self) -> dict[str, int]:
@@ -402,20 +411,23 @@ class RestObjectStore(ObjectStore):
 
 
 def _mtime(headers: Any) -> float:
-    """The object's modification time from ``X-Bk-Mtime`` or ``Last-Modified`` (else 0)."""
+    """The object's modification time: ``X-Bk-Mtime``, else ``Last-Modified``, else the
+    answer's ``Date`` (rclone sends neither: an object of unknown age counts as new,
+    so a live lock is never taken for a stale one)."""
     precise = headers.get("X-Bk-Mtime")
     if precise:
         try:
             return float(precise)
         except ValueError:
             pass
-    text = headers.get("Last-Modified")
-    if text:
-        try:
-            return email.utils.parsedate_to_datetime(text).timestamp()
-        except (TypeError, ValueError):
-            pass
-    return 0.0
+    for header in ("Last-Modified", "Date"):
+        text = headers.get(header)
+        if text:
+            try:
+                return email.utils.parsedate_to_datetime(text).timestamp()
+            except (TypeError, ValueError):
+                pass
+    return time.time()
 
 
 def open_rest(location: str, **options: Any) -> RestObjectStore:

@@ -71,6 +71,8 @@ def encode(name: str) -> tuple[str, str]:
 
 def decode(type_: str, server_name: str) -> str | None:
     """The bk name stored as ``type_/server_name``, or None if it is not one of ours."""
+    if type_ == "":
+        return "config" if server_name == "config" else None
     if _ESCAPED_RE.match(server_name):
         name = server_name[1:].replace("~", "/")
         try:
