@@ -80,9 +80,14 @@ def _status_error(status: int, what: str, body: bytes = b"") -> StoreError:
     if status == 401:
         return StorePermissionError(f"{what}: the server wants a valid user and password ({text})")
     if status == 403:
+        if detail and "append-only" in detail[0]:
+            return StorePermissionError(
+                f"{what}: refused by the server ({detail[0]}); forget, prune and key "
+                "changes need a server (or user) without --append-only"
+            )
         return StorePermissionError(
-            f"{what}: the server refused ({text}; an append-only server refuses deleting "
-            "and overwriting)"
+            f"{what}: the server refused ({text}; append-only servers refuse deleting and "
+            "overwriting, rest-server refuses every overwrite)"
         )
     if status == 507:
         return StoreError(f"{what}: the server has no space left ({text})")
