@@ -181,3 +181,122 @@ def rclone_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RestServ
         yield server
     finally:
         server.stop()
+
+
+# -- sshd ---------------------------------------------------------------------------------------
+
+
+def sshd_binary() -> str | None:
+    for candidate in ("/usr/sbin/sshd", shutil.which("sshd")):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+@dataclass
+class SshServer:
+    """OpenSSH's sshd on loopback, and an ssh client configuration that reaches it."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    user: str
+    home: Path  # holds .ssh/config, the user key and known_hosts
+    host_key_line: str  # "127.0.0.1 ssh-ed25519 AAAA..." as known_hosts has it
+    log: Path
+
+    @property
+    def ssh_config(self) -> Path:
+        return self.home / ".ssh" / "config"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.home / ".ssh" / "known_hosts"
+
+    def trust_host(self) -> None:
+        self.known_hosts.write_text(f"[{LOOPBACK}]:{self.port} {self.host_key_line}\n")
+
+    def options(self, **extra: Any) -> dict[str, Any]:
+        """SftpObjectStore options using this server's client configuration."""
+        return {"ssh_config": str(self.ssh_config), "known_hosts": str(self.known_hosts),
+                "retries": 2, "backoff": 0.02, "timeout": 10.0, **extra}
+
+    def store(self, path: Path, **extra: Any):
+        from backupkit.store.sftp import SftpObjectStore
+
+        return SftpObjectStore("bktest", str(path), **self.options(**extra))
+
+    def stop(self) -> None:
+        stop_process(self.process)
+
+
+def _keygen(path: Path) -> None:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bk-test", "-f", str(path)], check=True,
+                   stdin=subprocess.DEVNULL, capture_output=True)
+
+
+def start_sshd(root: Path) -> SshServer:
+    """Start sshd -D (no daemon) on a free loopback port with generated keys in ``root``."""
+    import getpass
+
+    exe = sshd_binary()
+    if exe is None or shutil.which("ssh-keygen") is None:
+        pytest.skip("OpenSSH's sshd is not installed (scripts/setup.sh --test installs it): sftp tests NOT run")
+    root.mkdir(parents=True, exist_ok=True)
+    os.chmod(root, 0o755)
+    user = getpass.getuser()
+    home = root / "home"
+    (home / ".ssh").mkdir(parents=True)
+    os.chmod(home / ".ssh", 0o700)
+    _keygen(root / "host_key")
+    _keygen(home / ".ssh" / "id_test")
+    (root / "authorized_keys").write_text((home / ".ssh" / "id_test.pub").read_text())
+    port = free_ports(1)[0]
+    if os.geteuid() == 0:
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir
+    config = root / "sshd_config"
+    config.write_text(
+        "\n".join([
+            f"Port {port}", f"ListenAddress {LOOPBACK}", f"HostKey {root / 'host_key'}",
+            f"PidFile {root / 'sshd.pid'}", f"AuthorizedKeysFile {root / 'authorized_keys'}",
+            "StrictModes no", "PubkeyAuthentication yes", "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no", "UsePAM no", "PermitRootLogin prohibit-password",
+            "Subsystem sftp internal-sftp", "LogLevel ERROR", "MaxStartups 50:30:100", "MaxSessions 50", "",
+        ])
+    )
+    (home / ".ssh" / "config").write_text(
+        f"Host bktest\n  HostName {LOOPBACK}\n  Port {port}\n  User {user}\n"
+        f"  IdentityFile {home / '.ssh' / 'id_test'}\n  UserKnownHostsFile {home / '.ssh' / 'known_hosts'}\n"
+    )
+    host_pub = (root / "host_key.pub").read_text().split()
+    log = root / "sshd.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen([exe, "-D", "-e", "-f", str(config)], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + READY_TIMEOUT
+    import socket
+
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"sshd exited with {process.returncode}:\n{log.read_text(errors='replace')}")
+        try:
+            with socket.create_connection((LOOPBACK, port), timeout=1) as s:
+                if s.recv(4).startswith(b"SSH-"):
+                    break
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            stop_process(process)
+            raise RuntimeError(f"sshd did not start:\n{log.read_text(errors='replace')}")
+        time.sleep(0.05)
+    server = SshServer(process, port, user, home, f"{host_pub[0]} {host_pub[1]}", log)
+    server.trust_host()
+    return server
+
+
+@pytest.fixture(scope="session")
+def ssh_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
+    """sshd on loopback for the session (skips loudly without OpenSSH)."""
+    server = start_sshd(tmp_path_factory.mktemp("sshd"))
+    try:
+        yield server
+    finally:
+        server.stop()
