@@ -7,9 +7,9 @@ Vocabulary: the *base URL* is the repository's URL on the server
 The protocol: ``POST <base>/?create=true`` creates a repository, ``GET``/``HEAD``/
 ``POST``/``DELETE <base>/<type>/<name>`` read, stat, write and delete one object,
 ``GET <base>/<type>/`` with ``Accept: application/vnd.x.restic.rest.v2`` lists a type as
-``[{"name": ..., "size": ...}]``. Servers: ``bk serve``, restic's rest-server (only with
-``--no-verify-upload``: it insists that a name is the SHA-256 of the content, which bk's
-names are not), ``rclone serve restic``.
+``[{"name": ..., "size": ...}]``. Servers: ``bk serve`` and ``rclone serve restic``.
+restic's rest-server cannot hold bk repositories: it accepts only 64-hex names and
+checks that a name is the SHA-256 of the content, which bk's names are not.
 
 What the protocol lacks, and what we do instead:
 
