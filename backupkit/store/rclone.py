@@ -25,9 +25,8 @@ import threading
 from typing import Any
 
 from backupkit.errors import BadArgument, StoreUnavailable, UsageError
-from backupkit.store.rest import RestObjectStore, _non_negative
-from backupkit.store.rest import TEXT_OPTIONS as REST_TEXT_OPTIONS
-from backupkit.store.rest import parse_text_options as _parse
+from backupkit.store.base import Backend, BackendOption, parse_seconds
+from backupkit.store.rest import HTTP_OPTIONS, RestObjectStore
 
 _SERVING_RE = re.compile(r"Serving restic REST API on (https?://\S+)")
 #: How long rclone may take to start serving (it may have to log in to a remote).
@@ -125,22 +124,20 @@ class RcloneObjectStore(RestObjectStore):
         self._stop()
 
 
-TEXT_OPTIONS: dict[str, Any] = {
-    **REST_TEXT_OPTIONS,
-    "program": str,
-    "args": str,
-    "start_timeout": _non_negative,
-}
-TEXT_OPTIONS.pop("cacert")
-TEXT_OPTIONS.pop("insecure_tls")
-
-
-def parse_text_options(texts: dict[str, str]) -> dict[str, Any]:
-    """RcloneObjectStore keyword arguments from ``-o rclone.NAME=VALUE`` texts."""
-    return _parse(texts, "rclone", TEXT_OPTIONS)
-
-
-def open_url(location: str, **options: Any) -> RcloneObjectStore:
-    """Open an ``rclone:`` URL (the part after ``rclone:``: ``remote:path``)."""
+def open_rclone(location: str, **options: Any) -> RcloneObjectStore:
+    """Open an ``rclone:`` location (the part after ``rclone:``: ``remote:path``)."""
     return RcloneObjectStore(location, **options)
 
+
+BACKEND = Backend(
+    name="rclone",
+    open=open_rclone,
+    forms=("rclone:remote:path",),
+    connections=8,
+    options=(
+        BackendOption("program", str, "the rclone executable (default rclone)"),
+        BackendOption("args", str, "extra arguments for rclone serve restic, e.g. '--transfers 8 -v'"),
+        BackendOption("start_timeout", parse_seconds, "seconds to wait for rclone to start serving (default 60)"),
+        *HTTP_OPTIONS,
+    ),
+)

@@ -23,13 +23,9 @@ is atomic and the object is never seen half written.
 from __future__ import annotations
 
 import errno
-import getpass
-import os
-import queue
 import re
 import secrets
 import stat as stat_module
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -38,31 +34,23 @@ from urllib.parse import unquote, urlsplit
 import paramiko
 
 from backupkit.errors import BadArgument, ObjectNotFound, StoreError, StorePermissionError, StoreUnavailable
-from backupkit.store.base import ObjectInfo, ObjectStore, check_name
-from backupkit.store.rest import _bool, _non_negative
-from backupkit.store.rest import parse_text_options as _parse
+from backupkit.store.base import (
+    Backend,
+    BackendOption,
+    ObjectInfo,
+    ObjectStore,
+    check_name,
+    parse_bool,
+    parse_count,
+    parse_seconds,
+)
 from backupkit.store.retry import Backoff, RequestStats
+from backupkit.store.sshconn import TRANSIENT, Pool, Target
 
 TEMP_PREFIX = ".tmp-"
 _SEGMENT_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 _PARTIAL_SEGMENT_RE = re.compile(r"^[A-Za-z0-9._-]*$")
-#: A broken connection (reconnect and retry). A plain OSError without errno from paramiko
-#: ("Socket is closed") counts too when the connection is no longer active.
-_TRANSIENT = (paramiko.SSHException, EOFError, ConnectionError, TimeoutError)
 _PIECE = 1024 * 1024
-_DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
-
-
-class _Session:
-    def __init__(self, client: paramiko.SSHClient, sftp: paramiko.SFTPClient) -> None:
-        self.client, self.sftp = client, sftp
-
-    def close(self) -> None:
-        for thing in (self.sftp, self.client):
-            try:
-                thing.close()
-            except Exception:  # noqa: BLE001 - closing a broken connection
-                pass
 
 
 class SftpObjectStore(ObjectStore):
@@ -107,99 +95,22 @@ class SftpObjectStore(ObjectStore):
             raise BadArgument("use sftp:user@host:/path, sftp:alias:/path or sftp://user@host:port/path")
         if connections < 1 or retries < 1:
             raise BadArgument("connections and retries must be at least 1")
-        config = paramiko.SSHConfig()
-        config_path = os.path.expanduser(ssh_config or "~/.ssh/config")
-        if os.path.isfile(config_path):
-            try:
-                config = paramiko.SSHConfig.from_path(config_path)
-            except (OSError, paramiko.SSHException) as exc:
-                raise BadArgument(f"cannot read {config_path}: {exc}") from None
-        entry = config.lookup(host)
-        self.hostname = entry.get("hostname", host)
-        self.port = port or int(entry.get("port", 22))
-        self.user = user or entry.get("user") or getpass.getuser()
+        self.target = Target.resolve(
+            host, user=user, port=port, ssh_config=ssh_config, known_hosts=known_hosts,
+            identity_file=identity_file, accept_new_host_key=accept_new_host_key, timeout=timeout,
+        )
+        self.hostname, self.port, self.user = self.target.hostname, self.target.port, self.target.user
         self.root = path.rstrip("/") or "/"
-        self._keys = [os.path.expanduser(p) for p in entry.get("identityfile", [])]
-        if identity_file:
-            self._keys.insert(0, os.path.expanduser(identity_file))
-        strict = str(entry.get("stricthostkeychecking", "yes")).lower()
-        self._accept_new = accept_new_host_key or strict in ("no", "off", "accept-new")
-        files = entry.get("userknownhostsfile")
-        first_known = files.split()[0] if isinstance(files, str) and files else None
-        self._known_hosts = os.path.expanduser(known_hosts or first_known or "~/.ssh/known_hosts")
-        self._timeout = timeout
         self._fsync = fsync
-        self._max = connections
-        self._idle: queue.LifoQueue[_Session] = queue.LifoQueue()
-        self._opened = 0
-        self._lock = threading.Lock()
         self._dirs: set[str] = set()
         self._backoff = Backoff(attempts=retries, base=backoff, cap=max(backoff, 5.0))
         self._stats = RequestStats()
         shown_port = f":{self.port}" if self.port != 22 else ""
-        self.location = f"sftp://{self.user}@{self.hostname}{shown_port}/{self.root.lstrip('/')}" if self.root.startswith("/") else f"sftp:{self.user}@{self.hostname}:{self.root}"
-
-    # -- sessions -------------------------------------------------------------------------------
-
-    def _connect(self) -> _Session:
-        client = paramiko.SSHClient()
-        try:
-            if os.path.isfile(self._known_hosts):
-                client.load_host_keys(self._known_hosts)
-        except (OSError, paramiko.SSHException) as exc:
-            raise StoreError(f"cannot read {self._known_hosts}: {exc}") from None
-        client.set_missing_host_key_policy(_AcceptAndSave(self._known_hosts) if self._accept_new else _Refuse())
-        keys = [k for k in self._keys if os.path.isfile(k)]
-        if not keys:
-            keys = [p for p in (os.path.expanduser(f"~/.ssh/{n}") for n in _DEFAULT_KEYS) if os.path.isfile(p)]
-        what = f"connecting to {self.location}"
-        try:
-            client.connect(
-                self.hostname, port=self.port, username=self.user, key_filename=keys or None,
-                allow_agent=True, look_for_keys=False, timeout=self._timeout,
-                banner_timeout=self._timeout, auth_timeout=self._timeout,
-            )
-            sftp = client.open_sftp()
-        except _HostKeyRefused as exc:
-            client.close()
-            raise StorePermissionError(str(exc)) from None
-        except paramiko.BadHostKeyException as exc:
-            client.close()
-            raise StorePermissionError(
-                f"{what}: the host key of {self.hostname} CHANGED (expected {exc.expected_key.get_name()} "
-                f"{exc.expected_key.get_fingerprint().hex()}): refusing to connect; fix {self._known_hosts} "
-                "if the change is legitimate"
-            ) from None
-        except paramiko.AuthenticationException as exc:
-            client.close()
-            raise StorePermissionError(f"{what}: authentication failed as {self.user} ({exc})") from None
-        except (*_TRANSIENT, OSError) as exc:
-            client.close()
-            raise StoreUnavailable(f"{what}: {type(exc).__name__}: {exc}") from None
-        return _Session(client, sftp)
-
-    def _checkout(self) -> _Session:
-        try:
-            return self._idle.get_nowait()
-        except queue.Empty:
-            pass
-        with self._lock:
-            can_open = self._opened < self._max
-            if can_open:
-                self._opened += 1
-        if not can_open:
-            return self._idle.get()
-        try:
-            return self._connect()
-        except BaseException:
-            with self._lock:
-                self._opened -= 1
-            raise
-
-    def _discard(self, session: _Session) -> None:
-        session.close()
-        with self._lock:
-            self._opened -= 1
+        if self.root.startswith("/"):
+            self.location = f"sftp://{self.user}@{self.hostname}{shown_port}{self.root}"
+        else:
+            self.location = f"sftp:{self.user}@{self.hostname}:{self.root}"
+        self._pool = Pool(self.target, connections, self.location)
 
     def _run(self, kind: str, what: str, fn: Any) -> Any:
         """Run ``fn(sftp)`` on a pooled session; reconnect and retry on broken connections.
@@ -207,34 +118,33 @@ class SftpObjectStore(ObjectStore):
         ``OSError`` with an errno from the server maps to the StoreError tree."""
         for attempt in range(self._backoff.attempts):
             self._stats.add(kind)
-            session = self._checkout()
+            session = self._pool.checkout()
             try:
                 result = fn(session.sftp)
-            except _TRANSIENT as exc:
-                self._discard(session)
+            except TRANSIENT as exc:
+                self._pool.discard(session)
                 if attempt + 1 >= self._backoff.attempts:
                     raise StoreUnavailable(f"{what}: the connection broke ({type(exc).__name__}: {exc})") from None
                 self._stats.add("retries")
                 self._backoff.wait(attempt)
                 continue
             except OSError as exc:
-                transport = session.client.get_transport()
-                if exc.errno is None and (transport is None or not transport.is_active()):
-                    self._discard(session)
+                if exc.errno is None and session.broken():
+                    self._pool.discard(session)
                     if attempt + 1 >= self._backoff.attempts:
                         raise StoreUnavailable(f"{what}: the connection broke ({exc})") from None
                     self._stats.add("retries")
                     self._backoff.wait(attempt)
                     continue
-                self._idle.put(session)
+                self._pool.give_back(session)
                 raise _map_os_error(exc, what) from None
             except StoreError:
-                self._idle.put(session)
+                self._pool.give_back(session)
                 raise
             except BaseException:
-                self._discard(session)
+                self._pool.discard(session)
                 raise
-            self._idle.put(session)
+            self._pool.give_back(session)
             return result
         raise AssertionError("unreachable")
 
@@ -409,44 +319,13 @@ class SftpObjectStore(ObjectStore):
         return self._stats.snapshot()
 
     def close(self) -> None:
-        while True:
-            try:
-                session = self._idle.get_nowait()
-            except queue.Empty:
-                break
-            self._discard(session)
+        self._pool.close()
 
     def __repr__(self) -> str:
         return f"SftpObjectStore({self.location!r})"
 
 
 # -- module helpers ---------------------------------------------------------------------------
-
-
-class _HostKeyRefused(paramiko.SSHException):
-    pass
-
-
-class _Refuse(paramiko.MissingHostKeyPolicy):
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
-        raise _HostKeyRefused(
-            f"the host key of {hostname} ({key.get_name()} {key.get_fingerprint().hex()}) is not in "
-            "known_hosts: connect once with ssh to check and add it, or pass -o sftp.accept-new-host-key=true"
-        )
-
-
-class _AcceptAndSave(paramiko.MissingHostKeyPolicy):
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
-        client.get_host_keys().add(hostname, key.get_name(), key)
-        try:
-            os.makedirs(os.path.dirname(self.path) or ".", 0o700, exist_ok=True)
-            with open(self.path, "a", encoding="ascii") as f:
-                f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
-        except OSError:
-            pass  # trusted for this run; remembering it is a convenience
 
 
 def _open_file(sftp: paramiko.SFTPClient, path: str) -> tuple[paramiko.SFTPFile, int]:
@@ -476,7 +355,7 @@ def _fsync(sftp: paramiko.SFTPClient, f: paramiko.SFTPFile) -> None:
 def _remove_quietly(sftp: paramiko.SFTPClient, path: str) -> None:
     try:
         sftp.remove(path)
-    except (OSError, *_TRANSIENT):
+    except (OSError, *TRANSIENT):
         pass
 
 
@@ -537,26 +416,31 @@ def parse_location(location: str) -> dict[str, Any]:
     return out
 
 
-TEXT_OPTIONS: dict[str, Any] = {
-    "accept_new_host_key": _bool,
-    "ssh_config": str,
-    "known_hosts": str,
-    "identity_file": str,
-    "port": int,
-    "retries": int,
-    "backoff": _non_negative,
-    "timeout": _non_negative,
-}
-
-
-def parse_text_options(texts: dict[str, str]) -> dict[str, Any]:
-    """SftpObjectStore keyword arguments from ``-o sftp.NAME=VALUE`` texts."""
-    return _parse(texts, "sftp", TEXT_OPTIONS)
-
-
-def open_url(location: str, **options: Any) -> SftpObjectStore:
+def open_sftp(location: str, **options: Any) -> SftpObjectStore:
     """Open an ``sftp:`` location (the part after ``sftp:``)."""
-    args = parse_location(location)
-    if "port" in options and options["port"] is None:
-        options.pop("port")
-    return SftpObjectStore(**{**args, **options})
+    return SftpObjectStore(**{**parse_location(location), **options})
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 < value < 65536:
+        raise ValueError(f"not a TCP port: {text!r}")
+    return value
+
+
+BACKEND = Backend(
+    name="sftp",
+    open=open_sftp,
+    forms=("sftp:user@host:/path", "sftp:alias:/path", "sftp://user@host:port/path"),
+    connections=4,
+    options=(
+        BackendOption("accept_new_host_key", parse_bool, "trust and remember a host key not in known_hosts (default false)"),
+        BackendOption("ssh_config", str, "the OpenSSH client config (default ~/.ssh/config)"),
+        BackendOption("known_hosts", str, "the known_hosts file (default: the config's, else ~/.ssh/known_hosts)"),
+        BackendOption("identity_file", str, "a private key file, tried first"),
+        BackendOption("port", _port, "the SSH port (default: the config's, else 22)"),
+        BackendOption("retries", parse_count, "attempts per operation; a broken connection is reopened (default 4)"),
+        BackendOption("backoff", parse_seconds, "first backoff bound in seconds (default 0.2)"),
+        BackendOption("timeout", parse_seconds, "connect, banner and auth timeout in seconds (default 15)"),
+    ),
+)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from backupkit.testing import cli_env, diff_trees, record_tree, run_bk
+from tests.support.kit import bk_executable, cli_env, diff_trees, record_tree, run_bk
 
 
 def ok(r: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
@@ -84,9 +84,9 @@ def test_server_killed_mid_backup(tmp_path, start_bk_server):
     data = tmp_path / "data"
     server = start_bk_server(data, "--no-auth")
     src = make_tree(tmp_path / "src", big=40 * 1024 * 1024)
-    env = dict(cli_env(server.url("r"), tmp_path / "cache"), BK_TEST_LOCK_FAST="1")
+    env = dict(cli_env(server.url("r"), tmp_path / "cache"))
     ok(run_bk("init", env=env))
-    argv = [os.path.join(os.path.dirname(os.sys.executable), "bk"), "-o", "rest.retries=2", "backup", str(src)]
+    argv = [bk_executable(), "-o", "rest.retries=2", "backup", str(src)]
     backup = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while not list((data / "r" / "data").glob("??/*")):  # the first pack has landed
@@ -116,7 +116,7 @@ def test_server_disk_full(tmp_path, start_bk_server):
         pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip()}): the full-disk test is NOT run")
     try:
         server = start_bk_server(mnt / "data", "--no-auth")
-        env = dict(cli_env(server.url("r"), tmp_path / "cache"), BK_TEST_LOCK_FAST="1")
+        env = dict(cli_env(server.url("r"), tmp_path / "cache"))
         ok(run_bk("init", env=env))
         src = make_tree(tmp_path / "src", big=12 * 1024 * 1024)
         r = run_bk("backup", src, env=env)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import urllib3
 
-from backupkit.testing import cli_env, diff_trees, record_tree, run_bk
+from tests.support.kit import cli_env, diff_trees, record_tree, run_bk
 from tests.conftest_backends import start_bk_serve
 
 HEX = "ab" * 32
@@ -75,7 +75,7 @@ def test_bk_through_append_only(tmp_path, start_bk_server):
     data = tmp_path / "data"
     append_only = start_bk_server(data, "--no-auth", "--append-only")
     src = make_tree(tmp_path / "src")
-    env = dict(cli_env(append_only.url("laptop"), tmp_path / "cache"), BK_TEST_LOCK_FAST="1")
+    env = dict(cli_env(append_only.url("laptop"), tmp_path / "cache"))
     ok(run_bk("init", env=env))
     ok(run_bk("backup", src, env=env))
     (src / "a.txt").write_text("changed\n")

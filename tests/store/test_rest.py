@@ -11,7 +11,7 @@ import pytest
 from backupkit.errors import ObjectNotFound, StorePermissionError, StoreUnavailable
 from backupkit.store import open_store, restnames
 from backupkit.store.rest import RestObjectStore
-from backupkit.testing_store import StoreContract
+from tests.support.store_contract import StoreContract
 from tests.conftest_backends import TEST_REST_OPTIONS
 from tests.conftest_s3 import LOOPBACK, FaultProxy, S3Server, free_ports
 

@@ -9,7 +9,7 @@ import pytest
 from backupkit.errors import BadArgument, StorePermissionError
 from backupkit.store import open_store
 from backupkit.store.sftp import SftpObjectStore, parse_location
-from backupkit.testing_store import StoreContract
+from tests.support.store_contract import StoreContract
 
 
 class TestSftpStore(StoreContract):
@@ -90,6 +90,6 @@ def test_parallel_uploads_use_several_connections(ssh_server, tmp_path):
     store = ssh_server.store(tmp_path / "r", connections=3, fsync=False)
     with ThreadPoolExecutor(6) as pool:
         list(pool.map(lambda i: store.put(f"data/00/00{i:04x}", b"x" * 100_000), range(30)))
-    assert store._opened == 3
+    assert store._pool.opened == 3
     assert len(list(store.list("data/"))) == 30
     store.close()
