@@ -62,7 +62,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 log = logging.getLogger("backupkit.serve")
 
 
-class HTTPError(Exception):
+class _HTTPError(Exception):
     def __init__(self, status: int, message: str = "", headers: list[tuple[bytes, bytes]] | None = None) -> None:
         super().__init__(message)
         self.status = status
@@ -128,7 +128,7 @@ class RestApp:
             user = await self._authenticate(headers)
             request = self._parse(scope, headers, user)
             status, sent = await self._dispatch(request, receive, send)
-        except HTTPError as exc:
+        except _HTTPError as exc:
             status = exc.status
             sent = await _send_simple(send, exc.status, exc.message.encode() + b"\n", exc.headers)
         except Exception:  # noqa: BLE001 - one failed request must not stop the server
@@ -148,44 +148,44 @@ class RestApp:
         auth = headers.get("authorization", "")
         scheme, _, token = auth.partition(" ")
         if scheme.lower() != "basic":
-            raise HTTPError(401, headers=challenge)
+            raise _HTTPError(401, headers=challenge)
         try:
             user, _, password = base64.b64decode(token.strip(), validate=True).decode("utf-8").partition(":")
         except (binascii.Error, UnicodeDecodeError):
-            raise HTTPError(401, headers=challenge) from None
+            raise _HTTPError(401, headers=challenge) from None
         if not await asyncio.to_thread(users.check, user, password):
-            raise HTTPError(401, headers=challenge)
+            raise _HTTPError(401, headers=challenge)
         return user
 
     def _parse(self, scope: Scope, headers: dict[str, str], user: str) -> _Request:
         raw = scope.get("raw_path") or scope["path"].encode()
         path = unquote(raw.decode("latin-1"))
         if "\0" in path or not path.startswith("/"):
-            raise HTTPError(400)
+            raise _HTTPError(400)
         trailing = path.endswith("/")
         segments = [s for s in path.split("/") if s]
         for s in segments:
             if not _SEGMENT_RE.match(s):
-                raise HTTPError(404)
+                raise _HTTPError(404)
         repo: list[str] = []
         while segments and segments[0] not in TYPES and segments[0] != "config":
             repo.append(segments.pop(0))
         if len(repo) > MAX_REPO_DEPTH:
-            raise HTTPError(404)
+            raise _HTTPError(404)
         if self.options.private_repos and self.options.htpasswd is not None:
             if not repo or repo[0] != user:
-                raise HTTPError(403, "private repository: use /<your user name>/")
+                raise _HTTPError(403, "private repository: use /<your user name>/")
         type_, name = "", ""
         if segments:
             type_ = segments.pop(0)
             if type_ == "config":
                 if segments or trailing:
-                    raise HTTPError(404)
+                    raise _HTTPError(404)
                 name = "config"
             elif segments:
                 name = segments.pop(0)
                 if segments or trailing:
-                    raise HTTPError(404)
+                    raise _HTTPError(404)
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         return _Request(scope["method"], repo, type_, name, user, query, headers)
 
@@ -207,22 +207,22 @@ class RestApp:
         if not req.type_:
             if m == "POST":
                 return await self._create_repo(req, send)
-            raise HTTPError(405, headers=[(b"allow", b"POST")])
+            raise _HTTPError(405, headers=[(b"allow", b"POST")])
         if not req.name:
             if m == "GET":
                 return await self._list(req, send)
-            raise HTTPError(405, headers=[(b"allow", b"GET")])
+            raise _HTTPError(405, headers=[(b"allow", b"GET")])
         if m in ("GET", "HEAD"):
             return await self._get(req, send, head=m == "HEAD")
         if m == "POST":
             return await self._save(req, receive, send)
         if m == "DELETE":
             return await self._delete(req, send)
-        raise HTTPError(405, headers=[(b"allow", b"HEAD, GET, POST, DELETE")])
+        raise _HTTPError(405, headers=[(b"allow", b"HEAD, GET, POST, DELETE")])
 
     async def _create_repo(self, req: _Request, send: Send) -> tuple[int, int]:
         if req.query.get("create") != ["true"]:
-            raise HTTPError(400, "use POST /<repository>/?create=true")
+            raise _HTTPError(400, "use POST /<repository>/?create=true")
         base = self._repo_dir(req)
 
         def make() -> None:
@@ -267,7 +267,7 @@ class RestApp:
             return out
 
         if not await asyncio.to_thread(os.path.isdir, base):
-            raise HTTPError(404)
+            raise _HTTPError(404)
         try:
             items = await asyncio.to_thread(scan)
         except OSError as exc:
@@ -324,7 +324,7 @@ class RestApp:
             return
         verb = "deleting" if what == "delete" else "overwriting"
         target = "the config" if req.type_ == "config" else f"{req.type_}/{req.name}"
-        raise HTTPError(403, f"append-only server: {verb} {target} is not allowed")
+        raise _HTTPError(403, f"append-only server: {verb} {target} is not allowed")
 
     async def _save(self, req: _Request, receive: Receive, send: Send) -> tuple[int, int]:
         path = self._object_path(req)
@@ -332,11 +332,11 @@ class RestApp:
         if exists:
             self._refuse_in_append_only(req, "overwrite")
             if req.headers.get("if-none-match") == "*":
-                raise HTTPError(412, "the object exists")
+                raise _HTTPError(412, "the object exists")
         length = req.headers.get("content-length")
         chunked = "chunked" in req.headers.get("transfer-encoding", "").lower()
         if length is None and not chunked:
-            raise HTTPError(411)
+            raise _HTTPError(411)
         directory = os.path.dirname(path)
         tmp = os.path.join(directory, f"{TEMP_PREFIX}{req.name}-{secrets.token_hex(6)}")
         try:
@@ -351,7 +351,7 @@ class RestApp:
                 while True:
                     message = await receive()
                     if message["type"] == "http.disconnect":
-                        raise HTTPError(400, "the client went away mid-upload")
+                        raise _HTTPError(400, "the client went away mid-upload")
                     body = message.get("body", b"")
                     if body:
                         f.write(body)  # to the page cache: microseconds a chunk
@@ -359,7 +359,7 @@ class RestApp:
                     if not message.get("more_body", False):
                         break
                 if length is not None and received != int(length):
-                    raise HTTPError(400, f"got {received} of {length} bytes")
+                    raise _HTTPError(400, f"got {received} of {length} bytes")
                 await asyncio.to_thread(_finish, f, self.options.fsync)
             finally:
                 f.close()
@@ -368,13 +368,13 @@ class RestApp:
                 try:
                     await asyncio.to_thread(os.link, tmp, path)
                 except FileExistsError:
-                    raise HTTPError(412, "the object exists") from None
+                    raise _HTTPError(412, "the object exists") from None
             else:
                 if self.options.append_only and req.type_ != "locks" and (req.type_, req.name) not in APPEND_ONLY_REWRITABLE:
                     try:
                         await asyncio.to_thread(os.link, tmp, path)  # never replace, even racing
                     except FileExistsError:
-                        raise HTTPError(403, "append-only server: the object exists") from None
+                        raise _HTTPError(403, "append-only server: the object exists") from None
                 else:
                     await asyncio.to_thread(os.replace, tmp, path)
             published = True
@@ -407,7 +407,7 @@ class RestApp:
 
 def _make_dirs(directory: str, repo_dir: str) -> None:
     if not os.path.isdir(repo_dir):
-        raise HTTPError(404, "no repository here (create it with POST /<path>/?create=true)")
+        raise _HTTPError(404, "no repository here (create it with POST /<path>/?create=true)")
     os.makedirs(directory, 0o700, exist_ok=True)
 
 
@@ -431,7 +431,7 @@ def _fsync_dir(path: str) -> None:
 def _parse_range(text: str, size: int) -> tuple[int, int]:
     """[start, end) of one ``bytes=a-b`` / ``bytes=a-`` / ``bytes=-n`` range in ``size``."""
     m = _RANGE_RE.match(text.strip())
-    bad = HTTPError(416, headers=[(b"content-range", f"bytes */{size}".encode())])
+    bad = _HTTPError(416, headers=[(b"content-range", f"bytes */{size}".encode())])
     if m is None or (not m.group(1) and not m.group(2)):
         raise bad
     if not m.group(1):  # the last n bytes
@@ -446,16 +446,16 @@ def _parse_range(text: str, size: int) -> tuple[int, int]:
     return start, min(end, size)
 
 
-def _os_error(exc: OSError) -> HTTPError:
+def _os_error(exc: OSError) -> _HTTPError:
     if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR):
-        return HTTPError(404)
+        return _HTTPError(404)
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return HTTPError(507, "no space left on the server")
+        return _HTTPError(507, "no space left on the server")
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         log.error("permission denied: %s", exc)
-        return HTTPError(500, "the server cannot access its files")
+        return _HTTPError(500, "the server cannot access its files")
     log.error("I/O error: %s", exc)
-    return HTTPError(500)
+    return _HTTPError(500)
 
 
 async def _send_simple(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> int:
