@@ -78,7 +78,7 @@ def test_rclone_local_remote(tmp_path):
 def test_server_killed_mid_backup(tmp_path, start_bk_server):
     data = tmp_path / "data"
     server = start_bk_server(data, "--no-auth")
-    src = make_tree(tmp_path / "src", big=24 * 1024 * 1024)
+    src = make_tree(tmp_path / "src", big=40 * 1024 * 1024)  # several packs: the kill lands mid-backup
     env = dict(cli_env(server.url("r"), tmp_path / "cache"))
     ok(run_bk("init", env=env))
     argv = [bk_executable(), "-o", "rest.retries=2", "backup", str(src)]
