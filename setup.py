@@ -14,6 +14,7 @@ setup(
         "backupkit.chunker",
         "backupkit.managers",
         "backupkit.objects",
+        "backupkit.serve",
         "backupkit_cli",
         "backupkit_cli.commands",
     ],

@@ -17,6 +17,7 @@ from backupkit_cli import exit_codes
 from backupkit_cli.commands import backup, cat, init, key, ls, restore, snapshots
 from backupkit_cli.commands import cache, completion, unlock, version
 from backupkit_cli.commands import check, diff, forget, prune
+from backupkit_cli.commands import serve
 from backupkit_cli.console import Console
 from backupkit_cli.context import State
 
@@ -33,7 +34,7 @@ class _Group(typer.core.TyperGroup):
 app = typer.Typer(
     name="bk",
     cls=_Group,
-    help="backupkit: deduplicating, encrypted backups to a local directory or S3.\n\n"
+    help="backupkit: deduplicating, encrypted backups to a local directory, S3, SFTP, a REST server or rclone.\n\n"
     "Global options may be given before or after the command (bk snapshots --json).",
     no_args_is_help=True,
     add_completion=False,
@@ -139,6 +140,7 @@ _command("forget", help="Remove snapshots by id or by a retention policy (--keep
 _command("prune", help="Delete data no snapshot needs; repack partly used packs.")(prune.command)
 _command("check", help="Verify the repository's structure (--read-data: and all data).")(check.command)
 _command("cache", help="List local caches; --cleanup removes those of repositories not used for a while.")(cache.command)
+app.command("serve", help="Serve repositories over restic's REST protocol (--append-only, TLS, htpasswd users).")(serve.command)
 app.add_typer(key.app, name="key", help="Manage the repository's keys (passwords).")
 _command("version", help="Print the version of bk.")(version.command)
 _command("completion", help=completion.command.__doc__ or "")(completion.command)

@@ -12,6 +12,23 @@ fi
 export PYTHONWARNINGS="ignore:Editable installation"
 if [ "${1:-}" = "--test" ]; then
   .venv/bin/python -m pip install -q -e '.[test]'
+  # Servers and clients the remote-backend tests run on loopback: restic (proves bk
+  # serve speaks its protocol), rclone (rclone: stores, an independent REST server) and
+  # OpenSSH's sshd (sftp: stores). Installed from the distribution when missing.
+  missing=""
+  command -v restic >/dev/null 2>&1 || missing="$missing restic"
+  command -v rclone >/dev/null 2>&1 || missing="$missing rclone"
+  [ -x /usr/sbin/sshd ] || command -v sshd >/dev/null 2>&1 || missing="$missing openssh-server"
+  command -v ssh-keygen >/dev/null 2>&1 || missing="$missing openssh-client"
+  if [ -n "$missing" ]; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+      echo "installing$missing (apt-get)" >&2
+      { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null; } \
+        || echo "warning: apt-get could not install$missing: those tests are skipped" >&2
+    else
+      echo "warning: install$missing for the remote-backend tests (they are skipped without them)" >&2
+    fi
+  fi
 else
   .venv/bin/python -m pip install -q -e .
 fi

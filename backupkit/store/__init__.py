@@ -8,6 +8,9 @@ A repository *location* is ``SCHEME:REST`` or a plain path::
     s3:http://127.0.0.1:9000/bucket           (plain HTTP, for local servers)
     s3:bucket[/prefix]                        S3ObjectStore on AWS
     memory:                                   a new, empty MemoryObjectStore (Python API)
+    rest:http(s)://[user:pass@]host[:port]/path/   RestObjectStore (restic's REST protocol)
+    rclone:remote:path                        RcloneObjectStore (rclone serve restic)
+    sftp:[user@]host:/path, sftp://user@host:port/path   SftpObjectStore
 
 The scheme rule: a location that starts with a word (a letter, then letters, digits,
 ``+``, ``-`` or ``.``) followed by ``:`` names a scheme, and a scheme that is not
@@ -61,6 +64,9 @@ SCHEMES: dict[str, str] = {
     "file": "backupkit.store.local",
     "s3": "backupkit.store.s3",
     "memory": "backupkit.store.memory",
+    "rest": "backupkit.store.rest",
+    "rclone": "backupkit.store.rclone",
+    "sftp": "backupkit.store.sftp",
 }
 #: The backend of a plain path (a location without a scheme).
 _PLAIN_PATH = "local"

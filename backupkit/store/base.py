@@ -217,7 +217,7 @@ class Backend:
                 raise BadArgument(f"-o {text!r}: use -o {example}")
             if backend != self.name:
                 raise BadArgument(f"-o {text!r}: the repository is a {self.name} one; its options: {listed}")
-            opt = known.get(name)
+            opt = known.get(name.replace("-", "_"))  # sftp.accept-new-host-key, as ssh spells it
             if opt is None:
                 raise BadArgument(f"-o {text!r}: unknown option {self.name}.{name} (known: {listed})")
             try:

@@ -56,10 +56,7 @@ def test_paths_with_colons_stay_local(tmp_path, monkeypatch, url, root):
 @pytest.mark.parametrize(
     "url",
     [
-        "sftp:user@host:/srv/repo",
-        "rest:https://host:8000/repo",
         "b2:bucket/path",
-        "rclone:remote:path",
         "azure:container/path",
         "gs:bucket/path",
         "swift:container/path",

@@ -1,0 +1,479 @@
+"""The ASGI application of ``bk serve``: restic's REST protocol (v1 and v2) on a directory.
+
+Vocabulary: the *data directory* holds every repository; a *repository path* is the
+URL's folders before the first type segment (``/alice/laptop/keys/...`` is repository
+``alice/laptop``); a *type* is ``config``, ``data``, ``keys``, ``index``, ``snapshots``
+or ``locks``. On disk a repository is restic's layout: ``config``, ``<type>/<name>``
+and ``data/<first 2 chars>/<name>``, so restic's rest-server can serve it too.
+
+Writes stream the request body to a temp file (``.tmp-*``, never listed) in the target
+directory, fsync it, rename it into place and fsync the directory: an object is whole or
+absent, never partial, and no body is ever held in memory. Reads stream 1 MiB at a time
+and honour one ``Range`` (what restic and bk send).
+
+Modes (rest-server's): ``append_only`` refuses DELETE except of locks and refuses
+overwriting an existing object except locks and bk's ``catalog`` (a cache of the
+snapshot list that bk rewrites; the snapshot objects stay the truth, see
+docs/backends.md); ``private_repos`` lets a user reach only repositories under
+``/<user>/``; with an ``Htpasswd`` every request needs HTTP basic auth.
+
+Answers: 200 (206 for ranges), 400 bad request, 401 no or wrong credentials, 403
+refused (append-only, private repository, config exists), 404, 405, 416 bad range, 500,
+507 no space left. bk extensions (ignored by restic): v2 listings carry ``mtime``, and
+HEAD/GET answers ``X-Bk-Mtime``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import email.utils
+import errno
+import json
+import logging
+import os
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, unquote
+
+from backupkit.serve.htpasswd import Htpasswd
+
+TYPES = ("data", "keys", "index", "snapshots", "locks")
+V1 = "application/vnd.x.restic.rest.v1"
+V2 = "application/vnd.x.restic.rest.v2"
+#: How many folders a repository path may have (rest-server allows 2).
+MAX_REPO_DEPTH = 4
+CHUNK = 1024 * 1024
+TEMP_PREFIX = ".tmp-"
+#: Objects an append-only server lets clients overwrite: (type, name).
+APPEND_ONLY_REWRITABLE = {("index", "~catalog")}
+_SEGMENT_RE = re.compile(r"^[A-Za-z0-9_~-][A-Za-z0-9._~-]*$")
+_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+log = logging.getLogger("backupkit.serve")
+
+
+class _HTTPError(Exception):
+    def __init__(self, status: int, message: str = "", headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message or _REASONS.get(status, "error")
+        self.headers = headers or []
+
+
+_REASONS = {
+    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+    405: "Method Not Allowed", 411: "Length Required", 412: "Precondition Failed",
+    416: "Range Not Satisfiable",
+    500: "Internal Server Error", 507: "Insufficient Storage",
+}
+
+
+@dataclass
+class ServerOptions:
+    """What ``bk serve`` was told.
+
+    Attributes:
+        path: the data directory.
+        append_only: refuse deleting and overwriting (locks excepted).
+        private_repos: a user reaches only ``/<user>/...``.
+        htpasswd: the users, or None for ``--no-auth``.
+        access_log: called with one combined-log-format line per request, or None.
+        fsync: fsync files and directories on write (tests of throw-away data turn it off).
+    """
+
+    path: str
+    append_only: bool = False
+    private_repos: bool = False
+    htpasswd: Htpasswd | None = None
+    access_log: Callable[[str], None] | None = None
+    fsync: bool = True
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Request:
+    method: str
+    repo: list[str]
+    type_: str  # "" for the repository root, "config" for the config file
+    name: str  # "" for a listing
+    user: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+
+
+class RestApp:
+    """The ASGI callable."""
+
+    def __init__(self, options: ServerOptions) -> None:
+        self.options = options
+        self.root = os.path.abspath(options.path)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return  # lifespan is off; nothing else is served
+        started = time.time()
+        status, sent, user = 500, 0, "-"
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        try:
+            user = await self._authenticate(headers)
+            request = self._parse(scope, headers, user)
+            status, sent = await self._dispatch(request, receive, send)
+        except _HTTPError as exc:
+            status = exc.status
+            sent = await _send_simple(send, exc.status, exc.message.encode() + b"\n", exc.headers)
+        except Exception:  # noqa: BLE001 - one failed request must not stop the server
+            log.exception("internal error serving %s %s", scope.get("method"), scope.get("path"))
+            status = 500
+            sent = await _send_simple(send, 500, b"Internal Server Error\n")
+        if self.options.access_log is not None:
+            self.options.access_log(_log_line(scope, headers, user, status, sent, started))
+
+    # -- request parsing ----------------------------------------------------------------------
+
+    async def _authenticate(self, headers: dict[str, str]) -> str:
+        users = self.options.htpasswd
+        if users is None:
+            return "-"
+        challenge = [(b"www-authenticate", b'Basic realm="restic"')]
+        auth = headers.get("authorization", "")
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() != "basic":
+            raise _HTTPError(401, headers=challenge)
+        try:
+            user, _, password = base64.b64decode(token.strip(), validate=True).decode("utf-8").partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            raise _HTTPError(401, headers=challenge) from None
+        if not await asyncio.to_thread(users.check, user, password):
+            raise _HTTPError(401, headers=challenge)
+        return user
+
+    def _parse(self, scope: Scope, headers: dict[str, str], user: str) -> _Request:
+        raw = scope.get("raw_path") or scope["path"].encode()
+        path = unquote(raw.decode("latin-1"))
+        if "\0" in path or not path.startswith("/"):
+            raise _HTTPError(400)
+        trailing = path.endswith("/")
+        segments = [s for s in path.split("/") if s]
+        for s in segments:
+            if not _SEGMENT_RE.match(s):
+                raise _HTTPError(404)
+        repo: list[str] = []
+        while segments and segments[0] not in TYPES and segments[0] != "config":
+            repo.append(segments.pop(0))
+        if len(repo) > MAX_REPO_DEPTH:
+            raise _HTTPError(404)
+        if self.options.private_repos and self.options.htpasswd is not None:
+            if not repo or repo[0] != user:
+                raise _HTTPError(403, "private repository: use /<your user name>/")
+        type_, name = "", ""
+        if segments:
+            type_ = segments.pop(0)
+            if type_ == "config":
+                if segments or trailing:
+                    raise _HTTPError(404)
+                name = "config"
+            elif segments:
+                name = segments.pop(0)
+                if segments or trailing:
+                    raise _HTTPError(404)
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        return _Request(scope["method"], repo, type_, name, user, query, headers)
+
+    def _repo_dir(self, req: _Request) -> str:
+        return os.path.join(self.root, *req.repo)
+
+    def _object_path(self, req: _Request) -> str:
+        base = self._repo_dir(req)
+        if req.type_ == "config":
+            return os.path.join(base, "config")
+        if req.type_ == "data":
+            return os.path.join(base, "data", req.name[:2], req.name)
+        return os.path.join(base, req.type_, req.name)
+
+    # -- dispatch ---------------------------------------------------------------------------
+
+    async def _dispatch(self, req: _Request, receive: Receive, send: Send) -> tuple[int, int]:
+        m = req.method
+        if not req.type_:
+            if m == "POST":
+                return await self._create_repo(req, send)
+            raise _HTTPError(405, headers=[(b"allow", b"POST")])
+        if not req.name:
+            if m == "GET":
+                return await self._list(req, send)
+            raise _HTTPError(405, headers=[(b"allow", b"GET")])
+        if m in ("GET", "HEAD"):
+            return await self._get(req, send, head=m == "HEAD")
+        if m == "POST":
+            return await self._save(req, receive, send)
+        if m == "DELETE":
+            return await self._delete(req, send)
+        raise _HTTPError(405, headers=[(b"allow", b"HEAD, GET, POST, DELETE")])
+
+    async def _create_repo(self, req: _Request, send: Send) -> tuple[int, int]:
+        if req.query.get("create") != ["true"]:
+            raise _HTTPError(400, "use POST /<repository>/?create=true")
+        base = self._repo_dir(req)
+
+        def make() -> None:
+            os.makedirs(base, 0o700, exist_ok=True)
+            for t in TYPES:
+                os.makedirs(os.path.join(base, t), 0o700, exist_ok=True)
+            for i in range(256):
+                os.makedirs(os.path.join(base, "data", f"{i:02x}"), 0o700, exist_ok=True)
+
+        try:
+            await asyncio.to_thread(make)
+        except OSError as exc:
+            raise _os_error(exc) from None
+        log.info("created repository %s", base)
+        return 200, await _send_simple(send, 200, b"")
+
+    async def _list(self, req: _Request, send: Send) -> tuple[int, int]:
+        base = os.path.join(self._repo_dir(req), req.type_)
+        v2 = req.headers.get("accept") == V2
+
+        def scan() -> list[dict[str, Any]]:
+            dirs = [base]
+            if req.type_ == "data":
+                try:
+                    dirs = [e.path for e in os.scandir(base) if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")]
+                except FileNotFoundError:
+                    dirs = []
+            out = []
+            for d in dirs:
+                try:
+                    entries = list(os.scandir(d))
+                except FileNotFoundError:
+                    continue
+                for e in entries:
+                    if e.name.startswith(".") or not e.is_file(follow_symlinks=False):
+                        continue
+                    try:
+                        st = e.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    out.append({"name": e.name, "size": st.st_size, "mtime": st.st_mtime})
+            return out
+
+        if not await asyncio.to_thread(os.path.isdir, base):
+            raise _HTTPError(404)
+        try:
+            items = await asyncio.to_thread(scan)
+        except OSError as exc:
+            raise _os_error(exc) from None
+        body = json.dumps(items if v2 else [i["name"] for i in items], separators=(",", ":")).encode()
+        ctype = V2 if v2 else V1
+        return 200, await _send_simple(send, 200, body, [(b"content-type", ctype.encode())])
+
+    async def _get(self, req: _Request, send: Send, head: bool) -> tuple[int, int]:
+        path = self._object_path(req)
+        try:
+            f = await asyncio.to_thread(open, path, "rb")
+        except OSError as exc:
+            raise _os_error(exc) from None
+        try:
+            st = os.fstat(f.fileno())
+            size = st.st_size
+            start, end = 0, size  # [start, end)
+            status = 200
+            headers = [
+                (b"accept-ranges", b"bytes"),
+                (b"last-modified", email.utils.formatdate(st.st_mtime, usegmt=True).encode()),
+                (b"x-bk-mtime", repr(st.st_mtime).encode()),
+                (b"content-type", b"application/octet-stream"),
+            ]
+            wanted = req.headers.get("range")
+            if wanted and not head:
+                start, end = _parse_range(wanted, size)
+                status = 206
+                headers.append((b"content-range", f"bytes {start}-{end - 1}/{size}".encode()))
+            headers.append((b"content-length", str(end - start).encode()))
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            if head:
+                await send({"type": "http.response.body", "body": b""})
+                return status, 0
+            pos, sent = start, 0
+            while pos < end:
+                chunk = await asyncio.to_thread(os.pread, f.fileno(), min(CHUNK, end - pos), pos)
+                if not chunk:
+                    break  # the file shrank: the client sees a short body and retries
+                pos += len(chunk)
+                sent += len(chunk)
+                await send({"type": "http.response.body", "body": chunk, "more_body": pos < end})
+            if pos < end:
+                await send({"type": "http.response.body", "body": b""})
+            return status, sent
+        finally:
+            f.close()
+
+    def _refuse_in_append_only(self, req: _Request, what: str) -> None:
+        if not self.options.append_only or req.type_ == "locks":
+            return
+        if what == "overwrite" and (req.type_, req.name) in APPEND_ONLY_REWRITABLE:
+            return
+        verb = "deleting" if what == "delete" else "overwriting"
+        target = "the config" if req.type_ == "config" else f"{req.type_}/{req.name}"
+        raise _HTTPError(403, f"append-only server: {verb} {target} is not allowed")
+
+    async def _save(self, req: _Request, receive: Receive, send: Send) -> tuple[int, int]:
+        path = self._object_path(req)
+        exists = await asyncio.to_thread(os.path.lexists, path)
+        if exists:
+            self._refuse_in_append_only(req, "overwrite")
+            if req.headers.get("if-none-match") == "*":
+                raise _HTTPError(412, "the object exists")
+        length = req.headers.get("content-length")
+        chunked = "chunked" in req.headers.get("transfer-encoding", "").lower()
+        if length is None and not chunked:
+            raise _HTTPError(411)
+        directory = os.path.dirname(path)
+        tmp = os.path.join(directory, f"{TEMP_PREFIX}{req.name}-{secrets.token_hex(6)}")
+        try:
+            await asyncio.to_thread(_make_dirs, directory, os.path.join(self._repo_dir(req)))
+            f = await asyncio.to_thread(open, tmp, "xb")
+        except OSError as exc:
+            raise _os_error(exc) from None
+        published = False
+        try:
+            received = 0
+            try:
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        raise _HTTPError(400, "the client went away mid-upload")
+                    body = message.get("body", b"")
+                    if body:
+                        f.write(body)  # to the page cache: microseconds a chunk
+                        received += len(body)
+                    if not message.get("more_body", False):
+                        break
+                if length is not None and received != int(length):
+                    raise _HTTPError(400, f"got {received} of {length} bytes")
+                await asyncio.to_thread(_finish, f, self.options.fsync)
+            finally:
+                f.close()
+            if req.headers.get("if-none-match") == "*":
+                # Conditional create (a bk extension): link fails if the name was taken.
+                try:
+                    await asyncio.to_thread(os.link, tmp, path)
+                except FileExistsError:
+                    raise _HTTPError(412, "the object exists") from None
+            else:
+                if self.options.append_only and req.type_ != "locks" and (req.type_, req.name) not in APPEND_ONLY_REWRITABLE:
+                    try:
+                        await asyncio.to_thread(os.link, tmp, path)  # never replace, even racing
+                    except FileExistsError:
+                        raise _HTTPError(403, "append-only server: the object exists") from None
+                else:
+                    await asyncio.to_thread(os.replace, tmp, path)
+            published = True
+            if self.options.fsync:
+                await asyncio.to_thread(_fsync_dir, directory)
+        except OSError as exc:
+            raise _os_error(exc) from None
+        finally:
+            if not published or os.path.lexists(tmp):
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+        return 200, await _send_simple(send, 200, b"")
+
+    async def _delete(self, req: _Request, send: Send) -> tuple[int, int]:
+        self._refuse_in_append_only(req, "delete")
+        path = self._object_path(req)
+        try:
+            await asyncio.to_thread(os.unlink, path)
+        except FileNotFoundError:
+            pass  # deleting is idempotent (a retried DELETE must not fail), as in rest-server
+        except OSError as exc:
+            raise _os_error(exc) from None
+        return 200, await _send_simple(send, 200, b"")
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def _make_dirs(directory: str, repo_dir: str) -> None:
+    if not os.path.isdir(repo_dir):
+        raise _HTTPError(404, "no repository here (create it with POST /<path>/?create=true)")
+    os.makedirs(directory, 0o700, exist_ok=True)
+
+
+def _finish(f: Any, fsync: bool) -> None:
+    f.flush()
+    if fsync:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _parse_range(text: str, size: int) -> tuple[int, int]:
+    """[start, end) of one ``bytes=a-b`` / ``bytes=a-`` / ``bytes=-n`` range in ``size``."""
+    m = _RANGE_RE.match(text.strip())
+    bad = _HTTPError(416, headers=[(b"content-range", f"bytes */{size}".encode())])
+    if m is None or (not m.group(1) and not m.group(2)):
+        raise bad
+    if not m.group(1):  # the last n bytes
+        n = int(m.group(2))
+        if n == 0:
+            raise bad
+        return max(0, size - n), size
+    start = int(m.group(1))
+    end = int(m.group(2)) + 1 if m.group(2) else size
+    if start >= size or end <= start:
+        raise bad
+    return start, min(end, size)
+
+
+def _os_error(exc: OSError) -> _HTTPError:
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR):
+        return _HTTPError(404)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return _HTTPError(507, "no space left on the server")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        log.error("permission denied: %s", exc)
+        return _HTTPError(500, "the server cannot access its files")
+    log.error("I/O error: %s", exc)
+    return _HTTPError(500)
+
+
+async def _send_simple(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> int:
+    all_headers = list(headers or [])
+    if not any(k == b"content-type" for k, _ in all_headers):
+        all_headers.append((b"content-type", b"text/plain; charset=utf-8"))
+    all_headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": all_headers})
+    await send({"type": "http.response.body", "body": body})
+    return len(body)
+
+
+def _log_line(scope: Scope, headers: dict[str, str], user: str, status: int, sent: int, started: float) -> str:
+    """One request in the combined log format (what rest-server's --log writes)."""
+    client = scope.get("client") or ("-", 0)
+    when = time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(started))
+    target = scope.get("raw_path", b"").decode("latin-1") or scope.get("path", "")
+    if scope.get("query_string"):
+        target += "?" + scope["query_string"].decode("latin-1")
+    line = f'{client[0]} - {user} [{when}] "{scope.get("method")} {target} HTTP/{scope.get("http_version", "1.1")}" {status} {sent}'
+    return line + f' "{headers.get("referer", "-")}" "{headers.get("user-agent", "-")}"'

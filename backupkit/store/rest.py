@@ -1,0 +1,463 @@
+"""RestObjectStore: objects on a server speaking restic's REST protocol (v2).
+
+Vocabulary: the *base URL* is the repository's URL on the server
+(``http://host:8000/user/repo/``); an object lives at ``<base>/<type>/<name>`` or
+``<base>/config`` (see ``restnames`` for how bk names map onto restic's types).
+
+The protocol: ``POST <base>/?create=true`` creates a repository, ``GET``/``HEAD``/
+``POST``/``DELETE <base>/<type>/<name>`` read, stat, write and delete one object,
+``GET <base>/<type>/`` with ``Accept: application/vnd.x.restic.rest.v2`` lists a type as
+``[{"name": ..., "size": ...}]``. Servers: ``bk serve`` and ``rclone serve restic``.
+restic's rest-server cannot hold bk repositories: it accepts only 64-hex names and
+checks that a name is the SHA-256 of the content, which bk's names are not.
+
+What the protocol lacks, and what we do instead:
+
+* no conditional create: ``put_if_absent`` is HEAD then POST, and
+  ``atomic_put_if_absent`` is False (the lock protocol re-checks after creating);
+* no modification times in listings: servers that send ``mtime`` (``bk serve``) are
+  believed; otherwise lock objects are stat-ed (``Last-Modified``), and an object whose
+  server tells no time at all (rclone) is as old as the answer's ``Date``: new, so a
+  live lock is never taken for stale (a dead one then needs ``bk unlock``, unless its
+  holder ran on this host);
+* DELETE of a missing object succeeds on most servers: ``delete`` asks with HEAD first;
+* rest-server refuses to overwrite any object (403) and every server refuses in
+  append-only mode: ``put`` over an existing object then raises StorePermissionError.
+
+Transport: one urllib3 connection pool (``connections`` sockets, keep-alive). urllib3
+retries connection failures and 429/5xx answers (every request here is idempotent:
+writes carry the whole object), with jittered exponential backoff; a body cut short
+mid-download is retried here. Every error leaves as a StoreError subclass.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import json
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+
+import urllib3
+from urllib3.util import Retry, Timeout
+
+from backupkit.errors import (
+    BadArgument,
+    ObjectNotFound,
+    StoreError,
+    StorePermissionError,
+    StoreUnavailable,
+)
+from backupkit.store import restnames
+from backupkit.store.base import (
+    Backend,
+    BackendOption,
+    ObjectInfo,
+    ObjectStore,
+    check_name,
+    parse_bool,
+    parse_count,
+    parse_seconds,
+)
+from backupkit.store.retry import Backoff, RequestStats
+
+V2 = "application/vnd.x.restic.rest.v2"
+_RETRY_STATUS = (408, 429, 500, 502, 503, 504)
+_PARTIAL_SEGMENT_RE = re.compile(r"^[A-Za-z0-9._-]*$")
+_CONTENT_RANGE_RE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+_CHUNK = 1024 * 1024
+
+
+def _status_error(status: int, what: str, body: bytes = b"") -> StoreError:
+    """The StoreError for an unexpected HTTP status."""
+    detail = body[:200].decode("utf-8", "replace").strip().splitlines()
+    text = f"HTTP {status}" + (f" ({detail[0]})" if detail and detail[0] else "")
+    if status == 404:
+        return ObjectNotFound(f"{what}: not found")
+    if status == 401:
+        return StorePermissionError(f"{what}: the server wants a valid user and password ({text})")
+    if status == 403:
+        if detail and "append-only" in detail[0]:
+            return StorePermissionError(
+                f"{what}: refused by the server ({detail[0]}); forget, prune and key "
+                "changes need a server (or user) without --append-only"
+            )
+        return StorePermissionError(
+            f"{what}: the server refused ({text}; append-only servers refuse deleting and "
+            "overwriting, rest-server refuses every overwrite)"
+        )
+    if status == 507:
+        return StoreError(f"{what}: the server has no space left ({text})")
+    if status in _RETRY_STATUS:
+        return StoreUnavailable(f"{what}: the server is unavailable ({text})")
+    return StoreError(f"{what}: {text}")
+
+
+def _transport_error(exc: BaseException, what: str) -> StoreError:
+    reason = getattr(exc, "reason", None) or exc
+    return StoreUnavailable(f"{what}: connection failed ({type(reason).__name__}: {reason})")
+
+
+class RestObjectStore(ObjectStore):
+    """An ObjectStore on a restic REST server.
+
+    Args:
+        url: the repository's base URL, ``http(s)://[user:pass@]host[:port][/path/]``.
+        username, password: HTTP basic auth (default: from the URL).
+        connections: the connection pool size.
+        retries: attempts per request in all (connection errors, 429/5xx, cut bodies).
+        backoff: the first backoff bound in seconds.
+        connect_timeout, read_timeout: socket timeouts in seconds.
+        cacert: a CA bundle (PEM) to verify the server's certificate with.
+        insecure_tls: do not verify the server's certificate at all.
+        scheme_name: the location's scheme in messages (``rest``; ``rclone`` reuses us).
+    """
+
+    #: Remote servers: one request's latency is worth about a MiB of transfer.
+    request_bytes = 1024 * 1024
+    atomic_put_if_absent = False
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        connections: int = 8,
+        retries: int = 6,
+        backoff: float = 0.2,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 120.0,
+        cacert: str | None = None,
+        insecure_tls: bool = False,
+        scheme_name: str = "rest",
+        location: str | None = None,
+    ) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise BadArgument(f"{scheme_name}: needs an http:// or https:// URL with a host, not {url!r}")
+        if parts.query or parts.fragment:
+            raise BadArgument(f"unexpected query or fragment in {scheme_name}:{url}")
+        if retries < 1 or connections < 1:
+            raise BadArgument("retries and connections must be at least 1")
+        user = username if username is not None else (unquote(parts.username) if parts.username else None)
+        secret = password if password is not None else (unquote(parts.password) if parts.password else None)
+        host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+        netloc = host + (f":{parts.port}" if parts.port else "")
+        self._origin = f"{parts.scheme}://{netloc}"
+        self._path = "/" + parts.path.strip("/")
+        if self._path != "/":
+            self._path += "/"
+        shown_user = f"{user}@" if user else ""
+        self.location = location or f"{scheme_name}:{parts.scheme}://{shown_user}{netloc}{self._path}"
+        self._headers = {"User-Agent": "backupkit"}
+        if user is not None:
+            token = base64.b64encode(f"{user}:{secret or ''}".encode()).decode("ascii")
+            self._headers["Authorization"] = f"Basic {token}"
+        self._backoff = Backoff(attempts=retries, base=backoff, cap=max(backoff, 5.0))
+        self._stats = RequestStats()
+        retry = Retry(
+            total=retries - 1,
+            connect=retries - 1,
+            read=retries - 1,
+            status=retries - 1,
+            other=0,
+            allowed_methods=None,  # every request is idempotent (writes carry the whole object)
+            status_forcelist=_RETRY_STATUS,
+            backoff_factor=backoff,
+            backoff_max=max(backoff, 5.0),
+            backoff_jitter=backoff,
+            raise_on_status=False,
+            respect_retry_after_header=True,
+        )
+        tls: dict[str, Any] = {}
+        if parts.scheme == "https":
+            if insecure_tls:
+                tls = {"cert_reqs": "CERT_NONE", "assert_hostname": False}
+            else:
+                tls = {"cert_reqs": "CERT_REQUIRED"}
+                if cacert:
+                    tls["ca_certs"] = cacert
+        self._pool = urllib3.connection_from_url(
+            self._origin,
+            maxsize=connections,
+            block=True,
+            retries=retry,
+            timeout=Timeout(connect=connect_timeout, read=read_timeout),
+            **tls,
+        )
+        self._initialized = False
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _url(self, type_: str, name: str = "") -> str:
+        if not type_:
+            return self._path + quote(name)
+        return f"{self._path}{type_}/{quote(name)}"
+
+    def _request(
+        self, kind: str, method: str, path: str, what: str, *, body: Any = None,
+        headers: dict[str, str] | None = None, stream: bool = False,
+    ) -> urllib3.BaseHTTPResponse:
+        """Send one request (urllib3 retries transient failures); count every attempt."""
+        all_headers = dict(self._headers)
+        if headers:
+            all_headers.update(headers)
+        try:
+            response = self._pool.urlopen(
+                method, path, body=body, headers=all_headers, preload_content=not stream,
+                redirect=False, assert_same_host=False,
+            )
+        except urllib3.exceptions.HTTPError as exc:
+            self._stats.add(kind, 1 + self._backoff.attempts - 1)
+            self._stats.add("retries", self._backoff.attempts - 1)
+            raise _transport_error(exc, what) from None
+        except OSError as exc:
+            self._stats.add(kind)
+            raise _transport_error(exc, what) from None
+        history = len(response.retries.history) if response.retries else 0
+        self._stats.add(kind, 1 + history)
+        if history:
+            self._stats.add("retries", history)
+        return response
+
+    def _read_body(self, response: urllib3.BaseHTTPResponse, what: str) -> bytes:
+        """The whole body; raises StoreUnavailable if it is cut short."""
+        try:
+            data = response.read(decode_content=False)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise StoreUnavailable(f"{what}: the download broke off ({type(exc).__name__})") from None
+        finally:
+            response.release_conn()
+        expected = response.headers.get("Content-Length")
+        if expected is not None and expected.isdigit() and int(expected) != len(data):
+            raise StoreUnavailable(f"{what}: the server sent {len(data)} of {expected} bytes")
+        return data
+
+    def _download(self, name: str, offset: int | None = None, length: int = 0) -> bytes:
+        type_, sname = restnames.encode(name)
+        what = f"reading {name}"
+        headers = {}
+        kind = "GET"
+        if offset is not None:
+            headers["Range"] = f"bytes={offset}-{offset + length - 1}"
+            kind = "GET_RANGE"
+        for attempt in range(self._backoff.attempts):
+            response = self._request(kind, "GET", self._url(type_, sname), what, headers=headers, stream=True)
+            if response.status not in (200, 206):
+                body = self._read_body(response, what) if response.status != 404 else b""
+                if response.status == 416:
+                    raise StoreError(f"{what}: range {offset}+{length} is past the end of the object")
+                raise _status_error(response.status, what, body)
+            try:
+                data = self._read_body(response, what)
+            except StoreUnavailable:
+                if attempt + 1 >= self._backoff.attempts:
+                    raise
+                self._stats.add("retries")
+                self._backoff.wait(attempt)
+                continue
+            self._stats.add("bytes_down", len(data))
+            if offset is None:
+                return data
+            if response.status == 200:  # the server ignored the range: cut it out ourselves
+                if offset + length > len(data):
+                    raise StoreError(f"{what}: range {offset}+{length} is past the end ({len(data)} bytes)")
+                return data[offset : offset + length]
+            if len(data) != length:
+                raise StoreError(f"{what}: range {offset}+{length} is past the end of the object")
+            return data
+        raise AssertionError("unreachable")
+
+    # -- the contract --------------------------------------------------------------------------
+
+    def get(self, name: str) -> bytes:
+        return self._download(name)
+
+    def get_range(self, name: str, offset: int, length: int) -> bytes:
+        restnames.encode(name)
+        if offset < 0 or length < 0:
+            raise StoreError(f"invalid range {offset}+{length} of {name}")
+        if length == 0:  # HTTP has no empty range: check the offset against the size
+            size = self.stat(name).size
+            if offset > size:
+                raise StoreError(f"reading {name}: offset {offset} is past the end ({size} bytes)")
+            return b""
+        return self._download(name, offset, length)
+
+    def create(self) -> None:
+        """``POST <base>/?create=true``: make the repository's directories on the server."""
+        what = f"creating the repository at {self.location}"
+        response = self._request("PUT", "POST", self._path + "?create=true", what)
+        if response.status != 200:
+            raise _status_error(response.status, what, response.data)
+        self._initialized = True
+
+    def put(self, name: str, data: bytes) -> None:
+        self._post(name, data, conditional=False)
+
+    def _post(self, name: str, data: bytes, *, conditional: bool) -> bool:
+        type_, sname = restnames.encode(name)
+        if type_ in ("", "keys") and not self._initialized:
+            # init writes a key, then the config: have the server create the repository
+            # first (idempotent; rest-server needs it, the others do no harm).
+            self.create()
+        what = f"writing {name}"
+        body = bytes(data) if not isinstance(data, bytes) else data
+        headers = {"Content-Type": "application/octet-stream"}
+        if conditional:
+            headers["If-None-Match"] = "*"
+        response = self._request("PUT", "POST", self._url(type_, sname), what, body=body, headers=headers)
+        if conditional and response.status == 412:
+            # On a retry the name may be taken by our own first attempt.
+            return bool(response.retries and response.retries.history) and self._holds(name, body)
+        if response.status != 200:
+            raise _status_error(response.status, what, response.data)
+        self._stats.add("bytes_up", len(body))
+        return True
+
+    def put_if_absent(self, name: str, data: bytes) -> bool:
+        # The protocol has no conditional create: check, then write (see the module doc).
+        # The POST carries If-None-Match: *, which bk serve honours (412 if taken) and
+        # other servers ignore.
+        if self.exists(name):
+            return False
+        return self._post(name, data, conditional=True)
+
+    def _holds(self, name: str, data: bytes) -> bool:
+        try:
+            return self.get(name) == data
+        except ObjectNotFound:
+            return False
+
+    def delete(self, name: str) -> None:
+        self.stat(name)  # servers answer 200 for a missing object; the contract wants an error
+        type_, sname = restnames.encode(name)
+        what = f"deleting {name}"
+        response = self._request("DELETE", "DELETE", self._url(type_, sname), what)
+        if response.status not in (200, 204):
+            raise _status_error(response.status, what, response.data)
+
+    def stat(self, name: str) -> ObjectInfo:
+        type_, sname = restnames.encode(name)
+        what = f"stat {name}"
+        response = self._request("HEAD", "HEAD", self._url(type_, sname), what)
+        if response.status != 200:
+            raise _status_error(response.status, what)
+        size = response.headers.get("Content-Length")
+        if size is None or not size.isdigit():
+            raise StoreError(f"{what}: the server sent no Content-Length")
+        return ObjectInfo(name, int(size), _mtime(response.headers))
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        dir_part, _, partial = prefix.rpartition("/")
+        if dir_part:
+            check_name(dir_part)
+        if not _PARTIAL_SEGMENT_RE.match(partial):
+            raise ValueError(f"invalid prefix: {prefix!r}")
+        config, types = restnames.types_for_prefix(prefix)
+        if config:
+            try:
+                yield self.stat("config")
+            except ObjectNotFound:
+                pass
+        for type_ in types:
+            for info in self._list_type(type_):
+                if info.name.startswith(prefix):
+                    if info.mtime is None and info.name.startswith("locks/"):
+                        try:
+                            info = self.stat(info.name)
+                        except ObjectNotFound:
+                            continue  # deleted while we listed
+                    yield info
+
+    def _list_type(self, type_: str) -> list[ObjectInfo]:
+        what = f"listing {type_}/ in {self.location}"
+        response = self._request("LIST", "GET", f"{self._path}{type_}/", what, headers={"Accept": V2})
+        if response.status == 404:
+            return []  # the type's directory does not exist yet (rclone creates them lazily)
+        if response.status != 200:
+            raise _status_error(response.status, what, response.data)
+        try:
+            entries = json.loads(response.data)
+        except ValueError:
+            raise StoreError(f"{what}: the server's listing is not JSON (is it a restic REST server?)") from None
+        if not isinstance(entries, list):
+            raise StoreError(f"{what}: the server's listing is not a list")
+        fallback = _mtime({"Date": response.headers.get("Date")})
+        out = []
+        for entry in entries:
+            if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+                raise StoreError(f"{what}: the server sent a listing in the v1 format (no sizes)")
+            name = restnames.decode(type_, entry["name"])
+            if name is None:
+                continue  # not one of ours (a restic object, a stray file)
+            mtime = entry.get("mtime")
+            if isinstance(mtime, (int, float)):
+                out.append(ObjectInfo(name, int(entry.get("size", 0)), float(mtime)))
+            elif name.startswith("locks/"):
+                out.append(ObjectInfo(name, int(entry.get("size", 0)), None))  # type: ignore[arg-type]
+            else:
+                out.append(ObjectInfo(name, int(entry.get("size", 0)), fallback))
+        return out
+
+    def stats(self) -> dict[str, int]:
+        """Requests per kind, bytes and retries (see RequestStats)."""
+        return self._stats.snapshot()
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def __repr__(self) -> str:
+        return f"RestObjectStore({self.location!r})"
+
+
+def _mtime(headers: Any) -> float:
+    """The object's modification time: ``X-Bk-Mtime``, else ``Last-Modified``, else the
+    answer's ``Date`` (rclone sends neither: an object of unknown age counts as new,
+    so a live lock is never taken for a stale one)."""
+    precise = headers.get("X-Bk-Mtime")
+    if precise:
+        try:
+            return float(precise)
+        except ValueError:
+            pass
+    for header in ("Last-Modified", "Date"):
+        text = headers.get(header)
+        if text:
+            try:
+                return email.utils.parsedate_to_datetime(text).timestamp()
+            except (TypeError, ValueError):
+                pass
+    return time.time()
+
+
+def open_rest(location: str, **options: Any) -> RestObjectStore:
+    """Open a ``rest:`` location (the part after ``rest:``)."""
+    if not location.startswith(("http://", "https://")):
+        raise BadArgument(f"use rest:http://host:port/path or rest:https://user:pass@host/path, not rest:{location}")
+    return RestObjectStore(location, **options)
+
+
+#: The options ``rest:`` and ``rclone:`` share (``-o rest.retries=3``).
+HTTP_OPTIONS = (
+    BackendOption("retries", parse_count, "attempts per request in all (default 6)"),
+    BackendOption("backoff", parse_seconds, "first backoff bound in seconds (default 0.2)"),
+    BackendOption("connect_timeout", parse_seconds, "socket connect timeout in seconds (default 10)"),
+    BackendOption("read_timeout", parse_seconds, "socket read timeout in seconds (default 120)"),
+)
+
+BACKEND = Backend(
+    name="rest",
+    open=open_rest,
+    forms=("rest:http://host:port/path/", "rest:https://user:pass@host[:port]/path/"),
+    connections=8,
+    options=(
+        *HTTP_OPTIONS,
+        BackendOption("cacert", str, "a PEM CA bundle to verify the server's certificate with"),
+        BackendOption("insecure_tls", parse_bool, "do not verify the server's certificate (default false)"),
+    ),
+)

@@ -1,0 +1,446 @@
+"""SftpObjectStore: objects as files on an SSH server, over SFTP (paramiko).
+
+Vocabulary: a *session* is one SSH connection with its SFTP channel; the store keeps a
+pool of up to ``connections`` sessions, opened on demand, so parallel uploads run on
+parallel connections (paramiko encrypts each connection in its own thread).
+
+Locations (restic's forms): ``sftp:user@host:/srv/repo``, ``sftp:alias:/srv/repo``
+(an ``~/.ssh/config`` Host), ``sftp:host:repo`` (relative to the login directory) and
+``sftp://user@host:port/srv/repo``. ``~/.ssh/config`` decides HostName, Port, User,
+IdentityFile, StrictHostKeyChecking and UserKnownHostsFile; keys come from the SSH agent
+and the key files. A host whose key is not in known_hosts is refused unless
+``accept_new_host_key`` (``-o sftp.accept-new-host-key=true``) or the config's
+``StrictHostKeyChecking accept-new``/``no`` says otherwise; a changed key is always
+refused.
+
+The layout is the local store's (``root/<name>``). Writes go to ``.tmp-*`` in the target
+directory, are fsynced (``fsync@openssh.com``) and renamed over the name
+(``posix-rename@openssh.com``). ``put_if_absent`` renames with plain SFTP RENAME, which
+OpenSSH's sftp-server does with link(2): it fails when the name is taken, so the create
+is atomic and the object is never seen half written.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+import secrets
+import stat as stat_module
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import paramiko
+
+from backupkit.errors import BadArgument, ObjectNotFound, StoreError, StorePermissionError, StoreUnavailable
+from backupkit.store.base import (
+    Backend,
+    BackendOption,
+    ObjectInfo,
+    ObjectStore,
+    check_name,
+    parse_bool,
+    parse_count,
+    parse_seconds,
+)
+from backupkit.store.retry import Backoff, RequestStats
+from backupkit.store.sshconn import TRANSIENT, Pool, Target
+
+TEMP_PREFIX = ".tmp-"
+_SEGMENT_RE = re.compile(r"^[A-Za-z0-9._-]+$")
+_PARTIAL_SEGMENT_RE = re.compile(r"^[A-Za-z0-9._-]*$")
+_PIECE = 1024 * 1024
+
+
+class SftpObjectStore(ObjectStore):
+    """An ObjectStore in a directory on an SSH server.
+
+    Args:
+        host: the host or ``~/.ssh/config`` alias.
+        path: the repository directory (relative paths start at the login directory).
+        user, port: override the config (default: config, else the local user and 22).
+        connections: the most SSH connections used at once.
+        ssh_config: the OpenSSH client config file (default ``~/.ssh/config``).
+        known_hosts: the known_hosts file (default: the config's UserKnownHostsFile, else
+            ``~/.ssh/known_hosts``).
+        identity_file: a private key file (added to the config's IdentityFile list).
+        accept_new_host_key: trust and remember a host key not in known_hosts.
+        retries: attempts per operation in all (a broken connection is reopened).
+        backoff: the first backoff bound in seconds.
+        timeout: connect and banner timeout in seconds.
+        fsync: ask the server to fsync each written file.
+    """
+
+    request_bytes = 512 * 1024
+
+    def __init__(
+        self,
+        host: str,
+        path: str,
+        *,
+        user: str | None = None,
+        port: int | None = None,
+        connections: int = 4,
+        ssh_config: str | None = None,
+        known_hosts: str | None = None,
+        identity_file: str | None = None,
+        accept_new_host_key: bool = False,
+        retries: int = 4,
+        backoff: float = 0.2,
+        timeout: float = 15.0,
+        fsync: bool = True,
+    ) -> None:
+        if not host or not path:
+            raise BadArgument("use sftp:user@host:/path, sftp:alias:/path or sftp://user@host:port/path")
+        if connections < 1 or retries < 1:
+            raise BadArgument("connections and retries must be at least 1")
+        self.target = Target.resolve(
+            host, user=user, port=port, ssh_config=ssh_config, known_hosts=known_hosts,
+            identity_file=identity_file, accept_new_host_key=accept_new_host_key, timeout=timeout,
+        )
+        self.hostname, self.port, self.user = self.target.hostname, self.target.port, self.target.user
+        self.root = path.rstrip("/") or "/"
+        self._fsync = fsync
+        self._dirs: set[str] = set()
+        self._backoff = Backoff(attempts=retries, base=backoff, cap=max(backoff, 5.0))
+        self._stats = RequestStats()
+        shown_port = f":{self.port}" if self.port != 22 else ""
+        if self.root.startswith("/"):
+            self.location = f"sftp://{self.user}@{self.hostname}{shown_port}{self.root}"
+        else:
+            self.location = f"sftp:{self.user}@{self.hostname}:{self.root}"
+        self._pool = Pool(self.target, connections, self.location)
+
+    def _run(self, kind: str, what: str, fn: Any) -> Any:
+        """Run ``fn(sftp)`` on a pooled session; reconnect and retry on broken connections.
+
+        ``OSError`` with an errno from the server maps to the StoreError tree."""
+        for attempt in range(self._backoff.attempts):
+            self._stats.add(kind)
+            session = self._pool.checkout()
+            try:
+                result = fn(session.sftp)
+            except TRANSIENT as exc:
+                self._pool.discard(session)
+                if attempt + 1 >= self._backoff.attempts:
+                    raise StoreUnavailable(f"{what}: the connection broke ({type(exc).__name__}: {exc})") from None
+                self._stats.add("retries")
+                self._backoff.wait(attempt)
+                continue
+            except OSError as exc:
+                if exc.errno is None and session.broken():
+                    self._pool.discard(session)
+                    if attempt + 1 >= self._backoff.attempts:
+                        raise StoreUnavailable(f"{what}: the connection broke ({exc})") from None
+                    self._stats.add("retries")
+                    self._backoff.wait(attempt)
+                    continue
+                self._pool.give_back(session)
+                raise _map_os_error(exc, what) from None
+            except StoreError:
+                self._pool.give_back(session)
+                raise
+            except BaseException:
+                self._pool.discard(session)
+                raise
+            self._pool.give_back(session)
+            return result
+        raise AssertionError("unreachable")
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _path(self, name: str) -> str:
+        check_name(name)
+        return f"{self.root}/{name}"
+
+    def _ensure_dir(self, sftp: paramiko.SFTPClient, directory: str) -> None:
+        if directory in self._dirs:
+            return
+        parts = directory.split("/")
+        for i in range(2 if directory.startswith("/") else 1, len(parts) + 1):
+            d = "/".join(parts[:i])
+            if not d or d in self._dirs:
+                continue
+            try:
+                sftp.mkdir(d, 0o700)
+            except OSError:
+                try:
+                    if not stat_module.S_ISDIR(sftp.stat(d).st_mode or 0):
+                        raise StoreError(f"{d} on {self.hostname} is not a directory") from None
+                except FileNotFoundError:
+                    raise StorePermissionError(f"cannot create {d} on {self.hostname}") from None
+            self._dirs.add(d)
+
+    def _write_temp(self, sftp: paramiko.SFTPClient, path: str, data: bytes) -> str:
+        directory = path.rsplit("/", 1)[0]
+        self._ensure_dir(sftp, directory)
+        tmp = f"{directory}/{TEMP_PREFIX}{secrets.token_hex(8)}"
+        try:
+            with sftp.open(tmp, "wb") as f:
+                f.set_pipelined(True)
+                if data:
+                    f.write(data)
+                if self._fsync:
+                    _fsync(sftp, f)
+        except BaseException:
+            _remove_quietly(sftp, tmp)
+            raise
+        return tmp
+
+    # -- the contract -----------------------------------------------------------------------------
+
+    def get(self, name: str) -> bytes:
+        path = self._path(name)
+
+        def read(sftp: paramiko.SFTPClient) -> bytes:
+            f, size = _open_file(sftp, path)
+            with f:
+                f.prefetch(size)
+                # Pieces of 1 MiB: paramiko's read of a whole large file at once is ~25x
+                # slower (3.7 vs 100 MB/s on loopback).
+                data = b"".join(iter(lambda: f.read(_PIECE), b""))
+            if len(data) != size:
+                raise EOFError(f"read {len(data)} of {size} bytes")
+            return data
+
+        data = self._run("GET", f"reading {name}", read)
+        self._stats.add("bytes_down", len(data))
+        return data
+
+    def get_range(self, name: str, offset: int, length: int) -> bytes:
+        path = self._path(name)
+        if offset < 0 or length < 0:
+            raise StoreError(f"invalid range {offset}+{length} of {name}")
+        what = f"reading {name}"
+
+        def read(sftp: paramiko.SFTPClient) -> bytes:
+            f, size = _open_file(sftp, path)
+            with f:
+                if offset + length > size:
+                    raise StoreError(f"{what}: range {offset}+{length} is past the end ({size} bytes)")
+                if length == 0:
+                    return b""
+                pieces = [(o, min(_PIECE, offset + length - o)) for o in range(offset, offset + length, _PIECE)]
+                return b"".join(f.readv(pieces))
+
+        data = self._run("GET_RANGE", what, read)
+        if len(data) != length:
+            raise StoreError(f"{what}: short read, {len(data)} of {length} bytes at {offset}")
+        self._stats.add("bytes_down", len(data))
+        return data
+
+    def put(self, name: str, data: bytes) -> None:
+        path = self._path(name)
+
+        def write(sftp: paramiko.SFTPClient) -> None:
+            tmp = self._write_temp(sftp, path, data)
+            try:
+                sftp.posix_rename(tmp, path)
+            except BaseException:
+                _remove_quietly(sftp, tmp)
+                raise
+
+        self._run("PUT", f"writing {name}", write)
+        self._stats.add("bytes_up", len(data))
+
+    def put_if_absent(self, name: str, data: bytes) -> bool:
+        path = self._path(name)
+
+        def create(sftp: paramiko.SFTPClient) -> bool:
+            tmp = self._write_temp(sftp, path, data)
+            try:
+                sftp.rename(tmp, path)  # link(2) on the server: fails if the name is taken
+                return True
+            except OSError:
+                _remove_quietly(sftp, tmp)
+                try:
+                    sftp.stat(path)
+                except FileNotFoundError:
+                    raise  # the rename failed for another reason
+                return False
+
+        created = self._run("PUT", f"creating {name}", create)
+        if created:
+            self._stats.add("bytes_up", len(data))
+        return bool(created)
+
+    def delete(self, name: str) -> None:
+        path = self._path(name)
+
+        def remove(sftp: paramiko.SFTPClient) -> None:
+            if stat_module.S_ISDIR(sftp.lstat(path).st_mode or 0):
+                raise FileNotFoundError(errno.ENOENT, "a directory")
+            sftp.remove(path)
+
+        self._run("DELETE", f"deleting {name}", remove)
+
+    def stat(self, name: str) -> ObjectInfo:
+        path = self._path(name)
+        st = self._run("HEAD", f"stat {name}", lambda sftp: sftp.stat(path))
+        if not stat_module.S_ISREG(st.st_mode or 0):
+            raise ObjectNotFound(f"stat {name}: not found")
+        return ObjectInfo(name, st.st_size or 0, float(st.st_mtime or 0))
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        dir_part, _, partial = prefix.rpartition("/")
+        if dir_part:
+            check_name(dir_part)
+        if not _PARTIAL_SEGMENT_RE.match(partial):
+            raise ValueError(f"invalid prefix: {prefix!r}")
+        start = f"{self.root}/{dir_part}" if dir_part else self.root
+        rel0 = dir_part + "/" if dir_part else ""
+        found = self._run("LIST", f"listing {prefix or '(everything)'}", lambda sftp: _walk(sftp, start, rel0, partial))
+        yield from found
+
+    def remove_abandoned(self, older_than: float) -> int:
+        cutoff = time.time() - older_than
+
+        def sweep(sftp: paramiko.SFTPClient) -> int:
+            removed = 0
+            stack = [self.root]
+            while stack:
+                d = stack.pop()
+                try:
+                    entries = sftp.listdir_attr(d)
+                except FileNotFoundError:
+                    continue
+                for e in entries:
+                    if stat_module.S_ISDIR(e.st_mode or 0):
+                        stack.append(f"{d}/{e.filename}")
+                    elif e.filename.startswith(TEMP_PREFIX) and (e.st_mtime or 0) < cutoff:
+                        _remove_quietly(sftp, f"{d}/{e.filename}")
+                        removed += 1
+            return removed
+
+        return int(self._run("LIST", "removing abandoned temp files", sweep))
+
+    def stats(self) -> dict[str, int]:
+        return self._stats.snapshot()
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def __repr__(self) -> str:
+        return f"SftpObjectStore({self.location!r})"
+
+
+# -- module helpers ---------------------------------------------------------------------------
+
+
+def _open_file(sftp: paramiko.SFTPClient, path: str) -> tuple[paramiko.SFTPFile, int]:
+    """Open a regular file for reading: (file, size). A directory (a name that is only a
+    prefix) is not found; sftp-server opens directories without complaint."""
+    f = sftp.open(path, "rb")
+    try:
+        st = f.stat()
+    except BaseException:
+        f.close()
+        raise
+    if not stat_module.S_ISREG(st.st_mode or 0):
+        f.close()
+        raise FileNotFoundError(errno.ENOENT, "not a file")
+    return f, st.st_size or 0
+
+
+def _fsync(sftp: paramiko.SFTPClient, f: paramiko.SFTPFile) -> None:
+    """``fsync@openssh.com`` on an open file (skipped if the server lacks it)."""
+    try:
+        sftp._request(paramiko.sftp.CMD_EXTENDED, "fsync@openssh.com", f.handle)  # type: ignore[attr-defined]
+    except OSError as exc:
+        if "unsupported" not in str(exc).lower() and "operation" not in str(exc).lower():
+            raise
+
+
+def _remove_quietly(sftp: paramiko.SFTPClient, path: str) -> None:
+    try:
+        sftp.remove(path)
+    except (OSError, *TRANSIENT):
+        pass
+
+
+def _walk(sftp: paramiko.SFTPClient, start: str, rel0: str, partial: str) -> list[ObjectInfo]:
+    out: list[ObjectInfo] = []
+    stack = [(start, rel0, partial)]
+    while stack:
+        directory, rel, must_start = stack.pop()
+        try:
+            entries = sftp.listdir_attr(directory)
+        except FileNotFoundError:
+            continue
+        for e in entries:
+            n = e.filename
+            if n.startswith(TEMP_PREFIX) or not n.startswith(must_start) or not _SEGMENT_RE.match(n) or n in (".", ".."):
+                continue
+            mode = e.st_mode or 0
+            if stat_module.S_ISDIR(mode):
+                stack.append((f"{directory}/{n}", f"{rel}{n}/", ""))
+            elif stat_module.S_ISREG(mode):
+                out.append(ObjectInfo(rel + n, e.st_size or 0, float(e.st_mtime or 0)))
+    return out
+
+
+def _map_os_error(exc: OSError, what: str) -> StoreError:
+    if isinstance(exc, StoreError):
+        return exc
+    code = exc.errno
+    if code in (errno.ENOENT, errno.ENOTDIR) or isinstance(exc, FileNotFoundError):
+        return ObjectNotFound(f"{what}: not found")
+    if code in (errno.EACCES, errno.EPERM) or isinstance(exc, PermissionError):
+        return StorePermissionError(f"{what}: permission denied")
+    text = str(exc) or type(exc).__name__
+    if "no space" in text.lower() or "quota" in text.lower():
+        return StoreError(f"{what}: no space left on the server ({text})")
+    return StoreError(f"{what}: {text}")
+
+
+def parse_location(location: str) -> dict[str, Any]:
+    """SftpObjectStore arguments from the part after ``sftp:``."""
+    if location.startswith("//"):
+        parts = urlsplit("sftp:" + location)
+        if not parts.hostname or not parts.path or parts.path == "/":
+            raise BadArgument(f"use sftp://user@host[:port]/path, not sftp:{location}")
+        out: dict[str, Any] = {"host": parts.hostname, "path": unquote(parts.path)}
+        if parts.username:
+            out["user"] = unquote(parts.username)
+        if parts.port:
+            out["port"] = parts.port
+        return out
+    target, sep, path = location.partition(":")
+    if not sep or not target or not path:
+        raise BadArgument(f"use sftp:user@host:/path or sftp:alias:/path, not sftp:{location}")
+    user, at, host = target.rpartition("@")
+    out = {"host": host, "path": path}
+    if at:
+        out["user"] = user
+    return out
+
+
+def open_sftp(location: str, **options: Any) -> SftpObjectStore:
+    """Open an ``sftp:`` location (the part after ``sftp:``)."""
+    return SftpObjectStore(**{**parse_location(location), **options})
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 < value < 65536:
+        raise ValueError(f"not a TCP port: {text!r}")
+    return value
+
+
+BACKEND = Backend(
+    name="sftp",
+    open=open_sftp,
+    forms=("sftp:user@host:/path", "sftp:alias:/path", "sftp://user@host:port/path"),
+    connections=4,
+    options=(
+        BackendOption("accept_new_host_key", parse_bool, "trust and remember a host key not in known_hosts (default false)"),
+        BackendOption("ssh_config", str, "the OpenSSH client config (default ~/.ssh/config)"),
+        BackendOption("known_hosts", str, "the known_hosts file (default: the config's, else ~/.ssh/known_hosts)"),
+        BackendOption("identity_file", str, "a private key file, tried first"),
+        BackendOption("port", _port, "the SSH port (default: the config's, else 22)"),
+        BackendOption("retries", parse_count, "attempts per operation; a broken connection is reopened (default 4)"),
+        BackendOption("backoff", parse_seconds, "first backoff bound in seconds (default 0.2)"),
+        BackendOption("timeout", parse_seconds, "connect, banner and auth timeout in seconds (default 15)"),
+    ),
+)
