@@ -27,7 +27,9 @@ exit codes.
     ├── UsageError                     the request itself is wrong (a refusal)
     │   └── BadArgument                malformed or conflicting arguments (exit 2)
     ├── RestoreError                   restore refused (target is a file, unsafe name)
-    └── SourceError                    a backup source failed as a whole (--stdin-from-command)
+    ├── SourceError                    a backup source failed as a whole (--stdin-from-command)
+    ├── FileReadError                  one source file could not be read (reported, left out)
+    └── Cancelled                      work was cancelled (an interrupted backup's reads)
 """
 
 from __future__ import annotations
@@ -154,3 +156,12 @@ class RestoreError(BackupkitError):
 class SourceError(BackupkitError):
     """A backup source failed as a whole, e.g. the command of --stdin-from-command
     exited with an error: no snapshot is written."""
+
+
+class FileReadError(BackupkitError):
+    """One source file could not be read (the message says why); the backup reports it
+    and leaves the file out."""
+
+
+class Cancelled(BackupkitError):
+    """Work was cancelled while in progress (a content writer's reads, on interrupt)."""

@@ -35,8 +35,8 @@ from typing import Any, BinaryIO, Protocol
 import backupkit
 from backupkit.entry import Keyer, join, name_of, parent_of
 from backupkit.objects.entry import TYPE_OF_MODE, Entry, entry_from_stat
-from backupkit.objects.writer import ContentWriter, SourceError
-from backupkit.errors import BadArgument, PathNotFound
+from backupkit.objects.writer import ContentWriter
+from backupkit.errors import BadArgument, FileReadError, PathNotFound
 from backupkit.excluder import Excluder
 from backupkit.repo.repository import Repository
 from backupkit.snapshot import Snapshot, list_snapshots, resolve_ref, save_snapshot
@@ -557,7 +557,7 @@ class _Run:
         assert self.writer is not None
         try:
             got = self.writer.read_file(path, st)
-        except SourceError as err:
+        except FileReadError as err:
             self._error(path, str(err))
             return None
         if got.changed:

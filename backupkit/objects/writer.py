@@ -32,6 +32,7 @@ from typing import Any, BinaryIO
 
 from backupkit.chunker import Chunker
 from backupkit.crypto import T_DATA_BLOB, T_META_BLOB
+from backupkit.errors import Cancelled, FileReadError
 from backupkit.objects.content import with_content
 from backupkit.objects.entry import Entry
 from backupkit.repo.repository import Repository
@@ -39,15 +40,6 @@ from backupkit.tuning import DEFAULT_TUNING, Tuning
 
 SEEK_DATA = getattr(os, "SEEK_DATA", 3)
 SEEK_HOLE = getattr(os, "SEEK_HOLE", 4)
-
-
-class SourceError(Exception):
-    """A source file could not be read (the message says why); the backup reports it
-    and leaves the file out."""
-
-
-class Cancelled(Exception):
-    """The writer was cancelled while reading."""
 
 
 @dataclass(frozen=True)
@@ -124,7 +116,7 @@ class ContentWriter:
 
     # -- files -----------------------------------------------------------------------------
     def read_file(self, path: bytes, st: os.stat_result) -> FileContent:
-        """Read the regular file ``path`` (``st``: the walk's lstat of it); SourceError
+        """Read the regular file ``path`` (``st``: the walk's lstat of it); FileReadError
         if it cannot be read or is no longer a regular file."""
         fs = self.fs
         # O_NONBLOCK: a file swapped for a fifo since lstat must not block open() (the
@@ -136,13 +128,13 @@ class ContentWriter:
             try:
                 fd = fs.open(path, flags)
             except OSError as err:
-                raise SourceError(f"cannot read: {err.strerror}") from None
+                raise FileReadError(f"cannot read: {err.strerror}") from None
         except OSError as err:
-            raise SourceError(f"cannot read: {err.strerror}") from None
+            raise FileReadError(f"cannot read: {err.strerror}") from None
         try:
             fst = fs.fstat(fd)
             if not stat.S_ISREG(fst.st_mode):
-                raise SourceError("changed type while being read, skipped")
+                raise FileReadError("changed type while being read, skipped")
             # never past the size at open: a file truncated since lstat gets no zero tail
             size = min(st.st_size, fst.st_size)
             items: list = []
@@ -172,7 +164,7 @@ class ContentWriter:
                 if pos < end:
                     items.append(end - pos)
         except OSError as err:
-            raise SourceError(f"read error: {err.strerror}") from None
+            raise FileReadError(f"read error: {err.strerror}") from None
         finally:
             fs.close(fd)
         changed = (after.st_size, after.st_mtime_ns, after.st_ctime_ns) != (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
@@ -249,4 +241,4 @@ def _read_upto(fs: Any, fd: int, n: int) -> bytes:
     return b"".join(parts)
 
 
-__all__ = ["Cancelled", "ContentWriter", "FileContent", "SourceError"]
+__all__ = ["Cancelled", "ContentWriter", "FileContent", "FileReadError"]
