@@ -13,6 +13,7 @@ setup(
         "backupkit.repo",
         "backupkit.chunker",
         "backupkit.managers",
+        "backupkit.mount",
         "backupkit.objects",
         "backupkit.serve",
         "backupkit_cli",

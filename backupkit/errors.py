@@ -29,7 +29,8 @@ exit codes.
     ├── RestoreError                   restore refused (target is a file, unsafe name)
     ├── SourceError                    a backup source failed as a whole (--stdin-from-command)
     ├── FileReadError                  one source file could not be read (reported, left out)
-    └── Cancelled                      work was cancelled (an interrupted backup's reads)
+    ├── Cancelled                      work was cancelled (an interrupted backup's reads)
+    └── MountError                     mount refused (mount point not a free directory, no FUSE)
 """
 
 from __future__ import annotations
@@ -165,3 +166,7 @@ class FileReadError(BackupkitError):
 
 class Cancelled(BackupkitError):
     """Work was cancelled while in progress (a content writer's reads, on interrupt)."""
+
+
+class MountError(BackupkitError):
+    """A mount was refused or failed (mount point missing, not a directory, busy; no FUSE)."""

@@ -141,6 +141,8 @@ _command("prune", help="Delete data no snapshot needs; repack partly used packs.
 _command("check", help="Verify the repository's structure (--read-data: and all data).")(check.command)
 _command("cache", help="List local caches; --cleanup removes those of repositories not used for a while.")(cache.command)
 app.command("serve", help="Serve repositories over restic's REST protocol (--append-only, TLS, htpasswd users).")(serve.command)
+from backupkit_cli.commands import mount  # noqa: E402
+_command("mount", help="Serve the repository as a read-only file system at MOUNTPOINT (until Ctrl-C or unmount).")(mount.command)
 app.add_typer(key.app, name="key", help="Manage the repository's keys (passwords).")
 _command("version", help="Print the version of bk.")(version.command)
 _command("completion", help=completion.command.__doc__ or "")(completion.command)
