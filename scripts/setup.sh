@@ -11,6 +11,14 @@ fi
 # checkout itself): silence that one notice, keep every other warning.
 export PYTHONWARNINGS="ignore:Editable installation"
 if [ "${1:-}" = "--test" ]; then
+  # bk mount's tests mount for real: they need libfuse 3 and fusermount3 (package fuse3)
+  if ! command -v fusermount3 >/dev/null 2>&1 || ! ldconfig -p 2>/dev/null | grep -q 'libfuse3\.so'; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+      apt-get update -qq >/dev/null && apt-get install -y -qq fuse3 libfuse3-3 >/dev/null
+    else
+      echo "setup.sh: install fuse3 (libfuse 3 and fusermount3) for the bk mount tests" >&2
+    fi
+  fi
   .venv/bin/python -m pip install -q -e '.[test]'
   # Servers and clients the remote-backend tests run on loopback: restic (proves bk
   # serve speaks its protocol), rclone (rclone: stores, an independent REST server) and
