@@ -18,9 +18,9 @@ inode) for a file with several names, so every name of a hardlinked file has one
 number and its link count (within one view of a snapshot: see ``_entry_attrs``). The snapshot list is read again on a listing of a meta
 directory, at most once every ``refresh_seconds``.
 
-Errors: a path that is not there is ENOENT; anything the repository raises while
-serving a request (a damaged or missing blob) is EIO, and is passed to the reporter's
-``on_error`` so the command can say what went wrong.
+Errors: a path that is not there is ENOENT; anything else raised while serving a
+request (a damaged or missing blob, a malformed entry) is EIO, and is passed to the
+reporter's ``on_error`` so the command can say what went wrong; the mount goes on.
 """
 
 from __future__ import annotations
@@ -193,11 +193,16 @@ class MountFS:
                 return fn()
         except OSError:
             raise
-        except BackupkitError as err:
+        except Exception as err:  # noqa: BLE001 - a request fails, the mount goes on
             self._failed(path, err)
 
     def _failed(self, path: str, err: Exception):
+        """Count and report ``err``, then raise EIO (FUSE gets an error number, never a
+        traceback; the reporter gets a repository error's message, or the type and
+        message of anything else)."""
         self.errors += 1
+        if not isinstance(err, BackupkitError):
+            err = BackupkitError(f"internal error: {type(err).__name__}: {err}")
         self.reporter.on_error(path, err)
         raise fs_error(errno.EIO) from None
 
@@ -341,7 +346,7 @@ class MountFS:
         e = self._guard(path, entry)
         try:
             f = OpenFile(self.reader, e, self._pool)  # outside the lock: may read content blobs
-        except BackupkitError as err:
+        except Exception as err:  # noqa: BLE001 - this file fails, the mount goes on
             self._failed(path, err)
         with self._lock:
             self.files_opened += 1
@@ -356,7 +361,7 @@ class MountFS:
             raise fs_error(errno.EBADF)
         try:
             return f.read(offset, size)
-        except BackupkitError as err:
+        except Exception as err:  # noqa: BLE001 - this read fails, the mount goes on
             self._failed(path, err)
 
     def release(self, fh: int) -> None:

@@ -69,9 +69,13 @@ class Mount:
                 raise AssertionError("bk mount did not mount within 60 s")
             time.sleep(0.05)
 
-    def stop(self, sig: int = signal.SIGINT) -> tuple[int, str]:
+    def stop(self, sig: int | None = signal.SIGINT) -> tuple[int, str]:
+        """End it by ``sig``, or (None) by unmounting; (exit code, stderr)."""
         if self.proc.poll() is None:
-            self.proc.send_signal(sig)
+            if sig is None:
+                subprocess.run(["fusermount3", "-u", str(self.mp)], check=True, timeout=30)
+            else:
+                self.proc.send_signal(sig)
         try:
             _out, err = self.proc.communicate(timeout=60)
         finally:
@@ -196,8 +200,8 @@ def test_the_mount_is_read_only(mount, repo_with_two_snapshots):
         os.mkdir(mount.mp / "snapshots" / "new")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_a_signal_unmounts_and_bk_exits_0(repo_with_two_snapshots, tmp_path: Path, sig):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, None], ids=["SIGINT", "SIGTERM", "fusermount3-u"])
+def test_ctrl_c_sigterm_or_unmount_end_it_with_exit_0(repo_with_two_snapshots, tmp_path: Path, sig):
     env = repo_with_two_snapshots[0]
     mp = tmp_path / "mp"
     mp.mkdir()
