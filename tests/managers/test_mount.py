@@ -178,7 +178,7 @@ def test_a_listing_reads_only_its_directory(tmp_path: Path):
         assert [n for n, _a in fs.readdir(base + "/small")] == ["one", "two"]
         loads_for_small = fs._hamt.loads  # noqa: SLF001
         total = sum(1 for _ in fs._hamt.walk_nodes(snap.root))  # noqa: SLF001
-        assert total > 20 and loads_for_small < total / 3, (loads_for_small, total)
+        assert total >= 15 and loads_for_small < total / 3, (loads_for_small, total)
         # a stat after the listing costs nothing more
         before = fs._hamt.visits  # noqa: SLF001
         fs.getattr(base + "/small/two")
