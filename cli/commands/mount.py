@@ -5,23 +5,26 @@ from __future__ import annotations
 import typer
 
 from backupkit_cli.context import State
+from backupkit_cli.select import HOSTS, PATHS, TAGS
 
 
 def command(
     ctx: typer.Context,
     mountpoint: str = typer.Argument(..., help="An empty directory to mount the repository on."),
     allow_other: bool = typer.Option(False, "--allow-other", help="Let other users access the mounted files (file modes still apply)."),
-    host: list[str] = typer.Option([], "--host", "-H", help="Only snapshots of this host (repeatable)."),
-    tag: list[str] = typer.Option([], "--tag", help="Only snapshots with these tags (a,b = both; repeat for either)."),
-    path: list[str] = typer.Option([], "--path", help="Only snapshots that include this path (repeatable)."),
+    host: list[str] = HOSTS,
+    tag: list[str] = TAGS,
+    path: list[str] = PATHS,
 ) -> None:
-    import os
+    """Serve the repository as a read-only file system (restic's layout: snapshots/,
+    ids/, hosts/, tags/, latest) until Ctrl-C, SIGTERM or an unmount; exit 0 then."""
     import time
 
     from backupkit.mount.fs import MountFS
     from backupkit.mount.fuse import check_mountpoint, load_fuse, serve
     from backupkit.objects.reader import ContentReader
-    from backupkit.snapshot import filter_snapshots, list_snapshots
+    from backupkit_cli.fmt import count, display_name
+    from backupkit_cli.select import select_snapshots
 
     st: State = ctx.obj
     load_fuse()
@@ -30,14 +33,15 @@ def command(
 
     class Reporter:
         def on_error(self, fspath: str, error: Exception) -> None:
-            console.warn(f"{fspath}: {error}")
+            console.warn(f"{display_name(fspath)}: {error}")
 
     started = time.monotonic()
-    with st.locked_repo(exclusive=False, operation="mount") as repo:
+    with st.locked_repo(exclusive=False, operation="mount", read_only=True) as repo:
         with ContentReader(repo, connections=st.store_connections()) as reader:
-            fs = MountFS(repo, lambda: filter_snapshots(list_snapshots(repo, repair_catalog=False), host, tag, [os.path.abspath(p) for p in path]), reader, Reporter())
+            fs = MountFS(repo, lambda: select_snapshots(st, repo, host, tag, path), reader, Reporter())
             try:
-                console.info(f"serving {len(fs.snapshots)} snapshots at {mountpoint}; quit with Ctrl-C or unmount it (fusermount3 -u {mountpoint})")
+                where = display_name(mountpoint)
+                console.info(f"serving {count(len(fs.snapshots), 'snapshot')} at {where}; quit with Ctrl-C or unmount it (fusermount3 -u {where})")
                 serve(fs, mountpoint, allow_other=allow_other)
             finally:
                 fs.close()
@@ -45,4 +49,7 @@ def command(
     if st.json:
         console.json(summary.to_json())
     else:
-        console.info(f"unmounted {mountpoint} after {summary.seconds:.0f}s ({summary.files_opened} files opened, {summary.errors} read errors)")
+        console.info(
+            f"unmounted {display_name(mountpoint)} after {summary.seconds:.0f}s "
+            f"({count(summary.files_opened, 'file')} opened, {count(summary.errors, 'read error')})"
+        )

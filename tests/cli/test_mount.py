@@ -218,6 +218,21 @@ def test_ctrl_c_sigterm_or_unmount_end_it_with_exit_0(repo_with_two_snapshots, t
     assert set(os.listdir(locks)) == before  # and releases it
 
 
+def test_no_lock_mounts_without_a_lock(repo_with_two_snapshots, tmp_path: Path):
+    env, src, _tree, _recs, _ids = repo_with_two_snapshots
+    locks = Path(env["BK_REPOSITORY"]) / "locks"
+    before = set(os.listdir(locks))
+    mp = tmp_path / "mp"
+    mp.mkdir()
+    m = Mount(env, mp, "--no-lock")
+    try:
+        assert (_in(m, "snapshots/latest", src) / "small.txt").read_bytes() == (src / "small.txt").read_bytes()
+        assert set(os.listdir(locks)) == before
+    finally:
+        code, err = m.stop()
+    assert code == 0, err
+
+
 def test_allow_other_lets_another_user_read(repo_with_two_snapshots, tmp_path: Path):
     env, src, _tree, _recs, _ids = repo_with_two_snapshots
     prefix, who = unprivileged_prefix()
