@@ -150,7 +150,16 @@ class MountFS:
     # -- resolving paths ---------------------------------------------------------------------
     def _resolve(self, path: str) -> tuple[MetaNode, Snapshot | None, bytes, bytes]:
         """(meta node, snapshot, path inside it, meta path of the snapshot's directory);
-        the snapshot is None (and the paths empty) for a meta path."""
+        the snapshot is None (and the paths empty) for a meta path. A name the meta tree
+        lacks may be a snapshot made since the last refresh: refresh (if due) and retry."""
+        try:
+            return self._resolve_once(path)
+        except OSError:
+            if not self._maybe_refresh():
+                raise
+            return self._resolve_once(path)
+
+    def _resolve_once(self, path: str) -> tuple[MetaNode, Snapshot | None, bytes, bytes]:
         node = self._layout.root
         parts = [p for p in path.split("/") if p]
         for i, name in enumerate(parts):
@@ -206,11 +215,13 @@ class MountFS:
         self.reporter.on_error(path, err)
         raise fs_error(errno.EIO) from None
 
-    def _maybe_refresh(self) -> None:
+    def _maybe_refresh(self) -> bool:
+        """Read the snapshot list again if the last read is ``refresh_seconds`` old."""
         if self._clock() - self._loaded_at < self._refresh_seconds:
-            return
+            return False
         self._loaded_at = self._clock()
         self._layout = build_layout(self._list_snapshots())
+        return True
 
     # -- attributes --------------------------------------------------------------------------
     def getattr(self, path: str) -> dict:

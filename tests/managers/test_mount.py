@@ -199,6 +199,19 @@ def test_new_snapshots_appear_after_the_refresh_interval(mounted, tmp_path: Path
     now[0] = 61.0
     assert {n for n, _a in fs2.readdir("/snapshots")} == {time_name(s1), time_name(s2), "latest"}
     assert fs2.readlink("/snapshots/latest") == time_name(s2)
+    # looking up a new snapshot by name refreshes too (no listing needed)
+    snaps.remove(s1)
+    now[0] = 200.0
+    with pytest.raises(OSError):
+        fs2.getattr("/ids/nothere")  # refreshes: s1 is gone now
+    assert fs2.readlink("/snapshots/latest") == time_name(s2)
+    with pytest.raises(OSError):
+        fs2.getattr(f"/ids/{s1.short_id}")
+    snaps.append(s1)
+    with pytest.raises(OSError):
+        fs2.getattr(f"/ids/{s1.short_id}")  # not yet due
+    now[0] = 300.0
+    assert stat.S_ISDIR(fs2.getattr(f"/ids/{s1.short_id}")["st_mode"])
     fs2.close()
 
 
