@@ -8,6 +8,7 @@ them these tests fail, saying so; they skip only when the kernel has no FUSE at 
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -77,7 +78,7 @@ class Mount:
             else:
                 self.proc.send_signal(sig)
         try:
-            _out, err = self.proc.communicate(timeout=60)
+            self.stdout, err = self.proc.communicate(timeout=60)
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()
@@ -105,7 +106,7 @@ def repo_with_two_snapshots(tmp_path_factory):
     r = run_bk("backup", src, env=env)
     assert r.returncode == 0, r.stderr
     second = record_tree(src)
-    ids = [s["id"][:8] for s in __import__("json").loads(run_bk("--json", "snapshots", env=env).stdout)]
+    ids = [s["id"][:8] for s in json.loads(run_bk("--json", "snapshots", env=env).stdout)]
     return env, src, tree, (first, second), ids
 
 
@@ -224,13 +225,15 @@ def test_no_lock_mounts_without_a_lock(repo_with_two_snapshots, tmp_path: Path):
     before = set(os.listdir(locks))
     mp = tmp_path / "mp"
     mp.mkdir()
-    m = Mount(env, mp, "--no-lock")
+    m = Mount(env, mp, "--no-lock", "--json")
     try:
         assert (_in(m, "snapshots/latest", src) / "small.txt").read_bytes() == (src / "small.txt").read_bytes()
         assert set(os.listdir(locks)) == before
     finally:
         code, err = m.stop()
     assert code == 0, err
+    summary = json.loads(m.stdout)
+    assert summary["snapshots"] == 2 and summary["files_opened"] == 1 and summary["errors"] == 0
 
 
 def test_allow_other_lets_another_user_read(repo_with_two_snapshots, tmp_path: Path):
