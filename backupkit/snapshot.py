@@ -322,3 +322,19 @@ def find_snapshot(repo: Repository, ref: str, hosts=(), tags=(), paths=()) -> Sn
     except SnapshotNotFound:
         raise_if_unreadable(repo, ref, snaps)
         raise
+
+
+def rewrite_catalog(repo: Repository) -> list[str]:
+    """Rewrite the catalog from the snapshot objects (``bk repair snapshots``): fixes a
+    catalog that disagrees with them. Returns the ids of the objects that could not be
+    read; they are left out."""
+    cat: dict[str, dict] = {}
+    bad: list[str] = []
+    for sid in sorted(i.hex() for i in repo.list_ids("snapshots")):
+        try:
+            cat[sid] = load_snapshot(repo, sid).to_doc()
+        except (SnapshotNotFound, IntegrityError, FormatError):
+            bad.append(sid)
+    with _catalog_lock:
+        write_catalog(repo, cat)
+    return bad

@@ -16,7 +16,7 @@ from backupkit.store import supported_schemes
 from backupkit_cli import exit_codes
 from backupkit_cli.commands import backup, cat, init, key, ls, restore, snapshots
 from backupkit_cli.commands import cache, completion, unlock, version
-from backupkit_cli.commands import check, diff, forget, prune
+from backupkit_cli.commands import check, diff, forget, prune, repair
 from backupkit_cli.commands import serve
 from backupkit_cli.console import Console
 from backupkit_cli.context import State
@@ -144,6 +144,7 @@ app.command("serve", help="Serve repositories over restic's REST protocol (--app
 from backupkit_cli.commands import mount  # noqa: E402
 _command("mount", help="Serve the repository as a read-only file system at MOUNTPOINT (until Ctrl-C or unmount).")(mount.command)
 app.add_typer(key.app, name="key", help="Manage the repository's keys (passwords).")
+app.add_typer(repair.app, name="repair", help="Repair a damaged repository: index, packs, snapshots (docs/recovery.md).")
 _command("version", help="Print the version of bk.")(version.command)
 _command("completion", help=completion.command.__doc__ or "")(completion.command)
 

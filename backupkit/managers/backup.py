@@ -20,6 +20,7 @@ unless a test stands in for it).
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import os
 import socket
@@ -34,9 +35,11 @@ from typing import Any, BinaryIO, Protocol
 
 import backupkit
 from backupkit.entry import Keyer, join, name_of, parent_of
+from backupkit.crypto import T_META_BLOB
+from backupkit.objects.content import content_list
 from backupkit.objects.entry import TYPE_OF_MODE, Entry, entry_from_stat
 from backupkit.objects.writer import ContentWriter
-from backupkit.errors import BadArgument, FileReadError, PathNotFound
+from backupkit.errors import BadArgument, BlobNotFound, FileReadError, FormatError, IntegrityError, PathNotFound, StoreError
 from backupkit.excluder import Excluder
 from backupkit.repo.repository import Repository
 from backupkit.snapshot import Snapshot, list_snapshots, resolve_ref, save_snapshot
@@ -174,7 +177,17 @@ class BackupManager:
         self.fs = fs
 
     def run(self, opts: BackupOptions) -> BackupResult:
-        return _Run(self, opts).run()
+        try:
+            return _Run(self, opts).run()
+        except _ParentUnreadable as e:
+            # never build on a damaged tree: start again without a parent (as --force)
+            self.reporter.error("(parent snapshot)", f"{e}; reading every file again without a parent")
+            return _Run(self, dataclasses.replace(opts, force=True, parent=None)).run()
+
+
+class _ParentUnreadable(Exception):
+    """The parent snapshot's tree cannot be read (a lost or damaged node): the backup
+    starts again without a parent."""
 
 
 class _Run:
@@ -221,6 +234,11 @@ class _Run:
             for m in missing:
                 self._error(m, "no such file or directory")
             sources = [s for s in sources if s not in missing]
+        if not self.dry:
+            try:
+                self.repo.mark_missing_packs()  # their blobs are written again, never referenced
+            except StoreError as e:  # a listing that fails: the backup goes on without the check
+                self.reporter.error("(repository)", f"cannot list the packs ({e}); lost packs are not looked for")
         parent = self._find_parent(host, sources)
         self.parent_tree = SnapshotTree(self.repo, parent.root) if parent else None
         self.excluder = Excluder(opts)
@@ -247,7 +265,10 @@ class _Run:
             self.repo.flush()
             hamt = make_hamt(self.repo)
             base = parent.root if parent else hamt.empty()
-            root = hamt.update(base, self.changes)
+            try:
+                root = hamt.update(base, self.changes)
+            except (BlobNotFound, IntegrityError, FormatError) as e:
+                raise _ParentUnreadable(f"the parent snapshot's tree cannot be read: {e}") from None
             self.repo.flush()
             self.repo.check_lock()  # raises if our lock was lost: publish nothing then
         skipped = bool(not self.dry and opts.skip_if_unchanged and parent is not None and root == parent.root)
@@ -354,10 +375,16 @@ class _Run:
     def _parent_children(self, dirpath: bytes) -> dict[bytes, Entry]:
         if self.parent_tree is None:
             return {}
-        return {name_of(p): e for p, e in self.parent_tree.children(dirpath)}
+        try:
+            return {name_of(p): e for p, e in self.parent_tree.children(dirpath)}
+        except (BlobNotFound, IntegrityError, FormatError) as e:
+            raise _ParentUnreadable(f"the parent snapshot's tree cannot be read: {e}") from None
 
     def _parent_entry(self, path: bytes) -> Entry | None:
-        return self.parent_tree.get(path) if self.parent_tree is not None else None
+        try:
+            return self.parent_tree.get(path) if self.parent_tree is not None else None
+        except (BlobNotFound, IntegrityError, FormatError) as e:
+            raise _ParentUnreadable(f"the parent snapshot's tree cannot be read: {e}") from None
 
     def _walk_sources(self, sources: list[bytes]) -> None:
         ancestors: set[bytes] = set()
@@ -454,8 +481,11 @@ class _Run:
         if self.parent_tree is None:
             return
         if old.is_dir:
-            for p, _e in self.parent_tree.walk(path):
-                self.changes.append((self.keyer.key(p), p, None))
+            try:
+                for p, _e in self.parent_tree.walk(path):
+                    self.changes.append((self.keyer.key(p), p, None))
+            except (BlobNotFound, IntegrityError, FormatError) as e:
+                raise _ParentUnreadable(f"the parent snapshot's tree cannot be read: {e}") from None
         else:
             self.changes.append((self.keyer.key(path), path, None))
 
@@ -519,6 +549,7 @@ class _Run:
             and old.ctime == e.ctime
             and old.inode == e.inode
             and old.has_content
+            and self._content_indexed(old)
         ):
             e = e.replace(content=old.content, content_blobs=old.content_blobs)
             with self.stats.lock:
@@ -535,6 +566,27 @@ class _Run:
         fut = self.files_pool.submit(self._read_file, path, st, e)
         self.pending.append((path, old, e, fut))
         self._drain(self.tuning.files_in_flight)
+
+    def _content_indexed(self, old: Entry) -> bool:
+        """Whether every blob of the parent's entry is in the index and not known to be
+        damaged, so the entry may be reused; else the file is read again (self-healing:
+        a backup never references a blob the index does not hold)."""
+        if self.dry:
+            return True
+        repo = self.repo
+        has = repo.has_blob
+        damaged = repo.damaged
+        if old.content_blobs:
+            for cb in old.content_blobs:
+                if not has(cb) or cb in damaged:
+                    return False
+            try:
+                items = content_list(old, lambda bid: repo.read_blob(bid, T_META_BLOB))
+            except Exception:  # noqa: BLE001 - an unreadable content blob: read the file again
+                return False
+        else:
+            items = old.content or ()
+        return all(has(i) and i not in damaged for i in items if isinstance(i, bytes))
 
     def _finish_file(self, path: bytes, old: Entry | None, e: Entry | None) -> None:
         if e is None:

@@ -324,7 +324,14 @@ class _CheckRun:
                 self._mark_bad(entries, "pack_missing", name, f"pack {name} is indexed but missing from the store ({len(entries)} blobs)")
                 continue
             if size != p.size:
-                self._mark_bad(entries, "pack_size", name, f"pack {name} is {size} bytes, the index says {p.size} (truncated or replaced)")
+                # only the blobs past the end are lost (the rest still reads; --read-data
+                # verifies them); the pack itself is an error either way
+                msg = f"pack {name} is {size} bytes, the index says {p.size} (truncated or replaced)"
+                past = [bid for bid, (off, ln, _r) in entries.items() if off + ln > size]
+                if past:
+                    self._mark_bad(past, "pack_size", name, msg)
+                else:
+                    self._add(ERROR, "pack_size", name, msg + "; every indexed blob lies inside what is left")
                 continue
             outside = [bid for bid, (off, ln, _r) in entries.items() if off + ln > size]
             if outside:
@@ -360,7 +367,8 @@ class _CheckRun:
             if loc is None:
                 self._mark_bad([bid], "blob_missing", f"blob {bid.hex()}", f"tree blob {bid.hex()[:16]} is not in the index")
             else:
-                self._mark_bad([bid], "tree_unreadable", f"blob {bid.hex()}", f"tree blob {bid.hex()[:16]} cannot be read or verified")
+                where = pack_name(loc.pack.kind, loc.pack.id)
+                self._mark_bad([bid], "tree_unreadable", f"blob {bid.hex()}", f"tree blob {bid.hex()[:16]} cannot be read or verified (in pack {where})")
         for kind, ids in ((KIND_META, reach.meta), (KIND_DATA, reach.data)):
             for bid in ids:
                 if bid in reach.unreadable or bid in self.bad:
@@ -425,7 +433,7 @@ class _CheckRun:
         return n
 
     def _read_data(self, listed: dict[str, int], opts: CheckOptions) -> tuple[int, int]:
-        present = [p for p in self.packs.values() if listed.get(pack_name(p.kind, p.id)) == p.size]
+        present = [p for p in self.packs.values() if pack_name(p.kind, p.id) in listed]
         chosen = select_packs(present, opts.read_data_subset, opts.seed)
         self.reporter.phase("read data", sum(p.size for p in chosen))
         workers = max(2, self.repo.connections)

@@ -101,6 +101,12 @@ class PruneManager:
         snaps = self._snapshots()
         index_names = tuple(sorted(repo.index_names()))
         index = repo.reload_index()
+        if repo.index_failures:
+            # the packs of an unreadable index object would look unindexed and be deleted
+            raise DamagedRepository(
+                f"refusing to prune: {len(repo.index_failures)} index object(s) cannot be read "
+                f"({', '.join(sorted(repo.index_failures))}); run bk repair index first; nothing was deleted"
+            )
         if tuple(sorted(repo.index_names())) != index_names:
             raise RepositoryError("the index changed while prune was reading it; is another process writing?")
         listed = repo.list_packs()

@@ -54,8 +54,9 @@ class Index:
         self._blobs: dict[bytes, tuple[int, int, int, int]] = {}
         self._lock = threading.Lock()
 
-    def add_pack(self, pack: PackInfo, entries: Iterable[tuple[bytes, int, int, int]]) -> None:
-        """Register a pack and its blobs (blob_id, offset, length, raw_length)."""
+    def add_pack(self, pack: PackInfo, entries: Iterable[tuple[bytes, int, int, int]], override: bool = False) -> None:
+        """Register a pack and its blobs (blob_id, offset, length, raw_length); a blob
+        already known keeps its location unless ``override``."""
         with self._lock:
             no = self._pack_no.get(pack.id)
             if no is None:
@@ -64,8 +65,15 @@ class Index:
                 self._pack_no[pack.id] = no
             blobs = self._blobs
             for blob_id, offset, length, raw_length in entries:
-                if blob_id not in blobs:
+                if override or blob_id not in blobs:
                     blobs[blob_id] = (no, offset, length, raw_length)
+
+    def relocate(self, pack: PackInfo, entries: Iterable[tuple[bytes, int, int, int]]) -> None:
+        """Point blobs at their copy in ``pack`` (already added), replacing a damaged one."""
+        with self._lock:
+            no = self._pack_no[pack.id]
+            for blob_id, offset, length, raw_length in entries:
+                self._blobs[blob_id] = (no, offset, length, raw_length)
 
     def __contains__(self, blob_id: bytes) -> bool:
         return blob_id in self._blobs

@@ -60,7 +60,10 @@ def load_index(
         from_store: ignore cached copies (and cache nothing).
         on_object: called once per index object read (progress).
     """
-    names = sorted(repo.index_names())
+    # oldest first, and a later object's location of a blob wins: a blob written again
+    # (its first copy was lost or damaged) is found where it was written last
+    mtimes = {o.name: o.mtime for o in repo.store.list("index/")}
+    names = sorted(repo.index_names(), key=lambda n: (mtimes.get(n, 0.0), n))
 
     def fetch(name: str) -> IndexObject | str:
         try:
@@ -86,7 +89,7 @@ def load_index(
             continue
         out.merged.append(name)
         for pack, entries in obj.packs:
-            out.index.add_pack(pack, entries)
+            out.index.add_pack(pack, entries, override=True)
     if not from_store:
         repo.forget_cached("index/", keep=names)
     return out

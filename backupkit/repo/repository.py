@@ -92,6 +92,13 @@ class Repository:
         self.connections = max(1, connections)
         self._index: Index | None = None
         self._index_ids: set[bytes] = set()
+        #: index objects the last load could not read: name -> reason (the others are
+        #: used; ``bk repair index`` rebuilds what they held from the packs)
+        self.index_failures: dict[str, str] = {}
+        #: blobs known to be damaged where the index places them (a failed read in this
+        #: run, or the blobs of a pack the store lost): ``add_blob`` writes them again
+        #: instead of deduplicating, and the new copy takes over the in-memory index
+        self.damaged: set[bytes] = set()
         self._lock = threading.Lock()
         self._reserved: set[bytes] = set()
         self._unflushed: dict[bytes, tuple[int, bytes]] = {}  # meta blob id -> (type, sealed)
@@ -215,6 +222,11 @@ class Repository:
         """An object's stored bytes, straight from the store (key files; check)."""
         return self.store.get(name)
 
+    def read_raw_range(self, name: str, offset: int, length: int) -> bytes:
+        """``length`` stored bytes of an object from ``offset``, straight from the store
+        (``repair index`` reads the headers at the end of packs)."""
+        return self.store.get_range(name, offset, length)
+
     # -- sealed objects --------------------------------------------------------------------
     def seal_object(self, obj_type: int, obj_id: bytes, plaintext: bytes) -> bytes:
         return self.sealer.seal(obj_type, obj_id, encode_payload(plaintext, self.config.compression_level))
@@ -251,7 +263,13 @@ class Repository:
     def _load_index(self) -> Index:
         from backupkit.repo.indexload import load_index
 
-        loaded = load_index(self, tolerant=False)
+        # tolerant: a damaged index object never blocks what other objects index (prune
+        # refuses to run while ``index_failures`` is not empty)
+        loaded = load_index(self, tolerant=True)
+        self.index_failures = dict(loaded.failures)
+        for name, why in sorted(loaded.failures.items()):
+            what = why if name in why else f"{name}: {why}"
+            self.warn(f"{what}; its packs are left out until bk repair index")
         self._index_ids.update(bytes.fromhex(n.split("/", 1)[1]) for n in loaded.merged)
         return loaded.index
 
@@ -289,7 +307,7 @@ class Repository:
             blob_id = self.sealer.blob_id(data)
         index = self.index
         with self._lock:
-            if blob_id in index or blob_id in self._reserved:
+            if (blob_id in index and blob_id not in self.damaged) or blob_id in self._reserved:
                 self.stats["blobs_dup"] += 1
                 return blob_id, False
             self._reserved.add(blob_id)
@@ -310,6 +328,10 @@ class Repository:
         write_now = None
         with self._lock:
             index.add_pack(info, [(e.blob_id, e.offset, e.length, e.raw_length) for e in entries])
+            healed = [e for e in entries if e.blob_id in self.damaged]
+            if healed:  # the fresh copy replaces the damaged one
+                index.relocate(info, [(e.blob_id, e.offset, e.length, e.raw_length) for e in healed])
+                self.damaged.difference_update(e.blob_id for e in healed)
             for e in entries:
                 self._reserved.discard(e.blob_id)
                 self._unflushed.pop(e.blob_id, None)
@@ -336,8 +358,28 @@ class Repository:
             return decode_payload(self.sealer.open(t, blob_id, sealed), "blob")
         loc = self.index.lookup(blob_id)
         if loc is None:
-            raise BlobNotFound(f"blob {blob_id.hex()} is not in the index")
-        return self.read_blob_at(loc, blob_type)
+            hint = f" ({len(self.index_failures)} index object(s) cannot be read: run bk repair index)" if self.index_failures else ""
+            raise BlobNotFound(f"blob {blob_id.hex()} is not in the index{hint}")
+        try:
+            return self.read_blob_at(loc, blob_type)
+        except (IntegrityError, FormatError, ObjectNotFound):
+            with self._lock:
+                self.damaged.add(blob_id)  # a backup writes it again rather than reuse it
+            raise
+
+    def mark_missing_packs(self) -> int:
+        """Treat the blobs of indexed packs the store no longer lists (or lists at another
+        size) as damaged, so ``add_blob`` writes them again; returns how many packs.
+        One listing of the packs (backup calls it: a backup must never reference a blob
+        whose pack is gone)."""
+        listed = self.list_packs()
+        index = self.index
+        gone = {p.id for p in index.packs() if listed.get(pack_name(p.kind, p.id)) != p.size}
+        if gone:
+            lost = [loc.blob_id for loc in index.blobs() if loc.pack.id in gone]
+            with self._lock:
+                self.damaged.update(lost)
+        return len(gone)
 
     def read_blob_at(
         self, loc: BlobLocation, blob_type: int | None = None, on_retry_ok: Callable[[str], None] | None = None

@@ -30,8 +30,11 @@ def command(
     with st.locked_repo(exclusive=False, operation="check", read_only=True) as repo:
         with PhaseProgress(st.console) as progress:
             res = CheckManager(repo, progress).run(opts)
+    from backupkit.managers.remedies import NO_REPAIR, remedies
+
+    steps = remedies(res.findings)
     if st.json:
-        st.console.json(res.to_json())
+        st.console.json({**res.to_json(), "next": steps})
         return exit_codes.OK if res.ok else exit_codes.FATAL
     limit = None if st.verbose else 20
     for f in res.findings:
@@ -52,6 +55,14 @@ def command(
     )
     if res.ok:
         st.console.success(f"{summary}: no errors were found")
+        if steps and not st.quiet:
+            st.console.err.print("to tidy up, run (see docs/recovery.md): " + "; ".join(steps), markup=False)
         return exit_codes.OK
     st.console.error(f"{summary}: {count(len(res.errors), 'error')}")
+    for kind in sorted({f.kind for f in res.errors} & NO_REPAIR.keys()):
+        st.console.err.print(f"{kind}: {NO_REPAIR[kind]}", markup=False)
+    if steps:  # docs/recovery.md explains each step
+        st.console.err.print("to repair, run in this order (see docs/recovery.md):", markup=False)
+        for s in steps:
+            st.console.err.print(f"  {s}", markup=False)
     return exit_codes.FATAL

@@ -192,11 +192,17 @@ def test_corrupt_config_is_named(made, tmp_path):
 
 def test_corrupt_index_is_named(made, tmp_path):
     repo_dir, env = copy_repo(made, tmp_path)  # fresh cache: the index is read from the store
-    index = sorted((repo_dir / "index").iterdir())[0]
-    flip(index, 40)
+    damaged = sorted((repo_dir / "index").iterdir())
+    for index in damaged:
+        flip(index, 40)
     r = run_bk("ls", "latest", env=env)
-    assert r.returncode != 0
-    one_error_line(r, f"index/{index.name}")
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    # each damaged object is named in a warning, and the one error says what to run
+    *warnings, error = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(warnings) == len(damaged)
+    for index, warning in zip(damaged, warnings):
+        assert warning.startswith("warning: ") and f"index/{index.name}" in warning
+    assert error.startswith("error: ") and "bk repair index" in error
 
 
 def test_corrupt_snapshot_is_named(made, tmp_path):
