@@ -61,14 +61,6 @@ SAMPLE = {("data pack", "flip"), ("meta pack", "truncate"), ("index", "delete"),
 KNOWN: dict[tuple[str, str, str], str] = {}
 for d in DAMAGES:
     KNOWN[("config", d, "repair")] = "bk has no repair for the config object (docs/recovery.md: put back a copy)"
-KNOWN[("key", "flip", "detect")] = (
-    "a flipped byte in a key file that another key file can stand in for goes unnoticed: check does not open "
-    "every key file (issue 9 item 5, check belongs to helper content)"
-)
-KNOWN[("snapshot", "delete", "detect")] = (
-    "check reports a snapshot object gone from the store only as catalog_stale (info): it cannot yet tell a lost "
-    "object from a forget interrupted before it updated the catalog (issue 9 item 6; repair snapshots re-creates it)"
-)
 
 
 def cells(part: str):
