@@ -1,0 +1,283 @@
+"""Find: which files of which snapshots match name patterns, or hold given blobs or packs.
+
+Vocabulary:
+    query       what a match needs: path patterns (restic's, see ``pathmatch``) and an
+                mtime window, or a set of blob ids (``--blob``; ``--pack`` turns into the
+                blob ids the index puts in those packs; ``--tree`` is ``--blob`` for
+                trie nodes).
+    directed    how anchored patterns are searched (``/etc/*.conf``): from the
+                directory the pattern names, listing children by their key prefix, and
+                never into a directory below which nothing can match; every other
+                subtree of the trie is left unread.
+    scan        how the rest is searched: every trie node, each distinct node once
+                across all snapshots. A node's matches depend on the node alone (never
+                on the snapshot), so they are remembered by node id and a subtree two
+                snapshots share is read and matched once.
+
+Results are grouped by snapshot, paths sorted. Only trie nodes (and, for ``--blob``,
+content blobs) are read: data blobs never.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from backupkit.crypto import T_META_BLOB
+from backupkit.entry import display_path
+from backupkit.errors import BadArgument, FormatError, UsageError
+from backupkit.objects.content import decode_content_blob
+from backupkit.objects.entry import Entry
+from backupkit.pathmatch import PathPatterns
+from backupkit.repo.repository import Repository
+from backupkit.snapshot import Snapshot
+from backupkit.managers.tag import select_snapshots
+from backupkit.tree import SnapshotTree, make_hamt
+
+NAME, BLOB, TREE, PACK = "name", "blob", "tree", "pack"
+
+_TIME_FORMATS = ("%Y-%m-%d", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S")
+
+
+def parse_find_time(text: str, option: str) -> int:
+    """restic's ``--newest``/``--oldest`` forms in local time (``2026-01-02``,
+    ``2026-01-02 15:04``, ``2026-01-02 15:04:05``) -> ns since the epoch."""
+    for fmt in _TIME_FORMATS:
+        try:
+            return int(datetime.strptime(text.strip(), fmt).astimezone().timestamp() * 1_000_000_000)
+        except ValueError:
+            continue
+    raise BadArgument(f"invalid {option} {text!r}: use YYYY-MM-DD, 'YYYY-MM-DD HH:MM' or 'YYYY-MM-DD HH:MM:SS'")
+
+
+@dataclass(frozen=True)
+class FindOptions:
+    patterns: tuple[str, ...]
+    #: NAME (path patterns), or BLOB / TREE / PACK: the patterns are ids (or prefixes)
+    kind: str = NAME
+    ignore_case: bool = False
+    #: mtime window in ns (restic: --oldest <= mtime <= --newest)
+    oldest: int | None = None
+    newest: int | None = None
+    refs: tuple[str, ...] = ()
+    hosts: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FindMatch:
+    path: bytes
+    type: str
+    size: int
+    mode: int
+    mtime_ns: int
+    #: for id queries: the id found and where (content, content list, tree node)
+    blob: str | None = None
+    found_in: str | None = None
+    pack: str | None = None
+
+    def to_json(self) -> dict:
+        d = {"path": display_path(self.path), "type": self.type, "size": self.size, "mode": self.mode, "mtime_ns": self.mtime_ns}
+        if self.blob is not None:
+            d.update(blob=self.blob, found_in=self.found_in, pack=self.pack)
+        return d
+
+
+@dataclass(frozen=True)
+class SnapshotMatches:
+    snapshot: Snapshot
+    matches: tuple[FindMatch, ...]
+
+    def to_json(self) -> dict:
+        s = self.snapshot
+        return {"snapshot": s.id, "short_id": s.short_id, "time": s.time.isoformat(), "host": s.host,
+                "hits": len(self.matches), "matches": [m.to_json() for m in self.matches]}
+
+
+@dataclass(frozen=True)
+class FindResult:
+    snapshots: tuple[SnapshotMatches, ...]
+    searched: int
+    strategy: str
+    nodes_loaded: int
+    nodes_visited: int
+    #: ids asked for (after prefixes were resolved), for id queries
+    ids: tuple[str, ...] = ()
+
+    @property
+    def hits(self) -> int:
+        return sum(len(s.matches) for s in self.snapshots)
+
+    def to_json(self) -> dict:
+        return {"snapshots": [s.to_json() for s in self.snapshots], "searched": self.searched, "hits": self.hits,
+                "strategy": self.strategy, "nodes_loaded": self.nodes_loaded, "nodes_visited": self.nodes_visited,
+                "ids": list(self.ids)}
+
+
+class FindManager:
+    def __init__(self, repo: Repository) -> None:
+        self.repo = repo
+        self.hamt = make_hamt(repo, cache_size=1 << 18)
+
+    def run(self, opts: FindOptions) -> FindResult:
+        if not opts.patterns:
+            raise BadArgument("give at least one pattern (or id with --blob, --tree, --pack)")
+        if opts.kind not in (NAME, BLOB, TREE, PACK):
+            raise BadArgument(f"unknown find kind {opts.kind!r}")
+        snaps = select_snapshots(self.repo, opts.refs, opts.hosts, opts.tags, opts.paths)
+        ids: tuple[str, ...] = ()
+        if opts.kind == NAME:
+            found, strategy = self._by_name(snaps, opts)
+        else:
+            wanted = self._wanted_ids(opts)
+            found, strategy, ids = self._by_blob(snaps, wanted), "scan", tuple(sorted(b.hex() for b in wanted))
+        out = tuple(SnapshotMatches(s, tuple(sorted(m, key=lambda x: (x.path, x.blob or "")))) for s, m in found if m)
+        return FindResult(out, len(snaps), strategy, self.hamt.loads, self.hamt.visits, ids)
+
+    # -- names -------------------------------------------------------------------------------
+    def _by_name(self, snaps: list[Snapshot], opts: FindOptions):
+        pats = PathPatterns(opts.patterns, opts.ignore_case)
+
+        def keep(path: bytes, e: Entry) -> bool:
+            mt = e.mtime or 0
+            return (opts.oldest is None or mt >= opts.oldest) and (opts.newest is None or mt <= opts.newest)
+
+        starts = pats.start_dirs()
+        if starts is not None:
+            deep = any("**" in p.parts for p in pats.patterns)
+            limit = max(len(p.parts) for p in pats.patterns)
+            return [(s, self._directed(s, starts, pats, keep, deep, limit)) for s in snaps], "directed"
+        memo: dict[bytes, tuple[FindMatch, ...]] = {}
+
+        def leaf(rows) -> list[FindMatch]:
+            out = []
+            for _k, p, v in rows:
+                if pats.match(p):
+                    e = Entry.decode(v, p)
+                    if keep(p, e):
+                        out.append(_match(p, e))
+            return out
+
+        return [(s, self._scan(s.root, memo, leaf)) for s in snaps], "scan"
+
+    def _directed(self, snap, starts, pats: PathPatterns, keep, deep: bool, limit: int) -> list[FindMatch]:
+        tree = SnapshotTree(self.repo, snap.root, self.hamt)
+        out: list[FindMatch] = []
+        for start in starts:
+            top = tree.get(start)
+            if top is None:
+                continue
+            stack = [(start, top)]
+            while stack:
+                p, e = stack.pop()
+                m = pats.match(p)
+                if m and keep(p, e):
+                    out.append(_match(p, e))
+                depth = 0 if p == b"/" else p.count(b"/")
+                # below a match everything matches; below depth ``limit`` nothing can
+                # start to match unless a pattern has ``**``
+                if e.is_dir and (m or deep or depth < limit):
+                    stack.extend(tree.children(p))
+        return out
+
+    def _scan(self, root: bytes, memo: dict, leaf: Callable[[list], list], node_hit: Callable | None = None) -> list[FindMatch]:
+        """Matches in the subtree of ``root``; each distinct node matched once (memo)."""
+        got = memo.get(root)
+        if got is not None:
+            return list(got)
+        n = self.hamt.node(root)
+        found: list[FindMatch] = []
+        if node_hit is not None:
+            found.extend(node_hit(root, n))
+        if n[0] == 0:
+            found.extend(leaf(n[1]))
+        else:
+            for _slot, cid, _cnt in n[4]:
+                found.extend(self._scan(cid, memo, leaf, node_hit))
+        memo[root] = tuple(found)
+        return found
+
+    # -- ids -------------------------------------------------------------------------------------
+    def _wanted_ids(self, opts: FindOptions) -> set[bytes]:
+        wanted: set[bytes] = set()
+        prefixes: list[str] = []
+        for raw in opts.patterns:
+            t = raw.strip().lower()
+            if len(t) < 4 or len(t) > 64 or any(c not in "0123456789abcdef" for c in t):
+                raise BadArgument(f"invalid id {raw!r}: give hex digits (at least 4)")
+            if opts.kind != PACK and len(t) == 64:
+                wanted.add(bytes.fromhex(t))
+            else:
+                prefixes.append(t)
+        if opts.kind == PACK:
+            packs = {p.id for p in self.repo.index.packs() if any(p.id.hex().startswith(x) for x in prefixes)}
+            for x in prefixes:
+                if not any(p.hex().startswith(x) for p in packs):
+                    raise UsageError(f"no pack in the index matches {x!r}")
+            wanted = {loc.blob_id for loc in self.repo.index.blobs() if loc.pack.id in packs}
+        elif prefixes:
+            for x in prefixes:
+                hits = {loc.blob_id for loc in self.repo.index.blobs() if loc.blob_id.hex().startswith(x)}
+                if not hits:
+                    raise UsageError(f"no blob in the index matches {x!r} (give the full id of a missing blob)")
+                wanted |= hits
+        return wanted
+
+    def _by_blob(self, snaps: list[Snapshot], wanted: set[bytes]):
+        memo: dict[bytes, tuple[FindMatch, ...]] = {}
+        lists: dict[bytes, tuple[bytes, ...]] = {}
+        few = len(wanted) <= 8
+
+        def pack_of(bid: bytes) -> str | None:
+            loc = self.repo.index.lookup(bid)
+            return loc.pack.id.hex() if loc is not None else None
+
+        def in_list(cb: bytes) -> tuple[bytes, ...]:
+            hit = lists.get(cb)
+            if hit is None:
+                items = decode_content_blob(cb, self.repo.read_blob(cb, T_META_BLOB))
+                hit = lists[cb] = tuple(i for i in items if type(i) is bytes and i in wanted)
+            return hit
+
+        def leaf(rows) -> list[FindMatch]:
+            out = []
+            for _k, p, v in rows:
+                if few and not any(b in v for b in wanted) and b"cb" not in v:
+                    continue
+                try:
+                    e = Entry.decode(v, p)
+                except FormatError:
+                    continue
+                if not e.is_file:
+                    continue
+                hits: list[tuple[bytes, str]] = []
+                for item in e.content or ():
+                    if type(item) is bytes and item in wanted:
+                        hits.append((item, "content"))
+                for cb in e.content_blobs or ():
+                    if cb in wanted:
+                        hits.append((cb, "content list"))
+                    hits.extend((b, "content") for b in in_list(cb))
+                seen = set()
+                for b, where in hits:
+                    if (b, where) not in seen:
+                        seen.add((b, where))
+                        out.append(_match(p, e, b.hex(), where, pack_of(b)))
+            return out
+
+        def node_hit(nid: bytes, n: list) -> list[FindMatch]:
+            if nid not in wanted:
+                return []
+            first = n[1][0][1] if n[0] == 0 and n[1] else b""
+            return [FindMatch(first, "tree node", 0, 0, 0, nid.hex(), "tree node", pack_of(nid))]
+
+        return [(s, self._scan(s.root, memo, leaf, node_hit)) for s in snaps]
+
+
+def _match(p: bytes, e: Entry, blob: str | None = None, where: str | None = None, pack: str | None = None) -> FindMatch:
+    return FindMatch(p, e.type_name, e.size or 0, e.mode or 0, e.mtime or 0, blob, where, pack)
+
+
+__all__ = ["FindManager", "FindOptions", "FindResult", "FindMatch", "SnapshotMatches", "parse_find_time", "NAME", "BLOB", "TREE", "PACK"]

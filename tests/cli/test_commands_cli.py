@@ -1,0 +1,97 @@
+"""bk tag / find / stats / dump / rewrite through the real executable: main options,
+--json, bad input and exit codes."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import tarfile
+import zipfile
+from datetime import datetime, timezone
+
+import pytest
+
+from tests.support.kit import bk_executable
+
+
+def bk(env, *args, timeout=120, text=True):
+    return subprocess.run([bk_executable(), *args], env=env, capture_output=True, text=text, timeout=timeout)
+
+
+def ok(env, *args, text=True) -> subprocess.CompletedProcess:
+    r = bk(env, *args, text=text)
+    assert r.returncode == 0, (args, r.stdout, r.stderr)
+    return r
+
+
+@pytest.fixture
+def two(tmp_path):
+    """Two snapshots of a small tree (made in-process; the commands run as subprocesses)."""
+    from backupkit.managers.backup import BackupManager, BackupOptions
+    from backupkit.repo.repository import Repository
+    from backupkit.store.local import LocalObjectStore
+    from tests.support.kit import INSECURE_TEST_KDF
+
+    src = tmp_path / "src"
+    (src / "etc/ssh").mkdir(parents=True)
+    (src / "etc/a.conf").write_text("a\n")
+    (src / "etc/ssh/x.conf").write_text("x\n")
+    (src / "data.bin").write_bytes(os.urandom(300_000))
+    repo = Repository.init(LocalObjectStore(tmp_path / "repo", fsync=False), b"cli-pw", kdf=INSECURE_TEST_KDF, cache_root=False)
+    ids = []
+    for i in range(2):
+        (src / f"day{i}.conf").write_text(str(i))
+        when = datetime(2026, 3, i + 1, 8, tzinfo=timezone.utc)
+        ids.append(BackupManager(repo).run(BackupOptions(paths=(str(src),), time=when, host=f"h{i}")).snapshot.id)
+    repo.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BK_")}
+    env.update(BK_PASSWORD="cli-pw", BK_CACHE_DIR=str(tmp_path / "cache"), BK_REPOSITORY=str(tmp_path / "repo"))
+    return env, src, ids
+
+
+def snapshots(env) -> list[dict]:
+    return json.loads(ok(env, "--json", "snapshots").stdout)
+
+
+def test_tag(two):
+    env, _src, ids = two
+    r = ok(env, "tag", "--add", "keep,prod", ids[0][:8])
+    assert "modified 1 snapshot" in r.stderr + r.stdout
+    d = json.loads(ok(env, "--json", "tag", "--host", "h0", "--remove", "prod").stdout)
+    (c,) = d["changed"]
+    assert c["tags"] == ["keep"] and c["original"] == ids[0]
+    d = json.loads(ok(env, "--json", "tag", "--set", "x", "--set", "y", "latest").stdout)
+    assert d["changed"][0]["old_snapshot_id"] == ids[1]
+    assert sorted(tuple(s["tags"]) for s in snapshots(env)) == [("keep",), ("x", "y")]
+    assert len(json.loads(ok(env, "--json", "snapshots", "--tag", "keep").stdout)) == 1
+    ok(env, "check")
+    # bad input: nothing asked (2), --set with --add (2), unknown snapshot (1)
+    assert bk(env, "tag", "latest").returncode == 2
+    assert bk(env, "tag", "--set", "a", "--add", "b", "latest").returncode == 2
+    r = bk(env, "tag", "--add", "a", "deadbeef")
+    assert r.returncode == 1 and "deadbeef" in r.stderr and "Traceback" not in r.stderr
+    assert "--remove" in ok(env, "tag", "--help").stdout
+
+
+def test_find(two):
+    env, src, ids = two
+    r = ok(env, "find", "*.conf")
+    assert f"{src}/etc/ssh/x.conf" in r.stdout and r.stdout.count("day0.conf") == 2
+    d = json.loads(ok(env, "--json", "find", "-i", "DAY1.CONF").stdout)
+    assert [g["snapshot"] for g in d["snapshots"]] == [ids[1]] and d["hits"] == 1
+    d = json.loads(ok(env, "--json", "find", f"{src}/etc", "--host", "h0").stdout)
+    assert d["strategy"] == "directed" and d["searched"] == 1
+    assert [m["path"] for m in d["snapshots"][0]["matches"]] == [f"{src}/etc", f"{src}/etc/a.conf", f"{src}/etc/ssh", f"{src}/etc/ssh/x.conf"]
+    d = json.loads(ok(env, "--json", "find", "-s", ids[0][:8], "--newest", "2000-01-01", "*").stdout)
+    assert d["hits"] == 0
+    assert "--blob" in ok(env, "find", "--help").stdout
+    # bad pattern, bad time, conflicting kinds: 2; unknown snapshot, unknown blob prefix: 1
+    assert bk(env, "find", "[").returncode == 2
+    assert bk(env, "find", "--newest", "soon", "*").returncode == 2
+    assert bk(env, "find", "--blob", "--pack", "abcd").returncode == 2
+    assert bk(env, "find").returncode == 2
+    assert bk(env, "find", "-s", "deadbeef", "*").returncode == 1
+    r = bk(env, "find", "--blob", "ffffffff")
+    assert r.returncode == 1 and "ffffffff" in r.stderr
