@@ -4,7 +4,7 @@ Vocabulary:
     query       what a match needs: path patterns (restic's, see ``pathmatch``) and an
                 mtime window, or a set of blob ids (``--blob``; ``--pack`` turns into the
                 blob ids the index puts in those packs; ``--tree`` is ``--blob`` for
-                trie nodes).
+                trie nodes; both go through ``reachable.find_affected``).
     directed    how anchored patterns are searched (``/etc/*.conf``): from the
                 directory the pattern names, listing children by their key prefix, and
                 never into a directory below which nothing can match; every other
@@ -20,18 +20,18 @@ content blobs) are read: data blobs never.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 from backupkit.crypto import T_META_BLOB
 from backupkit.entry import display_path
 from backupkit.errors import BadArgument, FormatError, UsageError
-from backupkit.objects.content import decode_content_blob
 from backupkit.objects.entry import Entry
 from backupkit.pathmatch import PathPatterns
 from backupkit.repo.repository import Repository
 from backupkit.snapshot import Snapshot
+from backupkit.managers.reachable import find_affected
 from backupkit.managers.tag import select_snapshots
 from backupkit.tree import SnapshotTree, make_hamt
 
@@ -120,6 +120,7 @@ class FindManager:
     def __init__(self, repo: Repository) -> None:
         self.repo = repo
         self.hamt = make_hamt(repo, cache_size=1 << 18)
+        self.meta_reads = 0
 
     def run(self, opts: FindOptions) -> FindResult:
         if not opts.patterns:
@@ -134,7 +135,10 @@ class FindManager:
             wanted = self._wanted_ids(opts)
             found, strategy, ids = self._by_blob(snaps, wanted), "scan", tuple(sorted(b.hex() for b in wanted))
         out = tuple(SnapshotMatches(s, tuple(sorted(m, key=lambda x: (x.path, x.blob or "")))) for s, m in found if m)
-        return FindResult(out, len(snaps), strategy, self.hamt.loads, self.hamt.visits, ids)
+        loads, visits = self.hamt.loads, self.hamt.visits
+        if opts.kind != NAME:
+            loads = visits = self.meta_reads
+        return FindResult(out, len(snaps), strategy, loads, visits, ids)
 
     # -- names -------------------------------------------------------------------------------
     def _by_name(self, snaps: list[Snapshot], opts: FindOptions):
@@ -182,20 +186,18 @@ class FindManager:
                     stack.extend(tree.children(p))
         return out
 
-    def _scan(self, root: bytes, memo: dict, leaf: Callable[[list], list], node_hit: Callable | None = None) -> list[FindMatch]:
+    def _scan(self, root: bytes, memo: dict, leaf: Callable[[list], list]) -> list[FindMatch]:
         """Matches in the subtree of ``root``; each distinct node matched once (memo)."""
         got = memo.get(root)
         if got is not None:
             return list(got)
         n = self.hamt.node(root)
         found: list[FindMatch] = []
-        if node_hit is not None:
-            found.extend(node_hit(root, n))
         if n[0] == 0:
             found.extend(leaf(n[1]))
         else:
             for _slot, cid, _cnt in n[4]:
-                found.extend(self._scan(cid, memo, leaf, node_hit))
+                found.extend(self._scan(cid, memo, leaf))
         memo[root] = tuple(found)
         return found
 
@@ -226,54 +228,40 @@ class FindManager:
         return wanted
 
     def _by_blob(self, snaps: list[Snapshot], wanted: set[bytes]):
-        memo: dict[bytes, tuple[FindMatch, ...]] = {}
-        lists: dict[bytes, tuple[bytes, ...]] = {}
-        few = len(wanted) <= 8
+        """Through ``reachable.find_affected`` (what check uses to name damage): each
+        distinct node examined once. A node or content blob that cannot be read shows as
+        a hit on an id that was not asked for: reported as ``unreadable``."""
+        reads = [0]
 
-        def pack_of(bid: bytes) -> str | None:
-            loc = self.repo.index.lookup(bid)
-            return loc.pack.id.hex() if loc is not None else None
+        def read_meta(bid: bytes) -> bytes:
+            reads[0] += 1
+            return self.repo.read_blob(bid, T_META_BLOB)
 
-        def in_list(cb: bytes) -> tuple[bytes, ...]:
-            hit = lists.get(cb)
-            if hit is None:
-                items = decode_content_blob(cb, self.repo.read_blob(cb, T_META_BLOB))
-                hit = lists[cb] = tuple(i for i in items if type(i) is bytes and i in wanted)
-            return hit
-
-        def leaf(rows) -> list[FindMatch]:
-            out = []
-            for _k, p, v in rows:
-                if few and not any(b in v for b in wanted) and b"cb" not in v:
-                    continue
-                try:
-                    e = Entry.decode(v, p)
-                except FormatError:
-                    continue
-                if not e.is_file:
-                    continue
-                hits: list[tuple[bytes, str]] = []
-                for item in e.content or ():
-                    if type(item) is bytes and item in wanted:
-                        hits.append((item, "content"))
-                for cb in e.content_blobs or ():
-                    if cb in wanted:
-                        hits.append((cb, "content list"))
-                    hits.extend((b, "content") for b in in_list(cb))
-                seen = set()
-                for b, where in hits:
-                    if (b, where) not in seen:
-                        seen.add((b, where))
-                        out.append(_match(p, e, b.hex(), where, pack_of(b)))
-            return out
-
-        def node_hit(nid: bytes, n: list) -> list[FindMatch]:
-            if nid not in wanted:
-                return []
-            first = n[1][0][1] if n[0] == 0 and n[1] else b""
-            return [FindMatch(first, "tree node", 0, 0, 0, nid.hex(), "tree node", pack_of(nid))]
-
-        return [(s, self._scan(s.root, memo, leaf, node_hit)) for s in snaps]
+        by_snap: dict[str, list[FindMatch]] = {s.id: [] for s in snaps}
+        trees = {s.id: SnapshotTree(self.repo, s.root, self.hamt) for s in snaps}
+        for a in find_affected(self.repo, snaps, wanted, read_meta):
+            loc = self.repo.index.lookup(a.blob)
+            pack = loc.pack.id.hex() if loc is not None else None
+            if a.path is None:
+                where = "tree node" if a.blob in wanted else "unreadable tree node"
+                by_snap[a.snapshot].append(FindMatch(b"", "tree node", 0, 0, 0, a.blob.hex(), where, pack))
+                continue
+            try:
+                e = trees[a.snapshot].get(a.path)
+            except FormatError:
+                e = None
+            if e is None:
+                by_snap[a.snapshot].append(FindMatch(a.path, "?", 0, 0, 0, a.blob.hex(), "unreadable entry", pack))
+                continue
+            if a.blob not in wanted:
+                where = "unreadable content list"
+            elif a.blob in (e.content_blobs or ()):
+                where = "content list"
+            else:
+                where = "content"
+            by_snap[a.snapshot].append(_match(a.path, e, a.blob.hex(), where, pack))
+        self.meta_reads = reads[0]
+        return [(s, by_snap[s.id]) for s in snaps]
 
 
 def _match(p: bytes, e: Entry, blob: str | None = None, where: str | None = None, pack: str | None = None) -> FindMatch:
