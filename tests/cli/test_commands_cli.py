@@ -95,3 +95,19 @@ def test_find(two):
     assert bk(env, "find", "-s", "deadbeef", "*").returncode == 1
     r = bk(env, "find", "--blob", "ffffffff")
     assert r.returncode == 1 and "ffffffff" in r.stderr
+
+
+def test_stats(two):
+    env, _src, ids = two
+    r = ok(env, "stats")
+    assert "restore-size" in r.stdout and "Repository:" in r.stdout
+    d = json.loads(ok(env, "--json", "stats", ids[0][:8]).stdout)
+    assert d["snapshots"] == [ids[0]] and d["files"] == 4 and d["total_size"] == 300_000 + 2 + 2 + 1
+    d = json.loads(ok(env, "--json", "stats", "--mode", "raw-data", "--host", "h1").stdout)
+    assert d["snapshots"] == [ids[1]] and d["blobs"] > 0 and d["dedup_ratio"] >= 1
+    assert d["repository"]["snapshots_per_host"] == {"h0": 1, "h1": 1}
+    d = json.loads(ok(env, "--json", "stats", "--mode", "files-by-contents").stdout)
+    assert d["files"] == 5
+    assert "--mode" in ok(env, "stats", "--help").stdout
+    assert bk(env, "stats", "--mode", "nonsense").returncode == 2
+    assert bk(env, "stats", "deadbeef").returncode == 1

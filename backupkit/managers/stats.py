@@ -1,0 +1,235 @@
+"""Stats: sizes of snapshots and of the repository, from the index and the trie alone.
+
+Modes (restic's names), over the selected snapshots:
+    restore-size        files, directories and others a restore would create, and the
+                        bytes it would write; summed over snapshots, a file with several
+                        names (hard links) counted once per snapshot.
+    files-by-contents   distinct file contents (equal content lists) and their bytes.
+    raw-data            the blobs the snapshots reference (trie nodes, content lists and
+                        data): how many, their bytes before and after compression and
+                        encryption, and the deduplication ratio (restore size / raw
+                        bytes of data blobs).
+
+Every result also has the repository summary: packs and their bytes, blobs by kind,
+compression ratio, snapshots per host, and unused space (bytes of indexed blobs no
+snapshot references, plus pack bytes that are no indexed blob: headers, duplicates).
+
+No data blob is read. The trie is walked once per distinct node (restore-size memoizes
+per node id, since a node's totals do not depend on the snapshot); content blobs are
+read only for raw-data and the unused space (``reachable.mark``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from backupkit.errors import BadArgument
+from backupkit.managers.reachable import mark
+from backupkit.managers.tag import select_snapshots
+from backupkit.objects.entry import Entry
+from backupkit.repo.pack import KIND_DATA, KIND_META
+from backupkit.repo.repository import Repository
+from backupkit.snapshot import Snapshot, list_snapshots
+from backupkit.tree import make_hamt
+
+MODES = ("restore-size", "files-by-contents", "raw-data")
+
+
+@dataclass(frozen=True)
+class StatsOptions:
+    mode: str = "restore-size"
+    refs: tuple[str, ...] = ()
+    hosts: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RepoSummary:
+    packs: int
+    pack_bytes: int
+    data_packs: int
+    meta_packs: int
+    data_blobs: int
+    meta_blobs: int
+    blob_bytes_raw: int
+    blob_bytes_stored: int
+    unused_blobs: int
+    unused_bytes: int
+    pack_overhead_bytes: int
+    snapshots: int
+    snapshots_per_host: dict[str, int]
+
+    @property
+    def compression_ratio(self) -> float:
+        return self.blob_bytes_raw / self.blob_bytes_stored if self.blob_bytes_stored else 1.0
+
+    def to_json(self) -> dict:
+        d = dict(self.__dict__)
+        d["compression_ratio"] = round(self.compression_ratio, 4)
+        return d
+
+
+@dataclass(frozen=True)
+class StatsResult:
+    mode: str
+    snapshots: tuple[str, ...]
+    #: restore-size and files-by-contents: entries counted and bytes
+    files: int
+    dirs: int
+    others: int
+    bytes: int
+    #: raw-data: blobs referenced, their raw and stored bytes, data blobs' raw bytes
+    blobs: int
+    blob_bytes_raw: int
+    blob_bytes_stored: int
+    data_bytes_raw: int
+    #: restore-size bytes of these snapshots (raw-data: for the dedup ratio)
+    restore_bytes: int
+    repository: RepoSummary
+
+    def to_json(self) -> dict:
+        d = {"mode": self.mode, "snapshots": list(self.snapshots), "snapshots_count": len(self.snapshots)}
+        if self.mode == "raw-data":
+            d.update(
+                blobs=self.blobs, total_uncompressed_size=self.blob_bytes_raw, total_size=self.blob_bytes_stored,
+                compression_ratio=round(self.blob_bytes_raw / self.blob_bytes_stored, 4) if self.blob_bytes_stored else 1.0,
+                restore_size=self.restore_bytes,
+                dedup_ratio=round(self.restore_bytes / self.data_bytes_raw, 4) if self.data_bytes_raw else 1.0,
+            )
+        else:
+            d.update(total_file_count=self.files, files=self.files, dirs=self.dirs, others=self.others, total_size=self.bytes)
+        d["repository"] = self.repository.to_json()
+        return d
+
+
+# per node: (files, dirs, others, bytes) without hard links, and the hard links as ((dev, ino), size)
+_Totals = tuple[int, int, int, int, tuple]
+
+
+class StatsManager:
+    def __init__(self, repo: Repository) -> None:
+        self.repo = repo
+        self.hamt = make_hamt(repo, cache_size=1 << 16)
+
+    def run(self, opts: StatsOptions) -> StatsResult:
+        if opts.mode not in MODES:
+            raise BadArgument(f"unknown --mode {opts.mode!r}: use one of {', '.join(MODES)}")
+        all_snaps = list_snapshots(self.repo)
+        snaps = select_snapshots(self.repo, opts.refs, opts.hosts, opts.tags, opts.paths)
+        everything = mark(self.repo, all_snaps)
+        summary = self._summary(all_snaps, everything.all)
+        files = dirs = others = nbytes = 0
+        blobs = raw = stored = data_raw = restore = 0
+        if opts.mode in ("restore-size", "raw-data"):
+            files, dirs, others, nbytes = self._restore_size(snaps)
+            restore = nbytes
+        if opts.mode == "files-by-contents":
+            files, nbytes = self._by_contents(snaps)
+        if opts.mode == "raw-data":
+            used = everything if len(snaps) == len(all_snaps) else mark(self.repo, snaps)
+            index = self.repo.index
+            for bid in used.all:
+                loc = index.lookup(bid)
+                if loc is None:
+                    continue
+                blobs += 1
+                raw += loc.raw_length
+                stored += loc.length
+                if bid in used.data:
+                    data_raw += loc.raw_length
+        return StatsResult(opts.mode, tuple(s.id for s in snaps), files, dirs, others, nbytes,
+                           blobs, raw, stored, data_raw, restore, summary)
+
+    # -- restore-size ----------------------------------------------------------------------
+    def _restore_size(self, snaps: list[Snapshot]) -> tuple[int, int, int, int]:
+        memo: dict[bytes, _Totals] = {}
+        files = dirs = others = nbytes = 0
+        for s in snaps:
+            f, d, o, b, links = self._totals(s.root, memo)
+            seen: dict = {}
+            for key, size in links:
+                seen.setdefault(key, size)
+            files += f + len(seen)
+            dirs += d
+            others += o
+            nbytes += b + sum(seen.values())
+        return files, dirs, others, nbytes
+
+    def _totals(self, nid: bytes, memo: dict[bytes, _Totals]) -> _Totals:
+        got = memo.get(nid)
+        if got is not None:
+            return got
+        n = self.hamt.node(nid)
+        f = d = o = b = 0
+        links: list = []
+        if n[0] == 0:
+            for _k, p, v in n[1]:
+                e = Entry.decode(v, p)
+                if e.is_file:
+                    hl = e.hardlink_key
+                    if hl is not None:
+                        links.append((hl, e.size or 0))
+                    else:
+                        f += 1
+                        b += e.size or 0
+                elif e.is_dir:
+                    d += 1
+                else:
+                    o += 1
+        else:
+            for _s, cid, _c in n[4]:
+                cf, cd, co, cb, cl = self._totals(cid, memo)
+                f, d, o, b = f + cf, d + cd, o + co, b + cb
+                links.extend(cl)
+        got = memo[nid] = (f, d, o, b, tuple(links))
+        return got
+
+    # -- files-by-contents -------------------------------------------------------------------
+    def _by_contents(self, snaps: list[Snapshot]) -> tuple[int, int]:
+        seen_nodes: set[bytes] = set()
+        contents: dict[tuple, int] = {}
+        for s in snaps:
+            stack = [s.root]
+            while stack:
+                nid = stack.pop()
+                if nid in seen_nodes:
+                    continue
+                seen_nodes.add(nid)
+                n = self.hamt.node(nid)
+                if n[0] != 0:
+                    stack.extend(cid for _s, cid, _c in n[4])
+                    continue
+                for _k, p, v in n[1]:
+                    e = Entry.decode(v, p)
+                    if e.is_file:
+                        key = ("cb", e.content_blobs) if e.content_blobs is not None else ("c", e.content or ())
+                        contents.setdefault(key, e.size or 0)
+        return len(contents), sum(contents.values())
+
+    # -- the repository ----------------------------------------------------------------------
+    def _summary(self, snaps: list[Snapshot], used: set[bytes]) -> RepoSummary:
+        index = self.repo.index
+        packs = index.packs()
+        per_pack = Counter()
+        data_blobs = meta_blobs = raw = stored = unused = unused_bytes = 0
+        for loc in index.blobs():
+            per_pack[loc.pack.id] += loc.length
+            raw += loc.raw_length
+            stored += loc.length
+            if loc.pack.kind == KIND_DATA:
+                data_blobs += 1
+            else:
+                meta_blobs += 1
+            if loc.blob_id not in used:
+                unused += 1
+                unused_bytes += loc.length
+        pack_bytes = sum(p.size for p in packs)
+        return RepoSummary(
+            packs=len(packs), pack_bytes=pack_bytes,
+            data_packs=sum(1 for p in packs if p.kind == KIND_DATA), meta_packs=sum(1 for p in packs if p.kind == KIND_META),
+            data_blobs=data_blobs, meta_blobs=meta_blobs, blob_bytes_raw=raw, blob_bytes_stored=stored,
+            unused_blobs=unused, unused_bytes=unused_bytes, pack_overhead_bytes=pack_bytes - stored,
+            snapshots=len(snaps), snapshots_per_host=dict(sorted(Counter(s.host for s in snaps).items())),
+        )
