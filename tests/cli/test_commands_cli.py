@@ -111,3 +111,23 @@ def test_stats(two):
     assert "--mode" in ok(env, "stats", "--help").stdout
     assert bk(env, "stats", "--mode", "nonsense").returncode == 2
     assert bk(env, "stats", "deadbeef").returncode == 1
+
+
+def test_dump(two, tmp_path):
+    env, src, ids = two
+    r = ok(env, "dump", "latest", str(src / "data.bin"), text=False)
+    assert r.stdout == (src / "data.bin").read_bytes()
+    r = ok(env, "dump", ids[0][:8], str(src / "etc"), text=False)
+    with tarfile.open(fileobj=io.BytesIO(r.stdout)) as t:
+        assert t.extractfile(f"{str(src).lstrip('/')}/etc/ssh/x.conf").read() == b"x\n"
+    target = tmp_path / "out.zip"
+    d = json.loads(ok(env, "--json", "dump", "--archive", "zip", "--target", str(target), "latest", str(src)).stdout)
+    assert d["kind"] == "zip" and d["snapshot"] == ids[1]
+    with zipfile.ZipFile(target) as z:
+        assert z.read(f"{str(src).lstrip('/')}/day1.conf") == b"1"
+    assert "--archive" in ok(env, "dump", "--help").stdout
+    r = bk(env, "dump", "latest", str(src / "nope"))
+    assert r.returncode == 1 and "not in the snapshot" in r.stderr
+    assert bk(env, "dump", "--archive", "rar", "latest", str(src)).returncode == 2
+    assert bk(env, "--json", "dump", "latest", str(src / "data.bin")).returncode == 2
+    assert bk(env, "dump", "deadbeef", "/x").returncode == 1
