@@ -105,6 +105,17 @@ def parse_pattern(text: str, ignore_case: bool = False) -> PathPattern:
     return PathPattern(text, anchored, parts, re.compile(rx, flags | re.DOTALL))
 
 
+def read_pattern_file(path: str, option: str = "--exclude-file") -> list[str]:
+    """One pattern a line; surrounding white space dropped, blank lines and ``#``
+    comments skipped (restic's format, without its ``$VAR`` expansion)."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8", "surrogateescape")
+    except OSError as e:
+        raise BadArgument(f"cannot read {option} {path}: {e.strerror}") from None
+    return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+
+
 class PathPatterns:
     """Any of several patterns (OR)."""
 

@@ -18,7 +18,7 @@ from backupkit_cli.commands import backup, cat, init, key, ls, restore, snapshot
 from backupkit_cli.commands import cache, completion, unlock, version
 from backupkit_cli.commands import check, diff, forget, prune, repair
 from backupkit_cli.commands import serve
-from backupkit_cli.commands import dump, find, stats, tag
+from backupkit_cli.commands import dump, find, rewrite, stats, tag
 from backupkit_cli.console import Console
 from backupkit_cli.context import State
 
@@ -148,6 +148,7 @@ _command("tag", help="Add, remove or set the tags of snapshots (writes new snaps
 _command("find", help="Find files (by name pattern, or holding a blob or pack) across snapshots.")(find.command)
 _command("stats", help="Sizes: what a restore writes, distinct contents, stored blobs, and the repository.")(stats.command)
 _command("dump", help="Write one file of a snapshot to stdout, or a directory as a tar or zip archive.")(dump.command)
+_command("rewrite", help="Remove paths from existing snapshots (--exclude), as new snapshots or replacing them (--forget).")(rewrite.command)
 app.add_typer(key.app, name="key", help="Manage the repository's keys (passwords).")
 app.add_typer(repair.app, name="repair", help="Repair a damaged repository: index, packs, snapshots (docs/recovery.md).")
 _command("version", help="Print the version of bk.")(version.command)

@@ -141,6 +141,11 @@ class FindManager:
         return FindResult(out, len(snaps), strategy, loads, visits, ids)
 
     # -- names -------------------------------------------------------------------------------
+    def by_name(self, snaps: list[Snapshot], opts: FindOptions) -> list[tuple[Snapshot, list[FindMatch]]]:
+        """(snapshot, matches) for name patterns in the given snapshots (``rewrite`` uses
+        it to find what its excludes remove)."""
+        return self._by_name(snaps, opts)[0]
+
     def _by_name(self, snaps: list[Snapshot], opts: FindOptions):
         pats = PathPatterns(opts.patterns, opts.ignore_case)
 

@@ -131,3 +131,28 @@ def test_dump(two, tmp_path):
     assert bk(env, "dump", "--archive", "rar", "latest", str(src)).returncode == 2
     assert bk(env, "--json", "dump", "latest", str(src / "data.bin")).returncode == 2
     assert bk(env, "dump", "deadbeef", "/x").returncode == 1
+
+
+def test_rewrite(two, tmp_path):
+    env, src, ids = two
+    r = ok(env, "rewrite", "--dry-run", "--exclude", "*.conf", ids[0][:8])
+    assert f"{src}/etc/a.conf" in r.stdout and "would rewrite 1" in r.stderr + r.stdout
+    assert [s["id"] for s in snapshots(env)] == ids
+    pf = tmp_path / "patterns"
+    pf.write_text("# secrets\n\n*.conf\n")
+    d = json.loads(ok(env, "--json", "rewrite", "--exclude-file", str(pf), "--host", "h1").stdout)
+    (c,) = d["changed"]
+    assert c["old_snapshot_id"] == ids[1] and c["removed_entries"] == 4
+    snaps = snapshots(env)
+    assert len(snaps) == 3 and {s["id"]: s["tags"] for s in snaps}[c["new_snapshot_id"]] == ["rewrite"]
+    assert json.loads(ok(env, "--json", "find", "-s", c["new_snapshot_id"], "*.conf").stdout)["hits"] == 0
+    d = json.loads(ok(env, "--json", "rewrite", "--forget", "--iexclude", "DATA.BIN").stdout)
+    assert len(d["changed"]) == 3 and d["forget"] is True
+    assert len(snapshots(env)) == 3
+    ok(env, "prune", "--max-unused", "0%")
+    ok(env, "check", "--read-data")
+    assert "--exclude-file" in ok(env, "rewrite", "--help").stdout
+    assert bk(env, "rewrite", "latest").returncode == 2
+    assert bk(env, "rewrite", "--exclude", "[x", "latest").returncode == 2
+    assert bk(env, "rewrite", "--exclude-file", str(tmp_path / "missing"), "latest").returncode == 2
+    assert bk(env, "rewrite", "--exclude", "*.conf", "deadbeef").returncode == 1

@@ -1,0 +1,131 @@
+"""Rewrite: remove paths from existing snapshots (restic's ``rewrite``).
+
+For each selected snapshot, the entries the exclude patterns match (restic's rules: a
+matched directory takes everything below it) are found as ``find`` finds them, then
+deleted from the snapshot's trie with one ``Hamt.update``: only the nodes on the paths to
+removed keys are written, every other subtree is shared with the original. The new
+snapshot keeps the original's document but for its root, gets the tag ``rewrite`` and
+``meta["original"]`` (the first id it had), and is published (packs, index, snapshot,
+catalog) before anything is removed. With ``forget`` the original snapshot is removed
+afterwards (the caller then holds the exclusive lock); the data only it used becomes
+garbage for ``prune``. A snapshot nothing matches is left alone. ``dry_run`` writes
+nothing and says what would go.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from backupkit.entry import Keyer, display_path
+from backupkit.errors import BadArgument, UsageError
+from backupkit.managers.find import FindManager, FindMatch, FindOptions
+from backupkit.managers.tag import select_snapshots
+from backupkit.repo.repository import Repository
+from backupkit.snapshot import Snapshot, remove_snapshots, save_snapshot
+from backupkit.tree import make_hamt
+
+REWRITE_TAG = "rewrite"
+
+
+@dataclass(frozen=True)
+class RewriteOptions:
+    excludes: tuple[str, ...] = ()
+    iexcludes: tuple[str, ...] = ()
+    refs: tuple[str, ...] = ()
+    hosts: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()
+    forget: bool = False
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class RewriteChange:
+    old: Snapshot
+    #: None with dry_run
+    new: Snapshot | None
+    removed: tuple[FindMatch, ...]
+
+    @property
+    def removed_bytes(self) -> int:
+        return sum(m.size for m in self.removed if m.type == "file")
+
+    def to_json(self) -> dict:
+        return {
+            "old_snapshot_id": self.old.id,
+            "new_snapshot_id": self.new.id if self.new is not None else None,
+            "removed_entries": len(self.removed),
+            "removed_bytes": self.removed_bytes,
+            "removed": [display_path(m.path) for m in self.removed],
+        }
+
+
+@dataclass(frozen=True)
+class RewriteResult:
+    changed: tuple[RewriteChange, ...]
+    unchanged: tuple[Snapshot, ...]
+    forget: bool
+    dry_run: bool
+
+    def to_json(self) -> dict:
+        return {"changed": [c.to_json() for c in self.changed], "unchanged": [s.id for s in self.unchanged],
+                "forget": self.forget, "dry_run": self.dry_run}
+
+
+class RewriteReporter(Protocol):
+    def rewritten(self, change: RewriteChange) -> None: ...
+
+
+class NullRewriteReporter:
+    def rewritten(self, change: RewriteChange) -> None: ...
+
+
+class RewriteManager:
+    def __init__(
+        self, repo: Repository, reporter: RewriteReporter | None = None, lock_check: Callable[[], None] | None = None
+    ) -> None:
+        self.repo = repo
+        self.reporter = reporter or NullRewriteReporter()
+        self.lock_check = lock_check or (lambda: None)
+
+    def run(self, opts: RewriteOptions) -> RewriteResult:
+        if not opts.excludes and not opts.iexcludes:
+            raise BadArgument("nothing to remove: give --exclude, --iexclude or --exclude-file")
+        snaps = select_snapshots(self.repo, opts.refs, opts.hosts, opts.tags, opts.paths)
+        finder = FindManager(self.repo)
+        removed: dict[str, dict[bytes, FindMatch]] = {s.id: {} for s in snaps}
+        for pats, icase in ((opts.excludes, False), (opts.iexcludes, True)):
+            if pats:
+                for s, matches in finder.by_name(snaps, FindOptions(tuple(pats), ignore_case=icase)):
+                    removed[s.id].update((m.path, m) for m in matches)
+        hamt = make_hamt(self.repo)
+        keyer = Keyer(self.repo.sealer.keyed_hash)
+        changed: list[RewriteChange] = []
+        unchanged: list[Snapshot] = []
+        for s in snaps:
+            gone = sorted(removed[s.id].values(), key=lambda m: m.path)
+            if not gone:
+                unchanged.append(s)
+                continue
+            if b"/" in removed[s.id] or hamt.count(s.root) - len(gone) <= 1:
+                raise UsageError(f"the excludes remove everything from snapshot {s.short_id}: refused")
+            new = None
+            if not opts.dry_run:
+                root = hamt.update(s.root, [(keyer.key(m.path), m.path, None) for m in gone])
+                self.repo.flush()  # nodes and index before the snapshot that names them
+                doc = s.to_doc()
+                doc["root"] = root
+                if not opts.forget and REWRITE_TAG not in s.tags:
+                    doc["tags"] = [*s.tags, REWRITE_TAG]
+                doc["meta"] = {**s.meta, "original": s.meta.get("original", s.id)}
+                self.lock_check()
+                new = save_snapshot(self.repo, doc)
+                if opts.forget and new.id != s.id:
+                    self.lock_check()
+                    remove_snapshots(self.repo, [s.id])
+            change = RewriteChange(s, new, tuple(gone))
+            changed.append(change)
+            self.reporter.rewritten(change)
+        return RewriteResult(tuple(changed), tuple(unchanged), opts.forget, opts.dry_run)

@@ -1,0 +1,54 @@
+"""bk rewrite"""
+
+from __future__ import annotations
+
+import typer
+
+from backupkit_cli.commands.snapfilter import host_option, path_option, snapshot_paths, tag_option
+from backupkit_cli.context import State
+from backupkit_cli.fmt import human_bytes
+
+
+def command(
+    ctx: typer.Context,
+    snapshots: list[str] = typer.Argument(None, help="Snapshots to rewrite (latest, ids or prefixes); default: every snapshot the filters select."),
+    exclude: list[str] = typer.Option([], "--exclude", "-e", metavar="PATTERN", help="Remove paths matching this restic pattern (repeatable)."),
+    iexclude: list[str] = typer.Option([], "--iexclude", metavar="PATTERN", help="Like --exclude, ignoring case."),
+    exclude_file: list[str] = typer.Option([], "--exclude-file", metavar="FILE", help="Read --exclude patterns from a file (one a line, # comments)."),
+    iexclude_file: list[str] = typer.Option([], "--iexclude-file", metavar="FILE", help="Read --iexclude patterns from a file."),
+    forget: bool = typer.Option(False, "--forget", help="Replace the snapshots (remove the originals) instead of adding new ones tagged 'rewrite'."),
+    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Say what would be removed; change nothing."),
+    host: list[str] = host_option(),
+    tag: list[str] = tag_option(),
+    path: list[str] = path_option(),
+) -> None:
+    from backupkit.managers.rewrite import RewriteManager, RewriteOptions
+    from backupkit.pathmatch import read_pattern_file
+
+    st: State = ctx.obj
+    excludes = list(exclude) + [p for f in exclude_file for p in read_pattern_file(f)]
+    iexcludes = list(iexclude) + [p for f in iexclude_file for p in read_pattern_file(f, "--iexclude-file")]
+    opts = RewriteOptions(
+        excludes=tuple(excludes), iexcludes=tuple(iexcludes), refs=tuple(snapshots or ()), hosts=tuple(host),
+        tags=tuple(tag), paths=snapshot_paths(path), forget=forget, dry_run=dry_run,
+    )
+    # as restic: removing the originals needs the exclusive lock, adding snapshots does not
+    with st.locked_repo(exclusive=forget and not dry_run, operation="rewrite") as repo:
+        res = RewriteManager(repo, lock_check=st.lock.check if st.lock is not None else None).run(opts)
+    if st.json:
+        st.console.json(res.to_json())
+        return
+    for c in res.changed:
+        verb = "would remove" if res.dry_run else "removed"
+        st.console.info(f"snapshot {c.old.short_id}: {verb} {len(c.removed)} entries ({human_bytes(c.removed_bytes)})"
+                        + (f" -> {c.new.short_id}" if c.new is not None else ""))
+        if res.dry_run or st.verbose:
+            for m in c.removed:
+                st.console.data(m.path.decode("utf-8", "backslashreplace"))
+    for s in res.unchanged:
+        st.console.info(f"snapshot {s.short_id}: nothing to remove")
+    n = len(res.changed)
+    if res.dry_run:
+        st.console.info(f"dry run: would rewrite {n} snapshot(s)")
+    else:
+        st.console.success(f"rewrote {n} snapshot(s)" + (", originals removed" if res.forget else ""))
