@@ -18,7 +18,7 @@ from backupkit_cli.commands import backup, cat, init, key, ls, restore, snapshot
 from backupkit_cli.commands import cache, completion, unlock, version
 from backupkit_cli.commands import check, diff, forget, prune, repair
 from backupkit_cli.commands import serve
-from backupkit_cli.commands import dump, find, rewrite, stats, tag
+from backupkit_cli.commands import copy, dump, find, rewrite, stats, tag
 from backupkit_cli.console import Console
 from backupkit_cli.context import State
 
@@ -149,6 +149,7 @@ _command("find", help="Find files (by name pattern, or holding a blob or pack) a
 _command("stats", help="Sizes: what a restore writes, distinct contents, stored blobs, and the repository.")(stats.command)
 _command("dump", help="Write one file of a snapshot to stdout, or a directory as a tar or zip archive.")(dump.command)
 _command("rewrite", help="Remove paths from existing snapshots (--exclude), as new snapshots or replacing them (--forget).")(rewrite.command)
+_command("copy", help="Copy snapshots from another repository (--from-repo) that this one lacks.")(copy.command)
 app.add_typer(key.app, name="key", help="Manage the repository's keys (passwords).")
 app.add_typer(repair.app, name="repair", help="Repair a damaged repository: index, packs, snapshots (docs/recovery.md).")
 _command("version", help="Print the version of bk.")(version.command)

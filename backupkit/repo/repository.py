@@ -118,11 +118,18 @@ class Repository:
         compression_level: int = 3,
         chunker: tuple[int, int, int] = (DEFAULT_MIN, DEFAULT_AVG, DEFAULT_MAX),
         cache_root: os.PathLike | None | bool = None,
+        chunker_key: bytes | None = None,
     ) -> Repository:
-        """Create a new repository with random master keys and one key file."""
+        """Create a new repository with random master keys and one key file.
+
+        ``chunker_key`` (with ``chunker``): another repository's, so both cut files at
+        the same places (``init --copy-chunker-params``; ``copy`` then moves blobs as
+        they are instead of re-chunking files)."""
         if store.exists("config"):
             raise RepositoryExists(f"a repository already exists at {store.location}")
         keys = MasterKeys.generate()
+        if chunker_key is not None:
+            keys = MasterKeys(keys.enc_key, keys.id_key, chunker_key)
         cfg = RepoConfig(1, os.urandom(32).hex(), *chunker, pack_size, compression_level, time.time())
         key_id = os.urandom(32).hex()
         store.put(f"keys/{key_id}", make_key_file(key_id, keys, password, kdf or KdfParams()))

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import typer
 
+from backupkit_cli.commands.fromrepo import from_password_command_option, from_password_file_option, from_repo_option, source_state
 from backupkit_cli.context import State, kdf_params
 
 
@@ -11,6 +14,10 @@ def command(
     ctx: typer.Context,
     pack_size: str = typer.Option("16", "--pack-size", metavar="SIZE", help="Target pack size: a plain number is MiB (as restic), or a size such as 32M or 1.5GiB."),
     compression: int = typer.Option(3, "--compression", help="zstd level (0 = off)."),
+    copy_chunker_params: bool = typer.Option(False, "--copy-chunker-params", help="Use the chunker of --from-repo (bk copy then moves blobs without re-chunking)."),
+    from_repo: Optional[str] = from_repo_option(),
+    from_password_file: Optional[str] = from_password_file_option(),
+    from_password_command: Optional[str] = from_password_command_option(),
 ) -> None:
     from backupkit.errors import BadArgument
     from backupkit.repo.repository import MiB, Repository
@@ -21,10 +28,19 @@ def command(
     size = int(text) * MiB if text.isdigit() else parse_size(text, "--pack-size")
     if size < MiB:
         raise BadArgument(f"invalid --pack-size {pack_size!r}: at least 1 MiB")
+    chunker_kw: dict = {}
+    if copy_chunker_params:
+        source = source_state(st, from_repo, from_password_file, from_password_command).open_repo()
+        c = source.config
+        chunker_kw = {"chunker": (c.chunker_min, c.chunker_avg, c.chunker_max), "chunker_key": source.keys.chunker_key}
+        source.close()
+    elif from_repo:
+        raise BadArgument("--from-repo is only used with --copy-chunker-params")
     store = st.open_store()
     pw = st.password(confirm=True, create_default=True)
     repo = Repository.init(
-        store, pw, kdf=kdf_params(), pack_size=size, compression_level=compression, cache_root=st.cache_root()
+        store, pw, kdf=kdf_params(), pack_size=size, compression_level=compression, cache_root=st.cache_root(),
+        **chunker_kw,
     )
     if st.json:
         st.console.json({"repository": st.repo_url(), "id": repo.config.repo_id, "key": repo.key_id})

@@ -156,3 +156,58 @@ def test_rewrite(two, tmp_path):
     assert bk(env, "rewrite", "--exclude", "[x", "latest").returncode == 2
     assert bk(env, "rewrite", "--exclude-file", str(tmp_path / "missing"), "latest").returncode == 2
     assert bk(env, "rewrite", "--exclude", "*.conf", "deadbeef").returncode == 1
+
+
+def restored_files(env, snap, src, target) -> dict[str, bytes]:
+    ok(env, "restore", snap, "--target", str(target))
+    base = target / src.relative_to("/")
+    return {str(p.relative_to(base)): p.read_bytes() for p in sorted(base.rglob("*")) if p.is_file()}
+
+
+def test_copy_local_to_local(two, tmp_path):
+    env, src, ids = two
+    pwf = tmp_path / "source-pw"
+    pwf.write_text("cli-pw\n")
+    tgt_env = dict(env, BK_REPOSITORY=str(tmp_path / "target"), BK_PASSWORD="other-pw")
+    ok(tgt_env, "init", "--copy-chunker-params", "--from-repo", str(tmp_path / "repo"), "--from-password-file", str(pwf))
+    d = json.loads(ok(tgt_env, "--json", "copy", "--from-repo", str(tmp_path / "repo"), "--from-password-file", str(pwf), "--host", "h0").stdout)
+    assert d["same_chunker"] is True and [c["source"] for c in d["copied"]] == [ids[0]]
+    r = ok(tgt_env, "copy", "--from-repo", str(tmp_path / "repo"), "--from-password-command", "echo cli-pw")
+    assert "copied 1 snapshot(s), 1 already in the target" in r.stderr + r.stdout
+    d = json.loads(ok(tgt_env, "--json", "copy", "--from-repo", str(tmp_path / "repo"), "--from-password-file", str(pwf)).stdout)
+    assert d["copied"] == [] and d["blobs_added"] == 0 and len(d["skipped"]) == 2
+    tsnaps = json.loads(ok(tgt_env, "--json", "snapshots").stdout)
+    assert sorted(s["meta"]["original"] for s in tsnaps) == sorted(ids)
+    new = {s["meta"]["original"]: s["id"] for s in tsnaps}
+    assert restored_files(tgt_env, new[ids[1]], src, tmp_path / "t") == restored_files(env, ids[1], src, tmp_path / "s")
+    ok(tgt_env, "check", "--read-data")
+    # a target with its own chunker: files are re-chunked; without a from-password the
+    # target's password is tried (the wrong one here: exit 12)
+    other = dict(env, BK_REPOSITORY=str(tmp_path / "other"))
+    ok(other, "init")
+    d = json.loads(ok(other, "--json", "copy", "--from-repo", str(tmp_path / "repo"), ids[1][:8]).stdout)
+    assert d["same_chunker"] is False and len(d["copied"]) == 1
+    assert bk(tgt_env, "copy", "--from-repo", str(tmp_path / "repo")).returncode == 12
+    assert bk(tgt_env, "copy").returncode == 2
+    assert bk(tgt_env, "copy", "--from-repo", str(tmp_path / "nothing"), "--from-password-file", str(pwf)).returncode == 10
+    assert bk(tgt_env, "copy", "--from-repo", str(tmp_path / "repo"), "--from-password-file", str(pwf), "deadbeef").returncode == 1
+    assert "--from-repo" in ok(env, "copy", "--help").stdout and "--copy-chunker-params" in ok(env, "init", "--help").stdout
+
+
+def test_copy_local_to_s3_and_back(two, tmp_path, s3_server):
+    from tests.cli.test_s3_cli import s3_env
+
+    env, src, ids = two
+    s3 = dict(s3_env(s3_server, f"copy-{os.getpid()}-{tmp_path.name}", tmp_path / "s3cache"), BK_PASSWORD="cli-pw")
+    ok(s3, "init", "--copy-chunker-params", "--from-repo", str(tmp_path / "repo"))
+    d = json.loads(ok(s3, "--json", "copy", "--from-repo", str(tmp_path / "repo")).stdout)
+    assert len(d["copied"]) == 2 and d["same_chunker"]
+    assert json.loads(ok(s3, "--json", "copy", "--from-repo", str(tmp_path / "repo")).stdout)["blobs_added"] == 0
+    back = dict(env, BK_REPOSITORY=str(tmp_path / "back"))
+    ok(back, "init")
+    s3_url = s3["BK_REPOSITORY"]
+    back.update({k: v for k, v in s3.items() if k.startswith("AWS_")})
+    d = json.loads(ok(back, "--json", "copy", "--from-repo", s3_url).stdout)
+    assert len(d["copied"]) == 2 and not d["same_chunker"]
+    snap = {s["meta"]["original"]: s["id"] for s in json.loads(ok(back, "--json", "snapshots").stdout)}[ids[0]]
+    assert restored_files(back, snap, src, tmp_path / "b") == restored_files(env, ids[0], src, tmp_path / "o")
