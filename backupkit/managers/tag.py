@@ -92,14 +92,16 @@ def new_tags(current: tuple[str, ...], opts: TagOptions) -> tuple[str, ...]:
 
 
 def select_snapshots(repo: Repository, refs, hosts, tags, paths) -> list[Snapshot]:
-    """The snapshots named by ``refs`` among those the filters select (all the filtered
-    ones without refs), oldest first, each once."""
-    pool = filter_snapshots(list_snapshots(repo), hosts, tags, paths)
+    """Without ``refs``: every snapshot the filters select. With them: the snapshots
+    they name, ``latest`` among those the filters select, an id or prefix whatever the
+    filters say (restic's rule, as ``cli/select.py``). Oldest first, each once."""
+    snaps = list_snapshots(repo)
+    pool = filter_snapshots(snaps, hosts, tags, paths)
     if not refs:
         return pool
     chosen = {}
     for ref in refs:
-        s = resolve_ref(pool, ref)
+        s = resolve_ref(pool if ref == "latest" else snaps, ref)
         chosen[s.id] = s
     return sorted(chosen.values(), key=lambda s: (s.time_ns, s.id))
 

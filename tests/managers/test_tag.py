@@ -73,3 +73,11 @@ def test_lock_lost_before_publishing_changes_nothing(repo3):
     with pytest.raises(LockError):
         TagManager(repo, lock_check=lost).run(TagOptions(refs=(s0.id,), add=("z",)))
     assert {s.id for s in list_snapshots(repo)} == before
+
+
+def test_an_id_names_its_snapshot_whatever_the_filters_latest_honours_them(repo3):
+    repo, (s0, s1, s2) = repo3
+    res = TagManager(repo).run(TagOptions(refs=(s0.id[:8],), hosts=("h2",), add=("q",)))
+    assert [c.old.id for c in res.changed] == [s0.id]
+    res = TagManager(repo).run(TagOptions(refs=("latest",), hosts=("h2",), add=("q",)))
+    assert [c.old.id for c in res.changed] == [s1.id]
