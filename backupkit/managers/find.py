@@ -1,7 +1,7 @@
 """Find: which files of which snapshots match name patterns, or hold given blobs or packs.
 
 Vocabulary:
-    query       what a match needs: path patterns (restic's, see ``pathmatch``) and an
+    query       what a match needs: path patterns (restic's, ``backupkit.filters``) and an
                 mtime window, or a set of blob ids (``--blob``; ``--pack`` turns into the
                 blob ids the index puts in those packs; ``--tree`` is ``--blob`` for
                 trie nodes; both go through ``reachable.find_affected``).
@@ -28,7 +28,7 @@ from backupkit.crypto import T_META_BLOB
 from backupkit.entry import display_path
 from backupkit.errors import BadArgument, FormatError, UsageError
 from backupkit.objects.entry import Entry
-from backupkit.pathmatch import PathPatterns
+from backupkit.filters import PatternList
 from backupkit.repo.repository import Repository
 from backupkit.snapshot import Snapshot
 from backupkit.managers.reachable import find_affected
@@ -147,7 +147,7 @@ class FindManager:
         return self._by_name(snaps, opts)[0]
 
     def _by_name(self, snaps: list[Snapshot], opts: FindOptions):
-        pats = PathPatterns(opts.patterns, opts.ignore_case)
+        pats = _Patterns(opts.patterns, opts.ignore_case)
 
         def keep(path: bytes, e: Entry) -> bool:
             mt = e.mtime or 0
@@ -155,9 +155,7 @@ class FindManager:
 
         starts = pats.start_dirs()
         if starts is not None:
-            deep = any("**" in p.parts for p in pats.patterns)
-            limit = max(len(p.parts) for p in pats.patterns)
-            return [(s, self._directed(s, starts, pats, keep, deep, limit)) for s in snaps], "directed"
+            return [(s, self._directed(s, starts, pats, keep)) for s in snaps], "directed"
         memo: dict[bytes, tuple[FindMatch, ...]] = {}
 
         def leaf(rows) -> list[FindMatch]:
@@ -171,7 +169,7 @@ class FindManager:
 
         return [(s, self._scan(s.root, memo, leaf)) for s in snaps], "scan"
 
-    def _directed(self, snap, starts, pats: PathPatterns, keep, deep: bool, limit: int) -> list[FindMatch]:
+    def _directed(self, snap, starts, pats: _Patterns, keep) -> list[FindMatch]:
         tree = SnapshotTree(self.repo, snap.root, self.hamt)
         out: list[FindMatch] = []
         for start in starts:
@@ -181,13 +179,10 @@ class FindManager:
             stack = [(start, top)]
             while stack:
                 p, e = stack.pop()
-                m = pats.match(p)
+                m, below = pats.match_with_child(p)
                 if m and keep(p, e):
                     out.append(_match(p, e))
-                depth = 0 if p == b"/" else p.count(b"/")
-                # below a match everything matches; below depth ``limit`` nothing can
-                # start to match unless a pattern has ``**``
-                if e.is_dir and (m or deep or depth < limit):
+                if e.is_dir and (m or below):  # below a match everything matches
                     stack.extend(tree.children(p))
         return out
 
@@ -267,6 +262,45 @@ class FindManager:
             by_snap[a.snapshot].append(_match(a.path, e, a.blob.hex(), where, pack))
         self.meta_reads = reads[0]
         return [(s, by_snap[s.id]) for s in snaps]
+
+
+class _Patterns:
+    """restic find's patterns (``filters.PatternList``) over byte paths, and where a walk
+    can start so as to see every match."""
+
+    def __init__(self, patterns, ignore_case: bool) -> None:
+        if any(not p for p in patterns):
+            raise BadArgument("empty pattern")
+        self.list = PatternList(patterns, ignore_case)
+        self.ignore_case = ignore_case
+
+    def match(self, path: bytes) -> bool:
+        return self.list.matches(path.decode("utf-8", "surrogateescape"))
+
+    def match_with_child(self, path: bytes) -> tuple[bool, bool]:
+        return self.list.matches_with_child(path.decode("utf-8", "surrogateescape"))
+
+    def start_dirs(self) -> list[bytes] | None:
+        """The fewest directories (none below another) a walk can start from and still
+        see every match, or None when a pattern can match anywhere (not anchored, or
+        case-insensitive: trie keys hash the exact bytes)."""
+        if self.ignore_case:
+            return None
+        dirs = []
+        for p in self.list.patterns:
+            if not p.anchored or p.negated:
+                return None
+            lit = []
+            for part in p.parts:
+                if part == "" or any(ch in part for ch in "*?[\\"):
+                    break
+                lit.append(part)
+            dirs.append(("/" + "/".join(lit)).encode("utf-8", "surrogateescape"))
+        out: list[bytes] = []
+        for d in sorted(dirs):
+            if not any(d == o or d.startswith(o.rstrip(b"/") + b"/") for o in out):
+                out.append(d)
+        return out
 
 
 def _match(p: bytes, e: Entry, blob: str | None = None, where: str | None = None, pack: str | None = None) -> FindMatch:

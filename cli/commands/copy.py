@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from backupkit_cli.commands.fromrepo import from_password_command_option, from_password_file_option, from_repo_option, source_state
-from backupkit_cli.commands.snapfilter import host_option, path_option, snapshot_paths, tag_option
+from backupkit_cli.select import HOSTS, PATHS, TAGS, abs_paths
 from backupkit_cli.context import State
 
 
@@ -17,15 +17,15 @@ def command(
     from_repo: Optional[str] = from_repo_option(),
     from_password_file: Optional[str] = from_password_file_option(),
     from_password_command: Optional[str] = from_password_command_option(),
-    host: list[str] = host_option(),
-    tag: list[str] = tag_option(),
-    path: list[str] = path_option(),
+    host: list[str] = HOSTS,
+    tag: list[str] = TAGS,
+    path: list[str] = PATHS,
 ) -> None:
     from backupkit.managers.copy import CopyManager, CopyOptions
 
     st: State = ctx.obj
     src_st = source_state(st, from_repo, from_password_file, from_password_command)
-    opts = CopyOptions(refs=tuple(snapshots or ()), hosts=tuple(host), tags=tuple(tag), paths=snapshot_paths(path),
+    opts = CopyOptions(refs=tuple(snapshots or ()), hosts=tuple(host), tags=tuple(tag), paths=tuple(abs_paths(path)),
                        connections=max(4, src_st.store_connections()))
     source = src_st.open_repo()
     try:

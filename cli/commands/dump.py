@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from backupkit_cli import exit_codes
-from backupkit_cli.commands.snapfilter import host_option, path_option, snapshot_paths, tag_option
+from backupkit_cli.select import HOSTS, PATHS, TAGS, select_snapshot
 from backupkit_cli.context import State
 
 
@@ -18,19 +18,18 @@ def command(
     path: str = typer.Argument(..., help="File (written as is) or directory (written as an archive) inside the snapshot."),
     archive: str = typer.Option("tar", "--archive", "-a", help="Archive format for a directory: tar or zip."),
     target: Optional[str] = typer.Option(None, "--target", "-t", help="Write to this file instead of stdout."),
-    host: list[str] = host_option(),
-    tag: list[str] = tag_option(),
-    snap_path: list[str] = typer.Option([], "--path", help="With latest: only snapshots of this path (repeatable: all of them)."),
+    host: list[str] = HOSTS,
+    tag: list[str] = TAGS,
+    snap_path: list[str] = PATHS,
 ) -> int:
     from backupkit.errors import BadArgument, UsageError
     from backupkit.managers.dump import DumpManager, DumpOptions
-    from backupkit.snapshot import find_snapshot
 
     st: State = ctx.obj
     if st.json and not target:
         raise BadArgument("--json needs --target FILE: stdout carries the dump")
-    with st.locked_repo(exclusive=False, operation="dump") as repo:
-        snap = find_snapshot(repo, snapshot, host, tag, snapshot_paths(snap_path))
+    with st.locked_repo(exclusive=False, operation="dump", read_only=True) as repo:
+        snap = select_snapshot(st, repo, snapshot, host, tag, snap_path)
         mgr = DumpManager(repo)
         opts = DumpOptions(path=path, archive=archive, connections=max(4, st.store_connections()))
         if target:

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from backupkit_cli.commands.snapfilter import host_option, path_option, snapshot_paths, tag_option
+from backupkit_cli.select import HOSTS, PATHS, TAGS, abs_paths
 from backupkit_cli.context import State
 from backupkit_cli.fmt import local_time, mode_string
 
@@ -22,9 +22,9 @@ def command(
     tree: bool = typer.Option(False, "--tree", help="The patterns are trie node ids: which snapshots hold them."),
     pack: bool = typer.Option(False, "--pack", help="The patterns are pack ids (or prefixes): which files hold their blobs."),
     snapshot: list[str] = typer.Option([], "--snapshot", "-s", help="Search only this snapshot (latest, id or prefix; repeatable)."),
-    host: list[str] = host_option(),
-    tag: list[str] = tag_option(),
-    path: list[str] = path_option(),
+    host: list[str] = HOSTS,
+    tag: list[str] = TAGS,
+    path: list[str] = PATHS,
 ) -> int:
     from backupkit.errors import BadArgument
     from backupkit.managers.find import BLOB, NAME, PACK, TREE, FindManager, FindOptions, parse_find_time
@@ -37,9 +37,9 @@ def command(
         patterns=tuple(patterns), kind=kinds[0] if kinds else NAME, ignore_case=ignore_case,
         oldest=parse_find_time(oldest, "--oldest") if oldest else None,
         newest=parse_find_time(newest, "--newest") if newest else None,
-        refs=tuple(snapshot), hosts=tuple(host), tags=tuple(tag), paths=snapshot_paths(path),
+        refs=tuple(snapshot), hosts=tuple(host), tags=tuple(tag), paths=tuple(abs_paths(path)),
     )
-    with st.locked_repo(exclusive=False, operation="find") as repo:
+    with st.locked_repo(exclusive=False, operation="find", read_only=True) as repo:
         res = FindManager(repo).run(opts)
     if st.json:
         st.console.json(res.to_json())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from backupkit_cli.commands.snapfilter import host_option, path_option, snapshot_paths, tag_option
+from backupkit_cli.select import HOSTS, PATHS, TAGS, abs_paths
 from backupkit_cli.context import State
 from backupkit_cli.fmt import human_bytes
 
@@ -18,19 +18,19 @@ def command(
     iexclude_file: list[str] = typer.Option([], "--iexclude-file", metavar="FILE", help="Read --iexclude patterns from a file."),
     forget: bool = typer.Option(False, "--forget", help="Replace the snapshots (remove the originals) instead of adding new ones tagged 'rewrite'."),
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Say what would be removed; change nothing."),
-    host: list[str] = host_option(),
-    tag: list[str] = tag_option(),
-    path: list[str] = path_option(),
+    host: list[str] = HOSTS,
+    tag: list[str] = TAGS,
+    path: list[str] = PATHS,
 ) -> None:
     from backupkit.managers.rewrite import RewriteManager, RewriteOptions
-    from backupkit.pathmatch import read_pattern_file
+    from backupkit.filters import read_pattern_file
 
     st: State = ctx.obj
     excludes = list(exclude) + [p for f in exclude_file for p in read_pattern_file(f)]
     iexcludes = list(iexclude) + [p for f in iexclude_file for p in read_pattern_file(f, "--iexclude-file")]
     opts = RewriteOptions(
         excludes=tuple(excludes), iexcludes=tuple(iexcludes), refs=tuple(snapshots or ()), hosts=tuple(host),
-        tags=tuple(tag), paths=snapshot_paths(path), forget=forget, dry_run=dry_run,
+        tags=tuple(tag), paths=tuple(abs_paths(path)), forget=forget, dry_run=dry_run,
     )
     # as restic: removing the originals needs the exclusive lock, adding snapshots does not
     with st.locked_repo(exclusive=forget and not dry_run, operation="rewrite") as repo:

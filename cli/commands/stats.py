@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from backupkit_cli.commands.snapfilter import host_option, path_option, snapshot_paths, tag_option
+from backupkit_cli.select import HOSTS, PATHS, TAGS, abs_paths
 from backupkit_cli.context import State
 from backupkit_cli.fmt import human_bytes
 
@@ -13,15 +13,15 @@ def command(
     ctx: typer.Context,
     snapshots: list[str] = typer.Argument(None, help="Snapshots (latest, ids or prefixes); default: every snapshot the filters select."),
     mode: str = typer.Option("restore-size", "--mode", help="restore-size (what a restore writes), files-by-contents (distinct contents) or raw-data (stored blobs)."),
-    host: list[str] = host_option(),
-    tag: list[str] = tag_option(),
-    path: list[str] = path_option(),
+    host: list[str] = HOSTS,
+    tag: list[str] = TAGS,
+    path: list[str] = PATHS,
 ) -> None:
     from backupkit.managers.stats import StatsManager, StatsOptions
 
     st: State = ctx.obj
-    opts = StatsOptions(mode=mode, refs=tuple(snapshots or ()), hosts=tuple(host), tags=tuple(tag), paths=snapshot_paths(path))
-    with st.locked_repo(exclusive=False, operation="stats") as repo:
+    opts = StatsOptions(mode=mode, refs=tuple(snapshots or ()), hosts=tuple(host), tags=tuple(tag), paths=tuple(abs_paths(path)))
+    with st.locked_repo(exclusive=False, operation="stats", read_only=True) as repo:
         res = StatsManager(repo).run(opts)
     if st.json:
         st.console.json(res.to_json())

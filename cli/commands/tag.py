@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from backupkit_cli.commands.snapfilter import host_option, path_option, snapshot_paths, tag_option
+from backupkit_cli.select import HOSTS, PATHS, TAGS, abs_paths
 from backupkit_cli.context import State
 
 
@@ -14,15 +14,15 @@ def command(
     add: list[str] = typer.Option([], "--add", metavar="TAGS", help="Add these tags (a,b; repeatable)."),
     remove: list[str] = typer.Option([], "--remove", metavar="TAGS", help="Remove these tags (a,b; repeatable)."),
     set_: list[str] = typer.Option(None, "--set", metavar="TAGS", help="Replace all tags with these (a,b; repeatable; --set '' removes every tag)."),
-    host: list[str] = host_option(),
-    tag: list[str] = tag_option(),
-    path: list[str] = path_option(),
+    host: list[str] = HOSTS,
+    tag: list[str] = TAGS,
+    path: list[str] = PATHS,
 ) -> None:
     from backupkit.managers.tag import TagManager, TagOptions
 
     st: State = ctx.obj
     opts = TagOptions(
-        refs=tuple(snapshots or ()), hosts=tuple(host), tags=tuple(tag), paths=snapshot_paths(path),
+        refs=tuple(snapshots or ()), hosts=tuple(host), tags=tuple(tag), paths=tuple(abs_paths(path)),
         add=tuple(add), remove=tuple(remove), set=tuple(set_) if set_ is not None else None,
     )
     with st.locked_repo(exclusive=True, operation="tag") as repo:
