@@ -334,7 +334,13 @@ def test_restore_subtree_and_single_file(every, first, tmp_path):
     repo, _spy, res = first
     sub = os.path.join(every.root, b"dir")
     out = tmp_path / "sub"
+    # the folder's contents go straight into the target (as restic's snap:path)
     r = RestoreManager(repo).restore(res.snapshot, RestoreOptions(path=os.fsdecode(sub), target=str(out)))
+    assert r.errors == ()
+    assert diff_trees(record_tree(sub), record_tree(os.fsencode(out))) == []
+    # keep_path: bk's old layout, the folder at its full path below the target
+    out = tmp_path / "kept"
+    r = RestoreManager(repo).restore(res.snapshot, RestoreOptions(path=os.fsdecode(sub), target=str(out), keep_path=True))
     assert r.errors == ()
     assert diff_trees(record_tree(sub), record_tree(restored(out, sub))) == []
     assert sorted(os.listdir(restored(out, every.root))) == [b"dir"], "only the subtree and its ancestors"
@@ -343,10 +349,10 @@ def test_restore_subtree_and_single_file(every, first, tmp_path):
     out = tmp_path / "one"
     r = RestoreManager(repo).restore(res.snapshot, RestoreOptions(path=os.fsdecode(one), target=str(out)))
     assert r.errors == () and r.files == 1
-    assert os.listdir(restored(out, every.root)) == [every.big]
-    with open(one, "rb") as a, open(restored(out, one), "rb") as b:
+    assert os.listdir(out) == [os.fsdecode(every.big)]
+    with open(one, "rb") as a, open(os.path.join(os.fsencode(out), every.big), "rb") as b:
         assert a.read() == b.read()
-    assert os.lstat(restored(out, one)).st_mtime_ns == os.lstat(one).st_mtime_ns
+    assert os.lstat(os.path.join(os.fsencode(out), every.big)).st_mtime_ns == os.lstat(one).st_mtime_ns
 
     buf = io.BytesIO()
     RestoreManager(repo).restore(res.snapshot, RestoreOptions(path=os.fsdecode(sub), format="zip", output=buf))
@@ -879,6 +885,9 @@ def test_archives_never_hold_entries_below_a_symlink(tmp_path):
             below = [n for n in names if any(n.startswith(link + b"/") for link in links)]
             assert below == [], f"{fmt} --path {path}: {below} below a symlink member"
             assert r.errors, f"{fmt} --path {path}: the refused entries are reported"
-        target = tmp_path / f"target{path.replace('/', '-')}"
-        r = RestoreManager(repo).restore(dup, RestoreOptions(path=path, target=str(target)))
-        assert r.errors and os.listdir(outside) == [], f"--path {path} wrote through a symlink"
+        for keep in (False, True):
+            target = tmp_path / f"target{path.replace('/', '-')}{keep}"
+            r = RestoreManager(repo).restore(dup, RestoreOptions(path=path, target=str(target), keep_path=keep))
+            assert os.listdir(outside) == [], f"--path {path} wrote through a symlink"
+            # the folder's contents alone (keep False) do not pass the symlinked ancestor
+            assert r.errors or (not keep and path != "/"), f"--path {path}: the refused entries are reported"

@@ -9,9 +9,13 @@ written by ``write_parts`` (holes and all-zero blocks become holes when ``sparse
 from __future__ import annotations
 
 import errno
+import grp
 import os
+import pwd
 import stat
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import lru_cache
 
 from backupkit.objects.entry import Entry
 
@@ -43,6 +47,47 @@ def remove_at(pfd: int, name: bytes) -> None:
     if stat.S_ISDIR(st.st_mode):
         raise OSError(errno.EISDIR, "a directory is in the way")
     os.unlink(name, dir_fd=pfd)
+
+
+def lstat_at(pfd: int, name: bytes) -> os.stat_result | None:
+    """What is at ``name`` (not following a symlink), or None."""
+    if pfd < 0:
+        return None
+    try:
+        return os.stat(name, dir_fd=pfd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def open_dir_at(pfd: int, name: bytes) -> int:
+    """An existing directory ``name`` opened read-only (never through a symlink), or -1."""
+    if pfd < 0:
+        return -1
+    try:
+        return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=pfd)
+    except OSError:
+        return -1
+
+
+def remove_tree_at(pfd: int, name: bytes, path: bytes, on_removed: Callable[[bytes], None], dry_run: bool) -> None:
+    """Remove ``name`` and, for a directory, everything below it; ``on_removed(path)``
+    for each, children first. Never follows a symlink: a symlink is removed itself, and a
+    directory is entered with ``O_NOFOLLOW`` relative to its parent's descriptor."""
+    st = lstat_at(pfd, name)
+    if st is None:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=pfd)
+        try:
+            for child in sorted(os.listdir(fd)):
+                remove_tree_at(fd, os.fsencode(child), path + b"/" + os.fsencode(child), on_removed, dry_run)
+        finally:
+            os.close(fd)
+        if not dry_run:
+            os.rmdir(name, dir_fd=pfd)
+    elif not dry_run:
+        os.unlink(name, dir_fd=pfd)
+    on_removed(path)
 
 
 def make_special(pfd: int, name: bytes, e: Entry) -> None:
@@ -80,8 +125,57 @@ def write_parts(fd: int, parts: Iterable[bytes | int], sparse: bool, on_bytes: C
     return written
 
 
+@dataclass(frozen=True)
+class MetaPolicy:
+    """Whose files a restore makes and which mode bits it keeps.
+
+    ``owners``: chown to the snapshot's owner (root's default); ``by_name``: the owner's
+    and group's names as this machine knows them, falling back to the recorded ids (as
+    GNU tar and borg; ``--numeric-owner``: the ids only, as restic); ``setuid``: keep
+    the set-user-id and set-group-id bits of files. Without ``owners`` those bits are
+    always dropped (a set-uid-root program restored by a user would run as that user, a
+    surprise GNU tar avoids the same way).
+    """
+
+    owners: bool = False
+    by_name: bool = True
+    setuid: bool = True
+
+    def ids(self, e: Entry) -> tuple[int, int]:
+        uid = e.uid if e.uid is not None else -1
+        gid = e.gid if e.gid is not None else -1
+        if self.by_name:
+            by_name = _uid_of(e.user) if e.user else None
+            uid = uid if by_name is None else by_name
+            by_name = _gid_of(e.group) if e.group else None
+            gid = gid if by_name is None else by_name
+        return uid, gid
+
+    def mode(self, e: Entry) -> int:
+        mode = e.mode if e.mode is not None else 0o644
+        if e.type != "d" and not (self.owners and self.setuid):
+            mode &= ~(stat.S_ISUID | stat.S_ISGID)
+        return mode
+
+
+@lru_cache(maxsize=1024)
+def _uid_of(name: str) -> int | None:
+    try:
+        return pwd.getpwnam(name).pw_uid
+    except KeyError:
+        return None
+
+
+@lru_cache(maxsize=1024)
+def _gid_of(name: str) -> int | None:
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        return None
+
+
 def apply_meta(
-    fd: int | None, at: tuple[int, bytes] | None, e: Entry, owners: bool, on_error: Callable[[str], None]
+    fd: int | None, at: tuple[int, bytes] | None, e: Entry, policy: MetaPolicy, on_error: Callable[[str], None]
 ) -> None:
     """Owner, xattrs, mode and times; on an fd, or on (dir_fd, name) without following."""
     if fd is not None:
@@ -91,9 +185,9 @@ def apply_meta(
         assert at is not None
         target = at[1]
         kw = {"dir_fd": at[0], "follow_symlinks": False}
-    if owners:
+    if policy.owners:
         try:
-            os.chown(target, e.uid if e.uid is not None else -1, e.gid if e.gid is not None else -1, **kw)
+            os.chown(target, *policy.ids(e), **kw)
         except OSError:
             pass
     if e.xattrs and fd is not None:
@@ -103,7 +197,7 @@ def apply_meta(
             except OSError as err:
                 on_error(f"xattr {k!r}: {err.strerror}")
     if e.type != "l":
-        mode = e.mode if e.mode is not None else 0o644
+        mode = policy.mode(e)
         if fd is not None:
             os.chmod(fd, mode)
         else:

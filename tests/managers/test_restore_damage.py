@@ -87,7 +87,7 @@ def test_a_damaged_tree_node_loses_only_what_it_holds_and_names_it(tmp_path):
     _flip_blob(store, repo, nid)
 
     out = tmp_path / "out"
-    res = RestoreManager(open_repo(store)).restore(snap, RestoreOptions(path=str(src), target=str(out), connections=2))
+    res = RestoreManager(open_repo(store)).restore(snap, RestoreOptions(path=str(src), target=str(out), connections=2, keep_path=True))
     restored, lost = _check_contract(res, src, out)
     named = {os.fsencode(u) for u in res.unreadable}
     # every directory whose listing sat in the damaged leaf is named, itself or (when the
@@ -210,6 +210,8 @@ def test_a_full_disk_stops_the_restore_with_one_message(tmp_path, small_disk):
             self.got = []
 
         def start(self, files, size): ...
+        def file_skipped(self, path, size): ...
+        def deleted(self, path): ...
         def file_done(self, path, size): ...
         def bytes_done(self, n): ...
 
