@@ -182,9 +182,10 @@ class BackupProgress(_Bar):
 
 
 class RestoreProgress(_Bar):
-    def __init__(self, console: Console, stdout_free: bool = True) -> None:
+    def __init__(self, console: Console, stdout_free: bool = True, dry_run: bool = False) -> None:
         super().__init__(console, "restore", "restore", ("files_restored", "bytes_restored"))
         self._stdout_free = stdout_free  # False while an archive streams to stdout
+        self._dry_run = dry_run
 
     @property
     def streams_json(self) -> bool:
@@ -196,8 +197,28 @@ class RestoreProgress(_Bar):
     def file_done(self, path: str, size: int) -> None:
         self.file()
 
+    def file_skipped(self, path: str, size: int) -> None:
+        """Not written (unchanged, or left by --overwrite): done all the same."""
+        self.advance(size)
+        self.file()
+
     def bytes_done(self, n: int) -> None:
         self.advance(n)
+
+    def deleted(self, path: str) -> None:
+        """--delete removed ``path``: a line with -v, and always in a dry run (as restic's
+        verbose_status with --json)."""
+        if not (self._dry_run or self.console.verbose):
+            return
+        verb = "would delete" if self._dry_run else "deleted"
+        if self.console.json_mode:
+            if self._stdout_free:
+                doc = {"message_type": "verbose_status", "action": "deleted", "item": path, "dry_run": self._dry_run}
+                with self.counts.lock:
+                    sys.stdout.write(json.dumps(doc) + "\n")
+                    sys.stdout.flush()
+        else:
+            self.console.line(f"{verb} {path}")
 
     def error(self, path: str, message: str) -> None:
         self.problem(path, message)

@@ -23,9 +23,7 @@ from a ``ContentReader``, which reads the blobs of the files ahead meanwhile.
 
 from __future__ import annotations
 
-import errno
 import os
-import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -33,25 +31,21 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
 from backupkit.archive import FORMATS
-from backupkit.entry import display_path, join, name_of, parent_of
-from backupkit.errors import BadArgument, PathNotFound, RestoreError, UsageError
+from backupkit.entry import display_path, name_of, parent_of
+from backupkit.errors import BadArgument, PathNotFound, UsageError
 from backupkit.filters import select_entries
-from backupkit.objects.entry import Entry
 from backupkit.managers.restore_archive import write_archive
-from backupkit.managers.restore_files import (
-    MetaPolicy, apply_meta, lstat_at, make_special, mkdir_at, open_dir_at, remove_at, remove_tree_at, verify_at, write_parts,
-)
-from backupkit.managers.restore_overwrite import (
-    DEFAULT_OVERWRITE, SKIP, UNCHANGED, OpenDirs, check_overwrite, file_action, signature, special_action,
-)
+from backupkit.managers.restore_dir import DirRestorer
+from backupkit.managers.restore_files import MetaPolicy, safe_path
+from backupkit.managers.restore_overwrite import DEFAULT_OVERWRITE, SKIP, UNCHANGED, check_overwrite, file_action, signature
 from backupkit.managers.restore_totals import Totals
-from backupkit.objects.reader import ContentReader, Parts
+from backupkit.objects.entry import Entry
+from backupkit.objects.reader import ContentReader
 from backupkit.repo.repository import Repository
 from backupkit.snapshot import Snapshot
 from backupkit.tree import SnapshotTree, normalize
 from backupkit.tuning import DEFAULT_TUNING, Tuning
 
-_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 #: stands in for an ancestor directory whose entry cannot be read
 _PLAIN_DIR = Entry(type="d", mode=0o755)
 
@@ -158,16 +152,6 @@ class NullRestoreReporter:
     def error(self, path: str, message: str) -> None: ...
 
 
-def safe_path(path: bytes) -> bool:
-    """True if ``path`` is absolute, normalized and free of ``.``, ``..`` and NUL."""
-    if not path.startswith(b"/") or b"\x00" in path:
-        return False
-    if path == b"/":
-        return True
-    parts = path[1:].split(b"/")
-    return all(p and p not in (b".", b"..") for p in parts)
-
-
 @dataclass
 class _Run:
     """The state of one restore."""
@@ -264,11 +248,7 @@ class _Run:
         )
 
 
-def _disk_full(path: bytes, err: OSError) -> RestoreError:
-    return RestoreError(f"{err.strerror or 'no space left on device'} while restoring {display_path(path)}: restore stopped")
-
-
-class RestoreManager:
+class RestoreManager(DirRestorer):
     def __init__(self, repo: Repository, reporter: RestoreReporter | None = None, tuning: Tuning = DEFAULT_TUNING) -> None:
         self.repo = repo
         self.reporter = reporter or NullRestoreReporter()
@@ -372,253 +352,5 @@ class RestoreManager:
             return True
 
         return wants
-
-    def _same(self, run: _Run, pfd: int, name: bytes, e: Entry) -> bool:
-        """True if the file at ``name`` holds the snapshot's content (read and hashed)."""
-        r = run.reader
-        try:
-            return verify_at(pfd, name, e.size or 0, r.content_list(e), r.blob_size, self.repo.sealer.blob_id)
-        except Exception:  # noqa: BLE001 - a content list that cannot be read: rewrite (and fail there)
-            return False
-
-    def _file_action(self, run: _Run, pfd: int, name: bytes, rel: bytes, e: Entry) -> str:
-        st = lstat_at(pfd, name)
-        pred = run.predicted.pop(rel, None)
-        if st is not None and pred is not None and pred[0] == signature(st):
-            return pred[1]
-        return file_action(run.opts.overwrite, e, st, lambda: self._same(run, pfd, name, e))
-
-    # -- to a directory --------------------------------------------------------------------
-    def _to_dir(self, run: _Run, snap: Snapshot, tree: SnapshotTree) -> None:
-        opts = run.opts
-        target = os.path.abspath(opts.target)  # type: ignore[arg-type]
-        if os.path.lexists(target) and not os.path.isdir(target):
-            raise RestoreError(f"target {target} exists and is not a directory")
-        owners = (os.geteuid() == 0) if opts.owners is None else opts.owners
-        run.policy = MetaPolicy(owners=owners, by_name=not opts.numeric_owner, setuid=opts.setuid)
-        run.strip = not opts.keep_path and normalize(opts.path) != b"/"
-        # the snapshot's "/" entry is applied to the target only if this restore makes it:
-        # never chmod/chown a directory that was there (the user's home, "/")
-        created = not os.path.lexists(target)
-        run.check_existing = not created
-        if not opts.dry_run:
-            os.makedirs(target, exist_ok=True)
-            root_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
-        else:  # a dry run looks at what is there, read-only
-            root_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY) if not created else -1
-        self._target = os.fsencode(target)
-        dir_fds: dict[bytes, int] = {b"": root_fd}
-        dirs_meta: list[tuple[bytes, Entry]] = []
-        links: dict[tuple[int, int], bytes] = {}
-        open_dirs = OpenDirs()
-        try:
-            entries = self._entries(run, snap, tree, ancestors=not run.strip)
-            for path, e, parts in run.reader.files(entries, self._wants(run, True, root_fd)):
-                if not safe_path(path):
-                    run.problem(path, "unsafe path in snapshot, refused")
-                    continue
-                rel = run.rel_of(path)
-                if opts.delete:
-                    for d in open_dirs.leave_for(rel):
-                        self._clear(run, dir_fds, *d)
-                if not rel:
-                    if created:
-                        dirs_meta.append((b"", e))
-                    if opts.delete and run.top_is_dir:
-                        open_dirs.enter(b"", path)
-                    continue
-                parent_rel, name = rel.rpartition(b"/")[0], name_of(path)
-                pfd = dir_fds.get(parent_rel)
-                if pfd is None:
-                    run.problem(path, "parent directory was not restored, skipped")
-                    continue
-                if opts.no_special and e.type in ("c", "b", "p", "s"):
-                    run.left_alone(path, e, SKIP)
-                    continue
-                try:
-                    if e.is_dir:
-                        self._dir(run, dir_fds, pfd, name, rel, path, e, open_dirs)
-                        if dir_fds[rel] >= 0 and not opts.dry_run:
-                            dirs_meta.append((rel, e))
-                    elif e.is_file:
-                        self._file(run, links, root_fd, pfd, name, rel, path, e, parts)
-                    else:
-                        self._special(run, pfd, name, path, e)
-                except OSError as err:
-                    if err.errno in _DISK_FULL:
-                        raise _disk_full(path, err) from None
-                    run.problem(path, f"cannot restore: {err.strerror or err}")
-            if opts.delete:
-                for d in open_dirs.leave_all():
-                    self._clear(run, dir_fds, *d)
-            for rel, e in sorted(dirs_meta, key=lambda x: -x[0].count(b"/") - (1 if x[0] else 0)):
-                if opts.dry_run:
-                    continue
-                try:
-                    self._apply_meta(run, dir_fds[rel], None, e)
-                except OSError as err:
-                    run.problem(b"/" + rel, f"cannot set metadata: {err.strerror}")
-        finally:
-            for fd in dir_fds.values():
-                if fd >= 0:
-                    os.close(fd)
-
-    def _dir(self, run: _Run, dir_fds: dict, pfd: int, name: bytes, rel: bytes, path: bytes, e: Entry, open_dirs: OpenDirs) -> None:
-        # a file or symlink where the snapshot has a directory is refused by mkdir_at (not
-        # replaced, unlike restic: a symlink to another disk is how many trees are built)
-        if run.opts.dry_run:
-            dir_fds[rel] = open_dir_at(pfd, name)
-        else:
-            dir_fds[rel] = mkdir_at(pfd, name)
-        run.count(e)
-        if run.opts.delete and dir_fds[rel] >= 0:
-            open_dirs.enter(rel, path)
-
-    def _file(self, run: _Run, links: dict, root_fd: int, pfd: int, name: bytes, rel: bytes, path: bytes, e: Entry, parts) -> None:
-        dry = run.opts.dry_run
-        key = e.hardlink_key
-        if key is not None and key in links:  # a later name of a hardlinked file
-            st = lstat_at(pfd, name)
-            if st is not None:
-                first = lstat_at(root_fd, links[key]) if root_fd >= 0 else None
-                if first is not None and (first.st_dev, first.st_ino) == (st.st_dev, st.st_ino):
-                    run.left_alone(path, e.replace(size=0), UNCHANGED)
-                    return
-                mode = run.opts.overwrite
-                if mode == "never" or (mode == "if-newer" and (e.mtime or 0) <= st.st_mtime_ns):
-                    run.left_alone(path, e.replace(size=0), SKIP)
-                    return
-            if not dry:
-                remove_at(pfd, name)
-                os.link(links[key], name, src_dir_fd=root_fd, dst_dir_fd=pfd, follow_symlinks=False)
-            run.count(e, 0)
-            return
-        action = self._file_action(run, pfd, name, rel, e)
-        if action in (SKIP, UNCHANGED):
-            if action == UNCHANGED and not dry:
-                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=pfd)
-                try:
-                    self._apply_meta(run, fd, None, e)
-                finally:
-                    os.close(fd)
-            run.left_alone(path, e, action)
-            if key is not None:
-                links[key] = rel
-            return
-        if dry:
-            run.count(e)
-            if key is not None:
-                links[key] = rel
-            return
-        if self._write_file(run, pfd, name, path, e, parts if parts is not None else run.reader.parts(e)):
-            if key is not None:
-                links[key] = rel  # later names of this file link to it
-
-    def _clear(self, run: _Run, dir_fds: dict, rel: bytes, path: bytes) -> None:
-        """--delete: remove what directory ``rel`` holds that the snapshot's ``path`` does
-        not (and --include/--exclude would restore), children first."""
-        names = run.expected.pop(path, set())
-        fd = dir_fds.get(rel, -1)
-        if fd < 0 or path in run.no_delete:
-            return
-        where = self._target + (b"/" + rel if rel else b"")
-        select = run.opts.select
-        for name in sorted(os.listdir(fd)):
-            bname = os.fsencode(name)
-            if bname in names or bname.startswith(run.temp_prefix):
-                continue
-            child = join(path, bname)
-            if select is not None:
-                st = lstat_at(fd, bname)
-                if st is None or not select(child, Entry(type="d" if stat.S_ISDIR(st.st_mode) else "f"))[0]:
-                    continue
-            try:
-                remove_tree_at(fd, bname, where + b"/" + bname, self._removed(run), run.opts.dry_run)
-            except OSError as err:
-                run.problem(child, f"cannot delete: {err.strerror or err}")
-
-    def _removed(self, run: _Run):
-        def removed(p: bytes) -> None:
-            with run.lock:
-                run.deleted += 1
-            self.reporter.deleted(display_path(p))
-
-        return removed
-
-    def _write_file(self, run: _Run, pfd: int, name: bytes, path: bytes, e: Entry, parts: Parts) -> bool:
-        """Write one file under a temporary name, rename it when complete; False (and
-        the temporary file removed) when it could not be restored."""
-        tmp = run.temp_name()
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=pfd)
-        except OSError as err:
-            if err.errno in _DISK_FULL:
-                raise _disk_full(path, err) from None
-            run.problem(path, f"cannot create: {err.strerror}")
-            return False
-        done = False
-        try:
-            size = e.size or 0
-            written = write_parts(fd, parts, run.opts.sparse, self.reporter.bytes_done)
-            if written != size:
-                raise RestoreError(f"content is {written} bytes, the snapshot says {size}")
-            self._apply_meta(run, fd, None, e)
-            os.rename(tmp, name, src_dir_fd=pfd, dst_dir_fd=pfd)  # EISDIR: a directory is in the way
-            done = True
-        except OSError as err:
-            if err.errno in _DISK_FULL:
-                raise _disk_full(path, err) from None
-            run.problem(path, f"not restored: {err.strerror or err}")
-        except Exception as err:  # noqa: BLE001 - a damaged blob must not stop the other files
-            run.problem(path, f"not restored: {err}")
-        finally:
-            os.close(fd)
-            if not done:
-                try:
-                    os.unlink(tmp, dir_fd=pfd)
-                except OSError:
-                    pass
-        if not done:
-            return False
-        run.count(e, written)
-        self.reporter.file_done(display_path(path), written)
-        if run.opts.verify:
-            self._verify(run, pfd, name, path, e)
-        return True
-
-    def _verify(self, run: _Run, pfd: int, name: bytes, path: bytes, e: Entry) -> None:
-        r = run.reader
-        ok = verify_at(pfd, name, e.size or 0, r.content_list(e), r.blob_size, self.repo.sealer.blob_id)
-        with run.lock:
-            if ok:
-                run.verified += 1
-            else:
-                run.verify_failures.append(display_path(path))
-        if not ok:
-            self.reporter.error(display_path(path), "verification failed: content differs from the snapshot")
-
-    def _special(self, run: _Run, pfd: int, name: bytes, path: bytes, e: Entry) -> None:
-        if e.type == "s":
-            run.count(e)
-            return  # sockets are recorded, not recreated (like restic)
-        if e.type in ("c", "b") and os.geteuid() != 0:
-            run.problem(path, "device nodes need root, skipped")
-            return
-        st = lstat_at(pfd, name)
-        action = special_action(run.opts.overwrite, e, st, lambda: os.readlink(name, dir_fd=pfd))
-        if action in (SKIP, UNCHANGED):
-            if action == UNCHANGED and not run.opts.dry_run:
-                self._apply_meta(run, None, (pfd, name), e)
-            run.left_alone(path, e, action)
-            return
-        if not run.opts.dry_run:
-            make_special(pfd, name, e)
-            self._apply_meta(run, None, (pfd, name), e)
-        run.count(e)
-
-    def _apply_meta(self, run: _Run, fd: int | None, at: tuple[int, bytes] | None, e: Entry) -> None:
-        apply_meta(fd, at, e, run.policy, lambda msg: self.reporter.error("", msg))
-
-
 
 __all__ = ["FORMATS", "RestoreManager", "RestoreOptions", "RestoreReporter", "RestoreResult", "NullRestoreReporter", "safe_path"]

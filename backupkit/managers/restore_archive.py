@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from backupkit.archive import TarWriter, open_archive
 from backupkit.entry import display_path, parent_of
+from backupkit.managers.restore_files import safe_path
 from backupkit.objects.entry import Entry
 from backupkit.objects.reader import Parts
 
@@ -43,8 +44,6 @@ def write_archive(mgr: RestoreManager, run: _Run, snap: Snapshot, tree: Snapshot
 
 
 def _archive_entries(mgr: RestoreManager, run: _Run, snap: Snapshot, tree: SnapshotTree) -> Iterator[tuple[tuple[bytes, bytes], Entry]]:
-    from backupkit.managers.restore import safe_path
-
     dirs = {b"/"}
     for path, e in mgr._entries(run, snap, tree, ancestors=True):
         if path == b"/":

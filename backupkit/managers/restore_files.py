@@ -49,6 +49,16 @@ def remove_at(pfd: int, name: bytes) -> None:
     os.unlink(name, dir_fd=pfd)
 
 
+def safe_path(path: bytes) -> bool:
+    """True if ``path`` is absolute, normalized and free of ``.``, ``..`` and NUL."""
+    if not path.startswith(b"/") or b"\x00" in path:
+        return False
+    if path == b"/":
+        return True
+    parts = path[1:].split(b"/")
+    return all(p and p not in (b".", b"..") for p in parts)
+
+
 def lstat_at(pfd: int, name: bytes) -> os.stat_result | None:
     """What is at ``name`` (not following a symlink), or None."""
     if pfd < 0:

@@ -14,7 +14,6 @@ import threading
 from collections.abc import Callable
 
 from backupkit.filters import select_entries
-from backupkit.objects.entry import Entry
 from backupkit.snapshot import Snapshot
 from backupkit.tree import SnapshotTree
 

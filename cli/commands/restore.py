@@ -35,10 +35,21 @@ def command(
     exclude_file: list[str] = typer.Option([], "--exclude-file", metavar="FILE", help="Read exclude patterns from a file: one a line, # comments, $VAR expanded."),
     iinclude_file: list[str] = typer.Option([], "--iinclude-file", metavar="FILE", help="Like --include-file, ignoring case."),
     iexclude_file: list[str] = typer.Option([], "--iexclude-file", metavar="FILE", help="Like --exclude-file, ignoring case."),
+    overwrite: str = typer.Option(
+        "if-changed", "--overwrite", metavar="MODE",
+        help="Files already in the target: always (compare contents, rewrite what differs), if-changed (default: "
+        "same size and mtime = unchanged), if-newer (only if the snapshot's is newer), never.",
+    ),
+    delete: bool = typer.Option(False, "--delete", help="Delete files in the target that the snapshot (or the restored folder) does not have; with --dry-run, list them."),
+    no_owner: bool = typer.Option(False, "--no-owner", help="Files belong to the user running bk (root's default: the snapshot's owners); drops setuid/setgid bits."),
+    numeric_owner: bool = typer.Option(False, "--numeric-owner", help="Owners by the recorded uid/gid only, no lookup of user and group names."),
+    no_special: bool = typer.Option(False, "--no-special", help="Skip device nodes, fifos and sockets."),
+    no_setuid: bool = typer.Option(False, "--no-setuid", help="Drop setuid/setgid bits (kept by default when owners are restored, as root)."),
 ) -> int:
     from backupkit.errors import BadArgument, SnapshotNotFound, UsageError
     from backupkit.filters import RestoreSelection
     from backupkit.managers.restore import RestoreManager, RestoreOptions
+    from backupkit.managers.restore_overwrite import check_overwrite
     from backupkit_cli.select import select_snapshot, split_ref
     from backupkit_cli.progress import RestoreProgress
 
@@ -48,6 +59,9 @@ def command(
     st: State = ctx.obj
     if target and fmt:
         raise BadArgument("--target and --format exclude each other")
+    check_overwrite(overwrite)
+    if delete and not target:
+        raise BadArgument("--delete needs --target")
     select = RestoreSelection.build(
         include, exclude, iinclude, iexclude, include_file, exclude_file, iinclude_file, iexclude_file
     )
@@ -64,6 +78,9 @@ def command(
         if sub is not None or len(path) > 1:
             raise BadArgument(f"give one folder to restore: {ref}:{path[0]}")
         sub, path = path[0], []
+        keep_path = True  # and its old layout: the folder at its full path below the target
+    else:
+        keep_path = False
     with st.locked_repo(exclusive=False, operation="restore", read_only=True) as repo:
         try:
             snap = select_snapshot(st, repo, ref, host, tag, path)
@@ -77,17 +94,24 @@ def command(
         out = sys.stdout.buffer if fmt else None
         opts = RestoreOptions(
             path=sub or "/", target=target, format=fmt, output=out, dry_run=dry_run, verify=verify,
-            connections=max(4, st.store_connections()), select=select,
+            connections=max(4, st.store_connections()), select=select, overwrite=overwrite, delete=delete,
+            keep_path=keep_path, owners=False if no_owner else None, numeric_owner=numeric_owner,
+            no_special=no_special, setuid=not no_setuid,
         )
-        with RestoreProgress(st.console, stdout_free=not fmt) as progress:
+        with RestoreProgress(st.console, stdout_free=not fmt, dry_run=dry_run) as progress:
             res = RestoreManager(repo, progress).restore(snap, opts)
+    restored = res.files + res.dirs + res.others
+    left = res.unchanged + res.skipped
     summary = {
         "message_type": "summary",
         # restic's names first (restic counts every entry), then bk's own
-        "total_files": res.files + res.dirs + res.others,
-        "files_restored": res.files + res.dirs + res.others,
-        "total_bytes": res.bytes,
+        "total_files": restored + left,
+        "files_restored": restored,
+        "files_skipped": left,
+        "files_deleted": res.deleted,
+        "total_bytes": res.bytes + res.unchanged_bytes + res.skipped_bytes,
         "bytes_restored": res.bytes,
+        "bytes_skipped": res.unchanged_bytes + res.skipped_bytes,
         "seconds_elapsed": int(res.seconds),
         "snapshot": snap.id,
         **res.to_json(),
@@ -100,6 +124,15 @@ def command(
             f"{verb} {count(res.files, 'file')}, {count(res.dirs, 'dir')}, {count(res.others, 'other')}, {human_bytes(res.bytes)} "
             f"from snapshot {snap.short_id} in {res.seconds:.1f}s"
         )
+        if left or res.deleted:
+            parts = []
+            if res.unchanged:
+                parts.append(f"{res.unchanged} unchanged ({human_bytes(res.unchanged_bytes)})")
+            if res.skipped:
+                parts.append(f"{res.skipped} left as they were ({human_bytes(res.skipped_bytes)})")
+            if res.deleted:
+                parts.append(f"{res.deleted} {'would be ' if dry_run else ''}deleted")
+            st.console.info("; ".join(parts))
         if verify:
             st.console.info(f"verified {count(res.verified, 'file')}, {len(res.verify_failures)} differ")
     if res.incomplete:

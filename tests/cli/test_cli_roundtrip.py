@@ -167,14 +167,14 @@ def test_restore_path_subtree_and_file(world):
     base, every, env, _summary = world
     out = base / "restore-path"
     sub = every.path(b"dir")
-    ok(run_bk("restore", b"latest:" + sub, "--target", out, env=env))  # restic's SNAPSHOT:PATH
-    assert diff_trees(record_tree(sub), record_tree(restored(out, sub))) == []
-    assert os.listdir(restored(out, every.root)) == [b"dir"]
+    # restic's SNAPSHOT:PATH: the folder's contents straight into the target
+    ok(run_bk("restore", b"latest:" + sub, "--target", out, env=env))
+    assert diff_trees(record_tree(sub), record_tree(os.fsencode(out))) == []
     out = base / "restore-file"
     one = every.path(every.big)
     ok(run_bk("restore", b"latest:" + one, "--target", out, env=env))
-    assert os.listdir(restored(out, every.root)) == [every.big]
-    with open(one, "rb") as a, open(restored(out, one), "rb") as b:
+    assert os.listdir(os.fsencode(out)) == [every.big]
+    with open(one, "rb") as a, open(os.path.join(os.fsencode(out), every.big), "rb") as b:
         assert a.read() == b.read()
 
 
