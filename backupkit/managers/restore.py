@@ -176,7 +176,9 @@ class _Run:
     base: bytes = b"/"
     top_is_dir: bool = True
     strip: bool = False
-    #: the target existed before: look at what is there before writing
+    #: the target directory (bytes), and whether it existed before: then look at what
+    #: is there before writing
+    target: bytes = b""
     check_existing: bool = False
     #: ``rel -> (signature, action)`` decided while reading ahead (``--overwrite always``
     #: hashes a file once)

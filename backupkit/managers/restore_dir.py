@@ -75,7 +75,7 @@ class DirRestorer:
             root_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
         else:  # a dry run looks at what is there, read-only
             root_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY) if not created else -1
-        self._target = os.fsencode(target)
+        run.target = os.fsencode(target)
         dir_fds: dict[bytes, int] = {b"": root_fd}
         dirs_meta: list[tuple[bytes, Entry]] = []
         links: dict[tuple[int, int], bytes] = {}
@@ -161,6 +161,7 @@ class DirRestorer:
                 remove_at(pfd, name)
                 os.link(links[key], name, src_dir_fd=root_fd, dst_dir_fd=pfd, follow_symlinks=False)
             run.count(e, 0)
+            self.reporter.file_done(display_path(path), 0)
             return
         action = self._file_action(run, pfd, name, rel, e)
         if action in (SKIP, UNCHANGED):
@@ -176,6 +177,7 @@ class DirRestorer:
             return
         if dry:
             run.count(e)
+            self.reporter.file_done(display_path(path), e.size or 0)
             if key is not None:
                 links[key] = rel
             return
@@ -190,7 +192,10 @@ class DirRestorer:
         fd = dir_fds.get(rel, -1)
         if fd < 0 or path in run.no_delete:
             return
-        where = self._target + (b"/" + rel if rel else b"")
+        base = run.base
+        if not (base == b"/" or path == base or path.startswith(base + b"/")):
+            return  # an ancestor of the restored folder (its old layout): not the snapshot's listing
+        where = run.target + (b"/" + rel if rel else b"")
         select = run.opts.select
         for name in sorted(os.listdir(fd)):
             bname = os.fsencode(name)

@@ -3,7 +3,7 @@
 Restoring a whole snapshot without --include/--exclude, the snapshot's summary has them
 (written by backup). Otherwise a thread counts them by walking the selected folder while
 the restore runs: it shares the restore's tree-node cache, so the nodes it reads are the
-ones the restore reads next, and the restore never waits for it. A second name of a
+ones the restore reads next, and the restore does not wait for it (only at its end, for what is left to count). A second name of a
 hardlinked file adds no bytes (restore links it). Damage is not reported here (the
 restore reports it); an entry that cannot be read is simply not counted.
 """
@@ -52,7 +52,7 @@ def count_totals(tree: SnapshotTree, base: bytes, select: Callable | None, stop:
 
 class Totals:
     """Tells ``reporter.start`` the totals, from the summary or counted on a thread
-    (stopped when the restore ends first)."""
+    (stopped if the restore fails first)."""
 
     def __init__(self, tree: SnapshotTree, snap: Snapshot, base: bytes, select: Callable | None, reporter) -> None:
         self._tree = tree
@@ -71,8 +71,11 @@ class Totals:
             self._thread.start()
         return self
 
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
+    def __exit__(self, exc_type, *exc) -> None:
+        # a restore that ended well waits for the count (its nodes were just read, so
+        # it is quick): the last progress line has its totals; one that failed does not
+        if exc_type is not None:
+            self._stop.set()
         if self._thread is not None:
             self._thread.join()
 
