@@ -24,6 +24,7 @@ from a ``ContentReader``, which reads the blobs of the files ahead meanwhile.
 from __future__ import annotations
 
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -72,8 +73,9 @@ class RestoreOptions:
     keep_path: bool = False
     #: skip device nodes, fifos and sockets
     no_special: bool = False
-    #: owners by id only (no name lookup)
-    numeric_owner: bool = False
+    #: owners by the recorded user and group names where this machine knows them (restic's
+    #: --ownership-by-name); default: by the recorded ids (restic, GNU tar --numeric-owner)
+    owner_by_name: bool = False
     #: keep set-user-id/set-group-id bits (only ever kept when owners are restored)
     setuid: bool = True
 
@@ -183,6 +185,8 @@ class _Run:
     #: ``rel -> (signature, action)`` decided while reading ahead (``--overwrite always``
     #: hashes a file once)
     predicted: dict = field(default_factory=dict)
+    #: directories of the target (rel) seen to be real directories, no symlink on the way
+    real_dirs: set = field(default_factory=set)
     #: --delete: the snapshot's names in each directory, and directories not to clear
     expected: dict = field(default_factory=dict)
     no_delete: set = field(default_factory=set)
@@ -248,6 +252,26 @@ class _Run:
             tuple(self.verify_failures), seconds, self.opts.dry_run, tuple(self.unreadable),
             self.unchanged, self.unchanged_bytes, self.skipped, self.skipped_bytes, self.deleted,
         )
+
+
+def _real_dir(run: _Run, root_fd: int, rel: bytes) -> bool:
+    """True if ``rel`` is a directory below the target reached without a symlink (each
+    component checked once), so looking at what is in it never looks outside."""
+    if not rel or rel in run.real_dirs:
+        return True
+    cur = b""
+    for part in rel.split(b"/"):
+        cur = cur + b"/" + part if cur else part
+        if cur in run.real_dirs:
+            continue
+        try:
+            st = os.stat(cur, dir_fd=root_fd, follow_symlinks=False)
+        except OSError:
+            return False
+        if not stat.S_ISDIR(st.st_mode):
+            return False
+        run.real_dirs.add(cur)
+    return True
 
 
 class RestoreManager(DirRestorer):
@@ -344,6 +368,8 @@ class RestoreManager(DirRestorer):
                 seen.add(hk)
             if run.check_existing and root_fd >= 0:
                 rel = run.rel_of(path)
+                if not _real_dir(run, root_fd, rel.rpartition(b"/")[0]):
+                    return True  # nothing there yet, or a symlink in the way: decided when written
                 try:
                     st = os.stat(rel, dir_fd=root_fd, follow_symlinks=False)
                 except OSError:

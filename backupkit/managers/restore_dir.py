@@ -64,7 +64,7 @@ class DirRestorer:
         if os.path.lexists(target) and not os.path.isdir(target):
             raise RestoreError(f"target {target} exists and is not a directory")
         owners = (os.geteuid() == 0) if opts.owners is None else opts.owners
-        run.policy = MetaPolicy(owners=owners, by_name=not opts.numeric_owner, setuid=opts.setuid)
+        run.policy = MetaPolicy(owners=owners, by_name=opts.owner_by_name, setuid=opts.setuid)
         run.strip = not opts.keep_path and normalize(opts.path) != b"/"
         # the snapshot's "/" entry is applied to the target only if this restore makes it:
         # never chmod/chown a directory that was there (the user's home, "/")

@@ -140,15 +140,17 @@ class MetaPolicy:
     """Whose files a restore makes and which mode bits it keeps.
 
     ``owners``: chown to the snapshot's owner (root's default); ``by_name``: the owner's
-    and group's names as this machine knows them, falling back to the recorded ids (as
-    GNU tar and borg; ``--numeric-owner``: the ids only, as restic); ``setuid``: keep
+    and group's names as this machine knows them, falling back to the recorded ids
+    (restic's ``--ownership-by-name``, GNU tar's default); else the recorded ids (restic's
+    default, GNU tar's ``--numeric-owner``: right for a system restore from a rescue
+    system, whose user names map to other ids); ``setuid``: keep
     the set-user-id and set-group-id bits of files. Without ``owners`` those bits are
     always dropped (a set-uid-root program restored by a user would run as that user, a
     surprise GNU tar avoids the same way).
     """
 
     owners: bool = False
-    by_name: bool = True
+    by_name: bool = False
     setuid: bool = True
 
     def ids(self, e: Entry) -> tuple[int, int]:

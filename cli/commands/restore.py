@@ -42,7 +42,8 @@ def command(
     ),
     delete: bool = typer.Option(False, "--delete", help="Delete files in the target that the snapshot (or the restored folder) does not have; with --dry-run, list them."),
     no_owner: bool = typer.Option(False, "--no-owner", help="Files belong to the user running bk (root's default: the snapshot's owners); drops setuid/setgid bits."),
-    numeric_owner: bool = typer.Option(False, "--numeric-owner", help="Owners by the recorded uid/gid only, no lookup of user and group names."),
+    by_name: bool = typer.Option(False, "--ownership-by-name", help="Owners by the recorded user and group names where this machine knows them (default: by uid/gid)."),
+    numeric_owner: bool = typer.Option(False, "--numeric-owner", help="Owners by the recorded uid/gid only, no name lookup (the default; GNU tar's spelling)."),
     no_special: bool = typer.Option(False, "--no-special", help="Skip device nodes, fifos and sockets."),
     no_setuid: bool = typer.Option(False, "--no-setuid", help="Drop setuid/setgid bits (kept by default when owners are restored, as root)."),
 ) -> int:
@@ -60,6 +61,8 @@ def command(
     if target and fmt:
         raise BadArgument("--target and --format exclude each other")
     check_overwrite(overwrite)
+    if by_name and numeric_owner:
+        raise BadArgument("--ownership-by-name and --numeric-owner exclude each other")
     if delete and not target:
         raise BadArgument("--delete needs --target")
     select = RestoreSelection.build(
@@ -95,7 +98,7 @@ def command(
         opts = RestoreOptions(
             path=sub or "/", target=target, format=fmt, output=out, dry_run=dry_run, verify=verify,
             connections=max(4, st.store_connections()), select=select, overwrite=overwrite, delete=delete,
-            keep_path=keep_path, owners=False if no_owner else None, numeric_owner=numeric_owner,
+            keep_path=keep_path, owners=False if no_owner else None, owner_by_name=by_name,
             no_special=no_special, setuid=not no_setuid,
         )
         with RestoreProgress(st.console, stdout_free=not fmt, dry_run=dry_run) as progress:

@@ -297,9 +297,10 @@ def test_no_special_skips_devices_and_fifos(root_world, tmp_path):
 
 
 @needs_root
-def test_numeric_owner_ignores_names(tmp_path):
-    """An entry recorded as user ``nobody`` with uid 1234: by default the name wins (this
-    machine's nobody), with --numeric-owner the id."""
+def test_owners_by_id_unless_by_name(tmp_path):
+    """An entry recorded as user ``nobody`` with uid 1234: by default (as restic, and
+    GNU tar's --numeric-owner) the id wins, with owner_by_name (--ownership-by-name)
+    this machine's nobody."""
     from backupkit.managers.restore import RestoreManager, RestoreOptions
     from tests.support.kit import make_test_repo
     from tests.test_roundtrip import _dir, _file, _hostile_snapshot
@@ -309,7 +310,13 @@ def test_numeric_owner_ignores_names(tmp_path):
     nobody = pwd.getpwnam("nobody").pw_uid
     repo = make_test_repo()
     snap = _hostile_snapshot(repo, [(b"/", _dir()), (b"/f", _file(repo, b"x", u=1234, un="nobody"))])
-    RestoreManager(repo).restore(snap, RestoreOptions(target=str(tmp_path / "names")))
+    RestoreManager(repo).restore(snap, RestoreOptions(target=str(tmp_path / "names"), owner_by_name=True))
     assert os.stat(tmp_path / "names" / "f").st_uid == nobody
-    RestoreManager(repo).restore(snap, RestoreOptions(target=str(tmp_path / "ids"), numeric_owner=True))
+    RestoreManager(repo).restore(snap, RestoreOptions(target=str(tmp_path / "ids")))
     assert os.stat(tmp_path / "ids" / "f").st_uid == 1234
+
+
+def test_owner_flags_exclude_each_other(world, tmp_path):
+    _base, _src, env = world
+    r = run_bk("restore", "latest", "--target", tmp_path / "x", "--numeric-owner", "--ownership-by-name", env=env)
+    assert r.returncode == 2 and "exclude each other" in r.stderr, r.stderr
