@@ -82,22 +82,43 @@ def open_dir_at(pfd: int, name: bytes) -> int:
 def remove_tree_at(pfd: int, name: bytes, path: bytes, on_removed: Callable[[bytes], None], dry_run: bool) -> None:
     """Remove ``name`` and, for a directory, everything below it; ``on_removed(path)``
     for each, children first. Never follows a symlink: a symlink is removed itself, and a
-    directory is entered with ``O_NOFOLLOW`` relative to its parent's descriptor."""
+    directory is entered with ``O_NOFOLLOW`` relative to its parent's descriptor (no
+    recursion: any depth)."""
     st = lstat_at(pfd, name)
     if st is None:
         return
-    if stat.S_ISDIR(st.st_mode):
-        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=pfd)
-        try:
-            for child in sorted(os.listdir(fd)):
-                remove_tree_at(fd, os.fsencode(child), path + b"/" + os.fsencode(child), on_removed, dry_run)
-        finally:
-            os.close(fd)
+    if not stat.S_ISDIR(st.st_mode):
         if not dry_run:
-            os.rmdir(name, dir_fd=pfd)
-    elif not dry_run:
-        os.unlink(name, dir_fd=pfd)
-    on_removed(path)
+            os.unlink(name, dir_fd=pfd)
+        on_removed(path)
+        return
+    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=pfd)
+    stack = [(fd, pfd, name, path, iter(sorted(os.listdir(fd))))]  # (fd, parent fd, name, path, names)
+    try:
+        while stack:
+            fd, parent, nm, p, names = stack[-1]
+            child = next(names, None)
+            if child is None:
+                stack.pop()
+                os.close(fd)
+                if not dry_run:
+                    os.rmdir(nm, dir_fd=parent)
+                on_removed(p)
+                continue
+            c = os.fsencode(child)
+            cst = lstat_at(fd, c)
+            if cst is None:
+                continue
+            if stat.S_ISDIR(cst.st_mode):
+                cfd = os.open(c, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+                stack.append((cfd, fd, c, p + b"/" + c, iter(sorted(os.listdir(cfd)))))
+            else:
+                if not dry_run:
+                    os.unlink(c, dir_fd=fd)
+                on_removed(p + b"/" + c)
+    finally:
+        for frame in stack:
+            os.close(frame[0])
 
 
 def make_special(pfd: int, name: bytes, e: Entry) -> None:
