@@ -14,8 +14,11 @@ cannot be read is named, and never left under its real name: it is written under
 temporary name and renamed when complete. The result counts every problem
 (``RestoreResult.incomplete``). A full disk stops the restore at once (RestoreError).
 
-Directory metadata (mode, owner, times, xattrs) is applied after their content, deepest
-first, so restoring children does not disturb a directory's mtime.
+Into a directory (``restore_dir``): what is already there is looked at first
+(``restore_overwrite``: ``--overwrite``, ``--delete``); directory metadata is applied
+after their content, deepest first. Restoring a folder (``path``) puts its contents
+straight into the target, as restic does (``keep_path``: at its full path below it). As
+an archive: ``restore_archive``. The progress totals: ``restore_totals``.
 
 Entries are written one at a time, in order, by the calling thread; file contents come
 from a ``ContentReader``, which reads the blobs of the files ahead meanwhile.
