@@ -191,15 +191,6 @@ class RestoreProgress(_Bar):
     def streams_json(self) -> bool:
         return self.console.json_mode and self._stdout_free
 
-    def __exit__(self, *exc) -> None:
-        super().__exit__(*exc)
-        if self._thread is not None and exc[0] is None:  # the last status: all done, with the totals
-            try:
-                sys.stdout.write(json.dumps(self.status()) + "\n")
-                sys.stdout.flush()
-            except (BrokenPipeError, ValueError):
-                pass
-
     def start(self, files: int, size: int) -> None:
         self.total(files, size)
 
