@@ -330,3 +330,24 @@ def test_owner_flags_exclude_each_other(world, tmp_path):
     _base, _src, env = world
     r = run_bk("restore", "latest", "--target", tmp_path / "x", "--numeric-owner", "--ownership-by-name", env=env)
     assert r.returncode == 2 and "exclude each other" in r.stderr, r.stderr
+
+
+@needs_root
+def test_every_kind_restored_twice_is_left_alone_and_identical(tmp_path):
+    """Hard links, symlinks, a fifo, sparse and setuid files: a second restore into the
+    same target rewrites nothing and the tree still matches the source."""
+    from tests.support.kit import diff_trees, make_every_kind_tree, record_tree
+
+    every = make_every_kind_tree(tmp_path / "src", big_size=300_000, sparse_size=1 << 20)
+    env = cli_env(tmp_path / "repo", tmp_path / "cache")
+    ok(run_bk("init", env=env))
+    ok(run_bk("backup", os.fsdecode(every.root), env=env))
+    out = tmp_path / "out"
+    ref = b"latest:" + every.root
+    ok(run_bk("restore", ref, "--target", out, env=env))
+    inodes = {p: os.lstat(p).st_ino for p in out.rglob("*")}
+    r = ok(run_bk("--json", "restore", ref, "--target", out, env=env))
+    doc = summary(r)
+    assert doc["files"] == 0 and doc["bytes_restored"] == 0 and doc["others"] == 1, doc  # the socket: never recreated
+    assert {p: os.lstat(p).st_ino for p in out.rglob("*")} == inodes
+    assert diff_trees(record_tree(every.root, skip=[every.socket]), record_tree(os.fsencode(out))) == []
