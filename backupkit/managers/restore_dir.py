@@ -171,6 +171,8 @@ class DirRestorer:
                     self._apply_meta(run, fd, None, e)
                 finally:
                     os.close(fd)
+                if run.opts.verify and run.opts.overwrite != "always":  # taken on size and mtime: check it
+                    self._verify(run, pfd, name, path, e)
             run.left_alone(path, e, action)
             if key is not None:
                 links[key] = rel

@@ -121,6 +121,18 @@ def test_overwrite_modes(world, tmp_path, mode, rewritten, unchanged, skipped):
         assert os.stat(out / "newer.txt").st_mtime_ns == T0 + HOUR
 
 
+def test_verify_checks_files_taken_as_unchanged(world, tmp_path):
+    """if-changed trusts size and mtime; --verify reads them, and names the one that
+    only looks unchanged."""
+    _base, src, env = world
+    out, _inodes = _prepared_target(world, tmp_path)
+    r = run_bk("restore", f"latest:{src}", "--target", out, "--verify", env=env)
+    assert r.returncode == 1 and "samesize.txt" in r.stderr and "verification failed" in r.stderr, r.stderr
+    assert "same.txt:" not in r.stderr
+    r = ok(run_bk("restore", f"latest:{src}", "--target", out, "--verify", "--overwrite", "always", env=env))
+    assert (out / "samesize.txt").read_bytes() == SNAP["samesize.txt"]
+
+
 def test_a_second_restore_rewrites_nothing(world, tmp_path):
     _base, src, env = world
     out = tmp_path / "out"
