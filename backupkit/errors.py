@@ -31,11 +31,17 @@ exit codes.
     ├── FileReadError                  one source file could not be read (reported, left out)
     ├── Cancelled                      work was cancelled (an interrupted backup's reads)
     └── MountError                     mount refused (mount point not a free directory, no FUSE)
+
+    KeyboardInterrupt
+    └── Interrupted                    a signal (SIGINT, SIGTERM, SIGHUP) stopped the command
+        └── BackupInterrupted          ... a backup, after indexing every pack it completed
 """
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -170,3 +176,46 @@ class Cancelled(BackupkitError):
 
 class MountError(BackupkitError):
     """A mount was refused or failed (mount point missing, not a directory, busy; no FUSE)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A signal asked the command to stop: SIGINT (Ctrl-C), SIGTERM or SIGHUP.
+
+    A KeyboardInterrupt (not an Exception), so that no ``except Exception`` on the way
+    swallows it: every ``finally`` and context manager unwinds (uploads end, locks are
+    released). The CLI raises it in the main thread from its signal handler and maps it
+    to 128 + ``signum``.
+    """
+
+    def __init__(self, signum: int = signal.SIGINT) -> None:
+        super().__init__(signal_name(signum))
+        self.signum = int(signum)
+
+
+@dataclass(frozen=True)
+class SavedWork:
+    """What an interrupted backup kept: packs uploaded and indexed in this run (a later
+    backup deduplicates against them); no snapshot was written."""
+
+    packs: int
+    bytes: int
+    blobs: int
+
+    def to_json(self) -> dict:
+        return {"packs_saved": self.packs, "bytes_saved": self.bytes, "blobs_saved": self.blobs}
+
+
+class BackupInterrupted(Interrupted):
+    """A backup was interrupted; ``saved`` says what it kept (None: it could not tell,
+    e.g. an upload had failed too)."""
+
+    def __init__(self, signum: int, saved: SavedWork | None) -> None:
+        super().__init__(signum)
+        self.saved = saved
+
+
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"

@@ -23,6 +23,13 @@ Backup (walk -> read files -> chunk -> hash/compress/seal -> pack -> upload):
                                 full packs being uploaded or waiting for a connection,
                                 beyond one per store connection
 
+    index_checkpoint_packs      the repository writes an index object for the packs uploaded
+                                so far after this many packs ...
+    index_checkpoint_seconds    ... or when a pack completes this long after the last index
+                                object (restic writes full indexes every 5 minutes): what a
+                                kill -9 or a power cut can lose from the index is bounded
+                                by both (the packs stay, a prune removes them)
+
 Restore (walk the snapshot -> read ahead content -> write files):
 
     readahead_per_connection    bytes of file content read ahead of the writer per store
@@ -50,6 +57,8 @@ class Tuning:
     files_in_flight_after_dir: int = 64
     chunks_in_flight: int = 4
     packs_in_flight_over_connections: int = 1
+    index_checkpoint_packs: int = 64
+    index_checkpoint_seconds: float = 300.0
     readahead_per_connection: int = 4 * MiB
     readahead_min_connections: int = 4
     readahead_entries: int = 4096

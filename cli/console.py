@@ -50,11 +50,12 @@ class Console:
     def error(self, msg: str) -> None:
         self.err.print(f"error: {display_name(msg)}", style="bold red")
 
-    def exit_error(self, msg: str, code: int) -> None:
+    def exit_error(self, msg: str, code: int, **extra: Any) -> None:
         """The error that ends the command: ``error: MSG``, or with --json restic's
-        ``{"message_type": "exit_error", "code": N, "message": MSG}``, on stderr either way."""
+        ``{"message_type": "exit_error", "code": N, "message": MSG}`` (plus ``extra``
+        keys), on stderr either way."""
         if self.json_mode:
-            doc = {"message_type": "exit_error", "code": code, "message": msg}
+            doc = {"message_type": "exit_error", "code": code, "message": msg, **extra}
             sys.stderr.write(json.dumps(doc) + "\n")
             sys.stderr.flush()
         else:

@@ -290,11 +290,14 @@ class State:
         try:
             yield repo
         finally:
+            from backupkit_cli.signals import deferred
+
             try:
                 repo.close()
             finally:
                 self.lock = None
-                lock.release()
+                with deferred():  # a signal now is raised once the lock is gone, not halfway
+                    lock.release()
 
 
 _WAIT_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")

@@ -9,13 +9,17 @@ PARTIAL = 3  # backup saved, but some sources could not be read
 NO_REPOSITORY = 10
 LOCK_FAILED = 11
 WRONG_PASSWORD = 12
-INTERRUPTED = 130
+INTERRUPTED = 130  # SIGINT (Ctrl-C): 128 + 2
+TERMINATED = 143  # SIGTERM: 128 + 15
+HANGUP = 129  # SIGHUP: 128 + 1
 
 
 def code_for(exc: BaseException) -> int:
     """Exit code of an error that reached the top of a command."""
     from backupkit import errors
 
+    if isinstance(exc, errors.Interrupted):
+        return 128 + exc.signum  # as a shell reports a process a signal ended
     if isinstance(exc, KeyboardInterrupt):
         return INTERRUPTED
     if isinstance(exc, errors.BadArgument):

@@ -31,6 +31,22 @@ class _Group(typer.core.TyperGroup):
 
         return super().parse_args(ctx, hoist_global_options(self, args))
 
+    def invoke(self, ctx):
+        # typer turns an interrupt into a bare exit code 130: carry it past typer whole
+        # (its signal, and what a backup saved) to ``run``
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as e:
+            raise _Carried(e) from None
+
+
+class _Carried(Exception):
+    """An interrupt on its way through typer to ``run`` (which unwraps it)."""
+
+    def __init__(self, interrupt: KeyboardInterrupt) -> None:
+        super().__init__("interrupted")
+        self.interrupt = interrupt
+
 
 app = typer.Typer(
     name="bk",
@@ -187,27 +203,69 @@ def _wants_json() -> bool:
     return "--json" in (args[: args.index("--")] if "--" in args else args)
 
 
+def _interrupted(e: KeyboardInterrupt) -> int:
+    """Say that a signal stopped the command (and what a backup saved); the exit code."""
+    from backupkit.errors import BackupInterrupted, Interrupted, signal_name
+    from backupkit_cli.fmt import count, human_bytes
+
+    signum = e.signum if isinstance(e, Interrupted) else 2
+    code = exit_codes.code_for(e)
+    msg = f"interrupted by {signal_name(signum)}"
+    extra: dict = {"signal": signal_name(signum)}
+    saved = e.saved if isinstance(e, BackupInterrupted) else None
+    if saved is not None:
+        extra.update(saved.to_json())
+        if saved.packs:
+            msg += f": {human_bytes(saved.bytes)} in {count(saved.packs, 'pack')} saved; the next backup will reuse them"
+        else:
+            msg += ": no pack was complete yet, nothing saved"
+    if _wants_json():
+        Console(json_mode=True).exit_error(msg, code, **extra)
+    else:
+        sys.stderr.write(msg + "\n")
+    return code
+
+
 def run() -> None:
     """Console-script entry point."""
+    from backupkit_cli import signals
+
+    signals.install()
+    try:
+        code = _run()
+    except KeyboardInterrupt as e:  # a signal after the command's own error boundary
+        code = _interrupted(e)
+    sys.exit(code)
+
+
+def _run() -> int:
+    """Run the command line's command; its exit code."""
     exit_errors, abort_errors, click_errors = _click_exceptions()
     completion.answer_if_asked()
+    from backupkit.errors import Interrupted
+    from backupkit_cli import signals
+
     try:
-        rv = app(prog_name="bk", standalone_mode=False)
-        code = rv if isinstance(rv, int) else 0
-    except exit_errors as e:
-        code = e.exit_code  # type: ignore[attr-defined]
-    except abort_errors:
-        sys.stderr.write("interrupted\n")
-        code = exit_codes.INTERRUPTED
+        try:
+            rv = app(prog_name="bk", standalone_mode=False)
+            code = rv if isinstance(rv, int) else 0
+            if code == exit_codes.INTERRUPTED and signals.caught() is not None:
+                # typer's own code 130 for an interrupt outside a command (parsing)
+                raise Interrupted(signals.caught())  # type: ignore[arg-type]
+        except _Carried as e:
+            raise e.interrupt from None
+        except exit_errors as e:
+            code = e.exit_code  # type: ignore[attr-defined]
+        except abort_errors:
+            raise KeyboardInterrupt() from None
+    except KeyboardInterrupt as e:
+        code = _interrupted(e)
     except click_errors as e:
         code = e.exit_code  # type: ignore[attr-defined]
         if _wants_json():
             Console(json_mode=True).exit_error(e.format_message(), code)  # type: ignore[attr-defined]
         else:
             e.show()  # type: ignore[attr-defined]
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
-        code = exit_codes.INTERRUPTED
     except BrokenPipeError:
         code = exit_codes.FATAL
     except Exception as e:  # noqa: BLE001 - the one place that turns errors into exit codes
@@ -226,7 +284,7 @@ def run() -> None:
     _repo_warnings()
     _store_summary()
     sys.stdout.flush()
-    sys.exit(code)
+    return code
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import getpass
 import os
+import signal
 import socket
 import stat
 import threading
@@ -39,7 +40,9 @@ from backupkit.crypto import T_META_BLOB
 from backupkit.objects.content import content_list
 from backupkit.objects.entry import TYPE_OF_MODE, Entry, entry_from_stat
 from backupkit.objects.writer import ContentWriter
-from backupkit.errors import BadArgument, BlobNotFound, FileReadError, FormatError, IntegrityError, PathNotFound, StoreError
+from backupkit.errors import (
+    BackupInterrupted, BadArgument, BlobNotFound, FileReadError, FormatError, IntegrityError, PathNotFound, SavedWork, StoreError,
+)
 from backupkit.excluder import Excluder
 from backupkit.repo.repository import Repository
 from backupkit.snapshot import Snapshot, list_snapshots, resolve_ref, save_snapshot
@@ -177,6 +180,7 @@ class BackupManager:
         self.fs = fs
 
     def run(self, opts: BackupOptions) -> BackupResult:
+        """Back up; BackupInterrupted (after indexing the packs completed) on an interrupt."""
         try:
             return _Run(self, opts).run()
         except _ParentUnreadable as e:
@@ -211,6 +215,29 @@ class _Run:
 
     # -- entry point -----------------------------------------------------------------------
     def run(self) -> BackupResult:
+        stats0 = dict(self.repo.stats)
+        try:
+            return self._run()
+        except KeyboardInterrupt as e:
+            # Stopped (Ctrl-C, SIGTERM, SIGHUP): reading has stopped (``_run``'s finally);
+            # keep what was uploaded by indexing every complete pack, write no snapshot.
+            signum = getattr(e, "signum", signal.SIGINT)
+            if isinstance(e, BackupInterrupted) or self.dry:
+                raise
+            saved = None
+            try:
+                self.repo.flush_complete()
+                now = self.repo.stats
+                saved = SavedWork(
+                    packs=now["packs_indexed"] - stats0["packs_indexed"],
+                    bytes=now["pack_bytes_indexed"] - stats0["pack_bytes_indexed"],
+                    blobs=now["blobs_indexed"] - stats0["blobs_indexed"],
+                )
+            except Exception:  # noqa: BLE001 - the interrupt is the news; the repository stays valid
+                pass
+            raise BackupInterrupted(signum, saved) from e
+
+    def _run(self) -> BackupResult:
         t0 = time.monotonic()
         opts = self.opts
         # the repository's counters run over its lifetime; report this run's share

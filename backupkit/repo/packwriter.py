@@ -85,6 +85,17 @@ class PackWriter:
             done, self._uploaded = self._uploaded, []
         return done
 
+    def drop_partial(self) -> list[bytes]:
+        """Stop without uploading more (an interrupt): drop the partly filled packs and
+        wait for the uploads in flight. Returns the ids of the blobs dropped."""
+        with self._lock:
+            dropped = [blob_id for b in self._builders.values() for _t, blob_id, _s, _n in b.blobs]
+            self._builders = {KIND_DATA: PackBuilder(KIND_DATA), KIND_META: PackBuilder(KIND_META)}
+            inflight, self._inflight = self._inflight, []
+        for f in inflight:
+            f.exception()
+        return dropped
+
     def close(self) -> None:
         """Wait for the uploads in flight and stop the threads (partly filled packs are
         dropped: call ``flush`` first to keep them)."""

@@ -45,10 +45,9 @@ from backupkit.repo.names import PACK_PREFIXES, id_of
 from backupkit.repo.pack import KIND_META, TYPE_OF_KIND, PackEntry, decode_payload, encode_payload, pack_name
 from backupkit.repo.packwriter import PackWriter
 from backupkit.store.base import ObjectStore
+from backupkit.tuning import DEFAULT_TUNING
 
 MiB = 1024 * 1024
-#: Write an index object after this many packs, so a long backup that dies keeps most work.
-INDEX_EVERY_PACKS = 64
 
 
 @dataclass(frozen=True)
@@ -105,7 +104,16 @@ class Repository:
         self._writer = PackWriter(self, on_uploaded=self._pack_uploaded)
         self._uploaded: list[tuple[PackInfo, list[PackEntry]]] = []
         self._lock_hook: Callable[[], None] | None = None
-        self.stats = {"blobs_new": 0, "blobs_dup": 0, "bytes_raw_new": 0, "bytes_stored_new": 0, "packs": 0}
+        #: index checkpoints (``Tuning.index_checkpoint_packs`` / ``_seconds``)
+        self.tuning = DEFAULT_TUNING
+        self._last_index = time.monotonic()
+        #: ``packs`` uploaded by add_blob and their ``pack_bytes``; ``packs_indexed`` (and
+        #: their bytes and blobs): packs an index object written by this repository names
+        #: (what a crash or an interrupt keeps)
+        self.stats = {
+            "blobs_new": 0, "blobs_dup": 0, "bytes_raw_new": 0, "bytes_stored_new": 0,
+            "packs": 0, "pack_bytes": 0, "packs_indexed": 0, "pack_bytes_indexed": 0, "blobs_indexed": 0,
+        }
 
     # -- lifecycle -------------------------------------------------------------------------
     @classmethod
@@ -296,7 +304,12 @@ class Repository:
         raw = self.seal_object(T_INDEX, obj_id, encode_index(packs, supersedes))
         self.store.put(name, raw)
         self.cache.put(name, raw)
-        self._index_ids.add(obj_id)
+        with self._lock:
+            self._index_ids.add(obj_id)
+            self._last_index = time.monotonic()
+            self.stats["packs_indexed"] += len(packs)
+            self.stats["pack_bytes_indexed"] += sum(info.size for info, _ in packs)
+            self.stats["blobs_indexed"] += sum(len(entries) for _, entries in packs)
         return name
 
     # -- blobs -----------------------------------------------------------------------------
@@ -330,7 +343,7 @@ class Repository:
         return blob_id, True
 
     def _pack_uploaded(self, info: PackInfo, entries: list[PackEntry]) -> None:
-        """add_blob's packs: index them in memory, and in the store every INDEX_EVERY_PACKS."""
+        """add_blob's packs: index them in memory, and in the store at each checkpoint."""
         index = self.index
         write_now = None
         with self._lock:
@@ -344,7 +357,13 @@ class Repository:
                 self._unflushed.pop(e.blob_id, None)
             self._uploaded.append((info, entries))
             self.stats["packs"] += 1
-            if len(self._uploaded) >= INDEX_EVERY_PACKS:
+            self.stats["pack_bytes"] += info.size
+            # checkpoint: a crash or a kill -9 loses at most this many packs, or this long
+            # of uploads, from the index (the packs stay, unreferenced, for prune)
+            if (
+                len(self._uploaded) >= self.tuning.index_checkpoint_packs
+                or time.monotonic() - self._last_index >= self.tuning.index_checkpoint_seconds
+            ):
                 write_now, self._uploaded = self._uploaded, []
         if write_now:
             self.write_index(write_now)
@@ -352,10 +371,31 @@ class Repository:
     def flush(self) -> None:
         """Upload partly filled packs, wait for every upload, then write the index."""
         self._writer.flush()
+        self._index_uploaded()
+
+    def flush_complete(self) -> None:
+        """After an interrupt: drop the packs still being filled, wait for the uploads
+        under way, and write the index of every pack uploaded and not yet indexed.
+
+        Nothing new is uploaded, so this returns as soon as the uploads in flight end;
+        a failed upload is left out (its error stays for the next ``flush``)."""
+        dropped = self._writer.drop_partial()
         with self._lock:
-            todo, self._uploaded = self._uploaded, []
+            for blob_id in dropped:
+                self._reserved.discard(blob_id)
+                self._unflushed.pop(blob_id, None)
+        self._index_uploaded()
+
+    def _index_uploaded(self) -> None:
+        """Write the index of the packs uploaded since the last index object (no upload
+        is in flight); they stay listed until it is written, so that an interrupt while
+        it is written leaves them to ``flush_complete``."""
+        with self._lock:
+            todo = list(self._uploaded)
         if todo:
             self.write_index(todo)
+            with self._lock:
+                del self._uploaded[: len(todo)]
 
     def read_blob(self, blob_id: bytes, blob_type: int | None = None) -> bytes:
         """Return a blob's plaintext, verified against its id."""
