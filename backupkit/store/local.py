@@ -17,7 +17,7 @@ import errno
 import os
 import re
 import stat as stat_module
-import tempfile
+import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,13 +97,18 @@ class LocalObjectStore(ObjectStore):
 
     def _write_temp(self, directory: str, data: bytes) -> str:
         """Write ``data`` to a new fsynced temp file in ``directory``; return its path."""
-        fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=directory)
+        # The name is chosen before the file exists (not by mkstemp), so that an interrupt
+        # at any point (a signal raises anywhere) still knows what to remove.
+        tmp = os.path.join(directory, TEMP_PREFIX + secrets.token_hex(12))
         try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
                 if self._fsync:
                     os.fsync(f.fileno())
+        except FileExistsError:  # not ours: never remove it (96 random bits: not expected)
+            raise
         except BaseException:
             _unlink_quietly(tmp)
             raise
