@@ -212,6 +212,8 @@ class _Run:
         self.writer: ContentWriter | None = None
         self.files_pool: ThreadPoolExecutor | None = None
         self.pending: deque[tuple[bytes, Entry | None, Entry, Future]] = deque()
+        #: set when the run ends (interrupted or not): the totals scan stops too
+        self.stopped = threading.Event()
 
     # -- entry point -----------------------------------------------------------------------
     def run(self) -> BackupResult:
@@ -282,6 +284,7 @@ class _Run:
             self._drain(0)
             done = True
         finally:
+            self.stopped.set()
             if not done:
                 self.writer.cancel()  # interrupted: reads in progress stop at their next chunk
             self.files_pool.shutdown(wait=True, cancel_futures=not done)
@@ -376,7 +379,7 @@ class _Run:
         try:
             for src in sources:
                 stack = [src]
-                while stack:
+                while stack and not self.stopped.is_set():
                     p = stack.pop()
                     try:
                         st = fs.lstat(p)
