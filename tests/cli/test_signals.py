@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -184,3 +185,39 @@ def test_restore_check_prune_interrupted_release_their_locks(env, tmp_path):
         assert locks(env) == [], args
     r = run_bk("check", env=env)
     assert r.returncode == 0, r.stderr
+
+
+_UNWIND = """
+import os, signal, sys, time
+from backupkit.errors import Interrupted
+from backupkit_cli import signals
+
+signals.install()
+with_deferred = sys.argv[1] == "deferred"
+try:
+    if with_deferred:
+        with signals.deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.2)
+            print("deferred section finished", flush=True)
+    else:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+    print("not interrupted", flush=True)
+except Interrupted as e:
+    print(f"unwinding after {e.signum}", flush=True)
+    os.kill(os.getpid(), signal.SIGINT)  # the second signal, while unwinding
+    time.sleep(5)
+    print("still unwinding", flush=True)
+"""
+
+
+@pytest.mark.parametrize("mode", ["plain", "deferred"])
+def test_a_second_signal_while_unwinding_exits_at_once(mode):
+    r = subprocess.run([sys.executable, "-c", _UNWIND, mode], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 130, (r.stdout, r.stderr)
+    expected = ["unwinding after 15"] if mode == "plain" else ["deferred section finished", "unwinding after 15"]
+    # a deferred signal waits for the section's end; the second one ends the process
+    # in its sleep ("still unwinding" never comes)
+    assert r.stdout.splitlines() == expected
+    assert "SIGINT again: stopping at once" in r.stderr
