@@ -526,10 +526,12 @@ class LockManager:
         name = LOCK_PREFIX + lock_id.hex()
         doc = self._doc(exclusive, operation)
         started = self.clock()
-        self.store.put_if_absent(name, self._seal(lock_id, doc))
         has_sentinel = False
         granted = False
         try:
+            # inside the try: an interrupt (a signal raises anywhere) right after the
+            # write must still remove the lock object
+            self.store.put_if_absent(name, self._seal(lock_id, doc))
             if exclusive and self.uses_sentinel:
                 has_sentinel = self._take_sentinel(doc, name)
             if self.recheck_delay:
