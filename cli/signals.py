@@ -10,6 +10,9 @@ A second signal while the first one unwinds ends the process at once (``os._exit
 the user asked twice. What the store holds then is still a valid repository (write
 order), at worst with a stale lock that ``bk unlock`` removes.
 
+``left_to_c_library()`` hands the three signals back to a C library's loop (libfuse's,
+for ``bk mount``, which unmounts on each of them and exits 0).
+
 ``deferred()`` marks a short critical section (releasing the lock) in which a first
 signal is held back and raised when the section ends, so that it cannot cut the release
 in half.
@@ -73,4 +76,18 @@ def deferred() -> Iterator[None]:
             raise Interrupted(_state.caught or signal.SIGINT)
 
 
-__all__ = ["HANDLED", "caught", "deferred", "install"]
+@contextmanager
+def left_to_c_library() -> Iterator[None]:
+    """Restore the default dispositions while a C library runs its own loop and
+    installs its own handlers where it finds the default (libfuse: a signal ends
+    ``bk mount``'s loop and unmounts). Python's handlers would only set a flag that
+    nobody reads until the loop returns. Ours are back afterwards."""
+    previous = {s: signal.signal(s, signal.SIG_DFL) for s in HANDLED}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+__all__ = ["HANDLED", "caught", "deferred", "install", "left_to_c_library"]

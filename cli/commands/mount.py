@@ -23,6 +23,7 @@ def command(
     from backupkit.mount.fs import MountFS
     from backupkit.mount.fuse import check_mountpoint, load_fuse, serve
     from backupkit.objects.reader import ContentReader
+    from backupkit_cli import signals
     from backupkit_cli.fmt import count, display_name
     from backupkit_cli.select import select_snapshots
 
@@ -42,7 +43,10 @@ def command(
             try:
                 where = display_name(mountpoint)
                 console.info(f"serving {count(len(fs.snapshots), 'snapshot')} at {where}; quit with Ctrl-C or unmount it (fusermount3 -u {where})")
-                serve(fs, mountpoint, allow_other=allow_other)
+                # libfuse ends its loop on SIGINT, SIGTERM and SIGHUP (then bk unmounts,
+                # releases the lock and exits 0), but only takes signals left at default
+                with signals.left_to_c_library():
+                    serve(fs, mountpoint, allow_other=allow_other)
             finally:
                 fs.close()
     summary = fs.summary(time.monotonic() - started)
