@@ -35,7 +35,7 @@ from backupkit.managers.repair_common import NullRepairReporter, RepairReporter,
 from backupkit.repo.index import PackInfo
 from backupkit.repo.indexload import load_index
 from backupkit.repo.pack import KIND_DATA, KIND_META, TYPE_OF_KIND, PackEntry, decode_payload, pack_id_from_name, pack_name, read_pack_header
-from backupkit.repo.repository import INDEX_EVERY_PACKS, Repository
+from backupkit.repo.repository import Repository
 
 #: Bytes read from the end of a pack to find its header in one request (a header of up to
 #: ~1,400 blobs fits; larger ones cost a second, exact read).
@@ -263,7 +263,8 @@ class RepairIndexManager:
         repo = self.repo
         self.reporter.phase("write index", None)
         rows = [(p, list(e)) for p, e in plan.packs]
-        chunks = [rows[i : i + INDEX_EVERY_PACKS] for i in range(0, len(rows), INDEX_EVERY_PACKS)] or [[]]
+        per = repo.tuning.index_checkpoint_packs  # packs per index object, as a backup writes them
+        chunks = [rows[i : i + per] for i in range(0, len(rows), per)] or [[]]
         supersedes = [bytes.fromhex(n.split("/", 1)[1]) for n in plan.old_index]
         written = []
         for i, chunk in enumerate(chunks):
