@@ -295,7 +295,7 @@ class _CheckRun:
 
     def _load_index(self) -> list[str]:
         """Load every index object on its own; merge the good ones into check's index."""
-        loaded = load_index(self.repo, tolerant=True, from_store=True, on_object=self.reporter.advance)
+        loaded = load_index(self.repo, tolerant=True, from_store=True, on_object=self.reporter.advance, keep_objects=True)
         for name, why in sorted(loaded.failures.items()):
             self._add(ERROR, "index_unreadable", name, why)
         self.index = loaded.index

@@ -32,7 +32,8 @@ class IndexLoad:
 
     Attributes:
         index: the merged index of every readable, not superseded index object.
-        objects: index object name -> its decoded content (superseded ones included).
+        objects: index object name -> its decoded content (superseded ones included);
+            only with ``keep_objects``.
         failures: index object name -> why it could not be read (tolerant loads only).
         names: every index object listed, sorted.
         merged: the names whose packs are in ``index`` (not superseded), sorted.
@@ -51,6 +52,7 @@ def load_index(
     *,
     from_store: bool = False,
     on_object: Callable[[], None] | None = None,
+    keep_objects: bool = False,
 ) -> IndexLoad:
     """Read and merge every index object listed under ``index/``.
 
@@ -59,13 +61,19 @@ def load_index(
             first one raises (IntegrityError, FormatError or ObjectNotFound).
         from_store: ignore cached copies (and cache nothing).
         on_object: called once per index object read (progress).
+        keep_objects: fill ``objects`` (check compares them); otherwise each decoded
+            object is dropped once merged, so the peak is the compact index, not every
+            blob as Python tuples.
     """
     # oldest first, and a later object's location of a blob wins: a blob written again
     # (its first copy was lost or damaged) is found where it was written last
     mtimes = {o.name: o.mtime for o in repo.store.list("index/")}
     names = sorted(repo.index_names(), key=lambda n: (mtimes.get(n, 0.0), n))
 
-    def fetch(name: str) -> IndexObject | str:
+    def fetch_quiet(name: str) -> IndexObject | str:
+        return fetch(name, None)
+
+    def fetch(name: str, on_object: Callable[[], None] | None = on_object) -> IndexObject | str:
         try:
             return _read_one(repo, name, from_store)
         except (IntegrityError, FormatError, ObjectNotFound) as e:
@@ -77,19 +85,41 @@ def load_index(
                 on_object()
 
     out = IndexLoad(Index(), names=names)
-    with ThreadPoolExecutor(max_workers=repo.connections) as pool:
-        for name, r in zip(names, pool.map(fetch, names)):
-            if isinstance(r, str):
-                out.failures[name] = r
-            else:
-                out.objects[name] = r
-    superseded = {s.hex() for o in out.objects.values() for s in o.supersedes}
-    for name, obj in out.objects.items():
-        if name.split("/", 1)[1] in superseded:
-            continue
-        out.merged.append(name)
-        for pack, entries in obj.packs:
-            out.index.add_pack(pack, entries, override=True)
+    window = 2 * max(1, repo.connections)
+
+    def merge_all(index: Index, known: set[str], first: bool) -> bool:
+        """Read the objects a window at a time and merge each as it comes (nothing but
+        the compact index stays); True when an object superseded one already merged
+        (rare: prune's new index and the objects it replaces, between its two writes)."""
+        redo = False
+        todo = [n for n in names if n not in out.failures]
+        with ThreadPoolExecutor(max_workers=repo.connections) as pool, index.bulk():
+            for i in range(0, len(todo), window):
+                batch = todo[i : i + window]
+                for name, r in zip(batch, pool.map(fetch if first else fetch_quiet, batch)):
+                    if isinstance(r, str):
+                        out.failures[name] = r
+                        continue
+                    if first and keep_objects:
+                        out.objects[name] = r
+                    for s in r.supersedes:
+                        sname = "index/" + s.hex()
+                        known.add(sname)
+                        redo = redo or sname in merged
+                    if name in known:
+                        continue
+                    merged.add(name)
+                    for pack, entries in r.packs:
+                        index.add_pack(pack, entries, override=True)
+        return redo
+
+    known: set[str] = set()
+    merged: set[str] = set()
+    if merge_all(out.index, known, True):
+        out.index = Index()
+        merged.clear()
+        merge_all(out.index, known, False)
+    out.merged = [n for n in names if n in merged]
     if not from_store:
         repo.forget_cached("index/", keep=names)
     return out
