@@ -53,7 +53,7 @@ from backupkit.catalog import read_catalog
 from backupkit.concurrency import bounded_map
 from backupkit.entry import display_path
 from backupkit.errors import DamagedRepository, FormatError, IntegrityError, RepositoryError
-from backupkit.managers.prune_plan import IndexEntry, MaxUnused, PrunePlan, PruneResult, PruneStats, parse_max_unused
+from backupkit.managers.prune_plan import IndexEntry, MaxUnused, PackEntries, PrunePlan, PruneResult, PruneStats, parse_max_unused
 from backupkit.managers.reachable import Reachable, find_affected, mark
 from backupkit.repo.index import Index, PackInfo
 from backupkit.repo.pack import KIND_DATA, KIND_META, TYPE_OF_KIND, PackEntry, pack_name
@@ -129,24 +129,25 @@ class PruneManager:
         reach = mark(repo, snaps, on_node=self.reporter.advance, strict=False)
         self._require_complete(snaps, reach, index, listed)
 
-        entries: dict[bytes, list[IndexEntry]] = {p.id: [] for p in packs}
-        for loc in index.blobs():
-            entries[loc.pack.id].append((loc.blob_id, loc.offset, loc.length, loc.raw_length))
         live = reach.all
+        # per pack: used and unused bytes, in one pass (no per-blob tuples kept)
+        used_of = dict.fromkeys((p.id for p in packs), 0)
+        unused_of = dict(used_of)
+        blobs_used = blobs_unused = 0
+        for loc in index.blobs():
+            if loc.blob_id in live:
+                used_of[loc.pack.id] += loc.length
+                blobs_used += 1
+            else:
+                unused_of[loc.pack.id] += loc.length
+                blobs_unused += 1
         keep: list[PackInfo] = []
         delete: list[PackInfo] = []
         missing: list[PackInfo] = []
         candidates: list[tuple[PackInfo, int, int]] = []
-        blobs_used = blobs_unused = bytes_used = bytes_unused = 0
+        bytes_used = bytes_unused = 0
         for p in packs:
-            used = unused = 0
-            for bid, _off, length, _raw in entries[p.id]:
-                if bid in live:
-                    used += length
-                    blobs_used += 1
-                else:
-                    unused += length
-                    blobs_unused += 1
+            used, unused = used_of[p.id], unused_of[p.id]
             bytes_used += used
             bytes_unused += unused
             if pack_name(p.kind, p.id) not in listed:
@@ -201,7 +202,7 @@ class PruneManager:
             delete=tuple(delete),
             unindexed=tuple(unindexed),
             missing=tuple(missing),
-            entries={pid: tuple(es) for pid, es in entries.items()},
+            entries=PackEntries(index, (p.id for p in (*keep, *repack))),
             live=frozenset(live),
         )
 
@@ -308,6 +309,8 @@ class PruneManager:
         if plan.nothing_to_do:
             abandoned = self._remove_abandoned()
             return PruneResult(plan, 0, 0, None, 0, 0, 0, time.monotonic() - t0, abandoned)
+        if isinstance(plan.entries, PackEntries):
+            plan.entries.group()  # now, from the index the plan was made from
         new_packs = self._repack(plan)
         rows: list[tuple[PackInfo, list[PackEntry]]] = []
         for p in plan.keep:

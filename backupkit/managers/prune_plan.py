@@ -4,15 +4,51 @@ and the result of executing it (see ``prune`` for what they mean)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from backupkit.errors import BadArgument
-from backupkit.repo.index import PackInfo
+from backupkit.repo.index import Index, PackInfo
 from backupkit.repo.pack import pack_name
 from backupkit.units import is_size, parse_size
 
 IndexEntry = tuple[bytes, int, int, int]  # blob id, offset, length, raw length
+
+
+class PackEntries(Mapping[bytes, tuple[IndexEntry, ...]]):
+    """pack id -> its entries in ``index``, for the packs in ``pack_ids`` (each maps to a
+    possibly empty tuple). Grouped in one pass over the index on first use, so planning
+    and a dry run never hold every blob of the index as a tuple; only executing does."""
+
+    def __init__(self, index: Index, pack_ids: Iterable[bytes]) -> None:
+        self._index = index
+        self._ids = frozenset(pack_ids)
+        self._map: dict[bytes, tuple[IndexEntry, ...]] | None = None
+        self._lock = threading.Lock()
+
+    def group(self) -> dict[bytes, tuple[IndexEntry, ...]]:
+        """Group (once) and return the mapping."""
+        with self._lock:
+            if self._map is None:
+                ids = self._ids
+                m: dict[bytes, list[IndexEntry]] = {pid: [] for pid in ids}
+                for loc in self._index.blobs():
+                    if loc.pack.id in ids:
+                        m[loc.pack.id].append((loc.blob_id, loc.offset, loc.length, loc.raw_length))
+                self._map = {pid: tuple(es) for pid, es in m.items()}
+            return self._map
+
+    def __getitem__(self, pack_id: bytes) -> tuple[IndexEntry, ...]:
+        if pack_id not in self._ids:
+            raise KeyError(pack_id)
+        return self.group()[pack_id]
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._ids)
+
+    def __len__(self) -> int:
+        return len(self._ids)
 
 
 @dataclass(frozen=True)
