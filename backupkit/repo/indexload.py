@@ -13,6 +13,7 @@ Objects listed by another object's ``supersedes`` are decoded but not merged.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -69,13 +70,14 @@ def load_index(
     # (its first copy was lost or damaged) is found where it was written last
     mtimes = {o.name: o.mtime for o in repo.store.list("index/")}
     names = sorted(repo.index_names(), key=lambda n: (mtimes.get(n, 0.0), n))
+    decoding = threading.Lock()
 
     def fetch_quiet(name: str) -> IndexObject | str:
         return fetch(name, None)
 
     def fetch(name: str, on_object: Callable[[], None] | None = on_object) -> IndexObject | str:
         try:
-            return _read_one(repo, name, from_store)
+            return _read_one(repo, name, from_store, decoding)
         except (IntegrityError, FormatError, ObjectNotFound) as e:
             if not tolerant:
                 raise
@@ -85,7 +87,7 @@ def load_index(
                 on_object()
 
     out = IndexLoad(Index(), names=names)
-    window = 2 * max(1, repo.connections)
+    window = max(2, repo.connections)
 
     def merge_all(index: Index, known: set[str], first: bool) -> bool:
         """Read the objects a window at a time and merge each as it comes (nothing but
@@ -125,17 +127,23 @@ def load_index(
     return out
 
 
-def _read_one(repo: Repository, name: str, from_store: bool) -> IndexObject:
+def _read_one(repo: Repository, name: str, from_store: bool, decoding: threading.Lock) -> IndexObject:
+    """One index object; reads run in parallel, decodes one at a time (``decoding``):
+    a decode holds the GIL anyway, and this way only one object's msgpack rows exist
+    at once."""
     obj_id = bytes.fromhex(name.split("/", 1)[1])
     if not from_store:
         raw = repo.cache.get(name)
         if raw is not None:
             try:
-                return decode_index(repo.open_object(T_INDEX, obj_id, raw, name), name)
+                plain = repo.open_object(T_INDEX, obj_id, raw, name)
+                with decoding:
+                    return decode_index(plain, name)
             except (IntegrityError, FormatError):
                 repo.cache.delete(name)
     plain, raw = repo.get_object_raw(T_INDEX, name, obj_id)
-    obj = decode_index(plain, name)
+    with decoding:
+        obj = decode_index(plain, name)
     if not from_store:
         repo.cache.put(name, raw)
     return obj
