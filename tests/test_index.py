@@ -98,3 +98,24 @@ def test_concurrent_adds_and_lookups() -> None:
         t.join()
     assert not errors
     assert len(index) == 40 * 200 == sum(1 for _ in index.blobs())
+
+
+def test_decoded_entries_pack_when_they_fit() -> None:
+    import msgpack
+    import pytest
+
+    from backupkit.errors import FormatError
+    from backupkit.repo.index import PackedEntries, decode_index, encode_index
+    from backupkit.repo.pack import PackEntry
+
+    rows = [(bytes([i]) * 32, i, 2 * i, 3 * i) for i in range(5)]
+    obj = decode_index(encode_index([(pack_info(1), [PackEntry(0, *r) for r in rows])]), "x")
+    entries = obj.packs[0][1]
+    assert isinstance(entries, PackedEntries) and list(entries) == rows and len(entries) == 5
+    assert entries[-1] == rows[-1] and entries[1:3] == rows[1:3]
+    wide = [(b"\x01" * 32, 2**40, 1, 1), (b"short", 1, 2, 3)]  # kept as tuples: read as before
+    obj = decode_index(encode_index([(pack_info(1), [PackEntry(0, *r) for r in wide])]), "x")
+    assert list(obj.packs[0][1]) == wide
+    bad = msgpack.packb({"v": 1, "packs": [[b"p" * 32, "data", 1, [["a" * 32, 1, 2, 3]]]]})
+    with pytest.raises(FormatError):
+        decode_index(bad, "y")
