@@ -13,7 +13,7 @@ from backupkit.repo.index import Index, PackInfo
 # few distinct first bytes and short tails so ids collide within shards and across packs
 ids = st.builds(lambda head, tail: bytes([head]) + tail.ljust(31, b"\x00"), st.sampled_from([0, 1, 7, 255]), st.binary(min_size=0, max_size=3))
 entry = st.tuples(ids, st.integers(0, 2**33), st.integers(0, 2**32 + 1), st.integers(0, 2**32))
-packs = st.lists(st.tuples(st.integers(0, 5), st.lists(entry, max_size=40)), max_size=12)
+packs = st.lists(st.tuples(st.integers(0, 5), st.lists(entry, max_size=40), st.booleans()), max_size=12)
 
 
 def pack_info(n: int) -> PackInfo:
@@ -21,10 +21,14 @@ def pack_info(n: int) -> PackInfo:
 
 
 def model_of(adds):
+    """First location wins, unless the add overrides (then the last)."""
     model: dict[bytes, tuple[PackInfo, int, int, int]] = {}
-    for n, entries in adds:
+    for n, entries, override in adds:
         for bid, off, ln, raw in entries:
-            model.setdefault(bid, (pack_info(n), off, ln, raw))
+            if override:
+                model[bid] = (pack_info(n), off, ln, raw)
+            else:
+                model.setdefault(bid, (pack_info(n), off, ln, raw))
     return model
 
 
@@ -36,9 +40,9 @@ def check_against(index: Index, model, adds) -> None:
         assert (loc.blob_id, loc.pack, loc.offset, loc.length, loc.raw_length) == (bid, p, off, ln, raw)
     got = {loc.blob_id: (loc.pack, loc.offset, loc.length, loc.raw_length) for loc in index.blobs()}
     assert got == model and sum(1 for _ in index.blobs()) == len(model)
-    assert {p.id for p in index.packs()} == {pack_info(n).id for n, _ in adds}
+    assert {p.id for p in index.packs()} == {pack_info(n).id for n, *_ in adds}
     for n in range(6):
-        assert index.has_pack(pack_info(n).id) == any(m == n for m, _ in adds)
+        assert index.has_pack(pack_info(n).id) == any(m == n for m, *_ in adds)
     for absent in (b"\x07" * 32, b"\x01" + b"\xff" * 31, b"", b"short"):
         if absent not in model:
             assert absent not in index and index.lookup(absent) is None
@@ -52,13 +56,17 @@ class SmallIndex(Index):
 @given(packs, st.booleans(), st.integers(0, 12))
 def test_index_matches_dict_model(adds, small, bulk_upto) -> None:
     """Some packs inside bulk() (as loading does), the rest one by one (as a backup
-    does): the same answers as a dict where the first location of an id wins."""
+    does), some overriding (as loading and healing do), some relocated: the same answers
+    as a dict where the first location of an id wins, or the last with override."""
     index = SmallIndex() if small else Index()
     with index.bulk():
-        for n, entries in adds[:bulk_upto]:
-            index.add_pack(pack_info(n), entries)
-    for n, entries in adds[bulk_upto:]:
-        index.add_pack(pack_info(n), entries)
+        for n, entries, override in adds[:bulk_upto]:
+            index.add_pack(pack_info(n), entries, override=override)
+    for n, entries, override in adds[bulk_upto:]:
+        if override and index.has_pack(pack_info(n).id):
+            index.relocate(pack_info(n), entries)
+        else:
+            index.add_pack(pack_info(n), entries, override=override)
     check_against(index, model_of(adds), adds)
 
 
@@ -66,14 +74,16 @@ def test_many_random_blobs_survive_rebuilds() -> None:
     import random
 
     rng = random.Random(5)
-    adds = [(i % 6, [(rng.randbytes(32), j, j + 1, j + 2) for j in range(300)]) for i in range(40)]
-    adds.append((3, adds[0][1][:50]))  # repeats from another pack keep their first pack
+    adds = [(i % 6, [(rng.randbytes(32), j, j + 1, j + 2) for j in range(300)], i % 7 == 3) for i in range(40)]
+    adds.append((3, adds[0][1][:50], False))  # repeats from another pack keep their first pack
+    adds.append((4, [(b, o + 1, ln, r) for b, o, ln, r in adds[1][1][:60]], True))  # ... unless overriding
+    adds.append((5, [(b, o + 2, ln, r) for b, o, ln, r in adds[25][1][:60]], True))
     index = Index()
     with index.bulk():
-        for n, entries in adds[:20]:
-            index.add_pack(pack_info(n), entries)
-    for n, entries in adds[20:]:
-        index.add_pack(pack_info(n), entries)
+        for n, entries, override in adds[:20]:
+            index.add_pack(pack_info(n), entries, override=override)
+    for n, entries, override in adds[20:]:
+        index.add_pack(pack_info(n), entries, override=override)
     check_against(index, model_of(adds), adds)
 
 

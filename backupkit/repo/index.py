@@ -74,52 +74,73 @@ class Index:
         self._wide: dict[bytes, tuple[int, int, int, int]] = {}
         self._count = 0
         self._pending: list[bytearray] | None = None
+        self._pending_override: bool | None = None
+        self._shadowing = [False] * self.SHARDS
         self._lock = threading.Lock()
 
-    def add_pack(self, pack: PackInfo, entries: Iterable[tuple[bytes, int, int, int]]) -> None:
-        """Register a pack and its blobs (blob_id, offset, length, raw_length); a blob the
-        index already has keeps its first location. Inside ``bulk()`` the blobs are only
-        queued (lookups do not see them until the bulk ends)."""
+    def add_pack(self, pack: PackInfo, entries: Iterable[tuple[bytes, int, int, int]], override: bool = False) -> None:
+        """Register a pack and its blobs (blob_id, offset, length, raw_length); a blob
+        already known keeps its location unless ``override``. Inside ``bulk()`` the blobs
+        are only queued (lookups do not see them until the bulk ends)."""
         with self._lock:
             no = self._pack_no.get(pack.id)
             if no is None:
                 no = len(self._packs)
                 self._packs.append(pack)
                 self._pack_no[pack.id] = no
-            pending = self._pending
-            if pending is not None:
-                for blob_id, offset, length, raw_length in entries:
-                    if len(blob_id) != _ID or max(offset, length, raw_length) > _U32 or min(offset, length, raw_length) < 0:
-                        self._flush_pending()  # keeps the order (first wins) for a blob that does not pack
-                        if self._find(blob_id) is None:
-                            self._wide[blob_id] = (no, offset, length, raw_length)
-                            self._count += 1
-                    else:
-                        pending[blob_id[0]] += _REC.pack(blob_id, no, offset, length, raw_length)
-                return
-            find = self._find
+            self._add(no, entries, override)
+
+    def relocate(self, pack: PackInfo, entries: Iterable[tuple[bytes, int, int, int]]) -> None:
+        """Point blobs at their copy in ``pack`` (already added), replacing a damaged one."""
+        with self._lock:
+            self._add(self._pack_no[pack.id], entries, True)
+
+    def _add(self, no: int, entries: Iterable[tuple[bytes, int, int, int]], override: bool) -> None:
+        pending = self._pending
+        if pending is not None:
+            if self._pending_override is not override:
+                self._flush_pending()  # one rule per batch of queued records
+                self._pending_override = override
             for blob_id, offset, length, raw_length in entries:
-                if find(blob_id) is not None:
-                    continue
-                self._count += 1
                 if len(blob_id) != _ID or max(offset, length, raw_length) > _U32 or min(offset, length, raw_length) < 0:
-                    self._wide[blob_id] = (no, offset, length, raw_length)
-                    continue
-                shard = blob_id[0]
-                recent = self._recent[shard]
-                recent[blob_id] = (no, offset, length, raw_length)
-                if len(recent) > self.MIN_MERGE and len(recent) * 8 > len(self._tables[shard]) // RECORD:
-                    self._rebuild(shard, b"")
+                    self._flush_pending()  # keeps the order for a blob that does not pack
+                    self._put(no, blob_id, offset, length, raw_length, override)
+                else:
+                    pending[blob_id[0]] += _REC.pack(blob_id, no, offset, length, raw_length)
+            return
+        for blob_id, offset, length, raw_length in entries:
+            self._put(no, blob_id, offset, length, raw_length, override)
+
+    def _put(self, no: int, blob_id: bytes, offset: int, length: int, raw_length: int, override: bool) -> None:
+        old = self._find(blob_id)
+        if old is not None and not override:
+            return
+        if old is None:
+            self._count += 1
+        v = (no, offset, length, raw_length)
+        if len(blob_id) != _ID or max(offset, length, raw_length) > _U32 or min(offset, length, raw_length) < 0:
+            self._wide[blob_id] = v  # looked up first: shadows an older location
+            return
+        if self._wide:
+            self._wide.pop(blob_id, None)
+        shard = blob_id[0]
+        recent = self._recent[shard]
+        if old is not None and blob_id not in recent:
+            self._shadowing[shard] = True  # the dict's entry shadows the table's
+        recent[blob_id] = v
+        if len(recent) > self.MIN_MERGE and len(recent) * 8 > len(self._tables[shard]) // RECORD:
+            self._rebuild(shard, b"", False)
 
     @contextmanager
     def bulk(self) -> Iterator[None]:
         """Add many packs at once (loading): ``add_pack`` appends packed records to one
         buffer per shard, and each shard is sorted once when the block ends. The index
-        is complete (and duplicates resolved, first added wins) only after the block."""
+        is complete (and duplicates resolved as one by one adds would) only after it."""
         with self._lock:
             if self._pending is not None:
                 raise RuntimeError("Index.bulk() does not nest")
             self._pending = [bytearray() for _ in range(self.SHARDS)]
+            self._pending_override = None
         try:
             yield
         finally:
@@ -135,26 +156,45 @@ class Index:
             buf = pending[shard]
             if buf:
                 pending[shard] = bytearray()
-                self._rebuild(shard, buf)
+                self._rebuild(shard, buf, bool(self._pending_override))
 
-    def _rebuild(self, shard: int, extra: bytes | bytearray) -> None:
-        """Rebuild one shard's sorted table from the table, its dict and ``extra``
-        (packed records, may repeat ids; lock held). Earlier entries win."""
+    def _rebuild(self, shard: int, extra: bytes | bytearray, override: bool) -> None:
+        """Rebuild one shard's sorted table from the table, its dict and ``extra`` (queued
+        records, in the order added; lock held). The dict's entries win over the
+        table's; ``extra``'s win over both with ``override``, else the earliest wins."""
         table = self._tables[shard]
         recent = self._recent[shard]
-        recs = [table[i : i + RECORD] for i in range(0, len(table), RECORD)]
-        old = len(recs)
         pack = _REC.pack
-        recs.extend([pack(bid, *v) for bid, v in recent.items()])
-        if extra:
-            recs.extend([bytes(extra[i : i + RECORD]) for i in range(0, len(extra), RECORD)])
-            first = {r[:_ID]: r for r in reversed(recs)}  # reversed: the earliest wins
-            for bid in self._wide.keys() & first.keys() if self._wide else ():
-                del first[bid]  # added before, as a blob that does not pack
-            recs = sorted(first.values())
-            del first
-        else:
+        recs = [table[i : i + RECORD] for i in range(0, len(table), RECORD)]
+        if not extra and not self._shadowing[shard] and not self._wide:
+            recs.extend([pack(bid, *v) for bid, v in recent.items()])
             recs.sort()  # two sorted runs, no repeats: timsort merges them in one pass
+        else:
+            d = {r[:_ID]: r for r in recs}
+            d.update((bid, pack(bid, *v)) for bid, v in recent.items())
+            wide = self._wide
+            for bid in wide.keys() & d.keys() if wide else ():
+                del d[bid]  # the wide entry was added later (lookups see it first)
+            base = len(d)
+            popped = 0
+            if extra:
+                ex = [bytes(extra[i : i + RECORD]) for i in range(0, len(extra), RECORD)]
+                if override:
+                    e = {r[:_ID]: r for r in ex}  # the last wins
+                    for bid in wide.keys() & e.keys() if wide else ():
+                        del wide[bid]
+                        popped += 1
+                    d.update(e)
+                else:
+                    e = {r[:_ID]: r for r in reversed(ex)}  # the earliest wins
+                    for bid in wide.keys() & e.keys() if wide else ():
+                        del e[bid]
+                    e.update(d)
+                    d = e
+                del ex, e
+            self._count += len(d) - base - popped
+            recs = sorted(d.values())
+            del d
         n = len(recs)
         bits = max(1, min(16, (n // 16).bit_length()))
         step = 16 - bits
@@ -162,13 +202,17 @@ class Index:
         bounds.append(n)
         new = b"".join(recs)
         del recs
-        self._count += n - old - len(recent)
         self._tables[shard], self._dirs[shard] = new, (bits, bounds)
         self._recent[shard] = {}
+        self._shadowing[shard] = False
 
     def _find(self, blob_id: bytes) -> tuple[int, int, int, int] | None:
-        if len(blob_id) != _ID:
-            return self._wide.get(blob_id)
+        if self._wide:
+            v = self._wide.get(blob_id)
+            if v is not None or len(blob_id) != _ID:
+                return v
+        elif len(blob_id) != _ID:
+            return None
         shard = blob_id[0]
         v = self._recent[shard].get(blob_id)
         if v is not None:
@@ -183,8 +227,6 @@ class Index:
                 pos = table.find(blob_id, pos + 1, hi)
             if pos >= 0:
                 return _VAL.unpack_from(table, pos + _ID)
-        if self._wide:
-            return self._wide.get(blob_id)
         return None
 
     def __contains__(self, blob_id: bytes) -> bool:
@@ -216,18 +258,24 @@ class Index:
         """Every blob with its location (a snapshot of the current state)."""
         with self._lock:
             tables = list(self._tables)  # immutable bytes: a snapshot for free
-            recents = [list(r.items()) for r in self._recent if r]
-            wide = list(self._wide.items())
+            recents = [dict(r) for r in self._recent]
+            shadowing = list(self._shadowing)
+            wide = dict(self._wide)
             packs = list(self._packs)
         unpack = _REC.unpack_from
-        for table in tables:
+        for shard, table in enumerate(tables):
+            hidden = recents[shard] if shadowing[shard] else None
             for pos in range(0, len(table), RECORD):
                 blob_id, no, offset, length, raw_length = unpack(table, pos)
+                if (hidden is not None and blob_id in hidden) or (wide and blob_id in wide):
+                    continue  # a later location shadows this one
                 yield BlobLocation(blob_id, packs[no], offset, length, raw_length)
-        for items in (*recents, wide):
-            for blob_id, (no, offset, length, raw_length) in items:
-                yield BlobLocation(blob_id, packs[no], offset, length, raw_length)
-
+        for recent in recents:
+            for blob_id, (no, offset, length, raw_length) in recent.items():
+                if not (wide and blob_id in wide):
+                    yield BlobLocation(blob_id, packs[no], offset, length, raw_length)
+        for blob_id, (no, offset, length, raw_length) in wide.items():
+            yield BlobLocation(blob_id, packs[no], offset, length, raw_length)
 
 _ID = 32
 _U32 = 0xFFFFFFFF
