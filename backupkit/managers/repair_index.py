@@ -157,7 +157,7 @@ class RepairIndexManager:
         opts = opts or RepairIndexOptions()
         repo = self.repo
         self.reporter.phase("load index", None)
-        loaded = load_index(repo, tolerant=True)
+        loaded = load_index(repo, tolerant=True, keep_objects=True)
         old_names = tuple(sorted([*loaded.objects, *loaded.failures]))
         old = loaded.index
         old_entries: dict[bytes, list[PackEntry]] = {}

@@ -142,7 +142,7 @@ class RepairPacksManager:
     def plan(self, ids: Iterable[str]) -> RepairPacksPlan:
         repo = self.repo
         targets = self.resolve(ids)
-        loaded = load_index(repo, tolerant=True)
+        loaded = load_index(repo, tolerant=True, keep_objects=True)
         if loaded.failures:
             raise RepositoryError(
                 f"{len(loaded.failures)} index object(s) cannot be read ({', '.join(sorted(loaded.failures))}); "
