@@ -1,8 +1,8 @@
 """Peak memory of bk at scale: a 10M-blob index, and a 1M-file tree (bk beside restic).
 
 ``index``: a repository with one small real snapshot, plus generated index objects
-naming ``--blobs`` blobs in packs that exist but are empty (nothing in these steps reads
-a pack's content: ``snapshots`` reads no index, an unchanged ``backup`` only looks ids
+naming ``--blobs`` blobs in packs that exist as sparse files of the indexed size (nothing
+in these steps reads a pack's content: ``snapshots`` reads no index, an unchanged ``backup`` only looks ids
 up, ``prune --dry-run`` marks from the real snapshot and plans without reading packs).
 Steps: ``bk snapshots``, ``bk backup`` (nothing changed), ``bk prune --dry-run``.
 
@@ -71,7 +71,12 @@ def inject_index(work: Path, blobs: int, per_pack: int, per_object: int) -> None
             n = min(per_pack, blobs - done)
             info = PackInfo(rng.randbytes(32), KIND_DATA, 16 << 20)
             packs.append((info, [PackEntry(t, rng.randbytes(32), 4096 * i, 4000, 8000) for i in range(n)]))
-            repo.store.put(pack_name(KIND_DATA, info.id), b"")
+            # a sparse file of the indexed size: a backup treats a pack listed at another
+            # size as lost (and marks its blobs to be written again)
+            path = work / "bk-repo" / pack_name(KIND_DATA, info.id)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "wb") as f:
+                f.truncate(info.size)
             done += n
         repo.write_index(packs)
     repo.close()
