@@ -28,44 +28,28 @@ them.
 
 Every botocore, urllib3 and socket error leaves this module as a StoreError subclass:
 404 ObjectNotFound, 403 StorePermissionError, 5xx/throttling/connection StoreUnavailable.
+
+This module holds the store (the ObjectStore contract on a bucket) and its backend
+registration; beside it: ``s3_boto.py`` (client, request counting, error mapping),
+``s3_upload.py`` (simple and multipart uploads), ``s3_url.py`` (locations, ``-o`` options).
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import http.client
 import re
 import secrets
 import threading
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
-import boto3
 import botocore.exceptions
-import urllib3.exceptions
-from botocore.config import Config
 
-from backupkit.errors import (
-    BadArgument,
-    ObjectNotFound,
-    StoreError,
-    StorePermissionError,
-    StoreUnavailable,
-)
-from backupkit.store.base import (
-    Backend,
-    BackendOption,
-    ObjectInfo,
-    ObjectStore,
-    check_name,
-    parse_bool,
-    parse_count,
-    parse_seconds,
-    parse_size,
-)
+from backupkit.errors import BadArgument, ObjectNotFound, StoreError, StoreUnavailable
+from backupkit.store.base import Backend, ObjectInfo, ObjectStore, check_name
 from backupkit.store.retry import Backoff, RequestStats
+from backupkit.store.s3_boto import BOTO_ERRORS, count_request, error_code, make_client, map_error, retry_attempts
+from backupkit.store.s3_upload import put_multipart, put_simple
+from backupkit.store.s3_url import OPTIONS, parse_url
 
 MiB = 1024 * 1024
 #: Objects larger than this are uploaded in parts.
@@ -74,119 +58,9 @@ DEFAULT_PART_SIZE = 16 * MiB
 MIN_PART_SIZE = 5 * MiB  # S3's floor for every part but the last
 PROBE_PREFIX = ".bk-probe-"
 
-_BOTO_ERRORS: tuple[type[BaseException], ...] = (
-    botocore.exceptions.BotoCoreError,
-    botocore.exceptions.ClientError,
-    urllib3.exceptions.HTTPError,
-    http.client.HTTPException,
-    OSError,
-)
-_NOT_FOUND_CODES = {"NoSuchKey", "NotFound", "404", "NoSuchUpload"}
-_PERMISSION_CODES = {
-    "AccessDenied",
-    "AllAccessDisabled",
-    "InvalidAccessKeyId",
-    "SignatureDoesNotMatch",
-    "ExpiredToken",
-    "InvalidToken",
-    "TokenRefreshRequired",
-    "AccountProblem",
-    "InvalidObjectState",  # archived (Glacier) objects, Object Lock refusals
-}
-_TRANSIENT_CODES = {
-    "SlowDown",
-    "Throttling",
-    "ThrottlingException",
-    "RequestThrottled",
-    "TooManyRequestsException",
-    "RequestTimeout",
-    "RequestTimeoutException",
-    "ServiceUnavailable",
-    "InternalError",
-    "PriorRequestNotComplete",
-    "ConditionalRequestConflict",
-    "OperationAborted",
-}
-_CREDENTIAL_ERRORS = (
-    botocore.exceptions.NoCredentialsError,
-    botocore.exceptions.PartialCredentialsError,
-    botocore.exceptions.CredentialRetrievalError,
-    botocore.exceptions.ProfileNotFound,
-)
-_TRANSPORT_ERRORS = (
-    botocore.exceptions.ConnectionError,  # refused, DNS, connect timeouts, proxies
-    botocore.exceptions.HTTPClientError,  # resets, closed connections, read timeouts
-    botocore.exceptions.IncompleteReadError,
-    botocore.exceptions.ResponseStreamingError,
-    urllib3.exceptions.HTTPError,
-    http.client.HTTPException,
-    OSError,
-)
 _BUCKET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,254}$")
 _PARTIAL_SEGMENT_RE = re.compile(r"^[A-Za-z0-9._-]*$")
 _CONTENT_RANGE_RE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
-
-# botocore operation -> the request kind it is counted under (GET/GET_RANGE decided by
-# the Range header).
-_OPERATION_KINDS = {
-    "GetObject": "GET",
-    "HeadObject": "HEAD",
-    "PutObject": "PUT",
-    "CreateMultipartUpload": "PUT",
-    "UploadPart": "PUT",
-    "CompleteMultipartUpload": "PUT",
-    "AbortMultipartUpload": "DELETE",
-    "ListObjectsV2": "LIST",
-    "DeleteObject": "DELETE",
-}
-
-
-def _error_code(exc: BaseException) -> tuple[str, int]:
-    """(error code, HTTP status) of a ClientError; ("", 0) for anything else."""
-    if isinstance(exc, botocore.exceptions.ClientError):
-        err = exc.response.get("Error", {})
-        meta = exc.response.get("ResponseMetadata", {})
-        return str(err.get("Code", "")), int(meta.get("HTTPStatusCode", 0) or 0)
-    return "", 0
-
-
-def _retry_attempts(exc: BaseException) -> int:
-    if isinstance(exc, botocore.exceptions.ClientError):
-        return int(exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 0) or 0)
-    return 0
-
-
-def map_error(exc: BaseException, what: str) -> StoreError:
-    """Turn any botocore/urllib3/socket error raised while doing ``what`` into ours."""
-    if isinstance(exc, StoreError):
-        return exc
-    if isinstance(exc, _CREDENTIAL_ERRORS):
-        return StorePermissionError(
-            f"{what}: no usable AWS credentials ({exc}); set AWS_ACCESS_KEY_ID and "
-            "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or run with an instance role"
-        )
-    if isinstance(exc, botocore.exceptions.ClientError):
-        code, status = _error_code(exc)
-        message = exc.response.get("Error", {}).get("Message") or code or f"HTTP {status}"
-        if code == "NoSuchBucket":
-            return ObjectNotFound(f"{what}: the bucket does not exist")
-        if code in _NOT_FOUND_CODES or status == 404:
-            return ObjectNotFound(f"{what}: not found")
-        if code in _PERMISSION_CODES or status in (401, 403):
-            if code == "RequestTimeTooSkewed":
-                return StorePermissionError(f"{what}: the local clock is too far off ({message})")
-            return StorePermissionError(f"{what}: access denied ({code or status}: {message})")
-        if code in _TRANSIENT_CODES or status >= 500 or status in (408, 429):
-            return StoreUnavailable(f"{what}: the store is unavailable ({code or status}: {message})")
-        return StoreError(f"{what}: {code or status}: {message}")
-    if isinstance(exc, _TRANSPORT_ERRORS):
-        return StoreUnavailable(f"{what}: connection failed ({type(exc).__name__}: {exc})")
-    return StoreError(f"{what}: {type(exc).__name__}: {exc}")
-
-
-def _md5_b64(data: bytes) -> str:
-    return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode("ascii")
-
 
 class S3ObjectStore(ObjectStore):
     """An ObjectStore on an S3 bucket.
@@ -291,74 +165,14 @@ class S3ObjectStore(ObjectStore):
         if client is None:
             with self._client_lock:
                 if self._client_obj is None:
-                    self._client_obj = self._make_client(**self._client_args)
+                    self._client_obj = make_client(self.location, self.endpoint_url, self._before_send, **self._client_args)
                 client = self._client_obj
-        return client
-
-    def _make_client(
-        self, *, profile, region, addressing_style, retries, retry_mode, connections, connect_timeout,
-        read_timeout, aws_access_key_id, aws_secret_access_key, aws_session_token, verify,
-    ) -> Any:
-        endpoint_url = self.endpoint_url
-        try:
-            session = boto3.session.Session(profile_name=profile)
-        except _BOTO_ERRORS as exc:
-            raise map_error(exc, f"opening {self.location}") from exc
-        region = region or session.region_name or ("us-east-1" if endpoint_url else None)
-        config = Config(
-            region_name=region,
-            signature_version="s3v4",
-            s3={"addressing_style": addressing_style or ("path" if endpoint_url else "auto")},
-            retries={"total_max_attempts": retries, "mode": retry_mode},
-            max_pool_connections=connections,
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
-            tcp_keepalive=True,
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-            user_agent_extra="backupkit",
-        )
-        try:
-            client = session.client(
-                "s3",
-                endpoint_url=endpoint_url,
-                aws_access_key_id=aws_access_key_id,
-                aws_secret_access_key=aws_secret_access_key,
-                aws_session_token=aws_session_token,
-                config=config,
-                verify=verify,
-            )
-        except _BOTO_ERRORS as exc:
-            raise map_error(exc, f"opening {self.location}") from exc
-        client.meta.events.register("before-send.s3", self._before_send)
         return client
 
     # -- accounting -----------------------------------------------------------------------
 
     def _before_send(self, request: Any, event_name: str = "", **_: Any) -> None:
-        """botocore hook on every HTTP request sent (retries included): count it.
-
-        It also drops ``Expect: 100-continue``. When a server answers such a request
-        with a final status instead of 100 (Go servers such as SeaweedFS and MinIO do
-        for empty bodies), botocore keeps that response's status line on the pooled
-        connection and misreads the next response on it: a silent stall until the read
-        timeout, then a hidden retry (boto/botocore#3755; we hit it against SeaweedFS
-        4.48 with botocore 1.43). Our bodies are at most ``multipart_threshold`` bytes,
-        so sending them without waiting for 100 costs little.
-        """
-        if "Expect" in request.headers:
-            del request.headers["Expect"]
-        operation = event_name.rsplit(".", 1)[-1]
-        kind = _OPERATION_KINDS.get(operation, "OTHER")
-        if kind == "GET" and "Range" in request.headers:
-            kind = "GET_RANGE"
-        self._stats.add(kind)
-        # botocore numbers the attempts of one call in the request's context. Counting
-        # retries here, as they are sent, also counts those of calls that fail in the
-        # end (the response's RetryAttempts exists only for calls that got an answer).
-        context = getattr(request, "context", None) or {}
-        if int(context.get("retries", {}).get("attempt", 1) or 1) > 1:
-            self._stats.add("retries")
+        count_request(self._stats, request, event_name)
 
     def stats(self) -> dict[str, int]:
         """HTTP requests sent per kind (retries included), payload bytes, retries.
@@ -377,7 +191,7 @@ class S3ObjectStore(ObjectStore):
         body = response["Body"]
         try:
             data: bytes = body.read()
-        except _BOTO_ERRORS as exc:
+        except BOTO_ERRORS as exc:
             raise StoreUnavailable(
                 f"{what}: the download was cut short ({type(exc).__name__}: {exc})"
             ) from exc
@@ -396,8 +210,8 @@ class S3ObjectStore(ObjectStore):
         while True:
             try:
                 response = self._client.get_object(**request)
-            except _BOTO_ERRORS as exc:
-                code, status = _error_code(exc)
+            except BOTO_ERRORS as exc:
+                code, status = error_code(exc)
                 if code == "InvalidRange" or status == 416:
                     raise StoreError(
                         f"{what}: range {offset}+{length} is past the end of the object"
@@ -440,70 +254,11 @@ class S3ObjectStore(ObjectStore):
             return int(match.group(3))
         return None
 
-    def _put_simple(self, key: str, data: bytes, what: str, *, if_none_match: bool) -> None:
-        request: dict[str, Any] = {
-            "Bucket": self.bucket,
-            "Key": key,
-            "Body": data,
-            "ContentMD5": _md5_b64(data),
-        }
-        if if_none_match:
-            request["IfNoneMatch"] = "*"
-        self._client.put_object(**request)
-
-    def _put_multipart(self, key: str, data: bytes, what: str, *, if_none_match: bool) -> None:
-        """Upload in parts; botocore errors propagate (callers map them)."""
-        upload_id = self._client.create_multipart_upload(Bucket=self.bucket, Key=key)["UploadId"]
-        try:
-            parts = []
-            view = memoryview(data)
-            for number, start in enumerate(range(0, len(data), self._part_size), 1):
-                chunk = bytes(view[start : start + self._part_size])
-                answer = self._client.upload_part(
-                    Bucket=self.bucket,
-                    Key=key,
-                    UploadId=upload_id,
-                    PartNumber=number,
-                    Body=chunk,
-                    ContentMD5=_md5_b64(chunk),
-                )
-                parts.append({"ETag": answer["ETag"], "PartNumber": number})
-            request: dict[str, Any] = {
-                "Bucket": self.bucket,
-                "Key": key,
-                "UploadId": upload_id,
-                "MultipartUpload": {"Parts": parts},
-            }
-            if if_none_match:
-                request["IfNoneMatch"] = "*"
-            try:
-                self._client.complete_multipart_upload(**request)
-            except botocore.exceptions.ClientError as exc:
-                # A retried Complete whose first try succeeded finds no upload any more.
-                code, _ = _error_code(exc)
-                if not (code == "NoSuchUpload" and _retry_attempts(exc) and self._has_size(key, len(data))):
-                    raise
-            upload_id = ""
-        finally:
-            if upload_id:
-                try:
-                    self._client.abort_multipart_upload(
-                        Bucket=self.bucket, Key=key, UploadId=upload_id
-                    )
-                except _BOTO_ERRORS:
-                    pass  # the bucket's lifecycle rule cleans up what we could not
-
-    def _has_size(self, key: str, size: int) -> bool:
-        try:
-            return int(self._client.head_object(Bucket=self.bucket, Key=key)["ContentLength"]) == size
-        except _BOTO_ERRORS:
-            return False
-
     def _upload(self, key: str, data: bytes, what: str, *, if_none_match: bool) -> None:
         if len(data) > self._multipart_threshold:
-            self._put_multipart(key, data, what, if_none_match=if_none_match)
+            put_multipart(self._client, self.bucket, key, data, self._part_size, if_none_match=if_none_match)
         else:
-            self._put_simple(key, data, what, if_none_match=if_none_match)
+            put_simple(self._client, self.bucket, key, data, if_none_match=if_none_match)
         self._stats.add("bytes_up", len(data))
 
     # -- the contract -----------------------------------------------------------------------
@@ -526,7 +281,7 @@ class S3ObjectStore(ObjectStore):
         key = self._key(name)
         try:
             self._upload(key, bytes(data), what, if_none_match=False)
-        except _BOTO_ERRORS as exc:
+        except BOTO_ERRORS as exc:
             raise map_error(exc, what) from exc
 
     def put_if_absent(self, name: str, data: bytes) -> bool:
@@ -544,11 +299,11 @@ class S3ObjectStore(ObjectStore):
             try:
                 self._upload(key, data, what, if_none_match=True)
                 return True
-            except _BOTO_ERRORS as exc:
-                code, status = _error_code(exc)
+            except BOTO_ERRORS as exc:
+                code, status = error_code(exc)
                 if status == 412 or code == "PreconditionFailed":
                     # On a retry, the name may be taken by our own first attempt.
-                    return bool(_retry_attempts(exc)) and self._holds(name, data)
+                    return bool(retry_attempts(exc)) and self._holds(name, data)
                 if status == 409 or code == "ConditionalRequestConflict":
                     self._stats.add("retries")
                     self._backoff.wait(attempt)
@@ -570,7 +325,7 @@ class S3ObjectStore(ObjectStore):
         what = f"deleting {name}"
         try:
             self._client.delete_object(Bucket=self.bucket, Key=self._key(name))
-        except _BOTO_ERRORS as exc:
+        except BOTO_ERRORS as exc:
             raise map_error(exc, what) from exc
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
@@ -591,7 +346,7 @@ class S3ObjectStore(ObjectStore):
         while True:
             try:
                 page = self._client.list_objects_v2(**request)
-            except _BOTO_ERRORS as exc:
+            except BOTO_ERRORS as exc:
                 err = map_error(exc, what)
                 if isinstance(err, ObjectNotFound):  # NoSuchBucket: never "empty"
                     err = StoreError(str(err))
@@ -620,7 +375,7 @@ class S3ObjectStore(ObjectStore):
         what = f"stat {name}"
         try:
             head = self._client.head_object(Bucket=self.bucket, Key=self._key(name))
-        except _BOTO_ERRORS as exc:
+        except BOTO_ERRORS as exc:
             raise map_error(exc, what) from exc
         return ObjectInfo(name, int(head["ContentLength"]), head["LastModified"].timestamp())
 
@@ -644,9 +399,9 @@ class S3ObjectStore(ObjectStore):
             try:
                 for attempt in range(2):
                     try:
-                        self._put_simple(key, b"probe", what, if_none_match=True)
+                        put_simple(self._client, self.bucket, key, b"probe", if_none_match=True)
                     except botocore.exceptions.ClientError as exc:
-                        code, status = _error_code(exc)
+                        code, status = error_code(exc)
                         if attempt == 1 and (status == 412 or code == "PreconditionFailed"):
                             break  # refused: honoured
                         if status in (400, 501) or code in ("NotImplemented", "InvalidArgument"):
@@ -655,12 +410,12 @@ class S3ObjectStore(ObjectStore):
                         raise
                 else:
                     supported = False  # the second conditional write went through
-            except _BOTO_ERRORS as exc:
+            except BOTO_ERRORS as exc:
                 raise map_error(exc, what) from exc
             finally:
                 try:
                     self._client.delete_object(Bucket=self.bucket, Key=key)
-                except _BOTO_ERRORS:
+                except BOTO_ERRORS:
                     pass
             self.atomic_put_if_absent = supported
             return supported
@@ -671,58 +426,11 @@ class S3ObjectStore(ObjectStore):
             return
         try:
             client.close()
-        except _BOTO_ERRORS:
+        except BOTO_ERRORS:
             pass
 
     def __repr__(self) -> str:
         return f"S3ObjectStore({self.location!r})"
-
-
-def parse_url(location: str) -> dict[str, Any]:
-    """Split the part of an ``s3:`` URL after ``s3:`` into S3ObjectStore arguments.
-
-    Forms: ``https://host[:port]/bucket[/prefix]`` and ``http://...`` (an S3-compatible
-    server, path-style), ``bucket[/prefix]`` (AWS; region from the environment), and
-    restic's ``s3.amazonaws.com/bucket[/prefix]``.
-    """
-    endpoint: str | None = None
-    path = location
-    if location.startswith(("http://", "https://")):
-        parts = urlsplit(location)
-        if parts.username or parts.password:
-            raise BadArgument("put S3 credentials in the environment, not in the URL")
-        if not parts.hostname:
-            raise BadArgument(f"no host in s3:{location}")
-        endpoint = f"{parts.scheme}://{parts.netloc}"
-        path = parts.path
-        if parts.query or parts.fragment:
-            raise BadArgument(f"unexpected query or fragment in s3:{location}")
-    elif location.startswith("//"):
-        raise BadArgument(
-            "use s3:bucket/prefix for AWS or s3:https://host[:port]/bucket/prefix, not s3://"
-        )
-    else:
-        first, _, rest = location.partition("/")
-        if first.endswith("amazonaws.com"):
-            endpoint, path = f"https://{first}", rest
-    bucket, _, prefix = path.strip("/").partition("/")
-    if not bucket:
-        raise BadArgument(f"no bucket in s3:{location}")
-    return {"bucket": bucket, "prefix": prefix, "endpoint_url": endpoint}
-
-
-def _verify(text: str) -> bool | str:
-    """TLS verification: yes/no, else the path of a CA bundle."""
-    try:
-        return parse_bool(text)
-    except ValueError:
-        return text
-
-
-def _retry_mode(text: str) -> str:
-    if text not in ("standard", "adaptive"):
-        raise ValueError(f"use standard or adaptive, not {text!r}")
-    return text
 
 
 def open_s3(location: str, **options: Any) -> S3ObjectStore:
@@ -730,24 +438,10 @@ def open_s3(location: str, **options: Any) -> S3ObjectStore:
     return S3ObjectStore(**parse_url(location), **options)
 
 
-#: S3ObjectStore options a user may give as text (``bk -o s3.retries=3``); ``connections``
-#: is left out: ``--connections`` sets it. docs/s3.md has the table with the defaults.
 BACKEND = Backend(
     name="s3",
     open=open_s3,
     forms=("s3:https://host[:port]/bucket[/prefix]", "s3:http://host[:port]/bucket[/prefix]", "s3:bucket[/prefix]"),
     connections=8,
-    options=(
-        BackendOption("region", str, "signing region (default: the environment or profile, else us-east-1)"),
-        BackendOption("profile", str, "a profile from ~/.aws/config"),
-        BackendOption("retries", parse_count, "attempts per request in all (default 10)"),
-        BackendOption("retry_mode", _retry_mode, "botocore retry mode: standard (default) or adaptive"),
-        BackendOption("backoff", parse_seconds, "first backoff bound in seconds (default 0.2)"),
-        BackendOption("connect_timeout", parse_seconds, "socket connect timeout in seconds (default 10)"),
-        BackendOption("read_timeout", parse_seconds, "socket read timeout in seconds (default 60)"),
-        BackendOption("multipart_threshold", parse_size, "larger objects are uploaded in parts (default 32MiB)"),
-        BackendOption("part_size", parse_size, "multipart part size, at least 5MiB (default 16MiB)"),
-        BackendOption("list_page_size", parse_count, "keys per listing request, at most 1000 (default 1000)"),
-        BackendOption("verify", _verify, "TLS verification: true (default), false, or a CA bundle path"),
-    ),
+    options=OPTIONS,
 )

@@ -1,0 +1,194 @@
+"""The botocore side of the S3 store: making the client, counting its requests, mapping its errors.
+
+Vocabulary: an error *code* is S3's ``Error.Code`` (``NoSuchKey``, ``SlowDown``); the
+*status* is the HTTP status of the answer. ``map_error`` turns every botocore, urllib3
+and socket error into a StoreError subclass: 404 ObjectNotFound, 403
+StorePermissionError, 5xx/throttling/connection StoreUnavailable. A request *kind* is
+what ``RequestStats`` counts it under (``GET GET_RANGE PUT LIST HEAD DELETE OTHER``).
+``s3.py`` holds the store itself.
+"""
+
+from __future__ import annotations
+
+import http.client
+from collections.abc import Callable
+from typing import Any
+
+import boto3
+import botocore.exceptions
+import urllib3.exceptions
+from botocore.config import Config
+
+from backupkit.errors import ObjectNotFound, StoreError, StorePermissionError, StoreUnavailable
+from backupkit.store.retry import RequestStats
+
+BOTO_ERRORS: tuple[type[BaseException], ...] = (
+    botocore.exceptions.BotoCoreError,
+    botocore.exceptions.ClientError,
+    urllib3.exceptions.HTTPError,
+    http.client.HTTPException,
+    OSError,
+)
+_NOT_FOUND_CODES = {"NoSuchKey", "NotFound", "404", "NoSuchUpload"}
+_PERMISSION_CODES = {
+    "AccessDenied",
+    "AllAccessDisabled",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "InvalidToken",
+    "TokenRefreshRequired",
+    "AccountProblem",
+    "InvalidObjectState",  # archived (Glacier) objects, Object Lock refusals
+}
+_TRANSIENT_CODES = {
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestThrottled",
+    "TooManyRequestsException",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "ServiceUnavailable",
+    "InternalError",
+    "PriorRequestNotComplete",
+    "ConditionalRequestConflict",
+    "OperationAborted",
+}
+_CREDENTIAL_ERRORS = (
+    botocore.exceptions.NoCredentialsError,
+    botocore.exceptions.PartialCredentialsError,
+    botocore.exceptions.CredentialRetrievalError,
+    botocore.exceptions.ProfileNotFound,
+)
+_TRANSPORT_ERRORS = (
+    botocore.exceptions.ConnectionError,  # refused, DNS, connect timeouts, proxies
+    botocore.exceptions.HTTPClientError,  # resets, closed connections, read timeouts
+    botocore.exceptions.IncompleteReadError,
+    botocore.exceptions.ResponseStreamingError,
+    urllib3.exceptions.HTTPError,
+    http.client.HTTPException,
+    OSError,
+)
+
+# botocore operation -> the request kind it is counted under (GET/GET_RANGE decided by
+# the Range header).
+OPERATION_KINDS = {
+    "GetObject": "GET",
+    "HeadObject": "HEAD",
+    "PutObject": "PUT",
+    "CreateMultipartUpload": "PUT",
+    "UploadPart": "PUT",
+    "CompleteMultipartUpload": "PUT",
+    "AbortMultipartUpload": "DELETE",
+    "ListObjectsV2": "LIST",
+    "DeleteObject": "DELETE",
+}
+
+
+def error_code(exc: BaseException) -> tuple[str, int]:
+    """(error code, HTTP status) of a ClientError; ("", 0) for anything else."""
+    if isinstance(exc, botocore.exceptions.ClientError):
+        err = exc.response.get("Error", {})
+        meta = exc.response.get("ResponseMetadata", {})
+        return str(err.get("Code", "")), int(meta.get("HTTPStatusCode", 0) or 0)
+    return "", 0
+
+
+def retry_attempts(exc: BaseException) -> int:
+    if isinstance(exc, botocore.exceptions.ClientError):
+        return int(exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 0) or 0)
+    return 0
+
+
+def map_error(exc: BaseException, what: str) -> StoreError:
+    """Turn any botocore/urllib3/socket error raised while doing ``what`` into ours."""
+    if isinstance(exc, StoreError):
+        return exc
+    if isinstance(exc, _CREDENTIAL_ERRORS):
+        return StorePermissionError(
+            f"{what}: no usable AWS credentials ({exc}); set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or run with an instance role"
+        )
+    if isinstance(exc, botocore.exceptions.ClientError):
+        code, status = error_code(exc)
+        message = exc.response.get("Error", {}).get("Message") or code or f"HTTP {status}"
+        if code == "NoSuchBucket":
+            return ObjectNotFound(f"{what}: the bucket does not exist")
+        if code in _NOT_FOUND_CODES or status == 404:
+            return ObjectNotFound(f"{what}: not found")
+        if code in _PERMISSION_CODES or status in (401, 403):
+            if code == "RequestTimeTooSkewed":
+                return StorePermissionError(f"{what}: the local clock is too far off ({message})")
+            return StorePermissionError(f"{what}: access denied ({code or status}: {message})")
+        if code in _TRANSIENT_CODES or status >= 500 or status in (408, 429):
+            return StoreUnavailable(f"{what}: the store is unavailable ({code or status}: {message})")
+        return StoreError(f"{what}: {code or status}: {message}")
+    if isinstance(exc, _TRANSPORT_ERRORS):
+        return StoreUnavailable(f"{what}: connection failed ({type(exc).__name__}: {exc})")
+    return StoreError(f"{what}: {type(exc).__name__}: {exc}")
+
+
+def make_client(
+    location: str, endpoint_url: str | None, on_send: Callable[..., None], *, profile, region, addressing_style, retries, retry_mode, connections, connect_timeout,
+    read_timeout, aws_access_key_id, aws_secret_access_key, aws_session_token, verify,
+) -> Any:
+    """A boto3 S3 client for ``location``; ``on_send`` runs before every request sent."""
+    try:
+        session = boto3.session.Session(profile_name=profile)
+    except BOTO_ERRORS as exc:
+        raise map_error(exc, f"opening {location}") from exc
+    region = region or session.region_name or ("us-east-1" if endpoint_url else None)
+    config = Config(
+        region_name=region,
+        signature_version="s3v4",
+        s3={"addressing_style": addressing_style or ("path" if endpoint_url else "auto")},
+        retries={"total_max_attempts": retries, "mode": retry_mode},
+        max_pool_connections=connections,
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        tcp_keepalive=True,
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        user_agent_extra="backupkit",
+    )
+    try:
+        client = session.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            aws_access_key_id=aws_access_key_id,
+            aws_secret_access_key=aws_secret_access_key,
+            aws_session_token=aws_session_token,
+            config=config,
+            verify=verify,
+        )
+    except BOTO_ERRORS as exc:
+        raise map_error(exc, f"opening {location}") from exc
+    client.meta.events.register("before-send.s3", on_send)
+    return client
+
+
+def count_request(stats: RequestStats, request: Any, event_name: str) -> None:
+    """What to do with every HTTP request botocore sends (retries included): count it in ``stats``.
+
+    It also drops ``Expect: 100-continue``. When a server answers such a request
+    with a final status instead of 100 (Go servers such as SeaweedFS and MinIO do
+    for empty bodies), botocore keeps that response's status line on the pooled
+    connection and misreads the next response on it: a silent stall until the read
+    timeout, then a hidden retry (boto/botocore#3755; we hit it against SeaweedFS
+    4.48 with botocore 1.43). Our bodies are at most ``multipart_threshold`` bytes,
+    so sending them without waiting for 100 costs little.
+    """
+    if "Expect" in request.headers:
+        del request.headers["Expect"]
+    operation = event_name.rsplit(".", 1)[-1]
+    kind = OPERATION_KINDS.get(operation, "OTHER")
+    if kind == "GET" and "Range" in request.headers:
+        kind = "GET_RANGE"
+    stats.add(kind)
+    # botocore numbers the attempts of one call in the request's context. Counting
+    # retries here, as they are sent, also counts those of calls that fail in the
+    # end (the response's RetryAttempts exists only for calls that got an answer).
+    context = getattr(request, "context", None) or {}
+    if int(context.get("retries", {}).get("attempt", 1) or 1) > 1:
+        stats.add("retries")
