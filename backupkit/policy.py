@@ -33,15 +33,35 @@ Vocabulary:
                     "oldest monthly snapshot", "within 1y", "weekly within 1m",
                     "has tags [a, b]"). A snapshot kept by several rules lists
                     all of them, in rule order.
+
+This module applies the rules (``apply_policy``, ``plan_forget``) and holds the
+verdicts; the rules as given live in ``policy_keep.py``, the filter and the groups in
+``policy_groups.py``. Every name is importable from here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
-from backupkit.errors import BadArgument, UsageError
+from backupkit.errors import UsageError
+from backupkit.policy_groups import (
+    GroupKey,
+    SnapshotInfo,
+    filter_snapshots,
+    group_snapshots,
+    parse_group_by,
+)
+from backupkit.policy_keep import (
+    UNLIMITED,
+    Duration,
+    KeepPolicy,
+    parse_duration,
+    parse_keep_count,
+    parse_tag_list,
+    tag_list_str,
+)
 
 __all__ = [
     "UNLIMITED",
@@ -60,294 +80,6 @@ __all__ = [
     "parse_tag_list",
     "plan_forget",
 ]
-
-UNLIMITED = -1
-"""Count for a keep-N rule that keeps every bucket (restic's ``unlimited``)."""
-
-GROUP_BY_FIELDS = frozenset({"host", "paths", "tags"})
-_GROUP_BY_ALIASES = {
-    "host": "host",
-    "hosts": "host",
-    "path": "paths",
-    "paths": "paths",
-    "tag": "tags",
-    "tags": "tags",
-}
-
-
-# --------------------------------------------------------------------------- inputs
-
-
-@dataclass(frozen=True)
-class SnapshotInfo:
-    """What the policy needs to know of a snapshot.
-
-    Attributes:
-        id: The snapshot id, lowercase hex.
-        time: When the snapshot was taken; must be timezone-aware. Calendar
-            buckets use this value's own wall clock, as restic does.
-        host: Host name recorded in the snapshot.
-        paths: Backed-up paths as recorded (not necessarily sorted).
-        tags: Tags of the snapshot (not necessarily sorted).
-    """
-
-    id: str
-    time: datetime
-    host: str
-    paths: tuple[str, ...] = ()
-    tags: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.time.tzinfo is None or self.time.utcoffset() is None:
-            raise ValueError(f"snapshot {self.id}: time must be timezone-aware")
-
-    def has_tags(self, tag_list: Sequence[str]) -> bool:
-        """True if the snapshot carries every tag of ``tag_list``.
-
-        The empty tag ``""`` matches a snapshot without any tags (restic's
-        ``--tag ''`` / ``--keep-tag ''``). Like restic, tags are checked in order
-        and an empty tag met on an untagged snapshot decides at once.
-        """
-        for tag in tag_list:
-            if tag == "" and not self.tags:
-                return True
-            if tag not in self.tags:
-                return False
-        return True
-
-
-@dataclass(frozen=True)
-class Duration:
-    """A calendar duration as restic writes it: ``1y2m3d4h``.
-
-    Years, months and days are calendar steps (going back one month from
-    31 March lands on 3 March, Go's ``AddDate`` normalisation); hours are
-    absolute. All fields zero means "not set".
-    """
-
-    years: int = 0
-    months: int = 0
-    days: int = 0
-    hours: int = 0
-
-    def __post_init__(self) -> None:
-        if min(self.years, self.months, self.days, self.hours) < 0:
-            raise BadArgument(f"negative durations are not allowed: {self}")
-
-    def is_zero(self) -> bool:
-        """True if every field is zero (the rule is not set)."""
-        return self.years == 0 and self.months == 0 and self.days == 0 and self.hours == 0
-
-    def before(self, t: datetime) -> datetime | None:
-        """The instant this duration before ``t``; None if before year 1.
-
-        None means "earlier than any representable time", so every snapshot
-        counts as within the duration (restic's time arithmetic does not
-        overflow there either: ``--keep-within-yearly 9999y`` keeps all years).
-        """
-        month0 = t.month - 1 - self.months
-        year = t.year - self.years + month0 // 12
-        try:
-            first = t.replace(year=year, month=month0 % 12 + 1, day=1)
-            shifted = first + timedelta(days=t.day - 1 - self.days)
-            return shifted.astimezone(timezone.utc) - timedelta(hours=self.hours)
-        except (ValueError, OverflowError):
-            return None
-
-    def __str__(self) -> str:
-        parts = [(self.years, "y"), (self.months, "m"), (self.days, "d"), (self.hours, "h")]
-        return "".join(f"{n}{unit}" for n, unit in parts if n) or "0h"
-
-
-def parse_duration(s: str) -> Duration:
-    """Parse a restic duration such as ``"1y2m3d4h"`` or ``"7d"``.
-
-    Units are ``y`` (years), ``m`` (months), ``d`` (days) and ``h`` (hours), each
-    preceded by a decimal number, in any order. Surrounding whitespace is ignored.
-
-    Raises:
-        UsageError: empty input, a number without unit, an unknown unit, a
-            negative number, or a unit given twice. (restic accepts the last two,
-            and an empty string as "not set"; the forget command rejects
-            negatives anyway, and a repeated unit is almost surely a typo.)
-    """
-    text = s.strip()
-    if not text:
-        raise BadArgument("empty duration; expected e.g. 1y2m3d4h")
-    values: dict[str, int] = {}
-    i = 0
-    while i < len(text):
-        start = i
-        while i < len(text) and text[i] in "0123456789":
-            i += 1
-        if i == start:
-            raise BadArgument(f"invalid duration {s!r}: expected a number at {text[start:]!r}")
-        number = int(text[start:i])
-        if i == len(text):
-            raise BadArgument(f"invalid duration {s!r}: no unit after number {number}")
-        unit = text[i]
-        if unit not in "ymdh":
-            raise BadArgument(f"invalid duration {s!r}: unknown unit {unit!r} (use y, m, d, h)")
-        if unit in values:
-            raise BadArgument(f"invalid duration {s!r}: unit {unit!r} given twice")
-        values[unit] = number
-        i += 1
-    return Duration(
-        years=values.get("y", 0),
-        months=values.get("m", 0),
-        days=values.get("d", 0),
-        hours=values.get("h", 0),
-    )
-
-
-def parse_keep_count(s: str) -> int:
-    """Parse a ``--keep-last/-daily/...`` value: a non-negative integer or ``unlimited``.
-
-    Raises:
-        UsageError: anything else (restic: "negative values not allowed, use
-            'unlimited' instead").
-    """
-    text = s.strip()
-    if text == "unlimited":
-        return UNLIMITED
-    try:
-        value = int(text, 10)
-    except ValueError:
-        raise BadArgument(f"invalid count {s!r}: expected a number or 'unlimited'") from None
-    if value < 0:
-        raise BadArgument("negative values not allowed, use 'unlimited' instead")
-    return value
-
-
-def parse_tag_list(s: str) -> tuple[str, ...]:
-    """Split one ``--tag`` / ``--keep-tag`` value ``"a, b"`` into ``("a", "b")``.
-
-    As in restic, whitespace around each tag is stripped and ``""`` yields
-    ``("",)``, the tag list that matches untagged snapshots.
-    """
-    return tuple(t.strip() for t in s.split(","))
-
-
-def parse_group_by(s: str) -> frozenset[str]:
-    """Parse ``--group-by``: comma-separated ``host``, ``paths``, ``tags``.
-
-    The singular/plural spellings restic accepts (``hosts``, ``path``, ``tag``)
-    are accepted too; ``""`` disables grouping.
-
-    Raises:
-        UsageError: an unknown grouping option.
-    """
-    return _normalize_group_by(s.split(","))
-
-
-def _normalize_group_by(options: Iterable[str]) -> frozenset[str]:
-    if isinstance(options, str):
-        options = options.split(",")
-    fields = set()
-    for option in options:
-        if option == "":
-            continue
-        if option not in _GROUP_BY_ALIASES:
-            raise BadArgument(f"unknown grouping option: {option!r}")
-        fields.add(_GROUP_BY_ALIASES[option])
-    return frozenset(fields)
-
-
-@dataclass(frozen=True)
-class KeepPolicy:
-    """The ``--keep-*`` options of one forget run.
-
-    Count fields: 0 = rule off, N > 0 = the N newest buckets, :data:`UNLIMITED`
-    (-1) = every bucket. Duration fields: None or a zero duration = rule off.
-    ``tags`` holds one tag list per ``--keep-tag`` option.
-
-    Raises:
-        UsageError: a count below -1.
-    """
-
-    last: int = 0
-    hourly: int = 0
-    daily: int = 0
-    weekly: int = 0
-    monthly: int = 0
-    yearly: int = 0
-    within: Duration | None = None
-    within_hourly: Duration | None = None
-    within_daily: Duration | None = None
-    within_weekly: Duration | None = None
-    within_monthly: Duration | None = None
-    within_yearly: Duration | None = None
-    tags: tuple[tuple[str, ...], ...] = ()
-
-    def __post_init__(self) -> None:
-        # A bare string would be iterated tag by tag as characters; read it as
-        # the CLI value "a,b" instead, and freeze lists into tuples.
-        tag_lists = tuple(
-            parse_tag_list(t) if isinstance(t, str) else tuple(t) for t in self.tags
-        )
-        object.__setattr__(self, "tags", tag_lists)
-        for name in ("last", "hourly", "daily", "weekly", "monthly", "yearly"):
-            if getattr(self, name) < UNLIMITED:
-                raise BadArgument(
-                    f"keep-{name}: negative values other than -1 (unlimited) are not allowed"
-                )
-
-    def is_empty(self) -> bool:
-        """True if no keep rule is set (restic ``ExpirePolicy.Empty``)."""
-        counts = (self.last, self.hourly, self.daily, self.weekly, self.monthly, self.yearly)
-        durations = (
-            self.within,
-            self.within_hourly,
-            self.within_daily,
-            self.within_weekly,
-            self.within_monthly,
-            self.within_yearly,
-        )
-        return (
-            not self.tags
-            and all(c == 0 for c in counts)
-            and all(d is None or d.is_zero() for d in durations)
-        )
-
-    def __str__(self) -> str:
-        """A one-line summary in restic's words, e.g. ``keep 7 daily, 4 weekly snapshots``."""
-        counts = []
-        for count, word in (
-            (self.last, "latest"),
-            (self.hourly, "hourly"),
-            (self.daily, "daily"),
-            (self.weekly, "weekly"),
-            (self.monthly, "monthly"),
-            (self.yearly, "yearly"),
-        ):
-            if count > 0:
-                counts.append(f"{count} {word}")
-            elif count == UNLIMITED:
-                counts.append(f"all {word}")
-        withins = [
-            f"{word} snapshots within {d}"
-            for d, word in (
-                (self.within_hourly, "hourly"),
-                (self.within_daily, "daily"),
-                (self.within_weekly, "weekly"),
-                (self.within_monthly, "monthly"),
-                (self.within_yearly, "yearly"),
-            )
-            if d is not None and not d.is_zero()
-        ]
-        text = f"{', '.join(counts)} snapshots" if counts else ""
-        if withins:
-            text = ", ".join(([text] if text else []) + withins)
-        if self.tags:
-            lists = " ".join(_tag_list_str(t) for t in self.tags)
-            text += (" and " if text else "") + f"all snapshots with tags [{lists}]"
-        if self.within is not None and not self.within.is_zero():
-            text += (" and " if text else "") + f"all snapshots within {self.within} of the newest"
-        return f"keep {text}" if text else "remove"
-
-
-def _tag_list_str(tags: Sequence[str]) -> str:
-    return "[" + ", ".join(tags) + "]"
 
 
 # -------------------------------------------------------------------------- results
@@ -369,29 +101,6 @@ class Decision:
     reasons: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, order=True)
-class GroupKey:
-    """What the snapshots of one group share.
-
-    Fields not grouped by stay empty. ``paths`` and ``tags`` are sorted, so the
-    order a backup listed them in does not split groups.
-    """
-
-    host: str = ""
-    paths: tuple[str, ...] = ()
-    tags: tuple[str, ...] = ()
-
-    def __str__(self) -> str:
-        parts = []
-        if self.host:
-            parts.append(f"host {self.host}")
-        if self.paths:
-            parts.append(f"paths [{', '.join(self.paths)}]")
-        if self.tags:
-            parts.append(f"tags [{', '.join(self.tags)}]")
-        return ", ".join(parts) if parts else "all snapshots"
-
-
 @dataclass(frozen=True)
 class GroupDecision:
     """The verdicts for one group, newest snapshot first."""
@@ -408,73 +117,6 @@ class GroupDecision:
     def removed(self) -> tuple[SnapshotInfo, ...]:
         """Snapshots to forget, newest first."""
         return tuple(d.snapshot for d in self.decisions if not d.keep)
-
-
-# ------------------------------------------------------------------ filter and group
-
-
-def filter_snapshots(
-    snaps: Iterable[SnapshotInfo],
-    hosts: Iterable[str] = (),
-    tags: Iterable[str | Sequence[str]] = (),
-    paths: Iterable[str] = (),
-) -> list[SnapshotInfo]:
-    """The snapshots matching restic's ``--host``, ``--tag`` and ``--path`` filters.
-
-    Args:
-        snaps: Snapshots to filter; order is preserved.
-        hosts: Keep snapshots whose host is any of these (none given: any host).
-        tags: Tag lists; keep snapshots that carry all tags of at least one list
-            (none given: any tags). A string element is one ``--tag`` value and is
-            split at commas, so ``["a,b", "c"]`` means "(a and b) or c".
-        paths: Keep snapshots that contain every one of these paths exactly
-            (callers make them absolute first, as restic's CLI does; a trailing
-            slash is ignored).
-
-    This is the one snapshot filter: ``snapshot.filter_snapshots`` (every command)
-    and ``plan_forget`` both use it.
-    """
-    host_set = set(hosts)
-    tag_lists = [parse_tag_list(t) if isinstance(t, str) else tuple(t) for t in tags]
-    path_list = [p.rstrip("/") or "/" for p in paths]
-    result = []
-    for sn in snaps:
-        if host_set and sn.host not in host_set:
-            continue
-        if tag_lists and not any(sn.has_tags(t) for t in tag_lists):
-            continue
-        if not all(p in sn.paths for p in path_list):
-            continue
-        result.append(sn)
-    return result
-
-
-def group_snapshots(
-    snaps: Iterable[SnapshotInfo], group_by: Iterable[str]
-) -> dict[GroupKey, list[SnapshotInfo]]:
-    """Split snapshots into groups by the chosen fields.
-
-    Args:
-        snaps: Snapshots to group; each group keeps their order.
-        group_by: A subset of ``{"host", "paths", "tags"}`` (restic's singular
-            and plural spellings both work); empty puts everything in one group.
-
-    Returns:
-        Groups in key order (host, then paths, then tags).
-
-    Raises:
-        UsageError: an unknown field in ``group_by``.
-    """
-    fields = _normalize_group_by(group_by)
-    groups: dict[GroupKey, list[SnapshotInfo]] = {}
-    for sn in snaps:
-        key = GroupKey(
-            host=sn.host if "host" in fields else "",
-            paths=tuple(sorted(sn.paths)) if "paths" in fields else (),
-            tags=tuple(sorted(sn.tags)) if "tags" in fields else (),
-        )
-        groups.setdefault(key, []).append(sn)
-    return {key: groups[key] for key in sorted(groups)}
 
 
 # ------------------------------------------------------------------------- the policy
@@ -630,7 +272,7 @@ def apply_policy(
     decisions = []
     oldest = len(ordered) - 1
     for nr, sn in enumerate(ordered):
-        reasons = [f"has tags {_tag_list_str(t)}" for t in policy.tags if sn.has_tags(t)]
+        reasons = [f"has tags {tag_list_str(t)}" for t in policy.tags if sn.has_tags(t)]
         if within is not None and _is_within(sn.time, within_cutoff):
             reasons.append(f"within {within}")
         for rule in count_rules:
