@@ -21,6 +21,10 @@ Answers: 200 (206 for ranges), 400 bad request, 401 no or wrong credentials, 403
 refused (append-only, private repository, config exists), 404, 405, 416 bad range, 500,
 507 no space left. bk extensions (ignored by restic): v2 listings carry ``mtime``, and
 HEAD/GET answers ``X-Bk-Mtime``.
+
+This module holds the protocol (routing, modes, the answers per method); beside it
+``http.py`` (ASGI types, error answers, ranges, the access log) and ``files.py``
+(folders, durable writes, OS errors as answers).
 """
 
 from __future__ import annotations
@@ -29,19 +33,20 @@ import asyncio
 import base64
 import binascii
 import email.utils
-import errno
 import json
 import logging
 import os
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
 from backupkit.serve.htpasswd import Htpasswd
+from backupkit.serve.files import finish, fsync_dir, make_dirs, os_error
+from backupkit.serve.http import Receive, Scope, Send, _HTTPError, log_line, parse_range, send_simple
 
 TYPES = ("data", "keys", "index", "snapshots", "locks")
 V1 = "application/vnd.x.restic.rest.v1"
@@ -53,29 +58,8 @@ TEMP_PREFIX = ".tmp-"
 #: Objects an append-only server lets clients overwrite: (type, name).
 APPEND_ONLY_REWRITABLE = {("index", "~catalog")}
 _SEGMENT_RE = re.compile(r"^[A-Za-z0-9_~-][A-Za-z0-9._~-]*$")
-_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 log = logging.getLogger("backupkit.serve")
-
-
-class _HTTPError(Exception):
-    def __init__(self, status: int, message: str = "", headers: list[tuple[bytes, bytes]] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message or _REASONS.get(status, "error")
-        self.headers = headers or []
-
-
-_REASONS = {
-    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-    405: "Method Not Allowed", 411: "Length Required", 412: "Precondition Failed",
-    416: "Range Not Satisfiable",
-    500: "Internal Server Error", 507: "Insufficient Storage",
-}
 
 
 @dataclass
@@ -130,13 +114,13 @@ class RestApp:
             status, sent = await self._dispatch(request, receive, send)
         except _HTTPError as exc:
             status = exc.status
-            sent = await _send_simple(send, exc.status, exc.message.encode() + b"\n", exc.headers)
+            sent = await send_simple(send, exc.status, exc.message.encode() + b"\n", exc.headers)
         except Exception:  # noqa: BLE001 - one failed request must not stop the server
             log.exception("internal error serving %s %s", scope.get("method"), scope.get("path"))
             status = 500
-            sent = await _send_simple(send, 500, b"Internal Server Error\n")
+            sent = await send_simple(send, 500, b"Internal Server Error\n")
         if self.options.access_log is not None:
-            self.options.access_log(_log_line(scope, headers, user, status, sent, started))
+            self.options.access_log(log_line(scope, headers, user, status, sent, started))
 
     # -- request parsing ----------------------------------------------------------------------
 
@@ -235,9 +219,9 @@ class RestApp:
         try:
             await asyncio.to_thread(make)
         except OSError as exc:
-            raise _os_error(exc) from None
+            raise os_error(exc) from None
         log.info("created repository %s", base)
-        return 200, await _send_simple(send, 200, b"")
+        return 200, await send_simple(send, 200, b"")
 
     async def _list(self, req: _Request, send: Send) -> tuple[int, int]:
         base = os.path.join(self._repo_dir(req), req.type_)
@@ -271,17 +255,17 @@ class RestApp:
         try:
             items = await asyncio.to_thread(scan)
         except OSError as exc:
-            raise _os_error(exc) from None
+            raise os_error(exc) from None
         body = json.dumps(items if v2 else [i["name"] for i in items], separators=(",", ":")).encode()
         ctype = V2 if v2 else V1
-        return 200, await _send_simple(send, 200, body, [(b"content-type", ctype.encode())])
+        return 200, await send_simple(send, 200, body, [(b"content-type", ctype.encode())])
 
     async def _get(self, req: _Request, send: Send, head: bool) -> tuple[int, int]:
         path = self._object_path(req)
         try:
             f = await asyncio.to_thread(open, path, "rb")
         except OSError as exc:
-            raise _os_error(exc) from None
+            raise os_error(exc) from None
         try:
             st = os.fstat(f.fileno())
             size = st.st_size
@@ -295,7 +279,7 @@ class RestApp:
             ]
             wanted = req.headers.get("range")
             if wanted and not head:
-                start, end = _parse_range(wanted, size)
+                start, end = parse_range(wanted, size)
                 status = 206
                 headers.append((b"content-range", f"bytes {start}-{end - 1}/{size}".encode()))
             headers.append((b"content-length", str(end - start).encode()))
@@ -340,10 +324,10 @@ class RestApp:
         directory = os.path.dirname(path)
         tmp = os.path.join(directory, f"{TEMP_PREFIX}{req.name}-{secrets.token_hex(6)}")
         try:
-            await asyncio.to_thread(_make_dirs, directory, os.path.join(self._repo_dir(req)))
+            await asyncio.to_thread(make_dirs, directory, os.path.join(self._repo_dir(req)))
             f = await asyncio.to_thread(open, tmp, "xb")
         except OSError as exc:
-            raise _os_error(exc) from None
+            raise os_error(exc) from None
         published = False
         try:
             received = 0
@@ -360,7 +344,7 @@ class RestApp:
                         break
                 if length is not None and received != int(length):
                     raise _HTTPError(400, f"got {received} of {length} bytes")
-                await asyncio.to_thread(_finish, f, self.options.fsync)
+                await asyncio.to_thread(finish, f, self.options.fsync)
             finally:
                 f.close()
             if req.headers.get("if-none-match") == "*":
@@ -379,16 +363,16 @@ class RestApp:
                     await asyncio.to_thread(os.replace, tmp, path)
             published = True
             if self.options.fsync:
-                await asyncio.to_thread(_fsync_dir, directory)
+                await asyncio.to_thread(fsync_dir, directory)
         except OSError as exc:
-            raise _os_error(exc) from None
+            raise os_error(exc) from None
         finally:
             if not published or os.path.lexists(tmp):
                 try:
                     os.unlink(tmp)
                 except OSError:
                     pass
-        return 200, await _send_simple(send, 200, b"")
+        return 200, await send_simple(send, 200, b"")
 
     async def _delete(self, req: _Request, send: Send) -> tuple[int, int]:
         self._refuse_in_append_only(req, "delete")
@@ -398,82 +382,5 @@ class RestApp:
         except FileNotFoundError:
             pass  # deleting is idempotent (a retried DELETE must not fail), as in rest-server
         except OSError as exc:
-            raise _os_error(exc) from None
-        return 200, await _send_simple(send, 200, b"")
-
-
-# -- helpers ------------------------------------------------------------------------------
-
-
-def _make_dirs(directory: str, repo_dir: str) -> None:
-    if not os.path.isdir(repo_dir):
-        raise _HTTPError(404, "no repository here (create it with POST /<path>/?create=true)")
-    os.makedirs(directory, 0o700, exist_ok=True)
-
-
-def _finish(f: Any, fsync: bool) -> None:
-    f.flush()
-    if fsync:
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
-            raise
-    finally:
-        os.close(fd)
-
-
-def _parse_range(text: str, size: int) -> tuple[int, int]:
-    """[start, end) of one ``bytes=a-b`` / ``bytes=a-`` / ``bytes=-n`` range in ``size``."""
-    m = _RANGE_RE.match(text.strip())
-    bad = _HTTPError(416, headers=[(b"content-range", f"bytes */{size}".encode())])
-    if m is None or (not m.group(1) and not m.group(2)):
-        raise bad
-    if not m.group(1):  # the last n bytes
-        n = int(m.group(2))
-        if n == 0:
-            raise bad
-        return max(0, size - n), size
-    start = int(m.group(1))
-    end = int(m.group(2)) + 1 if m.group(2) else size
-    if start >= size or end <= start:
-        raise bad
-    return start, min(end, size)
-
-
-def _os_error(exc: OSError) -> _HTTPError:
-    if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR):
-        return _HTTPError(404)
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return _HTTPError(507, "no space left on the server")
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        log.error("permission denied: %s", exc)
-        return _HTTPError(500, "the server cannot access its files")
-    log.error("I/O error: %s", exc)
-    return _HTTPError(500)
-
-
-async def _send_simple(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> int:
-    all_headers = list(headers or [])
-    if not any(k == b"content-type" for k, _ in all_headers):
-        all_headers.append((b"content-type", b"text/plain; charset=utf-8"))
-    all_headers.append((b"content-length", str(len(body)).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": all_headers})
-    await send({"type": "http.response.body", "body": body})
-    return len(body)
-
-
-def _log_line(scope: Scope, headers: dict[str, str], user: str, status: int, sent: int, started: float) -> str:
-    """One request in the combined log format (what rest-server's --log writes)."""
-    client = scope.get("client") or ("-", 0)
-    when = time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(started))
-    target = scope.get("raw_path", b"").decode("latin-1") or scope.get("path", "")
-    if scope.get("query_string"):
-        target += "?" + scope["query_string"].decode("latin-1")
-    line = f'{client[0]} - {user} [{when}] "{scope.get("method")} {target} HTTP/{scope.get("http_version", "1.1")}" {status} {sent}'
-    return line + f' "{headers.get("referer", "-")}" "{headers.get("user-agent", "-")}"'
+            raise os_error(exc) from None
+        return 200, await send_simple(send, 200, b"")
