@@ -10,7 +10,8 @@ import stat
 from dataclasses import dataclass
 
 from backupkit.errors import BadArgument
-from backupkit.filters import decode_text, compile_patterns
+from backupkit.filters import compile_patterns
+from backupkit.pattern_files import decode_text
 
 #: --exclude-caches is --exclude-if-present with the Cache Directory Tagging Standard's tag
 CACHEDIR_TAG = "CACHEDIR.TAG:Signature: 8a477f597d28d172789f06886806bc55"

@@ -21,7 +21,8 @@ import pytest
 from backupkit.errors import BadArgument
 from backupkit.excluder import Excluder
 from backupkit.objects.entry import Entry
-from backupkit.filters import PatternList, RestoreSelection, expand_env, read_pattern_file, select_entries
+from backupkit.filters import PatternList, RestoreSelection, select_entries
+from backupkit.pattern_files import expand_env, read_pattern_file
 from backupkit.managers.backup import BackupManager, BackupOptions
 from backupkit.managers.restore import RestoreManager, RestoreOptions
 from tests.support.kit import make_test_repo, write_file
