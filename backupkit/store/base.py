@@ -40,6 +40,21 @@ def check_name(name: str) -> str:
     return name
 
 
+_PARTIAL_SEGMENT_RE = re.compile(r"^[A-Za-z0-9._-]*$")
+
+
+def split_prefix(prefix: str) -> tuple[str, str]:
+    """A listing prefix as (its folders, the partial last segment): ``"data/3f"`` is
+    ``("data", "3f")``, ``"keys/"`` is ``("keys", "")``. Raises ValueError for a prefix no
+    valid name can start with."""
+    dir_part, _, partial = prefix.rpartition("/")
+    if dir_part:
+        check_name(dir_part)
+    if not _PARTIAL_SEGMENT_RE.match(partial):
+        raise ValueError(f"invalid prefix: {prefix!r}")
+    return dir_part, partial
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     """What a listing or stat says about one object.
@@ -135,6 +150,16 @@ class ObjectStore(abc.ABC):
             return False
         return True
 
+    def holds(self, name: str, data: bytes) -> bool:
+        """True if the object ``name`` exists with exactly ``data`` (a conditional create
+        answered "taken" on a retry: did our own first attempt take it?)."""
+        from backupkit.errors import ObjectNotFound
+
+        try:
+            return self.get(name) == data
+        except ObjectNotFound:
+            return False
+
     def remove_abandoned(self, older_than: float) -> int:
         """Delete partial writes left by writers that died (a local store's temp files)
         untouched for ``older_than`` seconds; returns how many. Default: there are none
@@ -154,6 +179,9 @@ class ObjectStore(abc.ABC):
 
     def close(self) -> None:
         """Release connections and other resources."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.location!r})"
 
 
 # -- what a backend module declares -----------------------------------------------------

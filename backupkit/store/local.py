@@ -23,12 +23,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from backupkit.errors import ObjectNotFound, StoreError, StorePermissionError, BadArgument
-from backupkit.store.base import Backend, ObjectInfo, ObjectStore, check_name
+from backupkit.store.base import Backend, ObjectInfo, ObjectStore, check_name, split_prefix
 from backupkit.store.retry import RequestStats
 
 TEMP_PREFIX = ".tmp-"
 _SEGMENT_RE = re.compile(r"^[A-Za-z0-9._-]+$")
-_PARTIAL_SEGMENT_RE = re.compile(r"^[A-Za-z0-9._-]*$")
 # Errors meaning "this filesystem cannot hard-link": fall back to a non-atomic create.
 _NO_LINK_ERRNOS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK}
 
@@ -211,11 +210,7 @@ class LocalObjectStore(ObjectStore):
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         # Walk only the directory the prefix names; a partial last segment ("data/3f")
         # filters the entries of that directory.
-        dir_part, _, partial = prefix.rpartition("/")
-        if dir_part:
-            check_name(dir_part)
-        if not _PARTIAL_SEGMENT_RE.match(partial):
-            raise ValueError(f"invalid prefix: {prefix!r}")
+        dir_part, partial = split_prefix(prefix)
         self._stats.add("LIST")
         if not os.path.isdir(self.root):
             raise StoreError(f"listing {prefix or '(everything)'}: {self.root} is not a directory")

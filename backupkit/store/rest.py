@@ -57,7 +57,7 @@ from backupkit.store.base import (
     BackendOption,
     ObjectInfo,
     ObjectStore,
-    check_name,
+    split_prefix,
     parse_bool,
     parse_count,
     parse_seconds,
@@ -66,7 +66,6 @@ from backupkit.store.retry import Backoff, RequestStats
 
 V2 = "application/vnd.x.restic.rest.v2"
 _RETRY_STATUS = (408, 429, 500, 502, 503, 504)
-_PARTIAL_SEGMENT_RE = re.compile(r"^[A-Za-z0-9._-]*$")
 _CONTENT_RANGE_RE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 _CHUNK = 1024 * 1024
 
@@ -313,7 +312,7 @@ class RestObjectStore(ObjectStore):
         response = self._request("PUT", "POST", self._url(type_, sname), what, body=body, headers=headers)
         if conditional and response.status == 412:
             # On a retry the name may be taken by our own first attempt.
-            return bool(response.retries and response.retries.history) and self._holds(name, body)
+            return bool(response.retries and response.retries.history) and self.holds(name, body)
         if response.status != 200:
             raise _status_error(response.status, what, response.data)
         self._stats.add("bytes_up", len(body))
@@ -326,12 +325,6 @@ class RestObjectStore(ObjectStore):
         if self.exists(name):
             return False
         return self._post(name, data, conditional=True)
-
-    def _holds(self, name: str, data: bytes) -> bool:
-        try:
-            return self.get(name) == data
-        except ObjectNotFound:
-            return False
 
     def delete(self, name: str) -> None:
         self.stat(name)  # servers answer 200 for a missing object; the contract wants an error
@@ -353,11 +346,7 @@ class RestObjectStore(ObjectStore):
         return ObjectInfo(name, int(size), _mtime(response.headers))
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        dir_part, _, partial = prefix.rpartition("/")
-        if dir_part:
-            check_name(dir_part)
-        if not _PARTIAL_SEGMENT_RE.match(partial):
-            raise ValueError(f"invalid prefix: {prefix!r}")
+        split_prefix(prefix)  # ValueError for a prefix no name can start with
         config, types = restnames.types_for_prefix(prefix)
         if config:
             try:
@@ -411,8 +400,6 @@ class RestObjectStore(ObjectStore):
     def close(self) -> None:
         self._pool.close()
 
-    def __repr__(self) -> str:
-        return f"RestObjectStore({self.location!r})"
 
 
 def _mtime(headers: Any) -> float:

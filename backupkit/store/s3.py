@@ -45,7 +45,7 @@ from typing import Any
 import botocore.exceptions
 
 from backupkit.errors import BadArgument, ObjectNotFound, StoreError, StoreUnavailable
-from backupkit.store.base import Backend, ObjectInfo, ObjectStore, check_name
+from backupkit.store.base import Backend, ObjectInfo, ObjectStore, check_name, split_prefix
 from backupkit.store.retry import Backoff, RequestStats
 from backupkit.store.s3_boto import BOTO_ERRORS, count_request, error_code, make_client, map_error, retry_attempts
 from backupkit.store.s3_upload import put_multipart, put_simple
@@ -59,7 +59,6 @@ MIN_PART_SIZE = 5 * MiB  # S3's floor for every part but the last
 PROBE_PREFIX = ".bk-probe-"
 
 _BUCKET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,254}$")
-_PARTIAL_SEGMENT_RE = re.compile(r"^[A-Za-z0-9._-]*$")
 _CONTENT_RANGE_RE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 
 class S3ObjectStore(ObjectStore):
@@ -303,20 +302,13 @@ class S3ObjectStore(ObjectStore):
                 code, status = error_code(exc)
                 if status == 412 or code == "PreconditionFailed":
                     # On a retry, the name may be taken by our own first attempt.
-                    return bool(retry_attempts(exc)) and self._holds(name, data)
+                    return bool(retry_attempts(exc)) and self.holds(name, data)
                 if status == 409 or code == "ConditionalRequestConflict":
                     self._stats.add("retries")
                     self._backoff.wait(attempt)
                     continue
                 raise map_error(exc, what) from exc
         raise StoreUnavailable(f"{what}: concurrent writers kept conflicting")
-
-    def _holds(self, name: str, data: bytes) -> bool:
-        """True if the object ``name`` exists with exactly ``data``."""
-        try:
-            return self.get(name) == data
-        except ObjectNotFound:
-            return False
 
     def delete(self, name: str) -> None:
         # DeleteObject answers 204 whether or not the key existed; the contract wants
@@ -329,11 +321,7 @@ class S3ObjectStore(ObjectStore):
             raise map_error(exc, what) from exc
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        dir_part, _, partial = prefix.rpartition("/")
-        if dir_part:
-            check_name(dir_part)
-        if not _PARTIAL_SEGMENT_RE.match(partial):
-            raise ValueError(f"invalid prefix: {prefix!r}")
+        split_prefix(prefix)  # ValueError for a prefix no name can start with
         what = f"listing {prefix or '(everything)'} in {self.location}"
         key_prefix = self._key_prefix + prefix
         strip = len(self._key_prefix)
@@ -429,8 +417,6 @@ class S3ObjectStore(ObjectStore):
         except BOTO_ERRORS:
             pass
 
-    def __repr__(self) -> str:
-        return f"S3ObjectStore({self.location!r})"
 
 
 def open_s3(location: str, **options: Any) -> S3ObjectStore:

@@ -40,6 +40,7 @@ from backupkit.store.base import (
     ObjectInfo,
     ObjectStore,
     check_name,
+    split_prefix,
     parse_bool,
     parse_count,
     parse_seconds,
@@ -49,7 +50,6 @@ from backupkit.store.sshconn import TRANSIENT, Pool, Target
 
 TEMP_PREFIX = ".tmp-"
 _SEGMENT_RE = re.compile(r"^[A-Za-z0-9._-]+$")
-_PARTIAL_SEGMENT_RE = re.compile(r"^[A-Za-z0-9._-]*$")
 _PIECE = 1024 * 1024
 
 
@@ -283,11 +283,7 @@ class SftpObjectStore(ObjectStore):
         return ObjectInfo(name, st.st_size or 0, float(st.st_mtime or 0))
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        dir_part, _, partial = prefix.rpartition("/")
-        if dir_part:
-            check_name(dir_part)
-        if not _PARTIAL_SEGMENT_RE.match(partial):
-            raise ValueError(f"invalid prefix: {prefix!r}")
+        dir_part, partial = split_prefix(prefix)
         start = f"{self.root}/{dir_part}" if dir_part else self.root
         rel0 = dir_part + "/" if dir_part else ""
         found = self._run("LIST", f"listing {prefix or '(everything)'}", lambda sftp: _walk(sftp, start, rel0, partial))
@@ -321,8 +317,6 @@ class SftpObjectStore(ObjectStore):
     def close(self) -> None:
         self._pool.close()
 
-    def __repr__(self) -> str:
-        return f"SftpObjectStore({self.location!r})"
 
 
 # -- module helpers ---------------------------------------------------------------------------
