@@ -53,14 +53,24 @@ def list_keys(ctx: typer.Context) -> None:
         st.console.data(f"{mark} {k.id[:10]}  {k.user}@{k.host}  {created}")  # data() escapes names
 
 
-@app.command("add", help="Add a key file with a new password.")
-def add(ctx: typer.Context, new_password_file: str = typer.Option(None, "--new-password-file")) -> None:
+NEW_PASSWORD_FILE = typer.Option(None, "--new-password-file")
+
+
+def _with_new_password(ctx: typer.Context, new_password_file: str | None, operation: str, change) -> str:
+    """Ask for the new password, then run ``change(KeyManager, password, kdf)`` under the
+    exclusive lock; returns the new key's id."""
     from backupkit.repo.keymanager import KeyManager
 
     st: State = ctx.obj
     password = _new_password(st, new_password_file)
-    with st.locked_repo(exclusive=True, operation="key add") as repo:
-        key_id = KeyManager(repo).add(password, kdf_params())
+    with st.locked_repo(exclusive=True, operation=operation) as repo:
+        return change(KeyManager(repo), password, kdf_params())
+
+
+@app.command("add", help="Add a key file with a new password.")
+def add(ctx: typer.Context, new_password_file: str = NEW_PASSWORD_FILE) -> None:
+    st: State = ctx.obj
+    key_id = _with_new_password(ctx, new_password_file, "key add", lambda km, pw, kdf: km.add(pw, kdf))
     st.console.json({"id": key_id}) if st.json else st.console.success(f"added key {key_id[:10]}")
 
 
@@ -75,11 +85,7 @@ def remove(ctx: typer.Context, key_id: str = typer.Argument(..., help="Key id or
 
 
 @app.command("passwd", help="Change the password of the key in use.")
-def passwd(ctx: typer.Context, new_password_file: str = typer.Option(None, "--new-password-file")) -> None:
-    from backupkit.repo.keymanager import KeyManager
-
+def passwd(ctx: typer.Context, new_password_file: str = NEW_PASSWORD_FILE) -> None:
     st: State = ctx.obj
-    password = _new_password(st, new_password_file)
-    with st.locked_repo(exclusive=True, operation="key passwd") as repo:
-        new_id = KeyManager(repo).passwd(password, kdf_params())
+    new_id = _with_new_password(ctx, new_password_file, "key passwd", lambda km, pw, kdf: km.passwd(pw, kdf))
     st.console.json({"id": new_id}) if st.json else st.console.success(f"password changed (new key {new_id[:10]})")
