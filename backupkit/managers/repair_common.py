@@ -33,3 +33,14 @@ def lock_checker(repo: Repository, lock_check: Callable[[], None] | None) -> Cal
     """What raises if our exclusive lock was lost: the given callable, else the
     repository's (``Repository.check_lock``, installed by whoever took the lock)."""
     return lock_check if lock_check is not None else repo.check_lock
+
+
+class RepairManager:
+    """What every repair manager starts with: the repository, a reporter, the lock check."""
+
+    def __init__(
+        self, repo: Repository, reporter: RepairReporter | None = None, lock_check: Callable[[], None] | None = None
+    ) -> None:
+        self.repo = repo
+        self.reporter = reporter or NullRepairReporter()
+        self.lock_check = lock_checker(repo, lock_check)

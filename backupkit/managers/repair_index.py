@@ -25,17 +25,15 @@ from __future__ import annotations
 
 import struct
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from backupkit.errors import FormatError, IntegrityError, ObjectNotFound
 from backupkit.concurrency import bounded_map
-from backupkit.managers.repair_common import NullRepairReporter, RepairReporter, delete_objects, lock_checker
+from backupkit.managers.repair_common import RepairManager, delete_objects
 from backupkit.repo.index import PackInfo
 from backupkit.repo.indexload import load_index
-from backupkit.repo.pack import KIND_DATA, KIND_META, TYPE_OF_KIND, PackEntry, decode_payload, pack_id_from_name, pack_name, read_pack_header
-from backupkit.repo.repository import Repository
+from backupkit.repo.pack import TYPE_OF_KIND, PackEntry, decode_payload, pack_id_from_name, pack_name, read_pack_header
 
 #: Bytes read from the end of a pack to find its header in one request (a header of up to
 #: ~1,400 blobs fits; larger ones cost a second, exact read).
@@ -138,15 +136,8 @@ class _Scan:
     nread: int = 0
 
 
-class RepairIndexManager:
+class RepairIndexManager(RepairManager):
     """Plans and executes ``repair index``. The caller holds the exclusive lock."""
-
-    def __init__(
-        self, repo: Repository, reporter: RepairReporter | None = None, lock_check: Callable[[], None] | None = None
-    ) -> None:
-        self.repo = repo
-        self.reporter = reporter or NullRepairReporter()
-        self.lock_check = lock_checker(repo, lock_check)
 
     def run(self, opts: RepairIndexOptions | None = None, dry_run: bool = False) -> RepairIndexResult:
         plan = self.plan(opts)

@@ -23,15 +23,14 @@ new index): run ``bk repair index`` first.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from backupkit.errors import BadArgument, FormatError, IntegrityError, ObjectNotFound, RepositoryError
-from backupkit.managers.repair_common import NullRepairReporter, RepairReporter, delete_objects, lock_checker
+from backupkit.managers.repair_common import RepairManager, delete_objects
 from backupkit.repo.index import PackInfo
 from backupkit.repo.indexload import load_index
-from backupkit.repo.pack import KIND_DATA, KIND_META, TYPE_OF_KIND, PackEntry, decode_payload, pack_id_from_name, read_pack_header
-from backupkit.repo.repository import Repository
+from backupkit.repo.pack import TYPE_OF_KIND, PackEntry, decode_payload, pack_id_from_name, read_pack_header
 
 
 @dataclass(frozen=True)
@@ -104,15 +103,8 @@ class RepairPacksResult:
         }
 
 
-class RepairPacksManager:
+class RepairPacksManager(RepairManager):
     """Plans and executes ``repair packs``. The caller holds the exclusive lock."""
-
-    def __init__(
-        self, repo: Repository, reporter: RepairReporter | None = None, lock_check: Callable[[], None] | None = None
-    ) -> None:
-        self.repo = repo
-        self.reporter = reporter or NullRepairReporter()
-        self.lock_check = lock_checker(repo, lock_check)
 
     def run(self, ids: Iterable[str], dry_run: bool = False) -> RepairPacksResult:
         plan = self.plan(ids)

@@ -32,7 +32,6 @@ the damaged original; a new snapshot is always published before its original goe
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import msgpack
@@ -44,9 +43,8 @@ from backupkit.hamt import Hamt
 from backupkit.catalog import read_catalog
 from backupkit.objects.content import content_list, with_content
 from backupkit.objects.entry import Entry, decode_entry, encode_entry
-from backupkit.managers.repair_common import NullRepairReporter, RepairReporter, delete_objects, lock_checker
+from backupkit.managers.repair_common import RepairManager, delete_objects
 from backupkit.repo.pack import KIND_DATA, KIND_META, pack_name
-from backupkit.repo.repository import Repository
 from backupkit.snapshot import Snapshot, load_snapshot, rewrite_catalog, save_snapshot
 from backupkit.tree import make_hamt
 
@@ -132,15 +130,8 @@ class RepairSnapshotsResult:
         }
 
 
-class RepairSnapshotsManager:
+class RepairSnapshotsManager(RepairManager):
     """Plans and executes ``repair snapshots``. The caller holds the exclusive lock."""
-
-    def __init__(
-        self, repo: Repository, reporter: RepairReporter | None = None, lock_check: Callable[[], None] | None = None
-    ) -> None:
-        self.repo = repo
-        self.reporter = reporter or NullRepairReporter()
-        self.lock_check = lock_checker(repo, lock_check)
 
     def run(self, opts: RepairSnapshotsOptions | None = None, dry_run: bool = False) -> RepairSnapshotsResult:
         plan = self.plan(opts)
