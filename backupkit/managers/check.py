@@ -26,7 +26,8 @@ missing pack, unreadable tree nodes) are mapped back to (snapshot, path) by walk
 trees (``reachable.find_affected``), only when something is wrong.
 
 Check never writes to the repository (the catalog is compared, not repaired). One run's
-state lives in a ``_CheckRun``; the manager keeps none.
+state lives in a ``_CheckRun``; the manager keeps none. What a run returns and reports
+(findings, options, result, reporter) is in ``check_result.py``.
 """
 
 from __future__ import annotations
@@ -35,14 +36,23 @@ import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Protocol
 
 from backupkit.catalog import load_catalog
 from backupkit.concurrency import bounded_map
 from backupkit.crypto import T_CONFIG, T_META_BLOB
 from backupkit.entry import display_path
 from backupkit.errors import BlobNotFound, FormatError, IntegrityError, ObjectNotFound, StoreError
+from backupkit.managers.check_result import (
+    ERROR,
+    INFO,
+    SEVERITY_ORDER,
+    WARNING,
+    CheckOptions,
+    CheckReporter,
+    CheckResult,
+    Finding,
+    NullCheckReporter,
+)
 from backupkit.managers.reachable import find_affected, mark
 from backupkit.managers.subset import parse_subset, select_packs
 from backupkit.repo.index import Index, PackInfo
@@ -52,99 +62,6 @@ from backupkit.repo.pack import KIND_DATA, KIND_META, TYPE_OF_KIND, pack_name, r
 from backupkit.repo.config import RepoConfig
 from backupkit.repo.repository import Repository
 from backupkit.snapshot import Snapshot, load_snapshot
-
-ERROR = "error"
-WARNING = "warning"
-INFO = "info"
-_SEVERITY_ORDER = {ERROR: 0, WARNING: 1, INFO: 2}
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One thing check found.
-
-    Attributes:
-        severity: ``error``, ``warning`` or ``info``.
-        kind: a stable machine-readable name (see docs/lifecycle.md).
-        object: the store object or blob concerned (``data/3f/3f..``, ``blob 3fab..``).
-        message: one human-readable line.
-        snapshots: ids of the snapshots affected, sorted.
-        paths: (snapshot id, path) pairs affected, sorted; the path is ``None`` when a
-            tree node is lost and the paths below it are unknown.
-    """
-
-    severity: str
-    kind: str
-    object: str
-    message: str
-    snapshots: tuple[str, ...] = ()
-    paths: tuple[tuple[str, str | None], ...] = ()
-
-    def to_json(self) -> dict:
-        return {
-            "severity": self.severity,
-            "kind": self.kind,
-            "object": self.object,
-            "message": self.message,
-            "snapshots": list(self.snapshots),
-            "paths": [{"snapshot": s, "path": p} for s, p in self.paths],
-        }
-
-
-@dataclass(frozen=True)
-class CheckOptions:
-    read_data: bool = False
-    #: ``n/t`` (group n of t, by pack id) or ``x%`` (a random x% of the packs); implies read_data
-    read_data_subset: str | None = None
-    #: seed for ``x%`` (None: random)
-    seed: int | None = None
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    findings: tuple[Finding, ...]
-    snapshots: int
-    index_objects: int
-    packs: int
-    blobs: int
-    packs_read: int
-    bytes_read: int
-    seconds: float
-
-    @property
-    def errors(self) -> tuple[Finding, ...]:
-        return tuple(f for f in self.findings if f.severity == ERROR)
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors
-
-    def to_json(self) -> dict:
-        return {
-            "ok": self.ok,
-            "errors": len(self.errors),
-            "findings": [f.to_json() for f in self.findings],
-            "snapshots": self.snapshots,
-            "index_objects": self.index_objects,
-            "packs": self.packs,
-            "blobs": self.blobs,
-            "packs_read": self.packs_read,
-            "bytes_read": self.bytes_read,
-            "seconds": round(self.seconds, 3),
-        }
-
-
-class CheckReporter(Protocol):
-    def phase(self, name: str, total: int | None) -> None: ...
-    def advance(self, n: int = 1) -> None: ...
-    def finding(self, finding: Finding) -> None: ...
-
-
-class NullCheckReporter:
-    def phase(self, name: str, total: int | None) -> None: ...
-    def advance(self, n: int = 1) -> None: ...
-    def finding(self, finding: Finding) -> None: ...
-
 
 class CheckManager:
     """Runs checks. The caller holds a shared lock."""
@@ -189,7 +106,7 @@ class _CheckRun:
             self._add(INFO, "read_retry_ok", name, f"{name}: the first read was damaged, the retry was clean (not damage)")
         self._attribute(snaps)
         self._list_foreign()
-        findings = sorted(self.findings, key=lambda f: (_SEVERITY_ORDER[f.severity], f.kind, f.object))
+        findings = sorted(self.findings, key=lambda f: (SEVERITY_ORDER[f.severity], f.kind, f.object))
         return CheckResult(
             findings=tuple(findings),
             snapshots=len(snaps),

@@ -1,0 +1,103 @@
+"""What ``bk check`` is asked and what it answers: options, findings, the result, progress.
+
+Vocabulary as in ``check.py``: a *finding* is one problem or remark as data, with a
+*severity* (``error``, ``warning``, ``info``); the result holds the findings, errors
+first. The checking itself is in ``check.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+ERROR = "error"
+WARNING = "warning"
+INFO = "info"
+SEVERITY_ORDER = {ERROR: 0, WARNING: 1, INFO: 2}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing check found.
+
+    Attributes:
+        severity: ``error``, ``warning`` or ``info``.
+        kind: a stable machine-readable name (see docs/lifecycle.md).
+        object: the store object or blob concerned (``data/3f/3f..``, ``blob 3fab..``).
+        message: one human-readable line.
+        snapshots: ids of the snapshots affected, sorted.
+        paths: (snapshot id, path) pairs affected, sorted; the path is ``None`` when a
+            tree node is lost and the paths below it are unknown.
+    """
+
+    severity: str
+    kind: str
+    object: str
+    message: str
+    snapshots: tuple[str, ...] = ()
+    paths: tuple[tuple[str, str | None], ...] = ()
+
+    def to_json(self) -> dict:
+        return {
+            "severity": self.severity,
+            "kind": self.kind,
+            "object": self.object,
+            "message": self.message,
+            "snapshots": list(self.snapshots),
+            "paths": [{"snapshot": s, "path": p} for s, p in self.paths],
+        }
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    read_data: bool = False
+    #: ``n/t`` (group n of t, by pack id) or ``x%`` (a random x% of the packs); implies read_data
+    read_data_subset: str | None = None
+    #: seed for ``x%`` (None: random)
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    findings: tuple[Finding, ...]
+    snapshots: int
+    index_objects: int
+    packs: int
+    blobs: int
+    packs_read: int
+    bytes_read: int
+    seconds: float
+
+    @property
+    def errors(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.severity == ERROR)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def to_json(self) -> dict:
+        return {
+            "ok": self.ok,
+            "errors": len(self.errors),
+            "findings": [f.to_json() for f in self.findings],
+            "snapshots": self.snapshots,
+            "index_objects": self.index_objects,
+            "packs": self.packs,
+            "blobs": self.blobs,
+            "packs_read": self.packs_read,
+            "bytes_read": self.bytes_read,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+class CheckReporter(Protocol):
+    def phase(self, name: str, total: int | None) -> None: ...
+    def advance(self, n: int = 1) -> None: ...
+    def finding(self, finding: Finding) -> None: ...
+
+
+class NullCheckReporter:
+    def phase(self, name: str, total: int | None) -> None: ...
+    def advance(self, n: int = 1) -> None: ...
+    def finding(self, finding: Finding) -> None: ...
