@@ -76,18 +76,22 @@ class SnapshotTree:
         out.sort(key=lambda pe: pe[0])
         return out
 
-    def walk(self, path: bytes = b"/", on_error: OnError | None = None, top: Entry | None = None) -> Iterator[tuple[bytes, Entry]]:
+    def walk(
+        self, path: bytes = b"/", on_error: OnError | None = None, top: Entry | None = None, max_depth: int | None = None
+    ) -> Iterator[tuple[bytes, Entry]]:
         """Depth-first, parents before children, names sorted; starts with ``path`` itself.
 
         Without ``on_error`` any damage raises. With it, the walk goes on past damage:
         a directory whose children cannot be listed (a damaged tree node) is reported as
         ``on_error(dirpath, error, True)`` and its subtree skipped; a malformed entry as
         ``on_error(path, error, False)``. ``top``: the entry of ``path``, if known.
+        ``max_depth``: how many levels below ``path`` (0: ``path`` alone); None: all.
+        Directories deeper than that are not read.
         """
         if top is None:
             top = self.require(path)
         yield path, top
-        if not top.is_dir:
+        if not top.is_dir or (max_depth is not None and max_depth < 1):
             return
         stack = [iter(self._listing(path, on_error))]
         while stack:
@@ -97,7 +101,7 @@ class SnapshotTree:
                 continue
             p, e = nxt
             yield p, e
-            if e.is_dir:
+            if e.is_dir and (max_depth is None or len(stack) < max_depth):
                 stack.append(iter(self._listing(p, on_error)))
 
     def _listing(self, dirpath: bytes, on_error: OnError | None) -> list[tuple[bytes, Entry]]:

@@ -70,21 +70,5 @@ class LsManager:
         base = normalize(path)
         if max_depth is None and not recursive:
             max_depth = 1
-        if max_depth is None:
-            for p, e in tree.walk(base):
-                yield _ls_entry(p, e)
-            return
-        top = tree.require(base)
-        yield _ls_entry(base, top)
-        if not top.is_dir or max_depth < 1:
-            return
-        stack = [iter(tree.children(base))]
-        while stack:
-            nxt = next(stack[-1], None)
-            if nxt is None:
-                stack.pop()
-                continue
-            p, e = nxt
+        for p, e in tree.walk(base, max_depth=max_depth):
             yield _ls_entry(p, e)
-            if e.is_dir and len(stack) < max_depth:
-                stack.append(iter(tree.children(p)))
