@@ -7,7 +7,7 @@ executes, under the exclusive lock its caller holds.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 from backupkit.repo.repository import Repository
 
@@ -44,3 +44,8 @@ class RepairManager:
         self.repo = repo
         self.reporter = reporter or NullRepairReporter()
         self.lock_check = lock_checker(repo, lock_check)
+
+
+def result_json(result: Any, **fields: Any) -> dict:
+    """A repair result as JSON: ``dry_run``, the ``plan``, the verb's own ``fields``, ``seconds``."""
+    return {"dry_run": result.dry_run, "plan": result.plan.to_json(), **fields, "seconds": round(result.seconds, 3)}

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 from backupkit.errors import FormatError, IntegrityError, ObjectNotFound
 from backupkit.concurrency import bounded_map
-from backupkit.managers.repair_common import RepairManager, delete_objects
+from backupkit.managers.repair_common import RepairManager, delete_objects, result_json
 from backupkit.repo.index import PackInfo
 from backupkit.repo.indexload import load_index
 from backupkit.repo.pack import TYPE_OF_KIND, PackEntry, decode_payload, pack_id_from_name, pack_name, read_pack_header
@@ -118,13 +118,11 @@ class RepairIndexResult:
     dry_run: bool = False
 
     def to_json(self) -> dict:
-        return {
-            "dry_run": self.dry_run,
-            "plan": self.plan.to_json(),
-            "index_written": list(self.index_written),
-            "index_deleted": self.index_deleted,
-            "seconds": round(self.seconds, 3),
-        }
+        return result_json(
+            self,
+            index_written=list(self.index_written),
+            index_deleted=self.index_deleted,
+        )
 
 
 @dataclass

@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from backupkit.errors import BadArgument, FormatError, IntegrityError, ObjectNotFound, RepositoryError
-from backupkit.managers.repair_common import RepairManager, delete_objects
+from backupkit.managers.repair_common import RepairManager, delete_objects, result_json
 from backupkit.repo.index import PackInfo
 from backupkit.repo.indexload import load_index
 from backupkit.repo.pack import TYPE_OF_KIND, PackEntry, decode_payload, pack_id_from_name, read_pack_header
@@ -92,15 +92,13 @@ class RepairPacksResult:
     dry_run: bool = False
 
     def to_json(self) -> dict:
-        return {
-            "dry_run": self.dry_run,
-            "plan": self.plan.to_json(),
-            "packs_written": self.packs_written,
-            "index_written": self.index_written,
-            "index_deleted": self.index_deleted,
-            "packs_deleted": self.packs_deleted,
-            "seconds": round(self.seconds, 3),
-        }
+        return result_json(
+            self,
+            packs_written=self.packs_written,
+            index_written=self.index_written,
+            index_deleted=self.index_deleted,
+            packs_deleted=self.packs_deleted,
+        )
 
 
 class RepairPacksManager(RepairManager):

@@ -43,7 +43,7 @@ from backupkit.hamt import Hamt
 from backupkit.catalog import read_catalog
 from backupkit.objects.content import content_list, with_content
 from backupkit.objects.entry import Entry, decode_entry, encode_entry
-from backupkit.managers.repair_common import RepairManager, delete_objects
+from backupkit.managers.repair_common import RepairManager, delete_objects, result_json
 from backupkit.repo.pack import KIND_DATA, KIND_META, pack_name
 from backupkit.snapshot import Snapshot, load_snapshot, rewrite_catalog, save_snapshot
 from backupkit.tree import make_hamt
@@ -120,14 +120,12 @@ class RepairSnapshotsResult:
     dry_run: bool = False
 
     def to_json(self) -> dict:
-        return {
-            "dry_run": self.dry_run,
-            "plan": self.plan.to_json(),
-            "written": dict(self.written),
-            "objects_restored": list(self.objects_restored),
-            "forgotten": list(self.forgotten),
-            "seconds": round(self.seconds, 3),
-        }
+        return result_json(
+            self,
+            written=dict(self.written),
+            objects_restored=list(self.objects_restored),
+            forgotten=list(self.forgotten),
+        )
 
 
 class RepairSnapshotsManager(RepairManager):
