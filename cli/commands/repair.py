@@ -15,6 +15,15 @@ app = typer.Typer(no_args_is_help=True, rich_markup_mode=None)
 _DRY = typer.Option(False, "--dry-run", "-n", help="Show what would be done and change nothing.")
 
 
+def _run(st: State, operation: str, manager_class, run):
+    """``run(manager)`` for a repair manager made under the exclusive lock, with phase progress."""
+    from backupkit_cli.commands.prune import PhaseProgress
+
+    with st.locked_repo(exclusive=True, operation=operation) as repo:
+        with PhaseProgress(st.console) as progress:
+            return run(manager_class(repo, progress))
+
+
 def _finish(st: State, res, lines: list[str], dry_run: bool) -> int:
     if st.json:
         st.console.json(res.to_json())
@@ -33,13 +42,10 @@ def index(
     dry_run: bool = _DRY,
 ) -> int:
     from backupkit.managers.repair_index import RepairIndexManager, RepairIndexOptions
-    from backupkit_cli.commands.prune import PhaseProgress
 
     st: State = ctx.obj
-    with st.locked_repo(exclusive=True, operation="repair index") as repo:
-        with PhaseProgress(st.console) as progress:
-            mgr = RepairIndexManager(repo, progress)
-            res = mgr.run(RepairIndexOptions(read_all_packs=read_all_packs), dry_run=dry_run)
+    opts = RepairIndexOptions(read_all_packs=read_all_packs)
+    res = _run(st, "repair index", RepairIndexManager, lambda mgr: mgr.run(opts, dry_run=dry_run))
     p = res.plan
     lines = [f"read {p.packs_read} packs ({human_bytes(p.bytes_read)}): {len(p.packs)} indexed, {p.blobs} blobs (the old index had {p.blobs_before})"]
     lines += [f"damaged index object {n}: {why}" for n, why in sorted(p.damaged_index.items())]
@@ -63,13 +69,9 @@ def packs(
     dry_run: bool = _DRY,
 ) -> int:
     from backupkit.managers.repair_packs import RepairPacksManager
-    from backupkit_cli.commands.prune import PhaseProgress
 
     st: State = ctx.obj
-    with st.locked_repo(exclusive=True, operation="repair packs") as repo:
-        with PhaseProgress(st.console) as progress:
-            mgr = RepairPacksManager(repo, progress)
-            res = mgr.run(ids, dry_run=dry_run)
+    res = _run(st, "repair packs", RepairPacksManager, lambda mgr: mgr.run(ids, dry_run=dry_run))
     lines = []
     for p in res.plan.packs:
         head = f"; header: {p.header_problem}" if p.header_problem else ""
@@ -92,14 +94,10 @@ def snapshots(
     dry_run: bool = _DRY,
 ) -> int:
     from backupkit.managers.repair_snapshots import RepairSnapshotsManager, RepairSnapshotsOptions
-    from backupkit_cli.commands.prune import PhaseProgress
 
     st: State = ctx.obj
     opts = RepairSnapshotsOptions(forget=forget, remove_damaged_files=remove_damaged_files, ids=tuple(ids or ()))
-    with st.locked_repo(exclusive=True, operation="repair snapshots") as repo:
-        with PhaseProgress(st.console) as progress:
-            mgr = RepairSnapshotsManager(repo, progress)
-            res = mgr.run(opts, dry_run=dry_run)
+    res = _run(st, "repair snapshots", RepairSnapshotsManager, lambda mgr: mgr.run(opts, dry_run=dry_run))
     plan = res.plan
     lines = []
     limit = None if st.verbose else 20
