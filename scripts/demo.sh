@@ -11,7 +11,7 @@ if ! $BK snapshots >/dev/null 2>&1; then
 fi
 $BK backup "$SRC" --exclude .venv --exclude .git --tag demo
 $BK snapshots
-$BK ls latest "$SRC" | head -20
+$BK ls latest "$SRC" --max-depth 1
 OUT=$(mktemp -d)
 $BK restore latest --path "$SRC" --target "$OUT" --verify
 diff -r --no-dereference -x .venv -x .git "$SRC" "$OUT$SRC" && echo "restored copy in $OUT$SRC is identical to $SRC"
