@@ -35,7 +35,7 @@ def decode_catalog(plain: bytes) -> dict[str, dict]:
         doc = msgpack.unpackb(plain)
         if not isinstance(doc, dict) or doc.get("v") != 1 or not isinstance(doc.get("snapshots"), dict):
             raise FormatError("the catalog is malformed or of an unknown version")
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, RecursionError) as e:
         raise FormatError(f"the catalog is malformed: {e}") from None
     return {k: v for k, v in doc["snapshots"].items() if isinstance(k, str) and _SNAPSHOT_ID.fullmatch(k) and isinstance(v, dict)}
 

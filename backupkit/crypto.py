@@ -76,7 +76,9 @@ class MasterKeys:
 
     @classmethod
     def from_dict(cls, d: dict) -> MasterKeys:
-        keys = cls(bytes(d["enc"]), bytes(d["id"]), bytes(d["chunker"]))
+        if not isinstance(d, dict) or not all(isinstance(d.get(k), bytes) for k in ("enc", "id", "chunker")):
+            raise IntegrityError("key file holds no master keys")
+        keys = cls(d["enc"], d["id"], d["chunker"])
         if not all(len(k) == 32 for k in (keys.enc_key, keys.id_key, keys.chunker_key)):
             raise IntegrityError("key file holds master keys of the wrong length")
         return keys

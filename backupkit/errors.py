@@ -16,6 +16,7 @@ exit codes.
     │   ├── WrongPassword              no key file opens with this password
     │   ├── IntegrityError             an object failed authentication or id check
     │   ├── FormatError                an object decrypted but does not parse
+    │   │   └── ObjectTooLarge         an object is larger than its kind allows (not read)
     │   ├── BlobNotFound               a referenced blob is not in the index
     │   └── DamagedRepository          prune refused: snapshots need missing data
     ├── LockError                      a lock could not be taken or was lost
@@ -98,6 +99,11 @@ class IntegrityError(RepositoryError):
 
 class FormatError(RepositoryError):
     """An object decrypted correctly but its content does not parse."""
+
+
+class ObjectTooLarge(FormatError):
+    """An object (or a payload's plaintext) is larger than its kind may be
+    (``backupkit.limits``); it was not read whole."""
 
 
 class BlobNotFound(RepositoryError):

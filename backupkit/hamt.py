@@ -33,6 +33,7 @@ from itertools import groupby
 import msgpack
 
 from backupkit.errors import FormatError
+from backupkit.limits import HAMT_DEPTH_MAX
 
 #: Entries a leaf may hold. 256 keeps a typical directory in one leaf: with 64, a directory
 #: of 100 files split 16 ways into leaves of ~6 entries, so reading a tree cost ~8x more
@@ -49,6 +50,75 @@ Change = tuple[bytes, bytes, bytes | None]  # key, path, value or None to delete
 def nibble(key: bytes, d: int) -> int:
     b = key[d >> 1]
     return (b >> 4) if not d & 1 else (b & 15)
+
+
+def check_node(n: object) -> None:
+    """ValueError unless ``n`` is a well-formed node on its own: a leaf of [key (16
+    bytes), path, value] rows strictly increasing by (key, path), or a branch whose depth
+    is below HAMT_DEPTH_MAX, whose ref_key is 16 bytes and routes to its first slot, whose
+    slots are strictly increasing in 0..15 with distinct 32-byte child ids and positive
+    counts summing to its count."""
+    if type(n) is not list or not n or n[0] not in (_LEAF, _BRANCH) or len(n) != (2 if n[0] == _LEAF else 5):
+        raise ValueError("not a node")
+    if n[0] == _LEAF:
+        rows = n[1]
+        if type(rows) is not list:
+            raise ValueError("leaf rows are not a list")
+        prev = None
+        for row in rows:
+            if type(row) is not list or len(row) != 3:
+                raise ValueError("a leaf row is not [key, path, value]")
+            k, p, v = row
+            if type(k) is not bytes or len(k) != KEY_LEN or type(p) is not bytes or type(v) is not bytes:
+                raise ValueError("a leaf row has a field of the wrong type")
+            if prev is not None and (k, p) <= prev:
+                raise ValueError("leaf rows are not strictly increasing")
+            prev = (k, p)
+        return
+    _b, count, depth, ref, children = n
+    if type(depth) is not int or not 0 <= depth < HAMT_DEPTH_MAX:
+        raise ValueError(f"depth {depth!r} out of range")
+    if type(ref) is not bytes or len(ref) != KEY_LEN:
+        raise ValueError("ref_key is not a key")
+    if type(count) is not int or type(children) is not list or not children:
+        raise ValueError("a branch without children")
+    last, total, ids = -1, 0, set()
+    for row in children:
+        if type(row) is not list or len(row) != 3:
+            raise ValueError("a child row is not [slot, id, count]")
+        s, cid, c = row
+        if type(s) is not int or not last < s <= 15:
+            raise ValueError("slots are not strictly increasing in 0..15")
+        if type(cid) is not bytes or len(cid) != 32 or cid in ids:
+            raise ValueError("a child id is invalid or repeated")
+        if type(c) is not int or c <= 0:
+            raise ValueError("a child count is not positive")
+        last, total = s, total + c
+        ids.add(cid)
+    if total != count:
+        raise ValueError(f"child counts sum to {total}, the branch says {count}")
+    if nibble(ref, depth) != children[0][0]:
+        raise ValueError("ref_key does not route to the first slot")
+
+
+def check_child(parent: list, slot: int, count: int, n: list) -> None:
+    """ValueError unless node ``n`` fits where branch ``parent`` lists it: deeper than
+    the parent, every key under the parent's prefix and routed to ``slot``, and holding
+    ``count`` entries."""
+    depth, ref = parent[2], parent[3]
+    if n[0] == _LEAF:
+        if len(n[1]) != count:
+            raise ValueError(f"{len(n[1])} entries, its parent says {count}")
+        keys = (row[0] for row in n[1])
+    else:
+        if n[2] <= depth:
+            raise ValueError(f"depth {n[2]} not below its parent's {depth}")
+        if n[1] != count:
+            raise ValueError(f"{n[1]} entries, its parent says {count}")
+        keys = (n[3],)  # check_node: its children share its first n[2] > depth nibbles
+    for k in keys:
+        if common_nibbles(k, ref) < depth or nibble(k, depth) != slot:
+            raise ValueError("a key is not under its parent's prefix and slot")
 
 
 def common_nibbles(a: bytes, b: bytes) -> int:
@@ -88,13 +158,22 @@ class Hamt:
         raw = self._load(node_id)
         try:
             n = msgpack.unpackb(raw)
-            if not isinstance(n, list) or n[0] not in (_LEAF, _BRANCH) or len(n) != (2 if n[0] == _LEAF else 5):
-                raise ValueError("not a node")
-        except (ValueError, TypeError, IndexError) as e:
+            check_node(n)
+        except (ValueError, TypeError, IndexError, RecursionError) as e:
             raise FormatError(f"HAMT node {node_id.hex()[:16]} is malformed: {e}") from None
         with self._lock:
             self.loads += 1
             self._remember(node_id, n)
+        return n
+
+    def child(self, parent: list, slot: int, child_id: bytes, count: int) -> list:
+        """The node ``child_id`` listed in branch ``parent`` at ``slot`` with ``count``
+        entries, checked against its parent (``check_child``)."""
+        n = self.node(child_id)
+        try:
+            check_child(parent, slot, count, n)
+        except ValueError as e:
+            raise FormatError(f"HAMT node {child_id.hex()[:16]} does not fit its parent: {e}") from None
         return n
 
     @staticmethod
@@ -123,20 +202,20 @@ class Hamt:
         """Id of the empty trie."""
         return self._save_leaf([])[0]
 
-    def _child(self, n: list, slot: int) -> bytes | None:
-        for s, cid, _cnt in n[4]:
-            if s == slot:
-                return cid
+    def _child_row(self, n: list, slot: int) -> list | None:
+        for row in n[4]:
+            if row[0] == slot:
+                return row
         return None
 
     def get(self, root: bytes, key: bytes, path: bytes) -> bytes | None:
         """The value stored for (key, path), or None."""
         n = self.node(root)
         while n[0] == _BRANCH:
-            cid = self._child(n, nibble(key, n[2]))
-            if cid is None:
+            row = self._child_row(n, nibble(key, n[2]))
+            if row is None:
                 return None
-            n = self.node(cid)
+            n = self.child(n, *row)
         for k, p, v in n[1]:
             if k == key and p == path:
                 return v
@@ -144,13 +223,7 @@ class Hamt:
 
     def items(self, root: bytes) -> Iterator[Entry]:
         """Every entry, in (key, path) order."""
-        n = self.node(root)
-        if n[0] == _LEAF:
-            for k, p, v in n[1]:
-                yield k, p, v
-        else:
-            for _s, cid, _c in n[4]:
-                yield from self.items(cid)
+        return self.items_of(self.node(root))
 
     def count(self, root: bytes) -> int:
         n = self.node(root)
@@ -167,21 +240,27 @@ class Hamt:
             if depth >= want:
                 yield from self.items_of(n)
                 return
-            cid = self._child(n, nibble(prefix, depth))
-            if cid is None:
+            row = self._child_row(n, nibble(prefix, depth))
+            if row is None:
                 return
-            n = self.node(cid)
+            n = self.child(n, *row)
         for k, p, v in n[1]:
             if k.startswith(prefix):
                 yield k, p, v
 
     def items_of(self, n: list) -> Iterator[Entry]:
-        if n[0] == _LEAF:
-            for k, p, v in n[1]:
-                yield k, p, v
-        else:
-            for _s, cid, _c in n[4]:
-                yield from self.items(cid)
+        """Every entry below node ``n``, in (key, path) order (no recursion: a stack of
+        nodes, and of (parent, slot, child id, count) still to load)."""
+        stack: list = [n]
+        while stack:
+            x = stack.pop()
+            if type(x) is tuple:
+                x = self.child(*x)
+            if x[0] == _LEAF:
+                for k, p, v in x[1]:
+                    yield k, p, v
+            else:
+                stack.extend((x, s, cid, cnt) for s, cid, cnt in reversed(x[4]))
 
     # -- writing ---------------------------------------------------------------------------
     def build(self, entries: Iterable[Entry]) -> bytes:
@@ -223,8 +302,9 @@ class Hamt:
                 cur[(k, p)] = v
         return sorted((k, p, v) for (k, p), v in cur.items())
 
-    def _update(self, node_id: bytes, changes: list[Change]) -> tuple[bytes, int]:
-        n = self.node(node_id)
+    def _update(self, node_id: bytes, changes: list[Change], ctx: tuple | None = None) -> tuple[bytes, int]:
+        """``ctx``: (parent node, slot, count) where the node is listed, to check it."""
+        n = self.node(node_id) if ctx is None else self.child(ctx[0], ctx[1], node_id, ctx[2])
         if n[0] == _LEAF:
             return self._build(self._merge(n[1], changes))
         depth, ref = n[2], n[3]
@@ -245,7 +325,7 @@ class Hamt:
                     continue
                 new = self._build(adds)
             else:
-                new = self._update(old[0], group)
+                new = self._update(old[0], group, (n, slot, old[1]))
             if new[1] == 0:
                 slots.pop(slot, None)
             else:
@@ -264,44 +344,52 @@ class Hamt:
 
     # -- comparing -------------------------------------------------------------------------
     def diff(self, a: bytes, b: bytes) -> Iterator[tuple[bytes, bytes, bytes | None, bytes | None]]:
-        """Yield (key, path, value in a, value in b) for every entry that differs.
+        """Yield (key, path, value in a, value in b) for every entry that differs, in
+        (key, path) order. Subtrees with equal ids are skipped without being read.
 
-        Subtrees with equal ids are skipped without being read.
+        No recursion: a stack of pairs still to compare, each side a node id with where
+        it is listed (parent, slot, count; None for a root), or None when absent.
         """
-        if a == b:
-            return
-        na, nb = self.node(a), self.node(b)
-        if na[0] == _BRANCH and nb[0] == _BRANCH and na[2] == nb[2] and common_nibbles(na[3], nb[3]) >= na[2]:
-            ca = {s: cid for s, cid, _c in na[4]}
-            cb = {s: cid for s, cid, _c in nb[4]}
-            for s in sorted(ca.keys() | cb.keys()):
-                x, y = ca.get(s), cb.get(s)
-                if x is None:
-                    for k, p, v in self.items(y):  # type: ignore[arg-type]
-                        yield k, p, None, v
-                elif y is None:
-                    for k, p, v in self.items(x):
+        stack: list = [((a, None), (b, None))]
+        while stack:
+            x, y = stack.pop()
+            if x is not None and y is not None and x[0] == y[0]:
+                continue
+            na = self._at(*x) if x is not None else None
+            nb = self._at(*y) if y is not None else None
+            if na is None or nb is None:
+                if na is not None:
+                    for k, p, v in self.items_of(na):
                         yield k, p, v, None
-                else:
-                    yield from self.diff(x, y)
-            return
-        ea = {(k, p): v for k, p, v in self.items_of(na)}
-        eb = {(k, p): v for k, p, v in self.items_of(nb)}
-        for kp in sorted(ea.keys() | eb.keys()):
-            va, vb = ea.get(kp), eb.get(kp)
-            if va != vb:
-                yield kp[0], kp[1], va, vb
+                if nb is not None:
+                    for k, p, v in self.items_of(nb):
+                        yield k, p, None, v
+                continue
+            if na[0] == _BRANCH and nb[0] == _BRANCH and na[2] == nb[2] and common_nibbles(na[3], nb[3]) >= na[2]:
+                ca = {s: (cid, (na, s, c)) for s, cid, c in na[4]}
+                cb = {s: (cid, (nb, s, c)) for s, cid, c in nb[4]}
+                stack.extend((ca.get(s), cb.get(s)) for s in sorted(ca.keys() | cb.keys(), reverse=True))
+                continue
+            ea = {(k, p): v for k, p, v in self.items_of(na)}
+            eb = {(k, p): v for k, p, v in self.items_of(nb)}
+            for kp in sorted(ea.keys() | eb.keys()):
+                va, vb = ea.get(kp), eb.get(kp)
+                if va != vb:
+                    yield kp[0], kp[1], va, vb
+
+    def _at(self, node_id: bytes, ctx: tuple | None) -> list:
+        return self.node(node_id) if ctx is None else self.child(ctx[0], ctx[1], node_id, ctx[2])
 
     def walk_nodes(self, root: bytes) -> Iterator[bytes]:
         """Every node id reachable from root (each once per call)."""
         seen: set[bytes] = set()
-        stack = [root]
+        stack: list[tuple[bytes, tuple | None]] = [(root, None)]
         while stack:
-            nid = stack.pop()
+            nid, ctx = stack.pop()
             if nid in seen:
                 continue
             seen.add(nid)
             yield nid
-            n = self.node(nid)
+            n = self._at(nid, ctx)
             if n[0] == _BRANCH:
-                stack.extend(cid for _s, cid, _c in n[4])
+                stack.extend((cid, (n, s, c)) for s, cid, c in n[4])

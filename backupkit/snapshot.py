@@ -92,22 +92,37 @@ class Snapshot:
 
     @classmethod
     def from_doc(cls, snap_id: str, d: dict) -> Snapshot:
+        """FormatError unless every field has its type (a hostile document must not
+        make ``bytes(10**12)`` of an int, nor a str of a nested structure)."""
         try:
-            if d.get("v") != 1:
-                raise ValueError(f"version {d.get('v')}")
+            if type(d) is not dict or d.get("v") != 1:
+                raise ValueError(f"version {d.get('v') if type(d) is dict else None}")
+            root, paths, tags, parent = d["root"], d["paths"], d.get("tags") or [], d.get("parent")
+            if type(root) is not bytes or len(root) != 32 or type(d["time"]) is not int:
+                raise ValueError("root or time of the wrong type")
+            if type(paths) is not list or not all(type(p) is bytes for p in paths):
+                raise ValueError("paths are not a list of byte strings")
+            if type(tags) is not list or not all(type(t) is str for t in tags):
+                raise ValueError("tags are not a list of strings")
+            if parent is not None and type(parent) is not str:
+                raise ValueError("parent is not an id")
+            texts = (d["host"], d["user"], d.get("generator", ""))
+            maps = (d.get("source") or {}, d.get("meta") or {}, d.get("summary") or {})
+            if not all(type(t) is str for t in texts) or not all(type(m) is dict for m in maps):
+                raise ValueError("a field is of the wrong type")
             return cls(
                 id=snap_id,
-                root=bytes(d["root"]),
-                time_ns=int(d["time"]),
-                host=str(d["host"]),
-                user=str(d["user"]),
-                paths=tuple(bytes(p) for p in d["paths"]),
-                source=dict(d.get("source") or {}),
-                tags=tuple(d.get("tags") or ()),
-                meta=dict(d.get("meta") or {}),
-                parent=d.get("parent"),
-                generator=str(d.get("generator", "")),
-                summary=dict(d.get("summary") or {}),
+                root=root,
+                time_ns=d["time"],
+                host=texts[0],
+                user=texts[1],
+                paths=tuple(paths),
+                source=maps[0],
+                tags=tuple(tags),
+                meta=maps[1],
+                parent=parent,
+                generator=texts[2],
+                summary=maps[2],
             )
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise FormatError(f"snapshot {snap_id[:8]} is malformed: {e}") from None
@@ -156,7 +171,7 @@ def load_snapshot(repo: Repository, snap_id: str) -> Snapshot:
         raise IntegrityError(f"snapshot {snap_id[:8]}: content does not match its id")
     try:
         doc = msgpack.unpackb(plain)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, RecursionError) as e:
         raise FormatError(f"snapshot {snap_id[:8]} is malformed: {e}") from None
     if not isinstance(doc, dict):
         raise FormatError(f"snapshot {snap_id[:8]} is malformed: not a map")

@@ -76,6 +76,18 @@ class State:
     no_lock: bool = False
     #: Every repository this command opened, for their warnings (``repo_warnings``).
     repos: list[Any] = field(default_factory=list)
+    #: ``--insecure-no-password``: an empty password is allowed, and used when none is given.
+    insecure_no_password: bool = False
+
+    def check_new_password(self, password: bytes) -> bytes:
+        """Refuse an empty password for a new key (restic's rule) unless
+        ``--insecure-no-password``: an unset variable in a script must not make a
+        repository anyone can open."""
+        from backupkit.errors import UsageError
+
+        if not password and not self.insecure_no_password:
+            raise UsageError("an empty password is not allowed: give --insecure-no-password to use one anyway")
+        return password
 
     def repo_url(self) -> str:
         return self.repo or os.environ.get("BK_REPOSITORY") or default_repo()
@@ -93,6 +105,8 @@ class State:
                 return os.environ["BK_PASSWORD"].encode()
             pf = os.environ.get("BK_PASSWORD_FILE")
             pc = os.environ.get("BK_PASSWORD_COMMAND") if not pf else None
+            if not pf and not pc and self.insecure_no_password:
+                return b""
         if pf:
             try:
                 return Path(pf).read_bytes().rstrip(b"\r\n")
@@ -186,6 +200,9 @@ class State:
                 raise RepositoryNotFound(self._no_repository()) from None
             raise
         self.repos.append(repo)
+        if self.verbose:
+            for why in repo.open_warnings:
+                self.console.warn(why)
         return repo
 
     def repo_warnings(self) -> list[str]:

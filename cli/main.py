@@ -76,6 +76,7 @@ def main(
     no_lock: bool = typer.Option(False, "--no-lock", help="Take no lock (commands that only read: a read-only repository)."),
     show_version: bool = typer.Option(False, "--version", is_eager=True, callback=version.eager_option, help="Print the version and exit."),
     option: list[str] = typer.Option([], "--option", "-o", metavar="BACKEND.NAME=VALUE", help="A store option of the repository's backend (repeatable); see README."),
+    insecure_no_password: bool = typer.Option(False, "--insecure-no-password", help="Use an empty password (init, key add/passwd refuse one without this flag)."),
 ) -> None:
     global _state
     ctx.obj = _state = State(
@@ -92,6 +93,7 @@ def main(
         retry_lock=retry_lock,
         options=list(option),
         no_lock=no_lock,
+        insecure_no_password=insecure_no_password,
     )
     st = ctx.obj
     if retry_lock:
@@ -268,7 +270,11 @@ def _run() -> int:
             e.show()  # type: ignore[attr-defined]
     except BrokenPipeError:
         code = exit_codes.FATAL
-    except Exception as e:  # noqa: BLE001 - the one place that turns errors into exit codes
+    except (SystemExit, GeneratorExit):
+        raise
+    except BaseException as e:  # noqa: BLE001 - the one place that turns errors into exit codes
+        # BaseException: the crypto library's pyo3_runtime.PanicException (e.g. on a
+        # 2 GiB object) derives from it, and no traceback may reach a user.
         from backupkit.errors import BackupkitError
 
         if os.environ.get("BK_DEBUG"):
@@ -277,6 +283,8 @@ def _run() -> int:
             msg = str(e)
         elif isinstance(e, OSError):
             msg = f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")
+        elif isinstance(e, MemoryError):
+            msg = "out of memory (set BK_DEBUG=1 for a traceback)"
         else:
             msg = f"internal error: {type(e).__name__}: {e} (set BK_DEBUG=1 for a traceback)"
         code = exit_codes.code_for(e)

@@ -98,7 +98,7 @@ def test_five_percent_faults_backup_restore_check(s3_fault_proxy, moto_s3, tmp_p
     proxy.fail_next("reset_after", method="PUT", path_contains="/locks/")  # a lost conditional create
     proxy.fail_next("truncate", method="GET", path_contains="/data/")  # a pack download cut short
 
-    ok(run_bk("--json", "init", "--pack-size", "1", env=env))
+    ok(run_bk("--json", "init", "--pack-size", "4", env=env))
     backup = json.loads(ok(run_bk("--json", "backup", src, env=env, timeout=240)).stdout.splitlines()[-1])
     assert backup["errors"] == [] and backup["files_new"] == len(want)
     (src / "sub" / "b.bin").write_bytes(want["sub/b.bin"][::-1])
@@ -140,7 +140,7 @@ def test_every_request_failing_exits_in_one_line_and_publishes_nothing(s3_fault_
     env = proxy_env(proxy, prefix, tmp_path / "cache")
     src = tmp_path / "src"
     make_source(src)
-    ok(run_bk("init", "--pack-size", "1", env=env))
+    ok(run_bk("init", "--pack-size", "4", env=env))
     ok(run_bk("backup", src, env=env))
     direct = moto_s3.store(prefix)
     before = store_listing(direct)
@@ -175,7 +175,7 @@ def test_pack_uploads_failing_publish_no_index_and_no_snapshot(s3_fault_proxy, m
     env = proxy_env(proxy, prefix, tmp_path / "cache")
     src = tmp_path / "src"
     make_source(src)
-    ok(run_bk("init", "--pack-size", "1", env=env))
+    ok(run_bk("init", "--pack-size", "4", env=env))
     direct = moto_s3.store(prefix)
     before = store_listing(direct)
 

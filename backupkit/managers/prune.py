@@ -362,7 +362,7 @@ class PruneManager:
             if bid not in live:
                 continue
             sealed = data[off : off + length]
-            self.repo.verify_blob(bid, t, sealed, f"blob {bid.hex()[:16]} in pack {p.id.hex()[:16]}")
+            self.repo.verify_blob(bid, t, sealed, f"blob {bid.hex()[:16]} in pack {p.id.hex()[:16]}", raw_length=raw)
             out.append((bid, sealed, raw))
         return out
 

@@ -56,16 +56,16 @@ def mark(
     hamt: Hamt = Hamt(read_meta, lambda _data: b"", cache_size=256)
     out = Reachable()
     for snap in snapshots:
-        stack = [snap.root]
+        stack: list[tuple[bytes, tuple | None]] = [(snap.root, None)]
         while stack:
-            nid = stack.pop()
+            nid, ctx = stack.pop()  # ctx: (parent, slot, count), to check the node fits
             if nid in out.meta:
                 continue
             out.meta.add(nid)
             if on_node is not None:
                 on_node()
             try:
-                n = hamt.node(nid)
+                n = hamt.node(nid) if ctx is None else hamt.child(ctx[0], ctx[1], nid, ctx[2])
             except Exception as e:  # noqa: BLE001 - recorded or re-raised below
                 if strict:
                     raise
@@ -73,7 +73,7 @@ def mark(
                 out.problems.append((snap.id, "", f"tree node {nid.hex()[:16]}: {e}"))
                 continue
             if n[0] == 1:
-                stack.extend(cid for _s, cid, _c in n[4])
+                stack.extend((cid, (n, s, c)) for s, cid, c in n[4])
                 continue
             for _k, path, raw in n[1]:
                 e = Entry.decode(raw, path)
@@ -138,7 +138,8 @@ def find_affected(
                 cb_memo[cb] = None
         return cb_memo[cb]
 
-    def visit(nid: bytes) -> tuple[tuple[bytes | None, bytes], ...]:
+    def visit(nid: bytes, ctx: tuple | None = None) -> tuple[tuple[bytes | None, bytes], ...]:
+        # recursion is bounded: a child must be deeper than its parent (< 32 levels)
         hit = memo.get(nid)
         if hit is not None:
             return hit
@@ -148,12 +149,12 @@ def find_affected(
             found.append((None, nid))
         else:
             try:
-                n = hamt.node(nid)
+                n = hamt.node(nid) if ctx is None else hamt.child(ctx[0], ctx[1], nid, ctx[2])
             except Exception:  # noqa: BLE001 - an unreadable node is a hit
                 found.append((None, nid))
         if n is not None and n[0] == 1:
-            for _s, cid, _c in n[4]:
-                found.extend(visit(cid))
+            for s, cid, c in n[4]:
+                found.extend(visit(cid, (n, s, c)))
         elif n is not None:
             for _k, path, raw in n[1]:
                 try:

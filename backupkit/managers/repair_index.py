@@ -28,7 +28,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from backupkit.errors import FormatError, IntegrityError, ObjectNotFound
+from backupkit.errors import FormatError, IntegrityError, ObjectNotFound, ObjectTooLarge
+from backupkit.limits import PACK_MAX
 from backupkit.concurrency import bounded_map
 from backupkit.managers.repair_common import RepairManager, delete_objects, result_json
 from backupkit.repo.index import PackInfo
@@ -192,9 +193,12 @@ class RepairIndexManager(RepairManager):
         out = _Scan()
         repo = self.repo
         try:
-            data = repo.read_raw(name) if read_all else None
+            data = repo.read_raw(name, max_size=PACK_MAX) if read_all else None
         except ObjectNotFound:
             return out  # deleted meanwhile (we hold the lock: a store hiccup); not indexed
+        except ObjectTooLarge as e:  # not a pack bk wrote; never read whole (issue 10.2)
+            out.problem = PackProblem(name, str(e), "lost")
+            return out
         if data is not None:
             out.nread = len(data)
             size = len(data)

@@ -26,7 +26,8 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from backupkit.errors import BadArgument, FormatError, IntegrityError, ObjectNotFound, RepositoryError
+from backupkit.errors import BadArgument, FormatError, IntegrityError, ObjectNotFound, ObjectTooLarge, RepositoryError
+from backupkit.limits import PACK_MAX
 from backupkit.managers.repair_common import RepairManager, delete_objects, result_json
 from backupkit.repo.index import PackInfo
 from backupkit.repo.indexload import load_index
@@ -156,9 +157,11 @@ class RepairPacksManager(RepairManager):
     def _examine(self, name: str, size: int, indexed: list[PackEntry]) -> DamagedPack:
         kind, pack_id = pack_id_from_name(name)
         try:
-            data = self.repo.read_raw(name)
+            data = self.repo.read_raw(name, max_size=PACK_MAX)
         except ObjectNotFound:
             return DamagedPack(name, size, "the pack is gone", (), {e.blob_id: "the pack is gone" for e in indexed})
+        except ObjectTooLarge as e:  # not a pack bk wrote; never read whole (issue 10.2)
+            return DamagedPack(name, size, str(e), (), {x.blob_id: str(e) for x in indexed})
         header_problem = None
         try:
             entries = read_pack_header(self.repo.sealer, pack_id, data, len(data))

@@ -279,22 +279,6 @@ class OpenCache:
         except OSError:
             pass  # only costs requests next time
 
-    def cached_keys(self) -> dict[str, bytes]:
-        """Every cached key file, by store name (``keys/<id>``)."""
-        if self._dir is None:
-            return {}
-        out = {}
-        try:
-            for p in (self._dir / "keys").iterdir():
-                if not p.name.startswith(".tmp-"):
-                    try:
-                        out[f"keys/{p.name}"] = p.read_bytes()
-                    except OSError:
-                        continue
-        except OSError:
-            pass
-        return out
-
     def keep_keys(self, listed: list[str]) -> None:
         """Forget cached key files whose names are no longer listed in the store."""
         if self._dir is None:

@@ -177,7 +177,8 @@ class CoalescingReader:
                 ev.set()
 
     def _open(self, blob_id: bytes, blob_type: int, raw: bytes, what: str) -> bytes:
+        loc = self.repo.index.lookup(blob_id)
         try:
-            return self.repo.verify_blob(blob_id, blob_type, raw, what)
+            return self.repo.verify_blob(blob_id, blob_type, raw, what, loc.raw_length if loc is not None else None)
         except (IntegrityError, FormatError):
             return self.repo.read_blob(blob_id, blob_type)  # read alone, with its retry

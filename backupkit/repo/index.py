@@ -25,7 +25,9 @@ from dataclasses import dataclass
 
 import msgpack
 
+from backupkit.crypto import OVERHEAD
 from backupkit.errors import FormatError
+from backupkit.limits import BLOB_MAX, PACK_MAX
 from backupkit.repo.pack import KIND_DATA, KIND_META, PackEntry
 
 
@@ -343,16 +345,49 @@ def encode_index(packs: Iterable[tuple[PackInfo, Iterable[PackEntry]]], supersed
     return msgpack.packb({"v": 1, "packs": rows, "supersedes": list(supersedes)})
 
 
+#: A sealed blob is its plaintext (or less, compressed) plus the envelope and flag byte.
+_SEALED_BLOB_MAX = BLOB_MAX + OVERHEAD + 64
+
+
+def _check_blob_row(row: object, size: int) -> tuple[bytes, int, int, int]:
+    """One ``[blob_id, offset, length, raw_length]`` row, every field checked."""
+    if type(row) is not list or len(row) != 4:
+        raise ValueError("a blob row is not a 4-list")
+    b, o, ln, r = row
+    if type(b) is not bytes or len(b) != 32:
+        raise ValueError("a blob id is not 32 bytes")
+    if not (type(o) is int and type(ln) is int and type(r) is int):
+        raise ValueError("a blob position is not an integer")
+    if not (0 <= o and OVERHEAD < ln <= _SEALED_BLOB_MAX and o + ln <= size and 0 <= r <= BLOB_MAX):
+        raise ValueError(f"blob {b.hex()[:16]} at {o}+{ln} (raw {r}) is out of range of its pack ({size} bytes)")
+    return b, o, ln, r
+
+
 def decode_index(data: bytes, what: str) -> IndexObject:
+    """Parse one index object; FormatError unless every field has its type and range
+    (ids of 32 bytes, each blob inside its pack, packs at most ``limits.PACK_MAX``)."""
     try:
         doc = msgpack.unpackb(data)
-        if doc.get("v") != 1:
-            raise FormatError(f"{what}: unsupported index version {doc.get('v')}")
+        if type(doc) is not dict or doc.get("v") != 1:
+            raise FormatError(f"{what}: unsupported index version {doc.get('v') if type(doc) is dict else None}")
         packs = []
-        for pid, kind, size, blobs in doc["packs"]:
+        rows = doc["packs"]
+        if type(rows) is not list:
+            raise ValueError("packs is not a list")
+        for pack_row in rows:
+            if type(pack_row) is not list or len(pack_row) != 4:
+                raise ValueError("a pack row is not a 4-list")
+            pid, kind, size, blobs = pack_row
             if kind not in (KIND_DATA, KIND_META):
                 raise FormatError(f"{what}: unknown pack kind {kind!r}")
-            packs.append((PackInfo(bytes(pid), kind, int(size)), _entries(blobs)))
-        return IndexObject(packs, [bytes(s) for s in doc.get("supersedes", [])])
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
+            if type(pid) is not bytes or len(pid) != 32 or type(size) is not int or not 0 < size <= PACK_MAX:
+                raise ValueError("a pack id or size is out of range")
+            if type(blobs) is not list:
+                raise ValueError("a pack's blobs are not a list")
+            packs.append((PackInfo(pid, kind, size), _entries([_check_blob_row(row, size) for row in blobs])))
+        supersedes = doc.get("supersedes", [])
+        if type(supersedes) is not list or not all(type(s) is bytes and len(s) == 32 for s in supersedes):
+            raise ValueError("supersedes is not a list of ids")
+        return IndexObject(packs, supersedes)
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
         raise FormatError(f"{what}: malformed index: {e}") from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from backupkit.errors import FormatError, IntegrityError, ObjectNotFound, UsageError, WrongPassword
+from backupkit.limits import KEY_FILE_MAX
 from backupkit.repo.keys import KdfParams, KeyInfo, key_info, make_key_file, open_key_file
 from backupkit.repo.repository import Repository
 
@@ -14,17 +15,17 @@ class KeyManager:
         self.repo = repo
 
     def _ids(self) -> list[str]:
-        return sorted(o.name.split("/", 1)[1] for o in self.repo.store.list("keys/"))
+        return sorted(n.split("/", 1)[1] for n in self.repo.list_names("keys"))
 
     def list(self) -> list[KeyInfo]:
-        return [key_info(i, self.repo.store.get(f"keys/{i}"), self.repo.sealer) for i in self._ids()]
+        return [key_info(i, self.repo.store.get(f"keys/{i}", max_size=KEY_FILE_MAX), self.repo.sealer) for i in self._ids()]
 
     def add(self, password: bytes, kdf: KdfParams) -> str:
         """Write a new key file for ``password``, then re-read it to prove it opens."""
         key_id = os.urandom(32).hex()
         name = f"keys/{key_id}"
         self.repo.store.put(name, make_key_file(key_id, self.repo.keys, password, kdf))
-        if open_key_file(key_id, self.repo.store.get(name), password) != self.repo.keys:
+        if open_key_file(key_id, self.repo.store.get(name, max_size=KEY_FILE_MAX), password) != self.repo.keys:
             self.repo.store.delete(name)
             raise UsageError("the new key file did not read back correctly; nothing changed")
         return key_id
@@ -66,7 +67,7 @@ def check_key_file(repo: Repository, name: str) -> tuple[str, str] | None:
     """
     key_id = name.split("/", 1)[1]
     try:
-        raw = repo.read_raw(name)
+        raw = repo.read_raw(name, max_size=KEY_FILE_MAX)
         info = key_info(key_id, raw, repo.sealer)
     except ObjectNotFound:
         return KEY_DAMAGED, f"key file {key_id[:8]} disappeared while check ran"

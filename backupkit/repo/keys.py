@@ -19,6 +19,7 @@ import getpass
 import json
 import os
 import socket
+import threading
 import time
 from dataclasses import dataclass
 
@@ -28,6 +29,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
 from backupkit.crypto import T_KEY_META, MasterKeys, Sealer
+from backupkit import limits
 from backupkit.errors import FormatError, IntegrityError, WrongPassword
 
 
@@ -48,9 +50,31 @@ def _unb64(s: str) -> bytes:
     return base64.b64decode(s.encode(), validate=True)
 
 
+#: Held around every Argon2id derivation in the process: two concurrent derivations with
+#: several lanes deadlock in the installed cryptography/OpenSSL (issue 8.1), and one at a
+#: time is as fast in total (each already uses ``lanes`` threads).
+_KDF_LOCK = threading.Lock()
+
+
+def check_kdf_params(p: KdfParams, what: str = "key file") -> None:
+    """FormatError unless t, m and p are within the bounds of ``backupkit.limits``."""
+    if not 1 <= p.iterations <= limits.KDF_ITERATIONS_MAX:
+        raise FormatError(f"{what}: Argon2id iterations {p.iterations} out of range 1..{limits.KDF_ITERATIONS_MAX}")
+    if not 1 <= p.lanes <= limits.KDF_LANES_MAX:
+        raise FormatError(f"{what}: Argon2id lanes {p.lanes} out of range 1..{limits.KDF_LANES_MAX}")
+    if not 8 * p.lanes <= p.memory_kib <= limits.KDF_MEMORY_KIB_MAX:
+        raise FormatError(
+            f"{what}: Argon2id memory {p.memory_kib} KiB out of range {8 * p.lanes}..{limits.KDF_MEMORY_KIB_MAX}"
+        )
+    if p.iterations * p.memory_kib > limits.KDF_WORK_KIB_MAX:
+        raise FormatError(f"{what}: Argon2id cost {p.iterations} x {p.memory_kib} KiB is too high")
+
+
 def _derive(password: bytes, salt: bytes, p: KdfParams) -> bytes:
+    check_kdf_params(p)
     kdf = Argon2id(salt=salt, length=32, iterations=p.iterations, lanes=p.lanes, memory_cost=p.memory_kib)
-    return kdf.derive(password)
+    with _KDF_LOCK:
+        return kdf.derive(password)
 
 
 @dataclass(frozen=True)
@@ -87,44 +111,77 @@ def make_key_file(key_id: str, keys: MasterKeys, password: bytes, kdf: KdfParams
     return json.dumps(doc, indent=1).encode()
 
 
+def _field(doc: dict, key: str, lo: int, hi: int, key_id: str) -> bytes:
+    value = doc[key]
+    if not isinstance(value, str) or len(value) > 4 * hi // 3 + 4:
+        raise FormatError(f"damaged key file {key_id}: field {key!r} is not a short string")
+    raw = _unb64(value)
+    if not lo <= len(raw) <= hi:
+        raise FormatError(f"damaged key file {key_id}: field {key!r} has {len(raw)} bytes")
+    return raw
+
+
 def _parse(key_id: str, raw: bytes) -> tuple[dict, KdfParams]:
+    """The key file's JSON and KDF parameters; FormatError("damaged key file ...") if it
+    does not parse or any field is out of bounds."""
+    if len(raw) > limits.KEY_FILE_MAX:
+        raise FormatError(f"damaged key file {key_id}: {len(raw)} bytes")
     try:
         doc = json.loads(raw)
+        if not isinstance(doc, dict) or not isinstance(doc.get("kdf"), dict):
+            raise ValueError("not a key file")
         k = doc["kdf"]
         if doc.get("version") != 1 or k.get("name") != "argon2id":
-            raise FormatError(f"key file {key_id}: unsupported version or KDF")
-        params = KdfParams(int(k["iterations"]), int(k["memory_kib"]), int(k["lanes"]))
+            raise FormatError(f"damaged key file {key_id}: unsupported version or KDF")
+        nums = [k["iterations"], k["memory_kib"], k["lanes"]]
+        if not all(type(n) is int for n in nums):
+            raise ValueError("KDF parameters are not integers")
+        params = KdfParams(*nums)
+        check_kdf_params(params, f"damaged key file {key_id}")
+        _field(k, "salt", limits.KDF_SALT_MIN, limits.KDF_SALT_MAX, key_id)
+        _field(doc, "data", 12 + 16, limits.KEY_DATA_MAX, key_id)
         return doc, params
-    except (ValueError, KeyError, TypeError) as e:
-        raise FormatError(f"key file {key_id} is malformed: {e}") from None
+    except (ValueError, KeyError, TypeError, RecursionError) as e:
+        raise FormatError(f"damaged key file {key_id}: {e}") from None
 
 
 def open_key_file(key_id: str, raw: bytes, password: bytes) -> MasterKeys:
-    """Unwrap the master keys; WrongPassword if this password does not open it."""
+    """Unwrap the master keys; WrongPassword if this password does not open it,
+    FormatError ("damaged key file ...") if it does not parse or its bounds are exceeded."""
     doc, params = _parse(key_id, raw)
+    salt = _field(doc["kdf"], "salt", limits.KDF_SALT_MIN, limits.KDF_SALT_MAX, key_id)
+    wrapped = _field(doc, "data", 12 + 16, limits.KEY_DATA_MAX, key_id)
     try:
-        salt = _unb64(doc["kdf"]["salt"])
-        wrapped = _unb64(doc["data"])
-    except (ValueError, KeyError) as e:
-        raise FormatError(f"key file {key_id} is malformed: {e}") from None
-    kek = _derive(password, salt, params)
+        kek = _derive(password, salt, params)
+    except (ValueError, MemoryError, OverflowError) as e:  # bounds passed, the library refused
+        raise FormatError(f"damaged key file {key_id}: Argon2id: {e}") from None
     try:
         plain = AESGCM(kek).decrypt(wrapped[:12], wrapped[12:], b"bk-keyfile-v1" + key_id.encode())
     except InvalidTag:
         raise WrongPassword("wrong password or no key found") from None
     try:
         return MasterKeys.from_dict(msgpack.unpackb(plain))
-    except (ValueError, KeyError, TypeError) as e:
-        raise FormatError(f"key file {key_id}: bad payload: {e}") from None
+    except (ValueError, KeyError, TypeError, IntegrityError) as e:
+        raise FormatError(f"damaged key file {key_id}: bad payload: {e}") from None
 
 
 def key_info(key_id: str, raw: bytes, sealer: Sealer) -> KeyInfo:
     """Read a key file's sealed metadata with the (already known) master keys."""
     doc, params = _parse(key_id, raw)
     try:
-        meta = msgpack.unpackb(sealer.open(T_KEY_META, key_id.encode(), _unb64(doc["meta"]), f"key file {key_id}"))
-    except (ValueError, KeyError) as e:
+        sealed = _field(doc, "meta", 0, limits.KEY_META_MAX, key_id)
+        meta = msgpack.unpackb(sealer.open(T_KEY_META, key_id.encode(), sealed, f"key file {key_id}"))
+        if not isinstance(meta, dict):
+            raise ValueError("metadata is not a map")
+    except (ValueError, KeyError, TypeError) as e:
         raise FormatError(f"key file {key_id} is malformed: {e}") from None
     except IntegrityError:
         return KeyInfo(key_id, "?", "?", 0.0, params)
-    return KeyInfo(key_id, meta.get("host", "?"), meta.get("user", "?"), float(meta.get("created", 0)), params)
+    host, user, created = meta.get("host"), meta.get("user"), meta.get("created")
+    return KeyInfo(
+        key_id,
+        host if isinstance(host, str) else "?",
+        user if isinstance(user, str) else "?",
+        float(created) if isinstance(created, (int, float)) and abs(created) < 1e11 else 0.0,
+        params,
+    )

@@ -30,6 +30,7 @@ from backupkit.errors import (
     StoreError,
 )
 from backupkit.errors import LockConflict, LockLost  # noqa: F401 - defined in errors.py, re-exported here
+from backupkit.limits import LOCK_MAX
 from backupkit.repo.lock_acquire import _RetryNow, attempt
 from backupkit.repo.lock_held import Lock
 from backupkit.repo.lock_info import LOCK_PREFIX, LockInfo, human_age, node_id, pid_alive, pid_start
@@ -262,12 +263,14 @@ class LockManager:
             return None
         else:
             try:
-                raw = self.store.get(info.name)
+                raw = self.store.get(info.name, max_size=LOCK_MAX)
             except ObjectNotFound:
                 self._cache.pop(info.name, None)
                 return None
+            except FormatError:  # larger than any lock: unreadable, never read whole
+                raw = b""
             try:
-                plain = decode_payload(self.repo.sealer.open(T_LOCK, obj_id, raw, info.name), info.name)
+                plain = decode_payload(self.repo.sealer.open(T_LOCK, obj_id, raw, info.name), info.name, LOCK_MAX)
                 doc = msgpack.unpackb(plain)
                 if not isinstance(doc, dict):
                     raise FormatError(f"{info.name}: not a lock document")

@@ -95,7 +95,7 @@ def pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except OSError:  # EPERM: it exists, it is just not ours
+    except (OSError, OverflowError):  # EPERM: it exists, it is just not ours; a forged pid
         return True
     return True
 

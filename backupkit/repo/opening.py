@@ -2,17 +2,21 @@
 
 Costs one listing of ``keys/`` when the local cache holds this location's config and a
 key file that is still listed, else also a GET of the config and one per key file tried
-(see ``OpenCache``). The key of a cached key file is derived on a thread while the
-listing goes out (Argon2id takes ~0.4 s and releases the GIL).
+(see ``OpenCache``). ``keys/`` is listed before anything is derived, and only listed key
+files are derived, one at a time (two concurrent Argon2id derivations deadlock in the
+installed OpenSSL: issue 8.1; ``keys`` holds a process-wide lock around each). A key file
+that does not parse, is out of bounds or is not named like one is skipped
+(``Repository.open_warnings`` says why, ``-v`` prints it) and the next is tried; if none
+opens, WrongPassword, or FormatError ("damaged key file ...") when every one was damaged.
 """
 
 from __future__ import annotations
 
 import os
-import threading
 from typing import TYPE_CHECKING
 
-from backupkit.crypto import T_CONFIG, MasterKeys, Sealer
+from backupkit import limits
+from backupkit.crypto import T_CONFIG, Sealer
 from backupkit.errors import (
     FormatError,
     IntegrityError,
@@ -24,6 +28,7 @@ from backupkit.errors import (
 )
 from backupkit.repo.cache import OpenCache
 from backupkit.repo.config import RepoConfig
+from backupkit.limits import KEY_FILE_MAX
 from backupkit.repo.keys import open_key_file
 from backupkit.repo.names import id_of
 from backupkit.repo.pack import decode_payload
@@ -42,15 +47,23 @@ def open_repository(
 ) -> Repository:
     """Open with a password; RepositoryNotFound, WrongPassword as appropriate."""
     oc = OpenCache.for_location(store.location, cache_root)
-    early = _EarlyKeys(oc, password)
+    # List first: a cached key file that is no longer listed (a changed password, a new
+    # repository at this location) is never derived (issue 8.1).
     try:
-        names = sorted(o.name for o in store.list("keys/") if id_of("keys", o.name) is not None)
+        listed = sorted(o.name for o in store.list("keys/"))
     except StoreError as e:
         if e.retryable or isinstance(e, StorePermissionError):
             raise
         if not store.exists("config"):  # e.g. a directory or bucket that does not exist
             raise RepositoryNotFound(f"no repository at {store.location}") from None
         raise
+    skipped: list[str] = []  # why key files were skipped (Repository.open_warnings)
+    names = []
+    for name in listed:
+        if id_of("keys", name) is None:
+            skipped.append(f"ignored {name}: not a key file name")
+        else:
+            names.append(name)
     if not names:
         if not store.exists("config"):
             raise RepositoryNotFound(f"no repository at {store.location}")
@@ -58,19 +71,30 @@ def open_repository(
     oc.keep_keys(names)
     raw_config = oc.get("config")
     config_cached = raw_config is not None
+    wrong = 0
     for name in sorted(names, key=lambda n: not oc.has(n)):  # cached key files first
         key_id = name.split("/", 1)[1]
-        raw_key = oc.get(name)
-        key_cached = raw_key is not None
-        keys = early.get(name, raw_key) if raw_key is not None else None
-        if raw_key is not None and keys is None:
-            key_cached = False  # a wrong password, or a damaged cache file: ask the store
-        if keys is None:
+        keys, raw_key, key_cached, outcome = None, oc.get(name), False, None
+        if raw_key is not None:
             try:
-                raw_key = store.get(name)
+                keys, key_cached = open_key_file(key_id, raw_key, password), True
+            except (WrongPassword, FormatError) as e:
+                outcome = e  # a wrong password, or a damaged cache file: ask the store
+        if keys is None:
+            cached_raw = raw_key
+            try:
+                raw_key = store.get(name, max_size=KEY_FILE_MAX)
+                if outcome is not None and raw_key == cached_raw:
+                    raise outcome  # the same bytes: deriving again would say the same
                 keys = open_key_file(key_id, raw_key, password)
-            except (WrongPassword, FormatError, ObjectNotFound):
+            except WrongPassword:
+                wrong += 1
                 continue
+            except FormatError as e:  # ObjectTooLarge too
+                skipped.append(str(e) if "damaged key file" in str(e) else f"damaged key file {key_id}: {e}")
+                continue
+            except ObjectNotFound:
+                continue  # removed since the listing
         sealer = Sealer(keys)
         if raw_config is None:
             raw_config = _get_config(store)
@@ -83,51 +107,24 @@ def open_repository(
             oc.clear()
             raw_config, config_cached, key_cached = _get_config(store), False, False
             plain = sealer.open(T_CONFIG, b"config", raw_config, "config")
-        cfg = RepoConfig.decode(decode_payload(plain, "config"))
+        cfg = RepoConfig.decode(decode_payload(plain, "config", limits.plain_max("config", len(raw_config))))
         if not config_cached:
             oc.put("config", raw_config)
         if not key_cached:
             oc.put(name, raw_key)
         repo = cls(store, keys, cfg, key_id, cache_root, connections)
         repo.password = password
+        repo.open_warnings = tuple(skipped)
         return repo
-    raise WrongPassword("wrong password or no key found")
+    if wrong or not skipped:
+        more = f" ({len(skipped)} damaged key file{'s' if len(skipped) != 1 else ''} skipped)" if skipped else ""
+        raise WrongPassword(f"wrong password or no key found{more}")
+    more = f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""
+    raise FormatError(f"{skipped[0]}{more}")
 
 
 def _get_config(store: ObjectStore) -> bytes:
     try:
-        return store.get("config")
+        return store.get("config", max_size=limits.CONFIG_MAX)
     except ObjectNotFound:
         raise RepositoryNotFound(f"no repository at {store.location}") from None
-
-
-class _EarlyKeys:
-    """Opens the cached key files of a location on a thread, started at construction."""
-
-    def __init__(self, oc: OpenCache, password: bytes) -> None:
-        self._password = password
-        self._files = oc.cached_keys()
-        self._done: dict[str, MasterKeys | None] = {}
-        self._thread: threading.Thread | None = None
-        if self._files:
-            self._thread = threading.Thread(target=self._run, daemon=True, name="bk-kdf")
-            self._thread.start()
-
-    def _open(self, name: str, raw: bytes) -> MasterKeys | None:
-        try:
-            return open_key_file(name.split("/", 1)[1], raw, self._password)
-        except (WrongPassword, FormatError):
-            return None
-
-    def _run(self) -> None:
-        for name, raw in self._files.items():
-            self._done[name] = self._open(name, raw)
-
-    def get(self, name: str, raw: bytes) -> MasterKeys | None:
-        """The keys in key file ``name`` with content ``raw``; None if the password does
-        not open it."""
-        if self._thread is not None:
-            self._thread.join()
-        if name in self._done and self._files.get(name) == raw:
-            return self._done[name]
-        return self._open(name, raw)

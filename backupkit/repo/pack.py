@@ -27,7 +27,8 @@ import msgpack
 import zstandard
 
 from backupkit.crypto import T_DATA_BLOB, T_META_BLOB, T_PACK_HEADER, Sealer, padme, secure_shuffle
-from backupkit.errors import FormatError
+from backupkit.errors import FormatError, ObjectTooLarge
+from backupkit.limits import BLOB_MAX, PACK_HEADER_MAX
 
 KIND_DATA = "data"
 KIND_META = "meta"
@@ -63,16 +64,32 @@ def encode_payload(data: bytes | memoryview, level: int) -> bytes:
     return b"\x00" + data  # bytes + any buffer: one copy
 
 
-def decode_payload(payload: bytes, what: str) -> bytes:
-    """Undo encode_payload."""
+def decode_payload(payload: bytes, what: str, limit: int = BLOB_MAX) -> bytes:
+    """Undo encode_payload, producing at most ``limit`` bytes: a blob's raw length where
+    the index or pack header gives it, else a maximum for the kind (``limits.plain_max``).
+
+    A zstd frame that declares a larger content size is refused before anything is
+    allocated; one that declares none is decompressed into a buffer of ``limit`` bytes
+    and refused if it needs more (ObjectTooLarge, a FormatError). The blob id is checked
+    only after decompression, so this bound is what stops a zstd bomb.
+    """
     if not payload:
         raise FormatError(f"{what}: empty payload")
     flag = payload[0]
     if flag == _FLAG_RAW:
+        if len(payload) - 1 > limit:
+            raise ObjectTooLarge(f"{what}: {len(payload) - 1} bytes, at most {limit} expected")
         return payload[1:]
     if flag == _FLAG_ZSTD:
+        body = memoryview(payload)[1:]
         try:
-            return _decompressor().decompress(memoryview(payload)[1:])
+            declared = zstandard.frame_content_size(body)
+            if declared > limit:
+                raise ObjectTooLarge(f"{what}: compressed data declares {declared} bytes, at most {limit} expected")
+            if declared >= 0:
+                return _decompressor().decompress(body)
+            # max_output_size is the output buffer's size and a hard bound
+            return _decompressor().decompress(body, max_output_size=max(1, limit))
         except zstandard.ZstdError as e:
             raise FormatError(f"{what}: bad zstd data: {e}") from None
     raise FormatError(f"{what}: unknown payload flag {flag}")
@@ -154,14 +171,32 @@ def read_pack_header(sealer: Sealer, pack_id: bytes, tail: bytes, pack_size: int
     if len(tail) < 4:
         raise FormatError(f"{what}: too short")
     (hlen,) = struct.unpack("<I", tail[-4:])
-    if hlen + 4 > len(tail) or hlen + 4 > pack_size:
+    if hlen + 4 > len(tail) or hlen + 4 > pack_size or hlen > PACK_HEADER_MAX:
         raise FormatError(f"{what}: header length {hlen} out of range")
     plain = sealer.open(T_PACK_HEADER, pack_id, tail[-4 - hlen : -4], what + " header")
     try:
         (n,) = struct.unpack("<I", plain[:4])
-        version, rows = msgpack.unpackb(plain[4 : 4 + n])
+        if 4 + n > len(plain):
+            raise ValueError(f"body length {n} past the header's end")
+        doc = msgpack.unpackb(plain[4 : 4 + n])
+        if type(doc) is not list or len(doc) != 2:
+            raise ValueError("not a header")
+        version, rows = doc
         if version != 1:
             raise FormatError(f"{what}: header version {version}")
-        return [PackEntry(int(t), bytes(i), int(o), int(ln), int(r)) for t, i, o, ln, r in rows]
-    except (ValueError, TypeError, struct.error) as e:
+        if type(rows) is not list:
+            raise ValueError("rows are not a list")
+        return [_header_row(row, pack_size) for row in rows]
+    except (ValueError, TypeError, struct.error, RecursionError) as e:
         raise FormatError(f"{what}: bad header: {e}") from None
+
+
+def _header_row(row: object, pack_size: int) -> PackEntry:
+    if type(row) is not list or len(row) != 5:
+        raise ValueError("a row is not a 5-list")
+    t, i, o, ln, r = row
+    if t not in (T_DATA_BLOB, T_META_BLOB) or type(i) is not bytes or len(i) != 32:
+        raise ValueError("a row's type or blob id is invalid")
+    if not all(type(v) is int for v in (o, ln, r)) or not (0 <= o and 0 < ln and o + ln <= pack_size and 0 <= r <= BLOB_MAX):
+        raise ValueError(f"a row's position {o}+{ln} (raw {r}) is out of range")
+    return PackEntry(t, i, o, ln, r)

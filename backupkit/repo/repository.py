@@ -35,8 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backupkit.chunker import DEFAULT_AVG, DEFAULT_MAX, DEFAULT_MIN
-from backupkit.crypto import T_CONFIG, T_INDEX, MasterKeys, Sealer
-from backupkit.errors import BlobNotFound, FormatError, IntegrityError, ObjectNotFound, RepositoryExists
+from backupkit import limits
+from backupkit.crypto import T_CATALOG, T_CONFIG, T_INDEX, T_LOCK, T_SNAPSHOT, MasterKeys, Sealer
+from backupkit.errors import BadArgument, BlobNotFound, FormatError, IntegrityError, ObjectNotFound, RepositoryExists
 from backupkit.repo.cache import Cache, default_cache_root
 from backupkit.repo.config import RepoConfig
 from backupkit.repo.index import BlobLocation, Index, PackInfo, encode_index
@@ -44,10 +45,22 @@ from backupkit.repo.keys import KdfParams, make_key_file
 from backupkit.repo.names import PACK_PREFIXES, id_of
 from backupkit.repo.pack import KIND_META, TYPE_OF_KIND, PackEntry, decode_payload, encode_payload, pack_name
 from backupkit.repo.packwriter import PackWriter
+from backupkit.limits import BLOB_MAX, COMPRESSION_MAX
 from backupkit.store.base import ObjectStore
 from backupkit.tuning import DEFAULT_TUNING
 
 MiB = 1024 * 1024
+
+#: Which ``limits.PLAIN_MAX`` applies to a sealed object of each type, and the most
+#: bytes a stored object of the type may have.
+_KIND_OF_OBJECT = {T_CONFIG: "config", T_INDEX: "index", T_SNAPSHOT: "snapshot", T_CATALOG: "catalog", T_LOCK: "lock"}
+_MAX_SIZE_OF_OBJECT = {
+    T_CONFIG: limits.CONFIG_MAX,
+    T_INDEX: limits.INDEX_MAX,
+    T_SNAPSHOT: limits.SNAPSHOT_MAX,
+    T_CATALOG: limits.CATALOG_MAX,
+    T_LOCK: limits.LOCK_MAX,
+}
 
 
 @dataclass(frozen=True)
@@ -79,6 +92,8 @@ class Repository:
         self.key_id = key_id
         #: the password that opened the repository (check opens every key file with it)
         self.password: bytes | None = None
+        #: Why key files were skipped while opening (damaged, not a key file name), for -v.
+        self.open_warnings: tuple[str, ...] = ()
         self._warnings: dict[str, None] = {}
         self._notes_lock = threading.Lock()  # warnings and foreign (self._lock is held while loading the index)
         #: store names under our prefixes that are not ours -> why they were ignored
@@ -132,7 +147,16 @@ class Repository:
 
         ``chunker_key`` (with ``chunker``): another repository's, so both cut files at
         the same places (``init --copy-chunker-params``; ``copy`` then moves blobs as
-        they are instead of re-chunking files)."""
+        they are instead of re-chunking files).
+
+        BadArgument (before anything is written) for a compression level outside
+        0..COMPRESSION_MAX or a pack size outside 1 byte..PACK_SIZE_MAX (the CLI asks
+        for at least PACK_SIZE_MIN; tests use smaller packs).
+        """
+        if type(compression_level) is not int or not 0 <= compression_level <= COMPRESSION_MAX:
+            raise BadArgument(f"compression level {compression_level}: use 0 (off) to {COMPRESSION_MAX}")
+        if type(pack_size) is not int or not 0 < pack_size <= limits.PACK_SIZE_MAX:
+            raise BadArgument(f"pack size {pack_size}: at most {limits.PACK_SIZE_MAX} bytes")
         if store.exists("config"):
             raise RepositoryExists(f"a repository already exists at {store.location}")
         keys = MasterKeys.generate()
@@ -233,9 +257,10 @@ class Repository:
     def exists(self, name: str) -> bool:
         return self.store.exists(name)
 
-    def read_raw(self, name: str) -> bytes:
-        """An object's stored bytes, straight from the store (key files; check)."""
-        return self.store.get(name)
+    def read_raw(self, name: str, max_size: int | None = None) -> bytes:
+        """An object's stored bytes, straight from the store (key files; check); more
+        than ``max_size`` bytes is ObjectTooLarge, refused before reading."""
+        return self.store.get(name, max_size=max_size)
 
     def read_raw_range(self, name: str, offset: int, length: int) -> bytes:
         """``length`` stored bytes of an object from ``offset``, straight from the store
@@ -247,7 +272,9 @@ class Repository:
         return self.sealer.seal(obj_type, obj_id, encode_payload(plaintext, self.config.compression_level))
 
     def open_object(self, obj_type: int, obj_id: bytes, raw: bytes, what: str) -> bytes:
-        return decode_payload(self.sealer.open(obj_type, obj_id, raw, what), what)
+        """Open and decode a sealed object, its plaintext bounded by ``limits.plain_max``."""
+        limit = limits.plain_max(_KIND_OF_OBJECT[obj_type], len(raw))
+        return decode_payload(self.sealer.open(obj_type, obj_id, raw, what), what, limit)
 
     def put_object(self, obj_type: int, name: str, obj_id: bytes, plaintext: bytes) -> None:
         self.store.put(name, self.seal_object(obj_type, obj_id, plaintext))
@@ -258,12 +285,14 @@ class Repository:
 
     def get_object_raw(self, obj_type: int, name: str, obj_id: bytes) -> tuple[bytes, bytes]:
         """(plaintext, stored bytes) of a sealed object, from the store; a failed
-        authentication is retried once (transient)."""
-        raw = self.store.get(name)
+        authentication is retried once (transient). At most the kind's maximum size is
+        read (ObjectTooLarge otherwise)."""
+        max_size = _MAX_SIZE_OF_OBJECT[obj_type]
+        raw = self.store.get(name, max_size=max_size)
         try:
             return self.open_object(obj_type, obj_id, raw, name), raw
         except IntegrityError:
-            raw = self.store.get(name)
+            raw = self.store.get(name, max_size=max_size)
             return self.open_object(obj_type, obj_id, raw, name), raw
 
     # -- index -----------------------------------------------------------------------------
@@ -402,7 +431,7 @@ class Repository:
         pending = self._unflushed.get(blob_id)
         if pending is not None:
             t, sealed = pending
-            return decode_payload(self.sealer.open(t, blob_id, sealed), "blob")
+            return decode_payload(self.sealer.open(t, blob_id, sealed), "blob")  # written by us
         loc = self.index.lookup(blob_id)
         if loc is None:
             hint = f" ({len(self.index_failures)} index object(s) cannot be read: run bk repair index)" if self.index_failures else ""
@@ -444,10 +473,10 @@ class Repository:
         name = pack_name(loc.pack.kind, loc.pack.id)
         what = f"blob {loc.blob_id.hex()[:16]} in pack {loc.pack.id.hex()[:16]}"
         try:
-            return self.verify_blob(loc.blob_id, t, self._read_range(name, loc), what)
+            return self.verify_blob(loc.blob_id, t, self._read_range(name, loc), what, loc.raw_length)
         except (IntegrityError, FormatError):
             self.cache.delete(name)
-        plain = self.verify_blob(loc.blob_id, t, self.store.get_range(name, loc.offset, loc.length), what)
+        plain = self.verify_blob(loc.blob_id, t, self.store.get_range(name, loc.offset, loc.length), what, loc.raw_length)
         if on_retry_ok is not None:
             on_retry_ok(name)
         return plain
@@ -456,8 +485,11 @@ class Repository:
         self, blob_id: bytes, blob_type: int, sealed: bytes | memoryview, what: str, raw_length: int | None = None
     ) -> bytes:
         """Open one sealed blob, decode it and re-hash it against its id (and, given
-        ``raw_length``, check its size); the one blob verification. Returns the plaintext."""
-        data = decode_payload(self.sealer.open(blob_type, blob_id, sealed, what), what)
+        ``raw_length``, check its size); the one blob verification. Returns the plaintext.
+        The payload decompresses to at most ``raw_length`` bytes (the index's word), else
+        BLOB_MAX (issue 10.4: a zstd bomb is refused, not allocated)."""
+        limit = BLOB_MAX if raw_length is None else min(raw_length, BLOB_MAX)
+        data = decode_payload(self.sealer.open(blob_type, blob_id, sealed, what), what, limit)
         if raw_length is not None and len(data) != raw_length:
             raise IntegrityError(f"{what}: {len(data)} bytes, the index says {raw_length}")
         if self.sealer.blob_id(data) != blob_id:
@@ -470,7 +502,7 @@ class Repository:
         if loc.pack.kind == KIND_META:
             raw = self.cache.read_range(name, loc.offset, loc.length)
             if raw is None:
-                data = self.store.get(name)
+                data = self.store.get(name, max_size=limits.PACK_MAX)
                 if len(data) == loc.pack.size:
                     self.cache.put(name, data)
                 return data[loc.offset : loc.offset + loc.length]
@@ -497,7 +529,7 @@ class Repository:
             cached = self.cache.get(name)
             if cached is not None and len(cached) == pack.size:
                 return cached
-        data = self.store.get(name)
+        data = self.store.get(name, max_size=limits.PACK_MAX)
         if pack.kind == KIND_META and len(data) == pack.size:
             self.cache.put(name, data)
         return data

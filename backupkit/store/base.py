@@ -33,6 +33,14 @@ from typing import Any
 _NAME_RE = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 
 
+def too_large(name: str, size: int, max_size: int | None) -> None:
+    """Raise ObjectTooLarge if ``size`` exceeds ``max_size`` (None: no limit)."""
+    if max_size is not None and size > max_size:
+        from backupkit.errors import ObjectTooLarge
+
+        raise ObjectTooLarge(f"{name}: {size} bytes, more than the {max_size} an object of its kind may have")
+
+
 def check_name(name: str) -> str:
     """Return ``name`` if it is a valid object name, else raise ValueError."""
     if not _NAME_RE.match(name) or any(seg in (".", "..") for seg in name.split("/")):
@@ -77,8 +85,13 @@ class ObjectStore(abc.ABC):
     location: str = ""
 
     @abc.abstractmethod
-    def get(self, name: str) -> bytes:
-        """Return the whole object. Raises ObjectNotFound if it does not exist."""
+    def get(self, name: str, max_size: int | None = None) -> bytes:
+        """Return the whole object. Raises ObjectNotFound if it does not exist.
+
+        With ``max_size``, an object larger than that raises ObjectTooLarge before its
+        content is read (from its stat or the response's Content-Length), so a planted
+        huge object costs no memory (see ``backupkit.limits``).
+        """
 
     @abc.abstractmethod
     def get_range(self, name: str, offset: int, length: int) -> bytes:

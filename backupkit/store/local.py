@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from backupkit.errors import ObjectNotFound, StoreError, StorePermissionError, BadArgument
-from backupkit.store.base import Backend, ObjectInfo, ObjectStore, check_name, split_prefix
+from backupkit.store.base import Backend, ObjectInfo, ObjectStore, check_name, split_prefix, too_large
 from backupkit.store.retry import RequestStats
 
 TEMP_PREFIX = ".tmp-"
@@ -115,12 +115,17 @@ class LocalObjectStore(ObjectStore):
 
     # -- the contract --------------------------------------------------------------------
 
-    def get(self, name: str) -> bytes:
+    def get(self, name: str, max_size: int | None = None) -> bytes:
         path = self._path(name)
         self._stats.add("GET")
         try:
             with open(path, "rb") as f:
-                data = f.read()
+                if max_size is not None:
+                    too_large(name, os.fstat(f.fileno()).st_size, max_size)
+                    data = f.read(max_size + 1)  # the file may grow after the fstat
+                    too_large(name, len(data), max_size)
+                else:
+                    data = f.read()
         except OSError as exc:
             raise _store_error(exc, f"reading {name}") from None
         self._stats.add("bytes_down", len(data))

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 
 from backupkit.errors import ObjectNotFound, StoreError
-from backupkit.store.base import Backend, ObjectInfo, ObjectStore, check_name
+from backupkit.store.base import Backend, ObjectInfo, ObjectStore, check_name, too_large
 
 
 class MemoryObjectStore(ObjectStore):
@@ -19,12 +19,14 @@ class MemoryObjectStore(ObjectStore):
         self._clock = clock
         self.location = "memory:"
 
-    def get(self, name: str) -> bytes:
+    def get(self, name: str, max_size: int | None = None) -> bytes:
         with self._lock:
             try:
-                return self._objects[name][0]
+                data = self._objects[name][0]
             except KeyError:
                 raise ObjectNotFound(f"object {name} not found") from None
+        too_large(name, len(data), max_size)
+        return data
 
     def get_range(self, name: str, offset: int, length: int) -> bytes:
         data = self.get(name)

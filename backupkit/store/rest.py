@@ -61,6 +61,7 @@ from backupkit.store.base import (
     parse_bool,
     parse_count,
     parse_seconds,
+    too_large,
 )
 from backupkit.store.retry import Backoff, RequestStats
 
@@ -236,7 +237,7 @@ class RestObjectStore(ObjectStore):
             raise StoreUnavailable(f"{what}: the server sent {len(data)} of {expected} bytes")
         return data
 
-    def _download(self, name: str, offset: int | None = None, length: int = 0) -> bytes:
+    def _download(self, name: str, offset: int | None = None, length: int = 0, max_size: int | None = None) -> bytes:
         type_, sname = restnames.encode(name)
         what = f"reading {name}"
         headers = {}
@@ -251,6 +252,10 @@ class RestObjectStore(ObjectStore):
                 if response.status == 416:
                     raise StoreError(f"{what}: range {offset}+{length} is past the end of the object")
                 raise _status_error(response.status, what, body)
+            declared = response.headers.get("Content-Length")
+            if offset is None and max_size is not None and declared is not None and declared.isdigit() and int(declared) > max_size:
+                response.release_conn()  # refused before reading the body (issue 10.2)
+                too_large(name, int(declared), max_size)
             try:
                 data = self._read_body(response, what)
             except StoreUnavailable:
@@ -261,6 +266,7 @@ class RestObjectStore(ObjectStore):
                 continue
             self._stats.add("bytes_down", len(data))
             if offset is None:
+                too_large(name, len(data), max_size)
                 return data
             if response.status == 200:  # the server ignored the range: cut it out ourselves
                 if offset + length > len(data):
@@ -273,8 +279,8 @@ class RestObjectStore(ObjectStore):
 
     # -- the contract --------------------------------------------------------------------------
 
-    def get(self, name: str) -> bytes:
-        return self._download(name)
+    def get(self, name: str, max_size: int | None = None) -> bytes:
+        return self._download(name, max_size=max_size)
 
     def get_range(self, name: str, offset: int, length: int) -> bytes:
         restnames.encode(name)

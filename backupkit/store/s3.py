@@ -45,7 +45,7 @@ from typing import Any
 import botocore.exceptions
 
 from backupkit.errors import BadArgument, ObjectNotFound, StoreError, StoreUnavailable
-from backupkit.store.base import Backend, ObjectInfo, ObjectStore, check_name, split_prefix
+from backupkit.store.base import Backend, ObjectInfo, ObjectStore, check_name, split_prefix, too_large
 from backupkit.store.retry import Backoff, RequestStats
 from backupkit.store.s3_boto import BOTO_ERRORS, count_request, error_code, make_client, map_error, retry_attempts
 from backupkit.store.s3_upload import put_multipart, put_simple
@@ -199,7 +199,7 @@ class S3ObjectStore(ObjectStore):
         self._stats.add("bytes_down", len(data))
         return data
 
-    def _download(self, name: str, offset: int | None = None, length: int = 0) -> bytes:
+    def _download(self, name: str, offset: int | None = None, length: int = 0, max_size: int | None = None) -> bytes:
         what = f"reading {name}"
         request: dict[str, Any] = {"Bucket": self.bucket, "Key": self._key(name)}
         if offset is not None:
@@ -216,6 +216,10 @@ class S3ObjectStore(ObjectStore):
                         f"{what}: range {offset}+{length} is past the end of the object"
                     ) from exc
                 raise map_error(exc, what) from exc
+            size = response.get("ContentLength")
+            if max_size is not None and size is not None and int(size) > max_size:
+                response["Body"].close()
+                too_large(name, int(size), max_size)
             try:
                 data = self._read_body(response, what)
             except StoreUnavailable:
@@ -226,6 +230,7 @@ class S3ObjectStore(ObjectStore):
                 self._backoff.wait(cut_short - 1)
                 continue
             if offset is None:
+                too_large(name, len(data), max_size)
                 expected = response.get("ContentLength")
                 if expected is None or len(data) == expected:
                     return data
@@ -262,8 +267,8 @@ class S3ObjectStore(ObjectStore):
 
     # -- the contract -----------------------------------------------------------------------
 
-    def get(self, name: str) -> bytes:
-        return self._download(name)
+    def get(self, name: str, max_size: int | None = None) -> bytes:
+        return self._download(name, max_size=max_size)
 
     def get_range(self, name: str, offset: int, length: int) -> bytes:
         if offset < 0 or length < 0:

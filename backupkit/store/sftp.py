@@ -44,6 +44,7 @@ from backupkit.store.base import (
     parse_bool,
     parse_count,
     parse_seconds,
+    too_large,
 )
 from backupkit.store.retry import Backoff, RequestStats
 from backupkit.store.sshconn import TRANSIENT, Pool, Target
@@ -190,12 +191,13 @@ class SftpObjectStore(ObjectStore):
 
     # -- the contract -----------------------------------------------------------------------------
 
-    def get(self, name: str) -> bytes:
+    def get(self, name: str, max_size: int | None = None) -> bytes:
         path = self._path(name)
 
         def read(sftp: paramiko.SFTPClient) -> bytes:
             f, size = _open_file(sftp, path)
             with f:
+                too_large(name, size, max_size)  # from the stat, before reading anything
                 f.prefetch(size)
                 # Pieces of 1 MiB: paramiko's read of a whole large file at once is ~25x
                 # slower (3.7 vs 100 MB/s on loopback).

@@ -25,29 +25,43 @@ def command(
     obj_id: Optional[str] = typer.Argument(None, help="Object id (hex; a unique prefix for snapshot)."),
 ) -> None:
     import json
+    import re
     import sys
 
     import msgpack
 
     from backupkit.crypto import T_CATALOG, T_INDEX
-    from backupkit.errors import BadArgument
+    from backupkit.errors import BadArgument, FormatError
     from backupkit_cli.select import select_snapshot
 
     st: State = ctx.obj
-    repo = st.open_repo()
+    if kind not in ("config", "catalog", "index", "snapshot", "blob", "node", "key"):
+        raise BadArgument(f"unknown object kind {kind!r}")
 
     def need_id() -> str:
         if not obj_id:
             raise BadArgument(f"bk cat {kind} needs an id")
-        return obj_id
+        if kind != "snapshot" and not re.fullmatch(r"[0-9a-fA-F]{64}", obj_id):
+            raise BadArgument(f"bk cat {kind}: {obj_id!r} is not an id (64 hex digits)")
+        return obj_id.lower()
+
+    if kind not in ("config", "catalog"):
+        need_id()  # a malformed id is a usage error before the repository is opened
+    repo = st.open_repo()
+
+    def unpack(data: bytes, what: str):
+        try:
+            return msgpack.unpackb(data, strict_map_key=False)
+        except (ValueError, TypeError, RecursionError) as e:
+            raise FormatError(f"{what} is malformed: {e}") from None
 
     if kind == "config":
         doc = repo.config.__dict__
     elif kind == "catalog":
-        doc = msgpack.unpackb(repo.get_object(T_CATALOG, "catalog", b"catalog"))
+        doc = unpack(repo.get_object(T_CATALOG, "catalog", b"catalog"), "catalog")
     elif kind == "index":
         i = need_id()
-        doc = msgpack.unpackb(repo.get_object(T_INDEX, f"index/{i}", bytes.fromhex(i)))
+        doc = unpack(repo.get_object(T_INDEX, f"index/{i}", bytes.fromhex(i)), f"index/{i}")
     elif kind == "snapshot":
         doc = select_snapshot(st, repo, need_id()).to_json()
     elif kind in ("blob", "node"):
@@ -55,10 +69,15 @@ def command(
         if kind == "blob":
             sys.stdout.buffer.write(data)
             return
-        doc = msgpack.unpackb(data)
+        doc = unpack(data, f"node {obj_id}")
     elif kind == "key":
         i = need_id()
-        doc = json.loads(repo.store.get(f"keys/{i}"))
+        from backupkit.limits import KEY_FILE_MAX
+
+        try:
+            doc = json.loads(repo.store.get(f"keys/{i}", max_size=KEY_FILE_MAX))
+        except (ValueError, RecursionError) as e:
+            raise FormatError(f"damaged key file {i}: {e}") from None
     else:
         raise BadArgument(f"unknown object kind {kind!r}")
     st.console.json(_jsonable(doc))

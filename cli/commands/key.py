@@ -16,18 +16,20 @@ def _new_password(st: State, new_password_file: str | None) -> bytes:
 
     if new_password_file:
         try:
-            return Path(new_password_file).read_bytes().rstrip(b"\r\n")
+            return st.check_new_password(Path(new_password_file).read_bytes().rstrip(b"\r\n"))
         except OSError as e:
             raise UsageError(f"cannot read {new_password_file}: {e.strerror}") from None
     import getpass
     import sys
 
+    if st.insecure_no_password:
+        return b""
     if not sys.stdin.isatty():
         raise BadArgument("give the new password with --new-password-file")
     pw = getpass.getpass("new password: ").encode()
     if getpass.getpass("repeat new password: ").encode() != pw:
         raise UsageError("passwords do not match")
-    return pw
+    return st.check_new_password(pw)
 
 
 @app.command("list", help="List key files.")

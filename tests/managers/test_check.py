@@ -137,8 +137,8 @@ class FlipFirstRead(FaultyStore):
         super().__init__(inner)
         self.target, self.offset, self.flipped = name, offset, 0
 
-    def get(self, name: str) -> bytes:
-        data = super().get(name)
+    def get(self, name: str, max_size: int | None = None) -> bytes:
+        data = super().get(name, max_size=max_size)
         if name == self.target and not self.flipped:
             self.flipped += 1
             data = data[: self.offset] + bytes([data[self.offset] ^ 1]) + data[self.offset + 1 :]

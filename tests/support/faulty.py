@@ -295,9 +295,9 @@ class FaultyStore(ObjectStore):
     def remove_abandoned(self, older_than: float) -> int:
         return self.inner.remove_abandoned(older_than)
 
-    def get(self, name: str) -> bytes:
+    def get(self, name: str, max_size: int | None = None) -> bytes:
         after = self._enter("get", name)
-        data = self.inner.get(name)
+        data = self.inner.get(name, max_size=max_size)
         if after is not None:
             raise after
         return self._damage("get", name, data)

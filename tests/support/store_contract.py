@@ -325,6 +325,17 @@ def check_capabilities(store: ObjectStore) -> None:
     assert after["PUT"] > before.get("PUT", 0) and after["GET"] > before.get("GET", 0), (before, after)
 
 
+def check_get_max_size(store: ObjectStore) -> None:
+    """``get(name, max_size=N)`` returns objects of up to N bytes and refuses larger ones
+    with ObjectTooLarge (without reading them)."""
+    from backupkit.errors import ObjectTooLarge
+
+    store.put("locks/big", b"x" * 1000)
+    assert store.get("locks/big", max_size=1000) == b"x" * 1000
+    _expect(ObjectTooLarge, lambda: store.get("locks/big", max_size=999), "get with max_size below the size")
+    _expect(ObjectNotFound, lambda: store.get("locks/none", max_size=10), "get of a missing object with max_size")
+
+
 CHECKS: list[Callable[[ObjectStore], None]] = [
     check_put_get,
     check_overwrite,
@@ -338,6 +349,7 @@ CHECKS: list[Callable[[ObjectStore], None]] = [
     check_stat_mtime,
     check_invalid_names,
     check_empty_object,
+    check_get_max_size,
     check_large_object,
     check_concurrent_use,
     check_capabilities,

@@ -1,0 +1,106 @@
+"""Every read command against every hostile repository of the corpus, in a subprocess
+under a 1 GiB address-space limit and a timeout: success, or one clean line and a
+documented exit code; never a traceback, never a write outside the restore target.
+
+The default suite runs a sample (each shape with one command, rotating through the
+commands); ``-m slow`` runs every (shape, command) pair.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support.kit import cli_env
+from tests.hostile.corpus import SHAPES, make, make_base
+from tests.hostile.run import problem, run_limited
+
+COMMANDS = {
+    "snapshots": ["snapshots"],
+    "ls": ["ls", "latest"],
+    "diff": ["diff", "{first}", "latest"],
+    "restore": ["restore", "latest", "--target", "{work}/out"],
+    "zip": ["restore", "latest", "--format", "zip"],
+    "tar": ["restore", "latest", "--format", "tar"],
+    "check": ["check"],
+    "check --read-data": ["check", "--read-data"],
+    "prune --dry-run": ["prune", "--dry-run"],
+}
+SHAPE_NAMES = list(SHAPES)
+COMMAND_NAMES = list(COMMANDS)
+#: Default sample (~35 bk runs, ~60 s): every other shape, each with one command,
+#: rotating through the commands.
+SAMPLE = [(s, COMMAND_NAMES[(i // 2) % len(COMMAND_NAMES)]) for i, s in enumerate(SHAPE_NAMES) if i % 2 == 0]
+ALL = [(s, c) for s in SHAPE_NAMES for c in COMMAND_NAMES if (s, c) not in SAMPLE]
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    return make_base(tmp_path_factory.mktemp("corpus-base"))
+
+
+def listing(root: Path, skip: Path) -> dict[str, tuple[int, int]]:
+    out = {}
+    for dirpath, dirs, files in os.walk(root):
+        if Path(dirpath) == skip or skip in Path(dirpath).parents:
+            continue
+        for f in files:
+            p = Path(dirpath) / f
+            st = p.lstat()
+            out[str(p.relative_to(root))] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def run_case(base: Path, tmp_path: Path, shape: str, command: str) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "outside-sentinel").write_bytes(b"keep")
+    repo = make(shape, base, tmp_path / "repo", seed=len(shape))
+    env = cli_env(repo, tmp_path / "cache")
+    first = sorted(p.name for p in (base / "snapshots").iterdir())[0]
+    args = [a.format(work=work, first=first[:8]) for a in COMMANDS[command]]
+    before = listing(work, work / "out")
+    r = run_limited(*args, env=env, cwd=work)
+    why = problem(r)
+    assert why is None, f"{shape} / {command}: {why}"
+    assert listing(work, work / "out") == before, f"{shape} / {command}: wrote outside the target"
+    assert not Path("/tmp/bk-escaped-cache").exists()
+    assert not (tmp_path / "outside").exists() and not (tmp_path / "x").exists()
+    if command in ("zip", "tar") and r.returncode == 0:
+        check_archive(command, r.stdout)
+
+
+def check_archive(kind: str, data: bytes) -> None:
+    """Every member name of a streamed archive is relative and free of ``..``."""
+    import io
+    import tarfile
+    import zipfile
+
+    if kind == "zip":
+        names = zipfile.ZipFile(io.BytesIO(data)).namelist()
+    else:
+        names = tarfile.open(fileobj=io.BytesIO(data)).getnames()
+    for n in names:
+        assert not n.startswith("/") and ".." not in n.split("/"), n
+
+
+@pytest.mark.parametrize("shape, command", SAMPLE, ids=[f"{s} / {c}" for s, c in SAMPLE])
+def test_sample(base, tmp_path, shape, command):
+    run_case(base, tmp_path, shape, command)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shape, command", ALL, ids=[f"{s} / {c}" for s, c in ALL])
+def test_every_pair(base, tmp_path, shape, command):
+    run_case(base, tmp_path, shape, command)
+
+
+def test_the_corpus_covers_every_command_and_object_kind():
+    assert {c for _s, c in SAMPLE} == set(COMMANDS)
+    text = " ".join(SHAPES)
+    for kind in ("config", "key", "index", "snapshot", "catalog", "data pack", "meta pack", "lock", "node", "content"):
+        assert kind in text, kind
+    _ = subprocess  # the runs themselves are in tests.hostile.run
