@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.kit import bk_executable, cli_env, run_bk
+from backupkit.repo.repository import MiB
+from tests.support.kit import bk_executable, cli_env, make_test_repo, run_bk
 
 FILES = 24
 FILE_SIZE = 2 * 1024 * 1024
@@ -43,8 +44,8 @@ def source(tmp_path_factory) -> Path:
 @pytest.fixture
 def env(tmp_path) -> dict[str, str]:
     e = cli_env(tmp_path / "repo", tmp_path / "cache")
-    r = run_bk("init", "--pack-size", "1", env=e)
-    assert r.returncode == 0, r.stderr
+    # 1 MiB packs (below what `bk init` allows) so a signal comes with many packs done
+    make_test_repo(tmp_path / "repo", pack_size=MiB).close()
     return e
 
 
