@@ -287,7 +287,7 @@ def _lock(data: bytes) -> None:
     mgr = LockManager(REPO, host="h", node=None, sleep=lambda s: None)
 
     def decode():
-        li = mgr._read(ObjectInfo(name, time.time(), 0))
+        li = mgr.read_info(ObjectInfo(name, time.time(), 0))
         if li is not None:
             (li.exclusive, li.probe, li.since, li.holder(), li.to_json(time.time()))
             mgr.stale_reason(li, time.time())
