@@ -222,3 +222,55 @@ class RestoreProgress(_Bar):
 
     def error(self, path: str, message: str) -> None:
         self.problem(path, message)
+
+
+class PhaseProgress:
+    """One rich progress line per phase on stderr (prune's and check's reporter protocols).
+
+    Hidden unless stderr is a terminal and neither -q nor --json is given.
+    """
+
+    def __init__(self, console) -> None:
+        self.console = console
+        self.progress = None
+        self.task = None
+
+    #: phases whose units are bytes (the others count objects or nodes)
+    BYTE_PHASES = frozenset({"repack", "read data"})
+
+    def __enter__(self):
+        if self.console.interactive:
+            from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
+            from rich.text import Text
+
+            class Count(ProgressColumn):
+                def render(self, task) -> Text:
+                    if task.fields.get("bytes"):
+                        done = human_bytes(task.completed)
+                        return Text(f"{done} / {human_bytes(task.total)}" if task.total else done)
+                    return Text(f"{int(task.completed)}" + (f"/{int(task.total)}" if task.total else ""))
+
+            self.progress = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), Count(), TimeElapsedColumn(),
+                console=self.console.err, transient=True,
+            )
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def phase(self, name: str, total: int | None) -> None:
+        if self.progress is None:
+            return
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+        self.task = self.progress.add_task(name, total=total, bytes=name in self.BYTE_PHASES)
+
+    def advance(self, n: int = 1) -> None:
+        if self.progress is not None and self.task is not None:
+            self.progress.update(self.task, advance=n)
+
+    def finding(self, finding) -> None:  # check's protocol; findings are printed at the end
+        pass

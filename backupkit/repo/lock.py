@@ -290,16 +290,16 @@ class LockManager:
         return doc.get("node") is None and doc.get("host") == self.host
 
     def delete_quietly(self, name: str) -> None:
-        for attempt in range(3):
+        for tries in range(3):
             try:
                 self.store.delete(name)
                 return
             except ObjectNotFound:
                 return
             except StoreError:
-                if attempt == 2:
+                if tries == 2:
                     return  # it turns stale after the TTL; nothing else to do
-                self.sleep(min(1.0, self.recheck_delay * 2 ** attempt))
+                self.sleep(min(1.0, self.recheck_delay * 2 ** tries))
 
     def sentinel_flag(self) -> str | None:
         """The lock object the sentinel names now, or None if there is none."""

@@ -19,7 +19,7 @@ def command(
     read_data_subset: Optional[str] = typer.Option(None, "--read-data-subset", metavar="n/t|x%|SIZE", help="Read only group n of t (by pack id), a random x% of the packs, or random packs up to SIZE (e.g. 50M, 2G)."),
 ) -> int:
     from backupkit.managers.check import CheckManager, CheckOptions, parse_subset
-    from backupkit_cli.commands.prune import PhaseProgress
+    from backupkit_cli.progress import PhaseProgress
     from backupkit_cli.tuning import tune_malloc
 
     tune_malloc()

@@ -17,7 +17,7 @@ _DRY = typer.Option(False, "--dry-run", "-n", help="Show what would be done and 
 
 def _run(st: State, operation: str, manager_class, run):
     """``run(manager)`` for a repair manager made under the exclusive lock, with phase progress."""
-    from backupkit_cli.commands.prune import PhaseProgress
+    from backupkit_cli.progress import PhaseProgress
 
     with st.locked_repo(exclusive=True, operation=operation) as repo:
         with PhaseProgress(st.console) as progress:
