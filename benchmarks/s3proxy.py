@@ -193,11 +193,14 @@ class CountingProxy:
         delay: seconds to wait per request (may be changed between measurements).
         depth: key segments of the repository prefix (for ``area``).
         port: where to listen on 127.0.0.1 (0: any free port).
+        classifier: ``(method, path, headers, bucket, depth) -> (kind, area)``; default
+            ``classify`` (S3). ``benchmarks/netproxy.py`` has one for restic's REST protocol.
     """
 
     def __init__(self, upstream_host: str, upstream_port: int, bucket: str, delay: float = 0.0,
-                 depth: int = 1, port: int = 0) -> None:
+                 depth: int = 1, port: int = 0, classifier: Any = None) -> None:
         self.upstream = (upstream_host, upstream_port)
+        self.classifier = classifier or classify
         self.bucket = bucket
         self.delay = delay
         self.depth = depth
@@ -277,7 +280,7 @@ class CountingProxy:
             def _forward(self) -> None:
                 cpu0 = time.thread_time()
                 body = self._body()
-                kind, area = classify(self.command, self.path, self.headers, proxy.bucket, proxy.depth)
+                kind, area = proxy.classifier(self.command, self.path, self.headers, proxy.bucket, proxy.depth)
                 delay = proxy.delay
                 if delay > 0:
                     time.sleep(delay)

@@ -234,8 +234,11 @@ def _keygen(path: Path) -> None:
                    stdin=subprocess.DEVNULL, capture_output=True)
 
 
-def start_sshd(root: Path) -> SshServer:
-    """Start sshd -D (no daemon) on a free loopback port with generated keys in ``root``."""
+def start_sshd(root: Path, sftp_subsystem: str = "internal-sftp") -> SshServer:
+    """Start sshd -D (no daemon) on a free loopback port with generated keys in ``root``.
+
+    ``sftp_subsystem``: sshd's ``Subsystem sftp`` command (the benchmarks run the external
+    ``sftp-server`` with its request log)."""
     import getpass
 
     exe = sshd_binary()
@@ -260,7 +263,7 @@ def start_sshd(root: Path) -> SshServer:
             f"PidFile {root / 'sshd.pid'}", f"AuthorizedKeysFile {root / 'authorized_keys'}",
             "StrictModes no", "PubkeyAuthentication yes", "PasswordAuthentication no",
             "KbdInteractiveAuthentication no", "UsePAM no", "PermitRootLogin prohibit-password",
-            "Subsystem sftp internal-sftp", "LogLevel ERROR", "MaxStartups 50:30:100", "MaxSessions 50", "",
+            f"Subsystem sftp {sftp_subsystem}", "LogLevel ERROR", "MaxStartups 50:30:100", "MaxSessions 50", "",
         ])
     )
     (home / ".ssh" / "config").write_text(
