@@ -264,8 +264,16 @@ def export_source(rev: str, dest: Path) -> tuple[Path, str]:
     archive = subprocess.run(["git", "archive", sha], cwd=ROOT, capture_output=True, check=True).stdout
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
     (dest / "backupkit_cli").symlink_to("cli")
-    subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=dest, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    build = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=dest,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if build.returncode != 0:
+        # This Python's setuptools may be too old for pyproject.toml (pip builds in an
+        # isolated environment): take the checkout's built chunker if its C source is the same.
+        for so in (ROOT / "backupkit" / "chunker").glob("_cdc*.so"):
+            c_src = "backupkit/chunker/_cdc.c"
+            if (ROOT / c_src).read_bytes() != (dest / c_src).read_bytes():
+                raise SystemExit(f"cannot build the C chunker of {rev} in {dest}, and its source differs from the checkout's")
+            shutil.copy2(so, dest / "backupkit" / "chunker" / so.name)
     where = subprocess.run([sys.executable, "-P", "-c", "import backupkit.chunker._cdc as c, backupkit_cli.main as m; "
                             "print(c.__file__); print(m.__file__)"], env=os.environ | {"PYTHONPATH": str(dest)},
                            cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
