@@ -39,7 +39,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import shlex
 import shutil
 import signal
 import subprocess

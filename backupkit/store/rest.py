@@ -13,8 +13,12 @@ checks that a name is the SHA-256 of the content, which bk's names are not.
 
 What the protocol lacks, and what we do instead:
 
-* no conditional create: ``put_if_absent`` is HEAD then POST, and
-  ``atomic_put_if_absent`` is False (the lock protocol re-checks after creating);
+* no conditional create in the protocol: writes that must not replace carry
+  ``If-None-Match: *``, which ``bk serve`` honours (412 when the name is taken) and other
+  servers ignore (rclone) or might refuse. ``probe_conditional_writes`` finds out which
+  (a probe object under ``locks/``, written twice); until a probe said yes,
+  ``atomic_put_if_absent`` is False and ``put_if_absent`` asks with HEAD first (the lock
+  protocol then re-checks after creating);
 * no modification times in listings: servers that send ``mtime`` (``bk serve``) are
   believed; otherwise lock objects are stat-ed (``Last-Modified``), and an object whose
   server tells no time at all (rclone) is as old as the answer's ``Date``: new, so a
@@ -33,10 +37,10 @@ mid-download is retried here. Every error leaves as a StoreError subclass.
 from __future__ import annotations
 
 import base64
-import email.utils
 import json
 import re
-import time
+import secrets
+import threading
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
@@ -48,7 +52,6 @@ from backupkit.errors import (
     BadArgument,
     ObjectNotFound,
     StoreError,
-    StorePermissionError,
     StoreUnavailable,
 )
 from backupkit.store import restnames
@@ -63,42 +66,12 @@ from backupkit.store.base import (
     parse_seconds,
     too_large,
 )
+from backupkit.store.rest_answers import RETRY_STATUS, mtime_of, status_error, transport_error
 from backupkit.store.retry import Backoff, RequestStats
 
 V2 = "application/vnd.x.restic.rest.v2"
-_RETRY_STATUS = (408, 429, 500, 502, 503, 504)
 _CONTENT_RANGE_RE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 _CHUNK = 1024 * 1024
-
-
-def _status_error(status: int, what: str, body: bytes = b"") -> StoreError:
-    """The StoreError for an unexpected HTTP status."""
-    detail = body[:200].decode("utf-8", "replace").strip().splitlines()
-    text = f"HTTP {status}" + (f" ({detail[0]})" if detail and detail[0] else "")
-    if status == 404:
-        return ObjectNotFound(f"{what}: not found")
-    if status == 401:
-        return StorePermissionError(f"{what}: the server wants a valid user and password ({text})")
-    if status == 403:
-        if detail and "append-only" in detail[0]:
-            return StorePermissionError(
-                f"{what}: refused by the server ({detail[0]}); forget, prune and key "
-                "changes need a server (or user) without --append-only"
-            )
-        return StorePermissionError(
-            f"{what}: the server refused ({text}; append-only servers refuse deleting and "
-            "overwriting, rest-server refuses every overwrite)"
-        )
-    if status == 507:
-        return StoreError(f"{what}: the server has no space left ({text})")
-    if status in _RETRY_STATUS:
-        return StoreUnavailable(f"{what}: the server is unavailable ({text})")
-    return StoreError(f"{what}: {text}")
-
-
-def _transport_error(exc: BaseException, what: str) -> StoreError:
-    reason = getattr(exc, "reason", None) or exc
-    return StoreUnavailable(f"{what}: connection failed ({type(reason).__name__}: {reason})")
 
 
 class RestObjectStore(ObjectStore):
@@ -166,7 +139,7 @@ class RestObjectStore(ObjectStore):
             status=retries - 1,
             other=0,
             allowed_methods=None,  # every request is idempotent (writes carry the whole object)
-            status_forcelist=_RETRY_STATUS,
+            status_forcelist=RETRY_STATUS,
             backoff_factor=backoff,
             backoff_max=max(backoff, 5.0),
             backoff_jitter=backoff,
@@ -190,6 +163,10 @@ class RestObjectStore(ObjectStore):
             **tls,
         )
         self._initialized = False
+        self._probe_lock = threading.Lock()
+        #: False once a server answered If-None-Match with 400/501: not sent again.
+        self._send_if_none_match = True
+        self._probed = False
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -214,10 +191,10 @@ class RestObjectStore(ObjectStore):
         except urllib3.exceptions.HTTPError as exc:
             self._stats.add(kind, 1 + self._backoff.attempts - 1)
             self._stats.add("retries", self._backoff.attempts - 1)
-            raise _transport_error(exc, what) from None
+            raise transport_error(exc, what) from None
         except OSError as exc:
             self._stats.add(kind)
-            raise _transport_error(exc, what) from None
+            raise transport_error(exc, what) from None
         history = len(response.retries.history) if response.retries else 0
         self._stats.add(kind, 1 + history)
         if history:
@@ -251,7 +228,7 @@ class RestObjectStore(ObjectStore):
                 body = self._read_body(response, what) if response.status != 404 else b""
                 if response.status == 416:
                     raise StoreError(f"{what}: range {offset}+{length} is past the end of the object")
-                raise _status_error(response.status, what, body)
+                raise status_error(response.status, what, body)
             declared = response.headers.get("Content-Length")
             if offset is None and max_size is not None and declared is not None and declared.isdigit() and int(declared) > max_size:
                 response.release_conn()  # refused before reading the body (issue 10.2)
@@ -298,7 +275,7 @@ class RestObjectStore(ObjectStore):
         what = f"creating the repository at {self.location}"
         response = self._request("PUT", "POST", self._path + "?create=true", what)
         if response.status != 200:
-            raise _status_error(response.status, what, response.data)
+            raise status_error(response.status, what, response.data)
         self._initialized = True
 
     def put(self, name: str, data: bytes) -> None:
@@ -313,6 +290,7 @@ class RestObjectStore(ObjectStore):
         what = f"writing {name}"
         body = bytes(data) if not isinstance(data, bytes) else data
         headers = {"Content-Type": "application/octet-stream"}
+        conditional = conditional and self._send_if_none_match
         if conditional:
             headers["If-None-Match"] = "*"
         response = self._request("PUT", "POST", self._url(type_, sname), what, body=body, headers=headers)
@@ -320,17 +298,56 @@ class RestObjectStore(ObjectStore):
             # On a retry the name may be taken by our own first attempt.
             return bool(response.retries and response.retries.history) and self.holds(name, body)
         if response.status != 200:
-            raise _status_error(response.status, what, response.data)
+            raise status_error(response.status, what, response.data)
         self._stats.add("bytes_up", len(body))
         return True
 
     def put_if_absent(self, name: str, data: bytes) -> bool:
-        # The protocol has no conditional create: check, then write (see the module doc).
-        # The POST carries If-None-Match: *, which bk serve honours (412 if taken) and
-        # other servers ignore.
+        if self.atomic_put_if_absent:  # the server honours If-None-Match (probed)
+            return self._post(name, data, conditional=True)
+        # Not known to be atomic: check, then write (see the module doc). The POST still
+        # carries If-None-Match, so a server that honours it refuses a racing second writer.
         if self.exists(name):
             return False
         return self._post(name, data, conditional=True)
+
+    def probe_conditional_writes(self) -> bool:
+        """Find out whether the server honours ``If-None-Match: *`` on POST; set and return
+        ``atomic_put_if_absent``.
+
+        Writes ``locks/~bk-probe-<random>`` (a name no bk or restic client reads as a lock;
+        append-only servers allow writing and deleting locks) twice with the header: a
+        server that honours it refuses the second write with 412 (``bk serve``), one that
+        ignores it accepts it (rclone serve restic), one that rejects the header (400,
+        501) is not sent it again. The probe is deleted. 3 requests; asked once per store.
+        """
+        with self._probe_lock:
+            if self._probed:
+                return self.atomic_put_if_absent
+            sname = f"~bk-probe-{secrets.token_hex(8)}"
+            name = f"locks/{sname}"
+            what = f"probing conditional writes on {self.location}"
+            url = self._url("locks", sname)
+            headers = {"Content-Type": "application/octet-stream", "If-None-Match": "*"}
+            supported = False
+            try:
+                for attempt in range(2):
+                    response = self._request("PUT", "POST", url, what, body=b"probe", headers=headers)
+                    if attempt == 1 and response.status == 412:
+                        supported = True
+                    elif response.status in (400, 501):
+                        self._send_if_none_match = False
+                        break
+                    elif response.status != 200:
+                        raise status_error(response.status, f"writing {name} ({what})", response.data)
+            finally:
+                try:
+                    self._request("DELETE", "DELETE", url, what)
+                except StoreError:
+                    pass  # a left-over probe is ignored by every listing
+            self.atomic_put_if_absent = supported
+            self._probed = True
+            return supported
 
     def delete(self, name: str) -> None:
         self.stat(name)  # servers answer 200 for a missing object; the contract wants an error
@@ -338,18 +355,18 @@ class RestObjectStore(ObjectStore):
         what = f"deleting {name}"
         response = self._request("DELETE", "DELETE", self._url(type_, sname), what)
         if response.status not in (200, 204):
-            raise _status_error(response.status, what, response.data)
+            raise status_error(response.status, what, response.data)
 
     def stat(self, name: str) -> ObjectInfo:
         type_, sname = restnames.encode(name)
         what = f"stat {name}"
         response = self._request("HEAD", "HEAD", self._url(type_, sname), what)
         if response.status != 200:
-            raise _status_error(response.status, what)
+            raise status_error(response.status, what)
         size = response.headers.get("Content-Length")
         if size is None or not size.isdigit():
             raise StoreError(f"{what}: the server sent no Content-Length")
-        return ObjectInfo(name, int(size), _mtime(response.headers))
+        return ObjectInfo(name, int(size), mtime_of(response.headers))
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         split_prefix(prefix)  # ValueError for a prefix no name can start with
@@ -375,14 +392,14 @@ class RestObjectStore(ObjectStore):
         if response.status == 404:
             return []  # the type's directory does not exist yet (rclone creates them lazily)
         if response.status != 200:
-            raise _status_error(response.status, what, response.data)
+            raise status_error(response.status, what, response.data)
         try:
             entries = json.loads(response.data)
         except ValueError:
             raise StoreError(f"{what}: the server's listing is not JSON (is it a restic REST server?)") from None
         if not isinstance(entries, list):
             raise StoreError(f"{what}: the server's listing is not a list")
-        fallback = _mtime({"Date": response.headers.get("Date")})
+        fallback = mtime_of({"Date": response.headers.get("Date")})
         out = []
         for entry in entries:
             if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
@@ -406,26 +423,6 @@ class RestObjectStore(ObjectStore):
     def close(self) -> None:
         self._pool.close()
 
-
-
-def _mtime(headers: Any) -> float:
-    """The object's modification time: ``X-Bk-Mtime``, else ``Last-Modified``, else the
-    answer's ``Date`` (rclone sends neither: an object of unknown age counts as new,
-    so a live lock is never taken for a stale one)."""
-    precise = headers.get("X-Bk-Mtime")
-    if precise:
-        try:
-            return float(precise)
-        except ValueError:
-            pass
-    for header in ("Last-Modified", "Date"):
-        text = headers.get(header)
-        if text:
-            try:
-                return email.utils.parsedate_to_datetime(text).timestamp()
-            except (TypeError, ValueError):
-                pass
-    return time.time()
 
 
 def open_rest(location: str, **options: Any) -> RestObjectStore:
