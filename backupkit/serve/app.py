@@ -55,6 +55,8 @@ V2 = "application/vnd.x.restic.rest.v2"
 MAX_REPO_DEPTH = 4
 CHUNK = 1024 * 1024
 TEMP_PREFIX = ".tmp-"
+#: The default bound on one object (bk's and restic's packs are at most 128 MiB).
+DEFAULT_MAX_OBJECT_BYTES = 1 << 30
 #: Objects an append-only server lets clients overwrite: (type, name).
 APPEND_ONLY_REWRITABLE = {("index", "~catalog")}
 _SEGMENT_RE = re.compile(r"^[A-Za-z0-9_~-][A-Za-z0-9._~-]*$")
@@ -73,6 +75,8 @@ class ServerOptions:
         htpasswd: the users, or None for ``--no-auth``.
         access_log: called with one combined-log-format line per request, or None.
         fsync: fsync files and directories on write (tests of throw-away data turn it off).
+        max_object_bytes: the largest object a client may write (413 beyond it, checked
+            against Content-Length up front and while a chunked body streams in).
     """
 
     path: str
@@ -81,6 +85,7 @@ class ServerOptions:
     htpasswd: Htpasswd | None = None
     access_log: Callable[[str], None] | None = None
     fsync: bool = True
+    max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES
     counters: dict[str, int] = field(default_factory=dict)
 
 
@@ -321,6 +326,11 @@ class RestApp:
         chunked = "chunked" in req.headers.get("transfer-encoding", "").lower()
         if length is None and not chunked:
             raise _HTTPError(411)
+        limit = self.options.max_object_bytes
+        if length is not None and not length.isdigit():
+            raise _HTTPError(400, "bad Content-Length")
+        if length is not None and int(length) > limit:
+            raise _HTTPError(413, f"objects are limited to {limit} bytes")
         directory = os.path.dirname(path)
         tmp = os.path.join(directory, f"{TEMP_PREFIX}{req.name}-{secrets.token_hex(6)}")
         try:
@@ -338,8 +348,10 @@ class RestApp:
                         raise _HTTPError(400, "the client went away mid-upload")
                     body = message.get("body", b"")
                     if body:
-                        f.write(body)  # to the page cache: microseconds a chunk
                         received += len(body)
+                        if received > limit:  # a chunked body without end: stop before the disk fills
+                            raise _HTTPError(413, f"objects are limited to {limit} bytes")
+                        f.write(body)  # to the page cache: microseconds a chunk
                     if not message.get("more_body", False):
                         break
                 if length is not None and received != int(length):

@@ -28,7 +28,7 @@ class _HTTPError(Exception):
 
 _REASONS = {
     400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-    405: "Method Not Allowed", 411: "Length Required", 412: "Precondition Failed",
+    405: "Method Not Allowed", 411: "Length Required", 412: "Precondition Failed", 413: "Content Too Large",
     416: "Range Not Satisfiable",
     500: "Internal Server Error", 507: "Insufficient Storage",
 }

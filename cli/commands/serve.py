@@ -22,6 +22,7 @@ def command(
     tls_cert: Optional[str] = typer.Option(None, "--tls-cert", help="TLS certificate (PEM) [default: DIR/public_key]."),
     tls_key: Optional[str] = typer.Option(None, "--tls-key", help="TLS private key (PEM) [default: DIR/private_key]."),
     log: Optional[str] = typer.Option(None, "--log", metavar="FILE", help="Write one line per request (combined log format) to FILE, or - for stdout."),
+    max_object_size: str = typer.Option("1GiB", "--max-object-size", metavar="SIZE", help="Refuse (413) objects larger than SIZE, e.g. 512M (packs are at most 128 MiB)."),
 ) -> None:
     """Serve repositories over restic's REST protocol (restic and bk can both use it).
 
@@ -32,6 +33,7 @@ def command(
 
     from backupkit.errors import BadArgument, UsageError
     from backupkit.serve import Htpasswd, ServerOptions, make_server, open_access_log, parse_listen
+    from backupkit.units import parse_size
 
     st: State = ctx.obj
     root = os.path.abspath(path)
@@ -64,6 +66,7 @@ def command(
         private_repos=private_repos,
         htpasswd=users,
         access_log=open_access_log(log),
+        max_object_bytes=parse_size(max_object_size, "--max-object-size"),
     )
     server = make_server(options, host, port, tls_cert=tls_cert if tls else None, tls_key=tls_key if tls else None)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -306,6 +306,50 @@ def test_a_server_refusing_the_header_gets_plain_writes(tmp_path):
         server.server_close()
 
 
+def test_bk_serve_bounds_an_object_also_without_content_length(tmp_path, start_bk_server):
+    """--max-object-size: a declared larger body is refused before it is read, a chunked
+    body (no Content-Length) is streamed to disk and refused once it passes the bound;
+    nothing is published and no temp file stays behind."""
+    import http.client
+
+    from backupkit.errors import StoreError
+
+    data = tmp_path / "data"
+    server = start_bk_server(data, "--no-auth", "--max-object-size", "1M")
+    store = server.store("bounded")
+    store.put("keys/" + "7" * 64, b"x" * (1 << 20))  # exactly the bound
+    with pytest.raises(StoreError, match="413.*limited to 1048576 bytes"):
+        store.put("keys/" + "8" * 64, b"x" * ((1 << 20) + 1))
+
+    def chunked(path: str, total: int) -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection(LOOPBACK, server.port, timeout=30)
+        try:
+            conn.putrequest("POST", path)
+            conn.putheader("Transfer-Encoding", "chunked")
+            conn.endheaders()
+            piece = b"y" * 65536
+            sent = 0
+            try:
+                while sent < total:
+                    conn.send(b"%x\r\n%s\r\n" % (len(piece), piece))
+                    sent += len(piece)
+                conn.send(b"0\r\n\r\n")
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the server answered and closed before the end: the answer is below
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
+
+    assert chunked("/bounded/keys/" + "9" * 64, 512 * 1024)[0] == 200
+    assert store.get("keys/" + "9" * 64) == b"y" * (512 * 1024)
+    status, body = chunked("/bounded/keys/" + "a" * 64, 8 << 20)
+    assert status == 413 and b"limited" in body, (status, body)
+    keys = sorted(p.name for p in (data / "bounded" / "keys").iterdir())
+    assert keys == ["7" * 64, "9" * 64], keys  # nothing published, no .tmp- left
+    store.close()
+
+
 def test_basic_auth_and_private_repos(tmp_path, start_bk_server):
     from backupkit.serve.htpasswd import make_entry
 
