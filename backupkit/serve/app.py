@@ -20,7 +20,8 @@ docs/backends.md); ``private_repos`` lets a user reach only repositories under
 Answers: 200 (206 for ranges), 400 bad request, 401 no or wrong credentials, 403
 refused (append-only, private repository, config exists), 404, 405, 416 bad range, 500,
 507 no space left. bk extensions (ignored by restic): v2 listings carry ``mtime``, and
-HEAD/GET answers ``X-Bk-Mtime``.
+HEAD/GET answers ``X-Bk-Mtime``, and GET/HEAD answers (listings too) say
+``X-Bk-Conditional-Create: if-none-match`` (POST honours ``If-None-Match: *``).
 
 This module holds the protocol (routing, modes, the answers per method); beside it
 ``http.py`` (ASGI types, error answers, ranges, the access log) and ``files.py``
@@ -57,6 +58,9 @@ CHUNK = 1024 * 1024
 TEMP_PREFIX = ".tmp-"
 #: The default bound on one object (bk's and restic's packs are at most 128 MiB).
 DEFAULT_MAX_OBJECT_BYTES = 1 << 30
+#: Sent with every GET/HEAD answer: this server refuses a POST with If-None-Match: * over
+#: an existing name (412), so clients need not probe (see store/rest.py).
+CONDITIONAL_CREATE_HEADER = (b"x-bk-conditional-create", b"if-none-match")
 #: Objects an append-only server lets clients overwrite: (type, name).
 APPEND_ONLY_REWRITABLE = {("index", "~catalog")}
 _SEGMENT_RE = re.compile(r"^[A-Za-z0-9_~-][A-Za-z0-9._~-]*$")
@@ -263,7 +267,7 @@ class RestApp:
             raise os_error(exc) from None
         body = json.dumps(items if v2 else [i["name"] for i in items], separators=(",", ":")).encode()
         ctype = V2 if v2 else V1
-        return 200, await send_simple(send, 200, body, [(b"content-type", ctype.encode())])
+        return 200, await send_simple(send, 200, body, [(b"content-type", ctype.encode()), CONDITIONAL_CREATE_HEADER])
 
     async def _get(self, req: _Request, send: Send, head: bool) -> tuple[int, int]:
         path = self._object_path(req)
@@ -281,6 +285,7 @@ class RestApp:
                 (b"last-modified", email.utils.formatdate(st.st_mtime, usegmt=True).encode()),
                 (b"x-bk-mtime", repr(st.st_mtime).encode()),
                 (b"content-type", b"application/octet-stream"),
+                CONDITIONAL_CREATE_HEADER,
             ]
             wanted = req.headers.get("range")
             if wanted and not head:

@@ -15,8 +15,10 @@ What the protocol lacks, and what we do instead:
 
 * no conditional create in the protocol: writes that must not replace carry
   ``If-None-Match: *``, which ``bk serve`` honours (412 when the name is taken) and other
-  servers ignore (rclone) or might refuse. ``probe_conditional_writes`` finds out which
-  (a probe object under ``locks/``, written twice); until a probe said yes,
+  servers ignore (rclone) or might refuse. ``bk serve`` says so in every GET/HEAD answer
+  (``X-Bk-Conditional-Create``), so the first read tells; for other servers
+  ``probe_conditional_writes`` finds out (a probe object under ``locks/``, written
+  twice). Until one of them said yes,
   ``atomic_put_if_absent`` is False and ``put_if_absent`` asks with HEAD first (the lock
   protocol then re-checks after creating);
 * no modification times in listings: servers that send ``mtime`` (``bk serve``) are
@@ -70,6 +72,8 @@ from backupkit.store.rest_answers import RETRY_STATUS, mtime_of, status_error, t
 from backupkit.store.retry import Backoff, RequestStats
 
 V2 = "application/vnd.x.restic.rest.v2"
+#: bk serve's capability answer (on GET/HEAD): POST honours If-None-Match: *.
+CONDITIONAL_CREATE = "X-Bk-Conditional-Create"
 _CONTENT_RANGE_RE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 _CHUNK = 1024 * 1024
 
@@ -195,6 +199,10 @@ class RestObjectStore(ObjectStore):
         except OSError as exc:
             self._stats.add(kind)
             raise transport_error(exc, what) from None
+        if not self._probed and response.headers.get(CONDITIONAL_CREATE) == "if-none-match":
+            # bk serve says it honours If-None-Match: as good as a probe, and free.
+            self.atomic_put_if_absent = True
+            self._probed = True
         history = len(response.retries.history) if response.retries else 0
         self._stats.add(kind, 1 + history)
         if history:

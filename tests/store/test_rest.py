@@ -216,6 +216,26 @@ def test_bk_serve_honours_if_none_match_and_put_if_absent_is_atomic(bk_server):
     store.close()
 
 
+def test_bk_serve_tells_in_its_answers_and_no_probe_is_needed(bk_server, rclone_server):
+    """bk serve's GET/HEAD answers carry X-Bk-Conditional-Create: the first read makes
+    put_if_absent atomic without probe requests; rclone's answers do not."""
+    store = bk_server.store()
+    store.put("config", b"c")
+    assert store.atomic_put_if_absent is False
+    assert store.get("config") == b"c"
+    assert store.atomic_put_if_absent is True
+    puts = store.stats()["PUT"]
+    assert store.probe_conditional_writes() is True and store.stats()["PUT"] == puts
+    heads = store.stats()["HEAD"]
+    assert store.put_if_absent("locks/" + "b" * 64, b"x") is True
+    assert store.stats()["HEAD"] == heads
+    store.close()
+    other = rclone_server.store()
+    other.put("config", b"c")
+    assert other.get("config") == b"c" and other.atomic_put_if_absent is False
+    other.close()
+
+
 def test_bk_serve_append_only_probe_and_locks(tmp_path, start_bk_server):
     """The probe writes and deletes under locks/, which an append-only server allows."""
     data = tmp_path / "data"
