@@ -15,9 +15,11 @@ Every sealed object's plaintext is a payload (flag byte + raw or zstd bytes).
 
 The repository is the content layer and the only door to the store and the cache:
 managers list, read, verify, write and delete through the methods below (grouped as
-listing, sealed objects, index, blobs, packs, deleting), never through ``store`` or
-``cache`` themselves. Loading the index lives in ``indexload``, building and uploading
-packs in ``packwriter``, opening in ``opening``, the names we write in ``names``.
+listing, sealed objects, index, deleting here; blobs and packs in ``blobs``), never through ``store`` or
+``cache`` themselves. Adding, reading and verifying blobs and moving whole packs live in
+``blobs`` (the ``BlobAccess`` mixin this class inherits), loading the index in
+``indexload``, building and uploading packs in ``packwriter``, opening in ``opening``, the
+names we write in ``names``.
 
 Conditions a command should mention but that do not stop it (a cache that cannot be
 written, names in the store that are not ours, unreadable snapshot objects skipped) are
@@ -37,15 +39,16 @@ from pathlib import Path
 from backupkit.chunker import DEFAULT_AVG, DEFAULT_MAX, DEFAULT_MIN
 from backupkit import limits
 from backupkit.crypto import T_CATALOG, T_CONFIG, T_INDEX, T_LOCK, T_SNAPSHOT, MasterKeys, Sealer
-from backupkit.errors import BadArgument, BlobNotFound, FormatError, IntegrityError, ObjectNotFound, RepositoryExists
+from backupkit.errors import BadArgument, IntegrityError, ObjectNotFound, RepositoryExists
+from backupkit.repo.blobs import BlobAccess
 from backupkit.repo.cache import Cache, default_cache_root
 from backupkit.repo.config import RepoConfig
-from backupkit.repo.index import BlobLocation, Index, PackInfo, encode_index
+from backupkit.repo.index import Index, PackInfo, encode_index
 from backupkit.repo.keys import KdfParams, make_key_file
 from backupkit.repo.names import PACK_PREFIXES, id_of
-from backupkit.repo.pack import KIND_META, TYPE_OF_KIND, PackEntry, decode_payload, encode_payload, pack_name
+from backupkit.repo.pack import PackEntry, decode_payload, encode_payload
 from backupkit.repo.packwriter import PackWriter
-from backupkit.limits import BLOB_MAX, COMPRESSION_MAX
+from backupkit.limits import COMPRESSION_MAX
 from backupkit.store.base import ObjectStore
 from backupkit.tuning import DEFAULT_TUNING
 
@@ -73,7 +76,7 @@ class StoredPack:
     size: int
 
 
-class Repository:
+class Repository(BlobAccess):
     """An open repository. Thread-safe for concurrent add_blob / read_blob."""
 
     def __init__(
@@ -340,199 +343,6 @@ class Repository:
             self.stats["pack_bytes_indexed"] += sum(info.size for info, _ in packs)
             self.stats["blobs_indexed"] += sum(len(entries) for _, entries in packs)
         return name
-
-    # -- blobs -----------------------------------------------------------------------------
-    def has_blob(self, blob_id: bytes) -> bool:
-        return blob_id in self.index or blob_id in self._reserved
-
-    def add_blob(
-        self, blob_type: int, data: bytes | memoryview, blob_id: bytes | None = None, level: int | None = None
-    ) -> tuple[bytes, bool]:
-        """Store a blob unless the repository has it. Returns (id, stored_now).
-
-        ``level``: zstd level for this blob (0 = stored raw); None = the repository's."""
-        self._writer.raise_error()
-        if blob_id is None:
-            blob_id = self.sealer.blob_id(data)
-        index = self.index
-        with self._lock:
-            if (blob_id in index and blob_id not in self.damaged) or blob_id in self._reserved:
-                self.stats["blobs_dup"] += 1
-                return blob_id, False
-            self._reserved.add(blob_id)
-        level = self.config.compression_level if level is None else level
-        sealed = self.sealer.seal(blob_type, blob_id, encode_payload(data, level))
-        with self._lock:
-            if blob_type == TYPE_OF_KIND[KIND_META]:  # a trie update may read back a node not yet uploaded
-                self._unflushed[blob_id] = (blob_type, sealed)
-            self.stats["blobs_new"] += 1
-            self.stats["bytes_raw_new"] += len(data)
-            self.stats["bytes_stored_new"] += len(sealed)
-        self._writer.add(blob_type, blob_id, sealed, len(data))
-        return blob_id, True
-
-    def _pack_uploaded(self, info: PackInfo, entries: list[PackEntry]) -> None:
-        """add_blob's packs: index them in memory, and in the store at each checkpoint."""
-        index = self.index
-        write_now = None
-        with self._lock:
-            index.add_pack(info, [(e.blob_id, e.offset, e.length, e.raw_length) for e in entries])
-            healed = [e for e in entries if e.blob_id in self.damaged]
-            if healed:  # the fresh copy replaces the damaged one
-                index.relocate(info, [(e.blob_id, e.offset, e.length, e.raw_length) for e in healed])
-                self.damaged.difference_update(e.blob_id for e in healed)
-            for e in entries:
-                self._reserved.discard(e.blob_id)
-                self._unflushed.pop(e.blob_id, None)
-            self._uploaded.append((info, entries))
-            self.stats["packs"] += 1
-            self.stats["pack_bytes"] += info.size
-            # checkpoint: a crash or a kill -9 loses at most this many packs, or this long
-            # of uploads, from the index (the packs stay, unreferenced, for prune)
-            if (
-                len(self._uploaded) >= self.tuning.index_checkpoint_packs
-                or time.monotonic() - self._last_index >= self.tuning.index_checkpoint_seconds
-            ):
-                write_now, self._uploaded = self._uploaded, []
-        if write_now:
-            self.write_index(write_now)
-
-    def flush(self) -> None:
-        """Upload partly filled packs, wait for every upload, then write the index."""
-        self._writer.flush()
-        self._index_uploaded()
-
-    def flush_complete(self) -> None:
-        """After an interrupt: drop the packs still being filled, wait for the uploads
-        under way, and write the index of every pack uploaded and not yet indexed.
-
-        Nothing new is uploaded, so this returns as soon as the uploads in flight end;
-        a failed upload is left out (its error stays for the next ``flush``)."""
-        dropped = self._writer.drop_partial()
-        with self._lock:
-            for blob_id in dropped:
-                self._reserved.discard(blob_id)
-                self._unflushed.pop(blob_id, None)
-        self._index_uploaded()
-
-    def _index_uploaded(self) -> None:
-        """Write the index of the packs uploaded since the last index object (no upload
-        is in flight); they stay listed until it is written, so that an interrupt while
-        it is written leaves them to ``flush_complete``."""
-        with self._lock:
-            todo = list(self._uploaded)
-        if todo:
-            self.write_index(todo)
-            with self._lock:
-                del self._uploaded[: len(todo)]
-
-    def read_blob(self, blob_id: bytes, blob_type: int | None = None) -> bytes:
-        """Return a blob's plaintext, verified against its id."""
-        pending = self._unflushed.get(blob_id)
-        if pending is not None:
-            t, sealed = pending
-            return decode_payload(self.sealer.open(t, blob_id, sealed), "blob")  # written by us
-        loc = self.index.lookup(blob_id)
-        if loc is None:
-            hint = f" ({len(self.index_failures)} index object(s) cannot be read: run bk repair index)" if self.index_failures else ""
-            raise BlobNotFound(f"blob {blob_id.hex()} is not in the index{hint}")
-        try:
-            return self.read_blob_at(loc, blob_type)
-        except (IntegrityError, FormatError, ObjectNotFound):
-            with self._lock:
-                self.damaged.add(blob_id)  # a backup writes it again rather than reuse it
-            raise
-
-    def mark_missing_packs(self) -> int:
-        """Treat the blobs of indexed packs the store no longer lists (or lists at another
-        size) as damaged, so ``add_blob`` writes them again; returns how many packs.
-        One listing of the packs (backup calls it: a backup must never reference a blob
-        whose pack is gone)."""
-        listed = self.list_packs()
-        index = self.index
-        gone = {p.id for p in index.packs() if listed.get(pack_name(p.kind, p.id)) != p.size}
-        if gone:
-            lost = [loc.blob_id for loc in index.blobs() if loc.pack.id in gone]
-            with self._lock:
-                self.damaged.update(lost)
-        return len(gone)
-
-    def read_blob_at(
-        self, loc: BlobLocation, blob_type: int | None = None, on_retry_ok: Callable[[str], None] | None = None
-    ) -> bytes:
-        """Read and verify the blob at ``loc`` (from any index, e.g. check's own).
-
-        Metadata packs are read through the cache (whole packs are cached: a trie walk
-        reads many small nodes of few packs); a blob that fails verification is read once
-        more straight from the store, and ``on_retry_ok(pack name)`` hears when that
-        second read was good (transient damage, not damage in the store).
-        """
-        t = TYPE_OF_KIND[loc.pack.kind]
-        if blob_type is not None and blob_type != t:
-            raise IntegrityError(f"blob {loc.blob_id.hex()[:16]} is indexed in a {loc.pack.kind} pack")
-        name = pack_name(loc.pack.kind, loc.pack.id)
-        what = f"blob {loc.blob_id.hex()[:16]} in pack {loc.pack.id.hex()[:16]}"
-        try:
-            return self.verify_blob(loc.blob_id, t, self._read_range(name, loc), what, loc.raw_length)
-        except (IntegrityError, FormatError):
-            self.cache.delete(name)
-        plain = self.verify_blob(loc.blob_id, t, self.store.get_range(name, loc.offset, loc.length), what, loc.raw_length)
-        if on_retry_ok is not None:
-            on_retry_ok(name)
-        return plain
-
-    def verify_blob(
-        self, blob_id: bytes, blob_type: int, sealed: bytes | memoryview, what: str, raw_length: int | None = None
-    ) -> bytes:
-        """Open one sealed blob, decode it and re-hash it against its id (and, given
-        ``raw_length``, check its size); the one blob verification. Returns the plaintext.
-        The payload decompresses to at most ``raw_length`` bytes (the index's word), else
-        BLOB_MAX (issue 10.4: a zstd bomb is refused, not allocated)."""
-        limit = BLOB_MAX if raw_length is None else min(raw_length, BLOB_MAX)
-        data = decode_payload(self.sealer.open(blob_type, blob_id, sealed, what), what, limit)
-        if raw_length is not None and len(data) != raw_length:
-            raise IntegrityError(f"{what}: {len(data)} bytes, the index says {raw_length}")
-        if self.sealer.blob_id(data) != blob_id:
-            raise IntegrityError(f"{what}: content does not match its id")
-        return data
-
-    open_blob = verify_blob  # the name before the content layer (kept for code written against it)
-
-    def _read_range(self, name: str, loc: BlobLocation) -> bytes:
-        if loc.pack.kind == KIND_META:
-            raw = self.cache.read_range(name, loc.offset, loc.length)
-            if raw is None:
-                data = self.store.get(name, max_size=limits.PACK_MAX)
-                if len(data) == loc.pack.size:
-                    self.cache.put(name, data)
-                return data[loc.offset : loc.offset + loc.length]
-            return raw
-        return self.store.get_range(name, loc.offset, loc.length)
-
-    # -- packs -----------------------------------------------------------------------------
-    def pack_writer(self) -> PackWriter:
-        """A new PackWriter (prune's repack); its packs are indexed by the caller."""
-        return PackWriter(self)
-
-    def store_pack(self, info: PackInfo, data) -> None:
-        """Upload a finished pack (metadata packs are cached whole as well)."""
-        name = pack_name(info.kind, info.id)
-        self.store.put(name, data)
-        if info.kind == KIND_META:
-            self.cache.put(name, data)
-
-    def read_pack(self, pack: PackInfo, refresh: bool = False) -> bytes:
-        """A whole pack: metadata packs from the cache when it holds a copy of the
-        indexed size (and cached after a download); ``refresh`` reads the store."""
-        name = pack_name(pack.kind, pack.id)
-        if pack.kind == KIND_META and not refresh:
-            cached = self.cache.get(name)
-            if cached is not None and len(cached) == pack.size:
-                return cached
-        data = self.store.get(name, max_size=limits.PACK_MAX)
-        if pack.kind == KIND_META and len(data) == pack.size:
-            self.cache.put(name, data)
-        return data
 
     # -- deleting --------------------------------------------------------------------------
     def delete_objects(self, names: Iterable[str], on_deleted: Callable[[str], None] | None = None) -> int:
