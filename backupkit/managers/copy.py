@@ -29,7 +29,7 @@ from typing import Protocol
 
 from backupkit.crypto import T_DATA_BLOB, T_META_BLOB
 from backupkit.entry import Keyer
-from backupkit.managers.tag import select_snapshots
+from backupkit.managers.base import SnapshotSelection, select_snapshots
 from backupkit.objects.content import with_content
 from backupkit.objects.entry import Entry
 from backupkit.objects.reader import ContentReader, Parts
@@ -50,11 +50,7 @@ def same_chunker(a: Repository, b: Repository) -> bool:
 
 
 @dataclass(frozen=True)
-class CopyOptions:
-    refs: tuple[str, ...] = ()
-    hosts: tuple[str, ...] = ()
-    tags: tuple[str, ...] = ()
-    paths: tuple[str, ...] = ()
+class CopyOptions(SnapshotSelection):
     connections: int = 8
 
 
@@ -117,7 +113,7 @@ class CopyManager:
         self._blob_map: dict[bytes, bytes] = {}  # source data blob id -> target id
 
     def run(self, opts: CopyOptions) -> CopyResult:
-        snaps = select_snapshots(self.source, opts.refs, opts.hosts, opts.tags, opts.paths)
+        snaps = select_snapshots(self.source, opts)
         have = {fingerprint(s) for s in list_snapshots(self.target)}
         before = dict(self.target.stats)
         copied: list[Copied] = []

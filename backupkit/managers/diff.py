@@ -24,7 +24,7 @@ from backupkit.crypto import T_META_BLOB
 from backupkit.entry import display_path
 from backupkit.objects.content import content_list
 from backupkit.objects.entry import TYPE_NAMES, Entry
-from backupkit.repo.repository import Repository
+from backupkit.managers.base import Manager
 from backupkit.snapshot import Snapshot
 from backupkit.tree import make_hamt
 
@@ -125,12 +125,10 @@ def classify(ea: Entry | None, eb: Entry | None) -> tuple[str, tuple[str, ...]]:
     return METADATA, fields
 
 
-class DiffManager:
+class DiffManager(Manager):
     """Compares two snapshots of one repository."""
 
-    def __init__(self, repo: Repository, reporter: DiffReporter | None = None) -> None:
-        self.repo = repo
-        self.reporter = reporter or NullDiffReporter()
+    null_reporter = NullDiffReporter
 
     def diff(self, a: Snapshot, b: Snapshot, data_sizes: bool = True) -> DiffResult:
         """Compare ``a`` (older) with ``b`` (newer).

@@ -32,7 +32,7 @@ from backupkit.filters import PatternList
 from backupkit.repo.repository import Repository
 from backupkit.snapshot import Snapshot
 from backupkit.managers.reachable import find_affected
-from backupkit.managers.tag import select_snapshots
+from backupkit.managers.base import SnapshotSelection, select_snapshots
 from backupkit.tree import SnapshotTree, make_hamt
 
 NAME, BLOB, TREE, PACK = "name", "blob", "tree", "pack"
@@ -52,7 +52,7 @@ def parse_find_time(text: str, option: str) -> int:
 
 
 @dataclass(frozen=True)
-class FindOptions:
+class FindOptions(SnapshotSelection):
     patterns: tuple[str, ...]
     #: NAME (path patterns), or BLOB / TREE / PACK: the patterns are ids (or prefixes)
     kind: str = NAME
@@ -60,10 +60,6 @@ class FindOptions:
     #: mtime window in ns (restic: --oldest <= mtime <= --newest)
     oldest: int | None = None
     newest: int | None = None
-    refs: tuple[str, ...] = ()
-    hosts: tuple[str, ...] = ()
-    tags: tuple[str, ...] = ()
-    paths: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -127,7 +123,7 @@ class FindManager:
             raise BadArgument("give at least one pattern (or id with --blob, --tree, --pack)")
         if opts.kind not in (NAME, BLOB, TREE, PACK):
             raise BadArgument(f"unknown find kind {opts.kind!r}")
-        snaps = select_snapshots(self.repo, opts.refs, opts.hosts, opts.tags, opts.paths)
+        snaps = select_snapshots(self.repo, opts)
         ids: tuple[str, ...] = ()
         if opts.kind == NAME:
             found, strategy = self._by_name(snaps, opts)

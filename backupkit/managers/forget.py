@@ -26,22 +26,19 @@ from backupkit.policy import (
     group_snapshots,
     plan_forget,
 )
-from backupkit.repo.repository import Repository
+from backupkit.managers.base import Manager, SnapshotSelection
 from backupkit.snapshot import Snapshot, list_snapshots, remove_snapshots, select_snapshot, snapshot_info
 
 DEFAULT_GROUP_BY = frozenset({"host", "paths"})
 
 
 @dataclass(frozen=True)
-class ForgetOptions:
-    """What to forget. ``policy`` None (or empty) means "only the refs"."""
+class ForgetOptions(SnapshotSelection):
+    """What to forget. ``policy`` None (or empty) means "only the refs". As in restic,
+    the host, tag and path filters apply to the refs too (each ref must match them)."""
 
     policy: KeepPolicy | None = None
-    refs: tuple[str, ...] = ()
     group_by: frozenset[str] = DEFAULT_GROUP_BY
-    hosts: tuple[str, ...] = ()
-    tags: tuple[str, ...] = ()
-    paths: tuple[str, ...] = ()
     dry_run: bool = False
     #: the current time for within rules (None: the clock)
     now: datetime | None = None
@@ -98,12 +95,10 @@ class NullForgetReporter:
     def removed(self, snapshot: Snapshot) -> None: ...
 
 
-class ForgetManager:
+class ForgetManager(Manager):
     """Plans and applies one forget. The caller holds the exclusive lock."""
 
-    def __init__(self, repo: Repository, reporter: ForgetReporter | None = None) -> None:
-        self.repo = repo
-        self.reporter = reporter or NullForgetReporter()
+    null_reporter = NullForgetReporter
 
     def plan(self, opts: ForgetOptions) -> tuple[ForgetGroup, ...]:
         """Decide what to keep and remove, reading only."""
@@ -147,7 +142,7 @@ class ForgetManager:
         groups = self.plan(opts)
         removed = tuple(s for g in groups for s in g.removed)
         if removed and not opts.dry_run:
-            self.repo.check_lock()  # raises if our exclusive lock was lost
+            self.lock_check()  # raises if our exclusive lock was lost
             remove_snapshots(self.repo, [s.id for s in removed])
             for s in removed:
                 self.reporter.removed(s)

@@ -47,17 +47,16 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol
 
 from backupkit.catalog import read_catalog
 from backupkit.concurrency import bounded_map
 from backupkit.entry import display_path
 from backupkit.errors import DamagedRepository, FormatError, IntegrityError, RepositoryError
+from backupkit.managers.base import Manager, NullPhaseReporter, PhaseReporter
 from backupkit.managers.prune_plan import IndexEntry, MaxUnused, PackEntries, PrunePlan, PruneResult, PruneStats, parse_max_unused
 from backupkit.managers.reachable import Reachable, find_affected, mark
 from backupkit.repo.index import Index, PackInfo
 from backupkit.repo.pack import KIND_DATA, KIND_META, TYPE_OF_KIND, PackEntry, pack_name
-from backupkit.repo.repository import Repository
 from backupkit.snapshot import Snapshot, load_snapshot
 
 #: Seconds after which a store's partial write (a temp file) is surely abandoned: a
@@ -65,26 +64,15 @@ from backupkit.snapshot import Snapshot, load_snapshot
 ABANDONED_AFTER = 3600.0
 
 
-class PruneReporter(Protocol):
-    """Progress of prune: a phase starts (total units or None), then advances."""
-
-    def phase(self, name: str, total: int | None) -> None: ...
-    def advance(self, n: int = 1) -> None: ...
+#: Progress of prune: a phase starts (total units or None), then advances.
+PruneReporter = PhaseReporter
+NullPruneReporter = NullPhaseReporter
 
 
-class NullPruneReporter:
-    def phase(self, name: str, total: int | None) -> None: ...
-    def advance(self, n: int = 1) -> None: ...
-
-
-class PruneManager:
+class PruneManager(Manager):
     """Plans and executes one prune. The caller holds the exclusive lock; the lock is
-    checked (``repo.check_lock``) right before the new index is written and before
+    checked (``self.lock_check``, by default ``repo.check_lock``) right before the new index is written and before
     anything is deleted. Keeps no state between calls: a plan is a value."""
-
-    def __init__(self, repo: Repository, reporter: PruneReporter | None = None) -> None:
-        self.repo = repo
-        self.reporter = reporter or NullPruneReporter()
 
     def run(self, max_unused: MaxUnused | None = None) -> PruneResult:
         return self.execute(self.plan(max_unused))
@@ -321,8 +309,8 @@ class PruneManager:
         self.reporter.phase("write index", None)
         index_written = None
         if rows or plan.index_names:
-            index_written = repo.write_index(rows, supersedes)  # checks the lock first
-        repo.check_lock()
+            index_written = repo.write_index(rows, supersedes)  # checks the repository's lock first
+        self.lock_check()
 
         self.reporter.phase("delete index", len(plan.index_names))
         index_deleted = self._delete(plan.index_names)
@@ -347,7 +335,7 @@ class PruneManager:
     def _remove_abandoned(self) -> int:
         """Partial writes of killed writers: safe to remove under the exclusive lock once
         older than any live write could be (two lock TTLs)."""
-        self.repo.check_lock()
+        self.lock_check()
         return self.repo.remove_abandoned(ABANDONED_AFTER)
 
     def _delete(self, names: Iterable[str]) -> int:

@@ -14,15 +14,13 @@ nothing and says what would go.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from backupkit.entry import Keyer, display_path
 from backupkit.errors import BadArgument, UsageError
 from backupkit.managers.find import FindManager, FindMatch, FindOptions
-from backupkit.managers.tag import select_snapshots
-from backupkit.repo.repository import Repository
+from backupkit.managers.base import Manager, SnapshotSelection, select_snapshots
 from backupkit.snapshot import Snapshot, remove_snapshots, save_snapshot
 from backupkit.tree import make_hamt
 
@@ -30,13 +28,9 @@ REWRITE_TAG = "rewrite"
 
 
 @dataclass(frozen=True)
-class RewriteOptions:
+class RewriteOptions(SnapshotSelection):
     excludes: tuple[str, ...] = ()
     iexcludes: tuple[str, ...] = ()
-    refs: tuple[str, ...] = ()
-    hosts: tuple[str, ...] = ()
-    tags: tuple[str, ...] = ()
-    paths: tuple[str, ...] = ()
     forget: bool = False
     dry_run: bool = False
 
@@ -82,18 +76,13 @@ class NullRewriteReporter:
     def rewritten(self, change: RewriteChange) -> None: ...
 
 
-class RewriteManager:
-    def __init__(
-        self, repo: Repository, reporter: RewriteReporter | None = None, lock_check: Callable[[], None] | None = None
-    ) -> None:
-        self.repo = repo
-        self.reporter = reporter or NullRewriteReporter()
-        self.lock_check = lock_check or (lambda: None)
+class RewriteManager(Manager):
+    null_reporter = NullRewriteReporter
 
     def run(self, opts: RewriteOptions) -> RewriteResult:
         if not opts.excludes and not opts.iexcludes:
             raise BadArgument("nothing to remove: give --exclude, --iexclude or --exclude-file")
-        snaps = select_snapshots(self.repo, opts.refs, opts.hosts, opts.tags, opts.paths)
+        snaps = select_snapshots(self.repo, opts)
         finder = FindManager(self.repo)
         removed: dict[str, dict[bytes, FindMatch]] = {s.id: {} for s in snaps}
         for pats, icase in ((opts.excludes, False), (opts.iexcludes, True)):

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from backupkit.errors import BadArgument
 from backupkit.managers.reachable import mark
-from backupkit.managers.tag import select_snapshots
+from backupkit.managers.base import SnapshotSelection, select_snapshots
 from backupkit.objects.entry import Entry
 from backupkit.repo.pack import KIND_DATA, KIND_META
 from backupkit.repo.repository import Repository
@@ -37,12 +37,8 @@ MODES = ("restore-size", "files-by-contents", "raw-data")
 
 
 @dataclass(frozen=True)
-class StatsOptions:
+class StatsOptions(SnapshotSelection):
     mode: str = "restore-size"
-    refs: tuple[str, ...] = ()
-    hosts: tuple[str, ...] = ()
-    tags: tuple[str, ...] = ()
-    paths: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -117,7 +113,7 @@ class StatsManager:
         if opts.mode not in MODES:
             raise BadArgument(f"unknown --mode {opts.mode!r}: use one of {', '.join(MODES)}")
         all_snaps = list_snapshots(self.repo)
-        snaps = select_snapshots(self.repo, opts.refs, opts.hosts, opts.tags, opts.paths)
+        snaps = select_snapshots(self.repo, opts)
         everything = mark(self.repo, all_snaps)
         summary = self._summary(all_snaps, everything.all)
         files = dirs = others = nbytes = 0

@@ -11,13 +11,12 @@ The caller holds the exclusive lock (as restic does), and passes its check.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from backupkit.errors import BadArgument
-from backupkit.repo.repository import Repository
-from backupkit.snapshot import Snapshot, filter_snapshots, list_snapshots, remove_snapshots, resolve_ref, save_snapshot
+from backupkit.managers.base import Manager, SnapshotSelection, select_snapshots
+from backupkit.snapshot import Snapshot, remove_snapshots, save_snapshot
 
 
 def split_tags(values: tuple[str, ...] | list[str]) -> tuple[str, ...]:
@@ -33,11 +32,7 @@ def split_tags(values: tuple[str, ...] | list[str]) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
-class TagOptions:
-    refs: tuple[str, ...] = ()
-    hosts: tuple[str, ...] = ()
-    tags: tuple[str, ...] = ()
-    paths: tuple[str, ...] = ()
+class TagOptions(SnapshotSelection):
     add: tuple[str, ...] = ()
     remove: tuple[str, ...] = ()
     #: None: leave the tags but for ``add``/``remove``; a tuple (maybe empty): the new tags
@@ -91,28 +86,8 @@ def new_tags(current: tuple[str, ...], opts: TagOptions) -> tuple[str, ...]:
     return tuple(out)
 
 
-def select_snapshots(repo: Repository, refs, hosts, tags, paths) -> list[Snapshot]:
-    """Without ``refs``: every snapshot the filters select. With them: the snapshots
-    they name, ``latest`` among those the filters select, an id or prefix whatever the
-    filters say (restic's rule, as ``cli/select.py``). Oldest first, each once."""
-    snaps = list_snapshots(repo)
-    pool = filter_snapshots(snaps, hosts, tags, paths)
-    if not refs:
-        return pool
-    chosen = {}
-    for ref in refs:
-        s = resolve_ref(pool if ref == "latest" else snaps, ref)
-        chosen[s.id] = s
-    return sorted(chosen.values(), key=lambda s: (s.time_ns, s.id))
-
-
-class TagManager:
-    def __init__(
-        self, repo: Repository, reporter: TagReporter | None = None, lock_check: Callable[[], None] | None = None
-    ) -> None:
-        self.repo = repo
-        self.reporter = reporter or NullTagReporter()
-        self.lock_check = lock_check or (lambda: None)
+class TagManager(Manager):
+    null_reporter = NullTagReporter
 
     def run(self, opts: TagOptions) -> TagResult:
         if opts.set is not None and (opts.add or opts.remove):
@@ -121,7 +96,7 @@ class TagManager:
             raise BadArgument("nothing to do: give --add, --remove or --set")
         changed: list[TagChange] = []
         unchanged: list[Snapshot] = []
-        for snap in select_snapshots(self.repo, opts.refs, opts.hosts, opts.tags, opts.paths):
+        for snap in select_snapshots(self.repo, opts):
             tags = new_tags(snap.tags, opts)
             if tags == snap.tags:
                 unchanged.append(snap)

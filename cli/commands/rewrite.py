@@ -34,7 +34,7 @@ def command(
     )
     # as restic: removing the originals needs the exclusive lock, adding snapshots does not
     with st.locked_repo(exclusive=forget and not dry_run, operation="rewrite") as repo:
-        res = RewriteManager(repo, lock_check=st.lock.check if st.lock is not None else None).run(opts)
+        res = RewriteManager(repo).run(opts)
     if st.json:
         st.console.json(res.to_json())
         return

@@ -26,7 +26,7 @@ def command(
         add=tuple(add), remove=tuple(remove), set=tuple(set_) if set_ is not None else None,
     )
     with st.locked_repo(exclusive=True, operation="tag") as repo:
-        res = TagManager(repo, lock_check=st.lock.check if st.lock is not None else None).run(opts)
+        res = TagManager(repo).run(opts)
     if st.json:
         st.console.json(res.to_json())
         return

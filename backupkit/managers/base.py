@@ -1,0 +1,77 @@
+"""What managers share: how a manager starts, the progress of phased verbs, and the
+snapshot selection of the verbs that work on chosen snapshots.
+
+``Manager`` holds the repository, a reporter (the class's do-nothing one when none is
+given) and the lock check, which every manager reaches the same way: the callable given,
+else ``Repository.check_lock`` (installed by whoever took the lock; a no-op without one).
+
+``SnapshotSelection`` is the ``refs``/``hosts``/``tags``/``paths`` part of an options
+dataclass (keyword-only, so a verb's own fields keep their positions), and
+``select_snapshots`` turns it into snapshots through the one snapshot filter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+from backupkit.repo.repository import Repository
+from backupkit.snapshot import Snapshot, filter_snapshots, list_snapshots, resolve_ref
+
+
+class PhaseReporter(Protocol):
+    """Progress in phases (prune, repair): a phase starts (total units or None), then advances."""
+
+    def phase(self, name: str, total: int | None) -> None: ...
+    def advance(self, n: int = 1) -> None: ...
+
+
+class NullPhaseReporter:
+    def phase(self, name: str, total: int | None) -> None: ...
+    def advance(self, n: int = 1) -> None: ...
+
+
+def lock_checker(repo: Repository, lock_check: Callable[[], None] | None) -> Callable[[], None]:
+    """What raises if our lock was lost: the given callable, else the repository's
+    (``Repository.check_lock``, installed by whoever took the lock)."""
+    return lock_check if lock_check is not None else repo.check_lock
+
+
+class Manager:
+    """The repository, a reporter and the lock check; a subclass names its do-nothing
+    reporter in ``null_reporter`` and calls ``self.lock_check()`` right before it
+    publishes or deletes anything."""
+
+    null_reporter: ClassVar[Callable[[], Any]] = NullPhaseReporter
+
+    def __init__(self, repo: Repository, reporter: Any = None, lock_check: Callable[[], None] | None = None) -> None:
+        self.repo = repo
+        self.reporter = reporter or self.null_reporter()
+        self.lock_check = lock_checker(repo, lock_check)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SnapshotSelection:
+    """Which snapshots a verb works on: the given refs (ids, prefixes, ``latest``), or
+    without refs every snapshot the host, tag and path filters select."""
+
+    refs: tuple[str, ...] = ()
+    hosts: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()
+
+
+def select_snapshots(repo: Repository, sel: SnapshotSelection) -> list[Snapshot]:
+    """Without ``sel.refs``: every snapshot the filters select. With them: the snapshots
+    they name, ``latest`` among those the filters select, an id or prefix whatever the
+    filters say (restic's rule, as ``cli/select.py``). Oldest first, each once."""
+    snaps = list_snapshots(repo)
+    pool = filter_snapshots(snaps, sel.hosts, sel.tags, sel.paths)
+    if not sel.refs:
+        return pool
+    chosen = {}
+    for ref in sel.refs:
+        s = resolve_ref(pool if ref == "latest" else snaps, ref)
+        chosen[s.id] = s
+    return sorted(chosen.values(), key=lambda s: (s.time_ns, s.id))
