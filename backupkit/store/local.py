@@ -19,7 +19,7 @@ import re
 import stat as stat_module
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from backupkit.errors import ObjectNotFound, StoreError, StorePermissionError, BadArgument
@@ -152,6 +152,15 @@ class LocalObjectStore(ObjectStore):
         return data
 
     def put(self, name: str, data: bytes) -> None:
+        self._write(name, data, _replace)
+
+    def put_if_absent(self, name: str, data: bytes) -> bool:
+        return self._write(name, data, self._link_if_absent)
+
+    def _write(self, name: str, data: bytes, place: Callable[[str, str], bool]) -> bool:
+        """Write ``data`` to a temporary file in the object's directory, then let
+        ``place(tmp, path)`` move it to the object's path (True) or leave it (False: the
+        object is not written; the temporary file is removed)."""
         path = self._path(name)
         directory = os.path.dirname(path)
         self._stats.add("PUT")
@@ -159,7 +168,8 @@ class LocalObjectStore(ObjectStore):
         try:
             self._ensure_dir(directory)
             tmp = self._write_temp(directory, data)
-            os.replace(tmp, path)
+            if not place(tmp, path):
+                return False
             tmp = None
             if self._fsync:
                 _fsync_dir(directory)
@@ -169,37 +179,26 @@ class LocalObjectStore(ObjectStore):
             if tmp is not None:
                 _unlink_quietly(tmp)
         self._stats.add("bytes_up", len(data))
+        return True
 
-    def put_if_absent(self, name: str, data: bytes) -> bool:
-        path = self._path(name)
-        directory = os.path.dirname(path)
-        self._stats.add("PUT")
-        tmp = None
+    def _link_if_absent(self, tmp: str, path: str) -> bool:
+        """A hard link fails if the name exists (atomic); without hard links, a check
+        and a rename."""
         try:
-            self._ensure_dir(directory)
-            tmp = self._write_temp(directory, data)
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                return False
-            except OSError as exc:
-                if exc.errno not in _NO_LINK_ERRNOS:
-                    raise
-                # No hard links here (FAT, some network filesystems): check, then rename.
-                # Two racing writers can both "win"; say so through the class attribute.
-                self.atomic_put_if_absent = False
-                if os.path.lexists(path):
-                    return False
-                os.replace(tmp, path)
-                tmp = None
-            if self._fsync:
-                _fsync_dir(directory)
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
         except OSError as exc:
-            raise _store_error(exc, f"writing {name}") from None
-        finally:
-            if tmp is not None:
-                _unlink_quietly(tmp)
-        self._stats.add("bytes_up", len(data))
+            if exc.errno not in _NO_LINK_ERRNOS:
+                raise
+            # No hard links here (FAT, some network filesystems): check, then rename.
+            # Two racing writers can both "win"; say so through the class attribute.
+            self.atomic_put_if_absent = False
+            if os.path.lexists(path):
+                return False
+            os.replace(tmp, path)
+            return True
+        _unlink_quietly(tmp)
         return True
 
     def delete(self, name: str) -> None:
@@ -287,6 +286,12 @@ class LocalObjectStore(ObjectStore):
 
     def __repr__(self) -> str:
         return f"LocalObjectStore({self.root!r})"
+
+
+def _replace(tmp: str, path: str) -> bool:
+    """``put``: the new object replaces any old one (atomic rename)."""
+    os.replace(tmp, path)
+    return True
 
 
 def _unlink_quietly(path: str) -> None:
