@@ -123,30 +123,27 @@ class SftpObjectStore(ObjectStore):
             try:
                 result = fn(session.sftp)
             except TRANSIENT as exc:
-                self._pool.discard(session)
-                if attempt + 1 >= self._backoff.attempts:
-                    raise StoreUnavailable(f"{what}: the connection broke ({type(exc).__name__}: {exc})") from None
-                self._stats.add("retries")
-                self._backoff.wait(attempt)
-                continue
+                broke = f"{type(exc).__name__}: {exc}"
             except OSError as exc:
-                if exc.errno is None and session.broken():
-                    self._pool.discard(session)
-                    if attempt + 1 >= self._backoff.attempts:
-                        raise StoreUnavailable(f"{what}: the connection broke ({exc})") from None
-                    self._stats.add("retries")
-                    self._backoff.wait(attempt)
-                    continue
-                self._pool.give_back(session)
-                raise _map_os_error(exc, what) from None
+                if exc.errno is not None or not session.broken():
+                    self._pool.give_back(session)
+                    raise _map_os_error(exc, what) from None
+                broke = str(exc)
             except StoreError:
                 self._pool.give_back(session)
                 raise
             except BaseException:
                 self._pool.discard(session)
                 raise
-            self._pool.give_back(session)
-            return result
+            else:
+                self._pool.give_back(session)
+                return result
+            # the connection broke: a new session, after a backoff
+            self._pool.discard(session)
+            if attempt + 1 >= self._backoff.attempts:
+                raise StoreUnavailable(f"{what}: the connection broke ({broke})") from None
+            self._stats.add("retries")
+            self._backoff.wait(attempt)
         raise AssertionError("unreachable")
 
     # -- helpers --------------------------------------------------------------------------------
