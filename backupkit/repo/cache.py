@@ -135,12 +135,7 @@ class Cache:
         held = self._memory.get(name)
         if held is not None:
             return bytes(held)
-        if self.root is None:
-            return None
-        try:
-            return self._path(name).read_bytes()
-        except OSError:
-            return None
+        return _read_cached(self.root, name)
 
     def read_range(self, name: str, offset: int, length: int) -> bytes | None:
         held = self._memory.get(name)
@@ -264,12 +259,7 @@ class OpenCache:
         return self._dir is not None and self._file(name).is_file()
 
     def get(self, name: str) -> bytes | None:
-        if self._dir is None:
-            return None
-        try:
-            return self._file(name).read_bytes()
-        except OSError:
-            return None
+        return _read_cached(self._dir, name)
 
     def put(self, name: str, data: bytes) -> None:
         if self._dir is None:
@@ -323,6 +313,17 @@ def tag_cache_root(root: Path) -> None:
         _write_atomically(tag, text, mode=0o644)
     except OSError:
         pass
+
+
+def _read_cached(directory: Path | None, name: str) -> bytes | None:
+    """A cached file's bytes; None without a cache directory or when it cannot be read
+    (a cache only saves requests)."""
+    if directory is None:
+        return None
+    try:
+        return (directory / name).read_bytes()
+    except OSError:
+        return None
 
 
 def _write_atomically(path: Path, data, mode: int | None = None) -> None:
