@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from backupkit.managers.json_fields import json_fields
+
 ERROR = "error"
 WARNING = "warning"
 INFO = "info"
@@ -38,14 +40,7 @@ class Finding:
     paths: tuple[tuple[str, str | None], ...] = ()
 
     def to_json(self) -> dict:
-        return {
-            "severity": self.severity,
-            "kind": self.kind,
-            "object": self.object,
-            "message": self.message,
-            "snapshots": list(self.snapshots),
-            "paths": [{"snapshot": s, "path": p} for s, p in self.paths],
-        }
+        return json_fields(self, paths=[{"snapshot": s, "path": p} for s, p in self.paths])
 
 
 @dataclass(frozen=True)
@@ -77,18 +72,7 @@ class CheckResult:
         return not self.errors
 
     def to_json(self) -> dict:
-        return {
-            "ok": self.ok,
-            "errors": len(self.errors),
-            "findings": [f.to_json() for f in self.findings],
-            "snapshots": self.snapshots,
-            "index_objects": self.index_objects,
-            "packs": self.packs,
-            "blobs": self.blobs,
-            "packs_read": self.packs_read,
-            "bytes_read": self.bytes_read,
-            "seconds": round(self.seconds, 3),
-        }
+        return {"ok": self.ok, "errors": len(self.errors), **json_fields(self, seconds=round(self.seconds, 3))}
 
 
 class CheckReporter(Protocol):

@@ -30,6 +30,7 @@ from typing import Protocol
 from backupkit.crypto import T_DATA_BLOB, T_META_BLOB
 from backupkit.entry import Keyer
 from backupkit.managers.base import SnapshotSelection, select_snapshots
+from backupkit.managers.json_fields import json_fields
 from backupkit.objects.content import with_content
 from backupkit.objects.entry import Entry
 from backupkit.objects.reader import ContentReader, Parts
@@ -74,8 +75,7 @@ class CopyResult:
     bytes_added: int
 
     def to_json(self) -> dict:
-        return {"copied": [c.to_json() for c in self.copied], "skipped": [s.id for s in self.skipped],
-                "same_chunker": self.same_chunker, "blobs_added": self.blobs_added, "bytes_added": self.bytes_added}
+        return json_fields(self, skipped=[s.id for s in self.skipped])
 
 
 class CopyReporter(Protocol):

@@ -22,6 +22,7 @@ from typing import Protocol
 
 from backupkit.crypto import T_META_BLOB
 from backupkit.entry import display_path
+from backupkit.managers.json_fields import json_fields
 from backupkit.objects.content import content_list
 from backupkit.objects.entry import TYPE_NAMES, Entry
 from backupkit.managers.base import Manager
@@ -55,15 +56,12 @@ class Change:
         return display_path(self.path)
 
     def to_json(self) -> dict:
-        return {
-            "path": self.display,
-            "kind": self.kind,
-            "type_a": TYPE_NAMES.get(self.type_a or "", None),
-            "type_b": TYPE_NAMES.get(self.type_b or "", None),
-            "size_a": self.size_a,
-            "size_b": self.size_b,
-            "fields": list(self.fields),
-        }
+        return json_fields(
+            self,
+            path=self.display,
+            type_a=TYPE_NAMES.get(self.type_a or "", None),
+            type_b=TYPE_NAMES.get(self.type_b or "", None),
+        )
 
 
 @dataclass(frozen=True)
@@ -91,17 +89,10 @@ class DiffResult:
             "a": self.a.id,
             "b": self.b.id,
             "changes": [c.to_json() for c in self.changes],
-            "summary": {
-                "added": self.added,
-                "removed": self.removed,
-                "modified": self.modified,
-                "metadata": self.metadata,
-                "size_added": self.size_added,
-                "size_removed": self.size_removed,
-                "data_added": self.data_added,
-                "data_removed": self.data_removed,
-                "nodes_visited": self.nodes_visited,
-            },
+            "summary": json_fields(
+                self, "added", "removed", "modified", "metadata", "size_added", "size_removed",
+                "data_added", "data_removed", "nodes_visited",
+            ),
         }
 
 

@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Protocol
 
 from backupkit.errors import BadArgument
+from backupkit.managers.json_fields import json_fields
 from backupkit.policy import (
     GroupKey,
     KeepPolicy,
@@ -79,12 +80,7 @@ class ForgetResult:
     dry_run: bool
 
     def to_json(self) -> dict:
-        return {
-            "policy": self.policy,
-            "dry_run": self.dry_run,
-            "groups": [g.to_json() for g in self.groups],
-            "removed": [s.id for s in self.removed],
-        }
+        return json_fields(self, "policy", "dry_run", "groups", removed=[s.id for s in self.removed])
 
 
 class ForgetReporter(Protocol):

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from backupkit.entry import display_path
+from backupkit.managers.json_fields import json_fields
 from backupkit.objects.entry import Entry
 from backupkit.repo.repository import Repository
 from backupkit.snapshot import Snapshot
@@ -26,18 +27,7 @@ class LsEntry:
     link_target: str | None
 
     def to_json(self) -> dict:
-        return {
-            "path": self.path,
-            "type": self.type,
-            "mode": self.mode,
-            "uid": self.uid,
-            "gid": self.gid,
-            "user": self.user,
-            "group": self.group,
-            "size": self.size,
-            "mtime_ns": self.mtime_ns,
-            "link_target": self.link_target,
-        }
+        return json_fields(self)
 
 
 def _ls_entry(path: bytes, e: Entry) -> LsEntry:

@@ -41,6 +41,7 @@ from backupkit.entry import Keyer, display_path, parent_of
 from backupkit.errors import FormatError, IntegrityError, ObjectNotFound, RepositoryError, SnapshotNotFound
 from backupkit.hamt import Hamt
 from backupkit.catalog import read_catalog
+from backupkit.managers.json_fields import json_fields
 from backupkit.objects.content import content_list, with_content
 from backupkit.objects.entry import Entry, decode_entry, encode_entry
 from backupkit.managers.repair_common import RepairManager, delete_objects, result_json
@@ -79,15 +80,7 @@ class SnapshotRepair:
     doc: dict | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict:
-        return {
-            "snapshot": self.snapshot,
-            "action": self.action,
-            "reason": self.reason,
-            "lost_nodes": self.lost_nodes,
-            "patched": [{"path": p, "zeros": n} for p, n in self.patched],
-            "removed": list(self.removed),
-            "dirs_added": list(self.dirs_added),
-        }
+        return json_fields(self, patched=[{"path": p, "zeros": n} for p, n in self.patched])
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from backupkit.entry import Keyer, display_path
 from backupkit.errors import BadArgument, UsageError
 from backupkit.managers.find import FindManager, FindMatch, FindOptions
 from backupkit.managers.base import Manager, SnapshotSelection, select_snapshots
+from backupkit.managers.json_fields import json_fields
 from backupkit.snapshot import Snapshot, remove_snapshots, save_snapshot
 from backupkit.tree import make_hamt
 
@@ -64,8 +65,7 @@ class RewriteResult:
     dry_run: bool
 
     def to_json(self) -> dict:
-        return {"changed": [c.to_json() for c in self.changed], "unchanged": [s.id for s in self.unchanged],
-                "forget": self.forget, "dry_run": self.dry_run}
+        return json_fields(self, unchanged=[s.id for s in self.unchanged])
 
 
 class RewriteReporter(Protocol):

@@ -1,0 +1,31 @@
+"""``json_fields``: the fields of a result dataclass as a JSON object, for ``to_json``.
+
+Most of a result's fields go into its JSON as they are, under their own names; a
+``to_json`` then says only what differs (a path shown for people, a rounded time, an
+extra key) instead of listing every field again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+
+def json_value(value: Any) -> Any:
+    """A value as JSON holds it: a result's ``to_json()``, a tuple or list as a list of
+    such values; anything else as it is."""
+    if hasattr(value, "to_json"):
+        return value.to_json()
+    if isinstance(value, (tuple, list)):
+        return [json_value(v) for v in value]
+    return value
+
+
+def json_fields(result: Any, *names: str, **given: Any) -> dict:
+    """``{name: json_value(result.name)}`` for ``names`` in order (none: every field of
+    the dataclass ``result`` that its repr shows, in their order); a name in ``given``
+    takes the value given instead, and the other keys of ``given`` follow."""
+    keys = names or tuple(f.name for f in fields(result) if f.repr)
+    out = {k: given.pop(k) if k in given else json_value(getattr(result, k)) for k in keys}
+    out.update(given)
+    return out
