@@ -1,4 +1,4 @@
-"""What the repair managers share: their base class, deleting objects, the result JSON.
+"""What the repair managers share: their base class, deleting objects, their results' JSON.
 
 See ``repair_index.py``, ``repair_packs.py`` and ``repair_snapshots.py``; each plans, then
 executes, under the exclusive lock its caller holds.
@@ -7,9 +7,11 @@ executes, under the exclusive lock its caller holds.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import fields
 from typing import Any
 
 from backupkit.managers.base import Manager, PhaseReporter
+from backupkit.managers.json_fields import json_fields
 from backupkit.repo.repository import Repository
 
 
@@ -23,6 +25,15 @@ class RepairManager(Manager):
     (``base.PhaseReporter``), the lock check."""
 
 
-def result_json(result: Any, **fields: Any) -> dict:
-    """A repair result as JSON: ``dry_run``, the ``plan``, the verb's own ``fields``, ``seconds``."""
-    return {"dry_run": result.dry_run, "plan": result.plan.to_json(), **fields, "seconds": round(result.seconds, 3)}
+class RepairResult:
+    """The ``to_json`` of every repair result (a frozen dataclass with a ``plan``, the
+    verb's own fields, ``seconds`` and ``dry_run``): ``dry_run``, the ``plan``, the own
+    fields in their order, ``seconds``."""
+
+    plan: Any
+    seconds: float
+    dry_run: bool
+
+    def to_json(self) -> dict:
+        own = [f.name for f in fields(self) if f.name not in ("plan", "seconds", "dry_run")]  # type: ignore[arg-type]
+        return json_fields(self, "dry_run", "plan", *own, "seconds", seconds=round(self.seconds, 3))

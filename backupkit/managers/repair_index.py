@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from backupkit.errors import FormatError, IntegrityError, ObjectNotFound, ObjectTooLarge
 from backupkit.limits import PACK_MAX
 from backupkit.concurrency import bounded_map
-from backupkit.managers.repair_common import RepairManager, delete_objects, result_json
+from backupkit.managers.repair_common import RepairManager, RepairResult, delete_objects
 from backupkit.repo.index import PackInfo
 from backupkit.repo.indexload import load_index
 from backupkit.repo.pack import TYPE_OF_KIND, PackEntry, decode_payload, pack_id_from_name, pack_name, read_pack_header
@@ -111,19 +111,12 @@ class RepairIndexPlan:
 
 
 @dataclass(frozen=True)
-class RepairIndexResult:
+class RepairIndexResult(RepairResult):
     plan: RepairIndexPlan
     index_written: tuple[str, ...]
     index_deleted: int
     seconds: float
     dry_run: bool = False
-
-    def to_json(self) -> dict:
-        return result_json(
-            self,
-            index_written=list(self.index_written),
-            index_deleted=self.index_deleted,
-        )
 
 
 @dataclass

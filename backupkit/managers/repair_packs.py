@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from backupkit.errors import BadArgument, FormatError, IntegrityError, ObjectNotFound, ObjectTooLarge, RepositoryError
 from backupkit.limits import PACK_MAX
-from backupkit.managers.repair_common import RepairManager, delete_objects, result_json
+from backupkit.managers.repair_common import RepairManager, RepairResult, delete_objects
 from backupkit.repo.index import PackInfo
 from backupkit.repo.indexload import load_index
 from backupkit.repo.pack import TYPE_OF_KIND, PackEntry, decode_payload, pack_id_from_name, read_pack_header
@@ -83,7 +83,7 @@ class RepairPacksPlan:
 
 
 @dataclass(frozen=True)
-class RepairPacksResult:
+class RepairPacksResult(RepairResult):
     plan: RepairPacksPlan
     packs_written: int
     index_written: str | None
@@ -91,15 +91,6 @@ class RepairPacksResult:
     packs_deleted: int
     seconds: float
     dry_run: bool = False
-
-    def to_json(self) -> dict:
-        return result_json(
-            self,
-            packs_written=self.packs_written,
-            index_written=self.index_written,
-            index_deleted=self.index_deleted,
-            packs_deleted=self.packs_deleted,
-        )
 
 
 class RepairPacksManager(RepairManager):

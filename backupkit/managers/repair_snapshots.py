@@ -44,7 +44,7 @@ from backupkit.catalog import read_catalog
 from backupkit.managers.json_fields import json_fields
 from backupkit.objects.content import content_list, with_content
 from backupkit.objects.entry import Entry, decode_entry, encode_entry
-from backupkit.managers.repair_common import RepairManager, delete_objects, result_json
+from backupkit.managers.repair_common import RepairManager, RepairResult, delete_objects
 from backupkit.repo.pack import KIND_DATA, KIND_META, pack_name
 from backupkit.snapshot import Snapshot, load_snapshot, rewrite_catalog, save_snapshot
 from backupkit.tree import make_hamt
@@ -103,7 +103,7 @@ class RepairSnapshotsPlan:
 
 
 @dataclass(frozen=True)
-class RepairSnapshotsResult:
+class RepairSnapshotsResult(RepairResult):
     plan: RepairSnapshotsPlan
     #: original id -> new id
     written: dict[str, str]
@@ -111,14 +111,6 @@ class RepairSnapshotsResult:
     forgotten: tuple[str, ...]
     seconds: float
     dry_run: bool = False
-
-    def to_json(self) -> dict:
-        return result_json(
-            self,
-            written=dict(self.written),
-            objects_restored=list(self.objects_restored),
-            forgotten=list(self.forgotten),
-        )
 
 
 class RepairSnapshotsManager(RepairManager):
