@@ -12,6 +12,7 @@ import typer
 from backupkit_cli import exit_codes
 from backupkit_cli.context import State
 from backupkit_cli.fmt import count, human_bytes, parse_time
+from backupkit_cli.patterns import EXCLUDE_FILE, IEXCLUDE, IEXCLUDE_FILE
 
 
 def command(
@@ -20,9 +21,9 @@ def command(
     tag: list[str] = typer.Option([], "--tag", help="Tag the snapshot (repeatable; a,b for several)."),
     host: Optional[str] = typer.Option(None, "--host", help="Host name to record (default: this host)."),
     exclude: list[str] = typer.Option([], "--exclude", "-e", metavar="PATTERN", help="Exclude paths matching a restic pattern: 'cache' or 'a/b' match at any depth, '/a/b' only from the root; *, ?, [..], ** and !negation (repeatable)."),
-    iexclude: list[str] = typer.Option([], "--iexclude", metavar="PATTERN", help="Like --exclude, ignoring case."),
-    exclude_file: list[str] = typer.Option([], "--exclude-file", metavar="FILE", help="Read exclude patterns from a file: one a line, # comments, $VAR expanded (repeatable)."),
-    iexclude_file: list[str] = typer.Option([], "--iexclude-file", metavar="FILE", help="Like --exclude-file, ignoring case."),
+    iexclude: list[str] = IEXCLUDE,
+    exclude_file: list[str] = EXCLUDE_FILE,
+    iexclude_file: list[str] = IEXCLUDE_FILE,
     exclude_ignorefile: list[str] = typer.Option([], "--exclude-ignorefile", metavar="NAME", help="Honour per-directory ignore files of this name with gitignore rules, e.g. .gitignore or .bkignore (repeatable)."),
     exclude_if_present: list[str] = typer.Option([], "--exclude-if-present", metavar="NAME[:HEADER]", help="Leave out the content of directories holding a file NAME (starting with HEADER), except NAME itself."),
     exclude_caches: bool = typer.Option(False, "--exclude-caches", help="Leave out the content of directories tagged with a valid CACHEDIR.TAG (bford.info/cachedir)."),

@@ -10,6 +10,7 @@ import typer
 from backupkit_cli import exit_codes
 from backupkit_cli.context import State
 from backupkit_cli.fmt import count, human_bytes
+from backupkit_cli.patterns import EXCLUDE_FILE, IEXCLUDE, IEXCLUDE_FILE
 from backupkit_cli.select import HOSTS, TAGS
 
 
@@ -30,11 +31,11 @@ def command(
     include: list[str] = typer.Option([], "--include", "-i", metavar="PATTERN", help="Restore only paths matching a restic pattern (as backup --exclude: relative patterns match at any depth; repeatable)."),
     exclude: list[str] = typer.Option([], "--exclude", "-e", metavar="PATTERN", help="Restore all but paths matching a restic pattern (repeatable)."),
     iinclude: list[str] = typer.Option([], "--iinclude", metavar="PATTERN", help="Like --include, ignoring case."),
-    iexclude: list[str] = typer.Option([], "--iexclude", metavar="PATTERN", help="Like --exclude, ignoring case."),
+    iexclude: list[str] = IEXCLUDE,
     include_file: list[str] = typer.Option([], "--include-file", metavar="FILE", help="Read include patterns from a file (as --exclude-file)."),
-    exclude_file: list[str] = typer.Option([], "--exclude-file", metavar="FILE", help="Read exclude patterns from a file: one a line, # comments, $VAR expanded."),
+    exclude_file: list[str] = EXCLUDE_FILE,
     iinclude_file: list[str] = typer.Option([], "--iinclude-file", metavar="FILE", help="Like --include-file, ignoring case."),
-    iexclude_file: list[str] = typer.Option([], "--iexclude-file", metavar="FILE", help="Like --exclude-file, ignoring case."),
+    iexclude_file: list[str] = IEXCLUDE_FILE,
     overwrite: str = typer.Option(
         "if-changed", "--overwrite", metavar="MODE",
         help="Files already in the target: always (compare contents, rewrite what differs), if-changed (default: "

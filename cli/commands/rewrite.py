@@ -6,6 +6,7 @@ import typer
 
 from backupkit_cli.select import HOSTS, PATHS, TAGS, abs_paths
 from backupkit_cli.context import State
+from backupkit_cli.patterns import EXCLUDE_FILE, IEXCLUDE, IEXCLUDE_FILE
 from backupkit_cli.fmt import human_bytes
 
 
@@ -13,9 +14,9 @@ def command(
     ctx: typer.Context,
     snapshots: list[str] = typer.Argument(None, help="Snapshots to rewrite (latest, ids or prefixes); default: every snapshot the filters select."),
     exclude: list[str] = typer.Option([], "--exclude", "-e", metavar="PATTERN", help="Remove paths matching this restic pattern (repeatable)."),
-    iexclude: list[str] = typer.Option([], "--iexclude", metavar="PATTERN", help="Like --exclude, ignoring case."),
-    exclude_file: list[str] = typer.Option([], "--exclude-file", metavar="FILE", help="Read --exclude patterns from a file (one a line, # comments)."),
-    iexclude_file: list[str] = typer.Option([], "--iexclude-file", metavar="FILE", help="Read --iexclude patterns from a file."),
+    iexclude: list[str] = IEXCLUDE,
+    exclude_file: list[str] = EXCLUDE_FILE,
+    iexclude_file: list[str] = IEXCLUDE_FILE,
     forget: bool = typer.Option(False, "--forget", help="Replace the snapshots (remove the originals) instead of adding new ones tagged 'rewrite'."),
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Say what would be removed; change nothing."),
     host: list[str] = HOSTS,
