@@ -181,6 +181,12 @@ def _year(t: datetime, _: int) -> _Bucket:
 
 _Bucketer = Callable[[datetime, int], _Bucket]
 
+#: The bucket of a snapshot for each count field (``policy_keep.COUNT_FIELDS``); the
+#: within-period rules use the same calendar buckets.
+_BUCKET_OF: dict[str, _Bucketer] = {
+    "last": _position, "hourly": _hour, "daily": _day, "weekly": _iso_week, "monthly": _month, "yearly": _year,
+}
+
 
 @dataclass
 class _CountRule:
@@ -238,32 +244,15 @@ def apply_policy(
     elif now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("now must be timezone-aware")
 
-    count_rules = [
-        _CountRule(n, bucket_of, reason)
-        for n, bucket_of, reason in (
-            (policy.last, _position, "last snapshot"),
-            (policy.hourly, _hour, "hourly snapshot"),
-            (policy.daily, _day, "daily snapshot"),
-            (policy.weekly, _iso_week, "weekly snapshot"),
-            (policy.monthly, _month, "monthly snapshot"),
-            (policy.yearly, _year, "yearly snapshot"),
-        )
-        if n != 0
-    ]
+    count_rules = [_CountRule(n, _BUCKET_OF[name], f"{name} snapshot") for name, n in policy.counts() if n != 0]
     newest = _newest_time(ordered, now)
 
     def cutoff(d: Duration) -> datetime | None:
         return None if newest is None else d.before(newest)
 
     within_rules = [
-        _WithinRule(cutoff(d), d, bucket_of, reason)
-        for d, bucket_of, reason in (
-            (policy.within_hourly, _hour, "hourly within"),
-            (policy.within_daily, _day, "daily within"),
-            (policy.within_weekly, _iso_week, "weekly within"),
-            (policy.within_monthly, _month, "monthly within"),
-            (policy.within_yearly, _year, "yearly within"),
-        )
+        _WithinRule(cutoff(d), d, _BUCKET_OF[period], f"{period} within")
+        for period, d in policy.withins()
         if d is not None and not d.is_zero()
     ]
     within = policy.within if policy.within is not None and not policy.within.is_zero() else None

@@ -15,6 +15,11 @@ from datetime import datetime, timedelta, timezone
 from backupkit.errors import BadArgument
 
 UNLIMITED = -1
+
+#: The calendar periods of the count rules and the within-period rules, shortest first.
+PERIODS = ("hourly", "daily", "weekly", "monthly", "yearly")
+#: The count fields of ``KeepPolicy``: ``last`` (the N newest snapshots), then a period each.
+COUNT_FIELDS = ("last", *PERIODS)
 """Count for a keep-N rule that keeps every bucket (restic's ``unlimited``)."""
 
 
@@ -163,55 +168,39 @@ class KeepPolicy:
             parse_tag_list(t) if isinstance(t, str) else tuple(t) for t in self.tags
         )
         object.__setattr__(self, "tags", tag_lists)
-        for name in ("last", "hourly", "daily", "weekly", "monthly", "yearly"):
-            if getattr(self, name) < UNLIMITED:
+        for name, count in self.counts():
+            if count < UNLIMITED:
                 raise BadArgument(
                     f"keep-{name}: negative values other than -1 (unlimited) are not allowed"
                 )
 
+    def counts(self) -> tuple[tuple[str, int], ...]:
+        """(field, N) of every count rule: ``last``, then one a period (``PERIODS``)."""
+        return tuple((name, getattr(self, name)) for name in COUNT_FIELDS)
+
+    def withins(self) -> tuple[tuple[str, Duration | None], ...]:
+        """(period, duration) of every within-period rule (``within_<period>``)."""
+        return tuple((period, getattr(self, f"within_{period}")) for period in PERIODS)
+
     def is_empty(self) -> bool:
         """True if no keep rule is set (restic ``ExpirePolicy.Empty``)."""
-        counts = (self.last, self.hourly, self.daily, self.weekly, self.monthly, self.yearly)
-        durations = (
-            self.within,
-            self.within_hourly,
-            self.within_daily,
-            self.within_weekly,
-            self.within_monthly,
-            self.within_yearly,
-        )
+        durations = (self.within, *(d for _, d in self.withins()))
         return (
             not self.tags
-            and all(c == 0 for c in counts)
+            and all(c == 0 for _, c in self.counts())
             and all(d is None or d.is_zero() for d in durations)
         )
 
     def __str__(self) -> str:
         """A one-line summary in restic's words, e.g. ``keep 7 daily, 4 weekly snapshots``."""
         counts = []
-        for count, word in (
-            (self.last, "latest"),
-            (self.hourly, "hourly"),
-            (self.daily, "daily"),
-            (self.weekly, "weekly"),
-            (self.monthly, "monthly"),
-            (self.yearly, "yearly"),
-        ):
+        for name, count in self.counts():
+            word = "latest" if name == "last" else name
             if count > 0:
                 counts.append(f"{count} {word}")
             elif count == UNLIMITED:
                 counts.append(f"all {word}")
-        withins = [
-            f"{word} snapshots within {d}"
-            for d, word in (
-                (self.within_hourly, "hourly"),
-                (self.within_daily, "daily"),
-                (self.within_weekly, "weekly"),
-                (self.within_monthly, "monthly"),
-                (self.within_yearly, "yearly"),
-            )
-            if d is not None and not d.is_zero()
-        ]
+        withins = [f"{period} snapshots within {d}" for period, d in self.withins() if d is not None and not d.is_zero()]
         text = f"{', '.join(counts)} snapshots" if counts else ""
         if withins:
             text = ", ".join(([text] if text else []) + withins)
