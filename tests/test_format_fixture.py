@@ -7,11 +7,9 @@ tests/fixtures/make_format_v1.py, never to be regenerated).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
-import stat
 
 import msgpack
 import pytest
@@ -23,6 +21,7 @@ from backupkit.repo.repository import Repository
 from backupkit.snapshot import find_snapshot, list_snapshots
 from backupkit.store.local import LocalObjectStore
 from backupkit.tree import SnapshotTree
+from tests.support.tree_record import record_tree
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "format_v1")
 
@@ -42,35 +41,6 @@ def raw_entries(repo: Repository, snap_id: str) -> dict[bytes, bytes]:
     """Every (path, stored entry bytes) of a snapshot, read below the entry codec."""
     tree = SnapshotTree(repo, find_snapshot(repo, snap_id).root)
     return {p: bytes(v) for _k, p, v in tree.hamt.items(tree.root)}
-
-
-def record(root: bytes) -> dict:
-    out = {}
-    inodes: dict[int, str] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for n in [*dirnames, *filenames, *([b"."] if dirpath == root else [])]:
-            p = os.path.normpath(os.path.join(dirpath, n))
-            rel = os.path.relpath(p, root).decode("utf-8", "surrogateescape")
-            st = os.lstat(p)
-            r = {
-                "type": stat.S_IFMT(st.st_mode),
-                "mode": stat.S_IMODE(st.st_mode),
-                "uid": st.st_uid,
-                "gid": st.st_gid,
-                "mtime_ns": st.st_mtime_ns,
-            }
-            if stat.S_ISREG(st.st_mode):
-                with open(p, "rb") as f:
-                    r["sha256"] = hashlib.sha256(f.read()).hexdigest()
-                r["size"] = st.st_size
-                if st.st_nlink > 1:
-                    r["link_group"] = inodes.setdefault(st.st_ino, rel)
-            if stat.S_ISLNK(st.st_mode):
-                r["target"] = os.readlink(p).decode("utf-8", "surrogateescape")
-            else:
-                r["xattrs"] = {k: os.getxattr(p, k).hex() for k in sorted(os.listxattr(p))}
-            out[rel] = r
-    return out
 
 
 def test_fixture_covers_every_entry_kind(fixture_repo):
@@ -106,7 +76,7 @@ def test_fixture_restores_byte_identical(fixture_repo, tmp_path, which):
     target = tmp_path / "out"
     res = RestoreManager(repo).restore(find_snapshot(repo, s["id"]), RestoreOptions(target=str(target), verify=True))
     assert not res.errors and not res.verify_failures
-    got = record(os.path.join(os.fsencode(target), os.fsencode(manifest["source"]).lstrip(b"/")))
+    got = record_tree(os.path.join(os.fsencode(target), os.fsencode(manifest["source"]).lstrip(b"/")))
     assert got == s["files"]
 
 
