@@ -21,7 +21,7 @@ from backupkit.repo.repository import Repository
 from backupkit.snapshot import find_snapshot, list_snapshots
 from backupkit.store.local import LocalObjectStore
 from backupkit.tree import SnapshotTree
-from tests.support.tree_record import record_tree
+from tests.support.manifest import tree_manifest
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "format_v1")
 
@@ -76,7 +76,7 @@ def test_fixture_restores_byte_identical(fixture_repo, tmp_path, which):
     target = tmp_path / "out"
     res = RestoreManager(repo).restore(find_snapshot(repo, s["id"]), RestoreOptions(target=str(target), verify=True))
     assert not res.errors and not res.verify_failures
-    got = record_tree(os.path.join(os.fsencode(target), os.fsencode(manifest["source"]).lstrip(b"/")))
+    got = tree_manifest(os.path.join(os.fsencode(target), os.fsencode(manifest["source"]).lstrip(b"/")))
     assert got == s["files"]
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.kit import cli_env, run_bk, store_listing
+from tests.support.kit import cli_env, ok, run_bk, store_listing
 from tests.conftest_s3 import FAULT_KINDS
 
 MiB = 1024 * 1024
@@ -32,11 +32,6 @@ MiB = 1024 * 1024
 #: exponential backoff, take about a minute per request that never succeeds).
 FAST_FAIL = ("-o", "s3.retries=2", "-o", "s3.backoff=0.01")
 
-
-def ok(r: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert r.returncode == 0, f"{r.args[1:]} exited {r.returncode}: {r.stderr}"
-    assert "Traceback" not in r.stderr
-    return r
 
 
 def proxy_env(proxy, prefix: str, cache: Path) -> dict[str, str]:

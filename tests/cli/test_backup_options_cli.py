@@ -12,15 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.kit import cli_env, run_bk, write_file
+from tests.support.kit import cli_env, ok, run_bk, write_file
 
 CACHEDIR_SIGNATURE = b"Signature: 8a477f597d28d172789f06886806bc55"
 
-
-def ok(r):
-    assert r.returncode == 0, f"{r.args[1:]} exited {r.returncode}: {r.stderr}"
-    assert "Traceback" not in r.stderr
-    return r
 
 
 def listed(env: dict, root) -> set[str]:

@@ -29,6 +29,7 @@ from tests.support.kit import (
     diff_trees,
     hardlink_groups,
     make_every_kind_tree,
+    ok,
     record_tree,
     run_bk,
     unprivileged_prefix,
@@ -37,11 +38,6 @@ from tests.support.kit import (
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="round trips check owners and setuid bits: run as root")
 
-
-def ok(r: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert r.returncode == 0, f"{r.args[1:]} exited {r.returncode}: {r.stderr}"
-    assert "Traceback" not in r.stderr
-    return r
 
 
 def restored(target: Path, src: bytes) -> bytes:

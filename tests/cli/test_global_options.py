@@ -8,30 +8,17 @@ that look like options, ``--``, and commands' own options with clashing names.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-from pathlib import Path
 
 import pytest
 
-from tests.support.kit import cli_env, run_bk, write_file
+from tests.support.kit import backed_up_repo, ok, run_bk, write_file
 
-
-def ok(r: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert r.returncode == 0, f"{r.args[1:]} exited {r.returncode}: {r.stderr}"
-    assert "Traceback" not in r.stderr
-    return r
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     base = tmp_path_factory.mktemp("globals")
-    src = base / "src"
-    write_file(src / "a.txt", b"alpha\n")
-    write_file(src / "sub" / "b.txt", b"beta\n")
-    env = cli_env(base / "repo", base / "cache")
-    ok(run_bk("init", env=env))
-    ok(run_bk("backup", src, env=env))
+    src, env = backed_up_repo(base)
     return base, src, env
 
 

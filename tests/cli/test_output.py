@@ -12,18 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.kit import bk_executable, cli_env, run_bk, write_file
+from tests.support.kit import bk_executable, cli_env, ok, run_bk, write_file
 
 #: A directory name that is rich markup, an emoji code and a very long path at once.
 MARKUP = ":smile: [bold]x[/bold] [red]"
 #: A file name that would retitle the terminal and ring its bell.
 ESCAPE = "esc\x1b]0;pwned\x07name"
 
-
-def ok(r: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert r.returncode == 0, f"{r.args[1:]} exited {r.returncode}: {r.stderr}"
-    assert "Traceback" not in r.stderr
-    return r
 
 
 def test_version():

@@ -12,25 +12,15 @@ import subprocess
 
 import pytest
 
-from tests.support.kit import cli_env, run_bk, write_file
+from tests.support.kit import backed_up_repo, cli_env, ok, run_bk, write_file
 
-
-def ok(r: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert r.returncode == 0, f"{r.args[1:]} exited {r.returncode}: {r.stderr}"
-    assert "Traceback" not in r.stderr
-    return r
 
 
 @pytest.fixture(scope="module")
 def ro(tmp_path_factory):
     """(env for the read-only repository, command prefix, source dir, repo listing)."""
     base = tmp_path_factory.mktemp("ro")
-    src = base / "src"
-    write_file(src / "a.txt", b"alpha\n")
-    write_file(src / "sub" / "b.txt", b"beta\n")
-    env = cli_env(base / "repo", base / "cache")
-    ok(run_bk("init", env=env))
-    ok(run_bk("backup", src, env=env))
+    src, env = backed_up_repo(base)
     write_file(src / "c.txt", b"gamma\n")
     ok(run_bk("backup", src, env=env))
     (base / "repo" / "catalog").unlink()  # stale: snapshots would rebuild and rewrite it

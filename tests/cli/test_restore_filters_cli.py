@@ -10,15 +10,10 @@ import zipfile
 
 import pytest
 
-from tests.support.kit import cli_env, run_bk, write_file
+from tests.support.kit import cli_env, ok, run_bk, write_file
 
 FILES = ("docs/a.txt", "docs/b.md", "docs/img/logo.PNG", "src/main.py", "src/lib/util.py", "logs/app.log", "README")
 
-
-def ok(r):
-    assert r.returncode == 0, f"{r.args[1:]} exited {r.returncode}: {r.stderr}"
-    assert "Traceback" not in r.stderr
-    return r
 
 
 def restored(out, src) -> set[str]:

@@ -11,16 +11,11 @@ import stat
 
 import pytest
 
-from tests.support.kit import cli_env, run_bk, write_file
+from tests.support.kit import cli_env, ok, run_bk, write_file
 
 T0 = 1_600_000_000 * 10**9  # the snapshot's mtime of every file
 HOUR = 3600 * 10**9
 
-
-def ok(r):
-    assert r.returncode == 0, f"{r.args[1:]} exited {r.returncode}: {r.stderr}"
-    assert "Traceback" not in r.stderr
-    return r
 
 
 def summary(r) -> dict:

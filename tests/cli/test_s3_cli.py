@@ -21,24 +21,18 @@ import os
 import random
 import re
 import stat
-import subprocess
 import uuid
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from tests.support.kit import cli_env, diff_trees, record_tree, run_bk
+from tests.support.kit import cli_env, diff_trees, ok, record_tree, run_bk
 
 MiB = 1024 * 1024
 #: Small multipart settings so that a pack holding the big file goes up in parts.
 MULTIPART = ("-o", "s3.multipart_threshold=5MiB", "-o", "s3.part_size=5MiB")
 
-
-def ok(r: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert r.returncode == 0, f"{r.args[1:]} exited {r.returncode}: {r.stderr}"
-    assert "Traceback" not in r.stderr
-    return r
 
 
 def s3_env(server, prefix: str, cache: Path) -> dict[str, str]:

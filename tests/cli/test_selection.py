@@ -8,17 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 
 import pytest
 
-from tests.support.kit import cli_env, run_bk, write_file
+from tests.support.kit import cli_env, ok, run_bk, write_file
 
-
-def ok(r: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert r.returncode == 0, f"{r.args[1:]} exited {r.returncode}: {r.stderr}"
-    assert "Traceback" not in r.stderr
-    return r
 
 
 @pytest.fixture(scope="module")

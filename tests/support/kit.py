@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pathlib
 import random
 import shutil
 import socket
@@ -186,6 +187,25 @@ def run_bk(
         stdin=None if input is not None else subprocess.DEVNULL,
     )
     return subprocess.CompletedProcess(r.args, r.returncode, r.stdout, r.stderr.decode("utf-8", "replace"))
+
+
+def ok(r: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    """``r`` (from ``run_bk``), after asserting that it exited 0 without a traceback."""
+    assert r.returncode == 0, f"{r.args[1:]} exited {r.returncode}: {r.stderr}"
+    assert "Traceback" not in r.stderr
+    return r
+
+
+def backed_up_repo(base: pathlib.Path) -> tuple[pathlib.Path, dict[str, str]]:
+    """``base/repo`` (cache ``base/cache``) made by ``bk init`` and holding one ``bk backup``
+    of ``base/src`` (``a.txt`` and ``sub/b.txt``); returns (the source, the CLI env)."""
+    src = base / "src"
+    write_file(src / "a.txt", b"alpha\n")
+    write_file(src / "sub" / "b.txt", b"beta\n")
+    env = cli_env(base / "repo", base / "cache")
+    ok(run_bk("init", env=env))
+    ok(run_bk("backup", src, env=env))
+    return src, env
 
 
 # -- tree records ------------------------------------------------------------------------

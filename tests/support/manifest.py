@@ -1,4 +1,4 @@
-"""``record_tree``: what a restore must give back of a tree, as JSON-able data (the
+"""``tree_manifest``: what a restore must give back of a tree, as JSON-able data (the
 format fixture's manifest is written with it and restores are compared with it)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import os
 import stat
 
 
-def record_tree(root: bytes) -> dict:
+def tree_manifest(root: bytes) -> dict:
     """{path below ``root`` (str, surrogateescape; ``.`` for ``root``): its type, mode,
     owners, mtime, and per kind its content hash and size, hard-link group, link target
     or extended attributes}."""
