@@ -13,39 +13,8 @@ from backupkit.repo.index import PackInfo
 from backupkit.repo.pack import pack_name
 from backupkit.tree import SnapshotTree
 from tests.managers.lifecycle_util import backup, day, init_repo, local_store, open_repo, random_bytes, write_files
+from tests.managers.repair_util import blob_location, flip, repo3  # noqa: F401 (repo3 is a fixture)
 from tests.support.faulty import FaultyStore
-
-
-@pytest.fixture
-def repo3(tmp_path):
-    """Three snapshots: ``only12.bin`` is in the first two, ``shared.bin`` in all three,
-    ``only3.bin`` in the last; each file's content is unique."""
-    src = tmp_path / "src"
-    store = local_store(tmp_path / "repo")
-    repo = init_repo(store)
-    write_files(src, {"shared.bin": random_bytes(100_000, 1), "only12.bin": random_bytes(60_000, 2), "sub/x.txt": b"x"})
-    s1 = backup(repo, src, day(0))
-    write_files(src, {"sub/y.txt": b"y"})
-    s2 = backup(repo, src, day(1))
-    (src / "only12.bin").unlink()
-    write_files(src, {"only3.bin": random_bytes(70_000, 3)})
-    s3 = backup(repo, src, day(2))
-    return store, repo, (s1, s2, s3), src
-
-
-def _blob_location(repo, snap, path: bytes):
-    e = SnapshotTree(repo, snap.root).require(path)
-    bid = next(i for i in e.content if isinstance(i, bytes))
-    return repo.index.lookup(bid)
-
-
-def _flip(store, name: str, offset: int) -> None:
-    path = os.path.join(store.root, name)
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        b = f.read(1)
-        f.seek(offset)
-        f.write(bytes([b[0] ^ 0x55]))
 
 
 def test_clean_repository(repo3):
@@ -59,8 +28,8 @@ def test_clean_repository(repo3):
 def test_flipped_byte_in_data_pack_names_exactly_the_affected_snapshots_and_paths(repo3):
     store, repo, (s1, s2, s3), src = repo3
     path = os.fsencode(src / "only12.bin")
-    loc = _blob_location(repo, s1, path)
-    _flip(store, pack_name(loc.pack.kind, loc.pack.id), loc.offset + loc.length // 2)
+    loc = blob_location(repo, s1, path)
+    flip(store, pack_name(loc.pack.kind, loc.pack.id), loc.offset + loc.length // 2)
 
     assert CheckManager(open_repo(store)).run().ok  # the structure is intact
     res = CheckManager(open_repo(store)).run(CheckOptions(read_data=True))
@@ -75,7 +44,7 @@ def test_flipped_byte_in_data_pack_names_exactly_the_affected_snapshots_and_path
 def test_deleted_pack_is_found_without_read_data(repo3):
     store, repo, (s1, s2, s3), src = repo3
     path = os.fsencode(src / "only3.bin")
-    loc = _blob_location(repo, s3, path)
+    loc = blob_location(repo, s3, path)
     name = pack_name(loc.pack.kind, loc.pack.id)
     in_pack = {b.blob_id for b in repo.index.blobs() if b.pack.id == loc.pack.id}
     store.delete(name)
@@ -123,7 +92,7 @@ def test_one_missing_index_object_names_the_snapshots_that_lose_data(repo3):
 def test_damaged_tree_node_is_named_without_read_data(repo3):
     store, repo, (s1, s2, s3), _src = repo3
     loc = repo.index.lookup(s3.root)
-    _flip(store, pack_name(loc.pack.kind, loc.pack.id), loc.offset + 40)
+    flip(store, pack_name(loc.pack.kind, loc.pack.id), loc.offset + 40)
     res = CheckManager(open_repo(store)).run()
     assert not res.ok
     (f,) = res.errors
@@ -148,7 +117,7 @@ class FlipFirstRead(FaultyStore):
 @pytest.mark.parametrize("kind", ["data", "meta"])
 def test_corrupt_first_read_clean_on_retry_is_not_damage(repo3, kind):
     store, repo, (s1, _s2, _s3), src = repo3
-    loc = _blob_location(repo, s1, os.fsencode(src / "shared.bin")) if kind == "data" else repo.index.lookup(s1.root)
+    loc = blob_location(repo, s1, os.fsencode(src / "shared.bin")) if kind == "data" else repo.index.lookup(s1.root)
     name = pack_name(loc.pack.kind, loc.pack.id)
     faulty = FlipFirstRead(store, name, loc.offset + 20)
     res = CheckManager(open_repo(faulty)).run(CheckOptions(read_data=True))
@@ -192,7 +161,7 @@ def test_unreferenced_pack_is_info_not_error(repo3):
 
 def test_truncated_pack_is_found_without_read_data(repo3):
     store, repo, (s1, s2, s3), src = repo3
-    loc = _blob_location(repo, s1, os.fsencode(src / "shared.bin"))
+    loc = blob_location(repo, s1, os.fsencode(src / "shared.bin"))
     name = pack_name(loc.pack.kind, loc.pack.id)
     store.put(name, store.get(name)[:-10])
     res = CheckManager(open_repo(store)).run()
@@ -227,7 +196,7 @@ def test_read_data_subset_reads_only_that_share(repo3):
 def test_damaged_index_object_is_a_finding_and_names_what_it_costs(repo3):
     store, _repo, (s1, s2, s3), _src = repo3
     newest = max(store.list("index/"), key=lambda o: o.mtime).name
-    _flip(store, newest, 40)
+    flip(store, newest, 40)
     res = CheckManager(open_repo(store)).run()
     kinds = {f.kind for f in res.errors}
     assert "index_unreadable" in kinds and kinds <= {"index_unreadable", "blob_missing"}
@@ -236,7 +205,7 @@ def test_damaged_index_object_is_a_finding_and_names_what_it_costs(repo3):
 
 def test_damaged_catalog_is_an_error_and_a_stale_one_is_info(repo3):
     store, _repo, _snaps, _src = repo3
-    _flip(store, "catalog", 30)
+    flip(store, "catalog", 30)
     assert [f.kind for f in CheckManager(open_repo(store)).run().errors] == ["catalog_unreadable"]
     store.delete("catalog")
     res = CheckManager(open_repo(store)).run()
@@ -253,7 +222,7 @@ def test_long_file_with_content_blobs_is_named(tmp_path):
     assert e.content_blobs is not None  # the content list lives in content blobs
     items = SnapshotTree(repo, snap.root).content(e)
     loc = repo.index.lookup(items[40])
-    _flip(store, pack_name(loc.pack.kind, loc.pack.id), loc.offset + 100)
+    flip(store, pack_name(loc.pack.kind, loc.pack.id), loc.offset + 100)
     res = CheckManager(open_repo(store)).run(CheckOptions(read_data=True))
     (f,) = res.errors
     assert f.kind == "blob_corrupt" and f.paths == ((snap.id, os.fsdecode(src / "big.bin")),)
@@ -285,8 +254,8 @@ def test_unreadable_catalog_and_one_corrupt_snapshot_still_list(repo3):
     from backupkit.snapshot import find_snapshot, list_snapshots
 
     store, _repo, (s1, s2, s3), _src = repo3
-    _flip(store, "catalog", 30)
-    _flip(store, f"snapshots/{s1.id}", 30)
+    flip(store, "catalog", 30)
+    flip(store, f"snapshots/{s1.id}", 30)
     repo = open_repo(store)
     assert [s.id for s in list_snapshots(repo)] == [s2.id, s3.id]
     assert any(s1.id in w for w in repo.warnings), repo.warnings
@@ -324,7 +293,7 @@ def test_config_is_verified_from_the_store_not_the_cache(repo3, tmp_path):
     store, _repo, _snaps, _src = repo3
     cache = tmp_path / "cache"
     Repository.open(store, PASSWORD, cache_root=cache).close()
-    _flip(store, "config", 40)
+    flip(store, "config", 40)
     repo = Repository.open(store, PASSWORD, cache_root=cache, connections=2)
     assert [f.kind for f in CheckManager(repo).run().errors] == ["config_unreadable"]
 
