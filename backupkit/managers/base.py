@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from backupkit.repo.repository import Repository
 from backupkit.snapshot import Snapshot, filter_snapshots, list_snapshots, resolve_ref
@@ -38,16 +38,19 @@ def lock_checker(repo: Repository, lock_check: Callable[[], None] | None) -> Cal
     return lock_check if lock_check is not None else repo.check_lock
 
 
-class Manager:
-    """The repository, a reporter and the lock check; a subclass names its do-nothing
-    reporter in ``null_reporter`` and calls ``self.lock_check()`` right before it
-    publishes or deletes anything."""
+R = TypeVar("R")
+
+
+class Manager(Generic[R]):
+    """The repository, a reporter (of the Protocol ``R``) and the lock check; a subclass
+    names its do-nothing reporter in ``null_reporter`` and calls ``self.lock_check()``
+    right before it publishes or deletes anything."""
 
     null_reporter: ClassVar[Callable[[], Any]] = NullPhaseReporter
 
-    def __init__(self, repo: Repository, reporter: Any = None, lock_check: Callable[[], None] | None = None) -> None:
+    def __init__(self, repo: Repository, reporter: R | None = None, lock_check: Callable[[], None] | None = None) -> None:
         self.repo = repo
-        self.reporter = reporter or self.null_reporter()
+        self.reporter: R = reporter or self.null_reporter()
         self.lock_check = lock_checker(repo, lock_check)
 
 

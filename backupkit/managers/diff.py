@@ -116,7 +116,7 @@ def classify(ea: Entry | None, eb: Entry | None) -> tuple[str, tuple[str, ...]]:
     return METADATA, fields
 
 
-class DiffManager(Manager):
+class DiffManager(Manager[DiffReporter]):
     """Compares two snapshots of one repository."""
 
     null_reporter = NullDiffReporter

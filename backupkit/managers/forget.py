@@ -91,7 +91,7 @@ class NullForgetReporter:
     def removed(self, snapshot: Snapshot) -> None: ...
 
 
-class ForgetManager(Manager):
+class ForgetManager(Manager[ForgetReporter]):
     """Plans and applies one forget. The caller holds the exclusive lock."""
 
     null_reporter = NullForgetReporter

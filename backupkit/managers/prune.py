@@ -69,7 +69,7 @@ PruneReporter = PhaseReporter
 NullPruneReporter = NullPhaseReporter
 
 
-class PruneManager(Manager):
+class PruneManager(Manager[PhaseReporter]):
     """Plans and executes one prune. The caller holds the exclusive lock; the lock is
     checked (``self.lock_check``, by default ``repo.check_lock``) right before the new index is written and before
     anything is deleted. Keeps no state between calls: a plan is a value."""

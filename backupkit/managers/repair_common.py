@@ -20,7 +20,7 @@ def delete_objects(repo: Repository, names: Iterable[str], reporter: PhaseReport
     return repo.delete_objects(names, (lambda _n: reporter.advance(1)) if reporter is not None else None)
 
 
-class RepairManager(Manager):
+class RepairManager(Manager[PhaseReporter]):
     """What every repair manager starts with: the repository, a reporter of phases
     (``base.PhaseReporter``), the lock check."""
 

@@ -76,7 +76,7 @@ class NullRewriteReporter:
     def rewritten(self, change: RewriteChange) -> None: ...
 
 
-class RewriteManager(Manager):
+class RewriteManager(Manager[RewriteReporter]):
     null_reporter = NullRewriteReporter
 
     def run(self, opts: RewriteOptions) -> RewriteResult:

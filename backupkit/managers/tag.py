@@ -86,7 +86,7 @@ def new_tags(current: tuple[str, ...], opts: TagOptions) -> tuple[str, ...]:
     return tuple(out)
 
 
-class TagManager(Manager):
+class TagManager(Manager[TagReporter]):
     null_reporter = NullTagReporter
 
     def run(self, opts: TagOptions) -> TagResult:
