@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Protocol
 
 from backupkit.errors import BadArgument
+from backupkit.managers.base import Manager, SnapshotSelection
 from backupkit.managers.json_fields import json_fields
 from backupkit.policy import (
     GroupKey,
@@ -27,7 +28,6 @@ from backupkit.policy import (
     group_snapshots,
     plan_forget,
 )
-from backupkit.managers.base import Manager, SnapshotSelection
 from backupkit.snapshot import Snapshot, list_snapshots, remove_snapshots, select_snapshot, snapshot_info
 
 DEFAULT_GROUP_BY = frozenset({"host", "paths"})

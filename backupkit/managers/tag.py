@@ -6,7 +6,8 @@ first; the old one is deleted only after that, so an interruption leaves both, n
 neither. The new document's ``meta["original"]`` names the first id the snapshot had
 (restic's ``original`` field): kept through any number of tag changes.
 
-The caller holds the exclusive lock (as restic does), and passes its check.
+The caller holds the exclusive lock (as restic does); its check is the repository's
+(``Manager``'s default) unless one is passed.
 """
 
 from __future__ import annotations
