@@ -37,7 +37,9 @@ from pathlib import Path
 from backupkit.chunker import DEFAULT_AVG, DEFAULT_MAX, DEFAULT_MIN
 from backupkit import limits
 from backupkit.crypto import T_CATALOG, T_CONFIG, T_INDEX, T_LOCK, T_SNAPSHOT, MasterKeys, Sealer
-from backupkit.errors import BadArgument, BlobNotFound, FormatError, IntegrityError, ObjectNotFound, RepositoryExists
+from backupkit.errors import (
+    BadArgument, BlobNotFound, FormatError, IntegrityError, ObjectNotFound, RepositoryExists, StoreError,
+)
 from backupkit.repo.cache import Cache, default_cache_root
 from backupkit.repo.config import RepoConfig
 from backupkit.repo.index import BlobLocation, Index, PackInfo, encode_index
@@ -61,6 +63,17 @@ _MAX_SIZE_OF_OBJECT = {
     T_CATALOG: limits.CATALOG_MAX,
     T_LOCK: limits.LOCK_MAX,
 }
+
+
+def _lists_key_files(store: ObjectStore) -> bool:
+    try:
+        return any(True for _ in store.list("keys/"))
+    except ObjectNotFound:
+        return False
+    except StoreError as e:
+        if e.retryable:
+            raise
+        return False  # e.g. a location that does not exist yet
 
 
 @dataclass(frozen=True)
@@ -159,6 +172,10 @@ class Repository:
             raise BadArgument(f"pack size {pack_size}: at most {limits.PACK_SIZE_MAX} bytes")
         if store.exists("config"):
             raise RepositoryExists(f"a repository already exists at {store.location}")
+        if _lists_key_files(store):
+            raise RepositoryExists(
+                f"a repository whose config is gone is at {store.location} (it has key files): run bk repair config"
+            )
         keys = MasterKeys.generate()
         if chunker_key is not None:
             keys = MasterKeys(keys.enc_key, keys.id_key, chunker_key)
