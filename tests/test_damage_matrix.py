@@ -37,8 +37,11 @@ from backupkit.managers.backup import BackupManager, BackupOptions
 from backupkit.managers.check import CheckManager, CheckOptions
 from backupkit.managers.prune import PruneManager
 from backupkit.managers.remedies import (
-    BACKUP, INDEX, KEY_REMOVE, LISTING, PACKS, PRUNE, SNAPSHOTS, remedies,
+    BACKUP, CONFIG, INDEX, KEY_REMOVE, LISTING, PACKS, PRUNE, SNAPSHOTS, remedies,
 )
+from backupkit.managers.repair_config import RepairConfigManager
+from backupkit.errors import ConfigDamaged
+from backupkit.repo.repository import Repository
 from backupkit.managers.repair_index import RepairIndexManager
 from backupkit.managers.repair_packs import RepairPacksManager
 from backupkit.managers.repair_snapshots import RepairSnapshotsManager, RepairSnapshotsOptions
@@ -59,8 +62,6 @@ SAMPLE = {("data pack", "flip"), ("meta pack", "truncate"), ("index", "delete"),
 
 #: (kind, damage) -> reason, for cells today's code does not pass (part: "detect", "repair")
 KNOWN: dict[tuple[str, str, str], str] = {}
-for d in DAMAGES:
-    KNOWN[("config", d, "repair")] = "bk has no repair for the config object (docs/recovery.md: put back a copy)"
 KNOWN[("key", "flip", "detect")] = (
     "depends on where the flipped byte lands: a flip inside a key file's JSON whitespace or in a field check does not "
     "re-derive is not noticed (passes most runs; non-strict)"
@@ -79,6 +80,11 @@ def cells(part: str):
                 marks.append(pytest.mark.xfail(reason=why, strict=False))
             out.append(pytest.param(k, d, marks=marks, id=f"{k.replace(' ', '_')}-{d}"))
     return out
+
+
+#: config damage repaired from the local cache's copy (the others: rebuilt from the data,
+#: with only the repository cache left under the cache root)
+CONFIG_FROM_CACHE = ("flip", "replace")
 
 
 @dataclass
@@ -105,6 +111,7 @@ def base(tmp_path_factory) -> Base:
         "long.bin": random_bytes(2_400_000, 4),  # > 64 chunks: a content blob
         "sub/x.txt": b"x" * 10,
         "sub/deep/y.txt": b"y" * 20,
+        "zeros.bin": bytes(300_000),  # cut at the chunker's maximum: bk repair config can tell it
     }
     files.update({f"many/f{i:03}.txt": f"file {i}\n".encode() for i in range(300)})  # > 256: a branch node
     write_files(src, files)
@@ -266,9 +273,16 @@ def _truth(store, repo_keys_sealer, index, trees, b: Base, kind: str, name: str)
 
 # -- running the steps ----------------------------------------------------------------------
 
-def _run_steps(store, b: Base, steps: list[str]) -> None:
+def _run_steps(store, b: Base, steps: list[str], cache: Path | None = None) -> None:
     backed_up = False
     for step in steps:
+        if step == CONFIG:
+            mgr = RepairConfigManager(store, PASSWORD, cache_root=cache if cache is not None else False)
+            try:
+                assert mgr.run().written
+            finally:
+                mgr.close()
+            continue
         repo = open_repo(store)
         if step == INDEX:
             RepairIndexManager(repo).run()
@@ -363,6 +377,10 @@ def _cell(base: Base, tmp_path: Path, kind: str, damage: str, oracle: bool = Fal
     shutil.copytree(base.root / "repo", root / "repo")
     store = LocalObjectStore(root / "repo", fsync=False)
     repo = open_repo(store)
+    if kind == "config":  # a machine that used the repository: its cache holds the config
+        cached = Repository.open(store, PASSWORD, cache_root=tmp_path / "cache")
+        cached.index  # noqa: B018 - caches the index objects under the repository id
+        cached.close()
     index, trees = _oracle(repo, base)
     name, other = _target(kind, store, repo, base)
     _damage(store, name, damage, other, repo)
@@ -373,12 +391,20 @@ def _cell(base: Base, tmp_path: Path, kind: str, damage: str, oracle: bool = Fal
 @pytest.mark.parametrize("kind,damage", cells("detect"))
 def test_check_names_exactly_what_the_damage_touches(base, tmp_path, kind, damage):
     store, _repo, truth, name = _cell(base, tmp_path, kind, damage)
+    if kind == "config":
+        # without a cache the repository cannot be opened: one line naming the damage and
+        # the repair; with the cache that holds its copy, check names the damage
+        with pytest.raises(ConfigDamaged, match=r"^config: .*; run bk repair config$"):
+            open_repo(store)
+        cached = Repository.open(store, PASSWORD, cache_root=tmp_path / "cache")
+        res = CheckManager(cached).run(CheckOptions(read_data=True))
+        assert [f.kind for f in res.errors] == ["config_unreadable"], res.errors
+        assert remedies(res.findings) == [CONFIG]
+        return
     try:
         res = CheckManager(open_repo(store)).run(CheckOptions(read_data=True))
     except BackupkitError as e:
-        # the repository cannot be opened: every command says so (config damage)
-        assert kind == "config", f"{kind}/{damage}: {e}"
-        return
+        raise AssertionError(f"{kind}/{damage}: {e}") from None
     found = {(s, p) for f in res.errors for s, p in f.paths}
     assert found == truth, (res.errors, truth)
     if truth:
@@ -400,12 +426,25 @@ def test_restore_restores_everything_the_damage_does_not_touch(base, tmp_path, k
 @pytest.mark.parametrize("kind,damage", cells("repair"))
 def test_repair_and_one_backup_bring_check_back_to_clean(base, tmp_path, kind, damage):
     store, _repo, truth, name, trees, _bad = _cell(base, tmp_path, kind, damage, oracle=True)
-    res = CheckManager(open_repo(store)).run(CheckOptions(read_data=True))
+    cache = None
+    if kind == "config":
+        cache = tmp_path / "cache"
+        res = CheckManager(Repository.open(store, PASSWORD, cache_root=cache)).run(CheckOptions(read_data=True))
+        if damage not in CONFIG_FROM_CACHE:
+            shutil.rmtree(cache / "locations")  # rebuilt: only the repository cache is left
+    else:
+        res = CheckManager(open_repo(store)).run(CheckOptions(read_data=True))
     steps = remedies(res.findings)
-    _run_steps(store, base, steps)
+    _run_steps(store, base, steps, cache)
     after = CheckManager(open_repo(store)).run(CheckOptions(read_data=True))
     assert after.ok, (steps, after.errors)
     repo = open_repo(store)
+    if kind == "config":
+        was, now = _repo.config, repo.config
+        assert (now.repo_id, now.chunker_min, now.chunker_avg, now.chunker_max) == (
+            was.repo_id, was.chunker_min, was.chunker_avg, was.chunker_max)
+        if damage in CONFIG_FROM_CACHE:
+            assert now == was
     _assert_exactly_the_lost_pairs_differ(repo, base, trees, tmp_path / "old")
     latest = max(list_snapshots(repo), key=lambda s: s.time_ns)
     out = tmp_path / "latest"
