@@ -35,7 +35,7 @@ from pathlib import Path
 from backupkit.chunker import DEFAULT_AVG, DEFAULT_MAX, DEFAULT_MIN, Chunker
 from backupkit.crypto import T_DATA_BLOB, T_INDEX, T_SNAPSHOT, Sealer
 from backupkit.errors import BackupkitError
-from backupkit.limits import BLOB_MAX
+from backupkit.limits import BLOB_MAX, PACK_SIZE_MIN
 from backupkit.repo.cache import LOCATIONS, default_cache_root
 from backupkit.repo.config import RepoConfig
 from backupkit.repo.keys import key_info
@@ -278,7 +278,8 @@ def recover_chunker(repo, read_limit: int) -> ChunkerEvidence:
     mn, avg, mx = ok[0]
     max_seen = any(mx in lengths[:-1] for _d, lengths in evidence)
     others = {c[2] for c in ok if c[:2] == (mn, avg)} - {mx}
-    note = f"{len(evidence)} stored streams ({boundaries} chunk boundaries, {read} bytes) re-cut exactly"
+    n = len(evidence)
+    note = f"{n} stored stream{'s' if n != 1 else ''} ({boundaries} chunk boundaries, {read} bytes) re-cut exactly"
     if not max_seen and others:
         note += "; no stream was cut at the maximum, so the data cannot tell it (the usual 8 x average is taken where it fits)"
     if len({c[:2] for c in ok}) > 1:
@@ -301,10 +302,12 @@ def estimate_pack_size(repo) -> tuple[int, str]:
         return DEFAULT_PACK_SIZE, "no packs: init's default"
     sizes = sorted(area.values())
     median = sizes[len(sizes) // 2]
-    if median >= 4 * MiB:
+    if median >= PACK_SIZE_MIN:
         size = median // MiB * MiB
-    else:
+    elif max(sizes) >= PACK_SIZE_MIN:
         size = 1 << (median.bit_length() - 1)
+    else:  # partly filled packs of a small repository (or a test's tiny target)
+        return DEFAULT_PACK_SIZE, f"the {len(sizes)} packs are all below {PACK_SIZE_MIN // MiB} MiB: init's default"
     return size, f"estimated from {len(sizes)} packs (median {median} bytes of blobs); it only sizes new packs"
 
 
