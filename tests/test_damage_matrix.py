@@ -16,8 +16,8 @@ trie, a file long enough for a content blob, two key files with the same passwor
                without errors and a latest snapshot identical to the source.
 
 The default run covers a sample (one cell per damage, spread over the kinds); ``-m
-slow`` runs every cell. Cells today's code fails are xfail with the reason (see
-``KNOWN``).
+slow`` runs every cell. Cells today's code fails would be xfail with the reason (see
+``KNOWN``; none today).
 """
 
 from __future__ import annotations
@@ -62,22 +62,19 @@ SAMPLE = {("data pack", "flip"), ("meta pack", "truncate"), ("index", "delete"),
 
 #: (kind, damage) -> reason, for cells today's code does not pass (part: "detect", "repair")
 KNOWN: dict[tuple[str, str, str], str] = {}
-KNOWN[("key", "flip", "detect")] = (
-    "depends on where the flipped byte lands: a flip inside a key file's JSON whitespace or in a field check does not "
-    "re-derive is not noticed (passes most runs; non-strict)"
-)
 
 
 def cells(part: str):
     """Parameters for one part ("detect", "restore", "repair") of every cell: slow
-    outside the sample, xfail (not strict: an XPASS says a fix landed) where KNOWN."""
+    outside the sample, xfail where KNOWN (strict: an XPASS fails, so a fix that lands
+    takes its cell out of KNOWN)."""
     out = []
     for k in KINDS:
         for d in DAMAGES:
             marks = [] if (k, d) in SAMPLE else [pytest.mark.slow]
             why = KNOWN.get((k, d, part))
             if why:
-                marks.append(pytest.mark.xfail(reason=why, strict=False))
+                marks.append(pytest.mark.xfail(reason=why, strict=True))
             out.append(pytest.param(k, d, marks=marks, id=f"{k.replace(' ', '_')}-{d}"))
     return out
 

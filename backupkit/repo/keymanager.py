@@ -6,7 +6,7 @@ import os
 
 from backupkit.errors import FormatError, IntegrityError, ObjectNotFound, UsageError, WrongPassword
 from backupkit.limits import KEY_FILE_MAX
-from backupkit.repo.keys import KdfParams, KeyInfo, key_info, make_key_file, open_key_file
+from backupkit.repo.keys import KdfParams, KeyInfo, key_info, make_key_file, open_key_file, verify_key_file
 from backupkit.repo.repository import Repository
 
 
@@ -68,7 +68,7 @@ def check_key_file(repo: Repository, name: str) -> tuple[str, str] | None:
     key_id = name.split("/", 1)[1]
     try:
         raw = repo.read_raw(name, max_size=KEY_FILE_MAX)
-        info = key_info(key_id, raw, repo.sealer)
+        info = verify_key_file(key_id, raw, repo.sealer)
     except ObjectNotFound:
         return KEY_DAMAGED, f"key file {key_id[:8]} disappeared while check ran"
     except (FormatError, IntegrityError) as e:
