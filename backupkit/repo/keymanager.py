@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 from backupkit.errors import FormatError, IntegrityError, ObjectNotFound, UsageError, WrongPassword
 from backupkit.limits import KEY_FILE_MAX
 from backupkit.repo.keys import KdfParams, KeyInfo, key_info, make_key_file, open_key_file, verify_key_file
 from backupkit.repo.repository import Repository
+
+
+@dataclass(frozen=True)
+class KeyListing:
+    """``bk key list``: the key files that read (host and user "?" when their sealed
+    metadata does not authenticate) and the damaged ones: (id, why)."""
+
+    keys: tuple[KeyInfo, ...]
+    damaged: tuple[tuple[str, str], ...]
 
 
 class KeyManager:
@@ -17,8 +27,20 @@ class KeyManager:
     def _ids(self) -> list[str]:
         return sorted(n.split("/", 1)[1] for n in self.repo.list_names("keys"))
 
-    def list(self) -> list[KeyInfo]:
-        return [key_info(i, self.repo.store.get(f"keys/{i}", max_size=KEY_FILE_MAX), self.repo.sealer) for i in self._ids()]
+    def list(self) -> KeyListing:
+        """Every key file: the readable ones, and the damaged ones named with the reason
+        (one damaged key file never hides the others). Each is verified byte for byte
+        (``verify_key_file``), as ``check`` does."""
+        keys: list[KeyInfo] = []
+        damaged: list[tuple[str, str]] = []
+        for i in self._ids():
+            try:
+                keys.append(verify_key_file(i, self.repo.store.get(f"keys/{i}", max_size=KEY_FILE_MAX), self.repo.sealer))
+            except ObjectNotFound:
+                continue  # removed since the listing
+            except (FormatError, IntegrityError) as e:  # ObjectTooLarge too
+                damaged.append((i, str(e) if "damaged key file" in str(e) else f"damaged key file {i}: {e}"))
+        return KeyListing(tuple(keys), tuple(damaged))
 
     def add(self, password: bytes, kdf: KdfParams) -> str:
         """Write a new key file for ``password``, then re-read it to prove it opens."""
