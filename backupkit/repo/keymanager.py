@@ -82,10 +82,13 @@ def check_key_file(repo: Repository, name: str) -> tuple[str, str] | None:
     """What is wrong with key file ``name`` as the store holds it: (``KEY_DAMAGED`` or
     ``KEY_META_UNAUTHENTICATED``, message), or None.
 
-    Reads the store, never the cache. The file must parse and its sealed metadata must
-    authenticate with this repository's master keys; when the password that opened the
-    repository opens it, it must hold those master keys; and the key file that opened
-    the repository (perhaps from a cached copy) must still open from the store.
+    Reads the store, never the cache. The file must be byte for byte as bk writes it,
+    and its sealed metadata must authenticate with this repository's master keys and
+    bind its KDF fields and wrapped keys (``verify_key_file``); a metadata that does not
+    authenticate is only a warning when the password that opened the repository opens
+    the file and finds this repository's keys. When that password opens it, it must
+    hold those master keys; and the key file that opened the repository (perhaps from a
+    cached copy) must still open from the store.
     """
     key_id = name.split("/", 1)[1]
     try:
@@ -95,13 +98,18 @@ def check_key_file(repo: Repository, name: str) -> tuple[str, str] | None:
         return KEY_DAMAGED, f"key file {key_id[:8]} disappeared while check ran"
     except (FormatError, IntegrityError) as e:
         return KEY_DAMAGED, f"damaged key file {key_id[:8]}: {e}"
-    if info.host == "?":
-        return KEY_META_UNAUTHENTICATED, f"key file {key_id[:8]}: its sealed metadata does not authenticate"
     if repo.password is None:
+        if info.host == "?":
+            return KEY_META_UNAUTHENTICATED, f"key file {key_id[:8]}: its sealed metadata does not authenticate"
         return None
     try:
         keys = open_key_file(key_id, raw, repo.password)
     except WrongPassword:
+        if info.host == "?":
+            # nothing in it is verified: damaged, another key file's bytes, or planted
+            return KEY_DAMAGED, (
+                f"damaged key file {key_id[:8]}: its sealed metadata does not authenticate with this repository's keys"
+            )
         if key_id == repo.key_id:
             return KEY_DAMAGED, f"damaged key file {key_id[:8]}: the password that opened the repository (from a cached copy) no longer opens it"
         return None  # another password's key file
@@ -109,4 +117,6 @@ def check_key_file(repo: Repository, name: str) -> tuple[str, str] | None:
         return KEY_DAMAGED, f"damaged key file {key_id[:8]}: {e}"
     if keys != repo.keys:
         return KEY_DAMAGED, f"key file {key_id[:8]} holds the keys of another repository"
+    if info.host == "?":  # its keys open: only the host/user/time fields are lost
+        return KEY_META_UNAUTHENTICATED, f"key file {key_id[:8]}: its sealed metadata does not authenticate (its keys still open)"
     return None
