@@ -256,6 +256,12 @@ def recover_chunker(repo, read_limit: int) -> ChunkerEvidence:
         evidence.append((data, lengths))
     boundaries = sum(len(lengths) - 1 for _d, lengths in evidence)
     if not evidence:
+        if runs or any(loc.pack.kind == "data" for loc in repo.index.blobs()):
+            why = "; ".join(skipped[:3]) or (
+                f"none of {len(runs)} stored streams could be read within {read_limit} bytes" if runs
+                else "no snapshot names the stored data"
+            )
+            return ChunkerEvidence(None, 0, 0, 0, False, 0, f"nothing to learn them from ({why})")
         return ChunkerEvidence(
             (DEFAULT_MIN, DEFAULT_AVG, DEFAULT_MAX), 0, 0, 0, False, len(candidates),
             "no stored data to learn from: init's defaults (nothing stored depends on them)",
