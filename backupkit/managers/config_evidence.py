@@ -151,6 +151,36 @@ def _authenticated_objects(sealer: Sealer, d: Path, tries: int = 4) -> set[str]:
     return hits
 
 
+def keys_open_something(repo, tries: int = 4) -> bool:
+    """Whether the keys that opened open anything in the store (an index object, a
+    snapshot object, a pack header), or the store holds none of those: a key file of
+    another repository must never make ``repair config`` seal a config for it."""
+    import struct
+
+    if len(repo.index):
+        return True
+    anything = bool(repo.list_names("index"))
+    for sid in list(repo.list_ids("snapshots"))[:tries]:
+        anything = True
+        try:
+            repo.sealer.open(T_SNAPSHOT, sid, repo.read_raw(f"snapshots/{sid.hex()}", max_size=16 * MiB))
+            return True
+        except BackupkitError:
+            continue
+    for n, p in enumerate(repo.iter_packs()):
+        if n >= tries:
+            break
+        anything = True
+        try:
+            (hlen,) = struct.unpack("<I", repo.read_raw_range(p.name, p.size - 4, 4))
+            take = min(p.size, hlen + 4)
+            read_pack_header(repo.sealer, p.id, repo.read_raw_range(p.name, p.size - take, take), p.size)
+            return True
+        except (BackupkitError, struct.error, ValueError):
+            continue
+    return not anything
+
+
 # -- the chunker's parameters --------------------------------------------------------------------
 
 #: (min, max) as fractions of avg, most likely first: init's defaults are (1/2, 8)
@@ -256,10 +286,10 @@ def recover_chunker(repo, read_limit: int) -> ChunkerEvidence:
         evidence.append((data, lengths))
     boundaries = sum(len(lengths) - 1 for _d, lengths in evidence)
     if not evidence:
-        if runs or any(loc.pack.kind == "data" for loc in repo.index.blobs()):
+        if runs or any(p.kind == "data" for p in repo.iter_packs()):
             why = "; ".join(skipped[:3]) or (
                 f"none of {len(runs)} stored streams could be read within {read_limit} bytes" if runs
-                else "no snapshot names the stored data"
+                else "no snapshot or index names the stored data: bk repair config needs readable index objects"
             )
             return ChunkerEvidence(None, 0, 0, 0, False, 0, f"nothing to learn them from ({why})")
         return ChunkerEvidence(

@@ -151,6 +151,11 @@ class RepairConfigManager:
         # a provisional config to read with (nothing read depends on it); no cache
         provisional = RepoConfig(1, "0" * 64, ev.DEFAULT_MIN, ev.DEFAULT_AVG, ev.DEFAULT_MAX, ev.DEFAULT_PACK_SIZE, 3, 0.0)
         repo = self._reader(provisional)
+        if not ev.keys_open_something(repo):
+            raise ConfigDamaged(
+                f"{problem}; the key file that opened ({u.key_id[:10]}) opens no index object, snapshot or pack "
+                "header of this repository (not its key, or all of them are damaged): nothing rebuilt"
+            )
         fields: dict[str, str] = {"version": "the only format version"}
         rid, how = ev.find_repo_id(repo.sealer, root, set(repo.list_names("index")))
         if rid is None:

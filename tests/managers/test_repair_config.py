@@ -120,3 +120,20 @@ def test_chunker_evidence_reads_no_more_than_its_limit(tmp_path):
     ev = recover_chunker(open_repo(store), read_limit=0)
     assert ev.bytes_read == 0 and ev.streams == 0
     assert ev.params is None and "could be read within 0 bytes" in ev.note  # never the defaults by default
+
+
+def test_a_key_file_of_another_repository_never_gets_a_config_sealed_for_it(tmp_path):
+    """A planted key file (another repository's, the same password) is the only one the
+    password opens: repair config finds it opens nothing here and changes nothing."""
+    store, _cfg, _src, cache = _make(tmp_path, (4096, 8192, 16384))
+    other = local_store(tmp_path / "other")
+    Repository.init(other, PASSWORD, kdf=INSECURE_TEST_KDF, cache_root=False).close()
+    for o in list(store.list("keys/")):
+        store.delete(o.name)
+    (planted,) = [o.name for o in other.list("keys/")]
+    store.put(planted, other.get(planted))
+    before = store.get("config")
+    shutil.rmtree(cache)
+    with pytest.raises(ConfigDamaged, match="opens no index object, snapshot or pack header"):
+        _repair(store, cache, new_id=True)
+    assert store.get("config") == before
