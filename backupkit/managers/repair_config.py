@@ -17,11 +17,12 @@ authenticate with the keys the password opens (anything else: nothing to do):
    chunks, and the repository id must come from a local cache of this repository. When
    either cannot be recovered the command refuses (a guess would silently break
    deduplication, or orphan every machine's cache) - unless ``new_id`` accepts a new
-   repository id (other machines then keep using their cached config until they run
-   once with ``--no-cache``... see docs/recovery.md).
+   repository id (docs/recovery.md says what that costs other machines).
 
 The write is one atomic ``put`` (a missing config: ``put_if_absent``), made under the
-exclusive lock after reading the store's config once more.
+exclusive lock after reading the store's config once more. Unlike other managers this
+one reads the store's config itself: there is no ``Repository`` without a config (it
+makes one with the planned config to read the data and to hold the lock).
 """
 
 from __future__ import annotations

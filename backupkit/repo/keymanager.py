@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from backupkit.errors import FormatError, IntegrityError, ObjectNotFound, UsageError, WrongPassword
 from backupkit.limits import KEY_FILE_MAX
-from backupkit.repo.keys import KdfParams, KeyInfo, key_info, make_key_file, open_key_file, verify_key_file
+from backupkit.repo.keys import KdfParams, KeyInfo, make_key_file, open_key_file, verify_key_file
 from backupkit.repo.repository import Repository
 
 
