@@ -266,11 +266,15 @@ def recover_chunker(repo, read_limit: int) -> ChunkerEvidence:
     bytes of data."""
     skipped: list[str] = []
     runs = []
+    collected = 0
     for run in _streams(repo, skipped):
         locs = [repo.index.lookup(b) for b in run]
         if any(loc is None for loc in locs):
             continue  # data the index no longer has: no evidence
         runs.append((run, [loc.raw_length for loc in locs]))
+        collected += sum(runs[-1][1])
+        if collected >= 4 * read_limit and len(runs) >= 64:
+            break  # enough to choose from: the trees of every snapshot need not be read
     runs.sort(key=lambda r: -len(r[0]))
     candidates = chunker_candidates()
     evidence: list[tuple[bytes, list[int]]] = []  # (data, chunk lengths)
