@@ -37,9 +37,7 @@ from pathlib import Path
 from backupkit.chunker import DEFAULT_AVG, DEFAULT_MAX, DEFAULT_MIN
 from backupkit import limits
 from backupkit.crypto import T_CATALOG, T_CONFIG, T_INDEX, T_LOCK, T_SNAPSHOT, MasterKeys, Sealer
-from backupkit.errors import (
-    BadArgument, BlobNotFound, FormatError, IntegrityError, ObjectNotFound, RepositoryExists, StoreError,
-)
+from backupkit.errors import BadArgument, BlobNotFound, FormatError, IntegrityError, ObjectNotFound, RepositoryExists
 from backupkit.repo.cache import Cache, default_cache_root
 from backupkit.repo.config import RepoConfig
 from backupkit.repo.index import BlobLocation, Index, PackInfo, encode_index
@@ -66,6 +64,8 @@ _MAX_SIZE_OF_OBJECT = {
 
 
 def _lists_key_files(store: ObjectStore) -> bool:
+    from backupkit.errors import StoreError
+
     try:
         return any(True for _ in store.list("keys/"))
     except ObjectNotFound:
