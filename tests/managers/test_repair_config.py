@@ -16,11 +16,13 @@ from tests.managers.lifecycle_util import PASSWORD, day, local_store, open_repo,
 from tests.support.kit import INSECURE_TEST_KDF
 
 
-def _make(tmp_path, chunker, files=None):
+def _make(tmp_path, chunker, files=None, chunker_key=None):
     src = tmp_path / "src"
     write_files(src, files or {"a.bin": random_bytes(400_000, 1), "zeros.bin": bytes(100_000), "t.txt": b"t"})
     store = local_store(tmp_path / "repo")
-    repo = Repository.init(store, PASSWORD, kdf=INSECURE_TEST_KDF, pack_size=64 * 1024, chunker=chunker, cache_root=False)
+    repo = Repository.init(
+        store, PASSWORD, kdf=INSECURE_TEST_KDF, pack_size=64 * 1024, chunker=chunker, cache_root=False, chunker_key=chunker_key
+    )
     BackupManager(repo).run(BackupOptions(paths=(str(src),), time=day(0), host="h"))
     repo.close()
     cache = tmp_path / "cache"
@@ -78,8 +80,12 @@ def test_the_cached_copy_of_another_location_is_written_back(tmp_path):
 
 
 def test_no_candidate_re_cuts_the_data_so_no_config_is_invented(tmp_path):
-    # 3/8 of the average: no ratio bk tries; many boundaries to tell the sets apart
-    store, _cfg, _src, cache = _make(tmp_path, (3072, 8192, 65536), {"a.bin": random_bytes(600_000, 2)})
+    # 3/4 of the average: no ratio bk tries. The key is fixed so that the data surely
+    # tells (a random one leaves a small chance that no chunk would have been cut
+    # between 4096 and 6144, and then (4096, 8192, 65536) re-cuts all data the same way)
+    store, _cfg, _src, cache = _make(
+        tmp_path, (6144, 8192, 65536), {"a.bin": random_bytes(600_000, 2)}, chunker_key=bytes(range(32))
+    )
     store.delete("config")
     shutil.rmtree(cache / "locations")
     with pytest.raises(ConfigDamaged, match="chunker parameters cannot be recovered"):
