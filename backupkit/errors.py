@@ -14,6 +14,8 @@ exit codes.
     │   ├── RepositoryNotFound         no config at that location
     │   ├── RepositoryExists           init over an existing repository
     │   ├── WrongPassword              no key file opens with this password
+    │   ├── ConfigDamaged              a key file opens but the config is missing or
+    │   │                              does not authenticate (bk repair config)
     │   ├── IntegrityError             an object failed authentication or id check
     │   ├── FormatError                an object decrypted but does not parse
     │   │   └── ObjectTooLarge         an object is larger than its kind allows (not read)
@@ -91,6 +93,11 @@ class RepositoryExists(RepositoryError):
 
 class WrongPassword(RepositoryError):
     """No key file of the repository opens with the given password."""
+
+
+class ConfigDamaged(RepositoryError):
+    """A key file opened but the store's config is missing, too large or does not
+    authenticate (and no cached copy stood in); ``bk repair config`` puts one back."""
 
 
 class IntegrityError(RepositoryError):

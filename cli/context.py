@@ -257,7 +257,7 @@ class State:
         return list_snapshots(repo, repair_catalog=not self.no_lock)
 
     @contextmanager
-    def locked_repo(self, exclusive: bool, operation: str, read_only: bool = False) -> Iterator[Any]:
+    def locked_repo(self, exclusive: bool, operation: str, read_only: bool = False, opened: Any = None) -> Iterator[Any]:
         """Open the repository and hold a lock on it for the ``with`` block; yields the Repository.
 
         Shared locks for commands that read or add (backup, restore, check, ls, diff),
@@ -274,6 +274,8 @@ class State:
         prunes, at the risk of a read error if it deletes what is being read). Without
         ``read_only``, ``--no-lock`` is a usage error. A store that refuses the lock
         write (permission, read-only file system) is a LockError naming ``--no-lock``.
+        ``opened``: a repository opened otherwise (``repair config``: no config to open
+        with) to lock instead of opening one.
         """
         from backupkit.errors import BadArgument, LockError, StorePermissionError
 
@@ -286,7 +288,7 @@ class State:
             with self.unlocked_repo() as repo:
                 yield repo
             return
-        repo = self.open_repo()
+        repo = self.open_repo() if opened is None else opened
         try:
             # Exclusive locks rely on an atomic conditional create (the sentinel): find
             # out whether the store has one first (a few requests on some backends).

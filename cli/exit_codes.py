@@ -24,6 +24,8 @@ def code_for(exc: BaseException) -> int:
         return INTERRUPTED
     if isinstance(exc, errors.BadArgument):
         return USAGE
+    # ConfigDamaged (key files, but no config that authenticates) is FATAL, not
+    # NO_REPOSITORY: a script that runs `bk init` on 10 must not start over on top of it.
     if isinstance(exc, errors.RepositoryNotFound):
         return NO_REPOSITORY
     if isinstance(exc, errors.LockError):

@@ -169,7 +169,7 @@ _command("dump", help="Write one file of a snapshot to stdout, or a directory as
 _command("rewrite", help="Remove paths from existing snapshots (--exclude), as new snapshots or replacing them (--forget).")(rewrite.command)
 _command("copy", help="Copy snapshots from another repository (--from-repo) that this one lacks.")(copy.command)
 app.add_typer(key.app, name="key", help="Manage the repository's keys (passwords).")
-app.add_typer(repair.app, name="repair", help="Repair a damaged repository: index, packs, snapshots (docs/recovery.md).")
+app.add_typer(repair.app, name="repair", help="Repair a damaged repository: index, packs, snapshots, config (docs/recovery.md).")
 _command("version", help="Print the version of bk.")(version.command)
 _command("completion", help=completion.command.__doc__ or "")(completion.command)
 

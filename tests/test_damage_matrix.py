@@ -16,8 +16,8 @@ trie, a file long enough for a content blob, two key files with the same passwor
                without errors and a latest snapshot identical to the source.
 
 The default run covers a sample (one cell per damage, spread over the kinds); ``-m
-slow`` runs every cell. Cells today's code fails are xfail with the reason (see
-``KNOWN``).
+slow`` runs every cell. Cells today's code fails would be xfail with the reason (see
+``KNOWN``; none today).
 """
 
 from __future__ import annotations
@@ -37,8 +37,11 @@ from backupkit.managers.backup import BackupManager, BackupOptions
 from backupkit.managers.check import CheckManager, CheckOptions
 from backupkit.managers.prune import PruneManager
 from backupkit.managers.remedies import (
-    BACKUP, INDEX, KEY_REMOVE, LISTING, PACKS, PRUNE, SNAPSHOTS, remedies,
+    BACKUP, CONFIG, INDEX, KEY_REMOVE, LISTING, PACKS, PRUNE, SNAPSHOTS, remedies,
 )
+from backupkit.managers.repair_config import RepairConfigManager
+from backupkit.errors import ConfigDamaged
+from backupkit.repo.repository import Repository
 from backupkit.managers.repair_index import RepairIndexManager
 from backupkit.managers.repair_packs import RepairPacksManager
 from backupkit.managers.repair_snapshots import RepairSnapshotsManager, RepairSnapshotsOptions
@@ -59,26 +62,26 @@ SAMPLE = {("data pack", "flip"), ("meta pack", "truncate"), ("index", "delete"),
 
 #: (kind, damage) -> reason, for cells today's code does not pass (part: "detect", "repair")
 KNOWN: dict[tuple[str, str, str], str] = {}
-for d in DAMAGES:
-    KNOWN[("config", d, "repair")] = "bk has no repair for the config object (docs/recovery.md: put back a copy)"
-KNOWN[("key", "flip", "detect")] = (
-    "depends on where the flipped byte lands: a flip inside a key file's JSON whitespace or in a field check does not "
-    "re-derive is not noticed (passes most runs; non-strict)"
-)
 
 
 def cells(part: str):
     """Parameters for one part ("detect", "restore", "repair") of every cell: slow
-    outside the sample, xfail (not strict: an XPASS says a fix landed) where KNOWN."""
+    outside the sample, xfail where KNOWN (strict: an XPASS fails, so a fix that lands
+    takes its cell out of KNOWN)."""
     out = []
     for k in KINDS:
         for d in DAMAGES:
             marks = [] if (k, d) in SAMPLE else [pytest.mark.slow]
             why = KNOWN.get((k, d, part))
             if why:
-                marks.append(pytest.mark.xfail(reason=why, strict=False))
+                marks.append(pytest.mark.xfail(reason=why, strict=True))
             out.append(pytest.param(k, d, marks=marks, id=f"{k.replace(' ', '_')}-{d}"))
     return out
+
+
+#: config damage repaired from the local cache's copy (the others: rebuilt from the data,
+#: with only the repository cache left under the cache root)
+CONFIG_FROM_CACHE = ("flip", "replace")
 
 
 @dataclass
@@ -105,6 +108,7 @@ def base(tmp_path_factory) -> Base:
         "long.bin": random_bytes(2_400_000, 4),  # > 64 chunks: a content blob
         "sub/x.txt": b"x" * 10,
         "sub/deep/y.txt": b"y" * 20,
+        "zeros.bin": bytes(300_000),  # cut at the chunker's maximum: bk repair config can tell it
     }
     files.update({f"many/f{i:03}.txt": f"file {i}\n".encode() for i in range(300)})  # > 256: a branch node
     write_files(src, files)
@@ -266,9 +270,16 @@ def _truth(store, repo_keys_sealer, index, trees, b: Base, kind: str, name: str)
 
 # -- running the steps ----------------------------------------------------------------------
 
-def _run_steps(store, b: Base, steps: list[str]) -> None:
+def _run_steps(store, b: Base, steps: list[str], cache: Path | None = None) -> None:
     backed_up = False
     for step in steps:
+        if step == CONFIG:
+            mgr = RepairConfigManager(store, PASSWORD, cache_root=cache if cache is not None else False)
+            try:
+                assert mgr.run().written
+            finally:
+                mgr.close()
+            continue
         repo = open_repo(store)
         if step == INDEX:
             RepairIndexManager(repo).run()
@@ -293,10 +304,10 @@ def _run_steps(store, b: Base, steps: list[str]) -> None:
         _backup(open_repo(store), b.src, 3)
 
 
-def _restore_check(store, b: Base, trees, bad: set, out: Path) -> list[str]:
+def _restore_check(store, b: Base, trees, bad: set, out: Path, repo=None) -> list[str]:
     """Restore every readable snapshot; return the files that neither a bad blob nor a
     bad trie node above them touches but that did not come back byte-identical."""
-    repo = open_repo(store)
+    repo = repo or open_repo(store)
     problems = []
     for s in b.snaps:
         try:
@@ -363,6 +374,10 @@ def _cell(base: Base, tmp_path: Path, kind: str, damage: str, oracle: bool = Fal
     shutil.copytree(base.root / "repo", root / "repo")
     store = LocalObjectStore(root / "repo", fsync=False)
     repo = open_repo(store)
+    if kind == "config":  # a machine that used the repository: its cache holds the config
+        cached = Repository.open(store, PASSWORD, cache_root=tmp_path / "cache")
+        cached.index  # noqa: B018 - caches the index objects under the repository id
+        cached.close()
     index, trees = _oracle(repo, base)
     name, other = _target(kind, store, repo, base)
     _damage(store, name, damage, other, repo)
@@ -373,12 +388,20 @@ def _cell(base: Base, tmp_path: Path, kind: str, damage: str, oracle: bool = Fal
 @pytest.mark.parametrize("kind,damage", cells("detect"))
 def test_check_names_exactly_what_the_damage_touches(base, tmp_path, kind, damage):
     store, _repo, truth, name = _cell(base, tmp_path, kind, damage)
+    if kind == "config":
+        # without a cache the repository cannot be opened: one line naming the damage and
+        # the repair; with the cache that holds its copy, check names the damage
+        with pytest.raises(ConfigDamaged, match=r"^config: .*; run bk repair config$"):
+            open_repo(store)
+        cached = Repository.open(store, PASSWORD, cache_root=tmp_path / "cache")
+        res = CheckManager(cached).run(CheckOptions(read_data=True))
+        assert [f.kind for f in res.errors] == ["config_unreadable"], res.errors
+        assert remedies(res.findings) == [CONFIG]
+        return
     try:
         res = CheckManager(open_repo(store)).run(CheckOptions(read_data=True))
     except BackupkitError as e:
-        # the repository cannot be opened: every command says so (config damage)
-        assert kind == "config", f"{kind}/{damage}: {e}"
-        return
+        raise AssertionError(f"{kind}/{damage}: {e}") from None
     found = {(s, p) for f in res.errors for s, p in f.paths}
     assert found == truth, (res.errors, truth)
     if truth:
@@ -392,20 +415,34 @@ def test_check_names_exactly_what_the_damage_touches(base, tmp_path, kind, damag
 @pytest.mark.parametrize("kind,damage", cells("restore"))
 def test_restore_restores_everything_the_damage_does_not_touch(base, tmp_path, kind, damage):
     store, _repo, truth, name, trees, bad = _cell(base, tmp_path, kind, damage, oracle=True)
-    if kind == "config":
-        pytest.skip("a damaged config: the repository cannot be opened (test_check covers the message)")
-    assert _restore_check(store, base, trees, bad, tmp_path / "out") == []
+    repo = None
+    if kind == "config":  # opened with the cached copy of the config (elsewhere: ConfigDamaged)
+        repo = Repository.open(store, PASSWORD, cache_root=tmp_path / "cache")
+    assert _restore_check(store, base, trees, bad, tmp_path / "out", repo) == []
 
 
 @pytest.mark.parametrize("kind,damage", cells("repair"))
 def test_repair_and_one_backup_bring_check_back_to_clean(base, tmp_path, kind, damage):
     store, _repo, truth, name, trees, _bad = _cell(base, tmp_path, kind, damage, oracle=True)
-    res = CheckManager(open_repo(store)).run(CheckOptions(read_data=True))
+    cache = None
+    if kind == "config":
+        cache = tmp_path / "cache"
+        res = CheckManager(Repository.open(store, PASSWORD, cache_root=cache)).run(CheckOptions(read_data=True))
+        if damage not in CONFIG_FROM_CACHE:
+            shutil.rmtree(cache / "locations")  # rebuilt: only the repository cache is left
+    else:
+        res = CheckManager(open_repo(store)).run(CheckOptions(read_data=True))
     steps = remedies(res.findings)
-    _run_steps(store, base, steps)
+    _run_steps(store, base, steps, cache)
     after = CheckManager(open_repo(store)).run(CheckOptions(read_data=True))
     assert after.ok, (steps, after.errors)
     repo = open_repo(store)
+    if kind == "config":
+        was, now = _repo.config, repo.config
+        assert (now.repo_id, now.chunker_min, now.chunker_avg, now.chunker_max) == (
+            was.repo_id, was.chunker_min, was.chunker_avg, was.chunker_max)
+        if damage in CONFIG_FROM_CACHE:
+            assert now == was
     _assert_exactly_the_lost_pairs_differ(repo, base, trees, tmp_path / "old")
     latest = max(list_snapshots(repo), key=lambda s: s.time_ns)
     out = tmp_path / "latest"

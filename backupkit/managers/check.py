@@ -137,7 +137,7 @@ class _CheckRun:
         try:
             cfg = RepoConfig.decode(self.repo.get_object(T_CONFIG, "config", b"config"))
         except (IntegrityError, FormatError, ObjectNotFound) as e:
-            self._add(ERROR, "config_unreadable", "config", f"config: {e}")
+            self._add(ERROR, "config_unreadable", "config", str(e) if str(e).startswith("config") else f"config: {e}")
             return
         if cfg != self.repo.config:
             self._add(ERROR, "config_mismatch", "config", "the config in the store differs from the one this run opened (cached)")

@@ -2,7 +2,7 @@
 
 Vocabulary:
     step     one command of the recovery sequence. Steps always run in this order,
-             whatever findings asked for them: rebuild the index, salvage damaged packs,
+             whatever findings asked for them: put back the config, rebuild the index, salvage damaged packs,
              put back snapshot objects the catalog still has (before a backup would
              reconcile the catalog with the listing and drop them), back up the same
              sources again (data still on disk is written again and older snapshots
@@ -18,6 +18,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+#: put back the config (a cached copy, else one rebuilt from the data)
+CONFIG = "bk repair config"
 INDEX = "bk repair index"
 PACKS = "bk repair packs {packs}"
 BACKUP = "bk backup <the same paths as before>"
@@ -30,11 +32,11 @@ PRUNE = "bk prune"
 KEY_REMOVE = "bk key remove {key}"
 
 #: Steps in the order they must run.
-ORDER = (INDEX, PACKS, CATALOG, LISTING, BACKUP, SNAPSHOTS, PRUNE, KEY_REMOVE)
+ORDER = (CONFIG, INDEX, PACKS, CATALOG, LISTING, BACKUP, SNAPSHOTS, PRUNE, KEY_REMOVE)
 
 #: finding kind -> the steps it needs (see docs/recovery.md for what each kind means).
 REMEDIES: dict[str, tuple[str, ...]] = {
-    "config_unreadable": (),
+    "config_unreadable": (CONFIG,),
     "config_mismatch": (),
     "key_malformed": (KEY_REMOVE,),
     "key_damaged": (KEY_REMOVE,),
@@ -62,7 +64,6 @@ REMEDIES: dict[str, tuple[str, ...]] = {
 
 #: kinds bk cannot repair, and what to do instead
 NO_REPAIR = {
-    "config_unreadable": "no repair command: put back the config object from a copy of the repository",
     "config_mismatch": "no repair command: if the store's config is the right one, run once with --no-cache "
     "(or remove the local cache); otherwise put back the config object from a copy",
 }

@@ -251,6 +251,11 @@ class OpenCache:
             pass  # not made yet: put() makes it
         return cls(directory)
 
+    @property
+    def directory(self) -> Path | None:
+        """This location's directory (None without a cache)."""
+        return self._dir
+
     def _file(self, name: str) -> Path:
         assert self._dir is not None
         return self._dir / name  # "config" or "keys/<id>"

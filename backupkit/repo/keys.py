@@ -5,17 +5,24 @@ A key file ``keys/<id>`` is JSON, the only thing in a repository that is not sea
     {"version": 1,
      "kdf": {"name": "argon2id", "salt": b64, "iterations": t, "memory_kib": m, "lanes": p},
      "data": b64(nonce | AES-256-GCM(kek, msgpack(master keys), aad="bk-keyfile-v1" | id)),
-     "meta": b64(sealed T_KEY_META object: host, user, created)}
+     "meta": b64(sealed T_KEY_META object: host, user, created, binds)}
 
 ``kek = Argon2id(password, salt, t, m, p)``. The KDF parameters are all a store operator
 can read. Host and user names are sealed with the master key (``meta``) so ``key list``
 shows them with any valid password while the store learns nothing.
+
+``binds`` (key files written since issue 9.5; older ones lack it) is SHA-256 over the
+version, KDF fields and ``data`` (``_binding``): sealed with the master keys, it lets
+anyone holding them (``check``, ``key list``) verify every byte of a key file whose
+password they do not know. With the canonical layout (``json.dumps(doc, indent=1)``,
+base64 re-encoded) checked too, ``verify_key_file`` notices a change at any position.
 """
 
 from __future__ import annotations
 
 import base64
 import getpass
+import hashlib
 import json
 import os
 import socket
@@ -94,8 +101,6 @@ def make_key_file(key_id: str, keys: MasterKeys, password: bytes, kdf: KdfParams
     kek = _derive(password, salt, kdf)
     nonce = os.urandom(12)
     wrapped = nonce + AESGCM(kek).encrypt(nonce, msgpack.packb(keys.to_dict()), b"bk-keyfile-v1" + key_id.encode())
-    meta = {"host": socket.gethostname(), "user": getpass.getuser(), "created": time.time()}
-    sealed_meta = Sealer(keys).seal(T_KEY_META, key_id.encode(), msgpack.packb(meta))
     doc = {
         "version": 1,
         "kdf": {
@@ -106,9 +111,17 @@ def make_key_file(key_id: str, keys: MasterKeys, password: bytes, kdf: KdfParams
             "lanes": kdf.lanes,
         },
         "data": _b64(wrapped),
-        "meta": _b64(sealed_meta),
     }
+    meta = {"host": socket.gethostname(), "user": getpass.getuser(), "created": time.time(), "binds": _binding(doc)}
+    doc["meta"] = _b64(Sealer(keys).seal(T_KEY_META, key_id.encode(), msgpack.packb(meta)))
     return json.dumps(doc, indent=1).encode()
+
+
+def _binding(doc: dict) -> bytes:
+    """SHA-256 over what the store can read and the password protects: the version, the
+    KDF fields and the wrapped master keys (sealed into ``meta`` as ``binds``)."""
+    bound = {"version": doc["version"], "kdf": doc["kdf"], "data": doc["data"]}
+    return hashlib.sha256(json.dumps(bound, sort_keys=True, separators=(",", ":")).encode()).digest()
 
 
 def _field(doc: dict, key: str, lo: int, hi: int, key_id: str) -> bytes:
@@ -145,6 +158,28 @@ def _parse(key_id: str, raw: bytes) -> tuple[dict, KdfParams]:
         raise FormatError(f"damaged key file {key_id}: {e}") from None
 
 
+def _check_canonical(key_id: str, doc: dict, raw: bytes) -> None:
+    """FormatError unless ``raw`` is exactly what ``make_key_file`` writes for ``doc``
+    (layout, whitespace, key order, base64 re-encoded from the decoded bytes): a changed
+    byte in whitespace or in a base64 string's unused bits then shows too."""
+    try:
+        canon = dict(doc)
+        canon["kdf"] = dict(doc["kdf"], salt=_b64(_unb64(doc["kdf"]["salt"])))
+        canon["data"] = _b64(_unb64(doc["data"]))
+        canon["meta"] = _b64(_unb64(doc["meta"]))
+        same = set(canon) == {"version", "kdf", "data", "meta"} and json.dumps(canon, indent=1).encode() == raw
+    except (ValueError, KeyError, TypeError) as e:
+        raise FormatError(f"damaged key file {key_id}: {e}") from None
+    if not same:
+        raise FormatError(f"damaged key file {key_id}: not laid out as bk writes key files (a changed byte?)")
+
+
+def verify_key_file(key_id: str, raw: bytes, sealer: Sealer) -> KeyInfo:
+    """``key_info`` with every byte checked (``check``, ``key list``): FormatError
+    ("damaged key file ...") for any change bk can see without the key file's password."""
+    return key_info(key_id, raw, sealer, strict=True)
+
+
 def open_key_file(key_id: str, raw: bytes, password: bytes) -> MasterKeys:
     """Unwrap the master keys; WrongPassword if this password does not open it,
     FormatError ("damaged key file ...") if it does not parse or its bounds are exceeded."""
@@ -165,9 +200,16 @@ def open_key_file(key_id: str, raw: bytes, password: bytes) -> MasterKeys:
         raise FormatError(f"damaged key file {key_id}: bad payload: {e}") from None
 
 
-def key_info(key_id: str, raw: bytes, sealer: Sealer) -> KeyInfo:
-    """Read a key file's sealed metadata with the (already known) master keys."""
+def key_info(key_id: str, raw: bytes, sealer: Sealer, strict: bool = False) -> KeyInfo:
+    """Read a key file's sealed metadata with the (already known) master keys.
+
+    ``strict`` (``verify_key_file``): also FormatError ("damaged key file ...") unless the
+    file is byte for byte as bk writes it and, where its metadata binds them (``binds``),
+    the KDF fields and wrapped keys are the ones sealed with it. A metadata that does not
+    authenticate gives host and user "?" (the caller decides)."""
     doc, params = _parse(key_id, raw)
+    if strict:
+        _check_canonical(key_id, doc, raw)
     try:
         sealed = _field(doc, "meta", 0, limits.KEY_META_MAX, key_id)
         meta = msgpack.unpackb(sealer.open(T_KEY_META, key_id.encode(), sealed, f"key file {key_id}"))
@@ -177,6 +219,9 @@ def key_info(key_id: str, raw: bytes, sealer: Sealer) -> KeyInfo:
         raise FormatError(f"key file {key_id} is malformed: {e}") from None
     except IntegrityError:
         return KeyInfo(key_id, "?", "?", 0.0, params)
+    binds = meta.get("binds")
+    if strict and binds is not None and binds != _binding(doc):
+        raise FormatError(f"damaged key file {key_id}: its KDF fields or wrapped keys are not the ones sealed with it")
     host, user, created = meta.get("host"), meta.get("user"), meta.get("created")
     return KeyInfo(
         key_id,

@@ -8,19 +8,24 @@ installed OpenSSL: issue 8.1; ``keys`` holds a process-wide lock around each). A
 that does not parse, is out of bounds or is not named like one is skipped
 (``Repository.open_warnings`` says why, ``-v`` prints it) and the next is tried; if none
 opens, WrongPassword, or FormatError ("damaged key file ...") when every one was damaged.
+When a key file opens but the store's config is missing or does not authenticate (and
+no cached copy stands in), ConfigDamaged names ``bk repair config``.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from backupkit import limits
-from backupkit.crypto import T_CONFIG, Sealer
+from backupkit.crypto import T_CONFIG, MasterKeys, Sealer
 from backupkit.errors import (
+    ConfigDamaged,
     FormatError,
     IntegrityError,
     ObjectNotFound,
+    ObjectTooLarge,
     RepositoryNotFound,
     StoreError,
     StorePermissionError,
@@ -38,14 +43,22 @@ if TYPE_CHECKING:
     from backupkit.repo.repository import Repository
 
 
-def open_repository(
-    cls: type[Repository],
-    store: ObjectStore,
-    password: bytes,
-    cache_root: os.PathLike | None | bool,
-    connections: int,
-) -> Repository:
-    """Open with a password; RepositoryNotFound, WrongPassword as appropriate."""
+@dataclass
+class UnlockedKey:
+    """A key file the password opened, before the config is read (``unlock_key``)."""
+
+    keys: MasterKeys
+    key_id: str
+    raw_key: bytes
+    key_cached: bool  # its bytes came from the open cache
+    open_cache: OpenCache
+    skipped: list[str]  # why other key files were skipped (Repository.open_warnings)
+
+
+def unlock_key(store: ObjectStore, password: bytes, cache_root: os.PathLike | None | bool) -> UnlockedKey:
+    """Find a key file the password opens (cached ones first); RepositoryNotFound,
+    WrongPassword, or FormatError ("damaged key file ...") when every one was damaged.
+    Reads no config: ``bk repair config`` starts here."""
     oc = OpenCache.for_location(store.location, cache_root)
     # List first: a cached key file that is no longer listed (a changed password, a new
     # repository at this location) is never derived (issue 8.1).
@@ -57,7 +70,7 @@ def open_repository(
         if not store.exists("config"):  # e.g. a directory or bucket that does not exist
             raise RepositoryNotFound(f"no repository at {store.location}") from None
         raise
-    skipped: list[str] = []  # why key files were skipped (Repository.open_warnings)
+    skipped: list[str] = []
     names = []
     for name in listed:
         if id_of("keys", name) is None:
@@ -69,8 +82,6 @@ def open_repository(
             raise RepositoryNotFound(f"no repository at {store.location}")
         raise RepositoryNotFound(f"no key files in the repository at {store.location}")
     oc.keep_keys(names)
-    raw_config = oc.get("config")
-    config_cached = raw_config is not None
     wrong = 0
     for name in sorted(names, key=lambda n: not oc.has(n)):  # cached key files first
         key_id = name.split("/", 1)[1]
@@ -95,27 +106,7 @@ def open_repository(
                 continue
             except ObjectNotFound:
                 continue  # removed since the listing
-        sealer = Sealer(keys)
-        if raw_config is None:
-            raw_config = _get_config(store)
-        try:
-            plain = sealer.open(T_CONFIG, b"config", raw_config, "config")
-        except IntegrityError:
-            if not config_cached:
-                raise
-            # not this repository's config (another one was made at this location)
-            oc.clear()
-            raw_config, config_cached, key_cached = _get_config(store), False, False
-            plain = sealer.open(T_CONFIG, b"config", raw_config, "config")
-        cfg = RepoConfig.decode(decode_payload(plain, "config", limits.plain_max("config", len(raw_config))))
-        if not config_cached:
-            oc.put("config", raw_config)
-        if not key_cached:
-            oc.put(name, raw_key)
-        repo = cls(store, keys, cfg, key_id, cache_root, connections)
-        repo.password = password
-        repo.open_warnings = tuple(skipped)
-        return repo
+        return UnlockedKey(keys, key_id, raw_key, key_cached, oc, skipped)
     if wrong or not skipped:
         more = f" ({len(skipped)} damaged key file{'s' if len(skipped) != 1 else ''} skipped)" if skipped else ""
         raise WrongPassword(f"wrong password or no key found{more}")
@@ -123,8 +114,57 @@ def open_repository(
     raise FormatError(f"{skipped[0]}{more}")
 
 
+def open_config(sealer: Sealer, raw: bytes) -> RepoConfig:
+    """The config in the sealed bytes ``raw``; IntegrityError if they do not authenticate
+    with these keys, FormatError if they do not decode."""
+    plain = sealer.open(T_CONFIG, b"config", raw, "config")
+    return RepoConfig.decode(decode_payload(plain, "config", limits.plain_max("config", len(raw))))
+
+
+def open_repository(
+    cls: type[Repository],
+    store: ObjectStore,
+    password: bytes,
+    cache_root: os.PathLike | None | bool,
+    connections: int,
+) -> Repository:
+    """Open with a password; RepositoryNotFound, WrongPassword as appropriate, and
+    ConfigDamaged (naming ``bk repair config``) when a key file opens but the store's
+    config is missing, too large or does not authenticate."""
+    u = unlock_key(store, password, cache_root)
+    oc, sealer = u.open_cache, Sealer(u.keys)
+    raw_config = oc.get("config")
+    config_cached = raw_config is not None
+    cfg = None
+    if raw_config is not None:
+        try:
+            cfg = open_config(sealer, raw_config)
+        except IntegrityError:
+            # not this repository's config (another one was made at this location)
+            oc.clear()
+            raw_config, config_cached, u.key_cached = None, False, False
+    if cfg is None:
+        raw_config = _get_config(store)
+        try:
+            cfg = open_config(sealer, raw_config)
+        except IntegrityError as e:
+            raise ConfigDamaged(f"{e}; run bk repair config") from None
+    if not config_cached:
+        oc.put("config", raw_config)
+    if not u.key_cached:
+        oc.put(f"keys/{u.key_id}", u.raw_key)
+    repo = cls(store, u.keys, cfg, u.key_id, cache_root, connections)
+    repo.password = password
+    repo.open_warnings = tuple(u.skipped)
+    return repo
+
+
 def _get_config(store: ObjectStore) -> bytes:
+    """The store's sealed config; ConfigDamaged when it is gone (a key file opened) or
+    larger than a config can be."""
     try:
         return store.get("config", max_size=limits.CONFIG_MAX)
     except ObjectNotFound:
-        raise RepositoryNotFound(f"no repository at {store.location}") from None
+        raise ConfigDamaged("config: missing (the key files are there); run bk repair config") from None
+    except ObjectTooLarge as e:
+        raise ConfigDamaged(f"{e}; run bk repair config") from None

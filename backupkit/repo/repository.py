@@ -66,6 +66,19 @@ _MAX_SIZE_OF_OBJECT = {
 }
 
 
+def _lists_key_files(store: ObjectStore) -> bool:
+    from backupkit.errors import StoreError
+
+    try:
+        return any(True for _ in store.list("keys/"))
+    except ObjectNotFound:
+        return False
+    except StoreError as e:
+        if e.retryable:
+            raise
+        return False  # e.g. a location that does not exist yet
+
+
 @dataclass(frozen=True)
 class StoredPack:
     """One pack as the store lists it."""
@@ -162,6 +175,10 @@ class Repository(BlobAccess):
             raise BadArgument(f"pack size {pack_size}: at most {limits.PACK_SIZE_MAX} bytes")
         if store.exists("config"):
             raise RepositoryExists(f"a repository already exists at {store.location}")
+        if _lists_key_files(store):
+            raise RepositoryExists(
+                f"a repository whose config is gone is at {store.location} (it has key files): run bk repair config"
+            )
         keys = MasterKeys.generate()
         if chunker_key is not None:
             keys = MasterKeys(keys.enc_key, keys.id_key, chunker_key)

@@ -32,27 +32,36 @@ def _new_password(st: State, new_password_file: str | None) -> bytes:
     return st.check_new_password(pw)
 
 
-@app.command("list", help="List key files.")
-def list_keys(ctx: typer.Context) -> None:
+@app.command(
+    "list",
+    help="List key files. A damaged key file is named on stderr (the others are listed) and the exit code is 1.",
+)
+def list_keys(ctx: typer.Context) -> int:
     from datetime import datetime, timezone
 
     from backupkit.repo.keymanager import KeyManager
+    from backupkit_cli import exit_codes
 
     st: State = ctx.obj
     repo = st.open_repo()
-    infos = KeyManager(repo).list()
+    listing = KeyManager(repo).list()
+    infos = listing.keys
     if st.json:
         st.console.json(
             [
                 {"id": k.id, "current": k.id == repo.key_id, "host": k.host, "user": k.user, "created": datetime.fromtimestamp(k.created, timezone.utc).isoformat()}
                 for k in infos
             ]
+            + [{"id": i, "current": i == repo.key_id, "damaged": why} for i, why in listing.damaged]
         )
-        return
-    for k in infos:
-        mark = "*" if k.id == repo.key_id else " "
-        created = datetime.fromtimestamp(k.created).strftime("%Y-%m-%d %H:%M:%S")
-        st.console.data(f"{mark} {k.id[:10]}  {k.user}@{k.host}  {created}")  # data() escapes names
+    else:
+        for k in infos:
+            mark = "*" if k.id == repo.key_id else " "
+            created = datetime.fromtimestamp(k.created).strftime("%Y-%m-%d %H:%M:%S")
+            st.console.data(f"{mark} {k.id[:10]}  {k.user}@{k.host}  {created}")  # data() escapes names
+        for i, why in listing.damaged:
+            st.console.warn(f"{why.replace(i, i[:10])}; remove it with bk key remove {i[:10]}")
+    return exit_codes.FATAL if listing.damaged else exit_codes.OK
 
 
 NEW_PASSWORD_FILE = typer.Option(None, "--new-password-file")

@@ -1,4 +1,4 @@
-"""bk repair index|snapshots|packs (restic's repair commands; docs/recovery.md says when)."""
+"""bk repair index|snapshots|packs (restic's repair commands) and config (bk's own); docs/recovery.md says when."""
 
 from __future__ import annotations
 
@@ -122,4 +122,43 @@ def snapshots(
             lines.append(f"  ... and {len(details) - limit} more (-v shows all)")
     if plan.nothing_to_do:
         lines.append(f"checked {plan.snapshots_checked} snapshots: nothing to repair")
+    return _finish(st, res, lines, dry_run)
+
+
+@app.command("config", help="Put back a missing or damaged config: the local cache's sealed copy, else one rebuilt from the data.")
+def config(
+    ctx: typer.Context,
+    new_id: bool = typer.Option(False, "--new-id", help="When no local cache holds this repository, give it a new repository id (every machine's cache of it is then rebuilt)."),
+    dry_run: bool = _DRY,
+) -> int:
+    from backupkit.managers.repair_config import RepairConfigManager, RepairConfigOptions, RepairConfigResult
+
+    st: State = ctx.obj
+    mgr = RepairConfigManager(st.open_store(), st.password(), cache_root=st.cache_root(), connections=st.store_connections())
+    try:
+        plan = mgr.plan(RepairConfigOptions(new_id=new_id))
+        if plan.config is None or dry_run:
+            res = RepairConfigResult(plan, False)
+        else:
+            with st.locked_repo(exclusive=True, operation="repair config", opened=mgr.repository(plan)) as repo:
+                res = mgr.execute(plan, repo)
+    finally:
+        mgr.close()
+    if plan.problem is None:
+        lines = ["the config authenticates: nothing to repair"]
+    else:
+        lines = [plan.problem]
+        if plan.source == "cache":
+            lines.append(f"the local cache holds a copy that authenticates: {plan.cache_file}")
+        else:
+            c = plan.config
+            lines.append("no cached copy; rebuilt from the repository:")
+            lines.append(f"  repository id {c.repo_id[:10]}: {plan.fields['repo_id']}")
+            lines.append(f"  chunker {c.chunker_min}/{c.chunker_avg}/{c.chunker_max}: {plan.fields['chunker']}")
+            lines.append(f"  pack size {human_bytes(c.pack_size)}: {plan.fields['pack_size']}")
+            lines.append(f"  compression level {c.compression_level}: {plan.fields['compression_level']}")
+        if res.written:
+            lines.append("wrote the config")
+        elif not dry_run:
+            lines.append("the store's config authenticates now: nothing written")
     return _finish(st, res, lines, dry_run)

@@ -259,6 +259,43 @@ def test_key_add_list_remove_passwd(made, tmp_path):
     assert {p.name for p in (repo_dir / "keys").iterdir()} == {key3}
 
 
+def test_key_list_names_a_damaged_key_file_and_lists_the_others(made, tmp_path):
+    """Issue 10: one damaged key file does not make ``key list`` fail as a whole: the
+    others are listed, the damaged one is named (as check names it), exit code 1."""
+    repo_dir, env = copy_repo(made, tmp_path)
+    pw2, pw3 = tmp_path / "pw2", tmp_path / "pw3"
+    pw2.write_text("second password\n")
+    pw3.write_text("third password\n")
+    key2 = json.loads(ok(run_bk("--json", "key", "add", "--new-password-file", pw2, env=env)).stdout)["id"]
+    key3 = json.loads(ok(run_bk("--json", "key", "add", "--new-password-file", pw3, env=env)).stdout)["id"]
+    good = json.loads(ok(run_bk("--json", "key", "list", env=env)).stdout)
+    for damage in ("not json", "a changed byte"):
+        path = repo_dir / "keys" / key2
+        raw = path.read_bytes()
+        if damage == "not json":
+            path.write_bytes(raw[: len(raw) // 2])
+        else:
+            at = raw.index(b'"iterations"') + len('"iterations": ')
+            assert raw[at : at + 2] == b"1,"
+            path.write_bytes(raw[:at] + b"3" + raw[at + 1 :])  # still a number in bounds
+        r = run_bk("key", "list", env=env)
+        assert r.returncode == 1, (r.returncode, r.stderr)
+        out, err = r.stdout.decode(), r.stderr
+        assert "Traceback" not in err and "internal error" not in err
+        assert key3[:10] in out and key2[:10] not in out, out
+        (line,) = [ln for ln in err.splitlines() if ln.strip()]
+        assert f"damaged key file {key2[:10]}" in line and f"bk key remove {key2[:10]}" in line, line
+        r = run_bk("--json", "key", "list", env=env)
+        assert r.returncode == 1
+        doc = json.loads(r.stdout)
+        assert [k["id"] for k in doc if "damaged" not in k] == [k["id"] for k in good if k["id"] != key2]
+        assert [k["id"] for k in doc if "damaged" in k] == [key2]
+        r = run_bk("--json", "check", env=env)
+        assert r.returncode == 1 and f"bk key remove {key2[:10]}" in json.loads(r.stdout)["next"]
+        path.write_bytes(raw)
+    ok(run_bk("key", "list", env=env))
+
+
 def test_bad_option_is_a_usage_error(tmp_path):
     env = cli_env(tmp_path / "repo", tmp_path / "cache")
     for args in (("snapshots", "--no-such-option"), ("no-such-command",)):

@@ -151,3 +151,89 @@ def test_a_damaged_index_object_is_a_warning_not_a_failure(env, tmp_path, two):
     r = bk(env, "--no-cache", "restore", "latest", "--target", str(tmp_path / "out2"))
     assert r.returncode == 0 and "cannot be read" not in r.stderr, r.stderr
     assert files(tmp_path / "out2" / src.relative_to("/")) == files(src)
+
+
+# -- bk repair config -----------------------------------------------------------------------------
+
+def _config_of(tmp_path):
+    from backupkit.repo.repository import Repository
+    from backupkit.store.local import LocalObjectStore
+
+    repo = Repository.open(LocalObjectStore(tmp_path / "repo", fsync=False), b"cli-pw", cache_root=False)
+    repo.close()
+    return repo.config
+
+
+def _one_line(r) -> str:
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    return lines[0]
+
+
+def test_a_damaged_config_is_named_and_repair_config_writes_back_the_cached_copy(env, tmp_path, two):
+    config = tmp_path / "repo" / "config"
+    original = config.read_bytes()
+    assert bk(env, "snapshots").returncode == 0  # this machine's cache now holds the config
+    _flip(config, len(original) // 2)
+
+    r = bk(env, "--no-cache", "snapshots")
+    assert r.returncode == 1
+    assert "config: authentication failed" in _one_line(r) and "run bk repair config" in r.stderr
+    r = bk(env, "--json", "check")
+    assert r.returncode == 1
+    doc = json.loads(r.stdout)
+    assert doc["next"] == ["bk repair config"], doc["next"]
+
+    r = bk(env, "repair", "config", "-n")
+    assert r.returncode == 0 and "dry run" in r.stderr and "the local cache holds a copy" in r.stderr, r.stderr
+    assert config.read_bytes() != original
+    r = bk(env, "repair", "config")
+    assert r.returncode == 0 and "wrote the config" in r.stderr, r.stderr
+    assert config.read_bytes() == original
+    assert bk(env, "--no-cache", "check", "--read-data").returncode == 0
+    r = bk(env, "repair", "config")
+    assert r.returncode == 0 and "nothing to repair" in r.stderr
+
+
+def test_repair_config_rebuilds_from_the_data_and_refuses_to_invent_an_id(env, tmp_path, two):
+    import shutil
+
+    src, _snaps = two
+    was = _config_of(tmp_path)
+    assert bk(env, "check").returncode == 0  # fills this machine's caches
+    (tmp_path / "repo" / "config").unlink()
+
+    r = bk(env, "snapshots")  # the cached config stands in
+    assert r.returncode == 0
+    r = bk(env, "--no-cache", "snapshots")
+    assert r.returncode == 1 and "config: missing" in _one_line(r) and "bk repair config" in r.stderr
+    r = bk(env, "init")  # never a new repository over one that lost its config
+    assert r.returncode == 1 and "bk repair config" in _one_line(r)
+    assert not (tmp_path / "repo" / "config").exists()
+
+    # the cached copy gone, the repository's cache left: rebuilt, with the same id
+    shutil.rmtree(tmp_path / "cache" / "locations")
+    r = bk(env, "--json", "repair", "config")
+    assert r.returncode == 0, r.stderr
+    plan = json.loads(r.stdout)["plan"]
+    assert plan["source"] == "rebuilt" and plan["config"]["repo_id"] == was.repo_id
+    now = _config_of(tmp_path)
+    assert (now.repo_id, now.chunker_min, now.chunker_avg) == (was.repo_id, was.chunker_min, was.chunker_avg)
+    assert now.chunker_max >= 64 * 1024
+    assert bk(env, "--no-cache", "check", "--read-data").returncode == 0
+
+    # no cache at all: the id cannot be recovered; refused unless --new-id
+    (tmp_path / "repo" / "config").unlink()
+    shutil.rmtree(tmp_path / "cache")
+    r = bk(env, "repair", "config")
+    assert r.returncode == 1 and "repository id cannot be recovered" in _one_line(r) and "--new-id" in r.stderr
+    assert not (tmp_path / "repo" / "config").exists()
+    r = bk(env, "repair", "config", "--new-id")
+    assert r.returncode == 0 and "wrote the config" in r.stderr, r.stderr
+    assert _config_of(tmp_path).chunker_avg == was.chunker_avg
+    assert bk(env, "check", "--read-data").returncode == 0
+    r = bk(env, "backup", str(src))
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "out"
+    assert bk(env, "restore", "latest", "--target", str(out)).returncode == 0
+    assert files(out / src.relative_to("/")) == files(src)

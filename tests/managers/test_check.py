@@ -286,6 +286,43 @@ def test_damaged_key_file_hidden_by_the_cache_is_found(repo3, tmp_path):
     assert f.kind == "key_damaged" and f.object == name and "damaged key file" in f.message
 
 
+@pytest.mark.parametrize("which", ["another", "the one in use"])
+def test_a_changed_byte_anywhere_in_a_key_file_is_found(tmp_path, which):
+    """Issue 9.5: whatever position of a key file one byte changes at (JSON whitespace,
+    a base64 string's unused bits, a KDF number still within bounds, the salt, the
+    wrapped keys, the sealed metadata), check names the file; another key file opens
+    the repository. Every position, three bit patterns each."""
+    from backupkit.repo.keymanager import KeyManager, check_key_file
+    from backupkit.repo.repository import Repository
+    from tests.managers.lifecycle_util import PASSWORD
+    from tests.support.kit import INSECURE_TEST_KDF
+
+    store = local_store(tmp_path / "repo")
+    repo = init_repo(store)
+    added = KeyManager(repo).add(PASSWORD, INSECURE_TEST_KDF)  # the same password
+    key_id = added if which == "another" else repo.key_id
+    name = f"keys/{key_id}"
+    cache = tmp_path / "cache"
+    Repository.open(store, PASSWORD, cache_root=cache).close()  # caches a key file that opens
+    path = tmp_path / "repo" / name
+    raw = path.read_bytes()
+    repo = Repository.open(store, PASSWORD, cache_root=cache, connections=2)
+    assert check_key_file(repo, name) is None
+    missed = []
+    for mask in (0x01, 0x20, 0x80):
+        for pos in range(len(raw)):
+            damaged = bytearray(raw)
+            damaged[pos] ^= mask
+            path.write_bytes(bytes(damaged))
+            if check_key_file(repo, name) is None:
+                missed.append((pos, mask, raw[pos : pos + 1]))
+    path.write_bytes(raw)
+    assert not missed, f"{len(missed)} changes unseen, e.g. {missed[:5]}"
+    assert check_key_file(repo, name) is None
+    res = CheckManager(repo).run()
+    assert res.ok, res.errors
+
+
 def test_config_is_verified_from_the_store_not_the_cache(repo3, tmp_path):
     from backupkit.repo.repository import Repository
     from tests.managers.lifecycle_util import PASSWORD
