@@ -116,15 +116,18 @@ _Totals = tuple[int, int, int, int, tuple]
 
 
 class StatsManager:
-    def __init__(self, repo: Repository) -> None:
+    def __init__(self, repo: Repository, snapshots: list[Snapshot] | None = None) -> None:
+        """``snapshots``: every snapshot of ``repo`` as the caller listed them (None: listed
+        here, repairing a stale catalog; ``select_snapshots``)."""
         self.repo = repo
+        self.all_snapshots = snapshots
         self.hamt = make_hamt(repo, cache_size=1 << 16)
 
     def run(self, opts: StatsOptions) -> StatsResult:
         if opts.mode not in MODES:
             raise BadArgument(f"unknown --mode {opts.mode!r}: use one of {', '.join(MODES)}")
-        all_snaps = list_snapshots(self.repo)
-        snaps = select_snapshots(self.repo, opts.refs, opts.hosts, opts.tags, opts.paths)
+        all_snaps = list_snapshots(self.repo) if self.all_snapshots is None else self.all_snapshots
+        snaps = select_snapshots(self.repo, opts.refs, opts.hosts, opts.tags, opts.paths, all_snaps)
         files = dirs = others = nbytes = 0
         blobs = raw = stored = data_raw = restore = 0
         used = Reachable() if opts.mode == "raw-data" else None

@@ -91,11 +91,14 @@ def new_tags(current: tuple[str, ...], opts: TagOptions) -> tuple[str, ...]:
     return tuple(out)
 
 
-def select_snapshots(repo: Repository, refs, hosts, tags, paths) -> list[Snapshot]:
+def select_snapshots(repo: Repository, refs, hosts, tags, paths, snaps: list[Snapshot] | None = None) -> list[Snapshot]:
     """Without ``refs``: every snapshot the filters select. With them: the snapshots
     they name, ``latest`` among those the filters select, an id or prefix whatever the
-    filters say (restic's rule, as ``cli/select.py``). Oldest first, each once."""
-    snaps = list_snapshots(repo)
+    filters say (restic's rule, as ``cli/select.py``). Oldest first, each once.
+    ``snaps``: every snapshot, as the caller listed them (the CLI lists without
+    rewriting a stale catalog under ``--no-lock``); None: listed here."""
+    if snaps is None:
+        snaps = list_snapshots(repo)
     pool = filter_snapshots(snaps, hosts, tags, paths)
     if not refs:
         return pool

@@ -23,7 +23,7 @@ def command(
     st: State = ctx.obj
     opts = StatsOptions(mode=mode, refs=tuple(snapshots or ()), hosts=tuple(host), tags=tuple(tag), paths=tuple(abs_paths(path)), unused=unused)
     with st.locked_repo(exclusive=False, operation="stats", read_only=True) as repo:
-        res = StatsManager(repo).run(opts)
+        res = StatsManager(repo, st.snapshots(repo)).run(opts)
     if st.json:
         st.console.json(res.to_json())
         return
