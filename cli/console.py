@@ -6,7 +6,8 @@ With ``--json`` every line on stderr is one JSON object with ``message_type`` an
 ``message``: ``warning`` and ``error`` lines (``warn``, ``error``) also carry restic's
 ``error: {"message": ...}``, and ``item`` (the path) and ``during`` (``archival``,
 ``restore``) when the problem is about one path; the error that ends the command is
-restic's ``exit_error`` (``exit_error``). Informational messages are not printed.
+restic's ``exit_error`` (``exit_error``); ``-v``'s request counts are a ``store`` line.
+Informational messages are not printed.
 """
 
 from __future__ import annotations
@@ -105,7 +106,12 @@ class Console:
         sys.stdout.flush()
 
     def store_summary(self, stats: dict[str, int]) -> None:
-        """The one-line request summary ``-v`` prints on stderr at the end of a command."""
+        """The one-line request summary ``-v`` prints on stderr at the end of a command
+        (with --json: ``{"message_type": "store", "message": LINE, ...the counts}``)."""
+        if self.json_mode:
+            sys.stderr.write(json.dumps({"message_type": "store", "message": store_summary_line(stats), **stats}) + "\n")
+            sys.stderr.flush()
+            return
         self.err.print(store_summary_line(stats), markup=False, highlight=False)
 
     def table(self, table) -> None:

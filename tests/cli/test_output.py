@@ -219,17 +219,20 @@ def test_json_warnings_and_errors_are_json_lines_in_every_command(tmp_path):
         "stats": ["stats"],
         "find": ["find", "*.txt"],
         "snapshots": ["snapshots"],
+        "stats -v": ["-v", "stats"],  # and the request counts -v adds
     }
     for name, cmd in commands.items():
         r = run_bk("--json", *cmd, env=env)
         assert "Traceback" not in r.stderr, (name, r.stderr)
         lines = [json.loads(ln) for ln in r.stderr.splitlines() if ln.strip()]  # fails on a plain line
-        assert all(isinstance(d["message"], str) and d["message_type"] in ("warning", "error", "exit_error") for d in lines), (name, lines)
+        assert all(isinstance(d["message"], str) and d["message_type"] in ("warning", "error", "exit_error", "store") for d in lines), (name, lines)
         warnings = [d for d in lines if d["message_type"] == "warning"]
         assert any("README" in d["message"] and d["error"]["message"] == d["message"] for d in warnings), (name, lines)
         if name.startswith("restore"):
             assert r.returncode == 1
             items = [d for d in lines if d["message_type"] == "error" and "item" in d]
             assert any(d["item"].endswith("big.bin") and d["during"] == "restore" for d in items), (name, lines)
+        if name == "stats -v":
+            assert lines[-1]["message_type"] == "store" and lines[-1]["requests"] > 0
         if name == "check":
             assert r.returncode == 1 and json.loads(r.stdout)["ok"] is False
