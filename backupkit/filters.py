@@ -355,6 +355,28 @@ class RestoreSelection:
         return self.select(path.decode("utf-8", "surrogateescape"), entry.is_dir)
 
 
+def below_folder(
+    select: Callable[[bytes, Entry], tuple[bool, bool]], folder: bytes
+) -> Callable[[bytes, Entry], tuple[bool, bool]]:
+    """``select`` seeing the paths of a restore of ``folder`` as restic's
+    ``SNAPSHOT:FOLDER`` does, with the folder as the root: ``FOLDER/a/b`` is matched as
+    ``/a/b``, the folder itself as ``/`` (a file restored alone as ``/NAME``). Anchored
+    patterns (``/lib``) then start at the folder; relative ones (``*.py``) match as before.
+    """
+    if folder == b"/":
+        return select
+    inside = folder.rstrip(b"/") + b"/"
+
+    def sel(path: bytes, e: Entry) -> tuple[bool, bool]:
+        if path.startswith(inside):
+            return select(path[len(inside) - 1 :], e)
+        if path == folder:
+            return select(b"/" if e.is_dir else b"/" + posixpath.basename(path), e)
+        return select(path, e)  # an ancestor of the folder: restores of a folder never walk them
+
+    return sel
+
+
 def select_entries(
     entries: Iterable[tuple[bytes, Entry]], select: Callable[[bytes, Entry], tuple[bool, bool]]
 ) -> Iterator[tuple[bytes, Entry]]:
@@ -387,6 +409,7 @@ __all__ = [
     "Pattern",
     "PatternList",
     "RestoreSelection",
+    "below_folder",
     "compile_patterns",
     "parse_pattern",
     "select_entries",

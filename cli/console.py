@@ -1,6 +1,13 @@
 """One console object for everything the CLI shows (hatch's terminal.py style).
 
 Data and ``--json`` go to stdout; messages, warnings and progress go to stderr.
+
+With ``--json`` every line on stderr is one JSON object with ``message_type`` and
+``message``: ``warning`` and ``error`` lines (``warn``, ``error``) also carry restic's
+``error: {"message": ...}``, and ``item`` (the path) and ``during`` (``archival``,
+``restore``) when the problem is about one path; the error that ends the command is
+restic's ``exit_error`` (``exit_error``); ``-v``'s request counts are a ``store`` line.
+Informational messages are not printed.
 """
 
 from __future__ import annotations
@@ -43,12 +50,30 @@ class Console:
         if not self.quiet and not self.json_mode:
             self.err.print(display_name(msg), style="green")
 
-    def warn(self, msg: str) -> None:
-        """Always shown (on stderr), also with --quiet and --json."""
-        self.err.print(f"warning: {display_name(msg)}", style="yellow")
+    def warn(self, msg: str, item: str | None = None, during: str | None = None) -> None:
+        """Always shown (on stderr), also with --quiet: ``warning: [ITEM: ]MSG``, or with
+        --json a ``{"message_type": "warning", ...}`` line."""
+        if self.json_mode:
+            self._problem("warning", msg, item, during)
+        else:
+            self.err.print(f"warning: {display_name(f'{item}: {msg}' if item else msg)}", style="yellow")
 
-    def error(self, msg: str) -> None:
-        self.err.print(f"error: {display_name(msg)}", style="bold red")
+    def error(self, msg: str, item: str | None = None, during: str | None = None) -> None:
+        """``error: [ITEM: ]MSG`` on stderr, or with --json a ``{"message_type": "error", ...}``
+        line (restic's shape for a file that could not be read or restored)."""
+        if self.json_mode:
+            self._problem("error", msg, item, during)
+        else:
+            self.err.print(f"error: {display_name(f'{item}: {msg}' if item else msg)}", style="bold red")
+
+    def _problem(self, message_type: str, msg: str, item: str | None, during: str | None) -> None:
+        doc: dict[str, Any] = {"message_type": message_type, "message": msg, "error": {"message": msg}}
+        if during is not None:
+            doc["during"] = during
+        if item is not None:
+            doc["item"] = item
+        sys.stderr.write(json.dumps(doc) + "\n")
+        sys.stderr.flush()
 
     def exit_error(self, msg: str, code: int, **extra: Any) -> None:
         """The error that ends the command: ``error: MSG``, or with --json restic's
@@ -81,7 +106,12 @@ class Console:
         sys.stdout.flush()
 
     def store_summary(self, stats: dict[str, int]) -> None:
-        """The one-line request summary ``-v`` prints on stderr at the end of a command."""
+        """The one-line request summary ``-v`` prints on stderr at the end of a command
+        (with --json: ``{"message_type": "store", "message": LINE, ...the counts}``)."""
+        if self.json_mode:
+            sys.stderr.write(json.dumps({"message_type": "store", "message": store_summary_line(stats), **stats}) + "\n")
+            sys.stderr.flush()
+            return
         self.err.print(store_summary_line(stats), markup=False, highlight=False)
 
     def table(self, table) -> None:

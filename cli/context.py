@@ -282,7 +282,7 @@ class State:
         if self.no_lock and not read_only:
             raise BadArgument(
                 f"--no-lock: {operation.split()[0]} writes to the repository and needs its lock "
-                "(--no-lock is for commands that only read: snapshots, ls, diff, restore, check, cat, mount)"
+                "(--no-lock is for commands that only read: snapshots, ls, diff, restore, check, cat, mount, find, stats, dump)"
             )
         if self.no_lock:
             with self.unlocked_repo() as repo:

@@ -123,12 +123,10 @@ class _Bar:
         """One file could not be read or written: a warning line, or a JSON error line."""
         with self.counts.lock:
             self.counts.errors += 1
-        if self.streams_json:
-            doc = {"message_type": "error", "error": {"message": message}, "during": self._during, "item": path}
-            sys.stderr.write(json.dumps(doc) + "\n")
-            sys.stderr.flush()
+        if self.console.json_mode:  # also while an archive streams to stdout
+            self.console.error(message, item=path or None, during=self._during)
         else:
-            self.console.warn(f"{path}: {message}" if path else message)
+            self.console.warn(message, item=path or None)
 
     # -- JSON status lines ---------------------------------------------------------------
     def status(self) -> dict:

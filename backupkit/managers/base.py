@@ -65,11 +65,14 @@ class SnapshotSelection:
     paths: tuple[str, ...] = ()
 
 
-def select_snapshots(repo: Repository, sel: SnapshotSelection) -> list[Snapshot]:
+def select_snapshots(repo: Repository, sel: SnapshotSelection, snaps: list[Snapshot] | None = None) -> list[Snapshot]:
     """Without ``sel.refs``: every snapshot the filters select. With them: the snapshots
     they name, ``latest`` among those the filters select, an id or prefix whatever the
-    filters say (restic's rule, as ``cli/select.py``). Oldest first, each once."""
-    snaps = list_snapshots(repo)
+    filters say (restic's rule, as ``cli/select.py``). Oldest first, each once.
+    ``snaps``: every snapshot, as the caller listed them (the CLI lists without
+    rewriting a stale catalog under ``--no-lock``); None: listed here."""
+    if snaps is None:
+        snaps = list_snapshots(repo)
     pool = filter_snapshots(snaps, sel.hosts, sel.tags, sel.paths)
     if not sel.refs:
         return pool

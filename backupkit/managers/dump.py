@@ -89,6 +89,6 @@ class DumpManager:
         if not e.is_dir:
             raise UsageError(f"{display_path(p)} is a {e.type_name}: dump writes files and directories")
         res = RestoreManager(self.repo, self.reporter).restore(
-            snap, RestoreOptions(path=display_path(p), format=opts.archive, output=out, connections=opts.connections)
+            snap, RestoreOptions(path=display_path(p), format=opts.archive, output=out, connections=opts.connections, keep_path=True)
         )
         return DumpResult(display_path(p), opts.archive, res.files, res.bytes, res.errors)

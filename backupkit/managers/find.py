@@ -113,8 +113,11 @@ class FindResult:
 
 
 class FindManager:
-    def __init__(self, repo: Repository) -> None:
+    def __init__(self, repo: Repository, snapshots: list[Snapshot] | None = None) -> None:
+        """``snapshots``: every snapshot of ``repo`` as the caller listed them (None: listed
+        here, repairing a stale catalog; ``select_snapshots``)."""
         self.repo = repo
+        self.all_snapshots = snapshots
         self.hamt = make_hamt(repo, cache_size=1 << 18)
         self.meta_reads = 0
 
@@ -123,7 +126,7 @@ class FindManager:
             raise BadArgument("give at least one pattern (or id with --blob, --tree, --pack)")
         if opts.kind not in (NAME, BLOB, TREE, PACK):
             raise BadArgument(f"unknown find kind {opts.kind!r}")
-        snaps = select_snapshots(self.repo, opts)
+        snaps = select_snapshots(self.repo, opts, self.all_snapshots)
         ids: tuple[str, ...] = ()
         if opts.kind == NAME:
             found, strategy = self._by_name(snaps, opts)

@@ -76,24 +76,32 @@ def mark(
                 stack.extend((cid, (n, s, c)) for s, cid, c in n[4])
                 continue
             for _k, path, raw in n[1]:
-                e = Entry.decode(raw, path)
-                for item in e.content or ():
-                    if isinstance(item, bytes):
-                        out.data.add(item)
-                for cb in e.content_blobs or ():
-                    if cb in out.meta:
-                        continue
-                    out.meta.add(cb)
-                    try:
-                        items = decode_content_blob(cb, read_meta(cb))
-                    except Exception as err:  # noqa: BLE001
-                        if strict:
-                            raise
-                        out.unreadable.add(cb)
-                        out.problems.append((snap.id, path.decode("utf-8", "backslashreplace"), f"content blob {cb.hex()[:16]}: {err}"))
-                        continue
-                    out.data.update(i for i in items if isinstance(i, bytes))
+                mark_entry(out, Entry.decode(raw, path), path, read_meta, strict, snap.id)
     return out
+
+
+def mark_entry(
+    out: Reachable, e: Entry, path: bytes, read_meta: Callable[[bytes], bytes], strict: bool = True, snap_id: str = ""
+) -> None:
+    """Add the blobs of one entry to ``out``: its data blobs, and its content blobs with
+    the data blobs they list (each content blob read once: ``out.meta`` remembers it).
+    An unreadable content blob raises with ``strict``, else it is recorded."""
+    for item in e.content or ():
+        if isinstance(item, bytes):
+            out.data.add(item)
+    for cb in e.content_blobs or ():
+        if cb in out.meta:
+            continue
+        out.meta.add(cb)
+        try:
+            items = decode_content_blob(cb, read_meta(cb))
+        except Exception as err:  # noqa: BLE001
+            if strict:
+                raise
+            out.unreadable.add(cb)
+            out.problems.append((snap_id, path.decode("utf-8", "backslashreplace"), f"content blob {cb.hex()[:16]}: {err}"))
+            continue
+        out.data.update(i for i in items if isinstance(i, bytes))
 
 
 @dataclass(frozen=True)

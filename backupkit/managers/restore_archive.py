@@ -16,6 +16,7 @@ from backupkit.entry import display_path, parent_of
 from backupkit.managers.restore_files import safe_path
 from backupkit.objects.entry import Entry
 from backupkit.objects.reader import Parts
+from backupkit.tree import normalize
 
 if TYPE_CHECKING:
     from backupkit.managers.restore import RestoreManager, _Run
@@ -44,20 +45,28 @@ def write_archive(mgr: RestoreManager, run: _Run, snap: Snapshot, tree: Snapshot
 
 
 def _archive_entries(mgr: RestoreManager, run: _Run, snap: Snapshot, tree: SnapshotTree) -> Iterator[tuple[tuple[bytes, bytes], Entry]]:
+    """(snapshot path, member name) and entry. A folder's archive (``SNAPSHOT:FOLDER``)
+    holds what is in the folder, named relative to it, as restic's ``dump`` of a
+    subfolder; with ``keep_path`` (and for the whole snapshot) members have their full
+    paths, the ancestors of the folder included."""
+    run.strip = not run.opts.keep_path and normalize(run.opts.path) != b"/"
     dirs = {b"/"}
-    for path, e in mgr._entries(run, snap, tree, ancestors=True):
+    for path, e in mgr._entries(run, snap, tree, ancestors=not run.strip):
         if path == b"/":
             continue
         if not safe_path(path):
             run.problem(path, "unsafe path in snapshot, refused")
             continue
-        parent = parent_of(path)
-        if parent not in dirs:
+        rel = run.rel_of(path)  # run.base is set once the walk has started
+        if not rel:  # the folder itself: its contents are the archive's top level
+            dirs.add(path)
+            continue
+        if path != run.base and parent_of(path) not in dirs:
             run.problem(path, "parent is not a directory in the archive, skipped")
             continue
         if e.is_dir:
             dirs.add(path)
-        yield (path, path.lstrip(b"/")), e
+        yield (path, rel), e
 
 
 def _content_stream(mgr: RestoreManager, run: _Run, path: bytes, e: Entry, parts: Parts) -> Iterator[bytes]:

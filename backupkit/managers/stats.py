@@ -10,13 +10,16 @@ Modes (restic's names), over the selected snapshots:
                         encryption, and the deduplication ratio (restore size / raw
                         bytes of data blobs).
 
-Every result also has the repository summary: packs and their bytes, blobs by kind,
-compression ratio, snapshots per host, and unused space (bytes of indexed blobs no
-snapshot references, plus pack bytes that are no indexed blob: headers, duplicates).
+Every result also has the repository summary, from the index alone: packs and their
+bytes, blobs by kind, compression ratio, pack bytes that are no indexed blob (headers,
+duplicates) and snapshots per host. Unused space (bytes of indexed blobs no snapshot
+references) only when asked (``unused``): it needs every snapshot's trie and content
+blobs (``reachable.mark``), which a raw-data run over every snapshot has already read.
 
 No data blob is read. The trie is walked once per distinct node (restore-size memoizes
-per node id, since a node's totals do not depend on the snapshot); content blobs are
-read only for raw-data and the unused space (``reachable.mark``).
+per node id, since a node's totals do not depend on the snapshot); raw-data collects the
+blobs in that same walk (``reachable.mark_entry``), so each entry is decoded once and
+each node read once; content blobs are read only for raw-data and the unused space.
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
+from backupkit.crypto import T_META_BLOB
 from backupkit.errors import BadArgument
-from backupkit.managers.reachable import mark
+from backupkit.managers.reachable import Reachable, mark, mark_entry
 from backupkit.managers.base import SnapshotSelection, select_snapshots
 from backupkit.objects.entry import Entry
 from backupkit.repo.pack import KIND_DATA, KIND_META
@@ -39,6 +43,8 @@ MODES = ("restore-size", "files-by-contents", "raw-data")
 @dataclass(frozen=True)
 class StatsOptions(SnapshotSelection):
     mode: str = "restore-size"
+    #: also count the unused space of the repository (reads every snapshot's trie)
+    unused: bool = False
 
 
 @dataclass(frozen=True)
@@ -51,8 +57,9 @@ class RepoSummary:
     meta_blobs: int
     blob_bytes_raw: int
     blob_bytes_stored: int
-    unused_blobs: int
-    unused_bytes: int
+    #: None unless asked for (``StatsOptions.unused``)
+    unused_blobs: int | None
+    unused_bytes: int | None
     pack_overhead_bytes: int
     snapshots: int
     snapshots_per_host: dict[str, int]
@@ -89,7 +96,7 @@ class StatsResult:
         d = {"mode": self.mode, "snapshots": list(self.snapshots), "snapshots_count": len(self.snapshots)}
         if self.mode == "raw-data":
             d.update(
-                blobs=self.blobs, total_uncompressed_size=self.blob_bytes_raw, total_size=self.blob_bytes_stored,
+                blobs=self.blobs, total_blob_count=self.blobs, total_uncompressed_size=self.blob_bytes_raw, total_size=self.blob_bytes_stored,
                 compression_ratio=round(self.blob_bytes_raw / self.blob_bytes_stored, 4) if self.blob_bytes_stored else 1.0,
                 restore_size=self.restore_bytes,
                 dedup_ratio=round(self.restore_bytes / self.data_bytes_raw, 4) if self.data_bytes_raw else 1.0,
@@ -105,26 +112,32 @@ _Totals = tuple[int, int, int, int, tuple]
 
 
 class StatsManager:
-    def __init__(self, repo: Repository) -> None:
+    def __init__(self, repo: Repository, snapshots: list[Snapshot] | None = None) -> None:
+        """``snapshots``: every snapshot of ``repo`` as the caller listed them (None: listed
+        here, repairing a stale catalog; ``select_snapshots``)."""
         self.repo = repo
+        self.all_snapshots = snapshots
         self.hamt = make_hamt(repo, cache_size=1 << 16)
 
     def run(self, opts: StatsOptions) -> StatsResult:
         if opts.mode not in MODES:
             raise BadArgument(f"unknown --mode {opts.mode!r}: use one of {', '.join(MODES)}")
-        all_snaps = list_snapshots(self.repo)
-        snaps = select_snapshots(self.repo, opts)
-        everything = mark(self.repo, all_snaps)
-        summary = self._summary(all_snaps, everything.all)
+        all_snaps = list_snapshots(self.repo) if self.all_snapshots is None else self.all_snapshots
+        snaps = select_snapshots(self.repo, opts, all_snaps)
         files = dirs = others = nbytes = 0
         blobs = raw = stored = data_raw = restore = 0
+        used = Reachable() if opts.mode == "raw-data" else None
         if opts.mode in ("restore-size", "raw-data"):
-            files, dirs, others, nbytes = self._restore_size(snaps)
+            files, dirs, others, nbytes = self._restore_size(snaps, used)
             restore = nbytes
         if opts.mode == "files-by-contents":
             files, nbytes = self._by_contents(snaps)
-        if opts.mode == "raw-data":
-            used = everything if len(snaps) == len(all_snaps) else mark(self.repo, snaps)
+        everything = None
+        if opts.unused:
+            # snaps is a subset of all_snaps: the same length means the same snapshots
+            everything = used if used is not None and len(snaps) == len(all_snaps) else mark(self.repo, all_snaps)
+        summary = self._summary(all_snaps, everything.all if everything is not None else None)
+        if used is not None:
             index = self.repo.index
             for bid in used.all:
                 loc = index.lookup(bid)
@@ -139,11 +152,13 @@ class StatsManager:
                            blobs, raw, stored, data_raw, restore, summary)
 
     # -- restore-size ----------------------------------------------------------------------
-    def _restore_size(self, snaps: list[Snapshot]) -> tuple[int, int, int, int]:
+    def _restore_size(self, snaps: list[Snapshot], used: Reachable | None = None) -> tuple[int, int, int, int]:
+        """Restore-size totals of ``snaps``; with ``used``, also every blob they reference
+        is added to it (raw-data), in the same walk."""
         memo: dict[bytes, _Totals] = {}
         files = dirs = others = nbytes = 0
         for s in snaps:
-            f, d, o, b, links = self._totals(s.root, memo)
+            f, d, o, b, links = self._totals(s.root, memo, used)
             seen: dict = {}
             for key, size in links:
                 seen.setdefault(key, size)
@@ -153,16 +168,20 @@ class StatsManager:
             nbytes += b + sum(seen.values())
         return files, dirs, others, nbytes
 
-    def _totals(self, nid: bytes, memo: dict[bytes, _Totals]) -> _Totals:
+    def _totals(self, nid: bytes, memo: dict[bytes, _Totals], used: Reachable | None) -> _Totals:
         got = memo.get(nid)
         if got is not None:
             return got
         n = self.hamt.node(nid)
         f = d = o = b = 0
         links: list = []
+        if used is not None:
+            used.meta.add(nid)
         if n[0] == 0:
             for _k, p, v in n[1]:
                 e = Entry.decode(v, p)
+                if used is not None:
+                    mark_entry(used, e, p, self._read_meta)
                 if e.is_file:
                     hl = e.hardlink_key
                     if hl is not None:
@@ -176,7 +195,7 @@ class StatsManager:
                     o += 1
         else:
             for _s, cid, _c in n[4]:
-                cf, cd, co, cb, cl = self._totals(cid, memo)
+                cf, cd, co, cb, cl = self._totals(cid, memo, used)
                 f, d, o, b = f + cf, d + cd, o + co, b + cb
                 links.extend(cl)
         got = memo[nid] = (f, d, o, b, tuple(links))
@@ -205,20 +224,22 @@ class StatsManager:
         return len(contents), sum(contents.values())
 
     # -- the repository ----------------------------------------------------------------------
-    def _summary(self, snaps: list[Snapshot], used: set[bytes]) -> RepoSummary:
+    def _read_meta(self, bid: bytes) -> bytes:
+        return self.repo.read_blob(bid, T_META_BLOB)
+
+    def _summary(self, snaps: list[Snapshot], used: set[bytes] | None) -> RepoSummary:
+        """From the index; the unused blobs only if ``used`` (every blob referenced) is given."""
         index = self.repo.index
         packs = index.packs()
-        per_pack = Counter()
         data_blobs = meta_blobs = raw = stored = unused = unused_bytes = 0
         for loc in index.blobs():
-            per_pack[loc.pack.id] += loc.length
             raw += loc.raw_length
             stored += loc.length
             if loc.pack.kind == KIND_DATA:
                 data_blobs += 1
             else:
                 meta_blobs += 1
-            if loc.blob_id not in used:
+            if used is not None and loc.blob_id not in used:
                 unused += 1
                 unused_bytes += loc.length
         pack_bytes = sum(p.size for p in packs)
@@ -226,6 +247,7 @@ class StatsManager:
             packs=len(packs), pack_bytes=pack_bytes,
             data_packs=sum(1 for p in packs if p.kind == KIND_DATA), meta_packs=sum(1 for p in packs if p.kind == KIND_META),
             data_blobs=data_blobs, meta_blobs=meta_blobs, blob_bytes_raw=raw, blob_bytes_stored=stored,
-            unused_blobs=unused, unused_bytes=unused_bytes, pack_overhead_bytes=pack_bytes - stored,
+            unused_blobs=unused if used is not None else None,
+            unused_bytes=unused_bytes if used is not None else None, pack_overhead_bytes=pack_bytes - stored,
             snapshots=len(snaps), snapshots_per_host=dict(sorted(Counter(s.host for s in snaps).items())),
         )

@@ -40,7 +40,7 @@ def command(
         refs=tuple(snapshot), hosts=tuple(host), tags=tuple(tag), paths=tuple(abs_paths(path)),
     )
     with st.locked_repo(exclusive=False, operation="find", read_only=True) as repo:
-        res = FindManager(repo).run(opts)
+        res = FindManager(repo, st.snapshots(repo)).run(opts)
     if st.json:
         st.console.json(res.to_json())
         return 0

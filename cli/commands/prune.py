@@ -61,7 +61,7 @@ def run_prune(st: State, repo, max_unused: str, dry_run: bool) -> tuple[int, dic
             plan = mgr.plan(limit)
         except DamagedRepository as e:
             st.console.error(str(e))
-            for line in e.details[: 50 if st.verbose else 10]:
+            for line in [] if st.json else e.details[: 50 if st.verbose else 10]:  # --json: in the document
                 st.console.line(f"  {line}")
             return exit_codes.FATAL, {"error": str(e), "damaged_snapshots": list(e.snapshots), "details": list(e.details)}
         if dry_run or plan.nothing_to_do:

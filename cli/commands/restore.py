@@ -49,7 +49,7 @@ def command(
     no_setuid: bool = typer.Option(False, "--no-setuid", help="Drop setuid/setgid bits (kept by default when owners are restored, as root)."),
 ) -> int:
     from backupkit.errors import BadArgument, SnapshotNotFound, UsageError
-    from backupkit.filters import RestoreSelection
+    from backupkit.filters import RestoreSelection, below_folder
     from backupkit.managers.restore import RestoreManager, RestoreOptions
     from backupkit.managers.restore_overwrite import check_overwrite
     from backupkit_cli.select import select_snapshot, split_ref
@@ -96,6 +96,11 @@ def command(
                 ) from None
             raise
         out = sys.stdout.buffer if fmt else None
+        if select is not None and sub is not None and not keep_path:
+            from backupkit.tree import normalize
+
+            # restic matches the patterns of a SNAPSHOT:FOLDER restore below the folder
+            select = below_folder(select, normalize(sub))
         opts = RestoreOptions(
             path=sub or "/", target=target, format=fmt, output=out, dry_run=dry_run, verify=verify,
             connections=max(4, st.store_connections()), select=select, overwrite=overwrite, delete=delete,

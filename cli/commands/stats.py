@@ -16,33 +16,44 @@ def command(
     host: list[str] = HOSTS,
     tag: list[str] = TAGS,
     path: list[str] = PATHS,
+    unused: bool = typer.Option(False, "--unused", help="Also count the repository's unused space (reads every snapshot's trees; bk prune --dry-run says what prune would free)."),
 ) -> None:
     from backupkit.managers.stats import StatsManager, StatsOptions
 
     st: State = ctx.obj
-    opts = StatsOptions(mode=mode, refs=tuple(snapshots or ()), hosts=tuple(host), tags=tuple(tag), paths=tuple(abs_paths(path)))
+    opts = StatsOptions(mode=mode, refs=tuple(snapshots or ()), hosts=tuple(host), tags=tuple(tag), paths=tuple(abs_paths(path)), unused=unused)
     with st.locked_repo(exclusive=False, operation="stats", read_only=True) as repo:
-        res = StatsManager(repo).run(opts)
+        res = StatsManager(repo, st.snapshots(repo)).run(opts)
     if st.json:
         st.console.json(res.to_json())
         return
     d = res.to_json()
     out = st.console.data
-    out(f"Stats in {res.mode} mode:")
-    out(f"     Snapshots processed:  {len(res.snapshots)}")
+    rows = [("Snapshots processed", str(len(res.snapshots)))]
     if res.mode == "raw-data":
-        out(f"              Total Blob Count:  {res.blobs}")
-        out(f"  Total Uncompressed Size:  {human_bytes(res.blob_bytes_raw)}")
-        out(f"               Total Size:  {human_bytes(res.blob_bytes_stored)}")
-        out(f"        Compression Ratio:  {d['compression_ratio']:.2f}x")
-        out(f"  Deduplication Ratio:  {d['dedup_ratio']:.2f}x (restore size {human_bytes(res.restore_bytes)})")
+        rows += [
+            ("Total Blob Count", str(res.blobs)),
+            ("Total Uncompressed Size", human_bytes(res.blob_bytes_raw)),
+            ("Total Size", human_bytes(res.blob_bytes_stored)),
+            ("Compression Ratio", f"{d['compression_ratio']:.2f}x"),
+            ("Deduplication Ratio", f"{d['dedup_ratio']:.2f}x (restore size {human_bytes(res.restore_bytes)})"),
+        ]
     else:
-        out(f"        Total File Count:  {res.files}" + ("" if res.mode == "files-by-contents" else f" (and {res.dirs} dirs, {res.others} others)"))
-        out(f"              Total Size:  {human_bytes(res.bytes)}")
+        rows += [
+            ("Total File Count", str(res.files) + ("" if res.mode == "files-by-contents" else f" (and {res.dirs} dirs, {res.others} others)")),
+            ("Total Size", human_bytes(res.bytes)),
+        ]
+    out(f"Stats in {res.mode} mode:")
+    width = max(len(label) for label, _ in rows)
+    for label, value in rows:  # labels right-aligned, as restic prints them
+        out(f"{label + ':':>{width + 1}}  {value}")
     r = res.repository
     out("Repository:")
     out(f"  packs {r.packs} ({r.data_packs} data, {r.meta_packs} metadata), {human_bytes(r.pack_bytes)}")
     out(f"  blobs {r.data_blobs} data, {r.meta_blobs} metadata: {human_bytes(r.blob_bytes_raw)} raw, "
         f"{human_bytes(r.blob_bytes_stored)} stored (compression {r.compression_ratio:.2f}x)")
-    out(f"  unused {human_bytes(r.unused_bytes)} in {r.unused_blobs} blobs, {human_bytes(r.pack_overhead_bytes)} pack overhead")
+    if r.unused_bytes is not None:
+        out(f"  unused {human_bytes(r.unused_bytes)} in {r.unused_blobs} blobs, {human_bytes(r.pack_overhead_bytes)} pack overhead")
+    else:
+        out(f"  pack overhead {human_bytes(r.pack_overhead_bytes)} (--unused also counts unused blobs)")
     out(f"  snapshots {r.snapshots}: " + ", ".join(f"{h} {n}" for h, n in r.snapshots_per_host.items()))

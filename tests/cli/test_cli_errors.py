@@ -421,7 +421,8 @@ def test_foreign_names_and_an_unusable_cache_are_one_warning_each(made, tmp_path
     for args in (("snapshots",), ("ls", "latest"), ("check",)):
         r = run_bk("--json", *args, env=env)
         assert r.returncode == 0 and "Traceback" not in r.stderr, (args, r.stderr)
-        warnings = [ln for ln in r.stderr.splitlines() if ln.startswith("warning:")]
+        lines = [json.loads(ln) for ln in r.stderr.splitlines() if ln.strip()]  # --json: every line is JSON
+        warnings = [d["message"] for d in lines if d["message_type"] == "warning"]
         assert len([w for w in warnings if "index/zz" in w]) == (1 if args != ("snapshots",) else 0), warnings
         assert len([w for w in warnings if "snapshots/x" in w]) == 1, warnings
         assert len([w for w in warnings if "cache" in w]) == 1, warnings

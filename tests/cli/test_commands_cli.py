@@ -106,6 +106,9 @@ def test_stats(two):
     d = json.loads(ok(env, "--json", "stats", "--mode", "raw-data", "--host", "h1").stdout)
     assert d["snapshots"] == [ids[1]] and d["blobs"] > 0 and d["dedup_ratio"] >= 1
     assert d["repository"]["snapshots_per_host"] == {"h0": 1, "h1": 1}
+    assert d["repository"]["unused_bytes"] is None and "\n  unused " not in r.stdout
+    d = json.loads(ok(env, "--json", "stats", "--unused").stdout)
+    assert d["repository"]["unused_bytes"] >= 0 and "\n  unused " in ok(env, "stats", "--unused").stdout
     d = json.loads(ok(env, "--json", "stats", "--mode", "files-by-contents").stdout)
     assert d["files"] == 5
     assert "--mode" in ok(env, "stats", "--help").stdout

@@ -188,3 +188,46 @@ def test_key_list_json_times_are_iso_8601(named):
     _base, _src, env = named
     keys = json.loads(ok(run_bk("key", "list", "--json", env=env)).stdout)
     assert datetime.fromisoformat(keys[0]["created"]).tzinfo is not None
+
+
+def test_json_warnings_and_errors_are_json_lines_in_every_command(tmp_path):
+    """Under --json every line on stderr is a JSON object with message_type and message:
+    warnings (here: a name in the store bk does not write) and errors (a damaged data
+    pack) alike, whichever command prints them, restic's error shape included."""
+    src = tmp_path / "src"
+    write_file(src / "big.bin", os.urandom(300_000))
+    write_file(src / "small.txt", b"small\n")
+    env = cli_env(tmp_path / "repo", tmp_path / "cache")
+    ok(run_bk("init", env=env))
+    ok(run_bk("backup", src, env=env))
+    (tmp_path / "repo" / "snapshots" / "README").write_text("not ours\n")
+    for pack in (tmp_path / "repo" / "data").rglob("*"):
+        if pack.is_file():
+            data = bytearray(pack.read_bytes())
+            data[len(data) // 2] ^= 0xFF
+            pack.write_bytes(bytes(data))
+    commands = {
+        "backup": ["backup", src],
+        "restore": ["restore", "latest", "--target", tmp_path / "out", "--no-cache"],
+        "restore-archive": ["restore", "latest", "--format", "tar", "--no-cache"],
+        "check": ["check", "--read-data"],
+        "stats": ["stats"],
+        "find": ["find", "*.txt"],
+        "snapshots": ["snapshots"],
+        "stats -v": ["-v", "stats"],  # and the request counts -v adds
+    }
+    for name, cmd in commands.items():
+        r = run_bk("--json", *cmd, env=env)
+        assert "Traceback" not in r.stderr, (name, r.stderr)
+        lines = [json.loads(ln) for ln in r.stderr.splitlines() if ln.strip()]  # fails on a plain line
+        assert all(isinstance(d["message"], str) and d["message_type"] in ("warning", "error", "exit_error", "store") for d in lines), (name, lines)
+        warnings = [d for d in lines if d["message_type"] == "warning"]
+        assert any("README" in d["message"] and d["error"]["message"] == d["message"] for d in warnings), (name, lines)
+        if name.startswith("restore"):
+            assert r.returncode == 1
+            items = [d for d in lines if d["message_type"] == "error" and "item" in d]
+            assert any(d["item"].endswith("big.bin") and d["during"] == "restore" for d in items), (name, lines)
+        if name == "stats -v":
+            assert lines[-1]["message_type"] == "store" and lines[-1]["requests"] > 0
+        if name == "check":
+            assert r.returncode == 1 and json.loads(r.stdout)["ok"] is False

@@ -94,3 +94,31 @@ def test_backup_dry_run_writes_nothing_not_even_a_lock(ro):
     write_file(src / "new.txt", b"new\n")
     r = ok(run_bk("backup", "--dry-run", src, env=env, prefix=prefix))
     assert "nothing was written" in r.stderr
+
+
+FIND_STATS_DUMP = (["find", "*.txt"], ["stats"], ["stats", "--mode", "raw-data"], ["dump", "latest", "{src}/a.txt"])
+
+
+def test_find_stats_dump_with_no_lock_on_the_read_only_repository(ro):
+    env, prefix, src, *_ = ro
+    for cmd in FIND_STATS_DUMP:
+        r = ok(run_bk(*[c.replace("{src}", str(src)) for c in cmd], "--no-lock", env=env, prefix=prefix))
+        assert r.stdout, cmd
+    # the fixture's teardown checks that the repository is as it was
+
+
+def test_find_stats_dump_with_no_lock_leave_a_stale_catalog_alone(ro, tmp_path):
+    """As snapshots and ls: a command under --no-lock writes nothing, not even the catalog
+    it found stale (the writable copy shows what a read-only store would only refuse)."""
+    import shutil
+
+    _env, _prefix, src, _before, base = ro
+    copy = tmp_path / "repo"
+    shutil.copytree(base / "repo", copy)
+    env = cli_env(copy, tmp_path / "cache")
+    assert not (copy / "catalog").exists()
+    for cmd in FIND_STATS_DUMP:
+        ok(run_bk(*[c.replace("{src}", str(src)) for c in cmd], "--no-lock", env=env))
+        assert not (copy / "catalog").exists(), cmd
+    ok(run_bk("find", "*.txt", env=env))  # with a lock, the catalog is repaired
+    assert (copy / "catalog").exists()

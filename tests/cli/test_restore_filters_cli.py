@@ -99,3 +99,50 @@ def test_restore_bad_patterns_exit_2(world, tmp_path, args, message):
     r = run_bk("restore", "latest", "--target", tmp_path / "out", *args, env=env)
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "out").exists()
+
+
+def tree_of(out) -> set[str]:
+    got = set()
+    for dirpath, dirs, files in os.walk(out):
+        got.update(os.path.relpath(os.path.join(dirpath, n), out) + "/" for n in dirs)
+        got.update(os.path.relpath(os.path.join(dirpath, n), out) for n in files)
+    return got
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        # restic's SNAPSHOT:FOLDER makes the folder the root the patterns see
+        (("--include", "/lib"), {"lib/", "lib/util.py"}),
+        (("--include", "/main.py"), {"main.py"}),
+        (("--include", "lib"), {"lib/", "lib/util.py"}),
+        (("--include", "*.py"), {"main.py", "lib/", "lib/util.py"}),
+        (("--exclude", "/lib"), {"main.py"}),
+        (("--exclude", "/main.py"), {"lib/", "lib/util.py"}),
+        (("--include", "{src}/src/lib"), set()),  # a full snapshot path is not below the folder
+    ],
+)
+def test_restore_of_a_folder_matches_patterns_below_it(world, tmp_path, args, expected):
+    _base, src, env = world
+    args = [a.replace("{src}", os.fspath(src)) for a in args]
+    out = tmp_path / "out"
+    ok(run_bk("restore", f"latest:{src}/src", "--target", out, *args, env=env))
+    assert tree_of(out) == expected
+    r = ok(run_bk("restore", f"latest:{src}/src", "--format", "zip", *args, env=env))
+    assert {n for n in zipfile.ZipFile(io.BytesIO(r.stdout)).namelist()} == expected
+
+
+def test_archive_of_a_folder_holds_paths_relative_to_it(world):
+    import tarfile
+
+    _base, src, env = world
+    r = ok(run_bk("restore", f"latest:{src}/docs", "--format", "zip", env=env))
+    assert sorted(zipfile.ZipFile(io.BytesIO(r.stdout)).namelist()) == ["a.txt", "b.md", "img/", "img/logo.PNG"]
+    assert zipfile.ZipFile(io.BytesIO(r.stdout)).read("img/logo.PNG") == b"docs/img/logo.PNG"
+    r = ok(run_bk("restore", f"latest:{src}/docs", "--format", "tar", env=env))
+    assert sorted(m.name for m in tarfile.open(fileobj=io.BytesIO(r.stdout))) == ["a.txt", "b.md", "img", "img/logo.PNG"]
+    r = ok(run_bk("restore", f"latest:{src}/docs/a.txt", "--format", "zip", env=env))
+    assert zipfile.ZipFile(io.BytesIO(r.stdout)).namelist() == ["a.txt"]
+    # the whole snapshot keeps its full paths
+    r = ok(run_bk("restore", "latest", "--format", "zip", env=env))
+    assert os.fspath(src).lstrip("/") + "/docs/a.txt" in zipfile.ZipFile(io.BytesIO(r.stdout)).namelist()

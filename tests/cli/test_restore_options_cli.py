@@ -189,6 +189,20 @@ def test_delete_with_a_symlink_where_the_snapshot_has_a_directory(world, tmp_pat
     assert os.path.islink(out / "sub")
 
 
+@pytest.mark.parametrize("mode", ["if-changed", "always"])
+def test_a_file_where_the_snapshot_has_a_directory_is_kept_and_reported(world, tmp_path, mode):
+    """As restic 0.14 (``mkdir ...: not a directory``, exit 1): the file stays, the
+    directory and what is below it are reported, the rest is restored. (restic 0.17
+    replaces it; bk does not remove a user's file to make room, docs/restic.md.)"""
+    _base, src, env = world
+    out = tmp_path / "out"
+    write_file(out / "sub", b"mine\n")
+    r = run_bk("restore", f"latest:{src}", "--target", out, "--overwrite", mode, env=env)
+    assert r.returncode == 1 and "in the way" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert (out / "sub").read_bytes() == b"mine\n"
+    assert (out / "same.txt").read_bytes() == b"same content\n"
+
+
 def test_delete_in_a_restored_folder_only(world, tmp_path):
     """``latest:/src/sub --delete``: the target is compared with that folder; with
     --include only what the patterns select is deleted."""

@@ -213,7 +213,14 @@ SUMMARY_RE = re.compile(
 
 
 def summary_of(stderr: str) -> dict[str, int]:
-    """The counts in the one ``store: ...`` line ``-v`` prints (exactly one, the last line)."""
+    """The counts in the one ``store: ...`` line ``-v`` prints (exactly one, the last line);
+    with --json that line is ``{"message_type": "store", "message": "store: ...", ...}``."""
+    if stderr.lstrip().startswith("{"):
+        docs = [json.loads(ln) for ln in stderr.splitlines() if ln.strip()]
+        assert docs[-1]["message_type"] == "store" and [d["message_type"] for d in docs].count("store") == 1, stderr
+        counts = summary_of(docs[-1]["message"] + "\n")
+        assert {k: docs[-1][k] for k in (*KINDS, "requests", "retries")} == counts, docs[-1]
+        return counts
     lines = [ln for ln in stderr.splitlines() if ln.startswith("store:")]
     assert len(lines) == 1, stderr
     assert stderr.rstrip("\n").splitlines()[-1] == lines[0], stderr

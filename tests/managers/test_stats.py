@@ -75,6 +75,9 @@ def test_raw_data_and_summary(repo):
     assert j["dedup_ratio"] == round(res.restore_bytes / res.data_bytes_raw, 4)
     s = res.repository
     assert s.snapshots == 2 and s.snapshots_per_host == {"h1": 1, "h2": 1}
+    assert s.unused_blobs is None and s.unused_bytes is None  # not asked for
+    assert res.to_json()["repository"]["unused_bytes"] is None and j["total_blob_count"] == res.blobs
+    s = StatsManager(r).run(StatsOptions(mode="raw-data", unused=True)).repository
     # a backup may leave a small trie node no snapshot uses (an intermediate update)
     assert s.unused_bytes < 1000 and s.packs == s.data_packs + s.meta_packs >= 2
     assert s.data_blobs + s.meta_blobs == res.blobs + s.unused_blobs
@@ -82,7 +85,7 @@ def test_raw_data_and_summary(repo):
     assert one.data_bytes_raw == 401_000 and one.blobs < res.blobs
     # forget the second snapshot: its new file's blobs and its trie nodes become unused
     remove_snapshots(r, [s2.id])
-    after = StatsManager(r).run(StatsOptions()).repository
+    after = StatsManager(r).run(StatsOptions(unused=True)).repository
     assert after.unused_blobs > s.unused_blobs and after.unused_bytes >= 100_000 and after.snapshots == 1
 
 
@@ -92,3 +95,40 @@ def test_bad_input(repo):
         StatsManager(r).run(StatsOptions(mode="blobs"))
     with pytest.raises(SnapshotNotFound):
         StatsManager(r).run(StatsOptions(refs=("abcd1234",)))
+
+
+def counting_meta_reads(r):
+    """Wrap ``r.read_blob``: a Counter of the metadata blobs read, by id."""
+    from collections import Counter
+
+    reads: Counter = Counter()
+    inner = r.read_blob
+
+    def read_blob(bid, blob_type=None):
+        reads[bid] += 1
+        return inner(bid, blob_type)
+
+    r.read_blob = read_blob
+    return reads
+
+
+def test_the_reachability_walk_only_when_asked(repo):
+    """restore-size of one snapshot reads only that snapshot's trie, not every snapshot's
+    (the unused space, which needs them all, is counted with ``unused`` only); raw-data
+    reads each trie node and content blob once, and counts the same blobs as ``mark``."""
+    from backupkit.managers.reachable import mark
+
+    r, _src, (s1, s2) = repo
+    only_s1 = mark(r, [s1]).meta
+    only_s2 = mark(r, [s2]).meta - only_s1
+    assert only_s2
+    reads = counting_meta_reads(r)
+    StatsManager(r).run(StatsOptions(refs=(s1.id,)))
+    assert not set(reads) & only_s2
+    reads.clear()
+    StatsManager(r).run(StatsOptions(refs=(s1.id,), unused=True))
+    assert set(reads) >= only_s2
+    reads.clear()
+    res = StatsManager(r).run(StatsOptions(mode="raw-data", unused=True))
+    assert reads and max(reads.values()) == 1
+    assert res.blobs == len(mark(r, [s1, s2]).all)
