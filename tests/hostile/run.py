@@ -65,7 +65,7 @@ def run_limited(*args: str | os.PathLike, env: dict[str, str], timeout: float = 
     stats = os.environ.get("BK_HOSTILE_STATS")
     if stats:
         row = {"args": [str(a) for a in args], "rc": p.returncode, "seconds": round(elapsed, 2),
-               "maxrss_kib": usage.ru_maxrss, "test": os.environ.get("PYTEST_CURRENT_TEST", "")}
+               "maxrss_kib": usage.ru_maxrss, "oom": b"out of memory" in err[0], "test": os.environ.get("PYTEST_CURRENT_TEST", "")}
         with open(stats, "a") as f:
             f.write(json.dumps(row) + "\n")
     return subprocess.CompletedProcess(argv, p.returncode, out[0], err[0].decode("utf-8", "replace"))
@@ -78,6 +78,8 @@ def problem(r: subprocess.CompletedProcess) -> str | None:
     err = r.stderr
     if "Traceback" in err or "internal error" in err:
         return f"exit {r.returncode}: {err.strip()[-600:]}"
+    if "out of memory" in err:  # a clean line, but the memory bound is what is tested
+        return f"ran out of the {MEMORY_LIMIT >> 20} MiB address space: {err.strip()[-300:]}"
     if r.returncode not in DOCUMENTED:
         return f"undocumented exit code {r.returncode}: {err.strip()[-300:]}"
     if r.returncode not in (0, 3):
