@@ -296,3 +296,43 @@ def test_prune_removes_the_packs_of_a_killed_first_backup(env, tmp_path):
 
 
 
+
+
+ESCAPE = "esc\x1b]0;pwned\x07name"
+
+
+def test_ls_and_diff_print_terminal_escapes_escaped(env, tmp_path):
+    """10.10: a name holding ESC ] 0 ; ... BEL (retitles a terminal) was printed raw by
+    ls and diff."""
+    src = tmp_path / "src"
+    write_file(src / ESCAPE, b"x\n")
+    ok(run_bk("backup", src, env=env))
+    write_file(src / ESCAPE, b"changed\n")
+    ok(run_bk("backup", src, env=env))
+    first, second = sorted((tmp_path / "repo" / "snapshots").iterdir(), key=lambda p: p.stat().st_mtime_ns)
+    for args in (["ls", "-R", "latest"], ["diff", first.name[:8], second.name[:8]]):
+        out = ok(run_bk(*args, env=env)).stdout.decode()
+        assert "\x1b" not in out and "\x07" not in out, (args, out)
+        assert "esc\\x1b]0;pwned\\x07name" in out, (args, out)
+
+
+def test_snapshots_on_a_read_only_repository_with_a_stale_catalog(env, tmp_path):
+    """9.4: snapshots on a read-only copy whose catalog is stale failed: it had to
+    rewrite the catalog."""
+    src = tmp_path / "src"
+    write_file(src / "a", b"a")
+    ok(run_bk("backup", src, env=env))
+    write_file(src / "b", b"b")
+    ok(run_bk("backup", src, env=env))
+    (tmp_path / "repo" / "catalog").unlink()
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "--bind", "-o", "ro", str(tmp_path / "repo"), str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"a read-only bind mount needs root with CAP_SYS_ADMIN: {r.stderr.strip()}")
+    try:
+        out = ok(run_bk("snapshots", env={**env, "BK_REPOSITORY": str(mnt)})).stdout.decode()
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+    for p in (tmp_path / "repo" / "snapshots").iterdir():
+        assert p.name[:8] in out, out
