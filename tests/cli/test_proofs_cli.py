@@ -336,3 +336,16 @@ def test_snapshots_on_a_read_only_repository_with_a_stale_catalog(env, tmp_path)
         subprocess.run(["umount", str(mnt)], check=False)
     for p in (tmp_path / "repo" / "snapshots").iterdir():
         assert p.name[:8] in out, out
+
+
+def test_restore_onto_a_full_disk_stops_with_one_message(env, tmp_path, small_disk):
+    """9.10: restore onto a full disk went on with one warning per file (24,785); now it
+    stops at the first ENOSPC with one message."""
+    src = tmp_path / "src"
+    for i in range(30):
+        write_file(src / f"f{i:02d}", os.urandom(40_000))
+    ok(run_bk("backup", src, env=env))
+    (small_disk / "filler").write_bytes(bytes(40_000))
+    r = run_bk("restore", "latest", "--target", small_disk / "out", env=env)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.count("No space left on device") == 1, r.stderr

@@ -124,7 +124,8 @@ PROOFS: list[Proof] = [
     Proof("9.9", "a full cache does not multiply downloads or leak temp files", [
         E + "test_a_full_cache_leaks_no_temporary_files",
     ]),
-    Proof("9.10", "smaller: unlock removes an unreadable lock; prune after a killed first backup", [
+    Proof("9.10", "smaller: restore onto a full disk; unlock's advice; prune after a killed first backup", [
+        E + "test_restore_onto_a_full_disk_stops_with_one_message",
         E + "test_unlock_removes_an_unreadable_lock",
         E + "test_prune_removes_the_packs_of_a_killed_first_backup",
     ]),
