@@ -476,3 +476,61 @@ class TestRcloneStoreOnS3(StoreContract):
     def test_list_many(self, store):
         pytest.skip("1100 objects through rclone and SeaweedFS take ~7 s: TestRcloneStore and "
                     "TestRestOnRcloneServe list many, the other checks run here")
+
+
+# -- a hostile server: bodies longer than bk allows -------------------------------------------
+
+@pytest.fixture
+def hostile_server():
+    """A server on loopback whose every answer is 8 MiB sent chunked (no Content-Length):
+    GET /config 200, GET /keys/... 500 (an error with a huge message)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    sent = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self.send_response(500 if "/keys/" in self.path else 200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            n = 0
+            try:
+                for _ in range(128):
+                    piece = bytes(64 * 1024)
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                    n += len(piece)
+                self.wfile.write(b"0\r\n\r\n")
+            except OSError:
+                pass  # bk hung up: what this test wants
+            sent.append(n)
+
+    server = ThreadingHTTPServer((LOOPBACK, 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://{LOOPBACK}:{server.server_address[1]}/r/", sent
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_chunked_body_longer_than_the_bound_is_refused_without_reading_it(hostile_server):
+    """Issue 10.2 over REST: with no Content-Length to check first, the body is read only
+    up to the object kind's bound (it was read whole: a hostile server could send any
+    amount)."""
+    from backupkit.errors import ObjectTooLarge, StoreError
+
+    url, _sent = hostile_server
+    store = RestObjectStore(url, retries=1, backoff=0.01, connect_timeout=5)
+    with pytest.raises(ObjectTooLarge):
+        store.get("config", max_size=64 * 1024)
+    assert store.stats()["bytes_down"] <= 64 * 1024 + 1
+    # a range the server ignores (200 with everything): the range is cut out, no more read
+    assert store.get_range("config", 10, 100) == bytes(100)
+    # an error answer: its message is read up to 64 KiB only
+    with pytest.raises(StoreError) as ei:
+        store.get("keys/" + "ab" * 32, max_size=64 * 1024)
+    assert len(str(ei.value)) < 70 * 1024
