@@ -482,39 +482,10 @@ class TestRcloneStoreOnS3(StoreContract):
 
 @pytest.fixture
 def hostile_server():
-    """A server on loopback whose every answer is 8 MiB sent chunked (no Content-Length):
-    GET /config 200, GET /keys/... 500 (an error with a huge message)."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from tests.store.hostile_http import chunked_server
 
-    sent = []
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args):
-            pass
-
-        def do_GET(self):
-            self.send_response(500 if "/keys/" in self.path else 200)
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
-            n = 0
-            try:
-                for _ in range(128):
-                    piece = bytes(64 * 1024)
-                    self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
-                    n += len(piece)
-                self.wfile.write(b"0\r\n\r\n")
-            except OSError:
-                pass  # bk hung up: what this test wants
-            sent.append(n)
-
-    server = ThreadingHTTPServer((LOOPBACK, 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://{LOOPBACK}:{server.server_address[1]}/r/", sent
-    server.shutdown()
-    server.server_close()
+    with chunked_server() as (url, sent):
+        yield url + "r/", sent
 
 
 def test_a_chunked_body_longer_than_the_bound_is_refused_without_reading_it(hostile_server):
