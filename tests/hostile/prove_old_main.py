@@ -96,7 +96,7 @@ PROOFS: list[Proof] = [
     Proof("9.1", "restore never hides a loss after a damaged tree node", [
         "tests/managers/test_restore_damage.py::test_bk_restore_ends_an_incomplete_restore_with_one_line_and_exit_1",
     ]),
-    Proof("9.2", "bk repair index|packs|snapshots; check names the steps", [
+    Proof("9.2", "bk repair index, packs, snapshots; check names the steps", [
         "tests/cli/test_repair_cli.py::test_check_names_the_steps_and_following_them_ends_clean",
         "tests/cli/test_repair_cli.py::test_a_damaged_index_object_is_a_warning_not_a_failure",
     ], "bk repair did not exist on 5cc126d; one damaged index object failed every command"),
@@ -121,7 +121,7 @@ PROOFS: list[Proof] = [
         "tests/cli/test_signals.py::test_sigterm_json_line_and_the_lock_is_gone",
         "tests/cli/test_signals.py::test_sighup_exits_129",
     ]),
-    Proof("9.9", "a full cache does not multiply downloads or leak temp files", [
+    Proof("9.9", "a full cache leaks no temporary files and warns once", [
         E + "test_a_full_cache_leaks_no_temporary_files",
     ]),
     Proof("9.10", "smaller: restore onto a full disk; unlock's advice; prune after a killed first backup", [
