@@ -145,8 +145,10 @@ def setup(old: Path) -> None:
                     text = p.read_text()
                 except UnicodeDecodeError:
                     continue
-                if str(venv) in text:
-                    p.write_text(text.replace(str(venv), str(old / ".venv")))
+                first, sep, rest = text.partition("\n")
+                if first.startswith("#!") and first.endswith("/bin/python"):  # a script of some venv
+                    first = f"#!{old / '.venv' / 'bin' / 'python'}"
+                p.write_text((first + sep + rest).replace(str(venv), str(old / ".venv")))
     subprocess.run([str(old / ".venv" / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", "-e", "."],
                    cwd=old, check=True)
 
