@@ -56,6 +56,25 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def _read_at_most(f, size: int, limit: int) -> bytes:
+    """The file's bytes, at most ``limit``: ``size`` (its fstat size) + 1 in one read,
+    then, if it grew since, on in pieces. Never ``f.read(limit)``: that allocates
+    ``limit`` bytes up front (an index object's 512 MiB limit, once per reading thread,
+    broke a 1 GiB address-space limit on a repository of a few MB)."""
+    data = f.read(min(size, limit - 1) + 1)
+    if len(data) <= size or len(data) >= limit:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < limit:
+        piece = f.read(min(1 << 20, limit - got))
+        if not piece:
+            break
+        parts.append(piece)
+        got += len(piece)
+    return b"".join(parts)
+
+
 class LocalObjectStore(ObjectStore):
     """Objects stored as files in a directory tree.
 
@@ -121,8 +140,9 @@ class LocalObjectStore(ObjectStore):
         try:
             with open(path, "rb") as f:
                 if max_size is not None:
-                    too_large(name, os.fstat(f.fileno()).st_size, max_size)
-                    data = f.read(max_size + 1)  # the file may grow after the fstat
+                    size = os.fstat(f.fileno()).st_size
+                    too_large(name, size, max_size)
+                    data = _read_at_most(f, size, max_size + 1)
                     too_large(name, len(data), max_size)
                 else:
                     data = f.read()

@@ -78,6 +78,10 @@ _CONTENT_RANGE_RE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 _CHUNK = 1024 * 1024
 
 
+#: The most of an error answer's body bk reads (its message is shown, not parsed).
+_ERROR_BODY_MAX = 64 * 1024
+
+
 class RestObjectStore(ObjectStore):
     """An ObjectStore on a restic REST server.
 
@@ -209,14 +213,27 @@ class RestObjectStore(ObjectStore):
             self._stats.add("retries", history)
         return response
 
-    def _read_body(self, response: urllib3.BaseHTTPResponse, what: str) -> bytes:
-        """The whole body; raises StoreUnavailable if it is cut short."""
+    def _read_body(self, response: urllib3.BaseHTTPResponse, what: str, limit: int | None = None) -> bytes:
+        """The whole body, or its first ``limit`` + 1 bytes when it is longer: a server
+        that sends no Content-Length (chunked) or a false one cannot make bk read more
+        than the caller allows. Raises StoreUnavailable if it is cut short."""
         try:
-            data = response.read(decode_content=False)
+            if limit is None:
+                data = response.read(decode_content=False)
+            else:
+                parts, got = [], 0
+                for piece in response.stream(1 << 20, decode_content=False):
+                    parts.append(piece[: limit + 1 - got])
+                    got += len(parts[-1])
+                    if got > limit:
+                        break
+                data = b"".join(parts)
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise StoreUnavailable(f"{what}: the download broke off ({type(exc).__name__})") from None
         finally:
-            response.release_conn()
+            response.release_conn()  # a connection with unread bytes is dropped by the pool
+        if limit is not None and len(data) > limit:
+            return data  # the caller refuses it (or cuts its range out)
         expected = response.headers.get("Content-Length")
         if expected is not None and expected.isdigit() and int(expected) != len(data):
             raise StoreUnavailable(f"{what}: the server sent {len(data)} of {expected} bytes")
@@ -233,7 +250,7 @@ class RestObjectStore(ObjectStore):
         for attempt in range(self._backoff.attempts):
             response = self._request(kind, "GET", self._url(type_, sname), what, headers=headers, stream=True)
             if response.status not in (200, 206):
-                body = self._read_body(response, what) if response.status != 404 else b""
+                body = self._read_body(response, what, _ERROR_BODY_MAX) if response.status != 404 else b""
                 if response.status == 416:
                     raise StoreError(f"{what}: range {offset}+{length} is past the end of the object")
                 raise status_error(response.status, what, body)
@@ -242,7 +259,7 @@ class RestObjectStore(ObjectStore):
                 response.release_conn()  # refused before reading the body (issue 10.2)
                 too_large(name, int(declared), max_size)
             try:
-                data = self._read_body(response, what)
+                data = self._read_body(response, what, max_size if offset is None else offset + length)
             except StoreUnavailable:
                 if attempt + 1 >= self._backoff.attempts:
                     raise

@@ -61,6 +61,18 @@ PROBE_PREFIX = ".bk-probe-"
 _BUCKET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,254}$")
 _CONTENT_RANGE_RE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 
+def _read_at_most(body: Any, limit: int) -> bytes:
+    """At most ``limit`` bytes of a streaming body, in pieces of 1 MiB."""
+    parts, got = [], 0
+    while got < limit:
+        piece = body.read(min(1 << 20, limit - got))
+        if not piece:
+            break
+        parts.append(piece)
+        got += len(piece)
+    return b"".join(parts)
+
+
 class S3ObjectStore(ObjectStore):
     """An ObjectStore on an S3 bucket.
 
@@ -186,10 +198,12 @@ class S3ObjectStore(ObjectStore):
     def _key(self, name: str) -> str:
         return self._key_prefix + check_name(name)
 
-    def _read_body(self, response: dict[str, Any], what: str) -> bytes:
+    def _read_body(self, response: dict[str, Any], what: str, limit: int | None = None) -> bytes:
+        """The body, or its first ``limit`` + 1 bytes: without a Content-Length to check
+        first (a chunked answer), a bounded get reads no more than its bound allows."""
         body = response["Body"]
         try:
-            data: bytes = body.read()
+            data: bytes = body.read() if limit is None else _read_at_most(body, limit + 1)
         except BOTO_ERRORS as exc:
             raise StoreUnavailable(
                 f"{what}: the download was cut short ({type(exc).__name__}: {exc})"
@@ -221,7 +235,7 @@ class S3ObjectStore(ObjectStore):
                 response["Body"].close()
                 too_large(name, int(size), max_size)
             try:
-                data = self._read_body(response, what)
+                data = self._read_body(response, what, max_size if offset is None else None)
             except StoreUnavailable:
                 cut_short += 1
                 if cut_short >= self._backoff.attempts:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -14,7 +13,9 @@ import pytest
 
 
 def bk(env, *args):
-    return subprocess.run([sys.executable, "-m", "backupkit_cli", *args], env=env, capture_output=True, text=True, timeout=120)
+    from tests.support.kit import bk_executable
+
+    return subprocess.run([bk_executable(), *args], env=env, capture_output=True, text=True, timeout=120)
 
 
 def files(root: Path) -> dict[str, bytes]:
@@ -26,10 +27,8 @@ def env(tmp_path):
     e = {k: v for k, v in os.environ.items() if not k.startswith("BK_")}
     e.update(
         BK_PASSWORD="cli-pw",
-        BK_TEST_INSECURE_KDF="1",
         BK_CACHE_DIR=str(tmp_path / "cache"),
         BK_REPOSITORY=str(tmp_path / "repo"),
-        BK_TEST_LOCK_FAST="1",
     )
     return e
 

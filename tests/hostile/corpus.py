@@ -118,6 +118,17 @@ def s_junk_names(ctx: Ctx) -> None:
         p.write_bytes(b"junk")
 
 
+def s_lock(how: str) -> Callable[[Ctx], None]:
+    """A planted lock object: random bytes, or a real (forged) lock cut in half."""
+    def f(ctx: Ctx) -> None:
+        if how == "random":
+            (ctx.dir / "locks" / ("cd" * 32)).write_bytes(ctx.rng.randbytes(300))
+        else:
+            name = forge.put_lock(ctx.repo, forge.raw_payload(msgpack.packb({"v": 1, "host": "h", "exclusive": False})))
+            truncate(ctx.dir / name)
+    return f
+
+
 def s_swapped_snapshots(ctx: Ctx) -> None:
     """Two snapshot objects' contents swapped (names no longer match their ids)."""
     a, b = ctx.files("snapshots")[:2]
@@ -190,6 +201,16 @@ def s_plain(where: str, plain: bytes) -> Callable[[Ctx], None]:
             (cb,) = forge.put_meta_blobs(r, [plain])
             root = forge.tree_with(r, {b"/src": forge.dir_entry(), b"/src/f": forge.file_entry([], 10, cb=[cb])})
             forge.put_snapshot(r, root, time=2**62)
+        elif where == "config":
+            from backupkit.crypto import T_CONFIG
+
+            forge.put_sealed(r, T_CONFIG, "config", b"config", forge.raw_payload(plain))
+        elif where == "header":
+            body = struct.pack("<I", len(plain)) + plain
+            forge.put_pack(r, KIND_DATA, [(T_DATA_BLOB, os.urandom(32), forge.raw_payload(b"data"), 4)], header_plain=body)
+        elif where == "entry":
+            root = forge.leaf_raw(r, [(b"/src", forge.encode_entry(forge.dir_entry())), (b"/src/e", plain)])
+            forge.put_snapshot(r, root, time=2**62)
     return f
 
 
@@ -237,10 +258,20 @@ def s_header_lie(how: str) -> Callable[[Ctx], None]:
         elif how == "huge header length":
             forge.put_pack(ctx.repo, KIND_DATA, [(T_DATA_BLOB, bid, payload, 4)], tail=b"\x00" * 100 + struct.pack("<I", 0xFFFFFFF0))
         elif how == "header is a bomb":
-            pack_id = os.urandom(32)
             body = forge.bomb()
-            hdr = ctx.repo.sealer.seal(T_PACK_HEADER, pack_id, body)
+            forge.put_pack(ctx.repo, KIND_DATA, [(T_DATA_BLOB, bid, payload, 4)], header_plain=struct.pack("<I", len(body)) + body)
+        elif how == "header sealed for another pack":
+            hdr = ctx.repo.sealer.seal(T_PACK_HEADER, os.urandom(32), struct.pack("<I", 3) + msgpack.packb([1, []]))
             forge.put_pack(ctx.repo, KIND_DATA, [(T_DATA_BLOB, bid, payload, 4)], tail=hdr + struct.pack("<I", len(hdr)))
+        elif how == "overlapping rows":
+            b2 = forge.raw_payload(b"more")
+            pid, rows = forge.put_pack(ctx.repo, KIND_DATA, [(T_DATA_BLOB, bid, payload, 4), (T_DATA_BLOB, os.urandom(32), b2, 4)], index=False)
+            over = [[T_DATA_BLOB, r[0], rows[0][1], rows[0][2] + rows[1][2], 4] for r in rows]
+            forge.put_pack(ctx.repo, KIND_DATA, [(T_DATA_BLOB, bid, payload, 4), (T_DATA_BLOB, os.urandom(32), b2, 4)], header_rows=over)
+        elif how == "one blob listed twice":
+            pid, rows = forge.put_pack(ctx.repo, KIND_DATA, [(T_DATA_BLOB, bid, payload, 4)], index=False)
+            twice = [[T_DATA_BLOB, bid, rows[0][1], rows[0][2], 4]] * 2
+            forge.put_pack(ctx.repo, KIND_DATA, [(T_DATA_BLOB, bid, payload, 4)], header_rows=twice, index_rows=[rows[0], rows[0]])
         elif how == "header rows of the wrong type":
             forge.put_pack(ctx.repo, KIND_DATA, [(T_DATA_BLOB, bid, payload, 4)], header_rows=[["x", 1, 2]])
     return f
@@ -278,6 +309,26 @@ def s_entries(entries: dict[bytes, dict]) -> Callable[[Ctx], None]:
         root = forge.tree_with(ctx.repo, entries)
         forge.put_snapshot(ctx.repo, root, time=2**62)
     return f
+
+
+def s_reused_name(ctx: Ctx) -> None:
+    """10.7: /src/a a file with two names, /src/a again a symlink to outside, /src/b the
+    second name of /src/a (paths repeat only under forged keys)."""
+    r = ctx.repo
+    keyer = forge.Keyer(r.sealer.keyed_hash)
+    bid = r.add_blob(T_DATA_BLOB, b"first")[0]
+    r.flush()
+    a = forge.file_entry([bid], 5, n=2, i=7)
+    rows = [
+        (keyer.key(b"/"), b"/", forge.encode_entry(forge.dir_entry())),
+        (keyer.key(b"/src"), b"/src", forge.encode_entry(forge.dir_entry())),
+        (keyer.key(b"/src/a"), b"/src/a", forge.encode_entry(a)),
+        (keyer.dir_prefix(b"/src") + b"\xff" * 8, b"/src/a",
+         forge.encode_entry({**forge.dir_entry(), "t": "l", "m": 0o777, "l": b"/tmp/bk-corpus-outside"})),
+        (keyer.key(b"/src/b"), b"/src/b", forge.encode_entry(a)),
+    ]
+    (nid,) = forge.put_meta_blobs(r, [msgpack.packb([0, sorted(rows)])])
+    forge.put_snapshot(r, nid, time=2**62)
 
 
 def s_config_repo_id(ctx: Ctx) -> None:
@@ -367,6 +418,37 @@ SHAPES: dict[str, Callable[[Ctx], None]] = {
     }),
     "entries: content of a missing blob": s_entries({b"/src": forge.dir_entry(), b"/src/f": forge.file_entry([b"\x01" * 32], 5)}),
     "config repo_id escapes the cache": s_config_repo_id,
+    # added: truncated and random bytes for every kind, msgpack bombs in every decoder
+    "keys random": s_random("keys"),
+    "catalog truncated": s_truncated("catalog"),
+    "lock random": s_lock("random"),
+    "lock truncated": s_lock("truncated"),
+    "config msgpack huge map": s_plain("config", HUGE_MAP),
+    "config msgpack deep": s_plain("config", DEEP),
+    "catalog msgpack deep": s_plain("catalog", DEEP),
+    "lock msgpack huge map": s_plain("lock", HUGE_MAP),
+    "node random bytes": s_plain("node", random.Random(7).randbytes(3000)),
+    "content blob random bytes": s_plain("content", random.Random(8).randbytes(3000)),
+    "header msgpack huge array": s_plain("header", HUGE_ARRAY),
+    "header msgpack deep": s_plain("header", DEEP),
+    "header lie: sealed for another pack": s_header_lie("header sealed for another pack"),
+    "header lie: overlapping rows": s_header_lie("overlapping rows"),
+    "header lie: one blob listed twice": s_header_lie("one blob listed twice"),
+    "entry msgpack huge map": s_plain("entry", HUGE_MAP),
+    "entry msgpack deep": s_plain("entry", DEEP),
+    "entry random bytes": s_plain("entry", random.Random(9).randbytes(200)),
+    "entries: malformed fields": s_entries({
+        b"/src": forge.dir_entry(),
+        b"/src/huge-mode": forge.file_entry([], 0, m=1 << 40),
+        b"/src/link-without-target": {**forge.dir_entry(), "t": "l"},
+        b"/src/string-blob-id": forge.file_entry(["not an id"], 4),
+        b"/src/string-nlink": forge.file_entry([], 0, n="two"),
+        b"/src/negative-size": forge.file_entry([], -1),
+        b"/src/device-without-rdev": {**forge.dir_entry(), "t": "c"},
+        b"/src/ok": forge.file_entry([], 0),
+    }),
+    "entries: a name reused (tar through a symlink)": s_reused_name,
+    "entries: setuid sticky root owned by another user": s_entries({b"/": forge.dir_entry(m=0o7777, u=4321, g=4321), b"/src": forge.dir_entry()}),
 }
 
 

@@ -106,11 +106,14 @@ def put_pack(
     index: bool = True,
     index_rows=None,
     header_rows=None,
+    header_plain: bytes | None = None,
     tail: bytes | None = None,
 ) -> tuple[bytes, list[list]]:
     """Write a pack of ``blobs`` (type, id, payload, raw length) and, with ``index``, an
     index object naming it. ``index_rows``/``header_rows`` replace the true rows (lies);
-    ``tail`` replaces the header and its length. Returns (pack id, true index rows)."""
+    ``header_plain`` replaces the header's whole plaintext (sealed with the pack's id, so
+    it authenticates); ``tail`` replaces the sealed header and its length. Returns (pack
+    id, true index rows)."""
     pack_id = os.urandom(32)
     parts, rows, hrows, off = [], [], [], 0
     for t, bid, payload, raw_len in blobs:
@@ -121,7 +124,7 @@ def put_pack(
         off += len(sealed)
     if tail is None:
         body = msgpack.packb([1, header_rows if header_rows is not None else hrows])
-        plain = struct.pack("<I", len(body)) + body
+        plain = struct.pack("<I", len(body)) + body if header_plain is None else header_plain
         header = repo.sealer.seal(T_PACK_HEADER, pack_id, plain)
         tail = header + struct.pack("<I", len(header))
     data = b"".join(parts) + tail
@@ -167,6 +170,16 @@ def leaf(repo: Repository, entries: dict[bytes, dict]) -> list:
     return [0, rows]
 
 
+def leaf_raw(repo: Repository, rows: list[tuple[bytes, bytes]]) -> bytes:
+    """The id of a one-leaf trie of (path, raw entry bytes) rows (``/`` added): entries
+    that are not even msgpack maps."""
+    keyer = Keyer(repo.sealer.keyed_hash)
+    rows = [(b"/", encode_entry(dir_entry())), *rows]
+    node = [0, sorted([keyer.key(p), p, e] for p, e in rows)]
+    (nid,) = put_meta_blobs(repo, [msgpack.packb(node)])
+    return nid
+
+
 def tree_with(repo: Repository, entries: dict[bytes, dict]) -> bytes:
     """The id of a one-leaf trie holding ``entries`` (``/`` added if missing)."""
     entries = {b"/": dir_entry(), **entries}
@@ -179,7 +192,7 @@ def key_of(repo: Repository, path: bytes) -> bytes:
 
 
 __all__ = [
-    "GiB", "KIND_DATA", "KIND_META", "bomb", "dir_entry", "file_entry", "key_of", "leaf", "put_catalog",
+    "GiB", "KIND_DATA", "KIND_META", "bomb", "dir_entry", "file_entry", "key_of", "leaf", "leaf_raw", "put_catalog",
     "put_index", "put_lock", "put_meta_blobs", "put_pack", "put_sealed", "put_snapshot", "put_snapshot_plain",
     "raw_payload", "snapshot_doc", "tree_with", "zstd_payload",
 ]

@@ -68,6 +68,7 @@ def run_case(base: Path, tmp_path: Path, shape: str, command: str) -> None:
     assert why is None, f"{shape} / {command}: {why}"
     assert listing(work, work / "out") == before, f"{shape} / {command}: wrote outside the target"
     assert not Path("/tmp/bk-escaped-cache").exists()
+    assert not Path("/tmp/bk-corpus-outside").exists(), f"{shape} / {command}: wrote through a forged symlink"
     assert not (tmp_path / "outside").exists() and not (tmp_path / "x").exists()
     if command in ("zip", "tar") and r.returncode == 0:
         check_archive(command, r.stdout)
@@ -85,6 +86,7 @@ def check_archive(kind: str, data: bytes) -> None:
         names = tarfile.open(fileobj=io.BytesIO(data)).getnames()
     for n in names:
         assert not n.startswith("/") and ".." not in n.split("/"), n
+    assert len(names) == len(set(names)), f"a name twice in the archive: {sorted(names)}"
 
 
 @pytest.mark.parametrize("shape, command", SAMPLE, ids=[f"{s} / {c}" for s, c in SAMPLE])
@@ -101,6 +103,6 @@ def test_every_pair(base, tmp_path, shape, command):
 def test_the_corpus_covers_every_command_and_object_kind():
     assert {c for _s, c in SAMPLE} == set(COMMANDS)
     text = " ".join(SHAPES)
-    for kind in ("config", "key", "index", "snapshot", "catalog", "data pack", "meta pack", "lock", "node", "content"):
+    for kind in ("config", "key", "index", "snapshot", "catalog", "data pack", "meta pack", "lock", "node", "content", "header", "entry"):
         assert kind in text, kind
     _ = subprocess  # the runs themselves are in tests.hostile.run

@@ -195,3 +195,27 @@ def test_stats_count_calls_and_bytes(store):
         ("PUT", "GET", "GET_RANGE", "LIST", "HEAD", "DELETE"), 1
     )
     assert stats["bytes_up"] == 5 and stats["bytes_down"] == 7
+
+
+def test_a_bounded_get_allocates_what_the_file_holds_not_the_bound(store):
+    """A get with a size limit read ``limit + 1`` bytes in one call, which allocates the
+    limit up front: 512 MiB per index object read, so `bk check --read-data` on a repository
+    of a few MB ran out of a 1 GiB address space (the hostile corpus found it). A bound of
+    1 TiB must cost nothing."""
+    from backupkit.errors import ObjectTooLarge
+
+    store.put("index/" + "ab" * 32, b"small")
+    assert store.get("index/" + "ab" * 32, max_size=1 << 40) == b"small"
+    with pytest.raises(ObjectTooLarge):
+        store.get("index/" + "ab" * 32, max_size=4)
+
+
+def test_a_bounded_read_follows_a_file_that_grew_after_its_fstat(tmp_path):
+    p = tmp_path / "f"
+    p.write_bytes(b"0123456789")
+    with open(p, "rb") as f:
+        assert local_module._read_at_most(f, 3, 100) == b"0123456789"  # grew from 3 to 10
+    with open(p, "rb") as f:
+        assert local_module._read_at_most(f, 3, 6) == b"012345"  # at most the limit
+    with open(p, "rb") as f:
+        assert local_module._read_at_most(f, 10, 100) == b"0123456789"

@@ -476,3 +476,32 @@ class TestRcloneStoreOnS3(StoreContract):
     def test_list_many(self, store):
         pytest.skip("1100 objects through rclone and SeaweedFS take ~7 s: TestRcloneStore and "
                     "TestRestOnRcloneServe list many, the other checks run here")
+
+
+# -- a hostile server: bodies longer than bk allows -------------------------------------------
+
+@pytest.fixture
+def hostile_server():
+    from tests.store.hostile_http import chunked_server
+
+    with chunked_server() as (url, sent):
+        yield url + "r/", sent
+
+
+def test_a_chunked_body_longer_than_the_bound_is_refused_without_reading_it(hostile_server):
+    """Issue 10.2 over REST: with no Content-Length to check first, the body is read only
+    up to the object kind's bound (it was read whole: a hostile server could send any
+    amount)."""
+    from backupkit.errors import ObjectTooLarge, StoreError
+
+    url, _sent = hostile_server
+    store = RestObjectStore(url, retries=1, backoff=0.01, connect_timeout=5)
+    with pytest.raises(ObjectTooLarge):
+        store.get("config", max_size=64 * 1024)
+    assert store.stats()["bytes_down"] <= 64 * 1024 + 1
+    # a range the server ignores (200 with everything): the range is cut out, no more read
+    assert store.get_range("config", 10, 100) == bytes(100)
+    # an error answer: its message is read up to 64 KiB only
+    with pytest.raises(StoreError) as ei:
+        store.get("keys/" + "ab" * 32, max_size=64 * 1024)
+    assert len(str(ei.value)) < 70 * 1024

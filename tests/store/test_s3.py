@@ -210,3 +210,19 @@ def test_probe_detects_ignored_if_none_match(s3_fault_proxy):
     assert store.put_if_absent("locks/l", b"b") is False
     assert store.get("locks/l") == b"a"
     assert list(store.list()) != [] and all(not i.name.startswith(".bk-probe") for i in store.list())
+
+
+def test_a_chunked_body_longer_than_the_bound_is_refused_without_reading_it():
+    """Issue 10.2 over S3: an answer without Content-Length is read only up to the
+    object kind's bound (it was read whole: a hostile endpoint could send any amount)."""
+    from backupkit.errors import ObjectTooLarge
+    from tests.store.hostile_http import chunked_server
+
+    with chunked_server() as (url, _sent):
+        store = S3ObjectStore(
+            "bucket", endpoint_url=url, aws_access_key_id="k", aws_secret_access_key="s", region="us-east-1",
+            retries=1, connect_timeout=5, read_timeout=10, addressing_style="path",
+        )
+        with pytest.raises(ObjectTooLarge):
+            store.get("config", max_size=64 * 1024)
+        assert store.stats()["bytes_down"] <= 64 * 1024 + 1

@@ -96,6 +96,13 @@ _LAUNCHER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bk.py")
 _wrapper: str | None = None
 
 
+def old_checkout() -> str | None:
+    """The checkout of an older bk that ``bk_executable`` and ``installed_bk`` run instead
+    of this one (``BK_TEST_OLD_CHECKOUT``, with its own ``.venv``), or None: only for
+    showing that a test fails on old code (``tests/hostile/prove_old_main.py``)."""
+    return os.environ.get("BK_TEST_OLD_CHECKOUT") or None
+
+
 def bk_executable() -> str:
     """An executable that runs ``bk`` for tests: the test launcher (``tests/support/bk.py``:
     the real CLI with a cheap KDF and short lock waits) under this interpreter.
@@ -111,12 +118,21 @@ def bk_executable() -> str:
         return _wrapper
     import tempfile
 
-    text = (
-        f"#!{sys.executable}\n"
-        "# bk for the test suite (written by tests/support/kit.py)\n"
-        "import runpy\n"
-        f"runpy.run_path({_LAUNCHER!r}, run_name='__main__')\n"
-    )
+    old = old_checkout()
+    if old is not None:
+        # an older bk (tests/hostile/prove_old_main.py): its own test switches, read
+        # from the environment then, give the same cheap KDF and short lock waits
+        text = (
+            "#!/bin/sh\n# an old bk for the proof run (written by tests/support/kit.py)\n"
+            f"BK_TEST_INSECURE_KDF=1 BK_TEST_LOCK_FAST=1 exec {os.path.join(old, '.venv', 'bin', 'bk')!r} \"$@\"\n"
+        )
+    else:
+        text = (
+            f"#!{sys.executable}\n"
+            "# bk for the test suite (written by tests/support/kit.py)\n"
+            "import runpy\n"
+            f"runpy.run_path({_LAUNCHER!r}, run_name='__main__')\n"
+        )
     tag = hashlib.sha256(text.encode()).hexdigest()[:16]
     d = os.path.join(tempfile.gettempdir(), f"bk-test-launcher-{os.getuid()}-{tag}")
     try:
@@ -139,7 +155,8 @@ def bk_executable() -> str:
 def installed_bk() -> str:
     """The installed ``bk`` script next to this interpreter, else the one on PATH: exactly
     what a user runs (strong KDF, real lock waits)."""
-    cand = os.path.join(os.path.dirname(sys.executable), "bk")
+    old = old_checkout()
+    cand = os.path.join(old, ".venv", "bin", "bk") if old else os.path.join(os.path.dirname(sys.executable), "bk")
     if os.access(cand, os.X_OK):
         return cand
     found = shutil.which("bk")
