@@ -18,6 +18,13 @@ directory, are fsynced (``fsync@openssh.com``) and renamed over the name
 (``posix-rename@openssh.com``). ``put_if_absent`` renames with plain SFTP RENAME, which
 OpenSSH's sftp-server does with link(2): it fails when the name is taken, so the create
 is atomic and the object is never seen half written.
+
+Range reads keep the file open: each session holds a few open read handles (``_Handles``,
+least recently used closed first), so the range reads of one pack cost no open, fstat or
+close after the first. A cached handle is dropped when this store writes or deletes that
+name (``_Changes``), and after ``HANDLE_TTL`` seconds, so a pack deleted meanwhile reads
+as not found rather than from the unlinked file (packs are named by their content, so a
+read racing a delete by another client could only return the bytes it names).
 """
 
 from __future__ import annotations
@@ -26,7 +33,9 @@ import errno
 import re
 import secrets
 import stat as stat_module
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -47,11 +56,17 @@ from backupkit.store.base import (
     too_large,
 )
 from backupkit.store.retry import Backoff, RequestStats
-from backupkit.store.sshconn import TRANSIENT, Pool, Target
+from backupkit.store.sshconn import TRANSIENT, Pool, Session, Target
 
 TEMP_PREFIX = ".tmp-"
 _SEGMENT_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 _PIECE = 1024 * 1024
+#: Open read handles kept per session (OpenSSH's sftp-server allows 512 per session).
+HANDLES_PER_SESSION = 8
+#: Seconds a cached read handle is used before it is reopened.
+HANDLE_TTL = 30.0
+#: A cached read handle: (file, size, change count at the open, monotonic open time).
+_Entry = tuple[paramiko.SFTPFile, int, int, float]
 
 
 class SftpObjectStore(ObjectStore):
@@ -112,16 +127,18 @@ class SftpObjectStore(ObjectStore):
         else:
             self.location = f"sftp:{self.user}@{self.hostname}:{self.root}"
         self._pool = Pool(self.target, connections, self.location)
+        self._changes = _Changes()
 
-    def _run(self, kind: str, what: str, fn: Any) -> Any:
-        """Run ``fn(sftp)`` on a pooled session; reconnect and retry on broken connections.
+    def _run(self, kind: str, what: str, fn: Any, *, with_session: bool = False) -> Any:
+        """Run ``fn(sftp)`` (``fn(session)`` with ``with_session``) on a pooled session;
+        reconnect and retry on broken connections.
 
         ``OSError`` with an errno from the server maps to the StoreError tree."""
         for attempt in range(self._backoff.attempts):
             self._stats.add(kind)
             session = self._pool.checkout()
             try:
-                result = fn(session.sftp)
+                result = fn(session if with_session else session.sftp)
             except TRANSIENT as exc:
                 self._pool.discard(session)
                 if attempt + 1 >= self._backoff.attempts:
@@ -216,17 +233,32 @@ class SftpObjectStore(ObjectStore):
             raise StoreError(f"invalid range {offset}+{length} of {name}")
         what = f"reading {name}"
 
-        def read(sftp: paramiko.SFTPClient) -> bytes:
-            f, size = _open_file(sftp, path)
-            with f:
-                if offset + length > size:
-                    raise StoreError(f"{what}: range {offset}+{length} is past the end ({size} bytes)")
-                if length == 0:
-                    return b""
+        def read(session: Session) -> bytes:
+            handles = _Handles.of(session)
+            entry = handles.take(path, self._changes)
+            if entry is None:
+                # The change count before the open: a write or delete of the name that
+                # ends after it makes the handle out of date.
+                seen = self._changes.seen()
+                f, size = _open_file(session.sftp, path)
+                self._stats.add("file_opens")
+                entry = (f, size, seen, time.monotonic())
+            f, size = entry[0], entry[1]
+            if offset + length > size:
+                handles.keep(path, entry)
+                raise StoreError(f"{what}: range {offset}+{length} is past the end ({size} bytes)")
+            data = b""
+            if length:
                 pieces = [(o, min(_PIECE, offset + length - o)) for o in range(offset, offset + length, _PIECE)]
-                return b"".join(f.readv(pieces))
+                try:
+                    data = b"".join(f.readv(pieces))
+                except BaseException:
+                    _close_quietly(f)  # never reuse a handle in an unknown state
+                    raise
+            handles.keep(path, entry)
+            return data
 
-        data = self._run("GET_RANGE", what, read)
+        data = self._run("GET_RANGE", what, read, with_session=True)
         if len(data) != length:
             raise StoreError(f"{what}: short read, {len(data)} of {length} bytes at {offset}")
         self._stats.add("bytes_down", len(data))
@@ -243,7 +275,10 @@ class SftpObjectStore(ObjectStore):
                 _remove_quietly(sftp, tmp)
                 raise
 
-        self._run("PUT", f"writing {name}", write)
+        try:
+            self._run("PUT", f"writing {name}", write)
+        finally:
+            self._changes.changed(path)
         self._stats.add("bytes_up", len(data))
 
     def put_if_absent(self, name: str, data: bytes) -> bool:
@@ -262,7 +297,10 @@ class SftpObjectStore(ObjectStore):
                     raise  # the rename failed for another reason
                 return False
 
-        created = self._run("PUT", f"creating {name}", create)
+        try:
+            created = self._run("PUT", f"creating {name}", create)
+        finally:
+            self._changes.changed(path)
         if created:
             self._stats.add("bytes_up", len(data))
         return bool(created)
@@ -275,7 +313,10 @@ class SftpObjectStore(ObjectStore):
                 raise FileNotFoundError(errno.ENOENT, "a directory")
             sftp.remove(path)
 
-        self._run("DELETE", f"deleting {name}", remove)
+        try:
+            self._run("DELETE", f"deleting {name}", remove)
+        finally:
+            self._changes.changed(path)
 
     def stat(self, name: str) -> ObjectInfo:
         path = self._path(name)
@@ -317,8 +358,74 @@ class SftpObjectStore(ObjectStore):
         return self._stats.snapshot()
 
     def close(self) -> None:
-        self._pool.close()
+        self._pool.close()  # closing a session closes its handles on the server
 
+
+class _Changes:
+    """Which names this store wrote or deleted, as a count: a cached read handle opened
+    before the last change of its name is out of date.
+
+    Bounded: past ``limit`` names the record is cleared and every handle opened before
+    counts as out of date."""
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._lock = threading.Lock()
+        self._count = 0
+        self._floor = 0  # handles opened before this count are out of date
+        self._last: dict[str, int] = {}
+        self._limit = limit
+
+    def seen(self) -> int:
+        with self._lock:
+            return self._count
+
+    def changed(self, path: str) -> None:
+        """Call after a write or delete of ``path`` finished (or failed)."""
+        with self._lock:
+            self._count += 1
+            if len(self._last) >= self._limit:
+                self._last.clear()
+                self._floor = self._count
+            self._last[path] = self._count
+
+    def current(self, path: str, opened_at: int) -> bool:
+        with self._lock:
+            return opened_at >= self._floor and self._last.get(path, -1) <= opened_at
+
+
+class _Handles:
+    """A session's open read handles: path -> (file, size, change count at the open,
+    monotonic time of the open), least recently used first. Only the thread that has the
+    session checked out uses it; closing the session closes them on the server."""
+
+    def __init__(self) -> None:
+        self._files: OrderedDict[str, _Entry] = OrderedDict()
+
+    @classmethod
+    def of(cls, session: Session) -> _Handles:
+        handles = getattr(session, "read_handles", None)
+        if handles is None:
+            handles = session.read_handles = cls()  # type: ignore[attr-defined]
+        return handles
+
+    def take(self, path: str, changes: _Changes) -> _Entry | None:
+        """Remove and return the cached handle of ``path`` if it is still current (give
+        it back with ``keep``); an out-of-date one is closed."""
+        entry = self._files.pop(path, None)
+        if entry is None:
+            return None
+        if time.monotonic() - entry[3] > HANDLE_TTL or not changes.current(path, entry[2]):
+            _close_quietly(entry[0])
+            return None
+        return entry
+
+    def keep(self, path: str, entry: _Entry) -> None:
+        """Cache ``entry`` as the most recently used; close the least recently used
+        beyond ``HANDLES_PER_SESSION``."""
+        self._files[path] = entry
+        while len(self._files) > HANDLES_PER_SESSION:
+            _, old = self._files.popitem(last=False)
+            _close_quietly(old[0])
 
 
 # -- module helpers ---------------------------------------------------------------------------
@@ -337,6 +444,14 @@ def _open_file(sftp: paramiko.SFTPClient, path: str) -> tuple[paramiko.SFTPFile,
         f.close()
         raise FileNotFoundError(errno.ENOENT, "not a file")
     return f, st.st_size or 0
+
+
+def _close_quietly(f: paramiko.SFTPFile) -> None:
+    """Close a read handle without waiting for the answer (one round trip saved)."""
+    try:
+        f._close(async_=True)  # type: ignore[attr-defined]
+    except (OSError, *TRANSIENT):
+        pass
 
 
 def _fsync(sftp: paramiko.SFTPClient, f: paramiko.SFTPFile) -> None:

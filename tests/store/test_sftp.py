@@ -93,3 +93,138 @@ def test_parallel_uploads_use_several_connections(ssh_server, tmp_path):
     assert store._pool.opened == 3
     assert len(list(store.list("data/"))) == 30
     store.close()
+
+
+# -- range reads keep the pack open (one open per pack and session) ----------------------------
+
+
+def _server_open_files(under) -> list[str]:
+    """Files under ``under`` that some process (sshd's sftp side) holds open, from /proc."""
+    import os
+
+    prefix = str(under) + "/"
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith(prefix):
+                found.append(target)
+    return found
+
+
+def _eventually(predicate, timeout: float = 5.0) -> bool:
+    """Poll (the server handles a close we did not wait for in its own time)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def _pack(i: int, size: int = 300_000) -> tuple[str, bytes]:
+    return f"data/{i:02x}/{i:02x}{uuid.uuid4().hex}", bytes([i % 251]) * 7 + uuid.uuid4().bytes * (size // 16)
+
+
+def test_range_reads_of_a_pack_open_it_once(ssh_server, tmp_path):
+    store = ssh_server.store(tmp_path / "r", connections=1, fsync=False)
+    name, data = _pack(1, 3_000_000)
+    store.put(name, data)
+    for off in range(0, len(data) - 100_000, 150_000):
+        assert store.get_range(name, off, 100_000) == data[off : off + 100_000]
+    assert store.get_range(name, len(data) - 5, 5) == data[-5:]
+    stats = store.stats()
+    assert stats["file_opens"] == 1
+    assert stats["GET_RANGE"] == 21
+    assert len(_server_open_files(tmp_path / "r")) == 1
+    store.close()
+    assert _eventually(lambda: not _server_open_files(tmp_path / "r"))
+
+
+def test_cached_handles_are_bounded_and_closed_on_eviction(ssh_server, tmp_path):
+    from backupkit.store.sftp import HANDLES_PER_SESSION
+
+    store = ssh_server.store(tmp_path / "r", connections=1, fsync=False)
+    packs = [_pack(i, 40_000) for i in range(HANDLES_PER_SESSION + 4)]
+    for name, data in packs:
+        store.put(name, data)
+    for _ in range(2):
+        for name, data in packs[:HANDLES_PER_SESSION]:
+            assert store.get_range(name, 10, 100) == data[10:110]
+    assert store.stats()["file_opens"] == HANDLES_PER_SESSION  # the second round hit the cache
+    for name, data in packs[HANDLES_PER_SESSION:]:
+        assert store.get_range(name, 0, 10) == data[:10]
+    assert store.stats()["file_opens"] == HANDLES_PER_SESSION + 4
+    assert _eventually(lambda: len(_server_open_files(tmp_path / "r")) == HANDLES_PER_SESSION)
+    store.close()
+
+
+def test_a_deleted_pack_is_not_found_not_read_from_its_cached_handle(ssh_server, tmp_path):
+    from backupkit.errors import ObjectNotFound
+
+    store = ssh_server.store(tmp_path / "r", connections=2, fsync=False)
+    name, data = _pack(2)
+    store.put(name, data)
+    assert store.get_range(name, 0, 50) == data[:50]
+    store.delete(name)
+    with pytest.raises(ObjectNotFound):
+        store.get_range(name, 0, 50)
+    assert _eventually(lambda: not _server_open_files(tmp_path / "r"))
+    store.close()
+
+
+def test_a_replaced_object_is_read_anew(ssh_server, tmp_path):
+    store = ssh_server.store(tmp_path / "r", connections=1, fsync=False)
+    name = "index/" + uuid.uuid4().hex
+    store.put(name, b"a" * 1000)
+    assert store.get_range(name, 100, 10) == b"a" * 10
+    store.put(name, b"b" * 2000)
+    assert store.get_range(name, 1500, 10) == b"b" * 10
+    assert store.put_if_absent(name, b"c" * 10) is False
+    store.delete(name)
+    assert store.put_if_absent(name, b"d" * 30) is True
+    assert store.get_range(name, 20, 10) == b"d" * 10
+    assert store.stats()["file_opens"] == 3
+    store.close()
+
+
+def test_a_range_past_the_end_keeps_the_handle(ssh_server, tmp_path):
+    from backupkit.errors import StoreError
+
+    store = ssh_server.store(tmp_path / "r", connections=1, fsync=False)
+    name, data = _pack(3, 1000)
+    store.put(name, data)
+    with pytest.raises(StoreError, match="past the end"):
+        store.get_range(name, len(data) - 10, 11)
+    assert store.get_range(name, len(data) - 10, 10) == data[-10:]
+    assert store.get_range(name, len(data), 0) == b""
+    assert store.stats()["file_opens"] == 1
+    store.close()
+
+
+def test_a_cached_handle_expires(ssh_server, tmp_path, monkeypatch):
+    """Another client's delete is seen once the handle's time is up (HANDLE_TTL)."""
+    from backupkit.errors import ObjectNotFound
+    from backupkit.store import sftp
+
+    store = ssh_server.store(tmp_path / "r", connections=1, fsync=False)
+    name, data = _pack(4, 1000)
+    store.put(name, data)
+    assert store.get_range(name, 0, 10) == data[:10]
+    (tmp_path / "r" / name).unlink()  # another client
+    assert store.get_range(name, 10, 10) == data[10:20]  # the same bytes: packs never change
+    monkeypatch.setattr(sftp, "HANDLE_TTL", 0.0)
+    with pytest.raises(ObjectNotFound):
+        store.get_range(name, 10, 10)
+    store.close()
