@@ -228,3 +228,17 @@ def test_a_cached_handle_expires(ssh_server, tmp_path, monkeypatch):
     with pytest.raises(ObjectNotFound):
         store.get_range(name, 10, 10)
     store.close()
+
+
+def test_reads_ask_for_what_the_server_allows(ssh_server, tmp_path):
+    """OpenSSH tells its max-read-length (limits@openssh.com): reads ask for 255 KiB, not
+    paramiko's 32 KiB; a range of many such reads, unaligned, comes back whole."""
+    store = ssh_server.store(tmp_path / "r", connections=1, fsync=False)
+    name, data = _pack(5, 3_000_000)
+    store.put(name, data)
+    assert store.get_range(name, 12_345, 2_900_000) == data[12_345:2_912_345]
+    assert store.get(name) == data
+    session = store._pool.checkout()
+    assert session.read_size == 255 * 1024
+    store._pool.give_back(session)
+    store.close()
