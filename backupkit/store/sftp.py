@@ -122,7 +122,6 @@ class SftpObjectStore(ObjectStore):
         self.hostname, self.port, self.user = self.target.hostname, self.target.port, self.target.user
         self.root = path.rstrip("/") or "/"
         self._fsync = fsync
-        self._dirs: set[str] = set()
         self._backoff = Backoff(attempts=retries, base=backoff, cap=max(backoff, 5.0))
         self._stats = RequestStats()
         shown_port = f":{self.port}" if self.port != 22 else ""
@@ -176,30 +175,43 @@ class SftpObjectStore(ObjectStore):
         check_name(name)
         return f"{self.root}/{name}"
 
-    def _ensure_dir(self, sftp: paramiko.SFTPClient, directory: str) -> None:
-        if directory in self._dirs:
+    def _make_dir(self, sftp: paramiko.SFTPClient, directory: str) -> None:
+        """Create ``directory`` and any missing parents: one mkdir when the parent exists
+        (the usual case: a new ``data/`` shard), walking up only as far as needed."""
+        try:
+            sftp.mkdir(directory, 0o700)
             return
-        parts = directory.split("/")
-        for i in range(2 if directory.startswith("/") else 1, len(parts) + 1):
-            d = "/".join(parts[:i])
-            if not d or d in self._dirs:
-                continue
-            try:
-                sftp.mkdir(d, 0o700)
-            except OSError:
-                try:
-                    if not stat_module.S_ISDIR(sftp.stat(d).st_mode or 0):
-                        raise StoreError(f"{d} on {self.hostname} is not a directory") from None
-                except FileNotFoundError:
-                    raise StorePermissionError(f"cannot create {d} on {self.hostname}") from None
-            self._dirs.add(d)
+        except FileNotFoundError:
+            parent = directory.rsplit("/", 1)[0] if "/" in directory.strip("/") else ""
+            if not parent or parent == directory:
+                raise StorePermissionError(f"cannot create {directory} on {self.hostname}") from None
+            self._make_dir(sftp, parent)
+        except OSError:
+            pass  # it exists (sftp-server answers a plain failure), or we may not create it
+        else:
+            return
+        try:
+            sftp.mkdir(directory, 0o700)
+            return
+        except OSError:
+            pass  # created meanwhile by another writer, or refused: the stat tells
+        try:
+            if not stat_module.S_ISDIR(sftp.stat(directory).st_mode or 0):
+                raise StoreError(f"{directory} on {self.hostname} is not a directory") from None
+        except FileNotFoundError:
+            raise StorePermissionError(f"cannot create {directory} on {self.hostname}") from None
 
     def _write_temp(self, sftp: paramiko.SFTPClient, path: str, data: bytes) -> str:
         directory = path.rsplit("/", 1)[0]
-        self._ensure_dir(sftp, directory)
         tmp = f"{directory}/{TEMP_PREFIX}{secrets.token_hex(8)}"
         try:
-            with sftp.open(tmp, "wb") as f:
+            # Open first: the folder usually exists, and checking it costs round trips.
+            try:
+                f = sftp.open(tmp, "wb")
+            except FileNotFoundError:
+                self._make_dir(sftp, directory)
+                f = sftp.open(tmp, "wb")
+            with f:
                 f.set_pipelined(True)
                 if data:
                     f.write(data)

@@ -242,3 +242,70 @@ def test_reads_ask_for_what_the_server_allows(ssh_server, tmp_path):
     assert session.read_size == 255 * 1024
     store._pool.give_back(session)
     store.close()
+
+
+# -- SFTP requests as sftp-server logs them ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def logging_ssh_server(tmp_path_factory):
+    """sshd whose sftp-server logs every request (as benchmarks/netbench.py runs it)."""
+    import os
+
+    from tests.conftest_backends import start_sshd
+
+    exe = "/usr/lib/openssh/sftp-server"
+    if not os.access(exe, os.X_OK):
+        pytest.skip(f"{exe} is not installed: the request-count tests NOT run")
+    root = tmp_path_factory.mktemp("sshd-log")
+    log = root / "sftp-server.log"
+    log.touch()
+    server = start_sshd(root / "sshd", sftp_subsystem=f"{exe} -e -l DEBUG1 2>>{log}")
+    server.sftp_log = log
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _requests_since(server, offset: int) -> dict[str, int]:
+    """SFTP requests by kind that sftp-server logged after byte ``offset`` of its log."""
+    import re
+    import time
+    from collections import Counter
+
+    time.sleep(0.3)  # sftp-server writes its log as it goes; let it catch up
+    with open(server.sftp_log, "rb") as f:
+        f.seek(offset)
+        text = f.read().decode("utf-8", "replace")
+    kinds: Counter[str] = Counter()
+    for line in text.splitlines():
+        # request lines: "open ..." (INFO) or "debug1: request 7: fstat ..." (DEBUG1)
+        body = re.sub(r"^debug\d: request \d+: ", "", line)
+        if not body.startswith(("debug", "sent ")):
+            kinds[body.split(" ", 1)[0]] += 1
+    return dict(kinds)
+
+
+def test_requests_of_writes_and_range_reads(logging_ssh_server, tmp_path):
+    server = logging_ssh_server
+    store = server.store(tmp_path / "r", connections=1, fsync=True)
+    store.put("config", b"c")  # the repository folder exists from here on
+    at = server.sftp_log.stat().st_size
+    store.put("keys/" + "a" * 64, b"k")  # a new folder: one mkdir, no walk from /
+    store.put("keys/" + "b" * 64, b"k")  # an existing folder: no mkdir, no stat
+    kinds = _requests_since(server, at)
+    assert kinds.get("mkdir") == 1 and "stat" not in kinds, kinds
+    assert kinds.get("open") == 3 and kinds.get("close") == 2 and kinds.get("posix-rename") == 2, kinds
+
+    name, data = _pack(6, 2_000_000)
+    store.put(name, data)
+    at = server.sftp_log.stat().st_size
+    for off in range(0, 1_900_000, 100_000):
+        assert store.get_range(name, off, 100_000) == data[off : off + 100_000]
+    kinds = _requests_since(server, at)
+    # 19 ranges of one pack: one open and fstat (and the limits question), no close yet;
+    # 100 KB per range is one read each at 255 KiB a request.
+    assert (kinds.get("open"), kinds.get("fstat"), kinds.get("close", 0)) == (1, 1, 0), kinds
+    assert kinds.get("read") == 19, kinds
+    store.close()
