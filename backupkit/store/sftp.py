@@ -19,12 +19,8 @@ directory, are fsynced (``fsync@openssh.com``) and renamed over the name
 OpenSSH's sftp-server does with link(2): it fails when the name is taken, so the create
 is atomic and the object is never seen half written.
 
-Range reads keep the file open: each session holds a few open read handles (``_Handles``,
-least recently used closed first), so the range reads of one pack cost no open, fstat or
-close after the first. A cached handle is dropped when this store writes or deletes that
-name (``_Changes``), and after ``HANDLE_TTL`` seconds, so a pack deleted meanwhile reads
-as not found rather than from the unlinked file (packs are named by their content, so a
-read racing a delete by another client could only return the bytes it names).
+Range reads keep the file open and ask for as much per request as the server allows
+(``sftp_handles``).
 """
 
 from __future__ import annotations
@@ -33,9 +29,7 @@ import errno
 import re
 import secrets
 import stat as stat_module
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -56,22 +50,12 @@ from backupkit.store.base import (
     too_large,
 )
 from backupkit.store.retry import Backoff, RequestStats
+from backupkit.store.sftp_handles import Changes, Handles, close_quietly, open_file
 from backupkit.store.sshconn import TRANSIENT, Pool, Session, Target
 
 TEMP_PREFIX = ".tmp-"
 _SEGMENT_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 _PIECE = 1024 * 1024
-#: Open read handles kept per session (OpenSSH's sftp-server allows 512 per session).
-HANDLES_PER_SESSION = 8
-#: Seconds a cached read handle is used before it is reopened.
-HANDLE_TTL = 30.0
-#: Bytes asked per SFTP read when the server does not tell its limit (paramiko's 32 KiB)
-#: and the most asked when it does (OpenSSH's sftp-server: 255 KiB). Measured on loopback,
-#: 16 MiB in 1 MiB ranges: 27 MiB/s at 32 KiB, 58 MiB/s at 255 KiB.
-_READ_DEFAULT, _READ_MAX = 32 * 1024, 255 * 1024
-#: A cached read handle: (file, size, change count at the open, monotonic open time).
-_Entry = tuple[paramiko.SFTPFile, int, int, float]
-
 
 class SftpObjectStore(ObjectStore):
     """An ObjectStore in a directory on an SSH server.
@@ -130,7 +114,7 @@ class SftpObjectStore(ObjectStore):
         else:
             self.location = f"sftp:{self.user}@{self.hostname}:{self.root}"
         self._pool = Pool(self.target, connections, self.location)
-        self._changes = _Changes()
+        self._changes = Changes()
 
     def _run(self, kind: str, what: str, fn: Any, *, with_session: bool = False) -> Any:
         """Run ``fn(sftp)`` (``fn(session)`` with ``with_session``) on a pooled session;
@@ -228,7 +212,7 @@ class SftpObjectStore(ObjectStore):
         path = self._path(name)
 
         def read(session: Session) -> bytes:
-            f, size = _open_file(session, path)
+            f, size = open_file(session, path)
             self._stats.add("file_opens")
             with f:
                 too_large(name, size, max_size)  # from the stat, before reading anything
@@ -251,13 +235,13 @@ class SftpObjectStore(ObjectStore):
         what = f"reading {name}"
 
         def read(session: Session) -> bytes:
-            handles = _Handles.of(session)
+            handles = Handles.of(session)
             entry = handles.take(path, self._changes)
             if entry is None:
                 # The change count before the open: a write or delete of the name that
                 # ends after it makes the handle out of date.
                 seen = self._changes.seen()
-                f, size = _open_file(session, path)
+                f, size = open_file(session, path)
                 self._stats.add("file_opens")
                 entry = (f, size, seen, time.monotonic())
             f, size = entry[0], entry[1]
@@ -270,7 +254,7 @@ class SftpObjectStore(ObjectStore):
                 try:
                     data = b"".join(f.readv(pieces))
                 except BaseException:
-                    _close_quietly(f)  # never reuse a handle in an unknown state
+                    close_quietly(f)  # never reuse a handle in an unknown state
                     raise
             handles.keep(path, entry)
             return data
@@ -378,119 +362,7 @@ class SftpObjectStore(ObjectStore):
         self._pool.close()  # closing a session closes its handles on the server
 
 
-class _Changes:
-    """Which names this store wrote or deleted, as a count: a cached read handle opened
-    before the last change of its name is out of date.
-
-    Bounded: past ``limit`` names the record is cleared and every handle opened before
-    counts as out of date."""
-
-    def __init__(self, limit: int = 4096) -> None:
-        self._lock = threading.Lock()
-        self._count = 0
-        self._floor = 0  # handles opened before this count are out of date
-        self._last: dict[str, int] = {}
-        self._limit = limit
-
-    def seen(self) -> int:
-        with self._lock:
-            return self._count
-
-    def changed(self, path: str) -> None:
-        """Call after a write or delete of ``path`` finished (or failed)."""
-        with self._lock:
-            self._count += 1
-            if len(self._last) >= self._limit:
-                self._last.clear()
-                self._floor = self._count
-            self._last[path] = self._count
-
-    def current(self, path: str, opened_at: int) -> bool:
-        with self._lock:
-            return opened_at >= self._floor and self._last.get(path, -1) <= opened_at
-
-
-class _Handles:
-    """A session's open read handles: path -> (file, size, change count at the open,
-    monotonic time of the open), least recently used first. Only the thread that has the
-    session checked out uses it; closing the session closes them on the server."""
-
-    def __init__(self) -> None:
-        self._files: OrderedDict[str, _Entry] = OrderedDict()
-
-    @classmethod
-    def of(cls, session: Session) -> _Handles:
-        handles = getattr(session, "read_handles", None)
-        if handles is None:
-            handles = session.read_handles = cls()  # type: ignore[attr-defined]
-        return handles
-
-    def take(self, path: str, changes: _Changes) -> _Entry | None:
-        """Remove and return the cached handle of ``path`` if it is still current (give
-        it back with ``keep``); an out-of-date one is closed."""
-        entry = self._files.pop(path, None)
-        if entry is None:
-            return None
-        if time.monotonic() - entry[3] > HANDLE_TTL or not changes.current(path, entry[2]):
-            _close_quietly(entry[0])
-            return None
-        return entry
-
-    def keep(self, path: str, entry: _Entry) -> None:
-        """Cache ``entry`` as the most recently used; close the least recently used
-        beyond ``HANDLES_PER_SESSION``."""
-        self._files[path] = entry
-        while len(self._files) > HANDLES_PER_SESSION:
-            _, old = self._files.popitem(last=False)
-            _close_quietly(old[0])
-
-
 # -- module helpers ---------------------------------------------------------------------------
-
-
-def _open_file(session: Session, path: str) -> tuple[paramiko.SFTPFile, int]:
-    """Open a regular file for reading: (file, size); its reads ask for as much as the
-    server allows (``_read_size``). A directory (a name that is only a prefix) is not
-    found; sftp-server opens directories without complaint."""
-    f = session.sftp.open(path, "rb")
-    f.MAX_REQUEST_SIZE = _read_size(session)  # paramiko's per-request bound, per file
-    try:
-        st = f.stat()
-    except BaseException:
-        f.close()
-        raise
-    if not stat_module.S_ISREG(st.st_mode or 0):
-        f.close()
-        raise FileNotFoundError(errno.ENOENT, "not a file")
-    return f, st.st_size or 0
-
-
-def _read_size(session: Session) -> int:
-    """The bytes one SFTP read may ask for on this session: the server's max-read-length
-    from ``limits@openssh.com`` (asked once per session), at most ``_READ_MAX``; paramiko's
-    32 KiB from servers that do not answer."""
-    size = getattr(session, "read_size", None)
-    if size is None:
-        size = _READ_DEFAULT
-        try:
-            t, msg = session.sftp._request(paramiko.sftp.CMD_EXTENDED, "limits@openssh.com")  # type: ignore[attr-defined]
-            if t == paramiko.sftp.CMD_EXTENDED_REPLY:
-                msg.get_int64()  # max-packet-length
-                told = msg.get_int64()  # max-read-length (0: no limit told)
-                if told:
-                    size = max(_READ_DEFAULT, min(_READ_MAX, told))
-        except (OSError, paramiko.SFTPError):
-            pass  # not OpenSSH: keep the default
-        session.read_size = size  # type: ignore[attr-defined]
-    return int(size)
-
-
-def _close_quietly(f: paramiko.SFTPFile) -> None:
-    """Close a read handle without waiting for the answer (one round trip saved)."""
-    try:
-        f._close(async_=True)  # type: ignore[attr-defined]
-    except (OSError, *TRANSIENT):
-        pass
 
 
 def _fsync(sftp: paramiko.SFTPClient, f: paramiko.SFTPFile) -> None:

@@ -153,7 +153,7 @@ def test_range_reads_of_a_pack_open_it_once(ssh_server, tmp_path):
 
 
 def test_cached_handles_are_bounded_and_closed_on_eviction(ssh_server, tmp_path):
-    from backupkit.store.sftp import HANDLES_PER_SESSION
+    from backupkit.store.sftp_handles import HANDLES_PER_SESSION
 
     store = ssh_server.store(tmp_path / "r", connections=1, fsync=False)
     packs = [_pack(i, 40_000) for i in range(HANDLES_PER_SESSION + 4)]
@@ -216,7 +216,7 @@ def test_a_range_past_the_end_keeps_the_handle(ssh_server, tmp_path):
 def test_a_cached_handle_expires(ssh_server, tmp_path, monkeypatch):
     """Another client's delete is seen once the handle's time is up (HANDLE_TTL)."""
     from backupkit.errors import ObjectNotFound
-    from backupkit.store import sftp
+    from backupkit.store import sftp_handles
 
     store = ssh_server.store(tmp_path / "r", connections=1, fsync=False)
     name, data = _pack(4, 1000)
@@ -224,7 +224,7 @@ def test_a_cached_handle_expires(ssh_server, tmp_path, monkeypatch):
     assert store.get_range(name, 0, 10) == data[:10]
     (tmp_path / "r" / name).unlink()  # another client
     assert store.get_range(name, 10, 10) == data[10:20]  # the same bytes: packs never change
-    monkeypatch.setattr(sftp, "HANDLE_TTL", 0.0)
+    monkeypatch.setattr(sftp_handles, "HANDLE_TTL", 0.0)
     with pytest.raises(ObjectNotFound):
         store.get_range(name, 10, 10)
     store.close()
