@@ -73,7 +73,9 @@ def attempt(mgr: LockManager, exclusive: bool, operation: str) -> Lock:
     try:
         # inside the try: an interrupt (a signal raises anywhere) right after the
         # write must still remove the lock object
-        mgr.store.put_if_absent(name, mgr.seal(lock_id, doc))
+        # A plain put: the name is 32 random bytes, so a collision is not a case worth a
+        # request (put_if_absent costs a HEAD first on stores without conditional writes).
+        mgr.store.put(name, mgr.seal(lock_id, doc))
         if exclusive and mgr.uses_sentinel:
             has_sentinel = _take_sentinel(mgr, doc, name)
         if mgr.recheck_delay:

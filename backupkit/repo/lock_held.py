@@ -6,13 +6,13 @@ returns.
 Refresh and loss
 ----------------
 A held lock is re-put every ``refresh`` seconds by a background thread (and by
-``Lock.check``). Each refresh first stats our object (gone: someone ran ``bk unlock
---remove-all``; the lock is *lost*), re-puts it, and compares the new store time with
-that of the previous write. Another client can only have judged us stale if that gap
-exceeded the TTL, so a gap above ``ttl - margin`` also marks the lock lost: the process
-may have been suspended, SIGSTOPped or cut off while someone took the repository over.
-A refresh that keeps failing (store errors) loses the lock once ``ttl - max(margin,
-1.5 * refresh)`` seconds of the client's clock (restic's 22.5 of 30 minutes) passed
+``Lock.check``). Each refresh rewrites our object only if it still exists
+(``ObjectStore.rewrite_existing``; gone: someone ran ``bk unlock --remove-all``; the lock
+is *lost*) and compares the store time of that write with that of the previous one.
+Another client can only have judged us stale if that gap exceeded the TTL, so a gap
+above ``ttl - margin`` also marks the lock lost: the process may have been suspended,
+SIGSTOPped or cut off while someone took the repository over. A refresh that keeps
+failing (store errors) loses the lock once ``ttl - max(margin, 1.5 * refresh)`` seconds of the client's clock (restic's 22.5 of 30 minutes) passed
 since the last good one started. ``Lock.check`` raises
 ``LockLost`` for a lost lock and otherwise refreshes synchronously, so a writer that
 calls it right before it publishes (backup, before its snapshot; prune, before
@@ -99,18 +99,19 @@ class Lock:
     def _refresh_locked(self) -> None:
         mgr = self.manager
         store = mgr.store
-        try:
-            store.stat(self.name)
-        except ObjectNotFound:
-            raise self._lose("its lock object was removed (by 'bk unlock --remove-all'?)") from None
         if self.has_sentinel and mgr.sentinel_flag() != self.name:
+            if not store.exists(self.name):
+                raise self._lose("its lock object was removed (by 'bk unlock --remove-all'?)")
             raise self._lose("the exclusive lock marker was removed or taken over")
         doc = dict(self._doc, since=self._since)
         # Taken before the write: the deadline for failing refreshes must count from a
         # moment no later than the store time the write gets, however slow the calls.
         started = mgr.clock()
-        store.put(self.name, mgr.seal(self._id, doc))
-        new_mtime = float(store.stat(self.name).mtime)
+        try:
+            # One conditional write where the server can (bk serve), else stat, put, stat.
+            new_mtime = store.rewrite_existing(self.name, mgr.seal(self._id, doc))
+        except ObjectNotFound:
+            raise self._lose("its lock object was removed (by 'bk unlock --remove-all'?)") from None
         gap = new_mtime - self._last_mtime
         if gap > mgr.ttl - mgr.margin:
             raise self._lose(

@@ -20,8 +20,9 @@ docs/backends.md); ``private_repos`` lets a user reach only repositories under
 Answers: 200 (206 for ranges), 400 bad request, 401 no or wrong credentials, 403
 refused (append-only, private repository, config exists), 404, 405, 416 bad range, 500,
 507 no space left. bk extensions (ignored by restic): v2 listings carry ``mtime``, and
-HEAD/GET answers ``X-Bk-Mtime``, and GET/HEAD answers (listings too) say
-``X-Bk-Conditional-Create: if-none-match`` (POST honours ``If-None-Match: *``).
+HEAD/GET and POST answers ``X-Bk-Mtime``, and GET/HEAD answers (listings too) say
+``X-Bk-Conditional-Create: if-none-match`` (POST honours ``If-None-Match: *``) and
+``X-Bk-Conditional-Replace: if-match`` (POST honours ``If-Match: *``: 412 when absent).
 
 This module holds the protocol (routing, modes, the answers per method); beside it
 ``http.py`` (ASGI types, error answers, ranges, the access log) and ``files.py``
@@ -61,6 +62,9 @@ DEFAULT_MAX_OBJECT_BYTES = 1 << 30
 #: Sent with every GET/HEAD answer: this server refuses a POST with If-None-Match: * over
 #: an existing name (412), so clients need not probe (see store/rest.py).
 CONDITIONAL_CREATE_HEADER = (b"x-bk-conditional-create", b"if-none-match")
+#: Sent with the same answers: POST honours If-Match: * (412 when the object is absent, so
+#: a lock refresh cannot recreate a removed lock) and its 200 carries X-Bk-Mtime.
+CONDITIONAL_REPLACE_HEADER = (b"x-bk-conditional-replace", b"if-match")
 #: Objects an append-only server lets clients overwrite: (type, name).
 APPEND_ONLY_REWRITABLE = {("index", "~catalog")}
 _SEGMENT_RE = re.compile(r"^[A-Za-z0-9_~-][A-Za-z0-9._~-]*$")
@@ -267,7 +271,7 @@ class RestApp:
             raise os_error(exc) from None
         body = json.dumps(items if v2 else [i["name"] for i in items], separators=(",", ":")).encode()
         ctype = V2 if v2 else V1
-        return 200, await send_simple(send, 200, body, [(b"content-type", ctype.encode()), CONDITIONAL_CREATE_HEADER])
+        return 200, await send_simple(send, 200, body, [(b"content-type", ctype.encode()), CONDITIONAL_CREATE_HEADER, CONDITIONAL_REPLACE_HEADER])
 
     async def _get(self, req: _Request, send: Send, head: bool) -> tuple[int, int]:
         path = self._object_path(req)
@@ -286,6 +290,7 @@ class RestApp:
                 (b"x-bk-mtime", repr(st.st_mtime).encode()),
                 (b"content-type", b"application/octet-stream"),
                 CONDITIONAL_CREATE_HEADER,
+                CONDITIONAL_REPLACE_HEADER,
             ]
             wanted = req.headers.get("range")
             if wanted and not head:
@@ -327,6 +332,8 @@ class RestApp:
             self._refuse_in_append_only(req, "overwrite")
             if req.headers.get("if-none-match") == "*":
                 raise _HTTPError(412, "the object exists")
+        elif req.headers.get("if-match") == "*":
+            raise _HTTPError(412, "the object does not exist")
         length = req.headers.get("content-length")
         chunked = "chunked" in req.headers.get("transfer-encoding", "").lower()
         if length is None and not chunked:
@@ -377,6 +384,8 @@ class RestApp:
                     except FileExistsError:
                         raise _HTTPError(403, "append-only server: the object exists") from None
                 else:
+                    # If-Match: * (a lock refresh) was checked above; an unlink racing
+                    # this replace is undone by it, as with a stat before a plain write.
                     await asyncio.to_thread(os.replace, tmp, path)
             published = True
             if self.options.fsync:
@@ -389,7 +398,11 @@ class RestApp:
                     os.unlink(tmp)
                 except OSError:
                     pass
-        return 200, await send_simple(send, 200, b"")
+        try:
+            mtime = await asyncio.to_thread(lambda: os.stat(path).st_mtime)
+        except OSError:
+            return 200, await send_simple(send, 200, b"")  # replaced or removed meanwhile
+        return 200, await send_simple(send, 200, b"", [(b"x-bk-mtime", repr(mtime).encode())])
 
     async def _delete(self, req: _Request, send: Send) -> tuple[int, int]:
         self._refuse_in_append_only(req, "delete")

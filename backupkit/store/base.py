@@ -132,6 +132,19 @@ class ObjectStore(abc.ABC):
         """
         return self.atomic_put_if_absent
 
+    def rewrite_existing(self, name: str, data: bytes) -> float:
+        """Overwrite an object that must still exist (a held lock's refresh); return the
+        store time of the write (the object's new modification time).
+
+        Raises ObjectNotFound if the object is gone. The default costs three requests
+        (stat, put, stat) and is not atomic: a delete between the stat and the put is
+        undone by the put. Stores whose server can make the write conditional and tell
+        its time in the answer (``bk serve``) do it in one request.
+        """
+        self.stat(name)
+        self.put(name, data)
+        return float(self.stat(name).mtime)
+
     #: Bytes worth transferring to save one request: ~0 for a local directory, about
     #: what the link moves in one request's latency for a remote store. Readers use it
     #: to decide when to join neighbouring byte ranges into one request.

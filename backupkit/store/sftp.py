@@ -18,6 +18,9 @@ directory, are fsynced (``fsync@openssh.com``) and renamed over the name
 (``posix-rename@openssh.com``). ``put_if_absent`` renames with plain SFTP RENAME, which
 OpenSSH's sftp-server does with link(2): it fails when the name is taken, so the create
 is atomic and the object is never seen half written.
+
+Range reads keep the file open and ask for as much per request as the server allows
+(``sftp_handles``).
 """
 
 from __future__ import annotations
@@ -47,12 +50,12 @@ from backupkit.store.base import (
     too_large,
 )
 from backupkit.store.retry import Backoff, RequestStats
-from backupkit.store.sshconn import TRANSIENT, Pool, Target
+from backupkit.store.sftp_handles import Changes, Handles, close_quietly, open_file
+from backupkit.store.sshconn import TRANSIENT, Pool, Session, Target
 
 TEMP_PREFIX = ".tmp-"
 _SEGMENT_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 _PIECE = 1024 * 1024
-
 
 class SftpObjectStore(ObjectStore):
     """An ObjectStore in a directory on an SSH server.
@@ -103,7 +106,6 @@ class SftpObjectStore(ObjectStore):
         self.hostname, self.port, self.user = self.target.hostname, self.target.port, self.target.user
         self.root = path.rstrip("/") or "/"
         self._fsync = fsync
-        self._dirs: set[str] = set()
         self._backoff = Backoff(attempts=retries, base=backoff, cap=max(backoff, 5.0))
         self._stats = RequestStats()
         shown_port = f":{self.port}" if self.port != 22 else ""
@@ -112,16 +114,18 @@ class SftpObjectStore(ObjectStore):
         else:
             self.location = f"sftp:{self.user}@{self.hostname}:{self.root}"
         self._pool = Pool(self.target, connections, self.location)
+        self._changes = Changes()
 
-    def _run(self, kind: str, what: str, fn: Any) -> Any:
-        """Run ``fn(sftp)`` on a pooled session; reconnect and retry on broken connections.
+    def _run(self, kind: str, what: str, fn: Any, *, with_session: bool = False) -> Any:
+        """Run ``fn(sftp)`` (``fn(session)`` with ``with_session``) on a pooled session;
+        reconnect and retry on broken connections.
 
         ``OSError`` with an errno from the server maps to the StoreError tree."""
         for attempt in range(self._backoff.attempts):
             self._stats.add(kind)
             session = self._pool.checkout()
             try:
-                result = fn(session.sftp)
+                result = fn(session if with_session else session.sftp)
             except TRANSIENT as exc:
                 broke = f"{type(exc).__name__}: {exc}"
             except OSError as exc:
@@ -152,30 +156,43 @@ class SftpObjectStore(ObjectStore):
         check_name(name)
         return f"{self.root}/{name}"
 
-    def _ensure_dir(self, sftp: paramiko.SFTPClient, directory: str) -> None:
-        if directory in self._dirs:
+    def _make_dir(self, sftp: paramiko.SFTPClient, directory: str) -> None:
+        """Create ``directory`` and any missing parents: one mkdir when the parent exists
+        (the usual case: a new ``data/`` shard), walking up only as far as needed."""
+        try:
+            sftp.mkdir(directory, 0o700)
             return
-        parts = directory.split("/")
-        for i in range(2 if directory.startswith("/") else 1, len(parts) + 1):
-            d = "/".join(parts[:i])
-            if not d or d in self._dirs:
-                continue
-            try:
-                sftp.mkdir(d, 0o700)
-            except OSError:
-                try:
-                    if not stat_module.S_ISDIR(sftp.stat(d).st_mode or 0):
-                        raise StoreError(f"{d} on {self.hostname} is not a directory") from None
-                except FileNotFoundError:
-                    raise StorePermissionError(f"cannot create {d} on {self.hostname}") from None
-            self._dirs.add(d)
+        except FileNotFoundError:
+            parent = directory.rsplit("/", 1)[0] if "/" in directory.strip("/") else ""
+            if not parent or parent == directory:
+                raise StorePermissionError(f"cannot create {directory} on {self.hostname}") from None
+            self._make_dir(sftp, parent)
+        except OSError:
+            pass  # it exists (sftp-server answers a plain failure), or we may not create it
+        else:
+            return
+        try:
+            sftp.mkdir(directory, 0o700)
+            return
+        except OSError:
+            pass  # created meanwhile by another writer, or refused: the stat tells
+        try:
+            if not stat_module.S_ISDIR(sftp.stat(directory).st_mode or 0):
+                raise StoreError(f"{directory} on {self.hostname} is not a directory") from None
+        except FileNotFoundError:
+            raise StorePermissionError(f"cannot create {directory} on {self.hostname}") from None
 
     def _write_temp(self, sftp: paramiko.SFTPClient, path: str, data: bytes) -> str:
         directory = path.rsplit("/", 1)[0]
-        self._ensure_dir(sftp, directory)
         tmp = f"{directory}/{TEMP_PREFIX}{secrets.token_hex(8)}"
         try:
-            with sftp.open(tmp, "wb") as f:
+            # Open first: the folder usually exists, and checking it costs round trips.
+            try:
+                f = sftp.open(tmp, "wb")
+            except FileNotFoundError:
+                self._make_dir(sftp, directory)
+                f = sftp.open(tmp, "wb")
+            with f:
                 f.set_pipelined(True)
                 if data:
                     f.write(data)
@@ -191,8 +208,9 @@ class SftpObjectStore(ObjectStore):
     def get(self, name: str, max_size: int | None = None) -> bytes:
         path = self._path(name)
 
-        def read(sftp: paramiko.SFTPClient) -> bytes:
-            f, size = _open_file(sftp, path)
+        def read(session: Session) -> bytes:
+            f, size = open_file(session, path)
+            self._stats.add("file_opens")
             with f:
                 too_large(name, size, max_size)  # from the stat, before reading anything
                 f.prefetch(size)
@@ -203,7 +221,7 @@ class SftpObjectStore(ObjectStore):
                 raise EOFError(f"read {len(data)} of {size} bytes")
             return data
 
-        data = self._run("GET", f"reading {name}", read)
+        data = self._run("GET", f"reading {name}", read, with_session=True)
         self._stats.add("bytes_down", len(data))
         return data
 
@@ -213,17 +231,32 @@ class SftpObjectStore(ObjectStore):
             raise StoreError(f"invalid range {offset}+{length} of {name}")
         what = f"reading {name}"
 
-        def read(sftp: paramiko.SFTPClient) -> bytes:
-            f, size = _open_file(sftp, path)
-            with f:
-                if offset + length > size:
-                    raise StoreError(f"{what}: range {offset}+{length} is past the end ({size} bytes)")
-                if length == 0:
-                    return b""
+        def read(session: Session) -> bytes:
+            handles = Handles.of(session)
+            entry = handles.take(path, self._changes)
+            if entry is None:
+                # The change count before the open: a write or delete of the name that
+                # ends after it makes the handle out of date.
+                seen = self._changes.seen()
+                f, size = open_file(session, path)
+                self._stats.add("file_opens")
+                entry = (f, size, seen, time.monotonic())
+            f, size = entry[0], entry[1]
+            if offset + length > size:
+                handles.keep(path, entry)
+                raise StoreError(f"{what}: range {offset}+{length} is past the end ({size} bytes)")
+            data = b""
+            if length:
                 pieces = [(o, min(_PIECE, offset + length - o)) for o in range(offset, offset + length, _PIECE)]
-                return b"".join(f.readv(pieces))
+                try:
+                    data = b"".join(f.readv(pieces))
+                except BaseException:
+                    close_quietly(f)  # never reuse a handle in an unknown state
+                    raise
+            handles.keep(path, entry)
+            return data
 
-        data = self._run("GET_RANGE", what, read)
+        data = self._run("GET_RANGE", what, read, with_session=True)
         if len(data) != length:
             raise StoreError(f"{what}: short read, {len(data)} of {length} bytes at {offset}")
         self._stats.add("bytes_down", len(data))
@@ -240,7 +273,10 @@ class SftpObjectStore(ObjectStore):
                 _remove_quietly(sftp, tmp)
                 raise
 
-        self._run("PUT", f"writing {name}", write)
+        try:
+            self._run("PUT", f"writing {name}", write)
+        finally:
+            self._changes.changed(path)
         self._stats.add("bytes_up", len(data))
 
     def put_if_absent(self, name: str, data: bytes) -> bool:
@@ -259,7 +295,10 @@ class SftpObjectStore(ObjectStore):
                     raise  # the rename failed for another reason
                 return False
 
-        created = self._run("PUT", f"creating {name}", create)
+        try:
+            created = self._run("PUT", f"creating {name}", create)
+        finally:
+            self._changes.changed(path)
         if created:
             self._stats.add("bytes_up", len(data))
         return bool(created)
@@ -272,7 +311,10 @@ class SftpObjectStore(ObjectStore):
                 raise FileNotFoundError(errno.ENOENT, "a directory")
             sftp.remove(path)
 
-        self._run("DELETE", f"deleting {name}", remove)
+        try:
+            self._run("DELETE", f"deleting {name}", remove)
+        finally:
+            self._changes.changed(path)
 
     def stat(self, name: str) -> ObjectInfo:
         path = self._path(name)
@@ -314,26 +356,10 @@ class SftpObjectStore(ObjectStore):
         return self._stats.snapshot()
 
     def close(self) -> None:
-        self._pool.close()
-
+        self._pool.close()  # closing a session closes its handles on the server
 
 
 # -- module helpers ---------------------------------------------------------------------------
-
-
-def _open_file(sftp: paramiko.SFTPClient, path: str) -> tuple[paramiko.SFTPFile, int]:
-    """Open a regular file for reading: (file, size). A directory (a name that is only a
-    prefix) is not found; sftp-server opens directories without complaint."""
-    f = sftp.open(path, "rb")
-    try:
-        st = f.stat()
-    except BaseException:
-        f.close()
-        raise
-    if not stat_module.S_ISREG(st.st_mode or 0):
-        f.close()
-        raise FileNotFoundError(errno.ENOENT, "not a file")
-    return f, st.st_size or 0
 
 
 def _fsync(sftp: paramiko.SFTPClient, f: paramiko.SFTPFile) -> None:

@@ -505,3 +505,81 @@ def test_a_chunked_body_longer_than_the_bound_is_refused_without_reading_it(host
     with pytest.raises(StoreError) as ei:
         store.get("keys/" + "ab" * 32, max_size=64 * 1024)
     assert len(str(ei.value)) < 70 * 1024
+
+
+# -- lock refresh and lock creation: requests ----------------------------------------------------
+
+
+def _delta(store, before):
+    after = store.stats()
+    return {k: after[k] - before[k] for k in ("GET", "PUT", "HEAD", "LIST", "DELETE")}
+
+
+def test_rewrite_existing_is_one_conditional_post_on_bk_serve(bk_server):
+    store = bk_server.store()
+    store.put("config", b"c")
+    store.get("config")  # the answer tells what the server honours
+    name = "locks/" + uuid.uuid4().hex * 2
+    store.put(name, b"v1")
+    before = store.stats()
+    mtime = store.rewrite_existing(name, b"v2")
+    assert _delta(store, before) == {"GET": 0, "PUT": 1, "HEAD": 0, "LIST": 0, "DELETE": 0}
+    assert store.get(name) == b"v2"
+    assert mtime == store.stat(name).mtime  # X-Bk-Mtime of the write
+    store.delete(name)
+    before = store.stats()
+    with pytest.raises(ObjectNotFound):
+        store.rewrite_existing(name, b"v3")
+    assert _delta(store, before)["PUT"] == 1
+    assert not store.exists(name)  # a removed lock is not brought back
+    store.close()
+
+
+def test_rewrite_existing_on_rclone_is_head_and_post(rclone_server):
+    import time
+
+    store = rclone_server.store()
+    name = "locks/" + uuid.uuid4().hex * 2
+    store.put(name, b"v1")
+    before = store.stats()
+    mtime = store.rewrite_existing(name, b"v2")
+    assert _delta(store, before) == {"GET": 0, "PUT": 1, "HEAD": 1, "LIST": 0, "DELETE": 0}
+    assert store.get(name) == b"v2"
+    assert abs(mtime - time.time()) < 5  # the answer's Date: the server's clock, now
+    store.delete(name)
+    with pytest.raises(ObjectNotFound):
+        store.rewrite_existing(name, b"v3")
+    assert not store.exists(name)
+    store.close()
+
+
+@pytest.mark.parametrize("server", ["bk", "rclone"])
+def test_shared_lock_requests(server, bk_server, rclone_server):
+    """A shared lock: one POST to create (no HEAD: the name is random), one LIST, refreshes
+    of one POST on bk serve (HEAD + POST elsewhere), one DELETE (HEAD first: servers answer
+    200 for a missing object) to release; removal by someone else is noticed."""
+    from backupkit.errors import LockLost
+    from backupkit.repo.lock import LockManager
+    from backupkit.repo.repository import Repository
+    from tests.test_lock import INSECURE_TEST_KDF, PW
+
+    store = (bk_server if server == "bk" else rclone_server).store()
+    repo = Repository.init(store, PW, kdf=INSECURE_TEST_KDF, cache_root=False)
+    mgr = LockManager(repo, refresh=0, recheck_delay=0)
+    before = store.stats()
+    lock = mgr.acquire(exclusive=False, operation="backup")
+    # rclone's listing has no times: each lock in it (ours) is stat-ed once.
+    listing_heads = 0 if server == "bk" else 1
+    assert _delta(store, before) == {"GET": 0, "PUT": 1, "HEAD": listing_heads, "LIST": 1, "DELETE": 0}
+    before = store.stats()
+    lock.refresh()
+    lock.check()
+    per_refresh = {"bk": {"PUT": 1, "HEAD": 0}, "rclone": {"PUT": 1, "HEAD": 1}}[server]
+    delta = _delta(store, before)
+    assert (delta["PUT"], delta["HEAD"]) == (2 * per_refresh["PUT"], 2 * per_refresh["HEAD"]), delta
+    store.delete(lock.name)  # bk unlock --remove-all
+    with pytest.raises(LockLost, match="removed"):
+        lock.refresh()
+    assert not store.exists(lock.name)
+    lock.release()
+    store.close()

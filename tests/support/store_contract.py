@@ -151,6 +151,24 @@ def check_put_if_absent(store: ObjectStore) -> None:
     assert store.get("locks/l1") == b"again"
 
 
+def check_rewrite_existing(store: ObjectStore) -> None:
+    """rewrite_existing (a lock refresh) replaces an object and tells its store time; a
+    missing object is ObjectNotFound and stays missing."""
+    name = "locks/" + "e" * 64
+    store.put(name, b"v1")
+    mtime = store.rewrite_existing(name, b"v2")
+    assert store.get(name) == b"v2", "rewrite_existing did not replace the object"
+    assert abs(mtime - store.stat(name).mtime) <= 2, "rewrite_existing told another time than stat"
+    store.delete(name)
+    try:
+        store.rewrite_existing(name, b"v3")
+    except ObjectNotFound:
+        pass
+    else:
+        raise AssertionError("rewrite_existing of a missing object did not raise ObjectNotFound")
+    assert not store.exists(name), "rewrite_existing brought a deleted object back"
+
+
 def check_put_if_absent_race(store: ObjectStore) -> None:
     """Threads racing put_if_absent on one name: exactly one wins, its bytes stay."""
     if not store.atomic_put_if_absent:
@@ -342,6 +360,7 @@ CHECKS: list[Callable[[ObjectStore], None]] = [
     check_get_range,
     check_missing,
     check_put_if_absent,
+    check_rewrite_existing,
     check_put_if_absent_race,
     check_delete,
     check_list_prefixes,
