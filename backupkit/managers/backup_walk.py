@@ -28,16 +28,21 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+import msgpack
+from msgpack import unpackb
+
 from backupkit.crypto import T_META_BLOB
 from backupkit.entry import Keyer, join, name_of, parent_of
 from backupkit.errors import BlobNotFound, FileReadError, FormatError, IntegrityError
 from backupkit.excluder import Excluder
 from backupkit.objects.content import content_list
-from backupkit.objects.entry import TYPE_OF_MODE, Entry, entry_from_stat
+from backupkit.objects.entry import TYPE_OF_MODE, WIRE_KEY, Entry, entry_from_stat, group_name, user_name
 from backupkit.objects.writer import ContentWriter
 from backupkit.repo.repository import Repository
 from backupkit.tree import SnapshotTree
 from backupkit.tuning import Tuning
+
+_WIRE_KEYS = frozenset(WIRE_KEY.values())
 
 #: one trie change: (key, path, encoded entry or None for a deletion)
 Change = tuple[bytes, bytes, "bytes | None"]
@@ -153,18 +158,40 @@ class BackupWalk:
             self.reporter.scan_total(files, size, True)
 
     # -- walking ---------------------------------------------------------------------------
-    def _parent_children(self, dirpath: bytes) -> dict[bytes, Entry]:
+    def _parent_children(self, dirpath: bytes) -> dict[bytes, dict]:
+        """name -> the parent snapshot's wire map of each child of ``dirpath`` (decoded
+        to an ``Entry`` only when the path changed: see ``_decode``)."""
         if self.parent_tree is None:
             return {}
         try:
-            return {name_of(p): e for p, e in self.parent_tree.children(dirpath)}
+            out = {}
+            for p, raw in self.parent_tree.raw_children(dirpath):
+                m = unpackb(raw, strict_map_key=False)
+                if type(m) is not dict:
+                    raise FormatError(f"{disp(p)}: malformed file entry: not a map")
+                out[name_of(p)] = m
+            return out
         except (BlobNotFound, IntegrityError, FormatError) as e:
             raise ParentUnreadable(f"the parent snapshot's tree cannot be read: {e}") from None
+        except (ValueError, msgpack.UnpackException) as e:
+            raise ParentUnreadable(f"the parent snapshot's tree cannot be read: {disp(dirpath)}: {e}") from None
 
-    def _parent_entry(self, path: bytes) -> Entry | None:
+    def _parent_map(self, path: bytes) -> dict | None:
+        """The parent snapshot's wire map of ``path`` (None: it had none)."""
         try:
-            return self.parent_tree.get(path) if self.parent_tree is not None else None
-        except (BlobNotFound, IntegrityError, FormatError) as e:
+            e = self.parent_tree.get(path) if self.parent_tree is not None else None
+        except (BlobNotFound, IntegrityError, FormatError) as err:
+            raise ParentUnreadable(f"the parent snapshot's tree cannot be read: {err}") from None
+        return e.to_wire() if e is not None else None
+
+    @staticmethod
+    def _decode(path: bytes, m: dict | None) -> Entry | None:
+        """The parent's entry from its wire map, validated."""
+        if m is None:
+            return None
+        try:
+            return Entry.from_wire(m, path)
+        except FormatError as e:
             raise ParentUnreadable(f"the parent snapshot's tree cannot be read: {e}") from None
 
     def walk_sources(self, sources: list[bytes]) -> None:
@@ -180,7 +207,7 @@ class BackupWalk:
             except OSError as e:
                 self.error(a, e.strerror or str(e))
                 continue
-            old_a = self._parent_entry(a)
+            old_a = self._decode(a, self._parent_map(a))
             self._record(a, self._meta_entry(a, st, old_a), old_a)
         # Deletions among ancestors' children: children the parent snapshot had under an
         # ancestor that are neither ancestors nor sources now.
@@ -197,22 +224,25 @@ class BackupWalk:
                 self.error(src, e.strerror or str(e))
                 continue
             if self.excluder.source_excluded(src, st):
-                old_src = self._parent_entry(src)
+                old_src = self._parent_map(src)
                 if old_src is not None:
                     self._delete(src, old_src)
                 continue
-            self._visit(src, st, self._parent_entry(src), st.st_dev)
+            self._visit(src, st, self._parent_map(src), st.st_dev)
 
-    def _visit(self, path: bytes, st: os.stat_result, old: Entry | None, root_dev: int) -> None:
-        """Back up one path found by the walk; directories recursively (iteratively)."""
+    def _visit(self, path: bytes, st: os.stat_result, old: dict | None, root_dev: int) -> None:
+        """Back up one path found by the walk (``old``: the parent's wire map of it);
+        directories recursively (iteratively)."""
         if not stat.S_ISDIR(st.st_mode):
             self._leaf(path, st, old)
             return
         fs = self.fs
-        stack: list[tuple[bytes, os.stat_result, Entry | None]] = [(path, st, old)]
+        stack: list[tuple[bytes, os.stat_result, dict | None]] = [(path, st, old)]
         while stack:
-            dpath, dst, dold = stack.pop()
-            self._record(dpath, self._meta_entry(dpath, dst, dold), dold)
+            dpath, dst, dm = stack.pop()
+            if dm is None or not self._same(dm, dst, "d"):
+                dold = self._decode(dpath, dm)
+                self._record(dpath, self._meta_entry(dpath, dst, dold), dold)
             with self.stats.lock:
                 self.stats.dirs += 1
             if self.opts.one_file_system and dst.st_dev != root_dev:
@@ -256,11 +286,12 @@ class BackupWalk:
             stack.extend(reversed(subdirs))
             self._drain(self.tuning.files_in_flight_after_dir)
 
-    def _delete(self, path: bytes, old: Entry) -> None:
-        """Drop ``path`` (and, for a directory, everything the parent had below it)."""
+    def _delete(self, path: bytes, old: dict) -> None:
+        """Drop ``path`` (``old``: the parent's wire map of it), and for a directory
+        everything the parent had below it."""
         if self.parent_tree is None:
             return
-        if old.is_dir:
+        if old.get("t") == "d":
             try:
                 for p, _e in self.parent_tree.walk(path):
                     self.changes.append((self.keyer.key(p), p, None))
@@ -303,10 +334,68 @@ class BackupWalk:
         if old is None or entry != old:
             self.changes.append((self.keyer.key(path), path, entry.encode()))
 
-    def _leaf(self, path: bytes, st: os.stat_result, old: Entry | None) -> None:
+    def _same(self, m: dict, st: os.stat_result, t: str | None) -> bool:
+        """Whether the parent's wire map ``m`` holds exactly the entry ``st`` gives (the
+        xattrs and a symlink's target are kept when type, inode, mtime and ctime match:
+        see ``_meta_entry``). No ``Entry`` is built: this is all an unchanged path costs
+        besides its lstat. A map with a key the format does not know never matches (it
+        is then decoded, and refused)."""
+        uid = st.st_uid
+        gid = st.st_gid
+        return (
+            m.get("mt") == st.st_mtime_ns
+            and m.get("ct") == st.st_ctime_ns
+            and m.get("i") == st.st_ino
+            and m.get("t") == t
+            and m.get("s") == (st.st_size if t == "f" else None)
+            and m.get("m") == (st.st_mode & 0o7777)
+            and m.get("u") == uid
+            and m.get("g") == gid
+            and m.get("dv") == st.st_dev
+            and m.get("n") == st.st_nlink
+            and m.get("rd") == (st.st_rdev if t == "c" or t == "b" else None)
+            and m.get("un") == user_name(uid)
+            and m.get("gn") == group_name(gid)
+            and m.keys() <= _WIRE_KEYS
+        )
+
+    def _items_indexed(self, items: object) -> bool:
+        """Whether an inline content list (a wire value) is well formed and every blob
+        of it is in the index and not known to be damaged."""
+        if type(items) is not list:
+            return False
+        ids = []
+        for i in items:
+            if type(i) is bytes:
+                ids.append(i)
+            elif type(i) is not int or i < 0:
+                return False
+        if self.dry:
+            return True
+        damaged = self.repo.damaged
+        return self.repo.has_blobs(ids) and not (damaged and damaged.intersection(ids))
+
+    def _leaf(self, path: bytes, st: os.stat_result, m: dict | None) -> None:
+        old = None
+        if m is not None:
+            t = TYPE_OF_MODE.get(stat.S_IFMT(st.st_mode))
+            if self._same(m, st, t):
+                if t != "f":
+                    with self.stats.lock:
+                        self.stats.others += 1
+                    return
+                if "cb" not in m and self._items_indexed(m.get("c")):
+                    size = st.st_size
+                    with self.stats.lock:
+                        self.stats.bytes_total += size
+                        self.stats.files_unchanged += 1
+                    self.reporter.file_done(disp(path), size, "unchanged")
+                    self.reporter.bytes_done(size)
+                    return
+            old = self._decode(path, m)
         if old is not None and old.is_dir:
             # a directory became a file, symlink, ...: drop what the parent had below it
-            self._delete(path, old)
+            self._delete(path, m)
             old = None
         try:
             e = self._meta_entry(path, st, old)
@@ -404,7 +493,7 @@ class BackupWalk:
     def backup_stdin(self, path: bytes, stream: BinaryIO) -> None:
         now = time.time_ns()
         root = Entry(type="d", mode=0o755, uid=os.getuid(), gid=os.getgid(), mtime=now, ctime=now)
-        self._record(b"/", root, self._parent_entry(b"/"))
+        self._record(b"/", root, self._decode(b"/", self._parent_map(b"/")))
         items, total = self.writer.read_stream(stream)
         e = Entry(type="f", mode=0o644, uid=os.getuid(), gid=os.getgid(), size=total, mtime=now, ctime=now)
         e = self.writer.with_content(e, items)
@@ -413,7 +502,7 @@ class BackupWalk:
             self.stats.files_read += 1
             self.stats.bytes_read += total
             self.stats.bytes_total += total
-        old = self._parent_entry(path)
+        old = self._decode(path, self._parent_map(path))
         for name, o in self._parent_children(b"/").items():
             if join(b"/", name) != path:
                 self._delete(join(b"/", name), o)

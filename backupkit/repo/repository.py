@@ -345,6 +345,10 @@ class Repository:
     def has_blob(self, blob_id: bytes) -> bool:
         return blob_id in self.index or blob_id in self._reserved
 
+    def has_blobs(self, blob_ids: list[bytes]) -> bool:
+        """Whether the repository has every one of ``blob_ids`` (one index lookup)."""
+        return all(b in self._reserved for b in self.index.missing(blob_ids))
+
     def add_blob(
         self, blob_type: int, data: bytes | memoryview, blob_id: bytes | None = None, level: int | None = None
     ) -> tuple[bytes, bool]:
