@@ -29,6 +29,9 @@ Backup (walk -> read files -> chunk -> hash/compress/seal -> pack -> upload):
                                 object (restic writes full indexes every 5 minutes): what a
                                 kill -9 or a power cut can lose from the index is bounded
                                 by both (the packs stay, a prune removes them)
+    index_checkpoint_blobs      ... or once the packs not yet indexed hold this many blobs:
+                                their entries are kept in memory until then (16 MiB packs of
+                                tiny files hold ~60k blobs each)
 
 Restore (walk the snapshot -> read ahead content -> write files):
 
@@ -59,6 +62,7 @@ class Tuning:
     packs_in_flight_over_connections: int = 1
     index_checkpoint_packs: int = 64
     index_checkpoint_seconds: float = 300.0
+    index_checkpoint_blobs: int = 100_000
     readahead_per_connection: int = 4 * MiB
     readahead_min_connections: int = 4
     readahead_entries: int = 4096

@@ -239,11 +239,14 @@ class _Run:
             hamt = make_hamt(self.repo)
             base = parent.root if parent else hamt.empty()
             try:
-                root = hamt.update(base, walk.changes)
+                root = hamt.update_by_slot(base, walk.changes.slot, walk.changes.count)
             except (BlobNotFound, IntegrityError, FormatError) as e:
                 raise ParentUnreadable(f"the parent snapshot's tree cannot be read: {e}") from None
+            finally:
+                walk.changes.close()
             self.repo.flush()
             self.repo.check_lock()  # raises if our lock was lost: publish nothing then
+        walk.changes.close()  # (a dry run's changes are not applied)
         skipped = bool(not self.dry and opts.skip_if_unchanged and parent is not None and root == parent.root)
         if not self.dry and not skipped:
             summary = {

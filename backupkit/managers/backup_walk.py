@@ -35,6 +35,7 @@ from backupkit.crypto import T_META_BLOB
 from backupkit.entry import Keyer, join, name_of, parent_of
 from backupkit.errors import BlobNotFound, FileReadError, FormatError, IntegrityError
 from backupkit.excluder import Excluder
+from backupkit.managers.backup_changes import ChangeLog
 from backupkit.objects.content import content_list
 from backupkit.objects.entry import TYPE_OF_MODE, WIRE_KEY, Entry, entry_from_stat, group_name, user_name
 from backupkit.objects.writer import ContentWriter
@@ -43,9 +44,6 @@ from backupkit.tree import SnapshotTree
 from backupkit.tuning import Tuning
 
 _WIRE_KEYS = frozenset(WIRE_KEY.values())
-
-#: one trie change: (key, path, encoded entry or None for a deletion)
-Change = tuple[bytes, bytes, "bytes | None"]
 
 
 @dataclass(frozen=True)
@@ -98,7 +96,8 @@ class BackupWalk:
         self.parent_tree = parent_tree
         self.stats = stats
         self.keyer = Keyer(repo.sealer.keyed_hash)
-        self.changes: list[Change] = []
+        #: the trie changes (out of memory: see backup_changes.py)
+        self.changes = ChangeLog()
         self.excluder = Excluder(opts)
         self.writer = ContentWriter(repo, tuning, self.dry, reporter.bytes_done, fs, opts.compression)
         self.files_pool = ThreadPoolExecutor(max_workers=max(1, opts.read_concurrency), thread_name_prefix="bk-read")
@@ -117,6 +116,8 @@ class BackupWalk:
             self.writer.cancel()
         self.files_pool.shutdown(wait=True, cancel_futures=not done)
         self.writer.close()
+        if not done:
+            self.changes.close()
 
     def start_scan(self, sources: list[bytes]) -> None:
         """Count the files to back up on a thread of its own (the reporter's totals)."""
@@ -294,11 +295,11 @@ class BackupWalk:
         if old.get("t") == "d":
             try:
                 for p, _e in self.parent_tree.walk(path):
-                    self.changes.append((self.keyer.key(p), p, None))
+                    self.changes.add(self.keyer.key(p), p, None)
             except (BlobNotFound, IntegrityError, FormatError) as e:
                 raise ParentUnreadable(f"the parent snapshot's tree cannot be read: {e}") from None
         else:
-            self.changes.append((self.keyer.key(path), path, None))
+            self.changes.add(self.keyer.key(path), path, None)
 
     def _meta_entry(self, path: bytes, st: os.stat_result, old: Entry | None = None) -> Entry:
         """The entry for ``path`` without content; ``old`` is the parent snapshot's entry.
@@ -332,7 +333,7 @@ class BackupWalk:
 
     def _record(self, path: bytes, entry: Entry, old: Entry | None) -> None:
         if old is None or entry != old:
-            self.changes.append((self.keyer.key(path), path, entry.encode()))
+            self.changes.add(self.keyer.key(path), path, entry.encode())
 
     def _same(self, m: dict, st: os.stat_result, t: str | None) -> bool:
         """Whether the parent's wire map ``m`` holds exactly the entry ``st`` gives (the
@@ -509,4 +510,4 @@ class BackupWalk:
         self._record(path, e, old)
 
 
-__all__ = ["BackupError", "BackupWalk", "Change", "ParentUnreadable", "WalkStats", "disp"]
+__all__ = ["BackupError", "BackupWalk", "ParentUnreadable", "WalkStats", "disp"]

@@ -118,6 +118,7 @@ class Repository:
         self._unflushed: dict[bytes, tuple[int, bytes]] = {}  # meta blob id -> (type, sealed)
         self._writer = PackWriter(self, on_uploaded=self._pack_uploaded)
         self._uploaded: list[tuple[PackInfo, list[PackEntry]]] = []
+        self._uploaded_blobs = 0  # blobs in ``_uploaded`` (held in memory until indexed)
         self._lock_hook: Callable[[], None] | None = None
         #: index checkpoints (``Tuning.index_checkpoint_packs`` / ``_seconds``)
         self.tuning = DEFAULT_TUNING
@@ -389,15 +390,18 @@ class Repository:
                 self._reserved.discard(e.blob_id)
                 self._unflushed.pop(e.blob_id, None)
             self._uploaded.append((info, entries))
+            self._uploaded_blobs += len(entries)
             self.stats["packs"] += 1
             self.stats["pack_bytes"] += info.size
             # checkpoint: a crash or a kill -9 loses at most this many packs, or this long
             # of uploads, from the index (the packs stay, unreferenced, for prune)
             if (
                 len(self._uploaded) >= self.tuning.index_checkpoint_packs
+                or self._uploaded_blobs >= self.tuning.index_checkpoint_blobs
                 or time.monotonic() - self._last_index >= self.tuning.index_checkpoint_seconds
             ):
                 write_now, self._uploaded = self._uploaded, []
+                self._uploaded_blobs = 0
         if write_now:
             self.write_index(write_now)
 
@@ -429,6 +433,7 @@ class Repository:
             self.write_index(todo)
             with self._lock:
                 del self._uploaded[: len(todo)]
+                self._uploaded_blobs = sum(len(entries) for _info, entries in self._uploaded)
 
     def read_blob(self, blob_id: bytes, blob_type: int | None = None) -> bytes:
         """Return a blob's plaintext, verified against its id."""
