@@ -9,8 +9,9 @@ thing: ``backupkit_cli.tuning``.
 
 Backup (walk -> read files -> chunk -> hash/compress/seal -> pack -> upload):
 
-    small_file                  files up to this size are read by the walking thread itself
-                                (a hand-off to a reader thread costs more than the read)
+    small_file                  files up to this size go to the reader threads in batches
+                                (a hand-off per file costs more than the read) ...
+    small_files_per_job         ... of this many (or what one directory has)
     files_in_flight             larger files queued on the reader threads before the walk
                                 waits for the oldest
     files_in_flight_after_dir   after each directory the walk waits until at most this
@@ -56,6 +57,7 @@ MiB = 1024 * KiB
 @dataclass(frozen=True)
 class Tuning:
     small_file: int = 64 * KiB
+    small_files_per_job: int = 64
     files_in_flight: int = 256
     files_in_flight_after_dir: int = 64
     chunks_in_flight: int = 4

@@ -101,7 +101,10 @@ class BackupWalk:
         self.excluder = Excluder(opts)
         self.writer = ContentWriter(repo, tuning, self.dry, reporter.bytes_done, fs, opts.compression)
         self.files_pool = ThreadPoolExecutor(max_workers=max(1, opts.read_concurrency), thread_name_prefix="bk-read")
-        self.pending: deque[tuple[bytes, Entry | None, Entry, Future]] = deque()
+        #: files being read: (path, parent's entry, entry, future), or for a batch of
+        #: small files (b"", None, [(path, parent's entry, lstat, entry), ...], future)
+        self.pending: deque[tuple[bytes, Entry | None, Any, Future]] = deque()
+        self._small: list[tuple[bytes, Entry | None, os.stat_result, Entry]] = []
         #: set when the run ends (interrupted or not): the totals scan stops too
         self.stopped = threading.Event()
 
@@ -429,8 +432,11 @@ class BackupWalk:
             self._record(path, e, old)
             return
         if st.st_size <= self.tuning.small_file:
-            # Small files cost more in thread hand-offs than in work: do them here.
-            self._finish_file(path, old, self._read_file(path, st, e))
+            # A hand-off per small file costs more than its read: they go in batches,
+            # so that the walk's system calls and Python overlap the reads and sealing.
+            self._small.append((path, old, st, e))
+            if len(self._small) >= self.tuning.small_files_per_job:
+                self._submit_small()
             return
         fut = self.files_pool.submit(self._read_file, path, st, e)
         self.pending.append((path, old, e, fut))
@@ -467,11 +473,26 @@ class BackupWalk:
                 self.stats.files_changed += 1
         self._record(path, e, old)
 
+    def _submit_small(self) -> None:
+        """Hand the batch of small files to the reader threads as one job."""
+        batch, self._small = self._small, []
+        if batch:
+            fut = self.files_pool.submit(self._read_small, batch)
+            self.pending.append((b"", None, batch, fut))
+
+    def _read_small(self, batch: list) -> list[Entry | None]:
+        return [self._read_file(path, st, e) for path, _old, st, e in batch]
+
     def _drain(self, keep: int) -> None:
         """Collect finished file jobs, waiting while more than ``keep`` are in flight."""
+        self._submit_small()
         while self.pending and (len(self.pending) > keep or self.pending[0][3].done()):
-            path, old, _e, fut = self.pending.popleft()
-            self._finish_file(path, old, fut.result())
+            path, old, e, fut = self.pending.popleft()
+            if path:
+                self._finish_file(path, old, fut.result())
+            else:  # a batch of small files
+                for (p, o, _st, _e), got in zip(e, fut.result()):
+                    self._finish_file(p, o, got)
 
     # -- reading file content --------------------------------------------------------------
     def _read_file(self, path: bytes, st: os.stat_result, e: Entry) -> Entry | None:
