@@ -1,14 +1,16 @@
 """The backup's walk: the sources' paths compared with the parent snapshot, as trie changes.
 
 The walking thread lists the sources directory by directory (names sorted) and compares
-each entry with the parent snapshot's entry for the same path, fetched one directory at a
-time by key prefix (``SnapshotTree.children``). A regular file whose size, mtime, ctime
-and inode match the parent (and whose blobs the index still holds) keeps the parent's
-content list and is not opened. Other files are read by the run's ``ContentWriter``
-(``backupkit/objects/writer.py``): small ones by the walking thread, larger ones on a
-pool of reader threads (at most ``Tuning.files_in_flight`` queued). Entries that differ
-from the parent become trie changes; paths the parent had and the walk did not find
-become deletions. What to do with the changes is the run's business
+each path's lstat with the parent snapshot's entry for it, fetched one directory at a
+time by key prefix (``SnapshotTree.raw_children``) and kept as its wire map: a path whose
+metadata matches (and, for a file, whose blobs the index still holds) costs its lstat and
+that compare, no ``Entry`` is built and no change recorded; a file keeps its content list
+and is not opened. Other files are read by the run's ``ContentWriter``
+(``backupkit/objects/writer.py``) on a pool of reader threads: small ones in batches
+(``Tuning.small_files_per_job``), larger ones one job each (at most
+``Tuning.files_in_flight`` queued). Entries that differ from the parent become trie
+changes in a ``ChangeLog`` (``backup_changes.py``); paths the parent had and the walk did
+not find become deletions. What to do with the changes is the run's business
 (``backupkit/managers/backup.py``).
 
 Unreadable files are reported and left out. Files whose size, mtime or ctime change
