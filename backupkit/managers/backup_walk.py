@@ -179,7 +179,7 @@ class BackupWalk:
             return out
         except (BlobNotFound, IntegrityError, FormatError) as e:
             raise ParentUnreadable(f"the parent snapshot's tree cannot be read: {e}") from None
-        except (ValueError, msgpack.UnpackException) as e:
+        except (ValueError, TypeError, msgpack.UnpackException) as e:
             raise ParentUnreadable(f"the parent snapshot's tree cannot be read: {disp(dirpath)}: {e}") from None
 
     def _parent_map(self, path: bytes) -> dict | None:
