@@ -336,20 +336,8 @@ class Hamt:
             slots = {s: (cid, cnt) for s, cid, cnt in n[4]}
             for s in range(16):
                 rows = sorted_unique(slot_changes(s))
-                if not rows:
-                    continue
-                old = slots.get(s)
-                if old is None:
-                    adds = [r for r in rows if r[2] is not None]
-                    if not adds:
-                        continue
-                    new = self._build(adds)
-                else:
-                    new = self._update(old[0], rows, (n, s, old[1]))
-                if new[1] == 0:
-                    slots.pop(s, None)
-                else:
-                    slots[s] = new
+                if rows:
+                    self._update_slot(n, slots, s, rows)
             return self._finish_branch(slots, 0)[0]
         # the leaf's entries and the changes, merged slot by slot: what ``_build`` does
         # with all of them when they span two or more slots (a branch at nibble 0)
@@ -398,20 +386,25 @@ class Hamt:
             return node_id, n[1]
         slots = {s: (cid, cnt) for s, cid, cnt in n[4]}
         for slot, group in groupby(changes, key=lambda c: nibble(c[0], depth)):
-            group = list(group)
-            old = slots.get(slot)
-            if old is None:
-                adds = [(k, p, v) for k, p, v in group if v is not None]
-                if not adds:
-                    continue
-                new = self._build(adds)
-            else:
-                new = self._update(old[0], group, (n, slot, old[1]))
-            if new[1] == 0:
-                slots.pop(slot, None)
-            else:
-                slots[slot] = new
+            self._update_slot(n, slots, slot, list(group))
         return self._finish_branch(slots, depth)
+
+    def _update_slot(self, n: list, slots: dict[int, tuple[bytes, int]], slot: int, changes: list[Change]) -> None:
+        """Apply the sorted ``changes`` routed to ``slot`` of branch ``n``: update the
+        child there, or build one from the additions; ``slots`` (slot -> (child id,
+        count)) is updated in place, an emptied slot dropped."""
+        old = slots.get(slot)
+        if old is None:
+            adds = [c for c in changes if c[2] is not None]
+            if not adds:
+                return
+            new = self._build(adds)
+        else:
+            new = self._update(old[0], changes, (n, slot, old[1]))
+        if new[1] == 0:
+            slots.pop(slot, None)
+        else:
+            slots[slot] = new
 
     def _finish_branch(self, slots: dict[int, tuple[bytes, int]], depth: int) -> tuple[bytes, int]:
         """The canonical node for a branch's updated ``slots`` (slot -> (child id, count)):
