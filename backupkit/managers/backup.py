@@ -26,7 +26,7 @@ from typing import Any, BinaryIO, Protocol
 
 import backupkit
 from backupkit.errors import BackupInterrupted, BadArgument, BlobNotFound, FormatError, IntegrityError, PathNotFound, SavedWork, StoreError
-from backupkit.managers.backup_walk import BackupError, BackupWalk, ParentUnreadable, WalkStats, disp
+from backupkit.managers.backup_walk import BackupError, BackupWalk, WalkStats, _ParentUnreadable, disp
 from backupkit.repo.repository import Repository
 from backupkit.snapshot import Snapshot, list_snapshots, resolve_ref, save_snapshot
 from backupkit.tree import SnapshotTree, make_hamt
@@ -146,7 +146,7 @@ class BackupManager:
         """Back up; BackupInterrupted (after indexing the packs completed) on an interrupt."""
         try:
             return _Run(self, opts).run()
-        except ParentUnreadable as e:
+        except _ParentUnreadable as e:
             # never build on a damaged tree: start again without a parent (as --force)
             self.reporter.error("(parent snapshot)", f"{e}; reading every file again without a parent")
             return _Run(self, dataclasses.replace(opts, force=True, parent=None)).run()
@@ -241,7 +241,7 @@ class _Run:
             try:
                 root = hamt.update_by_slot(base, walk.changes.slot, walk.changes.count)
             except (BlobNotFound, IntegrityError, FormatError) as e:
-                raise ParentUnreadable(f"the parent snapshot's tree cannot be read: {e}") from None
+                raise _ParentUnreadable(f"the parent snapshot's tree cannot be read: {e}") from None
             finally:
                 walk.changes.close()
             self.repo.flush()

@@ -54,7 +54,7 @@ class BackupError:
     message: str
 
 
-class ParentUnreadable(Exception):
+class _ParentUnreadable(Exception):
     """The parent snapshot's tree cannot be read (a lost or damaged node): the backup
     starts again without a parent."""
 
@@ -178,16 +178,16 @@ class BackupWalk:
                 out[name_of(p)] = m
             return out
         except (BlobNotFound, IntegrityError, FormatError) as e:
-            raise ParentUnreadable(f"the parent snapshot's tree cannot be read: {e}") from None
+            raise _ParentUnreadable(f"the parent snapshot's tree cannot be read: {e}") from None
         except (ValueError, TypeError, msgpack.UnpackException) as e:
-            raise ParentUnreadable(f"the parent snapshot's tree cannot be read: {disp(dirpath)}: {e}") from None
+            raise _ParentUnreadable(f"the parent snapshot's tree cannot be read: {disp(dirpath)}: {e}") from None
 
     def _parent_map(self, path: bytes) -> dict | None:
         """The parent snapshot's wire map of ``path`` (None: it had none)."""
         try:
             e = self.parent_tree.get(path) if self.parent_tree is not None else None
         except (BlobNotFound, IntegrityError, FormatError) as err:
-            raise ParentUnreadable(f"the parent snapshot's tree cannot be read: {err}") from None
+            raise _ParentUnreadable(f"the parent snapshot's tree cannot be read: {err}") from None
         return e.to_wire() if e is not None else None
 
     @staticmethod
@@ -198,7 +198,7 @@ class BackupWalk:
         try:
             return Entry.from_wire(m, path)
         except FormatError as e:
-            raise ParentUnreadable(f"the parent snapshot's tree cannot be read: {e}") from None
+            raise _ParentUnreadable(f"the parent snapshot's tree cannot be read: {e}") from None
 
     def walk_sources(self, sources: list[bytes]) -> None:
         ancestors: set[bytes] = set()
@@ -302,7 +302,7 @@ class BackupWalk:
                 for p, _e in self.parent_tree.walk(path):
                     self.changes.add(self.keyer.key(p), p, None)
             except (BlobNotFound, IntegrityError, FormatError) as e:
-                raise ParentUnreadable(f"the parent snapshot's tree cannot be read: {e}") from None
+                raise _ParentUnreadable(f"the parent snapshot's tree cannot be read: {e}") from None
         else:
             self.changes.add(self.keyer.key(path), path, None)
 
@@ -533,4 +533,4 @@ class BackupWalk:
         self._record(path, e, old)
 
 
-__all__ = ["BackupError", "BackupWalk", "ParentUnreadable", "WalkStats", "disp"]
+__all__ = ["BackupError", "BackupWalk", "WalkStats", "disp"]
