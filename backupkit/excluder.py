@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from backupkit.errors import BadArgument
 from backupkit.filters import compile_patterns
+from backupkit.objects.writer import read_upto
 from backupkit.pattern_files import decode_text
 
 #: --exclude-caches is --exclude-if-present with the Cache Directory Tagging Standard's tag
@@ -50,14 +51,7 @@ def _read_regular(path: bytes, limit: int) -> bytes | None:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
-        parts, left = [], limit
-        while left > 0:
-            b = os.read(fd, left)
-            if not b:
-                break
-            parts.append(b)
-            left -= len(b)
-        return b"".join(parts)
+        return read_upto(os, fd, limit)
     except OSError:
         return None
     finally:

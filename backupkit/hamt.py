@@ -121,6 +121,30 @@ def check_child(parent: list, slot: int, count: int, n: list) -> None:
             raise ValueError("a key is not under its parent's prefix and slot")
 
 
+def sorted_unique(changes: list[Change]) -> list[Change]:
+    """``changes`` sorted by (key, path), in place, the last of equal (key, path) kept."""
+    changes.sort(key=_key_path)
+    dup = False
+    for i in range(1, len(changes)):
+        a, b = changes[i - 1], changes[i]
+        if a[0] == b[0] and a[1] == b[1]:
+            dup = True
+            break
+    if not dup:
+        return changes
+    out: list[Change] = []
+    for c in changes:
+        if out and out[-1][0] == c[0] and out[-1][1] == c[1]:
+            out[-1] = c
+        else:
+            out.append(c)
+    return out
+
+
+def _key_path(c: Change) -> tuple[bytes, bytes]:
+    return c[0], c[1]
+
+
 def common_nibbles(a: bytes, b: bytes) -> int:
     """How many leading nibbles two keys share."""
     n = min(len(a), len(b))
@@ -287,11 +311,56 @@ class Hamt:
 
         Only nodes on the paths to changed keys are rewritten; the rest is shared.
         """
-        merged = {(k, p): v for k, p, v in changes}
-        if not merged:
+        rows = sorted_unique(list(changes))
+        if not rows:
             return root
-        rows = sorted(((k, p, v) for (k, p), v in merged.items()), key=lambda r: (r[0], r[1]))
         return self._update(root, rows)[0]
+
+    def update_by_slot(self, root: bytes, slot_changes: Callable[[int], list[Change]], count: int) -> bytes:
+        """``update`` for ``count`` changes held apart by the first nibble of their key:
+        ``slot_changes(s)`` gives those of slot ``s`` (any order, later duplicates win),
+        asked for once per slot in slot order, so that a large update holds one sixteenth
+        of its changes at a time. The result is the root ``update`` gives for the same
+        changes (the trie is canonical); shapes where slots cannot be taken one at a time
+        (a small trie, a root routing on a later nibble) take all the changes at once."""
+        if count == 0:
+            return root
+        n = self.node(root)
+        branch0 = n[0] == _BRANCH and n[2] == 0
+        # a leaf root ends as a branch at nibble 0 for sure only when the changes outnumber
+        # what its entries and deletions can take back
+        leaf_grows = n[0] == _LEAF and count > 4 * LEAF_MAX
+        if not (branch0 or leaf_grows):
+            return self.update(root, [c for s in range(16) for c in slot_changes(s)])
+        if branch0:
+            slots = {s: (cid, cnt) for s, cid, cnt in n[4]}
+            for s in range(16):
+                rows = sorted_unique(slot_changes(s))
+                if rows:
+                    self._update_slot(n, slots, s, rows)
+            return self._finish_branch(slots, 0)[0]
+        # the leaf's entries and the changes, merged slot by slot: what ``_build`` does
+        # with all of them when they span two or more slots (a branch at nibble 0)
+        children = []
+        first_key = None
+        total = 0
+        for s in range(16):
+            current = [e for e in n[1] if nibble(e[0], 0) == s]
+            rows = sorted_unique(slot_changes(s))
+            if rows or current:
+                rows = self._merge(current, rows) if current else [r for r in rows if r[2] is not None]
+            if not rows:
+                continue
+            if first_key is None:
+                first_key = rows[0][0]
+            cid, cnt = self._build(rows)
+            children.append([s, cid, cnt])
+            total += cnt
+        if len(children) == 1:
+            return children[0][1]
+        if total <= LEAF_MAX:  # (cannot happen given ``leaf_grows``; canonical all the same)
+            return self._save_leaf([e for _s, cid, _c in children for e in self.items(cid)])[0]
+        return self._put([_BRANCH, total, 0, first_key, children])
 
     def _merge(self, current: Iterable[Entry], changes: list[Change]) -> list[Entry]:
         cur = {(k, p): v for k, p, v in current}
@@ -317,19 +386,30 @@ class Hamt:
             return node_id, n[1]
         slots = {s: (cid, cnt) for s, cid, cnt in n[4]}
         for slot, group in groupby(changes, key=lambda c: nibble(c[0], depth)):
-            group = list(group)
-            old = slots.get(slot)
-            if old is None:
-                adds = [(k, p, v) for k, p, v in group if v is not None]
-                if not adds:
-                    continue
-                new = self._build(adds)
-            else:
-                new = self._update(old[0], group, (n, slot, old[1]))
-            if new[1] == 0:
-                slots.pop(slot, None)
-            else:
-                slots[slot] = new
+            self._update_slot(n, slots, slot, list(group))
+        return self._finish_branch(slots, depth)
+
+    def _update_slot(self, n: list, slots: dict[int, tuple[bytes, int]], slot: int, changes: list[Change]) -> None:
+        """Apply the sorted ``changes`` routed to ``slot`` of branch ``n``: update the
+        child there, or build one from the additions; ``slots`` (slot -> (child id,
+        count)) is updated in place, an emptied slot dropped."""
+        old = slots.get(slot)
+        if old is None:
+            adds = [c for c in changes if c[2] is not None]
+            if not adds:
+                return
+            new = self._build(adds)
+        else:
+            new = self._update(old[0], changes, (n, slot, old[1]))
+        if new[1] == 0:
+            slots.pop(slot, None)
+        else:
+            slots[slot] = new
+
+    def _finish_branch(self, slots: dict[int, tuple[bytes, int]], depth: int) -> tuple[bytes, int]:
+        """The canonical node for a branch's updated ``slots`` (slot -> (child id, count)):
+        a leaf when few entries remain, the only child when one slot remains, else a
+        branch at ``depth``."""
         total = sum(cnt for _cid, cnt in slots.values())
         if total <= LEAF_MAX:
             rows = [e for s in sorted(slots) for e in self.items(slots[s][0])]

@@ -62,11 +62,8 @@ class SnapshotTree:
         With ``on_error``, a malformed child entry is passed to it (``subtree=False``)
         and left out, instead of raising FormatError.
         """
-        prefix = self.keyer.dir_prefix(dirpath)
         out = []
-        for _k, p, v in self.hamt.scan_prefix(self.root, prefix):
-            if parent_of(p) != dirpath:
-                continue
+        for p, v in self.raw_children(dirpath):
             try:
                 out.append((p, Entry.decode(v, p)))
             except FormatError as err:
@@ -75,6 +72,11 @@ class SnapshotTree:
                 on_error(p, err, False)
         out.sort(key=lambda pe: pe[0])
         return out
+
+    def raw_children(self, dirpath: bytes) -> list[tuple[bytes, bytes]]:
+        """(path, encoded entry) of the directory's children, in trie order, not decoded."""
+        prefix = self.keyer.dir_prefix(dirpath)
+        return [(p, v) for _k, p, v in self.hamt.scan_prefix(self.root, prefix) if parent_of(p) == dirpath]
 
     def walk(
         self, path: bytes = b"/", on_error: OnError | None = None, top: Entry | None = None, max_depth: int | None = None

@@ -9,8 +9,9 @@ thing: ``backupkit_cli.tuning``.
 
 Backup (walk -> read files -> chunk -> hash/compress/seal -> pack -> upload):
 
-    small_file                  files up to this size are read by the walking thread itself
-                                (a hand-off to a reader thread costs more than the read)
+    small_file                  files up to this size go to the reader threads in batches
+                                (a hand-off per file costs more than the read) ...
+    small_files_per_job         ... of this many (or what one directory has)
     files_in_flight             larger files queued on the reader threads before the walk
                                 waits for the oldest
     files_in_flight_after_dir   after each directory the walk waits until at most this
@@ -29,6 +30,9 @@ Backup (walk -> read files -> chunk -> hash/compress/seal -> pack -> upload):
                                 object (restic writes full indexes every 5 minutes): what a
                                 kill -9 or a power cut can lose from the index is bounded
                                 by both (the packs stay, a prune removes them)
+    index_checkpoint_blobs      ... or once the packs not yet indexed hold this many blobs:
+                                their entries are kept in memory until then (16 MiB packs of
+                                tiny files hold ~60k blobs each)
 
 Restore (walk the snapshot -> read ahead content -> write files):
 
@@ -53,12 +57,14 @@ MiB = 1024 * KiB
 @dataclass(frozen=True)
 class Tuning:
     small_file: int = 64 * KiB
+    small_files_per_job: int = 64
     files_in_flight: int = 256
     files_in_flight_after_dir: int = 64
     chunks_in_flight: int = 4
     packs_in_flight_over_connections: int = 1
     index_checkpoint_packs: int = 64
     index_checkpoint_seconds: float = 300.0
+    index_checkpoint_blobs: int = 100_000
     readahead_per_connection: int = 4 * MiB
     readahead_min_connections: int = 4
     readahead_entries: int = 4096

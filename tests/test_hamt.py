@@ -112,3 +112,44 @@ def test_unchanged_subtrees_are_shared():
     before = len(nodes)
     h.update(a, [(es[0][0], es[0][1], b"new")])
     assert len(nodes) - before <= 4  # one node per level on the path
+
+
+def _by_slot(changes):
+    groups = [[] for _ in range(16)]
+    for c in changes:
+        groups[c[0][0] >> 4].append(c)
+    asked = []
+
+    def slot(s):
+        asked.append(s)
+        return list(groups[s])
+
+    return slot, asked
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 3), st.integers(0, 2000), st.integers(0, 3000), st.integers(0, 10**6))
+def test_update_by_slot_gives_the_root_update_gives(base_kind, n_base, n_changes, seed):
+    """Whatever the root's shape (empty, one leaf, a branch at nibble 0, a branch further
+    down) and the changes (adds, overwrites, deletes, duplicates), taking the changes one
+    first-nibble slot at a time gives the same canonical root as all at once."""
+    h, _ = make_hamt()
+    rnd = random.Random(seed)
+    es = entries(n_base + n_changes, seed, dirs=1 if base_kind == 3 else 20)
+    base = {0: [], 1: es[: min(n_base, LEAF_MAX)], 2: es[:n_base], 3: es[:n_base]}[base_kind]
+    root = h.build(base)
+    changes = []
+    for k, p, _v in base:
+        r = rnd.random()
+        if r < 0.1:
+            changes.append((k, p, None))
+        elif r < 0.2:
+            changes.append((k, p, b"new"))
+    changes += es[n_base:]
+    rnd.shuffle(changes)
+    if changes:
+        changes.append(changes[rnd.randrange(len(changes))][:2] + (b"dup",))  # a later duplicate wins
+    slot, asked = _by_slot(changes)
+    got = h.update_by_slot(root, slot, len(changes))
+    assert got == h.update(root, list(changes))
+    assert len(asked) == len(set(asked))  # each slot asked for once

@@ -337,11 +337,11 @@ class RepairSnapshotsManager(RepairManager):
             elif r.action == "rewrite" and r.doc is not None:
                 rows = []
                 for k, path, v in r.entries:
-                    if isinstance(v, tuple):  # a patched file: (entry, content items)
+                    if isinstance(v, Entry):  # (before tuple: an Entry is a named tuple)
+                        v = encode_entry(v)
+                    elif isinstance(v, tuple):  # a patched file: (entry, content items)
                         e, items = v
                         v = encode_entry(with_content(e, items, lambda data: repo.add_blob(T_META_BLOB, data)[0]))
-                    elif isinstance(v, Entry):
-                        v = encode_entry(v)
                     rows.append((k, path, v))
                 root = hamt.build(rows)
                 repo.flush()

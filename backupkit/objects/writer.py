@@ -142,7 +142,7 @@ class ContentWriter:
             shrank = False
             if 0 < size < self.chunker.min_size and fst.st_blocks * 512 >= size:
                 # one chunk: read it here, no hand-off to the sealing pool
-                data = _read_upto(fs, fd, size)
+                data = read_upto(fs, fd, size)
                 if data:
                     items.append(self.store_chunk(data))
                     self._on_bytes(len(data))
@@ -230,7 +230,8 @@ class ContentWriter:
             pos = hole
 
 
-def _read_upto(fs: Any, fd: int, n: int) -> bytes:
+def read_upto(fs: Any, fd: int, n: int) -> bytes:
+    """Up to ``n`` bytes from ``fd``'s position (fewer only at the end of the file)."""
     parts = []
     while n > 0:
         b = fs.read(fd, n)
@@ -241,4 +242,4 @@ def _read_upto(fs: Any, fd: int, n: int) -> bytes:
     return b"".join(parts)
 
 
-__all__ = ["Cancelled", "ContentWriter", "FileContent", "FileReadError"]
+__all__ = ["Cancelled", "ContentWriter", "FileContent", "FileReadError", "read_upto"]

@@ -52,6 +52,7 @@ class BlobAccess:
     _reserved: set[bytes]
     _unflushed: dict[bytes, tuple[int, bytes]]
     _uploaded: list[tuple[PackInfo, list[PackEntry]]]
+    _uploaded_blobs: int
     _writer: PackWriter
     _last_index: float
 
@@ -63,6 +64,10 @@ class BlobAccess:
     # -- blobs -----------------------------------------------------------------------------
     def has_blob(self, blob_id: bytes) -> bool:
         return blob_id in self.index or blob_id in self._reserved
+
+    def has_blobs(self, blob_ids: list[bytes]) -> bool:
+        """Whether the repository has every one of ``blob_ids`` (one index lookup)."""
+        return all(b in self._reserved for b in self.index.missing(blob_ids))
 
     def add_blob(
         self, blob_type: int, data: bytes | memoryview, blob_id: bytes | None = None, level: int | None = None
@@ -104,15 +109,18 @@ class BlobAccess:
                 self._reserved.discard(e.blob_id)
                 self._unflushed.pop(e.blob_id, None)
             self._uploaded.append((info, entries))
+            self._uploaded_blobs += len(entries)
             self.stats["packs"] += 1
             self.stats["pack_bytes"] += info.size
             # checkpoint: a crash or a kill -9 loses at most this many packs, or this long
             # of uploads, from the index (the packs stay, unreferenced, for prune)
             if (
                 len(self._uploaded) >= self.tuning.index_checkpoint_packs
+                or self._uploaded_blobs >= self.tuning.index_checkpoint_blobs
                 or time.monotonic() - self._last_index >= self.tuning.index_checkpoint_seconds
             ):
                 write_now, self._uploaded = self._uploaded, []
+                self._uploaded_blobs = 0
         if write_now:
             self.write_index(write_now)
 
@@ -144,6 +152,7 @@ class BlobAccess:
             self.write_index(todo)
             with self._lock:
                 del self._uploaded[: len(todo)]
+                self._uploaded_blobs = sum(len(entries) for _info, entries in self._uploaded)
 
     def read_blob(self, blob_id: bytes, blob_type: int | None = None) -> bytes:
         """Return a blob's plaintext, verified against its id."""

@@ -237,6 +237,12 @@ class Index:
     def __len__(self) -> int:
         return self._count
 
+    def missing(self, blob_ids: Iterable[bytes]) -> list[bytes]:
+        """Those of ``blob_ids`` the index does not hold (one lock for all)."""
+        find = self._find
+        with self._lock:
+            return [b for b in blob_ids if find(b) is None]
+
     def _locked_find(self, blob_id: bytes) -> tuple[int, int, int, int] | None:
         with self._lock:
             return self._find(blob_id)

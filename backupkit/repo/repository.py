@@ -134,6 +134,7 @@ class Repository(BlobAccess):
         self._unflushed: dict[bytes, tuple[int, bytes]] = {}  # meta blob id -> (type, sealed)
         self._writer = PackWriter(self, on_uploaded=self._pack_uploaded)
         self._uploaded: list[tuple[PackInfo, list[PackEntry]]] = []
+        self._uploaded_blobs = 0  # blobs in ``_uploaded`` (held in memory until indexed)
         self._lock_hook: Callable[[], None] | None = None
         #: index checkpoints (``Tuning.index_checkpoint_packs`` / ``_seconds``)
         self.tuning = DEFAULT_TUNING

@@ -1,5 +1,6 @@
 """An interrupted backup keeps its complete packs (indexed); index checkpoints by count
-and by time (``Tuning.index_checkpoint_packs`` / ``index_checkpoint_seconds``).
+by time and by blobs held (``Tuning.index_checkpoint_packs`` / ``index_checkpoint_seconds`` /
+``index_checkpoint_blobs``).
 
 The CLI side (signals, exit codes, the line printed) is ``tests/cli/test_signals.py``.
 """
@@ -84,6 +85,7 @@ def test_interrupted_backup_indexes_every_complete_pack(repo, src, tmp_path):
     [
         (Tuning(index_checkpoint_packs=2, index_checkpoint_seconds=1e9), 4),
         (Tuning(index_checkpoint_seconds=0.0), 5),  # every pack is "5 minutes" after the last index
+        (Tuning(index_checkpoint_blobs=4, index_checkpoint_seconds=1e9), 4),  # ~2 blobs a pack
     ],
 )
 def test_index_checkpoints(repo, src, tuning, at_least):
