@@ -40,6 +40,24 @@ Restore (walk the snapshot -> read ahead content -> write files):
                                 front (directories and small files cost little)
     join_max_span               a joined range read of blobs of one pack spans at most this
     join_held                   bytes of joined-read blobs held for a later read, at most
+
+Restore to a directory, planned per pack (``objects/packplan.py``): files are created in
+order and their blobs planned in windows; each window's blobs are grouped by pack and
+each pack's wanted span read once, written with ``pwrite`` by the read pool:
+
+    restore_window_bytes        distinct blob bytes planned together (the first window is
+                                an eighth of it, so reads start early); a pack's blobs in
+                                one window cost one request, so larger windows mean fewer
+                                requests; memory is the plan only (~100 bytes per blob)
+    restore_window_blobs        blob references in one window, at most (plan memory)
+    restore_window_files        files in one window, at most: each holds an open descriptor
+                                until its window is read (capped by RLIMIT_NOFILE too)
+    restore_windows_in_flight   windows being read while the next is planned
+    restore_join_gap            unwanted bytes of a pack read between two wanted blobs to
+                                save a request (restic reads first to last wanted blob)
+    restore_span_max            one range request spans at most this (a pack is 16 MiB)
+    restore_read_bytes_in_flight
+                                bytes of fetched spans held at once (the reads' memory)
 """
 
 from __future__ import annotations
@@ -64,6 +82,13 @@ class Tuning:
     readahead_entries: int = 4096
     join_max_span: int = 16 * MiB
     join_held: int = 64 * MiB
+    restore_window_bytes: int = 256 * MiB
+    restore_window_blobs: int = 65536
+    restore_window_files: int = 2048
+    restore_windows_in_flight: int = 2
+    restore_join_gap: int = 1 * MiB
+    restore_span_max: int = 32 * MiB
+    restore_read_bytes_in_flight: int = 64 * MiB
 
     def readahead_bytes(self, connections: int) -> int:
         return max(self.readahead_min_connections, connections) * self.readahead_per_connection

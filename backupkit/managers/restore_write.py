@@ -1,0 +1,95 @@
+"""Files being written by a directory restore: created under a temporary name, filled by
+the read pool with ``pwrite`` (``objects/packplan.py`` calls ``write`` and ``fail``),
+and handed back to ``restore_dir`` to be completed (metadata, rename) or removed.
+
+A file is created at its full size (``ftruncate``), so a hole in its content list, or
+an all-zero blob when ``sparse``, is simply never written. Nothing here renames: a file
+reaches its real name only in ``DirRestorer._finish``, once every blob is written.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from backupkit.managers.restore_files import all_zero
+from backupkit.objects.entry import Entry
+
+
+class PendingFile:
+    """One file under its temporary name (``tmp`` in directory ``pfd``), open as ``fd``."""
+
+    __slots__ = ("fd", "pfd", "tmp", "name", "rel", "path", "entry", "sparse", "on_bytes", "error", "links")
+
+    def __init__(self, fd: int, pfd: int, tmp: bytes, name: bytes, rel: bytes, path: bytes, entry: Entry,
+                 sparse: bool, on_bytes: Callable[[int], None]) -> None:
+        self.fd, self.pfd, self.tmp, self.name, self.rel, self.path = fd, pfd, tmp, name, rel, path
+        self.entry = entry
+        self.sparse = sparse
+        self.on_bytes = on_bytes
+        self.error: BaseException | None = None
+        #: later names of this hardlinked file, linked once it has its real name
+        self.links: list[tuple] = []
+
+    def write(self, offset: int, data: bytes) -> None:
+        if self.error is not None:
+            return
+        n = len(data)
+        if not (self.sparse and n >= 4096 and all_zero(data)):
+            mv = memoryview(data)
+            while mv:
+                k = os.pwrite(self.fd, mv, offset)
+                mv = mv[k:]
+                offset += k
+        self.on_bytes(n)
+
+    def fail(self, err: BaseException) -> None:
+        if self.error is None:
+            self.error = err
+
+    def discard(self) -> None:
+        """Close and remove the temporary file."""
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
+        try:
+            os.unlink(self.tmp, dir_fd=self.pfd)
+        except OSError:
+            pass
+
+
+def create_pending(pfd: int, tmp: bytes, size: int) -> int:
+    """Create ``tmp`` in ``pfd`` (never through a symlink, never an existing file) at
+    ``size`` bytes; its descriptor."""
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=pfd)
+    if size:
+        try:
+            os.ftruncate(fd, size)
+        except OSError:
+            os.close(fd)
+            os.unlink(tmp, dir_fd=pfd)
+            raise
+    return fd
+
+
+def content_size(items: list, blob_size: Callable[[bytes], int]) -> int:
+    """The bytes a content list holds, by the index's word."""
+    return sum(i if isinstance(i, int) else blob_size(bytes(i)) for i in items)
+
+
+def file_window(tuning_files: int) -> int:
+    """Files one plan window may hold open: the tuning's, within a quarter of what
+    RLIMIT_NOFILE leaves (two windows in flight and one being planned, plus directories)."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return min(tuning_files, 128)
+    if soft == getattr(resource, "RLIM_INFINITY", -1) or soft <= 0:
+        return tuning_files
+    return max(16, min(tuning_files, (soft - 256) // 4))
+
+
+__all__ = ["PendingFile", "content_size", "create_pending", "file_window"]
