@@ -156,10 +156,7 @@ class MetaPolicy:
         uid = e.uid if e.uid is not None else -1
         gid = e.gid if e.gid is not None else -1
         if self.by_name:
-            by_name = _uid_of(e.user) if e.user else None
-            uid = uid if by_name is None else by_name
-            by_name = _gid_of(e.group) if e.group else None
-            gid = gid if by_name is None else by_name
+            uid, gid = _named_id("user", e.user, uid), _named_id("group", e.group, gid)
         return uid, gid
 
     def mode(self, e: Entry) -> int:
@@ -169,20 +166,18 @@ class MetaPolicy:
         return mode
 
 
-@lru_cache(maxsize=1024)
-def _uid_of(name: str) -> int | None:
+@lru_cache(maxsize=2048)
+def _id_by_name(db: str, name: str) -> int | None:
+    """The id this machine gives user (``db`` "user") or group ``name``, or None."""
     try:
-        return pwd.getpwnam(name).pw_uid
+        return pwd.getpwnam(name).pw_uid if db == "user" else grp.getgrnam(name).gr_gid
     except KeyError:
         return None
 
 
-@lru_cache(maxsize=1024)
-def _gid_of(name: str) -> int | None:
-    try:
-        return grp.getgrnam(name).gr_gid
-    except KeyError:
-        return None
+def _named_id(db: str, name: str | None, recorded: int) -> int:
+    found = _id_by_name(db, name) if name else None
+    return recorded if found is None else found
 
 
 def apply_meta(
