@@ -17,9 +17,9 @@ Vocabulary:
 Windows finish in order: a target is handed back by :meth:`PackPlan.done` once the
 window holding its last ref and every window before it are read, so each of its refs has
 been written or has failed. At most ``restore_windows_in_flight`` windows are read at a
-time while the caller plans the next; the first window is an eighth of the full size so
-the reads start early. Bytes of spans held at once are bounded by
-``restore_read_bytes_in_flight``.
+time while the caller plans the next; the first window is small
+(``restore_window_first``) so the reads start early, and each next one twice as large.
+Bytes of spans held at once are bounded by ``restore_read_bytes_in_flight``.
 
 Failures stay with their targets: a span that cannot be fetched (a truncated or missing
 pack) is read blob by blob, a blob that fails verification is read alone once more from
@@ -89,7 +89,7 @@ class PackPlan:
         self.tuning = tuning
         self._pool = pool
         self._max_files = max(1, min(tuning.restore_window_files, max_files or tuning.restore_window_files))
-        self._limit = max(1, tuning.restore_window_bytes // 8)
+        self._limit = max(1, min(tuning.restore_window_first, tuning.restore_window_bytes))
         self._budget = _Budget(tuning.restore_read_bytes_in_flight)
         self._cur = _Window()
         self._flying: deque[_Window] = deque()
