@@ -13,6 +13,7 @@ from backupkit.managers.restore import RestoreManager, RestoreOptions
 from backupkit.repo.pack import KIND_DATA, pack_name
 from backupkit.tuning import Tuning
 from tests.managers.lifecycle_util import backup, init_repo, local_store, open_repo, random_bytes, tree_bytes, write_files
+from tests.managers.repair_util import flip
 from tests.support.faulty import FaultyStore
 
 KiB, MiB = 1024, 1024 * 1024
@@ -146,16 +147,6 @@ def test_hardlinks_are_made_once_their_first_name_is_written(tmp_path):
     assert len(inodes) == 1 and os.stat(got / "d/first").st_nlink == 3
 
 
-def _flip(store_root: Path, loc) -> None:
-    path = store_root / pack_name(loc.pack.kind, loc.pack.id)
-    off = loc.offset + loc.length // 2
-    with open(path, "r+b") as f:
-        f.seek(off)
-        b = f.read(1)
-        f.seek(off)
-        f.write(bytes([b[0] ^ 0x55]))
-
-
 def test_damage_in_the_middle_of_a_pack_costs_only_the_files_using_that_blob(tmp_path):
     src = tmp_path / "src"
     files = {f"f{i:02d}": random_bytes(12 * KiB, i) for i in range(40)}
@@ -170,7 +161,7 @@ def test_damage_in_the_middle_of_a_pack_costs_only_the_files_using_that_blob(tmp
     loc = repo.index.lookup(bid)
     neighbours = [n for n, d in files.items() if not n.startswith("share") and repo.index.lookup(repo.sealer.blob_id(d)).pack == loc.pack]
     assert neighbours, "other files' blobs must share the damaged pack for the test to mean anything"
-    _flip(tmp_path / "repo", loc)
+    flip(store.inner, pack_name(loc.pack.kind, loc.pack.id), loc.offset + loc.length // 2)
 
     out = tmp_path / "out"
     res = _restore(store, snap, out)
