@@ -46,8 +46,8 @@ order and their blobs planned in windows; each window's blobs are grouped by pac
 each pack's wanted span read once, written with ``pwrite`` by the read pool:
 
     restore_window_first        distinct blob bytes of the first window (about a pack), so
-                                reads start early; each next window is twice as large ...
-    restore_window_bytes        ... up to this: a pack's blobs in one window cost one
+                                reads start early; every later window ...
+    restore_window_bytes        ... plans this much: a pack's blobs in one window cost one
                                 request, so larger windows mean fewer requests; memory is
                                 the plan only (~100 bytes per blob)
     restore_window_blobs        blob references in one window, at most (plan memory)
@@ -55,7 +55,8 @@ each pack's wanted span read once, written with ``pwrite`` by the read pool:
                                 until its window is read (capped by RLIMIT_NOFILE too)
     restore_windows_in_flight   windows being read while the next is planned
     restore_join_gap            unwanted bytes of a pack read between two wanted blobs to
-                                save a request (restic reads first to last wanted blob)
+                                save a request; small, since those bytes may belong to
+                                blobs of another window, read again there
     restore_span_max            one range request spans at most this (a pack is 16 MiB)
     restore_read_bytes_in_flight
                                 bytes of fetched spans held at once (the reads' memory)
@@ -86,9 +87,9 @@ class Tuning:
     restore_window_first: int = 16 * MiB
     restore_window_bytes: int = 256 * MiB
     restore_window_blobs: int = 65536
-    restore_window_files: int = 2048
+    restore_window_files: int = 8192
     restore_windows_in_flight: int = 2
-    restore_join_gap: int = 1 * MiB
+    restore_join_gap: int = 128 * KiB
     restore_span_max: int = 32 * MiB
     restore_read_bytes_in_flight: int = 64 * MiB
 

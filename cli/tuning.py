@@ -41,3 +41,20 @@ def tune_malloc() -> None:
         libc.mallopt(M_TRIM_THRESHOLD, 8 * 1024 * 1024)
     except (OSError, AttributeError):
         pass
+
+
+def raise_open_files() -> None:
+    """Raise the soft limit of open files to the hard one (as Go programs, restic among
+    them, do at start): a restore into a directory keeps each file of its planned
+    windows open until the window is read (``Tuning.restore_window_files``, capped by
+    this limit), and every restored directory open until the end."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY:
+            hard = 1 << 20
+        if soft != resource.RLIM_INFINITY and soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, OSError, ValueError):
+        pass

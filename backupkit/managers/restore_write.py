@@ -79,8 +79,9 @@ def content_size(items: list, blob_size: Callable[[bytes], int]) -> int:
 
 
 def file_window(tuning_files: int) -> int:
-    """Files one plan window may hold open: the tuning's, within a quarter of what
-    RLIMIT_NOFILE leaves (two windows in flight and one being planned, plus directories)."""
+    """Files one plan window may hold open: the tuning's, within a third of what
+    RLIMIT_NOFILE leaves beyond 512 for directories and the rest (two windows in flight
+    and one being planned; the CLI raises the limit to the hard one)."""
     try:
         import resource
 
@@ -89,7 +90,7 @@ def file_window(tuning_files: int) -> int:
         return min(tuning_files, 128)
     if soft == getattr(resource, "RLIM_INFINITY", -1) or soft <= 0:
         return tuning_files
-    return max(16, min(tuning_files, (soft - 256) // 4))
+    return max(16, min(tuning_files, (soft - 512) // 3))
 
 
 __all__ = ["PendingFile", "content_size", "create_pending", "file_window"]

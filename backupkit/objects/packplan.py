@@ -18,7 +18,7 @@ Windows finish in order: a target is handed back by :meth:`PackPlan.done` once t
 window holding its last ref and every window before it are read, so each of its refs has
 been written or has failed. At most ``restore_windows_in_flight`` windows are read at a
 time while the caller plans the next; the first window is small
-(``restore_window_first``) so the reads start early, and each next one twice as large.
+(``restore_window_first``) so the reads start early, the others large (fewer requests).
 Bytes of spans held at once are bounded by ``restore_read_bytes_in_flight``.
 
 Failures stay with their targets: a span that cannot be fetched (a truncated or missing
@@ -167,7 +167,7 @@ class PackPlan:
             return
         while len(self._flying) >= self.tuning.restore_windows_in_flight:
             self._harvest(block=True)
-        self._limit = min(self.tuning.restore_window_bytes, self._limit * 2)
+        self._limit = self.tuning.restore_window_bytes
         packs: dict[PackInfo, list] = {}
         for loc, refs in win.blobs.values():
             packs.setdefault(loc.pack, []).append((loc, refs))
