@@ -178,8 +178,10 @@ class _Run:
     base: bytes = b"/"
     top_is_dir: bool = True
     strip: bool = False
-    #: the target directory (bytes)
+    #: the target directory (bytes), and whether this restore created it (then nothing
+    #: in it needs to be looked at before writing)
     target: bytes = b""
+    fresh: bool = False
     #: to a directory: the pack reads planned, the files being written (not yet under
     #: their real names), and those of them with later hardlinked names, by inode
     plan: Any = None

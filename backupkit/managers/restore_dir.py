@@ -24,7 +24,7 @@ from backupkit.managers.restore_files import (
     verify_at,
 )
 from backupkit.managers.restore_overwrite import SKIP, UNCHANGED, OpenDirs, file_action, special_action
-from backupkit.managers.restore_write import PendingFile, content_size, create_pending, file_window
+from backupkit.managers.restore_write import PendingFile, content_size, file_window
 from backupkit.objects.entry import Entry
 from backupkit.objects.packplan import PackPlan
 from backupkit.tree import SnapshotTree, normalize
@@ -52,7 +52,8 @@ class DirRestorer:
             return False
 
     def _file_action(self, run: _Run, pfd: int, name: bytes, e: Entry) -> str:
-        return file_action(run.opts.overwrite, e, lstat_at(pfd, name), lambda: self._same(run, pfd, name, e))
+        st = None if run.fresh else lstat_at(pfd, name)  # a target this restore made holds nothing else
+        return file_action(run.opts.overwrite, e, st, lambda: self._same(run, pfd, name, e))
 
     # -- to a directory --------------------------------------------------------------------
     def _to_dir(self, run: _Run, snap: Snapshot, tree: SnapshotTree) -> None:
@@ -66,6 +67,7 @@ class DirRestorer:
         # the snapshot's "/" entry is applied to the target only if this restore makes it:
         # never chmod/chown a directory that was there (the user's home, "/")
         created = not os.path.lexists(target)
+        run.fresh = created and not opts.dry_run
         if not opts.dry_run:
             os.makedirs(target, exist_ok=True)
             root_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
@@ -238,15 +240,7 @@ class DirRestorer:
         except Exception as err:  # noqa: BLE001 - a damaged content blob costs this file only
             run.problem(path, f"not restored: {err}")
             return
-        tmp = run.temp_name()
-        try:
-            fd = create_pending(pfd, tmp, size)
-        except OSError as err:
-            if err.errno in _DISK_FULL:
-                raise _disk_full(path, err) from None
-            run.problem(path, f"cannot create: {err.strerror}")
-            return
-        f = PendingFile(fd, pfd, tmp, name, rel, path, e, run.opts.sparse, self.reporter.bytes_done)
+        f = PendingFile(pfd, run.temp_name(), name, rel, path, e, run.opts.sparse, self.reporter.bytes_done)
         run.pending.add(f)
         if e.hardlink_key is not None:
             run.linking[e.hardlink_key] = f
@@ -279,7 +273,7 @@ class DirRestorer:
         try:
             if f.error is not None:
                 raise f.error
-            self._apply_meta(run, f.fd, None, e)
+            self._apply_meta(run, f.create(), None, e)
             os.rename(f.tmp, f.name, src_dir_fd=f.pfd, dst_dir_fd=f.pfd)  # EISDIR: a directory is in the way
             done = True
         except OSError as err:
@@ -290,7 +284,7 @@ class DirRestorer:
             run.problem(path, f"not restored: {err}")
         finally:
             if done:
-                os.close(f.fd)
+                f.close()
             else:
                 f.discard()
         if not done:

@@ -2,14 +2,18 @@
 the read pool with ``pwrite`` (``objects/packplan.py`` calls ``write`` and ``fail``),
 and handed back to ``restore_dir`` to be completed (metadata, rename) or removed.
 
-A file is created at its full size (``ftruncate``), so a hole in its content list, or
-an all-zero blob when ``sparse``, is simply never written. Nothing here renames: a file
-reaches its real name only in ``DirRestorer._finish``, once every blob is written.
+A file is created by the first worker that writes to it (creating files costs 1-3 ms
+each on some disks: in parallel, not one after another on the walking thread), at its
+full size (``ftruncate``), so a hole in its content list, or an all-zero blob when
+``sparse``, is simply never written; a file without blobs is created when it is
+completed. Nothing here renames: a file reaches its real name only in
+``DirRestorer._finish``, once every blob is written.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 
 from backupkit.managers.restore_files import all_zero
@@ -17,28 +21,41 @@ from backupkit.objects.entry import Entry
 
 
 class PendingFile:
-    """One file under its temporary name (``tmp`` in directory ``pfd``), open as ``fd``."""
+    """One file under its temporary name ``tmp`` in directory ``pfd``; ``fd`` is -1 until
+    it is created (by ``write`` or ``create``)."""
 
-    __slots__ = ("fd", "pfd", "tmp", "name", "rel", "path", "entry", "sparse", "on_bytes", "error", "links")
+    __slots__ = ("fd", "pfd", "tmp", "name", "rel", "path", "entry", "size", "sparse", "on_bytes", "error", "links", "_lock")
 
-    def __init__(self, fd: int, pfd: int, tmp: bytes, name: bytes, rel: bytes, path: bytes, entry: Entry,
+    def __init__(self, pfd: int, tmp: bytes, name: bytes, rel: bytes, path: bytes, entry: Entry,
                  sparse: bool, on_bytes: Callable[[int], None]) -> None:
-        self.fd, self.pfd, self.tmp, self.name, self.rel, self.path = fd, pfd, tmp, name, rel, path
+        self.fd = -1
+        self.pfd, self.tmp, self.name, self.rel, self.path = pfd, tmp, name, rel, path
         self.entry = entry
+        self.size = entry.size or 0
         self.sparse = sparse
         self.on_bytes = on_bytes
         self.error: BaseException | None = None
         #: later names of this hardlinked file, linked once it has its real name
         self.links: list[tuple] = []
+        self._lock = threading.Lock()
+
+    def create(self) -> int:
+        """The file's descriptor, creating the file first if nobody has."""
+        if self.fd < 0:
+            with self._lock:
+                if self.fd < 0:
+                    self.fd = create_pending(self.pfd, self.tmp, self.size)
+        return self.fd
 
     def write(self, offset: int, data: bytes) -> None:
         if self.error is not None:
             return
+        fd = self.create()
         n = len(data)
         if not (self.sparse and n >= 4096 and all_zero(data)):
             mv = memoryview(data)
             while mv:
-                k = os.pwrite(self.fd, mv, offset)
+                k = os.pwrite(fd, mv, offset)
                 mv = mv[k:]
                 offset += k
         self.on_bytes(n)
@@ -47,12 +64,20 @@ class PendingFile:
         if self.error is None:
             self.error = err
 
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
     def discard(self) -> None:
-        """Close and remove the temporary file."""
+        """Close and remove the temporary file (if it was created)."""
+        if self.fd < 0:
+            return
         try:
             os.close(self.fd)
         except OSError:
             pass
+        self.fd = -1
         try:
             os.unlink(self.tmp, dir_fd=self.pfd)
         except OSError:
