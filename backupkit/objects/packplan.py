@@ -17,8 +17,7 @@ Vocabulary:
 Windows finish in order: a target is handed back by :meth:`PackPlan.done` once the
 window holding its last ref and every window before it are read, so each of its refs has
 been written or has failed. At most ``restore_windows_in_flight`` windows are read at a
-time while the caller plans the next; the first window is small
-(``restore_window_first``) so the reads start early, the others large (fewer requests).
+time while the caller plans the next.
 Bytes of spans held at once are bounded by ``restore_read_bytes_in_flight``.
 
 Failures stay with their targets: a span that cannot be fetched (a truncated or missing
@@ -89,7 +88,7 @@ class PackPlan:
         self.tuning = tuning
         self._pool = pool
         self._max_files = max(1, min(tuning.restore_window_files, max_files or tuning.restore_window_files))
-        self._limit = max(1, min(tuning.restore_window_first, tuning.restore_window_bytes))
+        self._limit = max(1, tuning.restore_window_bytes)
         self._budget = _Budget(tuning.restore_read_bytes_in_flight)
         self._cur = _Window()
         self._flying: deque[_Window] = deque()
@@ -167,7 +166,6 @@ class PackPlan:
             return
         while len(self._flying) >= self.tuning.restore_windows_in_flight:
             self._harvest(block=True)
-        self._limit = self.tuning.restore_window_bytes
         packs: dict[PackInfo, list] = {}
         for loc, refs in win.blobs.values():
             packs.setdefault(loc.pack, []).append((loc, refs))
