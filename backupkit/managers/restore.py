@@ -185,6 +185,7 @@ class _Run:
     #: to a directory: the pack reads planned, the files being written (not yet under
     #: their real names), and those of them with later hardlinked names, by inode
     plan: Any = None
+    creator: Any = None  # the pool creating files ahead of their first write
     pending: set = field(default_factory=set)
     linking: dict = field(default_factory=dict)
     #: --delete: the snapshot's names in each directory, and directories not to clear

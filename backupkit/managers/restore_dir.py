@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from backupkit.entry import display_path, join, name_of
@@ -79,6 +80,7 @@ class DirRestorer:
         links: dict[tuple[int, int], bytes] = {}
         open_dirs = OpenDirs()
         run.plan = run.reader.plan(file_window(self.tuning.restore_window_files))
+        run.creator = ThreadPoolExecutor(max_workers=max(1, self.tuning.restore_create_threads), thread_name_prefix="bk-create")
         try:
             for path, e in self._entries(run, snap, tree, ancestors=not run.strip):
                 if not safe_path(path):
@@ -129,6 +131,7 @@ class DirRestorer:
                     run.problem(b"/" + rel, f"cannot set metadata: {err.strerror}")
         finally:
             run.plan.abort()
+            run.creator.shutdown(wait=True, cancel_futures=True)
             for f in run.pending:
                 f.discard()
             run.pending.clear()
@@ -242,6 +245,8 @@ class DirRestorer:
             return
         f = PendingFile(pfd, run.temp_name(), name, rel, path, e, run.opts.sparse, self.reporter.bytes_done)
         run.pending.add(f)
+        if size:
+            run.creator.submit(f.precreate)
         if e.hardlink_key is not None:
             run.linking[e.hardlink_key] = f
         run.plan.add(f, items)
