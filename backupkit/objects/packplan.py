@@ -88,15 +88,10 @@ class PackPlan:
         self.tuning = tuning
         self._pool = pool
         self._max_files = max(1, min(tuning.restore_window_files, max_files or tuning.restore_window_files))
-        self._limit = max(1, tuning.restore_window_bytes)
         self._budget = _Budget(tuning.restore_read_bytes_in_flight)
         self._cur = _Window()
         self._flying: deque[_Window] = deque()
         self._done: list = []
-        #: range requests made for spans, and blobs read alone (a span's fallback)
-        self.spans = 0
-        self.alone = 0
-        self._lock = threading.Lock()
 
     # -- planning --------------------------------------------------------------------------
     def add(self, target: Any, items: Iterable) -> None:
@@ -124,7 +119,7 @@ class PackPlan:
             slot[1].append((target, off))
             win.refs += 1
             off += slot[0].raw_length
-            if win.bytes >= self._limit or win.refs >= self.tuning.restore_window_blobs:
+            if win.bytes >= self.tuning.restore_window_bytes or win.refs >= self.tuning.restore_window_blobs:
                 self._submit()
                 win = self._cur
                 win.files += 1  # the rest of this file holds a descriptor here too
@@ -207,8 +202,6 @@ class PackPlan:
             data: memoryview | None = None
             try:
                 data = memoryview(self.repo.read_raw_range(name, start, size))
-                with self._lock:
-                    self.spans += 1
             except StoreError:
                 pass  # e.g. a truncated pack: each blob alone, so the intact ones restore
             for loc, refs in span:
@@ -232,8 +225,6 @@ class PackPlan:
                 return self.repo.verify_blob(loc.blob_id, T_DATA_BLOB, raw, what, loc.raw_length), None
             except (IntegrityError, FormatError):
                 pass  # read alone, with its retry
-        with self._lock:
-            self.alone += 1
         try:
             return self.repo.read_blob(loc.blob_id, T_DATA_BLOB), None
         except Exception as err:  # noqa: BLE001 - charged to the targets that want it
