@@ -25,7 +25,7 @@ from backupkit.managers.restore_files import (
     verify_at,
 )
 from backupkit.managers.restore_overwrite import SKIP, UNCHANGED, OpenDirs, file_action, special_action
-from backupkit.managers.restore_write import PendingFile, content_size, file_window
+from backupkit.managers.restore_write import PendingFile, file_window
 from backupkit.objects.entry import Entry
 from backupkit.objects.packplan import PackPlan
 from backupkit.tree import SnapshotTree, normalize
@@ -231,15 +231,12 @@ class DirRestorer:
         return removed
 
     def _start_file(self, run: _Run, pfd: int, name: bytes, rel: bytes, path: bytes, e: Entry) -> None:
-        """Create the file under a temporary name and plan its content (written by the
-        read pool; completed by ``_finish``). A content list that cannot be read, or that
-        does not add up to the file's size, is named and nothing is created."""
+        """Plan the file's content under a temporary name (created and written by the
+        pools; completed by ``_finish``). A content list that cannot be read is named and
+        nothing is created; one that does not add up to the file's size fails the file."""
         size = e.size or 0
         try:
             items = run.reader.content_list(e)
-            have = content_size(items, run.reader.blob_size_known)
-            if have != size:
-                raise RestoreError(f"content is {have} bytes, the snapshot says {size}")
         except Exception as err:  # noqa: BLE001 - a damaged content blob costs this file only
             run.problem(path, f"not restored: {err}")
             return
@@ -249,7 +246,9 @@ class DirRestorer:
             run.creator.submit(f.precreate)
         if e.hardlink_key is not None:
             run.linking[e.hardlink_key] = f
-        run.plan.add(f, items)
+        have = run.plan.add(f, items)
+        if have is not None and have != size:
+            f.fail(RestoreError(f"content is {have} bytes, the snapshot says {size}"))
 
     def _finish_all(self, run: _Run, links: dict, root_fd: int, files: list[PendingFile]) -> None:
         for f in files:

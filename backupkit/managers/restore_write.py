@@ -115,11 +115,6 @@ def create_pending(pfd: int, tmp: bytes, size: int) -> int:
     return fd
 
 
-def content_size(items: list, blob_size: Callable[[bytes], int]) -> int:
-    """The bytes a content list holds, by the index's word."""
-    return sum(i if isinstance(i, int) else blob_size(bytes(i)) for i in items)
-
-
 def file_window(tuning_files: int) -> int:
     """Files one plan window may hold open: the tuning's, within a third of what
     RLIMIT_NOFILE leaves beyond 512 for directories and the rest (two windows in flight
@@ -135,4 +130,4 @@ def file_window(tuning_files: int) -> int:
     return max(16, min(tuning_files, (soft - 512) // 3))
 
 
-__all__ = ["PendingFile", "content_size", "create_pending", "file_window"]
+__all__ = ["PendingFile", "create_pending", "file_window"]

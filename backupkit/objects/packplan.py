@@ -94,9 +94,10 @@ class PackPlan:
         self._done: list = []
 
     # -- planning --------------------------------------------------------------------------
-    def add(self, target: Any, items: Iterable) -> None:
-        """Plan one file's content: ``items`` (blob ids and holes) written from offset 0.
-        A blob the index does not know fails the target at once."""
+    def add(self, target: Any, items: Iterable) -> int | None:
+        """Plan one file's content: ``items`` (blob ids and holes) written from offset 0;
+        returns its size by the index. A blob the index does not know fails the target
+        at once (and None is returned)."""
         if self._cur.files >= self._max_files:
             self._submit()
         win = self._cur
@@ -113,6 +114,7 @@ class PackPlan:
                 loc = index.lookup(bid)
                 if loc is None:
                     target.fail(BlobNotFound(f"data blob {bid.hex()[:16]} is not in the index"))
+                    off = -1
                     break
                 slot = win.blobs[bid] = (loc, [])
                 win.bytes += loc.length
@@ -125,6 +127,7 @@ class PackPlan:
                 win.files += 1  # the rest of this file holds a descriptor here too
         win.closing.append(target)
         self._harvest(block=False)
+        return off if off >= 0 else None
 
     def done(self) -> list:
         """Targets whose every ref is written (or failed) since the last call, in order."""

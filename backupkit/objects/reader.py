@@ -100,13 +100,6 @@ class ContentReader:
         loc = self.repo.index.lookup(bid)
         return loc.raw_length if loc is not None else 0
 
-    def blob_size_known(self, bid: bytes) -> int:
-        """A blob's plaintext size; BlobNotFound if the index does not know it."""
-        loc = self.repo.index.lookup(bid)
-        if loc is None:
-            raise BlobNotFound(f"data blob {bid.hex()[:16]} is not in the index")
-        return loc.raw_length
-
     def read_blob(self, bid: bytes) -> bytes:
         return self.joined.read(bid, T_DATA_BLOB)
 
