@@ -9,10 +9,11 @@ import os
 from collections import Counter
 from pathlib import Path
 
+from backupkit.crypto import T_DATA_BLOB
 from backupkit.managers.restore import RestoreManager, RestoreOptions
 from backupkit.repo.pack import KIND_DATA, pack_name
 from backupkit.tuning import Tuning
-from tests.managers.lifecycle_util import backup, init_repo, local_store, open_repo, random_bytes, tree_bytes, write_files
+from tests.managers.lifecycle_util import backup, forged_snapshot, init_repo, local_store, open_repo, random_bytes, tree_bytes, write_files
 from tests.managers.repair_util import flip
 from tests.support.faulty import FaultyStore
 
@@ -198,3 +199,24 @@ def test_a_truncated_pack_restores_the_blobs_before_the_cut(tmp_path):
     got = tree_bytes(out / src.relative_to("/"))
     assert got == {n: d for n, d in files.items() if str(src / n) not in lost}
     assert _leftovers(out) == []
+
+
+def test_a_wrong_size_or_an_unindexed_blob_fails_that_file_only(tmp_path):
+    store = local_store(tmp_path / "repo")
+    repo = init_repo(store)
+    blob = repo.add_blob(T_DATA_BLOB, b"intact\n")[0]
+    f = {"t": "f", "m": 0o644, "mt": 10**18, "s": 7, "c": [blob]}
+    snap = forged_snapshot(repo, {
+        b"/": {"t": "d", "m": 0o755, "mt": 10**18},
+        b"/ok": f,
+        b"/short": {**f, "s": 9},  # the snapshot says 9 bytes, the content holds 7
+        b"/gone": {**f, "c": [bytes(32)]},  # a blob no index knows
+    })
+    out = tmp_path / "out"
+    res = _restore(store, snap, out)
+    assert (out / "ok").read_bytes() == b"intact\n"
+    named = dict(res.errors)
+    assert set(named) == {"/short", "/gone"}
+    assert "content is 7 bytes, the snapshot says 9" in named["/short"]
+    assert "not in the index" in named["/gone"]
+    assert not (out / "short").exists() and not (out / "gone").exists() and _leftovers(out) == []
