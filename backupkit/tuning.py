@@ -76,6 +76,7 @@ MiB = 1024 * KiB
 
 @dataclass(frozen=True)
 class Tuning:
+    # backup
     small_file: int = 64 * KiB
     files_in_flight: int = 256
     files_in_flight_after_dir: int = 64
@@ -83,11 +84,13 @@ class Tuning:
     packs_in_flight_over_connections: int = 1
     index_checkpoint_packs: int = 64
     index_checkpoint_seconds: float = 300.0
+    # restore in order (archives, dump, mount)
     readahead_per_connection: int = 4 * MiB
     readahead_min_connections: int = 4
     readahead_entries: int = 4096
     join_max_span: int = 16 * MiB
     join_held: int = 64 * MiB
+    # restore into a directory, planned per pack
     restore_window_bytes: int = 256 * MiB
     restore_window_blobs: int = 65536
     restore_window_files: int = 8192
