@@ -61,7 +61,8 @@ each pack's wanted span read once, written with ``pwrite`` by the read pool:
                                 blobs of another window, read again there
     restore_span_max            one range request spans at most this (a pack is 16 MiB)
     restore_read_bytes_in_flight
-                                bytes of fetched spans held at once (the reads' memory)
+                                bytes of fetched spans held at once (the reads' memory;
+                                two 16 MiB packs keep both cores decoding)
     restore_create_threads      threads creating files ahead of their first write (a
                                 create waits on the disk's metadata, 1-3 ms when cold)
 """
@@ -97,7 +98,7 @@ class Tuning:
     restore_windows_in_flight: int = 2
     restore_join_gap: int = 128 * KiB
     restore_span_max: int = 32 * MiB
-    restore_read_bytes_in_flight: int = 64 * MiB
+    restore_read_bytes_in_flight: int = 32 * MiB
     restore_create_threads: int = 8
 
     def readahead_bytes(self, connections: int) -> int:
