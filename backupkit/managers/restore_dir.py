@@ -118,7 +118,8 @@ class DirRestorer:
                         raise _disk_full(path, err) from None
                     run.problem(path, f"cannot restore: {err.strerror or err}")
                 self._finish_all(run, links, root_fd, run.plan.done())
-            self._finish_all(run, links, root_fd, run.plan.finish())
+            for batch in run.plan.finish():
+                self._finish_all(run, links, root_fd, batch)
             if opts.delete:
                 for d in open_dirs.leave_all():
                     self._clear(run, dir_fds, *d)

@@ -26,7 +26,7 @@ class PendingFile:
     """One file under its temporary name ``tmp`` in directory ``pfd``; ``fd`` is -1 until
     it is created (by ``write`` or ``create``)."""
 
-    __slots__ = ("fd", "pfd", "tmp", "name", "rel", "path", "entry", "size", "sparse", "on_bytes", "error", "links", "_lock", "_ended")
+    __slots__ = ("fd", "pfd", "tmp", "name", "rel", "path", "entry", "size", "sparse", "on_bytes", "error", "links", "remaining", "_lock", "_ended")
 
     def __init__(self, pfd: int, tmp: bytes, name: bytes, rel: bytes, path: bytes, entry: Entry,
                  sparse: bool, on_bytes: Callable[[int], None]) -> None:
@@ -39,6 +39,7 @@ class PendingFile:
         self.error: BaseException | None = None
         #: later names of this hardlinked file, linked once it has its real name
         self.links: list[tuple] = []
+        self.remaining = 0  # kept by the plan (``objects/packplan.py``)
         self._lock = threading.Lock()
         self._ended = False  # closed or discarded: a late ``precreate`` must not create it again
 

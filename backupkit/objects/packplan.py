@@ -14,10 +14,10 @@ Vocabulary:
     span     wanted blobs of one pack read with one request: consecutive blobs closer
              than ``restore_join_gap``, up to ``restore_span_max`` bytes.
 
-Windows finish in order: a target is handed back by :meth:`PackPlan.done` once the
-window holding its last ref and every window before it are read, so each of its refs has
-been written or has failed. At most ``restore_windows_in_flight`` windows are read at a
-time while the caller plans the next.
+A target is handed back by :meth:`PackPlan.done` (or :meth:`PackPlan.finish`) as soon as
+each of its refs has been written or has failed (a count per target, ``remaining``), so
+the caller completes files while other packs are still read. At most
+``restore_windows_in_flight`` windows are read at a time while the caller plans the next.
 Bytes of spans held at once are bounded by ``restore_read_bytes_in_flight``.
 
 Failures stay with their targets: a span that cannot be fetched (a truncated or missing
@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
@@ -43,12 +43,15 @@ from backupkit.tuning import DEFAULT_TUNING, Tuning
 
 
 class Target(Protocol):
+    #: refs not yet written or failed (kept by the plan)
+    remaining: int
+
     def write(self, offset: int, data: bytes) -> None: ...
     def fail(self, err: BaseException) -> None: ...
 
 
 class _Window:
-    __slots__ = ("blobs", "bytes", "refs", "files", "closing", "futures")
+    __slots__ = ("blobs", "bytes", "refs", "files", "futures")
 
     def __init__(self) -> None:
         #: blob id -> (location, [(target, offset), ...])
@@ -56,7 +59,6 @@ class _Window:
         self.bytes = 0
         self.refs = 0
         self.files = 0
-        self.closing: list = []  # targets whose last ref is in this window
         self.futures: list[Future] = []
 
 
@@ -91,7 +93,9 @@ class PackPlan:
         self._budget = _Budget(tuning.restore_read_bytes_in_flight)
         self._cur = _Window()
         self._flying: deque[_Window] = deque()
-        self._done: list = []
+        self._cv = threading.Condition()
+        self._ready: list = []  # targets complete, not yet handed out
+        self._incomplete = 0  # targets added, not yet complete
 
     # -- planning --------------------------------------------------------------------------
     def add(self, target: Any, items: Iterable) -> int | None:
@@ -103,6 +107,13 @@ class PackPlan:
         win = self._cur
         win.files += 1
         index = self.repo.index
+        items = list(items)
+        # one count per ref, plus one held here until every ref is planned
+        total = sum(1 for i in items if not isinstance(i, int))
+        target.remaining = total + 1
+        with self._cv:
+            self._incomplete += 1
+        planned = 0
         off = 0
         for item in items:
             if isinstance(item, int):
@@ -119,28 +130,43 @@ class PackPlan:
                 slot = win.blobs[bid] = (loc, [])
                 win.bytes += loc.length
             slot[1].append((target, off))
+            planned += 1
             win.refs += 1
             off += slot[0].raw_length
             if win.bytes >= self.tuning.restore_window_bytes or win.refs >= self.tuning.restore_window_blobs:
                 self._submit()
                 win = self._cur
                 win.files += 1  # the rest of this file holds a descriptor here too
-        win.closing.append(target)
+        self._release(target, total - planned + 1)  # refs not planned: after a blob the index lacks
         self._harvest(block=False)
         return off if off >= 0 else None
 
     def done(self) -> list:
-        """Targets whose every ref is written (or failed) since the last call, in order."""
+        """Targets whose every ref is written (or failed) since the last call."""
         self._harvest(block=False)
-        out, self._done = self._done, []
+        with self._cv:
+            out, self._ready = self._ready, []
         return out
 
-    def finish(self) -> list:
-        """Read everything planned; the targets not yet handed out by ``done``."""
+    def finish(self) -> Iterator[list]:
+        """Read everything planned; yields the targets not yet handed out by ``done``,
+        in batches as they complete."""
         self._submit()
+        while True:
+            self._harvest(block=False)  # a worker's own failure (a bug) surfaces here
+            with self._cv:
+                if not self._ready and self._incomplete:
+                    if not self._flying:  # every read is done, yet files are not
+                        raise RuntimeError(f"restore plan: {self._incomplete} file(s) never completed")
+                    self._cv.wait(0.05)
+                batch, self._ready = self._ready, []
+                left = self._incomplete
+            if batch:
+                yield batch
+            elif not left:
+                break
         while self._flying:
             self._harvest(block=True)
-        return self.done()
 
     def abort(self) -> None:
         """Stop: nothing more is read; returns once no worker writes any more."""
@@ -160,7 +186,7 @@ class PackPlan:
     # -- running ---------------------------------------------------------------------------
     def _submit(self) -> None:
         win, self._cur = self._cur, _Window()
-        if not win.blobs and not win.closing:
+        if not win.blobs:
             return
         while len(self._flying) >= self.tuning.restore_windows_in_flight:
             self._harvest(block=True)
@@ -194,8 +220,15 @@ class PackPlan:
             for f in win.futures:
                 f.result()  # a worker's own failure (a bug) surfaces here
             self._flying.popleft()
-            self._done.extend(win.closing)
             block = False
+
+    def _release(self, target: Any, n: int) -> None:
+        with self._cv:
+            target.remaining -= n
+            if target.remaining == 0:
+                self._incomplete -= 1
+                self._ready.append(target)
+                self._cv.notify()
 
     def _read_span(self, name: str, span: list) -> None:
         start = span[0][0].offset
@@ -210,13 +243,15 @@ class PackPlan:
             for loc, refs in span:
                 plain, err = self._open(name, loc, data, start)
                 for target, off in refs:
-                    if err is not None:
-                        target.fail(err)
-                        continue
                     try:
-                        target.write(off, plain)
+                        if err is not None:
+                            target.fail(err)
+                        else:
+                            target.write(off, plain)
                     except Exception as werr:  # noqa: BLE001 - this target's problem only
                         target.fail(werr)
+                    finally:
+                        self._release(target, 1)
         finally:
             self._budget.release(size)
 
