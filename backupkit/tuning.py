@@ -54,7 +54,7 @@ each pack's wanted span read once, written with ``pwrite`` by the read pool:
                                 window (22 requests instead of 10 for 10 packs)
     restore_window_blobs        blob references in one window, at most (plan memory)
     restore_window_files        files in one window, at most: each holds an open descriptor
-                                until its window is read (capped by RLIMIT_NOFILE too)
+                                until its last blob is written (capped by RLIMIT_NOFILE)
     restore_windows_in_flight   windows being read while the next is planned
     restore_join_gap            unwanted bytes of a pack read between two wanted blobs to
                                 save a request; small, since those bytes may belong to
