@@ -27,7 +27,6 @@ from backupkit.managers.restore_files import (
 from backupkit.managers.restore_overwrite import SKIP, UNCHANGED, OpenDirs, file_action, special_action
 from backupkit.managers.restore_write import PendingFile, file_window
 from backupkit.objects.entry import Entry
-from backupkit.objects.packplan import PackPlan
 from backupkit.tree import SnapshotTree, normalize
 
 if TYPE_CHECKING:
