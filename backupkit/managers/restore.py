@@ -20,19 +20,21 @@ after their content, deepest first. Restoring a folder (``path``) puts its conte
 straight into the target, as restic does (``keep_path``: at its full path below it). As
 an archive: ``restore_archive``. The progress totals: ``restore_totals``.
 
-Entries are written one at a time, in order, by the calling thread; file contents come
-from a ``ContentReader``, which reads the blobs of the files ahead meanwhile.
+Into a directory, entries are created in order by the calling thread and file contents
+are planned per pack (``objects/packplan.py``): each pack's wanted blobs are read once
+and written with ``pwrite`` by the read pool; a file gets its metadata and its real name
+when its blobs are written (``restore_dir``). An archive is written in order, its
+contents read ahead by a ``ContentReader``.
 """
 
 from __future__ import annotations
 
 import os
-import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from backupkit.archive import FORMATS
 from backupkit.entry import display_path, name_of, parent_of
@@ -41,7 +43,7 @@ from backupkit.filters import select_entries
 from backupkit.managers.restore_archive import write_archive
 from backupkit.managers.restore_dir import DirRestorer
 from backupkit.managers.restore_files import MetaPolicy, safe_path
-from backupkit.managers.restore_overwrite import DEFAULT_OVERWRITE, SKIP, UNCHANGED, check_overwrite, file_action, signature
+from backupkit.managers.restore_overwrite import DEFAULT_OVERWRITE, UNCHANGED, check_overwrite
 from backupkit.managers.restore_totals import Totals
 from backupkit.objects.entry import Entry
 from backupkit.objects.reader import ContentReader
@@ -148,13 +150,8 @@ class RestoreReporter(Protocol):
     def error(self, path: str, message: str) -> None: ...
 
 
-class NullRestoreReporter:
-    def start(self, files: int, size: int) -> None: ...
-    def file_done(self, path: str, size: int) -> None: ...
-    def file_skipped(self, path: str, size: int) -> None: ...
-    def bytes_done(self, n: int) -> None: ...
-    def deleted(self, path: str) -> None: ...
-    def error(self, path: str, message: str) -> None: ...
+class NullRestoreReporter(RestoreReporter):
+    """Hears nothing (the protocol's methods do nothing)."""
 
 
 @dataclass
@@ -181,15 +178,16 @@ class _Run:
     base: bytes = b"/"
     top_is_dir: bool = True
     strip: bool = False
-    #: the target directory (bytes), and whether it existed before: then look at what
-    #: is there before writing
+    #: the target directory (bytes), and whether this restore created it (then nothing
+    #: in it needs to be looked at before writing)
     target: bytes = b""
-    check_existing: bool = False
-    #: ``rel -> (signature, action)`` decided while reading ahead (``--overwrite always``
-    #: hashes a file once)
-    predicted: dict = field(default_factory=dict)
-    #: directories of the target (rel) seen to be real directories, no symlink on the way
-    real_dirs: set = field(default_factory=set)
+    fresh: bool = False
+    #: to a directory: the pack reads planned, the files being written (not yet under
+    #: their real names), and those of them with later hardlinked names, by inode
+    plan: Any = None
+    creator: Any = None  # the pool creating files ahead of their first write
+    pending: set = field(default_factory=set)
+    linking: dict = field(default_factory=dict)
     #: --delete: the snapshot's names in each directory, and directories not to clear
     expected: dict = field(default_factory=dict)
     no_delete: set = field(default_factory=set)
@@ -255,26 +253,6 @@ class _Run:
             tuple(self.verify_failures), seconds, self.opts.dry_run, tuple(self.unreadable),
             self.unchanged, self.unchanged_bytes, self.skipped, self.skipped_bytes, self.deleted,
         )
-
-
-def _real_dir(run: _Run, root_fd: int, rel: bytes) -> bool:
-    """True if ``rel`` is a directory below the target reached without a symlink (each
-    component checked once), so looking at what is in it never looks outside."""
-    if not rel or rel in run.real_dirs:
-        return True
-    cur = b""
-    for part in rel.split(b"/"):
-        cur = cur + b"/" + part if cur else part
-        if cur in run.real_dirs:
-            continue
-        try:
-            st = os.stat(cur, dir_fd=root_fd, follow_symlinks=False)
-        except OSError:
-            return False
-        if not stat.S_ISDIR(st.st_mode):
-            return False
-        run.real_dirs.add(cur)
-    return True
 
 
 class RestoreManager(DirRestorer):
@@ -354,10 +332,9 @@ class RestoreManager(DirRestorer):
             last_child[parent] = p
             yield p, e
 
-    def _wants(self, run: _Run, links: bool, root_fd: int = -1):
-        """Which files get their content read ahead: not in a dry run, not unsafe ones,
-        with ``links`` not a second name of a hardlinked file, and not one that is
-        already in the target as the snapshot has it (or that --overwrite leaves)."""
+    def _wants(self, run: _Run, links: bool):
+        """Which files of an archive get their content read ahead: not in a dry run, not
+        unsafe ones, and with ``links`` not a second name of a hardlinked file."""
         seen: set[tuple[int, int]] = set()
 
         def wants(key, e: Entry) -> bool:
@@ -369,19 +346,9 @@ class RestoreManager(DirRestorer):
                 if hk in seen:
                     return False
                 seen.add(hk)
-            if run.check_existing and root_fd >= 0:
-                rel = run.rel_of(path)
-                if not _real_dir(run, root_fd, rel.rpartition(b"/")[0]):
-                    return True  # nothing there yet, or a symlink in the way: decided when written
-                try:
-                    st = os.stat(rel, dir_fd=root_fd, follow_symlinks=False)
-                except OSError:
-                    return True
-                action = file_action(run.opts.overwrite, e, st, lambda: self._same(run, root_fd, rel, e))
-                run.predicted[rel] = (signature(st), action)
-                return action not in (SKIP, UNCHANGED)
             return True
 
         return wants
+
 
 __all__ = ["FORMATS", "RestoreManager", "RestoreOptions", "RestoreReporter", "RestoreResult", "NullRestoreReporter", "safe_path"]

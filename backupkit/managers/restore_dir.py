@@ -15,17 +15,18 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from backupkit.entry import display_path, join, name_of
 from backupkit.errors import RestoreError
 from backupkit.managers.restore_files import (
     MetaPolicy, apply_meta, lstat_at, make_special, mkdir_at, open_dir_at, remove_at, remove_tree_at, safe_path,
-    verify_at, write_parts,
+    verify_at,
 )
-from backupkit.managers.restore_overwrite import SKIP, UNCHANGED, OpenDirs, file_action, signature, special_action
+from backupkit.managers.restore_overwrite import SKIP, UNCHANGED, OpenDirs, file_action, special_action
+from backupkit.managers.restore_write import PendingFile, file_window
 from backupkit.objects.entry import Entry
-from backupkit.objects.reader import Parts
 from backupkit.tree import SnapshotTree, normalize
 
 if TYPE_CHECKING:
@@ -50,11 +51,8 @@ class DirRestorer:
         except Exception:  # noqa: BLE001 - a content list that cannot be read: rewrite (and fail there)
             return False
 
-    def _file_action(self, run: _Run, pfd: int, name: bytes, rel: bytes, e: Entry) -> str:
-        st = lstat_at(pfd, name)
-        pred = run.predicted.pop(rel, None)
-        if st is not None and pred is not None and pred[0] == signature(st):
-            return pred[1]
+    def _file_action(self, run: _Run, pfd: int, name: bytes, e: Entry) -> str:
+        st = None if run.fresh else lstat_at(pfd, name)  # a target this restore made holds nothing else
         return file_action(run.opts.overwrite, e, st, lambda: self._same(run, pfd, name, e))
 
     # -- to a directory --------------------------------------------------------------------
@@ -69,7 +67,7 @@ class DirRestorer:
         # the snapshot's "/" entry is applied to the target only if this restore makes it:
         # never chmod/chown a directory that was there (the user's home, "/")
         created = not os.path.lexists(target)
-        run.check_existing = not created
+        run.fresh = created and not opts.dry_run
         if not opts.dry_run:
             os.makedirs(target, exist_ok=True)
             root_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
@@ -80,9 +78,10 @@ class DirRestorer:
         dirs_meta: list[tuple[bytes, Entry]] = []
         links: dict[tuple[int, int], bytes] = {}
         open_dirs = OpenDirs()
+        run.plan = run.reader.plan(file_window(self.tuning.restore_window_files))
+        run.creator = ThreadPoolExecutor(max_workers=max(1, self.tuning.restore_create_threads), thread_name_prefix="bk-create")
         try:
-            entries = self._entries(run, snap, tree, ancestors=not run.strip)
-            for path, e, parts in run.reader.files(entries, self._wants(run, True, root_fd)):
+            for path, e in self._entries(run, snap, tree, ancestors=not run.strip):
                 if not safe_path(path):
                     run.problem(path, "unsafe path in snapshot, refused")
                     continue
@@ -110,13 +109,16 @@ class DirRestorer:
                         if dir_fds[rel] >= 0 and not opts.dry_run:
                             dirs_meta.append((rel, e))
                     elif e.is_file:
-                        self._file(run, links, root_fd, pfd, name, rel, path, e, parts)
+                        self._file(run, links, root_fd, pfd, name, rel, path, e)
                     else:
                         self._special(run, pfd, name, path, e)
                 except OSError as err:
                     if err.errno in _DISK_FULL:
                         raise _disk_full(path, err) from None
                     run.problem(path, f"cannot restore: {err.strerror or err}")
+                self._finish_all(run, links, root_fd, run.plan.done())
+            for batch in run.plan.finish():
+                self._finish_all(run, links, root_fd, batch)
             if opts.delete:
                 for d in open_dirs.leave_all():
                     self._clear(run, dir_fds, *d)
@@ -128,6 +130,11 @@ class DirRestorer:
                 except OSError as err:
                     run.problem(b"/" + rel, f"cannot set metadata: {err.strerror}")
         finally:
+            run.plan.abort()
+            run.creator.shutdown(wait=True, cancel_futures=True)
+            for f in run.pending:
+                f.discard()
+            run.pending.clear()
             for fd in dir_fds.values():
                 if fd >= 0:
                     os.close(fd)
@@ -143,9 +150,13 @@ class DirRestorer:
         if run.opts.delete and dir_fds[rel] >= 0:
             open_dirs.enter(rel, path)
 
-    def _file(self, run: _Run, links: dict, root_fd: int, pfd: int, name: bytes, rel: bytes, path: bytes, e: Entry, parts) -> None:
+    def _file(self, run: _Run, links: dict, root_fd: int, pfd: int, name: bytes, rel: bytes, path: bytes, e: Entry) -> None:
         dry = run.opts.dry_run
         key = e.hardlink_key
+        first = run.linking.get(key) if key is not None else None
+        if first is not None:  # its first name is still being written: linked after it
+            first.links.append((pfd, name, rel, path, e))
+            return
         if key is not None and key in links:  # a later name of a hardlinked file
             st = lstat_at(pfd, name)
             if st is not None:
@@ -163,7 +174,7 @@ class DirRestorer:
             run.count(e, 0)
             self.reporter.file_done(display_path(path), 0)
             return
-        action = self._file_action(run, pfd, name, rel, e)
+        action = self._file_action(run, pfd, name, e)
         if action in (SKIP, UNCHANGED):
             if action == UNCHANGED and not dry:
                 fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=pfd)
@@ -183,9 +194,7 @@ class DirRestorer:
             if key is not None:
                 links[key] = rel
             return
-        if self._write_file(run, pfd, name, path, e, parts if parts is not None else run.reader.parts(e)):
-            if key is not None:
-                links[key] = rel  # later names of this file link to it
+        self._start_file(run, pfd, name, rel, path, e)
 
     def _clear(self, run: _Run, dir_fds: dict, rel: bytes, path: bytes) -> None:
         """--delete: remove what directory ``rel`` holds that the snapshot's ``path`` does
@@ -221,25 +230,55 @@ class DirRestorer:
 
         return removed
 
-    def _write_file(self, run: _Run, pfd: int, name: bytes, path: bytes, e: Entry, parts: Parts) -> bool:
-        """Write one file under a temporary name, rename it when complete; False (and
-        the temporary file removed) when it could not be restored."""
-        tmp = run.temp_name()
+    def _start_file(self, run: _Run, pfd: int, name: bytes, rel: bytes, path: bytes, e: Entry) -> None:
+        """Plan the file's content under a temporary name (created and written by the
+        pools; completed by ``_finish``). A content list that cannot be read is named and
+        nothing is created; one that does not add up to the file's size fails the file."""
+        size = e.size or 0
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=pfd)
-        except OSError as err:
-            if err.errno in _DISK_FULL:
-                raise _disk_full(path, err) from None
-            run.problem(path, f"cannot create: {err.strerror}")
-            return False
+            items = run.reader.content_list(e)
+        except Exception as err:  # noqa: BLE001 - a damaged content blob costs this file only
+            run.problem(path, f"not restored: {err}")
+            return
+        f = PendingFile(pfd, run.temp_name(), name, rel, path, e, run.opts.sparse, self.reporter.bytes_done)
+        run.pending.add(f)
+        if size:
+            run.creator.submit(f.precreate)
+        if e.hardlink_key is not None:
+            run.linking[e.hardlink_key] = f
+        have = run.plan.add(f, items)
+        if have is not None and have != size:
+            f.fail(RestoreError(f"content is {have} bytes, the snapshot says {size}"))
+
+    def _finish_all(self, run: _Run, links: dict, root_fd: int, files: list[PendingFile]) -> None:
+        for f in files:
+            run.pending.discard(f)
+            if f.entry.hardlink_key is not None:
+                run.linking.pop(f.entry.hardlink_key, None)
+            ok = self._finish(run, f)
+            if ok and f.entry.hardlink_key is not None:
+                links[f.entry.hardlink_key] = f.rel  # later names of this file link to it
+            for pfd, name, rel, path, e in f.links:
+                if ok:
+                    try:
+                        self._file(run, links, root_fd, pfd, name, rel, path, e)
+                    except OSError as err:
+                        if err.errno in _DISK_FULL:
+                            raise _disk_full(path, err) from None
+                        run.problem(path, f"cannot restore: {err.strerror or err}")
+                else:
+                    run.problem(path, f"not restored: its first name {display_path(f.path)} was not restored")
+
+    def _finish(self, run: _Run, f: PendingFile) -> bool:
+        """Complete a written file: metadata, then its real name; False (and the
+        temporary file removed) when it could not be restored."""
+        e, path = f.entry, f.path
         done = False
         try:
-            size = e.size or 0
-            written = write_parts(fd, parts, run.opts.sparse, self.reporter.bytes_done)
-            if written != size:
-                raise RestoreError(f"content is {written} bytes, the snapshot says {size}")
-            self._apply_meta(run, fd, None, e)
-            os.rename(tmp, name, src_dir_fd=pfd, dst_dir_fd=pfd)  # EISDIR: a directory is in the way
+            if f.error is not None:
+                raise f.error
+            self._apply_meta(run, f.create(), None, e)
+            os.rename(f.tmp, f.name, src_dir_fd=f.pfd, dst_dir_fd=f.pfd)  # EISDIR: a directory is in the way
             done = True
         except OSError as err:
             if err.errno in _DISK_FULL:
@@ -248,18 +287,17 @@ class DirRestorer:
         except Exception as err:  # noqa: BLE001 - a damaged blob must not stop the other files
             run.problem(path, f"not restored: {err}")
         finally:
-            os.close(fd)
-            if not done:
-                try:
-                    os.unlink(tmp, dir_fd=pfd)
-                except OSError:
-                    pass
+            if done:
+                f.close()
+            else:
+                f.discard()
         if not done:
             return False
+        written = e.size or 0
         run.count(e, written)
         self.reporter.file_done(display_path(path), written)
         if run.opts.verify:
-            self._verify(run, pfd, name, path, e)
+            self._verify(run, f.pfd, f.name, path, e)
         return True
 
     def _verify(self, run: _Run, pfd: int, name: bytes, path: bytes, e: Entry) -> None:

@@ -3,7 +3,8 @@ restore (``managers/restore.py`` decides what to write; this writes it).
 
 Every call works relative to a directory descriptor (``pfd``) with ``O_NOFOLLOW`` or
 ``follow_symlinks=False``, so nothing is written through a symlink. Regular files are
-written by ``write_parts`` (holes and all-zero blocks become holes when ``sparse``).
+filled by the restore's read pool (``restore_write``); ``all_zero`` decides which blobs
+become holes when ``sparse``.
 """
 
 from __future__ import annotations
@@ -133,29 +134,6 @@ def make_special(pfd: int, name: bytes, e: Entry) -> None:
         os.mknod(name, (stat.S_IFCHR if e.type == "c" else stat.S_IFBLK) | mode, e.rdev or 0, dir_fd=pfd)
 
 
-def write_parts(fd: int, parts: Iterable[bytes | int], sparse: bool, on_bytes: Callable[[int], None]) -> int:
-    """Write content parts (bytes; ints are holes) at fd's offset; the bytes written."""
-    written = 0
-    hole_at_end = False
-    for part in parts:
-        if isinstance(part, int) or (sparse and len(part) >= 4096 and _all_zero(part)):
-            n = part if isinstance(part, int) else len(part)
-            os.lseek(fd, n, os.SEEK_CUR)
-            written += n
-            hole_at_end = True
-        else:
-            mv = memoryview(part)
-            while mv:
-                k = os.write(fd, mv)
-                mv = mv[k:]
-            written += len(part)
-            hole_at_end = False
-            on_bytes(len(part))
-    if hole_at_end:
-        os.ftruncate(fd, written)  # a seek past the end does not extend the file
-    return written
-
-
 @dataclass(frozen=True)
 class MetaPolicy:
     """Whose files a restore makes and which mode bits it keeps.
@@ -178,10 +156,7 @@ class MetaPolicy:
         uid = e.uid if e.uid is not None else -1
         gid = e.gid if e.gid is not None else -1
         if self.by_name:
-            by_name = _uid_of(e.user) if e.user else None
-            uid = uid if by_name is None else by_name
-            by_name = _gid_of(e.group) if e.group else None
-            gid = gid if by_name is None else by_name
+            uid, gid = _named_id("user", e.user, uid), _named_id("group", e.group, gid)
         return uid, gid
 
     def mode(self, e: Entry) -> int:
@@ -191,20 +166,18 @@ class MetaPolicy:
         return mode
 
 
-@lru_cache(maxsize=1024)
-def _uid_of(name: str) -> int | None:
+@lru_cache(maxsize=2048)
+def _id_by_name(db: str, name: str) -> int | None:
+    """The id this machine gives user (``db`` "user") or group ``name``, or None."""
     try:
-        return pwd.getpwnam(name).pw_uid
+        return pwd.getpwnam(name).pw_uid if db == "user" else grp.getgrnam(name).gr_gid
     except KeyError:
         return None
 
 
-@lru_cache(maxsize=1024)
-def _gid_of(name: str) -> int | None:
-    try:
-        return grp.getgrnam(name).gr_gid
-    except KeyError:
-        return None
+def _named_id(db: str, name: str | None, recorded: int) -> int:
+    found = _id_by_name(db, name) if name else None
+    return recorded if found is None else found
 
 
 def apply_meta(
@@ -270,7 +243,7 @@ def verify_at(
         os.close(fd)
 
 
-def _all_zero(data: bytes) -> bool:
+def all_zero(data: bytes) -> bool:
     """True if every byte is zero; most data is rejected by its first or last byte
     without a scan (``bytes.count`` of every blob cost a sixth of restore's GIL time)."""
     if data[0] or data[-1]:

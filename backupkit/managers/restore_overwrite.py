@@ -45,14 +45,24 @@ def signature(st: os.stat_result) -> tuple:
     return (st.st_dev, st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-def file_action(mode: str, e: Entry, st: os.stat_result | None, same_content: Callable[[], bool]) -> str:
-    """What to do with regular file ``e`` given what is at its place (``st``, lstat)."""
+def _by_presence_and_age(mode: str, e: Entry, st: os.stat_result | None) -> str | None:
+    """What to do whatever is there: nothing there, ``never`` and ``if-newer``; None
+    when the mode looks at what is there."""
     if st is None:
         return NEW
     if mode == "never":
         return SKIP
     if mode == "if-newer":
         return WRITE if (e.mtime or 0) > st.st_mtime_ns else SKIP
+    return None
+
+
+def file_action(mode: str, e: Entry, st: os.stat_result | None, same_content: Callable[[], bool]) -> str:
+    """What to do with regular file ``e`` given what is at its place (``st``, lstat)."""
+    decided = _by_presence_and_age(mode, e, st)
+    if decided is not None:
+        return decided
+    assert st is not None
     if not stat.S_ISREG(st.st_mode) or st.st_size != (e.size or 0):
         return WRITE
     if mode == "if-changed":
@@ -63,12 +73,10 @@ def file_action(mode: str, e: Entry, st: os.stat_result | None, same_content: Ca
 def special_action(mode: str, e: Entry, st: os.stat_result | None, target: Callable[[], bytes]) -> str:
     """The same for a symlink, fifo or device node: one that is already the same kind
     of thing (same link target, same device number) is unchanged."""
-    if st is None:
-        return NEW
-    if mode == "never":
-        return SKIP
-    if mode == "if-newer":
-        return WRITE if (e.mtime or 0) > st.st_mtime_ns else SKIP
+    decided = _by_presence_and_age(mode, e, st)
+    if decided is not None:
+        return decided
+    assert st is not None
     fmt = stat.S_IFMT(st.st_mode)
     if e.type == "l" and fmt == stat.S_IFLNK:
         return UNCHANGED if target() == (e.target or b"") else WRITE

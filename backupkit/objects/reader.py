@@ -21,6 +21,9 @@ boundaries. Every blob scheduled is announced to the joined reader
 one range request. Reading one file on its own (:meth:`ContentReader.parts`) is the same
 mechanism with one entry.
 
+A restore into a directory does not read in order: :meth:`ContentReader.plan` reads each
+pack's wanted blobs once and writes them where they go (``objects/packplan.py``).
+
 Failures stay with their file: a content list that cannot be loaded (a damaged content
 blob) or a blob that cannot be read raises from that file's ``parts`` when the writer
 gets there, never from another file's, and the stream goes on with the next entry. An
@@ -40,6 +43,7 @@ from backupkit.crypto import T_DATA_BLOB, T_META_BLOB
 from backupkit.errors import BlobNotFound
 from backupkit.objects.content import content_list
 from backupkit.objects.entry import Entry
+from backupkit.objects.packplan import PackPlan
 from backupkit.repo.coalesce import CoalescingReader
 from backupkit.repo.repository import Repository
 from backupkit.tuning import DEFAULT_TUNING, Tuning
@@ -98,6 +102,11 @@ class ContentReader:
 
     def read_blob(self, bid: bytes) -> bytes:
         return self.joined.read(bid, T_DATA_BLOB)
+
+    def plan(self, max_files: int | None = None) -> PackPlan:
+        """Reads planned per pack instead of in order (a restore into a directory), on
+        this reader's pool; see ``objects/packplan.py``."""
+        return PackPlan(self.repo, self._pool, self.tuning, max_files)
 
     # -- reading ---------------------------------------------------------------------------
     def files(

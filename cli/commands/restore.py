@@ -55,9 +55,11 @@ def command(
     from backupkit_cli.select import select_snapshot, split_ref
     from backupkit_cli.progress import RestoreProgress
 
-    from backupkit_cli.tuning import tune_malloc
+    from backupkit_cli.tuning import limit_arenas, raise_open_files, tune_malloc
 
     tune_malloc()
+    raise_open_files()
+    limit_arenas()
     st: State = ctx.obj
     if target and fmt:
         raise BadArgument("--target and --format exclude each other")

@@ -76,3 +76,23 @@ def restored(repo: Repository, snap: Snapshot, src: Path, dest: Path) -> dict[st
     res = RestoreManager(repo).restore(snap, RestoreOptions(target=str(dest), connections=2))
     assert not res.errors, res.errors
     return tree_bytes(dest / src.relative_to("/"))
+
+
+def forged_snapshot(repo: Repository, entries: dict[bytes, dict]) -> Snapshot:
+    """A snapshot of ``entries`` (path -> wire dict, written as given, however wrong)."""
+    import time
+
+    import msgpack
+
+    from backupkit.entry import Keyer
+    from backupkit.snapshot import save_snapshot
+    from backupkit.tree import make_hamt
+
+    keyer = Keyer(repo.sealer.keyed_hash)
+    root = make_hamt(repo).build((keyer.key(p), p, msgpack.packb(dict(sorted(e.items())))) for p, e in entries.items())
+    repo.flush()
+    return save_snapshot(repo, {
+        "v": 1, "root": root, "time": time.time_ns(), "host": "h", "user": "u", "paths": [b"/"],
+        "source": {"type": "local", "account": "u", "path": ""}, "tags": [], "meta": {}, "parent": None,
+        "generator": "test", "summary": {},
+    })

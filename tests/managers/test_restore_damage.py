@@ -10,20 +10,17 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from pathlib import Path
 
-import msgpack
 import pytest
 
 from backupkit.crypto import T_DATA_BLOB
-from backupkit.entry import Keyer, display_path, parent_of
+from backupkit.entry import display_path, parent_of
 from backupkit.errors import RestoreError
 from backupkit.managers.restore import RestoreManager, RestoreOptions
 from backupkit.repo.pack import pack_name
-from backupkit.snapshot import save_snapshot
 from backupkit.tree import SnapshotTree, make_hamt
-from tests.managers.lifecycle_util import backup, init_repo, local_store, open_repo, random_bytes, write_files
+from tests.managers.lifecycle_util import backup, forged_snapshot, init_repo, local_store, open_repo, random_bytes, write_files
 
 
 def _flip_blob(store, repo, blob_id: bytes, at: float = 0.5) -> None:
@@ -132,28 +129,17 @@ def test_a_damaged_data_blob_leaves_no_half_written_file(tmp_path):
     assert [p for p, _m in res.errors] == [str(src / "a.bin")]
 
 
-def _raw(e: dict) -> bytes:
-    return msgpack.packb(dict(sorted(e.items())))
-
-
 def test_a_malformed_entry_is_named_and_skipped(tmp_path):
     store = local_store(tmp_path / "repo")
     repo = init_repo(store)
     blob = repo.add_blob(T_DATA_BLOB, b"intact\n")[0]
-    keyer = Keyer(repo.sealer.keyed_hash)
     d = {"t": "d", "m": 0o755, "mt": 10**18}
     f = {"t": "f", "m": 0o644, "mt": 10**18, "s": 7, "c": [blob]}
     entries = {
         b"/": d, b"/a": d, b"/a/f": f, b"/bad": {**d, "m": "rwx"}, b"/bad/x": f,
         b"/odd": {**f, "c": ["not a blob id"]}, b"/z": f,
     }
-    root = make_hamt(repo).build((keyer.key(p), p, _raw(e)) for p, e in entries.items())
-    repo.flush()
-    snap = save_snapshot(repo, {
-        "v": 1, "root": root, "time": time.time_ns(), "host": "h", "user": "u", "paths": [b"/"],
-        "source": {"type": "local", "account": "u", "path": ""}, "tags": [], "meta": {}, "parent": None,
-        "generator": "test", "summary": {},
-    })
+    snap = forged_snapshot(repo, entries)
     out = tmp_path / "out"
     res = RestoreManager(open_repo(store)).restore(snap, RestoreOptions(target=str(out), connections=2))
     assert (out / "a/f").read_bytes() == b"intact\n" and (out / "z").read_bytes() == b"intact\n"

@@ -1,0 +1,134 @@
+"""Files being written by a directory restore: created under a temporary name, filled by
+the read pool with ``pwrite`` (``objects/packplan.py`` calls ``write`` and ``fail``),
+and handed back to ``restore_dir`` to be completed (metadata, rename) or removed.
+
+A file is created ahead of its first write on a pool of its own (``precreate``;
+creating a file costs 1-3 ms on a cold or busy disk: done in parallel, not one after
+another on the walking thread, nor serially by the worker writing a pack's blobs), or by
+the first write if that comes first, at its
+full size (``ftruncate``), so a hole in its content list, or an all-zero blob when
+``sparse``, is simply never written; a file without blobs is created when it is
+completed. Nothing here renames: a file reaches its real name only in
+``DirRestorer._finish``, once every blob is written.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+
+from backupkit.managers.restore_files import all_zero
+from backupkit.objects.entry import Entry
+
+
+class PendingFile:
+    """One file under its temporary name ``tmp`` in directory ``pfd``; ``fd`` is -1 until
+    it is created (by ``write`` or ``create``)."""
+
+    __slots__ = ("fd", "pfd", "tmp", "name", "rel", "path", "entry", "size", "sparse", "on_bytes", "error", "links", "remaining", "_lock", "_ended")
+
+    def __init__(self, pfd: int, tmp: bytes, name: bytes, rel: bytes, path: bytes, entry: Entry,
+                 sparse: bool, on_bytes: Callable[[int], None]) -> None:
+        self.fd = -1
+        self.pfd, self.tmp, self.name, self.rel, self.path = pfd, tmp, name, rel, path
+        self.entry = entry
+        self.size = entry.size or 0
+        self.sparse = sparse
+        self.on_bytes = on_bytes
+        self.error: BaseException | None = None
+        #: later names of this hardlinked file, linked once it has its real name
+        self.links: list[tuple] = []
+        self.remaining = 0  # kept by the plan (``objects/packplan.py``)
+        self._lock = threading.Lock()
+        self._ended = False  # closed or discarded: a late ``precreate`` must not create it again
+
+    def create(self) -> int:
+        """The file's descriptor, creating the file first if nobody has."""
+        if self.fd < 0:
+            with self._lock:
+                if self.fd < 0:
+                    self.fd = create_pending(self.pfd, self.tmp, self.size)
+        return self.fd
+
+    def precreate(self) -> None:
+        """Create the file ahead of its first write (on the restore's create pool)."""
+        with self._lock:
+            if self._ended or self.error is not None or self.fd >= 0:
+                return
+            try:
+                self.fd = create_pending(self.pfd, self.tmp, self.size)
+            except OSError as err:
+                self.fail(err)
+
+    def write(self, offset: int, data: bytes) -> None:
+        if self.error is not None:
+            return
+        fd = self.create()
+        n = len(data)
+        if not (self.sparse and n >= 4096 and all_zero(data)):
+            mv = memoryview(data)
+            while mv:
+                k = os.pwrite(fd, mv, offset)
+                mv = mv[k:]
+                offset += k
+        self.on_bytes(n)
+
+    def fail(self, err: BaseException) -> None:
+        if self.error is None:
+            self.error = err
+
+    def close(self) -> None:
+        with self._lock:
+            self._ended = True
+            if self.fd >= 0:
+                os.close(self.fd)
+                self.fd = -1
+
+    def discard(self) -> None:
+        """Close and remove the temporary file (if it was created)."""
+        with self._lock:
+            self._ended = True
+            if self.fd < 0:
+                return
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+            self.fd = -1
+            try:
+                os.unlink(self.tmp, dir_fd=self.pfd)
+            except OSError:
+                pass
+
+
+def create_pending(pfd: int, tmp: bytes, size: int) -> int:
+    """Create ``tmp`` in ``pfd`` (never through a symlink, never an existing file) at
+    ``size`` bytes; its descriptor."""
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=pfd)
+    if size:
+        try:
+            os.ftruncate(fd, size)
+        except OSError:
+            os.close(fd)
+            os.unlink(tmp, dir_fd=pfd)
+            raise
+    return fd
+
+
+def file_window(tuning_files: int) -> int:
+    """Files one plan window may hold open: the tuning's, within a third of what
+    RLIMIT_NOFILE leaves beyond 512 for directories and the rest (two windows in flight
+    and one being planned; the CLI raises the limit to the hard one)."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return min(tuning_files, 128)
+    if soft == getattr(resource, "RLIM_INFINITY", -1) or soft <= 0:
+        return tuning_files
+    return max(16, min(tuning_files, (soft - 512) // 3))
+
+
+__all__ = ["PendingFile", "create_pending", "file_window"]
