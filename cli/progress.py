@@ -98,6 +98,8 @@ class _Bar:
         if self._thread is not None:
             self._stop.set()
             self._thread.join()
+            if exc[0] is None:  # the last status line shows where the run ended (100% when whole)
+                self._write_status()
 
     # -- counting ------------------------------------------------------------------------
     def advance(self, n: int) -> None:
@@ -151,11 +153,16 @@ class _Bar:
     def _status_loop(self) -> None:
         interval = status_interval()
         while not self._stop.wait(interval):
-            try:
-                sys.stdout.write(json.dumps(self.status()) + "\n")
-                sys.stdout.flush()
-            except (BrokenPipeError, ValueError):
+            if not self._write_status():
                 return
+
+    def _write_status(self) -> bool:
+        try:
+            sys.stdout.write(json.dumps(self.status()) + "\n")
+            sys.stdout.flush()
+        except (BrokenPipeError, ValueError):
+            return False
+        return True
 
 
 class BackupProgress(_Bar):
