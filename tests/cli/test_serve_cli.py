@@ -1,5 +1,6 @@
 """``bk serve`` end to end: restic itself as a client, bk through ``--append-only``, every
-verb an append-only server refuses, and the request log.
+verb an append-only server refuses, every bk command that would remove something, and the
+request log.
 
 Servers are real ``bk serve`` child processes on 127.0.0.1 (tests/conftest_backends.py);
 clients are the real ``restic`` and ``bk`` executables.
@@ -160,3 +161,69 @@ def test_serve_refuses_to_start_without_users(tmp_path):
     r = run_bk("serve", "--path", tmp_path / "data", "--listen", "127.0.0.1:0", env=cli_env(tmp_path, tmp_path))
     assert r.returncode == 1
     assert ".htpasswd" in r.stderr and "--no-auth" in r.stderr
+
+
+# -- every bk command that removes something, through an append-only server ---------------
+
+DESTRUCTIVE = [
+    ("forget", ["forget", "{first}"]),
+    ("forget --prune", ["forget", "--keep-last", "1", "--prune"]),
+    ("prune", ["prune"]),
+    ("tag --add", ["tag", "--add", "x", "{first}"]),
+    ("rewrite --forget", ["rewrite", "--forget", "--exclude", "a.txt", "{first}"]),
+    ("repair index", ["repair", "index"]),
+    ("repair snapshots --forget", ["repair", "snapshots", "--forget"]),
+    ("key remove", ["key", "remove", "{other_key}"]),
+]
+
+
+@pytest.fixture(scope="module")
+def append_only_bk(tmp_path_factory):
+    """A repository with two snapshots (and a second key), written through a normal
+    server, then served append-only from the same directory."""
+    root = tmp_path_factory.mktemp("ao-bk")
+    admin = start_bk_serve(root / "data", "--no-auth")
+    src = make_tree(root / "src")
+    env = dict(cli_env(admin.url("laptop"), root / "cache"))
+    ok(run_bk("init", env=env))
+    ok(run_bk("backup", src, env=env))
+    (src / "a.txt").write_text("changed\n")
+    ok(run_bk("backup", src, env=env))
+    pw2 = root / "pw2"
+    pw2.write_text("second password\n")
+    ok(run_bk("key", "add", "--new-password-file", pw2, env=env))
+    admin.stop()
+    server = start_bk_serve(root / "data", "--no-auth", "--append-only")
+    env = dict(env, BK_REPOSITORY=server.url("laptop"))
+    yield server, env, root
+    server.stop()
+
+
+def _state(env) -> tuple[list[str], list[str]]:
+    snaps = sorted(s["id"] for s in json.loads(ok(run_bk("--json", "snapshots", env=env)).stdout))
+    keys = sorted(k["id"] for k in json.loads(ok(run_bk("--json", "key", "list", env=env)).stdout))
+    return snaps, keys
+
+
+@pytest.mark.parametrize("name,argv", DESTRUCTIVE, ids=[n for n, _ in DESTRUCTIVE])
+def test_append_only_keeps_history_from_every_command(append_only_bk, name, argv):
+    """Issue 12 (Done when): through --append-only, no bk command removes a snapshot, a key
+    or a pack; each one that would fails with one line naming the append-only server, and
+    the repository still checks clean. (Commands that first add something, tag and
+    rewrite, may leave their new snapshot: adding is what append-only allows.)"""
+    _server, env, _root = append_only_bk
+    snaps, keys = _state(env)
+    current = json.loads(ok(run_bk("--json", "key", "list", env=env)).stdout)
+    fill = {"{first}": snaps[0], "{other_key}": next(k["id"] for k in current if not k.get("current"))}
+    r = run_bk(*[fill.get(a, a) for a in argv], env=env)
+    assert "Traceback" not in r.stderr
+    after_snaps, after_keys = _state(env)
+    assert set(snaps) <= set(after_snaps), f"{name} removed a snapshot through an append-only server"
+    assert after_keys == keys
+    if r.returncode == 0:
+        # nothing to remove was found (repair with nothing damaged, prune with nothing unused)
+        assert name in ("prune", "repair index", "repair snapshots --forget"), (name, r.stdout, r.stderr)
+    else:
+        assert r.returncode == 1, (name, r.returncode, r.stderr)
+        assert "append-only" in r.stderr, r.stderr
+    ok(run_bk("check", "--read-data", env=env))
