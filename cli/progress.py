@@ -54,6 +54,7 @@ class _Bar:
         self._status_keys = status_keys
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._statuses = 0  # JSON status lines printed
         if console.interactive:
             from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
             from rich.text import Text
@@ -98,7 +99,9 @@ class _Bar:
         if self._thread is not None:
             self._stop.set()
             self._thread.join()
-            if exc[0] is None:  # the last status line shows where the run ended (100% when whole)
+            # a run that printed status lines ends with one more, showing where it ended
+            # (100% when whole); a run too short for any prints only its summary
+            if exc[0] is None and self._statuses:
                 self._write_status()
 
     # -- counting ------------------------------------------------------------------------
@@ -157,6 +160,7 @@ class _Bar:
                 return
 
     def _write_status(self) -> bool:
+        self._statuses += 1
         try:
             sys.stdout.write(json.dumps(self.status()) + "\n")
             sys.stdout.flush()
