@@ -2,8 +2,9 @@
 
 A run (``_Run``) resolves the sources, finds the parent snapshot (same host and paths,
 or ``--parent``), and hands the walk to ``BackupWalk`` (``backup_walk.py``: the sources
-compared with the parent, new content stored through a ``ContentWriter``, the result a
-list of trie changes). At the end it flushes packs and index, applies the changes to the
+compared with the parent through ``backup_parent.py``, new content read on the reader
+pool of ``backup_reads.py`` through a ``ContentWriter``, the result a list of trie
+changes). At the end it flushes packs and index, applies the changes to the
 parent's trie, writes the snapshot, then the catalog. A parent whose tree turns out
 unreadable makes the run start again without one (as ``--force``). An interrupt keeps
 what was uploaded (every complete pack is indexed) and writes no snapshot.
@@ -26,7 +27,9 @@ from typing import Any, BinaryIO, Protocol
 
 import backupkit
 from backupkit.errors import BackupInterrupted, BadArgument, BlobNotFound, FormatError, IntegrityError, PathNotFound, SavedWork, StoreError
-from backupkit.managers.backup_walk import BackupError, BackupWalk, WalkStats, _ParentUnreadable, disp
+from backupkit.entry import display_path
+from backupkit.managers.backup_parent import ParentUnreadable, unreadable
+from backupkit.managers.backup_walk import BackupError, BackupWalk, WalkStats
 from backupkit.repo.repository import Repository
 from backupkit.snapshot import Snapshot, list_snapshots, resolve_ref, save_snapshot
 from backupkit.tree import SnapshotTree, make_hamt
@@ -146,7 +149,7 @@ class BackupManager:
         """Back up; BackupInterrupted (after indexing the packs completed) on an interrupt."""
         try:
             return _Run(self, opts).run()
-        except _ParentUnreadable as e:
+        except ParentUnreadable as e:
             # never build on a damaged tree: start again without a parent (as --force)
             self.reporter.error("(parent snapshot)", f"{e}; reading every file again without a parent")
             return _Run(self, dataclasses.replace(opts, force=True, parent=None)).run()
@@ -208,7 +211,7 @@ class _Run:
             sources = [s for s in sources if not any(s != o and s.startswith(o.rstrip(b"/") + b"/") for o in sources)]
             missing = [s for s in sources if not self.fs.path.lexists(s)]
             if len(missing) == len(sources):
-                raise PathNotFound(f"{disp(missing[0])}: no such file or directory")
+                raise PathNotFound(f"{display_path(missing[0])}: no such file or directory")
             for m in missing:
                 self._error(m, "no such file or directory")
             sources = [s for s in sources if s not in missing]
@@ -241,7 +244,7 @@ class _Run:
             try:
                 root = hamt.update_by_slot(base, walk.changes.slot, walk.changes.count)
             except (BlobNotFound, IntegrityError, FormatError) as e:
-                raise _ParentUnreadable(f"the parent snapshot's tree cannot be read: {e}") from None
+                raise unreadable(e) from None
             finally:
                 walk.changes.close()
             self.repo.flush()
@@ -273,7 +276,7 @@ class _Run:
                 "source": {
                     "type": "stdin" if opts.stdin is not None else "local",
                     "account": getpass.getuser(),
-                    "path": disp(sources[0]) if opts.stdin is not None else "",
+                    "path": display_path(sources[0]) if opts.stdin is not None else "",
                 },
                 "tags": sorted(set(opts.tags)),
                 "meta": dict(opts.meta),
@@ -314,8 +317,8 @@ class _Run:
 
     def _error(self, path: bytes, message: str) -> None:
         with self.stats.lock:
-            self.stats.errors.append(BackupError(disp(path), message))
-        self.reporter.error(disp(path), message)
+            self.stats.errors.append(BackupError(display_path(path), message))
+        self.reporter.error(display_path(path), message)
 
 
 __all__ = ["BackupError", "BackupManager", "BackupOptions", "BackupResult", "BackupReporter", "NullBackupReporter"]
