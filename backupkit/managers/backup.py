@@ -165,7 +165,7 @@ class _Run:
         self.fs = mgr.fs
         self.opts = opts
         self.dry = opts.dry_run
-        self.stats = WalkStats()
+        self.stats = WalkStats(self.reporter)
 
     # -- entry point -----------------------------------------------------------------------
     def run(self) -> BackupResult:
@@ -213,7 +213,7 @@ class _Run:
             if len(missing) == len(sources):
                 raise PathNotFound(f"{display_path(missing[0])}: no such file or directory")
             for m in missing:
-                self._error(m, "no such file or directory")
+                self.stats.error(m, "no such file or directory")
             sources = [s for s in sources if s not in missing]
         if not self.dry:
             try:
@@ -222,7 +222,7 @@ class _Run:
                 self.reporter.error("(repository)", f"cannot list the packs ({e}); lost packs are not looked for")
         parent = self._find_parent(host, sources)
         parent_tree = SnapshotTree(self.repo, parent.root) if parent else None
-        walk = BackupWalk(self.repo, self.reporter, self.tuning, self.fs, opts, parent_tree, self.stats)
+        walk = BackupWalk(self.repo, self.tuning, self.fs, opts, parent_tree, self.stats)
         done = False
         try:
             if opts.stdin is not None:
@@ -314,11 +314,6 @@ class _Run:
             return resolve_ref(snaps, opts.parent)
         same = [s for s in snaps if s.host == host and sorted(s.paths) == sorted(sources)]
         return max(same, key=lambda s: s.time_ns) if same else None
-
-    def _error(self, path: bytes, message: str) -> None:
-        with self.stats.lock:
-            self.stats.errors.append(BackupError(display_path(path), message))
-        self.reporter.error(display_path(path), message)
 
 
 __all__ = ["BackupError", "BackupManager", "BackupOptions", "BackupResult", "BackupReporter", "NullBackupReporter"]

@@ -22,7 +22,6 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from backupkit.entry import display_path
 from backupkit.errors import FileReadError
 from backupkit.objects.entry import Entry
 from backupkit.objects.writer import ContentWriter
@@ -33,27 +32,18 @@ if TYPE_CHECKING:
 
 #: a small file waiting for its batch: (path, parent's entry, lstat, entry)
 _Small = tuple[bytes, Entry | None, os.stat_result, Entry]
+#: ``record(path, entry, old)``: a file read, with its content list (``old``: the parent's entry)
+Record = Callable[[bytes, Entry, Entry | None], None]
 
 
 class FileReads:
-    """The reader threads of one run. ``error(path, message)`` reports an unreadable
-    file; ``record(path, entry, old)`` takes each file read, in hand-over order."""
+    """The reader threads of one run; ``record`` takes each file read, in hand-over
+    order, and ``stats`` counts and reports them."""
 
-    def __init__(
-        self,
-        writer: ContentWriter,
-        tuning: Tuning,
-        threads: int,
-        stats: WalkStats,
-        reporter: Any,
-        error: Callable[[bytes, str], None],
-        record: Callable[[bytes, Entry, Entry | None], None],
-    ) -> None:
+    def __init__(self, writer: ContentWriter, tuning: Tuning, threads: int, stats: WalkStats, record: Record) -> None:
         self._writer = writer
         self._tuning = tuning
         self._stats = stats
-        self._reporter = reporter
-        self._error = error
         self._record = record
         self._pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="bk-read")
         #: files being read: (path, parent's entry, entry, future), or for a batch of
@@ -91,11 +81,7 @@ class FileReads:
     def _finish_file(self, path: bytes, old: Entry | None, e: Entry | None) -> None:
         if e is None:
             return
-        with self._stats.lock:
-            if old is None:
-                self._stats.files_new += 1
-            else:
-                self._stats.files_changed += 1
+        self._stats.file_stored(new=old is None)
         self._record(path, e, old)
 
     def _submit_small(self) -> None:
@@ -112,18 +98,12 @@ class FileReads:
         try:
             got = self._writer.read_file(path, st)
         except FileReadError as err:
-            self._error(path, str(err))
+            self._stats.error(path, str(err))
             return None
-        stats, shown = self._stats, display_path(path)
         if got.changed:
-            with stats.lock:
-                stats.changed.append(shown)
-            self._reporter.error(shown, "file changed while being read")
+            self._stats.changed_while_read(path)
         e = self._writer.with_content(e.replace(size=got.size), got.items)
-        with stats.lock:
-            stats.files_read += 1
-            stats.bytes_read += got.bytes_read
-        self._reporter.file_done(shown, got.size, "new")
+        self._stats.file_read(path, got.size, got.bytes_read)
         return e
 
 

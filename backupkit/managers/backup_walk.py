@@ -45,9 +45,11 @@ class BackupError:
 
 
 class WalkStats:
-    """The walk's counters (updated from the walking and the reader threads)."""
+    """The run's counters and its reporter (``BackupReporter``), updated from the walking
+    and the reader threads: what is counted is reported here too."""
 
-    def __init__(self) -> None:
+    def __init__(self, reporter: Any) -> None:
+        self.reporter = reporter
         self.lock = threading.Lock()
         self.files_new = self.files_changed = self.files_unchanged = 0
         self.dirs = self.others = self.files_read = 0
@@ -55,34 +57,66 @@ class WalkStats:
         self.errors: list[BackupError] = []
         self.changed: list[str] = []
 
+    def error(self, path: bytes, message: str) -> None:
+        """``path`` is left out of the snapshot (unreadable, vanished, ...)."""
+        with self.lock:
+            self.errors.append(BackupError(display_path(path), message))
+        self.reporter.error(display_path(path), message)
+
+    def add(self, name: str, n: int = 1) -> None:
+        """Add ``n`` to counter ``name`` (``dirs``, ``others``, ``bytes_total`` ...)."""
+        with self.lock:
+            setattr(self, name, getattr(self, name) + n)
+
+    def unchanged_file(self, path: bytes, size: int) -> None:
+        """A file whose parent's content list is reused: its bytes count as done."""
+        with self.lock:
+            self.bytes_total += size
+            self.files_unchanged += 1
+        self.reporter.file_done(display_path(path), size, "unchanged")
+        self.reporter.bytes_done(size)
+
+    def changed_while_read(self, path: bytes) -> None:
+        with self.lock:
+            self.changed.append(display_path(path))
+        self.reporter.error(display_path(path), "file changed while being read")
+
+    def file_read(self, path: bytes, size: int, bytes_read: int) -> None:
+        """A file read by the reader pool (``size``: what its entry says)."""
+        with self.lock:
+            self.files_read += 1
+            self.bytes_read += bytes_read
+        self.reporter.file_done(display_path(path), size, "new")
+
+    def file_stored(self, new: bool) -> None:
+        """A file read is in the snapshot: ``new`` (the parent had none) or changed."""
+        with self.lock:
+            if new:
+                self.files_new += 1
+            else:
+                self.files_changed += 1
+
 
 class BackupWalk:
     """One run's walk: owns the reader pool and the ``ContentWriter``; collects the trie
-    changes in ``changes`` and the counters in ``stats``. ``close(done)`` stops it.
-    ``parent_tree``: the parent snapshot's tree (None: no parent)."""
+    changes in ``changes`` and the counters in ``stats`` (which reports them).
+    ``parent_tree``: the parent snapshot's tree (None: no parent). ``close(done)`` stops it."""
 
     def __init__(
-        self,
-        repo: Repository,
-        reporter: Any,
-        tuning: Tuning,
-        fs: Any,
-        opts: Any,
-        parent_tree: SnapshotTree | None,
-        stats: WalkStats,
+        self, repo: Repository, tuning: Tuning, fs: Any, opts: Any, parent_tree: SnapshotTree | None, stats: WalkStats
     ) -> None:
-        self.reporter = reporter
         self.tuning = tuning
         self.fs = fs
         self.opts = opts
         self.stats = stats
+        self.reporter = stats.reporter
         self.parent = ParentView(parent_tree, repo, opts.dry_run)
         self.keyer = Keyer(repo.sealer.keyed_hash)
         #: the trie changes (out of memory: see backup_changes.py)
         self.changes = ChangeLog()
         self.excluder = Excluder(opts)
-        self.writer = ContentWriter(repo, tuning, opts.dry_run, reporter.bytes_done, fs, opts.compression)
-        self.reads = FileReads(self.writer, tuning, opts.read_concurrency, stats, reporter, self.error, self._record)
+        self.writer = ContentWriter(repo, tuning, opts.dry_run, self.reporter.bytes_done, fs, opts.compression)
+        self.reads = FileReads(self.writer, tuning, opts.read_concurrency, stats, self._record)
         #: set when the run ends (interrupted or not): the totals scan stops too
         self.stopped = threading.Event()
 
@@ -103,11 +137,6 @@ class BackupWalk:
     def start_scan(self, sources: list[bytes]) -> None:
         """Count the files to back up on a thread of its own (the reporter's totals)."""
         threading.Thread(target=self._scan, args=(sources,), daemon=True).start()
-
-    def error(self, path: bytes, message: str) -> None:
-        with self.stats.lock:
-            self.stats.errors.append(BackupError(display_path(path), message))
-        self.reporter.error(display_path(path), message)
 
     # -- scanning for progress totals -------------------------------------------------------
     def _scan(self, sources: list[bytes]) -> None:
@@ -151,7 +180,7 @@ class BackupWalk:
             try:
                 st = self.fs.lstat(a)
             except OSError as e:
-                self.error(a, e.strerror or str(e))
+                self.stats.error(a, e.strerror or str(e))
                 continue
             old_a = self.parent.entry(a)
             self._record(a, self._meta_entry(a, st, old_a), old_a)
@@ -167,7 +196,7 @@ class BackupWalk:
             try:
                 st = self.fs.lstat(src)
             except OSError as e:
-                self.error(src, e.strerror or str(e))
+                self.stats.error(src, e.strerror or str(e))
                 continue
             if self.excluder.source_excluded(src, st):
                 old_src = self.parent.wire_map(src)
@@ -189,8 +218,7 @@ class BackupWalk:
             if dm is None or not unchanged(dm, dst, "d"):
                 dold = decode(dpath, dm)
                 self._record(dpath, self._meta_entry(dpath, dst, dold), dold)
-            with self.stats.lock:
-                self.stats.dirs += 1
+            self.stats.add("dirs")
             if self.opts.one_file_system and dst.st_dev != root_dev:
                 children_old = self.parent.children(dpath)
                 for name, o in children_old.items():
@@ -199,7 +227,7 @@ class BackupWalk:
             try:
                 names = sorted(fs.listdir(dpath))
             except OSError as e:
-                self.error(dpath, f"cannot list directory: {e.strerror}")
+                self.stats.error(dpath, f"cannot list directory: {e.strerror}")
                 names = None
             children_old = self.parent.children(dpath)
             if names is None:
@@ -215,7 +243,7 @@ class BackupWalk:
                 try:
                     cst = fs.lstat(cpath)
                 except OSError as e:
-                    self.error(cpath, e.strerror or str(e))
+                    self.stats.error(cpath, e.strerror or str(e))
                     continue
                 if self.excluder.excluded(cpath, cst):
                     continue
@@ -278,16 +306,10 @@ class BackupWalk:
             t = TYPE_OF_MODE.get(stat.S_IFMT(st.st_mode))
             if unchanged(m, st, t):
                 if t != "f":
-                    with self.stats.lock:
-                        self.stats.others += 1
+                    self.stats.add("others")
                     return
                 if "cb" not in m and self.parent.items_indexed(m.get("c")):
-                    size = st.st_size
-                    with self.stats.lock:
-                        self.stats.bytes_total += size
-                        self.stats.files_unchanged += 1
-                    self.reporter.file_done(display_path(path), size, "unchanged")
-                    self.reporter.bytes_done(size)
+                    self.stats.unchanged_file(path, st.st_size)
                     return
             old = decode(path, m)
         if old is not None and old.is_dir:
@@ -297,15 +319,12 @@ class BackupWalk:
         try:
             e = self._meta_entry(path, st, old)
         except (OSError, ValueError) as err:
-            self.error(path, getattr(err, "strerror", None) or str(err))
+            self.stats.error(path, getattr(err, "strerror", None) or str(err))
             return
         if not e.is_file:
-            with self.stats.lock:
-                self.stats.others += 1
+            self.stats.add("others")
             self._record(path, e, old)
             return
-        with self.stats.lock:
-            self.stats.bytes_total += st.st_size
         if (
             old is not None
             and old.is_file
@@ -317,13 +336,10 @@ class BackupWalk:
             and old.has_content
             and self.parent.content_indexed(old)
         ):
-            e = e.replace(content=old.content, content_blobs=old.content_blobs)
-            with self.stats.lock:
-                self.stats.files_unchanged += 1
-            self.reporter.file_done(display_path(path), st.st_size, "unchanged")
-            self.reporter.bytes_done(st.st_size)
-            self._record(path, e, old)
+            self.stats.unchanged_file(path, st.st_size)
+            self._record(path, e.replace(content=old.content, content_blobs=old.content_blobs), old)
             return
+        self.stats.add("bytes_total", st.st_size)
         self.reads.add(path, old, st, e)
 
     def backup_stdin(self, path: bytes, stream: BinaryIO) -> None:
