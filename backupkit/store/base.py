@@ -319,3 +319,11 @@ def parse_count(text: str) -> int:
     if value < 1:
         raise ValueError(f"must be at least 1: {text!r}")
     return value
+
+
+def parse_port(text: str) -> int:
+    """A TCP port number, 1 to 65535."""
+    value = int(text)
+    if not 0 < value < 65536:
+        raise ValueError(f"not a TCP port: {text!r}")
+    return value
