@@ -28,7 +28,7 @@ from typing import Any, BinaryIO, Protocol
 import backupkit
 from backupkit.errors import BackupInterrupted, BadArgument, BlobNotFound, FormatError, IntegrityError, PathNotFound, SavedWork, StoreError
 from backupkit.entry import display_path
-from backupkit.managers.backup_parent import ParentUnreadable, unreadable
+from backupkit.managers.backup_parent import _ParentUnreadable, unreadable
 from backupkit.managers.backup_walk import BackupError, BackupWalk, WalkStats
 from backupkit.repo.repository import Repository
 from backupkit.snapshot import Snapshot, list_snapshots, resolve_ref, save_snapshot
@@ -149,7 +149,7 @@ class BackupManager:
         """Back up; BackupInterrupted (after indexing the packs completed) on an interrupt."""
         try:
             return _Run(self, opts).run()
-        except ParentUnreadable as e:
+        except _ParentUnreadable as e:
             # never build on a damaged tree: start again without a parent (as --force)
             self.reporter.error("(parent snapshot)", f"{e}; reading every file again without a parent")
             return _Run(self, dataclasses.replace(opts, force=True, parent=None)).run()

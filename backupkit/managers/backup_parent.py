@@ -7,7 +7,7 @@ path changed. It also says which paths a deletion drops and whether a file's con
 list can be reused (every blob still in the index and not known to be damaged).
 
 A parent whose tree cannot be read (a lost or damaged node, a malformed entry) raises
-``ParentUnreadable``: the run (``backup.py``) then starts again without a parent.
+``_ParentUnreadable``: the run (``backup.py``) then starts again without a parent.
 """
 
 from __future__ import annotations
@@ -31,13 +31,14 @@ _WIRE_KEYS = frozenset(WIRE_KEY.values())
 _TREE_ERRORS = (BlobNotFound, IntegrityError, FormatError)
 
 
-class ParentUnreadable(Exception):
+class _ParentUnreadable(Exception):
     """The parent snapshot's tree cannot be read (a lost or damaged node): the backup
-    starts again without a parent."""
+    starts again without a parent. Private control flow between the walk and the run
+    (``backup.py``): it never reaches a user, so it is not in ``errors.py``."""
 
 
-def unreadable(detail: object) -> ParentUnreadable:
-    return ParentUnreadable(f"the parent snapshot's tree cannot be read: {detail}")
+def unreadable(detail: object) -> _ParentUnreadable:
+    return _ParentUnreadable(f"the parent snapshot's tree cannot be read: {detail}")
 
 
 def unchanged(m: dict, st: os.stat_result, t: str | None) -> bool:
@@ -167,4 +168,4 @@ class ParentView:
         return all(has(i) and i not in damaged for i in items if isinstance(i, bytes))
 
 
-__all__ = ["ParentUnreadable", "ParentView", "decode", "unchanged", "unreadable"]
+__all__ = ["ParentView", "decode", "unchanged", "unreadable"]
