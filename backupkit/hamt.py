@@ -20,7 +20,9 @@ therefore depends only on the set of entries, never on the order of updates, and
 subtrees in two snapshots have equal ids. Diff skips equal ids, so it costs O(changes x
 depth); an update rewrites only the nodes on the paths to changed keys.
 
-This module is pure: it knows nothing of stores, crypto or files (dulwich style).
+The node format, its routing helpers and the checks a loaded node must pass are in
+``hamt_node.py``. This module is pure: it knows nothing of stores, crypto or files
+(dulwich style).
 """
 
 from __future__ import annotations
@@ -33,92 +35,12 @@ from itertools import groupby
 import msgpack
 
 from backupkit.errors import FormatError
-from backupkit.limits import HAMT_DEPTH_MAX
+from backupkit.hamt_node import BRANCH, KEY_LEN, LEAF, Change, Entry, check_child, common_nibbles, decode_node, nibble
 
 #: Entries a leaf may hold. 256 keeps a typical directory in one leaf: with 64, a directory
 #: of 100 files split 16 ways into leaves of ~6 entries, so reading a tree cost ~8x more
 #: node reads (each a blob to locate, decrypt and verify) than entries justified.
 LEAF_MAX = 256
-KEY_LEN = 16
-_LEAF = 0
-_BRANCH = 1
-
-Entry = tuple[bytes, bytes, bytes]  # key, path, value
-Change = tuple[bytes, bytes, bytes | None]  # key, path, value or None to delete
-
-
-def nibble(key: bytes, d: int) -> int:
-    b = key[d >> 1]
-    return (b >> 4) if not d & 1 else (b & 15)
-
-
-def check_node(n: object) -> None:
-    """ValueError unless ``n`` is a well-formed node on its own: a leaf of [key (16
-    bytes), path, value] rows strictly increasing by (key, path), or a branch whose depth
-    is below HAMT_DEPTH_MAX, whose ref_key is 16 bytes and routes to its first slot, whose
-    slots are strictly increasing in 0..15 with distinct 32-byte child ids and positive
-    counts summing to its count."""
-    if type(n) is not list or not n or n[0] not in (_LEAF, _BRANCH) or len(n) != (2 if n[0] == _LEAF else 5):
-        raise ValueError("not a node")
-    if n[0] == _LEAF:
-        rows = n[1]
-        if type(rows) is not list:
-            raise ValueError("leaf rows are not a list")
-        prev = None
-        for row in rows:
-            if type(row) is not list or len(row) != 3:
-                raise ValueError("a leaf row is not [key, path, value]")
-            k, p, v = row
-            if type(k) is not bytes or len(k) != KEY_LEN or type(p) is not bytes or type(v) is not bytes:
-                raise ValueError("a leaf row has a field of the wrong type")
-            if prev is not None and (k, p) <= prev:
-                raise ValueError("leaf rows are not strictly increasing")
-            prev = (k, p)
-        return
-    _b, count, depth, ref, children = n
-    if type(depth) is not int or not 0 <= depth < HAMT_DEPTH_MAX:
-        raise ValueError(f"depth {depth!r} out of range")
-    if type(ref) is not bytes or len(ref) != KEY_LEN:
-        raise ValueError("ref_key is not a key")
-    if type(count) is not int or type(children) is not list or not children:
-        raise ValueError("a branch without children")
-    last, total, ids = -1, 0, set()
-    for row in children:
-        if type(row) is not list or len(row) != 3:
-            raise ValueError("a child row is not [slot, id, count]")
-        s, cid, c = row
-        if type(s) is not int or not last < s <= 15:
-            raise ValueError("slots are not strictly increasing in 0..15")
-        if type(cid) is not bytes or len(cid) != 32 or cid in ids:
-            raise ValueError("a child id is invalid or repeated")
-        if type(c) is not int or c <= 0:
-            raise ValueError("a child count is not positive")
-        last, total = s, total + c
-        ids.add(cid)
-    if total != count:
-        raise ValueError(f"child counts sum to {total}, the branch says {count}")
-    if nibble(ref, depth) != children[0][0]:
-        raise ValueError("ref_key does not route to the first slot")
-
-
-def check_child(parent: list, slot: int, count: int, n: list) -> None:
-    """ValueError unless node ``n`` fits where branch ``parent`` lists it: deeper than
-    the parent, every key under the parent's prefix and routed to ``slot``, and holding
-    ``count`` entries."""
-    depth, ref = parent[2], parent[3]
-    if n[0] == _LEAF:
-        if len(n[1]) != count:
-            raise ValueError(f"{len(n[1])} entries, its parent says {count}")
-        keys = (row[0] for row in n[1])
-    else:
-        if n[2] <= depth:
-            raise ValueError(f"depth {n[2]} not below its parent's {depth}")
-        if n[1] != count:
-            raise ValueError(f"{n[1]} entries, its parent says {count}")
-        keys = (n[3],)  # check_node: its children share its first n[2] > depth nibbles
-    for k in keys:
-        if common_nibbles(k, ref) < depth or nibble(k, depth) != slot:
-            raise ValueError("a key is not under its parent's prefix and slot")
 
 
 def sorted_unique(changes: list[Change]) -> list[Change]:
@@ -143,15 +65,6 @@ def sorted_unique(changes: list[Change]) -> list[Change]:
 
 def _key_path(c: Change) -> tuple[bytes, bytes]:
     return c[0], c[1]
-
-
-def common_nibbles(a: bytes, b: bytes) -> int:
-    """How many leading nibbles two keys share."""
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return 2 * i + (0 if (a[i] ^ b[i]) >> 4 else 1)
-    return 2 * n
 
 
 class Hamt:
@@ -179,12 +92,7 @@ class Hamt:
             if n is not None:
                 self._cache.move_to_end(node_id)
                 return n
-        raw = self._load(node_id)
-        try:
-            n = msgpack.unpackb(raw)
-            check_node(n)
-        except (ValueError, TypeError, IndexError, RecursionError) as e:
-            raise FormatError(f"HAMT node {node_id.hex()[:16]} is malformed: {e}") from None
+        n = decode_node(node_id, self._load(node_id))
         with self._lock:
             self.loads += 1
             self._remember(node_id, n)
@@ -202,7 +110,7 @@ class Hamt:
 
     @staticmethod
     def _weight(n: list) -> int:
-        return 1 + len(n[1] if n[0] == _LEAF else n[4])
+        return 1 + len(n[1] if n[0] == LEAF else n[4])
 
     def _remember(self, node_id: bytes, n: list) -> None:
         if self._cache_size <= 0 or node_id in self._cache:
@@ -219,7 +127,7 @@ class Hamt:
         return node_id
 
     def _save_leaf(self, entries: list[Entry]) -> tuple[bytes, int]:
-        return self._put([_LEAF, [list(e) for e in entries]]), len(entries)
+        return self._put([LEAF, [list(e) for e in entries]]), len(entries)
 
     # -- reading ---------------------------------------------------------------------------
     def empty(self) -> bytes:
@@ -235,7 +143,7 @@ class Hamt:
     def get(self, root: bytes, key: bytes, path: bytes) -> bytes | None:
         """The value stored for (key, path), or None."""
         n = self.node(root)
-        while n[0] == _BRANCH:
+        while n[0] == BRANCH:
             row = self._child_row(n, nibble(key, n[2]))
             if row is None:
                 return None
@@ -251,13 +159,13 @@ class Hamt:
 
     def count(self, root: bytes) -> int:
         n = self.node(root)
-        return len(n[1]) if n[0] == _LEAF else n[1]
+        return len(n[1]) if n[0] == LEAF else n[1]
 
     def scan_prefix(self, root: bytes, prefix: bytes) -> Iterator[Entry]:
         """Entries whose key starts with ``prefix``, in key order; touches only their nodes."""
         want = 2 * len(prefix)
         n = self.node(root)
-        while n[0] == _BRANCH:
+        while n[0] == BRANCH:
             depth, ref = n[2], n[3]
             if common_nibbles(ref, prefix) < min(depth, want):
                 return
@@ -280,7 +188,7 @@ class Hamt:
             x = stack.pop()
             if type(x) is tuple:
                 x = self.child(*x)
-            if x[0] == _LEAF:
+            if x[0] == LEAF:
                 for k, p, v in x[1]:
                     yield k, p, v
             else:
@@ -304,7 +212,7 @@ class Hamt:
         for slot, group in groupby(rows, key=lambda r: nibble(r[0], depth)):
             cid, cnt = self._build(list(group))
             children.append([slot, cid, cnt])
-        return self._put([_BRANCH, len(rows), depth, rows[0][0], children]), len(rows)
+        return self._put([BRANCH, len(rows), depth, rows[0][0], children]), len(rows)
 
     def update(self, root: bytes, changes: Iterable[Change]) -> bytes:
         """Apply changes (value None deletes) and return the new root id.
@@ -326,10 +234,10 @@ class Hamt:
         if count == 0:
             return root
         n = self.node(root)
-        branch0 = n[0] == _BRANCH and n[2] == 0
+        branch0 = n[0] == BRANCH and n[2] == 0
         # a leaf root ends as a branch at nibble 0 for sure only when the changes outnumber
         # what its entries and deletions can take back
-        leaf_grows = n[0] == _LEAF and count > 4 * LEAF_MAX
+        leaf_grows = n[0] == LEAF and count > 4 * LEAF_MAX
         if not (branch0 or leaf_grows):
             return self.update(root, [c for s in range(16) for c in slot_changes(s)])
         if branch0:
@@ -360,7 +268,7 @@ class Hamt:
             return children[0][1]
         if total <= LEAF_MAX:  # (cannot happen given ``leaf_grows``; canonical all the same)
             return self._save_leaf([e for _s, cid, _c in children for e in self.items(cid)])[0]
-        return self._put([_BRANCH, total, 0, first_key, children])
+        return self._put([BRANCH, total, 0, first_key, children])
 
     def _merge(self, current: Iterable[Entry], changes: list[Change]) -> list[Entry]:
         cur = {(k, p): v for k, p, v in current}
@@ -374,7 +282,7 @@ class Hamt:
     def _update(self, node_id: bytes, changes: list[Change], ctx: tuple | None = None) -> tuple[bytes, int]:
         """``ctx``: (parent node, slot, count) where the node is listed, to check it."""
         n = self.node(node_id) if ctx is None else self.child(ctx[0], ctx[1], node_id, ctx[2])
-        if n[0] == _LEAF:
+        if n[0] == LEAF:
             return self._build(self._merge(n[1], changes))
         depth, ref = n[2], n[3]
         # A new key that leaves this branch's shared prefix makes a new branch point
@@ -419,8 +327,8 @@ class Hamt:
             return only
         children = [[s, slots[s][0], slots[s][1]] for s in sorted(slots)]
         first = self.node(children[0][1])
-        new_ref = first[3] if first[0] == _BRANCH else first[1][0][0]
-        return self._put([_BRANCH, total, depth, new_ref, children]), total
+        new_ref = first[3] if first[0] == BRANCH else first[1][0][0]
+        return self._put([BRANCH, total, depth, new_ref, children]), total
 
     # -- comparing -------------------------------------------------------------------------
     def diff(self, a: bytes, b: bytes) -> Iterator[tuple[bytes, bytes, bytes | None, bytes | None]]:
@@ -445,7 +353,7 @@ class Hamt:
                     for k, p, v in self.items_of(nb):
                         yield k, p, None, v
                 continue
-            if na[0] == _BRANCH and nb[0] == _BRANCH and na[2] == nb[2] and common_nibbles(na[3], nb[3]) >= na[2]:
+            if na[0] == BRANCH and nb[0] == BRANCH and na[2] == nb[2] and common_nibbles(na[3], nb[3]) >= na[2]:
                 ca = {s: (cid, (na, s, c)) for s, cid, c in na[4]}
                 cb = {s: (cid, (nb, s, c)) for s, cid, c in nb[4]}
                 stack.extend((ca.get(s), cb.get(s)) for s in sorted(ca.keys() | cb.keys(), reverse=True))
@@ -471,5 +379,5 @@ class Hamt:
             seen.add(nid)
             yield nid
             n = self._at(nid, ctx)
-            if n[0] == _BRANCH:
+            if n[0] == BRANCH:
                 stack.extend((cid, (n, s, c)) for s, cid, c in n[4])

@@ -11,7 +11,8 @@ import msgpack
 import pytest
 
 from backupkit.errors import FormatError
-from backupkit.hamt import LEAF_MAX, Hamt, nibble
+from backupkit.hamt import LEAF_MAX, Hamt
+from backupkit.hamt_node import nibble
 from tests.support.kit import cli_env, run_bk, write_file
 
 

@@ -2,8 +2,9 @@
 
 A run (``_Run``) resolves the sources, finds the parent snapshot (same host and paths,
 or ``--parent``), and hands the walk to ``BackupWalk`` (``backup_walk.py``: the sources
-compared with the parent, new content stored through a ``ContentWriter``, the result a
-list of trie changes). At the end it flushes packs and index, applies the changes to the
+compared with the parent through ``backup_parent.py``, new content read on the reader
+pool of ``backup_reads.py`` through a ``ContentWriter``, the result a list of trie
+changes). At the end it flushes packs and index, applies the changes to the
 parent's trie, writes the snapshot, then the catalog. A parent whose tree turns out
 unreadable makes the run start again without one (as ``--force``). An interrupt keeps
 what was uploaded (every complete pack is indexed) and writes no snapshot.
@@ -26,7 +27,9 @@ from typing import Any, BinaryIO, Protocol
 
 import backupkit
 from backupkit.errors import BackupInterrupted, BadArgument, BlobNotFound, FormatError, IntegrityError, PathNotFound, SavedWork, StoreError
-from backupkit.managers.backup_walk import BackupError, BackupWalk, WalkStats, _ParentUnreadable, disp
+from backupkit.entry import display_path
+from backupkit.managers.backup_parent import _ParentUnreadable, unreadable
+from backupkit.managers.backup_walk import BackupError, BackupWalk, WalkStats
 from backupkit.repo.repository import Repository
 from backupkit.snapshot import Snapshot, list_snapshots, resolve_ref, save_snapshot
 from backupkit.tree import SnapshotTree, make_hamt
@@ -162,7 +165,7 @@ class _Run:
         self.fs = mgr.fs
         self.opts = opts
         self.dry = opts.dry_run
-        self.stats = WalkStats()
+        self.stats = WalkStats(self.reporter)
 
     # -- entry point -----------------------------------------------------------------------
     def run(self) -> BackupResult:
@@ -208,9 +211,9 @@ class _Run:
             sources = [s for s in sources if not any(s != o and s.startswith(o.rstrip(b"/") + b"/") for o in sources)]
             missing = [s for s in sources if not self.fs.path.lexists(s)]
             if len(missing) == len(sources):
-                raise PathNotFound(f"{disp(missing[0])}: no such file or directory")
+                raise PathNotFound(f"{display_path(missing[0])}: no such file or directory")
             for m in missing:
-                self._error(m, "no such file or directory")
+                self.stats.error(m, "no such file or directory")
             sources = [s for s in sources if s not in missing]
         if not self.dry:
             try:
@@ -219,7 +222,7 @@ class _Run:
                 self.reporter.error("(repository)", f"cannot list the packs ({e}); lost packs are not looked for")
         parent = self._find_parent(host, sources)
         parent_tree = SnapshotTree(self.repo, parent.root) if parent else None
-        walk = BackupWalk(self.repo, self.reporter, self.tuning, self.fs, opts, parent_tree, self.stats)
+        walk = BackupWalk(self.repo, self.tuning, self.fs, opts, parent_tree, self.stats)
         done = False
         try:
             if opts.stdin is not None:
@@ -241,7 +244,7 @@ class _Run:
             try:
                 root = hamt.update_by_slot(base, walk.changes.slot, walk.changes.count)
             except (BlobNotFound, IntegrityError, FormatError) as e:
-                raise _ParentUnreadable(f"the parent snapshot's tree cannot be read: {e}") from None
+                raise unreadable(e) from None
             finally:
                 walk.changes.close()
             self.repo.flush()
@@ -273,7 +276,7 @@ class _Run:
                 "source": {
                     "type": "stdin" if opts.stdin is not None else "local",
                     "account": getpass.getuser(),
-                    "path": disp(sources[0]) if opts.stdin is not None else "",
+                    "path": display_path(sources[0]) if opts.stdin is not None else "",
                 },
                 "tags": sorted(set(opts.tags)),
                 "meta": dict(opts.meta),
@@ -311,11 +314,6 @@ class _Run:
             return resolve_ref(snaps, opts.parent)
         same = [s for s in snaps if s.host == host and sorted(s.paths) == sorted(sources)]
         return max(same, key=lambda s: s.time_ns) if same else None
-
-    def _error(self, path: bytes, message: str) -> None:
-        with self.stats.lock:
-            self.stats.errors.append(BackupError(disp(path), message))
-        self.reporter.error(disp(path), message)
 
 
 __all__ = ["BackupError", "BackupManager", "BackupOptions", "BackupResult", "BackupReporter", "NullBackupReporter"]

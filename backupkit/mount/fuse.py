@@ -16,6 +16,26 @@ from backupkit.errors import MountError
 from backupkit.mount.fs import MountFS, fs_error
 
 
+#: What every mount asks libfuse for. Snapshots never change, so the kernel may keep
+#: what it read: pages (``kernel_cache``), attributes and names (``attr_timeout``,
+#: ``entry_timeout``, seconds). A name found missing is asked again after a second
+#: (``negative_timeout``): MountFS reads the snapshot list again now and then, so the
+#: name of a snapshot made since can appear.
+MOUNT_OPTIONS = {
+    "foreground": True,  # ``serve`` returns when the file system is unmounted
+    "ro": True,
+    "fsname": "backupkit",
+    "subtype": "backupkit",
+    "default_permissions": True,  # the kernel checks the stored modes and owners
+    "use_ino": True,  # the stored inode numbers: hardlinks stay recognisable
+    "readdir_ino": True,
+    "kernel_cache": True,
+    "attr_timeout": 60,
+    "entry_timeout": 60,
+    "negative_timeout": 1,
+}
+
+
 def check_mountpoint(mountpoint: str) -> str:
     """The mount point as an absolute path; MountError if it cannot be mounted on."""
     path = os.path.abspath(mountpoint)
@@ -55,19 +75,7 @@ def serve(fs: MountFS, mountpoint: str, allow_other: bool = False, debug: bool =
     mfusepy = load_fuse()
     path = check_mountpoint(mountpoint)
     ops = _operations(mfusepy, fs)
-    options = dict(
-        foreground=True,
-        ro=True,
-        fsname="backupkit",
-        subtype="backupkit",
-        default_permissions=True,
-        use_ino=True,
-        readdir_ino=True,
-        kernel_cache=True,
-        attr_timeout=60,
-        entry_timeout=60,
-        negative_timeout=1,
-    )
+    options = dict(MOUNT_OPTIONS)
     if allow_other:
         options["allow_other"] = True
     if debug:

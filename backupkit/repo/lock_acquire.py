@@ -124,7 +124,7 @@ def attempt(mgr: LockManager, exclusive: bool, operation: str) -> Lock:
                 has_sentinel = False  # it vanished (someone judged it stale, or unlock)
             if not conflicts and foreign_sentinel is None:
                 granted = True
-                return Lock(mgr, name, lock_id, doc, exclusive, operation, now_ref, has_sentinel, started)
+                return Lock(mgr, name, lock_id, doc, now_ref, has_sentinel, started)
             my_rank = (0 if has_sentinel else 1, name)
 
             def rank(li: LockInfo) -> tuple[int, str]:

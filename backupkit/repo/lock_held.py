@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 
 
 class Lock:
-    """A held lock. Use as a context manager; ``check()`` before publishing anything."""
+    """A held lock. Use as a context manager; ``check()`` before publishing anything.
+    ``doc``: what the lock object holds (``LockManager.new_doc``: exclusive, operation ...)."""
 
     def __init__(
         self,
@@ -40,16 +41,14 @@ class Lock:
         name: str,
         lock_id: bytes,
         doc: dict[str, Any],
-        exclusive: bool,
-        operation: str,
         mtime: float,
         has_sentinel: bool,
         started: float,
     ) -> None:
         self.manager = manager
         self.name = name
-        self.exclusive = exclusive
-        self.operation = operation
+        self.exclusive: bool = doc["exclusive"]
+        self.operation: str = doc["operation"]
         self.has_sentinel = has_sentinel
         self._id = lock_id
         self._doc = doc

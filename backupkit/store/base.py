@@ -41,6 +41,21 @@ def too_large(name: str, size: int, max_size: int | None) -> None:
         raise ObjectTooLarge(f"{name}: {size} bytes, more than the {max_size} an object of its kind may have")
 
 
+def read_at_most(read: Callable[[int], bytes], limit: int, first: bytes = b"") -> bytes:
+    """``first``, then what ``read(n)`` gives, in pieces of at most 1 MiB, until ``limit``
+    bytes in all or the end. Never ``read(limit)``: that allocates ``limit`` bytes up
+    front (an index object's 512 MiB limit, once per reading thread, broke a 1 GiB
+    address-space limit on a repository of a few MB)."""
+    parts, got = [first], len(first)
+    while got < limit:
+        piece = read(min(1 << 20, limit - got))
+        if not piece:
+            break
+        parts.append(piece)
+        got += len(piece)
+    return b"".join(parts)
+
+
 def check_name(name: str) -> str:
     """Return ``name`` if it is a valid object name, else raise ValueError."""
     if not _NAME_RE.match(name) or any(seg in (".", "..") for seg in name.split("/")):
@@ -318,4 +333,12 @@ def parse_count(text: str) -> int:
     value = int(text)
     if value < 1:
         raise ValueError(f"must be at least 1: {text!r}")
+    return value
+
+
+def parse_port(text: str) -> int:
+    """A TCP port number, 1 to 65535."""
+    value = int(text)
+    if not 0 < value < 65536:
+        raise ValueError(f"not a TCP port: {text!r}")
     return value

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from backupkit.errors import ObjectNotFound, StoreError, StorePermissionError, BadArgument
-from backupkit.store.base import Backend, ObjectInfo, ObjectStore, check_name, split_prefix, too_large
+from backupkit.store.base import Backend, ObjectInfo, ObjectStore, check_name, read_at_most, split_prefix, too_large
 from backupkit.store.retry import RequestStats
 
 TEMP_PREFIX = ".tmp-"
@@ -70,21 +70,11 @@ def _fsync_dir(path: str) -> None:
 
 def _read_at_most(f, size: int, limit: int) -> bytes:
     """The file's bytes, at most ``limit``: ``size`` (its fstat size) + 1 in one read,
-    then, if it grew since, on in pieces. Never ``f.read(limit)``: that allocates
-    ``limit`` bytes up front (an index object's 512 MiB limit, once per reading thread,
-    broke a 1 GiB address-space limit on a repository of a few MB)."""
+    then, if it grew since, on in pieces (``read_at_most``: never ``f.read(limit)``)."""
     data = f.read(min(size, limit - 1) + 1)
     if len(data) <= size or len(data) >= limit:
         return data
-    parts = [data]
-    got = len(data)
-    while got < limit:
-        piece = f.read(min(1 << 20, limit - got))
-        if not piece:
-            break
-        parts.append(piece)
-        got += len(piece)
-    return b"".join(parts)
+    return read_at_most(f.read, limit, data)
 
 
 class LocalObjectStore(ObjectStore):

@@ -30,17 +30,14 @@ What the protocol lacks, and what we do instead:
 * rest-server refuses to overwrite any object (403) and every server refuses in
   append-only mode: ``put`` over an existing object then raises StorePermissionError.
 
-Transport: one urllib3 connection pool (``connections`` sockets, keep-alive). urllib3
-retries connection failures and 429/5xx answers (every request here is idempotent:
-writes carry the whole object), with jittered exponential backoff; a body cut short
-mid-download is retried here. Every error leaves as a StoreError subclass.
+Transport: one urllib3 connection pool (``rest_http.py``: keep-alive, TLS, retries of
+connection failures and 429/5xx); a body cut short mid-download is retried here. What
+the answers mean (statuses, times, listings) is in ``rest_answers.py``. Every error
+leaves as a StoreError subclass.
 """
 
 from __future__ import annotations
 
-import base64
-import json
-import re
 import secrets
 import threading
 from collections.abc import Iterator
@@ -48,7 +45,6 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 import urllib3
-from urllib3.util import Retry, Timeout
 
 from backupkit.errors import (
     BadArgument,
@@ -68,18 +64,14 @@ from backupkit.store.base import (
     parse_seconds,
     too_large,
 )
-from backupkit.store.rest_answers import RETRY_STATUS, mtime_of, status_error, transport_error
-from backupkit.store.retry import Backoff, RequestStats
+from backupkit.store.rest_answers import mtime_of, parse_listing, status_error
+from backupkit.store.rest_http import RestHttp, read_body
 
 V2 = "application/vnd.x.restic.rest.v2"
 #: bk serve's capability answer (on GET/HEAD): POST honours If-None-Match: *.
 CONDITIONAL_CREATE = "X-Bk-Conditional-Create"
 #: bk serve's capability answer (on GET/HEAD): POST honours If-Match: * and tells X-Bk-Mtime.
 CONDITIONAL_REPLACE = "X-Bk-Conditional-Replace"
-_CONTENT_RANGE_RE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
-_CHUNK = 1024 * 1024
-
-
 #: The most of an error answer's body bk reads (its message is shown, not parsed).
 _ERROR_BODY_MAX = 64 * 1024
 
@@ -130,48 +122,18 @@ class RestObjectStore(ObjectStore):
         secret = password if password is not None else (unquote(parts.password) if parts.password else None)
         host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
         netloc = host + (f":{parts.port}" if parts.port else "")
-        self._origin = f"{parts.scheme}://{netloc}"
         self._path = "/" + parts.path.strip("/")
         if self._path != "/":
             self._path += "/"
         shown_user = f"{user}@" if user else ""
         self.location = location or f"{scheme_name}:{parts.scheme}://{shown_user}{netloc}{self._path}"
-        self._headers = {"User-Agent": "backupkit"}
-        if user is not None:
-            token = base64.b64encode(f"{user}:{secret or ''}".encode()).decode("ascii")
-            self._headers["Authorization"] = f"Basic {token}"
-        self._backoff = Backoff(attempts=retries, base=backoff, cap=max(backoff, 5.0))
-        self._stats = RequestStats()
-        retry = Retry(
-            total=retries - 1,
-            connect=retries - 1,
-            read=retries - 1,
-            status=retries - 1,
-            other=0,
-            allowed_methods=None,  # every request is idempotent (writes carry the whole object)
-            status_forcelist=RETRY_STATUS,
-            backoff_factor=backoff,
-            backoff_max=max(backoff, 5.0),
-            backoff_jitter=backoff,
-            raise_on_status=False,
-            respect_retry_after_header=True,
+        self._http = RestHttp(
+            f"{parts.scheme}://{netloc}", (user, secret or "") if user is not None else None, connections=connections,
+            retries=retries, backoff=backoff, connect_timeout=connect_timeout, read_timeout=read_timeout,
+            cacert=cacert, insecure_tls=insecure_tls,
         )
-        tls: dict[str, Any] = {}
-        if parts.scheme == "https":
-            if insecure_tls:
-                tls = {"cert_reqs": "CERT_NONE", "assert_hostname": False}
-            else:
-                tls = {"cert_reqs": "CERT_REQUIRED"}
-                if cacert:
-                    tls["ca_certs"] = cacert
-        self._pool = urllib3.connection_from_url(
-            self._origin,
-            maxsize=connections,
-            block=True,
-            retries=retry,
-            timeout=Timeout(connect=connect_timeout, read=read_timeout),
-            **tls,
-        )
+        self._backoff = self._http.backoff
+        self._stats = self._http.stats
         self._initialized = False
         self._probe_lock = threading.Lock()
         #: False once a server answered If-None-Match with 400/501: not sent again.
@@ -192,59 +154,15 @@ class RestObjectStore(ObjectStore):
         self, kind: str, method: str, path: str, what: str, *, body: Any = None,
         headers: dict[str, str] | None = None, stream: bool = False,
     ) -> urllib3.BaseHTTPResponse:
-        """Send one request (urllib3 retries transient failures); count every attempt."""
-        all_headers = dict(self._headers)
-        if headers:
-            all_headers.update(headers)
-        try:
-            response = self._pool.urlopen(
-                method, path, body=body, headers=all_headers, preload_content=not stream,
-                redirect=False, assert_same_host=False,
-            )
-        except urllib3.exceptions.HTTPError as exc:
-            self._stats.add(kind, 1 + self._backoff.attempts - 1)
-            self._stats.add("retries", self._backoff.attempts - 1)
-            raise transport_error(exc, what) from None
-        except OSError as exc:
-            self._stats.add(kind)
-            raise transport_error(exc, what) from None
+        """Send one request (``RestHttp.request``) and note what the server says it can do."""
+        response = self._http.request(kind, method, path, what, body=body, headers=headers, stream=stream)
         if not self._probed and response.headers.get(CONDITIONAL_CREATE) == "if-none-match":
             # bk serve says it honours If-None-Match: as good as a probe, and free.
             self.atomic_put_if_absent = True
             self._probed = True
         if not self._conditional_replace and response.headers.get(CONDITIONAL_REPLACE) == "if-match":
             self._conditional_replace = True
-        history = len(response.retries.history) if response.retries else 0
-        self._stats.add(kind, 1 + history)
-        if history:
-            self._stats.add("retries", history)
         return response
-
-    def _read_body(self, response: urllib3.BaseHTTPResponse, what: str, limit: int | None = None) -> bytes:
-        """The whole body, or its first ``limit`` + 1 bytes when it is longer: a server
-        that sends no Content-Length (chunked) or a false one cannot make bk read more
-        than the caller allows. Raises StoreUnavailable if it is cut short."""
-        try:
-            if limit is None:
-                data = response.read(decode_content=False)
-            else:
-                parts, got = [], 0
-                for piece in response.stream(1 << 20, decode_content=False):
-                    parts.append(piece[: limit + 1 - got])
-                    got += len(parts[-1])
-                    if got > limit:
-                        break
-                data = b"".join(parts)
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise StoreUnavailable(f"{what}: the download broke off ({type(exc).__name__})") from None
-        finally:
-            response.release_conn()  # a connection with unread bytes is dropped by the pool
-        if limit is not None and len(data) > limit:
-            return data  # the caller refuses it (or cuts its range out)
-        expected = response.headers.get("Content-Length")
-        if expected is not None and expected.isdigit() and int(expected) != len(data):
-            raise StoreUnavailable(f"{what}: the server sent {len(data)} of {expected} bytes")
-        return data
 
     def _download(self, name: str, offset: int | None = None, length: int = 0, max_size: int | None = None) -> bytes:
         type_, sname = restnames.encode(name)
@@ -257,7 +175,7 @@ class RestObjectStore(ObjectStore):
         for attempt in range(self._backoff.attempts):
             response = self._request(kind, "GET", self._url(type_, sname), what, headers=headers, stream=True)
             if response.status not in (200, 206):
-                body = self._read_body(response, what, _ERROR_BODY_MAX) if response.status != 404 else b""
+                body = read_body(response, what, _ERROR_BODY_MAX) if response.status != 404 else b""
                 if response.status == 416:
                     raise StoreError(f"{what}: range {offset}+{length} is past the end of the object")
                 raise status_error(response.status, what, body)
@@ -266,7 +184,7 @@ class RestObjectStore(ObjectStore):
                 response.release_conn()  # refused before reading the body (issue 10.2)
                 too_large(name, int(declared), max_size)
             try:
-                data = self._read_body(response, what, max_size if offset is None else offset + length)
+                data = read_body(response, what, max_size if offset is None else offset + length)
             except StoreUnavailable:
                 if attempt + 1 >= self._backoff.attempts:
                     raise
@@ -450,36 +368,14 @@ class RestObjectStore(ObjectStore):
             return []  # the type's directory does not exist yet (rclone creates them lazily)
         if response.status != 200:
             raise status_error(response.status, what, response.data)
-        try:
-            entries = json.loads(response.data)
-        except ValueError:
-            raise StoreError(f"{what}: the server's listing is not JSON (is it a restic REST server?)") from None
-        if not isinstance(entries, list):
-            raise StoreError(f"{what}: the server's listing is not a list")
-        fallback = mtime_of({"Date": response.headers.get("Date")})
-        out = []
-        for entry in entries:
-            if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
-                raise StoreError(f"{what}: the server sent a listing in the v1 format (no sizes)")
-            name = restnames.decode(type_, entry["name"])
-            if name is None:
-                continue  # not one of ours (a restic object, a stray file)
-            mtime = entry.get("mtime")
-            if isinstance(mtime, (int, float)):
-                out.append(ObjectInfo(name, int(entry.get("size", 0)), float(mtime)))
-            elif name.startswith("locks/"):
-                out.append(ObjectInfo(name, int(entry.get("size", 0)), None))  # type: ignore[arg-type]
-            else:
-                out.append(ObjectInfo(name, int(entry.get("size", 0)), fallback))
-        return out
+        return parse_listing(type_, response.data, response.headers.get("Date"), what)
 
     def stats(self) -> dict[str, int]:
         """Requests per kind, bytes and retries (see RequestStats)."""
         return self._stats.snapshot()
 
     def close(self) -> None:
-        self._pool.close()
-
+        self._http.close()
 
 
 def open_rest(location: str, **options: Any) -> RestObjectStore:

@@ -1,18 +1,22 @@
-"""What a REST server's answers mean: HTTP statuses as StoreErrors, modification times.
+"""What a REST server's answers mean: HTTP statuses as StoreErrors, times, listings.
 
 ``status_error`` maps an unexpected status onto the store error types (404 not found,
 401/403 permission, 507 no space, 408/429/5xx unavailable); ``transport_error`` does the
 same for a connection that failed; ``mtime_of`` reads an object's time from the answer's
-headers. ``rest.py`` holds the store.
+headers; ``parse_listing`` reads a type's listing (protocol v2). ``rest.py`` holds the
+store, ``rest_http.py`` its connection pool.
 """
 
 from __future__ import annotations
 
 import email.utils
+import json
 import time
 from typing import Any
 
 from backupkit.errors import ObjectNotFound, StoreError, StorePermissionError, StoreUnavailable
+from backupkit.store import restnames
+from backupkit.store.base import ObjectInfo
 
 #: Statuses retried (with backoff) before they become StoreUnavailable.
 RETRY_STATUS = (408, 429, 500, 502, 503, 504)
@@ -66,3 +70,31 @@ def mtime_of(headers: Any) -> float:
             except (TypeError, ValueError):
                 pass
     return time.time()
+
+
+def parse_listing(type_: str, data: bytes, date: str | None, what: str) -> list[ObjectInfo]:
+    """The bk objects in the v2 listing ``data`` of ``type_`` (``[{"name", "size"[,
+    "mtime"]}, ...]``; ``date``: the answer's Date header). An object without ``mtime``
+    is as old as ``date``, but a lock's time is left None for the caller to stat."""
+    try:
+        entries = json.loads(data)
+    except ValueError:
+        raise StoreError(f"{what}: the server's listing is not JSON (is it a restic REST server?)") from None
+    if not isinstance(entries, list):
+        raise StoreError(f"{what}: the server's listing is not a list")
+    fallback = mtime_of({"Date": date})
+    out = []
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise StoreError(f"{what}: the server sent a listing in the v1 format (no sizes)")
+        name = restnames.decode(type_, entry["name"])
+        if name is None:
+            continue  # not one of ours (a restic object, a stray file)
+        mtime = entry.get("mtime")
+        if isinstance(mtime, (int, float)):
+            out.append(ObjectInfo(name, int(entry.get("size", 0)), float(mtime)))
+        elif name.startswith("locks/"):
+            out.append(ObjectInfo(name, int(entry.get("size", 0)), None))  # type: ignore[arg-type]
+        else:
+            out.append(ObjectInfo(name, int(entry.get("size", 0)), fallback))
+    return out

@@ -7,12 +7,12 @@ every such server understands. Without one we talk to AWS, region from the envir
 
 Retries. botocore retries each request (throttling, 5xx, resets, timeouts) with its
 "standard" mode: ``retries`` attempts in all, jittered exponential backoff, and a retry
-quota that stops retry storms. Two things botocore cannot retry are done here:
+quota that stops retry storms. What botocore cannot retry is done by us:
 
 * a body cut short mid-download (the status line was 200, the bytes stopped): retried
-  with the same number of attempts, backoff from ``backoff``;
+  with the same number of attempts, backoff from ``backoff`` (``s3_download.py``);
 * a complete download whose length does not match the requested range (a server bug):
-  retried once, then reported as StoreError;
+  retried once, then reported as StoreError (``s3_download.py``);
 * 409 ConditionalRequestConflict on a conditional create: retried (for multipart, the
   upload is started again).
 
@@ -31,7 +31,8 @@ Every botocore, urllib3 and socket error leaves this module as a StoreError subc
 
 This module holds the store (the ObjectStore contract on a bucket) and its backend
 registration; beside it: ``s3_boto.py`` (client, request counting, error mapping),
-``s3_upload.py`` (simple and multipart uploads), ``s3_url.py`` (locations, ``-o`` options).
+``s3_download.py`` (checked and retried downloads), ``s3_upload.py`` (simple and
+multipart uploads), ``s3_url.py`` (locations, ``-o`` options).
 """
 
 from __future__ import annotations
@@ -45,11 +46,12 @@ from typing import Any
 import botocore.exceptions
 
 from backupkit.errors import BadArgument, ObjectNotFound, StoreError, StoreUnavailable
-from backupkit.store.base import Backend, ObjectInfo, ObjectStore, check_name, split_prefix, too_large
+from backupkit.store.base import Backend, ObjectInfo, ObjectStore, check_name, split_prefix
 from backupkit.store.retry import Backoff, RequestStats
 from backupkit.store.s3_boto import BOTO_ERRORS, count_request, error_code, make_client, map_error, retry_attempts
+from backupkit.store.s3_download import download
 from backupkit.store.s3_upload import put_multipart, put_simple
-from backupkit.store.s3_url import OPTIONS, parse_url
+from backupkit.store.s3_url import FORMS, OPTIONS, parse_url
 
 MiB = 1024 * 1024
 #: Objects larger than this are uploaded in parts.
@@ -59,18 +61,6 @@ MIN_PART_SIZE = 5 * MiB  # S3's floor for every part but the last
 PROBE_PREFIX = ".bk-probe-"
 
 _BUCKET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,254}$")
-_CONTENT_RANGE_RE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
-
-def _read_at_most(body: Any, limit: int) -> bytes:
-    """At most ``limit`` bytes of a streaming body, in pieces of 1 MiB."""
-    parts, got = [], 0
-    while got < limit:
-        piece = body.read(min(1 << 20, limit - got))
-        if not piece:
-            break
-        parts.append(piece)
-        got += len(piece)
-    return b"".join(parts)
 
 
 class S3ObjectStore(ObjectStore):
@@ -198,79 +188,8 @@ class S3ObjectStore(ObjectStore):
     def _key(self, name: str) -> str:
         return self._key_prefix + check_name(name)
 
-    def _read_body(self, response: dict[str, Any], what: str, limit: int | None = None) -> bytes:
-        """The body, or its first ``limit`` + 1 bytes: without a Content-Length to check
-        first (a chunked answer), a bounded get reads no more than its bound allows."""
-        body = response["Body"]
-        try:
-            data: bytes = body.read() if limit is None else _read_at_most(body, limit + 1)
-        except BOTO_ERRORS as exc:
-            raise StoreUnavailable(
-                f"{what}: the download was cut short ({type(exc).__name__}: {exc})"
-            ) from exc
-        finally:
-            body.close()
-        self._stats.add("bytes_down", len(data))
-        return data
-
     def _download(self, name: str, offset: int | None = None, length: int = 0, max_size: int | None = None) -> bytes:
-        what = f"reading {name}"
-        request: dict[str, Any] = {"Bucket": self.bucket, "Key": self._key(name)}
-        if offset is not None:
-            request["Range"] = f"bytes={offset}-{offset + length - 1}"
-        cut_short = 0
-        mismatches = 0
-        while True:
-            try:
-                response = self._client.get_object(**request)
-            except BOTO_ERRORS as exc:
-                code, status = error_code(exc)
-                if code == "InvalidRange" or status == 416:
-                    raise StoreError(
-                        f"{what}: range {offset}+{length} is past the end of the object"
-                    ) from exc
-                raise map_error(exc, what) from exc
-            size = response.get("ContentLength")
-            if max_size is not None and size is not None and int(size) > max_size:
-                response["Body"].close()
-                too_large(name, int(size), max_size)
-            try:
-                data = self._read_body(response, what, max_size if offset is None else None)
-            except StoreUnavailable:
-                cut_short += 1
-                if cut_short >= self._backoff.attempts:
-                    raise
-                self._stats.add("retries")
-                self._backoff.wait(cut_short - 1)
-                continue
-            if offset is None:
-                too_large(name, len(data), max_size)
-                expected = response.get("ContentLength")
-                if expected is None or len(data) == expected:
-                    return data
-            else:
-                if len(data) == length:
-                    return data
-                total = self._range_total(response)
-                if total is not None and offset + length > total:
-                    raise StoreError(
-                        f"{what}: range {offset}+{length} is past the end of the object "
-                        f"({total} bytes)"
-                    )
-                expected = length
-            mismatches += 1
-            if mismatches > 1:
-                raise StoreError(
-                    f"{what}: the store sent {len(data)} bytes where {expected} were expected"
-                )
-            self._stats.add("retries")
-
-    @staticmethod
-    def _range_total(response: dict[str, Any]) -> int | None:
-        match = _CONTENT_RANGE_RE.match(str(response.get("ContentRange") or ""))
-        if match and match.group(3) != "*":
-            return int(match.group(3))
-        return None
+        return download(self._client, self.bucket, self._key(name), name, self._stats, self._backoff, offset, length, max_size)
 
     def _upload(self, key: str, data: bytes, what: str, *, if_none_match: bool) -> None:
         if len(data) > self._multipart_threshold:
@@ -437,16 +356,9 @@ class S3ObjectStore(ObjectStore):
             pass
 
 
-
 def open_s3(location: str, **options: Any) -> S3ObjectStore:
     """Open an ``s3:`` location (the part after ``s3:``) with S3ObjectStore ``options``."""
     return S3ObjectStore(**parse_url(location), **options)
 
 
-BACKEND = Backend(
-    name="s3",
-    open=open_s3,
-    forms=("s3:https://host[:port]/bucket[/prefix]", "s3:http://host[:port]/bucket[/prefix]", "s3:bucket[/prefix]"),
-    connections=8,
-    options=OPTIONS,
-)
+BACKEND = Backend(name="s3", open=open_s3, forms=FORMS, connections=8, options=OPTIONS)

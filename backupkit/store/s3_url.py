@@ -1,7 +1,8 @@
 """Where an S3 store is and how a user configures it: ``s3:`` locations and ``-o s3.*`` options.
 
 ``parse_url`` splits the part of a location after ``s3:`` into S3ObjectStore
-arguments (bucket, key prefix, endpoint); ``OPTIONS`` are the S3ObjectStore options a
+arguments (bucket, key prefix, endpoint), ``FORMS`` lists the forms it takes for help
+and messages; ``OPTIONS`` are the S3ObjectStore options a
 user may give as text (``bk -o s3.retries=3``). ``s3.py`` registers both as its backend.
 """
 
@@ -12,6 +13,9 @@ from urllib.parse import urlsplit
 
 from backupkit.errors import BadArgument
 from backupkit.store.base import BackendOption, parse_bool, parse_count, parse_seconds, parse_size
+
+
+FORMS = ("s3:https://host[:port]/bucket[/prefix]", "s3:http://host[:port]/bucket[/prefix]", "s3:bucket[/prefix]")
 
 
 def parse_url(location: str) -> dict[str, Any]:

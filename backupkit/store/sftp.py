@@ -4,9 +4,9 @@ Vocabulary: a *session* is one SSH connection with its SFTP channel; the store k
 pool of up to ``connections`` sessions, opened on demand, so parallel uploads run on
 parallel connections (paramiko encrypts each connection in its own thread).
 
-Locations (restic's forms): ``sftp:user@host:/srv/repo``, ``sftp:alias:/srv/repo``
-(an ``~/.ssh/config`` Host), ``sftp:host:repo`` (relative to the login directory) and
-``sftp://user@host:port/srv/repo``. ``~/.ssh/config`` decides HostName, Port, User,
+Locations (restic's forms, parsed in ``sftp_url``): ``sftp:user@host:/srv/repo``,
+``sftp:alias:/srv/repo`` (an ``~/.ssh/config`` Host), ``sftp:host:repo`` (relative to the
+login directory) and ``sftp://user@host:port/srv/repo``. ``~/.ssh/config`` decides HostName, Port, User,
 IdentityFile, StrictHostKeyChecking and UserKnownHostsFile; keys come from the SSH agent
 and the key files. A host whose key is not in known_hosts is refused unless
 ``accept_new_host_key`` (``-o sftp.accept-new-host-key=true``) or the config's
@@ -19,43 +19,32 @@ directory, are fsynced (``fsync@openssh.com``) and renamed over the name
 OpenSSH's sftp-server does with link(2): it fails when the name is taken, so the create
 is atomic and the object is never seen half written.
 
-Range reads keep the file open and ask for as much per request as the server allows
-(``sftp_handles``).
+Beside this module: ``sshconn`` (the SSH connections and their pool), ``sftp_files``
+(writing, listing and sweeping files on one SFTP channel), ``sftp_handles`` (range reads
+keep the file open and ask for as much per request as the server allows), ``sftp_url``
+(locations and ``-o sftp.*`` options).
 """
 
 from __future__ import annotations
 
 import errno
-import re
-import secrets
 import stat as stat_module
 import time
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import paramiko
 
-from backupkit.errors import BadArgument, ObjectNotFound, StoreError, StorePermissionError, StoreUnavailable
-from backupkit.store.base import (
-    Backend,
-    BackendOption,
-    ObjectInfo,
-    ObjectStore,
-    check_name,
-    split_prefix,
-    parse_bool,
-    parse_count,
-    parse_seconds,
-    too_large,
-)
+from backupkit.errors import BadArgument, ObjectNotFound, StoreError, StoreUnavailable
+from backupkit.store.base import Backend, ObjectInfo, ObjectStore, check_name, split_prefix, too_large
 from backupkit.store.retry import Backoff, RequestStats
+from backupkit.store.sftp_files import list_objects, map_os_error, remove_quietly, sweep_temp, write_temp
 from backupkit.store.sftp_handles import Changes, Handles, close_quietly, open_file
+from backupkit.store.sftp_url import FORMS, OPTIONS, parse_location
 from backupkit.store.sshconn import TRANSIENT, Pool, Session, Target
 
-TEMP_PREFIX = ".tmp-"
-_SEGMENT_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 _PIECE = 1024 * 1024
+
 
 class SftpObjectStore(ObjectStore):
     """An ObjectStore in a directory on an SSH server.
@@ -131,7 +120,7 @@ class SftpObjectStore(ObjectStore):
             except OSError as exc:
                 if exc.errno is not None or not session.broken():
                     self._pool.give_back(session)
-                    raise _map_os_error(exc, what) from None
+                    raise map_os_error(exc, what) from None
                 broke = str(exc)
             except StoreError:
                 self._pool.give_back(session)
@@ -156,52 +145,8 @@ class SftpObjectStore(ObjectStore):
         check_name(name)
         return f"{self.root}/{name}"
 
-    def _make_dir(self, sftp: paramiko.SFTPClient, directory: str) -> None:
-        """Create ``directory`` and any missing parents: one mkdir when the parent exists
-        (the usual case: a new ``data/`` shard), walking up only as far as needed."""
-        try:
-            sftp.mkdir(directory, 0o700)
-            return
-        except FileNotFoundError:
-            parent = directory.rsplit("/", 1)[0] if "/" in directory.strip("/") else ""
-            if not parent or parent == directory:
-                raise StorePermissionError(f"cannot create {directory} on {self.hostname}") from None
-            self._make_dir(sftp, parent)
-        except OSError:
-            pass  # it exists (sftp-server answers a plain failure), or we may not create it
-        else:
-            return
-        try:
-            sftp.mkdir(directory, 0o700)
-            return
-        except OSError:
-            pass  # created meanwhile by another writer, or refused: the stat tells
-        try:
-            if not stat_module.S_ISDIR(sftp.stat(directory).st_mode or 0):
-                raise StoreError(f"{directory} on {self.hostname} is not a directory") from None
-        except FileNotFoundError:
-            raise StorePermissionError(f"cannot create {directory} on {self.hostname}") from None
-
     def _write_temp(self, sftp: paramiko.SFTPClient, path: str, data: bytes) -> str:
-        directory = path.rsplit("/", 1)[0]
-        tmp = f"{directory}/{TEMP_PREFIX}{secrets.token_hex(8)}"
-        try:
-            # Open first: the folder usually exists, and checking it costs round trips.
-            try:
-                f = sftp.open(tmp, "wb")
-            except FileNotFoundError:
-                self._make_dir(sftp, directory)
-                f = sftp.open(tmp, "wb")
-            with f:
-                f.set_pipelined(True)
-                if data:
-                    f.write(data)
-                if self._fsync:
-                    _fsync(sftp, f)
-        except BaseException:
-            _remove_quietly(sftp, tmp)
-            raise
-        return tmp
+        return write_temp(sftp, path, data, self._fsync, self.hostname)
 
     # -- the contract -----------------------------------------------------------------------------
 
@@ -270,7 +215,7 @@ class SftpObjectStore(ObjectStore):
             try:
                 sftp.posix_rename(tmp, path)
             except BaseException:
-                _remove_quietly(sftp, tmp)
+                remove_quietly(sftp, tmp)
                 raise
 
         try:
@@ -288,7 +233,7 @@ class SftpObjectStore(ObjectStore):
                 sftp.rename(tmp, path)  # link(2) on the server: fails if the name is taken
                 return True
             except OSError:
-                _remove_quietly(sftp, tmp)
+                remove_quietly(sftp, tmp)
                 try:
                     sftp.stat(path)
                 except FileNotFoundError:
@@ -327,30 +272,12 @@ class SftpObjectStore(ObjectStore):
         dir_part, partial = split_prefix(prefix)
         start = f"{self.root}/{dir_part}" if dir_part else self.root
         rel0 = dir_part + "/" if dir_part else ""
-        found = self._run("LIST", f"listing {prefix or '(everything)'}", lambda sftp: _walk(sftp, start, rel0, partial))
+        found = self._run("LIST", f"listing {prefix or '(everything)'}", lambda sftp: list_objects(sftp, start, rel0, partial))
         yield from found
 
     def remove_abandoned(self, older_than: float) -> int:
         cutoff = time.time() - older_than
-
-        def sweep(sftp: paramiko.SFTPClient) -> int:
-            removed = 0
-            stack = [self.root]
-            while stack:
-                d = stack.pop()
-                try:
-                    entries = sftp.listdir_attr(d)
-                except FileNotFoundError:
-                    continue
-                for e in entries:
-                    if stat_module.S_ISDIR(e.st_mode or 0):
-                        stack.append(f"{d}/{e.filename}")
-                    elif e.filename.startswith(TEMP_PREFIX) and (e.st_mtime or 0) < cutoff:
-                        _remove_quietly(sftp, f"{d}/{e.filename}")
-                        removed += 1
-            return removed
-
-        return int(self._run("LIST", "removing abandoned temp files", sweep))
+        return int(self._run("LIST", "removing abandoned temp files", lambda sftp: sweep_temp(sftp, self.root, cutoff)))
 
     def stats(self) -> dict[str, int]:
         return self._stats.snapshot()
@@ -359,107 +286,9 @@ class SftpObjectStore(ObjectStore):
         self._pool.close()  # closing a session closes its handles on the server
 
 
-# -- module helpers ---------------------------------------------------------------------------
-
-
-def _fsync(sftp: paramiko.SFTPClient, f: paramiko.SFTPFile) -> None:
-    """``fsync@openssh.com`` on an open file (skipped if the server lacks it)."""
-    try:
-        sftp._request(paramiko.sftp.CMD_EXTENDED, "fsync@openssh.com", f.handle)  # type: ignore[attr-defined]
-    except OSError as exc:
-        if "unsupported" not in str(exc).lower() and "operation" not in str(exc).lower():
-            raise
-
-
-def _remove_quietly(sftp: paramiko.SFTPClient, path: str) -> None:
-    try:
-        sftp.remove(path)
-    except (OSError, *TRANSIENT):
-        pass
-
-
-def _walk(sftp: paramiko.SFTPClient, start: str, rel0: str, partial: str) -> list[ObjectInfo]:
-    out: list[ObjectInfo] = []
-    stack = [(start, rel0, partial)]
-    while stack:
-        directory, rel, must_start = stack.pop()
-        try:
-            entries = sftp.listdir_attr(directory)
-        except FileNotFoundError:
-            continue
-        for e in entries:
-            n = e.filename
-            if n.startswith(TEMP_PREFIX) or not n.startswith(must_start) or not _SEGMENT_RE.match(n) or n in (".", ".."):
-                continue
-            mode = e.st_mode or 0
-            if stat_module.S_ISDIR(mode):
-                stack.append((f"{directory}/{n}", f"{rel}{n}/", ""))
-            elif stat_module.S_ISREG(mode):
-                out.append(ObjectInfo(rel + n, e.st_size or 0, float(e.st_mtime or 0)))
-    return out
-
-
-def _map_os_error(exc: OSError, what: str) -> StoreError:
-    if isinstance(exc, StoreError):
-        return exc
-    code = exc.errno
-    if code in (errno.ENOENT, errno.ENOTDIR) or isinstance(exc, FileNotFoundError):
-        return ObjectNotFound(f"{what}: not found")
-    if code in (errno.EACCES, errno.EPERM) or isinstance(exc, PermissionError):
-        return StorePermissionError(f"{what}: permission denied")
-    text = str(exc) or type(exc).__name__
-    if "no space" in text.lower() or "quota" in text.lower():
-        return StoreError(f"{what}: no space left on the server ({text})")
-    return StoreError(f"{what}: {text}")
-
-
-def parse_location(location: str) -> dict[str, Any]:
-    """SftpObjectStore arguments from the part after ``sftp:``."""
-    if location.startswith("//"):
-        parts = urlsplit("sftp:" + location)
-        if not parts.hostname or not parts.path or parts.path == "/":
-            raise BadArgument(f"use sftp://user@host[:port]/path, not sftp:{location}")
-        out: dict[str, Any] = {"host": parts.hostname, "path": unquote(parts.path)}
-        if parts.username:
-            out["user"] = unquote(parts.username)
-        if parts.port:
-            out["port"] = parts.port
-        return out
-    target, sep, path = location.partition(":")
-    if not sep or not target or not path:
-        raise BadArgument(f"use sftp:user@host:/path or sftp:alias:/path, not sftp:{location}")
-    user, at, host = target.rpartition("@")
-    out = {"host": host, "path": path}
-    if at:
-        out["user"] = user
-    return out
-
-
 def open_sftp(location: str, **options: Any) -> SftpObjectStore:
     """Open an ``sftp:`` location (the part after ``sftp:``)."""
     return SftpObjectStore(**{**parse_location(location), **options})
 
 
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 < value < 65536:
-        raise ValueError(f"not a TCP port: {text!r}")
-    return value
-
-
-BACKEND = Backend(
-    name="sftp",
-    open=open_sftp,
-    forms=("sftp:user@host:/path", "sftp:alias:/path", "sftp://user@host:port/path"),
-    connections=4,
-    options=(
-        BackendOption("accept_new_host_key", parse_bool, "trust and remember a host key not in known_hosts (default false)"),
-        BackendOption("ssh_config", str, "the OpenSSH client config (default ~/.ssh/config)"),
-        BackendOption("known_hosts", str, "the known_hosts file (default: the config's, else ~/.ssh/known_hosts)"),
-        BackendOption("identity_file", str, "a private key file, tried first"),
-        BackendOption("port", _port, "the SSH port (default: the config's, else 22)"),
-        BackendOption("retries", parse_count, "attempts per operation; a broken connection is reopened (default 4)"),
-        BackendOption("backoff", parse_seconds, "first backoff bound in seconds (default 0.2)"),
-        BackendOption("timeout", parse_seconds, "connect, banner and auth timeout in seconds (default 15)"),
-    ),
-)
+BACKEND = Backend(name="sftp", open=open_sftp, forms=FORMS, connections=4, options=OPTIONS)

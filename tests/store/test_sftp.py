@@ -8,7 +8,8 @@ import pytest
 
 from backupkit.errors import BadArgument, StorePermissionError
 from backupkit.store import open_store
-from backupkit.store.sftp import SftpObjectStore, parse_location
+from backupkit.store.sftp import SftpObjectStore
+from backupkit.store.sftp_url import parse_location
 from tests.support.store_contract import StoreContract
 
 
@@ -308,4 +309,28 @@ def test_requests_of_writes_and_range_reads(logging_ssh_server, tmp_path):
     # 100 KB per range is one read each at 255 KiB a request.
     assert (kinds.get("open"), kinds.get("fstat"), kinds.get("close", 0)) == (1, 1, 0), kinds
     assert kinds.get("read") == 19, kinds
+    store.close()
+
+
+def test_remove_abandoned_sweeps_old_temp_files_only(ssh_server, tmp_path):
+    """Temp files a dead writer left, in any folder, go once older than the bound; fresh
+    ones (a writer may be active) and objects stay, and the listing never shows either."""
+    import os
+
+    root = tmp_path / "repo"
+    store = ssh_server.store(root, fsync=False)
+    store.put("data/ab/pack", b"p")
+    store.put("config", b"c")
+    old = [root / ".tmp-dead1", root / "data" / "ab" / ".tmp-dead2"]
+    fresh = root / "data" / ".tmp-alive"
+    for p in [*old, fresh]:
+        p.write_bytes(b"partial")
+    for p in old:
+        os.utime(p, (1_000_000_000, 1_000_000_000))
+    assert sorted(i.name for i in store.list()) == ["config", "data/ab/pack"]
+    assert store.remove_abandoned(3600) == 2
+    assert not any(p.exists() for p in old)
+    assert fresh.exists()
+    assert store.get("data/ab/pack") == b"p"
+    assert store.remove_abandoned(3600) == 0
     store.close()

@@ -1,0 +1,110 @@
+"""The backup's reader pool: the files the walk found new or changed, read on reader threads.
+
+The walk (``backup_walk.py``) hands each file over with its entry and the parent's entry
+(``FileReads.add``). Small files (at most ``Tuning.small_file`` bytes) go in batches of
+``Tuning.small_files_per_job``: a hand-off per small file costs more than its read, and
+batches let the walk's system calls and Python overlap the reads and sealing. Larger
+files are one job each, and the walk waits while more than ``Tuning.files_in_flight``
+jobs are queued. A job reads its files through the run's ``ContentWriter``
+(``backupkit/objects/writer.py``), which cuts, seals and stores their content.
+
+Finished jobs are collected in the order they were handed over (``drain``): each file's
+entry with its content list goes to ``record`` and into the counters. An unreadable file
+is reported and left out; a file that changed while being read is reported as changed
+(its entry keeps the pre-read times, so the next backup reads it again).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from backupkit.errors import FileReadError
+from backupkit.objects.entry import Entry
+from backupkit.objects.writer import ContentWriter
+from backupkit.tuning import Tuning
+
+if TYPE_CHECKING:
+    from backupkit.managers.backup_walk import WalkStats
+
+#: a small file waiting for its batch: (path, parent's entry, lstat, entry)
+_Small = tuple[bytes, Entry | None, os.stat_result, Entry]
+#: ``record(path, entry, old)``: a file read, with its content list (``old``: the parent's entry)
+Record = Callable[[bytes, Entry, Entry | None], None]
+
+
+class FileReads:
+    """The reader threads of one run; ``record`` takes each file read, in hand-over
+    order, and ``stats`` counts and reports them."""
+
+    def __init__(self, writer: ContentWriter, tuning: Tuning, threads: int, stats: WalkStats, record: Record) -> None:
+        self._writer = writer
+        self._tuning = tuning
+        self._stats = stats
+        self._record = record
+        self._pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="bk-read")
+        #: files being read: (path, parent's entry, entry, future), or for a batch of
+        #: small files (b"", None, [_Small, ...], future)
+        self._pending: deque[tuple[bytes, Entry | None, Any, Future]] = deque()
+        self._small: list[_Small] = []
+
+    def add(self, path: bytes, old: Entry | None, st: os.stat_result, e: Entry) -> None:
+        """Read file ``path`` (``e``: its entry without content; ``old``: the parent's)."""
+        if st.st_size <= self._tuning.small_file:
+            self._small.append((path, old, st, e))
+            if len(self._small) >= self._tuning.small_files_per_job:
+                self._submit_small()
+            return
+        fut = self._pool.submit(self._read_file, path, st, e)
+        self._pending.append((path, old, e, fut))
+        self.drain(self._tuning.files_in_flight)
+
+    def drain(self, keep: int) -> None:
+        """Collect finished file jobs, waiting while more than ``keep`` are in flight."""
+        self._submit_small()
+        pending = self._pending
+        while pending and (len(pending) > keep or pending[0][3].done()):
+            path, old, e, fut = pending.popleft()
+            if path:
+                self._finish_file(path, old, fut.result())
+            else:  # a batch of small files
+                for (p, o, _st, _e), got in zip(e, fut.result()):
+                    self._finish_file(p, o, got)
+
+    def close(self, cancel: bool) -> None:
+        """Stop the reader threads (once their jobs ended); ``cancel``: drop queued jobs."""
+        self._pool.shutdown(wait=True, cancel_futures=cancel)
+
+    def _finish_file(self, path: bytes, old: Entry | None, e: Entry | None) -> None:
+        if e is None:
+            return
+        self._stats.file_stored(new=old is None)
+        self._record(path, e, old)
+
+    def _submit_small(self) -> None:
+        """Hand the batch of small files to the reader threads as one job."""
+        batch, self._small = self._small, []
+        if batch:
+            fut = self._pool.submit(self._read_small, batch)
+            self._pending.append((b"", None, batch, fut))
+
+    def _read_small(self, batch: list[_Small]) -> list[Entry | None]:
+        return [self._read_file(path, st, e) for path, _old, st, e in batch]
+
+    def _read_file(self, path: bytes, st: os.stat_result, e: Entry) -> Entry | None:
+        try:
+            got = self._writer.read_file(path, st)
+        except FileReadError as err:
+            self._stats.error(path, str(err))
+            return None
+        if got.changed:
+            self._stats.changed_while_read(path)
+        e = self._writer.with_content(e.replace(size=got.size), got.items)
+        self._stats.file_read(path, got.size, got.bytes_read)
+        return e
+
+
+__all__ = ["FileReads"]

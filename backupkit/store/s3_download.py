@@ -1,0 +1,98 @@
+"""Downloads from S3: one GetObject (a whole object or a byte range), checked and retried.
+
+botocore retries a request whose answer never came; two things it cannot retry are done
+here. A body cut short mid-download (the status line was 200, the bytes stopped) is
+retried with the store's ``Backoff``; a complete answer whose length does not match what
+was asked (a server bug) is retried once, then reported as StoreError. A whole-object
+read with a bound (``max_size``) is refused from its Content-Length before the body is
+read, and reads no more than the bound allows when there is none. Errors leave as
+StoreErrors (``s3_boto.map_error``); ``s3.py`` holds the store.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from backupkit.errors import StoreError, StoreUnavailable
+from backupkit.store.base import read_at_most, too_large
+from backupkit.store.retry import Backoff, RequestStats
+from backupkit.store.s3_boto import BOTO_ERRORS, error_code, map_error
+
+_CONTENT_RANGE_RE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+
+
+def download(
+    client: Any, bucket: str, key: str, name: str, stats: RequestStats, backoff: Backoff,
+    offset: int | None = None, length: int = 0, max_size: int | None = None,
+) -> bytes:
+    """Object ``name`` (at ``key`` in ``bucket``), or ``length`` bytes of it from
+    ``offset``; ``max_size``: ObjectTooLarge for a larger whole object."""
+    what = f"reading {name}"
+    request: dict[str, Any] = {"Bucket": bucket, "Key": key}
+    if offset is not None:
+        request["Range"] = f"bytes={offset}-{offset + length - 1}"
+    cut_short = 0
+    mismatches = 0
+    while True:
+        try:
+            response = client.get_object(**request)
+        except BOTO_ERRORS as exc:
+            code, status = error_code(exc)
+            if code == "InvalidRange" or status == 416:
+                raise StoreError(f"{what}: range {offset}+{length} is past the end of the object") from exc
+            raise map_error(exc, what) from exc
+        size = response.get("ContentLength")
+        if max_size is not None and size is not None and int(size) > max_size:
+            response["Body"].close()
+            too_large(name, int(size), max_size)
+        try:
+            data = _read_body(response, what, stats, max_size if offset is None else None)
+        except StoreUnavailable:
+            cut_short += 1
+            if cut_short >= backoff.attempts:
+                raise
+            stats.add("retries")
+            backoff.wait(cut_short - 1)
+            continue
+        if offset is None:
+            too_large(name, len(data), max_size)
+            expected = response.get("ContentLength")
+            if expected is None or len(data) == expected:
+                return data
+        else:
+            if len(data) == length:
+                return data
+            total = _range_total(response)
+            if total is not None and offset + length > total:
+                raise StoreError(f"{what}: range {offset}+{length} is past the end of the object ({total} bytes)")
+            expected = length
+        mismatches += 1
+        if mismatches > 1:
+            raise StoreError(f"{what}: the store sent {len(data)} bytes where {expected} were expected")
+        stats.add("retries")
+
+
+def _read_body(response: dict[str, Any], what: str, stats: RequestStats, limit: int | None = None) -> bytes:
+    """The body, or its first ``limit`` + 1 bytes: without a Content-Length to check
+    first (a chunked answer), a bounded get reads no more than its bound allows."""
+    body = response["Body"]
+    try:
+        data: bytes = body.read() if limit is None else read_at_most(body.read, limit + 1)
+    except BOTO_ERRORS as exc:
+        raise StoreUnavailable(f"{what}: the download was cut short ({type(exc).__name__}: {exc})") from exc
+    finally:
+        body.close()
+    stats.add("bytes_down", len(data))
+    return data
+
+
+def _range_total(response: dict[str, Any]) -> int | None:
+    """The object's size from a range answer's Content-Range (None: not told)."""
+    match = _CONTENT_RANGE_RE.match(str(response.get("ContentRange") or ""))
+    if match and match.group(3) != "*":
+        return int(match.group(3))
+    return None
+
+
+__all__ = ["download"]
