@@ -8,6 +8,10 @@ else ``Repository.check_lock`` (installed by whoever took the lock; a no-op with
 ``SnapshotSelection`` is the ``refs``/``hosts``/``tags``/``paths`` part of an options
 dataclass (keyword-only, so a verb's own fields keep their positions), and
 ``select_snapshots`` turns it into snapshots through the one snapshot filter.
+
+``TrieReader`` starts the verbs that only read the tries of chosen snapshots (find,
+stats): the repository, every snapshot as the caller listed them, and a trie reader
+with the verb's node cache.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from backupkit.repo.repository import Repository
 from backupkit.snapshot import Snapshot, filter_snapshots, list_snapshots, resolve_ref
+from backupkit.tree import make_hamt
 
 
 class PhaseReporter(Protocol):
@@ -81,3 +86,22 @@ def select_snapshots(repo: Repository, sel: SnapshotSelection, snaps: list[Snaps
         s = resolve_ref(pool if ref == "latest" else snaps, ref)
         chosen[s.id] = s
     return sorted(chosen.values(), key=lambda s: (s.time_ns, s.id))
+
+
+class TrieReader:
+    """A verb that reads the tries of chosen snapshots and writes nothing (find, stats).
+
+    ``snapshots``: every snapshot of ``repo`` as the caller listed them (None: listed
+    here, repairing a stale catalog; ``select_snapshots``). A subclass sizes the trie
+    node cache of ``self.hamt`` in ``node_cache``."""
+
+    node_cache: ClassVar[int] = 1 << 16
+
+    def __init__(self, repo: Repository, snapshots: list[Snapshot] | None = None) -> None:
+        self.repo = repo
+        self.all_snapshots = snapshots
+        self.hamt = make_hamt(repo, cache_size=self.node_cache)
+
+    def every_snapshot(self) -> list[Snapshot]:
+        """Every snapshot of the repository: as the caller listed them, else listed now."""
+        return list_snapshots(self.repo) if self.all_snapshots is None else self.all_snapshots
