@@ -26,15 +26,14 @@ from backupkit.tree import make_hamt
 
 
 class PhaseReporter(Protocol):
-    """Progress in phases (prune, repair): a phase starts (total units or None), then advances."""
+    """Progress in phases (prune, check, the repairs): a phase starts (total units or None), then advances."""
 
     def phase(self, name: str, total: int | None) -> None: ...
     def advance(self, n: int = 1) -> None: ...
 
 
-class NullPhaseReporter:
-    def phase(self, name: str, total: int | None) -> None: ...
-    def advance(self, n: int = 1) -> None: ...
+class NullPhaseReporter(PhaseReporter):
+    """Hears nothing (the protocol's methods do nothing)."""
 
 
 def lock_checker(repo: Repository, lock_check: Callable[[], None] | None) -> Callable[[], None]:

@@ -82,8 +82,8 @@ class CopyReporter(Protocol):
     def copied(self, c: Copied) -> None: ...
 
 
-class NullCopyReporter:
-    def copied(self, c: Copied) -> None: ...
+class NullCopyReporter(CopyReporter):
+    """Hears nothing (the protocol's methods do nothing)."""
 
 
 class _PartsStream:
