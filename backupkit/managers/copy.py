@@ -62,7 +62,7 @@ class Copied:
     files: int
 
     def to_json(self) -> dict:
-        return {"source": self.source.id, "target": self.target.id, "files": self.files}
+        return json_fields(self, source=self.source.id, target=self.target.id)
 
 
 @dataclass(frozen=True)
