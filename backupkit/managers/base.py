@@ -8,6 +8,7 @@ else ``Repository.check_lock`` (installed by whoever took the lock; a no-op with
 ``SnapshotSelection`` is the ``refs``/``hosts``/``tags``/``paths`` part of an options
 dataclass (keyword-only, so a verb's own fields keep their positions), and
 ``select_snapshots`` turns it into snapshots through the one snapshot filter.
+``ContentReading`` is likewise the ``connections`` of the verbs that read file contents.
 
 ``TrieReader`` starts the verbs that only read the tries of chosen snapshots (find,
 stats): the repository, every snapshot as the caller listed them, and a trie reader
@@ -67,6 +68,14 @@ class SnapshotSelection:
     hosts: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     paths: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class ContentReading:
+    """The part of an options dataclass of a verb that reads file contents (restore,
+    dump, copy): how many store reads its ``ContentReader`` keeps in flight."""
+
+    connections: int = 8
 
 
 def select_snapshots(repo: Repository, sel: SnapshotSelection, snaps: list[Snapshot] | None = None) -> list[Snapshot]:

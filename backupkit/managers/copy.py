@@ -29,7 +29,7 @@ from typing import Protocol
 
 from backupkit.crypto import T_DATA_BLOB, T_META_BLOB
 from backupkit.entry import Keyer
-from backupkit.managers.base import SnapshotSelection, select_snapshots
+from backupkit.managers.base import ContentReading, SnapshotSelection, select_snapshots
 from backupkit.managers.json_fields import json_fields
 from backupkit.objects.content import with_content
 from backupkit.objects.entry import Entry
@@ -51,8 +51,8 @@ def same_chunker(a: Repository, b: Repository) -> bool:
 
 
 @dataclass(frozen=True)
-class CopyOptions(SnapshotSelection):
-    connections: int = 8
+class CopyOptions(SnapshotSelection, ContentReading):
+    pass
 
 
 @dataclass(frozen=True)
