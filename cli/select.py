@@ -37,6 +37,12 @@ def abs_paths(paths: list[str] | tuple[str, ...]) -> list[str]:
     return [os.path.abspath(p) for p in paths]
 
 
+def selection(refs: list[str] | None, hosts: list[str], tags: list[str], paths: list[str]) -> dict[str, tuple[str, ...]]:
+    """The snapshot arguments and ``--host``/``--tag``/``--path`` as the fields of an
+    options dataclass's ``SnapshotSelection``, to pass as keyword arguments."""
+    return {"refs": tuple(refs or ()), "hosts": tuple(hosts), "tags": tuple(tags), "paths": tuple(abs_paths(paths))}
+
+
 def select_snapshots(st: Any, repo: Any, hosts=(), tags=(), paths=()) -> list[Any]:
     """The snapshots the filters keep, oldest first."""
     from backupkit.snapshot import filter_snapshots

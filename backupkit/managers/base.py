@@ -8,6 +8,11 @@ else ``Repository.check_lock`` (installed by whoever took the lock; a no-op with
 ``SnapshotSelection`` is the ``refs``/``hosts``/``tags``/``paths`` part of an options
 dataclass (keyword-only, so a verb's own fields keep their positions), and
 ``select_snapshots`` turns it into snapshots through the one snapshot filter.
+``ContentReading`` is likewise the ``connections`` of the verbs that read file contents.
+
+``TrieReader`` starts the verbs that only read the tries of chosen snapshots (find,
+stats): the repository, every snapshot as the caller listed them, and a trie reader
+with the verb's node cache.
 """
 
 from __future__ import annotations
@@ -18,18 +23,18 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from backupkit.repo.repository import Repository
 from backupkit.snapshot import Snapshot, filter_snapshots, list_snapshots, resolve_ref
+from backupkit.tree import make_hamt
 
 
 class PhaseReporter(Protocol):
-    """Progress in phases (prune, repair): a phase starts (total units or None), then advances."""
+    """Progress in phases (prune, check, the repairs): a phase starts (total units or None), then advances."""
 
     def phase(self, name: str, total: int | None) -> None: ...
     def advance(self, n: int = 1) -> None: ...
 
 
-class NullPhaseReporter:
-    def phase(self, name: str, total: int | None) -> None: ...
-    def advance(self, n: int = 1) -> None: ...
+class NullPhaseReporter(PhaseReporter):
+    """Hears nothing (the protocol's methods do nothing)."""
 
 
 def lock_checker(repo: Repository, lock_check: Callable[[], None] | None) -> Callable[[], None]:
@@ -65,6 +70,14 @@ class SnapshotSelection:
     paths: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True, kw_only=True)
+class ContentReading:
+    """The part of an options dataclass of a verb that reads file contents (restore,
+    dump, copy): how many store reads its ``ContentReader`` keeps in flight."""
+
+    connections: int = 8
+
+
 def select_snapshots(repo: Repository, sel: SnapshotSelection, snaps: list[Snapshot] | None = None) -> list[Snapshot]:
     """Without ``sel.refs``: every snapshot the filters select. With them: the snapshots
     they name, ``latest`` among those the filters select, an id or prefix whatever the
@@ -81,3 +94,22 @@ def select_snapshots(repo: Repository, sel: SnapshotSelection, snaps: list[Snaps
         s = resolve_ref(pool if ref == "latest" else snaps, ref)
         chosen[s.id] = s
     return sorted(chosen.values(), key=lambda s: (s.time_ns, s.id))
+
+
+class TrieReader:
+    """A verb that reads the tries of chosen snapshots and writes nothing (find, stats).
+
+    ``snapshots``: every snapshot of ``repo`` as the caller listed them (None: listed
+    here, repairing a stale catalog; ``select_snapshots``). A subclass sizes the trie
+    node cache of ``self.hamt`` in ``node_cache``."""
+
+    node_cache: ClassVar[int] = 1 << 16
+
+    def __init__(self, repo: Repository, snapshots: list[Snapshot] | None = None) -> None:
+        self.repo = repo
+        self.all_snapshots = snapshots
+        self.hamt = make_hamt(repo, cache_size=self.node_cache)
+
+    def every_snapshot(self) -> list[Snapshot]:
+        """Every snapshot of the repository: as the caller listed them, else listed now."""
+        return list_snapshots(self.repo) if self.all_snapshots is None else self.all_snapshots

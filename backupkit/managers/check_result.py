@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from backupkit.managers.base import PhaseReporter
 from backupkit.managers.json_fields import json_fields
 
 ERROR = "error"
@@ -75,13 +76,11 @@ class CheckResult:
         return {"ok": self.ok, "errors": len(self.errors), **json_fields(self, seconds=round(self.seconds, 3))}
 
 
-class CheckReporter(Protocol):
-    def phase(self, name: str, total: int | None) -> None: ...
-    def advance(self, n: int = 1) -> None: ...
+class CheckReporter(PhaseReporter, Protocol):
+    """Check's phases, and each finding as it is made."""
+
     def finding(self, finding: Finding) -> None: ...
 
 
-class NullCheckReporter:
-    def phase(self, name: str, total: int | None) -> None: ...
-    def advance(self, n: int = 1) -> None: ...
-    def finding(self, finding: Finding) -> None: ...
+class NullCheckReporter(CheckReporter):
+    """Hears nothing (the protocol's methods do nothing)."""

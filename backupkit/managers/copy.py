@@ -29,7 +29,7 @@ from typing import Protocol
 
 from backupkit.crypto import T_DATA_BLOB, T_META_BLOB
 from backupkit.entry import Keyer
-from backupkit.managers.base import SnapshotSelection, select_snapshots
+from backupkit.managers.base import ContentReading, SnapshotSelection, select_snapshots
 from backupkit.managers.json_fields import json_fields
 from backupkit.objects.content import with_content
 from backupkit.objects.entry import Entry
@@ -51,8 +51,8 @@ def same_chunker(a: Repository, b: Repository) -> bool:
 
 
 @dataclass(frozen=True)
-class CopyOptions(SnapshotSelection):
-    connections: int = 8
+class CopyOptions(SnapshotSelection, ContentReading):
+    pass
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class Copied:
     files: int
 
     def to_json(self) -> dict:
-        return {"source": self.source.id, "target": self.target.id, "files": self.files}
+        return json_fields(self, source=self.source.id, target=self.target.id)
 
 
 @dataclass(frozen=True)
@@ -82,8 +82,8 @@ class CopyReporter(Protocol):
     def copied(self, c: Copied) -> None: ...
 
 
-class NullCopyReporter:
-    def copied(self, c: Copied) -> None: ...
+class NullCopyReporter(CopyReporter):
+    """Hears nothing (the protocol's methods do nothing)."""
 
 
 class _PartsStream:

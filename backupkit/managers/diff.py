@@ -100,8 +100,8 @@ class DiffReporter(Protocol):
     def change(self, change: Change) -> None: ...
 
 
-class NullDiffReporter:
-    def change(self, change: Change) -> None: ...
+class NullDiffReporter(DiffReporter):
+    """Hears nothing (the protocol's methods do nothing)."""
 
 
 def classify(ea: Entry | None, eb: Entry | None) -> tuple[str, tuple[str, ...]]:

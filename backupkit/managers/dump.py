@@ -15,6 +15,7 @@ from typing import BinaryIO
 
 from backupkit.entry import display_path
 from backupkit.errors import BadArgument, IntegrityError, UsageError
+from backupkit.managers.base import ContentReading
 from backupkit.managers.restore import NullRestoreReporter, RestoreManager, RestoreOptions, RestoreReporter
 from backupkit.objects.reader import ContentReader
 from backupkit.repo.repository import Repository
@@ -26,10 +27,9 @@ _ZERO = bytes(1 << 16)
 
 
 @dataclass(frozen=True)
-class DumpOptions:
+class DumpOptions(ContentReading):
     path: str
     archive: str = "tar"
-    connections: int = 8
 
 
 @dataclass(frozen=True)

@@ -29,11 +29,10 @@ from backupkit.entry import display_path
 from backupkit.errors import BadArgument, FormatError, UsageError
 from backupkit.objects.entry import Entry
 from backupkit.filters import PatternList
-from backupkit.repo.repository import Repository
 from backupkit.snapshot import Snapshot
 from backupkit.managers.reachable import find_affected
-from backupkit.managers.base import SnapshotSelection, select_snapshots
-from backupkit.tree import SnapshotTree, make_hamt
+from backupkit.managers.base import SnapshotSelection, TrieReader, select_snapshots
+from backupkit.tree import SnapshotTree
 
 NAME, BLOB, TREE, PACK = "name", "blob", "tree", "pack"
 
@@ -112,31 +111,24 @@ class FindResult:
                 "ids": list(self.ids)}
 
 
-class FindManager:
-    def __init__(self, repo: Repository, snapshots: list[Snapshot] | None = None) -> None:
-        """``snapshots``: every snapshot of ``repo`` as the caller listed them (None: listed
-        here, repairing a stale catalog; ``select_snapshots``)."""
-        self.repo = repo
-        self.all_snapshots = snapshots
-        self.hamt = make_hamt(repo, cache_size=1 << 18)
-        self.meta_reads = 0
+class FindManager(TrieReader):
+    node_cache = 1 << 18
 
     def run(self, opts: FindOptions) -> FindResult:
         if not opts.patterns:
             raise BadArgument("give at least one pattern (or id with --blob, --tree, --pack)")
         if opts.kind not in (NAME, BLOB, TREE, PACK):
             raise BadArgument(f"unknown find kind {opts.kind!r}")
-        snaps = select_snapshots(self.repo, opts, self.all_snapshots)
+        snaps = select_snapshots(self.repo, opts, self.every_snapshot())
         ids: tuple[str, ...] = ()
         if opts.kind == NAME:
             found, strategy = self._by_name(snaps, opts)
+            loads, visits = self.hamt.loads, self.hamt.visits
         else:
             wanted = self._wanted_ids(opts)
-            found, strategy, ids = self._by_blob(snaps, wanted), "scan", tuple(sorted(b.hex() for b in wanted))
+            (found, loads), strategy, ids = self._by_blob(snaps, wanted), "scan", tuple(sorted(b.hex() for b in wanted))
+            visits = loads
         out = tuple(SnapshotMatches(s, tuple(sorted(m, key=lambda x: (x.path, x.blob or "")))) for s, m in found if m)
-        loads, visits = self.hamt.loads, self.hamt.visits
-        if opts.kind != NAME:
-            loads = visits = self.meta_reads
         return FindResult(out, len(snaps), strategy, loads, visits, ids)
 
     # -- names -------------------------------------------------------------------------------
@@ -229,7 +221,8 @@ class FindManager:
     def _by_blob(self, snaps: list[Snapshot], wanted: set[bytes]):
         """Through ``reachable.find_affected`` (what check uses to name damage): each
         distinct node examined once. A node or content blob that cannot be read shows as
-        a hit on an id that was not asked for: reported as ``unreadable``."""
+        a hit on an id that was not asked for: reported as ``unreadable``. Also: how
+        many trie nodes and content blobs were read."""
         reads = [0]
 
         def read_meta(bid: bytes) -> bytes:
@@ -259,8 +252,7 @@ class FindManager:
             else:
                 where = "content"
             by_snap[a.snapshot].append(_match(a.path, e, a.blob.hex(), where, pack))
-        self.meta_reads = reads[0]
-        return [(s, by_snap[s.id]) for s in snaps]
+        return [(s, by_snap[s.id]) for s in snaps], reads[0]
 
 
 class _Patterns:

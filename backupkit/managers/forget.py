@@ -87,8 +87,8 @@ class ForgetReporter(Protocol):
     def removed(self, snapshot: Snapshot) -> None: ...
 
 
-class NullForgetReporter:
-    def removed(self, snapshot: Snapshot) -> None: ...
+class NullForgetReporter(ForgetReporter):
+    """Hears nothing (the protocol's methods do nothing)."""
 
 
 class ForgetManager(Manager[ForgetReporter]):

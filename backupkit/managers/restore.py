@@ -40,6 +40,7 @@ from backupkit.archive import FORMATS
 from backupkit.entry import display_path, name_of, parent_of
 from backupkit.errors import BadArgument, PathNotFound, UsageError
 from backupkit.filters import select_entries
+from backupkit.managers.base import ContentReading
 from backupkit.managers.restore_archive import write_archive
 from backupkit.managers.restore_dir import DirRestorer
 from backupkit.managers.restore_files import MetaPolicy, safe_path
@@ -57,7 +58,7 @@ _PLAIN_DIR = Entry(type="d", mode=0o755)
 
 
 @dataclass(frozen=True)
-class RestoreOptions:
+class RestoreOptions(ContentReading):
     path: str = "/"
     target: str | None = None
     format: str | None = None  # zip, tar, tar.zst (streamed to ``output``)
@@ -66,7 +67,6 @@ class RestoreOptions:
     verify: bool = False
     owners: bool | None = None  # None: restore owners when running as root
     sparse: bool = True
-    connections: int = 8
     #: --include/--exclude: (path, entry) -> (restore it, look below it); None = everything
     select: Callable[[bytes, Entry], tuple[bool, bool]] | None = None
     #: what to do with files already in the target (``restore_overwrite``)

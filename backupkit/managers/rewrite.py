@@ -72,8 +72,8 @@ class RewriteReporter(Protocol):
     def rewritten(self, change: RewriteChange) -> None: ...
 
 
-class NullRewriteReporter:
-    def rewritten(self, change: RewriteChange) -> None: ...
+class NullRewriteReporter(RewriteReporter):
+    """Hears nothing (the protocol's methods do nothing)."""
 
 
 class RewriteManager(Manager[RewriteReporter]):

@@ -30,12 +30,10 @@ from dataclasses import dataclass
 from backupkit.crypto import T_META_BLOB
 from backupkit.errors import BadArgument
 from backupkit.managers.reachable import Reachable, mark, mark_entry
-from backupkit.managers.base import SnapshotSelection, select_snapshots
+from backupkit.managers.base import SnapshotSelection, TrieReader, select_snapshots
 from backupkit.objects.entry import Entry
 from backupkit.repo.pack import KIND_DATA, KIND_META
-from backupkit.repo.repository import Repository
-from backupkit.snapshot import Snapshot, list_snapshots
-from backupkit.tree import make_hamt
+from backupkit.snapshot import Snapshot
 
 MODES = ("restore-size", "files-by-contents", "raw-data")
 
@@ -111,18 +109,13 @@ class StatsResult:
 _Totals = tuple[int, int, int, int, tuple]
 
 
-class StatsManager:
-    def __init__(self, repo: Repository, snapshots: list[Snapshot] | None = None) -> None:
-        """``snapshots``: every snapshot of ``repo`` as the caller listed them (None: listed
-        here, repairing a stale catalog; ``select_snapshots``)."""
-        self.repo = repo
-        self.all_snapshots = snapshots
-        self.hamt = make_hamt(repo, cache_size=1 << 16)
+class StatsManager(TrieReader):
+    node_cache = 1 << 16
 
     def run(self, opts: StatsOptions) -> StatsResult:
         if opts.mode not in MODES:
             raise BadArgument(f"unknown --mode {opts.mode!r}: use one of {', '.join(MODES)}")
-        all_snaps = list_snapshots(self.repo) if self.all_snapshots is None else self.all_snapshots
+        all_snaps = self.every_snapshot()
         snaps = select_snapshots(self.repo, opts, all_snaps)
         files = dirs = others = nbytes = 0
         blobs = raw = stored = data_raw = restore = 0

@@ -73,8 +73,8 @@ class TagReporter(Protocol):
     def changed(self, change: TagChange) -> None: ...
 
 
-class NullTagReporter:
-    def changed(self, change: TagChange) -> None: ...
+class NullTagReporter(TagReporter):
+    """Hears nothing (the protocol's methods do nothing)."""
 
 
 def new_tags(current: tuple[str, ...], opts: TagOptions) -> tuple[str, ...]:

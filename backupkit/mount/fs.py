@@ -61,9 +61,8 @@ class MountReporter(Protocol):
     def on_error(self, path: str, error: Exception) -> None: ...
 
 
-class NullMountReporter:
-    def on_error(self, path: str, error: Exception) -> None:
-        pass
+class NullMountReporter(MountReporter):
+    """Hears nothing (the protocol's methods do nothing)."""
 
 
 @dataclass(frozen=True)

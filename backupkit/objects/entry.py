@@ -269,20 +269,21 @@ def encode_entry(e: Entry) -> bytes:
     return e.encode()
 
 
-@lru_cache(maxsize=1024)
+@lru_cache(maxsize=2048)
+def _name_by_id(db: str, num: int) -> str:
+    """The name this machine gives user (``db`` "user") or group id ``num``, or ""."""
+    try:
+        return pwd.getpwuid(num).pw_name if db == "user" else grp.getgrgid(num).gr_name
+    except KeyError:
+        return ""
+
+
 def user_name(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return ""
+    return _name_by_id("user", uid)
 
 
-@lru_cache(maxsize=1024)
 def group_name(gid: int) -> str:
-    try:
-        return grp.getgrgid(gid).gr_name
-    except KeyError:
-        return ""
+    return _name_by_id("group", gid)
 
 
 def entry_from_stat(st: os.stat_result, **more) -> Entry:

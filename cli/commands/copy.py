@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from backupkit_cli.commands.fromrepo import from_password_command_option, from_password_file_option, from_repo_option, source_state
-from backupkit_cli.select import HOSTS, PATHS, TAGS, abs_paths
+from backupkit_cli.select import HOSTS, PATHS, TAGS, selection
 from backupkit_cli.context import State
 
 
@@ -25,8 +25,7 @@ def command(
 
     st: State = ctx.obj
     src_st = source_state(st, from_repo, from_password_file, from_password_command)
-    opts = CopyOptions(refs=tuple(snapshots or ()), hosts=tuple(host), tags=tuple(tag), paths=tuple(abs_paths(path)),
-                       connections=max(4, src_st.store_connections()))
+    opts = CopyOptions(**selection(snapshots, host, tag, path), connections=max(4, src_st.store_connections()))
     source = src_st.open_repo()
     try:
         src_lock = src_st.lock_manager(source).acquire(False, "copy (source)")

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from backupkit_cli.select import HOSTS, PATHS, TAGS, abs_paths
+from backupkit_cli.select import HOSTS, PATHS, TAGS, selection
 from backupkit_cli.context import State
 from backupkit_cli.fmt import local_time, mode_string
 
@@ -37,7 +37,7 @@ def command(
         patterns=tuple(patterns), kind=kinds[0] if kinds else NAME, ignore_case=ignore_case,
         oldest=parse_find_time(oldest, "--oldest") if oldest else None,
         newest=parse_find_time(newest, "--newest") if newest else None,
-        refs=tuple(snapshot), hosts=tuple(host), tags=tuple(tag), paths=tuple(abs_paths(path)),
+        **selection(snapshot, host, tag, path),
     )
     with st.locked_repo(exclusive=False, operation="find", read_only=True) as repo:
         res = FindManager(repo, st.snapshots(repo)).run(opts)

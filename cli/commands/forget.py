@@ -9,7 +9,7 @@ import typer
 from backupkit_cli import exit_codes
 from backupkit_cli.context import State
 from backupkit_cli.fmt import count, display_name, local_time
-from backupkit_cli.select import HOSTS, PATHS, TAGS, abs_paths
+from backupkit_cli.select import HOSTS, PATHS, TAGS, selection
 
 
 def _count(name: str):
@@ -64,8 +64,7 @@ def command(
         within_yearly=dur(keep_within_yearly), tags=tuple(keep_tag),
     )
     opts = ForgetOptions(
-        policy=policy, refs=tuple(snapshots or ()), group_by=parse_group_by(group_by), hosts=tuple(host),
-        tags=tuple(tag), paths=tuple(abs_paths(path)), dry_run=dry_run,
+        policy=policy, group_by=parse_group_by(group_by), dry_run=dry_run, **selection(snapshots, host, tag, path),
     )
     with st.locked_repo(exclusive=True, operation="forget" + (" --prune" if prune else "")) as repo:
         mgr = ForgetManager(repo)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from backupkit_cli.select import HOSTS, PATHS, TAGS, abs_paths
+from backupkit_cli.select import HOSTS, PATHS, TAGS, selection
 from backupkit_cli.context import State
 from backupkit_cli.patterns import EXCLUDE_FILE, IEXCLUDE, IEXCLUDE_FILE
 from backupkit_cli.fmt import human_bytes
@@ -30,8 +30,8 @@ def command(
     excludes = list(exclude) + [p for f in exclude_file for p in read_pattern_file(f)]
     iexcludes = list(iexclude) + [p for f in iexclude_file for p in read_pattern_file(f, "--iexclude-file")]
     opts = RewriteOptions(
-        excludes=tuple(excludes), iexcludes=tuple(iexcludes), refs=tuple(snapshots or ()), hosts=tuple(host),
-        tags=tuple(tag), paths=tuple(abs_paths(path)), forget=forget, dry_run=dry_run,
+        excludes=tuple(excludes), iexcludes=tuple(iexcludes), forget=forget, dry_run=dry_run,
+        **selection(snapshots, host, tag, path),
     )
     # as restic: removing the originals needs the exclusive lock, adding snapshots does not
     with st.locked_repo(exclusive=forget and not dry_run, operation="rewrite") as repo:

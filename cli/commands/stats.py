@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from backupkit_cli.select import HOSTS, PATHS, TAGS, abs_paths
+from backupkit_cli.select import HOSTS, PATHS, TAGS, selection
 from backupkit_cli.context import State
 from backupkit_cli.fmt import human_bytes
 
@@ -21,7 +21,7 @@ def command(
     from backupkit.managers.stats import StatsManager, StatsOptions
 
     st: State = ctx.obj
-    opts = StatsOptions(mode=mode, refs=tuple(snapshots or ()), hosts=tuple(host), tags=tuple(tag), paths=tuple(abs_paths(path)), unused=unused)
+    opts = StatsOptions(mode=mode, unused=unused, **selection(snapshots, host, tag, path))
     with st.locked_repo(exclusive=False, operation="stats", read_only=True) as repo:
         res = StatsManager(repo, st.snapshots(repo)).run(opts)
     if st.json:

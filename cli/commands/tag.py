@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from backupkit_cli.select import HOSTS, PATHS, TAGS, abs_paths
+from backupkit_cli.select import HOSTS, PATHS, TAGS, selection
 from backupkit_cli.context import State
 
 
@@ -22,8 +22,7 @@ def command(
 
     st: State = ctx.obj
     opts = TagOptions(
-        refs=tuple(snapshots or ()), hosts=tuple(host), tags=tuple(tag), paths=tuple(abs_paths(path)),
-        add=tuple(add), remove=tuple(remove), set=tuple(set_) if set_ is not None else None,
+        **selection(snapshots, host, tag, path), add=tuple(add), remove=tuple(remove), set=tuple(set_) if set_ is not None else None,
     )
     with st.locked_repo(exclusive=True, operation="tag") as repo:
         res = TagManager(repo).run(opts)
