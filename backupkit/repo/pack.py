@@ -17,7 +17,6 @@ id. It repeats what the index says, so an index can be rebuilt from packs.
 
 from __future__ import annotations
 
-import mmap
 import os
 import struct
 import threading
@@ -132,13 +131,15 @@ class PackBuilder:
     def __len__(self) -> int:
         return len(self.blobs)
 
-    def finish(self, sealer: Sealer) -> tuple[bytes, mmap.mmap, list[PackEntry]]:
+    def finish(self, sealer: Sealer) -> tuple[bytes, bytes, list[PackEntry]]:
         """Return (pack id, pack bytes, entries) with blobs shuffled and the size padded.
 
-        The builder is emptied: each sealed blob is dropped as soon as it is copied into
-        the pack, so assembling a pack needs little more memory than the pack itself.
-        The bytes are an anonymous memory map (a bytes-like object): ``bytearray(16
-        MiB)`` zero-fills while holding the GIL, the kernel zeroes map pages on demand.
+        The builder is emptied. The pack is one ``bytes.join`` of the sealed blobs, the
+        padding and the header: for a large result CPython copies without holding the
+        GIL, so the copy (and the first touch of the new pages) runs beside the walk and
+        the sealing threads. Copying each blob into a buffer with a slice assignment held
+        the GIL for all of it: a quarter of a first backup's GIL time
+        (docs/performance-limits.md).
         """
         order, self.blobs, self.size = self.blobs, [], 0
         secure_shuffle(order)
@@ -155,14 +156,12 @@ class PackBuilder:
         header = sealer.seal(T_PACK_HEADER, pack_id, header_plain)
         unpadded = offset + len(header) + 4
         size = padme(unpadded)
-        buf = mmap.mmap(-1, size)  # one allocation of the final size: nothing is moved again
-        for i in range(len(order) - 1, -1, -1):  # from the end, so each pop drops one blob
-            e = entries[i]
-            buf[e.offset : e.offset + e.length] = order.pop()[2]
-        buf[offset : size - len(header) - 4] = os.urandom(size - unpadded)
-        buf[size - len(header) - 4 : size - 4] = header
-        buf[size - 4 :] = struct.pack("<I", len(header))
-        return pack_id, buf, entries
+        parts = [sealed for _t, _i, sealed, _n in order]
+        del order
+        parts += (os.urandom(size - unpadded), header, struct.pack("<I", len(header)))
+        data = b"".join(parts)
+        del parts
+        return pack_id, data, entries
 
 
 def read_pack_header(sealer: Sealer, pack_id: bytes, tail: bytes, pack_size: int) -> list[PackEntry]:
