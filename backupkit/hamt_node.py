@@ -87,9 +87,15 @@ def check_child(parent: list, slot: int, count: int, n: list) -> None:
     ``count`` entries."""
     depth, ref = parent[2], parent[3]
     if n[0] == LEAF:
-        if len(n[1]) != count:
-            raise ValueError(f"{len(n[1])} entries, its parent says {count}")
-        keys = (row[0] for row in n[1])
+        rows = n[1]
+        if len(rows) != count:
+            raise ValueError(f"{len(rows)} entries, its parent says {count}")
+        # The rows are sorted by key (check_node), and the keys with one prefix of
+        # depth + 1 nibbles form one run of that order: if the first and the last key
+        # are under the parent's prefix and slot, so is every key between them. (Checking
+        # every key cost a Python loop per entry on every visit, cached nodes included:
+        # ~5% of an unchanged backup's time.)
+        keys = (rows[0][0], rows[-1][0]) if rows else ()
     else:
         if n[2] <= depth:
             raise ValueError(f"depth {n[2]} not below its parent's {depth}")

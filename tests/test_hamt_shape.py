@@ -196,3 +196,42 @@ def test_check_reports_a_repeated_child_as_damage(tmp_path):
         r = run_limited(*command, env=env)
         assert problem(r) is None and r.returncode == 1, (command, r.stderr)
     assert json.loads(run_bk("--json", "snapshots", env=env).stdout)
+
+
+def test_check_child_of_a_leaf_agrees_with_checking_every_key():
+    """check_child looks at a sorted leaf's first and last keys only; that must decide
+    exactly as checking every key under the parent's prefix and slot would."""
+    import random
+
+    from backupkit.hamt_node import BRANCH as _BRANCH, KEY_LEN, LEAF as _LEAF, check_child, check_node, common_nibbles
+
+    rnd = random.Random(13)
+    for _ in range(3000):
+        depth = rnd.randrange(0, 6)
+        ref = rnd.randbytes(KEY_LEN)
+        slot = nibble(ref, depth) if rnd.random() < 0.5 else rnd.randrange(16)
+        parent = [_BRANCH, 1, depth, ref, [[nibble(ref, depth), b"\x01" * 32, 1]]]
+        keys = []
+        for _k in range(rnd.randrange(1, 6)):
+            # mostly keys under the prefix and slot, sometimes one nibble off anywhere
+            k = bytearray(ref)
+            half = depth // 2
+            if depth % 2:
+                k[half] = (k[half] & 0xF0) | slot
+            else:
+                k[half] = (slot << 4) | (k[half] & 0x0F)
+            k[half + 1 :] = rnd.randbytes(KEY_LEN - half - 1)
+            if rnd.random() < 0.15:
+                i = rnd.randrange(KEY_LEN)
+                k[i] = rnd.randrange(256)
+            keys.append(bytes(k))
+        rows = sorted([k, b"/p%d" % i, b"v"] for i, k in enumerate(keys))
+        leaf = [_LEAF, rows]
+        check_node(leaf)
+        every = all(common_nibbles(k, ref) >= depth and nibble(k, depth) == slot for k, _p, _v in rows)
+        try:
+            check_child(parent, slot, len(rows), leaf)
+            ok = True
+        except ValueError:
+            ok = False
+        assert ok == every, (depth, ref.hex(), slot, [r[0].hex() for r in rows])
