@@ -1,11 +1,18 @@
-"""PackBuilder.finish: every blob where its entry says, the header readable, Padmé size."""
+"""Pack assembly and payload decoding: PackBuilder.finish puts every blob where its entry
+says; decode_payload / verify_blob with ``view`` give the same bytes without a copy."""
 
 from __future__ import annotations
 
 import os
 
+import pytest
+
 from backupkit.crypto import T_DATA_BLOB, MasterKeys, Sealer, padme
-from backupkit.repo.pack import KIND_DATA, PackBuilder, read_pack_header
+from backupkit.errors import IntegrityError
+from backupkit.repo.pack import KIND_DATA, PackBuilder, decode_payload, encode_payload, read_pack_header
+from backupkit.repo.repository import Repository
+from backupkit.store.local import LocalObjectStore
+from tests.support.kit import INSECURE_TEST_KDF
 
 
 def test_finish_places_every_blob_at_its_entry_and_empties_the_builder():
@@ -34,3 +41,27 @@ def test_finish_places_every_blob_at_its_entry_and_empties_the_builder():
     assert sorted(e.offset for e in entries)[0] == 0
     assert len(data) == padme(len(data))
     assert len(data) >= sum(len(v) for v in blobs.values())
+
+
+def test_decode_payload_view_gives_the_same_bytes_without_copying_a_raw_payload():
+    raw = os.urandom(5000)  # incompressible: stored raw
+    text = b"abc" * 5000  # compressible: stored as zstd
+    for data in (raw, text):
+        payload = encode_payload(data, 3)
+        assert decode_payload(payload, "x") == data
+        v = decode_payload(payload, "x", view=True)
+        assert bytes(v) == data
+    v = decode_payload(encode_payload(raw, 3), "x", view=True)
+    assert isinstance(v, memoryview)  # the raw case: a view of the payload, no copy
+
+
+def test_verify_blob_view_accepts_a_good_blob_and_refuses_a_changed_one(tmp_path):
+    repo = Repository.init(LocalObjectStore(str(tmp_path / "repo")), b"pw", kdf=INSECURE_TEST_KDF, cache_root=False)
+    data = os.urandom(3000)
+    bid = repo.sealer.blob_id(data)
+    sealed = repo.sealer.seal(T_DATA_BLOB, bid, encode_payload(data, 3))
+    assert bytes(repo.verify_blob(bid, T_DATA_BLOB, memoryview(sealed), "b", len(data), view=True)) == data
+    other = os.urandom(3000)
+    bad = repo.sealer.seal(T_DATA_BLOB, bid, encode_payload(other, 3))
+    with pytest.raises(IntegrityError):
+        repo.verify_blob(bid, T_DATA_BLOB, bad, "b", len(other), view=True)

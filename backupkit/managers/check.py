@@ -313,13 +313,14 @@ class _CheckRun:
                 header_problem = str(e)
         t = TYPE_OF_KIND[p.kind]
         bad: dict[bytes, str] = {}
+        whole = memoryview(data)  # blobs as views: a slice of bytes is a copy made holding the GIL
         for bid, (off, ln, raw) in entries.items():
             what = f"blob {bid.hex()[:16]}"
-            sealed = data[off : off + ln]
+            sealed = whole[off : off + ln]
             try:
                 if len(sealed) != ln:
                     raise IntegrityError(f"{what}: beyond the end of the pack")
-                self.repo.verify_blob(bid, t, sealed, what, raw_length=raw)
+                self.repo.verify_blob(bid, t, sealed, what, raw_length=raw, view=True)
             except (IntegrityError, FormatError) as e:
                 bad[bid] = str(e)
         return header_problem, bad

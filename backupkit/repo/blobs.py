@@ -210,14 +210,21 @@ class BlobAccess:
         return plain
 
     def verify_blob(
-        self, blob_id: bytes, blob_type: int, sealed: bytes | memoryview, what: str, raw_length: int | None = None
-    ) -> bytes:
+        self,
+        blob_id: bytes,
+        blob_type: int,
+        sealed: bytes | memoryview,
+        what: str,
+        raw_length: int | None = None,
+        view: bool = False,
+    ) -> bytes | memoryview:
         """Open one sealed blob, decode it and re-hash it against its id (and, given
-        ``raw_length``, check its size); the one blob verification. Returns the plaintext.
-        The payload decompresses to at most ``raw_length`` bytes (the index's word), else
-        BLOB_MAX (issue 10.4: a zstd bomb is refused, not allocated)."""
+        ``raw_length``, check its size); the one blob verification. Returns the plaintext
+        (``view``: possibly as a memoryview, for callers that only verify: no copy of a
+        raw payload). The payload decompresses to at most ``raw_length`` bytes (the
+        index's word), else BLOB_MAX (issue 10.4: a zstd bomb is refused, not allocated)."""
         limit = BLOB_MAX if raw_length is None else min(raw_length, BLOB_MAX)
-        data = decode_payload(self.sealer.open(blob_type, blob_id, sealed, what), what, limit)
+        data = decode_payload(self.sealer.open(blob_type, blob_id, sealed, what), what, limit, view)
         if raw_length is not None and len(data) != raw_length:
             raise IntegrityError(f"{what}: {len(data)} bytes, the index says {raw_length}")
         if self.sealer.blob_id(data) != blob_id:

@@ -63,7 +63,7 @@ def encode_payload(data: bytes | memoryview, level: int) -> bytes:
     return b"\x00" + data  # bytes + any buffer: one copy
 
 
-def decode_payload(payload: bytes, what: str, limit: int = BLOB_MAX) -> bytes:
+def decode_payload(payload: bytes, what: str, limit: int = BLOB_MAX, view: bool = False) -> bytes | memoryview:
     """Undo encode_payload, producing at most ``limit`` bytes: a blob's raw length where
     the index or pack header gives it, else a maximum for the kind (``limits.plain_max``).
 
@@ -71,6 +71,9 @@ def decode_payload(payload: bytes, what: str, limit: int = BLOB_MAX) -> bytes:
     allocated; one that declares none is decompressed into a buffer of ``limit`` bytes
     and refused if it needs more (ObjectTooLarge, a FormatError). The blob id is checked
     only after decompression, so this bound is what stops a zstd bomb.
+
+    ``view``: a raw payload's bytes come back as a memoryview of ``payload`` instead of a
+    copy (for callers that only hash them: the copy is made holding the GIL).
     """
     if not payload:
         raise FormatError(f"{what}: empty payload")
@@ -78,7 +81,7 @@ def decode_payload(payload: bytes, what: str, limit: int = BLOB_MAX) -> bytes:
     if flag == _FLAG_RAW:
         if len(payload) - 1 > limit:
             raise ObjectTooLarge(f"{what}: {len(payload) - 1} bytes, at most {limit} expected")
-        return payload[1:]
+        return memoryview(payload)[1:] if view else payload[1:]
     if flag == _FLAG_ZSTD:
         body = memoryview(payload)[1:]
         try:
