@@ -22,6 +22,7 @@ Example::
 
 from __future__ import annotations
 
+import ctypes
 import mmap
 
 from collections.abc import Callable, Iterator
@@ -182,13 +183,16 @@ class Chunker:
         target = max_size + step
         tail = b""
         eof = False
+        area: mmap.mmap | None = None
+        offset = 0
         while not eof:
             if readinto is not None:
                 # An anonymous map, not a bytearray: bytearray(n) zero-fills 10 MiB while
                 # holding the GIL (a third of a backup's GIL time); the map's pages are
                 # zeroed by the kernel as readinto's system call first touches them.
-                area = mmap.mmap(-1, target)
-                area[: len(tail)] = tail
+                prev, area = area, mmap.mmap(-1, target)
+                _copy_tail(area, prev, offset, tail)
+                prev = None  # the old map lives as long as its chunks' views, no longer
                 filled = len(tail)
                 with memoryview(area) as mv:
                     while filled < target:
@@ -213,6 +217,30 @@ class Chunker:
                 offset += cut
             # Views already yielded pin this buffer: never touch it again.
             tail = view[offset:]
+
+
+#: Tails at least this long are copied with ``ctypes.memmove``, which releases the GIL;
+#: shorter ones by a slice assignment (the foreign call costs more than the copy).
+GIL_FREE_COPY_MIN = 64 * 1024
+
+
+def _copy_tail(dst: mmap.mmap, src: mmap.mmap | None, src_off: int, tail: Buffer) -> None:
+    """Copy ``tail`` (``src[src_off:src_off + len(tail)]`` when ``src`` is given) to the
+    start of ``dst``. The undecided tail of each buffer, ~1 MiB on average and up to
+    ``max_size``, was copied holding the GIL, faulting in the new map's pages as it went:
+    8% of a first backup's GIL-held samples (docs/performance-limits.md)."""
+    n = len(tail)
+    if n >= GIL_FREE_COPY_MIN and src is not None:
+        if src_off < 0 or src_off + n > len(src) or n > len(dst):
+            raise ValueError(f"tail of {n} bytes at {src_off} outside the buffers")
+        d = ctypes.c_char.from_buffer(dst)
+        s = ctypes.c_char.from_buffer(src)  # src is written no more: only views of it are out
+        try:
+            ctypes.memmove(ctypes.addressof(d), ctypes.addressof(s) + src_off, n)
+        finally:
+            del d, s
+    elif n:
+        dst[:n] = tail
 
 
 def _byte_view(data: Buffer) -> memoryview:

@@ -506,3 +506,19 @@ def test_shared_between_threads(impl: str) -> None:
     for t in threads:
         t.join()
     assert got == want
+
+
+@pytest.mark.parametrize("gil_free_min", [0, 1 << 16])
+def test_chunks_readinto_tails_copied_without_the_gil(monkeypatch, gil_free_min: int) -> None:
+    """The undecided tail of each buffer is copied into the next one with ctypes.memmove
+    from a threshold on (0: every tail); the chunks are those of cut_all all the same."""
+    import backupkit.chunker as chunker_mod
+
+    monkeypatch.setattr(chunker_mod, "GIL_FREE_COPY_MIN", gil_free_min)
+    # small parameters: many buffers and tails; then the product's, where tails pass 64 KiB
+    chunker = Chunker(KEY, 64, 256, 1024)
+    data = golden_data(12, 200_000)
+    check_stream(chunker, data, ShortReader(data, seed=4, max_piece=5000), True)
+    big = Chunker(KEY, 256 * 1024, 1 << 20, 4 << 20)
+    data = golden_data(13, 24 << 20)
+    check_stream(big, data, ShortReader(data, seed=5), True)
