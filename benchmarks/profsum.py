@@ -68,7 +68,9 @@ STAGES = [  # the innermost frame naming one of these decides the sample's stage
     ("entry encode (Entry.encode)", ["Entry.encode"]),
     ("trie change record (Keyer.key, ChangeLog.add)", ["BackupWalk._record"]),
     ("entry from lstat (_meta_entry)", ["BackupWalk._meta_entry"]),
-    ("parent compare (_same, _items_indexed, _parent_children)", ["BackupWalk._same", "BackupWalk._items_indexed", "BackupWalk._parent_children"]),
+    ("parent compare (unchanged, items_indexed, children)", [
+        "BackupWalk._same", "BackupWalk._items_indexed", "BackupWalk._parent_children",
+        "unchanged", "ParentView.items_indexed", "ParentView.content_indexed", "ParentView.children"]),
     ("chunker buffers (Chunker.chunks)", ["Chunker.chunks"]),
     ("file open/read/close (ContentWriter.read_file)", ["ContentWriter.read_file", "read_upto"]),
     ("restore: verify blobs (PackPlan._open)", ["PackPlan._open", "PackPlan._read_span"]),
@@ -76,7 +78,9 @@ STAGES = [  # the innermost frame naming one of these decides the sample's stage
     ("snapshot tree walk (SnapshotTree)", ["SnapshotTree"]),
     ("check: verify packs (_verify_pack)", ["_CheckRun._verify_pack"]),
     ("thread pool machinery (futures, queue, notify)", ["Future.", "ThreadPoolExecutor.", "_worker", "_WorkItem.run", "Condition.", "Event.wait"]),
-    ("per-file result (_read_file, _finish_file, _drain)", ["BackupWalk._read_file", "BackupWalk._finish_file", "BackupWalk._drain", "BackupWalk._read_small"]),
+    ("per-file result (_read_file, _finish_file, drain)", [
+        "BackupWalk._read_file", "BackupWalk._finish_file", "BackupWalk._drain", "BackupWalk._read_small",
+        "FileReads._read_file", "FileReads._finish_file", "FileReads.drain", "FileReads._read_small", "FileReads.add"]),
     ("walk (_visit, _leaf: listdir, lstat, joins)", ["BackupWalk._visit", "BackupWalk._leaf"]),
     ("start-up (imports)", ["_find_and_load"]),
 ]
