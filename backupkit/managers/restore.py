@@ -188,6 +188,7 @@ class _Run:
     creator: Any = None  # the pool creating files ahead of their first write
     pending: set = field(default_factory=set)
     linking: dict = field(default_factory=dict)
+    dir_fds: Any = None  # restore_dirfds.DirFds: the directories' descriptors
     #: --delete: the snapshot's names in each directory, and directories not to clear
     expected: dict = field(default_factory=dict)
     no_delete: set = field(default_factory=set)

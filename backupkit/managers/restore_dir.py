@@ -25,6 +25,7 @@ from backupkit.managers.restore_files import (
     verify_at,
 )
 from backupkit.managers.restore_overwrite import SKIP, UNCHANGED, OpenDirs, file_action, special_action
+from backupkit.managers.restore_dirfds import DirFds
 from backupkit.managers.restore_write import PendingFile, file_window
 from backupkit.objects.entry import Entry
 from backupkit.tree import SnapshotTree, normalize
@@ -74,7 +75,7 @@ class DirRestorer:
         else:  # a dry run looks at what is there, read-only
             root_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY) if not created else -1
         run.target = os.fsencode(target)
-        dir_fds: dict[bytes, int] = {b"": root_fd}
+        dir_fds = run.dir_fds = DirFds(root_fd)
         dirs_meta: list[tuple[bytes, Entry]] = []
         links: dict[tuple[int, int], bytes] = {}
         open_dirs = OpenDirs()
@@ -89,6 +90,7 @@ class DirRestorer:
                 if opts.delete:
                     for d in open_dirs.leave_for(rel):
                         self._clear(run, dir_fds, *d)
+                dir_fds.leave_for(rel)
                 if not rel:
                     if created:
                         dirs_meta.append((b"", e))
@@ -126,7 +128,12 @@ class DirRestorer:
                 if opts.dry_run:
                     continue
                 try:
-                    self._apply_meta(run, dir_fds[rel], None, e)
+                    fd, reopened = dir_fds.open_for_meta(rel)
+                    try:
+                        self._apply_meta(run, fd, None, e)
+                    finally:
+                        if reopened:
+                            os.close(fd)
                 except OSError as err:
                     run.problem(b"/" + rel, f"cannot set metadata: {err.strerror}")
         finally:
@@ -135,17 +142,12 @@ class DirRestorer:
             for f in run.pending:
                 f.discard()
             run.pending.clear()
-            for fd in dir_fds.values():
-                if fd >= 0:
-                    os.close(fd)
+            dir_fds.close_all()
 
-    def _dir(self, run: _Run, dir_fds: dict, pfd: int, name: bytes, rel: bytes, path: bytes, e: Entry, open_dirs: OpenDirs) -> None:
+    def _dir(self, run: _Run, dir_fds: DirFds, pfd: int, name: bytes, rel: bytes, path: bytes, e: Entry, open_dirs: OpenDirs) -> None:
         # a file or symlink where the snapshot has a directory is refused by mkdir_at (not
         # replaced, unlike restic: a symlink to another disk is how many trees are built)
-        if run.opts.dry_run:
-            dir_fds[rel] = open_dir_at(pfd, name)
-        else:
-            dir_fds[rel] = mkdir_at(pfd, name)
+        dir_fds.opened(rel, open_dir_at(pfd, name) if run.opts.dry_run else mkdir_at(pfd, name))
         run.count(e)
         if run.opts.delete and dir_fds[rel] >= 0:
             open_dirs.enter(rel, path)
@@ -156,6 +158,7 @@ class DirRestorer:
         first = run.linking.get(key) if key is not None else None
         if first is not None:  # its first name is still being written: linked after it
             first.links.append((pfd, name, rel, path, e))
+            run.dir_fds.hold(pfd)
             return
         if key is not None and key in links:  # a later name of a hardlinked file
             st = lstat_at(pfd, name)
@@ -196,7 +199,7 @@ class DirRestorer:
             return
         self._start_file(run, pfd, name, rel, path, e)
 
-    def _clear(self, run: _Run, dir_fds: dict, rel: bytes, path: bytes) -> None:
+    def _clear(self, run: _Run, dir_fds: DirFds, rel: bytes, path: bytes) -> None:
         """--delete: remove what directory ``rel`` holds that the snapshot's ``path`` does
         not (and --include/--exclude would restore), children first."""
         names = run.expected.pop(path, set())
@@ -242,6 +245,7 @@ class DirRestorer:
             return
         f = PendingFile(pfd, run.temp_name(), name, rel, path, e, run.opts.sparse, self.reporter.bytes_done)
         run.pending.add(f)
+        run.dir_fds.hold(pfd)
         if size:
             run.creator.submit(f.precreate)
         if e.hardlink_key is not None:
@@ -258,16 +262,19 @@ class DirRestorer:
             ok = self._finish(run, f)
             if ok and f.entry.hardlink_key is not None:
                 links[f.entry.hardlink_key] = f.rel  # later names of this file link to it
+            run.dir_fds.release(f.pfd)
             for pfd, name, rel, path, e in f.links:
-                if ok:
-                    try:
+                try:
+                    if ok:
                         self._file(run, links, root_fd, pfd, name, rel, path, e)
-                    except OSError as err:
-                        if err.errno in _DISK_FULL:
-                            raise _disk_full(path, err) from None
-                        run.problem(path, f"cannot restore: {err.strerror or err}")
-                else:
-                    run.problem(path, f"not restored: its first name {display_path(f.path)} was not restored")
+                    else:
+                        run.problem(path, f"not restored: its first name {display_path(f.path)} was not restored")
+                except OSError as err:
+                    if err.errno in _DISK_FULL:
+                        raise _disk_full(path, err) from None
+                    run.problem(path, f"cannot restore: {err.strerror or err}")
+                finally:
+                    run.dir_fds.release(pfd)
 
     def _finish(self, run: _Run, f: PendingFile) -> bool:
         """Complete a written file: metadata, then its real name; False (and the
