@@ -8,6 +8,7 @@ note. Ratios are bk's seconds over the other tool's: below 1 means bk is faster.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,18 @@ DESCRIPTIONS = {
     "many-backup": "first backup of the many set",
     "many-unchanged": "many set, nothing changed",
     "many-1pct": "many set after the 1% change",
+    "tree-backup": "first backup of the source tree (`--source`, e.g. `/usr`; fresh repository, init not timed)",
+    "tree-unchanged": "source tree again, nothing changed",
+    "tree-restore": "restore the source tree to a directory (verified; files the system changed meanwhile are left out)",
+    "tree-check-read-data": "check the source tree's repository, reading all data",
+}
+
+# Where borg 1.x has no direct equivalent of the step: what its column measures instead.
+BORG_INSTEAD = {
+    "restore-zip": "`export-tar` to a file: borg 1.x cannot write ZIP (uncompressed TAR instead)",
+    "check-read-data": "`check --verify-data`: also checks the archives' metadata; no `--read-data` subset",
+    "tree-check-read-data": "`check --verify-data` (as above)",
+    "forget-prune": "`prune --keep-last 1` then `compact`: borg 1.2 frees space in a second command",
 }
 
 # The brief's section 4, as (step, limit on bk/restic time or absolute seconds, wording).
@@ -39,6 +52,19 @@ TARGETS = [
     ("restore-zip", 1 / 1.5, "ZIP stream >= 1.5x restic's throughput"),
     ("check-read-data", 1 / 1.5, "check --read-data >= 1.5x restic's throughput"),
     ("forget-prune", 1.0, "forget + prune <= restic's time"),
+]
+
+# Issue 13's goal column, as (step, limit on bk/restic time, row). "backup" and "restore"
+# of the mixed set are cold-cache rows; a limit of None is max(0.5, read floor / restic's time).
+ISSUE13 = [
+    ("tree-backup", 1 / 3, "first backup, `/usr` (issue: warm cache)"),
+    ("backup", None, "first backup, generated ~1.1 GB, cold: <= max(0.5, disk-read limit)"),
+    ("many-backup", 0.7, "first backup, 200k tiny files"),
+    ("many-unchanged", 0.2, "backup, nothing changed, 200k tiny files"),
+    ("tree-unchanged", 0.3, "backup, nothing changed, `/usr`"),
+    ("tree-restore", 0.6, "restore to a directory, `/usr`"),
+    ("restore", 1 / 1.5, "restore to a directory, generated ~1.1 GB, cold"),
+    ("tree-check-read-data", 0.5, "check --read-data, `/usr`"),
 ]
 
 
@@ -77,23 +103,68 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return out
 
 
+def _cache(meta: dict[str, Any]) -> str:
+    """"cold" or "warm" (older JSON: read from the summary's page cache line)."""
+    if "cache" in meta:
+        return meta["cache"]
+    return "cold" if str(meta["summary"].get("page cache", "")).startswith("dropped") else "warm"
+
+
+def _set_of(step: str, meta: dict[str, Any]) -> str:
+    sets = meta.get("sets") or {}
+    key = "many" if step.startswith("many") else "tree" if step.startswith("tree") else "mixed"
+    return "—" if step in ("help", "init") else sets.get(key, key)
+
+
+def cores(r: dict[str, Any] | None) -> float | None:
+    """CPU seconds over wall seconds: how many cores the step kept busy on average."""
+    if r and r["status"] == "ok" and r["seconds"] > 0:
+        return r["cpu_seconds"] / r["seconds"]
+    return None
+
+
+def merge(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several invocations' JSON as one page: results in order, later summaries labelled."""
+    meta = json.loads(json.dumps(docs[0]["meta"]))
+    results = list(docs[0]["results"])
+    for i, doc in enumerate(docs[1:], 2):
+        m = doc["meta"]
+        meta["tools"] += [t for t in m["tools"] if t not in meta["tools"]]
+        meta["steps"] += [s for s in m["steps"] if s not in meta["steps"]]
+        meta["notes"] += [n for n in m.get("notes", []) if n not in meta["notes"]]
+        meta["sets"] = {**m.get("sets", {}), **meta.get("sets", {})}
+        meta["floors_s"] = {**m.get("floors_s", {}), **meta.get("floors_s", {})}
+        meta["elapsed_s"] = meta.get("elapsed_s", 0) + m.get("elapsed_s", 0)
+        if _cache(m) != _cache(meta):
+            meta["cache"] = "mixed"
+        for k, v in m["summary"].items():
+            if meta["summary"].get(k) != v:
+                meta["summary"][f"{k} (invocation {i}, {m['date']})"] = v
+        results += doc["results"]
+    return {"meta": meta, "results": results}
+
+
 def render(meta: dict[str, Any], results: list[dict[str, Any]]) -> str:
     tools: list[str] = meta["tools"]
     steps = list(dict.fromkeys(r["step"] for r in results))
     by = {(r["step"], r["tool"]): r for r in results}
     others = [t for t in tools if t != "bk"] if "bk" in tools else []
+    cache = _cache(meta)
+    how = {"cold": "cold: the page cache dropped before every measured command",
+           "warm": "warm: the page cache kept", "mixed": "see the summary: cold and warm invocations"}[cache]
+    borg_marks = {s: f"[{i}]" for i, s in enumerate((s for s in steps if "borg" in tools and s in BORG_INSTEAD), 1)}
 
     lines = [f"# backupkit benchmark: {meta['scale']} scale, {meta['date']}", ""]
     lines += [f"- {k}: {v}" for k, v in meta["summary"].items()]
-    lines += ["", "## Results", ""]
-    header = ["step", "MB"]
+    lines += ["", f"## Results ({how})", ""]
+    header = ["step", "set", "MB"]
     for t in tools:
         header += [f"{t} s", f"{t} MB/s", f"{t} RSS MiB", f"{t} repo MiB"]
     header += [f"bk/{t} time" for t in others]
     rows = []
     for s in steps:
         mb = next((r["mb"] for t in tools if (r := by.get((s, t))) and r.get("mb")), None)
-        row = [s, f"{mb:.0f}" if mb else "—"]
+        row = [f"{s} {borg_marks[s]}" if s in borg_marks else s, _set_of(s, meta), f"{mb:.0f}" if mb else "—"]
         for t in tools:
             row += [_cell(by.get((s, t)), w) for w in ("s", "mbs", "rss", "repo")]
         for t in others:
@@ -103,10 +174,20 @@ def render(meta: dict[str, Any], results: list[dict[str, Any]]) -> str:
     lines += _table(header, rows)
     lines += ["", "Seconds are wall time; MB/s is source data (10^6 bytes) over wall time; RSS is the "
               "peak of the command's process tree; repo is its size on disk after the step; "
-              "bk/x time below 1 means bk is faster.", ""]
-
-    lines += ["## CPU seconds (user + sys)", ""]
-    lines += _table(["step", *tools], [[s, *(_cell(by.get((s, t)), "cpu") for t in tools)] for s in steps])
+              "bk/x time below 1 means bk is faster."]
+    if borg_marks:
+        lines += ["", "borg 1.x has no direct equivalent of some steps; its column measures instead:", ""]
+        lines += [f"- {mark} `{s}`: {BORG_INSTEAD[s]}" for s, mark in borg_marks.items()]
+    lines += ["", f"## CPU seconds (user + sys) and cores used (CPU seconds / wall seconds; {cache})", ""]
+    crows = []
+    for s in steps:
+        row = [s]
+        for t in tools:
+            c = cores(by.get((s, t)))
+            row += [_cell(by.get((s, t)), "cpu"), f"{c:.2f}" if c is not None else ""]
+        crows.append(row)
+    lines += _table(["step", *(x for t in tools for x in (f"{t} CPU s", f"{t} cores"))], crows)
+    lines += _issue13(meta, by, steps)
 
     if "bk" in tools and "restic" in tools:
         lines += ["", "## Targets (the product brief, section 4)", ""]
@@ -137,6 +218,45 @@ def render(meta: dict[str, Any], results: list[dict[str, Any]]) -> str:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in meta.get("notes", [])] + notes
     lines += ["", "## Steps", ""] + [f"- `{s}`: {DESCRIPTIONS.get(s, s)}" for s in steps]
     return "\n".join(lines) + "\n"
+
+
+def _floor_s(meta: dict[str, Any], dataset: str) -> float | None:
+    """Seconds of the data set's `tar | cat` read floor (older JSON: from the summary line)."""
+    if (floor := (meta.get("floors_s") or {}).get(dataset)) is not None:
+        return floor
+    for k, v in meta["summary"].items():
+        if k.startswith("read floor") and ("mixed set" in k) == (dataset == "mixed"):
+            if m := re.search(r"\(([0-9.]+) s", str(v)):
+                return float(m.group(1))
+    return None
+
+
+def _issue13(meta: dict[str, Any], by: dict[tuple[str, str], dict[str, Any]], steps: list[str]) -> list[str]:
+    """Issue 13's goal rows that this run measured, with bk/restic (and bk/borg) and memory."""
+    rows = []
+    for step, limit, text in ISSUE13:
+        b, r, g = by.get((step, "bk")), by.get((step, "restic")), by.get((step, "borg"))
+        if step not in steps or b is None:
+            continue
+        q, qb = _ratio(b, r), _ratio(b, g)
+        if limit is None:
+            floor = _floor_s(meta, "mixed")
+            limit = max(0.5, floor / r["seconds"]) if floor and q is not None else 0.5
+        verdict = "n/a" if q is None else ("holds" if q <= limit else "does not hold")
+        mem = (f"{b['peak_rss_mib']:.0f} / {r['peak_rss_mib']:.0f}" if q is not None else "—")
+        text = text.replace("`/usr`", _set_of(step, meta))
+        rows.append([text, f"<= {limit:.2f}", f"{q:.2f}" if q is not None else "—", verdict,
+                     f"{qb:.2f}" if qb is not None else "—", mem])
+    b, r = by.get(("tree-backup", "bk")), by.get(("tree-backup", "restic"))
+    if _ratio(b, r) is not None:
+        ok = b["peak_rss_mib"] <= max(r["peak_rss_mib"] * RSS_SLACK, r["peak_rss_mib"] + 2)
+        rows.append([f"peak memory, first backup, {_set_of('tree-backup', meta)} (MiB)", "<= restic's",
+                     f"{b['peak_rss_mib']:.0f} vs {r['peak_rss_mib']:.0f}", "holds" if ok else "does not hold", "—", ""])
+    if not rows:
+        return []
+    out = ["", f"## Issue 13's goals ({_cache(meta)}; bk/restic time unless said)", ""]
+    out += _table(["row", "goal", "bk/restic", "verdict", "bk/borg", "peak MiB bk / restic"], rows)
+    return out
 
 
 def write(md_path: Path, meta: dict[str, Any], results: list[dict[str, Any]]) -> str:

@@ -2,12 +2,14 @@
 
     python -m benchmarks.run --scale small|full [--tools bk,restic,borg] [--steps ...]
                              [--out FILE] [--many-files N] [--warm] [--timeout S]
+                             [--source DIR] [--render A.json [B.json ...]]
 
 Steps run in a fixed order and, within a step, tool after tool, so every tool sees the
 same data and much the same machine load (this 2-core machine is shared). Before each
 measured command the page cache is dropped when permitted (``--warm`` keeps it). A step
 that fails, times out or restores the wrong bytes is reported as such; the run goes on.
-Steps a selected step needs (``backup`` before ``restore``) are added.
+Steps a selected step needs (``backup`` before ``restore``) are added. ``--source DIR``
+adds a real tree (e.g. ``/usr``) as a third data set, the ``tree-*`` steps.
 """
 
 from __future__ import annotations
@@ -33,7 +35,11 @@ REQUIRES = {
     "backup": "init", "backup-unchanged": "backup", "backup-1pct": "backup", "restore": "backup",
     "restore-zip": "backup", "check-read-data": "backup", "forget-prune": "backup",
     "many-unchanged": "many-backup", "many-1pct": "many-backup",
+    "tree-unchanged": "tree-backup", "tree-restore": "tree-backup", "tree-check-read-data": "tree-backup",
 }
+FRESH_REPO = ("many-backup", "tree-backup")  # steps that init their own repository (not timed)
+BACKUPS = ("backup", "backup-unchanged", "backup-1pct", "many-backup", "many-unchanged", "many-1pct",
+           "tree-backup", "tree-unchanged")
 HERE = Path(__file__).resolve().parent
 # Outside the source tree: the data set holds ~20k generated (syntactically invalid) .py
 # files that linters and compileall walking the project must not meet. /var/tmp is on disk.
@@ -57,9 +63,13 @@ class Result:
     note: str = ""
 
 
+def dataset_of(step: str) -> str:
+    return "many" if step.startswith("many") else "tree" if step.startswith("tree") else "mixed"
+
+
 @dataclass
 class DataSet:
-    """A generated source tree and what a restore of it must reproduce."""
+    """A generated source tree (or, kind "tree", a real one) and what a restore must reproduce."""
 
     src: Path
     stamp: Path
@@ -72,6 +82,11 @@ class DataSet:
 
     def ensure(self) -> str:
         """Generate the tree unless an unchanged one with the same parameters exists."""
+        if self.params["kind"] == "tree":  # a live tree: only its manifest
+            t0 = time.perf_counter()
+            self.manifest = verify.tree_manifest(self.src)
+            return (f"{len(self.manifest)} regular files, {self.bytes / 1e6:.0f} MB (a live tree, "
+                    f"hashed in {time.perf_counter() - t0:.0f} s)")
         try:
             reuse = json.loads(self.stamp.read_text()) == self.params
         except (OSError, ValueError):
@@ -105,6 +120,8 @@ class Runner:
         self.spaces: dict[tuple[str, str], Workspace] = {}
         self.data: dict[str, DataSet] = {}
         self.cold = False
+        self.floors: dict[str, float] = {}  # data set -> seconds of `tar | cat` (the read floor)
+        self.started = time.time()  # a live tree's files changed after this are not held against a restore
 
     def ws(self, tool: str, dataset: str) -> Workspace:
         key = (tool, dataset)
@@ -128,7 +145,8 @@ class Runner:
     def after_restore(self, path: Path, fmt: str | None, data: DataSet) -> str:
         """Compare a restored directory (``fmt`` None) or stream with the source, then drop it."""
         if fmt is None:
-            v = verify.verify_tree(path, data.src, data.manifest)
+            v = verify.verify_tree(path, data.src, data.manifest,
+                                   changed_since=self.started if data.params["kind"] == "tree" else None)
             if not self.args.keep:
                 shutil.rmtree(path, ignore_errors=True)
         else:
@@ -161,7 +179,7 @@ class Runner:
         if need and need not in self.done[tool.name]:
             r.status, r.note = "skipped", f"needs a successful `{need}`"
             return r
-        dataset = "many" if step.startswith("many") else "mixed"
+        dataset = dataset_of(step)
         ws = self.ws(tool.name, dataset)
         data = self.data.get(dataset)
         if data:
@@ -172,15 +190,15 @@ class Runner:
         elif step == "init":
             ws.create()
             cmds = tool.init(ws)
-        elif step in ("backup", "backup-unchanged", "backup-1pct", "many-backup", "many-unchanged", "many-1pct"):
-            if step == "many-backup":
+        elif step in BACKUPS:
+            if step in FRESH_REPO:
                 ws.create()
                 if err := self.prep(step, tool, tool.init(ws), ws):
                     r.status, r.note = "failed", f"init: {err}"
                     return r
             cmds = tool.backup(ws, data.src)
             post = partial(self.after_backup, tool, ws)
-        elif step == "restore":
+        elif step in ("restore", "tree-restore"):
             target = ws.root / "restore"
             shutil.rmtree(target, ignore_errors=True)
             target.mkdir()
@@ -190,7 +208,7 @@ class Runner:
             out = ws.root / f"stream.{tool.stream_format}"
             cmds = tool.stream(ws, out)
             post = partial(self.after_restore, out, tool.stream_format, data)
-        elif step == "check-read-data":
+        elif step in ("check-read-data", "tree-check-read-data"):
             cmds = tool.check(ws)
         elif step == "forget-prune":
             cmds = tool.forget_prune(ws)
@@ -239,6 +257,7 @@ class Runner:
                         dict(os.environ), log, self.args.timeout)
         rows[floor] = f"{mb / m.wall:.0f} MB/s ({m.wall:.2f} s)" if m.ok else "failed: " + "; ".join(m.errors)
         if m.ok:
+            self.floors["mixed"] = round(m.wall, 3)
             m = measure.run(measure.Cmd(["bash", "-c", f"zstd -3 -T2 -q -c '{tar_file}' | wc -c"], stdout=out),
                             dict(os.environ), log, self.args.timeout)
             rows[zstd] = (f"{mb / m.wall:.0f} MB/s ({m.wall:.2f} s), compresses to "
@@ -246,10 +265,26 @@ class Runner:
         tar_file.unlink(missing_ok=True)
         return rows
 
+    def tree_floor(self) -> dict[str, str]:
+        """The read floor of the source tree: ``tar | cat`` of it to /dev/null, one reader."""
+        data = self.data["tree"]
+        if self.cold:
+            measure.drop_caches()
+        m = measure.run(measure.Cmd(["bash", "-c", f"tar -C '{data.src}' -cf - . | cat"], stdout=Path("/dev/null")),
+                        dict(os.environ), self.work / "logs" / "baseline-tree.log", self.args.timeout)
+        key = f"read floor: `tar | cat` of `{data.src}`, {'cold' if self.cold else 'warm'} cache"
+        if not m.ok:
+            return {key: "failed: " + "; ".join(m.errors)}
+        self.floors["tree"] = round(m.wall, 3)
+        return {key: f"{data.bytes / 1e6 / m.wall:.0f} MB/s ({m.wall:.2f} s, {m.cpu:.1f} CPU s)"}
 
-def select_steps(text: str | None) -> tuple[list[str], list[str]]:
-    """The steps to run in order, and the ones added because a selected step needs them."""
-    wanted = set(STEPS if not text else text.split(","))
+
+def select_steps(text: str | None, source: bool = False) -> tuple[list[str], list[str]]:
+    """The steps to run in order, and the ones added because a selected step needs them.
+
+    By default every step, the ``tree-*`` ones only with a ``source`` tree.
+    """
+    wanted = set(text.split(",") if text else (s for s in STEPS if source or dataset_of(s) != "tree"))
     if unknown := wanted - set(STEPS):
         raise SystemExit(f"unknown steps {sorted(unknown)} (known: {', '.join(STEPS)})")
     added = []
@@ -258,6 +293,8 @@ def select_steps(text: str | None) -> tuple[list[str], list[str]]:
             wanted.add(need)
             added.append(need)
             s = need
+    if not source and (tree := sorted(s for s in wanted if dataset_of(s) == "tree")):
+        raise SystemExit(f"steps {', '.join(tree)} need --source DIR")
     return [s for s in STEPS if s in wanted], added
 
 
@@ -278,6 +315,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--keep", action="store_true", help="keep restored trees and streams")
     ap.add_argument("--bk", help='how to start bk (default: "bk" on PATH), e.g. "python -m backupkit_cli.main"')
     ap.add_argument("--no-install", action="store_true", help="do not apt/pip-install missing restic or borg")
+    ap.add_argument("--source", type=Path, help="a real tree (e.g. /usr) as a third data set: the tree-* steps")
+    ap.add_argument("--render", type=Path, nargs="+", metavar="JSON",
+                    help="only write the page (--out) of earlier runs' JSON; several are merged into one page")
     a = ap.parse_args(argv)
     if a.timeout is None:
         a.timeout = 3600.0 if a.scale == "full" else 600.0
@@ -298,7 +338,13 @@ def machine() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
-    steps, added = select_steps(a.steps)
+    if a.render:
+        doc = report.merge([json.loads(p.read_text()) for p in a.render])
+        out = a.out or a.render[0].with_suffix(".md")
+        report.write(out, doc["meta"], doc["results"])
+        print(f"written: {out} and {out.with_suffix('.json')}", file=sys.stderr)
+        return 0
+    steps, added = select_steps(a.steps, a.source is not None)
     names = [t for t in a.tools.split(",") if t]
     if not a.no_install:
         install(names, log=lambda s: print(s, file=sys.stderr))
@@ -326,16 +372,20 @@ def main(argv: list[str] | None = None) -> int:
         summary[t.name] = t.version or "not found"
     total = datagen.parse_scale(a.scale)
     n_small = a.files if a.files is not None else datagen.default_small_files(total)
-    if any(not s.startswith("many") and s != "help" for s in steps):
+    if any(dataset_of(s) == "mixed" and s != "help" for s in steps):
         runner.data["mixed"] = DataSet(work / "data" / "mixed", work / "data" / "mixed.stamp",
                                        {"kind": "mixed", "bytes": total, "files": n_small, "seed": a.seed,
                                         "format": datagen.FORMAT})
+    if a.source:
+        runner.data["tree"] = DataSet(a.source.resolve(), work / "data" / "tree.stamp",
+                                      {"kind": "tree", "path": str(a.source.resolve())})
     if any(s.startswith("many") for s in steps):
         runner.data["many"] = DataSet(work / "data" / "many", work / "data" / "many.stamp",
                                       {"kind": "many", "files": a.many_files, "seed": a.seed,
                                        "format": datagen.FORMAT})
     for name, ds in runner.data.items():
-        ds.src.parent.mkdir(parents=True, exist_ok=True)
+        if ds.params["kind"] != "tree":
+            ds.src.parent.mkdir(parents=True, exist_ok=True)
         say(f"data: {name} set ...")
         summary[f"{name} set"] = f"`{ds.src}`: " + ds.ensure()
 
@@ -348,6 +398,9 @@ def main(argv: list[str] | None = None) -> int:
     if "mixed" in runner.data and "backup" in steps:
         say("baselines: tar | cat, zstd -3 -T2 ...")
         summary.update(runner.baselines())
+    if "tree" in runner.data and "tree-backup" in steps:
+        say(f"baseline: tar | cat of {runner.data['tree'].src} ...")
+        summary.update(runner.tree_floor())
     if "borg" in tools and "restore-zip" in steps:
         notes.append(tools["borg"].stream_note)
 
@@ -370,7 +423,9 @@ def main(argv: list[str] | None = None) -> int:
     summary["command"] = "`python -m benchmarks.run " + " ".join(sys.argv[1:] if argv is None else argv) + "`"
     meta = {"scale": scale_name, "date": started.strftime("%Y-%m-%d %H:%M UTC"), "tools": list(tools),
             "steps": steps, "timeout_s": a.timeout, "work": str(work), "summary": summary, "notes": notes,
-            "elapsed_s": round(time.time() - started.timestamp(), 1)}
+            "elapsed_s": round(time.time() - started.timestamp(), 1), "cache": "cold" if runner.cold else "warm",
+            "sets": {"mixed": "mixed", "many": "many", **({"tree": f"`{a.source}`"} if a.source else {})},
+            "floors_s": runner.floors}
     out = a.out or HERE / "results" / f"{started.strftime('%Y-%m-%d')}-{scale_name}.md"
     print(report.write(out, meta, [asdict(r) for r in runner.results]))
     say(f"written: {out} and {out.with_suffix('.json')}")

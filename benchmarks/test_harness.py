@@ -5,14 +5,20 @@ Not collected by the default suite (``testpaths = ["tests"]``); each test takes 
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import sys
 import tarfile
+import time
 import zipfile
 from pathlib import Path
 
-from benchmarks import datagen, verify
+import pytest
+
+from benchmarks import datagen, report, verify
 from benchmarks.measure import Cmd, run
-from benchmarks.run import select_steps
+from benchmarks.run import main, select_steps
 
 SCALE = 8 * datagen.MiB
 
@@ -97,3 +103,77 @@ def test_selected_steps_bring_what_they_need() -> None:
     steps, added = select_steps("restore,many-1pct")
     assert steps == ["init", "backup", "restore", "many-backup", "many-1pct"]
     assert sorted(added) == ["backup", "init", "many-backup"]
+
+
+def test_tree_steps_need_a_source() -> None:
+    assert not any(s.startswith("tree") for s in select_steps(None)[0])
+    assert select_steps(None, source=True)[0][-4:] == ["tree-backup", "tree-unchanged", "tree-restore",
+                                                       "tree-check-read-data"]
+    assert select_steps("tree-restore", source=True) == (["tree-backup", "tree-restore"], ["tree-backup"])
+    with pytest.raises(SystemExit, match="need --source"):
+        select_steps("tree-restore")
+
+
+def test_verify_tree_leaves_out_what_a_live_source_changed(tmp_path: Path) -> None:
+    src, restored = tmp_path / "src", tmp_path / "r"
+    datagen.generate_many(src, 30)
+    expected = verify.tree_manifest(src)
+    os.system(f"cp -a '{src}' '{restored}'")
+    since = time.time()
+    names = sorted(expected)
+    live = src / names[3]  # the system rewrote this one after the run began: not held against the restore
+    live.write_bytes(b"new")
+    os.utime(live, (since + 5, since + 5))
+    (restored / names[3]).write_bytes(b"new")  # and the backup saw the new bytes
+    (src / "new-file").write_bytes(b"x")  # appeared during the run, restored too
+    (restored / "new-file").write_bytes(b"x")
+    v = verify.verify_tree(restored, src, expected, changed_since=since)
+    assert v.ok and "2 changed in the source" in v.text
+    assert not verify.verify_tree(restored, src, expected).ok  # without the live-tree rule: extra file
+    bad = restored / names[5]  # a restore that is wrong where the source did not change
+    bad.write_bytes(bad.read_bytes() + b"!")
+    v = verify.verify_tree(restored, src, expected, changed_since=since)
+    assert not v.ok and "1 differ" in v.text
+
+
+def _result(step: str, tool: str, seconds: float, cpu: float) -> dict:
+    return {"step": step, "tool": tool, "status": "ok", "seconds": seconds, "cpu_seconds": cpu, "mb": 100.0,
+            "peak_rss_mib": 50.0, "repo_bytes": 1 << 20, "note": ""}
+
+
+def test_report_merges_runs_with_cores_sets_and_borg_equivalents() -> None:
+    meta = {"scale": "full", "date": "d", "tools": ["bk", "restic", "borg"], "steps": ["backup", "restore-zip"],
+            "summary": {"load average at start": "1"}, "notes": [], "cache": "cold",
+            "sets": {"mixed": "mixed", "many": "many"}}
+    first = {"meta": meta, "results": [_result("backup", "bk", 10, 15), _result("backup", "restic", 20, 30),
+                                       _result("backup", "borg", 40, 36), _result("restore-zip", "borg", 5, 5)]}
+    second = {"meta": {**meta, "date": "e", "steps": ["tree-backup"], "summary": {"load average at start": "2"},
+                       "sets": {"tree": "`/srv`"}},
+              "results": [_result("tree-backup", "bk", 30, 60), _result("tree-backup", "restic", 60, 90)]}
+    doc = report.merge([first, second])
+    assert doc["meta"]["steps"] == ["backup", "restore-zip", "tree-backup"]
+    assert doc["meta"]["summary"]["load average at start (invocation 2, e)"] == "2"
+    text = report.render(doc["meta"], doc["results"])
+    assert "| backup | 15.0 | 1.50 | 30.0 | 1.50 | 36.0 | 0.90 |" in text  # CPU s and cores per tool
+    assert "| tree-backup | `/srv` | 100 |" in text
+    assert "restore-zip [1]" in text and "[1] `restore-zip`: `export-tar`" in text
+    assert "Results (cold" in text
+    assert "| first backup, `/srv` (issue: warm cache) | <= 0.33 | 0.50 | does not hold |" in text
+
+
+def test_a_source_tree_runs_end_to_end(tmp_path: Path) -> None:
+    bk = Path(sys.executable).parent / "bk"
+    if not (bk.exists() and shutil.which("restic")):
+        pytest.skip("needs this venv's bk and restic on PATH")
+    src = tmp_path / "src"
+    datagen.generate_many(src, 40)
+    out = tmp_path / "page.md"
+    assert main(["--source", str(src), "--tools", "bk,restic", "--no-install", "--work", str(tmp_path / "w"),
+                 "--bk", str(bk), "--warm", "--out", str(out),
+                 "--steps", "tree-unchanged,tree-restore,tree-check-read-data"]) == 0
+    doc = json.loads(out.with_suffix(".json").read_text())
+    assert {(r["step"], r["tool"]): r["status"] for r in doc["results"]} == {
+        (s, t): "ok" for s in ("tree-backup", "tree-unchanged", "tree-restore", "tree-check-read-data")
+        for t in ("bk", "restic")}
+    assert "verified 40 files" in out.read_text()
+    assert doc["meta"]["floors_s"]["tree"] > 0
