@@ -135,6 +135,7 @@ def merge(docs: list[dict[str, Any]]) -> dict[str, Any]:
         meta["sets"] = {**m.get("sets", {}), **meta.get("sets", {})}
         meta["floors_s"] = {**m.get("floors_s", {}), **meta.get("floors_s", {})}
         meta["elapsed_s"] = meta.get("elapsed_s", 0) + m.get("elapsed_s", 0)
+        meta["profiles"] = meta.get("profiles", []) + m.get("profiles", [])
         if _cache(m) != _cache(meta):
             meta["cache"] = "mixed"
         for k, v in m["summary"].items():
@@ -188,6 +189,7 @@ def render(meta: dict[str, Any], results: list[dict[str, Any]]) -> str:
         crows.append(row)
     lines += _table(["step", *(x for t in tools for x in (f"{t} CPU s", f"{t} cores"))], crows)
     lines += _issue13(meta, by, steps)
+    lines += _profiles(meta)
 
     if "bk" in tools and "restic" in tools:
         lines += ["", "## Targets (the product brief, section 4)", ""]
@@ -256,6 +258,29 @@ def _issue13(meta: dict[str, Any], by: dict[tuple[str, str], dict[str, Any]], st
         return []
     out = ["", f"## Issue 13's goals ({_cache(meta)}; bk/restic time unless said)", ""]
     out += _table(["row", "goal", "bk/restic", "verdict", "bk/borg", "peak MiB bk / restic"], rows)
+    return out
+
+
+def _profiles(meta: dict[str, Any]) -> list[str]:
+    """Where bk's time goes, from the profiled repetition (``profiling.py``)."""
+    profs = meta.get("profiles") or []
+    if not profs:
+        return []
+    out = ["", "## Where bk's time goes (py-spy, a separate profiled repetition; not the timed run)", "",
+           "Own time: seconds in which the function was the innermost Python frame on a CPU (C code it "
+           "calls counts for it), summed over threads; GIL: the share of those samples in which it held "
+           "the GIL. GIL held: GIL samples over wall time (1.00 = one thread held it all the time).", ""]
+    rows = []
+    for p in profs:
+        if "error" in p:
+            rows.append([p["step"], "", "", "", p["error"]])
+            continue
+        top = "; ".join(f"`{t['function']}` {t['own_s']:.1f} s"
+                        + (f" (GIL {t['gil_share']:.0%})" if t.get("gil_share") is not None else "")
+                        for t in p["top"])
+        gil = f"{p['gil_held']:.2f}" if p.get("gil_held") is not None else "—"
+        rows.append([p["step"], _secs(p["wall_s"]), f"{p['cpu_samples_s']:.1f}", gil, top])
+    out += _table(["step", "profiled wall s", "on-CPU samples, s", "GIL held", "top 5 by own time"], rows)
     return out
 
 

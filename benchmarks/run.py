@@ -28,6 +28,7 @@ from functools import partial
 from pathlib import Path
 
 from . import datagen, measure, report, verify
+from .profiling import Profiler
 from .tools import Tool, Workspace, install, locate
 
 STEPS = list(report.DESCRIPTIONS)
@@ -316,6 +317,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--bk", help='how to start bk (default: "bk" on PATH), e.g. "python -m backupkit_cli.main"')
     ap.add_argument("--no-install", action="store_true", help="do not apt/pip-install missing restic or borg")
     ap.add_argument("--source", type=Path, help="a real tree (e.g. /usr) as a third data set: the tree-* steps")
+    ap.add_argument("--profile", action="store_true",
+                    help="after the timed steps, a profiled repetition of bk's (py-spy; see profiling.py)")
+    ap.add_argument("--profile-only", action="store_true", help="only the profiled repetition, no timed steps")
     ap.add_argument("--render", type=Path, nargs="+", metavar="JSON",
                     help="only write the page (--out) of earlier runs' JSON; several are merged into one page")
     a = ap.parse_args(argv)
@@ -395,17 +399,18 @@ def main(argv: list[str] | None = None) -> int:
         runner.cold = measure.drop_caches()
         summary["page cache"] = ("dropped before every measured command (sync; echo 3 > /proc/sys/vm/drop_caches)"
                                  if runner.cold else "could NOT be dropped here (no permission): runs are warm")
-    if "mixed" in runner.data and "backup" in steps:
+    if "mixed" in runner.data and "backup" in steps and not a.profile_only:
         say("baselines: tar | cat, zstd -3 -T2 ...")
         summary.update(runner.baselines())
-    if "tree" in runner.data and "tree-backup" in steps:
+    if "tree" in runner.data and "tree-backup" in steps and not a.profile_only:
         say(f"baseline: tar | cat of {runner.data['tree'].src} ...")
         summary.update(runner.tree_floor())
     if "borg" in tools and "restore-zip" in steps:
         notes.append(tools["borg"].stream_note)
 
+    profiles: list[dict] = []
     try:
-        for step in steps:
+        for step in ([] if a.profile_only else steps):
             if step == "backup-1pct":
                 notes.append(f"1% change to the mixed set: {runner.data['mixed'].change()}")
             elif step == "many-1pct":
@@ -416,6 +421,14 @@ def main(argv: list[str] | None = None) -> int:
                 if r.status != "skipped" or r.note:
                     say(f"{step:16} {tool.name:7} {r.status:7} {r.seconds:8.2f} s  "
                         f"{r.peak_rss_mib:7.1f} MiB  {r.note}")
+        if (a.profile or a.profile_only) and "bk" in tools and not tools["bk"].missing:
+            prof = Profiler(tools["bk"], work, runner.cold, a.timeout)
+            if not prof.spy:
+                notes.append("py-spy not found (pip install py-spy): no profile")
+            for name, ds in runner.data.items():
+                if prof.spy:
+                    say(f"profiling bk on the {name} set ...")
+                    profiles += prof.run(name, ds.src, steps, say)
     except KeyboardInterrupt:
         notes.append("interrupted: the results are partial")
 
@@ -425,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
             "steps": steps, "timeout_s": a.timeout, "work": str(work), "summary": summary, "notes": notes,
             "elapsed_s": round(time.time() - started.timestamp(), 1), "cache": "cold" if runner.cold else "warm",
             "sets": {"mixed": "mixed", "many": "many", **({"tree": f"`{a.source}`"} if a.source else {})},
-            "floors_s": runner.floors}
+            "floors_s": runner.floors, "profiles": profiles}
     out = a.out or HERE / "results" / f"{started.strftime('%Y-%m-%d')}-{scale_name}.md"
     print(report.write(out, meta, [asdict(r) for r in runner.results]))
     say(f"written: {out} and {out.with_suffix('.json')}")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import datagen, report, verify
+from benchmarks import datagen, profiling, report, verify
 from benchmarks.measure import Cmd, run
 from benchmarks.run import main, select_steps
 
@@ -169,7 +169,7 @@ def test_a_source_tree_runs_end_to_end(tmp_path: Path) -> None:
     datagen.generate_many(src, 40)
     out = tmp_path / "page.md"
     assert main(["--source", str(src), "--tools", "bk,restic", "--no-install", "--work", str(tmp_path / "w"),
-                 "--bk", str(bk), "--warm", "--out", str(out),
+                 "--bk", str(bk), "--warm", "--out", str(out), *(["--profile"] if profiling.py_spy() else []),
                  "--steps", "tree-unchanged,tree-restore,tree-check-read-data"]) == 0
     doc = json.loads(out.with_suffix(".json").read_text())
     assert {(r["step"], r["tool"]): r["status"] for r in doc["results"]} == {
@@ -177,3 +177,20 @@ def test_a_source_tree_runs_end_to_end(tmp_path: Path) -> None:
         for t in ("bk", "restic")}
     assert "verified 40 files" in out.read_text()
     assert doc["meta"]["floors_s"]["tree"] > 0
+    if profiling.py_spy():  # the profiled repetition: every tree step, with the functions bk spent its time in
+        assert [p["step"] for p in doc["meta"]["profiles"]] == ["tree-backup", "tree-unchanged", "tree-restore",
+                                                               "tree-check-read-data"]
+        assert all(p["top"] and p["gil_held"] is not None for p in doc["meta"]["profiles"])
+        assert "Where bk's time goes" in out.read_text()
+
+
+def test_profile_summary_counts_own_time_and_gil_share() -> None:
+    cpu = ('process 1:"bk backup";main (cli/main.py:3);walk (/x/backupkit/walk.py:10) 300\n'
+           'process 1:"bk backup";main (cli/main.py:3);walk (/x/backupkit/walk.py:12) 100\n'
+           'process 1:"bk backup";worker (/x/backupkit/pipe.py:5);chunk (/x/backupkit/chunk.py:7) 200\n')
+    gil = ('process 1:"bk backup";main (cli/main.py:3);walk (/x/backupkit/walk.py:10) 400\n'
+           'process 1:"bk backup";worker (/x/backupkit/pipe.py:5);chunk (/x/backupkit/chunk.py:7) 20\n')
+    p = profiling.summarize("backup", 5.0, cpu, gil, rate=100)
+    assert p["top"][0] == {"function": "walk (backupkit/walk.py)", "own_s": 4.0, "gil_share": 1.0}
+    assert p["top"][1] == {"function": "chunk (backupkit/chunk.py)", "own_s": 2.0, "gil_share": 0.1}
+    assert p["gil_held"] == 0.84 and p["cpu_samples_s"] == 6.0
