@@ -7,8 +7,10 @@ backup, restore to a directory and check --read-data, as far as the run selected
 Every command runs under ``py-spy record --format raw --subprocesses --nonblocking``
 twice, each time in its own repository, so both repetitions see the same state:
 
-- ``cpu``: every thread that is on a CPU is sampled: a function's *own time* is the samples
-  in which it is the innermost Python frame (time in C code it called counts for it);
+- ``cpu``: every thread py-spy does not judge idle is sampled: a function's *own time* is the
+  samples in which it is the innermost Python frame (time in C code it called counts for it,
+  and so does a thread blocked in a read: py-spy's idle filter does not catch every wait, so
+  the sum over threads can exceed cores x wall);
 - ``gil``: only the thread holding the GIL is sampled (``--gil``). The GIL share of a
   function is its GIL samples over its CPU samples; the step's "GIL held" is all GIL samples
   over rate x wall seconds (summed over processes; a lagging sampler makes it an under-estimate).
@@ -80,6 +82,16 @@ def summarize(step: str, wall: float, cpu_raw: str, gil_raw: str, rate: int = RA
             "gil_held": round(sum(gil.values()) / (rate * wall), 2) if wall > 0 else None, "top": top}
 
 
+def _reported_errors(log: Path, start: int) -> bool:
+    """Did the command(s) logged after offset ``start`` print an error line?"""
+    try:
+        with open(log, "rb") as f:
+            f.seek(start)
+            return any(line.startswith(b"error:") for line in f)
+    except OSError:
+        return False
+
+
 class Profiler:
     """Runs the profiled repetitions of bk's steps; ``run.Runner`` supplies data and commands."""
 
@@ -92,6 +104,7 @@ class Profiler:
         if not wanted or not self.spy:
             return []
         raws: dict[tuple[str, str], tuple[float, str]] = {}
+        errors: dict[str, str] = {}
         for mode in ("cpu", "gil"):
             ws = Workspace(self.work / f"{dataset}-{mode}")
             ws.create()
@@ -108,6 +121,7 @@ class Profiler:
                        "--nonblocking", "-o", str(out), *(["--gil"] if mode == "gil" else []), "--"]
                 if self.cold:
                     measure.drop_caches()
+                mark = log.stat().st_size if log.exists() else 0
                 m = measure.run_all([measure.Cmd([*spy, *c.argv], cwd=c.cwd, stdout=c.stdout, ok_codes=c.ok_codes)
                                      for c in cmds], self.bk.env(ws), log, self.timeout)
                 if step in ("tree-restore", "restore"):
@@ -117,9 +131,11 @@ class Profiler:
                     say(f"profile {step} {mode}: {'; '.join(m.errors)}")
                     continue
                 raws[(step, mode)] = (m.wall, out.read_text() if out.exists() else "")
+                if _reported_errors(log, mark):  # py-spy exits 0 whatever bk's exit code was
+                    errors[step] = f"bk reported errors under the profiler (see {log})"
                 say(f"profile {step:20} {mode}: {m.wall:.1f} s")
         return [summarize(s, raws[(s, "cpu")][0], raws[(s, "cpu")][1], raws[(s, "gil")][1])
-                | {"gil_wall_s": round(raws[(s, "gil")][0], 2)}
+                | {"gil_wall_s": round(raws[(s, "gil")][0], 2)} | ({"note": errors[s]} if s in errors else {})
                 for s in wanted if (s, "cpu") in raws and (s, "gil") in raws and raws[(s, "cpu")][0] > 0]
 
     def _cmds(self, step: str, ws: Workspace, src: Path) -> list[measure.Cmd]:

@@ -267,9 +267,10 @@ def _profiles(meta: dict[str, Any]) -> list[str]:
     if not profs:
         return []
     out = ["", "## Where bk's time goes (py-spy, a separate profiled repetition; not the timed run)", "",
-           "Own time: seconds in which the function was the innermost Python frame on a CPU (C code it "
-           "calls counts for it), summed over threads; GIL: the share of those samples in which it held "
-           "the GIL. GIL held: GIL samples over wall time (1.00 = one thread held it all the time).", ""]
+           "Own time: seconds in which the function was the innermost Python frame of a thread py-spy "
+           "did not judge idle (C code it calls counts for it; so may a thread blocked in a read), summed "
+           "over threads; GIL: the share of those samples in which it held the GIL. GIL held: GIL samples "
+           "over wall time (1.00 = one thread held it all the time).", ""]
     rows = []
     for p in profs:
         if "error" in p:
@@ -279,8 +280,10 @@ def _profiles(meta: dict[str, Any]) -> list[str]:
                         + (f" (GIL {t['gil_share']:.0%})" if t.get("gil_share") is not None else "")
                         for t in p["top"])
         gil = f"{p['gil_held']:.2f}" if p.get("gil_held") is not None else "—"
+        if p.get("note"):
+            top = f"**{p['note']}**; " + top
         rows.append([p["step"], _secs(p["wall_s"]), f"{p['cpu_samples_s']:.1f}", gil, top])
-    out += _table(["step", "profiled wall s", "on-CPU samples, s", "GIL held", "top 5 by own time"], rows)
+    out += _table(["step", "profiled wall s", "active samples, s", "GIL held", "top 5 by own time"], rows)
     return out
 
 
