@@ -54,17 +54,18 @@ TARGETS = [
     ("forget-prune", 1.0, "forget + prune <= restic's time"),
 ]
 
-# Issue 13's goal column, as (step, limit on bk/restic time, row). "backup" and "restore"
-# of the mixed set are cold-cache rows; a limit of None is max(0.5, read floor / restic's time).
+# Issue 13's goal column, as (step, limit on bk/restic time, row, the cache it is for or
+# None for either). A limit of None is max(0.5, the mixed set's read floor / restic's time).
 ISSUE13 = [
-    ("tree-backup", 1 / 3, "first backup, `/usr` (issue: warm cache)"),
-    ("backup", None, "first backup, generated ~1.1 GB, cold: <= max(0.5, disk-read limit)"),
-    ("many-backup", 0.7, "first backup, 200k tiny files"),
-    ("many-unchanged", 0.2, "backup, nothing changed, 200k tiny files"),
-    ("tree-unchanged", 0.3, "backup, nothing changed, `/usr`"),
-    ("tree-restore", 0.6, "restore to a directory, `/usr`"),
-    ("restore", 1 / 1.5, "restore to a directory, generated ~1.1 GB, cold"),
-    ("tree-check-read-data", 0.5, "check --read-data, `/usr`"),
+    ("tree-backup", 1 / 3, "first backup, `/usr` (issue: warm cache)", None),
+    ("backup", 1 / 3, "first backup, generated mixed set, warm", "warm"),
+    ("backup", None, "first backup, generated ~1.1 GB, cold: <= max(0.5, disk-read limit)", "cold"),
+    ("many-backup", 0.7, "first backup, 200k tiny files", None),
+    ("many-unchanged", 0.2, "backup, nothing changed, 200k tiny files", None),
+    ("tree-unchanged", 0.3, "backup, nothing changed, `/usr`", None),
+    ("tree-restore", 0.6, "restore to a directory, `/usr`", None),
+    ("restore", 1 / 1.5, "restore to a directory, generated ~1.1 GB, cold", "cold"),
+    ("tree-check-read-data", 0.5, "check --read-data, `/usr`", None),
 ]
 
 
@@ -236,15 +237,16 @@ def _floor_s(meta: dict[str, Any], dataset: str) -> float | None:
 def _issue13(meta: dict[str, Any], by: dict[tuple[str, str], dict[str, Any]], steps: list[str]) -> list[str]:
     """Issue 13's goal rows that this run measured, with bk/restic (and bk/borg) and memory."""
     rows = []
-    for step, limit, text in ISSUE13:
+    for step, limit, text, cache in ISSUE13:
         b, r, g = by.get((step, "bk")), by.get((step, "restic")), by.get((step, "borg"))
-        if step not in steps or b is None:
+        if step not in steps or b is None or cache not in (None, _cache(meta)):
             continue
         q, qb = _ratio(b, r), _ratio(b, g)
         if limit is None:
             floor = _floor_s(meta, "mixed")
             limit = max(0.5, floor / r["seconds"]) if floor and q is not None else 0.5
-        verdict = "n/a" if q is None else ("holds" if q <= limit else "does not hold")
+        verdict = ("holds" if q <= limit else "does not hold") if q is not None else \
+            f"bk {b['status'].upper()}" if b["status"] in ("failed", "timeout", "wrong") else "n/a"
         mem = (f"{b['peak_rss_mib']:.0f} / {r['peak_rss_mib']:.0f}" if q is not None else "—")
         text = text.replace("`/usr`", _set_of(step, meta))
         rows.append([text, f"<= {limit:.2f}", f"{q:.2f}" if q is not None else "—", verdict,

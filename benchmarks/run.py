@@ -322,6 +322,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--profile-only", action="store_true", help="only the profiled repetition, no timed steps")
     ap.add_argument("--render", type=Path, nargs="+", metavar="JSON",
                     help="only write the page (--out) of earlier runs' JSON; several are merged into one page")
+    ap.add_argument("--note", action="append", default=[], help="with --render: a line added to the page's notes")
     a = ap.parse_args(argv)
     if a.timeout is None:
         a.timeout = 3600.0 if a.scale == "full" else 600.0
@@ -344,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     if a.render:
         doc = report.merge([json.loads(p.read_text()) for p in a.render])
+        doc["meta"]["notes"] = doc["meta"].get("notes", []) + a.note
         out = a.out or a.render[0].with_suffix(".md")
         report.write(out, doc["meta"], doc["results"])
         print(f"written: {out} and {out.with_suffix('.json')}", file=sys.stderr)
