@@ -159,6 +159,14 @@ def test_report_merges_runs_with_cores_sets_and_borg_equivalents() -> None:
     assert "restore-zip [1]" in text and "[1] `restore-zip`: `export-tar`" in text
     assert "Results (cold" in text
     assert "| first backup, `/srv` (issue: warm cache) | <= 0.33 | 0.50 | does not hold |" in text
+    assert "cold: <= max(0.5, disk-read limit) | <= 0.50 | 0.50 | holds |" in text  # the cold row of a cold run
+    warm = {**doc["meta"], "cache": "warm"}
+    failed = [*doc["results"], {**_result("tree-restore", "bk", 1, 1), "status": "failed"},
+              _result("tree-restore", "restic", 2, 2)]
+    text = report.render({**warm, "steps": [*warm["steps"], "tree-restore"]}, failed)
+    assert "| first backup, generated mixed set, warm | <= 0.33 | 0.50 | does not hold |" in text
+    assert "disk-read limit" not in text
+    assert "| restore to a directory, `/srv` | <= 0.60 | — | bk FAILED |" in text
 
 
 def test_a_source_tree_runs_end_to_end(tmp_path: Path) -> None:
