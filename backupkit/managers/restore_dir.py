@@ -79,7 +79,7 @@ class DirRestorer:
         dirs_meta: list[tuple[bytes, Entry]] = []
         links: dict[tuple[int, int], bytes] = {}
         open_dirs = OpenDirs()
-        run.plan = run.reader.plan(file_window(self.tuning.restore_window_files))
+        run.plan = run.reader.plan(file_window(self.tuning))
         run.creator = ThreadPoolExecutor(max_workers=max(1, self.tuning.restore_create_threads), thread_name_prefix="bk-create")
         try:
             for path, e in self._entries(run, snap, tree, ancestors=not run.strip):

@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 from backupkit.managers.restore_files import all_zero
 from backupkit.objects.entry import Entry
+from backupkit.tuning import Tuning
 
 
 class PendingFile:
@@ -116,19 +117,22 @@ def create_pending(pfd: int, tmp: bytes, size: int) -> int:
     return fd
 
 
-def file_window(tuning_files: int) -> int:
-    """Files one plan window may hold open: the tuning's, within a third of what
-    RLIMIT_NOFILE leaves beyond 512 for directories and the rest (two windows in flight
-    and one being planned; the CLI raises the limit to the hard one)."""
+def file_window(tuning: Tuning) -> int:
+    """Files one plan window may hold open, within RLIMIT_NOFILE (the CLI raises it to the
+    hard limit): 512 descriptors are left for the rest, and each pending file may hold two
+    (its own, and its directory's until it is done: ``restore_dirfds``) in every window in
+    flight and the one being planned."""
+    files = tuning.restore_window_files
     try:
         import resource
 
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     except (ImportError, OSError, ValueError):
-        return min(tuning_files, 128)
+        return min(files, 128)
     if soft == getattr(resource, "RLIM_INFINITY", -1) or soft <= 0:
-        return tuning_files
-    return max(16, min(tuning_files, (soft - 512) // 3))
+        return files
+    windows = tuning.restore_windows_in_flight + 1
+    return max(16, min(files, (soft - 512) // (2 * windows)))
 
 
 __all__ = ["PendingFile", "create_pending", "file_window"]

@@ -255,3 +255,25 @@ def test_a_tree_with_more_directories_than_descriptors_restores_whole(tmp_path):
     assert not res.errors, res.errors[:3]
     assert diff_trees(record_tree(src), record_tree(out / src.relative_to("/"))) == []
     assert _leftovers(out) == []
+
+
+def test_the_file_window_leaves_room_for_each_files_directory():
+    """Every pending file can hold two descriptors (its own and its directory's, which
+    DirFds keeps until the file is done) in each window in flight and the one being
+    planned: together they stay under RLIMIT_NOFILE with 512 to spare (the old window, a
+    third of the limit for the files alone, let a /usr restore run out when the writers
+    fell behind the walk)."""
+    import resource
+
+    from backupkit.managers.restore_write import file_window
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    big = Tuning(restore_window_files=1 << 20)
+    try:
+        for limit in (1024, 4096, 20000):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(limit, hard), hard))
+            files = file_window(big)
+            assert files * 2 * (big.restore_windows_in_flight + 1) + 512 <= min(limit, hard)
+            assert files >= 16
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
