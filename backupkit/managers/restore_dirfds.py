@@ -17,6 +17,8 @@ from __future__ import annotations
 import os
 from collections import Counter
 
+from backupkit.managers.restore_overwrite import OpenDirs
+
 
 class DirFds:
     """Descriptors by directory (relative path, b"" for the target itself)."""
@@ -24,10 +26,9 @@ class DirFds:
     def __init__(self, root_fd: int) -> None:
         self.root_fd = root_fd
         self._fds: dict[bytes, int] = {b"": root_fd}
-        self._inside: list[bytes] = []  # directories the walk is in, outermost first
+        self._inside = OpenDirs()  # the directories the walk is in
         self._refs: Counter[int] = Counter()  # descriptor -> pending files that use it
         self._left: set[int] = set()  # descriptors of left directories still held
-        self.closed_early = 0  # descriptors closed before the end (tested)
 
     def get(self, rel: bytes, default: int | None = None) -> int | None:
         return self._fds.get(rel, default)
@@ -38,21 +39,19 @@ class DirFds:
     def opened(self, rel: bytes, fd: int) -> None:
         """Directory ``rel`` was created (or found) as ``fd`` by the walk, which is now in it."""
         self._fds[rel] = fd
-        self._inside.append(rel)
+        self._inside.enter(rel, b"")
 
     def leave_for(self, rel: bytes) -> None:
         """The walk reached the entry ``rel``: close the directories it is not inside of
         (those no pending file holds; the others when their last file is done)."""
-        inside = self._inside
-        while inside and not rel.startswith(inside[-1] + b"/"):
-            left = inside.pop()
+        for left, _path in self._inside.leave_for(rel):
             fd = self._fds.pop(left, -1)
             if fd < 0:
                 continue
             if self._refs[fd]:
                 self._left.add(fd)
             else:
-                self._close(fd)
+                os.close(fd)
 
     def hold(self, fd: int) -> None:
         """A pending file (or a later name of one) will use ``fd`` when it completes."""
@@ -67,11 +66,7 @@ class DirFds:
             del self._refs[fd]
             if fd in self._left:
                 self._left.discard(fd)
-                self._close(fd)
-
-    def _close(self, fd: int) -> None:
-        os.close(fd)
-        self.closed_early += 1
+                os.close(fd)
 
     def open_for_meta(self, rel: bytes) -> tuple[int, bool]:
         """A descriptor of directory ``rel`` for setting its metadata, and whether the
@@ -100,7 +95,7 @@ class DirFds:
         self._fds.clear()
         self._left.clear()
         self._refs.clear()
-        self._inside.clear()
+        self._inside.leave_all()
 
 
 __all__ = ["DirFds"]
