@@ -72,15 +72,21 @@ def test_restic_init_backup_check_restore(tmp_path, bk_server):
 # -- bk through an append-only server ---------------------------------------------------------
 
 
-def test_bk_through_append_only(tmp_path, start_bk_server):
-    data = tmp_path / "data"
-    append_only = start_bk_server(data, "--no-auth", "--append-only")
-    src = make_tree(tmp_path / "src")
-    env = dict(cli_env(append_only.url("laptop"), tmp_path / "cache"))
+def _two_backups(src: Path, env: dict) -> Path:
+    """``bk init``, then two backups of a tree made at ``src`` (one file changed between)."""
+    make_tree(src)
     ok(run_bk("init", env=env))
     ok(run_bk("backup", src, env=env))
     (src / "a.txt").write_text("changed\n")
     ok(run_bk("backup", src, env=env))
+    return src
+
+
+def test_bk_through_append_only(tmp_path, start_bk_server):
+    data = tmp_path / "data"
+    append_only = start_bk_server(data, "--no-auth", "--append-only")
+    env = dict(cli_env(append_only.url("laptop"), tmp_path / "cache"))
+    src = _two_backups(tmp_path / "src", env)
     ok(run_bk("check", "--read-data", env=env))
     snaps = json.loads(ok(run_bk("--json", "snapshots", env=env)).stdout)
     assert len(snaps) == 2
@@ -183,12 +189,8 @@ def append_only_bk(tmp_path_factory):
     server, then served append-only from the same directory."""
     root = tmp_path_factory.mktemp("ao-bk")
     admin = start_bk_serve(root / "data", "--no-auth")
-    src = make_tree(root / "src")
     env = dict(cli_env(admin.url("laptop"), root / "cache"))
-    ok(run_bk("init", env=env))
-    ok(run_bk("backup", src, env=env))
-    (src / "a.txt").write_text("changed\n")
-    ok(run_bk("backup", src, env=env))
+    _two_backups(root / "src", env)
     pw2 = root / "pw2"
     pw2.write_text("second password\n")
     ok(run_bk("key", "add", "--new-password-file", pw2, env=env))
