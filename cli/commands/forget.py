@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Optional
 
 import typer
 
+from backupkit.policy_keep import COUNT_FIELDS, PERIODS
 from backupkit_cli import exit_codes
 from backupkit_cli.context import State
 from backupkit_cli.fmt import count, display_name, local_time
@@ -21,21 +23,26 @@ def _within(name: str):
     return typer.Option(None, f"--keep-within{name}", metavar="DURATION", help=f"Keep {what} within DURATION (1y2m3d4h) of the newest snapshot.")
 
 
+def _keep_options(command):
+    """Declare the options of ``KeepPolicy``'s count and within fields, from its tables
+    (``--keep-<count>`` of ``COUNT_FIELDS``, ``--keep-within``, ``--keep-within-<period>``
+    of ``PERIODS``), as parameters of ``command`` before ``keep_tag``; typer passes their
+    values in ``**keep``, keyed by parameter name (``keep_within_daily``)."""
+    options = {f"keep_{name}": _count(name) for name in COUNT_FIELDS}
+    options["keep_within"] = _within("")
+    options.update((f"keep_within_{period}", _within(f"-{period}")) for period in PERIODS)
+    keep = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=opt, annotation=Optional[str]) for name, opt in options.items()]
+    sig = inspect.signature(command)
+    params = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    at = next(i for i, p in enumerate(params) if p.name == "keep_tag")
+    command.__signature__ = sig.replace(parameters=[*params[:at], *keep, *params[at:]])
+    return command
+
+
+@_keep_options
 def command(
     ctx: typer.Context,
     snapshots: list[str] = typer.Argument(None, help="Snapshots to remove (ids or prefixes); with --keep-* rules, the policy decides among them."),
-    keep_last: Optional[str] = _count("last"),
-    keep_hourly: Optional[str] = _count("hourly"),
-    keep_daily: Optional[str] = _count("daily"),
-    keep_weekly: Optional[str] = _count("weekly"),
-    keep_monthly: Optional[str] = _count("monthly"),
-    keep_yearly: Optional[str] = _count("yearly"),
-    keep_within: Optional[str] = _within(""),
-    keep_within_hourly: Optional[str] = _within("-hourly"),
-    keep_within_daily: Optional[str] = _within("-daily"),
-    keep_within_weekly: Optional[str] = _within("-weekly"),
-    keep_within_monthly: Optional[str] = _within("-monthly"),
-    keep_within_yearly: Optional[str] = _within("-yearly"),
     keep_tag: list[str] = typer.Option([], "--keep-tag", metavar="TAGS", help="Keep snapshots with all these tags (a,b; repeat for either)."),
     group_by: str = typer.Option("host,paths", "--group-by", help="Apply the policy per group of host, paths and/or tags ('' for one group)."),
     host: list[str] = HOSTS,
@@ -44,6 +51,7 @@ def command(
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Show what would be removed; change nothing."),
     prune: bool = typer.Option(False, "--prune", help="Run prune afterwards (in the same exclusive lock)."),
     max_unused: str = typer.Option("5%", "--max-unused", help="With --prune: see bk prune --max-unused."),
+    **keep: Optional[str],
 ) -> int:
     from backupkit.managers.forget import ForgetManager, ForgetOptions
     from backupkit.policy import KeepPolicy, parse_duration, parse_group_by, parse_keep_count
@@ -57,11 +65,8 @@ def command(
         return parse_duration(v) if v is not None else None
 
     policy = KeepPolicy(
-        last=count(keep_last), hourly=count(keep_hourly), daily=count(keep_daily), weekly=count(keep_weekly),
-        monthly=count(keep_monthly), yearly=count(keep_yearly), within=dur(keep_within),
-        within_hourly=dur(keep_within_hourly), within_daily=dur(keep_within_daily),
-        within_weekly=dur(keep_within_weekly), within_monthly=dur(keep_within_monthly),
-        within_yearly=dur(keep_within_yearly), tags=tuple(keep_tag),
+        **{name: count(keep[f"keep_{name}"]) for name in COUNT_FIELDS}, within=dur(keep["keep_within"]),
+        **{f"within_{period}": dur(keep[f"keep_within_{period}"]) for period in PERIODS}, tags=tuple(keep_tag),
     )
     opts = ForgetOptions(
         policy=policy, group_by=parse_group_by(group_by), dry_run=dry_run, **selection(snapshots, host, tag, path),
