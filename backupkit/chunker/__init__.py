@@ -30,10 +30,11 @@ from types import ModuleType
 from typing import Literal
 
 from backupkit.chunker import _reference
-from backupkit.chunker._reference import check_params, gear_table, gear_table_bytes
+from backupkit.chunker._reference import ChunkSizes, check_params, gear_table, gear_table_bytes
 
 __all__ = [
     "C_AVAILABLE",
+    "ChunkSizes",
     "DEFAULT_AVG",
     "DEFAULT_MAX",
     "DEFAULT_MIN",
@@ -81,11 +82,9 @@ class Chunker:
         ImportError: ``impl="c"`` but the extension is not built.
     """
 
-    __slots__ = ("avg_size", "impl", "max_size", "min_size", "_table", "_table_bytes")
+    __slots__ = ("impl", "sizes", "_table", "_table_bytes")
 
-    min_size: int
-    avg_size: int
-    max_size: int
+    sizes: ChunkSizes
     impl: Literal["c", "python"]
 
     def __init__(
@@ -106,18 +105,14 @@ class Chunker:
                 "backupkit.chunker._cdc is not built (pip install . builds it; for a work "
                 "tree run: python setup.py build_ext --inplace)"
             ) from _C_IMPORT_ERROR
-        self.min_size = min_size
-        self.avg_size = avg_size
-        self.max_size = max_size
+        self.sizes = ChunkSizes(min_size, avg_size, max_size)
         self.impl = "c" if impl == "c" else "python"
         self._table = gear_table(chunker_key)
         self._table_bytes = b"".join(g.to_bytes(8, "little") for g in self._table)
 
     def __repr__(self) -> str:
-        return (
-            f"Chunker(min_size={self.min_size}, avg_size={self.avg_size}, "
-            f"max_size={self.max_size}, impl={self.impl!r})"
-        )
+        min_size, avg_size, max_size = self.sizes
+        return f"Chunker({min_size=}, {avg_size=}, {max_size=}, impl={self.impl!r})"
 
     def find_cut(self, data: Buffer, eof: bool) -> int:
         """Length of the first chunk of ``data``, or 0 if it needs more data to decide.
@@ -126,14 +121,8 @@ class Chunker:
         ``data`` may be any C-contiguous buffer (bytes, bytearray, memoryview, mmap).
         """
         if _cdc is not None and self.impl == "c":
-            return int(
-                _cdc.find_cut(
-                    self._table_bytes, data, self.min_size, self.avg_size, self.max_size, eof
-                )
-            )
-        return _reference.find_cut(
-            self._table, _byte_view(data), self.min_size, self.avg_size, self.max_size, eof
-        )
+            return int(_cdc.find_cut(self._table_bytes, data, self.sizes, eof))
+        return _reference.find_cut(self._table, _byte_view(data), self.sizes, eof)
 
     def cut_all(self, data: Buffer, eof: bool) -> list[int]:
         """Lengths of the chunks of ``data``, as many as can be decided.
@@ -142,13 +131,9 @@ class Chunker:
         tail, always shorter than ``max_size``, is left out.
         """
         if _cdc is not None and self.impl == "c":
-            cuts: list[int] = _cdc.cut_all(
-                self._table_bytes, data, self.min_size, self.avg_size, self.max_size, eof
-            )
+            cuts: list[int] = _cdc.cut_all(self._table_bytes, data, self.sizes, eof)
             return cuts
-        return _reference.cut_all(
-            self._table, _byte_view(data), self.min_size, self.avg_size, self.max_size, eof
-        )
+        return _reference.cut_all(self._table, _byte_view(data), self.sizes, eof)
 
     def chunks(
         self, reader: Callable[[int], Buffer] | None = None, *, readinto: Callable[[memoryview], int] | None = None
@@ -178,7 +163,7 @@ class Chunker:
         """
         if (reader is None) == (readinto is None):
             raise TypeError("give exactly one of reader and readinto")
-        max_size = self.max_size
+        max_size = self.sizes.max_size
         step = min(2 << 20, max_size)
         target = max_size + step
         tail = b""

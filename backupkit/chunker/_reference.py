@@ -5,7 +5,8 @@ Vocabulary:
     gear table    256 pseudo-random 64-bit words, one per byte value, derived from the key.
     gear hash     ``h = (h << 1) + gear[byte]`` modulo 2**64, restarted for every chunk.
     cut point     the length of a chunk measured from the start of the data scanned.
-    min/avg/max   the chunk size parameters; ``avg`` is a power of two, ``2**bits``.
+    min/avg/max   the chunk size parameters (:class:`ChunkSizes`); ``avg`` is a power of
+                  two, ``2**bits``.
     eof           the caller promises no more data follows ``data``.
 
 The C extension ``_cdc`` must return exactly what this module returns for every input;
@@ -22,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Sequence
+from typing import NamedTuple
 
 # ---------------------------------------------------------------------------------------
 # Why the algorithm is what it is
@@ -114,6 +116,16 @@ def _check_key(chunker_key: bytes) -> memoryview:
     return view
 
 
+class ChunkSizes(NamedTuple):
+    """The chunk size parameters, as :func:`find_cut` and :func:`cut_all` (and ``_cdc``'s)
+    take them: no chunk but a stream's last is shorter than ``min_size + 1`` or longer
+    than ``max_size``; ``avg_size``, a power of two, is the target average."""
+
+    min_size: int
+    avg_size: int
+    max_size: int
+
+
 def check_params(min_size: int, avg_size: int, max_size: int) -> tuple[int, int]:
     """Validate chunk size parameters and return the masks ``(mask_s, mask_l)``.
 
@@ -145,12 +157,7 @@ def check_params(min_size: int, avg_size: int, max_size: int) -> tuple[int, int]
 
 
 def find_cut(
-    table: Sequence[int],
-    data: bytes | bytearray | memoryview,
-    min_size: int,
-    avg_size: int,
-    max_size: int,
-    eof: bool,
+    table: Sequence[int], data: bytes | bytearray | memoryview, sizes: ChunkSizes, eof: bool
 ) -> int:
     """Return the length of the first chunk of ``data``, or 0 if more data is needed.
 
@@ -158,7 +165,7 @@ def find_cut(
         table: the gear table, 256 ints (see :func:`gear_table`).
         data: bytes-like; indexing it must give ints (bytes, bytearray, memoryview of
             format ``B``, mmap).
-        min_size, avg_size, max_size: chunk size parameters (see :func:`check_params`).
+        sizes: the chunk size parameters (see :func:`check_params`).
         eof: True if no data follows ``data``; then a nonempty ``data`` always yields a
             cut, and the last chunk may be shorter than ``min_size``.
 
@@ -166,6 +173,7 @@ def find_cut(
         ``0`` when ``data`` is empty or the cut cannot be decided without more data,
         otherwise the cut point ``c`` with ``1 <= c <= min(len(data), max_size)``.
     """
+    min_size, avg_size, max_size = sizes
     mask_s, mask_l = check_params(min_size, avg_size, max_size)
     if len(table) != 256:
         raise ValueError(f"gear table must have 256 entries, got {len(table)}")
@@ -195,12 +203,7 @@ def find_cut(
 
 
 def cut_all(
-    table: Sequence[int],
-    data: bytes | bytearray | memoryview,
-    min_size: int,
-    avg_size: int,
-    max_size: int,
-    eof: bool,
+    table: Sequence[int], data: bytes | bytearray | memoryview, sizes: ChunkSizes, eof: bool
 ) -> list[int]:
     """Cut ``data`` into as many whole chunks as can be decided; return their lengths.
 
@@ -213,7 +216,7 @@ def cut_all(
     cuts: list[int] = []
     offset = 0
     while offset < len(view):
-        cut = find_cut(table, view[offset:], min_size, avg_size, max_size, eof)
+        cut = find_cut(table, view[offset:], sizes, eof)
         if cut == 0:
             break
         cuts.append(cut)

@@ -140,7 +140,7 @@ class ContentWriter:
             items: list = []
             pos = nread = 0
             shrank = False
-            if 0 < size < self.chunker.min_size and fst.st_blocks * 512 >= size:
+            if 0 < size < self.chunker.sizes.min_size and fst.st_blocks * 512 >= size:
                 # one chunk: read it here, no hand-off to the sealing pool
                 data = read_upto(fs, fd, size)
                 if data:

@@ -24,6 +24,7 @@ from backupkit.chunker import (
     DEFAULT_MAX,
     DEFAULT_MIN,
     Chunker,
+    ChunkSizes,
     _reference,
     gear_table,
     gear_table_bytes,
@@ -163,14 +164,14 @@ def test_c_extension_is_built() -> None:
 # ---------------------------------------------------------------------------------------
 # The specification, checked by hand on crafted tables (independent of _reference)
 # ---------------------------------------------------------------------------------------
-FindCut = Callable[[Sequence[int], bytes, int, int, int, bool], int]
+FindCut = Callable[[Sequence[int], bytes, ChunkSizes, bool], int]
 
 
-def _c_find_cut(table: Sequence[int], data: bytes, lo: int, avg: int, hi: int, eof: bool) -> int:
+def _c_find_cut(table: Sequence[int], data: bytes, sizes: ChunkSizes, eof: bool) -> int:
     from backupkit.chunker import _cdc
 
     raw = b"".join(g.to_bytes(8, "little") for g in table)
-    return int(_cdc.find_cut(raw, data, lo, avg, hi, eof))
+    return int(_cdc.find_cut(raw, data, sizes, eof))
 
 
 @pytest.fixture(params=IMPLS)
@@ -186,6 +187,7 @@ def find_cut(request: pytest.FixtureRequest) -> FindCut:
 # mask) and never cuts; h = (2**63 << 1) + gear[v] = gear[v] right after a zero byte, so
 # a byte v placed after zeros sets h to exactly gear[v].
 LO, AVG, HI = 64, 256, 1024  # bits = 8: mask_s = top 10 bits, mask_l = top 6 bits
+SIZES = ChunkSizes(LO, AVG, HI)
 BITS = 8
 
 
@@ -206,25 +208,25 @@ def zeros_then(pos: int, value: int, size: int | None = None) -> bytes:
 def test_spec_short_data(find_cut: FindCut) -> None:
     table = crafted_table({})
     for n in (0, 1, LO - 1, LO):
-        assert find_cut(table, bytes(n), LO, AVG, HI, False) == 0
-        assert find_cut(table, bytes(n), LO, AVG, HI, True) == n
-    assert find_cut(table, bytes(LO + 1), LO, AVG, HI, False) == 0
-    assert find_cut(table, bytes(LO + 1), LO, AVG, HI, True) == LO + 1
+        assert find_cut(table, bytes(n), SIZES, False) == 0
+        assert find_cut(table, bytes(n), SIZES, True) == n
+    assert find_cut(table, bytes(LO + 1), SIZES, False) == 0
+    assert find_cut(table, bytes(LO + 1), SIZES, True) == LO + 1
     # no cut in zeros: max_size decides even without eof, shorter data waits
-    assert find_cut(table, bytes(HI - 1), LO, AVG, HI, False) == 0
-    assert find_cut(table, bytes(HI - 1), LO, AVG, HI, True) == HI - 1
-    assert find_cut(table, bytes(HI), LO, AVG, HI, False) == HI
-    assert find_cut(table, bytes(HI + 5000), LO, AVG, HI, False) == HI
-    assert find_cut(table, bytes(HI + 5000), LO, AVG, HI, True) == HI
+    assert find_cut(table, bytes(HI - 1), SIZES, False) == 0
+    assert find_cut(table, bytes(HI - 1), SIZES, True) == HI - 1
+    assert find_cut(table, bytes(HI), SIZES, False) == HI
+    assert find_cut(table, bytes(HI + 5000), SIZES, False) == HI
+    assert find_cut(table, bytes(HI + 5000), SIZES, True) == HI
 
 
 def test_spec_zero_hash_cuts_anywhere_in_range(find_cut: FindCut) -> None:
     table = crafted_table({1: 0})  # byte 1 after zeros makes h == 0: both masks cut
     for pos in (LO, LO + 1, AVG - 1, AVG, HI - 1):
-        assert find_cut(table, zeros_then(pos, 1, 3000), LO, AVG, HI, False) == pos + 1
+        assert find_cut(table, zeros_then(pos, 1, 3000), SIZES, False) == pos + 1
     # bytes before min_size are not hashed at all, bytes from max_size on not looked at
-    assert find_cut(table, zeros_then(LO - 1, 1, 3000), LO, AVG, HI, False) == HI
-    assert find_cut(table, zeros_then(HI, 1, 3000), LO, AVG, HI, False) == HI
+    assert find_cut(table, zeros_then(LO - 1, 1, 3000), SIZES, False) == HI
+    assert find_cut(table, zeros_then(HI, 1, 3000), SIZES, False) == HI
 
 
 def test_spec_mask_widths_and_normalization(find_cut: FindCut) -> None:
@@ -242,10 +244,10 @@ def test_spec_mask_widths_and_normalization(find_cut: FindCut) -> None:
         table = crafted_table({2: 1 << bit})
         for pos in (LO, LO + 1, AVG - 1):  # offsets min_size .. avg_size - 1: mask_s
             want = pos + 1 if cuts_before_avg else 0
-            assert find_cut(table, zeros_then(pos, 2), LO, AVG, HI, False) == want, bit
+            assert find_cut(table, zeros_then(pos, 2), SIZES, False) == want, bit
         for pos in (AVG, AVG + 1, HI - 2):  # offsets avg_size .. max_size - 1: mask_l
             want = pos + 1 if cuts_from_avg else 0
-            assert find_cut(table, zeros_then(pos, 2), LO, AVG, HI, False) == want, bit
+            assert find_cut(table, zeros_then(pos, 2), SIZES, False) == want, bit
 
 
 def test_spec_hash_update(find_cut: FindCut) -> None:
@@ -256,7 +258,7 @@ def test_spec_hash_update(find_cut: FindCut) -> None:
     for p in (LO + 10, AVG + 10):
         data = bytearray(3000)
         data[p : p + 5] = bytes([3, 6, 5, 5, 5])
-        assert find_cut(table, bytes(data), LO, AVG, HI, False) == p + 5
+        assert find_cut(table, bytes(data), SIZES, False) == p + 5
 
 
 # ---------------------------------------------------------------------------------------
@@ -320,15 +322,17 @@ def test_c_checks_its_arguments() -> None:
     from backupkit.chunker import _cdc
 
     table = gear_table_bytes(KEY)
-    assert _cdc.find_cut(table, bytes(100), 64, 128, 256, eof=True) == 100
+    assert _cdc.find_cut(table, bytes(100), (64, 128, 256), eof=True) == 100
     for bad_table in (table[:-1], table + b"\0", b""):
         with pytest.raises(ValueError, match="2048"):
-            _cdc.find_cut(bad_table, b"abc", 64, 128, 256, True)
+            _cdc.find_cut(bad_table, b"abc", ChunkSizes(64, 128, 256), True)
     for lo, avg, hi in BAD_PARAMS:
         with pytest.raises(ValueError):
-            _cdc.cut_all(table, b"abc", lo, avg, hi, True)
+            _cdc.cut_all(table, b"abc", ChunkSizes(lo, avg, hi), True)
     with pytest.raises(TypeError):
-        _cdc.find_cut(table, b"abc", 64, 128, 256)  # type: ignore[call-arg]
+        _cdc.find_cut(table, b"abc", ChunkSizes(64, 128, 256))  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        _cdc.find_cut(table, b"abc", (64, 128), True)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------------
@@ -359,7 +363,7 @@ class ShortReader:
 
 
 def check_stream(chunker: Chunker, data: bytes, reader: ShortReader, into: bool = False) -> None:
-    hi = chunker.max_size
+    hi = chunker.sizes.max_size
     chunks = []
     handed_out = 0
     stream = chunker.chunks(readinto=reader.readinto) if into else chunker.chunks(reader.read)
@@ -372,7 +376,7 @@ def check_stream(chunker: Chunker, data: bytes, reader: ShortReader, into: bool 
     # all views stay valid after iteration, and nothing was read twice or skipped
     assert b"".join(chunks) == data
     assert [len(c) for c in chunks] == chunker.cut_all(data, True)
-    assert all(chunker.min_size < len(c) <= hi for c in chunks[:-1])
+    assert all(chunker.sizes.min_size < len(c) <= hi for c in chunks[:-1])
     if not into:  # read(n) asks for whole steps; readinto fills what is left of a buffer
         assert all(n >= hi for n in reader.requests)
 
@@ -459,7 +463,7 @@ def test_invalid_parameters(lo: int, avg: int, hi: int) -> None:
         with pytest.raises(ValueError):
             Chunker(KEY, lo, avg, hi, impl=impl)
     with pytest.raises(ValueError):
-        _reference.find_cut(gear_table(KEY), b"abc", lo, avg, hi, True)
+        _reference.find_cut(gear_table(KEY), b"abc", ChunkSizes(lo, avg, hi), True)
 
 
 def test_invalid_key_and_impl() -> None:
@@ -477,7 +481,7 @@ def test_invalid_key_and_impl() -> None:
 
 def test_defaults() -> None:
     chunker = Chunker(KEY)
-    assert (chunker.min_size, chunker.avg_size, chunker.max_size) == (
+    assert chunker.sizes == (
         DEFAULT_MIN,
         DEFAULT_AVG,
         DEFAULT_MAX,
