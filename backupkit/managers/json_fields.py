@@ -2,7 +2,8 @@
 
 Most of a result's fields go into its JSON as they are, under their own names; a
 ``to_json`` then says only what differs (a path shown for people, a rounded time, an
-extra key) instead of listing every field again.
+extra key) instead of listing every field again. ``replaced_ids`` is the one way a
+result names a snapshot and the one written in its place (tag, rewrite).
 """
 
 from __future__ import annotations
@@ -29,3 +30,9 @@ def json_fields(result: Any, *names: str, **given: Any) -> dict:
     out = {k: given.pop(k) if k in given else json_value(getattr(result, k)) for k in keys}
     out.update(given)
     return out
+
+
+def replaced_ids(old: Any, new: Any | None) -> dict:
+    """``old_snapshot_id`` and ``new_snapshot_id``: the snapshot a verb replaced and the
+    one it wrote instead (None: nothing written, a dry run)."""
+    return {"old_snapshot_id": old.id, "new_snapshot_id": new.id if new is not None else None}

@@ -21,7 +21,7 @@ from backupkit.entry import Keyer, display_path
 from backupkit.errors import BadArgument, UsageError
 from backupkit.managers.find import FindManager, FindMatch, FindOptions
 from backupkit.managers.base import Manager, SnapshotSelection, select_snapshots
-from backupkit.managers.json_fields import json_fields
+from backupkit.managers.json_fields import json_fields, replaced_ids
 from backupkit.snapshot import Snapshot, remove_snapshots, save_snapshot
 from backupkit.tree import make_hamt
 
@@ -49,8 +49,7 @@ class RewriteChange:
 
     def to_json(self) -> dict:
         return {
-            "old_snapshot_id": self.old.id,
-            "new_snapshot_id": self.new.id if self.new is not None else None,
+            **replaced_ids(self.old, self.new),
             "removed_entries": len(self.removed),
             "removed_bytes": self.removed_bytes,
             "removed": [display_path(m.path) for m in self.removed],

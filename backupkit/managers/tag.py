@@ -17,6 +17,7 @@ from typing import Protocol
 
 from backupkit.errors import BadArgument
 from backupkit.managers.base import Manager, SnapshotSelection, select_snapshots
+from backupkit.managers.json_fields import replaced_ids
 from backupkit.snapshot import Snapshot, remove_snapshots, save_snapshot
 
 
@@ -47,8 +48,7 @@ class TagChange:
 
     def to_json(self) -> dict:
         return {
-            "old_snapshot_id": self.old.id,
-            "new_snapshot_id": self.new.id,
+            **replaced_ids(self.old, self.new),
             "original": self.new.meta.get("original"),
             "old_tags": list(self.old.tags),
             "tags": list(self.new.tags),
