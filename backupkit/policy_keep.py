@@ -15,12 +15,14 @@ from datetime import datetime, timedelta, timezone
 from backupkit.errors import BadArgument
 
 UNLIMITED = -1
+"""Count for a keep-N rule that keeps every bucket (restic's ``unlimited``)."""
 
 #: The calendar periods of the count rules and the within-period rules, shortest first.
 PERIODS = ("hourly", "daily", "weekly", "monthly", "yearly")
 #: The count fields of ``KeepPolicy``: ``last`` (the N newest snapshots), then a period each.
 COUNT_FIELDS = ("last", *PERIODS)
-"""Count for a keep-N rule that keeps every bucket (restic's ``unlimited``)."""
+#: The duration fields of ``KeepPolicy``: ``within`` (every snapshot), then ``within_<period>``.
+WITHIN_FIELDS = ("within", *(f"within_{period}" for period in PERIODS))
 
 
 @dataclass(frozen=True)

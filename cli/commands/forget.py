@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from backupkit.policy_keep import COUNT_FIELDS, PERIODS
+from backupkit.policy_keep import COUNT_FIELDS, WITHIN_FIELDS
 from backupkit_cli import exit_codes
 from backupkit_cli.context import State
 from backupkit_cli.fmt import count, display_name, local_time
@@ -19,19 +19,18 @@ def _count(name: str):
 
 
 def _within(name: str):
-    what = "every snapshot" if not name else f"the newest snapshot of each {name[1:]} period"
-    return typer.Option(None, f"--keep-within{name}", metavar="DURATION", help=f"Keep {what} within DURATION (1y2m3d4h) of the newest snapshot.")
+    period = name.removeprefix("within").lstrip("_")
+    what = f"the newest snapshot of each {period} period" if period else "every snapshot"
+    return typer.Option(None, f"--keep-{name.replace('_', '-')}", metavar="DURATION", help=f"Keep {what} within DURATION (1y2m3d4h) of the newest snapshot.")
 
 
 def _keep_options(command):
-    """Declare the options of ``KeepPolicy``'s count and within fields, from its tables
-    (``--keep-<count>`` of ``COUNT_FIELDS``, ``--keep-within``, ``--keep-within-<period>``
-    of ``PERIODS``), as parameters of ``command`` before ``keep_tag``; typer passes their
-    values in ``**keep``, keyed by parameter name (``keep_within_daily``)."""
-    options = {f"keep_{name}": _count(name) for name in COUNT_FIELDS}
-    options["keep_within"] = _within("")
-    options.update((f"keep_within_{period}", _within(f"-{period}")) for period in PERIODS)
-    keep = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=opt, annotation=Optional[str]) for name, opt in options.items()]
+    """Declare an option ``--keep-<field>`` for each count and duration field of
+    ``KeepPolicy`` (its tables ``COUNT_FIELDS`` and ``WITHIN_FIELDS``) as parameters of
+    ``command`` before ``keep_tag``; typer passes their values in ``**keep``, keyed by
+    parameter name (``keep_within_daily``)."""
+    options = {name: _count(name) for name in COUNT_FIELDS} | {name: _within(name) for name in WITHIN_FIELDS}
+    keep = [inspect.Parameter(f"keep_{name}", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=opt, annotation=Optional[str]) for name, opt in options.items()]
     sig = inspect.signature(command)
     params = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
     at = next(i for i, p in enumerate(params) if p.name == "keep_tag")
@@ -64,9 +63,10 @@ def command(
     def dur(v: Optional[str]):
         return parse_duration(v) if v is not None else None
 
+    given = {name.removeprefix("keep_"): value for name, value in keep.items()}
     policy = KeepPolicy(
-        **{name: count(keep[f"keep_{name}"]) for name in COUNT_FIELDS}, within=dur(keep["keep_within"]),
-        **{f"within_{period}": dur(keep[f"keep_within_{period}"]) for period in PERIODS}, tags=tuple(keep_tag),
+        **{name: count(given[name]) for name in COUNT_FIELDS}, **{name: dur(given[name]) for name in WITHIN_FIELDS},
+        tags=tuple(keep_tag),
     )
     opts = ForgetOptions(
         policy=policy, group_by=parse_group_by(group_by), dry_run=dry_run, **selection(snapshots, host, tag, path),
