@@ -288,29 +288,37 @@ class State:
             with self.unlocked_repo() as repo:
                 yield repo
             return
+        from backupkit_cli.signals import deferred
+
         repo = self.open_repo() if opened is None else opened
+        manager = None
         try:
             # Exclusive locks rely on an atomic conditional create (the sentinel): find
             # out whether the store has one first (a few requests on some backends).
             # Shared locks never need it (their objects have random names).
             if exclusive:
                 repo.store.probe_conditional_writes()
-            lock = self.lock_manager(repo).acquire(exclusive, operation)
-        except StorePermissionError as e:
-            repo.close()
-            detail = str(e).partition(": ")[2] if str(e).startswith("writing locks/") else str(e)
-            hint = f"; {operation} only reads: add --no-lock" if read_only else " (is it read-only?)"
-            raise LockError(f"cannot write a lock to the repository: {detail}{hint}") from None
-        except BaseException:
-            repo.close()
+            manager = self.lock_manager(repo)
+            lock = manager.acquire(exclusive, operation)
+            self.lock = lock
+            repo.install_lock_check(lock.check)
+        except BaseException as e:
+            try:
+                if manager is not None:
+                    # a signal right after the grant: the lock object exists, nobody owns it yet
+                    with deferred():
+                        manager.release_granted()
+                self.lock = None
+            finally:
+                repo.close()
+            if isinstance(e, StorePermissionError):
+                detail = str(e).partition(": ")[2] if str(e).startswith("writing locks/") else str(e)
+                hint = f"; {operation} only reads: add --no-lock" if read_only else " (is it read-only?)"
+                raise LockError(f"cannot write a lock to the repository: {detail}{hint}") from None
             raise
-        self.lock = lock
-        repo.install_lock_check(lock.check)
         try:
             yield repo
         finally:
-            from backupkit_cli.signals import deferred
-
             try:
                 repo.close()
             finally:

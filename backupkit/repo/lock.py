@@ -118,6 +118,9 @@ class LockManager:
         self.sentinel_id = sid
         self.sentinel_name = LOCK_PREFIX + sid.hex()
         self._cache: dict[str, LockInfo] = {}
+        #: Locks granted and not yet released: a caller interrupted between the grant and
+        #: taking the lock into its own ``try`` releases them with ``release_granted``.
+        self.granted: set[Lock] = set()
 
     # -- public API ------------------------------------------------------------------------
     @property
@@ -150,6 +153,11 @@ class LockManager:
                     self.on_retry(e, wait)
                 self.sleep(wait)
                 delay = min(delay * 2, cap)
+
+    def release_granted(self) -> None:
+        """Release every lock this manager granted that is still held (idempotent)."""
+        for lock in list(self.granted):
+            lock.release()
 
     def list_locks(self, probes: bool = False) -> tuple[float, list[LockInfo]]:
         """Every lock object with a reference time: ``(now_ref, locks)``; writes a probe.

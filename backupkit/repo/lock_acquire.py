@@ -123,8 +123,11 @@ def attempt(mgr: LockManager, exclusive: bool, operation: str) -> Lock:
             if has_sentinel and sentinel_owner != name:
                 has_sentinel = False  # it vanished (someone judged it stale, or unlock)
             if not conflicts and foreign_sentinel is None:
+                lock = Lock(mgr, name, lock_id, doc, now_ref, has_sentinel, started)
+                # From here an interrupt is the caller's to clean up (LockManager.release_granted)
+                mgr.granted.add(lock)
                 granted = True
-                return Lock(mgr, name, lock_id, doc, now_ref, has_sentinel, started)
+                return lock
             my_rank = (0 if has_sentinel else 1, name)
 
             def rank(li: LockInfo) -> tuple[int, str]:

@@ -162,6 +162,7 @@ class Lock:
             self._released = True
             self._stop.set()
             mgr = self.manager
+            mgr.granted.discard(self)
             try:
                 if self.has_sentinel and mgr.sentinel_flag() == self.name:
                     mgr.delete_quietly(mgr.sentinel_name)

@@ -26,16 +26,9 @@ def command(
     st: State = ctx.obj
     src_st = source_state(st, from_repo, from_password_file, from_password_command)
     opts = CopyOptions(**selection(snapshots, host, tag, path), connections=max(4, src_st.store_connections()))
-    source = src_st.open_repo()
-    try:
-        src_lock = src_st.lock_manager(source).acquire(False, "copy (source)")
-        try:
-            with st.locked_repo(exclusive=False, operation="copy") as target:
-                res = CopyManager(source, target).run(opts)
-        finally:
-            src_lock.release()
-    finally:
-        source.close()
+    with src_st.locked_repo(exclusive=False, operation="copy (source)") as source:
+        with st.locked_repo(exclusive=False, operation="copy") as target:
+            res = CopyManager(source, target).run(opts)
     if st.json:
         st.console.json(res.to_json())
         return
