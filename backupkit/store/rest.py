@@ -57,6 +57,7 @@ from backupkit.store.base import (
     Backend,
     BackendOption,
     ObjectInfo,
+    ObjectSource,
     ObjectStore,
     split_prefix,
     parse_bool,
@@ -231,15 +232,23 @@ class RestObjectStore(ObjectStore):
     def put(self, name: str, data: bytes) -> None:
         self._post(name, data, conditional=False)
 
-    def _post(self, name: str, data: bytes, *, conditional: bool) -> bool:
+    def put_source(self, name: str, source: ObjectSource) -> None:
+        """``put`` streamed from the source's file (urllib3 seeks back on a retry)."""
+        with source.reader() as body:
+            self._post(name, body, conditional=False, size=source.size)
+
+    def _post(self, name: str, data: Any, *, conditional: bool, size: int | None = None) -> bool:
+        """POST ``data``: bytes, or (with ``size``) a seekable reader at its start."""
         type_, sname = restnames.encode(name)
         if type_ in ("", "keys") and not self._initialized:
             # init writes a key, then the config: have the server create the repository
             # first (idempotent; rest-server needs it, the others do no harm).
             self.create()
         what = f"writing {name}"
-        body = bytes(data) if not isinstance(data, bytes) else data
+        body = data if size is not None or isinstance(data, bytes) else bytes(data)
         headers = {"Content-Type": "application/octet-stream"}
+        if size is not None:
+            headers["Content-Length"] = str(size)
         conditional = conditional and self._send_if_none_match
         if conditional:
             headers["If-None-Match"] = "*"
@@ -249,7 +258,7 @@ class RestObjectStore(ObjectStore):
             return bool(response.retries and response.retries.history) and self.holds(name, body)
         if response.status != 200:
             raise status_error(response.status, what, response.data)
-        self._stats.add("bytes_up", len(body))
+        self._stats.add("bytes_up", len(body) if size is None else size)
         return True
 
     def rewrite_existing(self, name: str, data: bytes) -> float:
