@@ -32,7 +32,7 @@ import msgpack
 from backupkit.crypto import T_PACK_HEADER, Sealer, padme, secure_shuffle
 from backupkit.errors import StoreError
 from backupkit.repo.pack import PackEntry
-from backupkit.store.base import SOURCE_PIECE, ObjectSource
+from backupkit.store.base import SOURCE_PIECE, ObjectSource, write_all
 
 # copy_file_range cannot copy between these two files: copy through memory instead
 _NO_KERNEL_COPY = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF}
@@ -66,10 +66,7 @@ class PackBuilder:
         try:
             if self._spool is None:
                 self._spool = _open_spool(self.spool_dir)
-            fd = self._spool.fileno()
-            view = memoryview(sealed)
-            while view:
-                view = view[os.write(fd, view) :]
+            write_all(self._spool.fileno(), sealed)
         except OSError as exc:
             raise _spool_error(exc, self.spool_dir) from None
         self.blobs.append((blob_type, blob_id, self.size, len(sealed), raw_length))
@@ -155,11 +152,11 @@ class SpooledPack(ObjectSource):
                             raise
                         kernel = False
                 if not kernel:
-                    n = _write_all(fd, os.pread(src, min(SOURCE_PIECE, end - offset), offset))
+                    n = write_all(fd, os.pread(src, min(SOURCE_PIECE, end - offset), offset))
                 if n <= 0:
                     raise OSError(errno.EIO, f"the pack's spool ended {end - offset} bytes short")
                 offset += n
-        _write_all(fd, self._tail)
+        write_all(fd, self._tail)
 
     def read_at(self, pos: int, buffer: memoryview) -> int:
         """Fill ``buffer`` from byte ``pos`` of the pack; returns the bytes read (0 at the end)."""
@@ -215,13 +212,6 @@ class _PackReader(io.RawIOBase):
 
     def __len__(self) -> int:
         return self._pack.size
-
-
-def _write_all(fd: int, data: bytes) -> int:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-    return len(data)
 
 
 __all__ = ["PackBuilder", "SpooledPack"]

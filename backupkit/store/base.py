@@ -106,14 +106,21 @@ class ObjectSource(abc.ABC):
         """Write all bytes to ``fd`` (default: through a reader, 1 MiB at a time)."""
         with self.reader() as r:
             for piece in iter_pieces(r):
-                view = memoryview(piece)
-                while view:
-                    view = view[os.write(fd, view) :]
+                write_all(fd, piece)
 
     def read_all(self) -> bytes:
         """Every byte in memory (for a store that keeps objects in memory)."""
         with self.reader() as r:
             return b"".join(iter_pieces(r))
+
+
+def write_all(fd: int, data: bytes | memoryview) -> int:
+    """``os.write`` until every byte of ``data`` is written (a write may be short);
+    returns ``len(data)``. The writes release the GIL."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    return len(data)
 
 
 def iter_pieces(reader: Any, piece: int = SOURCE_PIECE) -> Iterator[bytes]:
@@ -168,8 +175,8 @@ class ObjectStore(abc.ABC):
         """Store ``data`` under ``name`` atomically, replacing any existing object.
 
         Readers see either the old object, the complete new one, or (for a new name)
-        nothing; never a partial object. ``data`` may be any bytes-like object (packs
-        are assembled in a bytearray); a store that keeps it must copy it.
+        nothing; never a partial object. ``data`` may be any bytes-like object; a store
+        that keeps it must copy it.
         """
 
     def put_source(self, name: str, source: ObjectSource) -> None:
