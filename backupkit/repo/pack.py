@@ -97,9 +97,11 @@ def decode_payload(payload: bytes, what: str, limit: int = BLOB_MAX, view: bool 
     raise FormatError(f"{what}: unknown payload flag {flag}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PackEntry:
-    """Where one blob sits inside a pack."""
+    """Where one blob sits inside a pack. Slotted: a backup keeps one per uploaded blob
+    until the next index checkpoint (up to ``Tuning.index_checkpoint_blobs``), and a slot
+    object is ~80 bytes smaller than one with a ``__dict__``."""
 
     blob_type: int
     blob_id: bytes
