@@ -59,6 +59,7 @@ from backupkit.store.base import (
     ObjectInfo,
     ObjectSource,
     ObjectStore,
+    iter_pieces,
     split_prefix,
     parse_bool,
     parse_count,
@@ -233,7 +234,19 @@ class RestObjectStore(ObjectStore):
         self._post(name, data, conditional=False)
 
     def put_source(self, name: str, source: ObjectSource) -> None:
-        """``put`` streamed from the source's file (urllib3 seeks back on a retry)."""
+        """``put`` streamed from the source's file (urllib3 seeks back on a retry).
+
+        The source is read through once before the request: a body cut short by a read
+        error is stored truncated by some servers (``rclone serve restic`` keeps what
+        arrived, as after a broken connection), so a source that cannot be read must
+        fail before the first byte is sent. The pass reads the page cache (a pack was
+        just written); S3 makes the same pass for Content-MD5."""
+        try:
+            with source.reader() as body:
+                for _piece in iter_pieces(body):
+                    pass
+        except OSError as exc:
+            raise StoreError(f"writing {name}: reading its source: {exc.strerror or exc}") from None
         with source.reader() as body:
             self._post(name, body, conditional=False, size=source.size)
 
