@@ -1,5 +1,6 @@
 """Pack assembly and payload decoding: PackBuilder.finish puts every blob where its entry
-says; decode_payload / verify_blob with ``view`` give the same bytes without a copy."""
+says, whichever way the spooled pack is read or copied; decode_payload / verify_blob with
+``view`` give the same bytes without a copy."""
 
 from __future__ import annotations
 
@@ -9,16 +10,17 @@ import pytest
 
 from backupkit.crypto import T_DATA_BLOB, MasterKeys, Sealer, padme
 from backupkit.errors import IntegrityError
-from backupkit.repo.pack import KIND_DATA, PackBuilder, decode_payload, encode_payload, read_pack_header
+from backupkit.repo.pack import KIND_DATA, decode_payload, encode_payload, read_pack_header
+from backupkit.repo.packspool import PackBuilder
 from backupkit.repo.repository import Repository
 from backupkit.store.local import LocalObjectStore
 from tests.support.kit import INSECURE_TEST_KDF
 
 
-def test_finish_places_every_blob_at_its_entry_and_empties_the_builder():
+def test_finish_places_every_blob_at_its_entry_and_empties_the_builder(tmp_path):
     sealer = Sealer(MasterKeys.generate())
-    b = PackBuilder(KIND_DATA)
-    # sizes around the 1 MiB where bytes.join stops holding the GIL; one memoryview
+    b = PackBuilder(KIND_DATA, str(tmp_path))
+    # sizes around the 1 MiB a source is copied by; one memoryview
     # (prune's repack hands over slices of a downloaded pack)
     blobs = {os.urandom(32): os.urandom(n) for n in (1, 100, 70_000, (1 << 20) - 1, 3 << 20)}
     view_id = os.urandom(32)
@@ -28,8 +30,18 @@ def test_finish_places_every_blob_at_its_entry_and_empties_the_builder():
     b.add(T_DATA_BLOB, view_id, memoryview(view_src)[1000:3000], 2000)
     blobs[view_id] = view_src[1000:3000]
 
-    pack_id, data, entries = b.finish(sealer)
+    pack_id, pack, entries = b.finish(sealer)
+    data = pack.read_all()
+    copied = tmp_path / "copied"
+    with open(copied, "wb") as f:
+        pack.copy_to(f.fileno())  # what the local store and the cache do
+    with pack.reader() as r:  # what S3, sftp and rest stream, from an odd position
+        r.seek(70_001)
+        tail = r.read()
+    pack.close()
 
+    assert copied.read_bytes() == data and tail == data[70_001:] and len(data) == pack.size
+    assert os.listdir(tmp_path) == ["copied"], "the spool is not an unnamed temporary file"
     assert len(b) == 0 and b.size == 0
     assert {e.blob_id for e in entries} == set(blobs)
     for e in entries:

@@ -31,7 +31,7 @@ from backupkit.repo.config import RepoConfig
 from backupkit.repo.index import BlobLocation, Index, PackInfo
 from backupkit.repo.pack import KIND_META, TYPE_OF_KIND, PackEntry, decode_payload, encode_payload, pack_name
 from backupkit.repo.packwriter import PackWriter
-from backupkit.store.base import ObjectStore
+from backupkit.store.base import ObjectSource, ObjectStore
 
 if TYPE_CHECKING:
     from backupkit.tuning import Tuning
@@ -249,12 +249,12 @@ class BlobAccess:
         """A new PackWriter (prune's repack); its packs are indexed by the caller."""
         return PackWriter(self)
 
-    def store_pack(self, info: PackInfo, data) -> None:
-        """Upload a finished pack (metadata packs are cached whole as well)."""
+    def store_pack(self, info: PackInfo, pack: ObjectSource) -> None:
+        """Upload a finished pack from its spool (metadata packs are cached whole as well)."""
         name = pack_name(info.kind, info.id)
-        self.store.put(name, data)
+        self.store.put_source(name, pack)
         if info.kind == KIND_META:
-            self.cache.put(name, data)
+            self.cache.put_source(name, pack)
 
     def read_pack(self, pack: PackInfo, refresh: bool = False) -> bytes:
         """A whole pack: metadata packs from the cache when it holds a copy of the

@@ -36,6 +36,8 @@ from pathlib import Path
 
 import platformdirs
 
+from backupkit.store.base import ObjectSource
+
 
 def default_cache_root() -> Path:
     env = os.environ.get("BK_CACHE_DIR")
@@ -200,6 +202,18 @@ class Cache:
             self._failed(f"cannot write to the cache {self.root}: {e.strerror or e}")
             self._memory.put(name, data)
 
+    def put_source(self, name: str, source: ObjectSource) -> None:
+        """``put`` from an ObjectSource (a spooled pack): copied file to file, never
+        whole in memory unless the cache is kept in memory."""
+        if self.root is None:
+            self._memory.put(name, source.read_all())
+            return
+        try:
+            _write_atomically(self._path(name), source)
+        except OSError as e:
+            self._failed(f"cannot write to the cache {self.root}: {e.strerror or e}")
+            self._memory.put(name, source.read_all())
+
     def delete(self, name: str) -> None:
         self._memory.delete(name)
         if self.root is None:
@@ -333,12 +347,16 @@ def _read_cached(directory: Path | None, name: str) -> bytes | None:
 
 def _write_atomically(path: Path, data, mode: int | None = None) -> None:
     """Write through a temporary file renamed into place (with ``mode``, if given); the
-    temporary file never outlives a failure (a full file system must not fill up)."""
+    temporary file never outlives a failure (a full file system must not fill up).
+    ``data``: bytes-like, or an ObjectSource (copied file to file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            if isinstance(data, ObjectSource):
+                data.copy_to(f.fileno())
+            else:
+                f.write(data)
         if mode is not None:
             os.chmod(tmp, mode)
         os.replace(tmp, path)

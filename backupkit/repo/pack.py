@@ -12,20 +12,20 @@ Blobs appear in random order; ``padding`` is random bytes bringing the pack to a
 size, so the store learns neither chunk sizes nor their count from pack sizes. The
 header plaintext is ``u32 LE n | msgpack([1, [[type, id, offset, length, raw_length],
 ...]]) | zero fill`` up to a power of two >= 4 KiB, sealed as T_PACK_HEADER with the pack
-id. It repeats what the index says, so an index can be rebuilt from packs.
+id. It repeats what the index says, so an index can be rebuilt from packs. Packs are
+assembled by ``PackBuilder`` (packspool.py).
 """
 
 from __future__ import annotations
 
-import os
 import struct
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import msgpack
 import zstandard
 
-from backupkit.crypto import T_DATA_BLOB, T_META_BLOB, T_PACK_HEADER, Sealer, padme, secure_shuffle
+from backupkit.crypto import T_DATA_BLOB, T_META_BLOB, T_PACK_HEADER, Sealer
 from backupkit.errors import FormatError, ObjectTooLarge
 from backupkit.limits import BLOB_MAX, PACK_HEADER_MAX
 
@@ -97,9 +97,11 @@ def decode_payload(payload: bytes, what: str, limit: int = BLOB_MAX, view: bool 
     raise FormatError(f"{what}: unknown payload flag {flag}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PackEntry:
-    """Where one blob sits inside a pack."""
+    """Where one blob sits inside a pack. Slotted: a backup keeps one per uploaded blob
+    until the next index checkpoint (up to ``Tuning.index_checkpoint_blobs``), and a slot
+    object is ~80 bytes smaller than one with a ``__dict__``."""
 
     blob_type: int
     blob_id: bytes
@@ -117,54 +119,6 @@ def pack_name(kind: str, pack_id: bytes) -> str:
 def pack_id_from_name(name: str) -> tuple[str, bytes]:
     kind, _, h = name.split("/")
     return kind, bytes.fromhex(h)
-
-
-@dataclass
-class PackBuilder:
-    """Collects sealed blobs of one kind until the pack is big enough to upload."""
-
-    kind: str
-    blobs: list[tuple[int, bytes, bytes, int]] = field(default_factory=list)
-    size: int = 0
-
-    def add(self, blob_type: int, blob_id: bytes, sealed: bytes, raw_length: int) -> None:
-        self.blobs.append((blob_type, blob_id, sealed, raw_length))
-        self.size += len(sealed)
-
-    def __len__(self) -> int:
-        return len(self.blobs)
-
-    def finish(self, sealer: Sealer) -> tuple[bytes, bytes, list[PackEntry]]:
-        """Return (pack id, pack bytes, entries) with blobs shuffled and the size padded.
-
-        The builder is emptied. The pack is one ``bytes.join`` of the sealed blobs, the
-        padding and the header: for a large result CPython copies without holding the
-        GIL, so the copy (and the first touch of the new pages) runs beside the walk and
-        the sealing threads. Copying each blob into a buffer with a slice assignment held
-        the GIL for all of it: a quarter of a first backup's GIL time
-        (docs/performance-limits.md).
-        """
-        order, self.blobs, self.size = self.blobs, [], 0
-        secure_shuffle(order)
-        entries: list[PackEntry] = []
-        offset = 0
-        for blob_type, blob_id, sealed, raw_length in order:
-            entries.append(PackEntry(blob_type, blob_id, offset, len(sealed), raw_length))
-            offset += len(sealed)
-        pack_id = os.urandom(32)
-        body = msgpack.packb([1, [[e.blob_type, e.blob_id, e.offset, e.length, e.raw_length] for e in entries]])
-        plain_len = 4 + len(body)
-        fill = max(4096, 1 << (plain_len - 1).bit_length())
-        header_plain = struct.pack("<I", len(body)) + body + bytes(fill - plain_len)
-        header = sealer.seal(T_PACK_HEADER, pack_id, header_plain)
-        unpadded = offset + len(header) + 4
-        size = padme(unpadded)
-        parts = [sealed for _t, _i, sealed, _n in order]
-        del order
-        parts += (os.urandom(size - unpadded), header, struct.pack("<I", len(header)))
-        data = b"".join(parts)
-        del parts
-        return pack_id, data, entries
 
 
 def read_pack_header(sealer: Sealer, pack_id: bytes, tail: bytes, pack_size: int) -> list[PackEntry]:

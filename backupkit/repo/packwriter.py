@@ -7,6 +7,10 @@ at most ``connections + Tuning.packs_in_flight_over_connections`` packs in fligh
 are also kept in the cache (``Repository.cache_pack``), and ``on_uploaded`` hears of each
 pack once it is stored. An upload error is raised by the next ``add`` or ``flush``.
 
+A pack's blobs are spooled to a temporary file as they are added (packspool.py), so the
+open packs and the packs in flight cost page cache, not process memory; the store streams
+each from its spool (``ObjectStore.put_source``).
+
 The writer does not write index objects: its caller names the packs it was given (a
 pack no index names is garbage the next prune removes).
 """
@@ -19,7 +23,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from backupkit.repo.index import PackInfo
-from backupkit.repo.pack import KIND_DATA, KIND_META, KIND_OF_TYPE, PackBuilder, PackEntry, pack_name
+from backupkit.repo.pack import KIND_DATA, KIND_META, KIND_OF_TYPE, PackEntry, pack_name
+from backupkit.repo.packspool import PackBuilder
 from backupkit.tuning import DEFAULT_TUNING
 
 if TYPE_CHECKING:
@@ -41,12 +46,16 @@ class PackWriter:
         self.on_uploaded = on_uploaded
         self.connections = max(1, connections or repo.connections)
         self._lock = threading.Lock()
-        self._builders = {KIND_DATA: PackBuilder(KIND_DATA), KIND_META: PackBuilder(KIND_META)}
+        self._spool_dir = repo.store.spool_dir
+        self._builders = self._new_builders()
         self._slots = threading.BoundedSemaphore(self.connections + DEFAULT_TUNING.packs_in_flight_over_connections)
         self._pool: ThreadPoolExecutor | None = None
         self._inflight: list[Future] = []
         self._uploaded: list[UploadedPack] = []
         self._error: BaseException | None = None
+
+    def _new_builders(self) -> dict[str, PackBuilder]:
+        return {kind: PackBuilder(kind, self._spool_dir) for kind in (KIND_DATA, KIND_META)}
 
     def raise_error(self) -> None:
         """Raise the error of a failed upload, if any."""
@@ -63,7 +72,7 @@ class PackWriter:
             b.add(blob_type, blob_id, sealed, raw_length)
             if b.size >= self.repo.config.pack_size:
                 full = b
-                self._builders[kind] = PackBuilder(kind)
+                self._builders[kind] = PackBuilder(kind, self._spool_dir)
         if full is not None:
             self._submit(full)
 
@@ -73,7 +82,7 @@ class PackWriter:
         ``on_uploaded`` callback was given (it has them all)."""
         with self._lock:
             pending = [b for b in self._builders.values() if len(b)]
-            self._builders = {KIND_DATA: PackBuilder(KIND_DATA), KIND_META: PackBuilder(KIND_META)}
+            self._builders = self._new_builders()
         for b in pending:
             self._submit(b)
         with self._lock:
@@ -89,8 +98,10 @@ class PackWriter:
         """Stop without uploading more (an interrupt): drop the partly filled packs and
         wait for the uploads in flight. Returns the ids of the blobs dropped."""
         with self._lock:
-            dropped = [blob_id for b in self._builders.values() for _t, blob_id, _s, _n in b.blobs]
-            self._builders = {KIND_DATA: PackBuilder(KIND_DATA), KIND_META: PackBuilder(KIND_META)}
+            dropped = [blob[1] for b in self._builders.values() for blob in b.blobs]
+            for b in self._builders.values():
+                b.discard()
+            self._builders = self._new_builders()
             inflight, self._inflight = self._inflight, []
         for f in inflight:
             f.exception()
@@ -99,6 +110,9 @@ class PackWriter:
     def close(self) -> None:
         """Wait for the uploads in flight and stop the threads (partly filled packs are
         dropped: call ``flush`` first to keep them)."""
+        with self._lock:
+            for b in self._builders.values():
+                b.discard()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
@@ -114,9 +128,12 @@ class PackWriter:
 
     def _upload(self, builder: PackBuilder) -> None:
         try:
-            pack_id, data, entries = builder.finish(self.repo.sealer)
-            info = PackInfo(pack_id, builder.kind, len(data))
-            self.repo.store_pack(info, data)
+            pack_id, pack, entries = builder.finish(self.repo.sealer)
+            try:
+                info = PackInfo(pack_id, builder.kind, pack.size)
+                self.repo.store_pack(info, pack)
+            finally:
+                pack.close()
             if self.on_uploaded is not None:
                 self.on_uploaded(info, entries)
             else:

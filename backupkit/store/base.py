@@ -9,6 +9,10 @@ Every backend (local directory, memory, S3) implements ``ObjectStore`` and passe
 contract suite in ``tests/support/store_contract.py``. Errors are always
 ``backupkit.errors.StoreError`` subclasses; no backend library exception escapes a store.
 
+An object too large to hold in memory (a pack, spooled to a temporary file while it
+fills) is stored with ``put_source(name, source)`` from an ``ObjectSource``: a backend
+streams it from there (the default reads it whole and calls ``put``).
+
 Capabilities are part of the contract, with defaults a simple store keeps:
 ``atomic_put_if_absent`` (is the conditional create atomic), ``probe_conditional_writes()``
 (find that out, for stores that must ask the server), ``request_bytes`` (what a request
@@ -25,6 +29,7 @@ schemes (one line in ``SCHEMES``).
 from __future__ import annotations
 
 import abc
+import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -78,6 +83,55 @@ def split_prefix(prefix: str) -> tuple[str, str]:
     return dir_part, partial
 
 
+#: Bytes an ObjectSource moves per read or write when it copies through memory.
+SOURCE_PIECE = 1 << 20
+
+
+class ObjectSource(abc.ABC):
+    """An object's bytes kept outside memory (in a file), to be stored by ``put_source``.
+
+    ``size`` bytes in all. ``reader()`` opens a new seekable binary reader positioned at
+    byte 0 (a retried upload opens another, or seeks back); ``copy_to(fd)`` writes every
+    byte to a file descriptor at its current position. A source stays valid until its
+    owner closes it; stores only read it.
+    """
+
+    size: int
+
+    @abc.abstractmethod
+    def reader(self):  # -> a seekable binary file object (io.RawIOBase)
+        """A new reader over the bytes, at byte 0 (``read``, ``readinto``, ``seek``, ``tell``)."""
+
+    def copy_to(self, fd: int) -> None:
+        """Write all bytes to ``fd`` (default: through a reader, 1 MiB at a time)."""
+        with self.reader() as r:
+            for piece in iter_pieces(r):
+                write_all(fd, piece)
+
+    def read_all(self) -> bytes:
+        """Every byte in memory (for a store that keeps objects in memory)."""
+        with self.reader() as r:
+            return b"".join(iter_pieces(r))
+
+
+def write_all(fd: int, data: bytes | memoryview) -> int:
+    """``os.write`` until every byte of ``data`` is written (a write may be short);
+    returns ``len(data)``. The writes release the GIL."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    return len(data)
+
+
+def iter_pieces(reader: Any, piece: int = SOURCE_PIECE) -> Iterator[bytes]:
+    """A reader's bytes from its position to the end, ``piece`` bytes at a time."""
+    while True:
+        data = reader.read(piece)
+        if not data:
+            return
+        yield data
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     """What a listing or stat says about one object.
@@ -121,9 +175,16 @@ class ObjectStore(abc.ABC):
         """Store ``data`` under ``name`` atomically, replacing any existing object.
 
         Readers see either the old object, the complete new one, or (for a new name)
-        nothing; never a partial object. ``data`` may be any bytes-like object (packs
-        are assembled in a bytearray); a store that keeps it must copy it.
+        nothing; never a partial object. ``data`` may be any bytes-like object; a store
+        that keeps it must copy it.
         """
+
+    def put_source(self, name: str, source: ObjectSource) -> None:
+        """Store ``source``'s bytes under ``name``, exactly as ``put`` would (atomically,
+        replacing any existing object), without holding them in memory where the backend
+        can stream them. The default reads them whole and calls ``put`` (a store that
+        keeps its objects in memory, a test wrapper counting ``put`` calls)."""
+        self.put(name, source.read_all())
 
     @abc.abstractmethod
     def put_if_absent(self, name: str, data: bytes) -> bool:
@@ -132,6 +193,11 @@ class ObjectStore(abc.ABC):
         Returns True if this call created the object, False if the name was taken.
         Backends that cannot do this atomically set ``atomic_put_if_absent`` False.
         """
+
+    #: Where an object bound for ``put_source`` is best spooled (a directory on the
+    #: store's own filesystem, for a local store: its copy then stays in one filesystem);
+    #: None: the system's temporary directory (``TMPDIR``).
+    spool_dir: str | None = None
 
     #: True when put_if_absent is a real atomic conditional create (see also
     #: ``probe_conditional_writes``).

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from backupkit.errors import ObjectNotFound, StoreError, StorePermissionError, BadArgument
-from backupkit.store.base import Backend, ObjectInfo, ObjectStore, check_name, read_at_most, split_prefix, too_large
+from backupkit.store.base import Backend, ObjectInfo, ObjectSource, ObjectStore, check_name, read_at_most, split_prefix, too_large
 from backupkit.store.retry import RequestStats
 
 TEMP_PREFIX = ".tmp-"
@@ -93,6 +93,12 @@ class LocalObjectStore(ObjectStore):
         self._fsync = fsync
         self._stats = RequestStats()
 
+    @property
+    def spool_dir(self) -> str | None:  # type: ignore[override]
+        """The root: a spooled pack is copied from there into its object's temporary
+        file on the same filesystem (``copy_file_range``)."""
+        return self.root if os.path.isdir(self.root) else None
+
     # -- helpers -----------------------------------------------------------------------
 
     def _path(self, name: str) -> str:
@@ -115,15 +121,19 @@ class LocalObjectStore(ObjectStore):
         if self._fsync:
             _fsync_dir(parent)
 
-    def _write_temp(self, directory: str, data: bytes) -> str:
-        """Write ``data`` to a new fsynced temp file in ``directory``; return its path."""
+    def _write_temp(self, directory: str, data: bytes | ObjectSource) -> str:
+        """Write ``data`` (bytes, or an ObjectSource copied file to file) to a new
+        fsynced temp file in ``directory``; return its path."""
         # The name is chosen before the file exists (not by mkstemp), so that an interrupt
         # at any point (a signal raises anywhere) still knows what to remove.
         tmp = os.path.join(directory, TEMP_PREFIX + secrets.token_hex(12))
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
             with os.fdopen(fd, "wb") as f:
-                f.write(data)
+                if isinstance(data, ObjectSource):
+                    data.copy_to(fd)
+                else:
+                    f.write(data)
                 f.flush()
                 if self._fsync:
                     os.fsync(f.fileno())
@@ -178,10 +188,15 @@ class LocalObjectStore(ObjectStore):
     def put(self, name: str, data: bytes) -> None:
         self._write(name, data, _replace)
 
+    def put_source(self, name: str, source: ObjectSource) -> None:
+        """``put`` from a spooled object: copied in the kernel into the temp file beside
+        the object, fsynced and renamed like any ``put``."""
+        self._write(name, source, _replace)
+
     def put_if_absent(self, name: str, data: bytes) -> bool:
         return self._write(name, data, self._link_if_absent)
 
-    def _write(self, name: str, data: bytes, place: Callable[[str, str], bool]) -> bool:
+    def _write(self, name: str, data: bytes | ObjectSource, place: Callable[[str, str], bool]) -> bool:
         """Write ``data`` to a temporary file in the object's directory, then let
         ``place(tmp, path)`` move it to the object's path (True) or leave it (False: the
         object is not written; the temporary file is removed)."""
@@ -202,7 +217,7 @@ class LocalObjectStore(ObjectStore):
         finally:
             if tmp is not None:
                 _unlink_quietly(tmp)
-        self._stats.add("bytes_up", len(data))
+        self._stats.add("bytes_up", data.size if isinstance(data, ObjectSource) else len(data))
         return True
 
     def _link_if_absent(self, tmp: str, path: str) -> bool:

@@ -57,7 +57,9 @@ from backupkit.store.base import (
     Backend,
     BackendOption,
     ObjectInfo,
+    ObjectSource,
     ObjectStore,
+    iter_pieces,
     split_prefix,
     parse_bool,
     parse_count,
@@ -231,15 +233,35 @@ class RestObjectStore(ObjectStore):
     def put(self, name: str, data: bytes) -> None:
         self._post(name, data, conditional=False)
 
-    def _post(self, name: str, data: bytes, *, conditional: bool) -> bool:
+    def put_source(self, name: str, source: ObjectSource) -> None:
+        """``put`` streamed from the source's file (urllib3 seeks back on a retry).
+
+        The source is read through once before the request: a body cut short by a read
+        error is stored truncated by some servers (``rclone serve restic`` keeps what
+        arrived, as after a broken connection), so a source that cannot be read must
+        fail before the first byte is sent. The pass reads the page cache (a pack was
+        just written); S3 makes the same pass for Content-MD5."""
+        try:
+            with source.reader() as body:
+                for _piece in iter_pieces(body):
+                    pass
+        except OSError as exc:
+            raise StoreError(f"writing {name}: reading its source: {exc.strerror or exc}") from None
+        with source.reader() as body:
+            self._post(name, body, conditional=False, size=source.size)
+
+    def _post(self, name: str, data: Any, *, conditional: bool, size: int | None = None) -> bool:
+        """POST ``data``: bytes, or (with ``size``) a seekable reader at its start."""
         type_, sname = restnames.encode(name)
         if type_ in ("", "keys") and not self._initialized:
             # init writes a key, then the config: have the server create the repository
             # first (idempotent; rest-server needs it, the others do no harm).
             self.create()
         what = f"writing {name}"
-        body = bytes(data) if not isinstance(data, bytes) else data
+        body = data if size is not None or isinstance(data, bytes) else bytes(data)
         headers = {"Content-Type": "application/octet-stream"}
+        if size is not None:
+            headers["Content-Length"] = str(size)
         conditional = conditional and self._send_if_none_match
         if conditional:
             headers["If-None-Match"] = "*"
@@ -249,7 +271,7 @@ class RestObjectStore(ObjectStore):
             return bool(response.retries and response.retries.history) and self.holds(name, body)
         if response.status != 200:
             raise status_error(response.status, what, response.data)
-        self._stats.add("bytes_up", len(body))
+        self._stats.add("bytes_up", len(body) if size is None else size)
         return True
 
     def rewrite_existing(self, name: str, data: bytes) -> float:

@@ -46,11 +46,11 @@ from typing import Any
 import botocore.exceptions
 
 from backupkit.errors import BadArgument, ObjectNotFound, StoreError, StoreUnavailable
-from backupkit.store.base import Backend, ObjectInfo, ObjectStore, check_name, split_prefix
+from backupkit.store.base import Backend, ObjectInfo, ObjectSource, ObjectStore, check_name, split_prefix
 from backupkit.store.retry import Backoff, RequestStats
 from backupkit.store.s3_boto import BOTO_ERRORS, count_request, error_code, make_client, map_error, retry_attempts
 from backupkit.store.s3_download import download
-from backupkit.store.s3_upload import put_multipart, put_simple
+from backupkit.store.s3_upload import Body, body_size, put_multipart, put_simple
 from backupkit.store.s3_url import FORMS, OPTIONS, parse_url
 
 MiB = 1024 * 1024
@@ -191,12 +191,13 @@ class S3ObjectStore(ObjectStore):
     def _download(self, name: str, offset: int | None = None, length: int = 0, max_size: int | None = None) -> bytes:
         return download(self._client, self.bucket, self._key(name), name, self._stats, self._backoff, offset, length, max_size)
 
-    def _upload(self, key: str, data: bytes, what: str, *, if_none_match: bool) -> None:
-        if len(data) > self._multipart_threshold:
+    def _upload(self, key: str, data: Body, what: str, *, if_none_match: bool) -> None:
+        size = body_size(data)
+        if size > self._multipart_threshold:
             put_multipart(self._client, self.bucket, key, data, self._part_size, if_none_match=if_none_match)
         else:
             put_simple(self._client, self.bucket, key, data, if_none_match=if_none_match)
-        self._stats.add("bytes_up", len(data))
+        self._stats.add("bytes_up", size)
 
     # -- the contract -----------------------------------------------------------------------
 
@@ -218,6 +219,15 @@ class S3ObjectStore(ObjectStore):
         key = self._key(name)
         try:
             self._upload(key, bytes(data), what, if_none_match=False)
+        except BOTO_ERRORS as exc:
+            raise map_error(exc, what) from exc
+
+    def put_source(self, name: str, source: ObjectSource) -> None:
+        """``put`` streamed from the source's file (see s3_upload.py)."""
+        what = f"writing {name}"
+        key = self._key(name)
+        try:
+            self._upload(key, source, what, if_none_match=False)
         except BOTO_ERRORS as exc:
             raise map_error(exc, what) from exc
 

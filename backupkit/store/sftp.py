@@ -36,7 +36,7 @@ from typing import Any
 import paramiko
 
 from backupkit.errors import BadArgument, ObjectNotFound, StoreError, StoreUnavailable
-from backupkit.store.base import Backend, ObjectInfo, ObjectStore, check_name, split_prefix, too_large
+from backupkit.store.base import Backend, ObjectInfo, ObjectSource, ObjectStore, check_name, split_prefix, too_large
 from backupkit.store.retry import Backoff, RequestStats
 from backupkit.store.sftp_files import list_objects, map_os_error, remove_quietly, sweep_temp, write_temp
 from backupkit.store.sftp_handles import Changes, Handles, close_quietly, open_file
@@ -145,7 +145,7 @@ class SftpObjectStore(ObjectStore):
         check_name(name)
         return f"{self.root}/{name}"
 
-    def _write_temp(self, sftp: paramiko.SFTPClient, path: str, data: bytes) -> str:
+    def _write_temp(self, sftp: paramiko.SFTPClient, path: str, data: bytes | ObjectSource) -> str:
         return write_temp(sftp, path, data, self._fsync, self.hostname)
 
     # -- the contract -----------------------------------------------------------------------------
@@ -208,6 +208,13 @@ class SftpObjectStore(ObjectStore):
         return data
 
     def put(self, name: str, data: bytes) -> None:
+        self._put(name, data)
+
+    def put_source(self, name: str, source: ObjectSource) -> None:
+        """``put`` streamed from the source's file, 1 MiB at a time."""
+        self._put(name, source)
+
+    def _put(self, name: str, data: bytes | ObjectSource) -> None:
         path = self._path(name)
 
         def write(sftp: paramiko.SFTPClient) -> None:
@@ -222,7 +229,7 @@ class SftpObjectStore(ObjectStore):
             self._run("PUT", f"writing {name}", write)
         finally:
             self._changes.changed(path)
-        self._stats.add("bytes_up", len(data))
+        self._stats.add("bytes_up", data.size if isinstance(data, ObjectSource) else len(data))
 
     def put_if_absent(self, name: str, data: bytes) -> bool:
         path = self._path(name)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 import paramiko
 
 from backupkit.errors import ObjectNotFound, StoreError, StorePermissionError
-from backupkit.store.base import ObjectInfo
+from backupkit.store.base import ObjectInfo, ObjectSource, iter_pieces
 from backupkit.store.sshconn import TRANSIENT
 
 TEMP_PREFIX = ".tmp-"
@@ -54,8 +54,9 @@ def make_dir(sftp: paramiko.SFTPClient, directory: str, host: str) -> None:
         raise StorePermissionError(f"cannot create {directory} on {host}") from None
 
 
-def write_temp(sftp: paramiko.SFTPClient, path: str, data: bytes, fsync: bool, host: str) -> str:
-    """Write ``data`` to a new temp file beside ``path``; return the temp file's path."""
+def write_temp(sftp: paramiko.SFTPClient, path: str, data: bytes | ObjectSource, fsync: bool, host: str) -> str:
+    """Write ``data`` (bytes, or an ObjectSource read 1 MiB at a time) to a new temp file
+    beside ``path``; return the temp file's path."""
     directory = path.rsplit("/", 1)[0]
     tmp = f"{directory}/{TEMP_PREFIX}{secrets.token_hex(8)}"
     try:
@@ -67,7 +68,11 @@ def write_temp(sftp: paramiko.SFTPClient, path: str, data: bytes, fsync: bool, h
             f = sftp.open(tmp, "wb")
         with f:
             f.set_pipelined(True)
-            if data:
+            if isinstance(data, ObjectSource):
+                with data.reader() as r:
+                    for piece in iter_pieces(r):
+                        f.write(piece)
+            elif data:
                 f.write(data)
             if fsync:
                 _fsync(sftp, f)

@@ -11,7 +11,8 @@ import pytest
 from backupkit.errors import StoreError, StoreUnavailable
 from backupkit.managers.check import CheckManager, CheckOptions
 from backupkit.managers.prune import DamagedRepository, MaxUnused, PruneManager, parse_max_unused
-from backupkit.repo.pack import PackBuilder, TYPE_OF_KIND, pack_name
+from backupkit.repo.pack import TYPE_OF_KIND, pack_name
+from backupkit.repo.packspool import PackBuilder
 from backupkit.snapshot import remove_snapshots
 from backupkit.tree import SnapshotTree
 from tests.managers.lifecycle_util import (
@@ -138,7 +139,7 @@ def test_refuses_when_a_blob_was_deleted_from_a_pack(forgotten):
     for other in repo.index.blobs():
         if other.pack.id == loc.pack.id and other.blob_id != loc.blob_id:
             b.add(TYPE_OF_KIND[loc.pack.kind], other.blob_id, data[other.offset : other.offset + other.length], other.raw_length)
-    store.put(name, b.finish(repo.sealer)[1])
+    store.put_source(name, b.finish(repo.sealer)[1])
     err = _refuses(store)
     assert set(err.snapshots) == {s2.id, s3.id}
     assert "nothing was deleted" in str(err) and s3.id[:8] in str(err)

@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from backupkit.errors import ObjectNotFound, StoreError
 from backupkit.store.base import ObjectInfo, ObjectStore
+from tests.support import store_contract_source
 
 MiB = 1024 * 1024
 #: Large enough to be uploaded in several parts by S3 (with a threshold below it).
@@ -372,6 +373,7 @@ CHECKS: list[Callable[[ObjectStore], None]] = [
     check_large_object,
     check_concurrent_use,
     check_capabilities,
+    *store_contract_source.CHECKS,
 ]
 
 
