@@ -178,18 +178,7 @@ class ParentView:
     def items_indexed(self, items: object) -> bool:
         """Whether an inline content list (a wire value) is well formed and every blob
         of it is in the index and not known to be damaged."""
-        if type(items) is not list:
-            return False
-        ids = []
-        for i in items:
-            if type(i) is bytes:
-                ids.append(i)
-            elif type(i) is not int or i < 0:
-                return False
-        if self._dry:
-            return True
-        damaged = self._repo.damaged
-        return self._repo.has_blobs(ids) and not (damaged and damaged.intersection(ids))
+        return self.all_items_indexed([items])
 
     def all_items_indexed(self, lists: list) -> bool:
         """``items_indexed`` of every one of ``lists`` at once (one index lookup for all
