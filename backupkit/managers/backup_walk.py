@@ -106,6 +106,11 @@ class WalkStats:
                 self.files_changed += 1
 
 
+#: matching files held (with their lstat and the parent's map) for one index lookup: a
+#: bound for large directories (`/usr/share/man/man1` holds 18k files)
+_SAME_BATCH = 512
+
+
 class BackupWalk:
     """One run's walk: owns the reader pool and the ``ContentWriter``; collects the trie
     changes in ``changes`` and the counters in ``stats`` (which reports them).
@@ -272,6 +277,9 @@ class BackupWalk:
                 m = wire(cpath, raw) if raw is not None else None
                 if m is not None and S_ISREG(mode) and "cb" not in m and type(m.get("c")) is list and file_unchanged(m, cst):
                     same.append((cpath, cst, m))
+                    if len(same) >= _SAME_BATCH:
+                        self._reuse(same)
+                        same = []
                 else:
                     self._leaf(cpath, cst, m)
             if same:
