@@ -78,6 +78,20 @@ class SnapshotTree:
         prefix = self.keyer.dir_prefix(dirpath)
         return [(p, v) for _k, p, v in self.hamt.scan_prefix(self.root, prefix) if parent_of(p) == dirpath]
 
+    def raw_children_by_name(self, dirpath: bytes) -> dict[bytes, bytes]:
+        """name -> encoded entry of the directory's children (``raw_children`` keyed by
+        name; of two equal names the later in trie order wins)."""
+        pre = dirpath if dirpath == b"/" else dirpath + b"/"
+        n = len(pre)
+        prefix = self.keyer.dir_prefix(dirpath)
+        # p = pre + name with no "/" in name is what parent_of(p) == dirpath means (the
+        # root's own path aside, which is never the child of anything)
+        return {
+            p[n:]: v
+            for _k, p, v in self.hamt.scan_prefix(self.root, prefix)
+            if p.startswith(pre) and b"/" not in p[n:] and p != dirpath
+        }
+
     def walk(
         self, path: bytes = b"/", on_error: OnError | None = None, top: Entry | None = None, max_depth: int | None = None
     ) -> Iterator[tuple[bytes, Entry]]:

@@ -1,9 +1,10 @@
 """The parent snapshot as the backup walk sees it (``backup_walk.py``).
 
 A ``ParentView`` fetches the parent's entries one directory at a time by key prefix
-(``SnapshotTree.raw_children``) and hands them out as wire maps: the walk compares a
-path's lstat with its map (``unchanged``) and decodes it to an ``Entry`` only when the
-path changed. It also says which paths a deletion drops and whether a file's content
+(``SnapshotTree.raw_children_by_name``) and hands them out encoded: the walk unpacks one
+to its wire map (``wire``) when it reaches the path, compares the path's lstat with the
+map (``unchanged``; ``file_unchanged`` for a regular file, the common case) and decodes
+it to an ``Entry`` only when the path changed. It also says which paths a deletion drops and whether a file's content
 list can be reused (every blob still in the index and not known to be damaged).
 
 A parent whose tree cannot be read (a lost or damaged node, a malformed entry) raises
@@ -15,11 +16,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
+from operator import itemgetter
+
 import msgpack
 from msgpack import unpackb
 
 from backupkit.crypto import T_META_BLOB
-from backupkit.entry import display_path, name_of
+from backupkit.entry import display_path
 from backupkit.errors import BlobNotFound, FormatError, IntegrityError
 from backupkit.objects.content import content_list
 from backupkit.objects.entry import WIRE_KEY, Entry, group_name, user_name
@@ -67,6 +70,50 @@ def unchanged(m: dict, st: os.stat_result, t: str | None) -> bool:
     )
 
 
+def wire(path: bytes, raw: bytes) -> dict:
+    """The parent's wire map of ``path`` from its encoded entry (not yet validated: see
+    ``decode``); a parent whose entry is not a msgpack map is unreadable."""
+    try:
+        m = unpackb(raw, strict_map_key=False)
+    except (ValueError, TypeError, msgpack.UnpackException) as e:
+        raise unreadable(f"{display_path(path)}: {e}") from None
+    if type(m) is not dict:
+        raise unreadable(f"{display_path(path)}: malformed file entry: not a map")
+    return m
+
+
+#: the wire fields an unchanged file's map holds (the content's aside), and the same
+#: taken from an lstat by ``file_unchanged``
+_FILE_FIELDS = itemgetter("mt", "ct", "i", "s", "m", "dv", "n", "t")
+_OWNER_FIELDS = itemgetter("u", "g", "un", "gn")
+_owners: dict[tuple[int, int], tuple[int, int, str, str]] = {}
+
+
+def file_unchanged(m: dict, st: os.stat_result) -> bool:
+    """``unchanged(m, st, "f")`` for a regular file's ``st``, in fewer steps: two tuples
+    compared in C instead of a lookup per field (an unchanged backup makes one call per
+    file). Whatever this does not settle is left to ``unchanged``, so both agree."""
+    try:
+        same = (
+            _FILE_FIELDS(m) == (st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_size, st.st_mode & 0o7777, st.st_dev, st.st_nlink, "f")
+            and _OWNER_FIELDS(m) == _owner(st.st_uid, st.st_gid)
+            and "rd" not in m
+            and m.keys() <= _WIRE_KEYS
+        )
+    except KeyError:
+        same = False
+    return same or unchanged(m, st, "f")
+
+
+def _owner(uid: int, gid: int) -> tuple[int, int, str, str]:
+    o = _owners.get((uid, gid))
+    if o is None:
+        if len(_owners) > 4096:
+            _owners.clear()
+        o = _owners[(uid, gid)] = (uid, gid, user_name(uid), group_name(gid))
+    return o
+
+
 def decode(path: bytes, m: dict | None) -> Entry | None:
     """The parent's entry from its wire map, validated."""
     if m is None:
@@ -89,20 +136,18 @@ class ParentView:
 
     def children(self, dirpath: bytes) -> dict[bytes, dict]:
         """name -> the parent's wire map of each child of ``dirpath``."""
+        pre = dirpath if dirpath == b"/" else dirpath + b"/"
+        return {name: wire(pre + name, raw) for name, raw in self.raw_children(dirpath).items()}
+
+    def raw_children(self, dirpath: bytes) -> dict[bytes, bytes]:
+        """name -> the parent's encoded entry of each child of ``dirpath`` (``wire``
+        decodes one): the walk decodes an entry only when it looks at it."""
         if self.tree is None:
             return {}
         try:
-            out = {}
-            for p, raw in self.tree.raw_children(dirpath):
-                m = unpackb(raw, strict_map_key=False)
-                if type(m) is not dict:
-                    raise FormatError(f"{display_path(p)}: malformed file entry: not a map")
-                out[name_of(p)] = m
-            return out
+            return self.tree.raw_children_by_name(dirpath)
         except _TREE_ERRORS as e:
             raise unreadable(e) from None
-        except (ValueError, TypeError, msgpack.UnpackException) as e:
-            raise unreadable(f"{display_path(dirpath)}: {e}") from None
 
     def wire_map(self, path: bytes) -> dict | None:
         """The parent's wire map of ``path`` (None: it had none)."""
@@ -133,14 +178,21 @@ class ParentView:
     def items_indexed(self, items: object) -> bool:
         """Whether an inline content list (a wire value) is well formed and every blob
         of it is in the index and not known to be damaged."""
-        if type(items) is not list:
-            return False
-        ids = []
-        for i in items:
-            if type(i) is bytes:
-                ids.append(i)
-            elif type(i) is not int or i < 0:
+        return self.all_items_indexed([items])
+
+    def all_items_indexed(self, lists: list) -> bool:
+        """``items_indexed`` of every one of ``lists`` at once (one index lookup for all
+        their blobs): True only when each holds."""
+        ids: list[bytes] = []
+        add = ids.append
+        for items in lists:
+            if type(items) is not list:
                 return False
+            for i in items:
+                if type(i) is bytes:
+                    add(i)
+                elif type(i) is not int or i < 0:
+                    return False
         if self._dry:
             return True
         damaged = self._repo.damaged
@@ -168,4 +220,4 @@ class ParentView:
         return all(has(i) and i not in damaged for i in items if isinstance(i, bytes))
 
 
-__all__ = ["ParentView", "decode", "unchanged", "unreadable"]
+__all__ = ["ParentView", "decode", "file_unchanged", "unchanged", "unreadable", "wire"]

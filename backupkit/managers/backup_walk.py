@@ -2,8 +2,9 @@
 
 The walking thread lists the sources directory by directory (names sorted) and compares
 each path's lstat with the parent snapshot's wire map of it (``backup_parent.py``: one
-directory at a time, by key prefix): a path whose metadata matches (and, for a file,
-whose blobs the index still holds) costs its lstat and that compare, no ``Entry`` is
+directory at a time, by key prefix, each entry decoded when the walk reaches it): a path
+whose metadata matches (and, for a file, whose blobs the index still holds: checked for
+all such files of a directory at once) costs its lstat and that compare, no ``Entry`` is
 built and no change recorded; a file keeps its content list and is not opened. Other
 files go to the reader pool (``backup_reads.py``), where the run's ``ContentWriter``
 (``backupkit/objects/writer.py``) reads them. Entries that differ from the parent become
@@ -29,7 +30,7 @@ from typing import Any, BinaryIO
 from backupkit.entry import Keyer, display_path, join, parent_of
 from backupkit.excluder import Excluder
 from backupkit.managers.backup_changes import ChangeLog
-from backupkit.managers.backup_parent import ParentView, decode, unchanged
+from backupkit.managers.backup_parent import ParentView, decode, file_unchanged, unchanged, wire
 from backupkit.managers.backup_reads import FileReads
 from backupkit.objects.entry import TYPE_OF_MODE, Entry, entry_from_stat
 from backupkit.objects.writer import ContentWriter
@@ -70,11 +71,19 @@ class WalkStats:
 
     def unchanged_file(self, path: bytes, size: int) -> None:
         """A file whose parent's content list is reused: its bytes count as done."""
+        self.unchanged_files([(path, size)])
+
+    def unchanged_files(self, files: list[tuple[bytes, int]]) -> None:
+        """``unchanged_file`` of each (path, size), counted at once."""
+        total = 0
+        done = self.reporter.file_done
+        for path, size in files:
+            total += size
+            done(display_path(path), size, "unchanged")
         with self.lock:
-            self.bytes_total += size
-            self.files_unchanged += 1
-        self.reporter.file_done(display_path(path), size, "unchanged")
-        self.reporter.bytes_done(size)
+            self.bytes_total += total
+            self.files_unchanged += len(files)
+        self.reporter.bytes_done(total)
 
     def changed_while_read(self, path: bytes) -> None:
         with self.lock:
@@ -95,6 +104,11 @@ class WalkStats:
                 self.files_new += 1
             else:
                 self.files_changed += 1
+
+
+#: matching files held (with their lstat and the parent's map) for one index lookup: a
+#: bound for large directories (`/usr/share/man/man1` holds 18k files)
+_SAME_BATCH = 512
 
 
 class BackupWalk:
@@ -212,53 +226,83 @@ class BackupWalk:
             self._leaf(path, st, old)
             return
         fs = self.fs
-        stack: list[tuple[bytes, os.stat_result, dict | None]] = [(path, st, old)]
+        lstat = fs.lstat
+        excluded = self.excluder.excluded if self.excluder.active else None
+        parent = self.parent
+        S_ISDIR, S_ISREG = stat.S_ISDIR, stat.S_ISREG
+        # a directory's parent map, or its encoded entry (decoded when the walk gets there)
+        stack: list[tuple[bytes, os.stat_result, dict | bytes | None]] = [(path, st, old)]
         while stack:
             dpath, dst, dm = stack.pop()
+            if type(dm) is bytes:
+                dm = wire(dpath, dm)
             if dm is None or not unchanged(dm, dst, "d"):
                 dold = decode(dpath, dm)
                 self._record(dpath, self._meta_entry(dpath, dst, dold), dold)
             self.stats.add("dirs")
+            pre = dpath if dpath == b"/" else dpath + b"/"
             if self.opts.one_file_system and dst.st_dev != root_dev:
-                children_old = self.parent.children(dpath)
-                for name, o in children_old.items():
-                    self._delete(join(dpath, name), o)
+                self._delete_all(pre, parent.raw_children(dpath))
                 continue
             try:
                 names = sorted(fs.listdir(dpath))
             except OSError as e:
                 self.stats.error(dpath, f"cannot list directory: {e.strerror}")
                 names = None
-            children_old = self.parent.children(dpath)
+            # name -> the parent's encoded entry; what the walk does not find stays here
+            olds = parent.raw_children(dpath)
             if names is None:
                 # keep nothing we cannot see; the error is reported
-                for name, o in children_old.items():
-                    self._delete(join(dpath, name), o)
+                self._delete_all(pre, olds)
                 continue
             names = self.excluder.children(dpath, names)
-            present = set()
             subdirs = []
+            #: files whose metadata match the parent's: (path, lstat, parent's map),
+            #: reused once their blobs are checked in the index, all at once
+            same: list[tuple[bytes, os.stat_result, dict]] = []
             for name in names:
-                cpath = join(dpath, name)
+                cpath = pre + name
                 try:
-                    cst = fs.lstat(cpath)
+                    cst = lstat(cpath)
                 except OSError as e:
                     self.stats.error(cpath, e.strerror or str(e))
                     continue
-                if self.excluder.excluded(cpath, cst):
+                if excluded is not None and excluded(cpath, cst):
                     continue
-                is_dir = stat.S_ISDIR(cst.st_mode)
-                present.add(name)
-                o = children_old.get(name)
-                if is_dir:
-                    subdirs.append((cpath, cst, o))
+                raw = olds.pop(name, None)
+                mode = cst.st_mode
+                if S_ISDIR(mode):
+                    subdirs.append((cpath, cst, raw))
+                    continue
+                m = wire(cpath, raw) if raw is not None else None
+                if m is not None and S_ISREG(mode) and "cb" not in m and type(m.get("c")) is list and file_unchanged(m, cst):
+                    same.append((cpath, cst, m))
+                    if len(same) >= _SAME_BATCH:
+                        self._reuse(same)
+                        same = []
                 else:
-                    self._leaf(cpath, cst, o)
-            for name, o in children_old.items():
-                if name not in present:
-                    self._delete(join(dpath, name), o)
+                    self._leaf(cpath, cst, m)
+            if same:
+                self._reuse(same)
+            if olds:
+                self._delete_all(pre, olds)
             stack.extend(reversed(subdirs))
             self.reads.drain(self.tuning.files_in_flight_after_dir)
+
+    def _reuse(self, same: list[tuple[bytes, os.stat_result, dict]]) -> None:
+        """Files whose metadata match the parent's: unchanged when every blob of theirs
+        is in the index (one lookup for all), else each is looked at on its own."""
+        if self.parent.all_items_indexed([m["c"] for _p, _st, m in same]):
+            self.stats.unchanged_files([(p, st.st_size) for p, st, _m in same])
+            return
+        for p, st, m in same:
+            self._leaf(p, st, m)
+
+    def _delete_all(self, pre: bytes, olds: dict[bytes, bytes]) -> None:
+        """``_delete`` each of the parent's children ``olds`` (name -> encoded entry) of
+        the directory ``pre`` (its path with a trailing slash)."""
+        for name, raw in olds.items():
+            self._delete(pre + name, wire(pre + name, raw))
 
     def _delete(self, path: bytes, old: dict) -> None:
         """Drop ``path`` (``old``: the parent's wire map of it), and for a directory

@@ -238,10 +238,33 @@ class Index:
         return self._count
 
     def missing(self, blob_ids: Iterable[bytes]) -> list[bytes]:
-        """Those of ``blob_ids`` the index does not hold (one lock for all)."""
-        find = self._find
+        """Those of ``blob_ids`` the index does not hold (one lock for all).
+
+        ``_find``'s steps inlined, without reading the location: an unchanged backup
+        asks this for every blob of every file."""
         with self._lock:
-            return [b for b in blob_ids if find(b) is None]
+            if self._wide:
+                find = self._find
+                return [b for b in blob_ids if find(b) is None]
+            recents, dirs, tables = self._recent, self._dirs, self._tables
+            out = []
+            for b in blob_ids:
+                if len(b) == _ID:
+                    shard = b[0]
+                    if b in recents[shard]:
+                        continue
+                    table = tables[shard]
+                    if table:
+                        bits, bounds = dirs[shard]
+                        j = ((b[1] << 8) | b[2]) >> (16 - bits)
+                        hi = bounds[j + 1] * RECORD
+                        pos = table.find(b, bounds[j] * RECORD, hi)
+                        while pos >= 0 and pos % RECORD:  # an id that spans two records
+                            pos = table.find(b, pos + 1, hi)
+                        if pos >= 0:
+                            continue
+                out.append(b)
+            return out
 
     def _locked_find(self, blob_id: bytes) -> tuple[int, int, int, int] | None:
         with self._lock:
