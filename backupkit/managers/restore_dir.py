@@ -25,7 +25,6 @@ from backupkit.managers.restore_files import (
     verify_at,
 )
 from backupkit.managers.restore_overwrite import SKIP, UNCHANGED, OpenDirs, file_action, special_action
-from backupkit.managers.restore_ahead import DirsAhead
 from backupkit.managers.restore_dirfds import DirFds
 from backupkit.managers.restore_write import PendingFile, file_window
 from backupkit.objects.entry import Entry
@@ -83,11 +82,8 @@ class DirRestorer:
         set_meta = self._file_meta(run)
         run.plan = run.reader.plan(file_window(self.tuning), lambda f: f.complete(set_meta))
         run.creator = ThreadPoolExecutor(max_workers=max(1, self.tuning.restore_create_threads), thread_name_prefix="bk-create")
-        entries = self._entries(run, snap, tree, ancestors=not run.strip)
-        # in a target of its own, directories are made ahead by the walk's own thread
-        ahead = DirsAhead(entries, root_fd, run.rel_of) if run.fresh and not opts.delete else None
         try:
-            for path, e in entries if ahead is None else ahead:
+            for path, e in self._entries(run, snap, tree, ancestors=not run.strip):
                 if not safe_path(path):
                     run.problem(path, "unsafe path in snapshot, refused")
                     continue
@@ -142,8 +138,6 @@ class DirRestorer:
                 except OSError as err:
                     run.problem(b"/" + rel, f"cannot set metadata: {err.strerror}")
         finally:
-            if ahead is not None:
-                ahead.close()
             run.plan.abort()
             run.creator.shutdown(wait=True, cancel_futures=True)
             for f in run.pending:
