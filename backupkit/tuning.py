@@ -68,11 +68,7 @@ each pack's wanted span read once, written with ``pwrite`` by the read pool:
                                 bytes of fetched spans held at once (the reads' memory;
                                 two 16 MiB packs keep both cores decoding)
     restore_create_threads      threads creating files ahead of their first write (a
-                                create waits on the disk's metadata, 1-3 ms when cold);
-                                two, not eight: on 2 cores every extra Python thread
-                                adds GIL hand-offs (futex was 11.5% of a /usr restore's
-                                CPU), and a cold /usr restore took 42.5 s with two
-                                against 50.3 s with eight (39.9 against 49.1 CPU s)
+                                create waits on the disk's metadata, 1-3 ms when cold)
 """
 
 from __future__ import annotations
@@ -109,7 +105,7 @@ class Tuning:
     restore_join_gap: int = 128 * KiB
     restore_span_max: int = 32 * MiB
     restore_read_bytes_in_flight: int = 32 * MiB
-    restore_create_threads: int = 2
+    restore_create_threads: int = 8
 
     def readahead_bytes(self, connections: int) -> int:
         return max(self.readahead_min_connections, connections) * self.readahead_per_connection
