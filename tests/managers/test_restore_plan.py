@@ -277,3 +277,42 @@ def test_the_file_window_leaves_room_for_each_files_directory():
             assert files >= 16
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_files_are_completed_on_the_read_workers_before_they_are_handed_back(tmp_path, monkeypatch):
+    """A written file gets its metadata, its real name and its close on the read worker
+    that wrote its last blob (``PackPlan``'s ``on_written``), not on the walking thread;
+    a file without blobs on the walking thread. Each file is completed once, before the
+    restore counts it, and none is left under its temporary name."""
+    import threading
+
+    from backupkit.managers import restore_write
+    from tests.support.kit import diff_trees, record_tree
+
+    src = tmp_path / "src"
+    files = _shared_tree(src)
+    (src / "empty").write_bytes(b"")
+    os.utime(src / "a" / "xy", (1_500_000_000, 1_500_000_000))
+    store = local_store(tmp_path / "repo")
+    snap = backup(init_repo(store), src)
+
+    where: dict[bytes, list[str]] = {}
+    original = restore_write.PendingFile.complete
+
+    def complete(self, set_meta):
+        where.setdefault(self.path, []).append(threading.current_thread().name)
+        return original(self, set_meta)
+
+    monkeypatch.setattr(restore_write.PendingFile, "complete", complete)
+    out = tmp_path / "out"
+    res = _restore(store, snap, out)
+    assert not res.errors, res.errors
+    assert res.files == len(files) + 1
+    assert all(len(names) == 1 for names in where.values()), where
+    prefix = os.fsencode(src)
+    assert {p[len(prefix) + 1:].decode() for p in where} == {*files, "empty"}
+    workers = {p: names[0] for p, names in where.items() if not p.endswith(b"/empty")}
+    assert all(n.startswith("bk-restore") for n in workers.values()), workers
+    assert where[prefix + b"/empty"] == [threading.main_thread().name]
+    assert diff_trees(record_tree(src), record_tree(out / src.relative_to("/"))) == []
+    assert _leftovers(out) == []
