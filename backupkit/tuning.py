@@ -18,8 +18,12 @@ Backup (walk -> read files -> chunk -> hash/compress/seal -> pack -> upload):
                                 many files are still in flight (keeps the queue short
                                 without a hand-off per file)
     chunks_in_flight            chunks of one file handed to the sealing pool before the
-                                reader waits for the oldest (each holds up to a chunk of
-                                memory: chunker max size)
+                                reader waits for the oldest (they are views of the
+                                reader's buffers: the buffers bound the memory)
+    chunk_buffers_per_reader    chunker read buffers (max chunk size + 2 MiB each) a reader
+                                thread keeps and reuses; it refills one only once all its
+                                chunks are stored, so while the sealers work on one the
+                                reader fills another
     packs_in_flight_over_connections
                                 full packs being uploaded or waiting for a connection,
                                 beyond one per store connection
@@ -87,6 +91,7 @@ class Tuning:
     files_in_flight: int = 256
     files_in_flight_after_dir: int = 64
     chunks_in_flight: int = 4
+    chunk_buffers_per_reader: int = 2
     packs_in_flight_over_connections: int = 1
     index_checkpoint_packs: int = 64
     index_checkpoint_seconds: float = 300.0

@@ -136,7 +136,11 @@ class Chunker:
         return _reference.cut_all(self._table, _byte_view(data), self.sizes, eof)
 
     def chunks(
-        self, reader: Callable[[int], Buffer] | None = None, *, readinto: Callable[[memoryview], int] | None = None
+        self,
+        reader: Callable[[int], Buffer] | None = None,
+        *,
+        readinto: Callable[[memoryview], int] | None = None,
+        buffers: Callable[[int], mmap.mmap] | None = None,
     ) -> Iterator[memoryview]:
         """Read a stream to its end and yield its chunks, in order, each exactly once.
 
@@ -149,11 +153,17 @@ class Chunker:
                 ``view`` (0 only at the end), e.g. ``fileobj.readinto`` or a wrapper of
                 ``os.readv``. The data then lands in the chunk buffer straight from the
                 kernel, without a copy made while holding the GIL.
+            buffers: with ``readinto``: ``buffers(size)`` gives the map each refill reads
+                into (at least ``size`` bytes); by default a fresh anonymous map each
+                time. A caller that recycles maps (``objects/chunkbuffers.py``) must
+                give none whose chunks are still in use, nor the one it gave last (the
+                undecided tail is copied from it).
 
         Yields:
-            Read-only memoryviews. Each stays valid after the iterator moves on (it keeps
-            its read buffer alive, and a buffer is never written again once a view of it
-            is out), so a consumer may keep them without copying.
+            Read-only memoryviews. Without ``buffers`` each stays valid after the
+            iterator moves on (it keeps its read buffer alive, and a buffer is never
+            written again once a view of it is out), so a consumer may keep them
+            without copying; with ``buffers``, for as long as that caller says.
 
         The buffer is refilled to ``max_size + step`` bytes before each scan (``step =
         min(2 MiB, max_size)``, also the request size of ``reader``), so every scan
@@ -163,6 +173,8 @@ class Chunker:
         """
         if (reader is None) == (readinto is None):
             raise TypeError("give exactly one of reader and readinto")
+        if buffers is not None and readinto is None:
+            raise TypeError("buffers go with readinto")
         max_size = self.sizes.max_size
         step = min(2 << 20, max_size)
         target = max_size + step
@@ -175,13 +187,13 @@ class Chunker:
                 # An anonymous map, not a bytearray: bytearray(n) zero-fills 10 MiB while
                 # holding the GIL (a third of a backup's GIL time); the map's pages are
                 # zeroed by the kernel as readinto's system call first touches them.
-                prev, area = area, mmap.mmap(-1, target)
+                prev, area = area, (buffers(target) if buffers is not None else mmap.mmap(-1, target))
                 _copy_tail(area, prev, offset, tail)
                 prev = None  # the old map lives as long as its chunks' views, no longer
                 filled = len(tail)
                 with memoryview(area) as mv:
                     while filled < target:
-                        n = readinto(mv[filled:])
+                        n = readinto(mv[filled:target])
                         if not n:
                             eof = True
                             break

@@ -2,10 +2,12 @@
 object layer).
 
 Pipeline: the caller's thread (the walk, or a reader thread of the backup) reads the file
-into the keyed chunker's buffers (``os.readv``, GIL released); each chunk goes, as a view
-(buffers are never reused), to the sealing pool, which hashes, compresses, seals and
-packs it (``Repository.add_blob``); at most ``Tuning.chunks_in_flight`` chunks of one file
-are in the pool at a time, so memory stays bounded. Holes of sparse files (SEEK_DATA /
+into the keyed chunker's buffers (``os.readv``, GIL released); each chunk goes, as a view,
+to the sealing pool, which hashes, compresses, seals and packs it
+(``Repository.add_blob``). Each reader thread reuses ``Tuning.chunk_buffers_per_reader``
+buffers across its files (``chunkbuffers.py``): a buffer is refilled only once every
+chunk cut from it is stored, which bounds memory; at most ``Tuning.chunks_in_flight``
+chunks of one file are in the pool at a time. Holes of sparse files (SEEK_DATA /
 SEEK_HOLE) are not read: they become ints in the content list.
 
 A file is read up to the size it had when opened, never further, and a file that shrinks
@@ -33,6 +35,7 @@ from typing import Any, BinaryIO
 from backupkit.chunker import Chunker
 from backupkit.crypto import T_DATA_BLOB, T_META_BLOB
 from backupkit.errors import Cancelled, FileReadError
+from backupkit.objects.chunkbuffers import ChunkBuffers
 from backupkit.objects.content import with_content
 from backupkit.objects.entry import Entry
 from backupkit.repo.repository import Repository
@@ -78,6 +81,8 @@ class ContentWriter:
         self._on_bytes = on_bytes or (lambda n: None)
         self._pool = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="bk-blob")
         self._cancelled = threading.Event()
+        #: each reader thread's chunker buffers (``pool``: a ChunkBuffers), reused across files
+        self._buffers = threading.local()
 
     def cancel(self) -> None:
         self._cancelled.set()
@@ -188,15 +193,20 @@ class ContentWriter:
 
         got = 0
         window = self.tuning.chunks_in_flight
+        buffers = getattr(self._buffers, "pool", None)
+        if buffers is None:
+            buffers = self._buffers.pool = ChunkBuffers(self.tuning.chunk_buffers_per_reader)
         futs: deque[Future] = deque()
         try:
-            for chunk in self.chunker.chunks(readinto=readinto):
+            for chunk in self.chunker.chunks(readinto=readinto, buffers=buffers.take):
                 if self._cancelled.is_set():
                     raise Cancelled()
                 got += len(chunk)
                 self._on_bytes(len(chunk))
-                # the view stays valid (the chunker never reuses a buffer): no copy
-                futs.append(self._pool.submit(self.store_chunk, chunk))
+                # a view, no copy: its buffer is not reused before this future is done
+                fut = self._pool.submit(self.store_chunk, chunk)
+                buffers.track(fut)
+                futs.append(fut)
                 while len(futs) > window:
                     items.append(futs.popleft().result())
             while futs:
