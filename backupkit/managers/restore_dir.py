@@ -79,8 +79,7 @@ class DirRestorer:
         dirs_meta: list[tuple[bytes, Entry]] = []
         links: dict[tuple[int, int], bytes] = {}
         open_dirs = OpenDirs()
-        set_meta = self._file_meta(run)
-        run.plan = run.reader.plan(file_window(self.tuning), lambda f: f.complete(set_meta))
+        run.plan = run.reader.plan(file_window(self.tuning))
         run.creator = ThreadPoolExecutor(max_workers=max(1, self.tuning.restore_create_threads), thread_name_prefix="bk-create")
         try:
             for path, e in self._entries(run, snap, tree, ancestors=not run.strip):
@@ -277,30 +276,29 @@ class DirRestorer:
                 finally:
                     run.dir_fds.release(pfd)
 
-    def _file_meta(self, run: _Run):
-        """``PendingFile.complete``'s ``set_meta``: runs on a read worker, so what cannot
-        be set is kept on the file and reported by ``_finish``."""
-        policy = run.policy
-
-        def set_meta(fd: int, f: PendingFile) -> None:
-            apply_meta(fd, None, f.entry, policy, f.meta_errors.append)
-
-        return set_meta
-
     def _finish(self, run: _Run, f: PendingFile) -> bool:
-        """Report a completed file (``PendingFile.complete`` gave it its metadata and
-        its real name, or removed it); False when it could not be restored."""
+        """Complete a written file: metadata, then its real name; False (and the
+        temporary file removed) when it could not be restored."""
         e, path = f.entry, f.path
-        for msg in f.meta_errors:
-            self.reporter.error("", msg)
-        if not f.renamed:
-            err = f.error if f.error is not None else RestoreError("not completed")
-            if isinstance(err, OSError):
-                if err.errno in _DISK_FULL:
-                    raise _disk_full(path, err) from None
-                run.problem(path, f"not restored: {err.strerror or err}")
-            else:  # a damaged blob must not stop the other files
-                run.problem(path, f"not restored: {err}")
+        done = False
+        try:
+            if f.error is not None:
+                raise f.error
+            self._apply_meta(run, f.create(), None, e)
+            os.rename(f.tmp, f.name, src_dir_fd=f.pfd, dst_dir_fd=f.pfd)  # EISDIR: a directory is in the way
+            done = True
+        except OSError as err:
+            if err.errno in _DISK_FULL:
+                raise _disk_full(path, err) from None
+            run.problem(path, f"not restored: {err.strerror or err}")
+        except Exception as err:  # noqa: BLE001 - a damaged blob must not stop the other files
+            run.problem(path, f"not restored: {err}")
+        finally:
+            if done:
+                f.close()
+            else:
+                f.discard()
+        if not done:
             return False
         written = e.size or 0
         run.count(e, written)

@@ -8,11 +8,8 @@ another on the walking thread, nor serially by the worker writing a pack's blobs
 the first write if that comes first, at its
 full size (``ftruncate``), so a hole in its content list, or an all-zero blob when
 ``sparse``, is simply never written; a file without blobs is created when it is
-completed. A file reaches its real name only in ``complete``, once every blob is
-written: the plan calls it on the read worker that wrote the last blob (its metadata,
-the rename and the close are three to five system calls per file, which on the walking
-thread held up the planning of every file behind it); ``DirRestorer._finish`` then
-reports the outcome on the walking thread.
+completed. Nothing here renames: a file reaches its real name only in
+``DirRestorer._finish``, once every blob is written.
 """
 
 from __future__ import annotations
@@ -30,10 +27,7 @@ class PendingFile:
     """One file under its temporary name ``tmp`` in directory ``pfd``; ``fd`` is -1 until
     it is created (by ``write`` or ``create``)."""
 
-    __slots__ = (
-        "fd", "pfd", "tmp", "name", "rel", "path", "entry", "size", "sparse", "on_bytes", "error", "links", "remaining",
-        "renamed", "meta_errors", "_lock", "_ended",
-    )
+    __slots__ = ("fd", "pfd", "tmp", "name", "rel", "path", "entry", "size", "sparse", "on_bytes", "error", "links", "remaining", "_lock", "_ended")
 
     def __init__(self, pfd: int, tmp: bytes, name: bytes, rel: bytes, path: bytes, entry: Entry,
                  sparse: bool, on_bytes: Callable[[int], None]) -> None:
@@ -47,9 +41,6 @@ class PendingFile:
         #: later names of this hardlinked file, linked once it has its real name
         self.links: list[tuple] = []
         self.remaining = 0  # kept by the plan (``objects/packplan.py``)
-        self.renamed = False  # completed: under its real name, closed
-        #: metadata that could not be set (an xattr), reported by the walking thread
-        self.meta_errors: list[str] = []
         self._lock = threading.Lock()
         self._ended = False  # closed or discarded: a late ``precreate`` must not create it again
 
@@ -83,22 +74,6 @@ class PendingFile:
                 mv = mv[k:]
                 offset += k
         self.on_bytes(n)
-
-    def complete(self, set_meta: Callable[[int, PendingFile], None]) -> None:
-        """Every blob is written (or failed): unless it failed, set its metadata with
-        ``set_meta(fd, self)`` and rename it to its real name; then close it, or remove
-        it if it did not get there (``error`` says why). Never raises."""
-        if self.error is None:
-            try:
-                set_meta(self.create(), self)
-                os.rename(self.tmp, self.name, src_dir_fd=self.pfd, dst_dir_fd=self.pfd)  # EISDIR: a directory is in the way
-                self.renamed = True
-            except Exception as err:  # noqa: BLE001 - this file's problem, named by the walking thread
-                self.fail(err)
-        if self.renamed:
-            self.close()
-        else:
-            self.discard()
 
     def fail(self, err: BaseException) -> None:
         if self.error is None:

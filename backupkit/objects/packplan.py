@@ -16,11 +16,7 @@ Vocabulary:
 
 A target is handed back by :meth:`PackPlan.done` (or :meth:`PackPlan.finish`) as soon as
 each of its refs has been written or has failed (a count per target, ``remaining``), so
-the caller completes files while other packs are still read. ``on_written(target)``, if
-given, runs first, on the thread that released the target's last ref (a read worker,
-or the caller's for a file without blobs): a restore gives the file its metadata and its
-real name there, so the caller's one thread is left only the bookkeeping; a window's
-reads count as done only once the targets they completed have been through it. At most
+the caller completes files while other packs are still read. At most
 ``restore_windows_in_flight`` windows are read at a time while the caller plans the next.
 Bytes of spans held at once are bounded by ``restore_read_bytes_in_flight``.
 
@@ -34,7 +30,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
@@ -55,7 +51,7 @@ class Target(Protocol):
 
 
 class _Window:
-    __slots__ = ("blobs", "bytes", "refs", "files", "futures", "checked")
+    __slots__ = ("blobs", "bytes", "refs", "files", "futures")
 
     def __init__(self) -> None:
         #: blob id -> (location, [(target, offset), ...])
@@ -64,7 +60,6 @@ class _Window:
         self.refs = 0
         self.files = 0
         self.futures: list[Future] = []
-        self.checked = 0  # futures[:checked] are known to be done
 
 
 class _Budget:
@@ -90,12 +85,8 @@ class _Budget:
 class PackPlan:
     """Plans and runs the pack reads of a stream of files (one caller thread)."""
 
-    def __init__(
-        self, repo: Repository, pool: ThreadPoolExecutor, tuning: Tuning = DEFAULT_TUNING, max_files: int | None = None,
-        on_written: Callable[[Any], None] | None = None,
-    ) -> None:
+    def __init__(self, repo: Repository, pool: ThreadPoolExecutor, tuning: Tuning = DEFAULT_TUNING, max_files: int | None = None) -> None:
         self.repo = repo
-        self._on_written = on_written
         self.tuning = tuning
         self._pool = pool
         self._max_files = max(1, min(tuning.restore_window_files, max_files or tuning.restore_window_files))
@@ -224,10 +215,7 @@ class PackPlan:
     def _harvest(self, block: bool) -> None:
         while self._flying:
             win = self._flying[0]
-            futures = win.futures
-            while win.checked < len(futures) and futures[win.checked].done():
-                win.checked += 1  # asked after every file: each future is looked at once
-            if not block and win.checked < len(futures):
+            if not block and not all(f.done() for f in win.futures):
                 return
             for f in win.futures:
                 f.result()  # a worker's own failure (a bug) surfaces here
@@ -237,14 +225,10 @@ class PackPlan:
     def _release(self, target: Any, n: int) -> None:
         with self._cv:
             target.remaining -= n
-            if target.remaining:
-                return
-        if self._on_written is not None:
-            self._on_written(target)  # outside the lock: a restore's metadata and rename
-        with self._cv:
-            self._incomplete -= 1
-            self._ready.append(target)
-            self._cv.notify()
+            if target.remaining == 0:
+                self._incomplete -= 1
+                self._ready.append(target)
+                self._cv.notify()
 
     def _read_span(self, name: str, span: list) -> None:
         start = span[0][0].offset

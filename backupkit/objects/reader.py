@@ -103,10 +103,10 @@ class ContentReader:
     def read_blob(self, bid: bytes) -> bytes:
         return self.joined.read(bid, T_DATA_BLOB)
 
-    def plan(self, max_files: int | None = None, on_written: Callable[[Any], None] | None = None) -> PackPlan:
+    def plan(self, max_files: int | None = None) -> PackPlan:
         """Reads planned per pack instead of in order (a restore into a directory), on
         this reader's pool; see ``objects/packplan.py``."""
-        return PackPlan(self.repo, self._pool, self.tuning, max_files, on_written)
+        return PackPlan(self.repo, self._pool, self.tuning, max_files)
 
     # -- reading ---------------------------------------------------------------------------
     def files(
