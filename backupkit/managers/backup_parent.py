@@ -89,6 +89,13 @@ _OWNER_FIELDS = itemgetter("u", "g", "un", "gn")
 _owners: dict[tuple[int, int], tuple[int, int, str, str]] = {}
 
 
+def inline_content(m: dict) -> list | None:
+    """The parent's content list of a file when the file can reuse it as it is: inline
+    (``c``), not behind a content-blob indirection (``cb``); else None."""
+    c = m.get("c")
+    return c if type(c) is list and "cb" not in m else None
+
+
 def file_unchanged(m: dict, st: os.stat_result) -> bool:
     """``unchanged(m, st, "f")`` for a regular file's ``st``, in fewer steps: two tuples
     compared in C instead of a lookup per field (an unchanged backup makes one call per

@@ -30,7 +30,7 @@ from typing import Any, BinaryIO
 from backupkit.entry import Keyer, display_path, join, parent_of
 from backupkit.excluder import Excluder
 from backupkit.managers.backup_changes import ChangeLog
-from backupkit.managers.backup_parent import ParentView, decode, file_unchanged, unchanged, wire
+from backupkit.managers.backup_parent import ParentView, decode, file_unchanged, inline_content, unchanged, wire
 from backupkit.managers.backup_reads import FileReads
 from backupkit.objects.entry import TYPE_OF_MODE, Entry, entry_from_stat
 from backupkit.objects.writer import ContentWriter
@@ -275,7 +275,7 @@ class BackupWalk:
                     subdirs.append((cpath, cst, raw))
                     continue
                 m = wire(cpath, raw) if raw is not None else None
-                if m is not None and S_ISREG(mode) and "cb" not in m and type(m.get("c")) is list and file_unchanged(m, cst):
+                if m is not None and S_ISREG(mode) and inline_content(m) is not None and file_unchanged(m, cst):
                     same.append((cpath, cst, m))
                     if len(same) >= _SAME_BATCH:
                         self._reuse(same)
@@ -352,7 +352,7 @@ class BackupWalk:
                 if t != "f":
                     self.stats.add("others")
                     return
-                if "cb" not in m and self.parent.items_indexed(m.get("c")):
+                if self.parent.items_indexed(inline_content(m)):
                     self.stats.unchanged_file(path, st.st_size)
                     return
             old = decode(path, m)
