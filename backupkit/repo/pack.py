@@ -13,11 +13,12 @@ size, so the store learns neither chunk sizes nor their count from pack sizes. T
 header plaintext is ``u32 LE n | msgpack([1, [[type, id, offset, length, raw_length],
 ...]]) | zero fill`` up to a power of two >= 4 KiB, sealed as T_PACK_HEADER with the pack
 id. It repeats what the index says, so an index can be rebuilt from packs. Packs are
-assembled by ``PackBuilder`` (packspool.py).
+assembled by ``PackBuilder`` (packspool.py), their tail written by ``pack_tail``.
 """
 
 from __future__ import annotations
 
+import os
 import struct
 import threading
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 import msgpack
 import zstandard
 
-from backupkit.crypto import T_DATA_BLOB, T_META_BLOB, T_PACK_HEADER, Sealer
+from backupkit.crypto import T_DATA_BLOB, T_META_BLOB, T_PACK_HEADER, Sealer, padme
 from backupkit.errors import FormatError, ObjectTooLarge
 from backupkit.limits import BLOB_MAX, PACK_HEADER_MAX
 
@@ -119,6 +120,19 @@ def pack_name(kind: str, pack_id: bytes) -> str:
 def pack_id_from_name(name: str) -> tuple[str, bytes]:
     kind, _, h = name.split("/")
     return kind, bytes.fromhex(h)
+
+
+def pack_tail(sealer: Sealer, pack_id: bytes, entries: list[PackEntry], blobs_size: int) -> bytes:
+    """What follows a pack's blobs (``blobs_size`` bytes of them, laid out as ``entries``
+    say): the random padding, the sealed header and its length (``read_pack_header``
+    reads it back)."""
+    body = msgpack.packb([1, [[e.blob_type, e.blob_id, e.offset, e.length, e.raw_length] for e in entries]])
+    plain_len = 4 + len(body)
+    fill = max(4096, 1 << (plain_len - 1).bit_length())
+    header_plain = struct.pack("<I", len(body)) + body + bytes(fill - plain_len)
+    header = sealer.seal(T_PACK_HEADER, pack_id, header_plain)
+    unpadded = blobs_size + len(header) + 4
+    return os.urandom(padme(unpadded) - unpadded) + header + struct.pack("<I", len(header))
 
 
 def read_pack_header(sealer: Sealer, pack_id: bytes, tail: bytes, pack_size: int) -> list[PackEntry]:

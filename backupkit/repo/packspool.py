@@ -24,14 +24,11 @@ import bisect
 import errno
 import io
 import os
-import struct
 import tempfile
 
-import msgpack
-
-from backupkit.crypto import T_PACK_HEADER, Sealer, padme, secure_shuffle
+from backupkit.crypto import Sealer, secure_shuffle
 from backupkit.errors import StoreError
-from backupkit.repo.pack import PackEntry
+from backupkit.repo.pack import PackEntry, pack_tail
 from backupkit.store.base import SOURCE_PIECE, ObjectSource, write_all
 
 # copy_file_range cannot copy between these two files: copy through memory instead
@@ -97,13 +94,7 @@ class PackBuilder:
             segments.append((at, length))
             offset += length
         pack_id = os.urandom(32)
-        body = msgpack.packb([1, [[e.blob_type, e.blob_id, e.offset, e.length, e.raw_length] for e in entries]])
-        plain_len = 4 + len(body)
-        fill = max(4096, 1 << (plain_len - 1).bit_length())
-        header_plain = struct.pack("<I", len(body)) + body + bytes(fill - plain_len)
-        header = sealer.seal(T_PACK_HEADER, pack_id, header_plain)
-        unpadded = offset + len(header) + 4
-        tail = os.urandom(padme(unpadded) - unpadded) + header + struct.pack("<I", len(header))
+        tail = pack_tail(sealer, pack_id, entries, offset)
         return pack_id, SpooledPack(spool, segments, tail), entries
 
 
