@@ -269,11 +269,19 @@ def export_source(rev: str, dest: Path) -> tuple[Path, str]:
     if build.returncode != 0:
         # This Python's setuptools may be too old for pyproject.toml (pip builds in an
         # isolated environment): take the checkout's built chunker if its C source is the same.
-        for so in (ROOT / "backupkit" / "chunker").glob("_cdc*.so"):
-            c_src = "backupkit/chunker/_cdc.c"
-            if (ROOT / c_src).read_bytes() != (dest / c_src).read_bytes():
-                raise SystemExit(f"cannot build the C chunker of {rev} in {dest}, and its source differs from the checkout's")
-            shutil.copy2(so, dest / "backupkit" / "chunker" / so.name)
+        c_src = "backupkit/chunker/_cdc.c"
+        if (ROOT / c_src).read_bytes() == (dest / c_src).read_bytes():
+            for so in (ROOT / "backupkit" / "chunker").glob("_cdc*.so"):
+                shutil.copy2(so, dest / "backupkit" / "chunker" / so.name)
+        else:  # a different chunker: let pip build that revision (isolated) and take its .so
+            built = dest / ".built"
+            pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(built), str(dest)],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            sos = list((built / "backupkit" / "chunker").glob("_cdc*.so"))
+            if pip.returncode != 0 or not sos:
+                raise SystemExit(f"cannot build the C chunker of {rev} in {dest}")
+            shutil.copy2(sos[0], dest / "backupkit" / "chunker" / sos[0].name)
+            shutil.rmtree(built, ignore_errors=True)
     where = subprocess.run([sys.executable, "-P", "-c", "import backupkit.chunker._cdc as c, backupkit_cli.main as m; "
                             "print(c.__file__); print(m.__file__)"], env=os.environ | {"PYTHONPATH": str(dest)},
                            cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()

@@ -1,0 +1,69 @@
+"""Alternate bk at several git revisions on one command, and print their figures.
+
+    python -m benchmarks.ab --rev 12e16b4 --rev HEAD [--rounds 6] [--cold] [--fresh DIR] \\
+        [--work DIR] -- --repo R --password-file P restore latest --target DIR
+
+Each revision is exported and built once (``s3bench.export_source``: ``git archive`` plus
+its own C chunker), then every round runs the command once per revision, in the order
+given, each as ``PYTHONPATH=EXPORT python -m backupkit_cli ARGS`` under
+``measure.run`` (wall, CPU, peak RSS). ``--cold`` drops the page cache before every run
+(root); ``--fresh DIR`` removes DIR before every run (a restore target, a scratch
+repository to init). Alternating in rounds spreads a shared machine's load over all
+revisions alike: compare the per-round pairs, not only the means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+from pathlib import Path
+
+from benchmarks.measure import Cmd, drop_caches, run
+from benchmarks.s3bench import export_source
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rev", action="append", required=True, help="a git revision (give two or more)")
+    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--cold", action="store_true", help="drop the page cache before every run")
+    ap.add_argument("--fresh", type=Path, help="a path removed before every run")
+    ap.add_argument("--work", type=Path, default=Path("/var/tmp/backupkit-ab"))
+    ap.add_argument("--timeout", type=float, default=1800)
+    ap.add_argument("args", nargs=argparse.REMAINDER, help="-- then bk's arguments")
+    a = ap.parse_args(argv)
+    args = a.args[1:] if a.args[:1] == ["--"] else a.args
+    if len(a.rev) < 2 or not args:
+        ap.error("give at least two --rev and, after --, the bk command to run")
+    if a.cold and not drop_caches():
+        ap.error("--cold needs permission to write /proc/sys/vm/drop_caches (root)")
+    exports = [export_source(rev, a.work / f"rev{i}") for i, rev in enumerate(a.rev)]
+    results: dict[int, list] = {i: [] for i in range(len(exports))}
+    for rnd in range(1, a.rounds + 1):
+        for i, (src, sha) in enumerate(exports):
+            if a.fresh is not None:
+                shutil.rmtree(a.fresh, ignore_errors=True)
+            if a.cold:
+                drop_caches()
+            env = os.environ | {"PYTHONPATH": str(src)}
+            m = run(Cmd([sys.executable, "-P", "-m", "backupkit_cli", *args]), env, a.work / "logs" / f"rev{i}.log", a.timeout)
+            if not m.ok:
+                print(f"{a.rev[i]} failed in round {rnd}: {m.errors[-1]} (log: {a.work / 'logs'})", file=sys.stderr)
+                return 1
+            results[i].append(m)
+            print(f"round {rnd} {a.rev[i]:>12} ({sha[:10]}): {m.wall:7.2f} s wall {m.cpu:7.2f} CPU s {m.peak_kib / 1024:7.1f} MiB",
+                  flush=True)
+    print("\nrevision       mean wall   mean CPU   peak MiB (min-max)")
+    for i, rev in enumerate(a.rev):
+        ms = results[i]
+        peaks = [m.peak_kib / 1024 for m in ms]
+        print(f"{rev:>12} {statistics.mean(m.wall for m in ms):9.2f} s {statistics.mean(m.cpu for m in ms):8.2f} s"
+              f"   {min(peaks):.0f}-{max(peaks):.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
