@@ -77,3 +77,19 @@ def test_verify_blob_view_accepts_a_good_blob_and_refuses_a_changed_one(tmp_path
     bad = repo.sealer.seal(T_DATA_BLOB, bid, encode_payload(other, 3))
     with pytest.raises(IntegrityError):
         repo.verify_blob(bid, T_DATA_BLOB, bad, "b", len(other), view=True)
+
+
+def test_no_place_for_a_spool_is_a_store_error(tmp_path, monkeypatch):
+    """Neither the store's spool directory nor TMPDIR can hold a spool: a StoreError
+    naming the place (the CLI's one-line message), not an OSError traceback."""
+    import tempfile
+
+    from backupkit.errors import StoreError
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-tmp"))
+    for spool_dir in (str(tmp_path / "missing"), None):
+        b = PackBuilder(KIND_DATA, spool_dir)
+        with pytest.raises(StoreError, match="spooling a pack in .*no-tmp"):
+            b.add(T_DATA_BLOB, b"\x01" * 32, b"sealed", 6)
+        with pytest.raises(StoreError, match="spooling a pack in .*no-tmp"):
+            b.finish(Sealer(MasterKeys.generate()))  # an empty pack opens its spool here

@@ -99,12 +99,16 @@ class PackBuilder:
 
 
 def _open_spool(directory: str | None) -> io.FileIO:
+    """A new spool in ``directory``, else in TMPDIR; StoreError if neither can hold one."""
     try:
         return tempfile.TemporaryFile(dir=directory, prefix=".tmp-spool-", buffering=0)  # type: ignore[return-value]
-    except OSError:
+    except OSError as exc:
         if directory is None:
-            raise
+            raise _spool_error(exc, directory) from None
+    try:
         return tempfile.TemporaryFile(prefix="bk-spool-", buffering=0)  # type: ignore[return-value]
+    except OSError as exc:
+        raise _spool_error(exc, None) from None
 
 
 class SpooledPack(ObjectSource):
