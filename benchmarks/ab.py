@@ -2,6 +2,8 @@
 
     python -m benchmarks.ab --rev 12e16b4 --rev HEAD [--rounds 6] [--cold] [--fresh DIR] \\
         [--work DIR] -- --repo R --password-file P restore latest --target DIR
+    BK_REPOSITORY=R BK_PASSWORD_FILE=P python -m benchmarks.ab --rev main --rev HEAD \\
+        --fresh R --init [--before "SHELL"] -- backup DATA        # a first backup, each run
 
 Each revision is exported and built once (``s3bench.export_source``: ``git archive`` plus
 its own C chunker), then every round runs the command once per revision, in the order
@@ -18,6 +20,7 @@ import argparse
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 
@@ -31,6 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--cold", action="store_true", help="drop the page cache before every run")
     ap.add_argument("--fresh", type=Path, help="a path removed before every run")
+    ap.add_argument("--init", action="store_true",
+                    help="run the revision's `bk init` before every run (untimed, after --fresh): a first backup "
+                         "into a new repository given by BK_REPOSITORY and BK_PASSWORD_FILE")
+    ap.add_argument("--before", metavar="SHELL", help="a shell command run before every run (untimed, after --init: "
+                    "e.g. reading the data into the page cache)")
     ap.add_argument("--work", type=Path, default=Path("/var/tmp/backupkit-ab"))
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("args", nargs=argparse.REMAINDER, help="-- then bk's arguments")
@@ -46,16 +54,22 @@ def main(argv: list[str] | None = None) -> int:
         for i, (src, sha) in enumerate(exports):
             if a.fresh is not None:
                 shutil.rmtree(a.fresh, ignore_errors=True)
+            env = os.environ | {"PYTHONPATH": str(src)}
+            if a.init:
+                subprocess.run([sys.executable, "-P", "-m", "backupkit_cli", "-q", "init"], env=env, check=True,
+                               stdout=subprocess.DEVNULL)
+            if a.before:
+                subprocess.run(a.before, shell=True, check=True)
             if a.cold:
                 drop_caches()
-            env = os.environ | {"PYTHONPATH": str(src)}
             m = run(Cmd([sys.executable, "-P", "-m", "backupkit_cli", *args]), env, a.work / "logs" / f"rev{i}.log", a.timeout)
             if not m.ok:
                 print(f"{a.rev[i]} failed in round {rnd}: {m.errors[-1]} (log: {a.work / 'logs'})", file=sys.stderr)
                 return 1
             results[i].append(m)
-            print(f"round {rnd} {a.rev[i]:>12} ({sha[:10]}): {m.wall:7.2f} s wall {m.cpu:7.2f} CPU s {m.peak_kib / 1024:7.1f} MiB",
-                  flush=True)
+            load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+            print(f"round {rnd} {a.rev[i]:>12} ({sha[:10]}): {m.wall:7.2f} s wall {m.cpu:7.2f} CPU s {m.peak_kib / 1024:7.1f} MiB"
+                  f"  (load {load})", flush=True)
     print("\nrevision       mean wall   mean CPU   peak MiB (min-max)")
     for i, rev in enumerate(a.rev):
         ms = results[i]
