@@ -12,6 +12,11 @@ Backup (walk -> read files -> chunk -> hash/compress/seal -> pack -> upload):
     small_file                  files up to this size go to the reader threads in batches
                                 (a hand-off per file costs more than the read) ...
     small_files_per_job         ... of this many (or what one directory has)
+    small_reads_ahead           a reader thread opens this many files of its batch ahead
+                                of the one it reads and asks the kernel for their data
+                                (posix_fadvise WILLNEED): the disk's queue depth for tiny
+                                files, without more threads (each holds that many
+                                descriptors)
     files_in_flight             larger files queued on the reader threads before the walk
                                 waits for the oldest
     files_in_flight_after_dir   after each directory the walk waits until at most this
@@ -87,7 +92,8 @@ MiB = 1024 * KiB
 class Tuning:
     # backup
     small_file: int = 64 * KiB
-    small_files_per_job: int = 64
+    small_files_per_job: int = 128
+    small_reads_ahead: int = 64
     files_in_flight: int = 256
     files_in_flight_after_dir: int = 64
     chunks_in_flight: int = 4

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from backupkit.errors import FileReadError
 from backupkit.objects.entry import Entry
-from backupkit.objects.writer import ContentWriter
+from backupkit.objects.writer import ContentWriter, FileContent
 from backupkit.tuning import Tuning
 
 if TYPE_CHECKING:
@@ -70,9 +70,17 @@ class FileReads:
             path, old, e, fut = pending.popleft()
             if path:
                 self._finish_file(path, old, fut.result())
-            else:  # a batch of small files
+            else:  # a batch of small files: counted at once, recorded in order
+                new = changed = 0
+                record = self._record
                 for (p, o, _st, _e), got in zip(e, fut.result()):
-                    self._finish_file(p, o, got)
+                    if got is not None:
+                        if o is None:
+                            new += 1
+                        else:
+                            changed += 1
+                        record(p, got, o)
+                self._stats.stored(new, changed)
 
     def close(self, cancel: bool) -> None:
         """Stop the reader threads (once their jobs ended); ``cancel``: drop queued jobs."""
@@ -81,7 +89,7 @@ class FileReads:
     def _finish_file(self, path: bytes, old: Entry | None, e: Entry | None) -> None:
         if e is None:
             return
-        self._stats.file_stored(new=old is None)
+        self._stats.stored(int(old is None), int(old is not None))
         self._record(path, e, old)
 
     def _submit_small(self) -> None:
@@ -92,7 +100,20 @@ class FileReads:
             self._pending.append((b"", None, batch, fut))
 
     def _read_small(self, batch: list[_Small]) -> list[Entry | None]:
-        return [self._read_file(path, st, e) for path, _old, st, e in batch]
+        """One job: the batch's files read together (``ContentWriter.read_small``), each
+        file's entry (None: unreadable, reported) in the batch's order."""
+        results = self._writer.read_small([(path, st) for path, _old, st, _e in batch])
+        out: list[Entry | None] = []
+        done = []
+        for (path, _old, _st, e), got in zip(batch, results):
+            if isinstance(got, FileReadError):
+                self._stats.error(path, str(got))
+                out.append(None)
+                continue
+            out.append(self._entry(path, e, got))
+            done.append((path, got.size, got.bytes_read))
+        self._stats.read_done(done)
+        return out
 
     def _read_file(self, path: bytes, st: os.stat_result, e: Entry) -> Entry | None:
         try:
@@ -100,11 +121,15 @@ class FileReads:
         except FileReadError as err:
             self._stats.error(path, str(err))
             return None
+        e = self._entry(path, e, got)
+        self._stats.read_done([(path, got.size, got.bytes_read)])
+        return e
+
+    def _entry(self, path: bytes, e: Entry, got: FileContent) -> Entry:
+        """``e`` with what reading it gave (a change while read is reported)."""
         if got.changed:
             self._stats.changed_while_read(path)
-        e = self._writer.with_content(e.replace(size=got.size), got.items)
-        self._stats.file_read(path, got.size, got.bytes_read)
-        return e
+        return self._writer.with_content(e, got.items, size=got.size)
 
 
 __all__ = ["FileReads"]

@@ -90,20 +90,20 @@ class WalkStats:
             self.changed.append(display_path(path))
         self.reporter.error(display_path(path), "file changed while being read")
 
-    def file_read(self, path: bytes, size: int, bytes_read: int) -> None:
-        """A file read by the reader pool (``size``: what its entry says)."""
+    def read_done(self, files: list[tuple[bytes, int, int]]) -> None:
+        """Files read by the reader pool: (path, size its entry says, bytes read) each."""
         with self.lock:
-            self.files_read += 1
-            self.bytes_read += bytes_read
-        self.reporter.file_done(display_path(path), size, "new")
+            self.files_read += len(files)
+            self.bytes_read += sum(n for _p, _s, n in files)
+        done = self.reporter.file_done
+        for path, size, _n in files:
+            done(display_path(path), size, "new")
 
-    def file_stored(self, new: bool) -> None:
-        """A file read is in the snapshot: ``new`` (the parent had none) or changed."""
+    def stored(self, new: int, changed: int) -> None:
+        """Files read are in the snapshot: ``new`` ones (the parent had none), ``changed`` ones."""
         with self.lock:
-            if new:
-                self.files_new += 1
-            else:
-                self.files_changed += 1
+            self.files_new += new
+            self.files_changed += changed
 
 
 #: matching files held (with their lstat and the parent's map) for one index lookup: a

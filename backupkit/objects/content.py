@@ -47,11 +47,12 @@ def decode_content_blob(bid: bytes, plain: bytes) -> list:
     return items
 
 
-def with_content(e: Entry, items: list, save_meta: Callable[[bytes], bytes]) -> Entry:
-    """``e`` with ``items`` as its content: inline, or in content blobs when long."""
+def with_content(e: Entry, items: list, save_meta: Callable[[bytes], bytes], **more) -> Entry:
+    """``e`` with ``items`` as its content: inline, or in content blobs when long (and
+    the fields ``more``, in the same copy)."""
     if len(items) <= INLINE_CONTENT:
-        return e.replace(content=tuple(items), content_blobs=None)
+        return e.replace(content=tuple(items), content_blobs=None, **more)
     blobs = tuple(
         save_meta(msgpack.packb(items[i : i + CONTENT_BLOB_ITEMS])) for i in range(0, len(items), CONTENT_BLOB_ITEMS)
     )
-    return e.replace(content=None, content_blobs=blobs)
+    return e.replace(content=None, content_blobs=blobs, **more)

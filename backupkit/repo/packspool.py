@@ -69,6 +69,22 @@ class PackBuilder:
         self.blobs.append((blob_type, blob_id, self.size, len(sealed), raw_length))
         self.size += len(sealed)
 
+    def add_many(self, blob_type: int, blobs: list[tuple[bytes, bytes, int]]) -> None:
+        """``add`` each (blob id, sealed, raw length), in order, with one spool write."""
+        if not blobs:
+            return
+        try:
+            if self._spool is None:
+                self._spool = _open_spool(self.spool_dir)
+            write_all(self._spool.fileno(), b"".join([s for _b, s, _n in blobs]))
+        except OSError as exc:
+            raise _spool_error(exc, self.spool_dir) from None
+        at = self.size
+        for blob_id, sealed, raw_length in blobs:
+            self.blobs.append((blob_type, blob_id, at, len(sealed), raw_length))
+            at += len(sealed)
+        self.size = at
+
     def discard(self) -> None:
         """Drop the blobs and the spool (an interrupt, or a builder never finished)."""
         self.blobs, self.size = [], 0

@@ -76,6 +76,28 @@ class PackWriter:
         if full is not None:
             self._submit(full)
 
+    def add_many(self, blob_type: int, blobs: list[tuple[bytes, bytes, int]]) -> None:
+        """``add`` each (blob id, sealed, raw length) in order, one spool write per pack
+        they go to; a pack is full exactly where one ``add`` after the other would find it."""
+        self.raise_error()
+        kind = KIND_OF_TYPE[blob_type]
+        pack_size = self.repo.config.pack_size
+        full = []
+        with self._lock:
+            b = self._builders[kind]
+            start, size = 0, b.size
+            for i, (_bid, sealed, _raw) in enumerate(blobs):
+                size += len(sealed)
+                if size >= pack_size:
+                    b.add_many(blob_type, blobs[start : i + 1])
+                    full.append(b)
+                    b = self._builders[kind] = PackBuilder(kind, self._spool_dir)
+                    start, size = i + 1, 0
+            if start < len(blobs):
+                b.add_many(blob_type, blobs[start:])
+        for f in full:
+            self._submit(f)
+
     def flush(self) -> list[UploadedPack]:
         """Upload the partly filled packs and wait for every upload (raises the first
         upload error). Returns the packs uploaded since the last flush, unless an
