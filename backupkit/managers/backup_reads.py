@@ -30,8 +30,8 @@ from backupkit.tuning import Tuning
 if TYPE_CHECKING:
     from backupkit.managers.backup_walk import WalkStats
 
-#: a small file waiting for its batch: (path, parent's entry, lstat, entry)
-_Small = tuple[bytes, Entry | None, os.stat_result, Entry]
+#: a small file waiting for its batch: (path, parent's entry, lstat, entry, ask its xattrs)
+_Small = tuple[bytes, Entry | None, os.stat_result, Entry, bool]
 #: ``record(path, entry, old)``: a file read, with its content list (``old``: the parent's entry)
 Record = Callable[[bytes, Entry, Entry | None], None]
 
@@ -51,14 +51,15 @@ class FileReads:
         self._pending: deque[tuple[bytes, Entry | None, Any, Future]] = deque()
         self._small: list[_Small] = []
 
-    def add(self, path: bytes, old: Entry | None, st: os.stat_result, e: Entry) -> None:
-        """Read file ``path`` (``e``: its entry without content; ``old``: the parent's)."""
+    def add(self, path: bytes, old: Entry | None, st: os.stat_result, e: Entry, ask_xattrs: bool = False) -> None:
+        """Read file ``path`` (``e``: its entry without content; ``old``: the parent's;
+        ``ask_xattrs``: ``e`` still needs its xattrs, asked for after the read)."""
         if st.st_size <= self._tuning.small_file:
-            self._small.append((path, old, st, e))
+            self._small.append((path, old, st, e, ask_xattrs))
             if len(self._small) >= self._tuning.small_files_per_job:
                 self._submit_small()
             return
-        fut = self._pool.submit(self._read_file, path, st, e)
+        fut = self._pool.submit(self._read_file, path, st, e, ask_xattrs)
         self._pending.append((path, old, e, fut))
         self.drain(self._tuning.files_in_flight)
 
@@ -73,7 +74,7 @@ class FileReads:
             else:  # a batch of small files: counted at once, recorded in order
                 new = changed = 0
                 record = self._record
-                for (p, o, _st, _e), got in zip(e, fut.result()):
+                for (p, o, _st, _e, _x), got in zip(e, fut.result()):
                     if got is not None:
                         if o is None:
                             new += 1
@@ -102,34 +103,53 @@ class FileReads:
     def _read_small(self, batch: list[_Small]) -> list[Entry | None]:
         """One job: the batch's files read together (``ContentWriter.read_small``), each
         file's entry (None: unreadable, reported) in the batch's order."""
-        results = self._writer.read_small([(path, st) for path, _old, st, _e in batch])
+        results = self._writer.read_small([(path, st) for path, _old, st, _e, _x in batch])
         out: list[Entry | None] = []
         done = []
-        for (path, _old, _st, e), got in zip(batch, results):
+        for (path, _old, _st, e, ask_xattrs), got in zip(batch, results):
             if isinstance(got, FileReadError):
                 self._stats.error(path, str(got))
                 out.append(None)
                 continue
-            out.append(self._entry(path, e, got))
+            out.append(self._entry(path, e, got, ask_xattrs))
             done.append((path, got.size, got.bytes_read))
         self._stats.read_done(done)
         return out
 
-    def _read_file(self, path: bytes, st: os.stat_result, e: Entry) -> Entry | None:
+    def _read_file(self, path: bytes, st: os.stat_result, e: Entry, ask_xattrs: bool) -> Entry | None:
         try:
             got = self._writer.read_file(path, st)
         except FileReadError as err:
             self._stats.error(path, str(err))
             return None
-        e = self._entry(path, e, got)
+        e = self._entry(path, e, got, ask_xattrs)
         self._stats.read_done([(path, got.size, got.bytes_read)])
         return e
 
-    def _entry(self, path: bytes, e: Entry, got: FileContent) -> Entry:
-        """``e`` with what reading it gave (a change while read is reported)."""
+    def _entry(self, path: bytes, e: Entry, got: FileContent, ask_xattrs: bool) -> Entry:
+        """``e`` with what reading it gave (a change while read is reported), and its
+        xattrs if still to be asked for."""
         if got.changed:
             self._stats.changed_while_read(path)
+        if ask_xattrs:
+            return self._writer.with_content(e, got.items, size=got.size, xattrs=read_xattrs(self._writer.fs, path))
         return self._writer.with_content(e, got.items, size=got.size)
 
 
-__all__ = ["FileReads"]
+def read_xattrs(fs: Any, path: bytes) -> tuple[tuple[bytes, bytes], ...] | None:
+    """The extended attributes of ``path`` itself (not a symlink's target), by name;
+    None when it has none or they cannot be listed (one that vanishes is left out)."""
+    try:
+        names = fs.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return None
+    xattrs = []
+    for n in sorted(names):
+        try:
+            xattrs.append((n.encode("utf-8", "surrogateescape"), fs.getxattr(path, n, follow_symlinks=False)))
+        except OSError:
+            continue
+    return tuple(xattrs) or None
+
+
+__all__ = ["FileReads", "read_xattrs"]

@@ -31,7 +31,7 @@ from backupkit.entry import Keyer, display_path, join, parent_of
 from backupkit.excluder import Excluder
 from backupkit.managers.backup_changes import ChangeLog
 from backupkit.managers.backup_parent import ParentView, decode, file_unchanged, inline_content, unchanged, wire
-from backupkit.managers.backup_reads import FileReads
+from backupkit.managers.backup_reads import FileReads, read_xattrs
 from backupkit.objects.entry import TYPE_OF_MODE, Entry, entry_from_stat
 from backupkit.objects.writer import ContentWriter
 from backupkit.repo.repository import Repository
@@ -317,6 +317,12 @@ class BackupWalk:
         target are taken instead of asked for again: setting or removing an xattr
         updates ctime, and a symlink's target cannot change without a new inode.
         """
+        e, ask = self._meta_entry_later(path, st, old)
+        return e.replace(xattrs=read_xattrs(self.fs, path)) if ask else e
+
+    def _meta_entry_later(self, path: bytes, st: os.stat_result, old: Entry | None) -> tuple[Entry, bool]:
+        """``_meta_entry`` and whether its xattrs are still to be asked for (``read_xattrs``):
+        a file the reader pool reads gets them there, off the walking thread."""
         t = TYPE_OF_MODE.get(stat.S_IFMT(st.st_mode))
         if (
             old is not None
@@ -325,20 +331,9 @@ class BackupWalk:
             and old.inode == st.st_ino
             and old.type == t
         ):
-            return entry_from_stat(st, target=old.target, xattrs=old.xattrs)
-        fs = self.fs
-        target = fs.readlink(path) if t == "l" else None
-        try:
-            names = fs.listxattr(path, follow_symlinks=False)
-        except OSError:
-            names = []
-        xattrs = []
-        for n in sorted(names):
-            try:
-                xattrs.append((n.encode("utf-8", "surrogateescape"), fs.getxattr(path, n, follow_symlinks=False)))
-            except OSError:
-                continue
-        return entry_from_stat(st, target=target, xattrs=tuple(xattrs) or None)
+            return entry_from_stat(st, target=old.target, xattrs=old.xattrs), False
+        target = self.fs.readlink(path) if t == "l" else None
+        return entry_from_stat(st, target=target), True
 
     def _record(self, path: bytes, entry: Entry, old: Entry | None) -> None:
         if old is None or entry != old:
@@ -361,7 +356,9 @@ class BackupWalk:
             self._delete(path, m)
             old = None
         try:
-            e = self._meta_entry(path, st, old)
+            e, ask_xattrs = self._meta_entry_later(path, st, old)
+            if ask_xattrs and not e.is_file:
+                e = e.replace(xattrs=read_xattrs(self.fs, path))
         except (OSError, ValueError) as err:
             self.stats.error(path, getattr(err, "strerror", None) or str(err))
             return
@@ -369,6 +366,8 @@ class BackupWalk:
             self.stats.add("others")
             self._record(path, e, old)
             return
+        # (a file whose xattrs are still to be asked for never matches old below: its
+        # inode, mtime or ctime differ, so the reader pool reads it and asks for them)
         if (
             old is not None
             and old.is_file
@@ -384,7 +383,7 @@ class BackupWalk:
             self._record(path, e.replace(content=old.content, content_blobs=old.content_blobs), old)
             return
         self.stats.add("bytes_total", st.st_size)
-        self.reads.add(path, old, st, e)
+        self.reads.add(path, old, st, e, ask_xattrs)
 
     def backup_stdin(self, path: bytes, stream: BinaryIO) -> None:
         now = time.time_ns()
