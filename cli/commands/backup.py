@@ -50,9 +50,10 @@ def command(
     from backupkit.units import parse_size
     from backupkit_cli.progress import BackupProgress
 
-    from backupkit_cli.tuning import tune_malloc
+    from backupkit_cli.tuning import quick_gil_handoff, tune_malloc
 
     tune_malloc()
+    quick_gil_handoff()
     st: State = ctx.obj
     paths = paths or []
     if stdin_from_command:
