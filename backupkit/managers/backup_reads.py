@@ -6,12 +6,17 @@ The walk (``backup_walk.py``) hands each file over with its entry and the parent
 batches let the walk's system calls and Python overlap the reads and sealing. Larger
 files are one job each, and the walk waits while more than ``Tuning.files_in_flight``
 jobs are queued. A job reads its files through the run's ``ContentWriter``
-(``backupkit/objects/writer.py``), which cuts, seals and stores their content.
+(``backupkit/objects/writer.py``: a batch with ``read_small``, which queues the batch's
+reads on the disk together and stores their blobs together), which cuts, seals and
+stores their content; it asks for a file's xattrs when the walk left that to it, and
+makes each file's trie change (key and encoded entry: ``change``), so the walking
+thread, the one a backup of tiny files waits on, does none of that.
 
 Finished jobs are collected in the order they were handed over (``drain``): each file's
-entry with its content list goes to ``record`` and into the counters. An unreadable file
-is reported and left out; a file that changed while being read is reported as changed
-(its entry keeps the pre-read times, so the next backup reads it again).
+change goes to ``record`` and into the counters. An unreadable file is reported and
+left out, the other files of its batch are not; a file that changed while being read is
+reported as changed (its entry keeps the pre-read times, so the next backup reads it
+again).
 """
 
 from __future__ import annotations
@@ -32,18 +37,27 @@ if TYPE_CHECKING:
 
 #: a small file waiting for its batch: (path, parent's entry, lstat, entry, ask its xattrs)
 _Small = tuple[bytes, Entry | None, os.stat_result, Entry, bool]
-#: ``record(path, entry, old)``: a file read, with its content list (``old``: the parent's entry)
-Record = Callable[[bytes, Entry, Entry | None], None]
+#: ``change(path, entry, old)``: (trie key, encoded entry) of a file read, with its content
+#: list, or None when it equals ``old`` (the parent's entry); run on the reader threads
+Change = Callable[[bytes, Entry, Entry | None], "tuple[bytes, bytes] | None"]
+#: ``record(key, path, encoded entry)``: a change for the snapshot, in hand-over order
+Record = Callable[[bytes, bytes, bytes], None]
+#: what reading one file gave: None (unreadable, reported), () (no change) or a change
+_Done = "tuple[bytes, bytes] | tuple[()] | None"
 
 
 class FileReads:
-    """The reader threads of one run; ``record`` takes each file read, in hand-over
-    order, and ``stats`` counts and reports them."""
+    """The reader threads of one run; ``change`` makes each file's trie change on them,
+    ``record`` takes the changes in hand-over order, and ``stats`` counts and reports
+    the files."""
 
-    def __init__(self, writer: ContentWriter, tuning: Tuning, threads: int, stats: WalkStats, record: Record) -> None:
+    def __init__(
+        self, writer: ContentWriter, tuning: Tuning, threads: int, stats: WalkStats, change: Change, record: Record
+    ) -> None:
         self._writer = writer
         self._tuning = tuning
         self._stats = stats
+        self._change = change
         self._record = record
         self._pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="bk-read")
         #: files being read: (path, parent's entry, entry, future), or for a batch of
@@ -59,7 +73,7 @@ class FileReads:
             if len(self._small) >= self._tuning.small_files_per_job:
                 self._submit_small()
             return
-        fut = self._pool.submit(self._read_file, path, st, e, ask_xattrs)
+        fut = self._pool.submit(self._read_file, path, old, st, e, ask_xattrs)
         self._pending.append((path, old, e, fut))
         self.drain(self._tuning.files_in_flight)
 
@@ -80,18 +94,20 @@ class FileReads:
                             new += 1
                         else:
                             changed += 1
-                        record(p, got, o)
+                        if got:
+                            record(got[0], p, got[1])
                 self._stats.stored(new, changed)
 
     def close(self, cancel: bool) -> None:
         """Stop the reader threads (once their jobs ended); ``cancel``: drop queued jobs."""
         self._pool.shutdown(wait=True, cancel_futures=cancel)
 
-    def _finish_file(self, path: bytes, old: Entry | None, e: Entry | None) -> None:
-        if e is None:
+    def _finish_file(self, path: bytes, old: Entry | None, got: _Done) -> None:
+        if got is None:
             return
         self._stats.stored(int(old is None), int(old is not None))
-        self._record(path, e, old)
+        if got:
+            self._record(got[0], path, got[1])
 
     def _submit_small(self) -> None:
         """Hand the batch of small files to the reader threads as one job."""
@@ -100,23 +116,24 @@ class FileReads:
             fut = self._pool.submit(self._read_small, batch)
             self._pending.append((b"", None, batch, fut))
 
-    def _read_small(self, batch: list[_Small]) -> list[Entry | None]:
+    def _read_small(self, batch: list[_Small]) -> list[_Done]:
         """One job: the batch's files read together (``ContentWriter.read_small``), each
-        file's entry (None: unreadable, reported) in the batch's order."""
+        file's change (None: unreadable, reported) in the batch's order."""
         results = self._writer.read_small([(path, st) for path, _old, st, _e, _x in batch])
-        out: list[Entry | None] = []
+        out: list = []
         done = []
-        for (path, _old, _st, e, ask_xattrs), got in zip(batch, results):
+        change = self._change
+        for (path, old, _st, e, ask_xattrs), got in zip(batch, results):
             if isinstance(got, FileReadError):
                 self._stats.error(path, str(got))
                 out.append(None)
                 continue
-            out.append(self._entry(path, e, got, ask_xattrs))
+            out.append(change(path, self._entry(path, e, got, ask_xattrs), old) or ())
             done.append((path, got.size, got.bytes_read))
         self._stats.read_done(done)
         return out
 
-    def _read_file(self, path: bytes, st: os.stat_result, e: Entry, ask_xattrs: bool) -> Entry | None:
+    def _read_file(self, path: bytes, old: Entry | None, st: os.stat_result, e: Entry, ask_xattrs: bool) -> _Done:
         try:
             got = self._writer.read_file(path, st)
         except FileReadError as err:
@@ -124,7 +141,7 @@ class FileReads:
             return None
         e = self._entry(path, e, got, ask_xattrs)
         self._stats.read_done([(path, got.size, got.bytes_read)])
-        return e
+        return self._change(path, e, old) or ()
 
     def _entry(self, path: bytes, e: Entry, got: FileContent, ask_xattrs: bool) -> Entry:
         """``e`` with what reading it gave (a change while read is reported), and its

@@ -130,7 +130,7 @@ class BackupWalk:
         self.changes = ChangeLog()
         self.excluder = Excluder(opts)
         self.writer = ContentWriter(repo, tuning, opts.dry_run, self.reporter.bytes_done, fs, opts.compression)
-        self.reads = FileReads(self.writer, tuning, opts.read_concurrency, stats, self._record)
+        self.reads = FileReads(self.writer, tuning, opts.read_concurrency, stats, self._change, self.changes.add)
         #: set when the run ends (interrupted or not): the totals scan stops too
         self.stopped = threading.Event()
 
@@ -336,8 +336,16 @@ class BackupWalk:
         return entry_from_stat(st, target=target), True
 
     def _record(self, path: bytes, entry: Entry, old: Entry | None) -> None:
+        change = self._change(path, entry, old)
+        if change is not None:
+            self.changes.add(change[0], path, change[1])
+
+    def _change(self, path: bytes, entry: Entry, old: Entry | None) -> tuple[bytes, bytes] | None:
+        """(trie key, encoded entry) of ``path`` when ``entry`` differs from ``old``, else
+        None; thread-safe (the reader pool makes those of the files it reads)."""
         if old is None or entry != old:
-            self.changes.add(self.keyer.key(path), path, entry.encode())
+            return self.keyer.key(path), entry.encode()
+        return None
 
     def _leaf(self, path: bytes, st: os.stat_result, m: dict | None) -> None:
         old = None
