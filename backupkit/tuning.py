@@ -92,7 +92,7 @@ MiB = 1024 * KiB
 class Tuning:
     # backup
     small_file: int = 64 * KiB
-    small_files_per_job: int = 128
+    small_files_per_job: int = 64
     small_reads_ahead: int = 64
     files_in_flight: int = 256
     files_in_flight_after_dir: int = 64
