@@ -97,21 +97,30 @@ def parse_max_unused(s: str) -> MaxUnused:
 class PruneStats:
     """Counts and bytes of a plan (sizes are stored bytes)."""
 
+    #: snapshots whose blobs are kept, and index objects read
     snapshots: int = 0
     index_objects: int = 0
+    #: indexed packs
     packs: int = 0
+    #: blobs a kept snapshot reaches (used) or none does (unused), and their stored bytes
     blobs_used: int = 0
     blobs_unused: int = 0
     bytes_used: int = 0
     bytes_unused: int = 0
+    #: packs with no used blob: deleted whole
     packs_delete: int = 0
     bytes_delete: int = 0
+    #: packs with both kinds, rewritten without their unused blobs; ``bytes_repack_live``
+    #: is what the rewrite writes again
     packs_repack: int = 0
     bytes_repack: int = 0
     bytes_repack_live: int = 0
+    #: packs in the store that no index names (left by an interrupted backup): deleted
     packs_unindexed: int = 0
     bytes_unindexed: int = 0
+    #: indexed packs the store no longer has (none of their blobs is used)
     packs_missing: int = 0
+    #: unused bytes left in kept packs after the plan (within ``--max-unused``)
     bytes_unused_after: int = 0
 
     @property

@@ -87,6 +87,8 @@ class RestoreOptions(ContentReading):
 
 @dataclass(frozen=True)
 class RestoreResult:
+    #: entries restored by type (``others``: symlinks, devices, fifos, sockets) and the
+    #: file bytes written
     files: int
     dirs: int
     others: int
@@ -94,6 +96,8 @@ class RestoreResult:
     #: (path, message) of every entry not restored (or restored incompletely) and of
     #: every directory whose contents could not be read
     errors: tuple[tuple[str, str], ...]
+    #: files read back and compared with the snapshot (``--verify``), and the paths that
+    #: differed
     verified: int
     verify_failures: tuple[str, ...]
     seconds: float
