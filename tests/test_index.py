@@ -184,6 +184,7 @@ def test_streamed_decoding_checks_what_the_whole_object_decode_checked() -> None
         msgpack.packb({"v": 1, "packs": [row]})[:-3],  # cut short
         msgpack.packb({"v": 2, "packs": [row]}),
         msgpack.packb({"packs": [row]}),
+        msgpack.packb({"v": 1}),  # no packs at all (the whole-object decode's KeyError)
         msgpack.packb([1, [row]]),
         msgpack.packb({"v": 1, "packs": [row[:3]]}),
         msgpack.packb({"v": 1, "packs": [[b"p" * 32, "data", 1000, [[b"b" * 32, 950, 100, 10]]]]}),  # past the pack

@@ -415,7 +415,7 @@ def decode_index(data: bytes, what: str) -> IndexObject:
     try:
         u = msgpack.Unpacker(io.BytesIO(data), max_buffer_size=max(len(data), 1))
         version: object = None
-        packs: list[tuple[PackInfo, Sequence[tuple[bytes, int, int, int]]]] = []
+        packs: list[tuple[PackInfo, Sequence[tuple[bytes, int, int, int]]]] | None = None
         supersedes: object = []
         for _ in range(u.read_map_header()):
             key = u.unpack()
@@ -435,6 +435,8 @@ def decode_index(data: bytes, what: str) -> IndexObject:
             raise ValueError("data after the index")
         if version != 1:
             raise FormatError(f"{what}: unsupported index version {version}")
+        if packs is None:
+            raise ValueError("no packs")
         if type(supersedes) is not list or not all(type(s) is bytes and len(s) == 32 for s in supersedes):
             raise ValueError("supersedes is not a list of ids")
         return IndexObject(packs, supersedes)
