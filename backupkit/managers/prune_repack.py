@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from backupkit.concurrency import bounded_map
 from backupkit.errors import DamagedRepository, FormatError, IntegrityError
 from backupkit.repo.index import PackInfo
-from backupkit.repo.pack import KIND_META, TYPE_OF_KIND, PackEntry, pack_name
+from backupkit.repo.pack import TYPE_OF_KIND, PackEntry
 from backupkit.repo.packwriter import PackWriter
 from backupkit.repo.repository import Repository
 
@@ -60,7 +60,7 @@ def repack(
     """Copy the live blobs of ``packs`` (their index entries from ``entries(pack id)``)
     into new packs; returns the packs written with their entries."""
     writer = repo.pack_writer()
-    gap = max(4096, repo.store.request_bytes // 4)
+    gap = repo.join_gap
     try:
         with ThreadPoolExecutor(max_workers=repo.connections) as pool:
 
@@ -78,16 +78,13 @@ def repack(
 
 
 def _copy_run(repo: Repository, writer: PackWriter, p: PackInfo, start: int, end: int, run: list[Live]) -> None:
-    name = pack_name(p.kind, p.id)
     t = TYPE_OF_KIND[p.kind]
-    data = repo.cache.read_range(name, start, end - start) if p.kind == KIND_META else None
     try:
-        if data is None:
-            data = repo.read_raw_range(name, start, end - start)
+        data = repo.read_pack_range(p, start, end - start)
         _verify(repo, p, t, start, data, run)
     except (IntegrityError, FormatError):
         try:  # a damaged read is retried once, from the store
-            data = repo.read_raw_range(name, start, end - start)
+            data = repo.read_pack_range(p, start, end - start, refresh=True)
             _verify(repo, p, t, start, data, run)
         except (IntegrityError, FormatError) as e:
             raise DamagedRepository(
