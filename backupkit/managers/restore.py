@@ -32,7 +32,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol
@@ -191,9 +190,6 @@ class _Run:
     plan: Any = None
     creator: Any = None  # the pool creating files ahead of their first write
     pending: set = field(default_factory=set)
-    #: files under their real names whose metadata is being set on the create pool:
-    #: (file, future), in the order handed over
-    completing: deque = field(default_factory=deque)
     linking: dict = field(default_factory=dict)
     dir_fds: Any = None  # restore_dirfds.DirFds: the directories' descriptors
     #: --delete: the snapshot's names in each directory, and directories not to clear

@@ -37,15 +37,6 @@ if TYPE_CHECKING:
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
-def _meta_and_close(f: PendingFile, policy: MetaPolicy, owner: tuple[int, int] | None) -> list[str]:
-    """Set a written file's metadata and close it (on the create pool); what could not
-    be set (xattrs), for the walking thread to report."""
-    notes: list[str] = []
-    apply_meta(f.create(), None, f.entry, policy, notes.append, owner)
-    f.close()
-    return notes
-
-
 def _disk_full(path: bytes, err: OSError) -> RestoreError:
     return RestoreError(f"{err.strerror or 'no space left on device'} while restoring {display_path(path)}: restore stopped")
 
@@ -134,7 +125,6 @@ class DirRestorer:
                 self._finish_all(run, links, root_fd, run.plan.done())
             for batch in run.plan.finish():
                 self._finish_all(run, links, root_fd, batch)
-            self._completed(run, block=True)
             if opts.delete:
                 for d in open_dirs.leave_all():
                     self._clear(run, dir_fds, *d)
@@ -156,10 +146,6 @@ class DirRestorer:
             for f in run.pending:
                 f.discard()
             run.pending.clear()
-            for f, fut in run.completing:  # stopped: a file whose metadata is not set is not kept
-                if fut.cancelled() or fut.exception() is not None:
-                    f.discard()
-            run.completing.clear()
             dir_fds.close_all()
 
     def _dir(self, run: _Run, dir_fds: DirFds, pfd: int, name: bytes, rel: bytes, path: bytes, e: Entry, open_dirs: OpenDirs) -> None:
@@ -277,11 +263,6 @@ class DirRestorer:
     def _finish_all(self, run: _Run, links: dict, root_fd: int, files: list[PendingFile]) -> None:
         for f in files:
             run.pending.discard(f)
-            if f.error is None and f.tmp == f.name and f.entry.hardlink_key is None and not run.opts.verify:
-                # under its real name already: its metadata and close on the create pool,
-                # off this thread (no rename, so no directory lock is taken there)
-                run.completing.append((f, run.creator.submit(_meta_and_close, f, run.policy, run.new_owner)))
-                continue
             if f.entry.hardlink_key is not None:
                 run.linking.pop(f.entry.hardlink_key, None)
             ok = self._finish(run, f)
@@ -300,29 +281,6 @@ class DirRestorer:
                     run.problem(path, f"cannot restore: {err.strerror or err}")
                 finally:
                     run.dir_fds.release(pfd)
-        self._completed(run, block=False)
-
-    def _completed(self, run: _Run, block: bool) -> None:
-        """Account for the files whose metadata the create pool has set (all of them
-        when ``block``): counted and reported, or named and removed."""
-        q = run.completing
-        while q and (block or q[0][1].done()):
-            f, fut = q.popleft()
-            e, path = f.entry, f.path
-            try:
-                notes = fut.result()
-            except Exception as err:  # noqa: BLE001 - this file's problem only
-                f.discard()
-                run.dir_fds.release(f.pfd)
-                if isinstance(err, OSError) and err.errno in _DISK_FULL:
-                    raise _disk_full(path, err) from None
-                run.problem(path, f"not restored: {getattr(err, 'strerror', None) or err}")
-                continue
-            run.dir_fds.release(f.pfd)
-            for msg in notes:
-                self._meta_error(msg)
-            run.count(e, e.size or 0)
-            self.reporter.file_done(display_path(path), e.size or 0)
 
     def _finish(self, run: _Run, f: PendingFile) -> bool:
         """Complete a written file: metadata, then its real name (unless written under
