@@ -186,6 +186,9 @@ class _Run:
     #: in it needs to be looked at before writing)
     target: bytes = b""
     fresh: bool = False
+    #: (uid, gid) of a file this restore creates, when known (a fresh target that is not
+    #: set-group-id): its owner is not set again when the snapshot's is the same
+    new_owner: tuple[int, int] | None = None
     #: to a directory: the pack reads planned, the files being written (not yet under
     #: their real names), and those of them with later hardlinked names, by inode
     plan: Any = None
