@@ -50,23 +50,28 @@ Restore (walk the snapshot -> read ahead content -> write files):
     join_held                   bytes of joined-read blobs held for a later read, at most
 
 Restore to a directory, planned per pack (``objects/packplan.py``): files are created in
-order and their blobs planned in windows; each window's blobs are grouped by pack and
-each pack's wanted span read once, written with ``pwrite`` by the read pool:
+order and their blobs gathered by pack; a pack is read once the plan has moved past it,
+its wanted span with one request, and each blob written with ``pwrite`` by the read pool:
 
-    restore_window_bytes        distinct blob bytes planned together: a pack's blobs in
-                                one window cost one request, and the blobs of other windows
-                                are holes that split a pack's span, so larger windows mean
-                                fewer requests; memory is the plan only (~300 bytes per
-                                blob). A smaller first window was tried: reads start
-                                sooner, but its blobs are holes in every pack of the next
-                                window (22 requests instead of 10 for 10 packs)
-    restore_window_blobs        blob references in one window, at most (plan memory)
-    restore_window_files        files in one window, at most: each holds an open descriptor
-                                until its last blob is written (capped by RLIMIT_NOFILE)
-    restore_windows_in_flight   windows being read while the next is planned
+    restore_pack_idle_bytes     a pack is read once no blob of it was wanted in this many
+                                bytes of blobs planned since: a backup fills packs in the
+                                order it reads files, so by then a full restore wants all of
+                                the pack and reads it with one request. Larger is safer
+                                (files read beside a large one share its packs) but starts
+                                the reads later
+    restore_pending_bytes       distinct blob bytes of packs not yet read, at most (the least
+                                recently wanted pack is read first); memory is the plan
+                                only (~300 bytes per blob)
+    restore_pending_refs        blob references of packs not yet read, at most (plan memory)
+    restore_open_files          files planned and not yet complete, at most: each holds an
+                                open descriptor until its last blob is written (capped by
+                                RLIMIT_NOFILE: ``restore_write.file_window``)
+    restore_queued_bytes        bytes of pack spans submitted to the read pool and not yet
+                                written; the planner waits beyond it
     restore_join_gap            unwanted bytes of a pack read between two wanted blobs to
-                                save a request; small, since those bytes may belong to
-                                blobs of another window, read again there
+                                save a request (restic: 1 MiB); in a full restore every
+                                blob of a pack is wanted, so gaps are what a partial
+                                restore leaves out
     restore_span_max            one range request spans at most this (a pack is 16 MiB)
     restore_read_bytes_in_flight
                                 bytes of fetched spans held at once (the reads' memory;
@@ -103,10 +108,11 @@ class Tuning:
     join_max_span: int = 16 * MiB
     join_held: int = 64 * MiB
     # restore into a directory, planned per pack
-    restore_window_bytes: int = 256 * MiB
-    restore_window_blobs: int = 65536
-    restore_window_files: int = 8192
-    restore_windows_in_flight: int = 2
+    restore_pack_idle_bytes: int = 64 * MiB
+    restore_pending_bytes: int = 256 * MiB
+    restore_pending_refs: int = 65536
+    restore_open_files: int = 16384
+    restore_queued_bytes: int = 128 * MiB
     restore_join_gap: int = 128 * KiB
     restore_span_max: int = 32 * MiB
     restore_read_bytes_in_flight: int = 32 * MiB
