@@ -9,11 +9,12 @@ Vocabulary:
     pending  a pack whose wanted blobs are being gathered, across files, not yet read.
              Files are added in order; each blob's ref joins its pack's pending entry.
              A pack is read (flushed) once the plan has moved on: no blob of it was
-             wanted in the last ``restore_pack_idle_bytes`` of planned blobs. A backup
-             writes packs in the order it reads files, so by then a full restore has
-             asked for every blob of the pack, and the pack is read with one request,
-             as restic reads it (restic plans the whole restore first; this plan keeps
-             only what is pending). Packs are also flushed, the least recently wanted
+             wanted by the last ``restore_pack_idle_files`` files planned. A backup
+             fills packs in the order it reads files (a few hundred files apart at
+             most, its files in flight), so by then a full restore has asked for every
+             blob of the pack, and the pack is read with one request, as restic reads
+             it (restic plans the whole restore first; this plan keeps only what is
+             pending). Packs are also flushed, the least recently wanted
              first, when the pending blobs reach ``restore_pending_bytes`` or
              ``restore_pending_refs``, and when the files not yet complete (each holds a
              descriptor) reach the plan's ``max_files``; ``finish`` flushes the rest.
@@ -81,7 +82,7 @@ class _Pending:
     def __init__(self) -> None:
         self.slots: list[_Slot] = []
         self.bytes = 0
-        self.last = 0  # the plan's planned-bytes count when a blob of it was last wanted
+        self.last = 0  # the plan's file count when a blob of it was last wanted
 
 
 class _Budget:
@@ -122,7 +123,7 @@ class PackPlan:
         self._pending: OrderedDict[bytes, _Pending] = OrderedDict()  # by pack id, least recently wanted first
         self._pending_bytes = 0
         self._pending_refs = 0
-        self._planned = 0  # bytes of distinct blobs planned so far (the plan's clock)
+        self._files = 0  # files planned so far (the plan's clock)
         self._futures: deque[Future] = deque()
         self._queued = 0  # bytes of spans submitted and not yet done
         self._cv = threading.Condition()  # guards slots' refs, _ready, _incomplete, _queued
@@ -135,6 +136,7 @@ class PackPlan:
         returns its size by the index. A blob the index does not know fails the target
         at once (and None is returned)."""
         self._make_room()
+        self._files += 1
         index = self.repo.index
         items = list(items)
         # one count per ref, plus one held here until every ref is planned
@@ -228,12 +230,11 @@ class PackPlan:
         pend.slots.append(slot)
         pend.bytes += loc.length
         self._pending_bytes += loc.length
-        self._planned += loc.length
         self._touch(pid, pend)
         return slot
 
     def _touch(self, pid: bytes, pend: _Pending) -> None:
-        pend.last = self._planned
+        pend.last = self._files
         self._pending.move_to_end(pid)
 
     def _flush_due(self) -> None:
@@ -242,7 +243,7 @@ class PackPlan:
         t = self.tuning
         while self._pending:
             pend = next(iter(self._pending.values()))
-            idle = self._planned - pend.last >= t.restore_pack_idle_bytes
+            idle = self._files - pend.last >= t.restore_pack_idle_files
             over = self._pending_bytes > t.restore_pending_bytes or self._pending_refs > t.restore_pending_refs
             if not (idle or over):
                 return
