@@ -53,12 +53,14 @@ Restore to a directory, planned per pack (``objects/packplan.py``): files are cr
 order and their blobs gathered by pack; a pack is read once the plan has moved past it,
 its wanted span with one request, and each blob written with ``pwrite`` by the read pool:
 
-    restore_pack_idle_files     a pack is read once none of this many files planned since
-                                wanted a blob of it: a backup fills packs in the order it
-                                reads files (at most ``files_in_flight`` and a batch of small
-                                files apart), so by then a full restore wants all of the
-                                pack and reads it with one request. Larger is safer but
-                                starts the reads later and holds more files open
+    restore_pack_idle_files     a pack is read once no new blob of it was wanted in this
+    restore_pack_idle_bytes     many files and this many bytes of new blobs planned since:
+                                a backup fills packs in the order a restore walks files, so
+                                by then a full restore wants all of the pack and reads it
+                                with one request. Measured on the mixed sets (256 MiB and
+                                1.1 GB): consecutive new blobs of one pack came at most
+                                16 files and 32 MiB apart (either alone: 4,096 files, or
+                                64 MiB). Larger is safer but reads later, files open longer
     restore_pending_bytes       distinct blob bytes of packs not yet read, at most (the least
                                 recently wanted pack is read first); memory is the plan
                                 only (~300 bytes per blob)
@@ -108,7 +110,8 @@ class Tuning:
     join_max_span: int = 16 * MiB
     join_held: int = 64 * MiB
     # restore into a directory, planned per pack
-    restore_pack_idle_files: int = 1024
+    restore_pack_idle_files: int = 64
+    restore_pack_idle_bytes: int = 64 * MiB
     restore_pending_bytes: int = 256 * MiB
     restore_pending_refs: int = 65536
     restore_open_files: int = 16384

@@ -8,13 +8,15 @@ Vocabulary:
              (or repeated in one) has several refs and is read and verified once.
     pending  a pack whose wanted blobs are being gathered, across files, not yet read.
              Files are added in order; each blob's ref joins its pack's pending entry.
-             A pack is read (flushed) once the plan has moved on: no blob of it was
-             wanted by the last ``restore_pack_idle_files`` files planned. A backup
-             fills packs in the order it reads files (a few hundred files apart at
-             most, its files in flight), so by then a full restore has asked for every
-             blob of the pack, and the pack is read with one request, as restic reads
-             it (restic plans the whole restore first; this plan keeps only what is
-             pending). Packs are also flushed, the least recently wanted
+             A pack is read (flushed) once the plan has moved on: no new blob of it
+             was wanted in the last ``restore_pack_idle_files`` files and
+             ``restore_pack_idle_bytes`` of new blobs planned. A backup fills packs in
+             the order it reads files, which is the order a restore walks them, so by
+             then a full restore has asked for every blob of the pack, and the pack is
+             read with one request, as restic reads it (restic plans the whole
+             restore first; this plan keeps only what is pending). Both measures are
+             needed: a large file moves the bytes and not the files, a run of tiny
+             files the files and not the bytes. Packs are also flushed, the least recently wanted
              first, when the pending blobs reach ``restore_pending_bytes`` or
              ``restore_pending_refs``, and when the files not yet complete (each holds a
              descriptor) reach the plan's ``max_files``; ``finish`` flushes the rest.
@@ -77,12 +79,14 @@ class _Slot:
 class _Pending:
     """A pack's wanted blobs, gathered until the pack is read."""
 
-    __slots__ = ("slots", "bytes", "last")
+    __slots__ = ("slots", "bytes", "last_file", "last_byte")
 
     def __init__(self) -> None:
         self.slots: list[_Slot] = []
         self.bytes = 0
-        self.last = 0  # the plan's file count when a blob of it was last wanted
+        # the plan's clocks (files planned, bytes of new blobs) when it last got a new blob
+        self.last_file = 0
+        self.last_byte = 0
 
 
 class _Budget:
@@ -123,7 +127,8 @@ class PackPlan:
         self._pending: OrderedDict[bytes, _Pending] = OrderedDict()  # by pack id, least recently wanted first
         self._pending_bytes = 0
         self._pending_refs = 0
-        self._files = 0  # files planned so far (the plan's clock)
+        self._files = 0  # files planned so far and ...
+        self._planned = 0  # ... bytes of new blobs: the plan's clocks
         self._futures: deque[Future] = deque()
         self._queued = 0  # bytes of spans submitted and not yet done
         self._cv = threading.Condition()  # guards slots' refs, _ready, _incomplete, _queued
@@ -165,8 +170,6 @@ class PackPlan:
                     break
                 slot = self._want(bid, loc)
                 slot.refs.append((target, off))  # not yet visible to any worker
-            elif not slot.queued:
-                self._touch(slot.loc.pack.id, self._pending[slot.loc.pack.id])
             if not slot.queued:
                 self._pending_refs += 1
             planned += 1
@@ -230,12 +233,10 @@ class PackPlan:
         pend.slots.append(slot)
         pend.bytes += loc.length
         self._pending_bytes += loc.length
-        self._touch(pid, pend)
-        return slot
-
-    def _touch(self, pid: bytes, pend: _Pending) -> None:
-        pend.last = self._files
+        self._planned += loc.length
+        pend.last_file, pend.last_byte = self._files, self._planned
         self._pending.move_to_end(pid)
+        return slot
 
     def _flush_due(self) -> None:
         """Read the packs the plan has moved past, and the least recently wanted ones while
@@ -243,7 +244,8 @@ class PackPlan:
         t = self.tuning
         while self._pending:
             pend = next(iter(self._pending.values()))
-            idle = self._files - pend.last >= t.restore_pack_idle_files
+            idle = (self._files - pend.last_file >= t.restore_pack_idle_files
+                    and self._planned - pend.last_byte >= t.restore_pack_idle_bytes)
             over = self._pending_bytes > t.restore_pending_bytes or self._pending_refs > t.restore_pending_refs
             if not (idle or over):
                 return
@@ -251,16 +253,17 @@ class PackPlan:
 
     def _make_room(self) -> None:
         """Before a file is added: while the files not yet complete reach ``max_files``,
-        read pending packs (least recently wanted first) and wait for reads to end."""
+        wait for the reads submitted (they complete files), and only when none is left
+        read the least recently wanted pack (perhaps before all its files are planned:
+        the rest of it is read again later)."""
         while True:
             with self._cv:
                 if self._incomplete < self._max_files:
                     return
-                queued = self._queued
-            if self._pending and (queued < self.tuning.restore_queued_bytes or not self._futures):
-                self._flush_oldest()
-            elif self._futures:
+            if self._futures:
                 self._harvest(block=True, one=True)
+            elif self._pending:
+                self._flush_oldest()
             else:
                 return  # nothing is pending or being read: no file can complete by waiting
 

@@ -142,7 +142,8 @@ def _assert_each_pack_once_and_no_byte_twice(repo: _Repo) -> None:
 
 def test_each_pack_is_read_once_as_the_plan_moves_past_it():
     repo, files = _crafted()
-    tuning = Tuning(restore_pack_idle_files=4, restore_queued_bytes=64 * KiB, restore_read_bytes_in_flight=64 * KiB)
+    tuning = Tuning(restore_pack_idle_files=4, restore_pack_idle_bytes=16 * KiB, restore_queued_bytes=64 * KiB,
+                    restore_read_bytes_in_flight=64 * KiB)
     during, _peak = _run(repo, files, tuning)
     _assert_each_pack_once_and_no_byte_twice(repo)
     assert during >= len(repo.data) // 2, "reads start while files are still being planned"
@@ -171,7 +172,24 @@ def test_a_blob_wanted_again_after_its_pack_was_read_is_read_again():
     repo, files = _crafted(seed=4)
     again = files[0][0][0]
     files.append([(again, dict(files[0])[again])])  # the first file's blob, at the very end
-    tuning = Tuning(restore_pack_idle_files=2)
+    tuning = Tuning(restore_pack_idle_files=2, restore_pack_idle_bytes=1)
     _run(repo, files, tuning)
     name = pack_name("data", repo.index.locs[again].pack.id)
     assert len(_per_pack(repo)[name]) == 2
+
+
+def test_a_large_file_does_not_make_the_packs_it_shares_with_later_files_idle():
+    """A backup packs a large file's blobs beside the small files read with it; the
+    restore walks the large file (bytes move, files do not) and then those small files."""
+    rnd = random.Random(5)
+    big = [(b"big%03d" % i, rnd.randbytes(4 * KiB)) for i in range(40)]
+    small = [(b"s%03d" % i, rnd.randbytes(2 * KiB)) for i in range(10)]
+    packs = [big[:5] + small, big[5:20], big[20:]]
+    repo = _Repo(packs, 5)
+    files = [big] + [[b] for b in small]
+    _run(repo, files, Tuning(restore_pack_idle_files=2, restore_pack_idle_bytes=1))
+    _assert_each_pack_once_and_no_byte_twice(repo)
+    # the bytes alone would have read the first pack before the small files came
+    repo = _Repo(packs, 5)
+    _run(repo, files, Tuning(restore_pack_idle_files=0, restore_pack_idle_bytes=1))
+    assert len(repo.ranges) > len(packs)
