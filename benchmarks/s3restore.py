@@ -77,7 +77,7 @@ def restore_once(server: Server, tool: Tool, label: str, ws: S3Workspace, data: 
     return {"tool": label, "delay_ms": delay_ms, "ok": bool(m.ok and v and v.ok), "seconds": round(m.wall, 2),
             "cpu_seconds": round(m.cpu, 2), "peak_rss_mib": round(m.peak_kib / 1024, 1), "load": round(load, 2),
             "requests": req["requests"], "data_ranges": by_area.get("GET_RANGE data", 0) + by_area.get("GET data", 0),
-            "bytes_down": req.get("bytes_down", 0),
+            "bytes_down": req.get("bytes_down", 0), "by_area": by_area,
             "first_response_s": round(events[0][0], 2) if events else None,
             "first_data_s": round(data_t[0], 2) if data_t else None, "last_data_s": round(data_t[-1], 2) if data_t else None,
             "note": (v.text if v else "; ".join(m.errors))[:200]}
