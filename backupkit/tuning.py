@@ -118,7 +118,7 @@ class Tuning:
     restore_queued_bytes: int = 128 * MiB
     restore_join_gap: int = 128 * KiB
     restore_span_max: int = 32 * MiB
-    restore_read_bytes_in_flight: int = 64 * MiB
+    restore_read_bytes_in_flight: int = 48 * MiB
     restore_create_threads: int = 8
 
     def readahead_bytes(self, connections: int) -> int:
