@@ -77,8 +77,8 @@ its wanted span with one request, and each blob written with ``pwrite`` by the r
     restore_span_max            one range request spans at most this (a pack is 16 MiB)
     restore_read_bytes_in_flight
                                 bytes of fetched spans held at once (the reads' memory;
-                                spans are whole 16 MiB packs: 48 MiB reads three at once,
-                                0-0.9 s faster than two on S3 for ~10 MiB more peak)
+                                spans are whole 16 MiB packs, so two at once: 48 MiB was
+                                0-0.9 s faster on S3 but not locally, and peaked higher)
     restore_create_threads      threads creating files ahead of their first write (a
                                 create waits on the disk's metadata, 1-3 ms when cold)
 """
@@ -119,7 +119,7 @@ class Tuning:
     restore_queued_bytes: int = 128 * MiB
     restore_join_gap: int = 128 * KiB
     restore_span_max: int = 32 * MiB
-    restore_read_bytes_in_flight: int = 48 * MiB
+    restore_read_bytes_in_flight: int = 32 * MiB
     restore_create_threads: int = 8
 
     def readahead_bytes(self, connections: int) -> int:
