@@ -253,19 +253,14 @@ class PackPlan:
 
     def _make_room(self) -> None:
         """Before a file is added: while the files not yet complete reach ``max_files``,
-        read the pending packs that are idle by the files alone (the bytes' measure waits
-        for 64 MiB: a run of small files holds thousands of files), then wait for the
-        reads submitted (they complete files), and only when none is left read the least
-        recently wanted pack (perhaps before all its files are planned: the rest of it is
-        read again later)."""
+        wait for the reads submitted (they complete files), and only when none is left
+        read the least recently wanted pack (perhaps before all its files are planned:
+        the rest of it is read again later)."""
         while True:
             with self._cv:
                 if self._incomplete < self._max_files:
                     return
-            oldest = next(iter(self._pending.values()), None)
-            if oldest is not None and self._files - oldest.last_file >= self.tuning.restore_pack_idle_files:
-                self._flush_oldest()
-            elif self._futures:
+            if self._futures:
                 self._harvest(block=True, one=True)
             elif self._pending:
                 self._flush_oldest()
