@@ -126,11 +126,10 @@ def create_pending(pfd: int, tmp: bytes, size: int) -> int:
 
 
 def file_window(tuning: Tuning) -> int:
-    """Files one plan window may hold open, within RLIMIT_NOFILE (the CLI raises it to the
-    hard limit): 512 descriptors are left for the rest, and each pending file may hold two
-    (its own, and its directory's until it is done: ``restore_dirfds``) in every window in
-    flight and the one being planned."""
-    files = tuning.restore_window_files
+    """Files the restore's plan may hold open at once, within RLIMIT_NOFILE (the CLI
+    raises it to the hard limit): 512 descriptors are left for the rest, and each pending
+    file may hold two (its own, and its directory's until it is done: ``restore_dirfds``)."""
+    files = tuning.restore_open_files
     try:
         import resource
 
@@ -139,8 +138,7 @@ def file_window(tuning: Tuning) -> int:
         return min(files, 128)
     if soft == getattr(resource, "RLIM_INFINITY", -1) or soft <= 0:
         return files
-    windows = tuning.restore_windows_in_flight + 1
-    return max(16, min(files, (soft - 512) // (2 * windows)))
+    return max(16, min(files, (soft - 512) // 2))
 
 
 __all__ = ["PendingFile", "create_pending", "file_window"]
