@@ -57,7 +57,7 @@ from backupkit.managers.prune_plan import IndexEntry, MaxUnused, PackEntries, Pr
 from backupkit.managers.prune_repack import repack
 from backupkit.managers.reachable import Reachable, find_affected, mark
 from backupkit.repo.index import Index, PackInfo
-from backupkit.repo.pack import KIND_DATA, KIND_META, TYPE_OF_KIND, PackEntry, pack_name
+from backupkit.repo.pack import KIND_DATA, KIND_META, PackEntry, pack_name
 from backupkit.snapshot import Snapshot, load_snapshot
 
 #: Seconds after which a store's partial write (a temp file) is surely abandoned: a
