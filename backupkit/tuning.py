@@ -55,27 +55,35 @@ Restore (walk the snapshot -> read ahead content -> write files):
     join_held                   bytes of joined-read blobs held for a later read, at most
 
 Restore to a directory, planned per pack (``objects/packplan.py``): files are created in
-order and their blobs planned in windows; each window's blobs are grouped by pack and
-each pack's wanted span read once, written with ``pwrite`` by the read pool:
+order and their blobs gathered by pack; a pack is read once the plan has moved past it,
+its wanted span with one request, and each blob written with ``pwrite`` by the read pool:
 
-    restore_window_bytes        distinct blob bytes planned together: a pack's blobs in
-                                one window cost one request, and the blobs of other windows
-                                are holes that split a pack's span, so larger windows mean
-                                fewer requests; memory is the plan only (~300 bytes per
-                                blob). A smaller first window was tried: reads start
-                                sooner, but its blobs are holes in every pack of the next
-                                window (22 requests instead of 10 for 10 packs)
-    restore_window_blobs        blob references in one window, at most (plan memory)
-    restore_window_files        files in one window, at most: each holds an open descriptor
-                                until its last blob is written (capped by RLIMIT_NOFILE)
-    restore_windows_in_flight   windows being read while the next is planned
+    restore_pack_idle_files     a pack is read once no new blob of it was wanted in this
+    restore_pack_idle_bytes     many files and this many bytes of new blobs planned since:
+                                a backup fills packs in the order a restore walks files, so
+                                by then a full restore wants all of the pack and reads it
+                                with one request. Measured on the mixed sets (256 MiB and
+                                1.1 GB): consecutive new blobs of one pack came at most
+                                16 files and 32 MiB apart (either alone: 4,096 files, or
+                                64 MiB). Larger is safer but reads later, files open longer
+    restore_pending_bytes       distinct blob bytes of packs not yet read, at most (the least
+                                recently wanted pack is read first); memory is the plan
+                                only (~300 bytes per blob)
+    restore_pending_refs        blob references of packs not yet read, at most (plan memory)
+    restore_open_files          files planned and not yet complete, at most: each holds an
+                                open descriptor until its last blob is written (capped by
+                                RLIMIT_NOFILE: ``restore_write.file_window``)
+    restore_queued_bytes        bytes of pack spans submitted to the read pool and not yet
+                                written; the planner waits beyond it
     restore_join_gap            unwanted bytes of a pack read between two wanted blobs to
-                                save a request; small, since those bytes may belong to
-                                blobs of another window, read again there
+                                save a request (restic: 1 MiB); in a full restore every
+                                blob of a pack is wanted, so gaps are what a partial
+                                restore leaves out
     restore_span_max            one range request spans at most this (a pack is 16 MiB)
     restore_read_bytes_in_flight
                                 bytes of fetched spans held at once (the reads' memory;
-                                two 16 MiB packs keep both cores decoding)
+                                spans are whole 16 MiB packs, so two at once: 48 MiB was
+                                0-0.9 s faster on S3 but not locally, and peaked higher)
     restore_create_threads      threads creating files ahead of their first write (a
                                 create waits on the disk's metadata, 1-3 ms when cold)
 """
@@ -109,10 +117,12 @@ class Tuning:
     join_max_span: int = 16 * MiB
     join_held: int = 64 * MiB
     # restore into a directory, planned per pack
-    restore_window_bytes: int = 256 * MiB
-    restore_window_blobs: int = 65536
-    restore_window_files: int = 8192
-    restore_windows_in_flight: int = 2
+    restore_pack_idle_files: int = 64
+    restore_pack_idle_bytes: int = 64 * MiB
+    restore_pending_bytes: int = 256 * MiB
+    restore_pending_refs: int = 65536
+    restore_open_files: int = 16384
+    restore_queued_bytes: int = 128 * MiB
     restore_join_gap: int = 128 * KiB
     restore_span_max: int = 32 * MiB
     restore_read_bytes_in_flight: int = 32 * MiB

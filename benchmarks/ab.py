@@ -1,7 +1,7 @@
 """Alternate bk at several git revisions on one command, and print their figures.
 
     python -m benchmarks.ab --rev 12e16b4 --rev HEAD [--rounds 6] [--cold] [--fresh DIR] \\
-        [--work DIR] -- --repo R --password-file P restore latest --target DIR
+        [--seed DIR] [--work DIR] -- --repo R --password-file P restore latest --target DIR
     BK_REPOSITORY=R BK_PASSWORD_FILE=P python -m benchmarks.ab --rev main --rev HEAD \\
         --fresh R --init [--before "SHELL"] -- backup DATA        # a first backup, each run
 
@@ -10,7 +10,9 @@ its own C chunker), then every round runs the command once per revision, in the 
 given, each as ``PYTHONPATH=EXPORT python -m backupkit_cli ARGS`` under
 ``measure.run`` (wall, CPU, peak RSS). ``--cold`` drops the page cache before every run
 (root); ``--fresh DIR`` removes DIR before every run (a restore target, a scratch
-repository to init). Alternating in rounds spreads a shared machine's load over all
+repository to init); with ``--seed SRC`` it is then made a copy of SRC (``cp -a``, not
+timed): a command that changes its repository, such as ``prune``, starts from the same
+repository every run. Alternating in rounds spreads a shared machine's load over all
 revisions alike: compare the per-round pairs, not only the means.
 """
 
@@ -34,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--cold", action="store_true", help="drop the page cache before every run")
     ap.add_argument("--fresh", type=Path, help="a path removed before every run")
+    ap.add_argument("--seed", type=Path, help="with --fresh: copy this directory to the fresh path before every run")
     ap.add_argument("--init", action="store_true",
                     help="run the revision's `bk init` before every run (untimed, after --fresh): a first backup "
                          "into a new repository given by BK_REPOSITORY and BK_PASSWORD_FILE")
@@ -46,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     args = a.args[1:] if a.args[:1] == ["--"] else a.args
     if len(a.rev) < 2 or not args:
         ap.error("give at least two --rev and, after --, the bk command to run")
+    if a.seed is not None and a.fresh is None:
+        ap.error("--seed needs --fresh (the path it is copied to)")
     if a.cold and not drop_caches():
         ap.error("--cold needs permission to write /proc/sys/vm/drop_caches (root)")
     exports = [export_source(rev, a.work / f"rev{i}") for i, rev in enumerate(a.rev)]
@@ -54,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         for i, (src, sha) in enumerate(exports):
             if a.fresh is not None:
                 shutil.rmtree(a.fresh, ignore_errors=True)
+                if a.seed is not None:
+                    shutil.copytree(a.seed, a.fresh, symlinks=True)
             env = os.environ | {"PYTHONPATH": str(src)}
             if a.init:
                 subprocess.run([sys.executable, "-P", "-m", "backupkit_cli", "-q", "init"], env=env, check=True,

@@ -56,9 +56,9 @@ def quick_gil_handoff(seconds: float = 0.0005) -> None:
 
 def raise_open_files() -> None:
     """Raise the soft limit of open files to the hard one (as Go programs, restic among
-    them, do at start): a restore into a directory keeps each file of its planned
-    windows open until its last blob is written (``Tuning.restore_window_files``,
-    capped by this limit), and every restored directory open until the end."""
+    them, do at start): a restore into a directory keeps each file it has planned open
+    until its last blob is written (``Tuning.restore_open_files``, capped by this
+    limit), and every restored directory open until the end."""
     try:
         import resource
 

@@ -129,3 +129,68 @@ def test_decoded_entries_pack_when_they_fit() -> None:
     bad = msgpack.packb({"v": 1, "packs": [[b"p" * 32, "data", 1, [["a" * 32, 1, 2, 3]]]]})
     with pytest.raises(FormatError):
         decode_index(bad, "y")
+
+
+def _old_encoding(packs, supersedes=()) -> bytes:
+    """The documented layout, built the way encode_index built it before it streamed."""
+    import msgpack
+
+    rows = [[p.id, p.kind, p.size, [[e.blob_id, e.offset, e.length, e.raw_length] for e in es]] for p, es in packs]
+    return msgpack.packb({"v": 1, "packs": rows, "supersedes": list(supersedes)})
+
+
+def test_streamed_encoding_is_the_documented_msgpack_and_decodes_back() -> None:
+    import random
+    import struct
+
+    from backupkit.repo.index import PackedEntries, decode_index, encode_index
+    from backupkit.repo.pack import PackEntry
+
+    rng = random.Random(5)
+    packs = []
+    for i in range(30):
+        size = rng.randrange(1 << 20, 1 << 28)
+        es = [PackEntry(0, rng.randbytes(32), rng.randrange(size - 10_000), rng.randrange(100, 5000), rng.choice([0, 5, 70_000, 2**25]))
+              for _ in range(rng.randrange(0, 30))]
+        packs.append((PackInfo(rng.randbytes(32), rng.choice(["data", "meta"]), size), es))
+    sup = [rng.randbytes(32) for _ in range(3)]
+    want = _old_encoding(packs, sup)
+    assert encode_index(packs, sup) == want
+    packed = [(p, PackedEntries(b"".join(struct.pack("<32sIII", e.blob_id, e.offset, e.length, e.raw_length) for e in es)))
+              for p, es in packs]
+    assert encode_index(packed, sup) == want  # the rows prune writes for the packs it keeps
+    assert encode_index([]) == _old_encoding([])
+    obj = decode_index(want, "x")
+    assert obj.supersedes == sup
+    assert [(p, [(e.blob_id, e.offset, e.length, e.raw_length) for e in es]) for p, es in packs] == [
+        (p, list(es)) for p, es in obj.packs
+    ]
+
+
+def test_streamed_decoding_checks_what_the_whole_object_decode_checked() -> None:
+    import msgpack
+    import pytest
+
+    from backupkit.errors import FormatError
+    from backupkit.repo.index import decode_index
+
+    row = [b"p" * 32, "data", 1000, [[b"b" * 32, 0, 100, 10]]]
+    ok = {"supersedes": [b"s" * 32], "packs": [row], "v": 1, "later": {"x": 1}}  # any key order, unknown keys
+    obj = decode_index(msgpack.packb(ok), "x")
+    assert obj.supersedes == [b"s" * 32] and list(obj.packs[0][1]) == [(b"b" * 32, 0, 100, 10)]
+    assert decode_index(msgpack.packb({"v": 1, "packs": []}), "x").packs == []
+    for bad in (
+        msgpack.packb({"v": 1, "packs": [row]}) + b"\x00",  # data after the object
+        msgpack.packb({"v": 1, "packs": [row]})[:-3],  # cut short
+        msgpack.packb({"v": 2, "packs": [row]}),
+        msgpack.packb({"packs": [row]}),
+        msgpack.packb({"v": 1}),  # no packs at all (the whole-object decode's KeyError)
+        msgpack.packb([1, [row]]),
+        msgpack.packb({"v": 1, "packs": [row[:3]]}),
+        msgpack.packb({"v": 1, "packs": [[b"p" * 32, "data", 1000, [[b"b" * 32, 950, 100, 10]]]]}),  # past the pack
+        msgpack.packb({"v": 1, "packs": [[b"p" * 32, "data", 1000, {"a": 1}]]}),
+        msgpack.packb({"v": 1, "packs": [row], "supersedes": [b"short"]}),
+        b"",
+    ):
+        with pytest.raises(FormatError):
+            decode_index(bad, "x")

@@ -35,3 +35,14 @@ def test_no_test_kit_in_the_product():
         text = p.read_text()
         assert "BK_TEST" not in text, p
         assert "from tests" not in text and "import tests" not in text, p
+
+
+def test_managers_reach_the_store_only_through_the_content_layer():
+    """docs/architecture.md: ``repo/`` is the only door to the store and the cache."""
+    import re
+
+    files = [*(ROOT / "backupkit" / "managers").rglob("*.py"), ROOT / "backupkit" / "snapshot.py"]
+    assert len(files) > 10
+    reach = re.compile(r"repo\.(store|cache)\.")
+    offenders = [f"{p.name}:{n}" for p in files for n, line in enumerate(p.read_text().splitlines(), 1) if reach.search(line)]
+    assert offenders == []

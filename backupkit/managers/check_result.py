@@ -46,6 +46,7 @@ class Finding:
 
 @dataclass(frozen=True)
 class CheckOptions:
+    #: download every pack and verify every blob (not only the index and the snapshots)
     read_data: bool = False
     #: ``n/t`` (group n of t, by pack id) or ``x%`` (a random x% of the packs); implies read_data
     read_data_subset: str | None = None
@@ -55,11 +56,14 @@ class CheckOptions:
 
 @dataclass(frozen=True)
 class CheckResult:
+    #: every problem found, errors and warnings
     findings: tuple[Finding, ...]
+    #: what was checked: snapshots, index objects, indexed packs and blobs
     snapshots: int
     index_objects: int
     packs: int
     blobs: int
+    #: packs downloaded and verified (``read_data``), and their bytes
     packs_read: int
     bytes_read: int
     seconds: float

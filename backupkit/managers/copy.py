@@ -57,8 +57,11 @@ class CopyOptions(SnapshotSelection, ContentReading):
 
 @dataclass(frozen=True)
 class Copied:
+    """One snapshot copied: the source's snapshot and the one written in the target."""
+
     source: Snapshot
     target: Snapshot
+    #: file entries with content (their blobs copied, or found in the target)
     files: int
 
     def to_json(self) -> dict:
@@ -67,10 +70,14 @@ class Copied:
 
 @dataclass(frozen=True)
 class CopyResult:
+    #: snapshots copied, in the order they were written
     copied: tuple[Copied, ...]
     #: selected snapshots the target already had
     skipped: tuple[Snapshot, ...]
+    #: both repositories cut content alike (same chunker key and sizes): blobs were
+    #: copied as they are, not cut again
     same_chunker: bool
+    #: blobs the target did not have, and their stored bytes
     blobs_added: int
     bytes_added: int
 

@@ -93,9 +93,14 @@ class SnapshotMatches:
 
 @dataclass(frozen=True)
 class FindResult:
+    #: snapshots with at least one match
     snapshots: tuple[SnapshotMatches, ...]
+    #: snapshots searched
     searched: int
+    #: "directed" (patterns with a literal leading directory: only those subtrees are
+    #: walked) or "scan" (every trie node, each distinct node once)
     strategy: str
+    #: trie nodes read from the repository, and nodes walked (shared ones count again)
     nodes_loaded: int
     nodes_visited: int
     #: ids asked for (after prefixes were resolved), for id queries

@@ -73,9 +73,12 @@ class ForgetGroup:
 
 @dataclass(frozen=True)
 class ForgetResult:
+    #: each group's verdict (one group without a key for explicit refs)
     groups: tuple[ForgetGroup, ...]
     #: every snapshot removed (or, with dry_run, that would be)
     removed: tuple[Snapshot, ...]
+    #: the policy in words (``keep 7 daily, 4 weekly snapshots``), or "remove the given
+    #: snapshots" without one
     policy: str
     dry_run: bool
 

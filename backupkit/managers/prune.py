@@ -18,8 +18,9 @@ Vocabulary:
 Plan, then execute (restic ``PlanPrune`` / ``PrunePlan.Execute``); ``--dry-run`` renders
 the plan. Execution order (each step is safe to interrupt; the next prune finishes):
 
-    1. repack: read each pack to repack once, verify every live blob (decrypt, re-hash)
-       and copy its sealed bytes unchanged into new packs, uploaded as they fill;
+    1. repack: read the live blobs of each pack to repack (their ranges only, a run at a
+       time: prune_repack.py), verify each (decrypt, re-hash) and copy its sealed bytes
+       unchanged into new packs, uploaded as they fill;
     2. write ONE index object naming every kept and new pack, superseding every index
        object listed at planning time (readers ignore superseded objects);
     3. delete the old index objects;
@@ -45,18 +46,18 @@ aborts the prune instead of being carried forward.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from backupkit.catalog import read_catalog
-from backupkit.concurrency import bounded_map
 from backupkit.entry import display_path
 from backupkit.errors import DamagedRepository, FormatError, IntegrityError, RepositoryError
 from backupkit.managers.base import Manager, NullPhaseReporter, PhaseReporter
 from backupkit.managers.prune_plan import IndexEntry, MaxUnused, PackEntries, PrunePlan, PruneResult, PruneStats, parse_max_unused
+from backupkit.managers.prune_repack import repack
 from backupkit.managers.reachable import Reachable, find_affected, mark
 from backupkit.repo.index import Index, PackInfo
-from backupkit.repo.pack import KIND_DATA, KIND_META, TYPE_OF_KIND, PackEntry, pack_name
+from backupkit.repo.pack import KIND_DATA, KIND_META, PackEntry, pack_name
 from backupkit.snapshot import Snapshot, load_snapshot
 
 #: Seconds after which a store's partial write (a temp file) is surely abandoned: a
@@ -117,7 +118,9 @@ class PruneManager(Manager[PhaseReporter]):
         reach = mark(repo, snaps, on_node=self.reporter.advance, strict=False)
         self._require_complete(snaps, reach, index, listed)
 
-        live = reach.all
+        live = reach.meta  # one set of every live id: the data ids join the meta ones
+        live |= reach.data
+        reach.data.clear()
         # per pack: used and unused bytes, in one pass (no per-blob tuples kept)
         used_of = dict.fromkeys((p.id for p in packs), 0)
         unused_of = dict(used_of)
@@ -191,7 +194,7 @@ class PruneManager(Manager[PhaseReporter]):
             unindexed=tuple(unindexed),
             missing=tuple(missing),
             entries=PackEntries(index, (p.id for p in (*keep, *repack))),
-            live=frozenset(live),
+            live=live,
         )
 
     def _snapshots(self) -> list[Snapshot]:
@@ -300,10 +303,8 @@ class PruneManager(Manager[PhaseReporter]):
         if isinstance(plan.entries, PackEntries):
             plan.entries.group()  # now, from the index the plan was made from
         new_packs = self._repack(plan)
-        rows: list[tuple[PackInfo, list[PackEntry]]] = []
-        for p in plan.keep:
-            t = TYPE_OF_KIND[p.kind]
-            rows.append((p, [PackEntry(t, bid, off, ln, raw) for bid, off, ln, raw in plan.entries[p.id]]))
+        # kept packs' entries go to the index as grouped (packed records, no PackEntry each)
+        rows: list[tuple[PackInfo, Sequence[PackEntry] | Sequence[IndexEntry]]] = [(p, plan.entries[p.id]) for p in plan.keep]
         rows.extend(new_packs)
         supersedes = [bytes.fromhex(n.split("/", 1)[1]) for n in plan.index_names]
         self.reporter.phase("write index", None)
@@ -318,7 +319,7 @@ class PruneManager(Manager[PhaseReporter]):
         self.reporter.phase("delete packs", len(doomed))
         sizes = {pack_name(p.kind, p.id): p.size for p in (*plan.delete, *plan.repack)}
         packs_deleted = self._delete(doomed)
-        repo.reload_index()
+        repo.drop_index()  # the next use loads the new one (nothing here needs it)
         abandoned = self._remove_abandoned()
         return PruneResult(
             plan=plan,
@@ -342,48 +343,12 @@ class PruneManager(Manager[PhaseReporter]):
         """Delete objects (and their cached copies) in parallel; gone already is fine."""
         return self.repo.delete_objects(names, on_deleted=lambda _n: self.reporter.advance(1))
 
-    def _live_blobs(self, p: PackInfo, data: bytes, live: frozenset[bytes], entries: tuple[IndexEntry, ...]):
-        """The (id, sealed bytes, raw length) of the pack's live blobs, each verified."""
-        t = TYPE_OF_KIND[p.kind]
-        out = []
-        for bid, off, length, raw in entries:
-            if bid not in live:
-                continue
-            sealed = data[off : off + length]
-            self.repo.verify_blob(bid, t, sealed, f"blob {bid.hex()[:16]} in pack {p.id.hex()[:16]}", raw_length=raw)
-            out.append((bid, sealed, raw))
-        return out
-
-    def _read_live(self, p: PackInfo, plan: PrunePlan):
-        entries = plan.entries[p.id]
-        try:
-            return p, self._live_blobs(p, self.repo.read_pack(p), plan.live, entries)
-        except (IntegrityError, FormatError):
-            try:  # a damaged download is retried once, from the store
-                return p, self._live_blobs(p, self.repo.read_pack(p, refresh=True), plan.live, entries)
-            except (IntegrityError, FormatError) as e:
-                raise DamagedRepository(
-                    f"refusing to prune, nothing was deleted: a blob to repack is damaged ({e}); run bk check --read-data"
-                ) from None
-
     def _repack(self, plan: PrunePlan) -> list[tuple[PackInfo, list[PackEntry]]]:
         """Copy the live blobs of the packs to repack into new packs; returns them."""
-        repo = self.repo
         if not plan.repack:
             return []
         self.reporter.phase("repack", sum(p.size for p in plan.repack))
-        writer = repo.pack_writer()
-        try:
-            with ThreadPoolExecutor(max_workers=repo.connections) as pool:
-                for p, blobs in bounded_map(pool, lambda pk: self._read_live(pk, plan), plan.repack, repo.connections):
-                    t = TYPE_OF_KIND[p.kind]
-                    for bid, sealed, raw in blobs:
-                        writer.add(t, bid, sealed, raw)
-                    self.reporter.advance(p.size)
-            return writer.flush()
-        finally:
-            writer.close()
-
+        return repack(self.repo, plan.repack, plan.entries.__getitem__, plan.live, self.reporter.advance)
 
 __all__ = [
     "DamagedRepository",

@@ -4,42 +4,55 @@ and the result of executing it (see ``prune`` for what they mean)."""
 from __future__ import annotations
 
 import re
+import struct
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from backupkit.errors import BadArgument
-from backupkit.repo.index import Index, PackInfo
+from backupkit.repo.index import Index, PackedEntries, PackInfo
 from backupkit.repo.pack import pack_name
 from backupkit.units import is_size, parse_size
 
 IndexEntry = tuple[bytes, int, int, int]  # blob id, offset, length, raw length
 
 
-class PackEntries(Mapping[bytes, tuple[IndexEntry, ...]]):
+class PackEntries(Mapping[bytes, Sequence[IndexEntry]]):
     """pack id -> its entries in ``index``, for the packs in ``pack_ids`` (each maps to a
-    possibly empty tuple). Grouped in one pass over the index on first use, so planning
-    and a dry run never hold every blob of the index as a tuple; only executing does."""
+    possibly empty sequence). Grouped in one pass over the index on first use, so
+    planning and a dry run hold no per-blob entries; executing holds each pack's
+    entries packed (``PackedEntries``, 44 bytes a blob), and the index they came from is
+    let go once grouped (the repository reloads its own after the prune)."""
 
     def __init__(self, index: Index, pack_ids: Iterable[bytes]) -> None:
-        self._index = index
+        self._index: Index | None = index
         self._ids = frozenset(pack_ids)
-        self._map: dict[bytes, tuple[IndexEntry, ...]] | None = None
+        self._map: dict[bytes, Sequence[IndexEntry]] | None = None
         self._lock = threading.Lock()
 
-    def group(self) -> dict[bytes, tuple[IndexEntry, ...]]:
+    def group(self) -> dict[bytes, Sequence[IndexEntry]]:
         """Group (once) and return the mapping."""
         with self._lock:
             if self._map is None:
+                assert self._index is not None
                 ids = self._ids
-                m: dict[bytes, list[IndexEntry]] = {pid: [] for pid in ids}
+                m: dict[bytes, bytearray] = {pid: bytearray() for pid in ids}
+                wide: dict[bytes, list[IndexEntry]] = {}  # entries the packed record cannot hold
+                pack = PackedEntries._ENT.pack
                 for loc in self._index.blobs():
                     if loc.pack.id in ids:
-                        m[loc.pack.id].append((loc.blob_id, loc.offset, loc.length, loc.raw_length))
-                self._map = {pid: tuple(es) for pid, es in m.items()}
+                        e = (loc.blob_id, loc.offset, loc.length, loc.raw_length)
+                        try:
+                            m[loc.pack.id] += pack(*e)
+                        except struct.error:
+                            wide.setdefault(loc.pack.id, []).append(e)
+                self._map = {pid: PackedEntries(bytes(m.pop(pid))) for pid in list(m)}
+                for pid, es in wide.items():
+                    self._map[pid] = (*self._map[pid], *es)
+                self._index = None
             return self._map
 
-    def __getitem__(self, pack_id: bytes) -> tuple[IndexEntry, ...]:
+    def __getitem__(self, pack_id: bytes) -> Sequence[IndexEntry]:
         if pack_id not in self._ids:
             raise KeyError(pack_id)
         return self.group()[pack_id]
@@ -97,21 +110,30 @@ def parse_max_unused(s: str) -> MaxUnused:
 class PruneStats:
     """Counts and bytes of a plan (sizes are stored bytes)."""
 
+    #: snapshots whose blobs are kept, and index objects read
     snapshots: int = 0
     index_objects: int = 0
+    #: indexed packs
     packs: int = 0
+    #: blobs a kept snapshot reaches (used) or none does (unused), and their stored bytes
     blobs_used: int = 0
     blobs_unused: int = 0
     bytes_used: int = 0
     bytes_unused: int = 0
+    #: packs with no used blob: deleted whole
     packs_delete: int = 0
     bytes_delete: int = 0
+    #: packs with both kinds, rewritten without their unused blobs; ``bytes_repack_live``
+    #: is what the rewrite writes again
     packs_repack: int = 0
     bytes_repack: int = 0
     bytes_repack_live: int = 0
+    #: packs in the store that no index names (left by an interrupted backup): deleted
     packs_unindexed: int = 0
     bytes_unindexed: int = 0
+    #: indexed packs the store no longer has (none of their blobs is used)
     packs_missing: int = 0
+    #: unused bytes left in kept packs after the plan (within ``--max-unused``)
     bytes_unused_after: int = 0
 
     @property
@@ -141,8 +163,9 @@ class PrunePlan:
     #: indexed packs the store does not list (none holds a live blob)
     missing: tuple[PackInfo, ...]
     #: pack id -> its entries in the merged index
-    entries: Mapping[bytes, tuple[IndexEntry, ...]] = field(default_factory=dict, repr=False, compare=False)
-    live: frozenset[bytes] = field(default_factory=frozenset, repr=False, compare=False)
+    entries: Mapping[bytes, Sequence[IndexEntry]] = field(default_factory=dict, repr=False, compare=False)
+    #: ids of every blob a snapshot reaches (membership only)
+    live: Container[bytes] = field(default_factory=frozenset, repr=False, compare=False)
 
     @property
     def nothing_to_do(self) -> bool:

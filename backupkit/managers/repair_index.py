@@ -43,6 +43,8 @@ TAIL = 64 * 1024
 
 @dataclass(frozen=True)
 class RepairIndexOptions:
+    #: download every pack and verify every blob (not only the pack headers); leave out
+    #: the damaged blobs
     read_all_packs: bool = False
 
 
@@ -51,6 +53,7 @@ class PackProblem:
     """A pack whose header could not be used, and what became of it."""
 
     name: str
+    #: why the header could not be used (a one-line error)
     reason: str
     #: "salvaged" (old index entries kept: run repair packs) or "lost" (left out)
     outcome: str

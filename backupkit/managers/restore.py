@@ -87,6 +87,8 @@ class RestoreOptions(ContentReading):
 
 @dataclass(frozen=True)
 class RestoreResult:
+    #: entries restored by type (``others``: symlinks, devices, fifos, sockets) and the
+    #: file bytes written
     files: int
     dirs: int
     others: int
@@ -94,6 +96,8 @@ class RestoreResult:
     #: (path, message) of every entry not restored (or restored incompletely) and of
     #: every directory whose contents could not be read
     errors: tuple[tuple[str, str], ...]
+    #: files read back and compared with the snapshot (``--verify``), and the paths that
+    #: differed
     verified: int
     verify_failures: tuple[str, ...]
     seconds: float
@@ -182,6 +186,9 @@ class _Run:
     #: in it needs to be looked at before writing)
     target: bytes = b""
     fresh: bool = False
+    #: (uid, gid) of a file this restore creates, when known (a fresh target that is not
+    #: set-group-id): its owner is not set again when the snapshot's is the same
+    new_owner: tuple[int, int] | None = None
     #: to a directory: the pack reads planned, the files being written (not yet under
     #: their real names), and those of them with later hardlinked names, by inode
     plan: Any = None

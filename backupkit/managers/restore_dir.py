@@ -24,7 +24,7 @@ from backupkit.managers.restore_files import (
     MetaPolicy, apply_meta, lstat_at, make_special, mkdir_at, open_dir_at, remove_at, remove_tree_at, safe_path,
     verify_at,
 )
-from backupkit.managers.restore_overwrite import SKIP, UNCHANGED, OpenDirs, file_action, special_action
+from backupkit.managers.restore_overwrite import NEW, SKIP, UNCHANGED, OpenDirs, file_action, special_action
 from backupkit.managers.restore_dirfds import DirFds
 from backupkit.managers.restore_write import PendingFile, file_window
 from backupkit.objects.entry import Entry
@@ -75,6 +75,10 @@ class DirRestorer:
         else:  # a dry run looks at what is there, read-only
             root_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY) if not created else -1
         run.target = os.fsencode(target)
+        if run.fresh and not os.fstat(root_fd).st_mode & stat.S_ISGID:
+            # every directory in it is made by this restore (mode 0700 until the end):
+            # a file created in one is the running user's and group's
+            run.new_owner = (os.geteuid(), os.getegid())
         dir_fds = run.dir_fds = DirFds(root_fd)
         dirs_meta: list[tuple[bytes, Entry]] = []
         links: dict[tuple[int, int], bytes] = {}
@@ -197,7 +201,7 @@ class DirRestorer:
             if key is not None:
                 links[key] = rel
             return
-        self._start_file(run, pfd, name, rel, path, e)
+        self._start_file(run, pfd, name, rel, path, e, in_place=action == NEW)
 
     def _clear(self, run: _Run, dir_fds: DirFds, rel: bytes, path: bytes) -> None:
         """--delete: remove what directory ``rel`` holds that the snapshot's ``path`` does
@@ -233,17 +237,19 @@ class DirRestorer:
 
         return removed
 
-    def _start_file(self, run: _Run, pfd: int, name: bytes, rel: bytes, path: bytes, e: Entry) -> None:
-        """Plan the file's content under a temporary name (created and written by the
-        pools; completed by ``_finish``). A content list that cannot be read is named and
-        nothing is created; one that does not add up to the file's size fails the file."""
+    def _start_file(self, run: _Run, pfd: int, name: bytes, rel: bytes, path: bytes, e: Entry, in_place: bool) -> None:
+        """Plan the file's content (created and written by the pools; completed by
+        ``_finish``): under its real name when nothing is there (``in_place``, created
+        with ``O_EXCL``), else under a temporary name renamed over what is there when
+        complete. A content list that cannot be read is named and nothing is created;
+        one that does not add up to the file's size fails the file."""
         size = e.size or 0
         try:
             items = run.reader.content_list(e)
         except Exception as err:  # noqa: BLE001 - a damaged content blob costs this file only
             run.problem(path, f"not restored: {err}")
             return
-        f = PendingFile(pfd, run.temp_name(), name, rel, path, e, run.opts.sparse, self.reporter.bytes_done)
+        f = PendingFile(pfd, name if in_place else run.temp_name(), name, rel, path, e, run.opts.sparse, self.reporter.bytes_done)
         run.pending.add(f)
         run.dir_fds.hold(pfd)
         if size:
@@ -277,15 +283,17 @@ class DirRestorer:
                     run.dir_fds.release(pfd)
 
     def _finish(self, run: _Run, f: PendingFile) -> bool:
-        """Complete a written file: metadata, then its real name; False (and the
-        temporary file removed) when it could not be restored."""
+        """Complete a written file: metadata, then its real name (unless written under
+        it); False (and the file this restore created removed) when it could not be
+        restored."""
         e, path = f.entry, f.path
         done = False
         try:
             if f.error is not None:
                 raise f.error
-            self._apply_meta(run, f.create(), None, e)
-            os.rename(f.tmp, f.name, src_dir_fd=f.pfd, dst_dir_fd=f.pfd)  # EISDIR: a directory is in the way
+            apply_meta(f.create(), None, e, run.policy, self._meta_error, run.new_owner)
+            if f.tmp != f.name:
+                os.rename(f.tmp, f.name, src_dir_fd=f.pfd, dst_dir_fd=f.pfd)  # EISDIR: a directory is in the way
             done = True
         except OSError as err:
             if err.errno in _DISK_FULL:
@@ -338,4 +346,7 @@ class DirRestorer:
         run.count(e)
 
     def _apply_meta(self, run: _Run, fd: int | None, at: tuple[int, bytes] | None, e: Entry) -> None:
-        apply_meta(fd, at, e, run.policy, lambda msg: self.reporter.error("", msg))
+        apply_meta(fd, at, e, run.policy, self._meta_error)
+
+    def _meta_error(self, msg: str) -> None:
+        self.reporter.error("", msg)

@@ -181,9 +181,12 @@ def _named_id(db: str, name: str | None, recorded: int) -> int:
 
 
 def apply_meta(
-    fd: int | None, at: tuple[int, bytes] | None, e: Entry, policy: MetaPolicy, on_error: Callable[[str], None]
+    fd: int | None, at: tuple[int, bytes] | None, e: Entry, policy: MetaPolicy, on_error: Callable[[str], None],
+    owner: tuple[int, int] | None = None,
 ) -> None:
-    """Owner, xattrs, mode and times; on an fd, or on (dir_fd, name) without following."""
+    """Owner, xattrs, mode and times; on an fd, or on (dir_fd, name) without following.
+    ``owner``: the (uid, gid) the file is known to have (one this restore created); no
+    ``chown`` when the snapshot's are the same."""
     if fd is not None:
         kw: dict = {}
         target: int | bytes = fd
@@ -191,7 +194,7 @@ def apply_meta(
         assert at is not None
         target = at[1]
         kw = {"dir_fd": at[0], "follow_symlinks": False}
-    if policy.owners:
+    if policy.owners and not (owner is not None and _same_owner(policy.ids(e), owner)):
         try:
             os.chown(target, *policy.ids(e), **kw)
         except OSError:
@@ -210,6 +213,10 @@ def apply_meta(
             os.chmod(target, mode, dir_fd=at[0])  # type: ignore[index]
     mt = e.mtime or 0
     os.utime(target, ns=(mt, mt), **kw)
+
+
+def _same_owner(ids: tuple[int, int], owner: tuple[int, int]) -> bool:
+    return all(want in (-1, have) for want, have in zip(ids, owner))
 
 
 def verify_at(

@@ -1,15 +1,23 @@
-"""Files being written by a directory restore: created under a temporary name, filled by
-the read pool with ``pwrite`` (``objects/packplan.py`` calls ``write`` and ``fail``),
-and handed back to ``restore_dir`` to be completed (metadata, rename) or removed.
+"""Files being written by a directory restore: created under their real name when
+nothing was there, else under a temporary name; filled by the read pool with ``pwrite``
+(``objects/packplan.py`` calls ``write`` and ``fail``), and handed back to
+``restore_dir`` to be completed (metadata, and the rename of a temporary name) or
+removed.
 
 A file is created ahead of its first write on a pool of its own (``precreate``;
 creating a file costs 1-3 ms on a cold or busy disk: done in parallel, not one after
 another on the walking thread, nor serially by the worker writing a pack's blobs), or by
-the first write if that comes first, at its
-full size (``ftruncate``), so a hole in its content list, or an all-zero blob when
-``sparse``, is simply never written; a file without blobs is created when it is
-completed. Nothing here renames: a file reaches its real name only in
-``DirRestorer._finish``, once every blob is written.
+the first write if that comes first, with ``O_EXCL`` (never over anything, never through
+a symlink) at its full size (``ftruncate``), so a hole in its content list, or an
+all-zero blob when ``sparse``, is simply never written; a file without blobs is created
+when it is completed. Nothing here renames: a temporary name is replaced by the real one
+only in ``DirRestorer._finish``, once every blob is written.
+
+A file written under its real name (restic's way: no rename per file) is partial there
+until it is complete; if the restore is killed, it stays so. It has the snapshot's size
+but not its mtime (set last, after every blob), so a re-run with ``--overwrite
+if-changed`` (the default) or ``always`` rewrites it; ``if-newer`` and ``never`` leave it
+as it is (docs/design.md, "Restore").
 """
 
 from __future__ import annotations
@@ -24,8 +32,8 @@ from backupkit.tuning import Tuning
 
 
 class PendingFile:
-    """One file under its temporary name ``tmp`` in directory ``pfd``; ``fd`` is -1 until
-    it is created (by ``write`` or ``create``)."""
+    """One file being written as ``tmp`` in directory ``pfd`` (its real name ``name``, or
+    a temporary name); ``fd`` is -1 until it is created (by ``write`` or ``create``)."""
 
     __slots__ = ("fd", "pfd", "tmp", "name", "rel", "path", "entry", "size", "sparse", "on_bytes", "error", "links", "remaining", "_lock", "_ended")
 
@@ -87,7 +95,7 @@ class PendingFile:
                 self.fd = -1
 
     def discard(self) -> None:
-        """Close and remove the temporary file (if it was created)."""
+        """Close and remove the file (if this restore created it: ``O_EXCL``)."""
         with self._lock:
             self._ended = True
             if self.fd < 0:
@@ -118,11 +126,10 @@ def create_pending(pfd: int, tmp: bytes, size: int) -> int:
 
 
 def file_window(tuning: Tuning) -> int:
-    """Files one plan window may hold open, within RLIMIT_NOFILE (the CLI raises it to the
-    hard limit): 512 descriptors are left for the rest, and each pending file may hold two
-    (its own, and its directory's until it is done: ``restore_dirfds``) in every window in
-    flight and the one being planned."""
-    files = tuning.restore_window_files
+    """Files the restore's plan may hold open at once, within RLIMIT_NOFILE (the CLI
+    raises it to the hard limit): 512 descriptors are left for the rest, and each pending
+    file may hold two (its own, and its directory's until it is done: ``restore_dirfds``)."""
+    files = tuning.restore_open_files
     try:
         import resource
 
@@ -131,8 +138,7 @@ def file_window(tuning: Tuning) -> int:
         return min(files, 128)
     if soft == getattr(resource, "RLIM_INFINITY", -1) or soft <= 0:
         return files
-    windows = tuning.restore_windows_in_flight + 1
-    return max(16, min(files, (soft - 512) // (2 * windows)))
+    return max(16, min(files, (soft - 512) // 2))
 
 
 __all__ = ["PendingFile", "create_pending", "file_window"]

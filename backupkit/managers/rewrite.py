@@ -58,8 +58,11 @@ class RewriteChange:
 
 @dataclass(frozen=True)
 class RewriteResult:
+    #: snapshots that lost entries (rewritten, or with dry_run: would be)
     changed: tuple[RewriteChange, ...]
+    #: selected snapshots no exclude matched (left as they are)
     unchanged: tuple[Snapshot, ...]
+    #: the rewritten snapshots' originals were forgotten
     forget: bool
     dry_run: bool
 

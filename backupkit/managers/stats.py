@@ -40,6 +40,7 @@ MODES = ("restore-size", "files-by-contents", "raw-data")
 
 @dataclass(frozen=True)
 class StatsOptions(SnapshotSelection):
+    #: one of MODES (restic's modes but blobs-per-file)
     mode: str = "restore-size"
     #: also count the unused space of the repository (reads every snapshot's trie)
     unused: bool = False
@@ -47,17 +48,21 @@ class StatsOptions(SnapshotSelection):
 
 @dataclass(frozen=True)
 class RepoSummary:
+    #: packs in the index and their stored bytes, split by kind (data: file content;
+    #: meta: trie nodes and content lists)
     packs: int
     pack_bytes: int
     data_packs: int
     meta_packs: int
     data_blobs: int
     meta_blobs: int
+    #: every indexed blob's bytes before and after compression and sealing
     blob_bytes_raw: int
     blob_bytes_stored: int
     #: None unless asked for (``StatsOptions.unused``)
     unused_blobs: int | None
     unused_bytes: int | None
+    #: pack bytes that are not blob bytes (headers, padding)
     pack_overhead_bytes: int
     snapshots: int
     snapshots_per_host: dict[str, int]
@@ -75,6 +80,7 @@ class RepoSummary:
 @dataclass(frozen=True)
 class StatsResult:
     mode: str
+    #: ids of the snapshots counted
     snapshots: tuple[str, ...]
     #: restore-size and files-by-contents: entries counted and bytes
     files: int

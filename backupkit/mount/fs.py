@@ -377,8 +377,9 @@ class MountFS:
     def release(self, fh: int) -> None:
         with self._lock:
             f = self._files.pop(fh, None)
-        if f is not None:
-            f.close()
+        if f is None:
+            raise fs_error(errno.EBADF)
+        f.close()
 
     def statfs(self) -> dict:
         return {"f_bsize": 1 << 20, "f_frsize": 1 << 20, "f_namemax": 255}

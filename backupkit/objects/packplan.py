@@ -1,4 +1,4 @@
-"""PackPlan: a restore's reads planned per pack, each pack span read once.
+"""PackPlan: a restore's reads planned per pack, each pack's wanted span read once.
 
 Vocabulary:
     target   where one file's content goes: anything with ``write(offset, data)`` and
@@ -6,19 +6,33 @@ Vocabulary:
              worker threads, any order, once per reference.
     ref      one use of a blob: (target, offset in the file). A blob shared by files
              (or repeated in one) has several refs and is read and verified once.
-    window   the refs planned together: files are added in order until the window
-             holds ``restore_window_bytes`` of distinct blobs (or ``restore_window_blobs``
-             refs, or ``restore_window_files`` files); then its blobs are grouped by
-             pack and each pack's wanted blobs are read with one range request per
-             span, on the pool. A file larger than a window is split across windows.
+    pending  a pack whose wanted blobs are being gathered, across files, not yet read.
+             Files are added in order; each blob's ref joins its pack's pending entry.
+             A pack is read (flushed) once the plan has moved on: no new blob of it
+             was wanted in the last ``restore_pack_idle_files`` files and
+             ``restore_pack_idle_bytes`` of new blobs planned. A backup fills packs in
+             the order it reads files, which is the order a restore walks them, so by
+             then a full restore has asked for every blob of the pack, and the pack is
+             read with one request, as restic reads it (restic plans the whole
+             restore first; this plan keeps only what is pending). Both measures are
+             needed: a large file moves the bytes and not the files, a run of tiny
+             files the files and not the bytes. Packs are also flushed, the least recently wanted
+             first, when the pending blobs reach ``restore_pending_bytes`` or
+             ``restore_pending_refs``, and when the files not yet complete (each holds a
+             descriptor) reach the plan's ``max_files``; ``finish`` flushes the rest.
     span     wanted blobs of one pack read with one request: consecutive blobs closer
              than ``restore_join_gap``, up to ``restore_span_max`` bytes.
+    queued   spans submitted to the pool and not yet written; the planner waits while
+             they hold ``restore_queued_bytes``.
+
+A blob wanted again while its span is still queued gets the new ref added to the read
+that is queued (no second request); only a blob wanted again after its bytes were
+written is read again.
 
 A target is handed back by :meth:`PackPlan.done` (or :meth:`PackPlan.finish`) as soon as
 each of its refs has been written or has failed (a count per target, ``remaining``), so
-the caller completes files while other packs are still read. At most
-``restore_windows_in_flight`` windows are read at a time while the caller plans the next.
-Bytes of spans held at once are bounded by ``restore_read_bytes_in_flight``.
+the caller completes files while other packs are still read. Bytes of spans held at once
+are bounded by ``restore_read_bytes_in_flight``.
 
 Failures stay with their targets: a span that cannot be fetched (a truncated or missing
 pack) is read blob by blob, a blob that fails verification is read alone once more from
@@ -29,14 +43,14 @@ target that wants it, named by the caller; the other blobs of the pack are writt
 from __future__ import annotations
 
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
 from backupkit.crypto import T_DATA_BLOB
 from backupkit.errors import BlobNotFound, FormatError, IntegrityError, StoreError
-from backupkit.repo.index import BlobLocation, PackInfo
+from backupkit.repo.index import BlobLocation
 from backupkit.repo.pack import pack_name
 from backupkit.repo.repository import Repository
 from backupkit.tuning import DEFAULT_TUNING, Tuning
@@ -50,16 +64,29 @@ class Target(Protocol):
     def fail(self, err: BaseException) -> None: ...
 
 
-class _Window:
-    __slots__ = ("blobs", "bytes", "refs", "files", "futures")
+class _Slot:
+    """One wanted blob: its location and the refs that want it."""
+
+    __slots__ = ("loc", "refs", "queued", "taken")
+
+    def __init__(self, loc: BlobLocation) -> None:
+        self.loc = loc
+        self.refs: list = []
+        self.queued = False  # its pack's read is submitted (set by the planner)
+        self.taken = False  # a worker has its refs
+
+
+class _Pending:
+    """A pack's wanted blobs, gathered until the pack is read."""
+
+    __slots__ = ("slots", "bytes", "last_file", "last_byte")
 
     def __init__(self) -> None:
-        #: blob id -> (location, [(target, offset), ...])
-        self.blobs: dict[bytes, tuple[BlobLocation, list]] = {}
+        self.slots: list[_Slot] = []
         self.bytes = 0
-        self.refs = 0
-        self.files = 0
-        self.futures: list[Future] = []
+        # the plan's clocks (files planned, bytes of new blobs) when it last got a new blob
+        self.last_file = 0
+        self.last_byte = 0
 
 
 class _Budget:
@@ -83,17 +110,28 @@ class _Budget:
 
 
 class PackPlan:
-    """Plans and runs the pack reads of a stream of files (one caller thread)."""
+    """Plans and runs the pack reads of a stream of files (one caller thread).
+
+    ``max_files``: files not yet complete the plan may hold at once (each holds the
+    caller's descriptor); ``restore_open_files`` when not given.
+    """
 
     def __init__(self, repo: Repository, pool: ThreadPoolExecutor, tuning: Tuning = DEFAULT_TUNING, max_files: int | None = None) -> None:
         self.repo = repo
         self.tuning = tuning
         self._pool = pool
-        self._max_files = max(1, min(tuning.restore_window_files, max_files or tuning.restore_window_files))
+        self._max_files = max(1, min(tuning.restore_open_files, max_files or tuning.restore_open_files))
         self._budget = _Budget(tuning.restore_read_bytes_in_flight)
-        self._cur = _Window()
-        self._flying: deque[_Window] = deque()
-        self._cv = threading.Condition()
+        #: blob id -> slot, from its first ref until a worker takes its refs
+        self._slots: dict[bytes, _Slot] = {}
+        self._pending: OrderedDict[bytes, _Pending] = OrderedDict()  # by pack id, least recently wanted first
+        self._pending_bytes = 0
+        self._pending_refs = 0
+        self._files = 0  # files planned so far and ...
+        self._planned = 0  # ... bytes of new blobs: the plan's clocks
+        self._futures: deque[Future] = deque()
+        self._queued = 0  # bytes of spans submitted and not yet done
+        self._cv = threading.Condition()  # guards slots' refs, _ready, _incomplete, _queued
         self._ready: list = []  # targets complete, not yet handed out
         self._incomplete = 0  # targets added, not yet complete
 
@@ -102,10 +140,8 @@ class PackPlan:
         """Plan one file's content: ``items`` (blob ids and holes) written from offset 0;
         returns its size by the index. A blob the index does not know fails the target
         at once (and None is returned)."""
-        if self._cur.files >= self._max_files:
-            self._submit()
-        win = self._cur
-        win.files += 1
+        self._make_room()
+        self._files += 1
         index = self.repo.index
         items = list(items)
         # one count per ref, plus one held here until every ref is planned
@@ -120,23 +156,25 @@ class PackPlan:
                 off += item
                 continue
             bid = bytes(item)
-            slot = win.blobs.get(bid)
+            with self._cv:
+                slot = self._slots.get(bid)
+                if slot is not None and slot.taken:
+                    slot = None
+                if slot is not None:
+                    slot.refs.append((target, off))
             if slot is None:
                 loc = index.lookup(bid)
                 if loc is None:
                     target.fail(BlobNotFound(f"data blob {bid.hex()[:16]} is not in the index"))
                     off = -1
                     break
-                slot = win.blobs[bid] = (loc, [])
-                win.bytes += loc.length
-            slot[1].append((target, off))
+                slot = self._want(bid, loc)
+                slot.refs.append((target, off))  # not yet visible to any worker
+            if not slot.queued:
+                self._pending_refs += 1
             planned += 1
-            win.refs += 1
-            off += slot[0].raw_length
-            if win.bytes >= self.tuning.restore_window_bytes or win.refs >= self.tuning.restore_window_blobs:
-                self._submit()
-                win = self._cur
-                win.files += 1  # the rest of this file holds a descriptor here too
+            off += slot.loc.raw_length
+            self._flush_due()
         self._release(target, total - planned + 1)  # refs not planned: after a blob the index lacks
         self._harvest(block=False)
         return off if off >= 0 else None
@@ -151,12 +189,13 @@ class PackPlan:
     def finish(self) -> Iterator[list]:
         """Read everything planned; yields the targets not yet handed out by ``done``,
         in batches as they complete."""
-        self._submit()
+        while self._pending:
+            self._flush_oldest()
         while True:
             self._harvest(block=False)  # a worker's own failure (a bug) surfaces here
             with self._cv:
                 if not self._ready and self._incomplete:
-                    if not self._flying:  # every read is done, yet files are not
+                    if not self._futures:  # every read is done, yet files are not
                         raise RuntimeError(f"restore plan: {self._incomplete} file(s) never completed")
                     self._cv.wait(0.05)
                 batch, self._ready = self._ready, []
@@ -165,61 +204,113 @@ class PackPlan:
                 yield batch
             elif not left:
                 break
-        while self._flying:
+        while self._futures:
             self._harvest(block=True)
 
     def abort(self) -> None:
         """Stop: nothing more is read; returns once no worker writes any more."""
-        wins = list(self._flying)
-        self._flying.clear()
-        for w in wins:
-            for f in w.futures:
-                f.cancel()
-        for w in wins:
-            for f in w.futures:
-                if not f.cancelled():
-                    try:
-                        f.result()
-                    except BaseException:  # noqa: BLE001 - stopping anyway
-                        pass
+        futures = list(self._futures)
+        self._futures.clear()
+        self._pending.clear()
+        for f in futures:
+            f.cancel()
+        for f in futures:
+            if not f.cancelled():
+                try:
+                    f.result()
+                except BaseException:  # noqa: BLE001 - stopping anyway
+                    pass
 
-    # -- running ---------------------------------------------------------------------------
-    def _submit(self) -> None:
-        win, self._cur = self._cur, _Window()
-        if not win.blobs:
-            return
-        while len(self._flying) >= self.tuning.restore_windows_in_flight:
-            self._harvest(block=True)
-        packs: dict[PackInfo, list] = {}
-        for loc, refs in win.blobs.values():
-            packs.setdefault(loc.pack, []).append((loc, refs))
-        for pack, blobs in packs.items():
-            blobs.sort(key=lambda b: b[0].offset)
-            for span in self._spans(blobs):
-                win.futures.append(self._pool.submit(self._read_span, pack_name(pack.kind, pack.id), span))
-        self._flying.append(win)
+    # -- pending packs ---------------------------------------------------------------------
+    def _want(self, bid: bytes, loc: BlobLocation) -> _Slot:
+        slot = _Slot(loc)
+        with self._cv:
+            self._slots[bid] = slot
+        pid = loc.pack.id
+        pend = self._pending.get(pid)
+        if pend is None:
+            pend = self._pending[pid] = _Pending()
+        pend.slots.append(slot)
+        pend.bytes += loc.length
+        self._pending_bytes += loc.length
+        self._planned += loc.length
+        pend.last_file, pend.last_byte = self._files, self._planned
+        self._pending.move_to_end(pid)
+        return slot
 
-    def _spans(self, blobs: list) -> Iterable[list]:
+    def _flush_due(self) -> None:
+        """Read the packs the plan has moved past, and the least recently wanted ones while
+        the pending blobs are over their budget."""
+        t = self.tuning
+        while self._pending:
+            pend = next(iter(self._pending.values()))
+            idle = (self._files - pend.last_file >= t.restore_pack_idle_files
+                    and self._planned - pend.last_byte >= t.restore_pack_idle_bytes)
+            over = self._pending_bytes > t.restore_pending_bytes or self._pending_refs > t.restore_pending_refs
+            if not (idle or over):
+                return
+            self._flush_oldest()
+
+    def _make_room(self) -> None:
+        """Before a file is added: while the files not yet complete reach ``max_files``,
+        wait for the reads submitted (they complete files), and only when none is left
+        read the least recently wanted pack (perhaps before all its files are planned:
+        the rest of it is read again later)."""
+        while True:
+            with self._cv:
+                if self._incomplete < self._max_files:
+                    return
+            if self._futures:
+                self._harvest(block=True, one=True)
+            elif self._pending:
+                self._flush_oldest()
+            else:
+                return  # nothing is pending or being read: no file can complete by waiting
+
+    def _flush_oldest(self) -> None:
+        pid, pend = self._pending.popitem(last=False)
+        self._pending_bytes -= pend.bytes
+        self._pending_refs -= sum(len(s.refs) for s in pend.slots)
+        slots = sorted(pend.slots, key=lambda s: s.loc.offset)
+        for s in slots:
+            s.queued = True
+        name = pack_name(slots[0].loc.pack.kind, pid)
+        for span in self._spans(slots):
+            start = span[0].loc.offset
+            size = max(s.loc.offset + s.loc.length for s in span) - start
+            while True:  # bounded queue: wait for the oldest reads (and surface their errors)
+                with self._cv:
+                    if not self._queued or self._queued + size <= self.tuning.restore_queued_bytes:
+                        self._queued += size
+                        break
+                self._harvest(block=True, one=True)
+            self._futures.append(self._pool.submit(self._read_span, name, span, start, size))
+
+    def _spans(self, slots: list[_Slot]) -> Iterable[list[_Slot]]:
         gap, most = self.tuning.restore_join_gap, self.tuning.restore_span_max
-        span = [blobs[0]]
-        start, end = blobs[0][0].offset, blobs[0][0].offset + blobs[0][0].length
-        for b in blobs[1:]:
-            loc = b[0]
+        span = [slots[0]]
+        start, end = slots[0].loc.offset, slots[0].loc.offset + slots[0].loc.length
+        for s in slots[1:]:
+            loc = s.loc
             if loc.offset - end > gap or loc.offset + loc.length - start > most:
                 yield span
                 span, start = [], loc.offset
-            span.append(b)
+            span.append(s)
             end = max(end, loc.offset + loc.length)
         yield span
 
-    def _harvest(self, block: bool) -> None:
-        while self._flying:
-            win = self._flying[0]
-            if not block and not all(f.done() for f in win.futures):
+    # -- running ---------------------------------------------------------------------------
+    def _harvest(self, block: bool, one: bool = False) -> None:
+        """Drop finished reads from the front (a worker's own failure, a bug, surfaces
+        here); with ``block``, first wait for the oldest (``one``: just that one)."""
+        while self._futures:
+            f = self._futures[0]
+            if not block and not f.done():
                 return
-            for f in win.futures:
-                f.result()  # a worker's own failure (a bug) surfaces here
-            self._flying.popleft()
+            self._futures.popleft()
+            f.result()
+            if block and one:
+                return
             block = False
 
     def _release(self, target: Any, n: int) -> None:
@@ -228,11 +319,17 @@ class PackPlan:
             if target.remaining == 0:
                 self._incomplete -= 1
                 self._ready.append(target)
-                self._cv.notify()
+                self._cv.notify_all()
 
-    def _read_span(self, name: str, span: list) -> None:
-        start = span[0][0].offset
-        size = max(loc.offset + loc.length for loc, _refs in span) - start
+    def _take(self, slot: _Slot) -> list:
+        """The slot's refs, once: later refs to its blob plan a read of their own."""
+        with self._cv:
+            slot.taken = True
+            if self._slots.get(slot.loc.blob_id) is slot:
+                del self._slots[slot.loc.blob_id]
+            return slot.refs
+
+    def _read_span(self, name: str, span: list[_Slot], start: int, size: int) -> None:
         self._budget.acquire(size)
         try:
             data: memoryview | None = None
@@ -240,9 +337,9 @@ class PackPlan:
                 data = memoryview(self.repo.read_raw_range(name, start, size))
             except StoreError:
                 pass  # e.g. a truncated pack: each blob alone, so the intact ones restore
-            for loc, refs in span:
-                plain, err = self._open(name, loc, data, start)
-                for target, off in refs:
+            for slot in span:
+                plain, err = self._open(name, slot.loc, data, start)
+                for target, off in self._take(slot):
                     try:
                         if err is not None:
                             target.fail(err)
@@ -254,6 +351,9 @@ class PackPlan:
                         self._release(target, 1)
         finally:
             self._budget.release(size)
+            with self._cv:
+                self._queued -= size
+                self._cv.notify_all()
 
     def _open(self, name: str, loc: BlobLocation, data: memoryview | None, start: int) -> tuple[Any, BaseException | None]:
         if data is not None:

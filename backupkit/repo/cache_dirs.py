@@ -62,9 +62,13 @@ class CacheCleanup:
     """``bk cache --cleanup``: what was removed (and what could not be)."""
 
     root: Path
+    #: caches unused for longer than the age limit, removed
     removed: tuple[RepoCache, ...]
+    #: old ``locations/`` entries removed (per store location: its sealed config and key files)
     locations_removed: int
+    #: bytes the removed caches held
     freed: int
+    #: "path: reason" of every directory that could not be removed
     failed: tuple[str, ...]
 
     def to_json(self) -> dict:

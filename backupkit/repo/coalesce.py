@@ -40,9 +40,9 @@ class CoalescingReader:
         budget: int = 64 * 1024 * 1024,
     ) -> None:
         """``gap``: unwanted bytes worth reading between two wanted blobs to save a
-        request (default: a quarter of the store's ``request_bytes``, at least 4 KiB)."""
+        request (default: ``Repository.join_gap``)."""
         self.repo = repo
-        self.gap = gap if gap is not None else max(4096, repo.store.request_bytes // 4)
+        self.gap = gap if gap is not None else repo.join_gap
         self.max_span = max_span
         self.budget = budget
         self._lock = threading.Lock()

@@ -31,7 +31,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -339,12 +339,21 @@ class Repository(BlobAccess):
         return loaded.index
 
     def reload_index(self) -> Index:
+        self.drop_index()
+        return self.index
+
+    def drop_index(self) -> None:
+        """Let the loaded index go; the next use of ``index`` loads it again (prune, after
+        replacing it, does not pay for a load no one may ask for)."""
         with self._lock:
             self._index = None
             self._index_ids = set()
-        return self.index
 
-    def write_index(self, packs: list[tuple[PackInfo, list[PackEntry]]], supersedes: Iterable[bytes] = ()) -> str:
+    def write_index(
+        self,
+        packs: Sequence[tuple[PackInfo, Sequence[PackEntry] | Sequence[tuple[bytes, int, int, int]]]],
+        supersedes: Iterable[bytes] = (),
+    ) -> str:
         """Write one index object naming ``packs``; returns its name. Checks the lock
         first: a writer whose lock was taken over must not index packs a prune may have
         deleted."""

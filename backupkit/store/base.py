@@ -408,3 +408,23 @@ def parse_port(text: str) -> int:
     if not 0 < value < 65536:
         raise ValueError(f"not a TCP port: {text!r}")
     return value
+
+
+# -- options every network backend has, spelled once ----------------------------------------
+
+def retries_option(attempts: int, per: str = "request in all") -> BackendOption:
+    """``retries``: attempts per request (or per ``per``) before an error is given up on."""
+    return BackendOption("retries", parse_count, f"attempts per {per} (default {attempts})")
+
+
+#: ``backoff``: the bound of the first random wait between attempts; it doubles per retry
+#: (up to 5 s: ``store.retry.Backoff``).
+BACKOFF_OPTION = BackendOption("backoff", parse_seconds, "first backoff bound in seconds (default 0.2)")
+
+
+def socket_timeout_options(read_seconds: int) -> tuple[BackendOption, BackendOption]:
+    """``connect_timeout`` (default 10 s) and ``read_timeout`` of an HTTP backend."""
+    return (
+        BackendOption("connect_timeout", parse_seconds, "socket connect timeout in seconds (default 10)"),
+        BackendOption("read_timeout", parse_seconds, f"socket read timeout in seconds (default {read_seconds})"),
+    )

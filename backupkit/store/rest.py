@@ -54,16 +54,17 @@ from backupkit.errors import (
 )
 from backupkit.store import restnames
 from backupkit.store.base import (
+    BACKOFF_OPTION,
     Backend,
     BackendOption,
     ObjectInfo,
     ObjectSource,
     ObjectStore,
     iter_pieces,
-    split_prefix,
     parse_bool,
-    parse_count,
-    parse_seconds,
+    retries_option,
+    socket_timeout_options,
+    split_prefix,
     too_large,
 )
 from backupkit.store.rest_answers import mtime_of, parse_listing, status_error
@@ -408,12 +409,7 @@ def open_rest(location: str, **options: Any) -> RestObjectStore:
 
 
 #: The options ``rest:`` and ``rclone:`` share (``-o rest.retries=3``).
-HTTP_OPTIONS = (
-    BackendOption("retries", parse_count, "attempts per request in all (default 6)"),
-    BackendOption("backoff", parse_seconds, "first backoff bound in seconds (default 0.2)"),
-    BackendOption("connect_timeout", parse_seconds, "socket connect timeout in seconds (default 10)"),
-    BackendOption("read_timeout", parse_seconds, "socket read timeout in seconds (default 120)"),
-)
+HTTP_OPTIONS = (retries_option(6), BACKOFF_OPTION, *socket_timeout_options(read_seconds=120))
 
 BACKEND = Backend(
     name="rest",

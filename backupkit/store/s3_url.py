@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from backupkit.errors import BadArgument
-from backupkit.store.base import BackendOption, parse_bool, parse_count, parse_seconds, parse_size
+from backupkit.store.base import BACKOFF_OPTION, BackendOption, parse_bool, parse_count, parse_size, retries_option, socket_timeout_options
 
 
 FORMS = ("s3:https://host[:port]/bucket[/prefix]", "s3:http://host[:port]/bucket[/prefix]", "s3:bucket[/prefix]")
@@ -69,11 +69,10 @@ def _retry_mode(text: str) -> str:
 OPTIONS = (
     BackendOption("region", str, "signing region (default: the environment or profile, else us-east-1)"),
     BackendOption("profile", str, "a profile from ~/.aws/config"),
-    BackendOption("retries", parse_count, "attempts per request in all (default 10)"),
+    retries_option(10),
     BackendOption("retry_mode", _retry_mode, "botocore retry mode: standard (default) or adaptive"),
-    BackendOption("backoff", parse_seconds, "first backoff bound in seconds (default 0.2)"),
-    BackendOption("connect_timeout", parse_seconds, "socket connect timeout in seconds (default 10)"),
-    BackendOption("read_timeout", parse_seconds, "socket read timeout in seconds (default 60)"),
+    BACKOFF_OPTION,
+    *socket_timeout_options(read_seconds=60),
     BackendOption("multipart_threshold", parse_size, "larger objects are uploaded in parts (default 32MiB)"),
     BackendOption("part_size", parse_size, "multipart part size, at least 5MiB (default 16MiB)"),
     BackendOption("list_page_size", parse_count, "keys per listing request, at most 1000 (default 1000)"),

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from backupkit.errors import BadArgument
-from backupkit.store.base import BackendOption, parse_bool, parse_count, parse_port, parse_seconds
+from backupkit.store.base import BACKOFF_OPTION, BackendOption, parse_bool, parse_port, parse_seconds, retries_option
 
 
 FORMS = ("sftp:user@host:/path", "sftp:alias:/path", "sftp://user@host:port/path")
@@ -50,7 +50,7 @@ OPTIONS = (
     BackendOption("known_hosts", str, "the known_hosts file (default: the config's, else ~/.ssh/known_hosts)"),
     BackendOption("identity_file", str, "a private key file, tried first"),
     BackendOption("port", parse_port, "the SSH port (default: the config's, else 22)"),
-    BackendOption("retries", parse_count, "attempts per operation; a broken connection is reopened (default 4)"),
-    BackendOption("backoff", parse_seconds, "first backoff bound in seconds (default 0.2)"),
+    retries_option(4, per="operation; a broken connection is reopened"),
+    BACKOFF_OPTION,
     BackendOption("timeout", parse_seconds, "connect, banner and auth timeout in seconds (default 15)"),
 )

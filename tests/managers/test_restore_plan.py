@@ -1,5 +1,5 @@
 """Restore into a directory planned per pack (``objects/packplan.py``): each pack span is
-read once however many files share its blobs, files larger than a window, sparse files,
+read once however many files share its blobs, files larger than the plan's budgets, sparse files,
 hardlinks whose first name is still being written, and damage in the middle of a pack
 that costs only the files using the damaged blob."""
 
@@ -78,7 +78,7 @@ def test_each_data_pack_is_read_once_though_files_share_its_blobs(tmp_path):
     assert _leftovers(out) == []
 
 
-def test_a_file_larger_than_the_window_is_split_across_windows(tmp_path):
+def test_a_file_larger_than_the_plans_budgets_is_read_in_parts(tmp_path):
     src = tmp_path / "src"
     files = _shared_tree(src)
     write_files(src, {"big/huge": random_bytes(3 * MiB, 7)})
@@ -86,14 +86,14 @@ def test_a_file_larger_than_the_window_is_split_across_windows(tmp_path):
     store, calls = _counting(tmp_path / "repo")
     snap = backup(init_repo(store), src)
 
-    tiny = Tuning(restore_window_bytes=256 * KiB, restore_window_blobs=5, restore_window_files=3,
-                  restore_read_bytes_in_flight=256 * KiB, restore_span_max=128 * KiB)
+    tiny = Tuning(restore_pending_bytes=256 * KiB, restore_pending_refs=5, restore_open_files=3,
+                  restore_read_bytes_in_flight=256 * KiB, restore_span_max=128 * KiB, restore_queued_bytes=256 * KiB)
     out = tmp_path / "out"
     res = _restore(store, snap, out, tiny)
     assert not res.errors, res.errors
     assert tree_bytes(out / src.relative_to("/")) == tree_bytes(src)
     assert res.files == len(files) and _leftovers(out) == []
-    # many windows: packs are read in several spans, each blob's bytes once per window
+    # budgets smaller than a pack: packs are read in several spans as the plan moves on
     assert sum(_data_reads(calls).values()) > len(list(store.list(KIND_DATA + "/")))
 
 
@@ -139,8 +139,8 @@ def test_hardlinks_are_made_once_their_first_name_is_written(tmp_path):
     old = out / src.relative_to("/")
     write_files(old, {"d/first": b"old"})
     os.link(old / "d/first", old / "d/second")
-    # one file per window: the first name is still being written when the others come
-    res = _restore(store, snap, out, Tuning(restore_window_files=1), overwrite="always")
+    # one file open at a time: the first name is still being written when the others come
+    res = _restore(store, snap, out, Tuning(restore_open_files=1), overwrite="always")
     assert not res.errors, res.errors
     got = out / src.relative_to("/")
     assert tree_bytes(got) == tree_bytes(src)
@@ -259,21 +259,21 @@ def test_a_tree_with_more_directories_than_descriptors_restores_whole(tmp_path):
 
 def test_the_file_window_leaves_room_for_each_files_directory():
     """Every pending file can hold two descriptors (its own and its directory's, which
-    DirFds keeps until the file is done) in each window in flight and the one being
-    planned: together they stay under RLIMIT_NOFILE with 512 to spare (the old window, a
-    third of the limit for the files alone, let a /usr restore run out when the writers
-    fell behind the walk)."""
+    DirFds keeps until the file is done): the plan's limit of files not yet complete
+    keeps them under RLIMIT_NOFILE with 512 to spare (an old window, a third of the limit
+    for the files alone, let a /usr restore run out when the writers fell behind the
+    walk)."""
     import resource
 
     from backupkit.managers.restore_write import file_window
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    big = Tuning(restore_window_files=1 << 20)
+    big = Tuning(restore_open_files=1 << 20)
     try:
         for limit in (1024, 4096, 20000):
             resource.setrlimit(resource.RLIMIT_NOFILE, (min(limit, hard), hard))
             files = file_window(big)
-            assert files * 2 * (big.restore_windows_in_flight + 1) + 512 <= min(limit, hard)
+            assert files * 2 + 512 <= min(limit, hard)
             assert files >= 16
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

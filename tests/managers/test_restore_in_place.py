@@ -1,0 +1,157 @@
+"""Restore writes a file under its real name when nothing is at its place (no temporary
+name, no rename), and through a temporary name only over something that is there; a
+restore killed in the middle leaves partial files under their real names, which a re-run
+rewrites; files this restore created in a fresh target are not chowned to the owner they
+already have."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import backupkit.managers.restore_write as restore_write
+from backupkit.managers.restore import RestoreManager, RestoreOptions
+from tests.managers.lifecycle_util import backup, init_repo, local_store, open_repo, random_bytes, tree_bytes, write_files
+
+KiB = 1024
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _created_names(monkeypatch) -> list[bytes]:
+    """Record the name every restored file is created under."""
+    names: list[bytes] = []
+    real = restore_write.create_pending
+
+    def spy(pfd: int, tmp: bytes, size: int) -> int:
+        names.append(tmp)
+        return real(pfd, tmp, size)
+
+    monkeypatch.setattr(restore_write, "create_pending", spy)
+    return names
+
+
+def test_a_fresh_target_gets_every_file_under_its_real_name(tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    files = {f"d{i % 3}/f{i}": random_bytes(1000 * i, i) for i in range(12)}  # f0 is empty
+    write_files(src, files)
+    store = local_store(tmp_path / "repo")
+    snap = backup(init_repo(store), src)
+    names = _created_names(monkeypatch)
+    renames: list = []
+    real_rename = os.rename
+    monkeypatch.setattr(os, "rename", lambda *a, **kw: (renames.append(a), real_rename(*a, **kw)))
+    out = tmp_path / "out"
+    res = RestoreManager(open_repo(store)).restore(snap, RestoreOptions(target=str(out), connections=2))
+    assert not res.errors, res.errors
+    assert tree_bytes(out / src.relative_to("/")) == tree_bytes(src)
+    assert sorted(names) == sorted(os.fsencode(Path(n).name) for n in files)
+    assert renames == []
+
+
+def test_only_a_file_that_is_there_is_written_through_a_temporary_name(tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    write_files(src, {"a": b"new a" * 100, "b": b"new b" * 100, "c": b"c" * 10})
+    store = local_store(tmp_path / "repo")
+    snap = backup(init_repo(store), src)
+    out = tmp_path / "out"
+    old = out / src.relative_to("/")
+    write_files(old, {"a": b"old a"})
+    os.symlink("/nonexistent-elsewhere", old / "b")  # replaced by the file, never followed
+    names = _created_names(monkeypatch)
+    res = RestoreManager(open_repo(store)).restore(snap, RestoreOptions(target=str(out), connections=2, overwrite="always"))
+    assert not res.errors, res.errors
+    assert tree_bytes(old) == tree_bytes(src)
+    assert not os.path.lexists("/nonexistent-elsewhere")
+    temps = [n for n in names if n.startswith(b".bk-restore-")]
+    assert len(temps) == 2 and sorted(n for n in names if n not in temps) == [b"c"]
+
+
+def test_a_file_that_cannot_be_restored_leaves_nothing_under_its_real_name(tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    write_files(src, {"bad": random_bytes(300 * KiB, 1), "good": random_bytes(50 * KiB, 2)})
+    store = local_store(tmp_path / "repo")
+    snap = backup(init_repo(store), src)
+    real_write = restore_write.PendingFile.write
+
+    def write(self, offset: int, data: bytes) -> None:
+        if self.name == b"bad" and offset:
+            raise OSError(5, "Input/output error")  # after its first blob is on disk
+        real_write(self, offset, data)
+
+    monkeypatch.setattr(restore_write.PendingFile, "write", write)
+    out = tmp_path / "out"
+    res = RestoreManager(open_repo(store)).restore(snap, RestoreOptions(target=str(out), connections=2))
+    assert [p for p, _m in res.errors] == [str(src / "bad")]
+    assert tree_bytes(out / src.relative_to("/")) == {"good": (src / "good").read_bytes()}
+
+
+@pytest.mark.parametrize("overwrite", ["if-changed", "always"])
+def test_a_restore_killed_midway_leaves_partial_files_a_rerun_rewrites(tmp_path, overwrite):
+    src = tmp_path / "src"
+    files = {"big": random_bytes(600 * KiB, 1), "small": b"s" * 100}
+    write_files(src, files)
+    store = local_store(tmp_path / "repo")
+    snap = backup(init_repo(store), src)
+    out = tmp_path / "out"
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        sys.path.insert(0, {str(ROOT)!r})
+        import backupkit.managers.restore_write as rw
+        from backupkit.managers.restore import RestoreManager, RestoreOptions
+        from backupkit.snapshot import load_snapshot
+        from tests.managers.lifecycle_util import local_store, open_repo
+
+        real = rw.PendingFile.write
+        def write(self, offset, data):
+            real(self, offset, data)
+            if self.name == b"big":  # killed once part of it is written
+                os.kill(os.getpid(), signal.SIGKILL)
+        rw.PendingFile.write = write
+        repo = open_repo(local_store({str(tmp_path / "repo")!r}))
+        RestoreManager(repo).restore(load_snapshot(repo, {snap.id!r}),
+                                     RestoreOptions(target={str(out)!r}, connections=1))
+    """)
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, cwd=ROOT, timeout=120)
+    assert p.returncode == -signal.SIGKILL, p.stderr.decode()
+    partial = out / src.relative_to("/") / "big"
+    assert partial.stat().st_size == len(files["big"]) and partial.read_bytes() != files["big"]
+    assert partial.stat().st_mtime_ns != (src / "big").stat().st_mtime_ns
+
+    res = RestoreManager(open_repo(store)).restore(snap, RestoreOptions(target=str(out), connections=2, overwrite=overwrite))
+    assert not res.errors, res.errors
+    assert tree_bytes(out / src.relative_to("/")) == files
+    assert partial.stat().st_mtime_ns == (src / "big").stat().st_mtime_ns
+
+
+def _chowns(monkeypatch) -> list:
+    calls: list = []
+    real = os.chown
+    monkeypatch.setattr(os, "chown", lambda target, *a, **kw: (calls.append(target), real(target, *a, **kw)))
+    return calls
+
+
+def test_files_created_in_a_fresh_target_are_not_chowned_to_the_owner_they_have(tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    write_files(src, {f"d/f{i}": b"%d" % i * 50 for i in range(6)})
+    store = local_store(tmp_path / "repo")
+    snap = backup(init_repo(store), src)
+    dirs = len(src.relative_to("/").parts) + 2  # the target's "/", the path to src, src, d
+    calls = _chowns(monkeypatch)
+    out = tmp_path / "fresh"
+    res = RestoreManager(open_repo(store)).restore(snap, RestoreOptions(target=str(out), connections=2, owners=True))
+    assert not res.errors, res.errors
+    assert len(calls) == dirs and all(isinstance(c, int) for c in calls)  # directories only
+
+    calls.clear()
+    there = tmp_path / "there"
+    there.mkdir()  # not made by the restore: its files' group may come from elsewhere
+    res = RestoreManager(open_repo(store)).restore(snap, RestoreOptions(target=str(there), connections=2, owners=True))
+    assert not res.errors, res.errors
+    assert len(calls) == dirs - 1 + 6  # not the target itself; every file
+    assert tree_bytes(there) == tree_bytes(out)

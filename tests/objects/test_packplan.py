@@ -1,0 +1,195 @@
+"""PackPlan on a crafted repository: packs filled in the order files come (as a backup
+fills them, a few files apart), blobs in random order inside each pack. Each pack must be
+read with one range request and no byte twice while the plan streams (reads start before
+the last file is planned), also when its budgets force packs out early; and it never
+holds more files open than it is given (then packs are read before all their files
+are planned: in several requests)."""
+
+from __future__ import annotations
+
+import random
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from backupkit.objects.packplan import PackPlan
+from backupkit.repo.index import BlobLocation, PackInfo
+from backupkit.repo.pack import pack_name
+from backupkit.tuning import Tuning
+
+KiB = 1024
+
+
+class _Index:
+    def __init__(self, locs: dict[bytes, BlobLocation]) -> None:
+        self.locs = locs
+
+    def lookup(self, bid: bytes) -> BlobLocation | None:
+        return self.locs.get(bid)
+
+
+class _Repo:
+    """Packs of blobs whose plaintext is their stored bytes; every range read recorded."""
+
+    def __init__(self, packs: list[list[tuple[bytes, bytes]]], seed: int) -> None:
+        rnd = random.Random(seed)
+        self.data: dict[str, bytes] = {}
+        locs: dict[bytes, BlobLocation] = {}
+        for n, blobs in enumerate(packs):
+            order = blobs[:]
+            rnd.shuffle(order)  # blob order inside a pack is random, as bk writes it
+            pid = n.to_bytes(32, "big")
+            body = b"".join(raw for _bid, raw in order)
+            info = PackInfo(pid, "data", len(body) + 100)
+            off = 0
+            for bid, raw in order:
+                locs[bid] = BlobLocation(bid, info, off, len(raw), len(raw))
+                off += len(raw)
+            self.data[pack_name("data", pid)] = body
+        self.index = _Index(locs)
+        self.ranges: list[tuple[str, int, int]] = []
+        self.lock = threading.Lock()
+
+    def read_raw_range(self, name: str, offset: int, length: int) -> bytes:
+        with self.lock:
+            self.ranges.append((name, offset, length))
+        return self.data[name][offset : offset + length]
+
+    def verify_blob(self, bid, kind, raw, what, raw_length) -> bytes:
+        return bytes(raw)
+
+    def read_blob(self, bid, kind) -> bytes:
+        loc = self.index.locs[bid]
+        return self.read_raw_range(pack_name("data", loc.pack.id), loc.offset, loc.length)
+
+
+class _File:
+    def __init__(self, size: int) -> None:
+        self.remaining = 0
+        self.buf = bytearray(size)
+        self.error: BaseException | None = None
+
+    def write(self, offset: int, data: bytes) -> None:
+        self.buf[offset : offset + len(data)] = data
+
+    def fail(self, err: BaseException) -> None:
+        self.error = err
+
+
+def _crafted(n_packs: int = 12, per_pack: int = 30, seed: int = 1):
+    """Packs filled in file order, files of 1-4 blobs, neighbours swapped (a backup's
+    readers finish files a little out of order), one blob repeated in a near file."""
+    rnd = random.Random(seed)
+    blobs = [(b"b%05d" % i, rnd.randbytes(rnd.randint(1, 6) * KiB)) for i in range(n_packs * per_pack)]
+    packs = [blobs[i * per_pack : (i + 1) * per_pack] for i in range(n_packs)]
+    files: list[list[tuple[bytes, bytes]]] = []
+    i = 0
+    while i < len(blobs):
+        k = rnd.randint(1, 4)
+        files.append(blobs[i : i + k])
+        i += k
+    for j in range(0, len(files) - 1, 3):
+        files[j], files[j + 1] = files[j + 1], files[j]
+    files[10] = files[10] + [files[8][0]]  # shared with a file planned just before
+    return _Repo(packs, seed), files
+
+
+class _Pool(ThreadPoolExecutor):
+    def __init__(self) -> None:
+        super().__init__(4)
+        self.submitted = 0
+
+    def submit(self, *a, **kw):
+        self.submitted += 1
+        return super().submit(*a, **kw)
+
+
+def _run(repo: _Repo, files, tuning: Tuning, max_files: int | None = None):
+    """Plan ``files`` in order as a restore does; (reads submitted before the last file
+    was planned, most files held at once: added and not yet handed back)."""
+    outs = [_File(sum(len(raw) for _b, raw in f)) for f in files]
+    held = peak = 0
+    with _Pool() as pool:
+        plan = PackPlan(repo, pool, tuning, max_files)  # type: ignore[arg-type]
+        for out, f in zip(outs, files):
+            assert plan.add(out, [bid for bid, _raw in f]) == len(out.buf)
+            held += 1
+            peak = max(peak, held)
+            held -= len(plan.done())
+        reads_while_planning = pool.submitted
+        for batch in plan.finish():
+            held -= len(batch)
+    assert held == 0
+    for out, f in zip(outs, files):
+        assert out.error is None and bytes(out.buf) == b"".join(raw for _b, raw in f)
+    return reads_while_planning, peak
+
+
+def _per_pack(repo: _Repo) -> dict[str, list[tuple[int, int]]]:
+    by: dict[str, list[tuple[int, int]]] = {}
+    for name, off, n in repo.ranges:
+        by.setdefault(name, []).append((off, off + n))
+    return by
+
+
+def _assert_each_pack_once_and_no_byte_twice(repo: _Repo) -> None:
+    by = _per_pack(repo)
+    assert set(by) == set(repo.data)
+    for name, spans in by.items():
+        assert len(spans) == 1, (name, spans)  # one range request per pack
+    fetched = sum(e - s for spans in by.values() for s, e in spans)
+    assert fetched == sum(len(d) for d in repo.data.values())  # every byte once: no gap, no repeat
+
+
+def test_each_pack_is_read_once_as_the_plan_moves_past_it():
+    repo, files = _crafted()
+    tuning = Tuning(restore_pack_idle_files=4, restore_pack_idle_bytes=16 * KiB, restore_queued_bytes=64 * KiB,
+                    restore_read_bytes_in_flight=64 * KiB)
+    during, _peak = _run(repo, files, tuning)
+    _assert_each_pack_once_and_no_byte_twice(repo)
+    assert during >= len(repo.data) // 2, "reads start while files are still being planned"
+
+
+def test_the_pending_budget_reads_the_least_recently_wanted_pack_first():
+    repo, files = _crafted(seed=2)
+    per_pack = max(len(d) for d in repo.data.values())
+    # idleness never triggers: only the budget of pending bytes pushes packs out
+    tuning = Tuning(restore_pack_idle_files=1 << 20, restore_pending_bytes=3 * per_pack)
+    during, _peak = _run(repo, files, tuning)
+    _assert_each_pack_once_and_no_byte_twice(repo)
+    assert during >= len(repo.data) - 4
+
+
+def test_files_held_open_stay_within_the_limit():
+    repo, files = _crafted(seed=3)
+    tuning = Tuning(restore_pack_idle_files=1 << 20, restore_queued_bytes=16 * KiB)
+    _during, peak = _run(repo, files, tuning, max_files=5)
+    assert peak <= 5 + 1  # the file being added on top of the limit
+    # packs forced out before their files were all planned are read in several requests
+    assert len(repo.ranges) > len(repo.data)
+
+
+def test_a_blob_wanted_again_after_its_pack_was_read_is_read_again():
+    repo, files = _crafted(seed=4)
+    again = files[0][0][0]
+    files.append([(again, dict(files[0])[again])])  # the first file's blob, at the very end
+    tuning = Tuning(restore_pack_idle_files=2, restore_pack_idle_bytes=1)
+    _run(repo, files, tuning)
+    name = pack_name("data", repo.index.locs[again].pack.id)
+    assert len(_per_pack(repo)[name]) == 2
+
+
+def test_a_large_file_does_not_make_the_packs_it_shares_with_later_files_idle():
+    """A backup packs a large file's blobs beside the small files read with it; the
+    restore walks the large file (bytes move, files do not) and then those small files."""
+    rnd = random.Random(5)
+    big = [(b"big%03d" % i, rnd.randbytes(4 * KiB)) for i in range(40)]
+    small = [(b"s%03d" % i, rnd.randbytes(2 * KiB)) for i in range(10)]
+    packs = [big[:5] + small, big[5:20], big[20:]]
+    repo = _Repo(packs, 5)
+    files = [big] + [[b] for b in small]
+    _run(repo, files, Tuning(restore_pack_idle_files=2, restore_pack_idle_bytes=1))
+    _assert_each_pack_once_and_no_byte_twice(repo)
+    # the bytes alone would have read the first pack before the small files came
+    repo = _Repo(packs, 5)
+    _run(repo, files, Tuning(restore_pack_idle_files=0, restore_pack_idle_bytes=1))
+    assert len(repo.ranges) > len(packs)
