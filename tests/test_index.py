@@ -115,7 +115,8 @@ def test_decoded_entries_pack_when_they_fit() -> None:
     import pytest
 
     from backupkit.errors import FormatError
-    from backupkit.repo.index import PackedEntries, decode_index, encode_index
+    from backupkit.repo.index import PackedEntries
+    from backupkit.repo.index_codec import decode_index, encode_index
     from backupkit.repo.pack import PackEntry
 
     rows = [(bytes([i]) * 32, 100 * i, 60 + i, 3 * i) for i in range(5)]
@@ -143,7 +144,8 @@ def test_streamed_encoding_is_the_documented_msgpack_and_decodes_back() -> None:
     import random
     import struct
 
-    from backupkit.repo.index import PackedEntries, decode_index, encode_index
+    from backupkit.repo.index import PackedEntries
+    from backupkit.repo.index_codec import decode_index, encode_index
     from backupkit.repo.pack import PackEntry
 
     rng = random.Random(5)
@@ -172,7 +174,7 @@ def test_streamed_decoding_checks_what_the_whole_object_decode_checked() -> None
     import pytest
 
     from backupkit.errors import FormatError
-    from backupkit.repo.index import decode_index
+    from backupkit.repo.index_codec import decode_index
 
     row = [b"p" * 32, "data", 1000, [[b"b" * 32, 0, 100, 10]]]
     ok = {"supersedes": [b"s" * 32], "packs": [row], "v": 1, "later": {"x": 1}}  # any key order, unknown keys

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING
 
 from backupkit.crypto import T_INDEX
 from backupkit.errors import FormatError, IntegrityError, ObjectNotFound
-from backupkit.repo.index import Index, IndexObject, decode_index
+from backupkit.repo.index import Index
+from backupkit.repo.index_codec import IndexObject, decode_index
 
 if TYPE_CHECKING:
     from backupkit.repo.repository import Repository

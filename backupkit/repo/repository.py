@@ -43,7 +43,8 @@ from backupkit.errors import BadArgument, IntegrityError, ObjectNotFound, Reposi
 from backupkit.repo.blobs import BlobAccess
 from backupkit.repo.cache import Cache, default_cache_root
 from backupkit.repo.config import RepoConfig
-from backupkit.repo.index import Index, PackInfo, encode_index
+from backupkit.repo.index import Index, PackInfo
+from backupkit.repo.index_codec import encode_index
 from backupkit.repo.keys import KdfParams, make_key_file
 from backupkit.repo.names import PACK_PREFIXES, id_of
 from backupkit.repo.pack import PackEntry, decode_payload, encode_payload

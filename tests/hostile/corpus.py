@@ -22,7 +22,7 @@ from pathlib import Path
 import msgpack
 
 from backupkit.crypto import T_DATA_BLOB, T_LOCK, T_META_BLOB, T_PACK_HEADER, T_SNAPSHOT
-from backupkit.repo.index import decode_index
+from backupkit.repo.index_codec import decode_index
 from backupkit.repo.pack import KIND_DATA, KIND_META, decode_payload
 from backupkit.repo.repository import Repository
 from backupkit.store.local import LocalObjectStore

@@ -26,7 +26,7 @@ from backupkit.objects.content import content_list
 from backupkit.objects.entry import decode_entry
 from backupkit.errors import BackupkitError, BlobNotFound
 from backupkit.hamt import Hamt
-from backupkit.repo.index import decode_index
+from backupkit.repo.index_codec import decode_index
 from backupkit.repo.keys import key_info, make_key_file, open_key_file
 from backupkit.repo.pack import decode_payload, read_pack_header
 from backupkit.repo.config import RepoConfig
