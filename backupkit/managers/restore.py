@@ -102,9 +102,6 @@ class RestoreResult:
     verify_failures: tuple[str, ...]
     seconds: float
     dry_run: bool
-    #: directories whose contents could not be read (a damaged tree node): their
-    #: subtrees are missing from the restore
-    unreadable: tuple[str, ...] = ()
     #: entries already as the snapshot has them (only their metadata refreshed)
     unchanged: int = 0
     unchanged_bytes: int = 0
@@ -113,6 +110,9 @@ class RestoreResult:
     skipped_bytes: int = 0
     #: paths removed from the target (``--delete``; in a dry run: that would be)
     deleted: int = 0
+    #: directories whose contents could not be read (a damaged tree node): their
+    #: subtrees are missing from the restore
+    unreadable: tuple[str, ...] = ()
 
     @property
     def problems(self) -> int:
