@@ -5,7 +5,10 @@ descriptor (``restore_files``), so nothing is written through a symlink. What is
 in the target is looked at first (``restore_overwrite``): a file as the snapshot has it
 is not rewritten (its metadata is refreshed), ``--overwrite`` decides for the others,
 and ``--delete`` clears each restored directory of what the snapshot's lacks when the
-stream leaves it. A file is written under a temporary name and renamed when complete.
+stream leaves it. A file with nothing at its place is written under its real name
+(created with ``O_EXCL``: a restore that is killed leaves it partial, and the next one
+rewrites it); one that replaces what is there is written under a temporary name and
+renamed over it when complete.
 Directory metadata is applied last, deepest first, so restoring children does not
 disturb a directory's mtime.
 """
