@@ -40,6 +40,11 @@ if TYPE_CHECKING:
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
+def _empty(dir_fd: int) -> bool:
+    with os.scandir(dir_fd) as it:
+        return next(it, None) is None
+
+
 def _disk_full(path: bytes, err: OSError) -> RestoreError:
     return RestoreError(f"{err.strerror or 'no space left on device'} while restoring {display_path(path)}: restore stopped")
 
@@ -71,16 +76,21 @@ class DirRestorer:
         # the snapshot's "/" entry is applied to the target only if this restore makes it:
         # never chmod/chown a directory that was there (the user's home, "/")
         created = not os.path.lexists(target)
-        run.fresh = created and not opts.dry_run
         if not opts.dry_run:
             os.makedirs(target, exist_ok=True)
             root_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
         else:  # a dry run looks at what is there, read-only
             root_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY) if not created else -1
         run.target = os.fsencode(target)
-        if run.fresh and not os.fstat(root_fd).st_mode & stat.S_ISGID:
-            # every directory in it is made by this restore (mode 0700 until the end):
-            # a file created in one is the running user's and group's
+        # fresh: the target holds nothing (made now, or an empty directory given), so what
+        # is at an entry's place need not be looked at
+        run.fresh = not opts.dry_run and (created or _empty(root_fd))
+        st = os.fstat(root_fd) if run.fresh else None
+        if st is not None and not st.st_mode & stat.S_ISGID and st.st_gid == os.getegid():
+            # every directory in it is made by this restore (mode 0700 until the end), in
+            # one of the running group's that is not set-group-id: a file created in one is
+            # the running user's and group's, whether the file system gives new files the
+            # creator's group or the directory's (mount option grpid)
             run.new_owner = (os.geteuid(), os.getegid())
         dir_fds = run.dir_fds = DirFds(root_fd)
         dirs_meta: list[tuple[bytes, Entry]] = []
