@@ -113,6 +113,11 @@ def _clean(pattern: str) -> str:
     return posixpath.normpath(pattern) if pattern else "."
 
 
+@lru_cache(maxsize=4096)
+def _compiled(regex: str) -> re.Pattern[str]:
+    return re.compile(regex)
+
+
 def _regex_for(anchored: bool, parts: Sequence[str], original: str) -> str:
     """One regex for a cleaned pattern: it finds the pattern's components as consecutive
     components of a path (from the root when anchored); ``""`` in ``parts`` is ``**``."""
@@ -133,11 +138,6 @@ def _regex_for(anchored: bool, parts: Sequence[str], original: str) -> str:
             pieces.append("/" + _component_regex(p, original))
     pieces.append(_END)
     return "".join(pieces)
-
-
-@lru_cache(maxsize=4096)
-def _compiled(regex: str) -> re.Pattern[str]:
-    return re.compile(regex)
 
 
 @dataclass(frozen=True)

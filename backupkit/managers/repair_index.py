@@ -50,7 +50,8 @@ class RepairIndexOptions:
 
 @dataclass(frozen=True)
 class PackProblem:
-    """A pack whose header could not be used, and what became of it."""
+    """A pack whose header could not be used, and what became of it; ``bk repair index``
+    lists each one, with its reason and outcome."""
 
     name: str
     #: why the header could not be used (a one-line error)

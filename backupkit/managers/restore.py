@@ -102,9 +102,6 @@ class RestoreResult:
     verify_failures: tuple[str, ...]
     seconds: float
     dry_run: bool
-    #: directories whose contents could not be read (a damaged tree node): their
-    #: subtrees are missing from the restore
-    unreadable: tuple[str, ...] = ()
     #: entries already as the snapshot has them (only their metadata refreshed)
     unchanged: int = 0
     unchanged_bytes: int = 0
@@ -113,6 +110,9 @@ class RestoreResult:
     skipped_bytes: int = 0
     #: paths removed from the target (``--delete``; in a dry run: that would be)
     deleted: int = 0
+    #: directories whose contents could not be read (a damaged tree node): their
+    #: subtrees are missing from the restore
+    unreadable: tuple[str, ...] = ()
 
     @property
     def problems(self) -> int:
@@ -182,12 +182,14 @@ class _Run:
     base: bytes = b"/"
     top_is_dir: bool = True
     strip: bool = False
-    #: the target directory (bytes), and whether this restore created it (then nothing
-    #: in it needs to be looked at before writing)
+    #: the target directory (bytes), and whether it held nothing when the restore began
+    #: (created by it, or given empty: then nothing in it needs to be looked at before
+    #: writing)
     target: bytes = b""
     fresh: bool = False
-    #: (uid, gid) of a file this restore creates, when known (a fresh target that is not
-    #: set-group-id): its owner is not set again when the snapshot's is the same
+    #: (uid, gid) of a file this restore creates, when known (a fresh target of the
+    #: running group that is not set-group-id): its owner is not set again when the
+    #: snapshot's is the same
     new_owner: tuple[int, int] | None = None
     #: to a directory: the pack reads planned, the files being written (not yet under
     #: their real names), and those of them with later hardlinked names, by inode
@@ -257,9 +259,11 @@ class _Run:
 
     def result(self, seconds: float) -> RestoreResult:
         return RestoreResult(
-            self.files, self.dirs, self.others, self.bytes, tuple(self.errors), self.verified,
-            tuple(self.verify_failures), seconds, self.opts.dry_run, tuple(self.unreadable),
-            self.unchanged, self.unchanged_bytes, self.skipped, self.skipped_bytes, self.deleted,
+            files=self.files, dirs=self.dirs, others=self.others, bytes=self.bytes, errors=tuple(self.errors),
+            verified=self.verified, verify_failures=tuple(self.verify_failures), seconds=seconds,
+            dry_run=self.opts.dry_run, unchanged=self.unchanged, unchanged_bytes=self.unchanged_bytes,
+            skipped=self.skipped, skipped_bytes=self.skipped_bytes, deleted=self.deleted,
+            unreadable=tuple(self.unreadable),
         )
 
 

@@ -5,7 +5,10 @@ descriptor (``restore_files``), so nothing is written through a symlink. What is
 in the target is looked at first (``restore_overwrite``): a file as the snapshot has it
 is not rewritten (its metadata is refreshed), ``--overwrite`` decides for the others,
 and ``--delete`` clears each restored directory of what the snapshot's lacks when the
-stream leaves it. A file is written under a temporary name and renamed when complete.
+stream leaves it. A file with nothing at its place is written under its real name
+(created with ``O_EXCL``: a restore that is killed leaves it partial, and the next one
+rewrites it); one that replaces what is there is written under a temporary name and
+renamed over it when complete.
 Directory metadata is applied last, deepest first, so restoring children does not
 disturb a directory's mtime.
 """
@@ -35,6 +38,11 @@ if TYPE_CHECKING:
     from backupkit.snapshot import Snapshot
 
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _empty(dir_fd: int) -> bool:
+    with os.scandir(dir_fd) as it:
+        return next(it, None) is None
 
 
 def _disk_full(path: bytes, err: OSError) -> RestoreError:
@@ -68,16 +76,21 @@ class DirRestorer:
         # the snapshot's "/" entry is applied to the target only if this restore makes it:
         # never chmod/chown a directory that was there (the user's home, "/")
         created = not os.path.lexists(target)
-        run.fresh = created and not opts.dry_run
         if not opts.dry_run:
             os.makedirs(target, exist_ok=True)
             root_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
         else:  # a dry run looks at what is there, read-only
             root_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY) if not created else -1
         run.target = os.fsencode(target)
-        if run.fresh and not os.fstat(root_fd).st_mode & stat.S_ISGID:
-            # every directory in it is made by this restore (mode 0700 until the end):
-            # a file created in one is the running user's and group's
+        # fresh: the target holds nothing (made now, or an empty directory given), so what
+        # is at an entry's place need not be looked at
+        run.fresh = not opts.dry_run and (created or _empty(root_fd))
+        st = os.fstat(root_fd) if run.fresh else None
+        if st is not None and not st.st_mode & stat.S_ISGID and st.st_gid == os.getegid():
+            # every directory in it is made by this restore (mode 0700 until the end), in
+            # one of the running group's that is not set-group-id: a file created in one is
+            # the running user's and group's, whether the file system gives new files the
+            # creator's group or the directory's (mount option grpid)
             run.new_owner = (os.geteuid(), os.getegid())
         dir_fds = run.dir_fds = DirFds(root_fd)
         dirs_meta: list[tuple[bytes, Entry]] = []

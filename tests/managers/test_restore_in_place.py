@@ -149,9 +149,38 @@ def test_files_created_in_a_fresh_target_are_not_chowned_to_the_owner_they_have(
     assert len(calls) == dirs and all(isinstance(c, int) for c in calls)  # directories only
 
     calls.clear()
+    empty = tmp_path / "empty"
+    empty.mkdir()  # given empty: as fresh as one the restore makes (but its "/" is not applied)
+    res = RestoreManager(open_repo(store)).restore(snap, RestoreOptions(target=str(empty), connections=2, owners=True))
+    assert not res.errors, res.errors
+    assert len(calls) == dirs - 1 and all(isinstance(c, int) for c in calls)  # directories only
+    assert tree_bytes(empty) == tree_bytes(out)
+
+    calls.clear()
     there = tmp_path / "there"
-    there.mkdir()  # not made by the restore: its files' group may come from elsewhere
+    there.mkdir()
+    (there / "other").write_bytes(b"not the snapshot's")  # not empty: each place is looked at
     res = RestoreManager(open_repo(store)).restore(snap, RestoreOptions(target=str(there), connections=2, owners=True))
     assert not res.errors, res.errors
     assert len(calls) == dirs - 1 + 6  # not the target itself; every file
+    (there / "other").unlink()
     assert tree_bytes(there) == tree_bytes(out)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give the target another group")
+def test_files_in_an_empty_target_of_another_group_are_chowned(tmp_path, monkeypatch):
+    """A target whose group is not the running one (a file system with BSD group
+    semantics gives new files the directory's group): every file's owner is set."""
+    src = tmp_path / "src"
+    write_files(src, {f"d/f{i}": b"%d" % i * 50 for i in range(6)})
+    store = local_store(tmp_path / "repo")
+    snap = backup(init_repo(store), src)
+    dirs = len(src.relative_to("/").parts) + 2
+    target = tmp_path / "other-group"
+    target.mkdir()
+    os.chown(target, -1, os.getegid() + 1)
+    calls = _chowns(monkeypatch)
+    res = RestoreManager(open_repo(store)).restore(snap, RestoreOptions(target=str(target), connections=2, owners=True))
+    assert not res.errors, res.errors
+    assert len(calls) == dirs - 1 + 6
+    assert all(os.lstat(p).st_gid == os.getegid() for p in target.rglob("f*"))
