@@ -79,11 +79,15 @@ its wanted span with one request, and each blob written with ``pwrite`` by the r
                                 save a request (restic: 1 MiB); in a full restore every
                                 blob of a pack is wanted, so gaps are what a partial
                                 restore leaves out
-    restore_span_max            one range request spans at most this (a pack is 16 MiB)
+    restore_span_max            one range request spans at most this (a pack is 16-18 MiB)
+    restore_span_max_local      the same where a request costs nothing (a store whose
+                                ``request_bytes`` is 0: a local directory): a pack is read
+                                in several spans, by several workers at once
     restore_read_bytes_in_flight
                                 bytes of fetched spans held at once (the reads' memory;
-                                spans are whole 16 MiB packs, so two at once: 48 MiB was
-                                0-0.9 s faster on S3 but not locally, and peaked higher)
+                                on a remote store spans are whole packs of 16-18 MiB, so
+                                one or two at once: 48 MiB was 0-0.9 s faster on S3 but
+                                not locally, and peaked higher)
     restore_create_threads      threads creating files ahead of their first write (a
                                 create waits on the disk's metadata, 1-3 ms when cold)
 """
@@ -125,6 +129,7 @@ class Tuning:
     restore_queued_bytes: int = 128 * MiB
     restore_join_gap: int = 128 * KiB
     restore_span_max: int = 32 * MiB
+    restore_span_max_local: int = 4 * MiB
     restore_read_bytes_in_flight: int = 32 * MiB
     restore_create_threads: int = 8
 

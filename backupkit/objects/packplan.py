@@ -21,7 +21,10 @@ Vocabulary:
              ``restore_pending_refs``, and when the files not yet complete (each holds a
              descriptor) reach the plan's ``max_files``; ``finish`` flushes the rest.
     span     wanted blobs of one pack read with one request: consecutive blobs closer
-             than ``restore_join_gap``, up to ``restore_span_max`` bytes.
+             than ``restore_join_gap``, up to ``restore_span_max`` bytes, or
+             ``restore_span_max_local`` where requests cost nothing (a local directory:
+             a whole pack in one span would let the bytes-in-flight budget hold one pack
+             at a time, so one worker would read, verify and write while the others wait).
     queued   spans submitted to the pool and not yet written; the planner waits while
              they hold ``restore_queued_bytes``.
 
@@ -122,6 +125,7 @@ class PackPlan:
         self._pool = pool
         self._max_files = max(1, min(tuning.restore_open_files, max_files or tuning.restore_open_files))
         self._budget = _Budget(tuning.restore_read_bytes_in_flight)
+        self._span_max = tuning.restore_span_max_local if repo.free_requests else tuning.restore_span_max
         #: blob id -> slot, from its first ref until a worker takes its refs
         self._slots: dict[bytes, _Slot] = {}
         self._pending: OrderedDict[bytes, _Pending] = OrderedDict()  # by pack id, least recently wanted first
@@ -287,7 +291,7 @@ class PackPlan:
             self._futures.append(self._pool.submit(self._read_span, name, span, start, size))
 
     def _spans(self, slots: list[_Slot]) -> Iterable[list[_Slot]]:
-        gap, most = self.tuning.restore_join_gap, self.tuning.restore_span_max
+        gap, most = self.tuning.restore_join_gap, self._span_max
         span = [slots[0]]
         start, end = slots[0].loc.offset, slots[0].loc.offset + slots[0].loc.length
         for s in slots[1:]:

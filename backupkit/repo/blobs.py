@@ -292,6 +292,12 @@ class BlobAccess:
             self.cache.put_source(name, pack)
 
     @property
+    def free_requests(self) -> bool:
+        """True where a request costs nothing beyond its bytes (a local directory): a
+        reader may split a range into several requests freely."""
+        return self.store.request_bytes == 0
+
+    @property
     def join_gap(self) -> int:
         """Unwanted bytes worth reading between two wanted ranges of one pack to save a
         request: a quarter of the store's ``request_bytes``, at least 4 KiB."""

@@ -28,7 +28,10 @@ class _Index:
 
 
 class _Repo:
-    """Packs of blobs whose plaintext is their stored bytes; every range read recorded."""
+    """Packs of blobs whose plaintext is their stored bytes; every range read recorded.
+    A remote store's (a request costs: whole packs in one request) unless ``free``."""
+
+    free_requests = False
 
     def __init__(self, packs: list[list[tuple[bytes, bytes]]], seed: int) -> None:
         rnd = random.Random(seed)
@@ -193,3 +196,22 @@ def test_a_large_file_does_not_make_the_packs_it_shares_with_later_files_idle():
     repo = _Repo(packs, 5)
     _run(repo, files, Tuning(restore_pack_idle_files=0, restore_pack_idle_bytes=1))
     assert len(repo.ranges) > len(packs)
+
+
+def test_where_requests_cost_nothing_a_pack_is_read_in_spans_of_at_most_the_local_size():
+    """A local directory: each pack's wanted bytes in several range reads, none larger
+    than ``restore_span_max_local`` (a blob is never cut), together every byte once."""
+    repo, files = _crafted(seed=3)
+    repo.free_requests = True
+    most = 16 * KiB
+    tuning = Tuning(restore_pack_idle_files=4, restore_pack_idle_bytes=16 * KiB, restore_span_max_local=most)
+    _run(repo, files, tuning)
+    by = _per_pack(repo)
+    assert set(by) == set(repo.data)
+    largest_blob = max(loc.length for loc in repo.index.locs.values())
+    assert all(e - s <= most or e - s <= largest_blob for spans in by.values() for s, e in spans)
+    assert sum(len(spans) for spans in by.values()) > 2 * len(repo.data)  # packs are split
+    for name, spans in by.items():
+        spans.sort()
+        assert all(a[1] == b[0] for a, b in zip(spans, spans[1:])), name  # adjacent: no gap, no overlap
+        assert spans[0][0] == 0 and spans[-1][1] == len(repo.data[name])
