@@ -106,8 +106,9 @@ class BlobAccess:
         blob_id = self.sealer.blob_id
         ids = [blob_id(d) for d in datas]
         new: list[int] = []
+        index = self.index  # loaded (under the lock) before this takes it
         with self._lock:
-            absent = set(self.index.missing(ids))
+            absent = set(index.missing(ids))
             damaged, reserved = self.damaged, self._reserved
             for i, b in enumerate(ids):
                 if (b not in absent and b not in damaged) or b in reserved:

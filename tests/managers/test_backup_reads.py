@@ -117,3 +117,33 @@ def test_an_unreadable_file_of_a_batch_is_reported_alone(tmp_path):
             assert b"".join(repo.read_blob(b) for b in tree.content(e)) == p.read_bytes()
     # every other file was opened once (the failing ones twice: with and without O_NOATIME)
     assert sorted(fs.opened) == sorted([os.fsencode(p) for p in files] + [os.fsencode(src / "d0" / "empty")] + sorted(bad))
+
+
+
+def test_add_blobs_on_a_repository_whose_index_is_not_loaded_yet():
+    """``add_blobs`` loads the index itself (the index property takes the repository's
+    lock, so it must not be read under that lock: that hung until something else had
+    loaded the index). In a child process, so a hang fails the test instead of holding
+    the suite."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        from backupkit.crypto import T_DATA_BLOB
+        from tests.support.kit import make_test_repo, reopen
+        repo = make_test_repo()
+        first = repo.add_blobs(T_DATA_BLOB, [b"one", b"two"])
+        repo.flush()
+        fresh = reopen(repo)
+        assert fresh._index is None  # the state the first batch of a new backup meets
+        ids = fresh.add_blobs(T_DATA_BLOB, [b"two", b"three", b"two"])
+        assert ids[0] == first[1] == ids[2] and fresh.stats["blobs_new"] == 1  # only "three" is new
+        print("ok")
+    """)
+    root = Path(__file__).resolve().parents[2]
+    try:
+        r = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("add_blobs waited on its own lock") from None
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
