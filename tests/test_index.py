@@ -196,3 +196,18 @@ def test_streamed_decoding_checks_what_the_whole_object_decode_checked() -> None
     ):
         with pytest.raises(FormatError):
             decode_index(bad, "x")
+
+
+def test_a_newer_index_version_is_named_as_such_not_as_malformed() -> None:
+    """The version is checked as soon as it is read: a newer layout of ``packs`` must
+    say "unsupported index version" (upgrade bk), not "malformed" (which points at
+    bk repair index)."""
+    import msgpack
+    import pytest
+
+    from backupkit.errors import FormatError
+    from backupkit.repo.index_codec import decode_index
+
+    newer = msgpack.packb({"v": 2, "packs": [{"id": b"p" * 32, "blobs": []}]})
+    with pytest.raises(FormatError, match="unsupported index version 2"):
+        decode_index(newer, "x")

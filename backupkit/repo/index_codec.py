@@ -100,6 +100,8 @@ def decode_index(data: bytes, what: str) -> IndexObject:
                 packs = _read_packs(u, what)
             elif key == "v":
                 version = u.unpack()
+                if version != 1:  # before the rest: a newer layout is not "malformed"
+                    raise FormatError(f"{what}: unsupported index version {version}")
             else:
                 value = u.unpack()
                 if key == "supersedes":
