@@ -136,11 +136,11 @@ class ContentWriter:
         if it cannot be read or is no longer a regular file."""
         fd = self._open(path)
         try:
-            try:
-                fst = self.fs.fstat(fd)
-            except OSError as err:
-                raise FileReadError(f"read error: {err.strerror}") from None
-            return self._read_open(fd, st, fst)
+            data, changed, fst = self._read_one_chunk(fd, st)
+            if fst is not None:
+                return self._read_open(fd, st, fst)
+            # one chunk: stored here, no hand-off to the sealing pool
+            return FileContent([self.store_chunk(data)] if data else [], len(data), len(data), changed)
         finally:
             self.fs.close(fd)
 
@@ -228,8 +228,7 @@ class ContentWriter:
             raise FileReadError(f"read error: {err.strerror}") from None
         if data:
             self._on_bytes(len(data))
-        changed = (after.st_size, after.st_mtime_ns, after.st_ctime_ns) != (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-        return data, changed, None
+        return data, _changed(after, st), None
 
     def _open(self, path: bytes) -> int:
         fs = self.fs
@@ -246,38 +245,25 @@ class ContentWriter:
         except OSError as err:
             raise FileReadError(f"cannot read: {err.strerror}") from None
 
-    def _read_open(self, fd: int, st: os.stat_result, fst: os.stat_result | None) -> FileContent:
-        """Read the open file ``fd`` from its start (``st``: the walk's lstat; ``fst``:
-        its fstat now, None to take it)."""
+    def _read_open(self, fd: int, st: os.stat_result, fst: os.stat_result) -> FileContent:
+        """Read the open regular file ``fd`` that is more than one chunk, from its start
+        (``st``: the walk's lstat; ``fst``: its fstat, from ``_read_one_chunk``)."""
         fs = self.fs
         try:
-            if fst is None:
-                fst = fs.fstat(fd)
-            if not stat.S_ISREG(fst.st_mode):
-                raise FileReadError("changed type while being read, skipped")
             # never past the size at open: a file truncated since lstat gets no zero tail
             size = min(st.st_size, fst.st_size)
             items: list = []
             pos = nread = 0
             shrank = False
-            if 0 < size < self.chunker.sizes.min_size and fst.st_blocks * 512 >= size:
-                # one chunk: read it here, no hand-off to the sealing pool
-                data = read_upto(fs, fd, size)
-                if data:
-                    items.append(self.store_chunk(data))
-                    self._on_bytes(len(data))
-                nread = pos = len(data)
-                shrank = len(data) < size
-            else:
-                for off, length in self._segments(fd, size, fst):
-                    if off > pos:
-                        items.append(off - pos)  # a hole
-                    got = self._read_segment(fd, off, length, items)
-                    nread += got
-                    pos = off + got
-                    if got < length:
-                        shrank = True
-                        break
+            for off, length in self._segments(fd, size, fst):
+                if off > pos:
+                    items.append(off - pos)  # a hole
+                got = self._read_segment(fd, off, length, items)
+                nread += got
+                pos = off + got
+                if got < length:
+                    shrank = True
+                    break
             after = fs.fstat(fd)
             if not shrank and pos < size:
                 end = min(size, after.st_size)  # a trailing hole, as far as the file still goes
@@ -285,9 +271,8 @@ class ContentWriter:
                     items.append(end - pos)
         except OSError as err:
             raise FileReadError(f"read error: {err.strerror}") from None
-        changed = (after.st_size, after.st_mtime_ns, after.st_ctime_ns) != (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         stored = sum(i for i in items if isinstance(i, int)) + nread
-        return FileContent(items, nread, stored, changed)
+        return FileContent(items, nread, stored, _changed(after, st))
 
     def _read_segment(self, fd: int, off: int, length: int, items: list) -> int:
         """Chunk ``length`` bytes at ``off`` into ``items``; the bytes read (fewer if the
@@ -364,5 +349,10 @@ def read_upto(fs: Any, fd: int, n: int) -> bytes:
         n -= len(b)
     return b"".join(parts)
 
+
+
+def _changed(after: os.stat_result, st: os.stat_result) -> bool:
+    """Did the file change while it was read (size or times now unlike the walk's lstat)?"""
+    return (after.st_size, after.st_mtime_ns, after.st_ctime_ns) != (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 __all__ = ["Cancelled", "ContentWriter", "FileContent", "FileReadError", "read_upto"]
