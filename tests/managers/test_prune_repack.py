@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from backupkit.managers.prune import DamagedRepository, PruneManager
-from backupkit.managers.prune_repack import runs
+from backupkit.managers.prune_repack import REPACK_SPAN, runs
 from backupkit.repo.pack import KIND_DATA, pack_name
 from tests.managers.lifecycle_util import open_repo
 from tests.managers.test_prune import ZERO, _assert_clean, _refuses, forgotten  # noqa: F401 - the fixture
@@ -56,12 +56,21 @@ def test_repack_reads_only_the_live_ranges(forgotten, tmp_path):
     assert plan.repack
     names = {pack_name(p.kind, p.id): p for p in plan.repack}
     live = sum(ln for p in plan.repack for bid, _o, ln, _r in plan.entries[p.id] if bid in plan.live)
+    # exactly the runs of live blobs (gap and span limits), one range read each
+    want = sorted(
+        (pack_name(p.kind, p.id), end - start)
+        for p in plan.repack
+        for start, end, _run in runs(
+            [(o, ln, bid, r) for bid, o, ln, r in plan.entries[p.id] if bid in plan.live], mgr.repo.join_gap, REPACK_SPAN
+        )
+    )
     reads.clear()
     mgr.execute(plan)
     got = [(op, n, size) for op, n, size in reads if n in names]
     assert got and all(op == "range" for op, _n, _s in got), got  # never a whole pack
     read = sum(size for _op, _n, size in got)
     assert live <= read < sum(p.size for p in plan.repack)
+    assert sorted((n, size) for _op, n, size in got) == want
     _assert_clean(store, tmp_path, snaps, src, expect)
 
 
