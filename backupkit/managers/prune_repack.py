@@ -17,11 +17,12 @@ copied unchanged: the envelope is bound to (type, blob id), not to a pack.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container, Iterable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from backupkit.concurrency import bounded_map
 from backupkit.errors import DamagedRepository, FormatError, IntegrityError
+from backupkit.repo.coalesce import runs
 from backupkit.repo.index import PackInfo
 from backupkit.repo.pack import TYPE_OF_KIND, PackEntry
 from backupkit.repo.packwriter import PackWriter
@@ -31,23 +32,6 @@ from backupkit.repo.repository import Repository
 REPACK_SPAN = 4 * 1024 * 1024
 
 Live = tuple[int, int, bytes, int]  # offset, length, blob id, raw length
-
-
-def runs(blobs: Iterable[Live], gap: int, span: int) -> Iterator[tuple[int, int, list[Live]]]:
-    """(start, end, blobs) of each run of ``blobs`` (sorted by offset here)."""
-    run: list[Live] = []
-    start = end = 0
-    for b in sorted(blobs):
-        off, length = b[0], b[1]
-        if run and off - end <= gap and off + length - start <= span:
-            run.append(b)
-            end = max(end, off + length)
-            continue
-        if run:
-            yield start, end, run
-        run, start, end = [b], off, off + length
-    if run:
-        yield start, end, run
 
 
 def repack(

@@ -53,6 +53,7 @@ from typing import Any, Protocol
 
 from backupkit.crypto import T_DATA_BLOB
 from backupkit.errors import BlobNotFound, FormatError, IntegrityError, StoreError
+from backupkit.repo.coalesce import runs
 from backupkit.repo.index import BlobLocation
 from backupkit.repo.pack import pack_name
 from backupkit.repo.repository import Repository
@@ -291,17 +292,9 @@ class PackPlan:
             self._futures.append(self._pool.submit(self._read_span, name, span, start, size))
 
     def _spans(self, slots: list[_Slot]) -> Iterable[list[_Slot]]:
-        gap, most = self.tuning.restore_join_gap, self._span_max
-        span = [slots[0]]
-        start, end = slots[0].loc.offset, slots[0].loc.offset + slots[0].loc.length
-        for s in slots[1:]:
-            loc = s.loc
-            if loc.offset - end > gap or loc.offset + loc.length - start > most:
-                yield span
-                span, start = [], loc.offset
-            span.append(s)
-            end = max(end, loc.offset + loc.length)
-        yield span
+        members = ((s.loc.offset, s.loc.length, s) for s in slots)
+        for _start, _end, run in runs(members, self.tuning.restore_join_gap, self._span_max):
+            yield [m[2] for m in run]
 
     # -- running ---------------------------------------------------------------------------
     def _harvest(self, block: bool, one: bool = False) -> None:
