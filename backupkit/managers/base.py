@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
+from backupkit.reporters import silent
 from backupkit.repo.repository import Repository
 from backupkit.snapshot import Snapshot, filter_snapshots, list_snapshots, resolve_ref
 from backupkit.tree import make_hamt
@@ -33,8 +34,7 @@ class PhaseReporter(Protocol):
     def advance(self, n: int = 1) -> None: ...
 
 
-class NullPhaseReporter(PhaseReporter):
-    """Hears nothing (the protocol's methods do nothing)."""
+NullPhaseReporter = silent(PhaseReporter)
 
 
 def lock_checker(repo: Repository, lock_check: Callable[[], None] | None) -> Callable[[], None]:

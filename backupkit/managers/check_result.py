@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from backupkit.reporters import silent
 from backupkit.managers.base import PhaseReporter
 from backupkit.managers.json_fields import json_fields
 
@@ -56,6 +57,8 @@ class CheckOptions:
 
 @dataclass(frozen=True)
 class CheckResult:
+    """What ``bk check`` found, and how much it looked at."""
+
     #: every problem found, errors and warnings
     findings: tuple[Finding, ...]
     #: what was checked: snapshots, index objects, indexed packs and blobs
@@ -86,5 +89,4 @@ class CheckReporter(PhaseReporter, Protocol):
     def finding(self, finding: Finding) -> None: ...
 
 
-class NullCheckReporter(CheckReporter):
-    """Hears nothing (the protocol's methods do nothing)."""
+NullCheckReporter = silent(CheckReporter)

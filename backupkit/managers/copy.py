@@ -27,10 +27,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
+from backupkit.reporters import silent
 from backupkit.crypto import T_DATA_BLOB, T_META_BLOB
 from backupkit.entry import Keyer
 from backupkit.managers.base import ContentReading, SnapshotSelection, select_snapshots
-from backupkit.managers.json_fields import json_fields
+from backupkit.managers.json_fields import JsonFields
 from backupkit.objects.content import with_content
 from backupkit.objects.entry import Entry
 from backupkit.objects.reader import ContentReader, Parts
@@ -56,7 +57,7 @@ class CopyOptions(SnapshotSelection, ContentReading):
 
 
 @dataclass(frozen=True)
-class Copied:
+class Copied(JsonFields):
     """One snapshot copied: the source's snapshot and the one written in the target."""
 
     source: Snapshot
@@ -64,12 +65,11 @@ class Copied:
     #: file entries with content (their blobs copied, or found in the target)
     files: int
 
-    def to_json(self) -> dict:
-        return json_fields(self, source=self.source.id, target=self.target.id)
-
 
 @dataclass(frozen=True)
-class CopyResult:
+class CopyResult(JsonFields):
+    """What ``bk copy`` did: the snapshots it wrote in the target and the blobs it added."""
+
     #: snapshots copied, in the order they were written
     copied: tuple[Copied, ...]
     #: selected snapshots the target already had
@@ -81,16 +81,12 @@ class CopyResult:
     blobs_added: int
     bytes_added: int
 
-    def to_json(self) -> dict:
-        return json_fields(self, skipped=[s.id for s in self.skipped])
-
 
 class CopyReporter(Protocol):
     def copied(self, c: Copied) -> None: ...
 
 
-class NullCopyReporter(CopyReporter):
-    """Hears nothing (the protocol's methods do nothing)."""
+NullCopyReporter = silent(CopyReporter)
 
 
 class _PartsStream:

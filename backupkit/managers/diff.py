@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from backupkit.reporters import silent
 from backupkit.crypto import T_META_BLOB
 from backupkit.entry import display_path
 from backupkit.managers.json_fields import json_fields
@@ -100,8 +101,7 @@ class DiffReporter(Protocol):
     def change(self, change: Change) -> None: ...
 
 
-class NullDiffReporter(DiffReporter):
-    """Hears nothing (the protocol's methods do nothing)."""
+NullDiffReporter = silent(DiffReporter)
 
 
 def classify(ea: Entry | None, eb: Entry | None) -> tuple[str, tuple[str, ...]]:

@@ -93,6 +93,8 @@ class SnapshotMatches:
 
 @dataclass(frozen=True)
 class FindResult:
+    """What ``bk find`` matched, per snapshot, and what the search cost."""
+
     #: snapshots with at least one match
     snapshots: tuple[SnapshotMatches, ...]
     #: snapshots searched

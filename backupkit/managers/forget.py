@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from backupkit.reporters import silent
 from backupkit.errors import BadArgument
 from backupkit.managers.base import Manager, SnapshotSelection
 from backupkit.managers.json_fields import json_fields
@@ -83,15 +84,14 @@ class ForgetResult:
     dry_run: bool
 
     def to_json(self) -> dict:
-        return json_fields(self, "policy", "dry_run", "groups", removed=[s.id for s in self.removed])
+        return json_fields(self, "policy", "dry_run", "groups", "removed")
 
 
 class ForgetReporter(Protocol):
     def removed(self, snapshot: Snapshot) -> None: ...
 
 
-class NullForgetReporter(ForgetReporter):
-    """Hears nothing (the protocol's methods do nothing)."""
+NullForgetReporter = silent(ForgetReporter)
 
 
 class ForgetManager(Manager[ForgetReporter]):

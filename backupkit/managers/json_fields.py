@@ -2,8 +2,9 @@
 
 Most of a result's fields go into its JSON as they are, under their own names; a
 ``to_json`` then says only what differs (a path shown for people, a rounded time, an
-extra key) instead of listing every field again. ``replaced_ids`` is the one way a
-result names a snapshot and the one written in its place (tag, rewrite).
+extra key) instead of listing every field again, and a result with nothing to say
+inherits ``JsonFields``. A snapshot in a result is named by its id; ``replaced_ids`` is
+the one way a result names a snapshot and the one written in its place (tag, rewrite).
 """
 
 from __future__ import annotations
@@ -11,10 +12,15 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
+from backupkit.snapshot import Snapshot
+
 
 def json_value(value: Any) -> Any:
-    """A value as JSON holds it: a result's ``to_json()``, a tuple or list as a list of
-    such values; anything else as it is."""
+    """A value as JSON holds it: a snapshot as its id (a result names the snapshots it
+    speaks of; ``bk snapshots`` shows them whole), a result's ``to_json()``, a tuple or
+    list as a list of such values; anything else as it is."""
+    if isinstance(value, Snapshot):
+        return value.id
     if hasattr(value, "to_json"):
         return value.to_json()
     if isinstance(value, (tuple, list)):
@@ -30,6 +36,13 @@ def json_fields(result: Any, *names: str, **given: Any) -> dict:
     out = {k: given.pop(k) if k in given else json_value(getattr(result, k)) for k in keys}
     out.update(given)
     return out
+
+
+class JsonFields:
+    """A result whose JSON is its fields as ``json_fields`` gives them, nothing else."""
+
+    def to_json(self) -> dict:
+        return json_fields(self)
 
 
 def replaced_ids(old: Any, new: Any | None) -> dict:

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from backupkit.entry import display_path
-from backupkit.managers.json_fields import json_fields
+from backupkit.managers.json_fields import JsonFields
 from backupkit.objects.entry import Entry
 from backupkit.repo.repository import Repository
 from backupkit.snapshot import Snapshot
@@ -14,7 +14,7 @@ from backupkit.tree import SnapshotTree, normalize
 
 
 @dataclass(frozen=True)
-class LsEntry:
+class LsEntry(JsonFields):
     path: str
     type: str
     mode: int
@@ -25,9 +25,6 @@ class LsEntry:
     size: int
     mtime_ns: int
     link_target: str | None
-
-    def to_json(self) -> dict:
-        return json_fields(self)
 
 
 def _ls_entry(path: bytes, e: Entry) -> LsEntry:

@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol
 
+from backupkit.reporters import silent
 from backupkit.archive import FORMATS
 from backupkit.entry import display_path, name_of, parent_of
 from backupkit.errors import BadArgument, PathNotFound, UsageError
@@ -87,6 +88,8 @@ class RestoreOptions(ContentReading):
 
 @dataclass(frozen=True)
 class RestoreResult:
+    """What ``bk restore`` wrote, and every entry it could not restore whole."""
+
     #: entries restored by type (``others``: symlinks, devices, fifos, sockets) and the
     #: file bytes written
     files: int
@@ -154,8 +157,7 @@ class RestoreReporter(Protocol):
     def error(self, path: str, message: str) -> None: ...
 
 
-class NullRestoreReporter(RestoreReporter):
-    """Hears nothing (the protocol's methods do nothing)."""
+NullRestoreReporter = silent(RestoreReporter)
 
 
 @dataclass

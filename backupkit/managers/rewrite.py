@@ -17,11 +17,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from backupkit.reporters import silent
 from backupkit.entry import Keyer, display_path
 from backupkit.errors import BadArgument, UsageError
 from backupkit.managers.find import FindManager, FindMatch, FindOptions
 from backupkit.managers.base import Manager, SnapshotSelection, select_snapshots
-from backupkit.managers.json_fields import json_fields, replaced_ids
+from backupkit.managers.json_fields import JsonFields, replaced_ids
 from backupkit.snapshot import Snapshot, remove_snapshots, save_snapshot
 from backupkit.tree import make_hamt
 
@@ -57,7 +58,9 @@ class RewriteChange:
 
 
 @dataclass(frozen=True)
-class RewriteResult:
+class RewriteResult(JsonFields):
+    """What ``bk rewrite`` did (or, with ``dry_run``, would do) to the selected snapshots."""
+
     #: snapshots that lost entries (rewritten, or with dry_run: would be)
     changed: tuple[RewriteChange, ...]
     #: selected snapshots no exclude matched (left as they are)
@@ -66,16 +69,12 @@ class RewriteResult:
     forget: bool
     dry_run: bool
 
-    def to_json(self) -> dict:
-        return json_fields(self, unchanged=[s.id for s in self.unchanged])
-
 
 class RewriteReporter(Protocol):
     def rewritten(self, change: RewriteChange) -> None: ...
 
 
-class NullRewriteReporter(RewriteReporter):
-    """Hears nothing (the protocol's methods do nothing)."""
+NullRewriteReporter = silent(RewriteReporter)
 
 
 class RewriteManager(Manager[RewriteReporter]):

@@ -48,6 +48,8 @@ class StatsOptions(SnapshotSelection):
 
 @dataclass(frozen=True)
 class RepoSummary:
+    """The repository as a whole, from its index and catalog (``bk stats`` without a snapshot mode's totals)."""
+
     #: packs in the index and their stored bytes, split by kind (data: file content;
     #: meta: trie nodes and content lists)
     packs: int
@@ -79,6 +81,8 @@ class RepoSummary:
 
 @dataclass(frozen=True)
 class StatsResult:
+    """``bk stats``: the totals of one mode over the chosen snapshots, and the repository's summary."""
+
     mode: str
     #: ids of the snapshots counted
     snapshots: tuple[str, ...]

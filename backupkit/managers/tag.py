@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from backupkit.reporters import silent
 from backupkit.errors import BadArgument
 from backupkit.managers.base import Manager, SnapshotSelection, select_snapshots
 from backupkit.managers.json_fields import replaced_ids
@@ -73,8 +74,7 @@ class TagReporter(Protocol):
     def changed(self, change: TagChange) -> None: ...
 
 
-class NullTagReporter(TagReporter):
-    """Hears nothing (the protocol's methods do nothing)."""
+NullTagReporter = silent(TagReporter)
 
 
 def new_tags(current: tuple[str, ...], opts: TagOptions) -> tuple[str, ...]:

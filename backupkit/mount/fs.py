@@ -37,6 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
+from backupkit.reporters import silent
 from backupkit.errors import BackupkitError
 from backupkit.mount.files import OpenFile
 from backupkit.mount.layout import Layout, MetaNode, build_layout
@@ -61,8 +62,7 @@ class MountReporter(Protocol):
     def on_error(self, path: str, error: Exception) -> None: ...
 
 
-class NullMountReporter(MountReporter):
-    """Hears nothing (the protocol's methods do nothing)."""
+NullMountReporter = silent(MountReporter)
 
 
 @dataclass(frozen=True)
