@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any
 from backupkit.errors import FileReadError
 from backupkit.objects.entry import Entry
 from backupkit.objects.writer import ContentWriter, FileContent
-from backupkit.tuning import Tuning
 
 if TYPE_CHECKING:
     from backupkit.managers.backup_walk import WalkStats
@@ -47,15 +46,13 @@ _Done = "tuple[bytes, bytes] | tuple[()] | None"
 
 
 class FileReads:
-    """The reader threads of one run; ``change`` makes each file's trie change on them,
-    ``record`` takes the changes in hand-over order, and ``stats`` counts and reports
-    the files."""
+    """The reader threads of one run, reading through ``writer`` (and within its
+    tuning's budgets); ``change`` makes each file's trie change on them, ``record``
+    takes the changes in hand-over order, and ``stats`` counts and reports the files."""
 
-    def __init__(
-        self, writer: ContentWriter, tuning: Tuning, threads: int, stats: WalkStats, change: Change, record: Record
-    ) -> None:
+    def __init__(self, writer: ContentWriter, threads: int, stats: WalkStats, change: Change, record: Record) -> None:
         self._writer = writer
-        self._tuning = tuning
+        self._tuning = writer.tuning
         self._stats = stats
         self._change = change
         self._record = record

@@ -130,7 +130,7 @@ class BackupWalk:
         self.changes = ChangeLog()
         self.excluder = Excluder(opts)
         self.writer = ContentWriter(repo, tuning, opts.dry_run, self.reporter.bytes_done, fs, opts.compression)
-        self.reads = FileReads(self.writer, tuning, opts.read_concurrency, stats, self._change, self.changes.add)
+        self.reads = FileReads(self.writer, opts.read_concurrency, stats, self._change, self.changes.add)
         #: set when the run ends (interrupted or not): the totals scan stops too
         self.stopped = threading.Event()
 
