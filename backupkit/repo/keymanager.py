@@ -103,7 +103,10 @@ def check_key_file(repo: Repository, name: str) -> tuple[str, str] | None:
             return KEY_META_UNAUTHENTICATED, f"key file {key_id[:8]}: its sealed metadata does not authenticate"
         return None
     try:
-        keys = open_key_file(key_id, raw, repo.password)
+        if key_id == repo.key_id and raw == repo.key_raw:
+            keys = repo.keys  # the bytes and password that opened it: one Argon2id run saved
+        else:
+            keys = open_key_file(key_id, raw, repo.password)
     except WrongPassword:
         if info.host == "?":
             # nothing in it is verified: damaged, another key file's bytes, or planted

@@ -154,7 +154,7 @@ def open_repository(
     if not u.key_cached:
         oc.put(f"keys/{u.key_id}", u.raw_key)
     repo = cls(store, u.keys, cfg, u.key_id, cache_root, connections)
-    repo.password = password
+    repo.password, repo.key_raw = password, u.raw_key
     repo.open_warnings = tuple(u.skipped)
     return repo
 

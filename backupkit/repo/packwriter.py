@@ -83,20 +83,22 @@ class PackWriter:
         kind = KIND_OF_TYPE[blob_type]
         pack_size = self.repo.config.pack_size
         full = []
-        with self._lock:
-            b = self._builders[kind]
-            start, size = 0, b.size
-            for i, (_bid, sealed, _raw) in enumerate(blobs):
-                size += len(sealed)
-                if size >= pack_size:
-                    b.add_many(blob_type, blobs[start : i + 1])
-                    full.append(b)
-                    b = self._builders[kind] = PackBuilder(kind, self._spool_dir)
-                    start, size = i + 1, 0
-            if start < len(blobs):
-                b.add_many(blob_type, blobs[start:])
-        for f in full:
-            self._submit(f)
+        try:
+            with self._lock:
+                b = self._builders[kind]
+                start, size = 0, b.size
+                for i, (_bid, sealed, _raw) in enumerate(blobs):
+                    size += len(sealed)
+                    if size >= pack_size:
+                        b.add_many(blob_type, blobs[start : i + 1])
+                        full.append(b)
+                        b = self._builders[kind] = PackBuilder(kind, self._spool_dir)
+                        start, size = i + 1, 0
+                if start < len(blobs):
+                    b.add_many(blob_type, blobs[start:])
+        finally:  # a full pack is whole even when a later spool write failed: store it
+            for f in full:
+                self._submit(f)
 
     def flush(self) -> list[UploadedPack]:
         """Upload the partly filled packs and wait for every upload (raises the first

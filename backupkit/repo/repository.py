@@ -109,6 +109,9 @@ class Repository(BlobAccess):
         self.key_id = key_id
         #: the password that opened the repository (check opens every key file with it)
         self.password: bytes | None = None
+        #: the bytes of the key file that opened it (check does not derive from the same
+        #: bytes and password again: the result is known)
+        self.key_raw: bytes | None = None
         #: Why key files were skipped while opening (damaged, not a key file name), for -v.
         self.open_warnings: tuple[str, ...] = ()
         self._warnings: dict[str, None] = {}
@@ -186,9 +189,10 @@ class Repository(BlobAccess):
             keys = MasterKeys(keys.enc_key, keys.id_key, chunker_key)
         cfg = RepoConfig(1, os.urandom(32).hex(), *chunker, pack_size, compression_level, time.time())
         key_id = os.urandom(32).hex()
-        store.put(f"keys/{key_id}", make_key_file(key_id, keys, password, kdf or KdfParams()))
+        key_raw = make_key_file(key_id, keys, password, kdf or KdfParams())
+        store.put(f"keys/{key_id}", key_raw)
         repo = cls(store, keys, cfg, key_id, cache_root)
-        repo.password = password
+        repo.password, repo.key_raw = password, key_raw
         repo.put_object(T_CONFIG, "config", b"config", cfg.encode())
         return repo
 

@@ -323,6 +323,27 @@ def test_a_changed_byte_anywhere_in_a_key_file_is_found(tmp_path, which):
     assert res.ok, res.errors
 
 
+def test_the_key_file_that_opened_the_repository_is_not_derived_again(tmp_path):
+    """Check opens every key file with the password, but the one whose very bytes opened
+    the repository gives a known answer: no second Argon2id run. Shown by a password
+    that no longer fits: with the same bytes nothing is derived (no finding); with one
+    byte changed, it is derived and refused (key_damaged)."""
+    from backupkit.repo.keymanager import check_key_file
+    from backupkit.repo.repository import Repository
+    from tests.managers.lifecycle_util import PASSWORD
+
+    store = local_store(tmp_path / "repo")
+    init_repo(store)
+    repo = Repository.open(store, PASSWORD, cache_root=False, connections=2)
+    name = f"keys/{repo.key_id}"
+    assert repo.key_raw == store.get(name)
+    repo.password = b"not the password"
+    assert check_key_file(repo, name) is None
+    repo.key_raw = repo.key_raw[:-1] + bytes([repo.key_raw[-1] ^ 1])  # as if a cached copy differed
+    kind, message = check_key_file(repo, name)
+    assert kind == "key_damaged" and "no longer opens it" in message
+
+
 def test_config_is_verified_from_the_store_not_the_cache(repo3, tmp_path):
     from backupkit.repo.repository import Repository
     from tests.managers.lifecycle_util import PASSWORD
