@@ -156,6 +156,9 @@ def test_restore_check_prune_interrupted_release_their_locks(env, tmp_path):
     small.mkdir()
     for i in range(8):
         (small / f"f{i}").write_bytes(os.urandom(1024 * 1024))
+    # enough for check --read-data to still run when the signal comes (its key check
+    # no longer derives the key that opened the repository, so it has little else to do)
+    (small / "big").write_bytes(os.urandom(48 * 1024 * 1024))
     r = run_bk("backup", str(small), env=env)
     assert r.returncode == 0, r.stderr
 
@@ -174,7 +177,7 @@ def test_restore_check_prune_interrupted_release_their_locks(env, tmp_path):
     # check --read-data and prune: sent as soon as the lock exists (tried again in the
     # rare case the command ended first)
     for args in (("check", "--read-data"), ("prune", "--dry-run")):
-        for _attempt in range(5):
+        for _attempt in range(10):
             p = start(env, *args)
             wait_for(lambda: bool(locks(env)) or p.poll() is not None, p, f"{args[0]} took its lock")
             p.send_signal(signal.SIGTERM)
