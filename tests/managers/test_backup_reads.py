@@ -82,10 +82,21 @@ def test_batched_backup_holds_what_one_by_one_holds(tmp_path):
     src = tmp_path / "src"
     _tree(src)
     repo = make_test_repo()
+    sizes: list[int] = []  # blobs per Repository.add_blobs call: what the batching changes
+    add_blobs = repo.add_blobs
+
+    def recording(blob_type, datas, level=None):
+        sizes.append(len(datas))
+        return add_blobs(blob_type, datas, level)
+
+    repo.add_blobs = recording
     one = BackupManager(repo, tuning=ONE_BY_ONE).run(BackupOptions(paths=(str(src),)))
+    assert set(sizes) == {1} and sum(sizes) == 300  # every non-empty file alone
+    sizes.clear()
     batched = BackupManager(repo, tuning=Tuning(small_files_per_job=7, small_reads_ahead=3)).run(
         BackupOptions(paths=(str(src),), force=True)
     )
+    assert max(sizes) == 7 and sum(sizes) == 300, sizes  # 7 files' blobs a call
     assert one.errors == batched.errors == ()
     assert batched.files_new == one.files_new == 301 and batched.files_read == 301
     assert batched.snapshot.root == one.snapshot.root, "same entries, same content, same trie"

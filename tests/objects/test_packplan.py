@@ -100,15 +100,18 @@ class _Pool(ThreadPoolExecutor):
     def __init__(self) -> None:
         super().__init__(4)
         self.submitted = 0
+        self.names: list[str] = []  # the pack of each read, in the order they were submitted
 
-    def submit(self, *a, **kw):
+    def submit(self, fn, name, *a, **kw):
         self.submitted += 1
-        return super().submit(*a, **kw)
+        self.names.append(name)
+        return super().submit(fn, name, *a, **kw)
 
 
-def _run(repo: _Repo, files, tuning: Tuning, max_files: int | None = None):
+def _run(repo: _Repo, files, tuning: Tuning, max_files: int | None = None, order: list | None = None):
     """Plan ``files`` in order as a restore does; (reads submitted before the last file
-    was planned, most files held at once: added and not yet handed back)."""
+    was planned, most files held at once: added and not yet handed back). ``order``
+    gets the pack names read, in submission order."""
     outs = [_File(sum(len(raw) for _b, raw in f)) for f in files]
     held = peak = 0
     with _Pool() as pool:
@@ -121,6 +124,8 @@ def _run(repo: _Repo, files, tuning: Tuning, max_files: int | None = None):
         reads_while_planning = pool.submitted
         for batch in plan.finish():
             held -= len(batch)
+        if order is not None:
+            order.extend(pool.names)
     assert held == 0
     for out, f in zip(outs, files):
         assert out.error is None and bytes(out.buf) == b"".join(raw for _b, raw in f)
@@ -160,6 +165,21 @@ def test_the_pending_budget_reads_the_least_recently_wanted_pack_first():
     during, _peak = _run(repo, files, tuning)
     _assert_each_pack_once_and_no_byte_twice(repo)
     assert during >= len(repo.data) - 4
+
+
+def test_over_the_budget_the_pack_wanted_longest_ago_is_read_not_the_one_wanted_first():
+    """Pack A is wanted first and again later, B only once between: over the pending
+    budget B is read first (least recently wanted), where first-in-first-out reads A."""
+    rnd = random.Random(6)
+    packs = [[(b"%s%d" % (k, i), rnd.randbytes(4 * KiB)) for i in range(4)] for k in (b"A", b"B", b"C")]
+    repo = _Repo(packs, 6)
+    a, b, c = packs
+    files = [[a[0]], [b[0]], [a[1]], [c[0]], [a[2]], [c[1]]]  # pending: 4, 8, ..., 24 KiB
+    tuning = Tuning(restore_pack_idle_files=1 << 20, restore_pending_bytes=20 * KiB)
+    order: list[str] = []
+    _run(repo, files, tuning, order=order)
+    names = [pack_name("data", n.to_bytes(32, "big")) for n in range(3)]
+    assert order == [names[1], names[0], names[2]], "B (wanted once, long ago), then A, then C"
 
 
 def test_files_held_open_stay_within_the_limit():
