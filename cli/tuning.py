@@ -5,10 +5,18 @@ mmaps whose pages fault in on first touch, which cost more system time than the 
 Raising the mmap threshold (to 32 MiB: packs are 16) lets freed buffers be reused
 instead; the trim threshold of 8 MiB returns what piles up beyond that, which kept
 peak memory of a 400 MB backup at ~205 MiB instead of ~245 MiB with 64 MiB.
+
+glibc also gives threads malloc arenas of their own, up to 8 per core, and each keeps
+its freed buffers: capped at one arena per core, the first backup of `/usr` (5.7 GB,
+138k entries, warm, 2 cores) peaked at 160-175 MiB in eight runs against 185 MiB in two
+without the cap (and 174-189 in four before; restic 170-178), no slower; check
+--read-data of the mixed set at 101-104 MiB instead of 113-115 (docs/benchmarks.md,
+2026-12-03 12:27 section).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 _done = False
@@ -36,9 +44,10 @@ def tune_malloc() -> None:
         import ctypes
 
         libc = ctypes.CDLL("libc.so.6")
-        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
         libc.mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024)
         libc.mallopt(M_TRIM_THRESHOLD, 8 * 1024 * 1024)
+        libc.mallopt(M_ARENA_MAX, max(2, os.cpu_count() or 2))
     except (OSError, AttributeError):
         pass
 
