@@ -22,7 +22,7 @@ def command(
     from backupkit_cli.progress import PhaseProgress
     from backupkit_cli.tuning import tune_malloc
 
-    tune_malloc()
+    tune_malloc(trim_threshold=64 * 1024 * 1024)  # packs read whole, one after the other
     st: State = ctx.obj
     if read_data_subset is not None:
         parse_subset(read_data_subset)  # a usage error before any work
