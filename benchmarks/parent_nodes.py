@@ -1,0 +1,63 @@
+"""How many trie nodes an unchanged backup reads from its parent, per node-cache size.
+
+A backup asks the parent snapshot for each directory's children by key prefix
+(``SnapshotTree.raw_children_by_name``), in the walk's order: depth first, names sorted.
+A leaf holds the children of several directories that the walk reaches far apart, so a
+node cache smaller than the tree reads some nodes more than once. This walks the
+parent's directories in that order (from the tree, not the disk) with a node cache of
+each given size and prints the node reads (``Hamt.loads``), the distinct nodes and the
+time::
+
+    python -m benchmarks.parent_nodes --repo R --password-file P --path /usr 65536 131072 262144
+
+The size that reads every node once is what ``Tuning.parent_node_cache`` would need for
+this tree; what it costs in memory is measured on ``bk backup`` itself (docs/performance-limits.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from backupkit.objects.entry import Entry
+from backupkit.repo.repository import Repository
+from backupkit.snapshot import list_snapshots
+from backupkit.store.local import LocalObjectStore
+from backupkit.tree import SnapshotTree, make_hamt, normalize
+
+
+def count(repo: Repository, root: bytes, top: bytes, cache_size: int) -> tuple[int, int, int, int, float]:
+    """(directories, node visits, node reads, nodes cached at the end, seconds)."""
+    tree = SnapshotTree(repo, root, make_hamt(repo, cache_size=cache_size))
+    t0 = time.monotonic()
+    stack, dirs = [top], 0
+    while stack:
+        d = stack.pop()
+        dirs += 1
+        pre = d if d == b"/" else d + b"/"
+        kids = tree.raw_children_by_name(d)
+        sub = [pre + name for name in sorted(kids) if Entry.decode(kids[name], pre + name).is_dir]
+        stack.extend(reversed(sub))
+    hamt = tree.hamt
+    return dirs, hamt.visits, hamt.loads, len(hamt._cache), time.monotonic() - t0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repo", required=True, help="a local repository")
+    ap.add_argument("--password-file", required=True)
+    ap.add_argument("--path", default="/", help="the directory the backup was of")
+    ap.add_argument("sizes", nargs="+", type=int, help="node cache sizes (entries)")
+    args = ap.parse_args(argv)
+    with open(args.password_file, "rb") as f:
+        password = f.read().rstrip(b"\r\n")
+    repo = Repository.open(LocalObjectStore(args.repo), password, cache_root=False)
+    snap = list_snapshots(repo)[-1]
+    for size in args.sizes:
+        dirs, visits, loads, cached, secs = count(repo, snap.root, normalize(args.path), size)
+        print(f"cache {size:>8}: {dirs} directories, {visits} node visits, {loads} node reads, {cached} nodes cached at the end, {secs:.2f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
