@@ -10,8 +10,9 @@ glibc also gives threads malloc arenas of their own, up to 8 per core, and each 
 its freed buffers: capped at one arena per core, the first backup of `/usr` (5.7 GB,
 138k entries, warm, 2 cores) peaked at 160-175 MiB in eight runs against 185 MiB in two
 without the cap (and 174-189 in four before; restic 170-178), no slower; check
---read-data of the mixed set at 101-104 MiB instead of 113-115 (docs/benchmarks.md,
-2026-12-03 12:27 section).
+--read-data of the mixed set at 101-104 MiB instead of 113-115. It costs the unchanged
+backup of 200k tiny files 10 MiB (112 against 102; restic 128). docs/benchmarks.md,
+2026-12-03 12:27 and 13:26 sections.
 """
 
 from __future__ import annotations
