@@ -9,10 +9,11 @@ peak memory of a 400 MB backup at ~205 MiB instead of ~245 MiB with 64 MiB.
 glibc also gives threads malloc arenas of their own, up to 8 per core, and each keeps
 its freed buffers: capped at one arena per core, the first backup of `/usr` (5.7 GB,
 138k entries, warm, 2 cores) peaked at 160-175 MiB in eight runs against 185 MiB in two
-without the cap (and 174-189 in four before; restic 170-178), no slower; check
---read-data of the mixed set at 101-104 MiB instead of 113-115. It costs the unchanged
-backup of 200k tiny files 10 MiB (112 against 102; restic 128). docs/benchmarks.md,
-2026-12-03 12:27 and 13:26 sections.
+without the cap (and 174-189 in four before; restic 170-178), no slower; the mixed set's
+first backup at 118-121 MiB instead of 134-136, check --read-data of it at 100-102
+instead of 111-113. It costs the unchanged backup of 200k tiny files 10 MiB (110 against
+100-101; restic 128). docs/benchmarks.md, 2026-12-03 12:27 and 13:26 sections (the
+``benchmarks.ab`` commands that repeat these).
 """
 
 from __future__ import annotations
