@@ -21,7 +21,8 @@ from __future__ import annotations
 import os
 import sys
 
-_done = False
+#: the trim threshold applied (0: none yet)
+_done = 0
 
 
 def tune_malloc(trim_threshold: int = 8 * 1024 * 1024) -> None:
@@ -40,9 +41,9 @@ def tune_malloc(trim_threshold: int = 8 * 1024 * 1024) -> None:
     and full ones much rarer; the data has no reference cycles worth collecting early.
     """
     global _done
-    if _done:
+    if _done == trim_threshold:
         return
-    _done = True
+    _done = trim_threshold  # once per process and threshold (a second command in one process may differ)
     import gc
 
     gc.set_threshold(100_000, 50, 1000)

@@ -350,7 +350,6 @@ def read_upto(fs: Any, fd: int, n: int) -> bytes:
     return b"".join(parts)
 
 
-
 def _changed(after: os.stat_result, st: os.stat_result) -> bool:
     """Did the file change while it was read (size or times now unlike the walk's lstat)?"""
     return (after.st_size, after.st_mtime_ns, after.st_ctime_ns) != (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
