@@ -60,7 +60,9 @@ class KeyManager:
             raise UsageError(f"{prefix!r} matches {len(matches)} keys; give more digits")
         (key_id,) = matches
         if key_id == self.repo.key_id:
-            raise UsageError("refusing to remove the key in use; open the repository with another key first")
+            raise UsageError(
+                "refusing to remove the key in use: add one (bk key add), then remove this one with the new key's password"
+            )
         self.repo.check_lock()
         self.repo.store.delete(f"keys/{key_id}")
         return key_id

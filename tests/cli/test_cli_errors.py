@@ -329,6 +329,7 @@ def test_malformed_option_values_exit_2_in_one_line(made, tmp_path):
     r = run_bk("key", "remove", in_use[0]["id"], env=env)
     assert r.returncode == 1, (r.returncode, r.stderr)
     one_error_line(r, "key in use")
+    assert "bk key add" in r.stderr  # the way out when it is the only key (check's remedy for a damaged one)
 
 
 #: Runs the bk script with ``import click`` failing: a plain ``pip install .`` of a typer
