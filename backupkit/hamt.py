@@ -43,6 +43,11 @@ from backupkit.hamt_node import BRANCH, KEY_LEN, LEAF, Change, Entry, check_chil
 LEAF_MAX = 256
 
 
+#: what a plaintext node costs in the cache besides its bytes (the bytes object's header,
+#: the id and the ordered dict's slot)
+_PLAIN_OVERHEAD = 200
+
+
 def sorted_unique(changes: list[Change]) -> list[Change]:
     """``changes`` sorted by (key, path), in place, the last of equal (key, path) kept."""
     changes.sort(key=_key_path)
@@ -70,14 +75,23 @@ def _key_path(c: Change) -> tuple[bytes, bytes]:
 class Hamt:
     """Operations over tries stored through ``load(id) -> bytes`` / ``save(bytes) -> id``."""
 
-    def __init__(self, load: Callable[[bytes], bytes], save: Callable[[bytes], bytes], cache_size: int = 4096):
+    def __init__(
+        self, load: Callable[[bytes], bytes], save: Callable[[bytes], bytes], cache_size: int = 4096, plain_cache_bytes: int = 0
+    ):
         """``cache_size``: decoded nodes kept, counted in leaf entries and branch slots
-        (a node weighs 1 + its rows), so memory stays bounded whatever the leaf sizes."""
+        (a node weighs 1 + its rows), so memory stays bounded whatever the leaf sizes.
+        ``plain_cache_bytes``: behind it, the plaintext of nodes already loaded and
+        checked, up to that many bytes (about half the memory of the same nodes decoded;
+        a hit costs one msgpack decode instead of a blob read: locate, decrypt,
+        decompress, verify and check)."""
         self._load = load
         self._save = save
         self._cache: OrderedDict[bytes, list] = OrderedDict()
         self._cache_size = cache_size
         self._cache_weight = 0
+        self._plain: OrderedDict[bytes, bytes] = OrderedDict()
+        self._plain_size = plain_cache_bytes
+        self._plain_weight = 0
         self._lock = threading.Lock()
         #: nodes fetched through ``load`` (cache misses) and nodes visited in total.
         self.loads = 0
@@ -92,10 +106,21 @@ class Hamt:
             if n is not None:
                 self._cache.move_to_end(node_id)
                 return n
-        n = decode_node(node_id, self._load(node_id))
+            raw = self._plain.get(node_id)
+            if raw is not None:
+                self._plain.move_to_end(node_id)
+        if raw is not None:
+            # checked when it was loaded; these very bytes have not left this process
+            n = msgpack.unpackb(raw)
+            with self._lock:
+                self._remember(node_id, n)
+            return n
+        raw = self._load(node_id)
+        n = decode_node(node_id, raw)
         with self._lock:
             self.loads += 1
             self._remember(node_id, n)
+            self._remember_plain(node_id, raw)
         return n
 
     def child(self, parent: list, slot: int, child_id: bytes, count: int) -> list:
@@ -119,6 +144,14 @@ class Hamt:
         self._cache_weight += self._weight(n)
         while self._cache_weight > self._cache_size and len(self._cache) > 1:
             self._cache_weight -= self._weight(self._cache.popitem(last=False)[1])
+
+    def _remember_plain(self, node_id: bytes, raw: bytes) -> None:
+        if self._plain_size <= 0 or node_id in self._plain:
+            return
+        self._plain[node_id] = raw
+        self._plain_weight += _PLAIN_OVERHEAD + len(raw)
+        while self._plain_weight > self._plain_size and self._plain:
+            self._plain_weight -= _PLAIN_OVERHEAD + len(self._plain.popitem(last=False)[1])
 
     def _put(self, n: list) -> bytes:
         node_id = self._save(msgpack.packb(n))

@@ -21,11 +21,12 @@ from backupkit.repo.repository import Repository
 OnError = Callable[[bytes, Exception, bool], None]
 
 
-def make_hamt(repo: Repository, cache_size: int = 65536) -> Hamt:
+def make_hamt(repo: Repository, cache_size: int = 65536, plain_cache_bytes: int = 0) -> Hamt:
     return Hamt(
         lambda nid: repo.read_blob(nid, T_META_BLOB),
         lambda data: repo.add_blob(T_META_BLOB, data)[0],
         cache_size=cache_size,
+        plain_cache_bytes=plain_cache_bytes,
     )
 
 

@@ -38,9 +38,13 @@ Backup (walk -> read files -> chunk -> hash/compress/seal -> pack -> upload):
                                 and a leaf holds the children of several directories far
                                 apart in the walk, so a cache smaller than the tree reads
                                 leaves again (`/usr`, 15.6k directories: 9.8k node reads
-                                of 4.8k nodes at 1 << 16; all 4.8k once at 1 << 18, which
-                                made its unchanged backup ~0.5 s of ~4 s faster and its peak
-                                17-32 MiB higher, above restic's: docs/performance-limits.md)
+                                of 4.8k nodes at 1 << 16 with no plaintext cache)
+    parent_node_plain           behind that, the plaintext of the parent's nodes already
+                                read, in bytes: about half the memory of the same nodes
+                                decoded, and a hit is one msgpack decode instead of a blob
+                                read. 1 << 13 decoded + 24 MiB plain reads 5.2k nodes for
+                                `/usr` (1 << 16 decoded alone: 9.8k) in the same peak
+                                memory (docs/performance-limits.md, section 2.3)
 
     index_checkpoint_packs      the repository writes an index object for the packs uploaded
                                 so far after this many packs ...
@@ -120,7 +124,8 @@ class Tuning:
     chunks_in_flight: int = 4
     chunk_buffers_per_reader: int = 2
     packs_in_flight_over_connections: int = 1
-    parent_node_cache: int = 1 << 16
+    parent_node_cache: int = 1 << 13
+    parent_node_plain: int = 24 * MiB
     index_checkpoint_packs: int = 64
     index_checkpoint_seconds: float = 300.0
     index_checkpoint_blobs: int = 100_000

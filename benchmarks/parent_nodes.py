@@ -26,9 +26,9 @@ from backupkit.store.local import LocalObjectStore
 from backupkit.tree import SnapshotTree, make_hamt, normalize
 
 
-def count(repo: Repository, root: bytes, top: bytes, cache_size: int) -> tuple[int, int, int, int, float]:
+def count(repo: Repository, root: bytes, top: bytes, cache_size: int, plain: int = 0) -> tuple[int, int, int, int, float]:
     """(directories, node visits, node reads, nodes cached at the end, seconds)."""
-    tree = SnapshotTree(repo, root, make_hamt(repo, cache_size=cache_size))
+    tree = SnapshotTree(repo, root, make_hamt(repo, cache_size=cache_size, plain_cache_bytes=plain))
     t0 = time.monotonic()
     stack, dirs = [top], 0
     while stack:
@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repo", required=True, help="a local repository")
     ap.add_argument("--password-file", required=True)
     ap.add_argument("--path", default="/", help="the directory the backup was of")
+    ap.add_argument("--plain-mib", type=int, default=0, help="a plaintext node cache of this many MiB behind the decoded one")
     ap.add_argument("sizes", nargs="+", type=int, help="node cache sizes (entries)")
     args = ap.parse_args(argv)
     with open(args.password_file, "rb") as f:
@@ -54,8 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     repo = Repository.open(LocalObjectStore(args.repo), password, cache_root=False)
     snap = list_snapshots(repo)[-1]
     for size in args.sizes:
-        dirs, visits, loads, cached, secs = count(repo, snap.root, normalize(args.path), size)
-        print(f"cache {size:>8}: {dirs} directories, {visits} node visits, {loads} node reads, {cached} nodes cached at the end, {secs:.2f} s")
+        dirs, visits, loads, cached, secs = count(repo, snap.root, normalize(args.path), size, args.plain_mib << 20)
+        print(f"cache {size:>8}, plain {args.plain_mib} MiB: {dirs} directories, {visits} node visits, {loads} node reads, {cached} nodes cached at the end, {secs:.2f} s")
     return 0
 
 

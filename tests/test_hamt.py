@@ -153,3 +153,31 @@ def test_update_by_slot_gives_the_root_update_gives(base_kind, n_base, n_changes
     got = h.update_by_slot(root, slot, len(changes))
     assert got == h.update(root, list(changes))
     assert len(asked) == len(set(asked))  # each slot asked for once
+
+
+def test_plaintext_cache_serves_nodes_already_read_within_its_budget():
+    h, nodes = make_hamt()
+    es = entries(3000)
+    root = h.build(es)
+    loads: list[bytes] = []
+
+    def load(nid: bytes) -> bytes:
+        loads.append(nid)
+        return nodes[nid]
+
+    size = sum(len(b) for b in nodes.values())
+    # no decoded cache, a plaintext cache that holds the whole trie: each node is read once
+    r = Hamt(load, lambda b: b"", cache_size=0, plain_cache_bytes=size + 200 * len(nodes))
+    assert sorted(r.items(root)) == sorted(es)
+    first = len(loads)
+    assert sorted(r.items(root)) == sorted(es)
+    assert len(loads) == first == r.loads
+    assert {r.get(root, k, p) for k, p, _v in es[:50]} == {v for _k, _p, v in es[:50]}
+    assert len(loads) == first
+    # a budget of a quarter of the trie keeps at most that: reading it again loads nodes
+    small = Hamt(load, lambda b: b"", cache_size=0, plain_cache_bytes=size // 4)
+    loads.clear()
+    list(small.items(root))
+    list(small.items(root))
+    assert len(loads) > first
+    assert small._plain_weight <= size // 4

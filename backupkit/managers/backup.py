@@ -221,7 +221,7 @@ class _Run:
             except StoreError as e:  # a listing that fails: the backup goes on without the check
                 self.reporter.error("(repository)", f"cannot list the packs ({e}); lost packs are not looked for")
         parent = self._find_parent(host, sources)
-        parent_tree = SnapshotTree(self.repo, parent.root, make_hamt(self.repo, self.tuning.parent_node_cache)) if parent else None
+        parent_tree = SnapshotTree(self.repo, parent.root, make_hamt(self.repo, self.tuning.parent_node_cache, self.tuning.parent_node_plain)) if parent else None
         walk = BackupWalk(self.repo, self.tuning, self.fs, opts, parent_tree, self.stats)
         done = False
         try:
