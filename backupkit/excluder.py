@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from backupkit.errors import BadArgument
 from backupkit.filters import compile_patterns
-from backupkit.objects.writer import read_upto
+from backupkit.objects.smallfiles import read_upto
 from backupkit.pattern_files import decode_text
 
 #: --exclude-caches is --exclude-if-present with the Cache Directory Tagging Standard's tag

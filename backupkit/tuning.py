@@ -17,6 +17,14 @@ Backup (walk -> read files -> chunk -> hash/compress/seal -> pack -> upload):
                                 (posix_fadvise WILLNEED): the disk's queue depth for tiny
                                 files, without more threads (each holds that many
                                 descriptors)
+    seal_processes              processes that read, hash, compress and seal batches of
+                                small files (``objects/sealprocs.py``): each has its own
+                                GIL, so tiny files use every core (a thread per file step
+                                gives the GIL up and takes it back five times); default:
+                                one per core but one (the walk's), at least one; 0: none
+    small_files_before_processes
+                                small files a backup meets before it starts them (a short
+                                backup never pays their start-up, ~0.2 s, nor memory)
     files_in_flight             larger files queued on the reader threads before the walk
                                 waits for the oldest
     files_in_flight_after_dir   after each directory the walk waits until at most this
@@ -107,7 +115,8 @@ its wanted span with one request, and each blob written with ``pwrite`` by the r
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -119,6 +128,8 @@ class Tuning:
     small_file: int = 64 * KiB
     small_files_per_job: int = 64
     small_reads_ahead: int = 64
+    seal_processes: int = field(default_factory=lambda: max(1, (os.cpu_count() or 2) - 1))
+    small_files_before_processes: int = 4096
     files_in_flight: int = 256
     files_in_flight_after_dir: int = 64
     chunks_in_flight: int = 4

@@ -24,11 +24,14 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any
 
 from backupkit.errors import FileReadError
 from backupkit.objects.entry import Entry
+from backupkit.objects.sealprocs import SealProcesses
+from backupkit.objects.smallfiles import read_xattrs
 from backupkit.objects.writer import ContentWriter, FileContent
 
 if TYPE_CHECKING:
@@ -61,6 +64,10 @@ class FileReads:
         #: small files (b"", None, [_Small, ...], future)
         self._pending: deque[tuple[bytes, Entry | None, Any, Future]] = deque()
         self._small: list[_Small] = []
+        #: the sealing processes (``sealprocs.py``), once enough small files came
+        self._procs: SealProcesses | None = None
+        self._procs_wanted = self._tuning.seal_processes > 0 and writer.can_seal_in_processes()
+        self._small_seen = 0
 
     def add(self, path: bytes, old: Entry | None, st: os.stat_result, e: Entry, ask_xattrs: bool = False) -> None:
         """Read file ``path`` (``e``: its entry without content; ``old``: the parent's;
@@ -96,8 +103,11 @@ class FileReads:
                 self._stats.stored(new, changed)
 
     def close(self, cancel: bool) -> None:
-        """Stop the reader threads (once their jobs ended); ``cancel``: drop queued jobs."""
+        """Stop the reader threads (once their jobs ended), then the sealing processes;
+        ``cancel``: drop queued jobs."""
         self._pool.shutdown(wait=True, cancel_futures=cancel)
+        if self._procs is not None:
+            self._procs.close(cancel)
 
     def _finish_file(self, path: bytes, old: Entry | None, got: _Done) -> None:
         if got is None:
@@ -107,16 +117,45 @@ class FileReads:
             self._record(got[0], path, got[1])
 
     def _submit_small(self) -> None:
-        """Hand the batch of small files to the reader threads as one job."""
+        """Hand the batch of small files to the reader threads as one job (and, once
+        there are sealing processes, its reading and sealing to them first)."""
         batch, self._small = self._small, []
         if batch:
-            fut = self._pool.submit(self._read_small, batch)
+            files = [(path, st) for path, _old, st, _e, _x in batch]
+            sealed = self._seal_elsewhere(files, [x for _p, _o, _st, _e, x in batch])
+            fut = self._pool.submit(self._read_small, batch, files, sealed)
             self._pending.append((b"", None, batch, fut))
 
-    def _read_small(self, batch: list[_Small]) -> list[_Done]:
-        """One job: the batch's files read together (``ContentWriter.read_small``), each
-        file's change (None: unreadable, reported) in the batch's order."""
-        results = self._writer.read_small([(path, st) for path, _old, st, _e, _x in batch])
+    def _seal_elsewhere(self, files: list[tuple[bytes, os.stat_result]], xattrs: list[bool]) -> Future | None:
+        """The batch handed to a sealing process (``xattrs``: which files' extended
+        attributes it reads too), or None: no processes
+        (not wanted, not yet ``Tuning.small_files_before_processes`` small files, or
+        broken: then never again in this run)."""
+        if not self._procs_wanted:
+            return None
+        self._small_seen += len(files)
+        if self._procs is None:
+            if self._small_seen < self._tuning.small_files_before_processes:
+                return None
+            self._procs = self._writer.seal_processes(self._tuning.seal_processes)
+        try:
+            return self._procs.submit(files, xattrs)
+        except (BrokenProcessPool, RuntimeError):
+            self._procs_wanted = False
+            return None
+
+    def _read_small(self, batch: list[_Small], files: list[tuple[bytes, os.stat_result]], sealed: Future | None) -> list[_Done]:
+        """One job: the batch's files read together (``ContentWriter.read_small``, or by
+        a sealing process: ``sealed_small``), each file's change (None: unreadable,
+        reported) in the batch's order."""
+        results = None
+        if sealed is not None:
+            try:
+                results = self._writer.sealed_small(files, sealed.result())
+            except (BrokenProcessPool, CancelledError):
+                results = None  # a sealing process died: this thread reads the batch
+        if results is None:
+            results = self._writer.read_small(files)
         out: list = []
         done = []
         change = self._change
@@ -146,24 +185,9 @@ class FileReads:
         if got.changed:
             self._stats.changed_while_read(path)
         if ask_xattrs:
-            return self._writer.with_content(e, got.items, size=got.size, xattrs=read_xattrs(self._writer.fs, path))
+            xattrs = got.xattrs if got.xattrs_read else read_xattrs(self._writer.fs, path)
+            return self._writer.with_content(e, got.items, size=got.size, xattrs=xattrs)
         return self._writer.with_content(e, got.items, size=got.size)
 
 
-def read_xattrs(fs: Any, path: bytes) -> tuple[tuple[bytes, bytes], ...] | None:
-    """The extended attributes of ``path`` itself (not a symlink's target), by name;
-    None when it has none or they cannot be listed (one that vanishes is left out)."""
-    try:
-        names = fs.listxattr(path, follow_symlinks=False)
-    except OSError:
-        return None
-    xattrs = []
-    for n in sorted(names):
-        try:
-            xattrs.append((n.encode("utf-8", "surrogateescape"), fs.getxattr(path, n, follow_symlinks=False)))
-        except OSError:
-            continue
-    return tuple(xattrs) or None
-
-
-__all__ = ["FileReads", "read_xattrs"]
+__all__ = ["FileReads", "read_xattrs"]  # read_xattrs: from smallfiles, for the walk

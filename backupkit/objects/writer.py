@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import errno
 import os
-import stat
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -38,13 +37,13 @@ from backupkit.errors import Cancelled, FileReadError
 from backupkit.objects.chunkbuffers import ChunkBuffers
 from backupkit.objects.content import with_content
 from backupkit.objects.entry import Entry
+from backupkit.objects.sealprocs import SealedRead, SealProcesses
+from backupkit.objects.smallfiles import changed, open_file, read_batch, read_one_chunk
 from backupkit.repo.repository import Repository
 from backupkit.tuning import DEFAULT_TUNING, Tuning
 
 SEEK_DATA = getattr(os, "SEEK_DATA", 3)
 SEEK_HOLE = getattr(os, "SEEK_HOLE", 4)
-#: bytes of small files ``read_small`` holds before it stores their blobs
-_HELD_BYTES = 512 * 1024
 
 
 @dataclass(frozen=True)
@@ -57,6 +56,10 @@ class FileContent:
     size: int
     #: size, mtime or ctime differ from the walk's lstat after the read
     changed: bool
+    #: the file's extended attributes, when the reading process was asked for them
+    #: (``xattrs_read``; else the caller reads them)
+    xattrs: tuple[tuple[bytes, bytes], ...] | None = None
+    xattrs_read: bool = False
 
 
 class ContentWriter:
@@ -116,6 +119,18 @@ class ContentWriter:
         the fields ``more``."""
         return with_content(e, items, self.store_meta, **more)
 
+    # -- sealing processes -----------------------------------------------------------------
+    def can_seal_in_processes(self) -> bool:
+        """Whether batches of small files may be read and sealed in other processes:
+        they read the real file system and write blobs (not a dry run, nor a test's
+        stand-in ``fs``)."""
+        return self.fs is os and not self.dry_run
+
+    def seal_processes(self, n: int) -> SealProcesses:
+        """``n`` sealing processes with this writer's keys, zstd level and chunk minimum."""
+        level = self.repo.config.compression_level if self.level is None else self.level
+        return SealProcesses(n, self.repo.keys, level, self.chunker.sizes.min_size, self.tuning.small_reads_ahead)
+
     # -- streams ---------------------------------------------------------------------------
     def read_stream(self, stream: BinaryIO) -> tuple[list, int]:
         """(content list, size) of everything ``stream`` gives until its end."""
@@ -134,13 +149,15 @@ class ContentWriter:
     def read_file(self, path: bytes, st: os.stat_result) -> FileContent:
         """Read the regular file ``path`` (``st``: the walk's lstat of it); FileReadError
         if it cannot be read or is no longer a regular file."""
-        fd = self._open(path)
+        fd = open_file(self.fs, path)
         try:
-            data, changed, fst = self._read_one_chunk(fd, st)
+            data, ch, fst = read_one_chunk(self.fs, fd, st, self.chunker.sizes.min_size)
             if fst is not None:
                 return self._read_open(fd, st, fst)
+            if data:
+                self._on_bytes(len(data))
             # one chunk: stored here, no hand-off to the sealing pool
-            return FileContent([self.store_chunk(data)] if data else [], len(data), len(data), changed)
+            return FileContent([self.store_chunk(data)] if data else [], len(data), len(data), ch)
         finally:
             self.fs.close(fd)
 
@@ -150,100 +167,47 @@ class ContentWriter:
 
         The same system calls per file as ``read_file`` plus one: each file is opened
         ``Tuning.small_reads_ahead`` files ahead of its read and its data asked for at once
-        (``posix_fadvise(WILLNEED)``), so the disk sees that many reads queued instead of
-        one per reader thread (cold, tiny files: half the wall time). The content of a file
-        that is one chunk (below the chunker's minimum, no holes) is stored with the
-        others' (``store_chunks``: one index lookup and one spool write for many blobs)."""
+        (``smallfiles.read_batch``: cold, tiny files, half the wall time). The contents of
+        the files that are one chunk (below the chunker's minimum, no holes) are stored
+        together (``store_chunks``: one index lookup and one spool write for many blobs)."""
         if self._cancelled.is_set():
             raise Cancelled()
-        fs = self.fs
-        advise = getattr(fs, "posix_fadvise", None)
-        ahead = max(1, self.tuning.small_reads_ahead)
-        n = len(files)
-        out: list[FileContent | FileReadError | None] = [None] * n
-        fds: list[int | None] = [None] * n
-        #: files read as one chunk, their blob stored later: (index, data, changed)
-        held: list[tuple[int, bytes, bool]] = []
-        held_bytes = 0
-        opened = 0
-        try:
-            for i, (path, st) in enumerate(files):
-                while opened < n and opened <= i + ahead:
-                    try:
-                        fd = fds[opened] = self._open(files[opened][0])
-                        if advise is not None and files[opened][1].st_size:
-                            advise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
-                    except FileReadError as err:
-                        out[opened] = err
-                    except OSError:
-                        pass  # only a hint
-                    opened += 1
-                fd = fds[i]
-                if fd is None:
-                    continue
+        got = read_batch(
+            self.fs, files, self.chunker.sizes.min_size, self.tuning.small_reads_ahead, self._read_open, self._on_bytes
+        )
+        held = [(i, g[0], g[1]) for i, g in enumerate(got) if type(g) is tuple and g[0]]
+        for (i, data, ch), bid in zip(held, self.store_chunks([data for _i, data, _c in held])):
+            got[i] = FileContent([bid], len(data), len(data), ch)
+        # a file emptied since its fstat: no content
+        return [FileContent([], 0, 0, g[1]) if type(g) is tuple else g for g in got]
+
+    def sealed_small(
+        self, files: list[tuple[bytes, os.stat_result]], sealed: list[SealedRead]
+    ) -> list[FileContent | FileReadError]:
+        """``read_small``'s result from what a sealing process gave for ``files``
+        (``sealprocs.seal_batch``): the sealed blobs are stored as they are (those the
+        repository has are dropped), and a file that is more than one chunk is read here."""
+        if self._cancelled.is_set():
+            raise Cancelled()
+        out: list[FileContent | FileReadError] = []
+        blobs = []
+        for (path, st), got in zip(files, sealed):
+            if type(got) is str:
+                out.append(FileReadError(got))
+            elif got is None:
                 try:
-                    data, changed, fst = self._read_one_chunk(fd, st)
-                    if fst is not None:
-                        out[i] = self._read_open(fd, st, fst)
-                    elif data:
-                        held.append((i, data, changed))
-                        held_bytes += len(data)
-                    else:  # emptied since its fstat
-                        out[i] = FileContent([], 0, 0, changed)
+                    out.append(self.read_file(path, st))
                 except FileReadError as err:
-                    out[i] = err
-                finally:
-                    fds[i] = None
-                    fs.close(fd)
-                if held_bytes >= _HELD_BYTES:
-                    self._store_held(held, out)
-                    held, held_bytes = [], 0
-            self._store_held(held, out)
-        finally:
-            for fd in fds:
-                if fd is not None:
-                    fs.close(fd)
-        return out  # type: ignore[return-value]
-
-    def _store_held(self, held: list[tuple[int, bytes, bool]], out: list) -> None:
-        ids = self.store_chunks([data for _i, data, _c in held])
-        for (i, data, changed), bid in zip(held, ids):
-            out[i] = FileContent([bid], len(data), len(data), changed)
-
-    def _read_one_chunk(self, fd: int, st: os.stat_result) -> tuple[bytes, bool, os.stat_result | None]:
-        """(data, changed, None) of a file that is one chunk (not empty, below the
-        chunker's minimum, no holes); for any other file (b"", False, its fstat), nothing
-        read, for ``_read_open``."""
-        fs = self.fs
-        try:
-            fst = fs.fstat(fd)
-            if not stat.S_ISREG(fst.st_mode):
-                raise FileReadError("changed type while being read, skipped")
-            size = min(st.st_size, fst.st_size)
-            if not (0 < size < self.chunker.sizes.min_size and fst.st_blocks * 512 >= size):
-                return b"", False, fst
-            data = read_upto(fs, fd, size)
-            after = fs.fstat(fd)
-        except OSError as err:
-            raise FileReadError(f"read error: {err.strerror}") from None
-        if data:
-            self._on_bytes(len(data))
-        return data, _changed(after, st), None
-
-    def _open(self, path: bytes) -> int:
-        fs = self.fs
-        # O_NONBLOCK: a file swapped for a fifo since lstat must not block open() (the
-        # fstat after it then skips it); it changes nothing for reads of regular files.
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
-        try:
-            return fs.open(path, flags | getattr(os, "O_NOATIME", 0))
-        except PermissionError:
-            try:
-                return fs.open(path, flags)
-            except OSError as err:
-                raise FileReadError(f"cannot read: {err.strerror}") from None
-        except OSError as err:
-            raise FileReadError(f"cannot read: {err.strerror}") from None
+                    out.append(err)
+            else:
+                bid, n, blob, ch, xattrs = got
+                if n:
+                    self._on_bytes(n)
+                    blobs.append((bid, blob, n))
+                out.append(FileContent([bid] if n else [], n, n, ch, xattrs, True))
+        if blobs and not self.dry_run:
+            self.repo.add_sealed(T_DATA_BLOB, blobs)
+        return out
 
     def _read_open(self, fd: int, st: os.stat_result, fst: os.stat_result) -> FileContent:
         """Read the open regular file ``fd`` that is more than one chunk, from its start
@@ -272,7 +236,7 @@ class ContentWriter:
         except OSError as err:
             raise FileReadError(f"read error: {err.strerror}") from None
         stored = sum(i for i in items if isinstance(i, int)) + nread
-        return FileContent(items, nread, stored, _changed(after, st))
+        return FileContent(items, nread, stored, changed(after, st))
 
     def _read_segment(self, fd: int, off: int, length: int, items: list) -> int:
         """Chunk ``length`` bytes at ``off`` into ``items``; the bytes read (fewer if the
@@ -338,20 +302,4 @@ class ContentWriter:
             pos = hole
 
 
-def read_upto(fs: Any, fd: int, n: int) -> bytes:
-    """Up to ``n`` bytes from ``fd``'s position (fewer only at the end of the file)."""
-    parts = []
-    while n > 0:
-        b = fs.read(fd, n)
-        if not b:
-            break
-        parts.append(b)
-        n -= len(b)
-    return b"".join(parts)
-
-
-def _changed(after: os.stat_result, st: os.stat_result) -> bool:
-    """Did the file change while it was read (size or times now unlike the walk's lstat)?"""
-    return (after.st_size, after.st_mtime_ns, after.st_ctime_ns) != (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-__all__ = ["Cancelled", "ContentWriter", "FileContent", "FileReadError", "read_upto"]
+__all__ = ["Cancelled", "ContentWriter", "FileContent", "FileReadError"]

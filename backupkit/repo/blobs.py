@@ -105,6 +105,26 @@ class BlobAccess:
         self._writer.raise_error()
         blob_id = self.sealer.blob_id
         ids = [blob_id(d) for d in datas]
+        new = self._reserve(ids)
+        if new:
+            level = self.config.compression_level if level is None else level
+            seal = self.sealer.seal
+            self._queue(blob_type, [(ids[i], seal(blob_type, ids[i], encode_payload(datas[i], level)), len(datas[i])) for i in new])
+        return ids
+
+    def add_sealed(self, blob_type: int, blobs: list[tuple[bytes, bytes, int]]) -> None:
+        """Store blobs sealed elsewhere (a sealing process of the backup, with these keys):
+        (id, sealed blob, plaintext length) each; those the repository has, or that an
+        earlier one of ``blobs`` is, are dropped, as ``add_blobs`` would not seal them."""
+        self._writer.raise_error()
+        new = self._reserve([b for b, _s, _n in blobs])
+        if new:
+            self._queue(blob_type, [blobs[i] for i in new])
+
+    def _reserve(self, ids: list[bytes]) -> list[int]:
+        """The positions in ``ids`` of the blobs to store: not in the index (or known
+        damaged), not being stored already, the first of equal ones; reserved for the
+        caller (one index lookup and one pass under the lock)."""
         new: list[int] = []
         index = self.index  # loaded (under the lock) before this takes it
         with self._lock:
@@ -116,11 +136,11 @@ class BlobAccess:
                 reserved.add(b)
                 new.append(i)
             self.stats["blobs_dup"] += len(ids) - len(new)
-        if not new:
-            return ids
-        level = self.config.compression_level if level is None else level
-        seal = self.sealer.seal
-        sealed = [(ids[i], seal(blob_type, ids[i], encode_payload(datas[i], level)), len(datas[i])) for i in new]
+        return new
+
+    def _queue(self, blob_type: int, sealed: list[tuple[bytes, bytes, int]]) -> None:
+        """Hand sealed blobs (id, sealed, plaintext length), reserved by ``_reserve``, to
+        the pack writer."""
         with self._lock:
             if blob_type == TYPE_OF_KIND[KIND_META]:
                 for b, s, _n in sealed:
@@ -129,7 +149,6 @@ class BlobAccess:
             self.stats["bytes_raw_new"] += sum(n for _b, _s, n in sealed)
             self.stats["bytes_stored_new"] += sum(len(s) for _b, s, _n in sealed)
         self._writer.add_many(blob_type, sealed)
-        return ids
 
     def _pack_uploaded(self, info: PackInfo, entries: list[PackEntry]) -> None:
         """add_blob's packs: index them in memory, and in the store at each checkpoint."""

@@ -1,0 +1,202 @@
+"""Small files read and sealed in worker processes (``objects/sealprocs.py``): real
+processes, real files; what the snapshot holds and which errors are reported are those
+of the reader threads, and a process that dies costs nothing but time."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+from pathlib import Path
+
+from backupkit.crypto import T_DATA_BLOB
+from backupkit.errors import FileReadError
+from backupkit.managers.backup import BackupManager, BackupOptions
+from backupkit.managers.check import CheckManager, CheckOptions
+from backupkit.managers.restore import RestoreManager, RestoreOptions
+from backupkit.objects.writer import ContentWriter, FileContent
+from backupkit.tuning import Tuning
+from tests.support.kit import diff_trees, make_every_kind_tree, make_test_repo, record_tree, write_file
+
+#: processes from the first small file on
+AT_ONCE = Tuning(seal_processes=1, small_files_before_processes=0, small_files_per_job=16)
+THREADS = Tuning(seal_processes=0)
+
+
+def _small_tree(root: Path, n: int = 400) -> None:
+    for i in range(n):
+        write_file(root / f"d{i % 5}" / f"f{i:04d}", f"small file {i}\n".encode() * (1 + i % 30))
+    write_file(root / "d0" / "dup-a", b"same content\n")
+    write_file(root / "d1" / "dup-b", b"same content\n")
+
+
+def _restore(repo, snap, dest: Path) -> None:
+    res = RestoreManager(repo).restore(snap, RestoreOptions(target=str(dest), connections=2))
+    assert not res.errors, res.errors
+
+
+def test_sealed_small_gives_what_the_reader_thread_gives(tmp_path):
+    src = tmp_path / "src"
+    _small_tree(src, 30)
+    write_file(src / "empty", b"")
+    write_file(src / "big", os.urandom(3 << 20))  # more than one chunk: read by the thread
+    os.setxattr(src / "d0" / "f0000", "user.note", b"\x00binary\xff")
+    os.mkdir(src / "was_a_file")
+    gone = src / "gone"
+    batch = sorted(p for p in src.rglob("*") if p.is_file()) + [src / "was_a_file", gone]
+    stats = {p: os.lstat(p) for p in batch if p != gone}
+    stats[gone] = os.lstat(batch[0])  # deleted before the read
+    files = [(os.fsencode(p), stats[p]) for p in batch]
+    repo = make_test_repo()
+    writer = ContentWriter(repo, AT_ONCE)
+    procs = writer.seal_processes(1)
+    try:
+        sealed = procs.submit(files, [True] * len(files)).result(timeout=60)
+    finally:
+        procs.close(cancel=False)
+    got = writer.sealed_small(files, sealed)
+    threads = ContentWriter(repo, THREADS).read_small(files)
+    assert len(got) == len(threads) == len(batch)
+    for p, g, t in zip(batch, got, threads):
+        if isinstance(t, FileReadError):
+            assert isinstance(g, FileReadError) and str(g) == str(t), p
+            continue
+        assert isinstance(g, FileContent), p
+        assert (g.items, g.bytes_read, g.size, g.changed) == (t.items, t.bytes_read, t.size, t.changed), p
+    by_path = dict(zip(batch, got))
+    assert by_path[src / "d0" / "f0000"].xattrs == ((b"user.note", b"\x00binary\xff"),)
+    assert by_path[src / "d0" / "f0000"].xattrs_read
+    assert not by_path[src / "big"].xattrs_read, "a file the thread read has its xattrs asked for by the caller"
+    assert by_path[src / "empty"].items == []
+    assert "cannot read" in str(by_path[gone]) and "changed type" in str(by_path[src / "was_a_file"])
+    # the sealed blobs are in the repository: every id the processes gave can be read
+    repo.flush()
+    for g in got:
+        if isinstance(g, FileContent):
+            for bid in g.items:
+                assert repo.read_blob(bid, T_DATA_BLOB)
+
+
+def test_backup_with_sealing_processes_restores_every_kind_of_file(tmp_path):
+    src = tmp_path / "src"
+    every = make_every_kind_tree(src, big_size=300_000, sparse_size=1 << 20)
+    _small_tree(src / "many")
+    repo = make_test_repo()
+    seen: list[int] = []
+
+    class Watch:
+        def __getattr__(self, name):
+            return lambda *a, **k: None
+
+        def file_done(self, path, size, status):
+            seen.append(len(multiprocessing.active_children()))
+
+    res = BackupManager(repo, Watch(), tuning=AT_ONCE).run(BackupOptions(paths=(str(src),)))
+    assert max(seen) >= 1, "the small files went to a sealing process"
+    assert not multiprocessing.active_children(), "the processes end with the run"
+    assert not res.errors
+    _restore(repo, res.snapshot, tmp_path / "out")
+    assert diff_trees(record_tree(every.root), record_tree(tmp_path / "out" / src.relative_to("/"))) == []
+    check = CheckManager(repo).run(CheckOptions(read_data=True))
+    assert not check.findings
+
+
+def test_a_sealing_process_killed_midway_costs_nothing_but_time(tmp_path):
+    src = tmp_path / "src"
+    _small_tree(src, 1500)
+    repo = make_test_repo()
+    killed: list[int] = []
+
+    class KillAfter:
+        def __getattr__(self, name):
+            return lambda *a, **k: None
+
+        def file_done(self, path, size, status):
+            kids = multiprocessing.active_children()
+            if len(seen_files) == 200 and kids and not killed:
+                for k in kids:
+                    os.kill(k.pid, signal.SIGKILL)
+                    killed.append(k.pid)
+            seen_files.append(path)
+
+    seen_files: list[str] = []
+    res = BackupManager(repo, KillAfter(), tuning=AT_ONCE).run(BackupOptions(paths=(str(src),)))
+    assert killed, "a sealing process was running when the test killed it"
+    assert not res.errors
+    _restore(repo, res.snapshot, tmp_path / "out")
+    want = {p.relative_to(src): p.read_bytes() for p in src.rglob("*") if p.is_file()}
+    out = tmp_path / "out" / src.relative_to("/")
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == want
+    assert not CheckManager(repo).run(CheckOptions(read_data=True)).findings
+
+
+def test_short_backups_start_no_process(tmp_path):
+    src = tmp_path / "src"
+    _small_tree(src, 50)
+    repo = make_test_repo()
+    seen: list[int] = []
+
+    class Watch:
+        def __getattr__(self, name):
+            return lambda *a, **k: None
+
+        def file_done(self, path, size, status):
+            seen.append(len(multiprocessing.active_children()))
+
+    BackupManager(repo, Watch(), tuning=Tuning(seal_processes=1, small_files_before_processes=4096)).run(
+        BackupOptions(paths=(str(src),))
+    )
+    assert seen and max(seen) == 0
+
+
+_KILLED_SCRIPT = """
+import multiprocessing, sys, time
+from backupkit.managers.backup import BackupManager, BackupOptions
+from backupkit.tuning import Tuning
+from tests.support.kit import make_test_repo
+
+class Hold:
+    def __getattr__(self, name):
+        return lambda *a, **k: None
+
+    def file_done(self, path, size, status):
+        kids = multiprocessing.active_children()
+        if kids:
+            print(" ".join(str(k.pid) for k in kids), flush=True)
+            time.sleep(60)  # killed here
+
+tuning = Tuning(seal_processes=1, small_files_before_processes=0, small_files_per_job=16)
+BackupManager(make_test_repo(), Hold(), tuning=tuning).run(BackupOptions(paths=(sys.argv[1],)))
+"""
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_sealing_processes_end_when_the_backup_is_killed(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    src = tmp_path / "src"
+    _small_tree(src, 200)
+    p = subprocess.Popen([sys.executable, "-c", _KILLED_SCRIPT, str(src)], stdout=subprocess.PIPE, text=True,
+                         cwd=Path(__file__).resolve().parents[2])
+    try:
+        pids = [int(x) for x in p.stdout.readline().split()]
+        assert pids, "the backup started a sealing process"
+        p.kill()
+        p.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        alive = pids
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.1)
+            alive = [pid for pid in pids if _running(pid)]
+        assert not alive, f"sealing processes {alive} outlived their killed backup"
+    finally:
+        if p.poll() is None:
+            p.kill()
