@@ -21,10 +21,10 @@ from collections.abc import Callable, Container, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from backupkit.concurrency import bounded_map
-from backupkit.errors import DamagedRepository, FormatError, IntegrityError
+from backupkit.errors import DamagedRepository, FormatError, IntegrityError, StoreError
 from backupkit.repo.coalesce import runs
 from backupkit.repo.index import PackInfo
-from backupkit.repo.pack import TYPE_OF_KIND, PackEntry
+from backupkit.repo.pack import TYPE_OF_KIND, PackEntry, pack_name
 from backupkit.repo.packwriter import PackWriter
 from backupkit.repo.repository import Repository
 
@@ -57,6 +57,16 @@ def repack(
             for p in bounded_map(pool, one, packs, repo.connections):
                 advance(p.size)
         return writer.flush()
+    except BaseException:
+        # refused or interrupted: the packs this run already wrote (full ones, while
+        # another pack was still being copied) are referenced by nothing; remove them so
+        # a refused prune leaves the store as it found it
+        written = writer.abandon()
+        try:
+            repo.delete_objects(pack_name(info.kind, info.id) for info, _entries in written)
+        except StoreError:
+            pass  # left for the next prune, unreferenced
+        raise
     finally:
         writer.close()
 

@@ -131,6 +131,15 @@ class PackWriter:
             f.exception()
         return dropped
 
+    def abandon(self) -> list[UploadedPack]:
+        """Stop without uploading more (``drop_partial``) and return the packs already
+        uploaded and not yet taken by ``flush``: a caller that gives up removes them
+        (nothing references them yet)."""
+        self.drop_partial()
+        with self._lock:
+            done, self._uploaded = self._uploaded, []
+        return done
+
     def close(self) -> None:
         """Wait for the uploads in flight and stop the threads (partly filled packs are
         dropped: call ``flush`` first to keep them)."""

@@ -9,7 +9,7 @@ from backupkit.managers.prune import DamagedRepository, PruneManager
 from backupkit.managers.prune_repack import REPACK_SPAN, runs
 from backupkit.repo.pack import KIND_DATA, pack_name
 from tests.managers.lifecycle_util import open_repo
-from tests.managers.test_prune import ZERO, _assert_clean, _refuses, forgotten  # noqa: F401 - the fixture
+from tests.managers.test_prune import ZERO, _assert_clean, _refuses, forgotten, listing  # noqa: F401 - the fixture
 from tests.support.faulty import FaultyStore
 
 
@@ -89,3 +89,36 @@ def test_repack_retries_a_damaged_read_once_from_the_store(forgotten, tmp_path, 
     assert faulty.injected == 1
     _assert_clean(store, tmp_path, snaps, src, expect)
     assert PruneManager(open_repo(store)).plan(ZERO).nothing_to_do
+
+
+def test_a_refused_repack_removes_the_packs_it_already_wrote(tmp_path):
+    """Half of every pack stays live; the damaged pack is the last one copied (one
+    connection: in plan order), so the packs before it fill and upload new packs first:
+    the refusal takes them away again."""
+    from backupkit.repo.repository import Repository
+    from backupkit.snapshot import remove_snapshots
+    from tests.managers.lifecycle_util import PASSWORD, backup, day, init_repo, local_store, random_bytes, write_files
+
+    src = tmp_path / "src"
+    store = local_store(tmp_path / "repo")
+    repo = init_repo(store)
+    write_files(src, {f"f{i}.bin": random_bytes(150_000, i) for i in range(16)})
+    s1 = backup(repo, src, day(0))
+    for i in range(0, 16, 2):
+        (src / f"f{i}.bin").unlink()
+    backup(repo, src, day(1))
+    remove_snapshots(repo, [s1.id])
+    plan = PruneManager(open_repo(store)).plan(ZERO)
+    data = [p for p in plan.repack if p.kind == KIND_DATA]
+    live = sum(ln for p in data[:-1] for bid, _o, ln, _r in plan.entries[p.id] if bid in plan.live)
+    assert live >= 2 * repo.config.pack_size, "the packs before the damaged one fill new packs"
+    faulty = FaultyStore(store)
+    faulty.corrupt_reads(pack_name(KIND_DATA, data[-1].id), nth=1, count=2)
+    wrote: list[str] = []
+    put_source = faulty.put_source
+    faulty.put_source = lambda name, src: (wrote.append(name), put_source(name, src))[1]
+    before = listing(store)
+    with pytest.raises(DamagedRepository):
+        PruneManager(Repository.open(faulty, PASSWORD, cache_root=False, connections=1)).run(ZERO)
+    assert any(n.startswith("data/") for n in wrote), "new packs were written before the refusal"
+    assert listing(store) == before, "a refused prune leaves the store as it found it"
