@@ -25,12 +25,11 @@ import os
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any
 
 from backupkit.errors import FileReadError
 from backupkit.objects.entry import Entry
-from backupkit.objects.sealprocs import SealProcesses
+from backupkit.objects.sealprocs import BrokenSealProcess, SealProcesses
 from backupkit.objects.smallfiles import read_xattrs
 from backupkit.objects.writer import ContentWriter, FileContent
 
@@ -134,13 +133,13 @@ class FileReads:
         if not self._procs_wanted:
             return None
         self._small_seen += len(files)
-        if self._procs is None:
-            if self._small_seen < self._tuning.small_files_before_processes:
-                return None
-            self._procs = self._writer.seal_processes(self._tuning.seal_processes)
         try:
+            if self._procs is None:
+                if self._small_seen < self._tuning.small_files_before_processes:
+                    return None
+                self._procs = self._writer.seal_processes(self._tuning.seal_processes)
             return self._procs.submit(files, xattrs)
-        except (BrokenProcessPool, RuntimeError):
+        except (BrokenSealProcess, OSError):  # cannot start one, or none is left
             self._procs_wanted = False
             return None
 
@@ -152,7 +151,7 @@ class FileReads:
         if sealed is not None:
             try:
                 results = self._writer.sealed_small(files, sealed.result())
-            except (BrokenProcessPool, CancelledError):
+            except (BrokenSealProcess, CancelledError):
                 results = None  # a sealing process died: this thread reads the batch
         if results is None:
             results = self._writer.read_small(files)

@@ -4,130 +4,176 @@ worker processes, so that a backup of many tiny files uses both cores.
 Why processes: per tiny file, a reader thread makes five system calls and three short
 primitive calls, each of which gives up the GIL and takes it back; with the walking
 thread and two readers contending, a first backup of 200,000 files of ~500 bytes spent
-26-30 CPU seconds where the same work split over a process pool takes 9
-(``python -m benchmarks.procpool``; docs/performance-limits.md). A process has its own
-GIL: it runs the whole per-file pipeline of a batch (``smallfiles.read_batch``, the blob
-id, zstd, AES-GCM) and hands back only ids and sealed blobs; the backup's reader thread
-stores them (``ContentWriter.sealed_small``: the index decides which are new) and makes
-the files' entries, as for a batch read on the thread.
+30 CPU seconds where the same backup with a sealing process takes 17 and half the time
+(``python -m benchmarks.procpool``, ``benchmarks.ab``; docs/performance-limits.md). A
+process has its own GIL: it runs the whole per-file pipeline of a batch
+(``smallfiles.read_batch``, the blob id, zstd, AES-GCM) and hands back only ids and
+sealed blobs; the backup's reader thread stores them (``ContentWriter.sealed_small``:
+the index decides which are new) and makes the files' entries, as for a batch read on
+the thread.
 
-The processes are started (``spawn``: the backup has threads, which ``fork`` would copy
-mid-flight) once a backup has met ``Tuning.small_files_before_processes`` small files,
-so short backups never pay for them. They ignore SIGINT (the backup's own handling stops
-them), end by themselves within a second when the backup is killed, get the repository's keys from the parent through their start-up pipe, and never
-touch the repository: a process that dies breaks only the batches in flight, which the
-reader thread then reads itself (``BrokenProcessPool``).
+A sealing process is ``python -m backupkit.objects.sealworker`` with two pipes: length-
+prefixed msgpack frames, the keys first, then a batch per frame in, a result per frame
+out, in order. It runs in a session of its own (a terminal's Ctrl-C reaches the backup,
+which stops it), never touches the repository, and ends at the end of its input: when
+the backup closes the pipe, or dies. A process that dies or answers nonsense breaks the
+batches in flight (``BrokenSealProcess``), which the reader thread then reads itself;
+the backup goes on without processes. The backup starts them once it has met
+``Tuning.small_files_before_processes`` small files, so short backups never pay for them.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-import signal
+import struct
+import subprocess
+import sys
 import threading
-import time
-from concurrent.futures import Future, ProcessPoolExecutor
-from typing import Any
+from collections import deque
+from concurrent.futures import Future
+from typing import IO, Any
 
-from backupkit.crypto import T_DATA_BLOB, MasterKeys, Sealer
-from backupkit.errors import FileReadError
-from backupkit.objects.smallfiles import read_batch, read_xattrs
-from backupkit.repo.pack import encode_payload
+import msgpack
+
+from backupkit.crypto import MasterKeys
 
 #: what a sealing process gives for one file: the error's message, None (not one chunk:
 #: the caller reads it), or (blob id, length, sealed blob, changed while read, xattrs or
 #: None); an emptied file has length 0 (and no blob)
-SealedRead = "str | None | tuple[bytes, int, bytes, bool]"
+SealedRead = "str | None | tuple[bytes, int, bytes, bool, tuple | None]"
 
-#: seconds between two looks at whether the backup that started this process still runs
-_PARENT_POLL = 1.0
-
-#: the process's own state, set by ``_start``
-_sealer: Sealer | None = None
-_level = 0
-_min_size = 0
-_ahead = 1
+_LEN = struct.Struct("<Q")
+#: no frame is larger (a batch's sealed blobs: Tuning.small_files_per_job files of at most
+#: Tuning.small_file bytes each, far below this)
+FRAME_MAX = 1 << 30
 
 
-def _start(keys: MasterKeys, level: int, min_size: int, ahead: int) -> None:
-    global _sealer, _level, _min_size, _ahead
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _sealer, _level, _min_size, _ahead = Sealer(keys), level, min_size, ahead
-    threading.Thread(target=_orphaned, args=(os.getppid(),), name="bk-seal-parent", daemon=True).start()
+class BrokenSealProcess(Exception):
+    """A sealing process ended or answered nonsense: the batches it had are read by the
+    backup's reader threads instead. Private control flow between this module and
+    ``FileReads``: it never reaches a user, so it is not in ``errors.py``."""
 
 
-def _orphaned(parent: int) -> None:
-    """End this process once its backup is gone (killed: nothing told the pool): a
-    sealing process never outlives the run it was started for by more than a second."""
-    while os.getppid() == parent:
-        time.sleep(_PARENT_POLL)
-    os._exit(0)
+def write_frame(out: IO[bytes], obj: Any) -> None:
+    data = msgpack.packb(obj, use_bin_type=True)
+    out.write(_LEN.pack(len(data)) + data)
+    out.flush()
 
 
-def _more(_fd: int, _st: os.stat_result, _fst: os.stat_result) -> None:
-    return None
+def read_frame(inp: IO[bytes]) -> Any:
+    """The next frame's object; EOFError at the end of the input (also mid-frame)."""
+    head = inp.read(_LEN.size)
+    if len(head) < _LEN.size:
+        raise EOFError
+    (n,) = _LEN.unpack(head)
+    if n > FRAME_MAX:
+        raise ValueError(f"frame of {n} bytes")
+    data = inp.read(n)
+    if len(data) < n:
+        raise EOFError
+    return msgpack.unpackb(data, raw=False)
 
 
-def _no_bytes(_n: int) -> None:
-    return None
+class _Worker:
+    """One sealing process, its batches in flight, and the thread reading its answers."""
 
+    def __init__(self, start: list) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "backupkit.objects.sealworker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.pending: deque[Future] = deque()
+        self.lock = threading.Lock()
+        self.broken = False
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        write_frame(self.proc.stdin, start)
+        self.reader = threading.Thread(target=self._answers, name="bk-seal-answers", daemon=True)
+        self.reader.start()
 
-class _Stat:
-    """The fields of the walk's lstat that reading a file compares (a stat result is
-    slow to pickle: these cross the pipe as a tuple)."""
+    def submit(self, batch: list) -> Future:
+        fut: Future = Future()
+        with self.lock:
+            if self.broken:
+                raise BrokenSealProcess("the sealing process has ended")
+            self.pending.append(fut)
+            try:
+                write_frame(self.proc.stdin, batch)  # type: ignore[arg-type]
+            except (OSError, ValueError) as e:
+                self._break(f"cannot hand it a batch: {e}")
+        return fut
 
-    __slots__ = ("st_size", "st_mtime_ns", "st_ctime_ns")
+    def _answers(self) -> None:
+        out = self.proc.stdout
+        try:
+            while True:
+                got = read_frame(out)  # type: ignore[arg-type]
+                with self.lock:
+                    fut = self.pending.popleft() if self.pending else None
+                if fut is None or type(got) is not list:
+                    raise ValueError("an answer nobody asked for")
+                fut.set_result(got)
+        except (EOFError, OSError, ValueError, msgpack.UnpackException) as e:
+            with self.lock:
+                self._break(f"it ended ({type(e).__name__})")
 
-    def __init__(self, size: int, mtime_ns: int, ctime_ns: int) -> None:
-        self.st_size, self.st_mtime_ns, self.st_ctime_ns = size, mtime_ns, ctime_ns
+    def _break(self, why: str) -> None:
+        """Fail every batch in flight (the lock is held)."""
+        self.broken = True
+        while self.pending:
+            self.pending.popleft().set_exception(BrokenSealProcess(f"a sealing process broke: {why}"))
 
-
-def seal_batch(files: list[tuple[bytes, int, int, int, bool]]) -> list[Any]:
-    """In a sealing process: each file of the batch (path, size, mtime_ns, ctime_ns as
-    the walk's lstat saw them, and whether to read its xattrs) read
-    (``smallfiles.read_batch``), and the content of each that is one chunk given its id
-    and sealed as a data blob (``SealedRead``)."""
-    sealer = _sealer
-    assert sealer is not None, "seal_batch runs in a process started by SealProcesses"
-    out: list[Any] = []
-    got_all = read_batch(os, [(f[0], _Stat(f[1], f[2], f[3])) for f in files], _min_size, _ahead, _more, _no_bytes)
-    for f, got in zip(files, got_all):
-        if isinstance(got, FileReadError):
-            out.append(str(got))
-        elif got is None:
-            out.append(None)
-        else:
-            data, ch = got
-            xattrs = read_xattrs(os, f[0]) if f[4] else None
-            if not data:
-                out.append((b"", 0, b"", ch, xattrs))
-                continue
-            bid = sealer.blob_id(data)
-            out.append((bid, len(data), sealer.seal(T_DATA_BLOB, bid, encode_payload(data, _level)), ch, xattrs))
-    return out
+    def close(self, cancel: bool) -> None:
+        try:
+            self.proc.stdin.close()  # type: ignore[union-attr]
+        except OSError:
+            pass
+        if cancel:
+            self.proc.kill()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.reader.join(timeout=30)
+        self.proc.stdout.close()  # type: ignore[union-attr]
+        with self.lock:
+            self._break("the backup closed it")
 
 
 class SealProcesses:
-    """A pool of ``n`` sealing processes for one backup."""
+    """``n`` sealing processes for one backup."""
 
     def __init__(self, n: int, keys: MasterKeys, level: int, min_size: int, ahead: int) -> None:
-        self._pool = ProcessPoolExecutor(
-            max_workers=n,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_start,
-            initargs=(keys, level, min_size, ahead),
-        )
+        start = [keys.enc_key, keys.id_key, keys.chunker_key, level, min_size, ahead]
+        self._workers: list[_Worker] = []
+        try:
+            for _ in range(max(1, n)):
+                self._workers.append(_Worker(start))
+        except BaseException:
+            self.close(cancel=True)
+            raise
+
+    @property
+    def pids(self) -> list[int]:
+        return [w.proc.pid for w in self._workers]
 
     def submit(self, files: list[tuple[bytes, os.stat_result]], xattrs: list[bool]) -> Future:
-        """``seal_batch`` of ``files`` (path, the walk's lstat) in a process; ``xattrs``:
-        whose extended attributes it reads as well."""
-        return self._pool.submit(
-            seal_batch, [(p, st.st_size, st.st_mtime_ns, st.st_ctime_ns, x) for (p, st), x in zip(files, xattrs)]
-        )
+        """The batch ``files`` (path, the walk's lstat) to the least busy process; its
+        future gives a ``SealedRead`` per file. ``xattrs``: whose extended attributes it
+        reads as well. BrokenSealProcess when no process is left."""
+        live = [w for w in self._workers if not w.broken]
+        if not live:
+            raise BrokenSealProcess("no sealing process is left")
+        w = min(live, key=lambda w: len(w.pending))
+        return w.submit([[p, st.st_size, st.st_mtime_ns, st.st_ctime_ns, x] for (p, st), x in zip(files, xattrs)])
 
     def close(self, cancel: bool) -> None:
-        """Stop the processes (``cancel``: drop the batches not yet started)."""
-        self._pool.shutdown(wait=True, cancel_futures=cancel)
+        """End the processes (``cancel``: at once, dropping their batches)."""
+        for w in self._workers:
+            w.close(cancel)
 
 
-__all__ = ["SealProcesses", "SealedRead", "seal_batch"]
+__all__ = ["BrokenSealProcess", "SealProcesses", "SealedRead", "read_frame", "write_frame"]

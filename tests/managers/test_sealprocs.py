@@ -4,7 +4,6 @@ of the reader threads, and a process that dies costs nothing but time."""
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import signal
 from pathlib import Path
@@ -17,6 +16,23 @@ from backupkit.managers.restore import RestoreManager, RestoreOptions
 from backupkit.objects.writer import ContentWriter, FileContent
 from backupkit.tuning import Tuning
 from tests.support.kit import diff_trees, make_every_kind_tree, make_test_repo, record_tree, write_file
+
+def sealing_children(pid: int | None = None) -> list[int]:
+    """The sealing processes whose parent is ``pid`` (this process)."""
+    pid = os.getpid() if pid is None else pid
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            stat = open(f"/proc/{d}/stat").read()
+            cmd = open(f"/proc/{d}/cmdline", "rb").read()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"sealworker" in cmd:
+            out.append(int(d))
+    return out
+
 
 #: processes from the first small file on
 AT_ONCE = Tuning(seal_processes=1, small_files_before_processes=0, small_files_per_job=16)
@@ -51,6 +67,7 @@ def test_sealed_small_gives_what_the_reader_thread_gives(tmp_path):
     writer = ContentWriter(repo, AT_ONCE)
     procs = writer.seal_processes(1)
     try:
+        assert sealing_children() == procs.pids
         sealed = procs.submit(files, [True] * len(files)).result(timeout=60)
     finally:
         procs.close(cancel=False)
@@ -89,11 +106,11 @@ def test_backup_with_sealing_processes_restores_every_kind_of_file(tmp_path):
             return lambda *a, **k: None
 
         def file_done(self, path, size, status):
-            seen.append(len(multiprocessing.active_children()))
+            seen.append(len(sealing_children()))
 
     res = BackupManager(repo, Watch(), tuning=AT_ONCE).run(BackupOptions(paths=(str(src),)))
     assert max(seen) >= 1, "the small files went to a sealing process"
-    assert not multiprocessing.active_children(), "the processes end with the run"
+    assert not sealing_children(), "the processes end with the run"
     assert not res.errors
     _restore(repo, res.snapshot, tmp_path / "out")
     assert diff_trees(record_tree(every.root), record_tree(tmp_path / "out" / src.relative_to("/"))) == []
@@ -103,7 +120,7 @@ def test_backup_with_sealing_processes_restores_every_kind_of_file(tmp_path):
 
 def test_a_sealing_process_killed_midway_costs_nothing_but_time(tmp_path):
     src = tmp_path / "src"
-    _small_tree(src, 1500)
+    _small_tree(src, 600)
     repo = make_test_repo()
     killed: list[int] = []
 
@@ -112,11 +129,11 @@ def test_a_sealing_process_killed_midway_costs_nothing_but_time(tmp_path):
             return lambda *a, **k: None
 
         def file_done(self, path, size, status):
-            kids = multiprocessing.active_children()
+            kids = sealing_children()
             if len(seen_files) == 200 and kids and not killed:
                 for k in kids:
-                    os.kill(k.pid, signal.SIGKILL)
-                    killed.append(k.pid)
+                    os.kill(k, signal.SIGKILL)
+                    killed.append(k)
             seen_files.append(path)
 
     seen_files: list[str] = []
@@ -141,7 +158,7 @@ def test_short_backups_start_no_process(tmp_path):
             return lambda *a, **k: None
 
         def file_done(self, path, size, status):
-            seen.append(len(multiprocessing.active_children()))
+            seen.append(len(sealing_children()))
 
     BackupManager(repo, Watch(), tuning=Tuning(seal_processes=1, small_files_before_processes=4096)).run(
         BackupOptions(paths=(str(src),))
@@ -150,9 +167,10 @@ def test_short_backups_start_no_process(tmp_path):
 
 
 _KILLED_SCRIPT = """
-import multiprocessing, sys, time
+import sys, time
 from backupkit.managers.backup import BackupManager, BackupOptions
 from backupkit.tuning import Tuning
+from tests.managers.test_sealprocs import sealing_children
 from tests.support.kit import make_test_repo
 
 class Hold:
@@ -160,9 +178,9 @@ class Hold:
         return lambda *a, **k: None
 
     def file_done(self, path, size, status):
-        kids = multiprocessing.active_children()
+        kids = sealing_children()
         if kids:
-            print(" ".join(str(k.pid) for k in kids), flush=True)
+            print(" ".join(str(k) for k in kids), flush=True)
             time.sleep(60)  # killed here
 
 tuning = Tuning(seal_processes=1, small_files_before_processes=0, small_files_per_job=16)
@@ -200,3 +218,18 @@ def test_sealing_processes_end_when_the_backup_is_killed(tmp_path):
     finally:
         if p.poll() is None:
             p.kill()
+
+
+def test_an_answer_for_other_files_breaks_the_process_not_the_backup(tmp_path):
+    from backupkit.objects.sealprocs import BrokenSealProcess
+
+    src = tmp_path / "src"
+    _small_tree(src, 3)
+    files = [(os.fsencode(p), os.lstat(p)) for p in sorted(src.rglob("f*"))]
+    writer = ContentWriter(make_test_repo(), AT_ONCE)
+    for bad in ([None, None], [None, None, None, None], [[b"x" * 32, 10**9, b"", False, None], None, None], [7, None, None]):
+        try:
+            writer.sealed_small(files, bad)
+        except BrokenSealProcess:
+            continue
+        raise AssertionError(f"{bad!r} was taken")
