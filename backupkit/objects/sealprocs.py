@@ -85,8 +85,12 @@ class _Worker:
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
+        #: batches handed over and not answered, oldest first; appended under
+        #: ``write_lock``, taken by the answering thread (deque ends are thread-safe)
         self.pending: deque[Future] = deque()
-        self.lock = threading.Lock()
+        #: held while a batch is written: never while waiting for an answer (the process
+        #: may be blocked writing one, with its input pipe full)
+        self.write_lock = threading.Lock()
         self.broken = False
         assert self.proc.stdin is not None and self.proc.stdout is not None
         write_frame(self.proc.stdin, start)
@@ -95,7 +99,7 @@ class _Worker:
 
     def submit(self, batch: list) -> Future:
         fut: Future = Future()
-        with self.lock:
+        with self.write_lock:
             if self.broken:
                 raise BrokenSealProcess("the sealing process has ended")
             self.pending.append(fut)
@@ -103,6 +107,8 @@ class _Worker:
                 write_frame(self.proc.stdin, batch)  # type: ignore[arg-type]
             except (OSError, ValueError) as e:
                 self._break(f"cannot hand it a batch: {e}")
+        if self.broken:  # broke meanwhile: nobody will answer what was appended
+            self._break("it ended")
         return fut
 
     def _answers(self) -> None:
@@ -110,20 +116,26 @@ class _Worker:
         try:
             while True:
                 got = read_frame(out)  # type: ignore[arg-type]
-                with self.lock:
-                    fut = self.pending.popleft() if self.pending else None
+                try:
+                    fut = self.pending.popleft()
+                except IndexError:
+                    fut = None
                 if fut is None or type(got) is not list:
                     raise ValueError("an answer nobody asked for")
                 fut.set_result(got)
         except (EOFError, OSError, ValueError, msgpack.UnpackException) as e:
-            with self.lock:
-                self._break(f"it ended ({type(e).__name__})")
+            self._break(f"it ended ({type(e).__name__})")
+            self.proc.kill()  # it may be alive and talking nonsense: nobody listens now
 
     def _break(self, why: str) -> None:
-        """Fail every batch in flight (the lock is held)."""
+        """Fail every batch in flight; no more are taken."""
         self.broken = True
-        while self.pending:
-            self.pending.popleft().set_exception(BrokenSealProcess(f"a sealing process broke: {why}"))
+        while True:
+            try:
+                fut = self.pending.popleft()
+            except IndexError:
+                return
+            fut.set_exception(BrokenSealProcess(f"a sealing process broke: {why}"))
 
     def close(self, cancel: bool) -> None:
         try:
@@ -139,8 +151,7 @@ class _Worker:
             self.proc.wait()
         self.reader.join(timeout=30)
         self.proc.stdout.close()  # type: ignore[union-attr]
-        with self.lock:
-            self._break("the backup closed it")
+        self._break("the backup closed it")
 
 
 class SealProcesses:

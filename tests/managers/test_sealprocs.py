@@ -233,3 +233,31 @@ def test_an_answer_for_other_files_breaks_the_process_not_the_backup(tmp_path):
         except BrokenSealProcess:
             continue
         raise AssertionError(f"{bad!r} was taken")
+
+
+_FLOOD_SCRIPT = """
+import sys
+from backupkit.managers.backup import BackupManager, BackupOptions
+from backupkit.tuning import Tuning
+from tests.support.kit import make_test_repo
+
+tuning = Tuning(seal_processes=1, small_files_before_processes=0)
+res = BackupManager(make_test_repo(), tuning=tuning).run(BackupOptions(paths=(sys.argv[1],)))
+print(res.files_new, len(res.errors))
+"""
+
+
+def test_many_batches_in_flight_never_block_the_pipes(tmp_path):
+    """Batches are handed over faster than the process answers: its input pipe fills
+    while it waits to write an answer (its output pipe full too). The backup must go on
+    reading answers while it writes batches (it once held one lock for both, and hung)."""
+    import subprocess
+    import sys
+
+    src = tmp_path / "src"
+    for i in range(4000):  # incompressible: each answer frame is as large as its files
+        write_file(src / f"d{i % 4}" / f"f{i:05d}", os.urandom(2000 + i % 500))
+    r = subprocess.run([sys.executable, "-c", _FLOOD_SCRIPT, str(src)], capture_output=True, text=True, timeout=120,
+                       cwd=Path(__file__).resolve().parents[2])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["4000", "0"]
