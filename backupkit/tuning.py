@@ -25,6 +25,10 @@ Backup (walk -> read files -> chunk -> hash/compress/seal -> pack -> upload):
     small_files_before_processes
                                 small files a backup meets before it starts them (a short
                                 backup never pays their start-up, ~0.2 s, nor memory)
+    sealed_batches_in_flight    batches per sealing process handed over and not yet taken
+                                by a reader thread; beyond it the walk waits for the oldest
+                                job (the answers hold sealed blobs: a process ahead of the
+                                readers would otherwise fill memory)
     files_in_flight             larger files queued on the reader threads before the walk
                                 waits for the oldest
     files_in_flight_after_dir   after each directory the walk waits until at most this
@@ -130,6 +134,7 @@ class Tuning:
     small_reads_ahead: int = 64
     seal_processes: int = field(default_factory=lambda: max(1, (os.cpu_count() or 2) - 1))
     small_files_before_processes: int = 4096
+    sealed_batches_in_flight: int = 8
     files_in_flight: int = 256
     files_in_flight_after_dir: int = 64
     chunks_in_flight: int = 4

@@ -22,6 +22,7 @@ again).
 from __future__ import annotations
 
 import os
+import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
@@ -67,6 +68,10 @@ class FileReads:
         self._procs: SealProcesses | None = None
         self._procs_wanted = self._tuning.seal_processes > 0 and writer.can_seal_in_processes()
         self._small_seen = 0
+        #: batches handed to the processes whose answers no reader thread has taken
+        #: yet (they hold sealed blobs: bounded by Tuning.sealed_batches_in_flight)
+        self._sealed_out = 0
+        self._sealed_lock = threading.Lock()
 
     def add(self, path: bytes, old: Entry | None, st: os.stat_result, e: Entry, ask_xattrs: bool = False) -> None:
         """Read file ``path`` (``e``: its entry without content; ``old``: the parent's;
@@ -138,10 +143,16 @@ class FileReads:
                 if self._small_seen < self._tuning.small_files_before_processes:
                     return None
                 self._procs = self._writer.seal_processes(self._tuning.seal_processes)
-            return self._procs.submit(files, xattrs)
+            limit = self._tuning.sealed_batches_in_flight * self._tuning.seal_processes
+            while self._sealed_out >= limit and self._pending:
+                self.drain(len(self._pending) - 1)  # the oldest job first
+            fut = self._procs.submit(files, xattrs)
         except (BrokenSealProcess, OSError):  # cannot start one, or none is left
             self._procs_wanted = False
             return None
+        with self._sealed_lock:
+            self._sealed_out += 1
+        return fut
 
     def _read_small(self, batch: list[_Small], files: list[tuple[bytes, os.stat_result]], sealed: Future | None) -> list[_Done]:
         """One job: the batch's files read together (``ContentWriter.read_small``, or by
@@ -153,6 +164,9 @@ class FileReads:
                 results = self._writer.sealed_small(files, sealed.result())
             except (BrokenSealProcess, CancelledError):
                 results = None  # a sealing process died: this thread reads the batch
+            finally:
+                with self._sealed_lock:
+                    self._sealed_out -= 1
         if results is None:
             results = self._writer.read_small(files)
         out: list = []

@@ -261,3 +261,41 @@ def test_many_batches_in_flight_never_block_the_pipes(tmp_path):
                        cwd=Path(__file__).resolve().parents[2])
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split() == ["4000", "0"]
+
+
+def test_answers_not_yet_taken_stay_within_their_budget(tmp_path):
+    """Reader threads slower than the process: the walk waits instead of letting sealed
+    answers pile up (``Tuning.sealed_batches_in_flight``)."""
+    import time
+
+    from backupkit.managers.backup_reads import FileReads
+    from backupkit.managers.backup_walk import WalkStats
+    from backupkit.objects.entry import entry_from_stat
+    from backupkit.reporters import silent
+    from backupkit.managers.backup import BackupReporter
+
+    src = tmp_path / "src"
+    _small_tree(src, 400)
+    tuning = Tuning(seal_processes=1, small_files_before_processes=0, small_files_per_job=8, sealed_batches_in_flight=2)
+    writer = ContentWriter(make_test_repo(), tuning)
+    seen: list[int] = []
+    recorded: list[bytes] = []
+
+    def change(path, e, old):
+        seen.append(reads._sealed_out)
+        time.sleep(0.002)  # a slow reader thread
+        return (b"k" * 16, path)
+
+    reads = FileReads(writer, 2, WalkStats(silent(BackupReporter)()), change, lambda k, p, v: recorded.append(p))
+    paths = sorted(src.rglob("*"))
+    try:
+        for p in paths:
+            if p.is_file():
+                st = os.lstat(p)
+                reads.add(os.fsencode(p), None, st, entry_from_stat(st))
+        reads.drain(0)
+    finally:
+        reads.close(cancel=False)
+        writer.close()
+    assert recorded == [os.fsencode(p) for p in paths if p.is_file()]
+    assert max(seen) <= 2, max(seen)
