@@ -21,7 +21,8 @@ Backup (walk -> read files -> chunk -> hash/compress/seal -> pack -> upload):
                                 small files (``objects/sealprocs.py``): each has its own
                                 GIL, so tiny files use every core (a thread per file step
                                 gives the GIL up and takes it back five times); default:
-                                one per core but one (the walk's), at least one; 0: none
+                                one per core this process may use but one (the walk's):
+                                none on one core
     small_files_before_processes
                                 small files a backup meets before it starts them (a short
                                 backup never pays their start-up, ~0.2 s, nor memory)
@@ -126,13 +127,21 @@ KiB = 1024
 MiB = 1024 * KiB
 
 
+def _cores() -> int:
+    """The cores this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 @dataclass(frozen=True)
 class Tuning:
     # backup
     small_file: int = 64 * KiB
     small_files_per_job: int = 64
     small_reads_ahead: int = 64
-    seal_processes: int = field(default_factory=lambda: max(1, (os.cpu_count() or 2) - 1))
+    seal_processes: int = field(default_factory=lambda: _cores() - 1)
     small_files_before_processes: int = 4096
     sealed_batches_in_flight: int = 8
     files_in_flight: int = 256
