@@ -46,6 +46,19 @@ def _small_tree(root: Path, n: int = 400) -> None:
     write_file(root / "d1" / "dup-b", b"same content\n")
 
 
+class OnFile:
+    """A backup reporter that calls ``fn(path)`` for each file done and ignores the rest."""
+
+    def __init__(self, fn) -> None:
+        self.fn = fn
+
+    def __getattr__(self, name):
+        return lambda *a, **k: None
+
+    def file_done(self, path, size, status):
+        self.fn(path)
+
+
 def _restore(repo, snap, dest: Path) -> None:
     res = RestoreManager(repo).restore(snap, RestoreOptions(target=str(dest), connections=2))
     assert not res.errors, res.errors
@@ -100,15 +113,8 @@ def test_backup_with_sealing_processes_restores_every_kind_of_file(tmp_path):
     _small_tree(src / "many")
     repo = make_test_repo()
     seen: list[int] = []
-
-    class Watch:
-        def __getattr__(self, name):
-            return lambda *a, **k: None
-
-        def file_done(self, path, size, status):
-            seen.append(len(sealing_children()))
-
-    res = BackupManager(repo, Watch(), tuning=AT_ONCE).run(BackupOptions(paths=(str(src),)))
+    watch = OnFile(lambda _p: seen.append(len(sealing_children())))
+    res = BackupManager(repo, watch, tuning=AT_ONCE).run(BackupOptions(paths=(str(src),)))
     assert max(seen) >= 1, "the small files went to a sealing process"
     assert not sealing_children(), "the processes end with the run"
     assert not res.errors
@@ -123,21 +129,17 @@ def test_a_sealing_process_killed_midway_costs_nothing_but_time(tmp_path):
     _small_tree(src, 600)
     repo = make_test_repo()
     killed: list[int] = []
-
-    class KillAfter:
-        def __getattr__(self, name):
-            return lambda *a, **k: None
-
-        def file_done(self, path, size, status):
-            kids = sealing_children()
-            if len(seen_files) == 200 and kids and not killed:
-                for k in kids:
-                    os.kill(k, signal.SIGKILL)
-                    killed.append(k)
-            seen_files.append(path)
-
     seen_files: list[str] = []
-    res = BackupManager(repo, KillAfter(), tuning=AT_ONCE).run(BackupOptions(paths=(str(src),)))
+
+    def kill_after_200(path):
+        kids = sealing_children()
+        if len(seen_files) == 200 and kids and not killed:
+            for k in kids:
+                os.kill(k, signal.SIGKILL)
+                killed.append(k)
+        seen_files.append(path)
+
+    res = BackupManager(repo, OnFile(kill_after_200), tuning=AT_ONCE).run(BackupOptions(paths=(str(src),)))
     assert killed, "a sealing process was running when the test killed it"
     assert not res.errors
     _restore(repo, res.snapshot, tmp_path / "out")
@@ -152,15 +154,8 @@ def test_short_backups_start_no_process(tmp_path):
     _small_tree(src, 50)
     repo = make_test_repo()
     seen: list[int] = []
-
-    class Watch:
-        def __getattr__(self, name):
-            return lambda *a, **k: None
-
-        def file_done(self, path, size, status):
-            seen.append(len(sealing_children()))
-
-    BackupManager(repo, Watch(), tuning=Tuning(seal_processes=1, small_files_before_processes=4096)).run(
+    watch = OnFile(lambda _p: seen.append(len(sealing_children())))
+    BackupManager(repo, watch, tuning=Tuning(seal_processes=1, small_files_before_processes=4096)).run(
         BackupOptions(paths=(str(src),))
     )
     assert seen and max(seen) == 0
@@ -221,7 +216,7 @@ def test_sealing_processes_end_when_the_backup_is_killed(tmp_path):
 
 
 def test_an_answer_for_other_files_breaks_the_process_not_the_backup(tmp_path):
-    from backupkit.objects.sealprocs import BrokenSealProcess
+    from backupkit.objects.sealprocs import _BrokenSealProcess
 
     src = tmp_path / "src"
     _small_tree(src, 3)
@@ -230,7 +225,7 @@ def test_an_answer_for_other_files_breaks_the_process_not_the_backup(tmp_path):
     for bad in ([None, None], [None, None, None, None], [[b"x" * 32, 10**9, b"", False, None], None, None], [7, None, None]):
         try:
             writer.sealed_small(files, bad)
-        except BrokenSealProcess:
+        except _BrokenSealProcess:
             continue
         raise AssertionError(f"{bad!r} was taken")
 
