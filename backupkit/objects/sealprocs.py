@@ -79,7 +79,9 @@ class _Worker:
 
     def __init__(self, start: list) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "backupkit.objects.sealworker"],
+            # -P: the working directory is not put on the module path (a backup run
+            # from a directory someone else can write must not import from it)
+            [sys.executable, "-P", "-m", "backupkit.objects.sealworker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,

@@ -294,3 +294,23 @@ def test_answers_not_yet_taken_stay_within_their_budget(tmp_path):
         writer.close()
     assert recorded == [os.fsencode(p) for p in paths if p.is_file()]
     assert max(seen) <= 2, max(seen)
+
+
+def test_a_sealing_process_imports_nothing_from_the_working_directory(tmp_path):
+    """A backup run from a directory someone else can write (a shared /tmp) must not run
+    code from there: the process is started with -P."""
+    import subprocess
+    import sys
+
+    src = tmp_path / "src"
+    _small_tree(src, 100)
+    evil = tmp_path / "evil"
+    marker = tmp_path / "imported"
+    write_file(evil / "msgpack.py", f"open({str(marker)!r}, 'w').close()\nraise SystemExit(3)\n".encode())
+    write_file(evil / "backupkit" / "__init__.py", f"open({str(marker)!r}, 'w').close()\n".encode())
+    root = str(Path(__file__).resolve().parents[2])
+    r = subprocess.run([sys.executable, "-P", "-c", _FLOOD_SCRIPT, str(src)], capture_output=True, text=True, timeout=120,
+                       cwd=evil, env={**os.environ, "PYTHONPATH": root})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["102", "0"]  # and two of equal content
+    assert not marker.exists(), "a sealing process imported a module from the working directory"
