@@ -15,7 +15,7 @@ from typing import Any
 from backupkit.crypto import T_DATA_BLOB, MasterKeys, Sealer
 from backupkit.errors import FileReadError
 from backupkit.objects.sealprocs import read_frame, write_frame
-from backupkit.objects.smallfiles import read_batch, read_xattrs
+from backupkit.objects.smallfiles import changed, read_batch, read_xattrs
 from backupkit.repo.pack import encode_payload
 
 
@@ -28,8 +28,16 @@ class _Stat:
         self.st_size, self.st_mtime_ns, self.st_ctime_ns = size, mtime_ns, ctime_ns
 
 
-def _more(_fd: int, _st: Any, _fst: Any) -> None:
-    return None  # not one chunk: the backup's reader thread reads it
+def _more(fd: int, st: Any, fst: Any) -> tuple[bytes, bool] | None:
+    """A file that is not one chunk: an empty one is answered here (no content, and
+    whether it changed, as ``ContentWriter._read_open`` would say); any other is read by
+    the backup's reader thread (None)."""
+    if min(st.st_size, fst.st_size):
+        return None
+    try:
+        return b"", changed(os.fstat(fd), st)
+    except OSError:
+        return None
 
 
 def _no_bytes(_n: int) -> None:

@@ -98,6 +98,7 @@ def test_sealed_small_gives_what_the_reader_thread_gives(tmp_path):
     assert by_path[src / "d0" / "f0000"].xattrs_read
     assert not by_path[src / "big"].xattrs_read, "a file the thread read has its xattrs asked for by the caller"
     assert by_path[src / "empty"].items == []
+    assert by_path[src / "empty"].xattrs_read, "an empty file is answered by the process, not opened again"
     assert "cannot read" in str(by_path[gone]) and "changed type" in str(by_path[src / "was_a_file"])
     # the sealed blobs are in the repository: every id the processes gave can be read
     repo.flush()
