@@ -203,4 +203,4 @@ class FileReads:
         return self._writer.with_content(e, got.items, size=got.size)
 
 
-__all__ = ["FileReads", "read_xattrs"]  # read_xattrs: from smallfiles, for the walk
+__all__ = ["FileReads"]

@@ -31,8 +31,9 @@ from backupkit.entry import Keyer, display_path, join, parent_of
 from backupkit.excluder import Excluder
 from backupkit.managers.backup_changes import ChangeLog
 from backupkit.managers.backup_parent import ParentView, decode, file_unchanged, inline_content, unchanged, wire
-from backupkit.managers.backup_reads import FileReads, read_xattrs
+from backupkit.managers.backup_reads import FileReads
 from backupkit.objects.entry import TYPE_OF_MODE, Entry, entry_from_stat
+from backupkit.objects.smallfiles import read_xattrs
 from backupkit.objects.writer import ContentWriter
 from backupkit.repo.repository import Repository
 from backupkit.tree import SnapshotTree
