@@ -2,6 +2,8 @@
 
     python -m benchmarks.ab --rev 12e16b4 --rev HEAD [--rounds 6] [--cold] [--fresh DIR] \\
         [--seed DIR] [--work DIR] -- --repo R --password-file P restore latest --target DIR
+    python -m benchmarks.ab --rev HEAD --rev HEAD --extra "" --extra "--read-concurrency 1" \\
+        --fresh R --init -- backup DATA                          # one revision, two option values
     BK_REPOSITORY=R BK_PASSWORD_FILE=P python -m benchmarks.ab --rev main --rev HEAD \\
         --fresh R --init [--before "SHELL"] -- backup DATA        # a first backup, each run
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -42,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
                          "into a new repository given by BK_REPOSITORY and BK_PASSWORD_FILE")
     ap.add_argument("--before", metavar="SHELL", help="a shell command run before every run (untimed, after --init: "
                     "e.g. reading the data into the page cache)")
+    ap.add_argument("--extra", action="append", metavar="ARGS",
+                    help="bk arguments added to the command for the revision at the same place as this "
+                         "option among the --extra options (give one per --rev; \"\" for none): the same "
+                         "revision twice with two option values, e.g. --read-concurrency")
     ap.add_argument("--work", type=Path, default=Path("/var/tmp/backupkit-ab"))
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("args", nargs=argparse.REMAINDER, help="-- then bk's arguments")
@@ -49,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     args = a.args[1:] if a.args[:1] == ["--"] else a.args
     if len(a.rev) < 2 or not args:
         ap.error("give at least two --rev and, after --, the bk command to run")
+    if a.extra is not None and len(a.extra) != len(a.rev):
+        ap.error("give one --extra per --rev")
+    extra = [shlex.split(x) for x in a.extra] if a.extra else [[] for _ in a.rev]
+    labels = [f"{rev} {x}".strip() if a.extra else rev for rev, x in zip(a.rev, a.extra or a.rev)]
     if a.seed is not None and a.fresh is None:
         ap.error("--seed needs --fresh (the path it is copied to)")
     if a.cold and not drop_caches():
@@ -69,16 +80,16 @@ def main(argv: list[str] | None = None) -> int:
                 subprocess.run(a.before, shell=True, check=True)
             if a.cold:
                 drop_caches()
-            m = run(Cmd([sys.executable, "-P", "-m", "backupkit_cli", *args]), env, a.work / "logs" / f"rev{i}.log", a.timeout)
+            m = run(Cmd([sys.executable, "-P", "-m", "backupkit_cli", *args, *extra[i]]), env, a.work / "logs" / f"rev{i}.log", a.timeout)
             if not m.ok:
-                print(f"{a.rev[i]} failed in round {rnd}: {m.errors[-1]} (log: {a.work / 'logs'})", file=sys.stderr)
+                print(f"{labels[i]} failed in round {rnd}: {m.errors[-1]} (log: {a.work / 'logs'})", file=sys.stderr)
                 return 1
             results[i].append(m)
             load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-            print(f"round {rnd} {a.rev[i]:>12} ({sha[:10]}): {m.wall:7.2f} s wall {m.cpu:7.2f} CPU s {m.peak_kib / 1024:7.1f} MiB"
+            print(f"round {rnd} {labels[i]:>12} ({sha[:10]}): {m.wall:7.2f} s wall {m.cpu:7.2f} CPU s {m.peak_kib / 1024:7.1f} MiB"
                   f"  (load {load})", flush=True)
     print("\nrevision       mean wall   mean CPU   peak MiB (min-max)")
-    for i, rev in enumerate(a.rev):
+    for i, rev in enumerate(labels):
         ms = results[i]
         peaks = [m.peak_kib / 1024 for m in ms]
         print(f"{rev:>12} {statistics.mean(m.wall for m in ms):9.2f} s {statistics.mean(m.cpu for m in ms):8.2f} s"

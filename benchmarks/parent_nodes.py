@@ -10,6 +10,8 @@ time::
 
     python -m benchmarks.parent_nodes --repo R --password-file P --path /usr 65536 131072 262144
 
+It first prints the tree's size: its nodes, the leaves' entries, their plaintext bytes
+(what ``--plain-mib`` caches) and what they take decoded (what the decoded cache holds).
 The size that reads every node once is what ``Tuning.parent_node_cache`` would need for
 this tree; what it costs in memory is measured on ``bk backup`` itself (docs/performance-limits.md).
 """
@@ -42,6 +44,35 @@ def count(repo: Repository, root: bytes, top: bytes, cache_size: int, plain: int
     return dirs, hamt.visits, hamt.loads, len(hamt._cache), time.monotonic() - t0
 
 
+def tree_size(repo: Repository, root: bytes) -> tuple[int, int, int, int, int]:
+    """(nodes, leaves, leaf entries, leaf plaintext bytes, bytes the leaves take decoded
+    as ``Hamt`` caches them, by tracemalloc) of the trie at ``root``."""
+    import tracemalloc
+
+    import msgpack
+
+    from backupkit.crypto import T_META_BLOB
+
+    nodes = leaves = entries = plain = 0
+    raws = []
+    stack = [root]
+    while stack:
+        raw = repo.read_blob(stack.pop(), T_META_BLOB)
+        n = msgpack.unpackb(raw)
+        nodes += 1
+        if n[0] == 0:
+            leaves, entries, plain = leaves + 1, entries + len(n[1]), plain + len(raw)
+            raws.append(raw)
+        else:
+            stack.extend(row[1] for row in n[4])
+    tracemalloc.start()
+    decoded = [msgpack.unpackb(r) for r in raws]
+    size = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    del decoded
+    return nodes, leaves, entries, plain, size
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repo", required=True, help="a local repository")
@@ -54,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         password = f.read().rstrip(b"\r\n")
     repo = Repository.open(LocalObjectStore(args.repo), password, cache_root=False)
     snap = list_snapshots(repo)[-1]
+    nodes, leaves, entries, plain, decoded = tree_size(repo, snap.root)
+    print(f"tree: {nodes} nodes, {leaves} leaves holding {entries} entries; leaf plaintext {plain / 1e6:.1f} MB, "
+          f"decoded {decoded / 1e6:.1f} MB")
     for size in args.sizes:
         dirs, visits, loads, cached, secs = count(repo, snap.root, normalize(args.path), size, args.plain_mib << 20)
         print(f"cache {size:>8}, plain {args.plain_mib} MiB: {dirs} directories, {visits} node visits, {loads} node reads, {cached} nodes cached at the end, {secs:.2f} s")
