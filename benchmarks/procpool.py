@@ -187,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--spool-dir", default=None, help="where the workers' spool files go (default: TMPDIR)")
     ap.add_argument("--one", choices=("threads", "processes"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if not os.path.isdir(args.dir):
+        ap.error(f"{args.dir}: not a directory")
     if args.one:  # one run in a process of its own, so that its peak memory is its own
         tune_malloc()  # as bk's bulk commands
         spool = tempfile.mkdtemp(prefix="bk-procpool-", dir=args.spool_dir)
