@@ -11,7 +11,9 @@ Vocabulary:
                 indexed pack listed at its indexed size, every snapshot's trie
                 readable, every referenced blob indexed in a pack of its kind.
     read data   ``--read-data`` (or a subset): download whole packs, verify the
-                header against the index, decrypt every blob and re-hash its id.
+                header against the index, decrypt every blob and re-hash its id
+                (``packverify.verify_pack``; in verifying processes when a check
+                reads enough, ``Tuning.verify_processes``).
 
 Check reads through its own view of the index (``load_index(tolerant=True)``, from the
 store, never the cache), so a damaged index object is one finding instead of a failure
@@ -58,28 +60,35 @@ from backupkit.managers.subset import parse_subset, select_packs
 from backupkit.repo.index import Index, PackInfo
 from backupkit.repo.indexload import load_index
 from backupkit.repo.keymanager import KEY_DAMAGED, check_key_file
-from backupkit.repo.pack import KIND_DATA, KIND_META, TYPE_OF_KIND, pack_name, read_pack_header
+from backupkit.procs import BrokenWorker
+from backupkit.repo.pack import KIND_DATA, KIND_META, pack_name
+from backupkit.repo.packverify import VerifyProcesses, verify_pack
 from backupkit.repo.config import RepoConfig
 from backupkit.repo.repository import Repository
 from backupkit.snapshot import Snapshot, load_snapshot
+from backupkit.tuning import DEFAULT_TUNING, Tuning
 
 class CheckManager:
     """Runs checks. The caller holds a shared lock."""
 
-    def __init__(self, repo: Repository, reporter: CheckReporter | None = None) -> None:
+    def __init__(self, repo: Repository, reporter: CheckReporter | None = None, tuning: Tuning = DEFAULT_TUNING) -> None:
         self.repo = repo
         self.reporter = reporter or NullCheckReporter()
+        self.tuning = tuning
 
     def run(self, opts: CheckOptions | None = None) -> CheckResult:
-        return _CheckRun(self.repo, self.reporter).run(opts or CheckOptions())
+        return _CheckRun(self.repo, self.reporter, self.tuning).run(opts or CheckOptions())
 
 
 class _CheckRun:
     """The state of one check: findings, and damage waiting to be attributed."""
 
-    def __init__(self, repo: Repository, reporter: CheckReporter) -> None:
+    def __init__(self, repo: Repository, reporter: CheckReporter, tuning: Tuning) -> None:
         self.repo = repo
         self.reporter = reporter
+        self.tuning = tuning
+        #: the verifying processes of --read-data (``packverify.py``)
+        self.procs: VerifyProcesses | None = None
         self._lock = threading.Lock()
         self.findings: list[Finding] = []
         #: bad blob id -> problem key; problem key -> message
@@ -298,32 +307,18 @@ class _CheckRun:
 
     # -- read data ---------------------------------------------------------------------------
     def _verify_pack(self, p: PackInfo, data: bytes) -> tuple[str | None, dict[bytes, str]]:
-        """(header problem, {blob id: problem}) for one downloaded pack."""
+        """(header problem, {blob id: problem}) for one downloaded pack: in a verifying
+        process if one is idle, else (or when they broke) on this thread."""
         entries = self.pack_entries[p.id]
-        header_problem = None
-        if len(data) != p.size:
-            header_problem = f"{len(data)} bytes read, {p.size} indexed"
-        else:
+        procs = self.procs
+        if procs is not None:
             try:
-                header = {e.blob_id: (e.offset, e.length) for e in read_pack_header(self.repo.sealer, p.id, data, len(data))}
-                wrong = [bid for bid, (off, ln, _r) in entries.items() if header.get(bid) != (off, ln)]
-                if wrong:
-                    header_problem = f"the header disagrees with the index about {len(wrong)} blob(s)"
-            except (IntegrityError, FormatError) as e:
-                header_problem = str(e)
-        t = TYPE_OF_KIND[p.kind]
-        bad: dict[bytes, str] = {}
-        whole = memoryview(data)  # blobs as views: a slice of bytes is a copy made holding the GIL
-        for bid, (off, ln, raw) in entries.items():
-            what = f"blob {bid.hex()[:16]}"
-            sealed = whole[off : off + ln]
-            try:
-                if len(sealed) != ln:
-                    raise IntegrityError(f"{what}: beyond the end of the pack")
-                self.repo.verify_blob(bid, t, sealed, what, raw_length=raw, view=True)
-            except (IntegrityError, FormatError) as e:
-                bad[bid] = str(e)
-        return header_problem, bad
+                got = procs.verify_pack(p.id, p.kind, p.size, data, entries, idle_only=True)
+                if got is not None:
+                    return got
+            except (BrokenWorker, OSError):
+                pass  # verified here, as the packs after it will be
+        return verify_pack(self.repo.sealer, p.id, p.kind, p.size, data, entries)
 
     def _read_one(self, p: PackInfo) -> int:
         name = pack_name(p.kind, p.id)
@@ -356,9 +351,19 @@ class _CheckRun:
         self.reporter.phase("read data", sum(p.size for p in chosen))
         workers = max(2, self.repo.connections)
         total = 0
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for n in bounded_map(pool, self._read_one, chosen, workers * 2):
-                total += n
+        tuning = self.tuning
+        if tuning.verify_processes > 0 and sum(p.size for p in chosen) >= tuning.verify_processes_from_bytes:
+            try:
+                self.procs = VerifyProcesses(tuning.verify_processes, self.repo.keys)
+            except OSError:
+                pass  # cannot start one: this process verifies
+        try:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                for n in bounded_map(pool, self._read_one, chosen, workers * 2):
+                    total += n
+        finally:
+            if self.procs is not None:
+                self.procs.close()
         return len(chosen), total
 
     # -- attribution -------------------------------------------------------------------------

@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING
 from backupkit import limits
 from backupkit.crypto import Sealer
 from backupkit.errors import BlobNotFound, FormatError, IntegrityError, ObjectNotFound
-from backupkit.limits import BLOB_MAX
 from backupkit.repo.cache import Cache
 from backupkit.repo.config import RepoConfig
 from backupkit.repo.index import BlobLocation, Index, PackInfo
 from backupkit.repo.pack import KIND_META, TYPE_OF_KIND, PackEntry, decode_payload, encode_payload, pack_name
+from backupkit.repo.packverify import verify_blob
 from backupkit.repo.packwriter import PackWriter
 from backupkit.store.base import ObjectSource, ObjectStore
 
@@ -273,18 +273,8 @@ class BlobAccess:
         raw_length: int | None = None,
         view: bool = False,
     ) -> bytes | memoryview:
-        """Open one sealed blob, decode it and re-hash it against its id (and, given
-        ``raw_length``, check its size); the one blob verification. Returns the plaintext
-        (``view``: possibly as a memoryview, for callers that only verify: no copy of a
-        raw payload). The payload decompresses to at most ``raw_length`` bytes (the
-        index's word), else BLOB_MAX (issue 10.4: a zstd bomb is refused, not allocated)."""
-        limit = BLOB_MAX if raw_length is None else min(raw_length, BLOB_MAX)
-        data = decode_payload(self.sealer.open(blob_type, blob_id, sealed, what), what, limit, view)
-        if raw_length is not None and len(data) != raw_length:
-            raise IntegrityError(f"{what}: {len(data)} bytes, the index says {raw_length}")
-        if self.sealer.blob_id(data) != blob_id:
-            raise IntegrityError(f"{what}: content does not match its id")
-        return data
+        """``packverify.verify_blob`` with this repository's keys: the one blob verification."""
+        return verify_blob(self.sealer, blob_id, blob_type, sealed, what, raw_length, view)
 
     open_blob = verify_blob  # the name before the content layer (kept for code written against it)
 

@@ -1,0 +1,132 @@
+"""Verifying what was read: one blob (``verify_blob``, the one blob verification every
+reader uses), a whole downloaded pack against the index (``verify_pack``, what ``check
+--read-data`` does per pack), and verifying processes that do the latter on other cores.
+
+Why processes: a pack of small blobs costs a Python loop per blob (open the envelope,
+decompress, re-hash), and much of it holds the GIL (the per-object key, the AEAD's
+setup, the call overhead): ``check --read-data`` of `/usr` held it for half its run on
+two threads. A verifying process (role ``verify`` of ``procmain``, ``procs.py``) gets
+the pack's bytes as a frame's raw part and the index's entries for it, runs
+``verify_pack`` under its own GIL, and answers only the problems found; the check's
+threads only read packs. A process that breaks leaves its packs to the check's threads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from backupkit.crypto import MasterKeys, Sealer
+from backupkit.errors import FormatError, IntegrityError
+from backupkit.limits import BLOB_MAX
+from backupkit.procs import BrokenWorker, WorkerPool
+from backupkit.repo.pack import TYPE_OF_KIND, decode_payload, read_pack_header
+
+#: blob id -> (offset, stored length, raw length), as the index has them for one pack
+PackEntries = Mapping[bytes, tuple[int, int, int]]
+
+
+def verify_blob(
+    sealer: Sealer,
+    blob_id: bytes,
+    blob_type: int,
+    sealed: bytes | bytearray | memoryview,
+    what: str,
+    raw_length: int | None = None,
+    view: bool = False,
+) -> bytes | memoryview:
+    """Open one sealed blob, decode it and re-hash it against its id (and, given
+    ``raw_length``, check its size). Returns the plaintext (``view``: possibly as a
+    memoryview, for callers that only verify: no copy of a raw payload). The payload
+    decompresses to at most ``raw_length`` bytes (the index's word), else BLOB_MAX (issue
+    10.4: a zstd bomb is refused, not allocated)."""
+    limit = BLOB_MAX if raw_length is None else min(raw_length, BLOB_MAX)
+    data = decode_payload(sealer.open(blob_type, blob_id, sealed, what), what, limit, view)
+    if raw_length is not None and len(data) != raw_length:
+        raise IntegrityError(f"{what}: {len(data)} bytes, the index says {raw_length}")
+    if sealer.blob_id(data) != blob_id:
+        raise IntegrityError(f"{what}: content does not match its id")
+    return data
+
+
+def verify_pack(
+    sealer: Sealer, pack_id: bytes, kind: str, size: int, data: bytes | bytearray, entries: PackEntries
+) -> tuple[str | None, dict[bytes, str]]:
+    """(header problem, {blob id: problem}) for one downloaded pack of ``size`` bytes
+    (the index's), whose blobs the index places at ``entries``."""
+    header_problem = None
+    if len(data) != size:
+        header_problem = f"{len(data)} bytes read, {size} indexed"
+    else:
+        try:
+            header = {e.blob_id: (e.offset, e.length) for e in read_pack_header(sealer, pack_id, data, len(data))}
+            wrong = [bid for bid, (off, ln, _r) in entries.items() if header.get(bid) != (off, ln)]
+            if wrong:
+                header_problem = f"the header disagrees with the index about {len(wrong)} blob(s)"
+        except (IntegrityError, FormatError) as e:
+            header_problem = str(e)
+    t = TYPE_OF_KIND[kind]
+    bad: dict[bytes, str] = {}
+    whole = memoryview(data)  # blobs as views: a slice of bytes is a copy made holding the GIL
+    for bid, (off, ln, raw) in entries.items():
+        what = f"blob {bid.hex()[:16]}"
+        sealed = whole[off : off + ln]
+        try:
+            if len(sealed) != ln:
+                raise IntegrityError(f"{what}: beyond the end of the pack")
+            verify_blob(sealer, bid, t, sealed, what, raw_length=raw, view=True)
+        except (IntegrityError, FormatError) as e:
+            bad[bid] = str(e)
+    return header_problem, bad
+
+
+def start(args: list):
+    """A verifying process's job handler, for the keys ``VerifyProcesses`` sends: a job is
+    [pack id, kind, indexed size, [[blob id, offset, length, raw length], ...]] with the
+    pack's bytes as its raw part; the answer is [header problem, [[blob id, problem], ...]]."""
+    sealer = Sealer(MasterKeys(*args))
+
+    def handle(job: list, data: bytearray) -> list:
+        pack_id, kind, size, rows = job
+        header_problem, bad = verify_pack(sealer, pack_id, kind, size, data, {r[0]: (r[1], r[2], r[3]) for r in rows})
+        return [header_problem, [[bid, msg] for bid, msg in bad.items()]]
+
+    return handle
+
+
+class VerifyProcesses:
+    """``n`` verifying processes for one check."""
+
+    def __init__(self, n: int, keys: MasterKeys) -> None:
+        self._pool = WorkerPool("verify", n, [keys.enc_key, keys.id_key, keys.chunker_key])
+
+    @property
+    def pids(self) -> list[int]:
+        return self._pool.pids
+
+    def verify_pack(
+        self, pack_id: bytes, kind: str, size: int, data: bytes, entries: PackEntries, idle_only: bool = False
+    ) -> tuple[str | None, dict[bytes, str]] | None:
+        """``verify_pack`` done by the least busy process (the calling thread waits);
+        ``idle_only``: None unless a process has nothing to do. BrokenWorker when no
+        process is left or one answered nonsense."""
+        rows = [[bid, off, ln, raw] for bid, (off, ln, raw) in entries.items()]
+        fut = self._pool.submit([pack_id, kind, size, rows], data, idle_only)
+        if fut is None:
+            return None
+        got = fut.result()
+        try:
+            header_problem, bad_rows = got
+            bad = {bid: msg for bid, msg in bad_rows}
+            if not (header_problem is None or type(header_problem) is str) or not all(
+                bid in entries and type(msg) is str for bid, msg in bad.items()
+            ):
+                raise ValueError
+        except (ValueError, TypeError):
+            raise BrokenWorker("a verifying process answered nonsense") from None
+        return header_problem, bad
+
+    def close(self, cancel: bool = False) -> None:
+        self._pool.close(cancel)
+
+
+__all__ = ["PackEntries", "VerifyProcesses", "start", "verify_blob", "verify_pack"]
