@@ -21,7 +21,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1 or argv[0] not in ROLES:
         print(f"usage: python -m backupkit.procmain {{{','.join(ROLES)}}}", file=sys.stderr)
         return 2
-    from backupkit.procs import serve
+    from backupkit.procframes import serve
 
     return serve(importlib.import_module(ROLES[argv[0]]).start)
 

@@ -1,11 +1,10 @@
 """Worker processes for CPU stages that hold the GIL too often to share one interpreter:
 sealing small files in a backup (``objects/sealprocs.py``) and verifying packs in
-``check --read-data`` (``repo/packverify.py``).
+``check --read-data`` (``repo/verifyprocs.py``).
 
 A worker is ``python -P -m backupkit.procmain ROLE`` with two pipes. Each message is a
-frame: a msgpack part and an optional raw part (bytes such as a whole pack, which msgpack
-would copy twice on each side; the raw part is written as it is and read into one
-buffer). The parent sends the role's start arguments first (the keys, never on the
+frame (``procframes.py``: a msgpack part and an optional raw part, such as a whole
+pack's bytes). The parent sends the role's start arguments first (the keys, never on the
 command line), then one job per frame; the worker answers each job with one frame, in
 order. A worker runs in a session of its own (a terminal's Ctrl-C reaches the parent,
 which stops it), never touches the repository, and ends at the end of its input: when
@@ -18,20 +17,17 @@ caller does that work itself, on its own threads, and goes on without processes.
 from __future__ import annotations
 
 import fcntl
-import struct
 import subprocess
 import sys
 import threading
 from collections import deque
-from collections.abc import Callable
 from concurrent.futures import Future
 from typing import IO, Any
 
 import msgpack
 
-_HEAD = struct.Struct("<QQ")
-#: no frame part is larger (a pack is at most limits.PACK_MAX; a batch's sealed blobs far less)
-FRAME_MAX = 1 << 30
+from backupkit.procframes import read_frame, write_frame
+
 #: pipe buffers this large (Linux's default is 64 KiB: a 16 MiB pack would take 256
 #: wake-ups each way); 1 MiB is the largest an unprivileged process may ask for
 PIPE_BYTES = 1 << 20
@@ -41,40 +37,6 @@ class BrokenWorker(Exception):
     """A worker process ended or answered nonsense: the jobs it had are done by the
     caller instead. Control flow between this module and its callers: it never reaches a
     user, so it is not in ``errors.py``."""
-
-
-def write_frame(out: IO[bytes], obj: Any, raw: bytes | bytearray | memoryview = b"") -> None:
-    data = msgpack.packb(obj, use_bin_type=True)
-    out.write(_HEAD.pack(len(data), len(raw)))
-    out.write(data)
-    if raw:
-        out.write(raw)
-    out.flush()
-
-
-def _read_exact(inp: IO[bytes], n: int) -> bytearray:
-    buf = bytearray(n)
-    view = memoryview(buf)
-    got = 0
-    while got < n:
-        k = inp.readinto(view[got:])  # type: ignore[attr-defined]
-        if not k:
-            raise EOFError
-        got += k
-    return buf
-
-
-def read_frame(inp: IO[bytes]) -> tuple[Any, bytearray]:
-    """The next frame's (object, raw part); EOFError at the end of the input (also
-    mid-frame), ValueError for a frame larger than FRAME_MAX."""
-    head = inp.read(_HEAD.size)
-    if len(head) < _HEAD.size:
-        raise EOFError
-    n, r = _HEAD.unpack(head)
-    if n > FRAME_MAX or r > FRAME_MAX:
-        raise ValueError(f"frame of {n} + {r} bytes")
-    obj = msgpack.unpackb(_read_exact(inp, n), raw=False)
-    return obj, (_read_exact(inp, r) if r else bytearray())
 
 
 def _grow_pipe(f: IO[bytes]) -> None:
@@ -202,17 +164,4 @@ class WorkerPool:
             w.close(cancel)
 
 
-def serve(start: Callable[[list], Callable[[Any, bytearray], list]]) -> int:
-    """A worker's main loop: ``start(arguments)`` gives the job handler; each job's
-    answer is written back until the input ends."""
-    inp, out = sys.stdin.buffer, sys.stdout.buffer
-    try:
-        args, _raw = read_frame(inp)
-        handle = start(args)
-        while True:
-            write_frame(out, handle(*read_frame(inp)))
-    except (EOFError, BrokenPipeError):
-        return 0  # the caller closed the pipe, or is gone
-
-
-__all__ = ["BrokenWorker", "WorkerPool", "WorkerProcess", "read_frame", "serve", "write_frame"]
+__all__ = ["BrokenWorker", "WorkerPool", "WorkerProcess"]

@@ -74,7 +74,7 @@ Backup (walk -> read files -> chunk -> hash/compress/seal -> pack -> upload):
 Check --read-data (read packs -> verify every blob):
 
     verify_processes            processes that verify downloaded packs
-                                (``repo/packverify.py``), each under its own GIL; a pack
+                                (``repo/verifyprocs.py``), each under its own GIL; a pack
                                 goes to an idle one, else the check's own thread verifies
                                 it. Default: one per core this process may use but one;
                                 none on one core

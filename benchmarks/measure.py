@@ -68,6 +68,10 @@ class Measured:
 
 
 def _session_pids(sid: int) -> list[int]:
+    """The processes of session ``sid`` and every process descended from one of them (bk's
+    worker processes run in sessions of their own, so that a terminal's Ctrl-C reaches
+    only bk: they are part of what a step costs all the same)."""
+    parent: dict[int, int] = {}
     pids = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -77,8 +81,18 @@ def _session_pids(sid: int) -> list[int]:
                 fields = f.read().rsplit(b")", 1)[1].split()
         except OSError:
             continue
+        parent[int(name)] = int(fields[1])
         if int(fields[3]) == sid:  # fields: state ppid pgrp session ...
             pids.append(int(name))
+    found = set(pids)
+    grew = True
+    while grew:
+        grew = False
+        for pid, ppid in parent.items():
+            if ppid in found and pid not in found:
+                found.add(pid)
+                pids.append(pid)
+                grew = True
     return pids
 
 

@@ -12,8 +12,8 @@ Vocabulary:
                 readable, every referenced blob indexed in a pack of its kind.
     read data   ``--read-data`` (or a subset): download whole packs, verify the
                 header against the index, decrypt every blob and re-hash its id
-                (``packverify.verify_pack``; in verifying processes when a check
-                reads enough, ``Tuning.verify_processes``).
+                (``packverify.verify_pack``; also in verifying processes,
+                ``verifyprocs.py``, when a check reads enough: ``Tuning``).
 
 Check reads through its own view of the index (``load_index(tolerant=True)``, from the
 store, never the cache), so a damaged index object is one finding instead of a failure
@@ -62,7 +62,8 @@ from backupkit.repo.indexload import load_index
 from backupkit.repo.keymanager import KEY_DAMAGED, check_key_file
 from backupkit.procs import BrokenWorker
 from backupkit.repo.pack import KIND_DATA, KIND_META, pack_name
-from backupkit.repo.packverify import VerifyProcesses, verify_pack
+from backupkit.repo.packverify import verify_pack
+from backupkit.repo.verifyprocs import VerifyProcesses
 from backupkit.repo.config import RepoConfig
 from backupkit.repo.repository import Repository
 from backupkit.snapshot import Snapshot, load_snapshot
@@ -87,7 +88,7 @@ class _CheckRun:
         self.repo = repo
         self.reporter = reporter
         self.tuning = tuning
-        #: the verifying processes of --read-data (``packverify.py``)
+        #: the verifying processes of --read-data (``verifyprocs.py``)
         self.procs: VerifyProcesses | None = None
         self._lock = threading.Lock()
         self.findings: list[Finding] = []

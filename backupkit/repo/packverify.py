@@ -1,14 +1,7 @@
 """Verifying what was read: one blob (``verify_blob``, the one blob verification every
-reader uses), a whole downloaded pack against the index (``verify_pack``, what ``check
---read-data`` does per pack), and verifying processes that do the latter on other cores.
-
-Why processes: a pack of small blobs costs a Python loop per blob (open the envelope,
-decompress, re-hash), and much of it holds the GIL (the per-object key, the AEAD's
-setup, the call overhead): ``check --read-data`` of `/usr` held it for half its run on
-two threads. A verifying process (role ``verify`` of ``procmain``, ``procs.py``) gets
-the pack's bytes as a frame's raw part and the index's entries for it, runs
-``verify_pack`` under its own GIL, and answers only the problems found; the check's
-threads only read packs. A process that breaks leaves its packs to the check's threads.
+reader uses) and a whole downloaded pack against the index (``verify_pack``, what
+``check --read-data`` does per pack); and the job handler of a verifying process
+(``start``, role ``verify`` of ``procmain``; the parent's side is ``verifyprocs.py``).
 """
 
 from __future__ import annotations
@@ -18,7 +11,6 @@ from collections.abc import Mapping
 from backupkit.crypto import MasterKeys, Sealer
 from backupkit.errors import FormatError, IntegrityError
 from backupkit.limits import BLOB_MAX
-from backupkit.procs import BrokenWorker, WorkerPool
 from backupkit.repo.pack import TYPE_OF_KIND, decode_payload, read_pack_header
 
 #: blob id -> (offset, stored length, raw length), as the index has them for one pack
@@ -93,40 +85,4 @@ def start(args: list):
     return handle
 
 
-class VerifyProcesses:
-    """``n`` verifying processes for one check."""
-
-    def __init__(self, n: int, keys: MasterKeys) -> None:
-        self._pool = WorkerPool("verify", n, [keys.enc_key, keys.id_key, keys.chunker_key])
-
-    @property
-    def pids(self) -> list[int]:
-        return self._pool.pids
-
-    def verify_pack(
-        self, pack_id: bytes, kind: str, size: int, data: bytes, entries: PackEntries, idle_only: bool = False
-    ) -> tuple[str | None, dict[bytes, str]] | None:
-        """``verify_pack`` done by the least busy process (the calling thread waits);
-        ``idle_only``: None unless a process has nothing to do. BrokenWorker when no
-        process is left or one answered nonsense."""
-        rows = [[bid, off, ln, raw] for bid, (off, ln, raw) in entries.items()]
-        fut = self._pool.submit([pack_id, kind, size, rows], data, idle_only)
-        if fut is None:
-            return None
-        got = fut.result()
-        try:
-            header_problem, bad_rows = got
-            bad = {bid: msg for bid, msg in bad_rows}
-            if not (header_problem is None or type(header_problem) is str) or not all(
-                bid in entries and type(msg) is str for bid, msg in bad.items()
-            ):
-                raise ValueError
-        except (ValueError, TypeError):
-            raise BrokenWorker("a verifying process answered nonsense") from None
-        return header_problem, bad
-
-    def close(self, cancel: bool = False) -> None:
-        self._pool.close(cancel)
-
-
-__all__ = ["PackEntries", "VerifyProcesses", "start", "verify_blob", "verify_pack"]
+__all__ = ["PackEntries", "start", "verify_blob", "verify_pack"]

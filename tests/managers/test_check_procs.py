@@ -13,7 +13,8 @@ import pytest
 from backupkit.managers.check import CheckManager, CheckOptions
 from backupkit.procs import BrokenWorker
 from backupkit.repo.pack import pack_name
-from backupkit.repo.packverify import VerifyProcesses, verify_pack
+from backupkit.repo.packverify import verify_pack
+from backupkit.repo.verifyprocs import VerifyProcesses
 from backupkit.tuning import Tuning
 from tests.managers.lifecycle_util import open_repo
 from tests.managers.repair_util import blob_location, flip, repo3  # noqa: F401 (repo3 is a fixture)
