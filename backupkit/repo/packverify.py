@@ -41,7 +41,7 @@ def verify_blob(
 
 
 def verify_pack(
-    sealer: Sealer, pack_id: bytes, kind: str, size: int, data: bytes | bytearray, entries: PackEntries
+    sealer: Sealer, pack_id: bytes, kind: str, size: int, data: bytes | bytearray | memoryview, entries: PackEntries
 ) -> tuple[str | None, dict[bytes, str]]:
     """(header problem, {blob id: problem}) for one downloaded pack of ``size`` bytes
     (the index's), whose blobs the index places at ``entries``."""
@@ -77,7 +77,7 @@ def start(args: list):
     pack's bytes as its raw part; the answer is [header problem, [[blob id, problem], ...]]."""
     sealer = Sealer(MasterKeys(*args))
 
-    def handle(job: list, data: bytearray) -> list:
+    def handle(job: list, data: memoryview) -> list:
         pack_id, kind, size, rows = job
         header_problem, bad = verify_pack(sealer, pack_id, kind, size, data, {r[0]: (r[1], r[2], r[3]) for r in rows})
         return [header_problem, [[bid, msg] for bid, msg in bad.items()]]
