@@ -307,36 +307,42 @@ class _CheckRun:
                     self._mark_bad([bid], "blob_wrong_kind", f"blob {bid.hex()}", f"{kind} blob {bid.hex()[:16]} is indexed in a {loc.pack.kind} pack")
 
     # -- read data ---------------------------------------------------------------------------
-    def _verify_pack(self, p: PackInfo, data: bytes) -> tuple[str | None, dict[bytes, str]]:
-        """(header problem, {blob id: problem}) for one downloaded pack: in a verifying
-        process if one is idle, else (or when they broke) on this thread."""
+    def _verified(self, p: PackInfo) -> tuple[int, str | None, dict[bytes, str]]:
+        """Read one pack and verify it: (bytes read, header problem, {blob id: problem}).
+        A verifying process does it if one is idle (this thread drops the pack while it
+        waits, and reads it again if the process breaks); else this thread."""
+        data = self.repo.read_pack(p, refresh=True)
+        n = len(data)
         entries = self.pack_entries[p.id]
         procs = self.procs
         if procs is not None:
             try:
-                got = procs.verify_pack(p.id, p.kind, p.size, data, entries, idle_only=True)
-                if got is not None:
-                    return got
+                fut = procs.submit(p.id, p.kind, p.size, data, entries, idle_only=True)
             except (BrokenWorker, OSError):
-                pass  # verified here, as the packs after it will be
-        return verify_pack(self.repo.sealer, p.id, p.kind, p.size, data, entries)
+                fut = None  # verified here, as the packs after it will be
+            if fut is not None:
+                del data
+                try:
+                    return (n, *procs.answer(fut, entries))
+                except BrokenWorker:
+                    data = self.repo.read_pack(p, refresh=True)
+                    n += len(data)
+        return (n, *verify_pack(self.repo.sealer, p.id, p.kind, p.size, data, entries))
 
     def _read_one(self, p: PackInfo) -> int:
         name = pack_name(p.kind, p.id)
         try:
-            data = self.repo.read_pack(p, refresh=True)
+            n, header_problem, bad = self._verified(p)
         except ObjectNotFound:
             return 0  # reported by the structure check
-        header_problem, bad = self._verify_pack(p, data)
-        n = len(data)
         if header_problem or bad:
             try:
-                again = self.repo.read_pack(p, refresh=True)
+                n_again, header_problem_again, bad_again = self._verified(p)
             except StoreError:
-                again = None
-            if again is not None:
-                n += len(again)
-                header_problem, bad = self._verify_pack(p, again)
+                pass
+            else:
+                n += n_again
+                header_problem, bad = header_problem_again, bad_again
                 if not (header_problem or bad):
                     self._retry_ok(name)
         if header_problem:

@@ -13,6 +13,8 @@ those after them, to the check's threads.
 
 from __future__ import annotations
 
+from concurrent.futures import Future
+
 from backupkit.crypto import MasterKeys
 from backupkit.procs import BrokenWorker, WorkerPool
 from backupkit.repo.packverify import PackEntries
@@ -28,16 +30,19 @@ class VerifyProcesses:
     def pids(self) -> list[int]:
         return self._pool.pids
 
-    def verify_pack(
+    def submit(
         self, pack_id: bytes, kind: str, size: int, data: bytes, entries: PackEntries, idle_only: bool = False
-    ) -> tuple[str | None, dict[bytes, str]] | None:
-        """``verify_pack`` done by the least busy process (the calling thread waits);
-        ``idle_only``: None unless a process has nothing to do. BrokenWorker when no
-        process is left or one answered nonsense."""
+    ) -> Future | None:
+        """``verify_pack`` of this pack handed to the least busy process (once this
+        returns, the process has ``data``: the caller may drop it); ``idle_only``: None
+        unless a process has nothing to do. BrokenWorker when no process is left."""
         rows = [[bid, off, ln, raw] for bid, (off, ln, raw) in entries.items()]
-        fut = self._pool.submit([pack_id, kind, size, rows], data, idle_only)
-        if fut is None:
-            return None
+        return self._pool.submit([pack_id, kind, size, rows], data, idle_only)
+
+    @staticmethod
+    def answer(fut: Future, entries: PackEntries) -> tuple[str | None, dict[bytes, str]]:
+        """The (header problem, {blob id: problem}) of a submitted pack, once the process
+        answers. BrokenWorker if it broke or answered nonsense."""
         got = fut.result()
         try:
             header_problem, bad_rows = got
@@ -49,6 +54,14 @@ class VerifyProcesses:
         except (ValueError, TypeError):
             raise BrokenWorker("a verifying process answered nonsense") from None
         return header_problem, bad
+
+    def verify_pack(
+        self, pack_id: bytes, kind: str, size: int, data: bytes, entries: PackEntries
+    ) -> tuple[str | None, dict[bytes, str]]:
+        """``verify_pack`` done by the least busy process (the calling thread waits)."""
+        fut = self.submit(pack_id, kind, size, data, entries)
+        assert fut is not None
+        return self.answer(fut, entries)
 
     def close(self, cancel: bool = False) -> None:
         self._pool.close(cancel)
