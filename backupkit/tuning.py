@@ -26,7 +26,7 @@ Backup (walk -> read files -> chunk -> hash/compress/seal -> pack -> upload):
     small_files_before_processes
                                 small files a backup meets before it starts them (a short
                                 backup never pays their start-up, 0.08-0.10 s and ~25 MiB:
-                                ``/usr/bin/time python -P -m backupkit.procmain seal
+                                ``/usr/bin/time python -P -m backupkit.objects.sealworker
                                 < /dev/null``)
     sealed_batches_in_flight    batches per sealing process handed over and not yet taken
                                 by a reader thread; beyond it the walk waits for the oldest
@@ -70,16 +70,6 @@ Backup (walk -> read files -> chunk -> hash/compress/seal -> pack -> upload):
     index_checkpoint_blobs      ... or once the packs not yet indexed hold this many blobs:
                                 their entries are kept in memory until then (16 MiB packs of
                                 tiny files hold ~60k blobs each)
-
-Check --read-data (read packs -> verify every blob):
-
-    verify_processes            processes that verify downloaded packs
-                                (``repo/verifyprocs.py``), each under its own GIL; a pack
-                                goes to an idle one, else the check's own thread verifies
-                                it. Default: one per core this process may use but one;
-                                none on one core
-    verify_processes_from_bytes a check that reads less than this starts none (their
-                                start-up, ~0.08 s each, costs more than they save)
 
 Restore (walk the snapshot -> read ahead content -> write files):
 
@@ -166,9 +156,6 @@ class Tuning:
     index_checkpoint_packs: int = 64
     index_checkpoint_seconds: float = 300.0
     index_checkpoint_blobs: int = 100_000
-    # check --read-data
-    verify_processes: int = field(default_factory=lambda: _cores() - 1)
-    verify_processes_from_bytes: int = 64 * MiB
     # restore in order (archives, dump, mount)
     readahead_per_connection: int = 4 * MiB
     readahead_min_connections: int = 4

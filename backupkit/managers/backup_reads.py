@@ -30,8 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from backupkit.errors import FileReadError
 from backupkit.objects.entry import Entry
-from backupkit.objects.sealprocs import SealProcesses
-from backupkit.procs import BrokenWorker
+from backupkit.objects.sealprocs import _BrokenSealProcess, SealProcesses
 from backupkit.objects.smallfiles import read_xattrs
 from backupkit.objects.writer import ContentWriter, FileContent
 
@@ -148,7 +147,7 @@ class FileReads:
             while self._sealed_out >= limit and self._pending:
                 self.drain(len(self._pending) - 1)  # the oldest job first
             fut = self._procs.submit(files, xattrs)
-        except (BrokenWorker, OSError):  # cannot start one, or none is left
+        except (_BrokenSealProcess, OSError):  # cannot start one, or none is left
             self._procs_wanted = False
             return None
         with self._sealed_lock:
@@ -163,7 +162,7 @@ class FileReads:
         if sealed is not None:
             try:
                 results = self._writer.sealed_small(files, sealed.result())
-            except (BrokenWorker, CancelledError):
+            except (_BrokenSealProcess, CancelledError):
                 results = None  # a sealing process died: this thread reads the batch
             finally:
                 with self._sealed_lock:

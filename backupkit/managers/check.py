@@ -12,8 +12,7 @@ Vocabulary:
                 readable, every referenced blob indexed in a pack of its kind.
     read data   ``--read-data`` (or a subset): download whole packs, verify the
                 header against the index, decrypt every blob and re-hash its id
-                (``packverify.verify_pack``; also in verifying processes,
-                ``verifyprocs.py``, when a check reads enough: ``Tuning``).
+                (``packverify.verify_pack``).
 
 Check reads through its own view of the index (``load_index(tolerant=True)``, from the
 store, never the cache), so a damaged index object is one finding instead of a failure
@@ -60,36 +59,29 @@ from backupkit.managers.subset import parse_subset, select_packs
 from backupkit.repo.index import Index, PackInfo
 from backupkit.repo.indexload import load_index
 from backupkit.repo.keymanager import KEY_DAMAGED, check_key_file
-from backupkit.procs import BrokenWorker
 from backupkit.repo.pack import KIND_DATA, KIND_META, pack_name
 from backupkit.repo.packverify import verify_pack
-from backupkit.repo.verifyprocs import VerifyProcesses
 from backupkit.repo.config import RepoConfig
 from backupkit.repo.repository import Repository
 from backupkit.snapshot import Snapshot, load_snapshot
-from backupkit.tuning import DEFAULT_TUNING, Tuning
 
 class CheckManager:
     """Runs checks. The caller holds a shared lock."""
 
-    def __init__(self, repo: Repository, reporter: CheckReporter | None = None, tuning: Tuning = DEFAULT_TUNING) -> None:
+    def __init__(self, repo: Repository, reporter: CheckReporter | None = None) -> None:
         self.repo = repo
         self.reporter = reporter or NullCheckReporter()
-        self.tuning = tuning
 
     def run(self, opts: CheckOptions | None = None) -> CheckResult:
-        return _CheckRun(self.repo, self.reporter, self.tuning).run(opts or CheckOptions())
+        return _CheckRun(self.repo, self.reporter).run(opts or CheckOptions())
 
 
 class _CheckRun:
     """The state of one check: findings, and damage waiting to be attributed."""
 
-    def __init__(self, repo: Repository, reporter: CheckReporter, tuning: Tuning) -> None:
+    def __init__(self, repo: Repository, reporter: CheckReporter) -> None:
         self.repo = repo
         self.reporter = reporter
-        self.tuning = tuning
-        #: the verifying processes of --read-data (``verifyprocs.py``)
-        self.procs: VerifyProcesses | None = None
         self._lock = threading.Lock()
         self.findings: list[Finding] = []
         #: bad blob id -> problem key; problem key -> message
@@ -307,42 +299,26 @@ class _CheckRun:
                     self._mark_bad([bid], "blob_wrong_kind", f"blob {bid.hex()}", f"{kind} blob {bid.hex()[:16]} is indexed in a {loc.pack.kind} pack")
 
     # -- read data ---------------------------------------------------------------------------
-    def _verified(self, p: PackInfo) -> tuple[int, str | None, dict[bytes, str]]:
-        """Read one pack and verify it: (bytes read, header problem, {blob id: problem}).
-        A verifying process does it if one is idle (this thread drops the pack while it
-        waits, and reads it again if the process breaks); else this thread."""
-        data = self.repo.read_pack(p, refresh=True)
-        n = len(data)
-        entries = self.pack_entries[p.id]
-        procs = self.procs
-        if procs is not None:
-            try:
-                fut = procs.submit(p.id, p.kind, p.size, data, entries, idle_only=True)
-            except (BrokenWorker, OSError):
-                fut = None  # verified here, as the packs after it will be
-            if fut is not None:
-                del data
-                try:
-                    return (n, *procs.answer(fut, entries))
-                except BrokenWorker:
-                    data = self.repo.read_pack(p, refresh=True)
-                    n += len(data)
-        return (n, *verify_pack(self.repo.sealer, p.id, p.kind, p.size, data, entries))
+    def _verify_pack(self, p: PackInfo, data: bytes) -> tuple[str | None, dict[bytes, str]]:
+        """(header problem, {blob id: problem}) for one downloaded pack."""
+        return verify_pack(self.repo.sealer, p.id, p.kind, p.size, data, self.pack_entries[p.id])
 
     def _read_one(self, p: PackInfo) -> int:
         name = pack_name(p.kind, p.id)
         try:
-            n, header_problem, bad = self._verified(p)
+            data = self.repo.read_pack(p, refresh=True)
         except ObjectNotFound:
             return 0  # reported by the structure check
+        header_problem, bad = self._verify_pack(p, data)
+        n = len(data)
         if header_problem or bad:
             try:
-                n_again, header_problem_again, bad_again = self._verified(p)
+                again = self.repo.read_pack(p, refresh=True)
             except StoreError:
-                pass
-            else:
-                n += n_again
-                header_problem, bad = header_problem_again, bad_again
+                again = None
+            if again is not None:
+                n += len(again)
+                header_problem, bad = self._verify_pack(p, again)
                 if not (header_problem or bad):
                     self._retry_ok(name)
         if header_problem:
@@ -358,19 +334,9 @@ class _CheckRun:
         self.reporter.phase("read data", sum(p.size for p in chosen))
         workers = max(2, self.repo.connections)
         total = 0
-        tuning = self.tuning
-        if tuning.verify_processes > 0 and sum(p.size for p in chosen) >= tuning.verify_processes_from_bytes:
-            try:
-                self.procs = VerifyProcesses(tuning.verify_processes, self.repo.keys)
-            except OSError:
-                pass  # cannot start one: this process verifies
-        try:
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                for n in bounded_map(pool, self._read_one, chosen, workers * 2):
-                    total += n
-        finally:
-            if self.procs is not None:
-                self.procs.close()
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for n in bounded_map(pool, self._read_one, chosen, workers * 2):
+                total += n
         return len(chosen), total
 
     # -- attribution -------------------------------------------------------------------------

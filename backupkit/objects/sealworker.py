@@ -1,16 +1,20 @@
-"""The work of a sealing process (role ``seal`` of ``procmain``, started by
+"""A sealing process (``python -m backupkit.objects.sealworker``, started by
 ``sealprocs.SealProcesses``): reads batches of small files, and gives each one-chunk
-file's blob id and sealed blob back. Its start arguments: the keys, zstd level, chunk
-minimum and read-ahead; then a batch per job. Imports only what sealing needs.
+file's blob id and sealed blob back. Frames on stdin and stdout (``sealprocs``): first
+the keys, zstd level, chunk minimum and read-ahead, then a batch per frame; it ends at
+the end of its input. Imports only what sealing needs (no CLI), to stay small.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import sys
 from typing import Any
 
 from backupkit.crypto import T_DATA_BLOB, MasterKeys, Sealer
 from backupkit.errors import FileReadError
+from backupkit.objects.sealprocs import read_frame, write_frame
 from backupkit.objects.smallfiles import changed, read_batch, read_xattrs
 from backupkit.repo.pack import encode_payload
 
@@ -62,8 +66,17 @@ def seal_batch(sealer: Sealer, level: int, min_size: int, ahead: int, files: lis
     return out
 
 
-def start(args: list):
-    """The job handler for the start arguments ``SealProcesses`` sends."""
-    enc, ident, chunker, level, min_size, ahead = args
-    sealer = Sealer(MasterKeys(enc, ident, chunker))
-    return lambda files, _raw: seal_batch(sealer, level, min_size, ahead, files)
+def main() -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the backup decides when this ends
+    inp, out = sys.stdin.buffer, sys.stdout.buffer
+    try:
+        enc, ident, chunker, level, min_size, ahead = read_frame(inp)
+        sealer = Sealer(MasterKeys(enc, ident, chunker))
+        while True:
+            write_frame(out, seal_batch(sealer, level, min_size, ahead, read_frame(inp)))
+    except (EOFError, BrokenPipeError):
+        return 0  # the backup closed the pipe, or is gone
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,14 +1,13 @@
 """Verifying what was read: one blob (``verify_blob``, the one blob verification every
 reader uses) and a whole downloaded pack against the index (``verify_pack``, what
-``check --read-data`` does per pack); and the job handler of a verifying process
-(``start``, role ``verify`` of ``procmain``; the parent's side is ``verifyprocs.py``).
+``check --read-data`` does per pack).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from backupkit.crypto import MasterKeys, Sealer
+from backupkit.crypto import Sealer
 from backupkit.errors import FormatError, IntegrityError
 from backupkit.limits import BLOB_MAX
 from backupkit.repo.pack import TYPE_OF_KIND, decode_payload, read_pack_header
@@ -71,18 +70,4 @@ def verify_pack(
     return header_problem, bad
 
 
-def start(args: list):
-    """A verifying process's job handler, for the keys ``VerifyProcesses`` sends: a job is
-    [pack id, kind, indexed size, [[blob id, offset, length, raw length], ...]] with the
-    pack's bytes as its raw part; the answer is [header problem, [[blob id, problem], ...]]."""
-    sealer = Sealer(MasterKeys(*args))
-
-    def handle(job: list, data: memoryview) -> list:
-        pack_id, kind, size, rows = job
-        header_problem, bad = verify_pack(sealer, pack_id, kind, size, data, {r[0]: (r[1], r[2], r[3]) for r in rows})
-        return [header_problem, [[bid, msg] for bid, msg in bad.items()]]
-
-    return handle
-
-
-__all__ = ["PackEntries", "start", "verify_blob", "verify_pack"]
+__all__ = ["PackEntries", "verify_blob", "verify_pack"]

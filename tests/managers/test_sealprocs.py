@@ -15,12 +15,23 @@ from backupkit.managers.check import CheckManager, CheckOptions
 from backupkit.managers.restore import RestoreManager, RestoreOptions
 from backupkit.objects.writer import ContentWriter, FileContent
 from backupkit.tuning import Tuning
-from tests.support.procs import worker_children
 from tests.support.kit import diff_trees, make_every_kind_tree, make_test_repo, record_tree, write_file
 
 def sealing_children(pid: int | None = None) -> list[int]:
     """The sealing processes whose parent is ``pid`` (this process)."""
-    return worker_children("seal", pid)
+    pid = os.getpid() if pid is None else pid
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            stat = open(f"/proc/{d}/stat").read()
+            cmd = open(f"/proc/{d}/cmdline", "rb").read()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"sealworker" in cmd:
+            out.append(int(d))
+    return out
 
 
 #: processes from the first small file on
@@ -206,7 +217,7 @@ def test_sealing_processes_end_when_the_backup_is_killed(tmp_path):
 
 
 def test_an_answer_for_other_files_breaks_the_process_not_the_backup(tmp_path):
-    from backupkit.procs import BrokenWorker
+    from backupkit.objects.sealprocs import _BrokenSealProcess
 
     src = tmp_path / "src"
     _small_tree(src, 3)
@@ -215,7 +226,7 @@ def test_an_answer_for_other_files_breaks_the_process_not_the_backup(tmp_path):
     for bad in ([None, None], [None, None, None, None], [[b"x" * 32, 10**9, b"", False, None], None, None], [7, None, None]):
         try:
             writer.sealed_small(files, bad)
-        except BrokenWorker:
+        except _BrokenSealProcess:
             continue
         raise AssertionError(f"{bad!r} was taken")
 
