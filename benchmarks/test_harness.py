@@ -99,6 +99,21 @@ def test_measure_reports_exit_codes_and_timeouts(tmp_path: Path) -> None:
     assert slow.timed_out and not slow.ok
 
 
+#: a parent that starts a worker in a session of its own (as bk's sealing processes are)
+#: and waits for it; the worker touches 96 MiB and lives a second
+_WORKER_IN_ITS_OWN_SESSION = """
+import subprocess, sys
+child = "b = bytearray(96 << 20); b[::4096] = bytes(len(b) // 4096 + 1)[: len(b[::4096])]; import time; time.sleep(1)"
+subprocess.run([sys.executable, "-c", child], start_new_session=True, check=True)
+"""
+
+
+def test_measure_counts_workers_in_sessions_of_their_own(tmp_path: Path) -> None:
+    m = run(Cmd([sys.executable, "-c", _WORKER_IN_ITS_OWN_SESSION]), dict(os.environ), tmp_path / "w.log", 30)
+    assert m.ok, m.errors
+    assert m.tree_pss_kib > 96 * 1024  # the worker's 96 MiB, though /usr/bin/time sees only the parent
+
+
 def test_selected_steps_bring_what_they_need() -> None:
     steps, added = select_steps("restore,many-1pct")
     assert steps == ["init", "backup", "restore", "many-backup", "many-1pct"]
