@@ -240,15 +240,27 @@ class _CheckRun:
             entries = self.pack_entries[p.id]
             size = listed.get(name)
             if size is None:
-                self._mark_bad(entries, "pack_missing", name, f"pack {name} is indexed but missing from the store ({len(entries)} blobs)")
+                lost = self._not_stored_elsewhere(p, entries, listed)
+                if not lost:
+                    self._add(
+                        WARNING, "pack_missing_redundant", name,
+                        f"pack {name} is indexed but missing from the store; each of its {len(entries)} blobs is "
+                        "read from another pack (nothing is lost; `bk repair index` drops it from the index)",
+                    )
+                    continue
+                also = f", {len(entries) - len(lost)} of them read from other packs" if len(lost) < len(entries) else ""
+                self._mark_bad(lost, "pack_missing", name, f"pack {name} is indexed but missing from the store ({len(entries)} blobs{also})")
                 continue
             if size != p.size:
                 # only the blobs past the end are lost (the rest still reads; --read-data
                 # verifies them); the pack itself is an error either way
                 msg = f"pack {name} is {size} bytes, the index says {p.size} (truncated or replaced)"
-                past = [bid for bid, (off, ln, _r) in entries.items() if off + ln > size]
-                if past:
-                    self._mark_bad(past, "pack_size", name, msg)
+                past = {bid: entries[bid] for bid, (off, ln, _r) in entries.items() if off + ln > size}
+                lost = self._not_stored_elsewhere(p, past, listed)
+                if lost:
+                    self._mark_bad(lost, "pack_size", name, msg)
+                elif past:
+                    self._add(ERROR, "pack_size", name, msg + "; the blobs past its end are read from other packs")
                 else:
                     self._add(ERROR, "pack_size", name, msg + "; every indexed blob lies inside what is left")
                 continue
@@ -258,6 +270,25 @@ class _CheckRun:
         for name in sorted(set(listed) - known):
             self._add(INFO, "pack_unreferenced", name, f"pack {name} is not in any index (left by an interrupted backup or prune; prune removes it)")
         return listed
+
+    def _not_stored_elsewhere(self, p: PackInfo, entries, listed: dict[str, int]) -> list[bytes]:
+        """Those of ``entries`` (blobs of pack ``p``, which is missing or cut short) that
+        the index does not place in another pack, of the same kind, that the store lists
+        at its indexed size: a later backup that wrote a lost blob again (``backup
+        --force``, or one that found the pack gone) made it readable, because the newer
+        index object's location is the one every reader gets (``load_index``)."""
+        lost = []
+        for bid in entries:
+            loc = self.index.lookup(bid)
+            if (
+                loc is None
+                or loc.pack.id == p.id
+                or loc.pack.kind != p.kind
+                or listed.get(pack_name(loc.pack.kind, loc.pack.id)) != loc.pack.size
+                or loc.offset + loc.length > loc.pack.size
+            ):
+                lost.append(bid)
+        return lost
 
     def _list_foreign(self) -> None:
         """Names under our prefixes that bk does not write (met by the listings above)."""

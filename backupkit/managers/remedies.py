@@ -51,6 +51,7 @@ REMEDIES: dict[str, tuple[str, ...]] = {
     "index_missing": (INDEX,),
     "index_entry_out_of_range": (INDEX, PACKS, BACKUP, SNAPSHOTS),
     "pack_missing": (INDEX, BACKUP, SNAPSHOTS),
+    "pack_missing_redundant": (INDEX,),
     "pack_size": (INDEX, PACKS, BACKUP, SNAPSHOTS),
     "pack_header": (PACKS,),
     "pack_unreferenced": (PRUNE,),

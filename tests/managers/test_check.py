@@ -372,3 +372,59 @@ def test_names_that_are_not_ours_are_listed_and_ignored(repo3):
     assert res.ok, res.errors
     assert sorted(f.object for f in res.findings if f.kind == "foreign_object") == sorted(junk)
     assert all(f.severity == "warning" for f in res.findings if f.kind == "foreign_object")
+
+
+def _blobs_of(repo, snap, path: bytes) -> set[bytes]:
+    e = SnapshotTree(repo, snap.root).require(path)
+    return {i for i in e.content or () if isinstance(i, bytes)}
+
+
+def test_a_lost_pack_whose_blobs_a_later_backup_wrote_again_is_a_warning_not_damage(repo3):
+    from backupkit.managers.remedies import INDEX, remedies
+    from backupkit.managers.repair_index import RepairIndexManager
+
+    store, repo, (_s1, _s2, s3), src = repo3
+    loc = blob_location(repo, s3, os.fsencode(src / "shared.bin"))
+    name = pack_name(loc.pack.kind, loc.pack.id)
+    store.delete(name)
+    write_files(src, {"only12.bin": random_bytes(60_000, 2)})  # every file ever backed up is back
+    backup(open_repo(store), src, day(3))  # writes the lost blobs again (the pack is gone)
+
+    res = CheckManager(open_repo(store)).run(CheckOptions(read_data=True))
+    assert res.ok, res.errors
+    (f,) = [f for f in res.findings if f.object == name]
+    assert (f.severity, f.kind) == ("warning", "pack_missing_redundant") and f.snapshots == ()
+    assert remedies(res.findings) == [INDEX]
+    RepairIndexManager(open_repo(store)).run()
+    assert CheckManager(open_repo(store)).run(CheckOptions(read_data=True)).findings == ()
+
+
+def test_a_cut_pack_whose_lost_blobs_a_later_backup_wrote_again_names_no_snapshot(repo3):
+    store, repo, (s1, _s2, _s3), src = repo3
+    loc = blob_location(repo, s1, os.fsencode(src / "shared.bin"))
+    name = pack_name(loc.pack.kind, loc.pack.id)
+    store.put(name, store.get(name)[: loc.offset + 1])
+    write_files(src, {"only12.bin": random_bytes(60_000, 2)})
+    backup(open_repo(store), src, day(3))  # the pack is listed at another size: its blobs count as lost
+    res = CheckManager(open_repo(store)).run()
+    (f,) = res.errors
+    assert f.kind == "pack_size" and f.snapshots == () and "read from other packs" in f.message
+
+
+def test_a_lost_pack_names_only_the_blobs_no_later_backup_wrote_again(repo3):
+    store, repo, (s1, s2, s3), src = repo3
+    only12 = _blobs_of(repo, s1, os.fsencode(src / "only12.bin"))
+    shared = _blobs_of(repo, s1, os.fsencode(src / "shared.bin"))
+    loc = repo.index.lookup(sorted(only12)[0])
+    in_pack = {b.blob_id for b in repo.index.blobs() if b.pack.id == loc.pack.id}
+    assert in_pack & shared, "the fixture's first pack no longer mixes the two files"
+    name = pack_name(loc.pack.kind, loc.pack.id)
+    store.delete(name)
+    s4 = backup(open_repo(store), src, day(3))  # shared.bin is in the source, only12.bin is not
+
+    res = CheckManager(open_repo(store)).run()
+    (f,) = [f for f in res.errors if f.object == name]
+    assert f.kind == "pack_missing" and "read from other packs" in f.message
+    assert f.snapshots == tuple(sorted([s1.id, s2.id]))  # not s3 or s4: shared.bin was written again
+    assert {p for _sid, p in f.paths} == {os.fsdecode(os.fsencode(src / "only12.bin"))}
+    assert s4.id not in f.snapshots and s3.id not in f.snapshots
