@@ -48,6 +48,13 @@ Record = Callable[[bytes, bytes, bytes], None]
 _Done = "tuple[bytes, bytes] | tuple[()] | None"
 
 
+#: the one line a backup adds to its warnings when its sealing processes could not start
+#: or one broke (the files are read on the threads instead: nothing is lost)
+SEALING_STOPPED = (
+    "small files were read on this process's threads after a sealing process ended or could "
+    "not start (nothing is lost; the backup was slower)"
+)
+
 class FileReads:
     """The reader threads of one run, reading through ``writer`` (and within its
     tuning's budgets); ``change`` makes each file's trie change on them, ``record``
@@ -149,6 +156,7 @@ class FileReads:
             fut = self._procs.submit(files, xattrs)
         except (_BrokenSealProcess, OSError):  # cannot start one, or none is left
             self._procs_wanted = False
+            self._writer.repo.warn(SEALING_STOPPED)
             return None
         with self._sealed_lock:
             self._sealed_out += 1
@@ -162,8 +170,11 @@ class FileReads:
         if sealed is not None:
             try:
                 results = self._writer.sealed_small(files, sealed.result())
-            except (_BrokenSealProcess, CancelledError):
+            except CancelledError:
+                results = None  # the backup is stopping: this thread reads the batch
+            except _BrokenSealProcess:
                 results = None  # a sealing process died: this thread reads the batch
+                self._writer.repo.warn(SEALING_STOPPED)
             finally:
                 with self._sealed_lock:
                     self._sealed_out -= 1

@@ -11,6 +11,7 @@ from pathlib import Path
 from backupkit.crypto import T_DATA_BLOB
 from backupkit.errors import FileReadError
 from backupkit.managers.backup import BackupManager, BackupOptions
+from backupkit.managers.backup_reads import SEALING_STOPPED
 from backupkit.managers.check import CheckManager, CheckOptions
 from backupkit.managers.restore import RestoreManager, RestoreOptions
 from backupkit.objects.writer import ContentWriter, FileContent
@@ -143,6 +144,7 @@ def test_a_sealing_process_killed_midway_costs_nothing_but_time(tmp_path):
     res = BackupManager(repo, OnFile(kill_after_200), tuning=AT_ONCE).run(BackupOptions(paths=(str(src),)))
     assert killed, "a sealing process was running when the test killed it"
     assert not res.errors
+    assert repo.warnings == [SEALING_STOPPED]  # said once, not per batch
     _restore(repo, res.snapshot, tmp_path / "out")
     want = {p.relative_to(src): p.read_bytes() for p in src.rglob("*") if p.is_file()}
     out = tmp_path / "out" / src.relative_to("/")
