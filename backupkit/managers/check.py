@@ -310,6 +310,8 @@ class _CheckRun:
     def _check_trees(self, snaps: list[Snapshot]) -> None:
         self.reporter.phase("trees", None)
         reach = mark(self.repo, snaps, on_node=self.reporter.advance, strict=False, read_meta=self._read_meta)
+        if reach.malformed:
+            self._malformed(snaps, reach.malformed)
         for bid in reach.unreadable:
             if bid in self.bad:
                 continue  # already explained (missing pack, ...)
@@ -328,6 +330,26 @@ class _CheckRun:
                     self._mark_bad([bid], "blob_missing", f"blob {bid.hex()}", f"blob {bid.hex()[:16]} is referenced but not in the index")
                 elif loc.pack.kind != kind:
                     self._mark_bad([bid], "blob_wrong_kind", f"blob {bid.hex()}", f"{kind} blob {bid.hex()[:16]} is indexed in a {loc.pack.kind} pack")
+
+    def _malformed(self, snaps: list[Snapshot], malformed: list[tuple[bytes, bytes, str]]) -> None:
+        """A finding per path whose entry does not decode, naming every snapshot that has
+        such an entry there (the trees are walked again to find them: a node shared by
+        several snapshots was marked once)."""
+        where = {(nid, path) for nid, path, _m in malformed}
+        message: dict[bytes, str] = {}
+        for _nid, path, m in malformed:
+            message.setdefault(path, m)
+        owners: dict[bytes, set[str]] = {}
+        for h in find_affected(self.repo, snaps, set(), read_meta=self._read_meta):
+            if h.path is not None and (h.blob, h.path) in where:
+                owners.setdefault(h.path, set()).add(h.snapshot)
+        for path in sorted(message):
+            ids = sorted(owners.get(path, ()))
+            shown = display_path(path)
+            self._add(
+                ERROR, "entry_malformed", f"entry {shown}", f"{message[path]}; affects {len(ids)} snapshot(s)",
+                ids, tuple((s, shown) for s in ids),
+            )
 
     # -- read data ---------------------------------------------------------------------------
     def _verify_pack(self, p: PackInfo, data: bytes) -> tuple[str | None, dict[bytes, str]]:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from backupkit.crypto import T_META_BLOB
+from backupkit.errors import FormatError
 from backupkit.objects.content import decode_content_blob
 from backupkit.objects.entry import Entry
 from backupkit.hamt import Hamt
@@ -31,6 +32,8 @@ class Reachable:
     problems: list[tuple[str, str, str]] = field(default_factory=list)
     #: ids of the metadata blobs (tree nodes, content blobs) that could not be read
     unreadable: set[bytes] = field(default_factory=set)
+    #: (tree node id, path, message) of entries that do not decode (``strict`` off)
+    malformed: list[tuple[bytes, bytes, str]] = field(default_factory=list)
 
     @property
     def all(self) -> set[bytes]:
@@ -46,8 +49,9 @@ def mark(
 ) -> Reachable:
     """Collect every blob reachable from ``snapshots``.
 
-    With ``strict`` an unreadable node or content blob raises (prune must fail closed);
-    otherwise it is recorded in ``problems`` and ``unreadable`` and marking goes on.
+    With ``strict`` an unreadable node or content blob, or an entry that does not decode,
+    raises (prune must fail closed); otherwise it is recorded in ``problems`` and
+    ``unreadable`` (an entry: in ``malformed``) and marking goes on.
     ``read_meta(blob_id) -> plaintext`` replaces ``repo.read_blob`` for metadata blobs
     (check reads through its own index, which tolerates damaged index objects).
     """
@@ -76,7 +80,14 @@ def mark(
                 stack.extend((cid, (n, s, c)) for s, cid, c in n[4])
                 continue
             for _k, path, raw in n[1]:
-                mark_entry(out, Entry.decode(raw, path), path, read_meta, strict, snap.id)
+                try:
+                    e = Entry.decode(raw, path)
+                except FormatError as err:
+                    if strict:
+                        raise
+                    out.malformed.append((nid, path, str(err)))
+                    continue
+                mark_entry(out, e, path, read_meta, strict, snap.id)
     return out
 
 

@@ -59,6 +59,7 @@ REMEDIES: dict[str, tuple[str, ...]] = {
     "blob_wrong_kind": (INDEX, BACKUP, SNAPSHOTS),
     "blob_corrupt": (PACKS, BACKUP, SNAPSHOTS),
     "tree_unreadable": (PACKS, BACKUP, SNAPSHOTS),
+    "entry_malformed": (SNAPSHOTS,),
     "read_retry_ok": (),
     "foreign_object": (),
 }

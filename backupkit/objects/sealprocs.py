@@ -18,7 +18,8 @@ out, in order. It runs in a session of its own (a terminal's Ctrl-C reaches the 
 which stops it), never touches the repository, and ends at the end of its input: when
 the backup closes the pipe, or dies. A process that dies or answers nonsense breaks the
 batches in flight (``_BrokenSealProcess``), which the reader thread then reads itself;
-the backup goes on without processes. The backup starts them once it has met
+the backup goes on without processes and says so once among its warnings
+(``backup_reads.SEALING_STOPPED``). The backup starts them once it has met
 ``Tuning.small_files_before_processes`` small files, so short backups never pay for them.
 """
 

@@ -428,3 +428,34 @@ def test_a_lost_pack_names_only_the_blobs_no_later_backup_wrote_again(repo3):
     assert f.snapshots == tuple(sorted([s1.id, s2.id]))  # not s3 or s4: shared.bin was written again
     assert {p for _sid, p in f.paths} == {os.fsdecode(os.fsencode(src / "only12.bin"))}
     assert s4.id not in f.snapshots and s3.id not in f.snapshots
+
+
+def test_malformed_entries_are_findings_naming_their_snapshots_and_check_goes_on(tmp_path):
+    from backupkit.crypto import T_DATA_BLOB
+    from backupkit.managers.remedies import SNAPSHOTS, remedies
+    from backupkit.managers.repair_snapshots import RepairSnapshotsManager, RepairSnapshotsOptions
+    from tests.managers.lifecycle_util import forged_snapshot
+
+    store = local_store(tmp_path / "repo")
+    repo = init_repo(store)
+    blob = repo.add_blob(T_DATA_BLOB, b"intact\n")[0]
+    d = {"t": "d", "m": 0o755, "mt": 10**18}
+    f = {"t": "f", "m": 0o644, "mt": 10**18, "s": 7, "c": [blob]}
+    entries = {b"/": d, b"/a": d, b"/a/f": f, b"/bad": {**d, "m": "rwx"}, b"/odd": {**f, "c": ["not a blob id"]}}
+    s1 = forged_snapshot(repo, entries)
+    s2 = forged_snapshot(repo, {**entries, b"/z": f})  # shares no node with s1: both are named
+    stored = {o.name for o in store.list("data/")}
+    flip(store, sorted(stored)[0], 40)  # and damage check must still find, past the entries
+
+    res = CheckManager(open_repo(store)).run(CheckOptions(read_data=True))
+    bad = {f.object: f for f in res.errors if f.kind == "entry_malformed"}
+    assert set(bad) == {"entry /bad", "entry /odd"}
+    assert bad["entry /bad"].snapshots == tuple(sorted([s1.id, s2.id]))
+    assert set(bad["entry /odd"].paths) == {(s1.id, "/odd"), (s2.id, "/odd")}
+    assert "'m'" in bad["entry /bad"].message and "'c'" in bad["entry /odd"].message
+    assert any(f.kind == "blob_corrupt" for f in res.errors)  # read data ran after the trees
+    assert SNAPSHOTS in remedies(res.findings)
+
+    RepairSnapshotsManager(open_repo(store)).run(RepairSnapshotsOptions(forget=True))
+    after = CheckManager(open_repo(store)).run()
+    assert not [f for f in after.findings if f.kind == "entry_malformed"]
