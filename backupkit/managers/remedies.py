@@ -54,6 +54,7 @@ REMEDIES: dict[str, tuple[str, ...]] = {
     "pack_missing_redundant": (INDEX,),
     "pack_size": (INDEX, PACKS, BACKUP, SNAPSHOTS),
     "pack_header": (PACKS,),
+    "pack_unreadable": (INDEX, PACKS, BACKUP, SNAPSHOTS),
     "pack_unreferenced": (PRUNE,),
     "blob_missing": (INDEX, BACKUP, SNAPSHOTS),
     "blob_wrong_kind": (INDEX, BACKUP, SNAPSHOTS),

@@ -459,3 +459,21 @@ def test_malformed_entries_are_findings_naming_their_snapshots_and_check_goes_on
     RepairSnapshotsManager(open_repo(store)).run(RepairSnapshotsOptions(forget=True))
     after = CheckManager(open_repo(store)).run()
     assert not [f for f in after.findings if f.kind == "entry_malformed"]
+
+
+def test_a_pack_listed_larger_than_any_pack_is_a_finding_not_the_end_of_check(repo3):
+    from backupkit import limits
+
+    store, repo, (s1, _s2, _s3), src = repo3
+    loc = blob_location(repo, s1, os.fsencode(src / "only12.bin"))
+    name = pack_name(loc.pack.kind, loc.pack.id)
+    os.truncate(os.path.join(store.root, name), limits.PACK_MAX + 1)  # sparse: nothing written
+    other = next(p for p in repo.index.packs() if p.id != loc.pack.id and p.kind == loc.pack.kind)
+    flip(store, pack_name(other.kind, other.id), 40)
+
+    res = CheckManager(open_repo(store)).run(CheckOptions(read_data=True))
+    (f,) = [f for f in res.errors if f.kind == "pack_unreadable"]
+    assert f.object == name and "cannot be read whole" in f.message
+    assert (s1.id, os.fsdecode(os.fsencode(src / "only12.bin"))) in f.paths
+    assert any(f.kind == "blob_corrupt" for f in res.errors)  # the other packs were still read
+    assert {f.kind for f in res.errors} >= {"pack_size", "pack_unreadable", "blob_corrupt"}
