@@ -184,18 +184,20 @@ class FindManager(TrieReader):
                     stack.extend(tree.children(p))
         return out
 
-    def _scan(self, root: bytes, memo: dict, leaf: Callable[[list], list]) -> list[FindMatch]:
-        """Matches in the subtree of ``root``; each distinct node matched once (memo)."""
+    def _scan(self, root: bytes, memo: dict, leaf: Callable[[list], list], ctx: tuple | None = None) -> list[FindMatch]:
+        """Matches in the subtree of ``root``; each distinct node matched once (memo).
+        ``ctx``: (parent node, slot, count) where its parent lists it, checked
+        (``Hamt.child``: a child is deeper than its parent, which bounds the recursion)."""
         got = memo.get(root)
         if got is not None:
             return list(got)
-        n = self.hamt.node(root)
+        n = self.hamt.node(root) if ctx is None else self.hamt.child(ctx[0], ctx[1], root, ctx[2])
         found: list[FindMatch] = []
         if n[0] == 0:
             found.extend(leaf(n[1]))
         else:
-            for _slot, cid, _cnt in n[4]:
-                found.extend(self._scan(cid, memo, leaf))
+            for slot, cid, count in n[4]:
+                found.extend(self._scan(cid, memo, leaf, (n, slot, count)))
         memo[root] = tuple(found)
         return found
 

@@ -197,16 +197,24 @@ class RepairSnapshotsManager(RepairManager):
         hamt, keyer, usable = self._hamt, self._keyer, self._usable
         rows: dict[bytes, tuple[bytes, Entry, bytes]] = {}  # path -> (key, entry, raw)
         lost_nodes = 0
-        stack = [snap.root]
+        # (node id, (parent, slot, count) or None): a child is checked against its parent
+        # (``Hamt.child``: deeper than it), as check does, so a hostile chain or a node
+        # listed twice is lost, not walked without end
+        stack: list[tuple[bytes, tuple | None]] = [(snap.root, None)]
+        seen: set[bytes] = set()
         while stack:
-            nid = stack.pop()
+            nid, ctx = stack.pop()
+            if nid in seen:
+                lost_nodes += 1  # a tree never lists one node twice
+                continue
+            seen.add(nid)
             try:
-                n = hamt.node(nid)
+                n = hamt.node(nid) if ctx is None else hamt.child(ctx[0], ctx[1], nid, ctx[2])
             except Exception:  # noqa: BLE001 - any unreadable node is lost
                 lost_nodes += 1
                 continue
             if n[0] == 1:
-                stack.extend(cid for _s, cid, _c in n[4])
+                stack.extend((cid, (n, slot, count)) for slot, cid, count in n[4])
                 continue
             for k, path, raw in n[1]:
                 try:

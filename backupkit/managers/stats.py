@@ -171,11 +171,14 @@ class StatsManager(TrieReader):
             nbytes += b + sum(seen.values())
         return files, dirs, others, nbytes
 
-    def _totals(self, nid: bytes, memo: dict[bytes, _Totals], used: Reachable | None) -> _Totals:
+    def _totals(self, nid: bytes, memo: dict[bytes, _Totals], used: Reachable | None, ctx: tuple | None = None) -> _Totals:
+        """(files, dirs, others, bytes, hard links) below node ``nid``; ``ctx``: (parent
+        node, slot, count) where its parent lists it, checked (``Hamt.child``: a child is
+        deeper than its parent, which bounds this recursion on a hostile tree)."""
         got = memo.get(nid)
         if got is not None:
             return got
-        n = self.hamt.node(nid)
+        n = self.hamt.node(nid) if ctx is None else self.hamt.child(ctx[0], ctx[1], nid, ctx[2])
         f = d = o = b = 0
         links: list = []
         if used is not None:
@@ -197,8 +200,8 @@ class StatsManager(TrieReader):
                 else:
                     o += 1
         else:
-            for _s, cid, _c in n[4]:
-                cf, cd, co, cb, cl = self._totals(cid, memo, used)
+            for slot, cid, count in n[4]:
+                cf, cd, co, cb, cl = self._totals(cid, memo, used, (n, slot, count))
                 f, d, o, b = f + cf, d + cd, o + co, b + cb
                 links.extend(cl)
         got = memo[nid] = (f, d, o, b, tuple(links))

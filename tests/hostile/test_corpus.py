@@ -28,10 +28,12 @@ COMMANDS = {
     "check": ["check"],
     "check --read-data": ["check", "--read-data"],
     "prune --dry-run": ["prune", "--dry-run"],
+    "stats": ["stats"],
+    "find": ["find", "*"],
 }
 SHAPE_NAMES = list(SHAPES)
 COMMAND_NAMES = list(COMMANDS)
-#: Default sample (~35 bk runs, ~60 s): every other shape, each with one command,
+#: Default sample (~45 bk runs, ~60 s): every other shape, each with one command,
 #: rotating through the commands.
 SAMPLE = [(s, COMMAND_NAMES[(i // 2) % len(COMMAND_NAMES)]) for i, s in enumerate(SHAPE_NAMES) if i % 2 == 0]
 ALL = [(s, c) for s in SHAPE_NAMES for c in COMMAND_NAMES if (s, c) not in SAMPLE]
@@ -98,6 +100,26 @@ def test_sample(base, tmp_path, shape, command):
 @pytest.mark.parametrize("shape, command", ALL, ids=[f"{s} / {c}" for s, c in ALL])
 def test_every_pair(base, tmp_path, shape, command):
     run_case(base, tmp_path, shape, command)
+
+
+@pytest.mark.parametrize("command", ["stats", "find", "ls", "check"])
+def test_a_chain_deeper_than_any_trie_is_a_clean_error_for_every_walker(base, tmp_path, command):
+    """A node whose child is not deeper than itself, 5000 times over: each command that
+    walks the trie checks every child against its parent (stats and find recursed
+    without that check until 12-03: Python's recursion limit, an internal error)."""
+    run_case(base, tmp_path, "tree: 5000-deep chain", command)
+
+
+def test_repair_snapshots_counts_a_chain_deeper_than_any_trie_as_lost(base, tmp_path):
+    """repair snapshots checks children as check does: the chain is an unreadable node
+    (it walked all of it and kept its entries until 12-03), and check is clean after."""
+    repo = make("tree: 5000-deep chain", base, tmp_path / "repo")
+    env = cli_env(repo, tmp_path / "cache")
+    r = run_limited("repair", "snapshots", "--forget", env=env)
+    assert r.returncode == 0 and problem(r) is None, r.stderr
+    assert "1 unreadable tree node(s)" in r.stdout.decode() + r.stderr  # stdout is bytes (archives)
+    after = run_limited("check", env=env)
+    assert after.returncode == 0, after.stderr
 
 
 def test_the_corpus_covers_every_command_and_object_kind():
