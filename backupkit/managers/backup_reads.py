@@ -55,6 +55,7 @@ SEALING_STOPPED = (
     "not start (nothing is lost; the backup was slower)"
 )
 
+
 class FileReads:
     """The reader threads of one run, reading through ``writer`` (and within its
     tuning's budgets); ``change`` makes each file's trie change on them, ``record``
