@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from backupkit.errors import LockError, StoreUnavailable
+from backupkit.errors import Interrupted, LockError, StoreUnavailable
 from backupkit.repo.lock import LOCK_PREFIX, LockConflict, LockLost, LockManager, human_age
 from backupkit.repo.repository import Repository
 from backupkit.store.local import LocalObjectStore
@@ -571,3 +571,27 @@ def test_check_after_release_is_an_error(repo):
     lock.release()  # idempotent
     with pytest.raises(LockError):
         lock.check()
+
+
+class _SignalAfterSentinel(MemoryObjectStore):
+    """A signal (Interrupted) that lands inside put_if_absent once the sentinel is
+    written, the first time."""
+
+    signalled = False
+
+    def put_if_absent(self, name: str, data: bytes) -> bool:
+        placed = super().put_if_absent(name, data)
+        if placed and not self.signalled:
+            self.signalled = True
+            raise Interrupted(15)
+        return placed
+
+
+def test_a_signal_inside_the_sentinels_write_leaves_no_lock_behind():
+    store = _SignalAfterSentinel()
+    r = make_repo(store)
+    with pytest.raises(Interrupted):
+        me(r).acquire(True, "prune")
+    assert lock_names(store) == []  # neither the lock object nor the sentinel
+    with me(r).acquire(True, "prune"):  # and the next exclusive lock is granted
+        pass

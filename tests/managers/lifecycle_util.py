@@ -78,6 +78,15 @@ def restored(repo: Repository, snap: Snapshot, src: Path, dest: Path) -> dict[st
     return tree_bytes(dest / src.relative_to("/"))
 
 
+def wire_dir_and_file(repo: Repository) -> tuple[dict, dict]:
+    """A directory's and a file's wire dicts for ``forged_snapshot`` (the file's content:
+    one stored blob of ``b"intact\\n"``)."""
+    from backupkit.crypto import T_DATA_BLOB
+
+    blob = repo.add_blob(T_DATA_BLOB, b"intact\n")[0]
+    return {"t": "d", "m": 0o755, "mt": 10**18}, {"t": "f", "m": 0o644, "mt": 10**18, "s": 7, "c": [blob]}
+
+
 def forged_snapshot(repo: Repository, entries: dict[bytes, dict]) -> Snapshot:
     """A snapshot of ``entries`` (path -> wire dict, written as given, however wrong)."""
     import time

@@ -431,16 +431,13 @@ def test_a_lost_pack_names_only_the_blobs_no_later_backup_wrote_again(repo3):
 
 
 def test_malformed_entries_are_findings_naming_their_snapshots_and_check_goes_on(tmp_path):
-    from backupkit.crypto import T_DATA_BLOB
     from backupkit.managers.remedies import SNAPSHOTS, remedies
     from backupkit.managers.repair_snapshots import RepairSnapshotsManager, RepairSnapshotsOptions
-    from tests.managers.lifecycle_util import forged_snapshot
+    from tests.managers.lifecycle_util import forged_snapshot, wire_dir_and_file
 
     store = local_store(tmp_path / "repo")
     repo = init_repo(store)
-    blob = repo.add_blob(T_DATA_BLOB, b"intact\n")[0]
-    d = {"t": "d", "m": 0o755, "mt": 10**18}
-    f = {"t": "f", "m": 0o644, "mt": 10**18, "s": 7, "c": [blob]}
+    d, f = wire_dir_and_file(repo)
     entries = {b"/": d, b"/a": d, b"/a/f": f, b"/bad": {**d, "m": "rwx"}, b"/odd": {**f, "c": ["not a blob id"]}}
     s1 = forged_snapshot(repo, entries)
     s2 = forged_snapshot(repo, {**entries, b"/z": f})  # shares no node with s1: both are named

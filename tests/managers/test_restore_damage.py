@@ -14,13 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from backupkit.crypto import T_DATA_BLOB
 from backupkit.entry import display_path, parent_of
 from backupkit.errors import RestoreError
 from backupkit.managers.restore import RestoreManager, RestoreOptions
 from backupkit.repo.pack import pack_name
 from backupkit.tree import SnapshotTree, make_hamt
-from tests.managers.lifecycle_util import backup, forged_snapshot, init_repo, local_store, open_repo, random_bytes, write_files
+from tests.managers.lifecycle_util import (
+    backup, forged_snapshot, init_repo, local_store, open_repo, random_bytes, wire_dir_and_file, write_files,
+)
 
 
 def _flip_blob(store, repo, blob_id: bytes, at: float = 0.5) -> None:
@@ -132,9 +133,7 @@ def test_a_damaged_data_blob_leaves_no_half_written_file(tmp_path):
 def test_a_malformed_entry_is_named_and_skipped(tmp_path):
     store = local_store(tmp_path / "repo")
     repo = init_repo(store)
-    blob = repo.add_blob(T_DATA_BLOB, b"intact\n")[0]
-    d = {"t": "d", "m": 0o755, "mt": 10**18}
-    f = {"t": "f", "m": 0o644, "mt": 10**18, "s": 7, "c": [blob]}
+    d, f = wire_dir_and_file(repo)
     entries = {
         b"/": d, b"/a": d, b"/a/f": f, b"/bad": {**d, "m": "rwx"}, b"/bad/x": f,
         b"/odd": {**f, "c": ["not a blob id"]}, b"/z": f,
