@@ -393,11 +393,12 @@ class _CheckRun:
         chosen = select_packs(present, opts.read_data_subset, opts.seed)
         self.reporter.phase("read data", sum(p.size for p in chosen))
         workers = max(2, self.repo.connections)
-        total = 0
+        read = total = 0
         with ThreadPoolExecutor(max_workers=workers) as pool:
             for n in bounded_map(pool, self._read_one, chosen, workers * 2):
+                read += n > 0  # 0: gone meanwhile, or too large to read (a finding)
                 total += n
-        return len(chosen), total
+        return read, total
 
     # -- attribution -------------------------------------------------------------------------
     def _attribute(self, snaps: list[Snapshot]) -> None:

@@ -474,3 +474,4 @@ def test_a_pack_listed_larger_than_any_pack_is_a_finding_not_the_end_of_check(re
     assert (s1.id, os.fsdecode(os.fsencode(src / "only12.bin"))) in f.paths
     assert any(f.kind == "blob_corrupt" for f in res.errors)  # the other packs were still read
     assert {f.kind for f in res.errors} >= {"pack_size", "pack_unreadable", "blob_corrupt"}
+    assert res.packs_read == res.packs - 1  # the one it could not read is not counted as read
