@@ -144,6 +144,25 @@ def test_check_reports_every_other_shape_and_never_stops_halfway(base, tmp_path,
         assert summary, f"{shape}: check stopped without its summary: {r.stderr.strip()[-300:]}"
 
 
+@pytest.mark.parametrize("shape", SHAPE_NAMES)
+def test_restore_restores_what_it_can_of_every_shape_and_says_how_much(base, tmp_path, shape):
+    """A restore into a directory over any damage inside an opened repository ends with
+    its summary ("restored N files, ...": what it could) and names what it could not;
+    it never stops at the first problem. Shapes that keep the repository from opening
+    (as for check), and one whose every snapshot is unreadable ("no snapshot found"),
+    give one clean error instead."""
+    repo = make(shape, base, tmp_path / "repo", seed=len(shape))
+    env = cli_env(repo, tmp_path / "cache")
+    r = run_limited("restore", "latest", "--target", tmp_path / "out", env=env, cwd=tmp_path)
+    assert problem(r) is None, f"{shape}: {problem(r)}"
+    summary = [ln for ln in r.stderr.splitlines() + r.stdout.decode().splitlines() if ln.startswith("restored ")]
+    if shape.startswith(_CHECK_CANNOT_START) or shape == "snapshots swapped":
+        assert summary or r.returncode != 0, r.stderr
+    else:
+        assert summary, f"{shape}: restore stopped without its summary: {r.stderr.strip()[-300:]}"
+        assert r.returncode == 0 or "restore incomplete" in r.stderr, r.stderr
+
+
 def test_the_corpus_covers_every_command_and_object_kind():
     assert {c for _s, c in SAMPLE} == set(COMMANDS)
     text = " ".join(SHAPES)
