@@ -28,11 +28,9 @@ The node format, its routing helpers and the checks a loaded node must pass are 
 from __future__ import annotations
 
 import threading
-from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from itertools import groupby
-from operator import itemgetter
 
 import msgpack
 
@@ -43,7 +41,6 @@ from backupkit.hamt_node import BRANCH, KEY_LEN, LEAF, Change, Entry, check_chil
 #: of 100 files split 16 ways into leaves of ~6 entries, so reading a tree cost ~8x more
 #: node reads (each a blob to locate, decrypt and verify) than entries justified.
 LEAF_MAX = 256
-_row_key = itemgetter(0)
 
 
 #: what a plaintext node costs in the cache besides its bytes (the bytes object's header,
@@ -212,14 +209,9 @@ class Hamt:
             if row is None:
                 return
             n = self.child(n, *row)
-        rows = n[1]
-        # a leaf's rows are sorted by key: from the first at or after the prefix on
-        i = bisect_left(rows, prefix, key=_row_key)
-        for i in range(i, len(rows)):
-            k, p, v = rows[i]
-            if not k.startswith(prefix):
-                return
-            yield k, p, v
+        for k, p, v in n[1]:
+            if k.startswith(prefix):
+                yield k, p, v
 
     def items_of(self, n: list) -> Iterator[Entry]:
         """Every entry below node ``n``, in (key, path) order (no recursion: a stack of
