@@ -11,7 +11,8 @@ time::
     python -m benchmarks.parent_nodes --repo R --password-file P --path /usr 65536 131072 262144
 
 ``--order key`` visits the same directories in the order of their trie keys instead: what
-a walk that lists every directory first and then reads them by key would cost.
+a walk that lists every directory first and then reads them by key would cost; it also
+times that first listing of ``--path`` on disk.
 
 It first prints the tree's size: its nodes, the leaves' entries, their plaintext bytes
 (what ``--plain-mib`` caches) and what they take decoded (what the decoded cache holds).
@@ -22,6 +23,7 @@ this tree; what it costs in memory is measured on ``bk backup`` itself (docs/per
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 from backupkit.objects.entry import Entry
@@ -46,15 +48,21 @@ def count(
         order_of = sorted(_directories(SnapshotTree(repo, root, make_hamt(repo, cache_size=1 << 20)), top), key=tree.keyer.dir_prefix)
     t0 = time.monotonic()
     if order_of is not None:
-        for d in order_of:  # the same work per directory as _directories, but the order
-            pre = d if d == b"/" else d + b"/"
-            kids = tree.raw_children_by_name(d)
-            [pre + name for name in sorted(kids) if Entry.decode(kids[name], pre + name).is_dir]
+        for d in order_of:
+            _subdirs(tree, d)  # the same work per directory as _directories, in key order
         dirs = len(order_of)
     else:
         dirs = len(_directories(tree, top))
     hamt = tree.hamt
     return dirs, hamt.visits, hamt.loads, len(hamt._cache), time.monotonic() - t0
+
+
+def _subdirs(tree: SnapshotTree, d: bytes) -> list[bytes]:
+    """The subdirectories of ``d`` in the tree, names sorted (each child's entry decoded,
+    as the backup's walk decodes them)."""
+    pre = d if d == b"/" else d + b"/"
+    kids = tree.raw_children_by_name(d)
+    return [pre + name for name in sorted(kids) if Entry.decode(kids[name], pre + name).is_dir]
 
 
 def _directories(tree: SnapshotTree, top: bytes) -> list[bytes]:
@@ -64,11 +72,25 @@ def _directories(tree: SnapshotTree, top: bytes) -> list[bytes]:
     while stack:
         d = stack.pop()
         out.append(d)
-        pre = d if d == b"/" else d + b"/"
-        kids = tree.raw_children_by_name(d)
-        sub = [pre + name for name in sorted(kids) if Entry.decode(kids[name], pre + name).is_dir]
-        stack.extend(reversed(sub))
+        stack.extend(reversed(_subdirs(tree, d)))
     return out
+
+
+def list_directories_on_disk(top: bytes) -> tuple[int, float]:
+    """(directories, seconds) of the first pass a walk in key order needs: every
+    directory below ``top`` on disk, by ``os.scandir`` and the entries' d_type (no
+    ``lstat``)."""
+    t0 = time.monotonic()
+    stack, n = [top], 0
+    while stack:
+        d = stack.pop()
+        n += 1
+        try:
+            with os.scandir(d) as it:
+                stack.extend(e.path for e in it if e.is_dir(follow_symlinks=False))
+        except OSError:
+            pass
+    return n, time.monotonic() - t0
 
 
 def tree_size(repo: Repository, root: bytes) -> tuple[int, int, int, int, int]:
@@ -120,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     for size in args.sizes:
         dirs, visits, loads, cached, secs = count(repo, snap.root, normalize(args.path), size, args.plain_mib << 20, args.order)
         print(f"cache {size:>8}, plain {args.plain_mib} MiB, {args.order} order: {dirs} directories, {visits} node visits, {loads} node reads, {cached} nodes cached at the end, {secs:.2f} s")
+    if args.order == "key":
+        n, secs = list_directories_on_disk(normalize(args.path))
+        print(f"listing the directories on disk first (os.scandir, d_type only): {n} directories, {secs:.2f} s")
     return 0
 
 
