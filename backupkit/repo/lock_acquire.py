@@ -69,9 +69,9 @@ def attempt(mgr: LockManager, exclusive: bool, operation: str) -> Lock:
     doc = mgr.new_doc(exclusive, operation)
     started = mgr.clock()
     has_sentinel = False
-    #: a signal can land inside the sentinel's put_if_absent, after the sentinel is
-    #: written and before ``has_sentinel`` says so: then the flag is read to know
-    sentinel_tried = False
+    #: True while the sentinel's put_if_absent runs: a signal can land inside it, after
+    #: the sentinel is written and before ``has_sentinel`` says so; then the flag is read
+    sentinel_unknown = False
     granted = False
     try:
         # inside the try: an interrupt (a signal raises anywhere) right after the
@@ -80,8 +80,9 @@ def attempt(mgr: LockManager, exclusive: bool, operation: str) -> Lock:
         # request (put_if_absent costs a HEAD first on stores without conditional writes).
         mgr.store.put(name, mgr.seal(lock_id, doc))
         if exclusive and mgr.uses_sentinel:
-            sentinel_tried = True
+            sentinel_unknown = True
             has_sentinel = _take_sentinel(mgr, doc, name)
+            sentinel_unknown = False
         if mgr.recheck_delay:
             mgr.sleep(mgr.recheck_delay)
         settle_window = max(2.0, 4 * mgr.recheck_delay * (mgr.settle_polls + 1))
@@ -149,7 +150,7 @@ def attempt(mgr: LockManager, exclusive: bool, operation: str) -> Lock:
             mgr.sleep(mgr.recheck_delay)
     finally:
         if not granted:
-            if has_sentinel or sentinel_tried:
+            if has_sentinel or sentinel_unknown:
                 if mgr.sentinel_flag() == name:
                     mgr.delete_quietly(mgr.sentinel_name)
             mgr.delete_quietly(name)
