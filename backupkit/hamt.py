@@ -314,7 +314,7 @@ class Hamt:
 
     def _update(self, node_id: bytes, changes: list[Change], ctx: tuple | None = None) -> tuple[bytes, int]:
         """``ctx``: (parent node, slot, count) where the node is listed, to check it."""
-        n = self.node(node_id) if ctx is None else self.child(ctx[0], ctx[1], node_id, ctx[2])
+        n = self.at(node_id, ctx)
         if n[0] == LEAF:
             return self._build(self._merge(n[1], changes))
         depth, ref = n[2], n[3]
@@ -376,8 +376,8 @@ class Hamt:
             x, y = stack.pop()
             if x is not None and y is not None and x[0] == y[0]:
                 continue
-            na = self._at(*x) if x is not None else None
-            nb = self._at(*y) if y is not None else None
+            na = self.at(*x) if x is not None else None
+            nb = self.at(*y) if y is not None else None
             if na is None or nb is None:
                 if na is not None:
                     for k, p, v in self.items_of(na):
@@ -398,19 +398,38 @@ class Hamt:
                 if va != vb:
                     yield kp[0], kp[1], va, vb
 
-    def _at(self, node_id: bytes, ctx: tuple | None) -> list:
+    def at(self, node_id: bytes, ctx: tuple | None) -> list:
+        """The node ``node_id``; ``ctx``: None for a root, else (parent node, slot, count)
+        where its parent lists it, and the node is checked against it (``child``)."""
         return self.node(node_id) if ctx is None else self.child(ctx[0], ctx[1], node_id, ctx[2])
 
-    def walk_nodes(self, root: bytes) -> Iterator[bytes]:
-        """Every node id reachable from root (each once per call)."""
-        seen: set[bytes] = set()
+    def visit(self, root: bytes, seen: set[bytes]) -> Iterator[tuple[bytes, list | Exception | None]]:
+        """Walk the nodes below ``root`` depth first, without recursion, for readers that
+        go on past damage: yields ``(id, node)`` for each node not in ``seen`` (then added
+        to it), ``(id, error)`` for one that cannot be read or does not fit its parent (its
+        subtree is not walked), and ``(id, None)`` for a node already in ``seen`` (a tree
+        never lists one node twice; across trees, shared nodes are normal). Each child is
+        checked against its parent, so a hostile chain ends within the key's depth."""
         stack: list[tuple[bytes, tuple | None]] = [(root, None)]
         while stack:
             nid, ctx = stack.pop()
             if nid in seen:
+                yield nid, None
                 continue
             seen.add(nid)
-            yield nid
-            n = self._at(nid, ctx)
+            try:
+                n = self.at(nid, ctx)
+            except Exception as e:  # noqa: BLE001 - handed to the caller, which decides
+                yield nid, e
+                continue
+            yield nid, n
             if n[0] == BRANCH:
                 stack.extend((cid, (n, s, c)) for s, cid, c in n[4])
+
+    def walk_nodes(self, root: bytes) -> Iterator[bytes]:
+        """Every node id reachable from root (each once per call); raises on damage."""
+        for nid, n in self.visit(root, set()):
+            if n is not None:
+                yield nid
+            if isinstance(n, Exception):
+                raise n

@@ -93,7 +93,8 @@ class SnapshotMatches:
 
 @dataclass(frozen=True)
 class FindResult:
-    """What ``bk find`` matched, per snapshot, and what the search cost."""
+    """What ``bk find`` matched, per snapshot, and what the search cost (``hits``: the
+    matches in all snapshots)."""
 
     #: snapshots with at least one match
     snapshots: tuple[SnapshotMatches, ...]

@@ -18,6 +18,7 @@ from backupkit.errors import FormatError
 from backupkit.objects.content import decode_content_blob
 from backupkit.objects.entry import Entry
 from backupkit.hamt import Hamt
+from backupkit.hamt_node import BRANCH
 from backupkit.repo.repository import Repository
 from backupkit.snapshot import Snapshot
 
@@ -60,24 +61,18 @@ def mark(
     hamt: Hamt = Hamt(read_meta, lambda _data: b"", cache_size=256)
     out = Reachable()
     for snap in snapshots:
-        stack: list[tuple[bytes, tuple | None]] = [(snap.root, None)]
-        while stack:
-            nid, ctx = stack.pop()  # ctx: (parent, slot, count), to check the node fits
-            if nid in out.meta:
+        for nid, n in hamt.visit(snap.root, out.meta):
+            if n is None:
                 continue
-            out.meta.add(nid)
             if on_node is not None:
                 on_node()
-            try:
-                n = hamt.node(nid) if ctx is None else hamt.child(ctx[0], ctx[1], nid, ctx[2])
-            except Exception as e:  # noqa: BLE001 - recorded or re-raised below
+            if isinstance(n, Exception):
                 if strict:
-                    raise
+                    raise n
                 out.unreadable.add(nid)
-                out.problems.append((snap.id, "", f"tree node {nid.hex()[:16]}: {e}"))
+                out.problems.append((snap.id, "", f"tree node {nid.hex()[:16]}: {n}"))
                 continue
-            if n[0] == 1:
-                stack.extend((cid, (n, s, c)) for s, cid, c in n[4])
+            if n[0] == BRANCH:
                 continue
             for _k, path, raw in n[1]:
                 try:
@@ -168,7 +163,7 @@ def find_affected(
             found.append((None, nid))
         else:
             try:
-                n = hamt.node(nid) if ctx is None else hamt.child(ctx[0], ctx[1], nid, ctx[2])
+                n = hamt.at(nid, ctx)
             except Exception:  # noqa: BLE001 - an unreadable node is a hit
                 found.append((None, nid))
         if n is not None and n[0] == 1:

@@ -40,6 +40,7 @@ from backupkit.crypto import T_META_BLOB, T_SNAPSHOT
 from backupkit.entry import Keyer, display_path, parent_of
 from backupkit.errors import FormatError, IntegrityError, ObjectNotFound, RepositoryError, SnapshotNotFound
 from backupkit.hamt import Hamt
+from backupkit.hamt_node import BRANCH
 from backupkit.catalog import read_catalog
 from backupkit.managers.json_fields import json_fields
 from backupkit.objects.content import content_list, with_content
@@ -197,24 +198,13 @@ class RepairSnapshotsManager(RepairManager):
         hamt, keyer, usable = self._hamt, self._keyer, self._usable
         rows: dict[bytes, tuple[bytes, Entry, bytes]] = {}  # path -> (key, entry, raw)
         lost_nodes = 0
-        # (node id, (parent, slot, count) or None): a child is checked against its parent
-        # (``Hamt.child``: deeper than it), as check does, so a hostile chain or a node
-        # listed twice is lost, not walked without end
-        stack: list[tuple[bytes, tuple | None]] = [(snap.root, None)]
-        seen: set[bytes] = set()
-        while stack:
-            nid, ctx = stack.pop()
-            if nid in seen:
-                lost_nodes += 1  # a tree never lists one node twice
+        # ``Hamt.visit`` checks each child against its parent (as check does), so a hostile
+        # chain or a node listed twice is lost, not walked without end
+        for _nid, n in hamt.visit(snap.root, set()):
+            if n is None or isinstance(n, Exception):
+                lost_nodes += 1  # unreadable, or listed twice: a tree never lists one node twice
                 continue
-            seen.add(nid)
-            try:
-                n = hamt.node(nid) if ctx is None else hamt.child(ctx[0], ctx[1], nid, ctx[2])
-            except Exception:  # noqa: BLE001 - any unreadable node is lost
-                lost_nodes += 1
-                continue
-            if n[0] == 1:
-                stack.extend((cid, (n, slot, count)) for slot, cid, count in n[4])
+            if n[0] == BRANCH:
                 continue
             for k, path, raw in n[1]:
                 try:

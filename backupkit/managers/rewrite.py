@@ -61,13 +61,13 @@ class RewriteChange:
 class RewriteResult(JsonFields):
     """What ``bk rewrite`` did (or, with ``dry_run``, would do) to the selected snapshots."""
 
+    #: as asked: nothing written (``dry_run``); the rewritten snapshots' originals forgotten
+    dry_run: bool
+    forget: bool
     #: snapshots that lost entries (rewritten, or with dry_run: would be)
     changed: tuple[RewriteChange, ...]
     #: selected snapshots no exclude matched (left as they are)
     unchanged: tuple[Snapshot, ...]
-    #: the rewritten snapshots' originals were forgotten
-    forget: bool
-    dry_run: bool
 
 
 class RewriteReporter(Protocol):
@@ -118,4 +118,4 @@ class RewriteManager(Manager[RewriteReporter]):
             change = RewriteChange(s, new, tuple(gone))
             changed.append(change)
             self.reporter.rewritten(change)
-        return RewriteResult(tuple(changed), tuple(unchanged), opts.forget, opts.dry_run)
+        return RewriteResult(dry_run=opts.dry_run, forget=opts.forget, changed=tuple(changed), unchanged=tuple(unchanged))

@@ -48,7 +48,8 @@ class StatsOptions(SnapshotSelection):
 
 @dataclass(frozen=True)
 class RepoSummary:
-    """The repository as a whole, from its index and catalog (``bk stats`` without a snapshot mode's totals)."""
+    """The repository as a whole, from its index and catalog: what ``bk stats`` shows
+    besides a snapshot mode's totals (``compression_ratio``: raw over stored bytes)."""
 
     #: packs in the index and their stored bytes, split by kind (data: file content;
     #: meta: trie nodes and content lists)
@@ -81,7 +82,8 @@ class RepoSummary:
 
 @dataclass(frozen=True)
 class StatsResult:
-    """``bk stats``: the totals of one mode over the chosen snapshots, and the repository's summary."""
+    """``bk stats``: the totals of one mode (``mode``, one of MODES) over the chosen
+    snapshots, and the repository's summary."""
 
     mode: str
     #: ids of the snapshots counted
@@ -178,7 +180,7 @@ class StatsManager(TrieReader):
         got = memo.get(nid)
         if got is not None:
             return got
-        n = self.hamt.node(nid) if ctx is None else self.hamt.child(ctx[0], ctx[1], nid, ctx[2])
+        n = self.hamt.at(nid, ctx)
         f = d = o = b = 0
         links: list = []
         if used is not None:

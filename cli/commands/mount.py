@@ -11,7 +11,9 @@ from backupkit_cli.select import HOSTS, PATHS, TAGS
 def command(
     ctx: typer.Context,
     mountpoint: str = typer.Argument(..., help="An empty directory to mount the repository on."),
-    allow_other: bool = typer.Option(False, "--allow-other", help="Let other users access the mounted files (file modes still apply)."),
+    allow_other: bool = typer.Option(
+        False, "--allow-other", help="Let other users access the mounted files (file modes still apply)."
+    ),
     host: list[str] = HOSTS,
     tag: list[str] = TAGS,
     path: list[str] = PATHS,

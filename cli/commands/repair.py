@@ -125,12 +125,18 @@ def snapshots(
     return _finish(st, res, lines, dry_run)
 
 
+_NEW_ID = typer.Option(
+    False, "--new-id", help="When no local cache holds this repository, give it a new repository id (every machine's cache of it is then rebuilt)."
+)
+
+
 @app.command("config", help="Put back a missing or damaged config: the local cache's sealed copy, else one rebuilt from the data.")
 def config(
     ctx: typer.Context,
-    new_id: bool = typer.Option(False, "--new-id", help="When no local cache holds this repository, give it a new repository id (every machine's cache of it is then rebuilt)."),
+    new_id: bool = _NEW_ID,
     dry_run: bool = _DRY,
 ) -> int:
+    # not through ``_run``: the repository cannot be opened (nor locked) before its config is back
     from backupkit.managers.repair_config import RepairConfigManager, RepairConfigOptions, RepairConfigResult
 
     st: State = ctx.obj
