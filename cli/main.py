@@ -14,7 +14,7 @@ import typer
 
 from backupkit.store import supported_schemes
 from backupkit_cli import exit_codes
-from backupkit_cli.commands import backup, cat, init, key, ls, restore, snapshots
+from backupkit_cli.commands import backup, cat, init, key, listing, ls, restore, snapshots
 from backupkit_cli.commands import cache, completion, unlock, version
 from backupkit_cli.commands import check, diff, forget, prune, repair
 from backupkit_cli.commands import serve
@@ -152,6 +152,7 @@ _command("backup", help="Back up paths (or stdin with -) into a new snapshot.")(
 _command("snapshots", help="List snapshots.")(snapshots.command)
 _command("ls", help="List the files in a snapshot (all levels; --max-depth N).")(ls.command)
 _command("restore", help="Restore a snapshot to a directory or as a ZIP/TAR stream.")(restore.command)
+_command("list", help="List the ids of one kind of object: snapshots, index, packs, keys, locks or blobs.")(listing.command)
 _command("cat", help="Print a repository object (config, index, snapshot, blob, key) for debugging.")(cat.command)
 _command("unlock", help="Remove stale locks (--remove-all: every lock).")(unlock.command)
 _command("diff", help="Show what changed between two snapshots.")(diff.command)
