@@ -15,7 +15,9 @@ def command(
     ctx: typer.Context,
     compact: bool = typer.Option(False, "--compact", "-c", help="One line per snapshot: no paths, no size."),
     group_by: str = typer.Option("", "--group-by", "-g", help="List in groups by host, paths and/or tags (e.g. host,paths)."),
-    latest: Optional[int] = typer.Option(None, "--latest", metavar="N", help="Only the N newest snapshots of each host and set of paths."),
+    latest: Optional[int] = typer.Option(
+        None, "--latest", metavar="N", help="Only the N newest snapshots of each host and set of paths."
+    ),
     host: list[str] = HOSTS,
     tag: list[str] = TAGS,
     path: list[str] = PATHS,
