@@ -75,12 +75,14 @@ class PruneManager(Manager[PhaseReporter]):
     checked (``self.lock_check``, by default ``repo.check_lock``) right before the new index is written and before
     anything is deleted. Keeps no state between calls: a plan is a value."""
 
-    def run(self, max_unused: MaxUnused | None = None) -> PruneResult:
-        return self.execute(self.plan(max_unused))
+    def run(self, max_unused: MaxUnused | None = None, max_repack: int | None = None) -> PruneResult:
+        return self.execute(self.plan(max_unused, max_repack))
 
     # -- planning ----------------------------------------------------------------------------
-    def plan(self, max_unused: MaxUnused | None = None) -> PrunePlan:
+    def plan(self, max_unused: MaxUnused | None = None, max_repack: int | None = None) -> PrunePlan:
         """Mark, check that nothing needed is missing, and decide each pack's fate.
+        ``max_repack``: the packs to repack hold at most this many bytes (restic's
+        ``--max-repack-size``: bounds one run's downloads and uploads; the rest waits).
 
         Reads only; raises DamagedRepository (or a StoreError from a failed listing).
         """
@@ -151,16 +153,18 @@ class PruneManager(Manager[PhaseReporter]):
                 candidates.append((p, used, unused))
 
         # restic's rule: repack the packs with the largest unused share first, until the
-        # unused bytes left in kept packs are within the limit.
+        # unused bytes left in kept packs are within the limit; a pack that would take the
+        # repacked bytes past max_repack is kept (a smaller one after it may still fit).
         limit = max_unused.limit(bytes_used)
         remaining = sum(u for _p, _used, u in candidates)
         candidates.sort(key=lambda c: (-c[2] / (c[1] + c[2]), -c[2], c[0].id))
         repack: list[PackInfo] = []
-        repack_live = 0
+        repack_live = repack_bytes = 0
         for p, used, unused in candidates:
-            if remaining > limit:
+            if remaining > limit and (max_repack is None or repack_bytes + p.size <= max_repack):
                 repack.append(p)
                 repack_live += used
+                repack_bytes += p.size
                 remaining -= unused
             else:
                 keep.append(p)
@@ -195,6 +199,7 @@ class PruneManager(Manager[PhaseReporter]):
             missing=tuple(missing),
             entries=PackEntries(index, (p.id for p in (*keep, *repack))),
             live=live,
+            max_repack=max_repack,
         )
 
     def _snapshots(self) -> list[Snapshot]:

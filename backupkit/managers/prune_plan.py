@@ -166,6 +166,8 @@ class PrunePlan:
     entries: Mapping[bytes, Sequence[IndexEntry]] = field(default_factory=dict, repr=False, compare=False)
     #: ids of every blob a snapshot reaches (membership only)
     live: Container[bytes] = field(default_factory=frozenset, repr=False, compare=False)
+    #: ``--max-repack-size``: the packs chosen for repacking hold at most this many bytes
+    max_repack: int | None = None
 
     @property
     def nothing_to_do(self) -> bool:
@@ -174,6 +176,7 @@ class PrunePlan:
     def to_json(self) -> dict:
         return {
             "max_unused": str(self.max_unused),
+            "max_repack_size": self.max_repack,
             "stats": self.stats.to_json(),
             "delete": [pack_name(p.kind, p.id) for p in self.delete],
             "repack": [pack_name(p.kind, p.id) for p in self.repack],

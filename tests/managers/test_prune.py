@@ -103,6 +103,41 @@ def test_max_unused_limits_repacking(forgotten):
     assert parse_max_unused("10M") == MaxUnused(percent=None, bytes=10 * 1024 * 1024)
 
 
+def test_max_repack_size_bounds_each_run_and_later_runs_finish(tmp_path):
+    """restic's --max-repack-size: the packs one prune repacks hold at most that many bytes
+    (a pack that would pass it waits; a smaller one after it may still fit); the next
+    prunes repack the rest, and every snapshot still restores byte-identical."""
+    src = tmp_path / "src"
+    store = local_store(tmp_path / "repo")
+    repo = init_repo(store)
+    old = []
+    for i in range(4):  # each backup writes its own pack: one blob kept, one forgotten
+        write_files(src, {f"keep{i}.bin": random_bytes(150_000, 10 + i), f"gone{i}.bin": random_bytes(150_000, 20 + i)})
+        old.append(backup(repo, src, day(i)))
+    for i in range(4):
+        (src / f"gone{i}.bin").unlink()
+    last = backup(repo, src, day(5))
+    expect = {last.id: tree_bytes(src)}
+    remove_snapshots(repo, [s.id for s in old])
+    everything = PruneManager(open_repo(store)).plan(ZERO)
+    sizes = sorted(p.size for p in everything.repack)
+    assert len(sizes) >= 4
+    bound = sizes[0] + sizes[1]
+    runs = 0
+    while True:
+        plan = PruneManager(open_repo(store)).plan(ZERO, max_repack=bound)
+        assert sum(p.size for p in plan.repack) <= bound and plan.to_json()["max_repack_size"] == bound
+        if not plan.repack:
+            break
+        assert len(plan.repack) < len(everything.repack) or runs > 0
+        PruneManager(open_repo(store)).execute(plan)
+        runs += 1
+        assert runs < 10
+    assert runs >= 2  # the bound split the work
+    assert PruneManager(open_repo(store)).plan(ZERO).repack == ()
+    _assert_clean(store, tmp_path, [last], src, expect)
+
+
 def test_nothing_to_do_on_a_fresh_repository(tmp_path):
     store = local_store(tmp_path / "repo")
     init_repo(store)
