@@ -168,6 +168,8 @@ class PrunePlan:
     live: Container[bytes] = field(default_factory=frozenset, repr=False, compare=False)
     #: ``--max-repack-size``: the packs chosen for repacking hold at most this many bytes
     max_repack: int | None = None
+    #: ``--repack-small``: small packs were chosen too (when there were enough of them)
+    repack_small: bool = False
 
     @property
     def nothing_to_do(self) -> bool:
@@ -177,6 +179,7 @@ class PrunePlan:
         return {
             "max_unused": str(self.max_unused),
             "max_repack_size": self.max_repack,
+            "repack_small": self.repack_small,
             "stats": self.stats.to_json(),
             "delete": [pack_name(p.kind, p.id) for p in self.delete],
             "repack": [pack_name(p.kind, p.id) for p in self.repack],

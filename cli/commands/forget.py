@@ -51,6 +51,7 @@ def command(
     prune: bool = typer.Option(False, "--prune", help="Run prune afterwards (in the same exclusive lock)."),
     max_unused: str = typer.Option("5%", "--max-unused", help="With --prune: see bk prune --max-unused."),
     max_repack_size: Optional[str] = typer.Option(None, "--max-repack-size", metavar="SIZE", help="With --prune: see bk prune --max-repack-size."),
+    repack_small: bool = typer.Option(False, "--repack-small", help="With --prune: see bk prune --repack-small."),
     **keep: Optional[str],
 ) -> int:
     from backupkit.managers.forget import ForgetManager, ForgetOptions
@@ -84,7 +85,7 @@ def command(
         if prune:
             from backupkit_cli.commands.prune import run_prune
 
-            code, doc["prune"] = run_prune(st, repo, max_unused, dry_run, max_repack)
+            code, doc["prune"] = run_prune(st, repo, max_unused, dry_run, max_repack, repack_small)
     if st.json:
         st.console.json(doc)
     return code
