@@ -64,6 +64,7 @@ app = typer.Typer(
 def main(
     ctx: typer.Context,
     repo: Optional[str] = typer.Option(None, "--repo", "-r", help=f"Repository location: a path, or one of the schemes {supported_schemes()} (see README) [env BK_REPOSITORY]."),
+    repository_file: Optional[str] = typer.Option(None, "--repository-file", metavar="FILE", help="Read the repository location from a file [env BK_REPOSITORY_FILE]."),
     password_file: Optional[str] = typer.Option(None, "--password-file", "-p", help="Read the password from a file [env BK_PASSWORD_FILE]."),
     password_command: Optional[str] = typer.Option(None, "--password-command", help="Run a command that prints the password [env BK_PASSWORD_COMMAND]."),
     json_output: bool = typer.Option(False, "--json", help="Machine-readable output on stdout."),
@@ -81,6 +82,7 @@ def main(
     global _state
     ctx.obj = _state = State(
         repo=repo,
+        repository_file=repository_file,
         password_file=password_file,
         password_command=password_command,
         json=json_output,
