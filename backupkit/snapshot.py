@@ -40,7 +40,7 @@ from backupkit.errors import (
     SnapshotNotFound,
     StorePermissionError,
 )
-from backupkit.policy import SnapshotInfo
+from backupkit.policy import GroupKey, SnapshotInfo, group_snapshots
 from backupkit.policy import filter_snapshots as policy_filter
 from backupkit.repo.repository import Repository
 
@@ -287,6 +287,31 @@ def filter_snapshots(
     snaps = list(snaps)
     chosen = {i.id for i in policy_filter([snapshot_info(s) for s in snaps], hosts, tags, paths)}
     return [s for s in snaps if s.id in chosen]
+
+
+def latest_per_source(snaps: Iterable[Snapshot], n: int) -> list[Snapshot]:
+    """The ``n`` newest snapshots of each host and set of paths (restic's ``snapshots
+    --latest N``), oldest first."""
+    if n < 1:
+        raise BadArgument(f"--latest must be at least 1, not {n}")
+    newest_first = sorted(snaps, key=lambda s: (s.time_ns, s.id), reverse=True)
+    taken: dict[tuple[str, tuple[str, ...]], int] = {}
+    out = []
+    for s in newest_first:
+        key = (s.host, tuple(sorted(s.str_paths)))
+        taken[key] = taken.get(key, 0) + 1
+        if taken[key] <= n:
+            out.append(s)
+    return out[::-1]
+
+
+def group_by(snaps: Iterable[Snapshot], fields: Iterable[str]) -> list[tuple[GroupKey, list[Snapshot]]]:
+    """Snapshots in groups by ``host``, ``paths`` and/or ``tags`` (``--group-by``, as
+    ``forget`` groups them), groups in key order, each in the order given."""
+    snaps = list(snaps)
+    by_id = {s.id: s for s in snaps}
+    groups = group_snapshots([snapshot_info(s) for s in snaps], fields)
+    return [(key, [by_id[i.id] for i in infos]) for key, infos in groups.items()]
 
 
 def resolve_ref(snaps: list[Snapshot], ref: str) -> Snapshot:

@@ -56,6 +56,8 @@ class State:
 
     repo: str | None = None
     password_file: str | None = None
+    #: ``--repository-file``: a file holding the repository's location (restic's)
+    repository_file: str | None = None
     password_command: str | None = None
     json: bool = False
     quiet: bool = False
@@ -90,10 +92,31 @@ class State:
         return password
 
     def repo_url(self) -> str:
-        return self.repo or os.environ.get("BK_REPOSITORY") or default_repo()
+        return self._named_repo() or default_repo()
 
     def uses_default_repo(self) -> bool:
-        return not (self.repo or os.environ.get("BK_REPOSITORY"))
+        return not self._named_repo()
+
+    def _named_repo(self) -> str | None:
+        """-r, else --repository-file, else BK_REPOSITORY, else BK_REPOSITORY_FILE
+        (restic's order); None: the default repository."""
+        from backupkit.errors import BadArgument
+
+        if self.repo and self.repository_file:
+            raise BadArgument("-r and --repository-file name the repository twice: give one")
+        if self.repo:
+            return self.repo
+        path = self.repository_file or (None if os.environ.get("BK_REPOSITORY") else os.environ.get("BK_REPOSITORY_FILE"))
+        if not path:
+            return os.environ.get("BK_REPOSITORY") or None
+        try:
+            with open(path, encoding="utf-8") as f:
+                location = f.read().strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise BadArgument(f"cannot read the repository file {path}: {getattr(e, 'strerror', None) or e}") from None
+        if not location:
+            raise BadArgument(f"the repository file {path} is empty")
+        return location
 
     def password(self, confirm: bool = False, create_default: bool = False) -> bytes:
         from backupkit.errors import UsageError

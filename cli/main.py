@@ -14,7 +14,7 @@ import typer
 
 from backupkit.store import supported_schemes
 from backupkit_cli import exit_codes
-from backupkit_cli.commands import backup, cat, init, key, ls, restore, snapshots
+from backupkit_cli.commands import backup, cat, init, key, listing, ls, restore, snapshots
 from backupkit_cli.commands import cache, completion, unlock, version
 from backupkit_cli.commands import check, diff, forget, prune, repair
 from backupkit_cli.commands import serve
@@ -64,6 +64,7 @@ app = typer.Typer(
 def main(
     ctx: typer.Context,
     repo: Optional[str] = typer.Option(None, "--repo", "-r", help=f"Repository location: a path, or one of the schemes {supported_schemes()} (see README) [env BK_REPOSITORY]."),
+    repository_file: Optional[str] = typer.Option(None, "--repository-file", metavar="FILE", help="Read the repository location from a file [env BK_REPOSITORY_FILE]."),
     password_file: Optional[str] = typer.Option(None, "--password-file", "-p", help="Read the password from a file [env BK_PASSWORD_FILE]."),
     password_command: Optional[str] = typer.Option(None, "--password-command", help="Run a command that prints the password [env BK_PASSWORD_COMMAND]."),
     json_output: bool = typer.Option(False, "--json", help="Machine-readable output on stdout."),
@@ -81,6 +82,7 @@ def main(
     global _state
     ctx.obj = _state = State(
         repo=repo,
+        repository_file=repository_file,
         password_file=password_file,
         password_command=password_command,
         json=json_output,
@@ -152,6 +154,7 @@ _command("backup", help="Back up paths (or stdin with -) into a new snapshot.")(
 _command("snapshots", help="List snapshots.")(snapshots.command)
 _command("ls", help="List the files in a snapshot (all levels; --max-depth N).")(ls.command)
 _command("restore", help="Restore a snapshot to a directory or as a ZIP/TAR stream.")(restore.command)
+_command("list", help="List the ids of one kind of object: snapshots, index, packs, keys, locks or blobs.")(listing.command)
 _command("cat", help="Print a repository object (config, index, snapshot, blob, key) for debugging.")(cat.command)
 _command("unlock", help="Remove stale locks (--remove-all: every lock).")(unlock.command)
 _command("diff", help="Show what changed between two snapshots.")(diff.command)

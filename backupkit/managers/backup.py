@@ -63,6 +63,12 @@ class BackupOptions:
     time: datetime | None = None
     parent: str | None = None
     force: bool = False
+    #: a file whose size and mtime match the parent's keeps its content even when its
+    #: inode number (``ignore_inode``) or its ctime (``ignore_ctime``) changed: for file
+    #: systems whose inode numbers or ctimes do not last (FUSE, some network mounts), as
+    #: restic's options; its other metadata is still taken fresh
+    ignore_inode: bool = False
+    ignore_ctime: bool = False
     meta: tuple[tuple[str, str], ...] = ()
     #: zstd level for this run's blobs (0 = off); None = the repository's level
     compression: int | None = None

@@ -383,8 +383,8 @@ class BackupWalk:
             and not self.opts.force
             and old.size == e.size
             and old.mtime == e.mtime
-            and old.ctime == e.ctime
-            and old.inode == e.inode
+            and (old.ctime == e.ctime or self.opts.ignore_ctime)
+            and (old.inode == e.inode or self.opts.ignore_inode)
             and old.has_content
             and self.parent.content_indexed(old)
         ):

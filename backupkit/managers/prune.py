@@ -70,17 +70,25 @@ PruneReporter = PhaseReporter
 NullPruneReporter = NullPhaseReporter
 
 
+#: ``repack_small`` joins small packs only when there are at least this many (restic's 10)
+SMALL_PACKS_MIN = 10
+
+
 class PruneManager(Manager[PhaseReporter]):
     """Plans and executes one prune. The caller holds the exclusive lock; the lock is
     checked (``self.lock_check``, by default ``repo.check_lock``) right before the new index is written and before
     anything is deleted. Keeps no state between calls: a plan is a value."""
 
-    def run(self, max_unused: MaxUnused | None = None) -> PruneResult:
-        return self.execute(self.plan(max_unused))
+    def run(self, max_unused: MaxUnused | None = None, max_repack: int | None = None, repack_small: bool = False) -> PruneResult:
+        return self.execute(self.plan(max_unused, max_repack, repack_small))
 
     # -- planning ----------------------------------------------------------------------------
-    def plan(self, max_unused: MaxUnused | None = None) -> PrunePlan:
+    def plan(self, max_unused: MaxUnused | None = None, max_repack: int | None = None, repack_small: bool = False) -> PrunePlan:
         """Mark, check that nothing needed is missing, and decide each pack's fate.
+        ``max_repack``: the packs to repack hold at most this many bytes (restic's
+        ``--max-repack-size``: bounds one run's downloads and uploads; the rest waits).
+        ``repack_small`` (restic's ``--repack-small``): packs below 80% of the target
+        pack size are repacked into full ones, when there are at least SMALL_PACKS_MIN.
 
         Reads only; raises DamagedRepository (or a StoreError from a failed listing).
         """
@@ -136,6 +144,7 @@ class PruneManager(Manager[PhaseReporter]):
         delete: list[PackInfo] = []
         missing: list[PackInfo] = []
         candidates: list[tuple[PackInfo, int, int]] = []
+        full: list[tuple[PackInfo, int, int]] = []  # used, nothing unused
         bytes_used = bytes_unused = 0
         for p in packs:
             used, unused = used_of[p.id], unused_of[p.id]
@@ -146,21 +155,32 @@ class PruneManager(Manager[PhaseReporter]):
             elif used == 0:
                 delete.append(p)
             elif unused == 0:
-                keep.append(p)
+                full.append((p, used, 0))
             else:
                 candidates.append((p, used, unused))
+        # --repack-small: every pack each backup's last, partly filled pack leaves behind
+        # costs a request and a listing row; ten or more of them are joined (fewer are
+        # left: the new packs' own last one would be repacked again and again)
+        small_below = repo.config.pack_size * 8 // 10 if repack_small else 0
+        smalls = {c[0].id for c in (*candidates, *full) if c[0].size < small_below}
+        if len(smalls) < SMALL_PACKS_MIN:
+            smalls = set()
+        keep.extend(c[0] for c in full if c[0].id not in smalls)
+        candidates.extend(c for c in full if c[0].id in smalls)
 
         # restic's rule: repack the packs with the largest unused share first, until the
-        # unused bytes left in kept packs are within the limit.
+        # unused bytes left in kept packs are within the limit; a pack that would take the
+        # repacked bytes past max_repack is kept (a smaller one after it may still fit).
         limit = max_unused.limit(bytes_used)
         remaining = sum(u for _p, _used, u in candidates)
         candidates.sort(key=lambda c: (-c[2] / (c[1] + c[2]), -c[2], c[0].id))
         repack: list[PackInfo] = []
-        repack_live = 0
+        repack_live = repack_bytes = 0
         for p, used, unused in candidates:
-            if remaining > limit:
+            if (remaining > limit or p.id in smalls) and (max_repack is None or repack_bytes + p.size <= max_repack):
                 repack.append(p)
                 repack_live += used
+                repack_bytes += p.size
                 remaining -= unused
             else:
                 keep.append(p)
@@ -195,6 +215,8 @@ class PruneManager(Manager[PhaseReporter]):
             missing=tuple(missing),
             entries=PackEntries(index, (p.id for p in (*keep, *repack))),
             live=live,
+            max_repack=max_repack,
+            repack_small=repack_small,
         )
 
     def _snapshots(self) -> list[Snapshot]:

@@ -166,6 +166,10 @@ class PrunePlan:
     entries: Mapping[bytes, Sequence[IndexEntry]] = field(default_factory=dict, repr=False, compare=False)
     #: ids of every blob a snapshot reaches (membership only)
     live: Container[bytes] = field(default_factory=frozenset, repr=False, compare=False)
+    #: ``--max-repack-size``: the packs chosen for repacking hold at most this many bytes
+    max_repack: int | None = None
+    #: ``--repack-small``: small packs were chosen too (when there were enough of them)
+    repack_small: bool = False
 
     @property
     def nothing_to_do(self) -> bool:
@@ -174,6 +178,8 @@ class PrunePlan:
     def to_json(self) -> dict:
         return {
             "max_unused": str(self.max_unused),
+            "max_repack_size": self.max_repack,
+            "repack_small": self.repack_small,
             "stats": self.stats.to_json(),
             "delete": [pack_name(p.kind, p.id) for p in self.delete],
             "repack": [pack_name(p.kind, p.id) for p in self.repack],

@@ -214,15 +214,12 @@ class StatsManager(TrieReader):
         seen_nodes: set[bytes] = set()
         contents: dict[tuple, int] = {}
         for s in snaps:
-            stack = [s.root]
-            while stack:
-                nid = stack.pop()
-                if nid in seen_nodes:
-                    continue
-                seen_nodes.add(nid)
-                n = self.hamt.node(nid)
-                if n[0] != 0:
-                    stack.extend(cid for _s, cid, _c in n[4])
+            # each child checked against its parent (``Hamt.visit``): a hostile chain of
+            # nodes is a FormatError, as in the other modes, not a tree counted
+            for _nid, n in self.hamt.visit(s.root, seen_nodes):
+                if isinstance(n, Exception):
+                    raise n
+                if n is None or n[0] != 0:
                     continue
                 for _k, p, v in n[1]:
                     e = Entry.decode(v, p)

@@ -41,6 +41,8 @@ def command(
     time: Optional[str] = typer.Option(None, "--time", help="Snapshot time instead of now (ISO 8601)."),
     parent: Optional[str] = typer.Option(None, "--parent", help="Snapshot to compare with (default: latest with same host and paths)."),
     force: bool = typer.Option(False, "--force", help="Read every file, ignoring the parent snapshot."),
+    ignore_inode: bool = typer.Option(False, "--ignore-inode", help="A changed inode number alone does not make a file read again."),
+    ignore_ctime: bool = typer.Option(False, "--ignore-ctime", help="A changed ctime alone does not make a file read again."),
     read_concurrency: int = typer.Option(2, "--read-concurrency", help="Files read at once."),
 ) -> int:
     from backupkit.errors import BadArgument
@@ -95,6 +97,8 @@ def command(
         time=parse_time(time) if time else None,
         parent=parent,
         force=force,
+        ignore_inode=ignore_inode,
+        ignore_ctime=ignore_ctime,
         compression=parse_compression(compression),
         skip_if_unchanged=skip_if_unchanged,
         read_concurrency=max(1, read_concurrency),

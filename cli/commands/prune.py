@@ -46,7 +46,16 @@ def render_plan(st: State, plan) -> None:
             st.console.info(f"delete {n} (unindexed)")
 
 
-def run_prune(st: State, repo, max_unused: str, dry_run: bool) -> tuple[int, dict]:
+def max_repack_bytes(value: str | None) -> int | None:
+    """``--max-repack-size`` parsed (before the lock is taken: a typo fails at once)."""
+    from backupkit.units import parse_size
+
+    return None if value is None else parse_size(value, "--max-repack-size")
+
+
+def run_prune(
+    st: State, repo, max_unused: str, dry_run: bool, max_repack: int | None = None, repack_small: bool = False
+) -> tuple[int, dict]:
     """Plan and (unless dry_run) execute a prune inside an exclusive lock already held.
 
     Renders text unless --json; returns the exit code and the JSON document (printed
@@ -58,7 +67,7 @@ def run_prune(st: State, repo, max_unused: str, dry_run: bool) -> tuple[int, dic
     with PhaseProgress(st.console) as progress:
         mgr = PruneManager(repo, progress)
         try:
-            plan = mgr.plan(limit)
+            plan = mgr.plan(limit, max_repack, repack_small)
         except DamagedRepository as e:
             st.console.error(str(e))
             for line in [] if st.json else e.details[: 50 if st.verbose else 10]:  # --json: in the document
@@ -91,14 +100,17 @@ def run_prune(st: State, repo, max_unused: str, dry_run: bool) -> tuple[int, dic
 def command(
     ctx: typer.Context,
     max_unused: str = typer.Option("5%", "--max-unused", help="Unused space to tolerate in kept packs: a share of the used data (5%), a size (100M) or 'unlimited'."),
+    max_repack_size: str = typer.Option(None, "--max-repack-size", metavar="SIZE", help="Repack packs of at most this many bytes in all (500M, 2G): the rest waits for a later prune."),
+    repack_small: bool = typer.Option(False, "--repack-small", help="Also join small packs (below 80% of the pack size) into full ones, when there are ten or more."),
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Show the plan (packs to delete and repack, bytes freed) and change nothing."),
 ) -> int:
     from backupkit_cli.tuning import tune_malloc
 
     tune_malloc()
     st: State = ctx.obj
+    max_repack = max_repack_bytes(max_repack_size)
     with st.locked_repo(exclusive=True, operation="prune") as repo:
-        code, doc = run_prune(st, repo, max_unused, dry_run)
+        code, doc = run_prune(st, repo, max_unused, dry_run, max_repack, repack_small)
     if st.json:
         st.console.json(doc)
     return code

@@ -107,6 +107,24 @@ def test_skip_if_unchanged(env, tmp_path):
         shutil.rmtree(base)
 
 
+def test_ignore_inode_and_ctime(tmp_path, env):
+    """A file copied over itself with its mtime (a new inode and ctime) is read again,
+    unless both are ignored (restic's --ignore-inode --ignore-ctime)."""
+    src = tmp_path / "src"
+    f = src / "f.bin"
+    write_file(f, os.urandom(50_000))
+    ok(run_bk("backup", src, env=env))
+
+    def recopy_and_back_up(*flags):
+        shutil.copy2(f, src / "tmp")
+        os.replace(src / "tmp", f)
+        return json.loads(ok(run_bk("--json", "backup", *flags, src, env=env)).stdout)
+
+    assert recopy_and_back_up()["files_read"] == 1
+    assert recopy_and_back_up("--ignore-inode")["files_read"] == 1
+    assert recopy_and_back_up("--ignore-inode", "--ignore-ctime")["files_read"] == 0
+
+
 def test_stdin_from_command(tmp_path, env):
     r = ok(run_bk("--json", "backup", "--stdin-from-command", "--stdin-filename", "dump.sql", "--",
                   "sh", "-c", "echo 'CREATE TABLE t;'; echo 'INSERT 1;'", env=env))
@@ -174,7 +192,7 @@ def test_help_names_every_option(env):
     out = ok(run_bk("backup", "--help", env=env)).stdout.decode()
     for opt in (
         "--exclude-caches", "--exclude-larger-than", "--files-from", "--files-from-verbatim", "--files-from-raw",
-        "--skip-if-unchanged", "--stdin-from-command", "--stdin", "--compression",
+        "--skip-if-unchanged", "--stdin-from-command", "--stdin", "--compression", "--ignore-inode", "--ignore-ctime",
     ):
         assert opt in out, opt
     out = ok(run_bk("restore", "--help", env=env)).stdout.decode()

@@ -140,3 +140,27 @@ def app_():
     from backupkit_cli.main import app
 
     return app
+
+
+def test_repository_file_names_the_repository(repo, tmp_path):
+    """restic's --repository-file / RESTIC_REPOSITORY_FILE: the location read from a file;
+    together with -r it is an error (exit 2), a flag beats the environment."""
+    _base, _src, env = repo
+    where = env["BK_REPOSITORY"]
+    loc = tmp_path / "repo-location"
+    loc.write_text(where + "\n")
+    no_env = {k: v for k, v in env.items() if k != "BK_REPOSITORY"}
+    ids = json.loads(ok(run_bk("snapshots", "--json", env=env)).stdout)
+    assert json.loads(ok(run_bk("snapshots", "--json", "--repository-file", loc, env=no_env)).stdout) == ids
+    assert json.loads(ok(run_bk("snapshots", "--json", env={**no_env, "BK_REPOSITORY_FILE": str(loc)})).stdout) == ids
+    wrong = tmp_path / "elsewhere"
+    wrong.write_text(str(tmp_path / "no-repo-here"))
+    # the flag beats the environment's location
+    assert ok(run_bk("snapshots", "--repository-file", loc, env={**env, "BK_REPOSITORY_FILE": str(wrong)}))
+    both = run_bk("snapshots", "-r", where, "--repository-file", loc, env=no_env)
+    assert both.returncode == 2 and "name the repository twice" in both.stderr
+    for bad, says in ((tmp_path / "missing", "cannot read the repository file"), (tmp_path / "empty", "is empty")):
+        if "empty" in str(bad):
+            bad.write_text("\n")
+        r = run_bk("snapshots", "--repository-file", bad, env=no_env)
+        assert r.returncode == 2 and says in r.stderr, r.stderr

@@ -102,7 +102,13 @@ def test_json_outputs(env, four):
     assert len(fp["removed"]) == 3 and fp["prune"]["dry_run"] is True and "stats" in fp["prune"]["plan"]
 
     p = json.loads(ok(env, "--json", "prune", "--dry-run").stdout)
-    assert p["dry_run"] and p["plan"]["stats"]["snapshots"] == 4
+    assert p["dry_run"] and p["plan"]["stats"]["snapshots"] == 4 and p["plan"]["max_repack_size"] is None
+    fp = json.loads(ok(env, "--json", "forget", "--keep-last", "1", "--prune", "--dry-run", "--max-unused", "0%",
+                       "--max-repack-size", "1K", "--repack-small").stdout)
+    assert fp["prune"]["plan"]["max_repack_size"] == 1024 and fp["prune"]["plan"]["repack"] == []
+    assert fp["prune"]["plan"]["repack_small"] is True
+    bad = bk(env, "prune", "--max-repack-size", "lots")
+    assert bad.returncode == 2 and "--max-repack-size" in bad.stderr, bad.stderr
 
     c = json.loads(ok(env, "--json", "check").stdout)
     assert c["ok"] is True and c["snapshots"] == 4 and c["findings"] == []

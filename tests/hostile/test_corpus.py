@@ -110,6 +110,16 @@ def test_a_chain_deeper_than_any_trie_is_a_clean_error_for_every_walker(base, tm
     run_case(base, tmp_path, "tree: 5000-deep chain", command)
 
 
+@pytest.mark.parametrize("mode", ["restore-size", "files-by-contents", "raw-data"])
+def test_every_stats_mode_refuses_a_chain_deeper_than_any_trie(base, tmp_path, mode):
+    """The chain is damage (check says so): no stats mode counts it as a tree.
+    files-by-contents walked it without checking children until 12-03 and exited 0."""
+    repo = make("tree: 5000-deep chain", base, tmp_path / "repo")
+    r = run_limited("stats", "--mode", mode, env=cli_env(repo, tmp_path / "cache"))
+    assert r.returncode != 0 and problem(r) is None, r.stderr
+    assert "does not fit its parent" in r.stderr, r.stderr
+
+
 def test_repair_snapshots_counts_a_chain_deeper_than_any_trie_as_lost(base, tmp_path):
     """repair snapshots checks children as check does: the chain is an unreadable node
     (it walked all of it and kept its entries until 12-03), and check is clean after."""

@@ -103,6 +103,75 @@ def test_max_unused_limits_repacking(forgotten):
     assert parse_max_unused("10M") == MaxUnused(percent=None, bytes=10 * 1024 * 1024)
 
 
+def test_max_repack_size_bounds_each_run_and_later_runs_finish(tmp_path):
+    """restic's --max-repack-size: the packs one prune repacks hold at most that many bytes
+    (a pack that would pass it waits; a smaller one after it may still fit); the next
+    prunes repack the rest, and every snapshot still restores byte-identical."""
+    src = tmp_path / "src"
+    store = local_store(tmp_path / "repo")
+    repo = init_repo(store)
+    old = []
+    for i in range(4):  # each backup writes its own pack: one blob kept, one forgotten
+        write_files(src, {f"keep{i}.bin": random_bytes(150_000, 10 + i), f"gone{i}.bin": random_bytes(150_000, 20 + i)})
+        old.append(backup(repo, src, day(i)))
+    for i in range(4):
+        (src / f"gone{i}.bin").unlink()
+    last = backup(repo, src, day(5))
+    expect = {last.id: tree_bytes(src)}
+    remove_snapshots(repo, [s.id for s in old])
+    everything = PruneManager(open_repo(store)).plan(ZERO)
+    sizes = sorted(p.size for p in everything.repack)
+    assert len(sizes) >= 4
+    bound = sizes[0] + sizes[1]
+    runs = 0
+    while True:
+        plan = PruneManager(open_repo(store)).plan(ZERO, max_repack=bound)
+        assert sum(p.size for p in plan.repack) <= bound and plan.to_json()["max_repack_size"] == bound
+        if not plan.repack:
+            break
+        assert len(plan.repack) < len(everything.repack) or runs > 0
+        PruneManager(open_repo(store)).execute(plan)
+        runs += 1
+        assert runs < 10
+    assert runs >= 2  # the bound split the work
+    assert PruneManager(open_repo(store)).plan(ZERO).repack == ()
+    _assert_clean(store, tmp_path, [last], src, expect)
+
+
+def listing_packs(store) -> list[str]:
+    return [n for n in listing(store) if n.startswith(("data/", "meta/"))]
+
+
+@pytest.mark.parametrize("backups", [4, 12])
+def test_repack_small_joins_ten_or_more_small_packs(tmp_path, backups):
+    """restic's --repack-small: each backup leaves its own small packs (data and
+    metadata); with ten or more in all (as restic counts) they are joined into full ones (fewer are left alone, else the new packs'
+    own last one would be repacked on every run); the snapshots still restore."""
+    src = tmp_path / "src"
+    store = local_store(tmp_path / "repo")
+    repo = init_repo(store)
+    snaps, expect = [], {}
+    for i in range(backups):
+        write_files(src, {f"f{i}.bin": random_bytes(20_000, 40 + i)})
+        snaps.append(backup(repo, src, day(i)))
+        expect[snaps[-1].id] = tree_bytes(src)
+    before = [n for n in listing(store) if n.startswith("data/")]
+    assert len(before) == backups
+    assert not any(p.kind == "data" for p in PruneManager(open_repo(store)).plan(ZERO).repack)  # nothing unused
+    plan = PruneManager(open_repo(store)).plan(ZERO, repack_small=True)
+    if len(listing_packs(store)) < 10:
+        assert not any(p.kind == "data" for p in plan.repack)
+        return
+    assert sum(p.kind == "data" for p in plan.repack) == backups
+    PruneManager(open_repo(store)).execute(plan)
+    after = [n for n in listing(store) if n.startswith("data/")]
+    assert len(after) < len(before)
+    assert len(listing_packs(store)) < 10
+    again = PruneManager(open_repo(store)).plan(ZERO, repack_small=True)
+    assert not any(p.kind == "data" for p in again.repack)  # too few small packs left
+    _assert_clean(store, tmp_path, snaps[-3:], src, expect)
+
+
 def test_nothing_to_do_on_a_fresh_repository(tmp_path):
     store = local_store(tmp_path / "repo")
     init_repo(store)

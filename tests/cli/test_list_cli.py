@@ -1,0 +1,83 @@
+"""``bk list TYPE``: the ids restic's ``list`` prints, one per line, checked against what
+the store holds (files under the repository directory) and what the index names."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from backupkit.repo.lock import LockManager
+from backupkit.repo.repository import Repository
+from backupkit.store.local import LocalObjectStore
+from tests.support.kit import cli_env, ok, run_bk, write_file
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    base = tmp_path_factory.mktemp("list")
+    src = base / "src"
+    for i in range(5):
+        write_file(src / f"d{i}" / "f.bin", bytes([i]) * (50_000 + i))
+    env = cli_env(base / "repo", base / "cache")
+    ok(run_bk("init", env=env))
+    ok(run_bk("backup", src, env=env))
+    write_file(src / "new.txt", b"new\n")
+    ok(run_bk("backup", src, env=env))
+    return base / "repo", env
+
+
+def listed(env, kind) -> list[str]:
+    return ok(run_bk("list", kind, env=env)).stdout.decode().splitlines()
+
+
+def names(repo, prefix) -> list[str]:
+    return sorted(p.name for p in (repo / prefix).rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("kind", ["snapshots", "index", "keys"])
+def test_flat_objects_are_the_stores(world, kind):
+    repo, env = world
+    got = listed(env, kind)
+    assert sorted(got) == names(repo, kind) and got
+
+
+def test_packs_are_every_data_and_metadata_pack(world):
+    repo, env = world
+    got = listed(env, "packs")
+    assert sorted(got) == sorted(names(repo, "data") + names(repo, "meta"))
+    assert len(names(repo, "data")) >= 1 and len(names(repo, "meta")) >= 1
+
+
+def test_blobs_are_the_indexs_with_their_kind(world):
+    repo, env = world
+    lines = listed(env, "blobs")
+    kinds = {line.split(" ")[0] for line in lines}
+    assert kinds == {"data", "meta"}
+    ids = [line.split(" ")[1] for line in lines]
+    assert len(ids) == len(set(ids)) and all(len(i) == 64 for i in ids)
+    as_json = json.loads(ok(run_bk("list", "blobs", "--json", env=env)).stdout)
+    assert [f"{b['type']} {b['id']}" for b in as_json] == lines
+    # every data blob is found by find --blob (so these are the ids the repository uses)
+    some = next(i for line, i in zip(lines, ids) if line.startswith("data"))
+    assert json.loads(ok(run_bk("find", "--blob", some, "--json", env=env)).stdout)["hits"] >= 1
+
+
+def test_locks_are_listed_without_taking_one(world):
+    repo, env = world
+    r = Repository.open(LocalObjectStore(repo), env["BK_PASSWORD"].encode(), cache_root=False)
+    try:
+        held = LockManager(r, refresh=0, recheck_delay=0, host="db1", pid=4242, node="db1-node").acquire(False, "restore")
+        try:
+            assert listed(env, "locks") == names(repo, "locks") and len(names(repo, "locks")) == 1
+        finally:
+            held.release()
+    finally:
+        r.close()
+    assert listed(env, "locks") == []
+
+
+def test_an_unknown_type_is_a_usage_error(world):
+    _repo, env = world
+    r = run_bk("list", "trees", env=env)
+    assert r.returncode == 2 and "give one of snapshots" in r.stderr, r.stderr
