@@ -113,7 +113,8 @@ class State:
             with open(path, encoding="utf-8") as f:
                 location = f.read().strip()
         except (OSError, UnicodeDecodeError) as e:
-            raise BadArgument(f"cannot read the repository file {path}: {getattr(e, 'strerror', None) or e}") from None
+            why = e.strerror if isinstance(e, OSError) and e.strerror else e
+            raise BadArgument(f"cannot read the repository file {path}: {why}") from None
         if not location:
             raise BadArgument(f"the repository file {path} is empty")
         return location

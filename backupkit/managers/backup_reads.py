@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from backupkit.errors import FileReadError
 from backupkit.objects.entry import Entry
-from backupkit.objects.sealprocs import BrokenSealProcess, SealProcesses
+from backupkit.objects.sealprocs import _BrokenSealProcess, SealProcesses
 from backupkit.objects.smallfiles import read_xattrs
 from backupkit.objects.writer import ContentWriter, FileContent
 
@@ -155,7 +155,7 @@ class FileReads:
             while self._sealed_out >= limit and self._pending:
                 self.drain(len(self._pending) - 1)  # the oldest job first
             fut = self._procs.submit(files, xattrs)
-        except (BrokenSealProcess, OSError):  # cannot start one, or none is left
+        except (_BrokenSealProcess, OSError):  # cannot start one, or none is left
             self._procs_wanted = False
             self._writer.repo.warn(SEALING_STOPPED)
             return None
@@ -173,7 +173,7 @@ class FileReads:
                 results = self._writer.sealed_small(files, sealed.result())
             except CancelledError:
                 results = None  # the backup is stopping: this thread reads the batch
-            except BrokenSealProcess:
+            except _BrokenSealProcess:
                 results = None  # a sealing process died: this thread reads the batch
                 self._writer.repo.warn(SEALING_STOPPED)
             finally:

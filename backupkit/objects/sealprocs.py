@@ -17,7 +17,7 @@ prefixed msgpack frames, the keys first, then a batch per frame in, a result per
 out, in order. It runs in a session of its own (a terminal's Ctrl-C reaches the backup,
 which stops it), never touches the repository, and ends at the end of its input: when
 the backup closes the pipe, or dies. A process that dies or answers nonsense breaks the
-batches in flight (``BrokenSealProcess``), which the reader thread then reads itself;
+batches in flight (``_BrokenSealProcess``), which the reader thread then reads itself;
 the backup goes on without processes and says so once among its warnings
 (``backup_reads.SEALING_STOPPED``). The backup starts them once it has met
 ``Tuning.small_files_before_processes`` small files, so short backups never pay for them.
@@ -49,7 +49,7 @@ _LEN = struct.Struct("<Q")
 FRAME_MAX = 1 << 30
 
 
-class BrokenSealProcess(Exception):
+class _BrokenSealProcess(Exception):
     """A sealing process ended or answered nonsense: the batches it had are read by the
     backup's reader threads instead. Private control flow between this module and
     ``FileReads``: it never reaches a user, so it is not in ``errors.py``."""
@@ -104,7 +104,7 @@ class _Worker:
         fut: Future = Future()
         with self.write_lock:
             if self.broken:
-                raise BrokenSealProcess("the sealing process has ended")
+                raise _BrokenSealProcess("the sealing process has ended")
             self.pending.append(fut)
             try:
                 write_frame(self.proc.stdin, batch)  # type: ignore[arg-type]
@@ -138,7 +138,7 @@ class _Worker:
                 fut = self.pending.popleft()
             except IndexError:
                 return
-            fut.set_exception(BrokenSealProcess(f"a sealing process broke: {why}"))
+            fut.set_exception(_BrokenSealProcess(f"a sealing process broke: {why}"))
 
     def close(self, cancel: bool) -> None:
         try:
@@ -177,10 +177,10 @@ class SealProcesses:
     def submit(self, files: list[tuple[bytes, os.stat_result]], xattrs: list[bool]) -> Future:
         """The batch ``files`` (path, the walk's lstat) to the least busy process; its
         future gives a ``SealedRead`` per file. ``xattrs``: whose extended attributes it
-        reads as well. BrokenSealProcess when no process is left."""
+        reads as well. _BrokenSealProcess when no process is left."""
         live = [w for w in self._workers if not w.broken]
         if not live:
-            raise BrokenSealProcess("no sealing process is left")
+            raise _BrokenSealProcess("no sealing process is left")
         w = min(live, key=lambda w: len(w.pending))
         return w.submit([[p, st.st_size, st.st_mtime_ns, st.st_ctime_ns, x] for (p, st), x in zip(files, xattrs)])
 

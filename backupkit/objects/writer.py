@@ -37,7 +37,7 @@ from backupkit.errors import Cancelled, FileReadError
 from backupkit.objects.chunkbuffers import ChunkBuffers
 from backupkit.objects.content import with_content
 from backupkit.objects.entry import Entry
-from backupkit.objects.sealprocs import BrokenSealProcess, SealedRead, SealProcesses
+from backupkit.objects.sealprocs import _BrokenSealProcess, SealedRead, SealProcesses
 from backupkit.objects.smallfiles import changed, open_file, read_batch, read_one_chunk
 from backupkit.repo.repository import Repository
 from backupkit.tuning import DEFAULT_TUNING, Tuning
@@ -190,14 +190,14 @@ class ContentWriter:
         if self._cancelled.is_set():
             raise Cancelled()
         if type(sealed) is not list or len(sealed) != len(files):
-            raise BrokenSealProcess("a sealing process answered for other files than it was given")
+            raise _BrokenSealProcess("a sealing process answered for other files than it was given")
         out: list[FileContent | FileReadError] = []
         blobs = []
         for (path, st), got in zip(files, sealed):
             if type(got) is str:
                 out.append(FileReadError(got))
             elif type(got) is not list and got is not None:
-                raise BrokenSealProcess(f"a sealing process answered {type(got).__name__} for a file")
+                raise _BrokenSealProcess(f"a sealing process answered {type(got).__name__} for a file")
             elif got is None:
                 try:
                     out.append(self.read_file(path, st))
@@ -210,7 +210,7 @@ class ContentWriter:
                     if type(n) is not int or not 0 <= n <= st.st_size or (n and (len(bid) != 32 or type(blob) is not bytes)):
                         raise ValueError
                 except (TypeError, ValueError):
-                    raise BrokenSealProcess("a sealing process answered a malformed row") from None
+                    raise _BrokenSealProcess("a sealing process answered a malformed row") from None
                 if n:
                     self._on_bytes(n)
                     blobs.append((bid, blob, n))

@@ -219,7 +219,7 @@ def test_sealing_processes_end_when_the_backup_is_killed(tmp_path):
 
 
 def test_an_answer_for_other_files_breaks_the_process_not_the_backup(tmp_path):
-    from backupkit.objects.sealprocs import BrokenSealProcess
+    from backupkit.objects.sealprocs import _BrokenSealProcess
 
     src = tmp_path / "src"
     _small_tree(src, 3)
@@ -228,7 +228,7 @@ def test_an_answer_for_other_files_breaks_the_process_not_the_backup(tmp_path):
     for bad in ([None, None], [None, None, None, None], [[b"x" * 32, 10**9, b"", False, None], None, None], [7, None, None]):
         try:
             writer.sealed_small(files, bad)
-        except BrokenSealProcess:
+        except _BrokenSealProcess:
             continue
         raise AssertionError(f"{bad!r} was taken")
 
