@@ -58,6 +58,9 @@ class State:
     password_file: str | None = None
     #: ``--repository-file``: a file holding the repository's location (restic's)
     repository_file: str | None = None
+    #: ``--limit-upload`` / ``--limit-download``: KiB/s (restic's), None: unlimited
+    limit_upload: int | None = None
+    limit_download: int | None = None
     password_command: str | None = None
     json: bool = False
     quiet: bool = False
@@ -182,6 +185,14 @@ class State:
         from backupkit.store import open_location
 
         store = open_location(self.repo_url(), self.options, self.store_connections())
+        if self.limit_upload or self.limit_download:
+            from backupkit.store.throttle import Rate, ThrottledStore
+
+            store = ThrottledStore(
+                store,
+                Rate(self.limit_upload * 1024) if self.limit_upload else None,
+                Rate(self.limit_download * 1024) if self.limit_download else None,
+            )
         self.stores.append(store)
         return store
 

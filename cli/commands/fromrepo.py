@@ -37,7 +37,7 @@ def source_state(st: State, from_repo: Optional[str], pw_file: Optional[str], pw
     pw_command = pw_command or (os.environ.get("BK_FROM_PASSWORD_COMMAND") if not pw_file else None)
     if pw_file and pw_command:
         raise BadArgument("--from-password-file and --from-password-command exclude each other")
-    changes: dict = {"repo": from_repo, "options": [], "lock": None}
+    changes: dict = {"repo": from_repo, "repository_file": None, "options": [], "lock": None}
     if pw_file:
         changes.update(password_file=pw_file, password_command=None)
     elif pw_command:

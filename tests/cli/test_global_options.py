@@ -164,3 +164,35 @@ def test_repository_file_names_the_repository(repo, tmp_path):
             bad.write_text("\n")
         r = run_bk("snapshots", "--repository-file", bad, env=no_env)
         assert r.returncode == 2 and says in r.stderr, r.stderr
+
+
+def test_from_repo_is_not_named_twice_by_a_repository_file():
+    """copy/init --from-repo: the source's State must not keep the target's file."""
+    from backupkit_cli.commands.fromrepo import source_state
+    from backupkit_cli.context import State
+
+    st = source_state(State(repository_file="/nonexistent/location-file"), "/src/repo", None, None)
+    assert st.repo_url() == "/src/repo"
+
+
+def test_limit_upload_and_download_hold_a_backup_and_a_restore(tmp_path):
+    """restic's --limit-upload / --limit-download (KiB/s): 3 MiB at 1 MiB/s take at least
+    two seconds each way (the bucket lets one second's worth through at once)."""
+    import os
+    import time
+
+    from tests.support.kit import cli_env
+
+    env = cli_env(tmp_path / "repo", tmp_path / "cache")
+    ok(run_bk("init", env=env))
+    src = tmp_path / "src"
+    write_file(src / "random.bin", os.urandom(3 << 20))
+    t = time.monotonic()
+    ok(run_bk("--limit-upload", "1024", "backup", src, env=env))
+    assert time.monotonic() - t >= 1.8
+    t = time.monotonic()
+    ok(run_bk("restore", "latest", "--target", tmp_path / "out", "--limit-download", "1024", env=env))
+    assert time.monotonic() - t >= 1.8
+    assert (tmp_path / "out" / str(src).lstrip("/") / "random.bin").read_bytes() == (src / "random.bin").read_bytes()
+    r = run_bk("--limit-upload", "0", "snapshots", env=env)
+    assert r.returncode == 2, r.stderr
