@@ -6,8 +6,9 @@ Vocabulary: a *rate* is bytes per second, shared by every thread of the command 
 ``Rate`` for uploads, one for downloads); *taking* ``n`` bytes waits until the rate allows
 them. Uploads that stream (packs, ``put_source``) take their bytes piece by piece as the
 backend reads them, 1 MiB at a time, so the link never sees more than a piece above the
-rate; small objects (``put``: locks, index objects, snapshots) and every download take
-their bytes whole, after the download, so the rate holds on average over the objects
+rate (bytes read again, as S3 does for its MD5, are not taken twice); small objects
+(``put``: locks, index objects, snapshots) take their bytes whole before the upload and
+every download after it, so the rate holds on average over the objects
 and one object may pass at the link's speed. Listings, stats and deletes are not limited.
 """
 
@@ -55,20 +56,24 @@ class Rate:
 
 
 class _PacedReader:
-    """A source's reader whose reads take their bytes from ``rate``."""
+    """A reader of a ``_PacedSource``: its reads take, from the source's rate, the bytes
+    no reader of that source has read before (S3 reads a source twice, for its MD5 and
+    to send it; a retried upload reads it again: those bytes are not taken twice)."""
 
-    def __init__(self, inner, rate: Rate) -> None:
+    def __init__(self, inner, source: _PacedSource) -> None:
         self._inner = inner
-        self._rate = rate
+        self._source = source
 
     def read(self, n: int = -1) -> bytes:
+        start = self._inner.tell()
         data = self._inner.read(n)
-        self._rate.take(len(data))
+        self._source.charge(start, start + len(data))
         return data
 
     def readinto(self, buf) -> int:
-        got = self._inner.readinto(buf)
-        self._rate.take(got or 0)
+        start = self._inner.tell()
+        got = self._inner.readinto(buf) or 0
+        self._source.charge(start, start + got)
         return got
 
     def __getattr__(self, name: str):  # seek, tell, close, ...
@@ -88,9 +93,18 @@ class _PacedSource(ObjectSource):
         self._source = source
         self._rate = rate
         self.size = source.size
+        self._lock = threading.Lock()
+        self._charged = 0  # bytes [0, _charged) were taken from the rate
+
+    def charge(self, start: int, end: int) -> None:
+        with self._lock:
+            n = max(0, end - max(start, self._charged))
+            self._charged = max(self._charged, end)
+        if n:
+            self._rate.take(n)
 
     def reader(self) -> _PacedReader:
-        return _PacedReader(self._source.reader(), self._rate)
+        return _PacedReader(self._source.reader(), self)
 
     def copy_to(self, fd: int) -> None:
         with self.reader() as r:
