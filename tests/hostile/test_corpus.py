@@ -30,6 +30,8 @@ COMMANDS = {
     "prune --dry-run": ["prune", "--dry-run"],
     "stats": ["stats"],
     "find": ["find", "*"],
+    "list blobs": ["list", "blobs"],
+    "snapshots --group-by --latest": ["snapshots", "--group-by", "host,paths,tags", "--latest", "1"],
 }
 SHAPE_NAMES = list(SHAPES)
 COMMAND_NAMES = list(COMMANDS)
