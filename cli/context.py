@@ -186,12 +186,14 @@ class State:
 
         store = open_location(self.repo_url(), self.options, self.store_connections())
         if self.limit_upload or self.limit_download:
+            from backupkit.repo.lock_info import LOCK_PREFIX
             from backupkit.store.throttle import Rate, ThrottledStore
 
             store = ThrottledStore(
                 store,
                 Rate(self.limit_upload * 1024) if self.limit_upload else None,
                 Rate(self.limit_download * 1024) if self.limit_download else None,
+                exempt=(LOCK_PREFIX,),
             )
         self.stores.append(store)
         return store

@@ -6,10 +6,11 @@ Vocabulary: a *rate* is bytes per second, shared by every thread of the command 
 ``Rate`` for uploads, one for downloads); *taking* ``n`` bytes waits until the rate allows
 them. Uploads that stream (packs, ``put_source``) take their bytes piece by piece as the
 backend reads them, 1 MiB at a time, so the link never sees more than a piece above the
-rate (bytes read again, as S3 does for its MD5, are not taken twice); small objects
-(``put``: locks, index objects, snapshots) take their bytes whole before the upload and
-every download after it, so the rate holds on average over the objects
-and one object may pass at the link's speed. Listings, stats and deletes are not limited.
+rate (bytes read again, as S3 does for its MD5, are not taken twice). Small objects
+(``put``: index objects, snapshots) take their bytes whole before the upload, downloads
+theirs whole after it: the rate holds on average, and one object may pass at the link's
+speed. Names given as ``exempt`` (the CLI gives the locks) are never held back; listings,
+stats and deletes are not limited.
 """
 
 from __future__ import annotations
@@ -114,10 +115,15 @@ class _PacedSource(ObjectSource):
 
 class ThrottledStore(ObjectStore):
     """``inner`` with uploads held to ``upload`` and downloads to ``download`` (``Rate``s;
-    None: not limited). Everything else is the inner store's."""
+    None: not limited); objects whose names start with one of ``exempt`` pass at once
+    (the repository's locks: a lock's refresh must not queue behind packs, the stale-lock
+    rules count on it). Everything else is the inner store's."""
 
-    def __init__(self, inner: ObjectStore, upload: Rate | None = None, download: Rate | None = None) -> None:
+    def __init__(
+        self, inner: ObjectStore, upload: Rate | None = None, download: Rate | None = None, exempt: tuple[str, ...] = ()
+    ) -> None:
         self.inner = inner
+        self.exempt = exempt
         self.upload = upload
         self.download = download
         self.location = inner.location
@@ -128,37 +134,37 @@ class ThrottledStore(ObjectStore):
     def atomic_put_if_absent(self) -> bool:  # type: ignore[override]
         return self.inner.atomic_put_if_absent
 
-    def _down(self, data: bytes) -> bytes:
-        if self.download is not None:
+    def _down(self, name: str, data: bytes) -> bytes:
+        if self.download is not None and not name.startswith(self.exempt):
             self.download.take(len(data))
         return data
 
-    def _up(self, n: int) -> None:
-        if self.upload is not None:
+    def _up(self, name: str, n: int) -> None:
+        if self.upload is not None and not name.startswith(self.exempt):
             self.upload.take(n)
 
     def get(self, name: str, max_size: int | None = None) -> bytes:
-        return self._down(self.inner.get(name, max_size))
+        return self._down(name, self.inner.get(name, max_size))
 
     def get_range(self, name: str, offset: int, length: int) -> bytes:
-        return self._down(self.inner.get_range(name, offset, length))
+        return self._down(name, self.inner.get_range(name, offset, length))
 
     def put(self, name: str, data: bytes) -> None:
-        self._up(len(data))
+        self._up(name, len(data))
         self.inner.put(name, data)
 
     def put_source(self, name: str, source: ObjectSource) -> None:
         self.inner.put_source(name, source if self.upload is None else _PacedSource(source, self.upload))
 
     def put_if_absent(self, name: str, data: bytes) -> bool:
-        self._up(len(data))
+        self._up(name, len(data))
         return self.inner.put_if_absent(name, data)
 
     def probe_conditional_writes(self) -> bool:
         return self.inner.probe_conditional_writes()
 
     def rewrite_existing(self, name: str, data: bytes) -> float:
-        self._up(len(data))
+        self._up(name, len(data))
         return self.inner.rewrite_existing(name, data)
 
     def delete(self, name: str) -> None:

@@ -114,3 +114,19 @@ def test_bytes_read_again_are_taken_once():
         buf = bytearray(200)
         assert r.readinto(buf) == 200 and bytes(buf) == data[5000:5200]
     assert sum(taken) == len(data)
+
+
+def test_lock_objects_are_never_held_back(tmp_path):
+    """A lock's refresh must not queue behind packs: the stale-lock rules count on it."""
+    (tmp_path / "repo").mkdir()
+    c = FakeClock()
+    rate = Rate(1024, clock=c.clock, sleep=c.sleep)
+    store = ThrottledStore(LocalObjectStore(tmp_path / "repo"), rate, rate, exempt=("locks/",))
+    store.put("data/00/x", b"x" * 10 * 1024)  # ten seconds' worth: the bucket is in debt
+    waited = sum(c.slept)
+    store.put_if_absent("locks/" + "ab" * 32, b"lock")
+    store.rewrite_existing("locks/" + "ab" * 32, b"lock again")
+    assert store.get("locks/" + "ab" * 32) == b"lock again"
+    assert sum(c.slept) == waited
+    store.put("index/" + "cd" * 32, b"i" * 100)  # anything else waits its turn
+    assert sum(c.slept) > waited
