@@ -1,4 +1,4 @@
-"""bk cat config|index ID|snapshot ID|blob ID|key ID|catalog"""
+"""bk cat config|index ID|snapshot ID|blob ID|key ID|catalog|node ID|lock ID|pack ID"""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def _jsonable(x):
 
 def command(
     ctx: typer.Context,
-    kind: str = typer.Argument(..., help="config, index, snapshot, blob, key, catalog or node"),
+    kind: str = typer.Argument(..., help="config, index, snapshot, blob, key, catalog, node, lock or pack"),
     obj_id: Optional[str] = typer.Argument(None, help="Object id (hex; a unique prefix for snapshot)."),
 ) -> None:
     import json
@@ -35,7 +35,7 @@ def command(
     from backupkit_cli.select import select_snapshot
 
     st: State = ctx.obj
-    if kind not in ("config", "catalog", "index", "snapshot", "blob", "node", "key"):
+    if kind not in ("config", "catalog", "index", "snapshot", "blob", "node", "key", "lock", "pack"):
         raise BadArgument(f"unknown object kind {kind!r}")
 
     def need_id() -> str:
@@ -78,6 +78,29 @@ def command(
             doc = json.loads(repo.store.get(f"keys/{i}", max_size=KEY_FILE_MAX))
         except (ValueError, RecursionError) as e:
             raise FormatError(f"damaged key file {i}: {e}") from None
+    elif kind == "lock":  # who holds it, as `bk unlock` judges it (restic's cat lock)
+        from backupkit.errors import ObjectNotFound
+
+        li = st.lock_manager(repo).read_info(repo.store.stat(f"locks/{need_id()}"))
+        if li is None:
+            raise ObjectNotFound(f"lock {obj_id} is gone")
+        doc = dict(li.to_json(), holder=li.holder(), document=li.doc)
+    elif kind == "pack":  # the stored bytes, sealed (restic's cat pack)
+        from backupkit import limits
+        from backupkit.errors import ObjectNotFound
+        from backupkit.repo.pack import KIND_DATA, KIND_META, pack_name
+
+        pid = bytes.fromhex(need_id())
+        for pack_kind in (KIND_DATA, KIND_META):
+            try:
+                data = repo.read_raw(pack_name(pack_kind, pid), max_size=limits.PACK_MAX)
+                break
+            except ObjectNotFound:
+                continue
+        else:
+            raise ObjectNotFound(f"no pack {obj_id} in the store")
+        sys.stdout.buffer.write(data)
+        return
     else:
         raise BadArgument(f"unknown object kind {kind!r}")
     st.console.json(_jsonable(doc))

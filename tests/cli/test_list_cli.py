@@ -81,3 +81,27 @@ def test_an_unknown_type_is_a_usage_error(world):
     _repo, env = world
     r = run_bk("list", "trees", env=env)
     assert r.returncode == 2 and "give one of snapshots" in r.stderr, r.stderr
+
+
+def test_cat_pack_and_lock_as_restic(world):
+    """restic's `cat pack ID` (the stored bytes) and `cat lock ID` (who holds it)."""
+    repo, env = world
+    pid = listed(env, "packs")[0]
+    (stored,) = [*(repo / "data").rglob(pid), *(repo / "meta").rglob(pid)]
+    assert ok(run_bk("cat", "pack", pid, env=env)).stdout == stored.read_bytes()
+    r = run_bk("cat", "pack", "ab" * 32, env=env)
+    assert r.returncode != 0 and "no pack" in r.stderr
+    store_repo = Repository.open(LocalObjectStore(repo), env["BK_PASSWORD"].encode(), cache_root=False)
+    try:
+        held = LockManager(store_repo, refresh=0, recheck_delay=0, host="db1", pid=4242, node="db1-node").acquire(False, "restore")
+        try:
+            (lid,) = listed(env, "locks")
+            doc = json.loads(ok(run_bk("cat", "lock", lid, env=env)).stdout)
+            assert doc["host"] == "db1" and doc["operation"] == "restore" and doc["exclusive"] is False
+            assert doc["holder"].endswith("(pid 4242, restore)")
+        finally:
+            held.release()
+    finally:
+        store_repo.close()
+    r = run_bk("cat", "lock", lid, env=env)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
