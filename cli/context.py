@@ -101,8 +101,9 @@ class State:
         return not self._named_repo()
 
     def _named_repo(self) -> str | None:
-        """-r, else --repository-file, else BK_REPOSITORY, else BK_REPOSITORY_FILE
-        (restic's order); None: the default repository."""
+        """-r, else --repository-file, else BK_REPOSITORY, else BK_REPOSITORY_FILE (flags
+        before the environment; restic refuses any two together, bk only the two flags:
+        docs/restic.md); None: the default repository."""
         from backupkit.errors import BadArgument
 
         if self.repo and self.repository_file:
