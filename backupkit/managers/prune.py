@@ -53,7 +53,17 @@ from backupkit.catalog import read_catalog
 from backupkit.entry import display_path
 from backupkit.errors import DamagedRepository, FormatError, IntegrityError, RepositoryError
 from backupkit.managers.base import Manager, NullPhaseReporter, PhaseReporter
-from backupkit.managers.prune_plan import IndexEntry, MaxUnused, PackEntries, PrunePlan, PruneResult, PruneStats, parse_max_unused
+from backupkit.managers.prune_plan import (
+    SMALL_PACKS_MIN,
+    IndexEntry,
+    MaxUnused,
+    PackEntries,
+    PrunePlan,
+    PruneResult,
+    PruneStats,
+    RepackRules,
+    parse_max_unused,
+)
 from backupkit.managers.prune_repack import repack
 from backupkit.managers.reachable import Reachable, find_affected, mark
 from backupkit.repo.index import Index, PackInfo
@@ -70,29 +80,23 @@ PruneReporter = PhaseReporter
 NullPruneReporter = NullPhaseReporter
 
 
-#: ``repack_small`` joins small packs only when there are at least this many (restic's 10)
-SMALL_PACKS_MIN = 10
-
-
 class PruneManager(Manager[PhaseReporter]):
     """Plans and executes one prune. The caller holds the exclusive lock; the lock is
     checked (``self.lock_check``, by default ``repo.check_lock``) right before the new index is written and before
     anything is deleted. Keeps no state between calls: a plan is a value."""
 
-    def run(self, max_unused: MaxUnused | None = None, max_repack: int | None = None, repack_small: bool = False) -> PruneResult:
-        return self.execute(self.plan(max_unused, max_repack, repack_small))
+    def run(self, max_unused: MaxUnused | None = None, rules: RepackRules | None = None) -> PruneResult:
+        return self.execute(self.plan(max_unused, rules))
 
     # -- planning ----------------------------------------------------------------------------
-    def plan(self, max_unused: MaxUnused | None = None, max_repack: int | None = None, repack_small: bool = False) -> PrunePlan:
-        """Mark, check that nothing needed is missing, and decide each pack's fate.
-        ``max_repack``: the packs to repack hold at most this many bytes (restic's
-        ``--max-repack-size``: bounds one run's downloads and uploads; the rest waits).
-        ``repack_small`` (restic's ``--repack-small``): packs below 80% of the target
-        pack size are repacked into full ones, when there are at least SMALL_PACKS_MIN.
+    def plan(self, max_unused: MaxUnused | None = None, rules: RepackRules | None = None) -> PrunePlan:
+        """Mark, check that nothing needed is missing, and decide each pack's fate
+        (``rules``: restic's repacking options, ``RepackRules``).
 
         Reads only; raises DamagedRepository (or a StoreError from a failed listing).
         """
         max_unused = max_unused or MaxUnused()
+        rules = rules or RepackRules()
         repo = self.repo
         # Read order: snapshots, then the index, then the packs (restic's design.rst).
         snaps = self._snapshots()
@@ -161,7 +165,7 @@ class PruneManager(Manager[PhaseReporter]):
         # --repack-small: every pack each backup's last, partly filled pack leaves behind
         # costs a request and a listing row; ten or more of them are joined (fewer are
         # left: the new packs' own last one would be repacked again and again)
-        small_below = repo.config.pack_size * 8 // 10 if repack_small else 0
+        small_below = repo.config.pack_size * 8 // 10 if rules.small else 0
         smalls = {c[0].id for c in (*candidates, *full) if c[0].size < small_below}
         if len(smalls) < SMALL_PACKS_MIN:
             smalls = set()
@@ -170,14 +174,15 @@ class PruneManager(Manager[PhaseReporter]):
 
         # restic's rule: repack the packs with the largest unused share first, until the
         # unused bytes left in kept packs are within the limit; a pack that would take the
-        # repacked bytes past max_repack is kept (a smaller one after it may still fit).
+        # repacked bytes past rules.max_bytes is kept (a smaller one after it may still fit).
         limit = max_unused.limit(bytes_used)
         remaining = sum(u for _p, _used, u in candidates)
         candidates.sort(key=lambda c: (-c[2] / (c[1] + c[2]), -c[2], c[0].id))
         repack: list[PackInfo] = []
         repack_live = repack_bytes = 0
         for p, used, unused in candidates:
-            if (remaining > limit or p.id in smalls) and (max_repack is None or repack_bytes + p.size <= max_repack):
+            wanted = (remaining > limit or p.id in smalls) and not (rules.cacheable_only and p.kind != KIND_META)
+            if wanted and (rules.max_bytes is None or repack_bytes + p.size <= rules.max_bytes):
                 repack.append(p)
                 repack_live += used
                 repack_bytes += p.size
@@ -215,8 +220,7 @@ class PruneManager(Manager[PhaseReporter]):
             missing=tuple(missing),
             entries=PackEntries(index, (p.id for p in (*keep, *repack))),
             live=live,
-            max_repack=max_repack,
-            repack_small=repack_small,
+            rules=rules,
         )
 
     def _snapshots(self) -> list[Snapshot]:
@@ -381,5 +385,6 @@ __all__ = [
     "PruneResult",
     "PruneStats",
     "NullPruneReporter",
+    "RepackRules",
     "parse_max_unused",
 ]

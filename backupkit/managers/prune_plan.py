@@ -148,6 +148,25 @@ class PruneStats:
 
 
 @dataclass(frozen=True)
+class RepackRules:
+    """Which packs prune may repack besides what ``--max-unused`` asks (restic's options)."""
+
+    #: ``--max-repack-size``: the packs one run repacks hold at most this many bytes (a
+    #: pack that would pass it is kept for a later run; a smaller one after it may fit)
+    max_bytes: int | None = None
+    #: ``--repack-small``: join packs below 80% of the pack size when there are at least
+    #: SMALL_PACKS_MIN of them (restic's count: data and metadata together)
+    small: bool = False
+    #: ``--repack-cacheable-only``: repack metadata packs only (data packs keep their
+    #: unused space; for a store where downloads cost: metadata packs are in the cache)
+    cacheable_only: bool = False
+
+
+#: ``RepackRules.small`` joins small packs only when there are at least this many
+SMALL_PACKS_MIN = 10
+
+
+@dataclass(frozen=True)
 class PrunePlan:
     """What prune will do; execute it with ``PruneManager.execute``."""
 
@@ -166,10 +185,8 @@ class PrunePlan:
     entries: Mapping[bytes, Sequence[IndexEntry]] = field(default_factory=dict, repr=False, compare=False)
     #: ids of every blob a snapshot reaches (membership only)
     live: Container[bytes] = field(default_factory=frozenset, repr=False, compare=False)
-    #: ``--max-repack-size``: the packs chosen for repacking hold at most this many bytes
-    max_repack: int | None = None
-    #: ``--repack-small``: small packs were chosen too (when there were enough of them)
-    repack_small: bool = False
+    #: restic's repacking options as given
+    rules: RepackRules = field(default_factory=lambda: RepackRules())
 
     @property
     def nothing_to_do(self) -> bool:
@@ -178,8 +195,9 @@ class PrunePlan:
     def to_json(self) -> dict:
         return {
             "max_unused": str(self.max_unused),
-            "max_repack_size": self.max_repack,
-            "repack_small": self.repack_small,
+            "max_repack_size": self.rules.max_bytes,
+            "repack_small": self.rules.small,
+            "repack_cacheable_only": self.rules.cacheable_only,
             "stats": self.stats.to_json(),
             "delete": [pack_name(p.kind, p.id) for p in self.delete],
             "repack": [pack_name(p.kind, p.id) for p in self.repack],

@@ -52,6 +52,7 @@ def command(
     max_unused: str = typer.Option("5%", "--max-unused", help="With --prune: see bk prune --max-unused."),
     max_repack_size: Optional[str] = typer.Option(None, "--max-repack-size", metavar="SIZE", help="With --prune: see bk prune --max-repack-size."),
     repack_small: bool = typer.Option(False, "--repack-small", help="With --prune: see bk prune --repack-small."),
+    repack_cacheable_only: bool = typer.Option(False, "--repack-cacheable-only", help="With --prune: see bk prune --repack-cacheable-only."),
     **keep: Optional[str],
 ) -> int:
     from backupkit.managers.forget import ForgetManager, ForgetOptions
@@ -73,9 +74,9 @@ def command(
     opts = ForgetOptions(
         policy=policy, group_by=parse_group_by(group_by), dry_run=dry_run, **selection(snapshots, host, tag, path),
     )
-    from backupkit_cli.commands.prune import max_repack_bytes
+    from backupkit_cli.commands.prune import repack_rules
 
-    max_repack = max_repack_bytes(max_repack_size)
+    rules = repack_rules(max_repack_size, repack_small, repack_cacheable_only)
     with st.locked_repo(exclusive=True, operation="forget" + (" --prune" if prune else "")) as repo:
         mgr = ForgetManager(repo)
         res = mgr.run(opts)
@@ -85,7 +86,7 @@ def command(
         if prune:
             from backupkit_cli.commands.prune import run_prune
 
-            code, doc["prune"] = run_prune(st, repo, max_unused, dry_run, max_repack, repack_small)
+            code, doc["prune"] = run_prune(st, repo, max_unused, dry_run, rules)
     if st.json:
         st.console.json(doc)
     return code

@@ -46,16 +46,17 @@ def render_plan(st: State, plan) -> None:
             st.console.info(f"delete {n} (unindexed)")
 
 
-def max_repack_bytes(value: str | None) -> int | None:
-    """``--max-repack-size`` parsed (before the lock is taken: a typo fails at once)."""
+def repack_rules(max_repack_size: str | None, repack_small: bool, repack_cacheable_only: bool):
+    """restic's repacking options as ``RepackRules`` (parsed before the lock is taken: a
+    typo fails at once)."""
+    from backupkit.managers.prune import RepackRules
     from backupkit.units import parse_size
 
-    return None if value is None else parse_size(value, "--max-repack-size")
+    max_bytes = None if max_repack_size is None else parse_size(max_repack_size, "--max-repack-size")
+    return RepackRules(max_bytes=max_bytes, small=repack_small, cacheable_only=repack_cacheable_only)
 
 
-def run_prune(
-    st: State, repo, max_unused: str, dry_run: bool, max_repack: int | None = None, repack_small: bool = False
-) -> tuple[int, dict]:
+def run_prune(st: State, repo, max_unused: str, dry_run: bool, rules=None) -> tuple[int, dict]:
     """Plan and (unless dry_run) execute a prune inside an exclusive lock already held.
 
     Renders text unless --json; returns the exit code and the JSON document (printed
@@ -67,7 +68,7 @@ def run_prune(
     with PhaseProgress(st.console) as progress:
         mgr = PruneManager(repo, progress)
         try:
-            plan = mgr.plan(limit, max_repack, repack_small)
+            plan = mgr.plan(limit, rules)
         except DamagedRepository as e:
             st.console.error(str(e))
             for line in [] if st.json else e.details[: 50 if st.verbose else 10]:  # --json: in the document
@@ -102,15 +103,16 @@ def command(
     max_unused: str = typer.Option("5%", "--max-unused", help="Unused space to tolerate in kept packs: a share of the used data (5%), a size (100M) or 'unlimited'."),
     max_repack_size: str = typer.Option(None, "--max-repack-size", metavar="SIZE", help="Repack packs of at most this many bytes in all (500M, 2G): the rest waits for a later prune."),
     repack_small: bool = typer.Option(False, "--repack-small", help="Also join small packs (below 80% of the pack size) into full ones, when there are ten or more."),
+    repack_cacheable_only: bool = typer.Option(False, "--repack-cacheable-only", help="Repack metadata packs only (data packs keep their unused space)."),
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Show the plan (packs to delete and repack, bytes freed) and change nothing."),
 ) -> int:
     from backupkit_cli.tuning import tune_malloc
 
     tune_malloc()
     st: State = ctx.obj
-    max_repack = max_repack_bytes(max_repack_size)
+    rules = repack_rules(max_repack_size, repack_small, repack_cacheable_only)
     with st.locked_repo(exclusive=True, operation="prune") as repo:
-        code, doc = run_prune(st, repo, max_unused, dry_run, max_repack, repack_small)
+        code, doc = run_prune(st, repo, max_unused, dry_run, rules)
     if st.json:
         st.console.json(doc)
     return code

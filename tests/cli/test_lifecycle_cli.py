@@ -104,9 +104,9 @@ def test_json_outputs(env, four):
     p = json.loads(ok(env, "--json", "prune", "--dry-run").stdout)
     assert p["dry_run"] and p["plan"]["stats"]["snapshots"] == 4 and p["plan"]["max_repack_size"] is None
     fp = json.loads(ok(env, "--json", "forget", "--keep-last", "1", "--prune", "--dry-run", "--max-unused", "0%",
-                       "--max-repack-size", "1K", "--repack-small").stdout)
+                       "--max-repack-size", "1K", "--repack-small", "--repack-cacheable-only").stdout)
     assert fp["prune"]["plan"]["max_repack_size"] == 1024 and fp["prune"]["plan"]["repack"] == []
-    assert fp["prune"]["plan"]["repack_small"] is True
+    assert fp["prune"]["plan"]["repack_small"] is True and fp["prune"]["plan"]["repack_cacheable_only"] is True
     bad = bk(env, "prune", "--max-repack-size", "lots")
     assert bad.returncode == 2 and "--max-repack-size" in bad.stderr, bad.stderr
 

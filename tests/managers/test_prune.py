@@ -10,7 +10,7 @@ import pytest
 
 from backupkit.errors import StoreError, StoreUnavailable
 from backupkit.managers.check import CheckManager, CheckOptions
-from backupkit.managers.prune import DamagedRepository, MaxUnused, PruneManager, parse_max_unused
+from backupkit.managers.prune import DamagedRepository, MaxUnused, PruneManager, RepackRules, parse_max_unused
 from backupkit.repo.pack import TYPE_OF_KIND, pack_name
 from backupkit.repo.packspool import PackBuilder
 from backupkit.snapshot import remove_snapshots
@@ -125,7 +125,7 @@ def test_max_repack_size_bounds_each_run_and_later_runs_finish(tmp_path):
     bound = sizes[0] + sizes[1]
     runs = 0
     while True:
-        plan = PruneManager(open_repo(store)).plan(ZERO, max_repack=bound)
+        plan = PruneManager(open_repo(store)).plan(ZERO, RepackRules(max_bytes=bound))
         assert sum(p.size for p in plan.repack) <= bound and plan.to_json()["max_repack_size"] == bound
         if not plan.repack:
             break
@@ -136,6 +136,20 @@ def test_max_repack_size_bounds_each_run_and_later_runs_finish(tmp_path):
     assert runs >= 2  # the bound split the work
     assert PruneManager(open_repo(store)).plan(ZERO).repack == ()
     _assert_clean(store, tmp_path, [last], src, expect)
+
+
+def test_repack_cacheable_only_leaves_data_packs_alone(forgotten, tmp_path):
+    """restic's --repack-cacheable-only: only metadata packs (the cached ones) are
+    repacked; data packs keep their unused space, and the snapshots still restore."""
+    store, src, snaps, expect = forgotten
+    every = PruneManager(open_repo(store)).plan(ZERO)
+    assert any(p.kind == "data" for p in every.repack)
+    plan = PruneManager(open_repo(store)).plan(ZERO, RepackRules(cacheable_only=True))
+    assert all(p.kind == "meta" for p in plan.repack)
+    assert {p.id for p in every.repack if p.kind == "data"} <= {p.id for p in plan.keep}
+    assert plan.stats.bytes_unused_after > 0 and plan.to_json()["repack_cacheable_only"] is True
+    PruneManager(open_repo(store)).execute(plan)
+    _assert_clean(store, tmp_path, snaps, src, expect)
 
 
 def listing_packs(store) -> list[str]:
@@ -158,7 +172,7 @@ def test_repack_small_joins_ten_or_more_small_packs(tmp_path, backups):
     before = [n for n in listing(store) if n.startswith("data/")]
     assert len(before) == backups
     assert not any(p.kind == "data" for p in PruneManager(open_repo(store)).plan(ZERO).repack)  # nothing unused
-    plan = PruneManager(open_repo(store)).plan(ZERO, repack_small=True)
+    plan = PruneManager(open_repo(store)).plan(ZERO, RepackRules(small=True))
     if len(listing_packs(store)) < 10:
         assert not any(p.kind == "data" for p in plan.repack)
         return
@@ -167,7 +181,7 @@ def test_repack_small_joins_ten_or_more_small_packs(tmp_path, backups):
     after = [n for n in listing(store) if n.startswith("data/")]
     assert len(after) < len(before)
     assert len(listing_packs(store)) < 10
-    again = PruneManager(open_repo(store)).plan(ZERO, repack_small=True)
+    again = PruneManager(open_repo(store)).plan(ZERO, RepackRules(small=True))
     assert not any(p.kind == "data" for p in again.repack)  # too few small packs left
     _assert_clean(store, tmp_path, snaps[-3:], src, expect)
 
