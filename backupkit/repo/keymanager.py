@@ -42,11 +42,12 @@ class KeyManager:
                 damaged.append((i, str(e) if "damaged key file" in str(e) else f"damaged key file {i}: {e}"))
         return KeyListing(tuple(keys), tuple(damaged))
 
-    def add(self, password: bytes, kdf: KdfParams) -> str:
-        """Write a new key file for ``password``, then re-read it to prove it opens."""
+    def add(self, password: bytes, kdf: KdfParams, host: str | None = None, user: str | None = None) -> str:
+        """Write a new key file for ``password`` (``host``/``user``: what ``key list``
+        shows; default this machine's), then re-read it to prove it opens."""
         key_id = os.urandom(32).hex()
         name = f"keys/{key_id}"
-        self.repo.store.put(name, make_key_file(key_id, self.repo.keys, password, kdf))
+        self.repo.store.put(name, make_key_file(key_id, self.repo.keys, password, kdf, host, user))
         if open_key_file(key_id, self.repo.store.get(name, max_size=KEY_FILE_MAX), password) != self.repo.keys:
             self.repo.store.delete(name)
             raise UsageError("the new key file did not read back correctly; nothing changed")
@@ -67,9 +68,9 @@ class KeyManager:
         self.repo.store.delete(f"keys/{key_id}")
         return key_id
 
-    def passwd(self, password: bytes, kdf: KdfParams) -> str:
+    def passwd(self, password: bytes, kdf: KdfParams, host: str | None = None, user: str | None = None) -> str:
         """Add a key with the new password, then remove the old one."""
-        new_id = self.add(password, kdf)
+        new_id = self.add(password, kdf, host, user)
         self.repo.check_lock()
         self.repo.store.delete(f"keys/{self.repo.key_id}")
         self.repo.key_id = new_id

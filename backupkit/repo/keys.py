@@ -95,8 +95,11 @@ class KeyInfo:
     kdf: KdfParams
 
 
-def make_key_file(key_id: str, keys: MasterKeys, password: bytes, kdf: KdfParams) -> bytes:
-    """Return the bytes of a new key file wrapping ``keys`` under ``password``."""
+def make_key_file(
+    key_id: str, keys: MasterKeys, password: bytes, kdf: KdfParams, host: str | None = None, user: str | None = None
+) -> bytes:
+    """Return the bytes of a new key file wrapping ``keys`` under ``password``; its sealed
+    metadata names ``host`` and ``user`` (default: this machine's, as restic's)."""
     salt = os.urandom(16)
     kek = _derive(password, salt, kdf)
     nonce = os.urandom(12)
@@ -112,7 +115,12 @@ def make_key_file(key_id: str, keys: MasterKeys, password: bytes, kdf: KdfParams
         },
         "data": _b64(wrapped),
     }
-    meta = {"host": socket.gethostname(), "user": getpass.getuser(), "created": time.time(), "binds": _binding(doc)}
+    meta = {
+        "host": host or socket.gethostname(),
+        "user": user or getpass.getuser(),
+        "created": time.time(),
+        "binds": _binding(doc),
+    }
     doc["meta"] = _b64(Sealer(keys).seal(T_KEY_META, key_id.encode(), msgpack.packb(meta)))
     return json.dumps(doc, indent=1).encode()
 

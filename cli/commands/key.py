@@ -65,6 +65,8 @@ def list_keys(ctx: typer.Context) -> int:
 
 
 NEW_PASSWORD_FILE = typer.Option(None, "--new-password-file")
+KEY_HOST = typer.Option(None, "--host", help="The host name the new key is listed with (default: this machine's).")
+KEY_USER = typer.Option(None, "--user", help="The user name the new key is listed with (default: yours).")
 
 
 def _with_new_password(ctx: typer.Context, new_password_file: str | None, operation: str, change) -> str:
@@ -79,9 +81,9 @@ def _with_new_password(ctx: typer.Context, new_password_file: str | None, operat
 
 
 @app.command("add", help="Add a key file with a new password.")
-def add(ctx: typer.Context, new_password_file: str = NEW_PASSWORD_FILE) -> None:
+def add(ctx: typer.Context, new_password_file: str = NEW_PASSWORD_FILE, host: str = KEY_HOST, user: str = KEY_USER) -> None:
     st: State = ctx.obj
-    key_id = _with_new_password(ctx, new_password_file, "key add", lambda km, pw, kdf: km.add(pw, kdf))
+    key_id = _with_new_password(ctx, new_password_file, "key add", lambda km, pw, kdf: km.add(pw, kdf, host, user))
     st.console.json({"id": key_id}) if st.json else st.console.success(f"added key {key_id[:10]}")
 
 
@@ -96,7 +98,7 @@ def remove(ctx: typer.Context, key_id: str = typer.Argument(..., help="Key id or
 
 
 @app.command("passwd", help="Change the password of the key in use.")
-def passwd(ctx: typer.Context, new_password_file: str = NEW_PASSWORD_FILE) -> None:
+def passwd(ctx: typer.Context, new_password_file: str = NEW_PASSWORD_FILE, host: str = KEY_HOST, user: str = KEY_USER) -> None:
     st: State = ctx.obj
-    new_id = _with_new_password(ctx, new_password_file, "key passwd", lambda km, pw, kdf: km.passwd(pw, kdf))
+    new_id = _with_new_password(ctx, new_password_file, "key passwd", lambda km, pw, kdf: km.passwd(pw, kdf, host, user))
     st.console.json({"id": new_id}) if st.json else st.console.success(f"password changed (new key {new_id[:10]})")

@@ -105,3 +105,16 @@ def test_cat_pack_and_lock_as_restic(world):
         store_repo.close()
     r = run_bk("cat", "lock", lid, env=env)
     assert r.returncode != 0 and "Traceback" not in r.stderr
+
+
+def test_key_add_and_passwd_take_restics_host_and_user(world, tmp_path):
+    """`key add --host H --user U` (and `key passwd`): the new key is listed as U@H."""
+    _repo, env = world
+    pw = tmp_path / "new-password"
+    pw.write_text("another password\n")
+    added = json.loads(ok(run_bk("key", "add", "--new-password-file", pw, "--host", "laptop", "--user", "ann", "--json", env=env)).stdout)["id"]
+    keys = {k["id"]: k for k in json.loads(ok(run_bk("key", "list", "--json", env=env)).stdout)}
+    assert (keys[added]["host"], keys[added]["user"]) == ("laptop", "ann")
+    others = [k for i, k in keys.items() if i != added]
+    assert all(k["host"] != "laptop" for k in others)  # the default: this machine's names
+    ok(run_bk("key", "remove", added[:10], env=env))
