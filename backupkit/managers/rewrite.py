@@ -2,7 +2,8 @@
 
 For each selected snapshot, the entries the exclude patterns match (restic's rules: a
 matched directory takes everything below it) are found as ``find`` finds them, then
-deleted from the snapshot's trie with one ``Hamt.update``: only the nodes on the paths to
+deleted from the snapshot's trie with one ``Hamt.update`` (``new_host``/``new_time``
+change the document alone, as restic's ``--new-host``/``--new-time``): only the nodes on the paths to
 removed keys are written, every other subtree is shared with the original. The new
 snapshot keeps the original's document but for its root, gets the tag ``rewrite`` and
 ``meta["original"]`` (the first id it had), and is published (packs, index, snapshot,
@@ -15,6 +16,7 @@ nothing and says what would go.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from backupkit.reporters import silent
@@ -35,6 +37,10 @@ class RewriteOptions(SnapshotSelection):
     iexcludes: tuple[str, ...] = ()
     forget: bool = False
     dry_run: bool = False
+    #: restic's ``--new-host`` / ``--new-time``: the rewritten snapshots' host and time
+    #: (every selected snapshot whose host or time differs is rewritten, excludes or not)
+    new_host: str | None = None
+    new_time: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -81,8 +87,9 @@ class RewriteManager(Manager[RewriteReporter]):
     null_reporter = NullRewriteReporter
 
     def run(self, opts: RewriteOptions) -> RewriteResult:
-        if not opts.excludes and not opts.iexcludes:
-            raise BadArgument("nothing to remove: give --exclude, --iexclude or --exclude-file")
+        if not (opts.excludes or opts.iexcludes or opts.new_host or opts.new_time):
+            raise BadArgument("nothing to rewrite: give --exclude, --iexclude, --exclude-file, --new-host or --new-time")
+        new_ns = None if opts.new_time is None else int(opts.new_time.timestamp() * 1_000_000) * 1000
         snaps = select_snapshots(self.repo, opts)
         finder = FindManager(self.repo)
         removed: dict[str, dict[bytes, FindMatch]] = {s.id: {} for s in snaps}
@@ -96,17 +103,22 @@ class RewriteManager(Manager[RewriteReporter]):
         unchanged: list[Snapshot] = []
         for s in snaps:
             gone = sorted(removed[s.id].values(), key=lambda m: m.path)
-            if not gone:
+            relabel = (opts.new_host is not None and opts.new_host != s.host) or (new_ns is not None and new_ns != s.time_ns)
+            if not gone and not relabel:
                 unchanged.append(s)
                 continue
-            if b"/" in removed[s.id] or hamt.count(s.root) - len(gone) <= 1:
+            if gone and (b"/" in removed[s.id] or hamt.count(s.root) - len(gone) <= 1):
                 raise UsageError(f"the excludes remove everything from snapshot {s.short_id}: refused")
             new = None
             if not opts.dry_run:
-                root = hamt.update(s.root, [(keyer.key(m.path), m.path, None) for m in gone])
-                self.repo.flush()  # nodes and index before the snapshot that names them
                 doc = s.to_doc()
-                doc["root"] = root
+                if gone:
+                    doc["root"] = hamt.update(s.root, [(keyer.key(m.path), m.path, None) for m in gone])
+                    self.repo.flush()  # nodes and index before the snapshot that names them
+                if opts.new_host is not None:
+                    doc["host"] = opts.new_host
+                if new_ns is not None:
+                    doc["time"] = new_ns
                 if not opts.forget and REWRITE_TAG not in s.tags:
                     doc["tags"] = [*s.tags, REWRITE_TAG]
                 doc["meta"] = {**s.meta, "original": s.meta.get("original", s.id)}

@@ -158,6 +158,14 @@ def test_rewrite(two, tmp_path):
     assert bk(env, "rewrite", "latest").returncode == 2
     assert bk(env, "rewrite", "--exclude", "[x", "latest").returncode == 2
     assert bk(env, "rewrite", "--exclude-file", str(tmp_path / "missing"), "latest").returncode == 2
+    # restic's --new-host / --new-time: a relabelled copy, the tree untouched
+    before = {s["id"]: s for s in snapshots(env)}
+    d = json.loads(ok(env, "--json", "rewrite", "--new-host", "moved", "--new-time", "2021-02-03T04:05:06+00:00", "latest").stdout)
+    (c,) = d["changed"]
+    new = {s["id"]: s for s in snapshots(env)}[c["new_snapshot_id"]]
+    old = before[c["old_snapshot_id"]]
+    assert new["host"] == "moved" and new["time"].startswith("2021-02-03T04:05:06") and new["root"] == old["root"]
+    assert bk(env, "rewrite", "--new-time", "yesterday-ish", "latest").returncode == 2
     assert bk(env, "rewrite", "--exclude", "*.conf", "deadbeef").returncode == 1
 
 

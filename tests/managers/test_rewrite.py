@@ -82,3 +82,24 @@ def test_bad_input(repo):
         RewriteManager(r).run(RewriteOptions(excludes=("[",)))
     with pytest.raises(UsageError):
         RewriteManager(r).run(RewriteOptions(excludes=("/",)))
+
+
+def test_new_host_and_time_relabel_without_touching_the_tree(repo):
+    """restic's rewrite --new-host / --new-time: the document changes, the tree is the
+    original's; a snapshot already so labelled is left alone; with excludes both apply."""
+    from datetime import datetime, timezone
+
+    r, _src, (s1, s2), _files = repo
+    when = datetime(2020, 5, 17, 12, 0, tzinfo=timezone.utc)
+    res = RewriteManager(r).run(RewriteOptions(refs=(s1.id,), new_host="renamed", new_time=when))
+    (c,) = res.changed
+    assert c.removed == () and c.new.root == s1.root and c.new.host == "renamed"
+    assert c.new.time == when and "rewrite" in c.new.tags and c.new.meta["original"] == s1.id
+    again = RewriteManager(r).run(RewriteOptions(refs=(c.new.id,), new_host="renamed"))
+    assert again.changed == () and [s.id for s in again.unchanged] == [c.new.id]
+    both = RewriteManager(r).run(RewriteOptions(refs=(s2.id,), excludes=("*.log",), new_host="h3", forget=True))
+    (c2,) = both.changed
+    assert c2.new.host == "h3" and c2.new.root != s2.root and {m.path.rsplit(b"/", 1)[1] for m in c2.removed} == {b"app.log"}
+    assert s2.id not in {s.id for s in list_snapshots(r)}
+    with pytest.raises(BadArgument, match="nothing to rewrite"):
+        RewriteManager(r).run(RewriteOptions(refs=(s1.id,)))
