@@ -35,12 +35,12 @@ REWRITE_TAG = "rewrite"
 class RewriteOptions(SnapshotSelection):
     excludes: tuple[str, ...] = ()
     iexcludes: tuple[str, ...] = ()
-    forget: bool = False
-    dry_run: bool = False
     #: restic's ``--new-host`` / ``--new-time``: the rewritten snapshots' host and time
     #: (every selected snapshot whose host or time differs is rewritten, excludes or not)
     new_host: str | None = None
     new_time: datetime | None = None
+    forget: bool = False
+    dry_run: bool = False
 
 
 @dataclass(frozen=True)

@@ -123,12 +123,21 @@ class ThrottledStore(ObjectStore):
         self, inner: ObjectStore, upload: Rate | None = None, download: Rate | None = None, exempt: tuple[str, ...] = ()
     ) -> None:
         self.inner = inner
+        self.upload, self.download = upload, download
         self.exempt = exempt
-        self.upload = upload
-        self.download = download
-        self.location = inner.location
-        self.spool_dir = inner.spool_dir
-        self.request_bytes = inner.request_bytes
+
+    # the inner store's description and capabilities, read through
+    @property
+    def location(self) -> str:  # type: ignore[override]
+        return self.inner.location
+
+    @property
+    def spool_dir(self) -> str | None:  # type: ignore[override]
+        return self.inner.spool_dir
+
+    @property
+    def request_bytes(self) -> int:  # type: ignore[override]
+        return self.inner.request_bytes
 
     @property
     def atomic_put_if_absent(self) -> bool:  # type: ignore[override]
