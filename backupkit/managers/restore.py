@@ -84,6 +84,10 @@ class RestoreOptions(ContentReading):
     owner_by_name: bool = False
     #: keep set-user-id/set-group-id bits (only ever kept when owners are restored)
     setuid: bool = True
+    #: restic's --include-xattr / --exclude-xattr: name patterns of the extended
+    #: attributes to set (or, in a TAR stream, to write); none: all (restore_files.xattr_filter)
+    include_xattrs: tuple[str, ...] = ()
+    exclude_xattrs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

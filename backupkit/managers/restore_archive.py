@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from backupkit.archive import TarWriter, open_archive
 from backupkit.entry import display_path, parent_of
-from backupkit.managers.restore_files import safe_path
+from backupkit.managers.restore_files import safe_path, xattr_filter
 from backupkit.objects.entry import Entry
 from backupkit.objects.reader import Parts
 from backupkit.tree import normalize
@@ -28,6 +28,7 @@ _ZERO = bytes(1024 * 1024)
 
 def write_archive(mgr: RestoreManager, run: _Run, snap: Snapshot, tree: SnapshotTree) -> None:
     opts = run.opts
+    keep_xattr = xattr_filter(opts.include_xattrs, opts.exclude_xattrs)
     with open_archive(opts.format, opts.output) as w:  # type: ignore[arg-type]
         tar = isinstance(w, TarWriter)
         entries = _archive_entries(mgr, run, snap, tree)
@@ -38,6 +39,8 @@ def write_archive(mgr: RestoreManager, run: _Run, snap: Snapshot, tree: Snapshot
             content = None
             if e.is_file and not (tar and w.is_link(e)):  # type: ignore[union-attr]
                 content = _content_stream(mgr, run, path, e, parts if parts is not None else run.reader.parts(e))
+            if keep_xattr is not None and e.xattrs:
+                e = e.replace(xattrs=tuple(x for x in e.xattrs if keep_xattr(x[0])) or None)
             w.add(rel, e, content)
             run.count(e)
             if e.is_file:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from backupkit.entry import display_path, join, name_of
 from backupkit.errors import RestoreError
 from backupkit.managers.restore_files import (
-    MetaPolicy, apply_meta, lstat_at, make_special, mkdir_at, open_dir_at, remove_at, remove_tree_at, safe_path,
+    MetaPolicy, apply_meta, lstat_at, xattr_filter, make_special, mkdir_at, open_dir_at, remove_at, remove_tree_at, safe_path,
     verify_at,
 )
 from backupkit.managers.restore_overwrite import NEW, SKIP, UNCHANGED, OpenDirs, file_action, special_action
@@ -71,7 +71,10 @@ class DirRestorer:
         if os.path.lexists(target) and not os.path.isdir(target):
             raise RestoreError(f"target {target} exists and is not a directory")
         owners = (os.geteuid() == 0) if opts.owners is None else opts.owners
-        run.policy = MetaPolicy(owners=owners, by_name=opts.owner_by_name, setuid=opts.setuid)
+        run.policy = MetaPolicy(
+            owners=owners, by_name=opts.owner_by_name, setuid=opts.setuid,
+            xattrs=xattr_filter(opts.include_xattrs, opts.exclude_xattrs),
+        )
         run.strip = not opts.keep_path and normalize(opts.path) != b"/"
         # the snapshot's "/" entry is applied to the target only if this restore makes it:
         # never chmod/chown a directory that was there (the user's home, "/")

@@ -10,11 +10,12 @@ become holes when ``sparse``.
 from __future__ import annotations
 
 import errno
+import fnmatch
 import grp
 import os
 import pwd
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -134,6 +135,23 @@ def make_special(pfd: int, name: bytes, e: Entry) -> None:
         os.mknod(name, (stat.S_IFCHR if e.type == "c" else stat.S_IFBLK) | mode, e.rdev or 0, dir_fd=pfd)
 
 
+def xattr_filter(include: Sequence[str], exclude: Sequence[str]) -> Callable[[bytes], bool] | None:
+    """restic's ``--include-xattr`` / ``--exclude-xattr``: which extended attributes a
+    restore sets, by name pattern (``fnmatch``: ``user.*``); with includes only the names
+    one matches, then less those an exclude matches. None: every one (the default)."""
+    if not include and not exclude:
+        return None
+    inc = [os.fsencode(p) for p in include]
+    exc = [os.fsencode(p) for p in exclude]
+
+    def wanted(name: bytes) -> bool:
+        if inc and not any(fnmatch.fnmatchcase(name, p) for p in inc):
+            return False
+        return not any(fnmatch.fnmatchcase(name, p) for p in exc)
+
+    return wanted
+
+
 @dataclass(frozen=True)
 class MetaPolicy:
     """Whose files a restore makes and which mode bits it keeps.
@@ -151,6 +169,8 @@ class MetaPolicy:
     owners: bool = False
     by_name: bool = False
     setuid: bool = True
+    #: which extended attributes to set (``xattr_filter``); None: all
+    xattrs: Callable[[bytes], bool] | None = None
 
     def ids(self, e: Entry) -> tuple[int, int]:
         uid = e.uid if e.uid is not None else -1
@@ -201,6 +221,8 @@ def apply_meta(
             pass
     if e.xattrs and fd is not None:
         for k, v in e.xattrs:
+            if policy.xattrs is not None and not policy.xattrs(k):
+                continue
             try:
                 os.setxattr(fd, k, v)
             except OSError as err:

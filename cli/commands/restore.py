@@ -47,6 +47,8 @@ def command(
     numeric_owner: bool = typer.Option(False, "--numeric-owner", help="Owners by the recorded uid/gid only, no name lookup (the default; GNU tar's spelling)."),
     no_special: bool = typer.Option(False, "--no-special", help="Skip device nodes, fifos and sockets."),
     no_setuid: bool = typer.Option(False, "--no-setuid", help="Drop setuid/setgid bits (kept by default when owners are restored, as root)."),
+    include_xattr: list[str] = typer.Option([], "--include-xattr", metavar="PATTERN", help="Set only the extended attributes whose names match (user.*; repeatable)."),
+    exclude_xattr: list[str] = typer.Option([], "--exclude-xattr", metavar="PATTERN", help="Do not set the extended attributes whose names match (repeatable)."),
 ) -> int:
     from backupkit.errors import BadArgument, SnapshotNotFound, UsageError
     from backupkit.filters import RestoreSelection, below_folder
@@ -108,6 +110,7 @@ def command(
             connections=max(4, st.store_connections()), select=select, overwrite=overwrite, delete=delete,
             keep_path=keep_path, owners=False if no_owner else None, owner_by_name=by_name,
             no_special=no_special, setuid=not no_setuid,
+            include_xattrs=tuple(include_xattr), exclude_xattrs=tuple(exclude_xattr),
         )
         with RestoreProgress(st.console, stdout_free=not fmt, dry_run=dry_run) as progress:
             res = RestoreManager(repo, progress).restore(snap, opts)

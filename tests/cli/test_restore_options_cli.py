@@ -372,3 +372,35 @@ def test_every_kind_restored_twice_is_left_alone_and_identical(tmp_path):
     assert doc["files"] == 0 and doc["bytes_restored"] == 0 and doc["others"] == 1, doc  # the socket: never recreated
     assert {p: os.lstat(p).st_ino for p in out.rglob("*")} == inodes
     assert diff_trees(record_tree(every.root, skip=[every.socket]), record_tree(os.fsencode(out))) == []
+
+
+def test_include_and_exclude_xattr_choose_what_a_restore_sets(tmp_path):
+    """restic's --include-xattr / --exclude-xattr: name patterns; the TAR stream too."""
+    import io
+    import tarfile
+
+    src = tmp_path / "src"
+    f = src / "f.txt"
+    write_file(f, b"with attributes\n")
+    try:
+        os.setxattr(f, b"user.keep", b"1")
+        os.setxattr(f, b"user.drop", b"2")
+    except OSError as e:  # a file system without user xattrs cannot show this
+        pytest.fail(f"this test needs user xattrs on {tmp_path}: {e}")
+    env = cli_env(tmp_path / "repo", tmp_path / "cache")
+    ok(run_bk("init", env=env))
+    ok(run_bk("backup", src, env=env))
+
+    def restored_names(*args) -> set[bytes]:
+        out = tmp_path / f"out{len(list(tmp_path.iterdir()))}"
+        ok(run_bk("restore", "latest", "--target", out, *args, env=env))
+        return {n.encode() for n in os.listxattr(out / str(f).lstrip("/")) if n.startswith("user.")}
+
+    assert restored_names() == {b"user.keep", b"user.drop"}
+    assert restored_names("--exclude-xattr", "user.drop") == {b"user.keep"}
+    assert restored_names("--include-xattr", "user.k*") == {b"user.keep"}
+    assert restored_names("--include-xattr", "user.*", "--exclude-xattr", "*.keep") == {b"user.drop"}
+    tar = ok(run_bk("restore", "latest", "--format", "tar", "--exclude-xattr", "user.keep", env=env)).stdout
+    member = next(m for m in tarfile.open(fileobj=io.BytesIO(tar)).getmembers() if m.name.endswith("f.txt"))
+    keys = {k for k in member.pax_headers if k.startswith("SCHILY.xattr.user.")}
+    assert keys == {"SCHILY.xattr.user.drop"}
