@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import posixpath
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from backupkit.entry import display_path
+from backupkit.errors import BadArgument
 from backupkit.managers.json_fields import JsonFields
 from backupkit.objects.entry import Entry
 from backupkit.repo.repository import Repository
@@ -25,6 +27,29 @@ class LsEntry(JsonFields):
     size: int
     mtime_ns: int
     link_target: str | None
+
+
+#: restic's ``ls --sort`` keys (``time``: the mtime; bk keeps no atime, and ctime only to
+#: tell changes apart)
+SORT_KEYS = ("name", "size", "time", "extension")
+
+
+def check_sort(by: str) -> str:
+    if by not in SORT_KEYS:
+        raise BadArgument(f"cannot sort by {by!r}: give one of {', '.join(SORT_KEYS)}")
+    return by
+
+
+def sorted_entries(entries: Iterable[LsEntry], by: str, reverse: bool = False) -> list[LsEntry]:
+    """``entries`` in restic's ``ls --sort`` order (``--reverse``: backwards); ties by path.
+    Holds the whole listing, so only for when a sort is asked for."""
+    keys = {
+        "name": lambda e: e.path,
+        "size": lambda e: (e.size, e.path),
+        "time": lambda e: (e.mtime_ns, e.path),
+        "extension": lambda e: (posixpath.splitext(e.path)[1], e.path),
+    }
+    return sorted(entries, key=keys[check_sort(by)], reverse=reverse)
 
 
 def _ls_entry(path: bytes, e: Entry) -> LsEntry:

@@ -22,6 +22,8 @@ def command(
     max_depth: Optional[int] = typer.Option(
         None, "--max-depth", "-d", metavar="N", min=0, help="Only N levels below the path (1: its contents, as a plain ls)."
     ),
+    sort: str = typer.Option("name", "--sort", "-s", metavar="KEY", help="Order by name, size, time (mtime) or extension."),
+    reverse: bool = typer.Option(False, "--reverse", help="The order backwards."),
     host: list[str] = HOSTS,
     tag: list[str] = TAGS,
     paths: list[str] = PATHS,
@@ -30,16 +32,19 @@ def command(
     from datetime import datetime
 
     from backupkit.errors import BadArgument
-    from backupkit.managers.ls import LsManager
+    from backupkit.managers.ls import LsManager, check_sort, sorted_entries
     from backupkit_cli.select import select_snapshot, split_ref
 
     st: State = ctx.obj
+    check_sort(sort)  # a wrong key is a usage error before the repository is opened
     ref, sub = split_ref(snapshot)
     if sub is not None and path is not None:
         raise BadArgument(f"give the directory once: {snapshot} or {ref} {path}")
     with st.locked_repo(exclusive=False, operation="ls", read_only=True) as repo:
         snap = select_snapshot(st, repo, ref, host, tag, paths)
         entries = LsManager(repo).ls(snap, sub or path or "/", recursive=True, max_depth=max_depth)
+        if sort != "name" or reverse:  # restic's --sort / --reverse: the whole listing first
+            entries = sorted_entries(entries, sort, reverse)
         if st.json:
             entries = list(entries)
         else:

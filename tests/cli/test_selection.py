@@ -98,3 +98,28 @@ def test_restore_id_with_path_keeps_the_old_meaning(two_hosts, tmp_path):
     assert not (tmp_path / "old" / str(s1).lstrip("/") / "top.txt").exists()
     r = run_bk("restore", f"{ids['h1'][:8]}:{s1}", "--path", f"{s1}/d", "--target", tmp_path / "x", env=env)
     assert r.returncode == 2
+
+
+def test_ls_sort_and_reverse_as_restic(tmp_path):
+    """restic's ls --sort name|size|time|extension and --reverse (ties by path)."""
+    src = tmp_path / "s"
+    for name, size, mtime in (("b.txt", 30, 300), ("a.log", 10, 200), ("c.bin", 20, 100)):
+        write_file(src / name, b"x" * size)
+        os.utime(src / name, ns=(mtime * 10**9, mtime * 10**9))
+    env = cli_env(tmp_path / "repo", tmp_path / "cache")
+    ok(run_bk("init", env=env))
+    ok(run_bk("backup", src, env=env))
+
+    def names(*args) -> list[str]:
+        return [p.rsplit("/", 1)[1] for p in ls(env, "latest", str(src), "-d", "1", *args) if p != str(src)]
+
+    assert names() == ["a.log", "b.txt", "c.bin"]
+    assert names("--sort", "size") == ["a.log", "c.bin", "b.txt"]
+    assert names("-s", "time") == ["c.bin", "a.log", "b.txt"]
+    assert names("--sort", "extension") == ["c.bin", "a.log", "b.txt"]
+    assert names("--reverse") == ["c.bin", "b.txt", "a.log"]
+    assert names("--sort", "size", "--reverse") == ["b.txt", "c.bin", "a.log"]
+    doc = json.loads(ok(run_bk("ls", "latest", str(src), "-d", "1", "--sort", "size", "--json", env=env)).stdout)
+    assert [e["path"].rsplit("/", 1)[1] for e in doc["entries"]][-1] == "b.txt"
+    r = run_bk("ls", "latest", "--sort", "colour", env=env)
+    assert r.returncode == 2 and "cannot sort by" in r.stderr
