@@ -22,10 +22,10 @@ def command(
     max_depth: Optional[int] = typer.Option(
         None, "--max-depth", "-d", metavar="N", min=0, help="Only N levels below the path (1: its contents, as a plain ls)."
     ),
+    reverse: bool = typer.Option(False, "--reverse", help="The order backwards (with --sort, or by name)."),
     sort: str = typer.Option(
         "name", "--sort", "-s", metavar="KEY", help="Order by name, size, time (mtime) or extension."
     ),
-    reverse: bool = typer.Option(False, "--reverse", help="The order backwards."),
     host: list[str] = HOSTS,
     tag: list[str] = TAGS,
     paths: list[str] = PATHS,
