@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from backupkit.errors import BadArgument
-from backupkit.repo.pack import KIND_DATA
 from backupkit.repo.repository import Repository
 
 KINDS = ("snapshots", "index", "packs", "keys", "locks", "blobs")
@@ -27,13 +26,10 @@ def check_kind(kind: str) -> str:
 
 
 def list_objects(repo: Repository, kind: str) -> Iterator[str]:
-    """The lines ``bk list KIND`` prints, as they are found (a large index is not held
-    twice)."""
-    check_kind(kind)
-    if kind == "blobs":
-        for b in repo.index.blobs():
-            yield f"{'data' if b.pack.kind == KIND_DATA else 'meta'} {b.blob_id.hex()}"
-    elif kind == "packs":
+    """The ids ``bk list KIND`` prints, as they are found; blobs: ``list_blobs``."""
+    if check_kind(kind) == "blobs":
+        raise BadArgument("blobs are listed with their kind: list_blobs")
+    if kind == "packs":
         for p in repo.iter_packs():
             yield p.id.hex()
     else:
@@ -41,4 +37,11 @@ def list_objects(repo: Repository, kind: str) -> Iterator[str]:
             yield i.hex()
 
 
-__all__ = ["KINDS", "check_kind", "list_objects"]
+def list_blobs(repo: Repository) -> Iterator[tuple[str, str]]:
+    """(pack kind, blob id) of every blob the index names, as they are found (a large
+    index is not held twice): ``data`` or ``meta``."""
+    for b in repo.index.blobs():
+        yield b.pack.kind, b.blob_id.hex()
+
+
+__all__ = ["KINDS", "check_kind", "list_blobs", "list_objects"]

@@ -13,17 +13,19 @@ def command(
 ) -> None:
     """List the ids of one kind of object, one per line (as restic's list; blobs as
     "data ID" or "meta ID"). Takes no lock: it only lists."""
-    from backupkit.managers.listing import check_kind, list_objects
+    from backupkit.managers.listing import check_kind, list_blobs, list_objects
 
     st: State = ctx.obj
     check_kind(kind)  # a wrong type is a usage error before the repository is opened
     repo = st.open_repo()
-    if st.json:
-        lines = list_objects(repo, kind)
-        if kind == "blobs":
-            st.console.json([{"type": t, "id": i} for t, i in (line.split(" ") for line in lines)])
+    if kind == "blobs":
+        if st.json:
+            st.console.json([{"type": t, "id": i} for t, i in list_blobs(repo)])
         else:
-            st.console.json(list(lines))
-        return
-    for line in list_objects(repo, kind):
-        st.console.data(line)
+            for t, i in list_blobs(repo):
+                st.console.data(f"{t} {i}")
+    elif st.json:
+        st.console.json(list(list_objects(repo, kind)))
+    else:
+        for i in list_objects(repo, kind):
+            st.console.data(i)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from backupkit.errors import BadArgument
-from backupkit.managers.listing import KINDS, list_objects
+from backupkit.managers.listing import KINDS, list_blobs, list_objects
 from tests.managers.lifecycle_util import backup, day, init_repo, local_store, write_files
 
 
@@ -20,7 +20,8 @@ def repo(tmp_path):
 
 
 def test_each_kind_lists_ids(repo):
-    got = {k: list(list_objects(repo, k)) for k in KINDS}
+    got = {k: list(list_objects(repo, k)) for k in KINDS if k != "blobs"}
+    got["blobs"] = [f"{t} {i}" for t, i in list_blobs(repo)]
     assert sorted(got["snapshots"]) == sorted(s.id for s in repo.snaps)
     assert got["locks"] == [] and len(got["keys"]) == 1 and got["index"]
     pack_ids = set(got["packs"])
@@ -38,3 +39,5 @@ def test_a_name_bk_does_not_write_is_left_out_with_a_warning(repo):
 def test_an_unknown_kind_is_refused(repo):
     with pytest.raises(BadArgument, match="give one of"):
         list(list_objects(repo, "trees"))
+    with pytest.raises(BadArgument, match="list_blobs"):
+        list(list_objects(repo, "blobs"))
