@@ -76,6 +76,11 @@ class GroupKey:
     paths: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
 
+    def to_json(self, fields: Iterable[str] = GROUP_BY_FIELDS) -> dict:
+        """The key as JSON: ``host``, ``paths`` and ``tags``, or only ``fields``."""
+        doc = {"host": self.host, "paths": list(self.paths), "tags": list(self.tags)}
+        return {f: doc[f] for f in sorted(_normalize_group_by(fields))}
+
     def __str__(self) -> str:
         parts = []
         if self.host:

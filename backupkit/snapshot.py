@@ -291,18 +291,12 @@ def filter_snapshots(
 
 def latest_per_source(snaps: Iterable[Snapshot], n: int) -> list[Snapshot]:
     """The ``n`` newest snapshots of each host and set of paths (restic's ``snapshots
-    --latest N``), oldest first."""
+    --latest N``: the groups of ``group_by(..., ("host", "paths"))``), oldest first."""
     if n < 1:
         raise BadArgument(f"--latest must be at least 1, not {n}")
-    newest_first = sorted(snaps, key=lambda s: (s.time_ns, s.id), reverse=True)
-    taken: dict[tuple[str, tuple[str, ...]], int] = {}
-    out = []
-    for s in newest_first:
-        key = (s.host, tuple(sorted(s.str_paths)))
-        taken[key] = taken.get(key, 0) + 1
-        if taken[key] <= n:
-            out.append(s)
-    return out[::-1]
+    by_time = sorted(snaps, key=lambda s: (s.time_ns, s.id))
+    keep = {s.id for _key, members in group_by(by_time, ("host", "paths")) for s in members[-n:]}
+    return [s for s in by_time if s.id in keep]
 
 
 def group_by(snaps: Iterable[Snapshot], fields: Iterable[str]) -> list[tuple[GroupKey, list[Snapshot]]]:

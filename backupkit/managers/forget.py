@@ -66,7 +66,7 @@ class ForgetGroup:
     def to_json(self) -> dict:
         k = self.key
         return {
-            "group": None if k is None else {"host": k.host, "paths": list(k.paths), "tags": list(k.tags)},
+            "group": None if k is None else k.to_json(),
             "keep": [kp.to_json() for kp in self.kept],
             "remove": [s.to_json() for s in self.removed],
         }

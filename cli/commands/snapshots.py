@@ -43,8 +43,7 @@ def command(
             st.console.json([s.to_json() for s in snaps])
         else:  # restic's shape: one object per group, its key and its snapshots
             st.console.json([
-                {"group_key": {f: (k.host if f == "host" else list(getattr(k, f))) for f in sorted(fields)},
-                 "snapshots": [s.to_json() for s in members]}
+                {"group_key": k.to_json(fields), "snapshots": [s.to_json() for s in members]}
                 for k, members in groups
             ])
         return
