@@ -25,7 +25,7 @@ import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import msgpack
 
@@ -287,6 +287,13 @@ def filter_snapshots(
     snaps = list(snaps)
     chosen = {i.id for i in policy_filter([snapshot_info(s) for s in snaps], hosts, tags, paths)}
     return [s for s in snaps if s.id in chosen]
+
+
+def time_ns_of(t: datetime) -> int:
+    """``t`` as a snapshot's ``time``: nanoseconds since the epoch, exact to the
+    microsecond a datetime holds (a naive ``t`` is local time)."""
+    aware = t if t.tzinfo is not None else t.astimezone()
+    return (aware - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1) * 1000
 
 
 def latest_per_source(snaps: Iterable[Snapshot], n: int) -> list[Snapshot]:

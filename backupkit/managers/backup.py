@@ -31,7 +31,7 @@ from backupkit.entry import display_path
 from backupkit.managers.backup_parent import _ParentUnreadable, unreadable
 from backupkit.managers.backup_walk import BackupError, BackupWalk, WalkStats
 from backupkit.repo.repository import Repository
-from backupkit.snapshot import Snapshot, list_snapshots, resolve_ref, save_snapshot
+from backupkit.snapshot import Snapshot, list_snapshots, resolve_ref, save_snapshot, time_ns_of
 from backupkit.tree import SnapshotTree, make_hamt
 from backupkit.tuning import DEFAULT_TUNING, Tuning
 
@@ -275,7 +275,7 @@ class _Run:
             doc = {
                 "v": 1,
                 "root": root,
-                "time": int((opts.time.timestamp() if opts.time else time.time()) * 1e9),
+                "time": time_ns_of(opts.time) if opts.time else time.time_ns(),
                 "host": host,
                 "user": getpass.getuser(),
                 "paths": sources,

@@ -25,7 +25,7 @@ from backupkit.errors import BadArgument, UsageError
 from backupkit.managers.find import FindManager, FindMatch, FindOptions
 from backupkit.managers.base import Manager, SnapshotSelection, select_snapshots
 from backupkit.managers.json_fields import JsonFields, replaced_ids
-from backupkit.snapshot import Snapshot, remove_snapshots, save_snapshot
+from backupkit.snapshot import Snapshot, remove_snapshots, save_snapshot, time_ns_of
 from backupkit.tree import make_hamt
 
 REWRITE_TAG = "rewrite"
@@ -89,7 +89,7 @@ class RewriteManager(Manager[RewriteReporter]):
     def run(self, opts: RewriteOptions) -> RewriteResult:
         if not (opts.excludes or opts.iexcludes or opts.new_host or opts.new_time):
             raise BadArgument("nothing to rewrite: give --exclude, --iexclude, --exclude-file, --new-host or --new-time")
-        new_ns = None if opts.new_time is None else int(opts.new_time.timestamp() * 1_000_000) * 1000
+        new_ns = None if opts.new_time is None else time_ns_of(opts.new_time)
         snaps = select_snapshots(self.repo, opts)
         finder = FindManager(self.repo)
         removed: dict[str, dict[bytes, FindMatch]] = {s.id: {} for s in snaps}
