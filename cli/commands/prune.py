@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import typer
 
 from backupkit_cli import exit_codes
@@ -101,7 +103,7 @@ def run_prune(st: State, repo, max_unused: str, dry_run: bool, rules=None) -> tu
 def command(
     ctx: typer.Context,
     max_unused: str = typer.Option("5%", "--max-unused", help="Unused space to tolerate in kept packs: a share of the used data (5%), a size (100M) or 'unlimited'."),
-    max_repack_size: str = typer.Option(None, "--max-repack-size", metavar="SIZE", help="Repack packs of at most this many bytes in all (500M, 2G): the rest waits for a later prune."),
+    max_repack_size: Optional[str] = typer.Option(None, "--max-repack-size", metavar="SIZE", help="Repack packs of at most this many bytes in all (500M, 2G): the rest waits for a later prune."),
     repack_small: bool = typer.Option(False, "--repack-small", help="Also join small packs (below 80% of the pack size) into full ones, when there are ten or more."),
     repack_cacheable_only: bool = typer.Option(False, "--repack-cacheable-only", help="Repack metadata packs only (data packs keep their unused space)."),
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Show the plan (packs to delete and repack, bytes freed) and change nothing."),
