@@ -268,22 +268,28 @@ def export_source(rev: str, dest: Path) -> tuple[Path, str]:
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     if build.returncode != 0:
         # This Python's setuptools may be too old for pyproject.toml (pip builds in an
-        # isolated environment): take the checkout's built chunker if its C source is the same.
-        c_src = "backupkit/chunker/_cdc.c"
-        if (ROOT / c_src).read_bytes() == (dest / c_src).read_bytes():
-            for so in (ROOT / "backupkit" / "chunker").glob("_cdc*.so"):
-                shutil.copy2(so, dest / "backupkit" / "chunker" / so.name)
-        else:  # a different chunker: let pip build that revision (isolated) and take its .so
+        # isolated environment): take the checkout's built extension where its C source is
+        # the same, and let pip build the revision (isolated) for the others.
+        sources = sorted(p.relative_to(dest) for p in (dest / "backupkit").rglob("*.c"))
+        differ = [c for c in sources if not (ROOT / c).exists() or (ROOT / c).read_bytes() != (dest / c).read_bytes()]
+        for c in sources:
+            if c not in differ:
+                for so in (ROOT / c.parent).glob(c.stem + "*.so"):
+                    shutil.copy2(so, dest / c.parent / so.name)
+        if differ:
             built = dest / ".built"
             pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(built), str(dest)],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            sos = list((built / "backupkit" / "chunker").glob("_cdc*.so"))
-            if pip.returncode != 0 or not sos:
-                raise SystemExit(f"cannot build the C chunker of {rev} in {dest}")
-            shutil.copy2(sos[0], dest / "backupkit" / "chunker" / sos[0].name)
+            for c in differ:
+                sos = list((built / c.parent).glob(c.stem + "*.so"))
+                if pip.returncode != 0 or not sos:
+                    raise SystemExit(f"cannot build {c} of {rev} in {dest}")
+                shutil.copy2(sos[0], dest / c.parent / sos[0].name)
             shutil.rmtree(built, ignore_errors=True)
-    where = subprocess.run([sys.executable, "-P", "-c", "import backupkit.chunker._cdc as c, backupkit_cli.main as m; "
-                            "print(c.__file__); print(m.__file__)"], env=os.environ | {"PYTHONPATH": str(dest)},
+    imports = "import backupkit.chunker._cdc as c, backupkit_cli.main as m; print(c.__file__); print(m.__file__)"
+    if (dest / "backupkit" / "repo" / "_blobopen.c").exists():  # and the span opener, where the revision has it
+        imports += "; import backupkit.repo._blobopen as b; print(b.__file__)"
+    where = subprocess.run([sys.executable, "-P", "-c", imports], env=os.environ | {"PYTHONPATH": str(dest)},
                            cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
     if not all(Path(w).resolve().is_relative_to(dest.resolve()) for w in where):
         raise SystemExit(f"the export in {dest} does not import as itself: {where}")
