@@ -26,6 +26,11 @@ setup(
             "backupkit.chunker._cdc",
             sources=["backupkit/chunker/_cdc.c"],
             extra_compile_args=["-O3"],
-        )
+        ),
+        Extension(
+            "backupkit.repo._blobopen",
+            sources=["backupkit/repo/_blobopen.c"],
+            extra_compile_args=["-O2"],
+        ),
     ],
 )

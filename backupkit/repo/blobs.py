@@ -29,7 +29,7 @@ from backupkit.repo.cache import Cache
 from backupkit.repo.config import RepoConfig
 from backupkit.repo.index import BlobLocation, Index, PackInfo
 from backupkit.repo.pack import KIND_META, TYPE_OF_KIND, PackEntry, decode_payload, encode_payload, pack_name
-from backupkit.repo.packverify import verify_blob
+from backupkit.repo.packverify import SpanItem, open_blobs, verify_blob
 from backupkit.repo.packwriter import PackWriter
 from backupkit.store.base import ObjectSource, ObjectStore
 
@@ -277,6 +277,11 @@ class BlobAccess:
         return verify_blob(self.sealer, blob_id, blob_type, sealed, what, raw_length, view)
 
     open_blob = verify_blob  # the name before the content layer (kept for code written against it)
+
+    def open_blobs(self, blob_type: int, data: bytes | memoryview, items: list[SpanItem]) -> list:
+        """``packverify.open_blobs`` with this repository's keys: the plaintext of each
+        blob of one span read from a pack, or the error ``verify_blob`` gives it."""
+        return open_blobs(self.sealer, blob_type, data, items)
 
     def _read_range(self, name: str, loc: BlobLocation) -> bytes:
         if loc.pack.kind == KIND_META:

@@ -57,8 +57,8 @@ class _Repo:
             self.ranges.append((name, offset, length))
         return self.data[name][offset : offset + length]
 
-    def verify_blob(self, bid, kind, raw, what, raw_length) -> bytes:
-        return bytes(raw)
+    def open_blobs(self, kind, data, items) -> list:
+        return [bytes(data[off : off + ln]) for off, ln, _bid, _raw in items]
 
     def read_blob(self, bid, kind) -> bytes:
         loc = self.index.locs[bid]
@@ -235,3 +235,15 @@ def test_where_requests_cost_nothing_a_pack_is_read_in_spans_of_at_most_the_loca
         spans.sort()
         assert all(a[1] == b[0] for a, b in zip(spans, spans[1:])), name  # adjacent: no gap, no overlap
         assert spans[0][0] == 0 and spans[-1][1] == len(repo.data[name])
+
+
+def test_a_span_is_opened_in_groups_of_bounded_plaintext():
+    from backupkit.objects.packplan import _Slot, _groups
+
+    info = PackInfo(bytes(32), "data", 1 << 20)
+    sizes = [300, 300, 300, 2000, 100, 100, 1000]
+    slots = [_Slot(BlobLocation(bytes([i]) * 32, info, i * 4000, n, n)) for i, n in enumerate(sizes)]
+    groups = [[s.loc.raw_length for s in g] for g in _groups(slots, 1000)]
+    assert groups == [[300, 300, 300], [2000], [100, 100], [1000]]
+    assert [s for g in _groups(slots, 1000) for s in g] == slots  # every slot once, in order
+    assert list(_groups([], 1000)) == []
