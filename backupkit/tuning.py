@@ -116,8 +116,19 @@ its wanted span with one request, and each blob written with ``pwrite`` by the r
                                 on a remote store spans are whole packs of 16-18 MiB, so
                                 one or two at once: 48 MiB was 0-0.9 s faster on S3 but
                                 not locally, and peaked higher)
+    restore_open_bytes          plaintext one call of ``Repository.open_blobs`` decodes at
+                                once from a span read (then writes, then the next): more
+                                blobs per call hand the GIL over less often, more bytes
+                                are held decoded
     restore_create_threads      threads creating files ahead of their first write (a
-                                create waits on the disk's metadata, 1-3 ms when cold)
+                                create waits on the disk's metadata, 1-3 ms when cold);
+                                one: with 8, files created at once in the same directories
+                                contended in ext4, and a `/usr` restore's system time swung
+                                from 10 to 45 s between runs (docs/performance-limits.md)
+    read_threads_local          the read pool's threads where a request costs nothing (a
+                                local directory), 0 for one per core: its work is CPU
+                                (open, decompress, verify, write), and threads beyond the
+                                cores only contend for the GIL (a futex wake per hand-off)
 """
 
 from __future__ import annotations
@@ -173,7 +184,9 @@ class Tuning:
     restore_span_max: int = 32 * MiB
     restore_span_max_local: int = 4 * MiB
     restore_read_bytes_in_flight: int = 32 * MiB
-    restore_create_threads: int = 8
+    restore_open_bytes: int = 1 * MiB
+    restore_create_threads: int = 1
+    read_threads_local: int = 0
 
     def readahead_bytes(self, connections: int) -> int:
         return max(self.readahead_min_connections, connections) * self.readahead_per_connection

@@ -33,6 +33,8 @@ every entry before it was handed out.
 
 from __future__ import annotations
 
+import os
+
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -80,7 +82,10 @@ class ContentReader:
         self.repo = repo
         self.tuning = tuning
         self.budget = tuning.readahead_bytes(connections)
-        self._pool = ThreadPoolExecutor(max_workers=max(2, connections), thread_name_prefix="bk-restore")
+        workers = connections
+        if repo.free_requests:
+            workers = tuning.read_threads_local or os.cpu_count() or 2
+        self._pool = ThreadPoolExecutor(max_workers=max(2, workers), thread_name_prefix="bk-restore")
         self.joined = CoalescingReader(repo, max_span=tuning.join_max_span, budget=tuning.join_held)
 
     def close(self) -> None:
