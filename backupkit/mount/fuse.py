@@ -74,7 +74,8 @@ def serve(fs: MountFS, mountpoint: str, allow_other: bool = False, debug: bool =
     """Mount ``fs`` read-only at ``mountpoint`` and serve it until it is unmounted."""
     mfusepy = load_fuse()
     path = check_mountpoint(mountpoint)
-    ops = _operations(mfusepy, fs)
+    served: list[bool] = []
+    ops = _operations(mfusepy, fs, on_init=lambda: served.append(True))
     options = dict(MOUNT_OPTIONS)
     if allow_other:
         options["allow_other"] = True
@@ -83,14 +84,35 @@ def serve(fs: MountFS, mountpoint: str, allow_other: bool = False, debug: bool =
     try:
         mfusepy.FUSE(ops, path, **options)
     except RuntimeError as e:
-        raise MountError(f"cannot mount at {mountpoint} (libfuse returned {e}; is it busy, or is FUSE unavailable?)") from None
+        if not _ended_by_signal(e, served, path):
+            raise MountError(f"cannot mount at {mountpoint} (libfuse returned {e}; is it busy, or is FUSE unavailable?)") from None
 
 
-def _operations(mfusepy, fs: MountFS):
-    """An mfusepy Operations object whose methods call ``fs``."""
+#: What fuse_main returns when its loop ended with an error.
+_LOOP_ERROR = 8
+
+
+def _ended_by_signal(e: RuntimeError, served: list[bool], path: str) -> bool:
+    """Whether fuse_main's failure is the end asked for by SIGINT, SIGTERM or SIGHUP.
+
+    Since libfuse 3.13 the signal handler records the signal's number as the session's
+    error, so a loop stopped by Ctrl-C returns 8 ("error in the event loop") where older
+    versions returned 0. The file system was served (libfuse called ``init``) and libfuse
+    unmounted it on the way out: that is the normal end. A mount that failed never got
+    to ``init``.
+    """
+    return bool(served) and e.args[:1] == (_LOOP_ERROR,) and not os.path.ismount(path)
+
+
+def _operations(mfusepy, fs: MountFS, on_init=lambda: None):
+    """An mfusepy Operations object whose methods call ``fs``; ``on_init`` runs once
+    libfuse has mounted the file system and starts serving it."""
 
     class Ops(mfusepy.Operations):
         use_ns = True
+
+        def init(self, path):
+            on_init()
 
         def getattr(self, path, fh=None):
             return fs.getattr(path)
