@@ -217,3 +217,14 @@ def test_profile_summary_counts_own_time_and_gil_share() -> None:
     assert p["top"][0] == {"function": "walk (backupkit/walk.py)", "own_s": 4.0, "gil_share": 1.0}
     assert p["top"][1] == {"function": "chunk (backupkit/chunk.py)", "own_s": 2.0, "gil_share": 0.1}
     assert p["gil_held"] == 0.84 and p["cpu_samples_s"] == 6.0
+
+
+def test_bk_is_found_beside_the_python_running_the_harness(monkeypatch):
+    """``.venv/bin/python -m benchmarks.run`` without an activated venv still measures bk
+    (a run that silently left bk out cost a session its first full run)."""
+    from benchmarks import tools
+
+    monkeypatch.setenv("PATH", "/nonexistent")
+    argv = tools._which("bk")
+    assert argv is not None and argv[0] == str(Path(sys.executable).with_name("bk"))
+    assert tools._which("restic") is None

@@ -247,7 +247,12 @@ def _git_head() -> str:
 
 
 def _which(name: str) -> list[str] | None:
+    """The command on PATH; for bk, else the one installed beside this Python (the
+    project's .venv run without activating it)."""
     path = shutil.which(name)
+    if path is None and name == "bk":
+        beside = Path(sys.executable).with_name("bk")
+        path = str(beside) if os.access(beside, os.X_OK) else None
     return [path] if path else None
 
 
