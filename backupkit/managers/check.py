@@ -26,6 +26,11 @@ Findings name affected snapshots and paths: the ids of bad blobs (missing, corru
 missing pack, unreadable tree nodes) are mapped back to (snapshot, path) by walking the
 trees (``reachable.find_affected``), only when something is wrong.
 
+With ``--read-data`` the packs are read and verified on a pool while the trees are
+walked (the walk holds the GIL; verification mostly does not): what the reads find is
+recorded after the walk, in the order the packs were chosen, so the findings are those of
+one phase after the other whichever reads finished first.
+
 Check never writes to the repository (the catalog is compared, not repaired). One run's
 state lives in a ``_CheckRun``; the manager keeps none. What a run returns and reports
 (findings, options, result, reporter) is in ``check_result.py``.
@@ -33,10 +38,12 @@ state lives in a ``_CheckRun``; the manager keeps none. What a run returns and r
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 from backupkit.catalog import load_catalog
 from backupkit.concurrency import bounded_map
@@ -100,10 +107,18 @@ class _CheckRun:
         snaps = self._check_snapshots()
         index_names = self._load_index()
         listed = self._check_packs()
-        self._check_trees(snaps)
         packs_read = bytes_read = 0
-        if opts.read_data or opts.read_data_subset:
-            packs_read, bytes_read = self._read_data(listed, opts)
+        if not (opts.read_data or opts.read_data_subset):
+            self._check_trees(snaps)
+        else:
+            workers = max(2, self.repo.connections)
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                reads = self._start_reads(pool, workers, listed, opts)
+                try:
+                    self._check_trees(snaps)  # while the first packs are read and verified
+                    packs_read, bytes_read = self._read_data(reads)
+                finally:
+                    reads.close()
         for name in sorted(self.retried_ok):
             self._add(INFO, "read_retry_ok", name, f"{name}: the first read was damaged, the retry was clean (not damage)")
         self._attribute(snaps)
@@ -356,21 +371,17 @@ class _CheckRun:
         """(header problem, {blob id: problem}) for one downloaded pack."""
         return verify_pack(self.repo.sealer, p.id, p.kind, p.size, data, self.pack_entries[p.id])
 
-    def _read_one(self, p: PackInfo) -> int:
-        name = pack_name(p.kind, p.id)
+    def _read_one(self, p: PackInfo) -> _PackRead:
+        """Read and verify one pack (on a worker: nothing recorded here, see ``_record``)."""
         try:
             data = self.repo.read_pack(p, refresh=True)
         except ObjectNotFound:
-            return 0  # reported by the structure check
+            return _PackRead(p, gone=True)  # reported by the structure check
         except ObjectTooLarge as e:  # the store lists it far larger than a pack may be
-            entries = self.pack_entries[p.id]
-            self._mark_bad(
-                entries, "pack_unreadable", name,
-                f"pack {name} cannot be read whole ({e}); its {len(entries)} blobs are not verified and count as lost",
-            )
-            return 0
+            return _PackRead(p, too_large=str(e))
         header_problem, bad = self._verify_pack(p, data)
         n = len(data)
+        retried_ok = False
         if header_problem or bad:
             try:
                 again = self.repo.read_pack(p, refresh=True)
@@ -379,25 +390,44 @@ class _CheckRun:
             if again is not None:
                 n += len(again)
                 header_problem, bad = self._verify_pack(p, again)
-                if not (header_problem or bad):
-                    self._retry_ok(name)
-        if header_problem:
-            self._add(ERROR, "pack_header", name, f"pack {name}: {header_problem}")
-        for bid, msg in bad.items():
-            self._mark_bad([bid], "blob_corrupt", f"blob {bid.hex()}", f"{msg} (in pack {name})")
-        self.reporter.advance(p.size)
-        return n
+                retried_ok = not (header_problem or bad)
+        return _PackRead(p, n, header_problem, bad, retried_ok)
 
-    def _read_data(self, listed: dict[str, int], opts: CheckOptions) -> tuple[int, int]:
+    def _record(self, r: _PackRead) -> int:
+        """What one pack's read found, as findings and marks (bytes read)."""
+        name = pack_name(r.pack.kind, r.pack.id)
+        if r.too_large is not None:
+            entries = self.pack_entries[r.pack.id]
+            self._mark_bad(
+                entries, "pack_unreadable", name,
+                f"pack {name} cannot be read whole ({r.too_large}); its {len(entries)} blobs are not verified and count as lost",
+            )
+            return 0
+        if r.gone:
+            return 0
+        if r.retried_ok:
+            self._retry_ok(name)
+        if r.header_problem:
+            self._add(ERROR, "pack_header", name, f"pack {name}: {r.header_problem}")
+        for bid, msg in r.bad.items():
+            self._mark_bad([bid], "blob_corrupt", f"blob {bid.hex()}", f"{msg} (in pack {name})")
+        self.reporter.advance(r.pack.size)
+        return r.bytes_read
+
+    def _start_reads(self, pool: ThreadPoolExecutor, workers: int, listed: dict[str, int], opts: CheckOptions) -> _ReadAhead:
         present = [p for p in self.packs.values() if pack_name(p.kind, p.id) in listed]
         chosen = select_packs(present, opts.read_data_subset, opts.seed)
-        self.reporter.phase("read data", sum(p.size for p in chosen))
-        workers = max(2, self.repo.connections)
+        return _ReadAhead(bounded_map(pool, self._read_one, chosen, workers * 2), sum(p.size for p in chosen))
+
+    def _read_data(self, reads: _ReadAhead) -> tuple[int, int]:
+        """Record every pack's read, in the order chosen (the findings do not depend on
+        which reads finished while the trees were walked)."""
+        self.reporter.phase("read data", reads.size)
         read = total = 0
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for n in bounded_map(pool, self._read_one, chosen, workers * 2):
-                read += n > 0  # 0: gone meanwhile, or too large to read (a finding)
-                total += n
+        for r in reads:
+            n = self._record(r)
+            read += n > 0  # 0: gone meanwhile, or too large to read (a finding)
+            total += n
         return read, total
 
     # -- attribution -------------------------------------------------------------------------
@@ -422,3 +452,67 @@ class _CheckRun:
 
 
 __all__ = ["CheckManager", "CheckOptions", "CheckResult", "Finding", "parse_subset", "select_packs"]
+
+
+@dataclass(frozen=True)
+class _PackRead:
+    """What reading one pack found: ``gone`` (deleted since it was listed), ``too_large``
+    (the store's error), or the bytes read (twice when the first read was bad), the
+    header's problem, each bad blob's problem, and whether a retry read it clean."""
+
+    pack: PackInfo
+    bytes_read: int = 0
+    header_problem: str | None = None
+    bad: dict[bytes, str] = field(default_factory=dict)
+    retried_ok: bool = False
+    gone: bool = False
+    too_large: str | None = None
+
+
+class _ReadAhead:
+    """Pack reads that go on while the trees are walked: a thread takes the results of
+    ``results`` (an ordered, bounded map over the pool) and keeps at most ``keep`` of
+    them until ``__iter__`` hands them out in order; an error is raised there. ``size``:
+    the bytes of the packs chosen."""
+
+    _END = object()
+
+    def __init__(self, results: Iterator[_PackRead], size: int, keep: int = 256) -> None:
+        self.size = size
+        self._q: queue.Queue = queue.Queue(maxsize=keep)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._feed, args=(results,), name="check-read-ahead", daemon=True)
+        self._thread.start()
+
+    def _feed(self, results: Iterator[_PackRead]) -> None:
+        try:
+            for r in results:
+                if not self._put(r):
+                    return
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, raised there
+            self._put(e)
+            return
+        self._put(self._END)
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self) -> Iterator[_PackRead]:
+        while True:
+            item = self._q.get()
+            if item is self._END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self) -> None:
+        """Stop taking results (the calls in flight finish) and wait for the thread."""
+        self._stop.set()
+        self._thread.join()
