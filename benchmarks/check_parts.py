@@ -6,7 +6,9 @@ check row, "12-03 evening").
     python -m benchmarks.check_parts --repo R --password-file P profile --packs 30
     python -m benchmarks.check_parts primitives
 
-``phases``: one check with every ``_CheckRun`` phase timed (wall seconds). ``threads``:
+``phases``: one check with every ``_CheckRun`` phase timed (wall seconds; since e07f662
+the packs are read while the trees are walked, so ``_check_trees`` includes the first reads
+and ``_read_data`` is what is left after the walk). ``threads``:
 ``verify_pack`` alone over the first N packs, read into memory first, on each number of
 threads (wall, CPU, cores). ``profile``: the same on one thread under cProfile, the top
 functions by own time. ``primitives``: zstd decompression and SHA-256 of 4 MiB, on one
