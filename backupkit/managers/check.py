@@ -38,12 +38,10 @@ state lives in a ``_CheckRun``; the manager keeps none. What a run returns and r
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 
 from backupkit.catalog import load_catalog
 from backupkit.concurrency import bounded_map
@@ -61,6 +59,7 @@ from backupkit.managers.check_result import (
     Finding,
     NullCheckReporter,
 )
+from backupkit.managers.check_reads import PackRead, ReadAhead
 from backupkit.managers.reachable import find_affected, mark
 from backupkit.managers.subset import parse_subset, select_packs
 from backupkit.repo.index import Index, PackInfo
@@ -371,14 +370,14 @@ class _CheckRun:
         """(header problem, {blob id: problem}) for one downloaded pack."""
         return verify_pack(self.repo.sealer, p.id, p.kind, p.size, data, self.pack_entries[p.id])
 
-    def _read_one(self, p: PackInfo) -> _PackRead:
+    def _read_one(self, p: PackInfo) -> PackRead:
         """Read and verify one pack (on a worker: nothing recorded here, see ``_record``)."""
         try:
             data = self.repo.read_pack(p, refresh=True)
         except ObjectNotFound:
-            return _PackRead(p, gone=True)  # reported by the structure check
+            return PackRead(p, gone=True)  # reported by the structure check
         except ObjectTooLarge as e:  # the store lists it far larger than a pack may be
-            return _PackRead(p, too_large=str(e))
+            return PackRead(p, too_large=str(e))
         header_problem, bad = self._verify_pack(p, data)
         n = len(data)
         retried_ok = False
@@ -391,9 +390,9 @@ class _CheckRun:
                 n += len(again)
                 header_problem, bad = self._verify_pack(p, again)
                 retried_ok = not (header_problem or bad)
-        return _PackRead(p, n, header_problem, bad, retried_ok)
+        return PackRead(p, n, header_problem, bad, retried_ok)
 
-    def _record(self, r: _PackRead) -> int:
+    def _record(self, r: PackRead) -> int:
         """What one pack's read found, as findings and marks (bytes read)."""
         name = pack_name(r.pack.kind, r.pack.id)
         if r.too_large is not None:
@@ -414,12 +413,12 @@ class _CheckRun:
         self.reporter.advance(r.pack.size)
         return r.bytes_read
 
-    def _start_reads(self, pool: ThreadPoolExecutor, workers: int, listed: dict[str, int], opts: CheckOptions) -> _ReadAhead:
+    def _start_reads(self, pool: ThreadPoolExecutor, workers: int, listed: dict[str, int], opts: CheckOptions) -> ReadAhead:
         present = [p for p in self.packs.values() if pack_name(p.kind, p.id) in listed]
         chosen = select_packs(present, opts.read_data_subset, opts.seed)
-        return _ReadAhead(bounded_map(pool, self._read_one, chosen, workers * 2), sum(p.size for p in chosen))
+        return ReadAhead(bounded_map(pool, self._read_one, chosen, workers * 2), sum(p.size for p in chosen))
 
-    def _read_data(self, reads: _ReadAhead) -> tuple[int, int]:
+    def _read_data(self, reads: ReadAhead) -> tuple[int, int]:
         """Record every pack's read, in the order chosen (the findings do not depend on
         which reads finished while the trees were walked)."""
         self.reporter.phase("read data", reads.size)
@@ -452,67 +451,3 @@ class _CheckRun:
 
 
 __all__ = ["CheckManager", "CheckOptions", "CheckResult", "Finding", "parse_subset", "select_packs"]
-
-
-@dataclass(frozen=True)
-class _PackRead:
-    """What reading one pack found: ``gone`` (deleted since it was listed), ``too_large``
-    (the store's error), or the bytes read (twice when the first read was bad), the
-    header's problem, each bad blob's problem, and whether a retry read it clean."""
-
-    pack: PackInfo
-    bytes_read: int = 0
-    header_problem: str | None = None
-    bad: dict[bytes, str] = field(default_factory=dict)
-    retried_ok: bool = False
-    gone: bool = False
-    too_large: str | None = None
-
-
-class _ReadAhead:
-    """Pack reads that go on while the trees are walked: a thread takes the results of
-    ``results`` (an ordered, bounded map over the pool) and keeps at most ``keep`` of
-    them until ``__iter__`` hands them out in order; an error is raised there. ``size``:
-    the bytes of the packs chosen."""
-
-    _END = object()
-
-    def __init__(self, results: Iterator[_PackRead], size: int, keep: int = 256) -> None:
-        self.size = size
-        self._q: queue.Queue = queue.Queue(maxsize=keep)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._feed, args=(results,), name="check-read-ahead", daemon=True)
-        self._thread.start()
-
-    def _feed(self, results: Iterator[_PackRead]) -> None:
-        try:
-            for r in results:
-                if not self._put(r):
-                    return
-        except BaseException as e:  # noqa: BLE001 - handed to the consumer, raised there
-            self._put(e)
-            return
-        self._put(self._END)
-
-    def _put(self, item) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def __iter__(self) -> Iterator[_PackRead]:
-        while True:
-            item = self._q.get()
-            if item is self._END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-
-    def close(self) -> None:
-        """Stop taking results (the calls in flight finish) and wait for the thread."""
-        self._stop.set()
-        self._thread.join()

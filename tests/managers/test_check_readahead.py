@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from backupkit.managers.check import CheckManager, CheckOptions, _ReadAhead
+from backupkit.managers.check import CheckManager, CheckOptions
+from backupkit.managers.check_reads import ReadAhead
 from backupkit.repo.pack import pack_name
 from tests.managers.lifecycle_util import open_repo
 from tests.managers.repair_util import flip, repo3  # noqa: F401 (repo3 is a fixture)
@@ -81,7 +82,7 @@ def _wait_for(cond, seconds: float = 5.0) -> None:
 
 def test_read_ahead_keeps_at_most_keep_results_and_hands_them_out_in_order():
     pulled = [0]
-    ra = _ReadAhead(_counting(100, pulled), size=0, keep=3)
+    ra = ReadAhead(_counting(100, pulled), size=0, keep=3)
     _wait_for(lambda: pulled[0] >= 4)
     time.sleep(0.2)
     assert pulled[0] == 4  # three kept, one waiting to be put: nothing more is read
@@ -90,7 +91,7 @@ def test_read_ahead_keeps_at_most_keep_results_and_hands_them_out_in_order():
 
 
 def test_read_ahead_raises_the_error_after_the_results_before_it():
-    ra = _ReadAhead(_counting(10, [0], fail_at=5), size=0)
+    ra = ReadAhead(_counting(10, [0], fail_at=5), size=0)
     got = []
     with pytest.raises(OSError, match="went away"):
         for r in ra:
@@ -101,7 +102,7 @@ def test_read_ahead_raises_the_error_after_the_results_before_it():
 
 def test_closing_the_read_ahead_stops_it_early():
     pulled = [0]
-    ra = _ReadAhead(_counting(1000, pulled), size=0, keep=2)
+    ra = ReadAhead(_counting(1000, pulled), size=0, keep=2)
     _wait_for(lambda: pulled[0] >= 3)
     ra.close()
     assert not ra._thread.is_alive()  # noqa: SLF001
