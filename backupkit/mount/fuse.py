@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import threading
 
 from backupkit.errors import MountError
 from backupkit.mount.fs import MountFS, fs_error
@@ -74,8 +75,8 @@ def serve(fs: MountFS, mountpoint: str, allow_other: bool = False, debug: bool =
     """Mount ``fs`` read-only at ``mountpoint`` and serve it until it is unmounted."""
     mfusepy = load_fuse()
     path = check_mountpoint(mountpoint)
-    served: list[bool] = []
-    ops = _operations(mfusepy, fs, on_init=lambda: served.append(True))
+    served = threading.Event()
+    ops = _operations(mfusepy, fs, on_init=served.set)
     options = dict(MOUNT_OPTIONS)
     if allow_other:
         options["allow_other"] = True
@@ -84,7 +85,7 @@ def serve(fs: MountFS, mountpoint: str, allow_other: bool = False, debug: bool =
     try:
         mfusepy.FUSE(ops, path, **options)
     except RuntimeError as e:
-        if not _ended_by_signal(e, served, path):
+        if not _ended_by_signal(e, served.is_set(), path):
             raise MountError(f"cannot mount at {mountpoint} (libfuse returned {e}; is it busy, or is FUSE unavailable?)") from None
 
 
@@ -92,7 +93,7 @@ def serve(fs: MountFS, mountpoint: str, allow_other: bool = False, debug: bool =
 _LOOP_ERROR = 8
 
 
-def _ended_by_signal(e: RuntimeError, served: list[bool], path: str) -> bool:
+def _ended_by_signal(e: RuntimeError, served: bool, path: str) -> bool:
     """Whether fuse_main's failure is the end asked for by SIGINT, SIGTERM or SIGHUP.
 
     Since libfuse 3.13 the signal handler records the signal's number as the session's
@@ -101,7 +102,7 @@ def _ended_by_signal(e: RuntimeError, served: list[bool], path: str) -> bool:
     unmounted it on the way out: that is the normal end. A mount that failed never got
     to ``init``.
     """
-    return bool(served) and e.args[:1] == (_LOOP_ERROR,) and not os.path.ismount(path)
+    return served and e.args[:1] == (_LOOP_ERROR,) and not os.path.ismount(path)
 
 
 def _operations(mfusepy, fs: MountFS, on_init=lambda: None):

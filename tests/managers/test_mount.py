@@ -243,3 +243,14 @@ def test_a_lost_pack_is_eio_for_that_file_and_reported(mounted):
     except OSError:
         raise AssertionError(seen[-1]) from None
     assert got == b"alpha\n"
+
+
+def test_only_a_served_mount_ending_with_the_loop_error_counts_as_asked_to_end(tmp_path):
+    """libfuse >= 3.13 returns 8 when SIGINT, SIGTERM or SIGHUP ends its loop: that is the
+    normal end once the file system was served and unmounted, a failure otherwise."""
+    from backupkit.mount.fuse import _ended_by_signal
+
+    assert _ended_by_signal(RuntimeError(8), True, str(tmp_path))
+    assert not _ended_by_signal(RuntimeError(8), False, str(tmp_path))  # never served: mount failed
+    assert not _ended_by_signal(RuntimeError(4), True, str(tmp_path))  # another failure of fuse_main
+    assert not _ended_by_signal(RuntimeError(8), True, "/proc")  # still mounted: not ended
