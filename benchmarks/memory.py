@@ -23,10 +23,10 @@ import json
 import os
 import random
 import shutil
-import sys
 from pathlib import Path
 
 from benchmarks import datagen, measure
+from benchmarks.tools import bk_beside_python
 
 PASSWORD = "benchmark-password"
 TIMEOUT = 4 * 3600
@@ -36,7 +36,7 @@ BK: list[str] = []
 
 
 def bk_argv() -> list[str]:
-    return BK or [str(Path(sys.executable).with_name("bk"))]
+    return BK or [str(bk_beside_python())]
 
 
 def bk_env(work: Path) -> dict[str, str]:

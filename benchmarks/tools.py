@@ -246,13 +246,16 @@ def _git_head() -> str:
         return "?"
 
 
+def bk_beside_python() -> Path:
+    """The bk installed beside this Python (the project's .venv, activated or not)."""
+    return Path(sys.executable).with_name("bk")
+
+
 def _which(name: str) -> list[str] | None:
-    """The command on PATH; for bk, else the one installed beside this Python (the
-    project's .venv run without activating it)."""
+    """The command on PATH; for bk, else ``bk_beside_python()``."""
     path = shutil.which(name)
-    if path is None and name == "bk":
-        beside = Path(sys.executable).with_name("bk")
-        path = str(beside) if os.access(beside, os.X_OK) else None
+    if path is None and name == "bk" and os.access(bk_beside_python(), os.X_OK):
+        path = str(bk_beside_python())
     return [path] if path else None
 
 

@@ -101,30 +101,30 @@ class CoalescingReader:
         name = pack_name(loc.pack.kind, loc.pack.id)
         while True:
             with self._lock:
-                raw = self._take(blob_id)
-                if raw is None:
+                plain = self._take(blob_id)
+                if plain is None:
                     ev = self._fetching.get(blob_id)
                     if ev is None:
                         run = self._claim_run(name, loc)
                         break
-            if raw is not None:
-                return raw
+            if plain is not None:
+                return plain
             ev.wait()  # someone is fetching a run holding it
         return self._fetch_run(name, run, blob_id, blob_type)
 
     # -- internals (``_lock`` held where noted) ----------------------------------------------
     def _take(self, blob_id: bytes) -> bytes | None:
         """Arrived plaintext of ``blob_id``, consuming one expectation (lock held)."""
-        raw = self._arrived.get(blob_id)
-        if raw is None:
+        plain = self._arrived.get(blob_id)
+        if plain is None:
             return None
         self._expected[blob_id] -= 1
         if self._expected[blob_id] <= 0:
             del self._expected[blob_id]
             del self._arrived[blob_id]
-            self._held -= len(raw)
+            self._held -= len(plain)
         self.coalesced += 1
-        return raw
+        return plain
 
     def _claim_run(self, name: str, loc: BlobLocation) -> list[tuple[int, bytes]]:
         """The run of pending blobs around ``loc`` (removed from pending; lock held)."""
@@ -182,7 +182,7 @@ class CoalescingReader:
         return mine
 
     def _settle(self, run, got: dict[bytes, bytes], skip: bytes | None = None) -> None:
-        """Publish a run's fetched bytes and wake whoever waits for its blobs.
+        """Publish a run's opened blobs and wake whoever waits for them.
 
         ``skip`` is the blob the caller reads now: one of its expectations is used up
         (its bytes are kept only if it is expected again).
@@ -192,13 +192,13 @@ class CoalescingReader:
                 self._expected[skip] -= 1
                 if self._expected[skip] <= 0:
                     del self._expected[skip]
-            for bid, raw in got.items():
+            for bid, plain in got.items():
                 if self._expected.get(bid, 0) > 0:
-                    self._arrived[bid] = raw
-                    self._held += len(raw)
+                    self._arrived[bid] = plain
+                    self._held += len(plain)
             while self._held > self.budget and self._arrived:
-                _bid, raw = self._arrived.popitem(last=False)
-                self._held -= len(raw)
+                _bid, plain = self._arrived.popitem(last=False)
+                self._held -= len(plain)
             events = {self._fetching.pop(bid, None) for _o, bid in run}
         for ev in events:
             if ev is not None:
