@@ -1,4 +1,4 @@
-"""Build glue: the C chunker extension and the CLI package's import name.
+"""Build glue: the C extensions (chunker, blob opener, directory scan) and the CLI package's import name.
 
 Everything else lives in pyproject.toml. The CLI source folder is ``cli/`` and it is
 installed as the package ``backupkit_cli`` (a bare ``cli`` would collide with others).
@@ -26,6 +26,11 @@ setup(
             "backupkit.chunker._cdc",
             sources=["backupkit/chunker/_cdc.c"],
             extra_compile_args=["-O3"],
+        ),
+        Extension(
+            "backupkit._dirscan",
+            sources=["backupkit/_dirscan.c"],
+            extra_compile_args=["-O2"],
         ),
         Extension(
             "backupkit.repo._blobopen",

@@ -1,7 +1,8 @@
 """The backup's walk: the sources' paths compared with the parent snapshot, as trie changes.
 
-The walking thread lists the sources directory by directory (names sorted) and compares
-each path's lstat with the parent snapshot's wire map of it (``backup_parent.py``: one
+The walking thread lists the sources directory by directory (names sorted; each
+directory listed and lstat'ed in one call; a thread reads ahead of the walk to warm
+the cache: ``backupkit/dirscan.py``) and compares each path's lstat with the parent snapshot's wire map of it (``backup_parent.py``: one
 directory at a time, by key prefix, each entry decoded when the walk reaches it): a path
 whose metadata matches (and, for a file, whose blobs the index still holds: checked for
 all such files of a directory at once) costs its lstat and that compare, no ``Entry`` is
@@ -27,6 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+from backupkit.dirscan import scan, warm_ahead
 from backupkit.entry import Keyer, display_path, join, parent_of
 from backupkit.excluder import Excluder
 from backupkit.managers.backup_changes import ChangeLog
@@ -226,8 +228,14 @@ class BackupWalk:
         if not stat.S_ISDIR(st.st_mode):
             self._leaf(path, st, old)
             return
+        warm = warm_ahead(self.fs, path, self.tuning.walk_warm_ahead, root_dev if self.opts.one_file_system else -1)
+        try:
+            self._walk_tree(path, st, old, root_dev, warm)
+        finally:
+            warm.close()
+
+    def _walk_tree(self, path: bytes, st: os.stat_result, old: dict | None, root_dev: int, warm: Any) -> None:
         fs = self.fs
-        lstat = fs.lstat
         excluded = self.excluder.excluded if self.excluder.active else None
         parent = self.parent
         S_ISDIR, S_ISREG = stat.S_ISDIR, stat.S_ISREG
@@ -245,8 +253,9 @@ class BackupWalk:
             if self.opts.one_file_system and dst.st_dev != root_dev:
                 self._delete_all(pre, parent.raw_children(dpath))
                 continue
+            warm.at(dpath)
             try:
-                names = sorted(fs.listdir(dpath))
+                names, lstats = scan(fs, dpath)
             except OSError as e:
                 self.stats.error(dpath, f"cannot list directory: {e.strerror}")
                 names = None
@@ -256,17 +265,20 @@ class BackupWalk:
                 # keep nothing we cannot see; the error is reported
                 self._delete_all(pre, olds)
                 continue
-            names = self.excluder.children(dpath, names)
+            kept = self.excluder.children(dpath, names)
+            if kept is names:
+                found = zip(names, lstats)
+            else:
+                by_name = dict(zip(names, lstats))
+                found = ((n, by_name[n]) for n in kept)
             subdirs = []
             #: files whose metadata match the parent's: (path, lstat, parent's map),
             #: reused once their blobs are checked in the index, all at once
             same: list[tuple[bytes, os.stat_result, dict]] = []
-            for name in names:
+            for name, cst in found:
                 cpath = pre + name
-                try:
-                    cst = lstat(cpath)
-                except OSError as e:
-                    self.stats.error(cpath, e.strerror or str(e))
+                if isinstance(cst, OSError):
+                    self.stats.error(cpath, cst.strerror or str(cst))
                     continue
                 if excluded is not None and excluded(cpath, cst):
                     continue

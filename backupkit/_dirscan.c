@@ -1,0 +1,693 @@
+/* List one directory and lstat every entry in one call, the GIL released.
+ *
+ * read(path) -> listing: the directory's names (without "." and ".."), sorted as Python
+ * sorts bytes, each with its lstat (or the errno that lstat failed with), held in C
+ * memory; a directory that cannot be opened or read raises OSError as os.listdir would.
+ * names(listing) and stats(listing, os.stat_result) make the Python objects: each stat
+ * an os.stat_result equal field for field to os.lstat(path + b"/" + name), or an int
+ * errno, made one at a time by an iterator; subdirs(listing, os.stat_result) gives
+ * (name, stat) of the directories only. So a thread that reads ahead holds the GIL only
+ * for what it must look at (the subdirectories), and the thread that uses the entries
+ * makes them as it goes (as many alive at once as with one os.lstat call per entry).
+ *
+ * The reference is the Python path in dirscan.py (os.listdir, sorted, os.lstat of each
+ * name); tests/test_dirscan.py compares the two on the same trees. Each stat_result is
+ * filled the way CPython's posixmodule.c fills os.lstat's, so code that reads any of its
+ * fields cannot tell them apart. The entries are stat'ed relative to the directory's
+ * descriptor (fstatat), which spares the kernel a path lookup per entry.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <dirent.h>
+#include <pthread.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+typedef struct {
+    char *name;
+    size_t len;
+    int err; /* 0: st holds the entry's lstat */
+    struct stat st;
+} Item;
+
+static int
+cmp_items(const void *a, const void *b)
+{
+    const Item *x = a, *y = b;
+    size_t n = x->len < y->len ? x->len : y->len;
+    int c = memcmp(x->name, y->name, n);
+    if (c)
+        return c;
+    return (x->len > y->len) - (x->len < y->len);
+}
+
+static void
+free_items(Item *items, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(items[i].name);
+    free(items);
+}
+
+/* Reads the directory (no GIL held). Returns 0, or an errno with nothing allocated. */
+static int
+read_dir(const char *path, Item **out, size_t *count)
+{
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return errno;
+    DIR *d = fdopendir(fd);
+    if (d == NULL) {
+        int e = errno;
+        close(fd);
+        return e;
+    }
+    size_t cap = 64, n = 0;
+    Item *items = malloc(cap * sizeof(Item));
+    if (items == NULL) {
+        closedir(d);
+        return ENOMEM;
+    }
+    int err = 0;
+    for (;;) {
+        errno = 0;
+        struct dirent *de = readdir(d);
+        if (de == NULL) {
+            err = errno;
+            break;
+        }
+        const char *nm = de->d_name;
+        if (nm[0] == '.' && (nm[1] == 0 || (nm[1] == '.' && nm[2] == 0)))
+            continue;
+        if (n == cap) {
+            Item *grown = realloc(items, 2 * cap * sizeof(Item));
+            if (grown == NULL) {
+                err = ENOMEM;
+                break;
+            }
+            items = grown;
+            cap *= 2;
+        }
+        size_t len = strlen(nm);
+        items[n].name = malloc(len + 1);
+        if (items[n].name == NULL) {
+            err = ENOMEM;
+            break;
+        }
+        memcpy(items[n].name, nm, len + 1);
+        items[n].len = len;
+        items[n].err = 0;
+        n++;
+    }
+    if (err) {
+        closedir(d);
+        free_items(items, n);
+        return err;
+    }
+    qsort(items, n, sizeof(Item), cmp_items);
+    int dfd = dirfd(d);
+    for (size_t i = 0; i < n; i++) {
+        if (fstatat(dfd, items[i].name, &items[i].st, AT_SYMLINK_NOFOLLOW) != 0)
+            items[i].err = errno ? errno : EIO;
+    }
+    closedir(d);
+    *out = items;
+    *count = n;
+    return 0;
+}
+
+/* sec * 10**9 + nsec as a Python int, as posixmodule.c's fill_time computes it */
+static PyObject *
+time_ns(long long sec, long nsec)
+{
+    long long ns;
+    if (!__builtin_mul_overflow(sec, 1000000000LL, &ns) && !__builtin_add_overflow(ns, (long long)nsec, &ns))
+        return PyLong_FromLongLong(ns);
+    PyObject *s = PyLong_FromLongLong(sec), *g = PyLong_FromLong(1000000000L), *n = PyLong_FromLong(nsec);
+    PyObject *r = NULL;
+    if (s && g && n) {
+        PyObject *m = PyNumber_Multiply(s, g);
+        if (m) {
+            r = PyNumber_Add(m, n);
+            Py_DECREF(m);
+        }
+    }
+    Py_XDECREF(s);
+    Py_XDECREF(g);
+    Py_XDECREF(n);
+    return r;
+}
+
+static PyObject *
+id_value(unsigned long long v, int all_ones)
+{
+    /* uid, gid and dev of -1 read as -1, as in posixmodule.c */
+    return all_ones ? PyLong_FromLong(-1) : PyLong_FromUnsignedLongLong(v);
+}
+
+static int
+set(PyObject *r, Py_ssize_t i, PyObject *v)
+{
+    if (v == NULL)
+        return -1;
+    PyStructSequence_SetItem(r, i, v);
+    return 0;
+}
+
+static PyObject *
+stat_result(PyTypeObject *type, const struct stat *st)
+{
+    PyObject *r = PyStructSequence_New(type);
+    if (r == NULL)
+        return NULL;
+    const long long secs[3] = {st->st_atim.tv_sec, st->st_mtim.tv_sec, st->st_ctim.tv_sec};
+    const long nsecs[3] = {st->st_atim.tv_nsec, st->st_mtim.tv_nsec, st->st_ctim.tv_nsec};
+    if (set(r, 0, PyLong_FromLong((long)st->st_mode)) || set(r, 1, PyLong_FromUnsignedLongLong(st->st_ino))
+        || set(r, 2, id_value(st->st_dev, st->st_dev == (dev_t)-1))
+        || set(r, 3, PyLong_FromUnsignedLongLong(st->st_nlink))
+        || set(r, 4, id_value(st->st_uid, st->st_uid == (uid_t)-1))
+        || set(r, 5, id_value(st->st_gid, st->st_gid == (gid_t)-1))
+        || set(r, 6, PyLong_FromLongLong(st->st_size)))
+        goto fail;
+    for (int i = 0; i < 3; i++) {
+        if (set(r, 7 + i, PyLong_FromLongLong(secs[i])) || set(r, 10 + i, PyFloat_FromDouble(secs[i] + nsecs[i] * 1e-9))
+            || set(r, 13 + i, time_ns(secs[i], nsecs[i])))
+            goto fail;
+    }
+    if (set(r, 16, PyLong_FromLong((long)st->st_blksize)) || set(r, 17, PyLong_FromLong((long)st->st_blocks))
+        || set(r, 18, PyLong_FromLong((long)st->st_rdev)))
+        goto fail;
+    return r;
+fail:
+    Py_DECREF(r);
+    return NULL;
+}
+
+typedef struct {
+    Item *items;
+    size_t n;
+} Listing;
+
+#define CAPSULE_NAME "backupkit._dirscan.Listing"
+
+static void
+drop_listing(PyObject *cap)
+{
+    Listing *l = PyCapsule_GetPointer(cap, CAPSULE_NAME);
+    if (l != NULL) {
+        free_items(l->items, l->n);
+        free(l);
+    }
+}
+
+static Listing *
+listing_of(PyObject *cap)
+{
+    return PyCapsule_GetPointer(cap, CAPSULE_NAME);
+}
+
+/* the type must be os.stat_result's shape: 19 fields as posixmodule.c fills them on Linux */
+static int
+check_type(PyTypeObject *type)
+{
+    PyObject *nf = PyObject_GetAttrString((PyObject *)type, "n_fields");
+    long n_fields = nf ? PyLong_AsLong(nf) : -1;
+    Py_XDECREF(nf);
+    if (n_fields != 19) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "expected os.stat_result with 19 fields");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+ds_read(PyObject *Py_UNUSED(self), PyObject *arg)
+{
+    PyObject *path;
+    if (!PyUnicode_FSConverter(arg, &path))
+        return NULL;
+    Listing *l = malloc(sizeof(Listing));
+    if (l == NULL) {
+        Py_DECREF(path);
+        return PyErr_NoMemory();
+    }
+    l->items = NULL;
+    l->n = 0;
+    int err;
+    const char *p = PyBytes_AS_STRING(path);
+    Py_BEGIN_ALLOW_THREADS
+    err = read_dir(p, &l->items, &l->n);
+    Py_END_ALLOW_THREADS
+    if (err) {
+        free(l);
+        errno = err;
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+        Py_DECREF(path);
+        return NULL;
+    }
+    Py_DECREF(path);
+    PyObject *cap = PyCapsule_New(l, CAPSULE_NAME, drop_listing);
+    if (cap == NULL) {
+        free_items(l->items, l->n);
+        free(l);
+    }
+    return cap;
+}
+
+/* the entries' names, in order */
+static PyObject *
+ds_names(PyObject *Py_UNUSED(self), PyObject *cap)
+{
+    Listing *l = listing_of(cap);
+    if (l == NULL)
+        return NULL;
+    PyObject *names = PyList_New((Py_ssize_t)l->n);
+    if (names == NULL)
+        return NULL;
+    for (size_t i = 0; i < l->n; i++) {
+        PyObject *nm = PyBytes_FromStringAndSize(l->items[i].name, (Py_ssize_t)l->items[i].len);
+        if (nm == NULL) {
+            Py_DECREF(names);
+            return NULL;
+        }
+        PyList_SET_ITEM(names, (Py_ssize_t)i, nm);
+    }
+    return names;
+}
+
+/* stats(listing, type): an iterator over the entries' os.stat_result (or errno), made one
+ * at a time as the walk reaches them: a directory of 18k files never holds 18k of them */
+typedef struct {
+    PyObject_HEAD
+    PyObject *cap;
+    PyTypeObject *type;
+    size_t i;
+} StatsIter;
+
+static void
+stats_iter_dealloc(StatsIter *it)
+{
+    Py_XDECREF(it->cap);
+    Py_XDECREF(it->type);
+    PyObject_Free(it);
+}
+
+static PyObject *
+stats_iter_next(StatsIter *it)
+{
+    Listing *l = listing_of(it->cap);
+    if (l == NULL || it->i >= l->n)
+        return NULL;
+    Item *x = &l->items[it->i++];
+    return x->err ? PyLong_FromLong(x->err) : stat_result(it->type, &x->st);
+}
+
+static PyTypeObject StatsIterType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "backupkit._dirscan.StatsIterator",
+    .tp_basicsize = sizeof(StatsIter),
+    .tp_dealloc = (destructor)stats_iter_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = (iternextfunc)stats_iter_next,
+};
+
+static PyObject *
+ds_stats(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *cap;
+    PyTypeObject *type;
+    if (!PyArg_ParseTuple(args, "OO!", &cap, &PyType_Type, &type) || check_type(type) || listing_of(cap) == NULL)
+        return NULL;
+    StatsIter *it = PyObject_New(StatsIter, &StatsIterType);
+    if (it == NULL)
+        return NULL;
+    Py_INCREF(cap);
+    Py_INCREF(type);
+    it->cap = cap;
+    it->type = type;
+    it->i = 0;
+    return (PyObject *)it;
+}
+
+/* how many entries' lstat failed */
+static PyObject *
+ds_errors(PyObject *Py_UNUSED(self), PyObject *cap)
+{
+    Listing *l = listing_of(cap);
+    if (l == NULL)
+        return NULL;
+    size_t e = 0;
+    for (size_t i = 0; i < l->n; i++)
+        e += l->items[i].err != 0;
+    return PyLong_FromSize_t(e);
+}
+
+/* ---- warming the cache ahead of the walk -----------------------------------------------
+ *
+ * warm(root, ahead, dev) starts a thread of its own (a pthread: it never takes the GIL)
+ * that reads the directories below root in the walk's order (depth first, names sorted,
+ * as read_dir sorts them) and lstats their entries, throwing the results away: on a cold
+ * cache it brings the inodes in while the walk compares what it has, and the walk's own
+ * read_dir then finds them in memory. dev >= 0: directories on another device are not
+ * entered (--one-file-system).
+ *
+ * The walk says where it is with at(path) (each directory it lists, in order). What the
+ * thread read beyond that position is bounded: past `ahead` entries it waits. A directory
+ * the walk went past (excluded, another file system, or the thread fell behind) is not
+ * read. close() stops the thread at its next directory without waiting for it (a read
+ * stuck on a dead network mount keeps only its own thread).
+ */
+
+/* paths in the walk's order: component by component, each compared as bytes */
+static int
+cmp_walk(const char *a, size_t al, const char *b, size_t bl)
+{
+    size_t i = 0, j = 0;
+    for (;;) {
+        size_t ie = i, je = j;
+        while (ie < al && a[ie] != '/')
+            ie++;
+        while (je < bl && b[je] != '/')
+            je++;
+        size_t la = ie - i, lb = je - j;
+        int c = memcmp(a + i, b + j, la < lb ? la : lb);
+        if (c)
+            return c;
+        if (la != lb)
+            return la < lb ? -1 : 1;
+        int a_end = ie >= al, b_end = je >= bl;
+        if (a_end || b_end)
+            return b_end - a_end; /* an ancestor comes first */
+        i = ie + 1;
+        j = je + 1;
+    }
+}
+
+static int
+is_ancestor(const char *a, size_t al, const char *b, size_t bl)
+{
+    if (al == 1 && a[0] == '/')
+        return bl > 1 && b[0] == '/';
+    return bl > al && memcmp(a, b, al) == 0 && b[al] == '/';
+}
+
+typedef struct Rec {
+    struct Rec *next;
+    size_t n, len;
+    char path[];
+} Rec;
+
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int refs, stop;
+    char *root;
+    size_t root_len;
+    long long dev; /* < 0: any device */
+    size_t ahead, held;
+    Rec *head, *tail; /* read by the thread, not yet passed by the walk, in order */
+    char *pos;        /* the walk's directory (NULL: not yet told) */
+    size_t pos_len, pos_cap;
+    size_t dirs_read, dirs_passed;
+} Warm;
+
+static void
+warm_release(Warm *w)
+{
+    pthread_mutex_lock(&w->mu);
+    int left = --w->refs;
+    pthread_mutex_unlock(&w->mu);
+    if (left)
+        return;
+    for (Rec *r = w->head; r;) {
+        Rec *nx = r->next;
+        free(r);
+        r = nx;
+    }
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cv);
+    free(w->root);
+    free(w->pos);
+    free(w);
+}
+
+typedef struct {
+    char **v;
+    size_t n, cap;
+} PathStack;
+
+static int
+push_path(PathStack *s, const char *dir, size_t dl, const char *name, size_t nl)
+{
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? 2 * s->cap : 64;
+        char **v = realloc(s->v, cap * sizeof(char *));
+        if (v == NULL)
+            return -1;
+        s->v = v;
+        s->cap = cap;
+    }
+    int root = dl == 1 && dir[0] == '/';
+    size_t len = dl + (root ? 0 : 1) + nl;
+    char *p = malloc(len + 1);
+    if (p == NULL)
+        return -1;
+    memcpy(p, dir, dl);
+    size_t k = dl;
+    if (!root)
+        p[k++] = '/';
+    memcpy(p + k, name, nl);
+    p[len] = 0;
+    s->v[s->n++] = p;
+    return 0;
+}
+
+static void *
+warm_main(void *arg)
+{
+    Warm *w = arg;
+    PathStack st = {NULL, 0, 0};
+    if (push_path(&st, w->root, w->root_len, "", 0) == 0) {
+        /* push_path added a '/': the root itself is the first directory */
+        st.v[0][w->root_len] = 0;
+    }
+    while (st.n) {
+        char *p = st.v[--st.n];
+        size_t pl = strlen(p);
+        pthread_mutex_lock(&w->mu);
+        while (!w->stop && w->held > w->ahead)
+            pthread_cond_wait(&w->cv, &w->mu);
+        int stop = w->stop;
+        int passed = w->pos != NULL && cmp_walk(p, pl, w->pos, w->pos_len) < 0 && !is_ancestor(p, pl, w->pos, w->pos_len);
+        if (passed)
+            w->dirs_passed++;
+        pthread_mutex_unlock(&w->mu);
+        if (stop) {
+            free(p);
+            break;
+        }
+        if (passed) {
+            free(p);
+            continue;
+        }
+        Item *items = NULL;
+        size_t n = 0;
+        if (read_dir(p, &items, &n) == 0) {
+            for (size_t i = n; i-- > 0;) {
+                Item *it = &items[i];
+                if (it->err || !S_ISDIR(it->st.st_mode) || (w->dev >= 0 && (long long)it->st.st_dev != w->dev))
+                    continue;
+                if (push_path(&st, p, pl, it->name, it->len))
+                    break;
+            }
+            free_items(items, n);
+        }
+        Rec *r = malloc(sizeof(Rec) + pl + 1);
+        if (r != NULL) {
+            r->next = NULL;
+            r->n = n + 1;
+            r->len = pl;
+            memcpy(r->path, p, pl + 1);
+        }
+        free(p);
+        pthread_mutex_lock(&w->mu);
+        w->dirs_read++;
+        if (r != NULL) {
+            if (w->tail)
+                w->tail->next = r;
+            else
+                w->head = r;
+            w->tail = r;
+            w->held += r->n;
+        }
+        pthread_mutex_unlock(&w->mu);
+    }
+    while (st.n)
+        free(st.v[--st.n]);
+    free(st.v);
+    warm_release(w);
+    return NULL;
+}
+
+typedef struct {
+    PyObject_HEAD
+    Warm *w;
+} WarmObject;
+
+static void
+warm_stop(Warm *w)
+{
+    pthread_mutex_lock(&w->mu);
+    w->stop = 1;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static void
+warm_dealloc(WarmObject *o)
+{
+    if (o->w) {
+        warm_stop(o->w);
+        warm_release(o->w);
+    }
+    PyObject_Free(o);
+}
+
+static PyObject *
+warm_at(WarmObject *o, PyObject *arg)
+{
+    char *p;
+    Py_ssize_t pl;
+    if (PyBytes_AsStringAndSize(arg, &p, &pl) < 0)
+        return NULL;
+    Warm *w = o->w;
+    pthread_mutex_lock(&w->mu);
+    if ((size_t)pl + 1 > w->pos_cap) {
+        char *np = realloc(w->pos, (size_t)pl + 1);
+        if (np == NULL) {
+            pthread_mutex_unlock(&w->mu);
+            return PyErr_NoMemory();
+        }
+        w->pos = np;
+        w->pos_cap = (size_t)pl + 1;
+    }
+    memcpy(w->pos, p, (size_t)pl + 1);
+    w->pos_len = (size_t)pl;
+    while (w->head && cmp_walk(w->head->path, w->head->len, p, (size_t)pl) <= 0) {
+        Rec *r = w->head;
+        w->head = r->next;
+        if (w->head == NULL)
+            w->tail = NULL;
+        w->held -= r->n;
+        free(r);
+    }
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+warm_close(WarmObject *o, PyObject *Py_UNUSED(arg))
+{
+    warm_stop(o->w);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+warm_counts(WarmObject *o, PyObject *Py_UNUSED(arg))
+{
+    Warm *w = o->w;
+    pthread_mutex_lock(&w->mu);
+    size_t r = w->dirs_read, p = w->dirs_passed, h = w->held;
+    pthread_mutex_unlock(&w->mu);
+    return Py_BuildValue("(nnn)", (Py_ssize_t)r, (Py_ssize_t)p, (Py_ssize_t)h);
+}
+
+static PyMethodDef warm_methods[] = {
+    {"at", (PyCFunction)warm_at, METH_O, "at(path): the walk lists this directory now"},
+    {"close", (PyCFunction)warm_close, METH_NOARGS, "close(): stop at the next directory (without waiting)"},
+    {"counts", (PyCFunction)warm_counts, METH_NOARGS,
+     "counts() -> (directories read, directories passed over, entries read ahead of the walk)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject WarmType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "backupkit._dirscan.Warm",
+    .tp_basicsize = sizeof(WarmObject),
+    .tp_dealloc = (destructor)warm_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_methods = warm_methods,
+};
+
+static PyObject *
+ds_warm(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    const char *root;
+    Py_ssize_t root_len, ahead;
+    long long dev;
+    if (!PyArg_ParseTuple(args, "y#nL", &root, &root_len, &ahead, &dev))
+        return NULL;
+    if (root_len < 1 || root[0] != '/' || ahead < 0) {
+        PyErr_SetString(PyExc_ValueError, "warm: an absolute root and ahead >= 0");
+        return NULL;
+    }
+    Warm *w = calloc(1, sizeof(Warm));
+    if (w == NULL)
+        return PyErr_NoMemory();
+    w->root = malloc((size_t)root_len + 1);
+    if (w->root == NULL) {
+        free(w);
+        return PyErr_NoMemory();
+    }
+    memcpy(w->root, root, (size_t)root_len + 1);
+    w->root_len = (size_t)root_len;
+    w->ahead = (size_t)ahead;
+    w->dev = dev;
+    w->refs = 1;
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
+    WarmObject *o = PyObject_New(WarmObject, &WarmType);
+    if (o == NULL) {
+        warm_release(w);
+        return NULL;
+    }
+    o->w = w;
+    pthread_attr_t attr;
+    pthread_t t;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 256 * 1024);
+    w->refs = 2;
+    if (pthread_create(&t, &attr, warm_main, w) != 0) {
+        w->refs = 1; /* no thread: nothing is warmed, the walk reads as it would anyway */
+        w->stop = 1;
+    }
+    pthread_attr_destroy(&attr);
+    return (PyObject *)o;
+}
+
+static PyMethodDef methods[] = {
+    {"read", ds_read, METH_O, "read(path) -> a listing: the directory read and every entry lstat'ed, the GIL released"},
+    {"names", ds_names, METH_O, "names(listing) -> the entries' names, sorted"},
+    {"stats", ds_stats, METH_VARARGS,
+     "stats(listing, stat_result_type) -> an iterator: each entry's os.stat_result, or the errno its lstat failed with"},
+    {"errors", ds_errors, METH_O, "errors(listing) -> how many entries' lstat failed"},
+    {"warm", ds_warm, METH_VARARGS,
+     "warm(root, ahead, dev) -> a thread reading the directories below root ahead of the walk (see the source)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_dirscan", NULL, -1, methods, NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC
+PyInit__dirscan(void)
+{
+    if (PyType_Ready(&StatsIterType) < 0 || PyType_Ready(&WarmType) < 0)
+        return NULL;
+    return PyModule_Create(&module);
+}
