@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 typedef struct {
@@ -347,20 +348,22 @@ ds_errors(PyObject *Py_UNUSED(self), PyObject *cap)
     return PyLong_FromSize_t(e);
 }
 
-/* ---- warming the cache ahead of the walk -----------------------------------------------
+/* ---- reading ahead of the walk ------------------------------------------------------------
  *
- * warm(root, ahead, dev) starts a thread of its own (a pthread: it never takes the GIL)
- * that reads the directories below root in the walk's order (depth first, names sorted,
- * as read_dir sorts them) and lstats their entries, throwing the results away: on a cold
- * cache it brings the inodes in while the walk compares what it has, and the walk's own
- * read_dir then finds them in memory. dev >= 0: directories on another device are not
- * entered (--one-file-system).
+ * ahead(root, entries, max_age, dev) starts a thread of its own (a pthread: it never takes
+ * the GIL) that reads the directories below root as read() does, in the walk's order
+ * (depth first, names sorted), and keeps each listing for the walk. take(path) hands the
+ * walk the listing of the directory it is about to list, or None when the thread has not
+ * got there (or that read failed, or the listing is older than max_age seconds): the
+ * walk then reads it itself. So on a cold cache the disk works while the walk compares,
+ * and warm, the system calls leave the walk's thread. dev >= 0: directories on another
+ * device are not entered (--one-file-system).
  *
- * The walk says where it is with at(path) (each directory it lists, in order). What the
- * thread read beyond that position is bounded: past `ahead` entries it waits. A directory
- * the walk went past (excluded, another file system, or the thread fell behind) is not
- * read. close() stops the thread at its next directory without waiting for it (a read
- * stuck on a dead network mount keeps only its own thread).
+ * Listings read and not yet taken are bounded: past `entries` entries the thread waits.
+ * A directory the walk went past without taking (excluded, another file system) is
+ * dropped, and not read when the thread has not got there yet. close() stops the thread
+ * at its next directory without waiting for it (a read stuck on a dead network mount
+ * keeps only its own thread).
  */
 
 /* paths in the walk's order: component by component, each compared as bytes */
@@ -396,9 +399,19 @@ is_ancestor(const char *a, size_t al, const char *b, size_t bl)
     return bl > al && memcmp(a, b, al) == 0 && b[al] == '/';
 }
 
+static double
+now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
 typedef struct Rec {
     struct Rec *next;
+    Item *items; /* NULL when the read failed */
     size_t n, len;
+    double at; /* when it was read */
     char path[];
 } Rec;
 
@@ -409,15 +422,24 @@ typedef struct {
     char *root;
     size_t root_len;
     long long dev; /* < 0: any device */
-    size_t ahead, held;
-    Rec *head, *tail; /* read by the thread, not yet passed by the walk, in order */
-    char *pos;        /* the walk's directory (NULL: not yet told) */
+    double max_age;
+    size_t limit, held;
+    Rec *head, *tail; /* read by the thread, not yet taken or passed, in the walk's order */
+    char *pos;        /* the directory the walk took last (NULL: none yet) */
     size_t pos_len, pos_cap;
-    size_t dirs_read, dirs_passed;
-} Warm;
+    size_t dirs_read, dirs_passed, dirs_taken;
+} Ahead;
 
 static void
-warm_release(Warm *w)
+free_rec(Rec *r)
+{
+    if (r->items)
+        free_items(r->items, r->n);
+    free(r);
+}
+
+static void
+ahead_release(Ahead *w)
 {
     pthread_mutex_lock(&w->mu);
     int left = --w->refs;
@@ -426,7 +448,7 @@ warm_release(Warm *w)
         return;
     for (Rec *r = w->head; r;) {
         Rec *nx = r->next;
-        free(r);
+        free_rec(r);
         r = nx;
     }
     pthread_mutex_destroy(&w->mu);
@@ -452,37 +474,38 @@ push_path(PathStack *s, const char *dir, size_t dl, const char *name, size_t nl)
         s->v = v;
         s->cap = cap;
     }
-    int root = dl == 1 && dir[0] == '/';
-    size_t len = dl + (root ? 0 : 1) + nl;
+    /* dir "/" + name: no double slash; name NULL: the directory itself */
+    int join = name != NULL && !(dl == 1 && dir[0] == '/');
+    size_t len = dl + (size_t)join + (name ? nl : 0);
     char *p = malloc(len + 1);
     if (p == NULL)
         return -1;
     memcpy(p, dir, dl);
     size_t k = dl;
-    if (!root)
+    if (join)
         p[k++] = '/';
-    memcpy(p + k, name, nl);
+    if (name)
+        memcpy(p + k, name, nl);
     p[len] = 0;
     s->v[s->n++] = p;
     return 0;
 }
 
 static void *
-warm_main(void *arg)
+ahead_main(void *arg)
 {
-    Warm *w = arg;
+    Ahead *w = arg;
     PathStack st = {NULL, 0, 0};
-    if (push_path(&st, w->root, w->root_len, "", 0) == 0) {
-        /* push_path added a '/': the root itself is the first directory */
-        st.v[0][w->root_len] = 0;
-    }
+    push_path(&st, w->root, w->root_len, NULL, 0);
     while (st.n) {
         char *p = st.v[--st.n];
         size_t pl = strlen(p);
         pthread_mutex_lock(&w->mu);
-        while (!w->stop && w->held > w->ahead)
+        while (!w->stop && w->held > w->limit)
             pthread_cond_wait(&w->cv, &w->mu);
         int stop = w->stop;
+        /* the walk went past this one and everything below it (one it is at or inside
+         * is still read: its subdirectories are what comes next) */
         int passed = w->pos != NULL && cmp_walk(p, pl, w->pos, w->pos_len) < 0 && !is_ancestor(p, pl, w->pos, w->pos_len);
         if (passed)
             w->dirs_passed++;
@@ -505,42 +528,61 @@ warm_main(void *arg)
                 if (push_path(&st, p, pl, it->name, it->len))
                     break;
             }
-            free_items(items, n);
+        } else {
+            items = NULL;
+            n = 0;
         }
         Rec *r = malloc(sizeof(Rec) + pl + 1);
-        if (r != NULL) {
-            r->next = NULL;
-            r->n = n + 1;
-            r->len = pl;
-            memcpy(r->path, p, pl + 1);
+        if (r == NULL) {
+            if (items)
+                free_items(items, n);
+            free(p);
+            continue;
         }
+        r->next = NULL;
+        r->items = items;
+        r->n = n;
+        r->len = pl;
+        r->at = now_s();
+        memcpy(r->path, p, pl + 1);
         free(p);
         pthread_mutex_lock(&w->mu);
         w->dirs_read++;
-        if (r != NULL) {
-            if (w->tail)
-                w->tail->next = r;
-            else
-                w->head = r;
-            w->tail = r;
-            w->held += r->n;
+        if (w->stop) {
+            pthread_mutex_unlock(&w->mu);
+            free_rec(r);
+            break;
         }
+        if (w->pos != NULL && cmp_walk(r->path, r->len, w->pos, w->pos_len) <= 0) {
+            /* the walk listed it itself meanwhile (or is inside it): only its
+             * subdirectories were wanted */
+            pthread_mutex_unlock(&w->mu);
+            free_rec(r);
+            continue;
+        }
+        if (w->tail)
+            w->tail->next = r;
+        else
+            w->head = r;
+        w->tail = r;
+        w->held += r->n + 1;
+        pthread_cond_broadcast(&w->cv);
         pthread_mutex_unlock(&w->mu);
     }
     while (st.n)
         free(st.v[--st.n]);
     free(st.v);
-    warm_release(w);
+    ahead_release(w);
     return NULL;
 }
 
 typedef struct {
     PyObject_HEAD
-    Warm *w;
-} WarmObject;
+    Ahead *w;
+} AheadObject;
 
 static void
-warm_stop(Warm *w)
+ahead_stop(Ahead *w)
 {
     pthread_mutex_lock(&w->mu);
     w->stop = 1;
@@ -549,23 +591,26 @@ warm_stop(Warm *w)
 }
 
 static void
-warm_dealloc(WarmObject *o)
+ahead_dealloc(AheadObject *o)
 {
     if (o->w) {
-        warm_stop(o->w);
-        warm_release(o->w);
+        ahead_stop(o->w);
+        ahead_release(o->w);
     }
     PyObject_Free(o);
 }
 
+/* the listing of path read ahead, or None: see the section's comment */
 static PyObject *
-warm_at(WarmObject *o, PyObject *arg)
+ahead_take(AheadObject *o, PyObject *arg)
 {
     char *p;
     Py_ssize_t pl;
     if (PyBytes_AsStringAndSize(arg, &p, &pl) < 0)
         return NULL;
-    Warm *w = o->w;
+    Ahead *w = o->w;
+    Rec *mine = NULL;
+    Rec *gone = NULL; /* freed after the lock is let go */
     pthread_mutex_lock(&w->mu);
     if ((size_t)pl + 1 > w->pos_cap) {
         char *np = realloc(w->pos, (size_t)pl + 1);
@@ -578,65 +623,97 @@ warm_at(WarmObject *o, PyObject *arg)
     }
     memcpy(w->pos, p, (size_t)pl + 1);
     w->pos_len = (size_t)pl;
-    while (w->head && cmp_walk(w->head->path, w->head->len, p, (size_t)pl) <= 0) {
+    while (w->head) {
         Rec *r = w->head;
+        int c = cmp_walk(r->path, r->len, p, (size_t)pl);
+        if (c > 0)
+            break;
         w->head = r->next;
         if (w->head == NULL)
             w->tail = NULL;
-        w->held -= r->n;
-        free(r);
+        w->held -= r->n + 1;
+        r->next = NULL;
+        if (c == 0 && r->items != NULL && now_s() - r->at <= w->max_age) {
+            mine = r;
+            w->dirs_taken++;
+        } else {
+            r->next = gone;
+            gone = r;
+        }
     }
     pthread_cond_broadcast(&w->cv);
     pthread_mutex_unlock(&w->mu);
+    while (gone) {
+        Rec *nx = gone->next;
+        free_rec(gone);
+        gone = nx;
+    }
+    if (mine == NULL)
+        Py_RETURN_NONE;
+    Listing *l = malloc(sizeof(Listing));
+    if (l == NULL) {
+        free_rec(mine);
+        return PyErr_NoMemory();
+    }
+    l->items = mine->items;
+    l->n = mine->n;
+    mine->items = NULL;
+    free_rec(mine);
+    PyObject *cap = PyCapsule_New(l, CAPSULE_NAME, drop_listing);
+    if (cap == NULL) {
+        free_items(l->items, l->n);
+        free(l);
+    }
+    return cap;
+}
+
+static PyObject *
+ahead_close(AheadObject *o, PyObject *Py_UNUSED(arg))
+{
+    ahead_stop(o->w);
     Py_RETURN_NONE;
 }
 
 static PyObject *
-warm_close(WarmObject *o, PyObject *Py_UNUSED(arg))
+ahead_counts(AheadObject *o, PyObject *Py_UNUSED(arg))
 {
-    warm_stop(o->w);
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-warm_counts(WarmObject *o, PyObject *Py_UNUSED(arg))
-{
-    Warm *w = o->w;
+    Ahead *w = o->w;
     pthread_mutex_lock(&w->mu);
-    size_t r = w->dirs_read, p = w->dirs_passed, h = w->held;
+    size_t r = w->dirs_read, p = w->dirs_passed, t = w->dirs_taken, h = w->held;
     pthread_mutex_unlock(&w->mu);
-    return Py_BuildValue("(nnn)", (Py_ssize_t)r, (Py_ssize_t)p, (Py_ssize_t)h);
+    return Py_BuildValue("(nnnn)", (Py_ssize_t)r, (Py_ssize_t)p, (Py_ssize_t)t, (Py_ssize_t)h);
 }
 
-static PyMethodDef warm_methods[] = {
-    {"at", (PyCFunction)warm_at, METH_O, "at(path): the walk lists this directory now"},
-    {"close", (PyCFunction)warm_close, METH_NOARGS, "close(): stop at the next directory (without waiting)"},
-    {"counts", (PyCFunction)warm_counts, METH_NOARGS,
-     "counts() -> (directories read, directories passed over, entries read ahead of the walk)"},
+static PyMethodDef ahead_methods[] = {
+    {"take", (PyCFunction)ahead_take, METH_O, "take(path) -> the listing of path read ahead, or None"},
+    {"close", (PyCFunction)ahead_close, METH_NOARGS, "close(): stop at the next directory (without waiting)"},
+    {"counts", (PyCFunction)ahead_counts, METH_NOARGS,
+     "counts() -> (directories read, passed over unread, taken by the walk; entries held)"},
     {NULL, NULL, 0, NULL},
 };
 
-static PyTypeObject WarmType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "backupkit._dirscan.Warm",
-    .tp_basicsize = sizeof(WarmObject),
-    .tp_dealloc = (destructor)warm_dealloc,
+static PyTypeObject AheadType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "backupkit._dirscan.Ahead",
+    .tp_basicsize = sizeof(AheadObject),
+    .tp_dealloc = (destructor)ahead_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_methods = warm_methods,
+    .tp_methods = ahead_methods,
 };
 
 static PyObject *
-ds_warm(PyObject *Py_UNUSED(self), PyObject *args)
+ds_ahead(PyObject *Py_UNUSED(self), PyObject *args)
 {
     const char *root;
-    Py_ssize_t root_len, ahead;
+    Py_ssize_t root_len, limit;
+    double max_age;
     long long dev;
-    if (!PyArg_ParseTuple(args, "y#nL", &root, &root_len, &ahead, &dev))
+    if (!PyArg_ParseTuple(args, "y#ndL", &root, &root_len, &limit, &max_age, &dev))
         return NULL;
-    if (root_len < 1 || root[0] != '/' || ahead < 0) {
-        PyErr_SetString(PyExc_ValueError, "warm: an absolute root and ahead >= 0");
+    if (root_len < 1 || root[0] != '/' || limit < 0 || (size_t)root_len != strlen(root)) {
+        PyErr_SetString(PyExc_ValueError, "ahead: an absolute root and entries >= 0");
         return NULL;
     }
-    Warm *w = calloc(1, sizeof(Warm));
+    Ahead *w = calloc(1, sizeof(Ahead));
     if (w == NULL)
         return PyErr_NoMemory();
     w->root = malloc((size_t)root_len + 1);
@@ -646,14 +723,15 @@ ds_warm(PyObject *Py_UNUSED(self), PyObject *args)
     }
     memcpy(w->root, root, (size_t)root_len + 1);
     w->root_len = (size_t)root_len;
-    w->ahead = (size_t)ahead;
+    w->limit = (size_t)limit;
+    w->max_age = max_age;
     w->dev = dev;
     w->refs = 1;
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
-    WarmObject *o = PyObject_New(WarmObject, &WarmType);
+    AheadObject *o = PyObject_New(AheadObject, &AheadType);
     if (o == NULL) {
-        warm_release(w);
+        ahead_release(w);
         return NULL;
     }
     o->w = w;
@@ -663,8 +741,8 @@ ds_warm(PyObject *Py_UNUSED(self), PyObject *args)
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     pthread_attr_setstacksize(&attr, 256 * 1024);
     w->refs = 2;
-    if (pthread_create(&t, &attr, warm_main, w) != 0) {
-        w->refs = 1; /* no thread: nothing is warmed, the walk reads as it would anyway */
+    if (pthread_create(&t, &attr, ahead_main, w) != 0) {
+        w->refs = 1; /* no thread: take() gives None, the walk reads as it would anyway */
         w->stop = 1;
     }
     pthread_attr_destroy(&attr);
@@ -677,8 +755,8 @@ static PyMethodDef methods[] = {
     {"stats", ds_stats, METH_VARARGS,
      "stats(listing, stat_result_type) -> an iterator: each entry's os.stat_result, or the errno its lstat failed with"},
     {"errors", ds_errors, METH_O, "errors(listing) -> how many entries' lstat failed"},
-    {"warm", ds_warm, METH_VARARGS,
-     "warm(root, ahead, dev) -> a thread reading the directories below root ahead of the walk (see the source)"},
+    {"ahead", ds_ahead, METH_VARARGS,
+     "ahead(root, entries, max_age, dev) -> a thread reading the directories below root ahead of the walk"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -687,7 +765,7 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_dirscan", NULL, -1,
 PyMODINIT_FUNC
 PyInit__dirscan(void)
 {
-    if (PyType_Ready(&StatsIterType) < 0 || PyType_Ready(&WarmType) < 0)
+    if (PyType_Ready(&StatsIterType) < 0 || PyType_Ready(&AheadType) < 0)
         return NULL;
     return PyModule_Create(&module);
 }

@@ -1,21 +1,23 @@
-"""One directory's names and lstats at once, and scanning ahead of the backup walk.
+"""One directory's names and lstats at once, and reading them ahead of the backup walk.
 
 ``scan(fs, path)`` lists a directory (names sorted as bytes) and lstats every entry:
 ``(names, stats)``, where ``stats`` gives in the names' order the ``os.stat_result`` of
 each or the ``OSError`` its lstat raised. A directory that cannot be listed raises ``OSError`` as
 ``os.listdir`` does. With ``fs`` the ``os`` module, the C extension ``_dirscan`` reads
 the whole directory in one call with the GIL released (``fstatat`` on the directory's
-descriptor) into C memory (``read``); the Python objects are made apart (``entries``,
-``subdirs``), by the thread that needs them, as it needs them. Otherwise, or without the extension,
+descriptor) into C memory (``read``); the Python objects are made apart (``entries``),
+one at a time as the walk goes through them. Otherwise, or without the extension,
 ``scan_py`` does the same with ``fs.listdir`` and ``fs.lstat``: the reference the tests
 hold the C code to (tests/test_dirscan.py).
 
-``warm_ahead`` starts a thread (in C, without the GIL) that reads the directories of one
-source ahead of the walk, in its order (depth first, names sorted), and throws what it
-read away: on a cold cache the inodes come in while the walk compares what it has, and
-the walk's own ``scan`` finds them in memory. Only the cache is shared, never a result:
-what the walk sees is what its own ``scan`` returned, so the read-ahead cannot change
-what a backup stores, only when the disk is read.
+``read_ahead`` starts a thread (in C, without the GIL) that reads the directories of one
+source ahead of the walk, in its order (depth first, names sorted), and keeps each
+listing until the walk takes it: on a cold cache the disk works while the walk compares
+what it has, and warm, the system calls leave the walk's thread. A listing is at most
+``max_age`` seconds old when the walk takes it (else the walk reads the directory
+again); an lstat taken that much earlier changes nothing a backup stores: a file that
+is read is compared with its lstat after the read (``backup_reads.py``), and a file
+reused as unchanged is stored as it was at its lstat, content and metadata alike.
 """
 
 from __future__ import annotations
@@ -58,9 +60,11 @@ def entries(listing: object) -> Scan:
     return _dirscan.names(listing), stats
 
 
-def scan(fs, path: bytes) -> Scan:
-    """The directory ``path``'s names and lstats (see the module's text)."""
-    return entries(read(fs, path))
+def scan(fs, path: bytes, ahead=None) -> Scan:
+    """The directory ``path``'s names and lstats (see the module's text): from ``ahead``
+    (a ``read_ahead``) when it has read them, else read now."""
+    listing = ahead.take(path) if ahead is not None else None
+    return entries(listing if listing is not None else read(fs, path))
 
 
 def scan_py(fs, path: bytes) -> Scan:
@@ -76,31 +80,31 @@ def scan_py(fs, path: bytes) -> Scan:
     return names, stats
 
 
-class _NoWarm:
-    """``warm_ahead`` where there is nothing to warm (a test's stand-in ``fs``, no C)."""
+class _NoReadAhead:
+    """``read_ahead`` where nothing is read ahead (a test's stand-in ``fs``, no C)."""
 
-    def at(self, path: bytes) -> None:
-        pass
+    def take(self, path: bytes) -> None:
+        return None
 
     def close(self) -> None:
         pass
 
-    def counts(self) -> tuple[int, int, int]:
-        return (0, 0, 0)
+    def counts(self) -> tuple[int, int, int, int]:
+        return (0, 0, 0, 0)
 
 
-def warm_ahead(fs, root: bytes, ahead: int, dev: int = -1):
-    """A thread that reads and lstats the directories below ``root`` ahead of the walk,
-    in its order, so that on a cold cache the disk works while the walk compares (the
-    results are thrown away: the walk's own ``scan`` then finds the inodes in memory).
-    ``at(path)``: the walk lists ``path`` now (what the thread read beyond it is bounded
-    by ``ahead`` entries; what the walk went past is not read); ``close()`` stops it
-    without waiting; ``counts()`` -> (directories read, passed over, entries ahead).
-    ``dev`` >= 0: directories on another device are not entered. ``ahead`` 0, or ``fs``
-    not the ``os`` module: nothing is read ahead."""
-    if fs is not os or _dirscan is None or ahead <= 0:
-        return _NoWarm()
-    return _dirscan.warm(root, ahead, dev)
+def read_ahead(fs, root: bytes, entries: int, max_age: float, dev: int = -1):
+    """A thread (in C, without the GIL) that ``read``s the directories below ``root`` in
+    the walk's order and keeps the listings for it: ``take(path)`` gives the listing of
+    the directory the walk is about to list, or None (not read yet, its read failed, or
+    older than ``max_age`` seconds): then the walk reads it itself. At most ``entries``
+    entries are held; what the walk went past is dropped or not read; ``dev`` >= 0:
+    directories on another device are not entered. ``close()`` stops it without waiting;
+    ``counts()`` -> (directories read, passed over, taken; entries held). ``entries`` 0,
+    or ``fs`` not the ``os`` module: nothing is read ahead."""
+    if fs is not os or _dirscan is None or entries <= 0:
+        return _NoReadAhead()
+    return _dirscan.ahead(root, entries, max_age, dev)
 
 
-__all__ = ["C_AVAILABLE", "Scan", "entries", "read", "scan", "scan_py", "warm_ahead"]
+__all__ = ["C_AVAILABLE", "Scan", "entries", "read", "read_ahead", "scan", "scan_py"]

@@ -34,9 +34,11 @@ Backup (walk -> read files -> chunk -> hash/compress/seal -> pack -> upload):
                                 readers would otherwise fill memory)
     files_in_flight             larger files queued on the reader threads before the walk
                                 waits for the oldest
-    walk_warm_ahead             entries a thread lists and lstats ahead of the backup walk
-                                (``dirscan.warm_ahead``: on a cold cache the disk works
-                                while the walk compares), at most; 0: no read-ahead
+    walk_read_ahead             entries a thread lists and lstats ahead of the backup walk
+                                and holds for it (``dirscan.read_ahead``: on a cold cache
+                                the disk works while the walk compares), at most; 0: none
+    walk_read_ahead_age         seconds a listing read ahead stays good: an older one is
+                                read again by the walk (bounds how early an lstat is taken)
     files_in_flight_after_dir   after each directory the walk waits until at most this
                                 many files are still in flight (keeps the queue short
                                 without a hand-off per file)
@@ -161,7 +163,8 @@ class Tuning:
     small_files_before_processes: int = 4096
     sealed_batches_in_flight: int = 8
     files_in_flight: int = 256
-    walk_warm_ahead: int = 16384
+    walk_read_ahead: int = 16384
+    walk_read_ahead_age: float = 5.0
     files_in_flight_after_dir: int = 64
     chunks_in_flight: int = 4
     chunk_buffers_per_reader: int = 2

@@ -1,8 +1,8 @@
 """The backup's walk: the sources' paths compared with the parent snapshot, as trie changes.
 
 The walking thread lists the sources directory by directory (names sorted; each
-directory listed and lstat'ed in one call; a thread reads ahead of the walk to warm
-the cache: ``backupkit/dirscan.py``) and compares each path's lstat with the parent snapshot's wire map of it (``backup_parent.py``: one
+directory listed and lstat'ed in one C call, by a thread that reads ahead of the walk:
+``backupkit/dirscan.py``) and compares each path's lstat with the parent snapshot's wire map of it (``backup_parent.py``: one
 directory at a time, by key prefix, each entry decoded when the walk reaches it): a path
 whose metadata matches (and, for a file, whose blobs the index still holds: checked for
 all such files of a directory at once) costs its lstat and that compare, no ``Entry`` is
@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from backupkit.dirscan import scan, warm_ahead
+from backupkit.dirscan import read_ahead, scan
 from backupkit.entry import Keyer, display_path, join, parent_of
 from backupkit.excluder import Excluder
 from backupkit.managers.backup_changes import ChangeLog
@@ -228,13 +228,14 @@ class BackupWalk:
         if not stat.S_ISDIR(st.st_mode):
             self._leaf(path, st, old)
             return
-        warm = warm_ahead(self.fs, path, self.tuning.walk_warm_ahead, root_dev if self.opts.one_file_system else -1)
+        t = self.tuning
+        ahead = read_ahead(self.fs, path, t.walk_read_ahead, t.walk_read_ahead_age, root_dev if self.opts.one_file_system else -1)
         try:
-            self._walk_tree(path, st, old, root_dev, warm)
+            self._walk_tree(path, st, old, root_dev, ahead)
         finally:
-            warm.close()
+            ahead.close()
 
-    def _walk_tree(self, path: bytes, st: os.stat_result, old: dict | None, root_dev: int, warm: Any) -> None:
+    def _walk_tree(self, path: bytes, st: os.stat_result, old: dict | None, root_dev: int, ahead: Any) -> None:
         fs = self.fs
         excluded = self.excluder.excluded if self.excluder.active else None
         parent = self.parent
@@ -253,9 +254,8 @@ class BackupWalk:
             if self.opts.one_file_system and dst.st_dev != root_dev:
                 self._delete_all(pre, parent.raw_children(dpath))
                 continue
-            warm.at(dpath)
             try:
-                names, lstats = scan(fs, dpath)
+                names, lstats = scan(fs, dpath, ahead)
             except OSError as e:
                 self.stats.error(dpath, f"cannot list directory: {e.strerror}")
                 names = None

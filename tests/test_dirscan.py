@@ -1,0 +1,310 @@
+"""backupkit.dirscan: the C directory scan against its Python reference, and the thread
+that warms the cache ahead of the backup walk."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from backupkit import dirscan
+from tests.support.kit import unprivileged_prefix
+
+pytestmark = pytest.mark.skipif(not dirscan.C_AVAILABLE, reason="the C extension _dirscan is not built")
+
+#: every field os.lstat fills on Linux
+FIELDS = [f for f in dir(os.stat_result) if f.startswith("st_")]
+
+
+def odd_tree(root: Path) -> None:
+    """Names whose order differs between byte order and a naive path order (``a-b`` and
+    ``a.b`` sort before ``a/...`` as paths but after ``a`` as names), odd bytes, and every
+    kind of entry lstat reports."""
+    for d in (b"a", b"a-b", b"a.b", b"a/x", b"a/x/deep", b"a0", b"B", b"empty", b"\xff\xfe-not-utf8", b"sp ace "):
+        os.makedirs(os.path.join(os.fsencode(root), d), exist_ok=True)
+    for f, data in ((b"a/file", b"x"), (b"a-b/f", b"yy"), (b"\xff\xfe-not-utf8/f\xe9", b"z" * 5000), (b"top", b"")):
+        with open(os.path.join(os.fsencode(root), f), "wb") as fh:
+            fh.write(data)
+    os.link(root / "top", root / "top-hardlink")
+    os.symlink("nowhere", root / "dangling")
+    os.symlink("a", root / "link-to-dir")
+    os.mkfifo(root / "fifo")
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(root / "sock"))
+    s.close()
+    if os.geteuid() == 0:
+        os.mknod(root / "chardev", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+    os.utime(root / "top", ns=(1, -1_500_000_000))  # a time before 1970, with nanoseconds
+    os.chmod(root / "a/file", 0o4755)
+
+
+def same_stat(a: os.stat_result, b: os.stat_result) -> None:
+    for f in FIELDS:
+        assert getattr(a, f) == getattr(b, f), f
+        assert type(getattr(a, f)) is type(getattr(b, f)), f
+    assert tuple(a) == tuple(b)
+    assert type(a) is os.stat_result
+
+
+def walk_both(root: bytes) -> int:
+    """Compare ``scan`` (C) and ``scan_py`` on every directory below ``root``."""
+    n = 0
+    stack = [root]
+    while stack:
+        d = stack.pop()
+        names, stats = dirscan.scan(os, d)
+        stats = list(stats)
+        ref_names, ref_stats = dirscan.scan_py(os, d)
+        assert names == ref_names == sorted(os.listdir(d))
+        assert len(stats) == len(names)
+        for name, st, ref in zip(names, stats, ref_stats):
+            n += 1
+            if isinstance(ref, OSError):
+                assert isinstance(st, OSError) and (st.errno, st.strerror) == (ref.errno, ref.strerror)
+                continue
+            same_stat(st, ref)
+            if stat.S_ISDIR(st.st_mode):
+                stack.append(os.path.join(d, name))
+    return n
+
+
+def test_scan_equals_the_python_reference_on_every_kind_of_entry(tmp_path):
+    odd_tree(tmp_path)
+    assert walk_both(os.fsencode(tmp_path)) >= 20
+
+
+def test_scan_equals_the_python_reference_on_a_system_tree():
+    # a real tree with many entries (sizes, owners, times, devices of its own); bounded
+    n = walk_both(os.fsencode(os.path.dirname(os.__file__)))
+    assert n > 100
+
+
+def test_scan_of_the_root_directory_names_no_double_slash():
+    names, stats = dirscan.scan(os, b"/")
+    assert names == sorted(os.listdir(b"/"))
+    for name, st in zip(names, stats):
+        if not isinstance(st, OSError):
+            same_stat(st, os.lstat(b"/" + name))
+
+
+@pytest.mark.parametrize("kind", ["missing", "file"])
+def test_a_directory_that_cannot_be_read_raises_as_listdir_does(tmp_path, kind):
+    p = tmp_path / "x"
+    if kind == "file":
+        p.write_bytes(b"not a directory")
+    with pytest.raises(OSError) as ref:
+        os.listdir(p)
+    with pytest.raises(OSError) as got:
+        dirscan.scan(os, os.fsencode(p))
+    assert (got.value.errno, got.value.strerror, got.value.filename) == (ref.value.errno, ref.value.strerror, os.fsencode(p))
+
+
+def test_a_stand_in_fs_goes_through_its_own_calls(tmp_path):
+    (tmp_path / "b").write_bytes(b"1")
+    (tmp_path / "a").mkdir()
+    calls = []
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(os, name)
+
+        def lstat(self, p):
+            calls.append(p)
+            if p.endswith(b"/b"):
+                raise PermissionError(13, "Permission denied", p)
+            return os.lstat(p)
+
+    names, stats = dirscan.scan(Spy(), os.fsencode(tmp_path))
+    assert names == [b"a", b"b"] and calls == [os.fsencode(tmp_path / n) for n in ("a", "b")]
+    stats = list(stats)
+    assert stat.S_ISDIR(stats[0].st_mode) and isinstance(stats[1], PermissionError)
+
+
+_PROBE = """
+import json, os, sys
+from backupkit import dirscan
+d = os.fsencode(sys.argv[1])
+out = {}
+for label, (names, stats) in (("c", dirscan.scan(os, d)), ("py", dirscan.scan_py(os, d))):
+    out[label] = [[n.decode(), [s.errno, s.strerror] if isinstance(s, OSError) else s.st_size] for n, s in zip(names, stats)]
+print(json.dumps(out))
+"""
+
+
+def test_entries_whose_lstat_fails_come_back_as_the_same_oserror():
+    # a directory one may list but not search: every lstat of an entry fails with EACCES
+    prefix, who = unprivileged_prefix()
+    base = Path(tempfile.mkdtemp(prefix="bk-dirscan-", dir="/tmp"))  # reachable by nobody
+    try:
+        base.chmod(0o755)
+        d = base / "listable"
+        d.mkdir()
+        (d / "one").write_bytes(b"1")
+        (d / "two").write_bytes(b"22")
+        d.chmod(0o744)  # r for others, no x
+        r = subprocess.run(
+            [*prefix, sys.executable, "-c", _PROBE, str(d)],
+            capture_output=True, text=True, timeout=60, cwd=str(Path(__file__).resolve().parents[1]),
+        )
+        assert r.returncode == 0, f"as {who}: {r.stderr}"
+        out = json.loads(r.stdout)
+        assert out["c"] == out["py"]
+        if who == "nobody":
+            assert [e[1][0] for e in out["c"]] == [13, 13]
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+# -- warming ahead of the walk ------------------------------------------------------------
+
+def tree_of_dirs(root: Path, fan: int = 4, depth: int = 3, files: int = 3) -> list[bytes]:
+    """A tree; returns its directories in the walk's order (depth first, names sorted)."""
+    order: list[bytes] = []
+
+    def make(p: Path, level: int) -> None:
+        p.mkdir(exist_ok=True)
+        for i in range(files):
+            (p / f"f{i}").write_bytes(b"x")
+        if level < depth:
+            for name in ("a", "a-b", "a.b", "b")[:fan]:
+                make(p / name, level + 1)
+
+    make(root, 0)
+
+    def walk(p: bytes) -> None:
+        order.append(p)
+        for n in sorted(os.listdir(p)):
+            c = p + b"/" + n
+            if stat.S_ISDIR(os.lstat(c).st_mode):
+                walk(c)
+
+    walk(os.fsencode(root))
+    return order
+
+
+def wait_for(cond, timeout: float = 20.0) -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.005)
+
+
+def test_the_read_ahead_reads_in_the_walks_order_and_hands_each_listing_over(tmp_path):
+    order = tree_of_dirs(tmp_path / "t")
+    ra = dirscan.read_ahead(os, order[0], 1 << 20, 60.0)
+    try:
+        for i, d in enumerate(order):
+            # the thread reads in the walk's order: once it has read i+1 directories,
+            # the (i+1)-th is this one, and it is there to take
+            wait_for(lambda: ra.counts()[0] >= i + 1)
+            names, stats = dirscan.scan(os, d, ra)
+            ref_names, ref_stats = dirscan.scan_py(os, d)
+            assert names == ref_names
+            for st, ref in zip(stats, ref_stats, strict=True):
+                same_stat(st, ref)
+        read, passed, taken, held = ra.counts()
+        assert (read, passed, taken, held) == (len(order), 0, len(order), 0)
+    finally:
+        ra.close()
+
+
+def test_what_is_read_ahead_is_bounded(tmp_path):
+    order = tree_of_dirs(tmp_path / "t")  # 85 directories of 3-7 entries
+    ra = dirscan.read_ahead(os, order[0], 20, 60.0)
+    try:
+        assert ra.take(order[0]) is None or True  # the walk is at the root
+        wait_for(lambda: ra.counts()[3] > 20)
+        time.sleep(0.2)
+        read, _passed, _taken, held = ra.counts()
+        # it stops once past the bound: at most one directory beyond it
+        assert 20 < held <= 20 + 8 and read < len(order)
+        ra.take(order[len(order) // 2])  # the walk moves on: what it passed is dropped
+        wait_for(lambda: ra.counts()[0] > read)
+    finally:
+        ra.close()
+
+
+def test_directories_the_walk_went_past_are_dropped_or_not_read(tmp_path):
+    order = tree_of_dirs(tmp_path / "t")
+    ra = dirscan.read_ahead(os, order[0], 10, 60.0)
+    try:
+        assert ra.take(order[-1]) is None  # the walk jumped to the end (it excluded the rest)
+        # read: the path down to it (t, b, b/b, b/b/b: their subdirectories are what comes
+        # next); passed over unread: a, a-b and a.b at each of the three levels
+        wait_for(lambda: ra.counts()[:2] == (4, 9))
+        time.sleep(0.1)
+        assert ra.counts() == (4, 9, 0, 0)
+    finally:
+        ra.close()
+
+
+def test_a_listing_older_than_max_age_is_read_again(tmp_path):
+    order = tree_of_dirs(tmp_path / "t", depth=1)
+    ra = dirscan.read_ahead(os, order[0], 1000, 0.05)
+    try:
+        wait_for(lambda: ra.counts()[0] == len(order))
+        time.sleep(0.1)
+        (Path(os.fsdecode(order[1])) / "new").write_bytes(b"after the read-ahead")
+        names, _stats = dirscan.scan(os, order[1], ra)
+        assert b"new" in names  # read again by the walk, not the old listing
+        assert ra.counts()[2] == 0
+    finally:
+        ra.close()
+
+
+def test_close_stops_the_thread(tmp_path):
+    order = tree_of_dirs(tmp_path / "t")
+    ra = dirscan.read_ahead(os, order[0], 1, 60.0)
+    wait_for(lambda: ra.counts()[0] >= 1)
+    ra.close()
+    time.sleep(0.05)
+    before = ra.counts()[0]
+    ra.take(order[-1])  # would free the bound: a stopped thread reads nothing more
+    time.sleep(0.1)
+    assert ra.counts()[0] == before < len(order)
+
+
+def test_nothing_is_read_ahead_without_the_os_module_or_with_zero_entries(tmp_path):
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(os, name)
+
+    root = os.fsencode(tmp_path)
+    for ra in (dirscan.read_ahead(Spy(), root, 100, 60.0), dirscan.read_ahead(os, root, 0, 60.0)):
+        time.sleep(0.05)
+        assert ra.take(root) is None
+        assert ra.counts() == (0, 0, 0, 0)
+        ra.close()
+
+
+def test_another_device_is_not_entered(tmp_path):
+    order = tree_of_dirs(tmp_path / "t", depth=1)
+    mnt = tmp_path / "t" / "a-b"  # a directory of the tree becomes another file system
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.fail(f"cannot mount a tmpfs (needed for the device rule): {r.stderr.strip()}")
+    try:
+        (mnt / "inside").mkdir()
+        dev = os.lstat(tmp_path / "t").st_dev
+        got = {}
+        for label, d in (("same device", dev), ("any device", -1)):
+            ra = dirscan.read_ahead(os, order[0], 1000, 60.0, d)
+            try:
+                wait_for(lambda: ra.counts()[3] > 0)
+                time.sleep(0.2)
+                got[label] = ra.counts()[0]
+            finally:
+                ra.close()
+        # t and its four children, without / with the tmpfs's root and its "inside"
+        assert got == {"same device": 4, "any device": 6}
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
