@@ -46,15 +46,16 @@ cmp_items(const void *a, const void *b)
     return (x->len > y->len) - (x->len < y->len);
 }
 
+/* a listing's items and their names live in one allocation (read_dir) */
 static void
 free_items(Item *items, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        free(items[i].name);
+    (void)n;
     free(items);
 }
 
-/* Reads the directory (no GIL held). Returns 0, or an errno with nothing allocated. */
+/* Reads the directory (no GIL held). Returns 0, or an errno with nothing allocated.
+ * *out: n items followed by their names, one block (one free). */
 static int
 read_dir(const char *path, Item **out, size_t *count)
 {
@@ -67,14 +68,11 @@ read_dir(const char *path, Item **out, size_t *count)
         close(fd);
         return e;
     }
-    size_t cap = 64, n = 0;
-    Item *items = malloc(cap * sizeof(Item));
-    if (items == NULL) {
-        closedir(d);
-        return ENOMEM;
-    }
-    int err = 0;
-    for (;;) {
+    /* the names first, one after the other (each ended by a NUL) */
+    size_t cap = 4096, used = 0, n = 0;
+    char *buf = malloc(cap);
+    int err = buf == NULL ? ENOMEM : 0;
+    while (!err) {
         errno = 0;
         struct dirent *de = readdir(d);
         if (de == NULL) {
@@ -84,30 +82,35 @@ read_dir(const char *path, Item **out, size_t *count)
         const char *nm = de->d_name;
         if (nm[0] == '.' && (nm[1] == 0 || (nm[1] == '.' && nm[2] == 0)))
             continue;
-        if (n == cap) {
-            Item *grown = realloc(items, 2 * cap * sizeof(Item));
+        size_t len = strlen(nm) + 1;
+        if (used + len > cap) {
+            char *grown = realloc(buf, 2 * cap + len);
             if (grown == NULL) {
                 err = ENOMEM;
                 break;
             }
-            items = grown;
-            cap *= 2;
+            buf = grown;
+            cap = 2 * cap + len;
         }
-        size_t len = strlen(nm);
-        items[n].name = malloc(len + 1);
-        if (items[n].name == NULL) {
-            err = ENOMEM;
-            break;
-        }
-        memcpy(items[n].name, nm, len + 1);
-        items[n].len = len;
-        items[n].err = 0;
+        memcpy(buf + used, nm, len);
+        used += len;
         n++;
     }
-    if (err) {
+    Item *items = err ? NULL : malloc(n * sizeof(Item) + used + 1);
+    if (items == NULL) {
         closedir(d);
-        free_items(items, n);
-        return err;
+        free(buf);
+        return err ? err : ENOMEM;
+    }
+    char *names = (char *)(items + n);
+    memcpy(names, buf, used);
+    free(buf);
+    size_t off = 0;
+    for (size_t i = 0; i < n; i++) {
+        items[i].name = names + off;
+        items[i].len = strlen(names + off);
+        items[i].err = 0;
+        off += items[i].len + 1;
     }
     qsort(items, n, sizeof(Item), cmp_items);
     int dfd = dirfd(d);
