@@ -158,27 +158,37 @@ class BackupWalk:
     # -- scanning for progress totals -------------------------------------------------------
     def _scan(self, sources: list[bytes]) -> None:
         fs = self.fs
+        excluded = self.excluder.excluded
         files = size = 0
         last = time.monotonic()
         try:
             for src in sources:
-                stack = [src]
+                try:
+                    st = fs.lstat(src)
+                except OSError:
+                    continue
+                if stat.S_ISREG(st.st_mode):
+                    files += 1
+                    size += st.st_size
+                stack = [src] if stat.S_ISDIR(st.st_mode) else []
                 while stack and not self.stopped.is_set():
-                    p = stack.pop()
+                    d = stack.pop()
                     try:
-                        st = fs.lstat(p)
+                        names, stats = scan(fs, d)  # one call (the GIL let go) a directory
                     except OSError:
                         continue
-                    if p != src and self.excluder.excluded(p, st):
-                        continue  # totals of what the walk will back up (tag files aside)
-                    if stat.S_ISDIR(st.st_mode):
-                        try:
-                            stack.extend(os.path.join(p, n) for n in fs.listdir(p))
-                        except OSError:
-                            pass
-                    elif stat.S_ISREG(st.st_mode):
-                        files += 1
-                        size += st.st_size
+                    pre = d if d == b"/" else d + b"/"
+                    for name, cst in zip(names, stats):
+                        if isinstance(cst, OSError):
+                            continue
+                        p = pre + name
+                        if excluded(p, cst):
+                            continue  # totals of what the walk will back up (tag files aside)
+                        if stat.S_ISDIR(cst.st_mode):
+                            stack.append(p)
+                        elif stat.S_ISREG(cst.st_mode):
+                            files += 1
+                            size += cst.st_size
                     if time.monotonic() - last > 0.5:
                         self.reporter.scan_total(files, size, False)
                         last = time.monotonic()

@@ -1,0 +1,103 @@
+"""The backup walk on ``backupkit.dirscan``: a directory listed and lstat'ed in one call,
+read ahead by a thread; the snapshot is the same with and without the read-ahead, an
+entry whose lstat fails is reported and left out, and the progress totals count what
+the walk backs up."""
+
+from __future__ import annotations
+
+import os
+
+from backupkit.managers.backup import BackupManager, BackupOptions, NullBackupReporter
+from backupkit.tree import SnapshotTree
+from backupkit.tuning import Tuning
+from tests.support.kit import make_test_repo
+from tests.test_dirscan import odd_tree
+
+
+class Recorder(NullBackupReporter):
+    def __init__(self) -> None:
+        self.errors: list[tuple[str, str]] = []
+        self.totals: list[tuple[int, int, bool]] = []
+
+    def error(self, path: str, message: str) -> None:
+        self.errors.append((path, message))
+
+    def scan_total(self, files: int, size: int, done: bool) -> None:
+        self.totals.append((files, size, done))
+
+
+def snapshot_entries(repo, snap) -> dict[bytes, object]:
+    return {p: e for p, e in SnapshotTree(repo, snap.root).walk(b"/")}
+
+
+def make_tree(root) -> None:
+    odd_tree(root)
+    for i in range(300):  # more than one batch of unchanged files in one directory
+        (root / "many").mkdir(exist_ok=True)
+        (root / "many" / f"{i:04}").write_bytes(b"%d" % i)
+    (root / "skipme").mkdir()
+    (root / "skipme" / "x").write_bytes(b"excluded")
+    (root / "tagged").mkdir()
+    (root / "tagged" / ".nobackup").write_bytes(b"")
+    (root / "tagged" / "gone").write_bytes(b"left out by the tag")
+
+
+def test_the_snapshot_is_the_same_with_and_without_the_read_ahead(tmp_path):
+    src = tmp_path / "src"
+    make_tree(src)
+    opts = dict(paths=(str(src),), excludes=("*/skipme",), exclude_if_present=(".nobackup",))
+    got = {}
+    for label, tuning in (("ahead", Tuning()), ("none", Tuning(walk_read_ahead=0))):
+        repo = make_test_repo(tmp_path / f"repo-{label}")
+        first = BackupManager(repo, tuning=tuning).run(BackupOptions(**opts))
+        assert not first.errors
+        again = BackupManager(repo, tuning=tuning).run(BackupOptions(**opts))
+        assert again.files_read == 0 and again.files_unchanged == first.files_new
+        got[label] = {
+            p: (e.type, e.size, e.mode, e.mtime, e.inode, e.target)
+            for p, e in snapshot_entries(repo, again.snapshot).items()
+            if p.startswith(os.fsencode(src))  # (its ancestors change as the repositories are made)
+        }
+        repo.close()
+    assert got["ahead"] == got["none"]
+    paths = set(got["ahead"])
+    assert os.fsencode(src / "many" / "0299") in paths and os.fsencode(src / "a-b" / "f") in paths
+    assert not any(b"skipme" in p or p.endswith(b"/gone") for p in paths)
+
+
+def test_an_entry_whose_lstat_fails_is_reported_and_left_out(tmp_path):
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    for n in ("a", "b", "c"):
+        (src / "d" / n).write_bytes(n.encode())
+    bad = os.fsencode(src / "d" / "b")
+
+    class FailingLstat:
+        def __getattr__(self, name):
+            return getattr(os, name)
+
+        def lstat(self, p, *a, **kw):
+            if os.fsencode(p) == bad:
+                raise PermissionError(13, "Permission denied", p)
+            return os.lstat(p, *a, **kw)
+
+    repo = make_test_repo(tmp_path / "repo")
+    rec = Recorder()
+    res = BackupManager(repo, rec, fs=FailingLstat()).run(BackupOptions(paths=(str(src),), scan_totals=False))
+    assert [(e.path, e.message) for e in res.errors] == [(str(src / "d" / "b"), "Permission denied")]
+    paths = set(snapshot_entries(repo, res.snapshot))
+    assert os.fsencode(src / "d" / "a") in paths and bad not in paths
+
+
+def test_the_progress_totals_count_what_the_walk_backs_up(tmp_path):
+    src = tmp_path / "src"
+    make_tree(src)
+    repo = make_test_repo(tmp_path / "repo")
+    rec = Recorder()
+    res = BackupManager(repo, rec).run(BackupOptions(paths=(str(src),), excludes=("*/skipme",)))
+    files, size, done = rec.totals[-1]
+    assert done
+    assert (files, size) == (res.files_new, res.bytes_total)
+    # many/*, a/file, a-b/f, the non-UTF-8 one, top and its hard link, tagged/* (no tag
+    # rule in this run); not skipme/x
+    assert files == 300 + 5 + 2
