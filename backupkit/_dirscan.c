@@ -24,6 +24,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -46,12 +47,48 @@ cmp_items(const void *a, const void *b)
     return (x->len > y->len) - (x->len < y->len);
 }
 
-/* a listing's items and their names live in one allocation (read_dir) */
+/* A listing's items and their names live in one block (read_dir). A large block (a
+ * directory of a thousand entries or more) is mapped on its own and unmapped when freed:
+ * the process sets malloc's mmap threshold high (cli/tuning.py), and blocks freed by the
+ * walk would otherwise stay in the reading thread's arena. */
+#define BLOCK_HEAD 16
+#define BLOCK_MAPPED ((size_t)256 * 1024)
+
+static void *
+block_alloc(size_t size)
+{
+    size_t total = size + BLOCK_HEAD;
+    char *p;
+    if (total >= BLOCK_MAPPED) {
+        p = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED)
+            return NULL;
+    } else if ((p = malloc(total)) == NULL) {
+        return NULL;
+    }
+    memcpy(p, &total, sizeof total);
+    return p + BLOCK_HEAD;
+}
+
+static void
+block_free(void *block)
+{
+    if (block == NULL)
+        return;
+    char *p = (char *)block - BLOCK_HEAD;
+    size_t total;
+    memcpy(&total, p, sizeof total);
+    if (total >= BLOCK_MAPPED)
+        munmap(p, total);
+    else
+        free(p);
+}
+
 static void
 free_items(Item *items, size_t n)
 {
     (void)n;
-    free(items);
+    block_free(items);
 }
 
 /* Reads the directory (no GIL held). Returns 0, or an errno with nothing allocated.
@@ -96,7 +133,7 @@ read_dir(const char *path, Item **out, size_t *count)
         used += len;
         n++;
     }
-    Item *items = err ? NULL : malloc(n * sizeof(Item) + used + 1);
+    Item *items = err ? NULL : block_alloc(n * sizeof(Item) + used + 1);
     if (items == NULL) {
         closedir(d);
         free(buf);

@@ -88,6 +88,24 @@ def test_scan_equals_the_python_reference_on_a_system_tree():
     assert n > 100
 
 
+def test_a_directory_of_thousands_of_entries(tmp_path):
+    # its listing is a block of its own (mapped, not from malloc's arena): same results
+    for i in range(2500):
+        (tmp_path / f"entry-{i:05}-{'x' * (i % 40)}").write_bytes(b"")
+    ra = dirscan.read_ahead(os, os.fsencode(tmp_path), 100_000, 60.0)
+    try:
+        wait_for(lambda: ra.counts()[0] == 1)
+        names, stats = dirscan.scan(os, os.fsencode(tmp_path), ra)
+        assert ra.counts()[2] == 1  # taken from the read-ahead
+    finally:
+        ra.close()
+    assert walk_both(os.fsencode(tmp_path)) == 2500
+    ref_names, ref_stats = dirscan.scan_py(os, os.fsencode(tmp_path))
+    assert names == ref_names
+    for st, ref in zip(stats, ref_stats, strict=True):
+        same_stat(st, ref)
+
+
 def test_scan_of_the_root_directory_names_no_double_slash():
     names, stats = dirscan.scan(os, b"/")
     assert names == sorted(os.listdir(b"/"))
