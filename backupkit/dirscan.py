@@ -2,13 +2,13 @@
 
 ``scan(fs, path)`` lists a directory (names sorted as bytes) and lstats every entry:
 ``(names, stats)``, where ``stats`` gives in the names' order the ``os.stat_result`` of
-each or the ``OSError`` its lstat raised. A directory that cannot be listed raises ``OSError`` as
-``os.listdir`` does. With ``fs`` the ``os`` module, the C extension ``_dirscan`` reads
-the whole directory in one call with the GIL released (``fstatat`` on the directory's
-descriptor) into C memory (``read``); the Python objects are made apart (``entries``),
-one at a time as the walk goes through them. Otherwise, or without the extension,
-``scan_py`` does the same with ``fs.listdir`` and ``fs.lstat``: the reference the tests
-hold the C code to (tests/test_dirscan.py).
+each or the ``OSError`` its lstat raised. A directory that cannot be listed raises
+``OSError`` as ``os.listdir`` does. With ``fs`` the ``os`` module, the C extension
+``_dirscan`` reads the whole directory in one call with the GIL released (``fstatat`` on
+the directory's descriptor) into C memory (``read``); the Python objects are made apart
+(``entries``), one at a time as the walk goes through them. Otherwise, or without the
+extension, ``scan_py`` does the same with ``fs.listdir`` and ``fs.lstat``: the reference
+the tests hold the C code to (tests/test_dirscan.py).
 
 ``read_ahead`` starts a thread (in C, without the GIL) that reads the directories of one
 source ahead of the walk, in its order (depth first, names sorted), and keeps each
@@ -23,7 +23,6 @@ reused as unchanged is stored as it was at its lstat, content and metadata alike
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Iterable
 
 try:
@@ -37,13 +36,12 @@ except ImportError:  # pragma: no cover - the extension is built by pip install
 #: (sorted names, the lstat result or OSError of each, in the names' order)
 Scan = tuple[list[bytes], Iterable]
 
-_S_ISDIR = stat.S_ISDIR
 _stat_result = os.stat_result
 
 
 def read(fs, path: bytes) -> object:
-    """The directory ``path`` read and its entries lstat'ed: a listing for ``entries``,
-    ``subdirs`` and ``count``. In C (the GIL released) when ``fs`` is the ``os`` module."""
+    """The directory ``path`` read and its entries lstat'ed: a listing for ``entries``.
+    In C (the GIL released) when ``fs`` is the ``os`` module."""
     if fs is os and _dirscan is not None:
         return _dirscan.read(path)
     return scan_py(fs, path)

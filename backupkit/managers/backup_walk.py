@@ -1,13 +1,14 @@
 """The backup's walk: the sources' paths compared with the parent snapshot, as trie changes.
 
 The walking thread lists the sources directory by directory (names sorted; each
-directory listed and lstat'ed in one C call, by a thread that reads ahead of the walk:
-``backupkit/dirscan.py``) and compares each path's lstat with the parent snapshot's wire map of it (``backup_parent.py``: one
-directory at a time, by key prefix, each entry decoded when the walk reaches it): a path
-whose metadata matches (and, for a file, whose blobs the index still holds: checked for
-all such files of a directory at once) costs its lstat and that compare, no ``Entry`` is
-built and no change recorded; a file keeps its content list and is not opened. Other
-files go to the reader pool (``backup_reads.py``), where the run's ``ContentWriter``
+directory listed and lstat'ed in one C call, most by a thread that reads ahead of the
+walk: ``backupkit/dirscan.py``) and compares each path's lstat with the parent
+snapshot's wire map of it (``backup_parent.py``: one directory at a time, by key prefix,
+each entry decoded when the walk reaches it): a path whose metadata matches (and, for a
+file, whose blobs the index still holds: checked for all such files of a directory at
+once) costs its lstat and that compare, no ``Entry`` is built and no change recorded; a
+file keeps its content list and is not opened. Other files go to the reader pool
+(``backup_reads.py``), where the run's ``ContentWriter``
 (``backupkit/objects/writer.py``) reads them. Entries that differ from the parent become
 trie changes in a ``ChangeLog`` (``backup_changes.py``); paths the parent had and the
 walk did not find become deletions. What to do with the changes is the run's business
