@@ -29,6 +29,11 @@ from backupkit.objects.entry import WIRE_KEY, Entry, group_name, user_name
 from backupkit.repo.repository import Repository
 from backupkit.tree import SnapshotTree
 
+try:
+    from backupkit._parentmatch import Matcher as _Matcher
+except ImportError:  # pragma: no cover - the extension is built by pip install
+    _Matcher = None
+
 _WIRE_KEYS = frozenset(WIRE_KEY.values())
 #: what reading the parent's tree can raise when it is damaged
 _TREE_ERRORS = (BlobNotFound, IntegrityError, FormatError)
@@ -110,6 +115,15 @@ def file_unchanged(m: dict, st: os.stat_result) -> bool:
     except KeyError:
         same = False
     return same or unchanged(m, st, "f")
+
+
+def content_matcher():
+    """A callable ``(raw, st)`` -> the parent's content list when ``raw`` (the parent's
+    encoded entry of a regular file) matches ``st`` as ``file_unchanged`` and
+    ``inline_content`` would say, without unpacking it (C, ``_parentmatch.c``), or None
+    when that is not settled so: then ``wire``, ``inline_content`` and ``file_unchanged``
+    decide. None where the C extension is missing."""
+    return _Matcher(_owner) if _Matcher is not None else None
 
 
 def _owner(uid: int, gid: int) -> tuple[int, int, str, str]:
@@ -227,4 +241,4 @@ class ParentView:
         return all(has(i) and i not in damaged for i in items if isinstance(i, bytes))
 
 
-__all__ = ["ParentView", "decode", "file_unchanged", "unchanged", "unreadable", "wire"]
+__all__ = ["ParentView", "content_matcher", "decode", "file_unchanged", "unchanged", "unreadable", "wire"]

@@ -33,7 +33,7 @@ from backupkit.dirscan import read_ahead, scan
 from backupkit.entry import Keyer, display_path, join, parent_of
 from backupkit.excluder import Excluder
 from backupkit.managers.backup_changes import ChangeLog
-from backupkit.managers.backup_parent import ParentView, decode, file_unchanged, inline_content, unchanged, wire
+from backupkit.managers.backup_parent import ParentView, content_matcher, decode, file_unchanged, inline_content, unchanged, wire
 from backupkit.managers.backup_reads import FileReads
 from backupkit.objects.entry import TYPE_OF_MODE, Entry, entry_from_stat
 from backupkit.objects.smallfiles import read_xattrs
@@ -250,6 +250,7 @@ class BackupWalk:
         fs = self.fs
         excluded = self.excluder.excluded if self.excluder.active else None
         parent = self.parent
+        match = content_matcher()
         S_ISDIR, S_ISREG = stat.S_ISDIR, stat.S_ISREG
         # a directory's parent map, or its encoded entry (decoded when the walk gets there)
         stack: list[tuple[bytes, os.stat_result, dict | bytes | None]] = [(path, st, old)]
@@ -283,9 +284,10 @@ class BackupWalk:
                 by_name = dict(zip(names, lstats))
                 found = ((n, by_name[n]) for n in kept)
             subdirs = []
-            #: files whose metadata match the parent's: (path, lstat, parent's map),
-            #: reused once their blobs are checked in the index, all at once
-            same: list[tuple[bytes, os.stat_result, dict]] = []
+            #: files whose metadata match the parent's: (path, lstat, the parent's content
+            #: list, its encoded entry), reused once their blobs are checked in the
+            #: index, all at once
+            same: list[tuple[bytes, os.stat_result, list, bytes]] = []
             for name, cst in found:
                 cpath = pre + name
                 if isinstance(cst, OSError):
@@ -298,14 +300,22 @@ class BackupWalk:
                 if S_ISDIR(mode):
                     subdirs.append((cpath, cst, raw))
                     continue
-                m = wire(cpath, raw) if raw is not None else None
-                if m is not None and S_ISREG(mode) and inline_content(m) is not None and file_unchanged(m, cst):
-                    same.append((cpath, cst, m))
-                    if len(same) >= _SAME_BATCH:
-                        self._reuse(same)
-                        same = []
-                else:
-                    self._leaf(cpath, cst, m)
+                if raw is None or not S_ISREG(mode):
+                    self._leaf(cpath, cst, wire(cpath, raw) if raw is not None else None)
+                    continue
+                # a regular file the parent had: the C matcher settles the common case
+                # (unchanged) without unpacking the entry; whatever it does not, Python does
+                c = match(raw, cst) if match is not None else None
+                if c is None:
+                    m = wire(cpath, raw)
+                    c = inline_content(m)
+                    if c is None or not file_unchanged(m, cst):
+                        self._leaf(cpath, cst, m)
+                        continue
+                same.append((cpath, cst, c, raw))
+                if len(same) >= _SAME_BATCH:
+                    self._reuse(same)
+                    same = []
             if same:
                 self._reuse(same)
             if olds:
@@ -313,14 +323,14 @@ class BackupWalk:
             stack.extend(reversed(subdirs))
             self.reads.drain(self.tuning.files_in_flight_after_dir)
 
-    def _reuse(self, same: list[tuple[bytes, os.stat_result, dict]]) -> None:
+    def _reuse(self, same: list[tuple[bytes, os.stat_result, list, bytes]]) -> None:
         """Files whose metadata match the parent's: unchanged when every blob of theirs
         is in the index (one lookup for all), else each is looked at on its own."""
-        if self.parent.all_items_indexed([m["c"] for _p, _st, m in same]):
-            self.stats.unchanged_files([(p, st.st_size) for p, st, _m in same])
+        if self.parent.all_items_indexed([c for _p, _st, c, _raw in same]):
+            self.stats.unchanged_files([(p, st.st_size) for p, st, _c, _raw in same])
             return
-        for p, st, m in same:
-            self._leaf(p, st, m)
+        for p, st, _c, raw in same:
+            self._leaf(p, st, wire(p, raw))
 
     def _delete_all(self, pre: bytes, olds: dict[bytes, bytes]) -> None:
         """``_delete`` each of the parent's children ``olds`` (name -> encoded entry) of

@@ -1,0 +1,443 @@
+/* Whether a file is unchanged since the parent snapshot, from the parent's encoded
+ * entry and the file's lstat, without unpacking the entry into Python objects.
+ *
+ * Matcher(owner)(raw, st) -> the entry's content list, or None. It says "unchanged"
+ * (returns the list) only when raw is exactly one msgpack map holding exactly the keys a
+ * regular file's entry has (c ct dv g gn i m mt n s t u un, each once, in any order),
+ * with t = "f", each number equal to st's field (mt, ct: the *_ns times; m: the mode's
+ * permission bits), un and gn equal to the names owner(uid, gid) gives (a 4-tuple
+ * (uid, gid, user, group), asked once per owner in a row), and c an array of bin and
+ * non-negative integers. Anything else, well formed or not, gives None, and the caller
+ * decides with the Python path (backup_parent.wire, inline_content, file_unchanged): so
+ * this code never has to agree with Python about a refusal or an error, only about a
+ * match, and every match it makes Python makes too (tests/test_parentmatch.py holds it
+ * to that on crafted and mutated entries).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+typedef struct {
+    const unsigned char *p, *end;
+} Cur;
+
+typedef struct {
+    int neg;               /* 1: v holds a negative value as int64 */
+    unsigned long long v;  /* the value (two's complement when neg) */
+} Int;
+
+static int
+take(Cur *c, size_t n, const unsigned char **out)
+{
+    if ((size_t)(c->end - c->p) < n)
+        return -1;
+    *out = c->p;
+    c->p += n;
+    return 0;
+}
+
+static unsigned long long
+be(const unsigned char *b, int n)
+{
+    unsigned long long v = 0;
+    for (int i = 0; i < n; i++)
+        v = (v << 8) | b[i];
+    return v;
+}
+
+/* an integer of any msgpack width; -1 when the next object is not an integer */
+static int
+read_int(Cur *c, Int *out)
+{
+    const unsigned char *b;
+    if (take(c, 1, &b))
+        return -1;
+    unsigned char t = b[0];
+    if (t <= 0x7f) {
+        out->neg = 0;
+        out->v = t;
+        return 0;
+    }
+    if (t >= 0xe0) {
+        out->neg = 1;
+        out->v = (unsigned long long)(long long)(signed char)t;
+        return 0;
+    }
+    int n;
+    int sign;
+    switch (t) {
+    case 0xcc: n = 1; sign = 0; break;
+    case 0xcd: n = 2; sign = 0; break;
+    case 0xce: n = 4; sign = 0; break;
+    case 0xcf: n = 8; sign = 0; break;
+    case 0xd0: n = 1; sign = 1; break;
+    case 0xd1: n = 2; sign = 1; break;
+    case 0xd2: n = 4; sign = 1; break;
+    case 0xd3: n = 8; sign = 1; break;
+    default: return -1;
+    }
+    if (take(c, (size_t)n, &b))
+        return -1;
+    unsigned long long v = be(b, n);
+    if (sign) {
+        long long s;
+        if (n == 8)
+            s = (long long)v;
+        else {
+            unsigned long long bit = 1ULL << (8 * n - 1);
+            s = (v & bit) ? (long long)(v - (bit << 1)) : (long long)v;
+        }
+        out->neg = s < 0;
+        out->v = (unsigned long long)s;
+    } else {
+        out->neg = 0;
+        out->v = v;
+    }
+    return 0;
+}
+
+/* a str's bytes; -1 when the next object is not a str */
+static int
+read_str(Cur *c, const unsigned char **s, size_t *len)
+{
+    const unsigned char *b;
+    if (take(c, 1, &b))
+        return -1;
+    unsigned char t = b[0];
+    size_t n;
+    if (t >= 0xa0 && t <= 0xbf)
+        n = t & 0x1f;
+    else {
+        int w = t == 0xd9 ? 1 : t == 0xda ? 2 : t == 0xdb ? 4 : 0;
+        if (!w || take(c, (size_t)w, &b))
+            return -1;
+        n = (size_t)be(b, w);
+    }
+    if (take(c, n, s))
+        return -1;
+    *len = n;
+    return 0;
+}
+
+/* a container header: the next object's count when its first byte is of the kind
+ * (fix range lo..lo+15, then the 16- and 32-bit codes); -1 otherwise */
+static long long
+read_header(Cur *c, unsigned char fix_lo, unsigned char c16, unsigned char c32)
+{
+    const unsigned char *b;
+    if (take(c, 1, &b))
+        return -1;
+    unsigned char t = b[0];
+    if (t >= fix_lo && t <= fix_lo + 15)
+        return t - fix_lo;
+    int w = t == c16 ? 2 : t == c32 ? 4 : 0;
+    if (!w || take(c, (size_t)w, &b))
+        return -1;
+    return (long long)be(b, w);
+}
+
+/* the content list: an array of bin (blob ids) and non-negative integers */
+static PyObject *
+read_content(Cur *c)
+{
+    long long n = read_header(c, 0x90, 0xdc, 0xdd);
+    if (n < 0 || n > c->end - c->p) /* each item takes a byte at least */
+        return NULL;
+    PyObject *list = PyList_New((Py_ssize_t)n);
+    if (list == NULL)
+        return NULL;
+    for (long long i = 0; i < n; i++) {
+        const unsigned char *b;
+        if (c->p >= c->end)
+            goto refuse;
+        unsigned char t = c->p[0];
+        PyObject *item;
+        if (t == 0xc4 || t == 0xc5 || t == 0xc6) {
+            int w = t == 0xc4 ? 1 : t == 0xc5 ? 2 : 4;
+            c->p++;
+            if (take(c, (size_t)w, &b))
+                goto refuse;
+            size_t len = (size_t)be(b, w);
+            if (take(c, len, &b))
+                goto refuse;
+            item = PyBytes_FromStringAndSize((const char *)b, (Py_ssize_t)len);
+        } else {
+            Int v;
+            if (read_int(c, &v) || v.neg)
+                goto refuse;
+            item = PyLong_FromUnsignedLongLong(v.v);
+        }
+        if (item == NULL)
+            goto refuse;
+        PyList_SET_ITEM(list, (Py_ssize_t)i, item);
+    }
+    return list;
+refuse:
+    Py_DECREF(list);
+    return NULL;
+}
+
+/* an expected number from a Python int; -1 when it has no msgpack integer form */
+static int
+expect(PyObject *o, Int *out)
+{
+    int overflow;
+    long long s = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (s == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return -1;
+    }
+    if (overflow == 0) {
+        out->neg = s < 0;
+        out->v = (unsigned long long)s;
+        return 0;
+    }
+    if (overflow < 0)
+        return -1;
+    unsigned long long u = PyLong_AsUnsignedLongLong(o);
+    if (u == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return -1;
+    }
+    out->neg = 0;
+    out->v = u;
+    return 0;
+}
+
+static int
+same_int(const Int *a, const Int *b)
+{
+    return a->neg == b->neg && a->v == b->v;
+}
+
+/* os.stat_result (its fields read by index: mode 0, ino 1, dev 2, nlink 3, uid 4, gid 5,
+ * size 6, then past the visible ten, st_mtime_ns 14 and st_ctime_ns 15) */
+static PyTypeObject *StatType;
+
+enum { K_C, K_CT, K_DV, K_G, K_GN, K_I, K_M, K_MT, K_N, K_S, K_T, K_U, K_UN, K_COUNT };
+static const char *const KEYS[K_COUNT] = {"c", "ct", "dv", "g", "gn", "i", "m", "mt", "n", "s", "t", "u", "un"};
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *owner;   /* callable (uid, gid) -> (uid, gid, user, group) */
+    PyObject *last_uid, *last_gid;
+    PyObject *user, *group; /* bytes: UTF-8 of the names; NULL: no UTF-8 form */
+    int have_last;
+} Matcher;
+
+/* the owner's names as UTF-8, asked of owner() when uid/gid differ from the last ones;
+ * 0 and user, group set (NULL when a name has no UTF-8 form), -1 on an error raised */
+static int
+owner_names(Matcher *m, PyObject *uid, PyObject *gid, PyObject **user, PyObject **group)
+{
+    if (!m->have_last || PyObject_RichCompareBool(uid, m->last_uid, Py_EQ) != 1
+        || PyObject_RichCompareBool(gid, m->last_gid, Py_EQ) != 1) {
+        PyErr_Clear();
+        PyObject *t = PyObject_CallFunctionObjArgs(m->owner, uid, gid, NULL);
+        if (t == NULL)
+            return -1;
+        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 4) {
+            Py_DECREF(t);
+            PyErr_SetString(PyExc_TypeError, "owner() must give (uid, gid, user, group)");
+            return -1;
+        }
+        PyObject *names[2] = {NULL, NULL};
+        for (int i = 0; i < 2; i++) {
+            PyObject *s = PyTuple_GET_ITEM(t, 2 + i);
+            if (PyUnicode_Check(s)) {
+                names[i] = PyUnicode_AsUTF8String(s);
+                if (names[i] == NULL)
+                    PyErr_Clear(); /* a name with no UTF-8 form: never matched here */
+            }
+        }
+        Py_DECREF(t);
+        Py_XSETREF(m->user, names[0]);
+        Py_XSETREF(m->group, names[1]);
+        Py_INCREF(uid);
+        Py_XSETREF(m->last_uid, uid);
+        Py_INCREF(gid);
+        Py_XSETREF(m->last_gid, gid);
+        m->have_last = 1;
+    }
+    *user = m->user;
+    *group = m->group;
+    return 0;
+}
+
+static int
+same_str(const unsigned char *s, size_t len, PyObject *want)
+{
+    return want != NULL && (size_t)PyBytes_GET_SIZE(want) == len && memcmp(PyBytes_AS_STRING(want), s, len) == 0;
+}
+
+static PyObject *
+matcher_call(Matcher *self, PyObject *args, PyObject *kwargs)
+{
+    Py_buffer raw;
+    PyObject *st;
+    if (kwargs != NULL && PyDict_GET_SIZE(kwargs)) {
+        PyErr_SetString(PyExc_TypeError, "Matcher takes (raw, st)");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "y*O", &raw, &st))
+        return NULL;
+    PyObject *result = NULL;
+    if (!Py_IS_TYPE(st, StatType)) {
+        PyErr_SetString(PyExc_TypeError, "st must be an os.stat_result");
+        goto done;
+    }
+    /* os.stat_result's hidden fields (the *_ns times at 13-15) are past its visible
+     * size; PyStructSequence_GetItem reads them all */
+    PyObject *mode_o = PyStructSequence_GetItem(st, 0), *uid = PyStructSequence_GetItem(st, 4),
+             *gid = PyStructSequence_GetItem(st, 5);
+    Int want[K_COUNT];
+    memset(want, 0, sizeof want);
+    long mode = PyLong_AsLong(mode_o);
+    if (mode == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        goto refuse;
+    }
+    want[K_M].neg = 0;
+    want[K_M].v = (unsigned long long)(mode & 07777);
+    if (expect(PyStructSequence_GetItem(st, 14), &want[K_MT]) || expect(PyStructSequence_GetItem(st, 15), &want[K_CT])
+        || expect(PyStructSequence_GetItem(st, 1), &want[K_I]) || expect(PyStructSequence_GetItem(st, 6), &want[K_S])
+        || expect(PyStructSequence_GetItem(st, 2), &want[K_DV]) || expect(PyStructSequence_GetItem(st, 3), &want[K_N])
+        || expect(uid, &want[K_U]) || expect(gid, &want[K_G]))
+        goto refuse;
+    PyObject *user, *group;
+    if (owner_names(self, uid, gid, &user, &group))
+        goto done;
+
+    Cur c = {(const unsigned char *)raw.buf, (const unsigned char *)raw.buf + raw.len};
+    if (read_header(&c, 0x80, 0xde, 0xdf) != K_COUNT)
+        goto refuse;
+    int seen[K_COUNT];
+    memset(seen, 0, sizeof seen);
+    PyObject *content = NULL;
+    for (int k = 0; k < K_COUNT; k++) {
+        const unsigned char *key;
+        size_t klen;
+        if (read_str(&c, &key, &klen))
+            goto refuse_content;
+        int which = -1;
+        for (int j = 0; j < K_COUNT; j++) {
+            if (strlen(KEYS[j]) == klen && memcmp(KEYS[j], key, klen) == 0) {
+                which = j;
+                break;
+            }
+        }
+        if (which < 0 || seen[which])
+            goto refuse_content;
+        seen[which] = 1;
+        if (which == K_C) {
+            content = read_content(&c);
+            if (content == NULL) {
+                if (PyErr_Occurred())
+                    goto error_content;
+                goto refuse_content;
+            }
+        } else if (which == K_T || which == K_UN || which == K_GN) {
+            const unsigned char *s;
+            size_t len;
+            if (read_str(&c, &s, &len))
+                goto refuse_content;
+            if (which == K_T ? !(len == 1 && s[0] == 'f') : !same_str(s, len, which == K_UN ? user : group))
+                goto refuse_content;
+        } else {
+            Int v;
+            if (read_int(&c, &v) || !same_int(&v, &want[which]))
+                goto refuse_content;
+        }
+    }
+    if (c.p != c.end)
+        goto refuse_content;
+    result = content;
+    goto done;
+refuse_content:
+    Py_XDECREF(content);
+refuse:
+    result = Py_None;
+    Py_INCREF(result);
+    goto done;
+error_content:
+    Py_XDECREF(content);
+done:
+    PyBuffer_Release(&raw);
+    return result;
+}
+
+static int
+matcher_init(Matcher *self, PyObject *args, PyObject *kwargs)
+{
+    PyObject *owner;
+    static char *kw[] = {"owner", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O", kw, &owner))
+        return -1;
+    if (!PyCallable_Check(owner)) {
+        PyErr_SetString(PyExc_TypeError, "owner must be callable");
+        return -1;
+    }
+    Py_INCREF(owner);
+    Py_XSETREF(self->owner, owner);
+    self->have_last = 0;
+    return 0;
+}
+
+static void
+matcher_dealloc(Matcher *self)
+{
+    Py_XDECREF(self->owner);
+    Py_XDECREF(self->last_uid);
+    Py_XDECREF(self->last_gid);
+    Py_XDECREF(self->user);
+    Py_XDECREF(self->group);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject MatcherType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "backupkit._parentmatch.Matcher",
+    .tp_basicsize = sizeof(Matcher),
+    .tp_dealloc = (destructor)matcher_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Matcher(owner)(raw, st) -> the parent's content list when the file is unchanged, else None",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)matcher_init,
+    .tp_call = (ternaryfunc)matcher_call,
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_parentmatch", NULL, -1, NULL, NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC
+PyInit__parentmatch(void)
+{
+    if (PyType_Ready(&MatcherType) < 0)
+        return NULL;
+    PyObject *os = PyImport_ImportModule("os");
+    if (os == NULL)
+        return NULL;
+    PyObject *t = PyObject_GetAttrString(os, "stat_result");
+    Py_DECREF(os);
+    if (t == NULL)
+        return NULL;
+    PyObject *nf = PyObject_GetAttrString(t, "n_fields");
+    long n_fields = nf ? PyLong_AsLong(nf) : -1;
+    Py_XDECREF(nf);
+    if (!PyType_Check(t) || n_fields < 16) {
+        Py_DECREF(t);
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ImportError, "os.stat_result has no *_ns fields");
+        return NULL;
+    }
+    StatType = (PyTypeObject *)t;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    Py_INCREF(&MatcherType);
+    if (PyModule_AddObject(m, "Matcher", (PyObject *)&MatcherType) < 0) {
+        Py_DECREF(&MatcherType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

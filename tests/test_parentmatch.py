@@ -1,0 +1,168 @@
+"""backupkit._parentmatch: the C check that a file is unchanged since the parent snapshot.
+
+It may only say "unchanged" (give the content list) where the Python path (``wire``,
+``inline_content``, ``file_unchanged``) says so too, with the same list; where it says
+None, Python decides. These tests hold it to that on real entries, on every field
+changed one at a time, on encodings Python's writer never makes, and on random damage."""
+
+from __future__ import annotations
+
+import os
+import random
+import struct
+
+import msgpack
+import pytest
+
+from backupkit.managers.backup_parent import _owner, content_matcher, file_unchanged, inline_content, wire
+from backupkit.objects.entry import entry_from_stat
+
+Matcher = pytest.importorskip("backupkit._parentmatch").Matcher
+
+BLOB = bytes(range(32))
+
+
+def py_verdict(raw: bytes, st: os.stat_result):
+    """What the Python path decides: the content list (unchanged), None, or "unreadable"."""
+    try:
+        m = wire(b"/x", raw)
+    except Exception:  # noqa: BLE001 - _ParentUnreadable: the parent's entry is damaged
+        return "unreadable"
+    c = inline_content(m)
+    return c if c is not None and file_unchanged(m, st) else None
+
+
+def agree(match, raw: bytes, st: os.stat_result) -> object:
+    """C's verdict, checked against Python's: a match is Python's match."""
+    got = match(raw, st)
+    if got is not None:
+        want = py_verdict(raw, st)
+        assert want == got and type(want) is list, (raw, got, want)
+    return got
+
+
+@pytest.fixture
+def file_st(tmp_path):
+    p = tmp_path / "f"
+    p.write_bytes(b"x" * 1234)
+    return os.lstat(p)
+
+
+def encoded(st: os.stat_result, **changes) -> bytes:
+    m = entry_from_stat(st, content=[BLOB, 7, BLOB[::-1]]).to_wire()
+    for k, v in changes.items():
+        if v is None:
+            m.pop(k, None)
+        else:
+            m[k] = v
+    return msgpack.packb(m)
+
+
+def pack_pairs(pairs: list[tuple[object, object]]) -> bytes:
+    """A msgpack map from (key, value) pairs as given (repeats and order kept)."""
+    out = bytearray(b"\xde" + struct.pack(">H", len(pairs)))
+    for k, v in pairs:
+        out += msgpack.packb(k) + msgpack.packb(v)
+    return bytes(out)
+
+
+def test_an_unchanged_file_matches_with_its_content_list(file_st):
+    match = content_matcher()
+    assert match is not None
+    raw = encoded(file_st)
+    assert agree(match, raw, file_st) == [BLOB, 7, BLOB[::-1]]
+    # the keys in another order and map16 / wider integer encodings: same values, same verdict
+    m = msgpack.unpackb(raw)
+    pairs = sorted(m.items(), reverse=True)
+    assert agree(match, pack_pairs(pairs), file_st) == [BLOB, 7, BLOB[::-1]]
+    wide = bytearray(b"\x8d")
+    for k, v in m.items():
+        wide += msgpack.packb(k)
+        wide += (b"\xd3" + struct.pack(">q", v)) if type(v) is int else msgpack.packb(v)
+    assert agree(match, bytes(wide), file_st) == [BLOB, 7, BLOB[::-1]]
+
+
+@pytest.mark.parametrize("key", ["mt", "ct", "i", "s", "m", "dv", "n", "u", "g"])
+def test_each_number_that_differs_is_no_match(file_st, key):
+    match = content_matcher()
+    m = msgpack.unpackb(encoded(file_st))
+    for v in (m[key] + 1, m[key] - 1, -1, 1 << 63, (1 << 64) - 1, float(m[key]), str(m[key]), None):
+        raw = encoded(file_st, **{key: v})
+        if v is None:
+            assert match(raw, file_st) is None  # a key missing
+        else:
+            assert agree(match, raw, file_st) is None or v == m[key]
+
+
+@pytest.mark.parametrize("key,value", [
+    ("t", "d"), ("t", b"f"), ("t", "ff"), ("un", "someone-else"), ("gn", "others"), ("un", b"root"),
+    ("c", "not a list"), ("c", [BLOB, -1]), ("c", [BLOB, "str"]), ("c", [[BLOB]]), ("c", None),
+])
+def test_other_values_are_no_match(file_st, key, value):
+    match = content_matcher()
+    assert agree(match, encoded(file_st, **{key: value}), file_st) is None
+
+
+@pytest.mark.parametrize("extra", [{"x": {"user.a": b"1"}}, {"l": b"target"}, {"cb": [BLOB]}, {"rd": 5}, {"zz": 1}])
+def test_a_key_beyond_a_plain_files_is_left_to_python(file_st, extra):
+    match = content_matcher()
+    m = msgpack.unpackb(encoded(file_st))
+    m.update(extra)
+    assert match(msgpack.packb(m), file_st) is None
+
+
+def test_repeats_trailing_bytes_and_truncation_are_no_match(file_st):
+    match = content_matcher()
+    raw = encoded(file_st)
+    m = msgpack.unpackb(raw)
+    pairs = list(m.items())
+    assert match(pack_pairs(pairs + [("s", m["s"])]), file_st) is None  # 14 keys, one twice
+    assert match(pack_pairs(pairs[:-1] + [pairs[0]]), file_st) is None  # 13 keys, one twice
+    assert py_verdict(raw + b"\x00", file_st) == "unreadable"
+    assert match(raw + b"\x00", file_st) is None
+    for n in range(len(raw)):
+        assert match(raw[:n], file_st) is None
+
+
+def test_random_damage_never_makes_a_match_python_would_not(file_st):
+    match = content_matcher()
+    rnd = random.Random(1234)
+    base = encoded(file_st)
+    matches = 0
+    for _ in range(4000):
+        raw = bytearray(base)
+        for _ in range(rnd.randint(1, 3)):
+            op = rnd.random()
+            i = rnd.randrange(len(raw))
+            if op < 0.6:
+                raw[i] = rnd.randrange(256)
+            elif op < 0.8:
+                del raw[i]
+            else:
+                raw.insert(i, rnd.randrange(256))
+        if agree(match, bytes(raw), file_st) is not None:
+            matches += 1
+    # damage inside a blob id still matches (the index check then refuses the id)
+    assert matches > 0
+
+
+def test_the_owner_names_are_asked_once_per_owner_in_a_row(file_st):
+    calls = []
+
+    def owner(uid, gid):
+        calls.append((uid, gid))
+        return _owner(uid, gid)
+
+    match = Matcher(owner)
+    raw = encoded(file_st)
+    for _ in range(5):
+        assert match(raw, file_st) is not None
+    assert calls == [(file_st.st_uid, file_st.st_gid)]
+    renamed = Matcher(lambda uid, gid: (uid, gid, "not-the-name", "nor-this"))
+    assert renamed(raw, file_st) is None
+
+
+def test_only_an_os_stat_result_is_taken(file_st):
+    match = content_matcher()
+    with pytest.raises(TypeError):
+        match(encoded(file_st), tuple(file_st))
