@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 
+from backupkit.entry import display_path
 from backupkit_cli.console import Console
 from backupkit_cli.fmt import display_name, human_bytes
 
@@ -111,9 +112,9 @@ class _Bar:
         if self.progress is not None:
             self.progress.update(self.task, advance=n)
 
-    def file(self) -> None:
+    def file(self, n: int = 1) -> None:
         with self.counts.lock:
-            self.counts.files_done += 1
+            self.counts.files_done += n
             done = self.counts.files_done
         if self.progress is not None:
             self.progress.update(self.task, files=done)
@@ -181,6 +182,12 @@ class BackupProgress(_Bar):
         self.file()
         if self.console.verbose and not self.console.json_mode:
             self.console.line(f"{status:9} {display_name(path)}")
+
+    def unchanged_done(self, files: list[tuple[bytes, int]]) -> None:
+        self.file(len(files))
+        if self.console.verbose and not self.console.json_mode:
+            for path, _size in files:
+                self.console.line(f"{'unchanged':9} {display_name(display_path(path))}")
 
     def bytes_done(self, n: int) -> None:
         self.advance(n)

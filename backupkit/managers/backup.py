@@ -131,6 +131,8 @@ class BackupReporter(Protocol):
     def file_done(self, path: str, size: int, status: str) -> None: ...
     def bytes_done(self, n: int) -> None: ...
     def error(self, path: str, message: str) -> None: ...
+    # optional: unchanged_done(files) (see NullBackupReporter); without it, file_done
+    # is called for each unchanged file
 
 
 class NullBackupReporter:
@@ -138,6 +140,15 @@ class NullBackupReporter:
     def file_done(self, path: str, size: int, status: str) -> None: ...
     def bytes_done(self, n: int) -> None: ...
     def error(self, path: str, message: str) -> None: ...
+
+    def unchanged_done(self, files: list[tuple[bytes, int]]) -> None:
+        """Files reused from the parent, (path as bytes, size) each, many at a time (an
+        unchanged backup reports every file: a reporter that counts them need not make
+        a display path of each). By default ``file_done(path, size, "unchanged")`` of
+        each, where a subclass shows files one by one."""
+        if type(self).file_done is not NullBackupReporter.file_done:
+            for path, size in files:
+                self.file_done(display_path(path), size, "unchanged")
 
 
 class BackupManager:

@@ -78,12 +78,15 @@ class WalkStats:
         self.unchanged_files([(path, size)])
 
     def unchanged_files(self, files: list[tuple[bytes, int]]) -> None:
-        """``unchanged_file`` of each (path, size), counted at once."""
-        total = 0
-        done = self.reporter.file_done
-        for path, size in files:
-            total += size
-            done(display_path(path), size, "unchanged")
+        """``unchanged_file`` of each (path, size), counted and reported at once."""
+        total = sum(size for _p, size in files)
+        batch = getattr(self.reporter, "unchanged_done", None)
+        if batch is not None:
+            batch(files)
+        else:
+            done = self.reporter.file_done
+            for path, size in files:
+                done(display_path(path), size, "unchanged")
         with self.lock:
             self.bytes_total += total
             self.files_unchanged += len(files)

@@ -40,6 +40,9 @@ def test_quiet_and_verbose_after_the_command(repo):
     assert "c.txt" in r.stderr and "store:" in r.stderr  # -v lists files and the request summary
     r = ok(run_bk("backup", src, "-vv", env=env))  # a bundle of counted flags
     assert "store:" in r.stderr
+    # -v lists the unchanged files too (the walk reports them in batches)
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("unchanged")]
+    assert any(ln.endswith("c.txt") for ln in lines), r.stderr
 
 
 def test_repo_and_password_options_after_the_command(repo, tmp_path):

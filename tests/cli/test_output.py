@@ -102,6 +102,9 @@ def test_names_print_as_typed_and_escaped(named):
     # the repository location in messages is data too
     r = run_bk("-r", base / MARKUP, "snapshots", env=env)
     assert r.returncode == 10 and MARKUP in r.stderr
+    r = ok(run_bk("backup", src, "-v", env=env))  # again: the unchanged files' lines
+    assert any(ln.startswith("unchanged ") and ln.endswith(f"{MARKUP}/esc\\x1b]0;pwned\\x07name") for ln in r.stderr.splitlines())
+    assert "\x1b" not in r.stderr and "\x07" not in r.stderr and "😄" not in r.stderr
 
 
 def test_diff_and_warnings_escape_names(named, tmp_path):
