@@ -1,4 +1,5 @@
-"""Build glue: the C extensions (chunker, blob opener, directory scan, parent match) and the CLI package's import name.
+"""Build glue: the C extensions (chunker, blob opener, index loops, directory scan,
+parent match) and the CLI package's import name.
 
 Everything else lives in pyproject.toml. The CLI source folder is ``cli/`` and it is
 installed as the package ``backupkit_cli`` (a bare ``cli`` would collide with others).
@@ -35,6 +36,11 @@ setup(
         Extension(
             "backupkit._parentmatch",
             sources=["backupkit/_parentmatch.c"],
+            extra_compile_args=["-O2"],
+        ),
+        Extension(
+            "backupkit.repo._indexops",
+            sources=["backupkit/repo/_indexops.c"],
             extra_compile_args=["-O2"],
         ),
         Extension(

@@ -19,6 +19,11 @@ from contextlib import contextmanager
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+try:
+    from backupkit.repo import _indexops
+except ImportError:  # pragma: no cover - the extension is built by pip install
+    _indexops = None
+
 
 @dataclass(frozen=True)
 class PackInfo:
@@ -92,6 +97,11 @@ class Index:
             if self._pending_override is not override:
                 self._flush_pending()  # one rule per batch of queued records
                 self._pending_override = override
+            if _indexops is not None and type(entries) is PackedEntries:
+                # every packed entry fits a record (32-byte id, u32 numbers): the loop
+                # below without its checks, in C
+                _indexops.queue_records(pending, entries.data, no)
+                return
             for blob_id, offset, length, raw_length in entries:
                 if len(blob_id) != _ID or max(offset, length, raw_length) > _U32 or min(offset, length, raw_length) < 0:
                     self._flush_pending()  # keeps the order for a blob that does not pack
@@ -235,6 +245,8 @@ class Index:
             if self._wide:
                 find = self._find
                 return [b for b in blob_ids if find(b) is None]
+            if _indexops is not None:  # the loop below, in C (_indexops.c)
+                return _indexops.missing(blob_ids, self._recent, self._dirs, self._tables)
             recents, dirs, tables = self._recent, self._dirs, self._tables
             out = []
             for b in blob_ids:
@@ -315,6 +327,11 @@ class PackedEntries(Sequence[tuple[bytes, int, int, int]]):
 
     def __init__(self, data: bytes) -> None:
         self._data = data
+
+    @property
+    def data(self) -> bytes:
+        """The packed entries, 44 bytes each (``_ENT``)."""
+        return self._data
 
     def __len__(self) -> int:
         return len(self._data) // self._ENT.size

@@ -1,0 +1,189 @@
+/* Two loops of the compact blob index (index.py) in C: the lookups an unchanged backup
+ * makes for every blob of every file, and the queueing of a loaded pack's records.
+ *
+ * missing(ids, recents, dirs, tables) -> the ids the index does not hold, in order: each
+ * 32-byte id is looked for in its shard's dict of recent additions, then by binary
+ * search in the shard's sorted table of 48-byte records (id first) between the bounds
+ * its directory gives; anything not a 32-byte bytes is missing. The Python reference is
+ * Index.missing's loop (tests/test_index_ops.py compares the two).
+ *
+ * queue_records(pending, entries, no): for each 44-byte entry (id, offset, length, raw
+ * length: PackedEntries' layout) appends the 48-byte record (id, pack number, offset,
+ * length, raw length; little-endian u32s) to pending[id[0]], a bytearray per shard.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#define ID 32
+#define REC 48
+#define ENT 44
+#define SHARDS 256
+
+static PyObject *
+missing(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *ids, *recents, *dirs, *tables;
+    if (!PyArg_ParseTuple(args, "OO!O!O!", &ids, &PyList_Type, &recents, &PyList_Type, &dirs, &PyList_Type, &tables))
+        return NULL;
+    if (PyList_GET_SIZE(recents) != SHARDS || PyList_GET_SIZE(dirs) != SHARDS || PyList_GET_SIZE(tables) != SHARDS) {
+        PyErr_SetString(PyExc_ValueError, "missing: 256 shards expected");
+        return NULL;
+    }
+    PyObject *seq = PySequence_Fast(ids, "missing: ids must be a sequence");
+    if (seq == NULL)
+        return NULL;
+    PyObject *out = PyList_New(0);
+    Py_buffer bounds[SHARDS];
+    int have[SHARDS];
+    int bits[SHARDS];
+    memset(have, 0, sizeof have);
+    if (out == NULL)
+        goto fail;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *b = items[i];
+        if (!PyBytes_Check(b) || PyBytes_GET_SIZE(b) != ID) {
+            if (PyList_Append(out, b))
+                goto fail;
+            continue;
+        }
+        const unsigned char *id = (const unsigned char *)PyBytes_AS_STRING(b);
+        int shard = id[0];
+        PyObject *recent = PyList_GET_ITEM(recents, shard);
+        int r = PyDict_Check(recent) ? PyDict_Contains(recent, b) : PySequence_Contains(recent, b);
+        if (r < 0)
+            goto fail;
+        if (r)
+            continue;
+        PyObject *table = PyList_GET_ITEM(tables, shard);
+        if (!PyBytes_Check(table)) {
+            PyErr_SetString(PyExc_TypeError, "missing: a table is not bytes");
+            goto fail;
+        }
+        Py_ssize_t tlen = PyBytes_GET_SIZE(table);
+        int found = 0;
+        if (tlen > 0) {
+            if (!have[shard]) {
+                PyObject *d = PyList_GET_ITEM(dirs, shard);
+                if (!PyTuple_Check(d) || PyTuple_GET_SIZE(d) != 2) {
+                    PyErr_SetString(PyExc_TypeError, "missing: a directory is not (bits, bounds)");
+                    goto fail;
+                }
+                long bt = PyLong_AsLong(PyTuple_GET_ITEM(d, 0));
+                if (bt < 1 || bt > 16) {
+                    if (!PyErr_Occurred())
+                        PyErr_SetString(PyExc_ValueError, "missing: directory bits out of range");
+                    goto fail;
+                }
+                if (PyObject_GetBuffer(PyTuple_GET_ITEM(d, 1), &bounds[shard], PyBUF_FORMAT | PyBUF_C_CONTIGUOUS))
+                    goto fail;
+                have[shard] = 1;
+                bits[shard] = (int)bt;
+                if (bounds[shard].itemsize != 4 || bounds[shard].len / 4 < (1 << bt) + 1) {
+                    PyErr_SetString(PyExc_ValueError, "missing: a directory's bounds do not fit");
+                    goto fail;
+                }
+            }
+            const uint32_t *bd = (const uint32_t *)bounds[shard].buf;
+            unsigned j = (((unsigned)id[1] << 8) | id[2]) >> (16 - bits[shard]);
+            Py_ssize_t lo = bd[j], hi = bd[j + 1];
+            if (hi * REC > tlen || lo > hi) {
+                PyErr_SetString(PyExc_ValueError, "missing: a directory's bounds exceed the table");
+                goto fail;
+            }
+            const unsigned char *t = (const unsigned char *)PyBytes_AS_STRING(table);
+            while (lo < hi) {
+                Py_ssize_t mid = lo + (hi - lo) / 2;
+                int c = memcmp(t + mid * REC, id, ID);
+                if (c == 0) {
+                    found = 1;
+                    break;
+                }
+                if (c < 0)
+                    lo = mid + 1;
+                else
+                    hi = mid;
+            }
+        }
+        if (!found && PyList_Append(out, b))
+            goto fail;
+    }
+    for (int s = 0; s < SHARDS; s++)
+        if (have[s])
+            PyBuffer_Release(&bounds[s]);
+    Py_DECREF(seq);
+    return out;
+fail:
+    for (int s = 0; s < SHARDS; s++)
+        if (have[s])
+            PyBuffer_Release(&bounds[s]);
+    Py_DECREF(seq);
+    Py_XDECREF(out);
+    return NULL;
+}
+
+static PyObject *
+queue_records(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *pending;
+    Py_buffer ents;
+    unsigned long no;
+    if (!PyArg_ParseTuple(args, "O!y*k", &PyList_Type, &pending, &ents, &no))
+        return NULL;
+    PyObject *result = NULL;
+    if (PyList_GET_SIZE(pending) != SHARDS || ents.len % ENT || no > 0xFFFFFFFFUL) {
+        PyErr_SetString(PyExc_ValueError, "queue_records: 256 shards, whole entries, a u32 pack number");
+        goto done;
+    }
+    /* the bytes each shard gets, then one resize of each */
+    Py_ssize_t add[SHARDS];
+    memset(add, 0, sizeof add);
+    const unsigned char *e = ents.buf;
+    Py_ssize_t count = ents.len / ENT;
+    for (Py_ssize_t i = 0; i < count; i++)
+        add[e[i * ENT]] += REC;
+    Py_ssize_t at[SHARDS];
+    for (int s = 0; s < SHARDS; s++) {
+        PyObject *ba = PyList_GET_ITEM(pending, s);
+        if (!PyByteArray_Check(ba)) {
+            PyErr_SetString(PyExc_TypeError, "queue_records: pending holds bytearrays");
+            goto done;
+        }
+        at[s] = PyByteArray_GET_SIZE(ba);
+        if (add[s] && PyByteArray_Resize(ba, at[s] + add[s]))
+            goto done;
+    }
+    unsigned char nob[4] = {(unsigned char)no, (unsigned char)(no >> 8), (unsigned char)(no >> 16), (unsigned char)(no >> 24)};
+    for (Py_ssize_t i = 0; i < count; i++) {
+        const unsigned char *x = e + i * ENT;
+        int s = x[0];
+        unsigned char *dst = (unsigned char *)PyByteArray_AS_STRING(PyList_GET_ITEM(pending, s)) + at[s];
+        memcpy(dst, x, ID);
+        memcpy(dst + ID, nob, 4);
+        memcpy(dst + ID + 4, x + ID, ENT - ID);
+        at[s] += REC;
+    }
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    PyBuffer_Release(&ents);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"missing", missing, METH_VARARGS, "missing(ids, recents, dirs, tables) -> the ids not in the index"},
+    {"queue_records", queue_records, METH_VARARGS,
+     "queue_records(pending, entries, no): a pack's packed entries as records, one bytearray per shard"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_indexops", NULL, -1, methods, NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC
+PyInit__indexops(void)
+{
+    return PyModule_Create(&module);
+}
