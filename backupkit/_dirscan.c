@@ -390,19 +390,20 @@ ds_errors(PyObject *Py_UNUSED(self), PyObject *cap)
 
 /* ---- reading ahead of the walk ------------------------------------------------------------
  *
- * ahead(root, entries, max_age, dev) starts a thread of its own (a pthread: it never takes
- * the GIL) that reads the directories below root as read() does, in the walk's order
- * (depth first, names sorted), and keeps each listing for the walk. take(path) hands the
- * walk the listing of the directory it is about to list, or None when the thread has not
- * got there (or that read failed, or the listing is older than max_age seconds): the
- * walk then reads it itself. So on a cold cache the disk works while the walk compares,
- * and warm, the system calls leave the walk's thread. dev >= 0: directories on another
- * device are not entered (--one-file-system).
+ * ahead(root, entries, max_age, dev, threads) starts threads of their own (pthreads: they
+ * never take the GIL) that read the directories below root as read() does, each taking
+ * the first directory in the walk's order (depth first, names sorted) not yet read, and
+ * keep each listing for the walk. take(path) hands the walk the listing of the directory
+ * it is about to list, or None when no thread has got there (or that read failed, or the
+ * listing is older than max_age seconds): the walk then reads it itself. So on a cold
+ * cache the disk works (several reads in flight) while the walk compares, and warm, the
+ * system calls leave the walk's thread. dev >= 0: directories on another device are not
+ * entered (--one-file-system).
  *
- * Listings read and not yet taken are bounded: past `entries` entries the thread waits.
+ * Listings read and not yet taken are bounded: past `entries` entries the threads wait.
  * A directory the walk went past without taking (excluded, another file system) is
- * dropped, and not read when the thread has not got there yet. close() stops the thread
- * at its next directory without waiting for it (a read stuck on a dead network mount
+ * dropped, and not read when no thread has got there yet. close() stops the threads at
+ * their next directory without waiting for them (a read stuck on a dead network mount
  * keeps only its own thread).
  */
 
@@ -455,16 +456,28 @@ typedef struct Rec {
     char path[];
 } Rec;
 
+/* directories found and not yet read: a heap, the first in the walk's order on top */
+typedef struct {
+    char *p;
+    size_t len;
+} Path;
+
+typedef struct {
+    Path *v;
+    size_t n, cap;
+} PathHeap;
+
 typedef struct {
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int refs, stop;
+    int refs, stop, busy;
     char *root;
     size_t root_len;
     long long dev; /* < 0: any device */
     double max_age;
     size_t limit, held;
-    Rec *head, *tail; /* read by the thread, not yet taken or passed, in the walk's order */
+    PathHeap todo;
+    Rec *head, *tail; /* read, not yet taken or passed, in the walk's order */
     char *pos;        /* the directory the walk took last (NULL: none yet) */
     size_t pos_len, pos_cap;
     size_t dirs_read, dirs_passed, dirs_taken;
@@ -491,6 +504,9 @@ ahead_release(Ahead *w)
         free_rec(r);
         r = nx;
     }
+    for (size_t i = 0; i < w->todo.n; i++)
+        free(w->todo.v[i].p);
+    free(w->todo.v);
     pthread_mutex_destroy(&w->mu);
     pthread_cond_destroy(&w->cv);
     free(w->root);
@@ -498,120 +514,170 @@ ahead_release(Ahead *w)
     free(w);
 }
 
-typedef struct {
-    char **v;
-    size_t n, cap;
-} PathStack;
+static int
+heap_less(const Path *a, const Path *b)
+{
+    return cmp_walk(a->p, a->len, b->p, b->len) < 0;
+}
 
 static int
-push_path(PathStack *s, const char *dir, size_t dl, const char *name, size_t nl)
+heap_push(PathHeap *h, char *p, size_t len)
 {
-    if (s->n == s->cap) {
-        size_t cap = s->cap ? 2 * s->cap : 64;
-        char **v = realloc(s->v, cap * sizeof(char *));
+    if (h->n == h->cap) {
+        size_t cap = h->cap ? 2 * h->cap : 64;
+        Path *v = realloc(h->v, cap * sizeof(Path));
         if (v == NULL)
             return -1;
-        s->v = v;
-        s->cap = cap;
+        h->v = v;
+        h->cap = cap;
     }
-    /* dir "/" + name: no double slash; name NULL: the directory itself */
-    int join = name != NULL && !(dl == 1 && dir[0] == '/');
-    size_t len = dl + (size_t)join + (name ? nl : 0);
-    char *p = malloc(len + 1);
-    if (p == NULL)
-        return -1;
-    memcpy(p, dir, dl);
-    size_t k = dl;
-    if (join)
-        p[k++] = '/';
-    if (name)
-        memcpy(p + k, name, nl);
-    p[len] = 0;
-    s->v[s->n++] = p;
+    size_t i = h->n++;
+    h->v[i].p = p;
+    h->v[i].len = len;
+    while (i > 0) {
+        size_t up = (i - 1) / 2;
+        if (!heap_less(&h->v[i], &h->v[up]))
+            break;
+        Path t = h->v[i];
+        h->v[i] = h->v[up];
+        h->v[up] = t;
+        i = up;
+    }
     return 0;
 }
 
+static Path
+heap_pop(PathHeap *h)
+{
+    Path top = h->v[0];
+    h->v[0] = h->v[--h->n];
+    size_t i = 0;
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < h->n && heap_less(&h->v[l], &h->v[m]))
+            m = l;
+        if (r < h->n && heap_less(&h->v[r], &h->v[m]))
+            m = r;
+        if (m == i)
+            break;
+        Path t = h->v[i];
+        h->v[i] = h->v[m];
+        h->v[m] = t;
+        i = m;
+    }
+    return top;
+}
+
+/* dir + "/" + name (no double slash after the root "/") */
+static char *
+join_path(const char *dir, size_t dl, const char *name, size_t nl, size_t *len)
+{
+    int slash = !(dl == 1 && dir[0] == '/');
+    *len = dl + (size_t)slash + nl;
+    char *p = malloc(*len + 1);
+    if (p == NULL)
+        return NULL;
+    memcpy(p, dir, dl);
+    if (slash)
+        p[dl] = '/';
+    memcpy(p + dl + slash, name, nl);
+    p[*len] = 0;
+    return p;
+}
+
+/* one of the reading threads: takes the first directory in the walk's order from the
+ * heap, reads it, adds its subdirectories to the heap and its listing to the list */
 static void *
 ahead_main(void *arg)
 {
     Ahead *w = arg;
-    PathStack st = {NULL, 0, 0};
-    push_path(&st, w->root, w->root_len, NULL, 0);
-    while (st.n) {
-        char *p = st.v[--st.n];
-        size_t pl = strlen(p);
-        pthread_mutex_lock(&w->mu);
-        while (!w->stop && w->held > w->limit)
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        while (!w->stop && (w->held > w->limit || (w->todo.n == 0 && w->busy > 0)))
             pthread_cond_wait(&w->cv, &w->mu);
-        int stop = w->stop;
+        if (w->stop || w->todo.n == 0)
+            break; /* stopped, or nothing left and no one reading: the tree is done */
+        Path d = heap_pop(&w->todo);
         /* the walk went past this one and everything below it (one it is at or inside
          * is still read: its subdirectories are what comes next) */
-        int passed = w->pos != NULL && cmp_walk(p, pl, w->pos, w->pos_len) < 0 && !is_ancestor(p, pl, w->pos, w->pos_len);
-        if (passed)
+        if (w->pos != NULL && cmp_walk(d.p, d.len, w->pos, w->pos_len) < 0 && !is_ancestor(d.p, d.len, w->pos, w->pos_len)) {
             w->dirs_passed++;
-        pthread_mutex_unlock(&w->mu);
-        if (stop) {
-            free(p);
-            break;
-        }
-        if (passed) {
-            free(p);
+            free(d.p);
             continue;
         }
+        w->busy++;
+        pthread_mutex_unlock(&w->mu);
+
         Item *items = NULL;
         size_t n = 0;
-        if (read_dir(p, &items, &n) == 0) {
-            for (size_t i = n; i-- > 0;) {
-                Item *it = &items[i];
-                if (it->err || !S_ISDIR(it->st.st_mode) || (w->dev >= 0 && (long long)it->st.st_dev != w->dev))
-                    continue;
-                if (push_path(&st, p, pl, it->name, it->len))
-                    break;
-            }
-        } else {
+        if (read_dir(d.p, &items, &n) != 0) {
             items = NULL;
             n = 0;
         }
-        Rec *r = malloc(sizeof(Rec) + pl + 1);
-        if (r == NULL) {
-            if (items)
-                free_items(items, n);
-            free(p);
-            continue;
+        /* its subdirectories, joined outside the lock */
+        size_t nsub = 0;
+        Path *subs = NULL;
+        for (size_t i = 0; i < n; i++)
+            nsub += !items[i].err && S_ISDIR(items[i].st.st_mode);
+        if (nsub && (subs = malloc(nsub * sizeof(Path))) != NULL) {
+            size_t k = 0;
+            for (size_t i = 0; i < n; i++) {
+                Item *it = &items[i];
+                if (it->err || !S_ISDIR(it->st.st_mode) || (w->dev >= 0 && (long long)it->st.st_dev != w->dev))
+                    continue;
+                subs[k].p = join_path(d.p, d.len, it->name, it->len, &subs[k].len);
+                if (subs[k].p != NULL)
+                    k++;
+            }
+            nsub = k;
+        } else {
+            nsub = 0;
         }
-        r->next = NULL;
-        r->items = items;
-        r->n = n;
-        r->len = pl;
-        r->at = now_s();
-        memcpy(r->path, p, pl + 1);
-        free(p);
+        Rec *r = malloc(sizeof(Rec) + d.len + 1);
+        if (r != NULL) {
+            r->next = NULL;
+            r->items = items;
+            r->n = n;
+            r->len = d.len;
+            r->at = now_s();
+            memcpy(r->path, d.p, d.len + 1);
+        } else if (items) {
+            free_items(items, n);
+        }
+        free(d.p);
+
         pthread_mutex_lock(&w->mu);
+        w->busy--;
         w->dirs_read++;
-        if (w->stop) {
-            pthread_mutex_unlock(&w->mu);
-            free_rec(r);
-            break;
+        for (size_t i = 0; i < nsub; i++) {
+            if (w->stop || heap_push(&w->todo, subs[i].p, subs[i].len))
+                free(subs[i].p);
         }
-        if (w->pos != NULL && cmp_walk(r->path, r->len, w->pos, w->pos_len) <= 0) {
-            /* the walk listed it itself meanwhile (or is inside it): only its
-             * subdirectories were wanted */
-            pthread_mutex_unlock(&w->mu);
-            free_rec(r);
-            continue;
+        free(subs);
+        if (r != NULL) {
+            if (w->stop || (w->pos != NULL && cmp_walk(r->path, r->len, w->pos, w->pos_len) <= 0)) {
+                /* stopped, or the walk listed it itself meanwhile (or is inside it):
+                 * only its subdirectories were wanted */
+                free_rec(r);
+            } else {
+                /* in the walk's order: most often after the last one */
+                Rec **at = &w->head;
+                if (w->tail && cmp_walk(w->tail->path, w->tail->len, r->path, r->len) < 0)
+                    at = &w->tail->next;
+                else
+                    while (*at && cmp_walk((*at)->path, (*at)->len, r->path, r->len) < 0)
+                        at = &(*at)->next;
+                r->next = *at;
+                *at = r;
+                if (r->next == NULL)
+                    w->tail = r;
+                w->held += r->n + 1;
+            }
         }
-        if (w->tail)
-            w->tail->next = r;
-        else
-            w->head = r;
-        w->tail = r;
-        w->held += r->n + 1;
         pthread_cond_broadcast(&w->cv);
-        pthread_mutex_unlock(&w->mu);
     }
-    while (st.n)
-        free(st.v[--st.n]);
-    free(st.v);
+    pthread_cond_broadcast(&w->cv); /* the others see the end too */
+    pthread_mutex_unlock(&w->mu);
     ahead_release(w);
     return NULL;
 }
@@ -747,20 +813,26 @@ ds_ahead(PyObject *Py_UNUSED(self), PyObject *args)
     Py_ssize_t root_len, limit;
     double max_age;
     long long dev;
-    if (!PyArg_ParseTuple(args, "y#ndL", &root, &root_len, &limit, &max_age, &dev))
+    int threads = 1;
+    if (!PyArg_ParseTuple(args, "y#ndL|i", &root, &root_len, &limit, &max_age, &dev, &threads))
         return NULL;
-    if (root_len < 1 || root[0] != '/' || limit < 0 || (size_t)root_len != strlen(root)) {
-        PyErr_SetString(PyExc_ValueError, "ahead: an absolute root and entries >= 0");
+    if (root_len < 1 || root[0] != '/' || limit < 0 || (size_t)root_len != strlen(root) || threads < 1 || threads > 64) {
+        PyErr_SetString(PyExc_ValueError, "ahead: an absolute root, entries >= 0, 1-64 threads");
         return NULL;
     }
     Ahead *w = calloc(1, sizeof(Ahead));
     if (w == NULL)
         return PyErr_NoMemory();
+    char *first = malloc((size_t)root_len + 1);
     w->root = malloc((size_t)root_len + 1);
-    if (w->root == NULL) {
+    if (w->root == NULL || first == NULL || heap_push(&w->todo, first, (size_t)root_len)) {
+        free(first);
+        free(w->root);
+        free(w->todo.v);
         free(w);
         return PyErr_NoMemory();
     }
+    memcpy(first, root, (size_t)root_len + 1);
     memcpy(w->root, root, (size_t)root_len + 1);
     w->root_len = (size_t)root_len;
     w->limit = (size_t)limit;
@@ -776,14 +848,21 @@ ds_ahead(PyObject *Py_UNUSED(self), PyObject *args)
     }
     o->w = w;
     pthread_attr_t attr;
-    pthread_t t;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     pthread_attr_setstacksize(&attr, 256 * 1024);
-    w->refs = 2;
-    if (pthread_create(&t, &attr, ahead_main, w) != 0) {
-        w->refs = 1; /* no thread: take() gives None, the walk reads as it would anyway */
-        w->stop = 1;
+    for (int i = 0; i < threads; i++) {
+        pthread_t t;
+        pthread_mutex_lock(&w->mu);
+        w->refs++;
+        pthread_mutex_unlock(&w->mu);
+        if (pthread_create(&t, &attr, ahead_main, w) != 0) {
+            /* fewer threads (none: take() gives None, the walk reads as it would anyway) */
+            pthread_mutex_lock(&w->mu);
+            w->refs--;
+            pthread_mutex_unlock(&w->mu);
+            break;
+        }
     }
     pthread_attr_destroy(&attr);
     return (PyObject *)o;
@@ -796,7 +875,7 @@ static PyMethodDef methods[] = {
      "stats(listing, stat_result_type) -> an iterator: each entry's os.stat_result, or the errno its lstat failed with"},
     {"errors", ds_errors, METH_O, "errors(listing) -> how many entries' lstat failed"},
     {"ahead", ds_ahead, METH_VARARGS,
-     "ahead(root, entries, max_age, dev) -> a thread reading the directories below root ahead of the walk"},
+     "ahead(root, entries, max_age, dev, threads=1) -> threads reading the directories below root ahead of the walk"},
     {NULL, NULL, 0, NULL},
 };
 

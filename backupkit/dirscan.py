@@ -10,8 +10,8 @@ the directory's descriptor) into C memory (``read``); the Python objects are mad
 extension, ``scan_py`` does the same with ``fs.listdir`` and ``fs.lstat``: the reference
 the tests hold the C code to (tests/test_dirscan.py).
 
-``read_ahead`` starts a thread (in C, without the GIL) that reads the directories of one
-source ahead of the walk, in its order (depth first, names sorted), and keeps each
+``read_ahead`` starts threads (in C, without the GIL) that read the directories of one
+source ahead of the walk, in its order (depth first, names sorted), and keep each
 listing until the walk takes it: on a cold cache the disk works while the walk compares
 what it has, and warm, the system calls leave the walk's thread. A listing is at most
 ``max_age`` seconds old when the walk takes it (else the walk reads the directory
@@ -91,9 +91,10 @@ class _NoReadAhead:
         return (0, 0, 0, 0)
 
 
-def read_ahead(fs, root: bytes, entries: int, max_age: float, dev: int = -1):
-    """A thread (in C, without the GIL) that ``read``s the directories below ``root`` in
-    the walk's order and keeps the listings for it: ``take(path)`` gives the listing of
+def read_ahead(fs, root: bytes, entries: int, max_age: float, dev: int = -1, threads: int = 1):
+    """``threads`` threads (in C, without the GIL) that ``read`` the directories below
+    ``root`` in the walk's order (each the first one not yet read) and keep the listings
+    for it: ``take(path)`` gives the listing of
     the directory the walk is about to list, or None (not read yet, its read failed, or
     older than ``max_age`` seconds): then the walk reads it itself. At most ``entries``
     entries are held; what the walk went past is dropped or not read; ``dev`` >= 0:
@@ -102,7 +103,7 @@ def read_ahead(fs, root: bytes, entries: int, max_age: float, dev: int = -1):
     or ``fs`` not the ``os`` module: nothing is read ahead."""
     if fs is not os or _dirscan is None or entries <= 0:
         return _NoReadAhead()
-    return _dirscan.ahead(root, entries, max_age, dev)
+    return _dirscan.ahead(root, entries, max_age, dev, threads)
 
 
 __all__ = ["C_AVAILABLE", "Scan", "entries", "read", "read_ahead", "scan", "scan_py"]

@@ -39,6 +39,7 @@ Backup (walk -> read files -> chunk -> hash/compress/seal -> pack -> upload):
                                 the disk works while the walk compares), at most; 0: none
     walk_read_ahead_age         seconds a listing read ahead stays good: an older one is
                                 read again by the walk (bounds how early an lstat is taken)
+    walk_read_ahead_threads     threads reading ahead (reads in flight on a cold cache)
     files_in_flight_after_dir   after each directory the walk waits until at most this
                                 many files are still in flight (keeps the queue short
                                 without a hand-off per file)
@@ -165,6 +166,7 @@ class Tuning:
     files_in_flight: int = 256
     walk_read_ahead: int = 4096
     walk_read_ahead_age: float = 5.0
+    walk_read_ahead_threads: int = 2
     files_in_flight_after_dir: int = 64
     chunks_in_flight: int = 4
     chunk_buffers_per_reader: int = 2

@@ -235,6 +235,40 @@ def test_the_read_ahead_reads_in_the_walks_order_and_hands_each_listing_over(tmp
         ra.close()
 
 
+@pytest.mark.parametrize("threads", [2, 4])
+def test_several_threads_hand_over_every_listing_in_the_walks_order(tmp_path, threads):
+    order = tree_of_dirs(tmp_path / "t", fan=4, depth=4)  # 341 directories
+    ra = dirscan.read_ahead(os, order[0], 1 << 20, 60.0, -1, threads)
+    try:
+        wait_for(lambda: ra.counts()[0] == len(order))
+        time.sleep(0.05)
+        assert ra.counts() == (len(order), 0, 0, sum(1 + len(os.listdir(d)) for d in order))
+        for d in order:
+            names, stats = dirscan.scan(os, d, ra)
+            ref_names, ref_stats = dirscan.scan_py(os, d)
+            assert names == ref_names
+            for st, ref in zip(stats, ref_stats, strict=True):
+                same_stat(st, ref)
+        assert ra.counts() == (len(order), 0, len(order), 0)
+    finally:
+        ra.close()
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_a_walk_racing_the_threads_sees_the_same_listings(tmp_path, threads):
+    order = tree_of_dirs(tmp_path / "t", fan=4, depth=4)
+    for _ in range(3):
+        ra = dirscan.read_ahead(os, order[0], 50, 60.0, -1, threads)
+        try:
+            for d in order:  # no waiting: some listings come from the threads, some not
+                names, stats = dirscan.scan(os, d, ra)
+                assert names == sorted(os.listdir(d))
+                assert [st.st_ino for st in stats] == [os.lstat(d + b"/" + n).st_ino for n in names]
+            wait_for(lambda: ra.counts()[3] == 0)
+        finally:
+            ra.close()
+
+
 def test_what_is_read_ahead_is_bounded(tmp_path):
     order = tree_of_dirs(tmp_path / "t")  # 85 directories of 3-7 entries
     ra = dirscan.read_ahead(os, order[0], 20, 60.0)

@@ -243,7 +243,8 @@ class BackupWalk:
             self._leaf(path, st, old)
             return
         t = self.tuning
-        ahead = read_ahead(self.fs, path, t.walk_read_ahead, t.walk_read_ahead_age, root_dev if self.opts.one_file_system else -1)
+        dev = root_dev if self.opts.one_file_system else -1
+        ahead = read_ahead(self.fs, path, t.walk_read_ahead, t.walk_read_ahead_age, dev, t.walk_read_ahead_threads)
         try:
             self._walk_tree(path, st, old, root_dev, ahead)
         finally:
