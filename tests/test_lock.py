@@ -392,6 +392,31 @@ def test_sentinel_not_used_without_atomic_create():
         assert lock_names(repo.store) == [lock.name]
 
 
+# -- the wait before listing ------------------------------------------------------------------
+
+
+class LaggingListingsStore(MemoryObjectStore):
+    """A store whose listings may lag behind its writes (as a network store's may)."""
+
+    immediate_listings = False
+
+
+@pytest.mark.parametrize("store_kind,waits_expected", [("memory", []), ("local", []), ("lagging", [0.2])])
+def test_the_wait_before_listing_only_where_listings_may_lag(tmp_path, store_kind, waits_expected):
+    store = {
+        "memory": MemoryObjectStore,
+        "local": lambda: LocalObjectStore(tmp_path / "repo", fsync=False),
+        "lagging": LaggingListingsStore,
+    }[store_kind]()
+    r = make_repo(store)
+    waits: list[float] = []
+    for exclusive in (False, True):
+        with me(r, sleep=waits.append, recheck_delay=0.2).acquire(exclusive, "backup"):
+            pass
+    assert waits == waits_expected * 2
+    r.close()
+
+
 # -- retry ---------------------------------------------------------------------------------------
 
 

@@ -9,7 +9,8 @@ Acquisition (one attempt)
 2. Exclusive, on an atomic store: ``put_if_absent`` the sentinel. Whoever creates it
    ranks first among exclusive contenders (step 5).
 3. Wait ``recheck_delay`` (200 ms), a margin for stores whose listings lag; safety does
-   not rest on it.
+   not rest on it. Skipped where listings cannot lag (``ObjectStore.immediate_listings``:
+   a local directory, memory).
 4. List ``locks/``. Our own object's store time in that listing is ``now_ref``: it was
    written before the listing started, so anything stale against it really went a TTL
    of store time without a refresh. Read the other lock objects (cached by name and
@@ -83,7 +84,7 @@ def attempt(mgr: LockManager, exclusive: bool, operation: str) -> Lock:
             sentinel_unknown = True
             has_sentinel = _take_sentinel(mgr, doc, name)
             sentinel_unknown = False
-        if mgr.recheck_delay:
+        if mgr.recheck_delay and not getattr(mgr.store, "immediate_listings", False):
             mgr.sleep(mgr.recheck_delay)
         settle_window = max(2.0, 4 * mgr.recheck_delay * (mgr.settle_polls + 1))
         polls = 0

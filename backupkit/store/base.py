@@ -203,6 +203,12 @@ class ObjectStore(abc.ABC):
     #: ``probe_conditional_writes``).
     atomic_put_if_absent: bool = True
 
+    #: True when a listing started after a write finished always shows it (a local
+    #: directory, memory): taking a lock then lists at once instead of first waiting
+    #: ``recheck_delay`` for a listing that may lag (lock_acquire.py, step 3). Safety
+    #: never rests on that wait; this only saves it where it cannot help.
+    immediate_listings: bool = False
+
     def probe_conditional_writes(self) -> bool:
         """Find out whether ``put_if_absent`` is atomic here; set and return
         ``atomic_put_if_absent``.

@@ -87,6 +87,11 @@ class LocalObjectStore(ObjectStore):
             many throw-away objects should turn it off.
     """
 
+    #: a listing of a directory shows every file renamed into it before it started
+    #: (on a network file system with no hard links, found by ``put_if_absent``, this
+    #: store stops counting on that)
+    immediate_listings = True
+
     def __init__(self, root: str | Path, *, fsync: bool = True) -> None:
         self.root = os.path.abspath(os.fspath(root))
         self.location = self.root
@@ -233,6 +238,7 @@ class LocalObjectStore(ObjectStore):
             # No hard links here (FAT, some network filesystems): check, then rename.
             # Two racing writers can both "win"; say so through the class attribute.
             self.atomic_put_if_absent = False
+            self.immediate_listings = False
             if os.path.lexists(path):
                 return False
             os.replace(tmp, path)

@@ -13,6 +13,8 @@ from backupkit.store.base import Backend, ObjectInfo, ObjectStore, check_name, t
 class MemoryObjectStore(ObjectStore):
     """Keeps every object in a dict; modification times come from ``clock``."""
 
+    immediate_listings = True
+
     def __init__(self, clock=time.time) -> None:
         self._objects: dict[str, tuple[bytes, float]] = {}
         self._lock = threading.Lock()
