@@ -245,6 +245,18 @@ drop_listing(PyObject *cap)
     }
 }
 
+/* the capsule that owns l (freed here when it cannot be made) */
+static PyObject *
+listing_capsule(Listing *l)
+{
+    PyObject *cap = PyCapsule_New(l, CAPSULE_NAME, drop_listing);
+    if (cap == NULL) {
+        free_items(l->items, l->n);
+        free(l);
+    }
+    return cap;
+}
+
 static Listing *
 listing_of(PyObject *cap)
 {
@@ -292,12 +304,7 @@ ds_read(PyObject *Py_UNUSED(self), PyObject *arg)
         return NULL;
     }
     Py_DECREF(path);
-    PyObject *cap = PyCapsule_New(l, CAPSULE_NAME, drop_listing);
-    if (cap == NULL) {
-        free_items(l->items, l->n);
-        free(l);
-    }
-    return cap;
+    return listing_capsule(l);
 }
 
 /* the entries' names, in order */
@@ -765,12 +772,7 @@ ahead_take(AheadObject *o, PyObject *arg)
     l->n = mine->n;
     mine->items = NULL;
     free_rec(mine);
-    PyObject *cap = PyCapsule_New(l, CAPSULE_NAME, drop_listing);
-    if (cap == NULL) {
-        free_items(l->items, l->n);
-        free(l);
-    }
-    return cap;
+    return listing_capsule(l);
 }
 
 static PyObject *

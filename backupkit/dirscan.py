@@ -91,19 +91,19 @@ class _NoReadAhead:
         return (0, 0, 0, 0)
 
 
-def read_ahead(fs, root: bytes, entries: int, max_age: float, dev: int = -1, threads: int = 1):
+def read_ahead(fs, root: bytes, max_entries: int, max_age: float, dev: int = -1, threads: int = 1):
     """``threads`` threads (in C, without the GIL) that ``read`` the directories below
     ``root`` in the walk's order (each the first one not yet read) and keep the listings
-    for it: ``take(path)`` gives the listing of
-    the directory the walk is about to list, or None (not read yet, its read failed, or
-    older than ``max_age`` seconds): then the walk reads it itself. At most ``entries``
-    entries are held; what the walk went past is dropped or not read; ``dev`` >= 0:
-    directories on another device are not entered. ``close()`` stops it without waiting;
-    ``counts()`` -> (directories read, passed over, taken; entries held). ``entries`` 0,
-    or ``fs`` not the ``os`` module: nothing is read ahead."""
-    if fs is not os or _dirscan is None or entries <= 0:
+    for it: ``take(path)`` gives the listing of the directory the walk is about to list,
+    or None (not read yet, its read failed, or older than ``max_age`` seconds): then the
+    walk reads it itself. At most ``max_entries`` entries are held; what the walk went
+    past is dropped or not read; ``dev`` >= 0: directories on another device are not
+    entered. ``close()`` stops them without waiting; ``counts()`` -> (directories read,
+    passed over, taken; entries held). ``max_entries`` 0, or ``fs`` not the ``os``
+    module: nothing is read ahead."""
+    if fs is not os or _dirscan is None or max_entries <= 0:
         return _NoReadAhead()
-    return _dirscan.ahead(root, entries, max_age, dev, threads)
+    return _dirscan.ahead(root, max_entries, max_age, dev, threads)
 
 
 __all__ = ["C_AVAILABLE", "Scan", "entries", "read", "read_ahead", "scan", "scan_py"]
