@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
 from backupkit import dirscan
-from tests.support.kit import unprivileged_prefix
+from tests.support.kit import reachable_tmpdir, unprivileged_prefix
 
 pytestmark = pytest.mark.skipif(not dirscan.C_AVAILABLE, reason="the C extension _dirscan is not built")
 
@@ -161,9 +159,7 @@ print(json.dumps(out))
 def test_entries_whose_lstat_fails_come_back_as_the_same_oserror():
     # a directory one may list but not search: every lstat of an entry fails with EACCES
     prefix, who = unprivileged_prefix()
-    base = Path(tempfile.mkdtemp(prefix="bk-dirscan-", dir="/tmp"))  # reachable by nobody
-    try:
-        base.chmod(0o755)
+    with reachable_tmpdir("bk-dirscan-") as base:  # reachable by nobody
         d = base / "listable"
         d.mkdir()
         (d / "one").write_bytes(b"1")
@@ -178,8 +174,6 @@ def test_entries_whose_lstat_fails_come_back_as_the_same_oserror():
         assert out["c"] == out["py"]
         if who == "nobody":
             assert [e[1][0] for e in out["c"]] == [13, 13]
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 # -- warming ahead of the walk ------------------------------------------------------------

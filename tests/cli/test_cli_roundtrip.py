@@ -11,11 +11,9 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import stat
 import subprocess
 import tarfile
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -32,6 +30,7 @@ from tests.support.kit import (
     ok,
     record_tree,
     run_bk,
+    reachable_tmpdir,
     unprivileged_prefix,
     write_file,
 )
@@ -227,9 +226,7 @@ def test_excludes_through_the_cli(tmp_path):
 
 def test_unreadable_files_exit_3_and_snapshot_saved():
     prefix, who = unprivileged_prefix()
-    base = Path(tempfile.mkdtemp(prefix="bk-unreadable-", dir="/tmp"))  # reachable by nobody
-    try:
-        base.chmod(0o755)
+    with reachable_tmpdir("bk-unreadable-") as base:  # reachable by nobody
         src = base / "src"
         readable = {"a.txt": b"readable a\n", "sub/b.txt": b"readable b\n", "sub/deeper/c.bin": os.urandom(70_000)}
         for rel, data in readable.items():
@@ -258,5 +255,3 @@ def test_unreadable_files_exit_3_and_snapshot_saved():
         entries = json.loads(ok(run_bk("--json", "ls", "-R", "latest", src, env=env)).stdout)["entries"]
         names = {os.path.relpath(e["path"], src) for e in entries}
         assert names == {".", "a.txt", "sub", "sub/b.txt", "sub/deeper", "sub/deeper/c.bin", "locked"}
-    finally:
-        shutil.rmtree(base, ignore_errors=True)

@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -161,14 +160,10 @@ def test_backup_and_restore_stream_status_lines(tmp_path):
 
 
 def test_json_error_lines_for_unreadable_files():
-    import tempfile
-
-    from tests.support.kit import unprivileged_prefix
+    from tests.support.kit import reachable_tmpdir, unprivileged_prefix
 
     prefix, who = unprivileged_prefix()
-    base = Path(tempfile.mkdtemp(prefix="bk-json-errors-", dir="/tmp"))  # reachable by nobody
-    try:
-        base.chmod(0o755)
+    with reachable_tmpdir("bk-json-errors-") as base:  # reachable by nobody
         src = base / "src"
         write_file(src / "ok.txt", b"fine\n")
         write_file(src / "secret.txt", b"no\n", mode=0o000)
@@ -181,8 +176,6 @@ def test_json_error_lines_for_unreadable_files():
         errors = [json.loads(ln) for ln in r.stderr.splitlines()]
         assert [e["item"] for e in errors] == [str(src / "secret.txt")]
         assert errors[0]["message_type"] == "error" and errors[0]["during"] == "archival" and errors[0]["error"]["message"]
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_key_list_json_times_are_iso_8601(named):

@@ -29,7 +29,9 @@ import socket
 import stat
 import subprocess
 import sys
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from backupkit.chunker import DEFAULT_AVG, DEFAULT_MAX, DEFAULT_MIN
@@ -184,6 +186,19 @@ def unprivileged_prefix() -> tuple[list[str], str]:
     if r.returncode == 0:
         return nobody, "nobody"
     return [setpriv, "--bounding-set=-dac_override,-dac_read_search", "--"], "root without DAC capabilities"
+
+
+@contextmanager
+def reachable_tmpdir(prefix: str) -> Iterator[pathlib.Path]:
+    """A temporary directory in /tmp that user nobody can enter (mode 0755: pytest's
+    ``tmp_path`` lies below a 0700 directory), for a test that runs a program through
+    ``unprivileged_prefix()``; removed afterwards."""
+    base = pathlib.Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    try:
+        base.chmod(0o755)
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def run_bk(
