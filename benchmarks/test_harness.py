@@ -228,3 +228,26 @@ def test_bk_is_found_beside_the_python_running_the_harness(monkeypatch):
     argv = tools._which("bk")
     assert argv is not None and argv[0] == str(Path(sys.executable).with_name("bk"))
     assert tools._which("restic") is None
+
+
+def test_walk_parts_lists_and_compares_both_ways(tmp_path: Path, capsys) -> None:
+    from backupkit.managers.backup import BackupManager, BackupOptions
+    from benchmarks import walk_parts
+    from tests.support.kit import PASSWORD, make_test_repo
+
+    src = tmp_path / "src"
+    for i in range(30):
+        (src / f"d{i % 3}").mkdir(parents=True, exist_ok=True)
+        (src / f"d{i % 3}" / f"f{i}").write_bytes(b"%d" % i)
+    repo = make_test_repo(tmp_path / "repo")
+    BackupManager(repo).run(BackupOptions(paths=(str(src),), scan_totals=False))
+    repo.close()
+    (tmp_path / "pw").write_bytes(PASSWORD)
+    args = ["--path", str(src), "--rounds", "1", "--repo", str(tmp_path / "repo"), "--password-file", str(tmp_path / "pw")]
+    assert walk_parts.main(args) == 0
+    out = capsys.readouterr().out
+    assert "list, Python (listdir, lstat): 33 entries" in out
+    assert "compare, Python (wire, file_unchanged): 30 of 30 files unchanged" in out
+    (src / "d0" / "f0").write_bytes(b"changed, and longer")
+    assert walk_parts.main(args) == 0
+    assert "29 of 30 files unchanged" in capsys.readouterr().out

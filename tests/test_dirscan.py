@@ -280,7 +280,7 @@ def test_what_is_read_ahead_is_bounded(tmp_path):
     order = tree_of_dirs(tmp_path / "t")  # 85 directories of 3-7 entries
     ra = dirscan.read_ahead(os, order[0], 20, 60.0)
     try:
-        assert ra.take(order[0]) is None or True  # the walk is at the root
+        ra.take(order[0])  # the walk is at the root (its listing may or may not be there yet)
         wait_for(lambda: ra.counts()[3] > 20)
         time.sleep(0.2)
         read, _passed, _taken, held = ra.counts()
