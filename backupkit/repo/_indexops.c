@@ -10,10 +10,20 @@
  * queue_records(pending, entries, no): for each 44-byte entry (id, offset, length, raw
  * length: PackedEntries' layout) appends the 48-byte record (id, pack number, offset,
  * length, raw length; little-endian u32s) to pending[id[0]], a bytearray per shard.
+ *
+ * sort_records(parts, keep_last) -> bytes: the 48-byte records of the buffers in
+ * ``parts``, taken as one sequence in that order, sorted by id; of records with one id
+ * only the first in that sequence is kept, or the last with ``keep_last``. The Python
+ * reference is Index._rebuild's dict-and-sort (tests/test_index_ops.py).
+ *
+ * directory(table, shard, bits) -> bytes: the 2**bits + 1 native u32 bounds of a sorted
+ * table's directory: bound j is the first record not below (shard, j << (16 - bits)) on
+ * the id's first three bytes, the last is the record count (bisect_left in Python).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define ID 32
@@ -173,10 +183,131 @@ done:
     return result;
 }
 
+/* a record and its place in the input, so that equal ids keep their input order */
+typedef struct {
+    const unsigned char *rec;
+    Py_ssize_t at;
+} Slot;
+
+static int
+cmp_slot(const void *a, const void *b)
+{
+    const Slot *x = a, *y = b;
+    int c = memcmp(x->rec, y->rec, ID);
+    if (c)
+        return c;
+    return (x->at > y->at) - (x->at < y->at);
+}
+
+static PyObject *
+sort_records(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *parts;
+    int keep_last;
+    if (!PyArg_ParseTuple(args, "O!p", &PyList_Type, &parts, &keep_last))
+        return NULL;
+    Py_ssize_t np = PyList_GET_SIZE(parts);
+    Py_buffer *views = PyMem_Calloc(np ? np : 1, sizeof(Py_buffer));
+    if (views == NULL)
+        return PyErr_NoMemory();
+    PyObject *result = NULL;
+    Slot *slots = NULL;
+    Py_ssize_t got = 0, total = 0;
+    for (; got < np; got++) {
+        if (PyObject_GetBuffer(PyList_GET_ITEM(parts, got), &views[got], PyBUF_SIMPLE))
+            goto done;
+        if (views[got].len % REC) {
+            got++;
+            PyErr_SetString(PyExc_ValueError, "sort_records: a part is not whole records");
+            goto done;
+        }
+        total += views[got].len / REC;
+    }
+    slots = PyMem_Malloc((total ? total : 1) * sizeof(Slot));
+    if (slots == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_ssize_t k = 0;
+    for (Py_ssize_t p = 0; p < np; p++) {
+        const unsigned char *b = views[p].buf;
+        for (Py_ssize_t i = 0; i < views[p].len / REC; i++, k++) {
+            slots[k].rec = b + i * REC;
+            slots[k].at = k;
+        }
+    }
+    qsort(slots, (size_t)total, sizeof(Slot), cmp_slot);
+    /* keep one record of each run of equal ids: its first or its last */
+    Py_ssize_t kept = 0;
+    for (Py_ssize_t i = 0; i < total; i++) {
+        int ends = i + 1 == total || memcmp(slots[i].rec, slots[i + 1].rec, ID) != 0;
+        int starts = i == 0 || memcmp(slots[i].rec, slots[i - 1].rec, ID) != 0;
+        if (keep_last ? ends : starts)
+            slots[kept++] = slots[i];
+    }
+    result = PyBytes_FromStringAndSize(NULL, kept * REC);
+    if (result == NULL)
+        goto done;
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(result);
+    for (Py_ssize_t i = 0; i < kept; i++)
+        memcpy(out + i * REC, slots[i].rec, REC);
+done:
+    for (Py_ssize_t p = 0; p < got; p++)
+        PyBuffer_Release(&views[p]);
+    PyMem_Free(views);
+    PyMem_Free(slots);
+    return result;
+}
+
+static PyObject *
+directory(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    Py_buffer table;
+    int shard, bits;
+    if (!PyArg_ParseTuple(args, "y*ii", &table, &shard, &bits))
+        return NULL;
+    PyObject *result = NULL;
+    if (table.len % REC || shard < 0 || shard >= SHARDS || bits < 1 || bits > 16) {
+        PyErr_SetString(PyExc_ValueError, "directory: whole records, a shard, 1..16 bits");
+        goto done;
+    }
+    Py_ssize_t n = table.len / REC, slots = (Py_ssize_t)1 << bits;
+    if (n > 0xFFFFFFFFL) {
+        PyErr_SetString(PyExc_ValueError, "directory: more records than a u32 counts");
+        goto done;
+    }
+    result = PyBytes_FromStringAndSize(NULL, (slots + 1) * 4);
+    if (result == NULL)
+        goto done;
+    uint32_t *bd = (uint32_t *)PyBytes_AS_STRING(result);
+    const unsigned char *t = table.buf;
+    int step = 16 - bits;
+    Py_ssize_t i = 0;
+    for (Py_ssize_t j = 0; j < slots; j++) {
+        /* first record whose (id[0], id[1] id[2]) is not below (shard, j << step) */
+        long want = ((long)shard << 16) | ((long)j << step);
+        while (i < n) {
+            const unsigned char *r = t + i * REC;
+            long have = ((long)r[0] << 16) | ((long)r[1] << 8) | r[2];
+            if (have >= want)
+                break;
+            i++;
+        }
+        bd[j] = (uint32_t)i;
+    }
+    bd[slots] = (uint32_t)n;
+done:
+    PyBuffer_Release(&table);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"missing", missing, METH_VARARGS, "missing(ids, recents, dirs, tables) -> the ids not in the index"},
     {"queue_records", queue_records, METH_VARARGS,
      "queue_records(pending, entries, no): a pack's packed entries as records, one bytearray per shard"},
+    {"sort_records", sort_records, METH_VARARGS,
+     "sort_records(parts, keep_last) -> the parts' records sorted by id, one per id (first or last)"},
+    {"directory", directory, METH_VARARGS, "directory(table, shard, bits) -> a sorted table's bounds, native u32s"},
     {NULL, NULL, 0, NULL},
 };
 

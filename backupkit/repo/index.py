@@ -166,6 +166,19 @@ class Index:
         table = self._tables[shard]
         recent = self._recent[shard]
         pack = _REC.pack
+        if _indexops is not None and not self._wide:
+            # the branches below, in C: the dict's records after the table's, the last
+            # of an id kept; then ``extra``'s after those, the last kept with
+            # ``override``, else the first (which is the table's or the dict's, or the
+            # earliest of ``extra``)
+            fresh = b"".join([pack(bid, *v) for bid, v in recent.items()])
+            new = _indexops.sort_records([table, fresh], True) if fresh else table
+            if extra:
+                base = len(new)
+                new = _indexops.sort_records([new, extra], override)
+                self._count += (len(new) - base) // RECORD
+            self._install(shard, new)
+            return
         recs = [table[i : i + RECORD] for i in range(0, len(table), RECORD)]
         if not extra and not self._shadowing[shard] and not self._wide:
             recs.extend([pack(bid, *v) for bid, v in recent.items()])
@@ -197,13 +210,24 @@ class Index:
             recs = sorted(d.values())
             del d
         n = len(recs)
-        bits = max(1, min(16, (n // 16).bit_length()))
+        bits = _dir_bits(n)
         step = 16 - bits
         bounds = array("I", [bisect_left(recs, bytes((shard, (j << step) >> 8, (j << step) & 255))) for j in range(1 << bits)])
         bounds.append(n)
         new = b"".join(recs)
         del recs
-        self._tables[shard], self._dirs[shard] = new, (bits, bounds)
+        self._set_table(shard, new, bits, bounds)
+
+    def _install(self, shard: int, table: bytes) -> None:
+        """Make ``table`` (sorted records, one per id) the shard's, with its directory
+        made in C (``_rebuild``'s bisects)."""
+        bits = _dir_bits(len(table) // RECORD)
+        bounds = array("I")
+        bounds.frombytes(_indexops.directory(table, shard, bits))
+        self._set_table(shard, table, bits, bounds)
+
+    def _set_table(self, shard: int, table: bytes, bits: int, bounds: array) -> None:
+        self._tables[shard], self._dirs[shard] = table, (bits, bounds)
         self._recent[shard] = {}
         self._shadowing[shard] = False
 
@@ -315,6 +339,12 @@ _REC = struct.Struct("<32sIIII")
 _VAL = struct.Struct("<IIII")
 RECORD = _REC.size
 _EMPTY_DIR = array("I", [0, 0])
+
+
+def _dir_bits(n: int) -> int:
+    """How many bits of the id (after its first byte) a table of ``n`` records is
+    directed by: ~16 records per directory slot, 2 to 65,536 slots."""
+    return max(1, min(16, (n // 16).bit_length()))
 
 
 class PackedEntries(Sequence[tuple[bytes, int, int, int]]):
