@@ -34,6 +34,11 @@ setup(
             extra_compile_args=["-O2"],
         ),
         Extension(
+            "backupkit._hamtleaf",
+            sources=["backupkit/_hamtleaf.c"],
+            extra_compile_args=["-O2"],
+        ),
+        Extension(
             "backupkit._parentmatch",
             sources=["backupkit/_parentmatch.c"],
             extra_compile_args=["-O2"],

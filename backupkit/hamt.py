@@ -196,6 +196,14 @@ class Hamt:
 
     def scan_prefix(self, root: bytes, prefix: bytes) -> Iterator[Entry]:
         """Entries whose key starts with ``prefix``, in key order; touches only their nodes."""
+        for rows in self.prefix_leaves(root, prefix):
+            for k, p, v in rows:
+                if k.startswith(prefix):
+                    yield k, p, v
+
+    def prefix_leaves(self, root: bytes, prefix: bytes) -> Iterator[list[Entry]]:
+        """The rows of each leaf that may hold keys starting with ``prefix``, in key
+        order (each leaf's rows as stored: the caller picks the keys with the prefix)."""
         want = 2 * len(prefix)
         n = self.node(root)
         while n[0] == BRANCH:
@@ -203,27 +211,30 @@ class Hamt:
             if common_nibbles(ref, prefix) < min(depth, want):
                 return
             if depth >= want:
-                yield from self.items_of(n)
+                yield from self.leaves_of(n)
                 return
             row = self._child_row(n, nibble(prefix, depth))
             if row is None:
                 return
             n = self.child(n, *row)
-        for k, p, v in n[1]:
-            if k.startswith(prefix):
-                yield k, p, v
+        yield n[1]
 
     def items_of(self, n: list) -> Iterator[Entry]:
-        """Every entry below node ``n``, in (key, path) order (no recursion: a stack of
-        nodes, and of (parent, slot, child id, count) still to load)."""
+        """Every entry below node ``n``, in (key, path) order."""
+        for rows in self.leaves_of(n):
+            for k, p, v in rows:
+                yield k, p, v
+
+    def leaves_of(self, n: list) -> Iterator[list[Entry]]:
+        """The rows of every leaf below node ``n``, in key order (no recursion: a stack
+        of nodes, and of (parent, slot, child id, count) still to load)."""
         stack: list = [n]
         while stack:
             x = stack.pop()
             if type(x) is tuple:
                 x = self.child(*x)
             if x[0] == LEAF:
-                for k, p, v in x[1]:
-                    yield k, p, v
+                yield x[1]
             else:
                 stack.extend((x, s, cid, cnt) for s, cid, cnt in reversed(x[4]))
 

@@ -19,6 +19,11 @@ import msgpack
 from backupkit.errors import FormatError
 from backupkit.limits import HAMT_DEPTH_MAX
 
+try:
+    from backupkit import _hamtleaf
+except ImportError:  # pragma: no cover - the extension is built by pip install
+    _hamtleaf = None
+
 KEY_LEN = 16
 LEAF = 0
 BRANCH = 1
@@ -42,6 +47,9 @@ def check_node(n: object) -> None:
         raise ValueError("not a node")
     if n[0] == LEAF:
         rows = n[1]
+        if _hamtleaf is not None:
+            _hamtleaf.check_leaf(rows)  # the loop below, in C, with its messages
+            return
         if type(rows) is not list:
             raise ValueError("leaf rows are not a list")
         prev = None

@@ -16,6 +16,11 @@ from backupkit.objects.content import content_list
 from backupkit.objects.entry import Entry
 from backupkit.repo.repository import Repository
 
+try:
+    from backupkit import _hamtleaf
+except ImportError:  # pragma: no cover - the extension is built by pip install
+    _hamtleaf = None
+
 
 #: ``on_error(path, error, subtree)``: what a tolerant walk could not read
 OnError = Callable[[bytes, Exception, bool], None]
@@ -85,6 +90,11 @@ class SnapshotTree:
         pre = dirpath if dirpath == b"/" else dirpath + b"/"
         n = len(pre)
         prefix = self.keyer.dir_prefix(dirpath)
+        if _hamtleaf is not None:  # the comprehension below, a leaf per call, in C
+            out: dict[bytes, bytes] = {}
+            for rows in self.hamt.prefix_leaves(self.root, prefix):
+                _hamtleaf.children_into(out, rows, prefix, pre, dirpath)
+            return out
         # p = pre + name with no "/" in name is what parent_of(p) == dirpath means (the
         # root's own path aside, which is never the child of anything)
         return {
