@@ -9,12 +9,233 @@
  * ``pre`` + a name without "/" (and not ``dirpath``), sets out[name] = value, in row
  * order (a later row wins). The rows must have passed check_leaf. The Python reference
  * is SnapshotTree.raw_children_by_name's comprehension (tests/test_hamtleaf.py).
+ *
+ * leaf_info(raw) -> (rows, first key, last key), or None: raw is accepted only when it is
+ * exactly one msgpack array [0, [[key, path, value], ...]] with every key, path and value
+ * a bin (key 16 bytes) and the rows strictly increasing by (key, path), nothing after it:
+ * what decode_node accepts as a leaf, in the encoding bk writes. Anything else gives None
+ * and the caller decodes it in Python (which refuses or accepts it with its own words).
+ *
+ * common_nibbles(a, b): hamt_node.common_nibbles for two bytes.
+ *
+ * leaf_children_into(out, raw, prefix, pre, dirpath): children_into over a leaf's
+ * plaintext that leaf_info accepted, without making the rows into Python objects (only
+ * the names and values it keeps); ValueError if raw is not such a leaf.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stdint.h>
 #include <string.h>
 
 #define KEY_LEN 16
+
+/* -- a leaf's plaintext, read without Python objects ----------------------------------- */
+
+typedef struct {
+    const unsigned char *p, *end;
+} Cur;
+
+static int
+need(Cur *c, size_t n)
+{
+    return (size_t)(c->end - c->p) >= n ? 0 : -1;
+}
+
+static uint32_t
+be(const unsigned char *b, int n)
+{
+    uint32_t v = 0;
+    for (int i = 0; i < n; i++)
+        v = (v << 8) | b[i];
+    return v;
+}
+
+/* an array header (fixarray, array 16, array 32) */
+static int
+read_array(Cur *c, uint32_t *n)
+{
+    if (need(c, 1))
+        return -1;
+    unsigned char t = *c->p++;
+    if ((t & 0xf0) == 0x90) {
+        *n = t & 0x0f;
+        return 0;
+    }
+    int w = t == 0xdc ? 2 : t == 0xdd ? 4 : 0;
+    if (!w || need(c, (size_t)w))
+        return -1;
+    *n = be(c->p, w);
+    c->p += w;
+    return 0;
+}
+
+/* a bin (bin 8, 16, 32) */
+static int
+read_bin(Cur *c, const unsigned char **b, size_t *n)
+{
+    if (need(c, 1))
+        return -1;
+    unsigned char t = *c->p++;
+    int w = t == 0xc4 ? 1 : t == 0xc5 ? 2 : t == 0xc6 ? 4 : 0;
+    if (!w || need(c, (size_t)w))
+        return -1;
+    *n = be(c->p, w);
+    c->p += w;
+    if (need(c, *n))
+        return -1;
+    *b = c->p;
+    c->p += *n;
+    return 0;
+}
+
+/* the integer 0 in any of msgpack's unsigned or signed widths */
+static int
+read_zero(Cur *c)
+{
+    if (need(c, 1))
+        return -1;
+    unsigned char t = *c->p++;
+    if (t == 0x00)
+        return 0;
+    int w = 0;
+    if (t >= 0xcc && t <= 0xcf)
+        w = 1 << (t - 0xcc);
+    else if (t >= 0xd0 && t <= 0xd3)
+        w = 1 << (t - 0xd0);
+    if (!w || need(c, (size_t)w))
+        return -1;
+    for (int i = 0; i < w; i++)
+        if (c->p[i])
+            return -1;
+    c->p += w;
+    return 0;
+}
+
+static int
+cmp_mem(const unsigned char *a, size_t al, const unsigned char *b, size_t bl)
+{
+    int c = memcmp(a, b, al < bl ? al : bl);
+    if (c)
+        return c;
+    return (al > bl) - (al < bl);
+}
+
+typedef struct {
+    const unsigned char *k, *p, *v;
+    size_t pl, vl;
+} Row;
+
+/* the leaf's row count and the cursor at its first row; -1 unless the header is a leaf's */
+static int
+leaf_head(Cur *c, uint32_t *rows)
+{
+    uint32_t two;
+    if (read_array(c, &two) || two != 2 || read_zero(c) || read_array(c, rows))
+        return -1;
+    /* each row takes at least 1 + 18 + 2 + 2 bytes: a count beyond that is a lie */
+    if ((size_t)(c->end - c->p) / 23 < *rows)
+        return -1;
+    return 0;
+}
+
+static int
+leaf_row(Cur *c, Row *r)
+{
+    uint32_t three;
+    size_t kl;
+    if (read_array(c, &three) || three != 3 || read_bin(c, &r->k, &kl) || kl != KEY_LEN || read_bin(c, &r->p, &r->pl) ||
+        read_bin(c, &r->v, &r->vl))
+        return -1;
+    return 0;
+}
+
+static PyObject *
+leaf_info(PyObject *Py_UNUSED(self), PyObject *arg)
+{
+    Py_buffer raw;
+    if (PyObject_GetBuffer(arg, &raw, PyBUF_SIMPLE))
+        return NULL;
+    Cur c = {raw.buf, (const unsigned char *)raw.buf + raw.len};
+    uint32_t n;
+    Row prev = {0}, r;
+    const unsigned char *first = NULL;
+    PyObject *result = NULL;
+    if (leaf_head(&c, &n))
+        goto refuse;
+    for (uint32_t i = 0; i < n; i++) {
+        if (leaf_row(&c, &r))
+            goto refuse;
+        if (i) {
+            int k = memcmp(r.k, prev.k, KEY_LEN);
+            if (k < 0 || (k == 0 && cmp_mem(r.p, r.pl, prev.p, prev.pl) <= 0))
+                goto refuse;
+        } else {
+            first = r.k;
+        }
+        prev = r;
+    }
+    if (c.p != c.end)
+        goto refuse;
+    if (n == 0)
+        result = Py_BuildValue("(iOO)", 0, Py_None, Py_None);
+    else
+        result = Py_BuildValue("(Iy#y#)", n, (const char *)first, (Py_ssize_t)KEY_LEN, (const char *)prev.k, (Py_ssize_t)KEY_LEN);
+    PyBuffer_Release(&raw);
+    return result;
+refuse:
+    PyBuffer_Release(&raw);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+leaf_children_into(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *out;
+    Py_buffer raw, prefix, pre, dirpath;
+    if (!PyArg_ParseTuple(args, "O!y*y*y*y*", &PyDict_Type, &out, &raw, &prefix, &pre, &dirpath))
+        return NULL;
+    PyObject *result = NULL;
+    Cur c = {raw.buf, (const unsigned char *)raw.buf + raw.len};
+    uint32_t n;
+    Row r;
+    if (leaf_head(&c, &n))
+        goto bad;
+    for (uint32_t i = 0; i < n; i++) {
+        if (leaf_row(&c, &r))
+            goto bad;
+        if (prefix.len > KEY_LEN)
+            continue;
+        int k = memcmp(r.k, prefix.buf, (size_t)prefix.len);
+        if (k < 0)
+            continue;
+        if (k > 0)
+            break; /* sorted by key: the prefix's run is over */
+        if (r.pl < (size_t)pre.len || memcmp(r.p, pre.buf, (size_t)pre.len) != 0)
+            continue;
+        if (memchr(r.p + pre.len, '/', r.pl - (size_t)pre.len) != NULL)
+            continue;
+        if (r.pl == (size_t)dirpath.len && memcmp(r.p, dirpath.buf, r.pl) == 0)
+            continue;
+        PyObject *name = PyBytes_FromStringAndSize((const char *)r.p + pre.len, (Py_ssize_t)(r.pl - (size_t)pre.len));
+        PyObject *value = name ? PyBytes_FromStringAndSize((const char *)r.v, (Py_ssize_t)r.vl) : NULL;
+        int bad = value == NULL || PyDict_SetItem(out, name, value);
+        Py_XDECREF(name);
+        Py_XDECREF(value);
+        if (bad)
+            goto done;
+    }
+    result = Py_None;
+    Py_INCREF(result);
+    goto done;
+bad:
+    PyErr_SetString(PyExc_ValueError, "leaf_children_into: not a leaf leaf_info accepts");
+done:
+    PyBuffer_Release(&raw);
+    PyBuffer_Release(&prefix);
+    PyBuffer_Release(&pre);
+    PyBuffer_Release(&dirpath);
+    return result;
+}
 
 static int
 row_parts(PyObject *row, PyObject **k, PyObject **p, PyObject **v)
@@ -121,10 +342,32 @@ done:
     return result;
 }
 
+static PyObject *
+common_nibbles(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyBytes_Check(args[0]) || !PyBytes_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "common_nibbles(a, b) takes two bytes");
+        return NULL;
+    }
+    const unsigned char *a = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(args[1]);
+    Py_ssize_t al = PyBytes_GET_SIZE(args[0]), bl = PyBytes_GET_SIZE(args[1]);
+    Py_ssize_t n = al < bl ? al : bl;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (a[i] != b[i])
+            return PyLong_FromSsize_t(2 * i + (((a[i] ^ b[i]) >> 4) ? 0 : 1));
+    return PyLong_FromSsize_t(2 * n);
+}
+
 static PyMethodDef methods[] = {
+    {"common_nibbles", (PyCFunction)(void (*)(void))common_nibbles, METH_FASTCALL,
+     "common_nibbles(a, b) -> how many leading nibbles two byte strings share"},
     {"check_leaf", check_leaf, METH_O, "check_leaf(rows): ValueError unless a leaf's rows are well formed and sorted"},
     {"children_into", children_into, METH_VARARGS,
      "children_into(out, rows, prefix, pre, dirpath): out[name] = value of the rows of dirpath's children"},
+    {"leaf_info", leaf_info, METH_O, "leaf_info(raw) -> (rows, first key, last key) of a leaf in bk's encoding, or None"},
+    {"leaf_children_into", leaf_children_into, METH_VARARGS,
+     "leaf_children_into(out, raw, prefix, pre, dirpath): children_into over a leaf's plaintext"},
     {NULL, NULL, 0, NULL},
 };
 

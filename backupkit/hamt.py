@@ -35,7 +35,14 @@ from itertools import groupby
 import msgpack
 
 from backupkit.errors import FormatError
-from backupkit.hamt_node import BRANCH, KEY_LEN, LEAF, Change, Entry, check_child, common_nibbles, decode_node, nibble
+from backupkit.hamt_node import (
+    BRANCH, KEY_LEN, LEAF, Change, Entry, check_child, check_leaf_fits, common_nibbles, decode_node, nibble,
+)
+
+try:
+    from backupkit import _hamtleaf
+except ImportError:  # pragma: no cover - the extension is built by pip install
+    _hamtleaf = None
 
 #: Entries a leaf may hold. 256 keeps a typical directory in one leaf: with 64, a directory
 #: of 100 files split 16 ways into leaves of ~6 entries, so reading a tree cost ~8x more
@@ -89,7 +96,8 @@ class Hamt:
         self._cache: OrderedDict[bytes, list] = OrderedDict()
         self._cache_size = cache_size
         self._cache_weight = 0
-        self._plain: OrderedDict[bytes, bytes] = OrderedDict()
+        #: id -> (plaintext, its leaf_info when C reads it as a leaf, else None)
+        self._plain: OrderedDict[bytes, tuple[bytes, tuple | None]] = OrderedDict()
         self._plain_size = plain_cache_bytes
         self._plain_weight = 0
         self._lock = threading.Lock()
@@ -106,10 +114,11 @@ class Hamt:
             if n is not None:
                 self._cache.move_to_end(node_id)
                 return n
-            raw = self._plain.get(node_id)
-            if raw is not None:
+            plain = self._plain.get(node_id)
+            if plain is not None:
                 self._plain.move_to_end(node_id)
-        if raw is not None:
+        if plain is not None:
+            raw = plain[0]
             # checked when it was loaded; these very bytes have not left this process
             n = msgpack.unpackb(raw)
             with self._lock:
@@ -133,6 +142,49 @@ class Hamt:
             raise FormatError(f"HAMT node {child_id.hex()[:16]} does not fit its parent: {e}") from None
         return n
 
+    def child_plain(self, parent: list, slot: int, child_id: bytes, count: int) -> list | bytes:
+        """``child``, except that a leaf the C reader accepts (``_hamtleaf.leaf_info``)
+        and that is not decoded in the cache comes back as its plaintext (bytes), checked
+        against its parent the same way: ``_hamtleaf.leaf_children_into`` reads it
+        without making its rows into Python objects, and it is not decoded or cached
+        decoded (a walk that lists every directory of a large tree visits its leaves
+        several times each, far apart)."""
+        with self._lock:
+            self.visits += 1
+            n = self._cache.get(child_id)
+            if n is not None:
+                self._cache.move_to_end(child_id)
+                plain = None
+            else:
+                plain = self._plain.get(child_id)
+                if plain is not None:
+                    self._plain.move_to_end(child_id)
+        if n is None:
+            if plain is None:
+                raw = self._load(child_id)
+                info = _hamtleaf.leaf_info(raw)
+                if info is None:
+                    n = decode_node(child_id, raw)
+                with self._lock:
+                    self.loads += 1
+                    if n is not None:
+                        self._remember(child_id, n)
+                    self._remember_plain(child_id, raw, info)
+            else:
+                raw, info = plain
+                if info is None:
+                    n = msgpack.unpackb(raw)  # checked when it was loaded
+                    with self._lock:
+                        self._remember(child_id, n)
+        try:
+            if n is not None:
+                check_child(parent, slot, count, n)
+                return n
+            check_leaf_fits(parent, slot, count, info[0], info[1:] if info[0] else ())
+        except ValueError as e:
+            raise FormatError(f"HAMT node {child_id.hex()[:16]} does not fit its parent: {e}") from None
+        return raw
+
     @staticmethod
     def _weight(n: list) -> int:
         return 1 + len(n[1] if n[0] == LEAF else n[4])
@@ -145,13 +197,13 @@ class Hamt:
         while self._cache_weight > self._cache_size and len(self._cache) > 1:
             self._cache_weight -= self._weight(self._cache.popitem(last=False)[1])
 
-    def _remember_plain(self, node_id: bytes, raw: bytes) -> None:
+    def _remember_plain(self, node_id: bytes, raw: bytes, info: tuple | None = None) -> None:
         if self._plain_size <= 0 or node_id in self._plain:
             return
-        self._plain[node_id] = raw
+        self._plain[node_id] = (raw, info)
         self._plain_weight += _PLAIN_OVERHEAD + len(raw)
         while self._plain_weight > self._plain_size and self._plain:
-            self._plain_weight -= _PLAIN_OVERHEAD + len(self._plain.popitem(last=False)[1])
+            self._plain_weight -= _PLAIN_OVERHEAD + len(self._plain.popitem(last=False)[1][0])
 
     def _put(self, n: list) -> bytes:
         node_id = self._save(msgpack.packb(n))
@@ -201,9 +253,12 @@ class Hamt:
                 if k.startswith(prefix):
                     yield k, p, v
 
-    def prefix_leaves(self, root: bytes, prefix: bytes) -> Iterator[list[Entry]]:
+    def prefix_leaves(self, root: bytes, prefix: bytes, plain: bool = False) -> Iterator[list[Entry] | bytes]:
         """The rows of each leaf that may hold keys starting with ``prefix``, in key
-        order (each leaf's rows as stored: the caller picks the keys with the prefix)."""
+        order (each leaf's rows as stored: the caller picks the keys with the prefix).
+        ``plain`` (with the C reader built): a leaf may come as its plaintext instead
+        (bytes, see ``child_plain``)."""
+        child = self.child_plain if plain and _hamtleaf is not None else self.child
         want = 2 * len(prefix)
         n = self.node(root)
         while n[0] == BRANCH:
@@ -211,12 +266,15 @@ class Hamt:
             if common_nibbles(ref, prefix) < min(depth, want):
                 return
             if depth >= want:
-                yield from self.leaves_of(n)
+                yield from self.leaves_of(n, plain)
                 return
             row = self._child_row(n, nibble(prefix, depth))
             if row is None:
                 return
-            n = self.child(n, *row)
+            n = child(n, *row)
+            if type(n) is bytes:
+                yield n
+                return
         yield n[1]
 
     def items_of(self, n: list) -> Iterator[Entry]:
@@ -225,14 +283,19 @@ class Hamt:
             for k, p, v in rows:
                 yield k, p, v
 
-    def leaves_of(self, n: list) -> Iterator[list[Entry]]:
+    def leaves_of(self, n: list, plain: bool = False) -> Iterator[list[Entry] | bytes]:
         """The rows of every leaf below node ``n``, in key order (no recursion: a stack
-        of nodes, and of (parent, slot, child id, count) still to load)."""
+        of nodes, and of (parent, slot, child id, count) still to load). ``plain``: as
+        for ``prefix_leaves``."""
+        child = self.child_plain if plain and _hamtleaf is not None else self.child
         stack: list = [n]
         while stack:
             x = stack.pop()
             if type(x) is tuple:
-                x = self.child(*x)
+                x = child(*x)
+                if type(x) is bytes:
+                    yield x
+                    continue
             if x[0] == LEAF:
                 yield x[1]
             else:

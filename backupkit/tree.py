@@ -92,8 +92,11 @@ class SnapshotTree:
         prefix = self.keyer.dir_prefix(dirpath)
         if _hamtleaf is not None:  # the comprehension below, a leaf per call, in C
             out: dict[bytes, bytes] = {}
-            for rows in self.hamt.prefix_leaves(self.root, prefix):
-                _hamtleaf.children_into(out, rows, prefix, pre, dirpath)
+            for rows in self.hamt.prefix_leaves(self.root, prefix, plain=True):
+                if type(rows) is bytes:
+                    _hamtleaf.leaf_children_into(out, rows, prefix, pre, dirpath)
+                else:
+                    _hamtleaf.children_into(out, rows, prefix, pre, dirpath)
             return out
         # p = pre + name with no "/" in name is what parent_of(p) == dirpath means (the
         # root's own path aside, which is never the child of anything)

@@ -137,3 +137,115 @@ def test_a_directory_over_several_leaves_reads_as_in_python(monkeypatch):
     without = {d: t.raw_children_by_name(d) for d in with_c}
     assert with_c == without
     assert len(with_c[b"/big"]) == 1000 and set(with_c[b"/small"]) == {b"x", b"y"}
+
+
+def py_common(a: bytes, b: bytes) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return 2 * i + (0 if (a[i] ^ b[i]) >> 4 else 1)
+    return 2 * n
+
+
+def test_common_nibbles_is_the_python_loop():
+    rnd = random.Random(3)
+    base = rnd.randbytes(16)
+    for _ in range(3000):
+        a = base[: rnd.randrange(17)] + rnd.randbytes(rnd.randrange(3))
+        b = bytearray(base[: rnd.randrange(17)])
+        if b and rnd.random() < 0.5:
+            b[rnd.randrange(len(b))] ^= rnd.choice([1, 0x10, 0xFF])
+        assert hamt_node.common_nibbles(a, bytes(b)) == py_common(a, bytes(b))
+    with pytest.raises(TypeError):
+        hamt_node.common_nibbles("ab", b"ab")
+
+
+def test_leaf_info_accepts_only_what_decode_node_accepts_as_that_leaf():
+    import msgpack
+
+    from backupkit.errors import FormatError
+    from backupkit.hamt_node import decode_node
+
+    rnd = random.Random(9)
+    accepted = refused = 0
+    for size in (0, 1, 3, 60, 256):
+        rows = leaf_rows(rnd, size)
+        raw = msgpack.packb([LEAF, rows])
+        info = _hamtleaf.leaf_info(raw)
+        assert info == ((len(rows), rows[0][0], rows[-1][0]) if rows else (0, None, None))
+        # other encodings of the same leaf that msgpack reads alike: C declines some
+        # (then Python decides), and what it accepts is that leaf
+        wide = b"\xdd" + (2).to_bytes(4, "big") + b"\xcd\x00\x00" + msgpack.packb(rows)
+        assert decode_node(b"x" * 32, wide) == [LEAF, rows]
+        assert _hamtleaf.leaf_info(wide) in (None, info)
+        texts = [msgpack.packb([LEAF, [[k, p.decode("latin-1"), v] for k, p, v in rows]])] if rows else []
+        for bad in [msgpack.packb([LEAF, rows, 1]), raw + b"\x00", raw[:-1], msgpack.packb([1, rows]),
+                    msgpack.packb([False, rows]), *texts]:
+            assert _hamtleaf.leaf_info(bad) is None
+        # random byte damage: whatever C accepts, decode_node accepts with those ends
+        for _ in range(400 if rows else 0):
+            b = bytearray(raw)
+            for _j in range(rnd.randrange(1, 4)):
+                b[rnd.randrange(len(b))] = rnd.randrange(256)
+            got = _hamtleaf.leaf_info(bytes(b))
+            if got is None:
+                refused += 1
+                continue
+            accepted += 1
+            try:
+                n = decode_node(b"x" * 32, bytes(b))
+            except FormatError as e:
+                pytest.fail(f"C accepted a leaf Python refuses: {e}")
+            assert n[0] == LEAF and got == (len(n[1]), n[1][0][0], n[1][-1][0])
+    assert refused > 200 and accepted > 50  # the damage hit both kinds of byte
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_leaf_children_into_reads_the_plaintext_as_children_into_the_rows(seed):
+    import msgpack
+
+    rnd = random.Random(seed)
+    pfx = rnd.randbytes(8)
+    rows = sorted({(pfx + rnd.randbytes(8) if rnd.random() < 0.6 else rnd.randbytes(16), rnd.choice([b"/d/", b"/d/s/", b"/e/"]) + rnd.randbytes(2).replace(b"/", b"-")) for _ in range(200)})
+    leaf = [[k, p, rnd.randbytes(5)] for k, p in rows]
+    raw = msgpack.packb([LEAF, leaf])
+    for prefix in (pfx, pfx[:2], b"", rnd.randbytes(8), pfx + b"\x00" * 9):
+        for d in (b"/d", b"/d/s", b"/e", b"/"):
+            pre = d if d == b"/" else d + b"/"
+            a, b = {}, {}
+            _hamtleaf.leaf_children_into(a, raw, prefix, pre, d)
+            _hamtleaf.children_into(b, leaf, prefix, pre, d)
+            assert a == b and list(a) == list(b)
+    with pytest.raises(ValueError):
+        _hamtleaf.leaf_children_into({}, raw[:3], pfx, b"/d/", b"/d")
+
+
+def test_a_leaf_read_as_plaintext_is_checked_against_its_parent():
+    """A branch whose child count or slot lies about a leaf: the plaintext path refuses
+    it as the decoded one does, whether the leaf comes from the store or the cache."""
+    import msgpack
+
+    from backupkit.errors import FormatError
+    from backupkit.hamt import Hamt
+
+    rnd = random.Random(4)
+    store: dict[bytes, bytes] = {}
+
+    def save(data: bytes) -> bytes:
+        nid = rnd.randbytes(32)
+        store[nid] = data
+        return nid
+
+    h = Hamt(store.__getitem__, save, cache_size=0, plain_cache_bytes=1 << 20)
+    key = bytes([0x12]) + b"\x00" * 15
+    leaf = save(msgpack.packb([LEAF, [[key, b"/a", b"v"]]]))
+    for slot, count, ok in ((1, 1, True), (1, 2, False), (3, 1, False)):
+        ref = bytes([(slot << 4) | 2]) + b"\x00" * 15
+        branch = [1, count, 0, ref, [[slot, leaf, count]]]
+        for _ in range(2):  # loaded, then from the plaintext cache
+            if ok:
+                assert h.child_plain(branch, slot, leaf, count) == store[leaf]
+            else:
+                with pytest.raises(FormatError, match="does not fit its parent"):
+                    h.child_plain(branch, slot, leaf, count)
+    assert h.loads == 1
