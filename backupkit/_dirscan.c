@@ -23,6 +23,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -414,29 +415,27 @@ ds_errors(PyObject *Py_UNUSED(self), PyObject *cap)
  * keeps only its own thread).
  */
 
-/* paths in the walk's order: component by component, each compared as bytes */
+/* paths in the walk's order: component by component, each compared as bytes. Past
+ * their common prefix that is one byte's compare, where a component's end sorts first:
+ * the path's end (an ancestor comes first), then "/" (a shorter name comes first), then
+ * every other byte as unsigned (tests/test_dirscan.py holds it to the component loop) */
 static int
 cmp_walk(const char *a, size_t al, const char *b, size_t bl)
 {
-    size_t i = 0, j = 0;
-    for (;;) {
-        size_t ie = i, je = j;
-        while (ie < al && a[ie] != '/')
-            ie++;
-        while (je < bl && b[je] != '/')
-            je++;
-        size_t la = ie - i, lb = je - j;
-        int c = memcmp(a + i, b + j, la < lb ? la : lb);
-        if (c)
-            return c;
-        if (la != lb)
-            return la < lb ? -1 : 1;
-        int a_end = ie >= al, b_end = je >= bl;
-        if (a_end || b_end)
-            return b_end - a_end; /* an ancestor comes first */
-        i = ie + 1;
-        j = je + 1;
+    size_t n = al < bl ? al : bl, k = 0;
+    while (k + 8 <= n) {
+        uint64_t x, y;
+        memcpy(&x, a + k, 8);
+        memcpy(&y, b + k, 8);
+        if (x != y)
+            break;
+        k += 8;
     }
+    while (k < n && a[k] == b[k])
+        k++;
+    int ca = k < al ? (a[k] == '/' ? 1 : (unsigned char)a[k] + 2) : 0;
+    int cb = k < bl ? (b[k] == '/' ? 1 : (unsigned char)b[k] + 2) : 0;
+    return (ca > cb) - (ca < cb);
 }
 
 static int
@@ -456,7 +455,7 @@ now_s(void)
 }
 
 typedef struct Rec {
-    struct Rec *next;
+    struct Rec *next, *prev; /* prev: only within the list of the read */
     Item *items; /* NULL when the read failed */
     size_t n, len;
     double at; /* when it was read */
@@ -642,7 +641,7 @@ ahead_main(void *arg)
         }
         Rec *r = malloc(sizeof(Rec) + d.len + 1);
         if (r != NULL) {
-            r->next = NULL;
+            r->next = r->prev = NULL;
             r->items = items;
             r->n = n;
             r->len = d.len;
@@ -667,21 +666,28 @@ ahead_main(void *arg)
                  * only its subdirectories were wanted */
                 free_rec(r);
             } else {
-                /* in the walk's order: most often after the last one */
-                Rec **at = &w->head;
-                if (w->tail && cmp_walk(w->tail->path, w->tail->len, r->path, r->len) < 0)
-                    at = &w->tail->next;
+                /* in the walk's order: most often after the last one or just before
+                 * it (the other thread's), so the place is looked for from the tail */
+                Rec *after = w->tail;
+                while (after && cmp_walk(after->path, after->len, r->path, r->len) > 0)
+                    after = after->prev;
+                r->prev = after;
+                r->next = after ? after->next : w->head;
+                if (r->next)
+                    r->next->prev = r;
                 else
-                    while (*at && cmp_walk((*at)->path, (*at)->len, r->path, r->len) < 0)
-                        at = &(*at)->next;
-                r->next = *at;
-                *at = r;
-                if (r->next == NULL)
                     w->tail = r;
+                if (after)
+                    after->next = r;
+                else
+                    w->head = r;
                 w->held += r->n + 1;
             }
         }
-        pthread_cond_broadcast(&w->cv);
+        /* the others wait for directories to read or for the end (not for this one's
+         * listing): wake them only for those */
+        if (nsub || (w->busy == 0 && w->todo.n == 0))
+            pthread_cond_broadcast(&w->cv);
     }
     pthread_cond_broadcast(&w->cv); /* the others see the end too */
     pthread_mutex_unlock(&w->mu);
@@ -724,7 +730,12 @@ ahead_take(AheadObject *o, PyObject *arg)
     Ahead *w = o->w;
     Rec *mine = NULL;
     Rec *gone = NULL; /* freed after the lock is let go */
-    pthread_mutex_lock(&w->mu);
+    if (pthread_mutex_trylock(&w->mu) != 0) {
+        /* a reading thread holds it: wait without the GIL */
+        Py_BEGIN_ALLOW_THREADS
+        pthread_mutex_lock(&w->mu);
+        Py_END_ALLOW_THREADS
+    }
     if ((size_t)pl + 1 > w->pos_cap) {
         char *np = realloc(w->pos, (size_t)pl + 1);
         if (np == NULL) {
@@ -736,6 +747,7 @@ ahead_take(AheadObject *o, PyObject *arg)
     }
     memcpy(w->pos, p, (size_t)pl + 1);
     w->pos_len = (size_t)pl;
+    int over = w->held > w->limit;
     while (w->head) {
         Rec *r = w->head;
         int c = cmp_walk(r->path, r->len, p, (size_t)pl);
@@ -744,6 +756,8 @@ ahead_take(AheadObject *o, PyObject *arg)
         w->head = r->next;
         if (w->head == NULL)
             w->tail = NULL;
+        else
+            w->head->prev = NULL;
         w->held -= r->n + 1;
         r->next = NULL;
         if (c == 0 && r->items != NULL && now_s() - r->at <= w->max_age) {
@@ -754,7 +768,8 @@ ahead_take(AheadObject *o, PyObject *arg)
             gone = r;
         }
     }
-    pthread_cond_broadcast(&w->cv);
+    if (over && w->held <= w->limit)
+        pthread_cond_broadcast(&w->cv); /* room again for the readers the bound stopped */
     pthread_mutex_unlock(&w->mu);
     while (gone) {
         Rec *nx = gone->next;
@@ -870,7 +885,18 @@ ds_ahead(PyObject *Py_UNUSED(self), PyObject *args)
     return (PyObject *)o;
 }
 
+static PyObject *
+ds_walk_cmp(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    const char *a, *b;
+    Py_ssize_t al, bl;
+    if (!PyArg_ParseTuple(args, "y#y#", &a, &al, &b, &bl))
+        return NULL;
+    return PyLong_FromLong(cmp_walk(a, (size_t)al, b, (size_t)bl));
+}
+
 static PyMethodDef methods[] = {
+    {"walk_cmp", ds_walk_cmp, METH_VARARGS, "walk_cmp(a, b) -> -1, 0 or 1: two paths in the walk's order (for tests)"},
     {"read", ds_read, METH_O, "read(path) -> a listing: the directory read and every entry lstat'ed, the GIL released"},
     {"names", ds_names, METH_O, "names(listing) -> the entries' names, sorted"},
     {"stats", ds_stats, METH_VARARGS,

@@ -368,3 +368,28 @@ def test_another_device_is_not_entered(tmp_path):
         assert got == {"same device": 4, "any device": 6}
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_the_walk_order_is_component_by_component():
+    """The read-ahead's order (C ``cmp_walk``): paths compared as their lists of
+    components, each as bytes, on names with the bytes around "/" and high bytes."""
+    import random
+
+    from backupkit import _dirscan
+
+    rnd = random.Random(2)
+    alphabet = [b"a", b"b", b"-", b".", b"0", b"\x01", b"\xff", b"\x2e", b"\x30"]
+    paths = {b"/"}
+    for _ in range(600):
+        parts = [b"".join(rnd.choice(alphabet) for _ in range(rnd.randrange(1, 4))) for _ in range(rnd.randrange(1, 5))]
+        paths.add(b"/" + b"/".join(parts))
+    paths = list(paths)
+
+    def key(p: bytes) -> list[bytes]:
+        return [c for c in p.split(b"/") if c]
+
+    for _ in range(20000):
+        a, b = rnd.choice(paths), rnd.choice(paths)
+        want = (key(a) > key(b)) - (key(a) < key(b))
+        assert _dirscan.walk_cmp(a, b) == want, (a, b)
+    assert sorted(paths, key=key)[0] == b"/" and _dirscan.walk_cmp(b"/a/x", b"/a-b") == -1
