@@ -301,12 +301,254 @@ done:
     return result;
 }
 
+/* -- an index object's plaintext ---------------------------------------------------------- */
+
+typedef struct {
+    const unsigned char *p, *end;
+} Cur;
+
+static int
+need(Cur *c, size_t n)
+{
+    return (size_t)(c->end - c->p) >= n ? 0 : -1;
+}
+
+static unsigned long long
+be_read(const unsigned char *b, int n)
+{
+    unsigned long long v = 0;
+    for (int i = 0; i < n; i++)
+        v = (v << 8) | b[i];
+    return v;
+}
+
+/* a map (fm 1) or array (fm 0) header */
+static int
+read_head(Cur *c, int map, unsigned long long *n)
+{
+    if (need(c, 1))
+        return -1;
+    unsigned char t = *c->p++;
+    if ((t & 0xf0) == (map ? 0x80 : 0x90)) {
+        *n = t & 0x0f;
+        return 0;
+    }
+    unsigned char t16 = map ? 0xde : 0xdc, t32 = map ? 0xdf : 0xdd;
+    int w = t == t16 ? 2 : t == t32 ? 4 : 0;
+    if (!w || need(c, (size_t)w))
+        return -1;
+    *n = be_read(c->p, w);
+    c->p += w;
+    return 0;
+}
+
+/* a non-negative integer of any width (a negative one is refused) */
+static int
+read_uint(Cur *c, unsigned long long *v)
+{
+    if (need(c, 1))
+        return -1;
+    unsigned char t = *c->p++;
+    if (t <= 0x7f) {
+        *v = t;
+        return 0;
+    }
+    int w = 0, sig = 0;
+    if (t >= 0xcc && t <= 0xcf)
+        w = 1 << (t - 0xcc);
+    else if (t >= 0xd0 && t <= 0xd3) {
+        w = 1 << (t - 0xd0);
+        sig = 1;
+    }
+    if (!w || need(c, (size_t)w))
+        return -1;
+    if (sig && (c->p[0] & 0x80))
+        return -1;
+    *v = be_read(c->p, w);
+    c->p += w;
+    return 0;
+}
+
+/* a bin (fm 0) or str (fm 1) */
+static int
+read_raw(Cur *c, int str, const unsigned char **b, size_t *n)
+{
+    if (need(c, 1))
+        return -1;
+    unsigned char t = *c->p++;
+    int w;
+    if (str && (t & 0xe0) == 0xa0) {
+        *n = t & 0x1f;
+        w = 0;
+    } else {
+        unsigned char t8 = str ? 0xd9 : 0xc4;
+        w = t == t8 ? 1 : t == t8 + 1 ? 2 : t == t8 + 2 ? 4 : -1;
+        if (w < 0 || need(c, (size_t)w))
+            return -1;
+        *n = be_read(c->p, w);
+        c->p += w;
+    }
+    if (need(c, *n))
+        return -1;
+    *b = c->p;
+    c->p += *n;
+    return 0;
+}
+
+static int
+is_key(const unsigned char *b, size_t n, const char *k)
+{
+    return n == strlen(k) && memcmp(b, k, n) == 0;
+}
+
+static void
+put_u32(unsigned char *d, unsigned long long v)
+{
+    d[0] = (unsigned char)v;
+    d[1] = (unsigned char)(v >> 8);
+    d[2] = (unsigned char)(v >> 16);
+    d[3] = (unsigned char)(v >> 24);
+}
+
+/* the packs array; NULL with no exception set: not the shape (Python decides) */
+static PyObject *
+read_packs(Cur *c, unsigned long long overhead, unsigned long long sealed_max, unsigned long long blob_max,
+           unsigned long long pack_max, PyObject *kinds)
+{
+    unsigned long long np;
+    if (read_head(c, 0, &np) || np > (unsigned long long)(c->end - c->p))
+        return NULL;
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    for (unsigned long long i = 0; i < np; i++) {
+        unsigned long long four, size, nrows;
+        const unsigned char *pid, *kind;
+        size_t pidl, kindl;
+        if (read_head(c, 0, &four) || four != 4 || read_raw(c, 0, &pid, &pidl) || pidl != ID || read_raw(c, 1, &kind, &kindl) ||
+            read_uint(c, &size) || size == 0 || size > pack_max || read_head(c, 0, &nrows) ||
+            nrows > (unsigned long long)(c->end - c->p) / 38) /* a row is at least 1 + 34 + 3 bytes */
+            goto shape;
+        Py_ssize_t k = -1;
+        for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(kinds); j++) {
+            Py_ssize_t kl;
+            const char *ks = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(kinds, j), &kl);
+            if (ks == NULL)
+                goto fail;
+            if ((size_t)kl == kindl && memcmp(ks, kind, kindl) == 0)
+                k = j;
+        }
+        if (k < 0)
+            goto shape;
+        PyObject *rows = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(nrows * ENT));
+        if (rows == NULL)
+            goto fail;
+        unsigned char *d = (unsigned char *)PyBytes_AS_STRING(rows);
+        for (unsigned long long r = 0; r < nrows; r++, d += ENT) {
+            unsigned long long n4, o, ln, raw;
+            const unsigned char *bid;
+            size_t bl;
+            if (read_head(c, 0, &n4) || n4 != 4 || read_raw(c, 0, &bid, &bl) || bl != ID || read_uint(c, &o) ||
+                read_uint(c, &ln) || read_uint(c, &raw) || !(overhead < ln && ln <= sealed_max) || o > size ||
+                ln > size - o || raw > blob_max || o > 0xFFFFFFFFULL || ln > 0xFFFFFFFFULL || raw > 0xFFFFFFFFULL) {
+                Py_DECREF(rows);
+                goto shape;
+            }
+            memcpy(d, bid, ID);
+            put_u32(d + ID, o);
+            put_u32(d + ID + 4, ln);
+            put_u32(d + ID + 8, raw);
+        }
+        PyObject *t = Py_BuildValue("(y#nKN)", (const char *)pid, (Py_ssize_t)ID, k, size, rows);
+        if (t == NULL || PyList_Append(out, t)) {
+            Py_XDECREF(t);
+            goto fail;
+        }
+        Py_DECREF(t);
+    }
+    return out;
+shape:
+    Py_DECREF(out);
+    return NULL;
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
+static PyObject *
+decode_index(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    Py_buffer data;
+    unsigned long long overhead, sealed_max, blob_max, pack_max;
+    PyObject *kinds;
+    if (!PyArg_ParseTuple(args, "y*KKKKO!", &data, &overhead, &sealed_max, &blob_max, &pack_max, &PyTuple_Type, &kinds))
+        return NULL;
+    Cur c = {data.buf, (const unsigned char *)data.buf + data.len};
+    PyObject *packs = NULL, *sup = NULL, *result = NULL;
+    int have_v = 0;
+    unsigned long long nkeys;
+    if (read_head(&c, 1, &nkeys) || nkeys > 3)
+        goto shape;
+    for (unsigned long long i = 0; i < nkeys; i++) {
+        const unsigned char *k;
+        size_t kl;
+        if (read_raw(&c, 1, &k, &kl))
+            goto shape;
+        if (is_key(k, kl, "v") && !have_v) {
+            unsigned long long v;
+            if (read_uint(&c, &v) || v != 1)
+                goto shape;
+            have_v = 1;
+        } else if (is_key(k, kl, "packs") && packs == NULL) {
+            packs = read_packs(&c, overhead, sealed_max, blob_max, pack_max, kinds);
+            if (packs == NULL)
+                goto shape;
+        } else if (is_key(k, kl, "supersedes") && sup == NULL) {
+            unsigned long long n;
+            if (read_head(&c, 0, &n) || n > (unsigned long long)(c.end - c.p) / 34 || (sup = PyList_New(0)) == NULL)
+                goto shape;
+            for (unsigned long long j = 0; j < n; j++) {
+                const unsigned char *b;
+                size_t bl;
+                if (read_raw(&c, 0, &b, &bl) || bl != ID)
+                    goto shape;
+                PyObject *x = PyBytes_FromStringAndSize((const char *)b, ID);
+                if (x == NULL || PyList_Append(sup, x)) {
+                    Py_XDECREF(x);
+                    goto shape;
+                }
+                Py_DECREF(x);
+            }
+        } else {
+            goto shape;
+        }
+    }
+    if (!have_v || packs == NULL || c.p != c.end)
+        goto shape;
+    if (sup == NULL && (sup = PyList_New(0)) == NULL)
+        goto shape;
+    result = PyTuple_Pack(2, packs, sup);
+shape:
+    Py_XDECREF(packs);
+    Py_XDECREF(sup);
+    PyBuffer_Release(&data);
+    if (result == NULL) {
+        if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_MemoryError))
+            PyErr_Clear(); /* whatever went wrong, Python reads it and says what */
+        if (!PyErr_Occurred())
+            Py_RETURN_NONE;
+    }
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"missing", missing, METH_VARARGS, "missing(ids, recents, dirs, tables) -> the ids not in the index"},
     {"queue_records", queue_records, METH_VARARGS,
      "queue_records(pending, entries, no): a pack's packed entries as records, one bytearray per shard"},
     {"sort_records", sort_records, METH_VARARGS,
      "sort_records(parts, keep_last) -> the parts' records sorted by id, one per id (first or last)"},
+    {"decode_index", decode_index, METH_VARARGS,
+     "decode_index(data, overhead, sealed_max, blob_max, pack_max, kinds) -> (packs, supersedes), or None"},
     {"directory", directory, METH_VARARGS, "directory(table, shard, bits) -> a sorted table's bounds, native u32s"},
     {NULL, NULL, 0, NULL},
 };

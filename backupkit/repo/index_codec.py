@@ -24,6 +24,11 @@ from backupkit.limits import BLOB_MAX, PACK_MAX
 from backupkit.repo.index import PackedEntries, PackInfo
 from backupkit.repo.pack import KIND_DATA, KIND_META, PackEntry
 
+try:
+    from backupkit.repo import _indexops
+except ImportError:  # pragma: no cover - the extension is built by pip install
+    _indexops = None
+
 
 @dataclass(frozen=True)
 class IndexObject:
@@ -66,6 +71,7 @@ def encode_index(
 
 #: A sealed blob is its plaintext (or less, compressed) plus the envelope and flag byte.
 _SEALED_BLOB_MAX = BLOB_MAX + OVERHEAD + 64
+_KINDS = (KIND_DATA, KIND_META)
 
 
 def _check_blob_row(row: object, size: int) -> tuple[bytes, int, int, int]:
@@ -89,6 +95,14 @@ def decode_index(data: bytes, what: str) -> IndexObject:
     Streamed: a row is decoded, checked and packed into its pack's ``PackedEntries``
     before the next is read, so decoding holds ~44 bytes per blob, not the ~250 of
     the whole object as msgpack lists (an object prune wrote names every blob)."""
+    if _indexops is not None:
+        # the shape bk writes, read in C in one pass (None: anything else, read below)
+        fast = _indexops.decode_index(data, OVERHEAD, _SEALED_BLOB_MAX, BLOB_MAX, PACK_MAX, _KINDS)
+        if fast is not None:
+            packs, supersedes = fast
+            return IndexObject(
+                [(PackInfo(pid, _KINDS[k], size), PackedEntries(rows)) for pid, k, size, rows in packs], supersedes
+            )
     try:
         u = msgpack.Unpacker(io.BytesIO(data), max_buffer_size=max(len(data), 1))
         version: object = None
