@@ -413,6 +413,11 @@ ds_errors(PyObject *Py_UNUSED(self), PyObject *cap)
  * dropped, and not read when no thread has got there yet. close() stops the threads at
  * their next directory without waiting for them (a read stuck on a dead network mount
  * keeps only its own thread).
+ *
+ * keep=False makes a warmer: the same threads in the same order, but each listing is
+ * dropped once read, so nothing is held and nothing bounds them. Started while a backup
+ * opens its repository (the key, the index), it fills the kernel's caches with the
+ * tree's metadata on a cold cache, on a core that is otherwise idle then.
  */
 
 /* paths in the walk's order: component by component, each compared as bytes. Past
@@ -477,6 +482,7 @@ typedef struct {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int refs, stop, busy;
+    int keep; /* 0: a warmer, whose listings are dropped once read (see ahead) */
     char *root;
     size_t root_len;
     long long dev; /* < 0: any device */
@@ -639,8 +645,11 @@ ahead_main(void *arg)
         } else {
             nsub = 0;
         }
-        Rec *r = malloc(sizeof(Rec) + d.len + 1);
-        if (r != NULL) {
+        Rec *r = w->keep ? malloc(sizeof(Rec) + d.len + 1) : NULL;
+        if (!w->keep) {
+            if (items)
+                free_items(items, n); /* read for the kernel's caches alone */
+        } else if (r != NULL) {
             r->next = r->prev = NULL;
             r->items = items;
             r->n = n;
@@ -830,8 +839,8 @@ ds_ahead(PyObject *Py_UNUSED(self), PyObject *args)
     Py_ssize_t root_len, limit;
     double max_age;
     long long dev;
-    int threads = 1;
-    if (!PyArg_ParseTuple(args, "y#ndL|i", &root, &root_len, &limit, &max_age, &dev, &threads))
+    int threads = 1, keep = 1;
+    if (!PyArg_ParseTuple(args, "y#ndL|ip", &root, &root_len, &limit, &max_age, &dev, &threads, &keep))
         return NULL;
     if (root_len < 1 || root[0] != '/' || limit < 0 || (size_t)root_len != strlen(root) || threads < 1 || threads > 64) {
         PyErr_SetString(PyExc_ValueError, "ahead: an absolute root, entries >= 0, 1-64 threads");
@@ -855,6 +864,7 @@ ds_ahead(PyObject *Py_UNUSED(self), PyObject *args)
     w->limit = (size_t)limit;
     w->max_age = max_age;
     w->dev = dev;
+    w->keep = keep;
     w->refs = 1;
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
@@ -903,7 +913,8 @@ static PyMethodDef methods[] = {
      "stats(listing, stat_result_type) -> an iterator: each entry's os.stat_result, or the errno its lstat failed with"},
     {"errors", ds_errors, METH_O, "errors(listing) -> how many entries' lstat failed"},
     {"ahead", ds_ahead, METH_VARARGS,
-     "ahead(root, entries, max_age, dev, threads=1) -> threads reading the directories below root ahead of the walk"},
+     "ahead(root, entries, max_age, dev, threads=1, keep=True) -> threads reading the directories below root ahead of "
+     "the walk (keep=False: a warmer, that keeps nothing)"},
     {NULL, NULL, 0, NULL},
 };
 

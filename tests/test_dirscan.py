@@ -393,3 +393,45 @@ def test_the_walk_order_is_component_by_component():
         want = (key(a) > key(b)) - (key(a) < key(b))
         assert _dirscan.walk_cmp(a, b) == want, (a, b)
     assert sorted(paths, key=key)[0] == b"/" and _dirscan.walk_cmp(b"/a/x", b"/a-b") == -1
+
+
+def test_a_warmer_reads_the_whole_tree_and_keeps_nothing(tmp_path):
+    order = tree_of_dirs(tmp_path / "t", fan=4, depth=3)
+    (tmp_path / "file").write_bytes(b"x")
+    w = dirscan.warm([str(tmp_path / "t"), str(tmp_path / "file"), str(tmp_path / "missing")])
+    try:
+        (h,) = w._handles  # the directory only: a file or a missing path starts nothing
+        read, passed, taken, held = settled(h)
+        assert (read, passed, taken, held) == (len(order), 0, 0, 0)  # every directory, nothing held
+        assert h.take(order[1]) is None  # a warmer hands nothing over
+        assert w.counts() == [(len(order), 0, 0, 0)]
+    finally:
+        w.close()
+    assert w.counts() == []
+
+
+def test_a_warmer_honours_one_file_system_and_stops_on_close(tmp_path):
+    order = tree_of_dirs(tmp_path / "t", depth=1)
+    mnt = tmp_path / "t" / "a-b"
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.fail(f"cannot mount a tmpfs (needed for the device rule): {r.stderr.strip()}")
+    try:
+        (mnt / "inside").mkdir()
+        got = {}
+        for xdev in (True, False):
+            w = dirscan.warm([os.fsdecode(order[0])], one_file_system=xdev)
+            try:
+                got[xdev] = settled(w._handles[0])[0]
+            finally:
+                w.close()
+        assert got == {True: 4, False: 6}
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+    # closed before it starts: it stops at its first directory
+    big = tree_of_dirs(tmp_path / "big", fan=4, depth=4, files=0)
+    w = dirscan.warm([os.fsdecode(big[0])])
+    h = w._handles[0]
+    w.close()
+    time.sleep(0.3)
+    assert h.counts()[0] <= 2 < len(big)

@@ -28,6 +28,7 @@ from typing import Any, BinaryIO, Protocol
 import backupkit
 from backupkit.errors import BackupInterrupted, BadArgument, BlobNotFound, FormatError, IntegrityError, PathNotFound, SavedWork, StoreError
 from backupkit.entry import display_path
+from backupkit.dirscan import Warming
 from backupkit.managers.backup_parent import _ParentUnreadable, unreadable
 from backupkit.managers.backup_walk import BackupError, BackupWalk, WalkStats
 from backupkit.repo.repository import Repository
@@ -162,10 +163,12 @@ class BackupManager:
         self.tuning = tuning
         self.fs = fs
 
-    def run(self, opts: BackupOptions) -> BackupResult:
-        """Back up; BackupInterrupted (after indexing the packs completed) on an interrupt."""
+    def run(self, opts: BackupOptions, warming: Warming | None = None) -> BackupResult:
+        """Back up; BackupInterrupted (after indexing the packs completed) on an interrupt.
+        ``warming``: ``dirscan.warm`` of the sources, started before the repository was
+        opened; it is stopped when the walk begins."""
         try:
-            return _Run(self, opts).run()
+            return _Run(self, opts, warming).run()
         except _ParentUnreadable as e:
             # never build on a damaged tree: start again without a parent (as --force)
             self.reporter.error("(parent snapshot)", f"{e}; reading every file again without a parent")
@@ -175,7 +178,8 @@ class BackupManager:
 class _Run:
     """One backup: everything that lives from the start of ``run`` to its result."""
 
-    def __init__(self, mgr: BackupManager, opts: BackupOptions) -> None:
+    def __init__(self, mgr: BackupManager, opts: BackupOptions, warming: Warming | None = None) -> None:
+        self.warming = warming
         self.repo = mgr.repo
         self.reporter = mgr.reporter
         self.tuning = mgr.tuning
@@ -241,6 +245,8 @@ class _Run:
         parent_tree = SnapshotTree(self.repo, parent.root, make_hamt(self.repo, self.tuning.parent_node_cache, self.tuning.parent_node_plain)) if parent else None
         walk = BackupWalk(self.repo, self.tuning, self.fs, opts, parent_tree, self.stats)
         done = False
+        if self.warming is not None:
+            self.warming.close()  # the walk's own read-ahead takes over from here
         try:
             if opts.stdin is not None:
                 walk.backup_stdin(sources[0], opts.stdin)

@@ -45,6 +45,12 @@ def command(
     ignore_ctime: bool = typer.Option(False, "--ignore-ctime", help="A changed ctime alone does not make a file read again."),
     read_concurrency: int = typer.Option(2, "--read-concurrency", help="Files read at once."),
 ) -> int:
+    from backupkit.dirscan import warm
+
+    # the sources' trees read into the kernel's caches while the rest starts (imports,
+    # the key's KDF, the index); the backup stops it when its walk begins, or at the end
+    warming = warm([] if stdin or stdin_from_command or paths == ["-"] else (paths or []), one_file_system)
+    ctx.call_on_close(warming.close)
     from backupkit.errors import BadArgument
     from backupkit.excluder import Excluder
     from backupkit.managers.backup import BackupManager, BackupOptions
@@ -111,7 +117,7 @@ def command(
             if stdin_from_command:
                 opts = dataclasses.replace(opts, stdin=stack.enter_context(CommandOutput(command_argv)))
             progress = stack.enter_context(BackupProgress(st.console))
-            res = BackupManager(repo, progress).run(opts)
+            res = BackupManager(repo, progress).run(opts, warming)
     if st.json:
         files = res.files_new + res.files_changed + res.files_unchanged
         st.console.json(

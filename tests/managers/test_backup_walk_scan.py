@@ -5,6 +5,7 @@ the walk backs up."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from backupkit.managers.backup import BackupManager, BackupOptions, NullBackupReporter
@@ -101,3 +102,31 @@ def test_the_progress_totals_count_what_the_walk_backs_up(tmp_path):
     # many/*, a/file, a-b/f, the non-UTF-8 one, top and its hard link, tagged/* (no tag
     # rule in this run); not skipme/x
     assert files == 300 + 5 + 2
+
+
+def test_the_warming_started_before_the_repository_opened_stops_when_the_walk_begins(tmp_path):
+    """``run(opts, warming)``: a backup started with ``dirscan.warm`` of its sources stops
+    the warmer before it walks (the walk's read-ahead takes over), and the snapshot is
+    the one a run without it makes."""
+    from backupkit import dirscan
+
+    make_tree(tmp_path / "src")
+    repo = make_test_repo()
+    events: list[str] = []
+
+    class Spy(dirscan.Warming):
+        def close(self) -> None:
+            events.append("closed")
+            super().close()
+
+    class Seen(Recorder):
+        def file_done(self, path: str, size: int, status: str) -> None:
+            events.append("file")
+
+    warming = Spy(dirscan.warm([str(tmp_path / "src")])._handles)
+    assert len(warming.counts()) == 1
+    opts = BackupOptions(paths=(str(tmp_path / "src"),))
+    res = BackupManager(repo, Seen()).run(opts, warming)
+    assert events[0] == "closed" and "file" in events and warming.counts() == []
+    plain = BackupManager(repo, Recorder()).run(dataclasses.replace(opts, force=True))
+    assert snapshot_entries(repo, res.snapshot) == snapshot_entries(repo, plain.snapshot)
