@@ -31,6 +31,7 @@ setup(
         Extension(
             "backupkit._dirscan",
             sources=["backupkit/_dirscan.c"],
+            depends=["backupkit/_listing.h"],
             extra_compile_args=["-O2"],
         ),
         Extension(
@@ -41,6 +42,7 @@ setup(
         Extension(
             "backupkit._parentmatch",
             sources=["backupkit/_parentmatch.c"],
+            depends=["backupkit/_listing.h"],
             extra_compile_args=["-O2"],
         ),
         Extension(

@@ -30,12 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
-typedef struct {
-    char *name;
-    size_t len;
-    int err; /* 0: st holds the entry's lstat */
-    struct stat st;
-} Item;
+#include "_listing.h" /* Item, Listing, CAPSULE_NAME */
 
 static int
 cmp_items(const void *a, const void *b)
@@ -229,12 +224,6 @@ fail:
     return NULL;
 }
 
-typedef struct {
-    Item *items;
-    size_t n;
-} Listing;
-
-#define CAPSULE_NAME "backupkit._dirscan.Listing"
 
 static void
 drop_listing(PyObject *cap)
@@ -310,21 +299,35 @@ ds_read(PyObject *Py_UNUSED(self), PyObject *arg)
 
 /* the entries' names, in order */
 static PyObject *
-ds_names(PyObject *Py_UNUSED(self), PyObject *cap)
+ds_names(PyObject *Py_UNUSED(self), PyObject *args)
 {
+    PyObject *cap, *at = NULL;
+    if (!PyArg_ParseTuple(args, "O|O!", &cap, &PyList_Type, &at))
+        return NULL;
     Listing *l = listing_of(cap);
     if (l == NULL)
         return NULL;
-    PyObject *names = PyList_New((Py_ssize_t)l->n);
+    Py_ssize_t n = at ? PyList_GET_SIZE(at) : (Py_ssize_t)l->n;
+    PyObject *names = PyList_New(n);
     if (names == NULL)
         return NULL;
-    for (size_t i = 0; i < l->n; i++) {
+    for (Py_ssize_t j = 0; j < n; j++) {
+        size_t i = (size_t)j;
+        if (at != NULL) {
+            i = PyLong_AsSize_t(PyList_GET_ITEM(at, j));
+            if (i >= l->n) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_IndexError, "names: a place past the listing's end");
+                Py_DECREF(names);
+                return NULL;
+            }
+        }
         PyObject *nm = PyBytes_FromStringAndSize(l->items[i].name, (Py_ssize_t)l->items[i].len);
         if (nm == NULL) {
             Py_DECREF(names);
             return NULL;
         }
-        PyList_SET_ITEM(names, (Py_ssize_t)i, nm);
+        PyList_SET_ITEM(names, j, nm);
     }
     return names;
 }
@@ -335,6 +338,7 @@ typedef struct {
     PyObject_HEAD
     PyObject *cap;
     PyTypeObject *type;
+    PyObject *at; /* NULL: every entry in turn; else a list of the entries' places */
     size_t i;
 } StatsIter;
 
@@ -343,6 +347,7 @@ stats_iter_dealloc(StatsIter *it)
 {
     Py_XDECREF(it->cap);
     Py_XDECREF(it->type);
+    Py_XDECREF(it->at);
     PyObject_Free(it);
 }
 
@@ -350,9 +355,21 @@ static PyObject *
 stats_iter_next(StatsIter *it)
 {
     Listing *l = listing_of(it->cap);
-    if (l == NULL || it->i >= l->n)
+    size_t k = it->i;
+    if (it->at != NULL) {
+        if (l == NULL || it->i >= (size_t)PyList_GET_SIZE(it->at))
+            return NULL;
+        k = PyLong_AsSize_t(PyList_GET_ITEM(it->at, (Py_ssize_t)it->i));
+        if (k == (size_t)-1 && PyErr_Occurred())
+            return NULL;
+    }
+    if (l == NULL || k >= l->n) {
+        if (it->at != NULL && l != NULL)
+            PyErr_SetString(PyExc_IndexError, "stats: a place past the listing's end");
         return NULL;
-    Item *x = &l->items[it->i++];
+    }
+    it->i++;
+    Item *x = &l->items[k];
     return x->err ? PyLong_FromLong(x->err) : stat_result(it->type, &x->st);
 }
 
@@ -368,17 +385,20 @@ static PyTypeObject StatsIterType = {
 static PyObject *
 ds_stats(PyObject *Py_UNUSED(self), PyObject *args)
 {
-    PyObject *cap;
+    PyObject *cap, *at = NULL;
     PyTypeObject *type;
-    if (!PyArg_ParseTuple(args, "OO!", &cap, &PyType_Type, &type) || check_type(type) || listing_of(cap) == NULL)
+    if (!PyArg_ParseTuple(args, "OO!|O!", &cap, &PyType_Type, &type, &PyList_Type, &at) || check_type(type) ||
+        listing_of(cap) == NULL)
         return NULL;
     StatsIter *it = PyObject_New(StatsIter, &StatsIterType);
     if (it == NULL)
         return NULL;
     Py_INCREF(cap);
     Py_INCREF(type);
+    Py_XINCREF(at);
     it->cap = cap;
     it->type = type;
+    it->at = at;
     it->i = 0;
     return (PyObject *)it;
 }
@@ -908,9 +928,10 @@ ds_walk_cmp(PyObject *Py_UNUSED(self), PyObject *args)
 static PyMethodDef methods[] = {
     {"walk_cmp", ds_walk_cmp, METH_VARARGS, "walk_cmp(a, b) -> -1, 0 or 1: two paths in the walk's order (for tests)"},
     {"read", ds_read, METH_O, "read(path) -> a listing: the directory read and every entry lstat'ed, the GIL released"},
-    {"names", ds_names, METH_O, "names(listing) -> the entries' names, sorted"},
+    {"names", ds_names, METH_VARARGS, "names(listing, places=None) -> the entries' names, sorted (or those at places)"},
     {"stats", ds_stats, METH_VARARGS,
-     "stats(listing, stat_result_type) -> an iterator: each entry's os.stat_result, or the errno its lstat failed with"},
+     "stats(listing, stat_result_type, places=None) -> an iterator: each entry's (or each at places') os.stat_result, "
+     "or the errno its lstat failed with"},
     {"errors", ds_errors, METH_O, "errors(listing) -> how many entries' lstat failed"},
     {"ahead", ds_ahead, METH_VARARGS,
      "ahead(root, entries, max_age, dev, threads=1, keep=True) -> threads reading the directories below root ahead of "

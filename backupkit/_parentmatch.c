@@ -12,11 +12,25 @@
  * this code never has to agree with Python about a refusal or an error, only about a
  * match, and every match it makes Python makes too (tests/test_parentmatch.py holds it
  * to that on crafted and mutated entries).
+ *
+ * Matcher.directory(listing, olds, pre) -> (unchanged, rest): the same match for every
+ * regular file of one directory's listing (a capsule of _dirscan.c's) straight from the
+ * lstat in C memory, so a file that did not change costs no os.stat_result and no
+ * Python loop step. olds: name -> the parent's encoded entry (the directory's children);
+ * each matched file's name is taken out of it. unchanged: (path, size, content list,
+ * encoded entry, place in the listing) of each matched file, path = pre + name; rest:
+ * the places of every other entry (directories, other types, files the parent lacks or
+ * that did not match, failed lstats), for the walk's own loop. The values compared are
+ * those os.stat_result would hold (posixmodule.c: *_ns = sec * 10**9 + nsec, a uid or
+ * gid of -1 as -1): a value that would not fit leaves the file to the Python path.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <limits.h>
 #include <stdint.h>
 #include <string.h>
+
+#include "_listing.h" /* a listing of _dirscan.c's, read by Matcher.directory */
 
 typedef struct {
     const unsigned char *p, *end;
@@ -224,6 +238,8 @@ typedef struct {
     PyObject *last_uid, *last_gid;
     PyObject *user, *group; /* bytes: UTF-8 of the names; NULL: no UTF-8 form */
     int have_last;
+    unsigned long long c_uid, c_gid; /* the last ids as numbers (directory()) */
+    int have_c;
 } Matcher;
 
 /* the owner's names as UTF-8, asked of owner() when uid/gid differ from the last ones;
@@ -259,6 +275,7 @@ owner_names(Matcher *m, PyObject *uid, PyObject *gid, PyObject **user, PyObject 
         Py_INCREF(gid);
         Py_XSETREF(m->last_gid, gid);
         m->have_last = 1;
+        m->have_c = 0;
     }
     *user = m->user;
     *group = m->group;
@@ -269,6 +286,62 @@ static int
 same_str(const unsigned char *s, size_t len, PyObject *want)
 {
     return want != NULL && (size_t)PyBytes_GET_SIZE(want) == len && memcmp(PyBytes_AS_STRING(want), s, len) == 0;
+}
+
+/* raw (a parent's encoded entry) against the wanted values and owner names: its content
+ * list when it is exactly a regular file's entry holding them, Py_None when not, NULL
+ * on an error raised */
+static PyObject *
+match_entry(const unsigned char *buf, size_t len, const Int *want, PyObject *user, PyObject *group)
+{
+    Cur c = {buf, buf + len};
+    if (read_header(&c, 0x80, 0xde, 0xdf) != K_COUNT)
+        goto refuse;
+    int seen[K_COUNT];
+    memset(seen, 0, sizeof seen);
+    PyObject *content = NULL;
+    for (int k = 0; k < K_COUNT; k++) {
+        const unsigned char *key;
+        size_t klen;
+        if (read_str(&c, &key, &klen))
+            goto refuse_content;
+        int which = -1;
+        for (int j = 0; j < K_COUNT; j++) {
+            if (strlen(KEYS[j]) == klen && memcmp(KEYS[j], key, klen) == 0) {
+                which = j;
+                break;
+            }
+        }
+        if (which < 0 || seen[which])
+            goto refuse_content;
+        seen[which] = 1;
+        if (which == K_C) {
+            content = read_content(&c);
+            if (content == NULL) {
+                if (PyErr_Occurred())
+                    return NULL;
+                goto refuse_content;
+            }
+        } else if (which == K_T || which == K_UN || which == K_GN) {
+            const unsigned char *str;
+            size_t slen;
+            if (read_str(&c, &str, &slen))
+                goto refuse_content;
+            if (which == K_T ? !(slen == 1 && str[0] == 'f') : !same_str(str, slen, which == K_UN ? user : group))
+                goto refuse_content;
+        } else {
+            Int v;
+            if (read_int(&c, &v) || !same_int(&v, &want[which]))
+                goto refuse_content;
+        }
+    }
+    if (c.p != c.end)
+        goto refuse_content;
+    return content;
+refuse_content:
+    Py_XDECREF(content);
+refuse:
+    Py_RETURN_NONE;
 }
 
 static PyObject *
@@ -309,63 +382,162 @@ matcher_call(Matcher *self, PyObject *args, PyObject *kwargs)
     if (owner_names(self, uid, gid, &user, &group))
         goto done;
 
-    Cur c = {(const unsigned char *)raw.buf, (const unsigned char *)raw.buf + raw.len};
-    if (read_header(&c, 0x80, 0xde, 0xdf) != K_COUNT)
-        goto refuse;
-    int seen[K_COUNT];
-    memset(seen, 0, sizeof seen);
-    PyObject *content = NULL;
-    for (int k = 0; k < K_COUNT; k++) {
-        const unsigned char *key;
-        size_t klen;
-        if (read_str(&c, &key, &klen))
-            goto refuse_content;
-        int which = -1;
-        for (int j = 0; j < K_COUNT; j++) {
-            if (strlen(KEYS[j]) == klen && memcmp(KEYS[j], key, klen) == 0) {
-                which = j;
-                break;
-            }
-        }
-        if (which < 0 || seen[which])
-            goto refuse_content;
-        seen[which] = 1;
-        if (which == K_C) {
-            content = read_content(&c);
-            if (content == NULL) {
-                if (PyErr_Occurred())
-                    goto error_content;
-                goto refuse_content;
-            }
-        } else if (which == K_T || which == K_UN || which == K_GN) {
-            const unsigned char *s;
-            size_t len;
-            if (read_str(&c, &s, &len))
-                goto refuse_content;
-            if (which == K_T ? !(len == 1 && s[0] == 'f') : !same_str(s, len, which == K_UN ? user : group))
-                goto refuse_content;
-        } else {
-            Int v;
-            if (read_int(&c, &v) || !same_int(&v, &want[which]))
-                goto refuse_content;
-        }
-    }
-    if (c.p != c.end)
-        goto refuse_content;
-    result = content;
+    result = match_entry((const unsigned char *)raw.buf, (size_t)raw.len, want, user, group);
     goto done;
-refuse_content:
-    Py_XDECREF(content);
 refuse:
     result = Py_None;
     Py_INCREF(result);
-    goto done;
-error_content:
-    Py_XDECREF(content);
 done:
     PyBuffer_Release(&raw);
     return result;
 }
+
+/* a time as os.stat_result's *_ns holds it (sec * 10**9 + nsec); -1 past what an entry holds */
+static int
+time_ns(const struct timespec *t, Int *out)
+{
+    __int128 v = (__int128)t->tv_sec * 1000000000 + t->tv_nsec;
+    if (v < (__int128)INT64_MIN || v > (__int128)INT64_MAX)
+        return -1;
+    out->neg = v < 0;
+    out->v = (unsigned long long)(long long)v;
+    return 0;
+}
+
+/* the values matcher_call reads from an os.stat_result, from the lstat itself; -1 when
+ * one would not be a plain non-negative number there (the Python path decides) */
+static int
+want_of(const struct stat *st, Int *want)
+{
+    memset(want, 0, sizeof(Int) * K_COUNT);
+    if (time_ns(&st->st_mtim, &want[K_MT]) || time_ns(&st->st_ctim, &want[K_CT]) || st->st_size < 0 ||
+        st->st_uid == (uid_t)-1 || st->st_gid == (gid_t)-1 || (unsigned long long)st->st_nlink > (unsigned long long)LONG_MAX)
+        return -1;
+    want[K_M].v = (unsigned long long)(st->st_mode & 07777);
+    want[K_I].v = (unsigned long long)st->st_ino;
+    want[K_S].v = (unsigned long long)st->st_size;
+    want[K_DV].v = (unsigned long long)st->st_dev;
+    want[K_N].v = (unsigned long long)st->st_nlink;
+    want[K_U].v = (unsigned long long)st->st_uid;
+    want[K_G].v = (unsigned long long)st->st_gid;
+    return 0;
+}
+
+/* owner_names for numeric ids (no int objects made while they repeat) */
+static int
+owner_of(Matcher *m, unsigned long long uid, unsigned long long gid, PyObject **user, PyObject **group)
+{
+    if (m->have_c && m->have_last && m->c_uid == uid && m->c_gid == gid) {
+        *user = m->user;
+        *group = m->group;
+        return 0;
+    }
+    PyObject *u = PyLong_FromUnsignedLongLong(uid), *g = PyLong_FromUnsignedLongLong(gid);
+    int r = (u == NULL || g == NULL) ? -1 : owner_names(m, u, g, user, group);
+    Py_XDECREF(u);
+    Py_XDECREF(g);
+    if (r == 0) {
+        m->c_uid = uid;
+        m->c_gid = gid;
+        m->have_c = 1;
+    }
+    return r;
+}
+
+static int
+append_place(PyObject *rest, size_t i)
+{
+    PyObject *x = PyLong_FromSize_t(i);
+    int r = x == NULL || PyList_Append(rest, x);
+    Py_XDECREF(x);
+    return r ? -1 : 0;
+}
+
+static PyObject *
+matcher_directory(Matcher *self, PyObject *args)
+{
+    PyObject *cap, *olds;
+    Py_buffer pre;
+    if (!PyArg_ParseTuple(args, "OO!y*", &cap, &PyDict_Type, &olds, &pre))
+        return NULL;
+    PyObject *unchanged = NULL, *rest = NULL, *result = NULL;
+    Listing *l = PyCapsule_GetPointer(cap, CAPSULE_NAME);
+    if (l == NULL || (unchanged = PyList_New(0)) == NULL || (rest = PyList_New(0)) == NULL)
+        goto done;
+    for (size_t i = 0; i < l->n; i++) {
+        Item *it = &l->items[i];
+        Int want[K_COUNT];
+        if (it->err || !S_ISREG(it->st.st_mode) || PyDict_GET_SIZE(olds) == 0 || want_of(&it->st, want)) {
+            if (append_place(rest, i))
+                goto done;
+            continue;
+        }
+        PyObject *name = PyBytes_FromStringAndSize(it->name, (Py_ssize_t)it->len);
+        if (name == NULL)
+            goto done;
+        PyObject *raw = PyDict_GetItemWithError(olds, name); /* borrowed */
+        PyObject *content = NULL, *user, *group;
+        if (raw == NULL && PyErr_Occurred())
+            goto fail_name;
+        if (raw != NULL && PyBytes_Check(raw)) {
+            if (owner_of(self, want[K_U].v, want[K_G].v, &user, &group))
+                goto fail_name;
+            content = match_entry((const unsigned char *)PyBytes_AS_STRING(raw), (size_t)PyBytes_GET_SIZE(raw), want, user,
+                                  group);
+            if (content == NULL)
+                goto fail_name;
+            if (content == Py_None)
+                Py_CLEAR(content);
+        }
+        if (content == NULL) {
+            Py_DECREF(name);
+            if (append_place(rest, i))
+                goto done;
+            continue;
+        }
+        PyObject *t = PyTuple_New(5);
+        PyObject *path = PyBytes_FromStringAndSize(NULL, pre.len + (Py_ssize_t)it->len);
+        PyObject *size = PyLong_FromLongLong((long long)it->st.st_size);
+        PyObject *place = PyLong_FromSize_t(i);
+        if (t == NULL || path == NULL || size == NULL || place == NULL) {
+            Py_XDECREF(t);
+            Py_XDECREF(path);
+            Py_XDECREF(size);
+            Py_XDECREF(place);
+            Py_DECREF(content);
+            goto fail_name;
+        }
+        memcpy(PyBytes_AS_STRING(path), pre.buf, (size_t)pre.len);
+        memcpy(PyBytes_AS_STRING(path) + pre.len, it->name, it->len);
+        Py_INCREF(raw);
+        PyTuple_SET_ITEM(t, 0, path);
+        PyTuple_SET_ITEM(t, 1, size);
+        PyTuple_SET_ITEM(t, 2, content);
+        PyTuple_SET_ITEM(t, 3, raw);
+        PyTuple_SET_ITEM(t, 4, place);
+        int bad = PyList_Append(unchanged, t);
+        Py_DECREF(t);
+        if (bad || PyDict_DelItem(olds, name))
+            goto fail_name;
+        Py_DECREF(name);
+        continue;
+    fail_name:
+        Py_DECREF(name);
+        goto done;
+    }
+    result = PyTuple_Pack(2, unchanged, rest);
+done:
+    Py_XDECREF(unchanged);
+    Py_XDECREF(rest);
+    PyBuffer_Release(&pre);
+    return result;
+}
+
+static PyMethodDef matcher_methods[] = {
+    {"directory", (PyCFunction)matcher_directory, METH_VARARGS,
+     "directory(listing, olds, pre) -> (unchanged, rest): every regular file of a listing matched at once"},
+    {NULL, NULL, 0, NULL},
+};
 
 static int
 matcher_init(Matcher *self, PyObject *args, PyObject *kwargs)
@@ -404,6 +576,7 @@ static PyTypeObject MatcherType = {
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)matcher_init,
     .tp_call = (ternaryfunc)matcher_call,
+    .tp_methods = matcher_methods,
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_parentmatch", NULL, -1, NULL, NULL, NULL, NULL, NULL};

@@ -48,22 +48,33 @@ def read(fs, path: bytes) -> object:
     return scan_py(fs, path)
 
 
-def entries(listing: object) -> Scan:
+def entries(listing: object, places: list[int] | None = None) -> Scan:
     """(names, stats) of a listing; ``stats`` an iterable made as it is gone through (one
-    ``os.stat_result`` alive at a time, as with an ``os.lstat`` call per entry)."""
+    ``os.stat_result`` alive at a time, as with an ``os.lstat`` call per entry).
+    ``places``: only the entries at these places of the listing, in that order."""
     if type(listing) is tuple:
-        return listing  # type: ignore[return-value]
-    stats = _dirscan.stats(listing, _stat_result)
+        if places is None:
+            return listing  # type: ignore[return-value]
+        names, stats = listing[0], list(listing[1])
+        return [names[i] for i in places], [stats[i] for i in places]
+    args = () if places is None else (places,)
+    stats = _dirscan.stats(listing, _stat_result, *args)
     if _dirscan.errors(listing):
         stats = (OSError(st, os.strerror(st)) if type(st) is int else st for st in stats)
-    return _dirscan.names(listing), stats
+    return _dirscan.names(listing, *args), stats
+
+
+def listing(fs, path: bytes, ahead=None) -> object:
+    """The directory ``path`` read for ``entries`` (see the module's text): from ``ahead``
+    (a ``read_ahead``) when it has read it, else read now. A C listing (a capsule) when
+    ``fs`` is the ``os`` module, else ``scan_py``'s (names, stats)."""
+    got = ahead.take(path) if ahead is not None else None
+    return got if got is not None else read(fs, path)
 
 
 def scan(fs, path: bytes, ahead=None) -> Scan:
-    """The directory ``path``'s names and lstats (see the module's text): from ``ahead``
-    (a ``read_ahead``) when it has read them, else read now."""
-    listing = ahead.take(path) if ahead is not None else None
-    return entries(listing if listing is not None else read(fs, path))
+    """The directory ``path``'s names and lstats: ``entries`` of its ``listing``."""
+    return entries(listing(fs, path, ahead))
 
 
 def scan_py(fs, path: bytes) -> Scan:
@@ -149,4 +160,4 @@ def warm(paths: Sequence[str | bytes], one_file_system: bool = False) -> Warming
     return Warming(handles)
 
 
-__all__ = ["C_AVAILABLE", "Scan", "Warming", "entries", "read", "read_ahead", "scan", "scan_py", "warm"]
+__all__ = ["C_AVAILABLE", "Scan", "Warming", "entries", "listing", "read", "read_ahead", "scan", "scan_py", "warm"]

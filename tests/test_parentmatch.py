@@ -166,3 +166,59 @@ def test_only_an_os_stat_result_is_taken(file_st):
     match = content_matcher()
     with pytest.raises(TypeError):
         match(encoded(file_st), tuple(file_st))
+
+
+def test_a_directorys_files_matched_at_once_are_the_ones_matched_one_by_one(tmp_path):
+    """``Matcher.directory``: every regular file of a listing against the parent's
+    entries at once, from the lstat in C memory; each verdict is the one ``Matcher()``
+    gives that file with its os.lstat (and so Python's), the matched names leave
+    ``olds``, and every other entry is left for the walk by its place."""
+    from backupkit import _dirscan, dirscan
+    from tests.test_dirscan import odd_tree
+
+    root = tmp_path / "t"
+    odd_tree(root)
+    for i in range(40):
+        (root / f"g{i:02}").write_bytes(b"y" * i)
+    os.utime(root / "g01", ns=(0, -1_500_000_000))  # before 1970
+    rnd = random.Random(5)
+    listing = _dirscan.read(os.fsencode(root))
+    names = _dirscan.names(listing)
+    olds: dict = {}
+    for name in names:
+        st = os.lstat(os.fsencode(root) + b"/" + name)
+        how = rnd.randrange(8)
+        if how == 0:
+            continue  # the parent did not have it
+        elif how == 1:
+            olds[name] = encoded(st, mt=st.st_mtime_ns + 1)
+        elif how == 2:
+            olds[name] = encoded(st, un="someone else")
+        elif how == 3:
+            olds[name] = "not bytes"
+        else:
+            olds[name] = encoded(st)  # unchanged (when it is a regular file)
+    before = dict(olds)
+    match = content_matcher()
+    pre = os.fsencode(root) + b"/"
+    matched, rest = match.directory(listing, olds, pre)
+    one_by_one = {}
+    for i, name in enumerate(names):
+        st = os.lstat(pre + name)
+        raw = before.get(name)
+        one_by_one[i] = agree(match, raw, st) if type(raw) is bytes else None
+    want = {i for i, c in one_by_one.items() if c is not None}
+    assert {m[4] for m in matched} == want and len(want) > 10
+    assert sorted(rest) == rest and set(rest) == set(range(len(names))) - want
+    for path, size, content, raw, i in matched:
+        assert path == pre + names[i] and size == os.lstat(path).st_size
+        assert content == one_by_one[i] and raw is before[names[i]] and names[i] not in olds
+    assert set(olds) == set(before) - {names[i] for i in want}
+    # what the walk's loop gets: the other entries, names and lstats as os.lstat gives them
+    got_names, got_stats = dirscan.entries(listing, rest)
+    got_stats = list(got_stats)
+    assert got_names == [names[i] for i in rest]
+    for name, st in zip(got_names, got_stats):
+        assert st == os.lstat(pre + name)
+    # nothing in olds: nothing matched, everything left to the loop
+    assert match.directory(listing, {}, pre) == ([], list(range(len(names))))

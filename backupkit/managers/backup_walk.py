@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from backupkit.dirscan import read_ahead, scan
+from backupkit.dirscan import entries, listing, read_ahead, scan
 from backupkit.entry import Keyer, display_path, join, parent_of
 from backupkit.excluder import Excluder
 from backupkit.managers.backup_changes import ChangeLog
@@ -255,6 +255,9 @@ class BackupWalk:
         excluded = self.excluder.excluded if self.excluder.active else None
         parent = self.parent
         match = content_matcher()
+        # every regular file of a directory matched at once in C, from its listing
+        # (Matcher.directory), where no exclusion needs each name on its way
+        whole = match is not None and not self.excluder.active and not self.excluder.tags
         S_ISDIR, S_ISREG = stat.S_ISDIR, stat.S_ISREG
         # a directory's parent map, or its encoded entry (decoded when the walk gets there)
         stack: list[tuple[bytes, os.stat_result, dict | bytes | None]] = [(path, st, old)]
@@ -271,16 +274,25 @@ class BackupWalk:
                 self._delete_all(pre, parent.raw_children(dpath))
                 continue
             try:
-                names, lstats = scan(fs, dpath, ahead)
+                got = listing(fs, dpath, ahead)
             except OSError as e:
                 self.stats.error(dpath, f"cannot list directory: {e.strerror}")
-                names = None
+                got = None
             # name -> the parent's encoded entry; what the walk does not find stays here
             olds = parent.raw_children(dpath)
-            if names is None:
+            if got is None:
                 # keep nothing we cannot see; the error is reported
                 self._delete_all(pre, olds)
                 continue
+            if whole and olds and type(got) is not tuple:
+                # the files that match the parent's entries leave ``olds`` here; the loop
+                # below sees the other entries only
+                matched, rest = match.directory(got, olds, pre)
+                if matched:
+                    self._reuse_matched(matched, got)
+                names, lstats = entries(got, rest)
+            else:
+                names, lstats = entries(got)
             kept = self.excluder.children(dpath, names)
             if kept is names:
                 found = zip(names, lstats)
@@ -326,6 +338,20 @@ class BackupWalk:
                 self._delete_all(pre, olds)
             stack.extend(reversed(subdirs))
             self.reads.drain(self.tuning.files_in_flight_after_dir)
+
+    def _reuse_matched(self, matched: list[tuple[bytes, int, list, bytes, int]], got: object) -> None:
+        """``_reuse`` of ``Matcher.directory``'s files: (path, size, the parent's content
+        list, its encoded entry, place in the listing ``got``), in batches; a batch whose
+        blobs the index lacks goes file by file, its lstats taken from the listing."""
+        reused = self.parent.all_items_indexed
+        for i in range(0, len(matched), _SAME_BATCH):
+            part = matched[i : i + _SAME_BATCH]
+            if reused([m[2] for m in part]):
+                self.stats.unchanged_files([(m[0], m[1]) for m in part])
+                continue
+            _names, lstats = entries(got, [m[4] for m in part])
+            for (p, _size, _c, raw, _at), st in zip(part, lstats):
+                self._leaf(p, st, wire(p, raw))
 
     def _reuse(self, same: list[tuple[bytes, os.stat_result, list, bytes]]) -> None:
         """Files whose metadata match the parent's: unchanged when every blob of theirs

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 
 from backupkit.managers.backup import BackupManager, BackupOptions, NullBackupReporter
 from backupkit.tree import SnapshotTree
@@ -130,3 +131,54 @@ def test_the_warming_started_before_the_repository_opened_stops_when_the_walk_be
     assert events[0] == "closed" and "file" in events and warming.counts() == []
     plain = BackupManager(repo, Recorder()).run(dataclasses.replace(opts, force=True))
     assert snapshot_entries(repo, res.snapshot) == snapshot_entries(repo, plain.snapshot)
+
+
+def test_files_matched_a_directory_at_once_back_up_as_one_by_one(tmp_path, monkeypatch):
+    """The walk's whole-directory match (``Matcher.directory``, no exclusions) and its
+    loop over each entry give the same snapshots and counts: files changed in content,
+    metadata or type, added, removed, and files whose blobs the index no longer holds
+    (read again, their lstats taken from the listing)."""
+    from backupkit.managers import backup_walk
+
+    src = tmp_path / "src"
+
+    def make() -> None:
+        shutil.rmtree(src, ignore_errors=True)
+        odd_tree(src)
+        (src / "many").mkdir()
+        for i in range(600):
+            (src / "many" / f"{i:04}").write_bytes(b"%d" % i)
+
+    def change() -> None:
+        (src / "many" / "0001").write_bytes(b"new content")
+        os.chmod(src / "many" / "0002", 0o600)
+        (src / "many" / "0003").unlink()
+        (src / "many" / "0004").unlink()
+        (src / "many" / "0004").mkdir()
+        (src / "many" / "new").write_bytes(b"added")
+        os.utime(src / "many" / "0005", ns=(1, 2))
+
+    got = {}
+    for label in ("whole", "one by one"):
+        if label == "one by one":
+            monkeypatch.setattr(backup_walk, "content_matcher", lambda: None)
+        make()
+        repo = make_test_repo(tmp_path / f"repo-{label}")
+        opts = BackupOptions(paths=(str(src),))
+        runs = [BackupManager(repo).run(opts)]
+        change()
+        runs.append(BackupManager(repo).run(opts))
+        # blobs of two unchanged files treated as damaged: those files are read again
+        lost = {e.content[0] for p, e in snapshot_entries(repo, runs[-1].snapshot).items()
+                if p.endswith((b"/0100", b"/0101")) and e.content}
+        repo.damaged.update(lost)
+        runs.append(BackupManager(repo).run(opts))
+        assert len(lost) == 2 and runs[-1].files_read == 2
+        got[label] = (
+            [(r.files_new, r.files_changed, r.files_unchanged, r.files_read, len(r.errors)) for r in runs],
+            {p: (e.type, e.size, e.mode) for p, e in snapshot_entries(repo, runs[-1].snapshot).items()
+             if p.startswith(os.fsencode(src))},
+        )
+        repo.close()
+    assert got["whole"] == got["one by one"]
+    assert got["whole"][0][1][1] == 3  # 0001 (content), 0002 (mode), 0005 (times)
