@@ -13,14 +13,16 @@
  * match, and every match it makes Python makes too (tests/test_parentmatch.py holds it
  * to that on crafted and mutated entries).
  *
- * Matcher.directory(listing, olds, pre) -> (unchanged, rest): the same match for every
+ * Matcher.directory(listing, olds, pre, start, limit) -> (unchanged, rest, next): the same match for every
  * regular file of one directory's listing (a capsule of _dirscan.c's) straight from the
  * lstat in C memory, so a file that did not change costs no os.stat_result and no
  * Python loop step. olds: name -> the parent's encoded entry (the directory's children);
  * each matched file's name is taken out of it. unchanged: (path, size, content list,
  * encoded entry, place in the listing) of each matched file, path = pre + name; rest:
  * the places of every other entry (directories, other types, files the parent lacks or
- * that did not match, failed lstats), for the walk's own loop. The values compared are
+ * that did not match, failed lstats), for the walk's own loop; from place start on, and
+ * only until limit files have matched (next: the place to go on from, else None), so a
+ * directory of a million files is matched a window at a time. The values compared are
  * those os.stat_result would hold (posixmodule.c: *_ns = sec * 10**9 + nsec, a uid or
  * gid of -1 as -1): a value that would not fit leaves the file to the Python path.
  */
@@ -458,13 +460,19 @@ matcher_directory(Matcher *self, PyObject *args)
 {
     PyObject *cap, *olds;
     Py_buffer pre;
-    if (!PyArg_ParseTuple(args, "OO!y*", &cap, &PyDict_Type, &olds, &pre))
+    Py_ssize_t start = 0, limit = PY_SSIZE_T_MAX;
+    if (!PyArg_ParseTuple(args, "OO!y*|nn", &cap, &PyDict_Type, &olds, &pre, &start, &limit))
         return NULL;
     PyObject *unchanged = NULL, *rest = NULL, *result = NULL;
     Listing *l = PyCapsule_GetPointer(cap, CAPSULE_NAME);
     if (l == NULL || (unchanged = PyList_New(0)) == NULL || (rest = PyList_New(0)) == NULL)
         goto done;
-    for (size_t i = 0; i < l->n; i++) {
+    if (start < 0 || limit < 1) {
+        PyErr_SetString(PyExc_ValueError, "directory: start >= 0, limit >= 1");
+        goto done;
+    }
+    size_t i = (size_t)start;
+    for (; i < l->n && PyList_GET_SIZE(unchanged) < limit; i++) {
         Item *it = &l->items[i];
         Int want[K_COUNT];
         if (it->err || !S_ISREG(it->st.st_mode) || PyDict_GET_SIZE(olds) == 0 || want_of(&it->st, want)) {
@@ -525,7 +533,15 @@ matcher_directory(Matcher *self, PyObject *args)
         Py_DECREF(name);
         goto done;
     }
-    result = PyTuple_Pack(2, unchanged, rest);
+    if (i < l->n) {
+        PyObject *next = PyLong_FromSize_t(i);
+        if (next != NULL) {
+            result = PyTuple_Pack(3, unchanged, rest, next);
+            Py_DECREF(next);
+        }
+    } else {
+        result = PyTuple_Pack(3, unchanged, rest, Py_None);
+    }
 done:
     Py_XDECREF(unchanged);
     Py_XDECREF(rest);
@@ -535,7 +551,8 @@ done:
 
 static PyMethodDef matcher_methods[] = {
     {"directory", (PyCFunction)matcher_directory, METH_VARARGS,
-     "directory(listing, olds, pre) -> (unchanged, rest): every regular file of a listing matched at once"},
+     "directory(listing, olds, pre, start=0, limit=max) -> (unchanged, rest, next): the regular files of a listing "
+     "matched at once, from place start until limit have matched (next: the place to go on from, or None)"},
     {NULL, NULL, 0, NULL},
 };
 

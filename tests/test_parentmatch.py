@@ -201,7 +201,8 @@ def test_a_directorys_files_matched_at_once_are_the_ones_matched_one_by_one(tmp_
     before = dict(olds)
     match = content_matcher()
     pre = os.fsencode(root) + b"/"
-    matched, rest = match.directory(listing, olds, pre)
+    matched, rest, nxt = match.directory(listing, olds, pre)
+    assert nxt is None
     one_by_one = {}
     for i, name in enumerate(names):
         st = os.lstat(pre + name)
@@ -221,4 +222,13 @@ def test_a_directorys_files_matched_at_once_are_the_ones_matched_one_by_one(tmp_
     for name, st in zip(got_names, got_stats):
         assert st == os.lstat(pre + name)
     # nothing in olds: nothing matched, everything left to the loop
-    assert match.directory(listing, {}, pre) == ([], list(range(len(names))))
+    assert match.directory(listing, {}, pre) == ([], list(range(len(names))), None)
+    # a window at a time: the same files and places, in order
+    olds = dict(before)
+    windows, places, at = [], [], 0
+    while at is not None:
+        got, more, at = match.directory(listing, olds, pre, at, 3)
+        assert len(got) <= 3
+        windows += got
+        places += more
+    assert [m[4] for m in windows] == [m[4] for m in matched] and places == rest

@@ -287,9 +287,13 @@ class BackupWalk:
             if whole and olds and type(got) is not tuple:
                 # the files that match the parent's entries leave ``olds`` here; the loop
                 # below sees the other entries only
-                matched, rest = match.directory(got, olds, pre)
-                if matched:
-                    self._reuse_matched(matched, got)
+                rest: list[int] = []
+                at: int | None = 0
+                while at is not None:  # a window of matched files at a time
+                    matched, more, at = match.directory(got, olds, pre, at, _SAME_BATCH)
+                    rest += more
+                    if matched:
+                        self._reuse_matched(matched, got)
                 names, lstats = entries(got, rest)
             else:
                 names, lstats = entries(got)
@@ -340,18 +344,15 @@ class BackupWalk:
             self.reads.drain(self.tuning.files_in_flight_after_dir)
 
     def _reuse_matched(self, matched: list[tuple[bytes, int, list, bytes, int]], got: object) -> None:
-        """``_reuse`` of ``Matcher.directory``'s files: (path, size, the parent's content
-        list, its encoded entry, place in the listing ``got``), in batches; a batch whose
-        blobs the index lacks goes file by file, its lstats taken from the listing."""
-        reused = self.parent.all_items_indexed
-        for i in range(0, len(matched), _SAME_BATCH):
-            part = matched[i : i + _SAME_BATCH]
-            if reused([m[2] for m in part]):
-                self.stats.unchanged_files([(m[0], m[1]) for m in part])
-                continue
-            _names, lstats = entries(got, [m[4] for m in part])
-            for (p, _size, _c, raw, _at), st in zip(part, lstats):
-                self._leaf(p, st, wire(p, raw))
+        """``_reuse`` of one window of ``Matcher.directory``'s files: (path, size, the
+        parent's content list, its encoded entry, place in the listing ``got``); when the
+        index lacks a blob of theirs they go file by file, their lstats from the listing."""
+        if self.parent.all_items_indexed([m[2] for m in matched]):
+            self.stats.unchanged_files([(m[0], m[1]) for m in matched])
+            return
+        _names, lstats = entries(got, [m[4] for m in matched])
+        for (p, _size, _c, raw, _at), st in zip(matched, lstats):
+            self._leaf(p, st, wire(p, raw))
 
     def _reuse(self, same: list[tuple[bytes, os.stat_result, list, bytes]]) -> None:
         """Files whose metadata match the parent's: unchanged when every blob of theirs
