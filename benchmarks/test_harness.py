@@ -248,6 +248,7 @@ def test_walk_parts_lists_and_compares_both_ways(tmp_path: Path, capsys) -> None
     out = capsys.readouterr().out
     assert "list, Python (listdir, lstat): 33 entries" in out
     assert "compare, Python (wire, file_unchanged): 30 of 30 files unchanged" in out
+    assert "index load: " in out and "parent listings (every directory's children, the backup's caches): 33 entries" in out
     (src / "d0" / "f0").write_bytes(b"changed, and longer")
     assert walk_parts.main(args) == 0
     assert "29 of 30 files unchanged" in capsys.readouterr().out

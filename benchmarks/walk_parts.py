@@ -1,8 +1,11 @@
-"""The two per-entry parts of an unchanged backup's walk, in C and in Python, timed apart.
+"""The parts of an unchanged backup's walk, timed apart (the listing and the compare in C and in Python).
 
 ``list``: every directory below ``--path`` listed and its entries lstat'ed, by
 ``dirscan.scan`` (C, ``_dirscan.c``) and by ``dirscan.scan_py`` (``os.listdir`` and an
 ``os.lstat`` per entry), with the Python objects made as the walk makes them.
+With ``--repo``: ``index load`` (the merged index decoded and sorted), ``parent
+listings`` (every directory's children in the last snapshot of ``--path``, listed as
+the backup walk lists them: ``raw_children_by_name``, the backup's trie caches), and
 ``compare``: every regular file the last snapshot of ``--path`` holds compared with its
 lstat, by the C matcher (``backup_parent.content_matcher``) and by the Python path
 (``wire``, ``inline_content``, ``file_unchanged``); both counts must agree::
@@ -26,7 +29,8 @@ from backupkit.managers.backup_parent import content_matcher, file_unchanged, in
 from backupkit.repo.repository import Repository
 from backupkit.snapshot import find_snapshot
 from backupkit.store.local import LocalObjectStore
-from backupkit.tree import SnapshotTree, normalize
+from backupkit.tree import SnapshotTree, make_hamt, normalize
+from backupkit.tuning import Tuning
 
 
 def walk(root: bytes, scan) -> tuple[int, float]:
@@ -71,6 +75,34 @@ def file_entries(repo: Repository, root: bytes) -> list[tuple[bytes, bytes, os.s
     return out
 
 
+def load_index(repo: Repository) -> tuple[int, float]:
+    """Blobs in the merged index, and the seconds to load it (decode and merge)."""
+    repo._index = None
+    t = time.perf_counter()
+    n = len(repo.index)
+    return n, time.perf_counter() - t
+
+
+def parent_listings(repo: Repository, root: bytes) -> tuple[int, float]:
+    """Entries the last snapshot of ``root`` lists for its directories, and the seconds to
+    list them all as the backup walk does (``raw_children_by_name`` with a trie cache of
+    the backup's sizes, ``Tuning.parent_node_cache`` and ``parent_node_plain``)."""
+    snap = find_snapshot(repo, "latest", paths=(os.fsdecode(root),))
+    repo.index  # loaded before the clock starts
+    t = Tuning()
+    tree = SnapshotTree(repo, snap.root, make_hamt(repo, t.parent_node_cache, t.parent_node_plain))
+    start = time.perf_counter()
+    n = 0
+    stack = [root]
+    while stack:
+        d = stack.pop()
+        children = tree.raw_children_by_name(d)
+        n += len(children)
+        pre = d if d == b"/" else d + b"/"
+        stack.extend(pre + name for name, raw in children.items() if wire(pre + name, raw).get("t") == "d")
+    return n, time.perf_counter() - start
+
+
 def compare(files, match) -> tuple[int, float]:
     """Files found unchanged, and seconds: by ``match`` (C), or by Python when None."""
     t = time.perf_counter()
@@ -108,6 +140,10 @@ def main(argv: list[str] | None = None) -> int:
         with open(a.password_file, "rb") as f:
             password = f.read().rstrip(b"\r\n")
         repo = Repository.open(LocalObjectStore(a.repo), password, cache_root=False)
+        n, secs = best(lambda: load_index(repo), a.rounds)
+        print(f"index load: {n} blobs, {secs:.3f} s")
+        n, secs = best(lambda: parent_listings(repo, root), a.rounds)
+        print(f"parent listings (every directory's children, the backup's caches): {n} entries, {secs:.3f} s")
         files = file_entries(repo, root)
         match = content_matcher()
         got = {}
