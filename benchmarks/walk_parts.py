@@ -11,7 +11,7 @@ lstat, by the C matcher (``backup_parent.content_matcher``) and by the Python pa
 (``wire``, ``inline_content``, ``file_unchanged``); both counts must agree::
 
     python -m benchmarks.walk_parts --path /usr                                  # list only
-    python -m benchmarks.walk_parts --repo R --password-file P --path /usr       # and compare
+    python -m benchmarks.walk_parts --repo R --password-file P [--cache-dir C] --path /usr   # and the rest
 
 Warm: each part runs ``--rounds`` times and the best is printed (drop the page cache
 before a run to see the first, cold listing).
@@ -89,17 +89,11 @@ def parent_listings(repo: Repository, root: bytes) -> tuple[int, float]:
     the backup's sizes, ``Tuning.parent_node_cache`` and ``parent_node_plain``)."""
     snap = find_snapshot(repo, "latest", paths=(os.fsdecode(root),))
     repo.index  # loaded before the clock starts
+    dirs = [os.fsencode(d) for d, _ds, _fs in os.walk(root)]  # in the walk's order (depth first)
     t = Tuning()
     tree = SnapshotTree(repo, snap.root, make_hamt(repo, t.parent_node_cache, t.parent_node_plain))
     start = time.perf_counter()
-    n = 0
-    stack = [root]
-    while stack:
-        d = stack.pop()
-        children = tree.raw_children_by_name(d)
-        n += len(children)
-        pre = d if d == b"/" else d + b"/"
-        stack.extend(pre + name for name, raw in children.items() if wire(pre + name, raw).get("t") == "d")
+    n = sum(len(tree.raw_children_by_name(d)) for d in dirs)
     return n, time.perf_counter() - start
 
 
@@ -126,9 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--path", required=True, help="the directory (the one backed up, for compare)")
     ap.add_argument("--repo", help="a local repository holding a backup of --path: also time the compare")
     ap.add_argument("--password-file")
+    ap.add_argument("--cache-dir", help="the repository's cache (as bk backup uses it; default: none)")
     ap.add_argument("--rounds", type=int, default=3)
     a = ap.parse_args(argv)
-    root = normalize(a.path)
+    root = normalize(os.path.abspath(a.path))
     if dirscan.C_AVAILABLE:
         n, secs = best(lambda: walk(root, dirscan.scan), a.rounds)
         print(f"list, C (dirscan.scan):        {n} entries, {secs:.3f} s")
@@ -139,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             ap.error("--repo needs --password-file")
         with open(a.password_file, "rb") as f:
             password = f.read().rstrip(b"\r\n")
-        repo = Repository.open(LocalObjectStore(a.repo), password, cache_root=False)
+        repo = Repository.open(LocalObjectStore(a.repo), password, cache_root=a.cache_dir or False)
         n, secs = best(lambda: load_index(repo), a.rounds)
         print(f"index load: {n} blobs, {secs:.3f} s")
         n, secs = best(lambda: parent_listings(repo, root), a.rounds)
