@@ -483,21 +483,23 @@ matcher_directory(Matcher *self, PyObject *args)
         PyObject *name = PyBytes_FromStringAndSize(it->name, (Py_ssize_t)it->len);
         if (name == NULL)
             goto done;
-        PyObject *raw = PyDict_GetItemWithError(olds, name); /* borrowed */
+        PyObject *raw = PyDict_GetItemWithError(olds, name);
         PyObject *content = NULL, *user, *group;
         if (raw == NULL && PyErr_Occurred())
             goto fail_name;
+        Py_XINCREF(raw); /* owner() is Python code: the dict may change under it */
         if (raw != NULL && PyBytes_Check(raw)) {
             if (owner_of(self, want[K_U].v, want[K_G].v, &user, &group))
-                goto fail_name;
+                goto fail_raw;
             content = match_entry((const unsigned char *)PyBytes_AS_STRING(raw), (size_t)PyBytes_GET_SIZE(raw), want, user,
                                   group);
             if (content == NULL)
-                goto fail_name;
+                goto fail_raw;
             if (content == Py_None)
                 Py_CLEAR(content);
         }
         if (content == NULL) {
+            Py_XDECREF(raw);
             Py_DECREF(name);
             if (append_place(rest, i))
                 goto done;
@@ -513,15 +515,14 @@ matcher_directory(Matcher *self, PyObject *args)
             Py_XDECREF(size);
             Py_XDECREF(place);
             Py_DECREF(content);
-            goto fail_name;
+            goto fail_raw;
         }
         memcpy(PyBytes_AS_STRING(path), pre.buf, (size_t)pre.len);
         memcpy(PyBytes_AS_STRING(path) + pre.len, it->name, it->len);
-        Py_INCREF(raw);
         PyTuple_SET_ITEM(t, 0, path);
         PyTuple_SET_ITEM(t, 1, size);
         PyTuple_SET_ITEM(t, 2, content);
-        PyTuple_SET_ITEM(t, 3, raw);
+        PyTuple_SET_ITEM(t, 3, raw); /* the tuple takes the reference held above */
         PyTuple_SET_ITEM(t, 4, place);
         int bad = PyList_Append(unchanged, t);
         Py_DECREF(t);
@@ -529,6 +530,8 @@ matcher_directory(Matcher *self, PyObject *args)
             goto fail_name;
         Py_DECREF(name);
         continue;
+    fail_raw:
+        Py_XDECREF(raw);
     fail_name:
         Py_DECREF(name);
         goto done;

@@ -232,3 +232,28 @@ def test_a_directorys_files_matched_at_once_are_the_ones_matched_one_by_one(tmp_
         windows += got
         places += more
     assert [m[4] for m in windows] == [m[4] for m in matched] and places == rest
+
+
+def test_matching_a_directory_leaks_no_references(tmp_path):
+    """``Matcher.directory`` holds each parent entry while it asks for the owner's names
+    and hands it to its result: after the results are dropped, every entry has the
+    references it had (matched, not matched, and left alone)."""
+    import sys
+
+    from backupkit import _dirscan
+
+    for i in range(20):
+        (tmp_path / f"f{i}").write_bytes(b"z" * i)
+    listing = _dirscan.read(os.fsencode(tmp_path))
+    pre = os.fsencode(tmp_path) + b"/"
+    raws = {}
+    for i, name in enumerate(_dirscan.names(listing)):
+        st = os.lstat(pre + name)
+        raws[name] = encoded(st) if i % 3 else encoded(st, s=st.st_size + 1)
+    before = {n: sys.getrefcount(r) for n, r in raws.items()}
+    match = content_matcher()
+    for _ in range(200):
+        got, rest, _nxt = match.directory(listing, dict(raws), pre)
+    assert len(got) == 13 and len(rest) == 7
+    del got, rest
+    assert {n: sys.getrefcount(r) for n, r in raws.items()} == before
