@@ -25,6 +25,13 @@
  * directory of a million files is matched a window at a time. The values compared are
  * those os.stat_result would hold (posixmodule.c: *_ns = sec * 10**9 + nsec, a uid or
  * gid of -1 as -1): a value that would not fit leaves the file to the Python path.
+ *
+ * entry_blobs(raw) -> (content, content_blobs) or None: for reachability (prune, check),
+ * an entry checked field by field as Entry.from_wire checks it (known keys once each,
+ * each value of its kind and range, the type's required field, not both content forms)
+ * and its two blob lists (None where absent); None for anything it does not accept
+ * (extended attributes, non-ASCII names, a repeated key, ...): then Entry.decode
+ * decides, and words the error of an entry that is malformed.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -599,7 +606,178 @@ static PyTypeObject MatcherType = {
     .tp_methods = matcher_methods,
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_parentmatch", NULL, -1, NULL, NULL, NULL, NULL, NULL};
+/* -- entry_blobs: a whole entry checked as Entry.from_wire checks it, for reachability ---- */
+
+/* the wire keys and what each holds (objects/entry.py's _FIELDS) */
+enum { V_TYPE, V_INT, V_NAME, V_BYTES, V_XATTRS, V_CONTENT, V_BLOBS };
+typedef struct {
+    const char *key;
+    int kind;
+    int neg_ok;             /* V_INT: negative values allowed (down to -2**63) */
+    unsigned long long max; /* V_INT: the largest value allowed */
+} Field;
+static const Field FIELDS[] = {
+    {"t", V_TYPE, 0, 0},
+    {"m", V_INT, 0, 07777},
+    {"u", V_INT, 0, 0xFFFFFFFFULL},
+    {"g", V_INT, 0, 0xFFFFFFFFULL},
+    {"un", V_NAME, 0, 0},
+    {"gn", V_NAME, 0, 0},
+    {"s", V_INT, 0, 0x7FFFFFFFFFFFFFFFULL},
+    {"mt", V_INT, 1, 0x7FFFFFFFFFFFFFFFULL},
+    {"ct", V_INT, 1, 0x7FFFFFFFFFFFFFFFULL},
+    {"i", V_INT, 0, 0xFFFFFFFFFFFFFFFFULL},
+    {"dv", V_INT, 0, 0xFFFFFFFFFFFFFFFFULL},
+    {"n", V_INT, 0, 0xFFFFFFFFFFFFFFFFULL},
+    {"rd", V_INT, 0, 0xFFFFFFFFFFFFFFFFULL},
+    {"l", V_BYTES, 0, 0},
+    {"x", V_XATTRS, 0, 0},
+    {"c", V_CONTENT, 0, 0},
+    {"cb", V_BLOBS, 0, 0},
+};
+#define NFIELDS ((int)(sizeof FIELDS / sizeof FIELDS[0]))
+
+/* a bin's bytes; -1 when the next object is not a bin */
+static int
+read_bin(Cur *c, const unsigned char **b, size_t *len)
+{
+    const unsigned char *t;
+    if (take(c, 1, &t))
+        return -1;
+    int w = t[0] == 0xc4 ? 1 : t[0] == 0xc5 ? 2 : t[0] == 0xc6 ? 4 : 0;
+    if (!w || take(c, (size_t)w, &t))
+        return -1;
+    *len = (size_t)be(t, w);
+    return take(c, *len, b);
+}
+
+/* a list of 32-byte bins, and with ints, of integers in [0, 2**63) too (content lists) */
+static PyObject *
+read_ids(Cur *c, int ints)
+{
+    long long n = read_header(c, 0x90, 0xdc, 0xdd);
+    if (n < 0 || n > c->end - c->p)
+        return NULL;
+    PyObject *list = PyList_New((Py_ssize_t)n);
+    if (list == NULL)
+        return NULL;
+    for (long long i = 0; i < n; i++) {
+        PyObject *item;
+        if (c->p < c->end && c->p[0] >= 0xc4 && c->p[0] <= 0xc6) {
+            const unsigned char *b;
+            size_t len;
+            if (read_bin(c, &b, &len) || len != 32)
+                goto refuse;
+            item = PyBytes_FromStringAndSize((const char *)b, 32);
+        } else {
+            Int v;
+            if (!ints || read_int(c, &v) || v.neg || v.v > 0x7FFFFFFFFFFFFFFFULL)
+                goto refuse;
+            item = PyLong_FromUnsignedLongLong(v.v);
+        }
+        if (item == NULL)
+            goto refuse;
+        PyList_SET_ITEM(list, (Py_ssize_t)i, item);
+    }
+    return list;
+refuse:
+    Py_DECREF(list);
+    return NULL;
+}
+
+static PyObject *
+entry_blobs(PyObject *Py_UNUSED(self), PyObject *arg)
+{
+    Py_buffer raw;
+    if (PyObject_GetBuffer(arg, &raw, PyBUF_SIMPLE))
+        return NULL;
+    Cur c = {(const unsigned char *)raw.buf, (const unsigned char *)raw.buf + raw.len};
+    PyObject *lists[2] = {NULL, NULL}; /* c, cb */
+    PyObject *result = NULL;
+    int seen[NFIELDS];
+    memset(seen, 0, sizeof seen);
+    char type = 0;
+    long long nkeys = read_header(&c, 0x80, 0xde, 0xdf);
+    if (nkeys < 0 || nkeys > NFIELDS)
+        goto refuse;
+    for (long long k = 0; k < nkeys; k++) {
+        const unsigned char *key, *s;
+        size_t klen, slen;
+        if (read_str(&c, &key, &klen))
+            goto refuse;
+        int f = -1;
+        for (int j = 0; j < NFIELDS; j++)
+            if (strlen(FIELDS[j].key) == klen && memcmp(FIELDS[j].key, key, klen) == 0)
+                f = j;
+        if (f < 0 || seen[f])
+            goto refuse; /* unknown, or repeated (Python keeps the last: it decides) */
+        seen[f] = 1;
+        switch (FIELDS[f].kind) {
+        case V_TYPE:
+            if (read_str(&c, &s, &slen) || slen != 1 || !memchr("fdlpscb", s[0], 7))
+                goto refuse;
+            type = (char)s[0];
+            break;
+        case V_INT: {
+            Int v;
+            if (read_int(&c, &v))
+                goto refuse;
+            if (v.neg ? !FIELDS[f].neg_ok : v.v > FIELDS[f].max)
+                goto refuse;
+            break;
+        }
+        case V_NAME: /* ASCII only: anything else is Python's to decode */
+            if (read_str(&c, &s, &slen))
+                goto refuse;
+            for (size_t i = 0; i < slen; i++)
+                if (s[i] & 0x80)
+                    goto refuse;
+            break;
+        case V_BYTES:
+            if (read_bin(&c, &s, &slen))
+                goto refuse;
+            break;
+        case V_XATTRS:
+            goto refuse; /* rare: Python reads them */
+        case V_CONTENT:
+        case V_BLOBS: {
+            PyObject *l = read_ids(&c, FIELDS[f].kind == V_CONTENT);
+            if (l == NULL) {
+                if (PyErr_Occurred())
+                    goto error;
+                goto refuse;
+            }
+            lists[FIELDS[f].kind == V_BLOBS] = l;
+            break;
+        }
+        }
+    }
+    if (c.p != c.end || type == 0)
+        goto refuse;
+    /* what each type cannot do without, and never both content forms */
+    int need = type == 'f' ? 6 : type == 'l' ? 13 : (type == 'c' || type == 'b') ? 12 : -1;
+    if ((need >= 0 && !seen[need]) || (lists[0] != NULL && lists[1] != NULL))
+        goto refuse;
+    result = PyTuple_Pack(2, lists[0] ? lists[0] : Py_None, lists[1] ? lists[1] : Py_None);
+    goto done;
+refuse:
+    result = Py_None;
+    Py_INCREF(result);
+error:
+done:
+    Py_XDECREF(lists[0]);
+    Py_XDECREF(lists[1]);
+    PyBuffer_Release(&raw);
+    return result;
+}
+
+static PyMethodDef module_methods[] = {
+    {"entry_blobs", entry_blobs, METH_O,
+     "entry_blobs(raw) -> (content, content_blobs) of an entry Entry.from_wire accepts (each a list or None), or None"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_parentmatch", NULL, -1, module_methods, NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC
 PyInit__parentmatch(void)

@@ -257,3 +257,71 @@ def test_matching_a_directory_leaks_no_references(tmp_path):
     assert len(got) == 13 and len(rest) == 7
     del got, rest
     assert {n: sys.getrefcount(r) for n, r in raws.items()} == before
+
+
+def test_entry_blobs_accepts_only_entries_entry_decode_accepts(tmp_path):
+    """``entry_blobs`` (reachability's check of an entry in C) gives an entry's two blob
+    lists only where ``Entry.decode`` accepts it and has those lists; every other entry
+    is None, for Python to decide. Real entries of every type, each field changed to a
+    value of another kind or range, keys added, removed or repeated, and random damage."""
+    from backupkit._parentmatch import entry_blobs
+    from backupkit.errors import FormatError
+    from backupkit.objects.entry import Entry
+    from tests.test_dirscan import odd_tree
+
+    def python(raw: bytes):
+        try:
+            e = Entry.decode(raw, b"/x")
+        except FormatError:
+            return "refused"
+        return (list(e.content) if e.content is not None else None,
+                list(e.content_blobs) if e.content_blobs is not None else None)
+
+    def check(raw: bytes) -> bool:
+        got = entry_blobs(raw)
+        if got is not None:
+            assert python(raw) == got, raw
+        return got is not None
+
+    odd_tree(tmp_path / "t")
+    maps = []
+    for d, ds, fs in os.walk(tmp_path / "t"):
+        for n in ds + fs:
+            st = os.lstat(os.path.join(d, n))
+            m = entry_from_stat(st).to_wire()
+            if m["t"] == "f":
+                m["c"] = [BLOB, 5, BLOB[::-1]]
+            if m["t"] == "l":
+                m["l"] = b"target"
+            maps.append(m)
+    long_list = next(dict(m) for m in maps if m["t"] == "f")  # a file whose list is in a content blob
+    long_list.pop("c")
+    long_list["cb"] = [BLOB]
+    maps.append(long_list)
+    accepted = 0
+    for m in maps:
+        assert check(msgpack.packb(m)) or m.get("x") or not str(m.get("un", "")).isascii()
+        accepted += 1
+    bad_values = [None, True, -1, -(1 << 63), 1 << 63, (1 << 64) - 1, "s", b"b", [BLOB], [1 << 63], [b"short"], {b"k": b"v"}, 1.5, "ü"]
+    rnd = random.Random(8)
+    made = taken = 0
+    for m in maps:
+        for key in list(m) + ["rd", "l", "x", "c", "cb", "zz"]:
+            for v in bad_values:
+                mm = dict(m)
+                mm[key] = v
+                made += 1
+                taken += check(msgpack.packb(mm))
+            mm = dict(m)
+            mm.pop(key, None)
+            taken += check(msgpack.packb(mm))
+        raw = msgpack.packb(m)
+        taken += check(raw + b"\x00") is True  # trailing data: never taken
+        first = next(iter(m))
+        taken += check(pack_pairs([(first, m[first])] + list(m.items())))  # a key twice
+        for _ in range(150):
+            b = bytearray(raw)
+            for _j in range(rnd.randrange(1, 3)):
+                b[rnd.randrange(len(b))] = rnd.randrange(256)
+            taken += check(bytes(b))
+    assert made > 1000 and taken > 100  # some changed values are still valid, and taken

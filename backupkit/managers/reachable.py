@@ -22,6 +22,11 @@ from backupkit.hamt_node import BRANCH
 from backupkit.repo.repository import Repository
 from backupkit.snapshot import Snapshot
 
+try:
+    from backupkit._parentmatch import entry_blobs as _entry_blobs
+except ImportError:  # pragma: no cover - the extension is built by pip install
+    _entry_blobs = None
+
 
 @dataclass
 class Reachable:
@@ -75,6 +80,11 @@ def mark(
             if n[0] == BRANCH:
                 continue
             for _k, path, raw in n[1]:
+                lists = _entry_blobs(raw) if _entry_blobs is not None else None
+                if lists is not None:
+                    # checked as Entry.from_wire checks it, in C; None: Python decides
+                    mark_blobs(out, lists[0], lists[1], path, read_meta, strict, snap.id)
+                    continue
                 try:
                     e = Entry.decode(raw, path)
                 except FormatError as err:
@@ -92,10 +102,25 @@ def mark_entry(
     """Add the blobs of one entry to ``out``: its data blobs, and its content blobs with
     the data blobs they list (each content blob read once: ``out.meta`` remembers it).
     An unreadable content blob raises with ``strict``, else it is recorded."""
-    for item in e.content or ():
+    mark_blobs(out, e.content, e.content_blobs, path, read_meta, strict, snap_id)
+
+
+def mark_blobs(
+    out: Reachable,
+    content: Iterable | None,
+    content_blobs: Iterable[bytes] | None,
+    path: bytes,
+    read_meta: Callable[[bytes], bytes],
+    strict: bool = True,
+    snap_id: str = "",
+) -> None:
+    """``mark_entry`` of an entry's two blob lists: ``content``, its content list (the
+    data blob ids in it are marked), and ``content_blobs``, the blobs that hold a long
+    content list (each read once)."""
+    for item in content or ():
         if isinstance(item, bytes):
             out.data.add(item)
-    for cb in e.content_blobs or ():
+    for cb in content_blobs or ():
         if cb in out.meta:
             continue
         out.meta.add(cb)
