@@ -37,17 +37,19 @@ setup(
         Extension(
             "backupkit._hamtleaf",
             sources=["backupkit/_hamtleaf.c"],
+            depends=["backupkit/_mpread.h"],
             extra_compile_args=["-O2"],
         ),
         Extension(
             "backupkit._parentmatch",
             sources=["backupkit/_parentmatch.c"],
-            depends=["backupkit/_listing.h"],
+            depends=["backupkit/_listing.h", "backupkit/_mpread.h"],
             extra_compile_args=["-O2"],
         ),
         Extension(
             "backupkit.repo._indexops",
             sources=["backupkit/repo/_indexops.c"],
+            depends=["backupkit/_mpread.h"],
             extra_compile_args=["-O2"],
         ),
         Extension(

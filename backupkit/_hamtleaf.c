@@ -27,89 +27,11 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "_mpread.h" /* Cur, Int, read_int, read_header, read_bin */
+
 #define KEY_LEN 16
 
 /* -- a leaf's plaintext, read without Python objects ----------------------------------- */
-
-typedef struct {
-    const unsigned char *p, *end;
-} Cur;
-
-static int
-need(Cur *c, size_t n)
-{
-    return (size_t)(c->end - c->p) >= n ? 0 : -1;
-}
-
-static uint32_t
-be(const unsigned char *b, int n)
-{
-    uint32_t v = 0;
-    for (int i = 0; i < n; i++)
-        v = (v << 8) | b[i];
-    return v;
-}
-
-/* an array header (fixarray, array 16, array 32) */
-static int
-read_array(Cur *c, uint32_t *n)
-{
-    if (need(c, 1))
-        return -1;
-    unsigned char t = *c->p++;
-    if ((t & 0xf0) == 0x90) {
-        *n = t & 0x0f;
-        return 0;
-    }
-    int w = t == 0xdc ? 2 : t == 0xdd ? 4 : 0;
-    if (!w || need(c, (size_t)w))
-        return -1;
-    *n = be(c->p, w);
-    c->p += w;
-    return 0;
-}
-
-/* a bin (bin 8, 16, 32) */
-static int
-read_bin(Cur *c, const unsigned char **b, size_t *n)
-{
-    if (need(c, 1))
-        return -1;
-    unsigned char t = *c->p++;
-    int w = t == 0xc4 ? 1 : t == 0xc5 ? 2 : t == 0xc6 ? 4 : 0;
-    if (!w || need(c, (size_t)w))
-        return -1;
-    *n = be(c->p, w);
-    c->p += w;
-    if (need(c, *n))
-        return -1;
-    *b = c->p;
-    c->p += *n;
-    return 0;
-}
-
-/* the integer 0 in any of msgpack's unsigned or signed widths */
-static int
-read_zero(Cur *c)
-{
-    if (need(c, 1))
-        return -1;
-    unsigned char t = *c->p++;
-    if (t == 0x00)
-        return 0;
-    int w = 0;
-    if (t >= 0xcc && t <= 0xcf)
-        w = 1 << (t - 0xcc);
-    else if (t >= 0xd0 && t <= 0xd3)
-        w = 1 << (t - 0xd0);
-    if (!w || need(c, (size_t)w))
-        return -1;
-    for (int i = 0; i < w; i++)
-        if (c->p[i])
-            return -1;
-    c->p += w;
-    return 0;
-}
 
 static int
 cmp_mem(const unsigned char *a, size_t al, const unsigned char *b, size_t bl)
@@ -129,21 +51,22 @@ typedef struct {
 static int
 leaf_head(Cur *c, uint32_t *rows)
 {
-    uint32_t two;
-    if (read_array(c, &two) || two != 2 || read_zero(c) || read_array(c, rows))
+    Int zero;
+    if (read_header(c, 0x90, 0xdc, 0xdd) != 2 || read_int(c, &zero) || zero.neg || zero.v != 0)
         return -1;
+    long long n = read_header(c, 0x90, 0xdc, 0xdd);
     /* each row takes at least 1 + 18 + 2 + 2 bytes: a count beyond that is a lie */
-    if ((size_t)(c->end - c->p) / 23 < *rows)
+    if (n < 0 || (size_t)(c->end - c->p) / 23 < (size_t)n)
         return -1;
+    *rows = (uint32_t)n;
     return 0;
 }
 
 static int
 leaf_row(Cur *c, Row *r)
 {
-    uint32_t three;
     size_t kl;
-    if (read_array(c, &three) || three != 3 || read_bin(c, &r->k, &kl) || kl != KEY_LEN || read_bin(c, &r->p, &r->pl) ||
+    if (read_header(c, 0x90, 0xdc, 0xdd) != 3 || read_bin(c, &r->k, &kl) || kl != KEY_LEN || read_bin(c, &r->p, &r->pl) ||
         read_bin(c, &r->v, &r->vl))
         return -1;
     return 0;

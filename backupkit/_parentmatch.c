@@ -40,129 +40,15 @@
 #include <string.h>
 
 #include "_listing.h" /* a listing of _dirscan.c's, read by Matcher.directory */
+#include "_mpread.h"  /* Cur, Int, take, be, read_int, read_str, read_header, read_bin */
 
-typedef struct {
-    const unsigned char *p, *end;
-} Cur;
-
-typedef struct {
-    int neg;               /* 1: v holds a negative value as int64 */
-    unsigned long long v;  /* the value (two's complement when neg) */
-} Int;
-
-static int
-take(Cur *c, size_t n, const unsigned char **out)
-{
-    if ((size_t)(c->end - c->p) < n)
-        return -1;
-    *out = c->p;
-    c->p += n;
-    return 0;
-}
-
-static unsigned long long
-be(const unsigned char *b, int n)
-{
-    unsigned long long v = 0;
-    for (int i = 0; i < n; i++)
-        v = (v << 8) | b[i];
-    return v;
-}
-
-/* an integer of any msgpack width; -1 when the next object is not an integer */
-static int
-read_int(Cur *c, Int *out)
-{
-    const unsigned char *b;
-    if (take(c, 1, &b))
-        return -1;
-    unsigned char t = b[0];
-    if (t <= 0x7f) {
-        out->neg = 0;
-        out->v = t;
-        return 0;
-    }
-    if (t >= 0xe0) {
-        out->neg = 1;
-        out->v = (unsigned long long)(long long)(signed char)t;
-        return 0;
-    }
-    int n;
-    int sign;
-    switch (t) {
-    case 0xcc: n = 1; sign = 0; break;
-    case 0xcd: n = 2; sign = 0; break;
-    case 0xce: n = 4; sign = 0; break;
-    case 0xcf: n = 8; sign = 0; break;
-    case 0xd0: n = 1; sign = 1; break;
-    case 0xd1: n = 2; sign = 1; break;
-    case 0xd2: n = 4; sign = 1; break;
-    case 0xd3: n = 8; sign = 1; break;
-    default: return -1;
-    }
-    if (take(c, (size_t)n, &b))
-        return -1;
-    unsigned long long v = be(b, n);
-    if (sign) {
-        long long s;
-        if (n == 8)
-            s = (long long)v;
-        else {
-            unsigned long long bit = 1ULL << (8 * n - 1);
-            s = (v & bit) ? (long long)(v - (bit << 1)) : (long long)v;
-        }
-        out->neg = s < 0;
-        out->v = (unsigned long long)s;
-    } else {
-        out->neg = 0;
-        out->v = v;
-    }
-    return 0;
-}
-
-/* a str's bytes; -1 when the next object is not a str */
-static int
-read_str(Cur *c, const unsigned char **s, size_t *len)
-{
-    const unsigned char *b;
-    if (take(c, 1, &b))
-        return -1;
-    unsigned char t = b[0];
-    size_t n;
-    if (t >= 0xa0 && t <= 0xbf)
-        n = t & 0x1f;
-    else {
-        int w = t == 0xd9 ? 1 : t == 0xda ? 2 : t == 0xdb ? 4 : 0;
-        if (!w || take(c, (size_t)w, &b))
-            return -1;
-        n = (size_t)be(b, w);
-    }
-    if (take(c, n, s))
-        return -1;
-    *len = n;
-    return 0;
-}
-
-/* a container header: the next object's count when its first byte is of the kind
- * (fix range lo..lo+15, then the 16- and 32-bit codes); -1 otherwise */
-static long long
-read_header(Cur *c, unsigned char fix_lo, unsigned char c16, unsigned char c32)
-{
-    const unsigned char *b;
-    if (take(c, 1, &b))
-        return -1;
-    unsigned char t = b[0];
-    if (t >= fix_lo && t <= fix_lo + 15)
-        return t - fix_lo;
-    int w = t == c16 ? 2 : t == c32 ? 4 : 0;
-    if (!w || take(c, (size_t)w, &b))
-        return -1;
-    return (long long)be(b, w);
-}
-
-/* the content list: an array of bin (blob ids) and non-negative integers */
+/* a list of bins (of id_len bytes when id_len > 0) and, with ints, of integers in
+ * [0, int_max]: a content list (bk's matcher: any bin, any non-negative integer; the
+ * entry check: 32-byte ids, integers below 2**63) or a list of content blob ids (no
+ * integers). NULL when the next object is not such a list (no exception set), or on
+ * an error raised. */
 static PyObject *
-read_content(Cur *c)
+read_items(Cur *c, size_t id_len, int ints, unsigned long long int_max)
 {
     long long n = read_header(c, 0x90, 0xdc, 0xdd);
     if (n < 0 || n > c->end - c->p) /* each item takes a byte at least */
@@ -171,23 +57,16 @@ read_content(Cur *c)
     if (list == NULL)
         return NULL;
     for (long long i = 0; i < n; i++) {
-        const unsigned char *b;
-        if (c->p >= c->end)
-            goto refuse;
-        unsigned char t = c->p[0];
         PyObject *item;
-        if (t == 0xc4 || t == 0xc5 || t == 0xc6) {
-            int w = t == 0xc4 ? 1 : t == 0xc5 ? 2 : 4;
-            c->p++;
-            if (take(c, (size_t)w, &b))
-                goto refuse;
-            size_t len = (size_t)be(b, w);
-            if (take(c, len, &b))
+        if (c->p < c->end && c->p[0] >= 0xc4 && c->p[0] <= 0xc6) {
+            const unsigned char *b;
+            size_t len;
+            if (read_bin(c, &b, &len) || (id_len && len != id_len))
                 goto refuse;
             item = PyBytes_FromStringAndSize((const char *)b, (Py_ssize_t)len);
         } else {
             Int v;
-            if (read_int(c, &v) || v.neg)
+            if (!ints || read_int(c, &v) || v.neg || v.v > int_max)
                 goto refuse;
             item = PyLong_FromUnsignedLongLong(v.v);
         }
@@ -325,7 +204,7 @@ match_entry(const unsigned char *buf, size_t len, const Int *want, PyObject *use
             goto refuse_content;
         seen[which] = 1;
         if (which == K_C) {
-            content = read_content(&c);
+            content = read_items(&c, 0, 1, ~0ULL);
             if (content == NULL) {
                 if (PyErr_Occurred())
                     return NULL;
@@ -637,54 +516,6 @@ static const Field FIELDS[] = {
 };
 #define NFIELDS ((int)(sizeof FIELDS / sizeof FIELDS[0]))
 
-/* a bin's bytes; -1 when the next object is not a bin */
-static int
-read_bin(Cur *c, const unsigned char **b, size_t *len)
-{
-    const unsigned char *t;
-    if (take(c, 1, &t))
-        return -1;
-    int w = t[0] == 0xc4 ? 1 : t[0] == 0xc5 ? 2 : t[0] == 0xc6 ? 4 : 0;
-    if (!w || take(c, (size_t)w, &t))
-        return -1;
-    *len = (size_t)be(t, w);
-    return take(c, *len, b);
-}
-
-/* a list of 32-byte bins, and with ints, of integers in [0, 2**63) too (content lists) */
-static PyObject *
-read_ids(Cur *c, int ints)
-{
-    long long n = read_header(c, 0x90, 0xdc, 0xdd);
-    if (n < 0 || n > c->end - c->p)
-        return NULL;
-    PyObject *list = PyList_New((Py_ssize_t)n);
-    if (list == NULL)
-        return NULL;
-    for (long long i = 0; i < n; i++) {
-        PyObject *item;
-        if (c->p < c->end && c->p[0] >= 0xc4 && c->p[0] <= 0xc6) {
-            const unsigned char *b;
-            size_t len;
-            if (read_bin(c, &b, &len) || len != 32)
-                goto refuse;
-            item = PyBytes_FromStringAndSize((const char *)b, 32);
-        } else {
-            Int v;
-            if (!ints || read_int(c, &v) || v.neg || v.v > 0x7FFFFFFFFFFFFFFFULL)
-                goto refuse;
-            item = PyLong_FromUnsignedLongLong(v.v);
-        }
-        if (item == NULL)
-            goto refuse;
-        PyList_SET_ITEM(list, (Py_ssize_t)i, item);
-    }
-    return list;
-refuse:
-    Py_DECREF(list);
-    return NULL;
-}
-
 static PyObject *
 entry_blobs(PyObject *Py_UNUSED(self), PyObject *arg)
 {
@@ -741,7 +572,7 @@ entry_blobs(PyObject *Py_UNUSED(self), PyObject *arg)
             goto refuse; /* rare: Python reads them */
         case V_CONTENT:
         case V_BLOBS: {
-            PyObject *l = read_ids(&c, FIELDS[f].kind == V_CONTENT);
+            PyObject *l = read_items(&c, 32, FIELDS[f].kind == V_CONTENT, 0x7FFFFFFFFFFFFFFFULL);
             if (l == NULL) {
                 if (PyErr_Occurred())
                     goto error;

@@ -26,6 +26,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../_mpread.h" /* Cur, Int, read_int, read_str, read_header, read_bin */
+
 #define ID 32
 #define REC 48
 #define ENT 44
@@ -303,96 +305,33 @@ done:
 
 /* -- an index object's plaintext ---------------------------------------------------------- */
 
-typedef struct {
-    const unsigned char *p, *end;
-} Cur;
-
-static int
-need(Cur *c, size_t n)
-{
-    return (size_t)(c->end - c->p) >= n ? 0 : -1;
-}
-
-static unsigned long long
-be_read(const unsigned char *b, int n)
-{
-    unsigned long long v = 0;
-    for (int i = 0; i < n; i++)
-        v = (v << 8) | b[i];
-    return v;
-}
-
-/* a map (fm 1) or array (fm 0) header */
-static int
-read_head(Cur *c, int map, unsigned long long *n)
-{
-    if (need(c, 1))
-        return -1;
-    unsigned char t = *c->p++;
-    if ((t & 0xf0) == (map ? 0x80 : 0x90)) {
-        *n = t & 0x0f;
-        return 0;
-    }
-    unsigned char t16 = map ? 0xde : 0xdc, t32 = map ? 0xdf : 0xdd;
-    int w = t == t16 ? 2 : t == t32 ? 4 : 0;
-    if (!w || need(c, (size_t)w))
-        return -1;
-    *n = be_read(c->p, w);
-    c->p += w;
-    return 0;
-}
-
 /* a non-negative integer of any width (a negative one is refused) */
 static int
 read_uint(Cur *c, unsigned long long *v)
 {
-    if (need(c, 1))
+    Int x;
+    if (read_int(c, &x) || x.neg)
         return -1;
-    unsigned char t = *c->p++;
-    if (t <= 0x7f) {
-        *v = t;
-        return 0;
-    }
-    int w = 0, sig = 0;
-    if (t >= 0xcc && t <= 0xcf)
-        w = 1 << (t - 0xcc);
-    else if (t >= 0xd0 && t <= 0xd3) {
-        w = 1 << (t - 0xd0);
-        sig = 1;
-    }
-    if (!w || need(c, (size_t)w))
-        return -1;
-    if (sig && (c->p[0] & 0x80))
-        return -1;
-    *v = be_read(c->p, w);
-    c->p += w;
+    *v = x.v;
     return 0;
 }
 
-/* a bin (fm 0) or str (fm 1) */
+/* a map (map 1) or array (map 0) header's count */
+static int
+read_head(Cur *c, int map, unsigned long long *n)
+{
+    long long x = map ? read_header(c, 0x80, 0xde, 0xdf) : read_header(c, 0x90, 0xdc, 0xdd);
+    if (x < 0)
+        return -1;
+    *n = (unsigned long long)x;
+    return 0;
+}
+
+/* a str (str 1) or bin (str 0) */
 static int
 read_raw(Cur *c, int str, const unsigned char **b, size_t *n)
 {
-    if (need(c, 1))
-        return -1;
-    unsigned char t = *c->p++;
-    int w;
-    if (str && (t & 0xe0) == 0xa0) {
-        *n = t & 0x1f;
-        w = 0;
-    } else {
-        unsigned char t8 = str ? 0xd9 : 0xc4;
-        w = t == t8 ? 1 : t == t8 + 1 ? 2 : t == t8 + 2 ? 4 : -1;
-        if (w < 0 || need(c, (size_t)w))
-            return -1;
-        *n = be_read(c->p, w);
-        c->p += w;
-    }
-    if (need(c, *n))
-        return -1;
-    *b = c->p;
-    c->p += *n;
-    return 0;
+    return str ? read_str(c, b, n) : read_bin(c, b, n);
 }
 
 static int
