@@ -224,7 +224,6 @@ fail:
     return NULL;
 }
 
-
 static void
 drop_listing(PyObject *cap)
 {

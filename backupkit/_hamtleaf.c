@@ -1,4 +1,4 @@
-/* Two per-row loops over a HAMT leaf's rows (hamt_node.py, tree.py) in C.
+/* A HAMT leaf's per-row work in C (hamt_node.py, hamt.py, tree.py).
  *
  * check_leaf(rows): None when ``rows`` is a list of [key, path, value] lists (key 16
  * bytes, path and value bytes) strictly increasing by (key, path); else ValueError with
@@ -46,6 +46,20 @@ typedef struct {
     const unsigned char *k, *p, *v;
     size_t pl, vl;
 } Row;
+
+/* the name of the child of dirpath that path (pl bytes) is, as a new bytes object; NULL
+ * with no exception set when path is not one (it must be pre + a name without "/", and
+ * not dirpath itself: raw_children_by_name's test) */
+static PyObject *
+child_name(const char *path, size_t pl, const Py_buffer *pre, const Py_buffer *dirpath)
+{
+    size_t n = (size_t)pre->len;
+    if (pl < n || memcmp(path, pre->buf, n) != 0 || memchr(path + n, '/', pl - n) != NULL ||
+        (pl == (size_t)dirpath->len && memcmp(path, dirpath->buf, pl) == 0))
+        return NULL;
+    return PyBytes_FromStringAndSize(path + n, (Py_ssize_t)(pl - n));
+}
+
 
 /* the leaf's row count and the cursor at its first row; -1 unless the header is a leaf's */
 static int
@@ -127,20 +141,19 @@ leaf_children_into(PyObject *Py_UNUSED(self), PyObject *args)
         if (leaf_row(&c, &r))
             goto bad;
         if (prefix.len > KEY_LEN)
-            continue;
+            break; /* no 16-byte key starts with it */
         int k = memcmp(r.k, prefix.buf, (size_t)prefix.len);
         if (k < 0)
             continue;
         if (k > 0)
             break; /* sorted by key: the prefix's run is over */
-        if (r.pl < (size_t)pre.len || memcmp(r.p, pre.buf, (size_t)pre.len) != 0)
+        PyObject *name = child_name((const char *)r.p, r.pl, &pre, &dirpath);
+        if (name == NULL) {
+            if (PyErr_Occurred())
+                goto done;
             continue;
-        if (memchr(r.p + pre.len, '/', r.pl - (size_t)pre.len) != NULL)
-            continue;
-        if (r.pl == (size_t)dirpath.len && memcmp(r.p, dirpath.buf, r.pl) == 0)
-            continue;
-        PyObject *name = PyBytes_FromStringAndSize((const char *)r.p + pre.len, (Py_ssize_t)(r.pl - (size_t)pre.len));
-        PyObject *value = name ? PyBytes_FromStringAndSize((const char *)r.v, (Py_ssize_t)r.vl) : NULL;
+        }
+        PyObject *value = PyBytes_FromStringAndSize((const char *)r.v, (Py_ssize_t)r.vl);
         int bad = value == NULL || PyDict_SetItem(out, name, value);
         Py_XDECREF(name);
         Py_XDECREF(value);
@@ -240,17 +253,12 @@ children_into(PyObject *Py_UNUSED(self), PyObject *args)
             goto done;
         if (prefix.len > KEY_LEN || memcmp(PyBytes_AS_STRING(k), prefix.buf, (size_t)prefix.len) != 0)
             break;
-        const char *ps = PyBytes_AS_STRING(p);
-        Py_ssize_t pl = PyBytes_GET_SIZE(p);
-        if (pl < pre.len || memcmp(ps, pre.buf, (size_t)pre.len) != 0)
+        PyObject *name = child_name(PyBytes_AS_STRING(p), (size_t)PyBytes_GET_SIZE(p), &pre, &dirpath);
+        if (name == NULL) {
+            if (PyErr_Occurred())
+                goto done;
             continue;
-        if (memchr(ps + pre.len, '/', (size_t)(pl - pre.len)) != NULL)
-            continue;
-        if (pl == dirpath.len && memcmp(ps, dirpath.buf, (size_t)pl) == 0)
-            continue;
-        PyObject *name = PyBytes_FromStringAndSize(ps + pre.len, pl - pre.len);
-        if (name == NULL)
-            goto done;
+        }
         int r = PyDict_SetItem(out, name, v);
         Py_DECREF(name);
         if (r)

@@ -108,39 +108,43 @@ class Hamt:
     # -- node I/O --------------------------------------------------------------------------
     def node(self, node_id: bytes) -> list:
         """The decoded node (cached)."""
+        return self._fetch(node_id, False)  # type: ignore[return-value]
+
+    def _fetch(self, node_id: bytes, plain: bool) -> list | tuple[bytes, tuple]:
+        """The decoded node (cached), or with ``plain`` for a leaf the C reader accepts
+        (``_hamtleaf.leaf_info``) and that is not decoded in the cache: (its plaintext,
+        its leaf_info), neither decoded nor cached decoded."""
         with self._lock:
             self.visits += 1
             n = self._cache.get(node_id)
             if n is not None:
                 self._cache.move_to_end(node_id)
                 return n
-            plain = self._plain.get(node_id)
-            if plain is not None:
+            got = self._plain.get(node_id)
+            if got is not None:
                 self._plain.move_to_end(node_id)
-        if plain is not None:
-            raw = plain[0]
+        if got is not None:
+            if plain and got[1] is not None:
+                return got
             # checked when it was loaded; these very bytes have not left this process
-            n = msgpack.unpackb(raw)
+            n = msgpack.unpackb(got[0])
             with self._lock:
                 self._remember(node_id, n)
             return n
         raw = self._load(node_id)
-        n = decode_node(node_id, raw)
+        info = _hamtleaf.leaf_info(raw) if plain else None
+        n = decode_node(node_id, raw) if info is None else None
         with self._lock:
             self.loads += 1
-            self._remember(node_id, n)
-            self._remember_plain(node_id, raw)
-        return n
+            if n is not None:
+                self._remember(node_id, n)
+            self._remember_plain(node_id, raw, info)
+        return n if n is not None else (raw, info)
 
     def child(self, parent: list, slot: int, child_id: bytes, count: int) -> list:
         """The node ``child_id`` listed in branch ``parent`` at ``slot`` with ``count``
         entries, checked against its parent (``check_child``)."""
-        n = self.node(child_id)
-        try:
-            check_child(parent, slot, count, n)
-        except ValueError as e:
-            raise FormatError(f"HAMT node {child_id.hex()[:16]} does not fit its parent: {e}") from None
-        return n
+        return self._child(parent, slot, child_id, count, False)  # type: ignore[return-value]
 
     def child_plain(self, parent: list, slot: int, child_id: bytes, count: int) -> list | bytes:
         """``child``, except that a leaf the C reader accepts (``_hamtleaf.leaf_info``)
@@ -149,41 +153,19 @@ class Hamt:
         without making its rows into Python objects, and it is not decoded or cached
         decoded (a walk that lists every directory of a large tree visits its leaves
         several times each, far apart)."""
-        with self._lock:
-            self.visits += 1
-            n = self._cache.get(child_id)
-            if n is not None:
-                self._cache.move_to_end(child_id)
-                plain = None
-            else:
-                plain = self._plain.get(child_id)
-                if plain is not None:
-                    self._plain.move_to_end(child_id)
-        if n is None:
-            if plain is None:
-                raw = self._load(child_id)
-                info = _hamtleaf.leaf_info(raw)
-                if info is None:
-                    n = decode_node(child_id, raw)
-                with self._lock:
-                    self.loads += 1
-                    if n is not None:
-                        self._remember(child_id, n)
-                    self._remember_plain(child_id, raw, info)
-            else:
-                raw, info = plain
-                if info is None:
-                    n = msgpack.unpackb(raw)  # checked when it was loaded
-                    with self._lock:
-                        self._remember(child_id, n)
+        return self._child(parent, slot, child_id, count, _hamtleaf is not None)
+
+    def _child(self, parent: list, slot: int, child_id: bytes, count: int, plain: bool) -> list | bytes:
+        n = self._fetch(child_id, plain)
         try:
-            if n is not None:
-                check_child(parent, slot, count, n)
-                return n
-            check_leaf_fits(parent, slot, count, info[0], info[1:] if info[0] else ())
+            if type(n) is tuple:
+                raw, info = n
+                check_leaf_fits(parent, slot, count, info[0], info[1:] if info[0] else ())
+                return raw
+            check_child(parent, slot, count, n)
         except ValueError as e:
             raise FormatError(f"HAMT node {child_id.hex()[:16]} does not fit its parent: {e}") from None
-        return raw
+        return n
 
     @staticmethod
     def _weight(n: list) -> int:
@@ -258,7 +240,7 @@ class Hamt:
         order (each leaf's rows as stored: the caller picks the keys with the prefix).
         ``plain`` (with the C reader built): a leaf may come as its plaintext instead
         (bytes, see ``child_plain``)."""
-        child = self.child_plain if plain and _hamtleaf is not None else self.child
+        child = self.child_plain if plain else self.child
         want = 2 * len(prefix)
         n = self.node(root)
         while n[0] == BRANCH:
@@ -287,7 +269,7 @@ class Hamt:
         """The rows of every leaf below node ``n``, in key order (no recursion: a stack
         of nodes, and of (parent, slot, child id, count) still to load). ``plain``: as
         for ``prefix_leaves``."""
-        child = self.child_plain if plain and _hamtleaf is not None else self.child
+        child = self.child_plain if plain else self.child
         stack: list = [n]
         while stack:
             x = stack.pop()

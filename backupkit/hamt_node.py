@@ -123,8 +123,9 @@ def check_leaf_fits(parent: list, slot: int, count: int, rows: int, ends: tuple[
             raise ValueError("a key is not under its parent's prefix and slot")
 
 
-def common_nibbles(a: bytes, b: bytes) -> int:
-    """How many leading nibbles two keys share."""
+def common_nibbles_py(a: bytes, b: bytes) -> int:
+    """How many leading nibbles two keys share (``common_nibbles``: this loop, or the
+    same in C for bytes)."""
     n = min(len(a), len(b))
     for i in range(n):
         if a[i] != b[i]:
@@ -132,8 +133,7 @@ def common_nibbles(a: bytes, b: bytes) -> int:
     return 2 * n
 
 
-if _hamtleaf is not None:
-    common_nibbles = _hamtleaf.common_nibbles  # noqa: F811 - the loop above, in C (for bytes)
+common_nibbles = _hamtleaf.common_nibbles if _hamtleaf is not None else common_nibbles_py
 
 
 def decode_node(node_id: bytes, raw: bytes) -> list:

@@ -120,7 +120,10 @@ def test_children_into_is_the_comprehension(seed):
 
 def test_a_directory_over_several_leaves_reads_as_in_python(monkeypatch):
     """Through SnapshotTree: a directory of 1,000 children (several leaves) and its
-    neighbours list the same children with the C loop and without it."""
+    neighbours list the same children from decoded leaves (the trie that wrote them
+    keeps them decoded), from the leaves' plaintext read in C (a fresh trie without a
+    decoded cache, as the backup's parent view reads them: loaded, then from its
+    plaintext cache) and in Python."""
     from backupkit import tree as tree_mod
     from backupkit.tree import SnapshotTree, make_hamt
     from tests.support.kit import make_test_repo
@@ -131,20 +134,19 @@ def test_a_directory_over_several_leaves_reads_as_in_python(monkeypatch):
     keyer = t0.keyer
     paths = [b"/big"] + [b"/big/f%04d" % i for i in range(1000)] + [b"/small", b"/small/x", b"/small/y/z", b"/small/y"]
     root = hamt.build([(keyer.key(p), p, b"v" + p) for p in paths])
+    dirs = (b"/", b"/big", b"/small", b"/small/y", b"/none")
     t = SnapshotTree(repo, root, hamt)
-    with_c = {d: t.raw_children_by_name(d) for d in (b"/", b"/big", b"/small", b"/small/y", b"/none")}
+    with_c = {d: t.raw_children_by_name(d) for d in dirs}
+    fresh = make_hamt(repo, cache_size=0, plain_cache_bytes=1 << 20)
+    tp = SnapshotTree(repo, root, fresh)
+    for _ in range(2):  # loaded, then from the plaintext cache
+        assert {d: tp.raw_children_by_name(d) for d in dirs} == with_c
+    assert sum(1 for _raw, info in fresh._plain.values() if info is not None) >= 4  # leaves read as plaintext
+    assert fresh.loads == len(fresh._plain)  # the second round loaded nothing
     monkeypatch.setattr(tree_mod, "_hamtleaf", None)
-    without = {d: t.raw_children_by_name(d) for d in with_c}
+    without = {d: t.raw_children_by_name(d) for d in dirs}
     assert with_c == without
     assert len(with_c[b"/big"]) == 1000 and set(with_c[b"/small"]) == {b"x", b"y"}
-
-
-def py_common(a: bytes, b: bytes) -> int:
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return 2 * i + (0 if (a[i] ^ b[i]) >> 4 else 1)
-    return 2 * n
 
 
 def test_common_nibbles_is_the_python_loop():
@@ -155,7 +157,7 @@ def test_common_nibbles_is_the_python_loop():
         b = bytearray(base[: rnd.randrange(17)])
         if b and rnd.random() < 0.5:
             b[rnd.randrange(len(b))] ^= rnd.choice([1, 0x10, 0xFF])
-        assert hamt_node.common_nibbles(a, bytes(b)) == py_common(a, bytes(b))
+        assert hamt_node.common_nibbles(a, bytes(b)) == hamt_node.common_nibbles_py(a, bytes(b))
     with pytest.raises(TypeError):
         hamt_node.common_nibbles("ab", b"ab")
 

@@ -325,3 +325,30 @@ def test_entry_blobs_accepts_only_entries_entry_decode_accepts(tmp_path):
                 b[rnd.randrange(len(b))] = rnd.randrange(256)
             taken += check(bytes(b))
     assert made > 1000 and taken > 100  # some changed values are still valid, and taken
+
+
+def test_entry_blobs_holds_each_numbers_range_as_entry_does(file_st):
+    """Each integer field at and just past the bounds ``objects/entry.py`` gives it
+    (``_FIELDS``): the C table must take no value Python refuses, so a bound changed in
+    Python and not in C fails here."""
+    from backupkit._parentmatch import entry_blobs
+    from backupkit.errors import FormatError
+    from backupkit.objects import entry as entry_mod
+
+    base = entry_from_stat(file_st, content=[BLOB]).to_wire()
+    tried = 0
+    for key, (_attr, kind, lo, hi) in entry_mod._FIELDS.items():
+        if kind is not int:
+            continue
+        for v in (lo - 1, lo, hi - 1, hi):
+            if not -(1 << 63) <= v < (1 << 64):
+                continue  # msgpack cannot hold it
+            raw = msgpack.packb({**base, key: v})
+            try:
+                e = entry_mod.Entry.decode(raw, b"/x")
+                want = (list(e.content), None)
+            except FormatError:
+                want = None
+            assert entry_blobs(raw) == want, (key, v)
+            tried += 1
+    assert tried >= 34  # every int field, its bounds msgpack can hold

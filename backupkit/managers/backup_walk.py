@@ -293,7 +293,7 @@ class BackupWalk:
                     matched, more, at = match.directory(got, olds, pre, at, _SAME_BATCH)
                     rest += more
                     if matched:
-                        self._reuse_matched(matched, got)
+                        self._reuse(matched, lambda places: entries(got, places)[1])
                 names, lstats = entries(got, rest)
             else:
                 names, lstats = entries(got)
@@ -304,10 +304,9 @@ class BackupWalk:
                 by_name = dict(zip(names, lstats))
                 found = ((n, by_name[n]) for n in kept)
             subdirs = []
-            #: files whose metadata match the parent's: (path, lstat, the parent's content
-            #: list, its encoded entry), reused once their blobs are checked in the
-            #: index, all at once
-            same: list[tuple[bytes, os.stat_result, list, bytes]] = []
+            #: files whose metadata match the parent's (``_reuse``'s tuples, the lstat
+            #: last), reused once their blobs are checked in the index, all at once
+            same: list[tuple[bytes, int, list, bytes, os.stat_result]] = []
             for name, cst in found:
                 cpath = pre + name
                 if isinstance(cst, OSError):
@@ -332,35 +331,27 @@ class BackupWalk:
                     if c is None or not file_unchanged(m, cst):
                         self._leaf(cpath, cst, m)
                         continue
-                same.append((cpath, cst, c, raw))
+                same.append((cpath, cst.st_size, c, raw, cst))
                 if len(same) >= _SAME_BATCH:
-                    self._reuse(same)
+                    self._reuse(same, list)
                     same = []
             if same:
-                self._reuse(same)
+                self._reuse(same, list)
             if olds:
                 self._delete_all(pre, olds)
             stack.extend(reversed(subdirs))
             self.reads.drain(self.tuning.files_in_flight_after_dir)
 
-    def _reuse_matched(self, matched: list[tuple[bytes, int, list, bytes, int]], got: object) -> None:
-        """``_reuse`` of one window of ``Matcher.directory``'s files: (path, size, the
-        parent's content list, its encoded entry, place in the listing ``got``); when the
-        index lacks a blob of theirs they go file by file, their lstats from the listing."""
-        if self.parent.all_items_indexed([m[2] for m in matched]):
-            self.stats.unchanged_files([(m[0], m[1]) for m in matched])
+    def _reuse(self, files: list[tuple[bytes, int, list, bytes, Any]], lstats) -> None:
+        """Files whose metadata match the parent's: (path, size, the parent's content
+        list, its encoded entry, a key to its lstat). Unchanged when every blob of theirs
+        is in the index (one lookup for all); else each is looked at on its own, with
+        ``lstats(keys)`` giving their lstats (the keys are ``os.stat_result``s for the
+        walk's loop, places in the listing for ``Matcher.directory``'s windows)."""
+        if self.parent.all_items_indexed([f[2] for f in files]):
+            self.stats.unchanged_files([(f[0], f[1]) for f in files])
             return
-        _names, lstats = entries(got, [m[4] for m in matched])
-        for (p, _size, _c, raw, _at), st in zip(matched, lstats):
-            self._leaf(p, st, wire(p, raw))
-
-    def _reuse(self, same: list[tuple[bytes, os.stat_result, list, bytes]]) -> None:
-        """Files whose metadata match the parent's: unchanged when every blob of theirs
-        is in the index (one lookup for all), else each is looked at on its own."""
-        if self.parent.all_items_indexed([c for _p, _st, c, _raw in same]):
-            self.stats.unchanged_files([(p, st.st_size) for p, st, _c, _raw in same])
-            return
-        for p, st, _c, raw in same:
+        for (p, _size, _c, raw, _key), st in zip(files, lstats([f[4] for f in files])):
             self._leaf(p, st, wire(p, raw))
 
     def _delete_all(self, pre: bytes, olds: dict[bytes, bytes]) -> None:
