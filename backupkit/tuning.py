@@ -39,7 +39,10 @@ Backup (walk -> read files -> chunk -> hash/compress/seal -> pack -> upload):
                                 the disk works while the walk compares), at most; 0: none
     walk_read_ahead_age         seconds a listing read ahead stays good: an older one is
                                 read again by the walk (bounds how early an lstat is taken)
-    walk_read_ahead_threads     threads reading ahead (reads in flight on a cold cache)
+    walk_read_ahead_threads     threads reading ahead (reads in flight on a cold cache);
+                                those past the first two read only while under a
+                                quarter of ``walk_read_ahead`` is held (the walk is close
+                                behind: a cold cache), so warm they leave the CPU alone
     files_in_flight_after_dir   after each directory the walk waits until at most this
                                 many files are still in flight (keeps the queue short
                                 without a hand-off per file)

@@ -252,3 +252,17 @@ def test_walk_parts_lists_and_compares_both_ways(tmp_path: Path, capsys) -> None
     (src / "d0" / "f0").write_bytes(b"changed, and longer")
     assert walk_parts.main(args) == 0
     assert "29 of 30 files unchanged" in capsys.readouterr().out
+
+
+def test_read_ahead_walks_every_entry_with_each_setting(tmp_path: Path, capsys) -> None:
+    from benchmarks import read_ahead
+
+    for i in range(12):
+        (tmp_path / "t" / f"d{i % 4}" / "sub").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "t" / f"d{i % 4}" / f"f{i}").write_bytes(b"x")
+    assert read_ahead.main(["--path", str(tmp_path / "t"), "--rounds", "2", "0:1", "8:2", "16384:4"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    # 4 directories, each with a sub and 3 files: 4 + 4 + 12 entries, the same every way
+    assert out[0] == f"{tmp_path / 't'}: 20 entries, warm"
+    assert [line.split(":")[0].split() for line in out[1:]] == [["0", "entries,", "1", "threads"], ["8", "entries,", "2", "threads"], ["16384", "entries,", "4", "threads"]]
+    assert all(len(line.split(":")[1].split()) == 2 for line in out[1:])
