@@ -211,3 +211,33 @@ def test_a_newer_index_version_is_named_as_such_not_as_malformed() -> None:
     newer = msgpack.packb({"v": 2, "packs": [{"id": b"p" * 32, "blobs": []}]})
     with pytest.raises(FormatError, match="unsupported index version 2"):
         decode_index(newer, "x")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from([bytes([i]) * 32 for i in range(6)]), st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)), max_size=12),
+    st.lists(st.tuples(st.sampled_from([bytes([i]) * 32 for i in range(4, 9)]), st.integers(0, 99), st.integers(0, 99), st.integers(0, 99)), max_size=6),
+)
+def test_pack_entry_map_is_the_dict_updated_row_by_row(first, second) -> None:
+    """check's packed entries of a pack (two index objects listing it: ``merged``) hold
+    what the dict it replaced held: first places, last values, lookups and items alike."""
+    import struct
+
+    from backupkit.repo.index import PackedEntries, PackEntryMap
+
+    def packed(rows):
+        return PackedEntries(b"".join(struct.pack("<32sIII", *r) for r in rows))
+
+    want: dict[bytes, tuple[int, int, int]] = {}
+    for bid, off, ln, raw in first:
+        want[bid] = (off, ln, raw)
+    got = PackEntryMap.of(packed(first))
+    assert dict(got.items()) == want and list(got) == list(want) and len(got) == len(want)
+    assert PackEntryMap.of(first) == want  # plain tuples too
+    for bid, off, ln, raw in second:
+        want[bid] = (off, ln, raw)
+    both = got.merged(packed(second))
+    assert list(both.items()) == list(want.items()) and len(both) == len(want)
+    assert all(both[bid] == v for bid, v in want.items()) and (b"\xff" * 32 in both) is False
+    for bid, v in want.items():  # ItemsView's membership: through the lookup
+        assert (bid, v) in both.items() and (bid, (v[0] + 1, v[1], v[2])) not in both.items()

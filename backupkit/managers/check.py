@@ -62,7 +62,7 @@ from backupkit.managers.check_result import (
 from backupkit.managers.check_reads import PackRead, ReadAhead
 from backupkit.managers.reachable import find_affected, mark
 from backupkit.managers.subset import parse_subset, select_packs
-from backupkit.repo.index import Index, PackInfo
+from backupkit.repo.index import Index, PackEntryMap, PackInfo
 from backupkit.repo.indexload import load_index
 from backupkit.repo.keymanager import KEY_DAMAGED, check_key_file
 from backupkit.repo.pack import KIND_DATA, KIND_META, pack_name
@@ -97,7 +97,7 @@ class _CheckRun:
         self.index = Index()
         #: pack id -> PackInfo, and pack id -> {blob id: (offset, length, raw length)}
         self.packs: dict[bytes, PackInfo] = {}
-        self.pack_entries: dict[bytes, dict[bytes, tuple[int, int, int]]] = {}
+        self.pack_entries: dict[bytes, PackEntryMap] = {}
 
     def run(self, opts: CheckOptions) -> CheckResult:
         t0 = time.monotonic()
@@ -238,9 +238,8 @@ class _CheckRun:
                 if old is not None and old != p:
                     self._add(ERROR, "index_conflict", pack_name(p.kind, p.id), f"index objects disagree about pack {p.id.hex()[:16]}: {old} vs {p}")
                 self.packs.setdefault(p.id, p)
-                mine = self.pack_entries.setdefault(p.id, {})
-                for bid, off, ln, raw in entries:
-                    mine[bid] = (off, ln, raw)
+                mine = self.pack_entries.get(p.id)
+                self.pack_entries[p.id] = PackEntryMap.of(entries) if mine is None else mine.merged(entries)
         if not loaded.names and self.repo.exists("catalog"):
             self._add(ERROR, "index_missing", "index/", "the repository has snapshots or a catalog but no index object")
         return loaded.names

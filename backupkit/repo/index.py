@@ -16,7 +16,7 @@ import threading
 from array import array
 from bisect import bisect_left
 from contextlib import contextmanager
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import ItemsView, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 try:
@@ -381,3 +381,63 @@ class PackedEntries(Sequence[tuple[bytes, int, int, int]]):
 
     def __eq__(self, other: object) -> bool:
         return list(self) == list(other) if isinstance(other, Sequence) else NotImplemented
+
+
+class PackEntryMap(Mapping[bytes, tuple[int, int, int]]):
+    """One pack's entries as blob id -> (offset, length, raw_length), held packed as
+    ``PackedEntries`` are (44 bytes a blob; a dict of tuples costs ~240): check keeps
+    every pack's entries for the whole run. Iterating and ``items()`` unpack as they go;
+    a lookup by id builds the pack's dict once (the paths that look up are the ones
+    that found damage). Built with ``of`` or ``merged``: a blob listed twice keeps its
+    first place and its last values, as a dict updated row by row would."""
+
+    __slots__ = ("_data", "_dict")
+    _ENT = PackedEntries._ENT
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data  # unique ids (``of`` and ``merged`` see to it)
+        self._dict: dict[bytes, tuple[int, int, int]] | None = None
+
+    @classmethod
+    def of(cls, rows: Sequence[tuple[bytes, int, int, int]]) -> PackEntryMap:
+        """The map of ``rows`` (a ``PackedEntries`` is taken as it is when its ids are unique)."""
+        if isinstance(rows, PackedEntries):
+            if len({r[0] for r in rows}) == len(rows):
+                return cls(rows.data)
+        return cls._packed(rows)
+
+    def merged(self, rows: Sequence[tuple[bytes, int, int, int]]) -> PackEntryMap:
+        """This map with ``rows`` added after it (another index object listing the pack)."""
+        return self._packed([*self._rows(), *rows])
+
+    @classmethod
+    def _packed(cls, rows: Iterable[tuple[bytes, int, int, int]]) -> PackEntryMap:
+        d: dict[bytes, tuple[int, int, int]] = {}
+        for bid, off, ln, raw in rows:
+            d[bid] = (off, ln, raw)
+        pack = cls._ENT.pack
+        return cls(b"".join(pack(bid, *v) for bid, v in d.items()))
+
+    def _rows(self) -> Iterator[tuple[bytes, int, int, int]]:
+        return self._ENT.iter_unpack(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data) // self._ENT.size
+
+    def __iter__(self) -> Iterator[bytes]:
+        return (r[0] for r in self._rows())
+
+    def __getitem__(self, bid: bytes) -> tuple[int, int, int]:
+        if self._dict is None:
+            self._dict = {b: (o, ln, r) for b, o, ln, r in self._rows()}
+        return self._dict[bid]
+
+    def items(self) -> _PackEntryItems:  # type: ignore[override]
+        return _PackEntryItems(self)
+
+
+class _PackEntryItems(ItemsView):
+    """``PackEntryMap.items()``: unpacked as iterated, no lookup per key."""
+
+    def __iter__(self) -> Iterator[tuple[bytes, tuple[int, int, int]]]:
+        return ((b, (o, ln, r)) for b, o, ln, r in self._mapping._rows())
