@@ -138,6 +138,14 @@ its wanted span with one request, and each blob written with ``pwrite`` by the r
                                 local directory), 0 for one per core: its work is CPU
                                 (open, decompress, verify, write), and threads beyond the
                                 cores only contend for the GIL (a futex wake per hand-off)
+
+check --read-data (``managers/check.py``):
+
+    check_span_max_local        where a request costs nothing (a local directory) a pack
+                                is read and verified in ranges of at most this many bytes
+                                (``packverify.pack_spans``), one range held per reader
+                                instead of the whole pack; elsewhere packs are read whole
+                                (one request each, as restic reads them)
 """
 
 from __future__ import annotations
@@ -199,6 +207,8 @@ class Tuning:
     restore_open_bytes: int = 1 * MiB
     restore_create_threads: int = 1
     read_threads_local: int = 0
+    # check --read-data
+    check_span_max_local: int = 4 * MiB
 
     def readahead_bytes(self, connections: int) -> int:
         return max(self.readahead_min_connections, connections) * self.readahead_per_connection

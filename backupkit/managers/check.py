@@ -66,28 +66,32 @@ from backupkit.repo.index import Index, PackEntryMap, PackInfo
 from backupkit.repo.indexload import load_index
 from backupkit.repo.keymanager import KEY_DAMAGED, check_key_file
 from backupkit.repo.pack import KIND_DATA, KIND_META, pack_name
-from backupkit.repo.packverify import verify_pack
+from backupkit.repo.packverify import pack_spans, verify_pack, verify_pack_spans
 from backupkit.repo.config import RepoConfig
 from backupkit.repo.repository import Repository
 from backupkit.snapshot import Snapshot, load_snapshot
+from backupkit.tuning import DEFAULT_TUNING, Tuning
+
 
 class CheckManager:
     """Runs checks. The caller holds a shared lock."""
 
-    def __init__(self, repo: Repository, reporter: CheckReporter | None = None) -> None:
+    def __init__(self, repo: Repository, reporter: CheckReporter | None = None, tuning: Tuning = DEFAULT_TUNING) -> None:
         self.repo = repo
         self.reporter = reporter or NullCheckReporter()
+        self.tuning = tuning
 
     def run(self, opts: CheckOptions | None = None) -> CheckResult:
-        return _CheckRun(self.repo, self.reporter).run(opts or CheckOptions())
+        return _CheckRun(self.repo, self.reporter, self.tuning).run(opts or CheckOptions())
 
 
 class _CheckRun:
     """The state of one check: findings, and damage waiting to be attributed."""
 
-    def __init__(self, repo: Repository, reporter: CheckReporter) -> None:
+    def __init__(self, repo: Repository, reporter: CheckReporter, tuning: Tuning = DEFAULT_TUNING) -> None:
         self.repo = repo
         self.reporter = reporter
+        self.tuning = tuning
         self._lock = threading.Lock()
         self.findings: list[Finding] = []
         #: bad blob id -> problem key; problem key -> message
@@ -369,8 +373,30 @@ class _CheckRun:
         """(header problem, {blob id: problem}) for one downloaded pack."""
         return verify_pack(self.repo.sealer, p.id, p.kind, p.size, data, self.pack_entries[p.id])
 
-    def _read_one(self, p: PackInfo) -> PackRead:
-        """Read and verify one pack (on a worker: nothing recorded here, see ``_record``)."""
+    def _read_one(self, p: PackInfo, listed_size: int | None = None) -> PackRead:
+        """Read and verify one pack (on a worker: nothing recorded here, see ``_record``).
+        Where a request costs nothing and the store lists the pack at its indexed size,
+        it is read a range at a time (``verify_pack_spans``: one range held, not the
+        pack); a range that cannot be read, or any damage found, and the pack is read
+        whole, which words the findings (the damage seen in ranges was its first read)."""
+        first = 0
+        span_max = self.tuning.check_span_max_local
+        if listed_size == p.size > span_max and self.repo.free_requests:
+            spans = pack_spans(p.size, self.pack_entries[p.id], span_max)
+            if spans is not None:
+                name = pack_name(p.kind, p.id)
+                try:
+                    header_problem, bad, first = verify_pack_spans(
+                        self.repo.sealer, p.id, p.kind, p.size, self.pack_entries[p.id], spans,
+                        lambda off, n: self.repo.read_raw_range(name, off, n),
+                    )
+                except ObjectNotFound:
+                    return PackRead(p, gone=True)
+                except StoreError:
+                    first = 0  # (cut short or replaced meanwhile) read whole below
+                else:
+                    if not (header_problem or bad):
+                        return PackRead(p, first)
         try:
             data = self.repo.read_pack(p, refresh=True)
         except ObjectNotFound:
@@ -378,8 +404,10 @@ class _CheckRun:
         except ObjectTooLarge as e:  # the store lists it far larger than a pack may be
             return PackRead(p, too_large=str(e))
         header_problem, bad = self._verify_pack(p, data)
-        n = len(data)
+        n = first + len(data)
         retried_ok = False
+        if first:  # the ranges found damage: this whole read was the second
+            return PackRead(p, n, header_problem, bad, not (header_problem or bad))
         if header_problem or bad:
             try:
                 again = self.repo.read_pack(p, refresh=True)
@@ -415,7 +443,10 @@ class _CheckRun:
     def _start_reads(self, pool: ThreadPoolExecutor, workers: int, listed: dict[str, int], opts: CheckOptions) -> ReadAhead:
         present = [p for p in self.packs.values() if pack_name(p.kind, p.id) in listed]
         chosen = select_packs(present, opts.read_data_subset, opts.seed)
-        return ReadAhead(bounded_map(pool, self._read_one, chosen, workers * 2), sum(p.size for p in chosen))
+        return ReadAhead(
+            bounded_map(pool, lambda p: self._read_one(p, listed.get(pack_name(p.kind, p.id))), chosen, workers * 2),
+            sum(p.size for p in chosen),
+        )
 
     def _read_data(self, reads: ReadAhead) -> tuple[int, int]:
         """Record every pack's read, in the order chosen (the findings do not depend on

@@ -1,7 +1,8 @@
 """Verifying what was read: one blob (``verify_blob``, the one blob verification every
 reader uses), many blobs of one downloaded span (``open_blobs``: a restore's pack reads)
 and a whole downloaded pack against the index (``verify_pack``, what ``check
---read-data`` does per pack).
+--read-data`` does per pack; ``verify_pack_spans`` the same a range at a time, where a
+request costs nothing).
 
 ``open_blobs`` runs the C module ``_blobopen``: it opens, decodes and re-hashes every blob
 of the span with the GIL released once, where ``verify_blob`` gives the GIL up and takes
@@ -16,11 +17,12 @@ everything runs the Python path.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import struct
+from collections.abc import Callable, Mapping, Sequence
 
 from backupkit.crypto import Sealer
 from backupkit.errors import FormatError, IntegrityError
-from backupkit.limits import BLOB_MAX
+from backupkit.limits import BLOB_MAX, PACK_HEADER_MAX
 from backupkit.repo.pack import TYPE_OF_KIND, decode_payload, read_pack_header
 
 try:
@@ -98,13 +100,7 @@ def verify_pack(
     if len(data) != size:
         header_problem = f"{len(data)} bytes read, {size} indexed"
     else:
-        try:
-            header = {e.blob_id: (e.offset, e.length) for e in read_pack_header(sealer, pack_id, data, len(data))}
-            wrong = [bid for bid, (off, ln, _r) in entries.items() if header.get(bid) != (off, ln)]
-            if wrong:
-                header_problem = f"the header disagrees with the index about {len(wrong)} blob(s)"
-        except (IntegrityError, FormatError) as e:
-            header_problem = str(e)
+        header_problem = _header_problem(sealer, pack_id, data, size, entries)
     t = TYPE_OF_KIND[kind]
     items = [(off, ln, bid, raw) for bid, (off, ln, raw) in entries.items()]
     results = open_blobs(sealer, t, data, items, want=False)
@@ -112,4 +108,68 @@ def verify_pack(
     return header_problem, bad
 
 
-__all__ = ["C_AVAILABLE", "PackEntries", "SpanItem", "open_blobs", "verify_blob", "verify_pack"]
+def _header_problem(sealer: Sealer, pack_id: bytes, tail: bytes | bytearray | memoryview, size: int, entries: PackEntries) -> str | None:
+    """What is wrong with the header at the end of ``tail`` (the pack's last bytes, or
+    all of them) against the index's ``entries``; None when nothing is."""
+    try:
+        header = {e.blob_id: (e.offset, e.length) for e in read_pack_header(sealer, pack_id, tail, size)}
+    except (IntegrityError, FormatError) as e:
+        return str(e)
+    wrong = [bid for bid, (off, ln, _r) in entries.items() if header.get(bid) != (off, ln)]
+    return f"the header disagrees with the index about {len(wrong)} blob(s)" if wrong else None
+
+
+def pack_spans(size: int, entries: PackEntries, span_max: int) -> list[tuple[int, int, list[SpanItem]]] | None:
+    """A pack of ``size`` bytes cut into ranges that follow each other from 0 to ``size``
+    (every byte read once), each ending after a blob and, unless one blob is larger, at
+    most ``span_max`` long: (start, length, its blobs as ``SpanItem``s); the last range
+    holds the header. None when the entries do not lie one after another inside the
+    pack (overlapping, or reaching past ``size``): such a pack is verified whole, where
+    every odd shape has its finding."""
+    rows = sorted((off, ln, bid, raw) for bid, (off, ln, raw) in entries.items())
+    spans: list[tuple[int, int, list[SpanItem]]] = []
+    start = end = 0
+    items: list[SpanItem] = []
+    for off, ln, bid, raw in rows:
+        if off < end or ln < 0 or off + ln > size:
+            return None
+        if items and off + ln - start > span_max:
+            spans.append((start, end - start, items))
+            start, items = end, []
+        items.append((off - start, ln, bid, raw))
+        end = off + ln
+    spans.append((start, size - start, items))
+    return spans
+
+
+def verify_pack_spans(
+    sealer: Sealer, pack_id: bytes, kind: str, size: int, entries: PackEntries,
+    spans: list[tuple[int, int, list[SpanItem]]], read_range: Callable[[int, int], bytes],
+) -> tuple[str | None, dict[bytes, str], int]:
+    """``verify_pack`` of a pack read range by range (``pack_spans``; ``read_range(start,
+    length)`` reads one): one range's bytes are held at a time instead of the pack's.
+    The same findings as ``verify_pack`` of the same bytes, and the bytes read; the
+    caller reads the pack whole when a range cannot be read."""
+    t = TYPE_OF_KIND[kind]
+    bad: dict[bytes, str] = {}
+    header_problem = None
+    nread = 0
+    for i, (start, length, items) in enumerate(spans):
+        data = read_range(start, length)
+        nread += len(data)
+        if i == len(spans) - 1:
+            tail = data
+            hlen = struct.unpack("<I", tail[-4:])[0] if len(tail) >= 4 else 0
+            if len(tail) < hlen + 4 <= min(size, PACK_HEADER_MAX + 4):  # a header longer than the last range
+                tail = read_range(size - hlen - 4, hlen + 4)
+                nread += len(tail)
+            header_problem = _header_problem(sealer, pack_id, tail, size, entries)
+            del tail
+        for item, r in zip(items, open_blobs(sealer, t, data, items, want=False)):
+            if r is not True:
+                bad[item[2]] = str(r)
+        del data
+    return header_problem, bad, nread
+
+
+__all__ = ["C_AVAILABLE", "PackEntries", "SpanItem", "open_blobs", "pack_spans", "verify_blob", "verify_pack", "verify_pack_spans"]
