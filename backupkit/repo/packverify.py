@@ -18,10 +18,10 @@ everything runs the Python path.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from backupkit.crypto import Sealer
-from backupkit.errors import FormatError, IntegrityError
+from backupkit.errors import FormatError, IntegrityError, StoreError
 from backupkit.limits import BLOB_MAX, PACK_HEADER_MAX
 from backupkit.repo.pack import TYPE_OF_KIND, decode_payload, read_pack_header
 
@@ -144,18 +144,22 @@ def pack_spans(size: int, entries: PackEntries, span_max: int) -> list[tuple[int
 
 def verify_pack_spans(
     sealer: Sealer, pack_id: bytes, kind: str, size: int, entries: PackEntries,
-    spans: list[tuple[int, int, list[SpanItem]]], read_range: Callable[[int, int], bytes],
+    spans: list[tuple[int, int, list[SpanItem]]], datas: Iterable[bytes], read_range: Callable[[int, int], bytes],
 ) -> tuple[str | None, dict[bytes, str], int]:
-    """``verify_pack`` of a pack read range by range (``pack_spans``; ``read_range(start,
-    length)`` reads one): one range's bytes are held at a time instead of the pack's.
-    The same findings as ``verify_pack`` of the same bytes, and the bytes read; the
-    caller reads the pack whole when a range cannot be read."""
+    """``verify_pack`` of a pack read range by range: ``datas`` gives the bytes of each of
+    ``spans`` (``pack_spans``) in turn, so one range is held at a time instead of the
+    pack; ``read_range(start, length)`` reads the header's start when the header is
+    longer than the last range. The same findings as ``verify_pack`` of the same bytes,
+    and the bytes read; the caller reads the pack whole when a range cannot be read."""
     t = TYPE_OF_KIND[kind]
     bad: dict[bytes, str] = {}
     header_problem = None
     nread = 0
+    ranges = iter(datas)
     for i, (start, length, items) in enumerate(spans):
-        data = read_range(start, length)
+        data = next(ranges)
+        if len(data) != length:
+            raise StoreError(f"{len(data)} bytes read of a range of {length}")
         nread += len(data)
         if i == len(spans) - 1:
             tail = data

@@ -31,7 +31,7 @@ from __future__ import annotations
 import abc
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -169,6 +169,14 @@ class ObjectStore(abc.ABC):
         Raises ObjectNotFound if the object does not exist, and StoreError if the range
         extends past its end (a short read is never returned silently).
         """
+
+    def get_ranges(self, name: str, ranges: Sequence[tuple[int, int]]) -> Iterator[bytes]:
+        """The bytes of each (offset, length) of ``ranges`` in turn, as ``get_range``
+        gives them (its errors too), one at a time: a reader holds one range while it
+        works on it. The local store reads them all through one open file and no
+        readahead hint (``check --read-data`` reads a pack this way)."""
+        for offset, length in ranges:
+            yield self.get_range(name, offset, length)
 
     @abc.abstractmethod
     def put(self, name: str, data: bytes) -> None:

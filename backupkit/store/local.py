@@ -19,7 +19,7 @@ import re
 import stat as stat_module
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from backupkit.errors import ObjectNotFound, StoreError, StorePermissionError, BadArgument
@@ -189,6 +189,34 @@ class LocalObjectStore(ObjectStore):
             raise StoreError(f"short read of {name}: {len(data)} of {length} bytes at {offset}")
         self._stats.add("bytes_down", len(data))
         return data
+
+    def get_ranges(self, name: str, ranges: Sequence[tuple[int, int]]) -> Iterator[bytes]:
+        # one open file and the kernel's own readahead: a WILLNEED hint per range (as
+        # get_range gives a restore's spans) made check --read-data of `/usr` 10% slower
+        # cold, reading each pack in 4 MiB ranges (docs/performance-limits.md)
+        path = self._path(name)
+        try:
+            f = open(path, "rb")
+        except OSError as exc:
+            raise _store_error(exc, f"reading {name}") from None
+        with f:
+            try:
+                size = os.fstat(f.fileno()).st_size
+            except OSError as exc:
+                raise _store_error(exc, f"reading {name}") from None
+            for offset, length in ranges:
+                self._stats.add("GET_RANGE")
+                if offset < 0 or length < 0 or offset + length > size:
+                    raise StoreError(f"invalid range {offset}+{length} of {name} ({size} bytes)")
+                try:
+                    data = os.pread(f.fileno(), length, offset)
+                except OSError as exc:
+                    raise _store_error(exc, f"reading {name}") from None
+                if len(data) != length:  # the file shrank under us
+                    raise StoreError(f"short read of {name}: {len(data)} of {length} bytes at {offset}")
+                self._stats.add("bytes_down", len(data))
+                yield data
+                del data  # held by the reader alone while it works on it
 
     def put(self, name: str, data: bytes) -> None:
         self._write(name, data, _replace)
