@@ -175,7 +175,7 @@ class Tuning:
     small_files_before_processes: int = 4096
     sealed_batches_in_flight: int = 8
     files_in_flight: int = 256
-    walk_read_ahead: int = 16384
+    walk_read_ahead: int = 8192
     walk_read_ahead_age: float = 5.0
     walk_read_ahead_threads: int = 4
     files_in_flight_after_dir: int = 64
