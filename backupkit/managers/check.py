@@ -388,7 +388,7 @@ class _CheckRun:
                 try:
                     header_problem, bad, first = verify_pack_spans(
                         self.repo.sealer, p.id, p.kind, p.size, self.pack_entries[p.id], spans,
-                        self.repo.store.get_ranges(name, [(start, length) for start, length, _items in spans]),
+                        self.repo.read_raw_ranges(name, [(start, length) for start, length, _items in spans]),
                         lambda off, n: self.repo.read_raw_range(name, off, n),
                     )
                 except ObjectNotFound:

@@ -293,6 +293,12 @@ class Repository(BlobAccess):
         (``repair index`` reads the headers at the end of packs)."""
         return self.store.get_range(name, offset, length)
 
+    def read_raw_ranges(self, name: str, ranges: Sequence[tuple[int, int]]) -> Iterator[bytes]:
+        """The stored bytes of each (offset, length) of ``ranges`` in turn, straight from
+        the store, one held at a time (``check --read-data`` reads a pack so on a local
+        store: ``ObjectStore.get_ranges``)."""
+        return self.store.get_ranges(name, ranges)
+
     # -- sealed objects --------------------------------------------------------------------
     def seal_object(self, obj_type: int, obj_id: bytes, plaintext: bytes) -> bytes:
         return self.sealer.seal(obj_type, obj_id, encode_payload(plaintext, self.config.compression_level))
