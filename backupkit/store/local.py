@@ -170,25 +170,11 @@ class LocalObjectStore(ObjectStore):
 
     def get_range(self, name: str, offset: int, length: int) -> bytes:
         path = self._path(name)
-        self._stats.add("GET_RANGE")
-        if offset < 0 or length < 0:
-            raise StoreError(f"invalid range {offset}+{length} of {name}")
         try:
             with open(path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                if offset + length > size:
-                    raise StoreError(
-                        f"range {offset}+{length} past the end of {name} ({size} bytes)"
-                    )
-                if length >= _ADVISE_FROM:
-                    _advise(f.fileno(), offset, length)
-                data = os.pread(f.fileno(), length, offset)
+                return self._pread(f.fileno(), name, offset, length, hint=True)
         except OSError as exc:
             raise _store_error(exc, f"reading {name}") from None
-        if len(data) != length:  # the file shrank under us
-            raise StoreError(f"short read of {name}: {len(data)} of {length} bytes at {offset}")
-        self._stats.add("bytes_down", len(data))
-        return data
 
     def get_ranges(self, name: str, ranges: Sequence[tuple[int, int]]) -> Iterator[bytes]:
         # one open file and the kernel's own readahead: a WILLNEED hint per range (as
@@ -200,23 +186,30 @@ class LocalObjectStore(ObjectStore):
         except OSError as exc:
             raise _store_error(exc, f"reading {name}") from None
         with f:
-            try:
-                size = os.fstat(f.fileno()).st_size
-            except OSError as exc:
-                raise _store_error(exc, f"reading {name}") from None
             for offset, length in ranges:
-                self._stats.add("GET_RANGE")
-                if offset < 0 or length < 0 or offset + length > size:
-                    raise StoreError(f"invalid range {offset}+{length} of {name} ({size} bytes)")
                 try:
-                    data = os.pread(f.fileno(), length, offset)
+                    data = self._pread(f.fileno(), name, offset, length, hint=False)
                 except OSError as exc:
                     raise _store_error(exc, f"reading {name}") from None
-                if len(data) != length:  # the file shrank under us
-                    raise StoreError(f"short read of {name}: {len(data)} of {length} bytes at {offset}")
-                self._stats.add("bytes_down", len(data))
                 yield data
                 del data  # held by the reader alone while it works on it
+
+    def _pread(self, fd: int, name: str, offset: int, length: int, hint: bool) -> bytes:
+        """``length`` bytes at ``offset`` of the open object ``name``; ``hint``: a
+        WILLNEED first when the range is large (a restore's pack span)."""
+        self._stats.add("GET_RANGE")
+        if offset < 0 or length < 0:
+            raise StoreError(f"invalid range {offset}+{length} of {name}")
+        size = os.fstat(fd).st_size
+        if offset + length > size:
+            raise StoreError(f"range {offset}+{length} past the end of {name} ({size} bytes)")
+        if hint and length >= _ADVISE_FROM:
+            _advise(fd, offset, length)
+        data = os.pread(fd, length, offset)
+        if len(data) != length:  # the file shrank under us
+            raise StoreError(f"short read of {name}: {len(data)} of {length} bytes at {offset}")
+        self._stats.add("bytes_down", len(data))
+        return data
 
     def put(self, name: str, data: bytes) -> None:
         self._write(name, data, _replace)
