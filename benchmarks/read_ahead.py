@@ -1,8 +1,8 @@
 """The backup walk's directory read-ahead alone, for several bounds and thread counts.
 
-Every directory below ``--path`` is listed in the walk's order (depth first, names
-sorted) through ``dirscan.listing`` with a ``dirscan.read_ahead`` of each setting, its
-entries' ``os.stat_result``s made as the walk makes them; nothing is compared with a
+Every directory below ``--path`` is listed in the walk's order (``walk_parts.walk``)
+through ``dirscan.scan`` with a ``dirscan.read_ahead`` of each setting, its entries'
+``os.stat_result``s made as the walk makes them; nothing is compared with a
 parent. The settings alternate round by round; with ``--cold`` the page cache is
 dropped before each (root only), which is where the thread count shows::
 
@@ -16,28 +16,11 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import stat
 import time
 
 from backupkit import dirscan
 from benchmarks.measure import drop_caches
-
-
-def walk(root: bytes, ahead) -> int:
-    """Entries below ``root`` listed in the walk's order through ``ahead``."""
-    n = 0
-    stack = [root]
-    while stack:
-        path = stack.pop()
-        names, stats = dirscan.entries(dirscan.listing(os, path, ahead))
-        pre = path if path == b"/" else path + b"/"
-        subs = []
-        for name, st in zip(names, stats):
-            n += 1
-            if not isinstance(st, OSError) and stat.S_ISDIR(st.st_mode):
-                subs.append(pre + name)
-        stack.extend(reversed(subs))
-    return n
+from benchmarks.walk_parts import walk
 
 
 def _cpu() -> float:
@@ -70,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             c0, t0 = _cpu(), time.perf_counter()
             ahead = dirscan.read_ahead(os, root, entries, 5.0, -1, threads)
             try:
-                counts.add(walk(root, ahead))
+                counts.add(walk(root, lambda fs, path, ahead=ahead: dirscan.scan(fs, path, ahead))[0])
             finally:
                 ahead.close()
             runs[(entries, threads)].append((time.perf_counter() - t0, _cpu() - c0))

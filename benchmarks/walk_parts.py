@@ -34,7 +34,8 @@ from backupkit.tuning import Tuning
 
 
 def walk(root: bytes, scan) -> tuple[int, float]:
-    """Entries listed below ``root`` by ``scan`` (dirscan.scan or scan_py), and seconds."""
+    """Entries listed below ``root`` by ``scan(fs, path)`` (dirscan.scan or scan_py), in
+    the backup walk's order (depth first, names sorted), and seconds."""
     t = time.perf_counter()
     n = 0
     stack = [root]
@@ -45,10 +46,12 @@ def walk(root: bytes, scan) -> tuple[int, float]:
         except OSError:
             continue
         pre = d if d == b"/" else d + b"/"
+        subdirs = []
         for name, st in zip(names, stats):
             n += 1
             if not isinstance(st, OSError) and stat.S_ISDIR(st.st_mode):
-                stack.append(pre + name)
+                subdirs.append(pre + name)
+        stack.extend(reversed(subdirs))
     return n, time.perf_counter() - t
 
 
