@@ -4,6 +4,7 @@ check row, "12-03 evening").
     python -m benchmarks.check_parts --repo R --password-file P phases
     python -m benchmarks.check_parts --repo R --password-file P threads --packs 40 --threads 1,2,3,4
     python -m benchmarks.check_parts --repo R --password-file P profile --packs 30
+    python -m benchmarks.check_parts --repo R --password-file P heap
     python -m benchmarks.check_parts primitives
 
 ``phases``: one check with every ``_CheckRun`` phase timed (wall seconds; since e07f662
@@ -12,7 +13,9 @@ and ``_read_data`` is what is left after the walk). ``threads``:
 ``verify_pack`` alone over the first N packs, read into memory first, on each number of
 threads (wall, CPU, cores). ``profile``: the same on one thread under cProfile, the top
 functions by own time. ``primitives``: zstd decompression and SHA-256 of 4 MiB, on one
-thread and on two (whether they release the GIL).
+thread and on two (whether they release the GIL). ``heap``: one check with ``tracemalloc``
+on; at the end of the trees' walk (the packs still being read) the Python heap and its
+largest allocation sites (the --top of them).
 """
 
 from __future__ import annotations
@@ -58,6 +61,31 @@ def phases(args) -> None:
 
         setattr(check_mod._CheckRun, name, timed)  # noqa: SLF001
     res = check_mod.CheckManager(repo).run(check_mod.CheckOptions(read_data=True))
+    print("ok" if res.ok else f"{len(res.errors)} errors")
+
+
+def heap(args) -> None:
+    import tracemalloc
+
+    repo = _open(args)
+    walk = check_mod._CheckRun._check_trees  # noqa: SLF001 - the point in the run to look at
+
+    def looked(self, *a, **kw):
+        out = walk(self, *a, **kw)
+        cur, peak = tracemalloc.get_traced_memory()
+        print(f"after the trees' walk: {cur / 2**20:.1f} MiB traced, {peak / 2**20:.1f} MiB at the peak so far")
+        for st in tracemalloc.take_snapshot().statistics("traceback")[: args.top]:
+            where = " <- ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}" for f in list(st.traceback)[-3:])
+            print(f"  {st.size / 2**20:7.1f} MiB {st.count:9d} blocks  {where}")
+        return out
+
+    check_mod._CheckRun._check_trees = looked  # noqa: SLF001
+    tracemalloc.start(8)
+    try:
+        res = check_mod.CheckManager(repo).run(check_mod.CheckOptions(read_data=True))
+    finally:
+        tracemalloc.stop()
+        check_mod._CheckRun._check_trees = walk  # noqa: SLF001
     print("ok" if res.ok else f"{len(res.errors)} errors")
 
 
@@ -135,14 +163,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repo")
     ap.add_argument("--password-file")
-    ap.add_argument("what", choices=("phases", "threads", "profile", "primitives"))
+    ap.add_argument("what", choices=("phases", "threads", "profile", "primitives", "heap"))
     ap.add_argument("--packs", type=int, default=40)
     ap.add_argument("--threads", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 3, 4])
     ap.add_argument("--top", type=int, default=14)
     args = ap.parse_args()
     if args.what != "primitives" and not (args.repo and args.password_file):
         ap.error("--repo and --password-file are needed")
-    {"phases": phases, "threads": threads, "profile": profile, "primitives": primitives}[args.what](args)
+    {"phases": phases, "threads": threads, "profile": profile, "primitives": primitives, "heap": heap}[args.what](args)
 
 
 if __name__ == "__main__":
