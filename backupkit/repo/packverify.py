@@ -121,24 +121,30 @@ def _header_problem(sealer: Sealer, pack_id: bytes, tail: bytes | bytearray | me
 
 def pack_spans(size: int, entries: PackEntries, span_max: int) -> list[tuple[int, int, list[SpanItem]]] | None:
     """A pack of ``size`` bytes cut into ranges that follow each other from 0 to ``size``
-    (every byte read once), each ending after a blob and, unless one blob is larger, at
-    most ``span_max`` long: (start, length, its blobs as ``SpanItem``s); the last range
-    holds the header. None when the entries do not lie one after another inside the
-    pack (overlapping, or reaching past ``size``): such a pack is verified whole, where
-    every odd shape has its finding."""
+    (every byte read once): each holds one run of its blobs (``coalesce.runs``, the
+    grouping prune's repack and the restore's plan read by, here with no gap limit) of at
+    most ``span_max`` bytes unless one blob is larger, and the gap before it; the last
+    range also holds the header. (start, length, its blobs as ``SpanItem``s), or None
+    when the entries do not lie one after another inside the pack (overlapping, or
+    reaching past ``size``): such a pack is verified whole, where every odd shape has its
+    finding."""
+    from backupkit.repo.coalesce import runs  # (coalesce imports the repository)
+
     rows = sorted((off, ln, bid, raw) for bid, (off, ln, raw) in entries.items())
-    spans: list[tuple[int, int, list[SpanItem]]] = []
-    start = end = 0
-    items: list[SpanItem] = []
-    for off, ln, bid, raw in rows:
+    end = 0
+    for off, ln, _bid, _raw in rows:
         if off < end or ln < 0 or off + ln > size:
             return None
-        if items and off + ln - start > span_max:
-            spans.append((start, end - start, items))
-            start, items = end, []
-        items.append((off - start, ln, bid, raw))
         end = off + ln
-    spans.append((start, size - start, items))
+    spans: list[tuple[int, int, list[SpanItem]]] = []
+    start = 0
+    for _first, end, members in runs(rows, size, span_max):
+        spans.append((start, end - start, [(off - start, ln, bid, raw) for off, ln, bid, raw in members]))
+        start = end
+    if not spans:
+        return [(0, size, [])]
+    last_start, _length, items = spans[-1]
+    spans[-1] = (last_start, size - last_start, items)
     return spans
 
 
