@@ -21,7 +21,7 @@ Fixtures (re-exported by ``tests/conftest.py``, so every test directory can use 
     opens an S3ObjectStore through it.
 
 Each of these is an ``S3Server``: ``.endpoint``, ``.bucket``, credentials, ``.kind`` and
-``.store(**options)`` / ``.url(prefix)``. Nothing here mocks boto3: every request is real
+``.store(**options)`` / ``.url(prefix)``. Nothing here mocks botocore: every request is real
 HTTP over loopback.
 """
 
@@ -148,12 +148,12 @@ class S3Server:
         return S3ObjectStore(self.bucket, path, endpoint_url=self.endpoint or None, **kwargs)
 
     def client(self):
-        """A plain boto3 client (for test setup and inspection only)."""
-        import boto3
+        """A plain botocore client (for test setup and inspection only)."""
+        import botocore.session
         from botocore.config import Config
         from botocore.handlers import add_expect_header
 
-        client = boto3.client(
+        client = botocore.session.Session().create_client(
             "s3",
             endpoint_url=self.endpoint or None,
             aws_access_key_id=self.access_key or None,
@@ -630,7 +630,7 @@ def _external_server() -> S3Server | None:
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """A real S3 server for the session (SeaweedFS; see the module docstring)."""
-    pytest.importorskip("boto3")
+    pytest.importorskip("botocore")
     _no_proxy_for_loopback()
     external = _external_server()
     if external is not None:

@@ -1,6 +1,6 @@
 """The exclusive lock race through S3 conditional writes, against the real SeaweedFS.
 
-Two clients, each with its own S3ObjectStore (its own boto3 client and connection pool)
+Two clients, each with its own S3ObjectStore (its own botocore client and connection pool)
 and its own Repository on the same prefix, race for the exclusive lock 100 times in a
 row. A winner holds its lock until the other contender's attempt has ended, so the two
 attempts always overlap in time: every race must end with exactly one holder. The

@@ -1,4 +1,4 @@
-"""What ``pip install .`` gets: boto3 as a dependency (s3: works without extras), an
+"""What ``pip install .`` gets: botocore as a dependency (s3: works without extras), an
 SPDX license string (no setuptools deprecation pages), an ``s3`` extra kept for old
 install lines, and no test kit inside the product."""
 
@@ -14,9 +14,10 @@ def project() -> dict:
     return tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
-def test_boto3_is_a_dependency_and_the_s3_extra_still_exists():
+def test_botocore_is_a_dependency_and_the_s3_extra_still_exists():
     meta = project()["project"]
-    assert any(dep.replace(" ", "").startswith("boto3>=") for dep in meta["dependencies"])
+    assert any(dep.replace(" ", "").startswith("botocore>=") for dep in meta["dependencies"])
+    assert not any(dep.replace(" ", "").startswith("boto3") for dep in meta["dependencies"])
     assert meta["optional-dependencies"]["s3"] == []
 
 

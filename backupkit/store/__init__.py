@@ -23,7 +23,7 @@ Adding a backend is one module and one line here. The module defines its
 (the prefix of its ``-o NAME.OPTION=VALUE`` options), its ``open(location, **options)``,
 the location forms it accepts, its text options (name, parser, help) and its default
 connections. The line maps each scheme to the module in ``SCHEMES``. Modules are
-imported only when their scheme is used (boto3 alone costs a third of a second).
+imported only when their scheme is used (botocore alone costs a fifth of a second).
 
     resolve(url)            -> (Backend, location after the scheme)
     open_store(url, **kw)   -> ObjectStore (keywords go to the backend's ``open``)
@@ -145,7 +145,7 @@ def default_connections(url: str) -> int:
 
 
 #: Store classes re-exported here, imported on first use: ``bk --help`` reads ``SCHEMES``
-#: without loading any backend, and importing boto3 costs a third of a second.
+#: without loading any backend, and importing botocore costs a fifth of a second.
 _LAZY = {
     "LocalObjectStore": "backupkit.store.local",
     "MemoryObjectStore": "backupkit.store.memory",

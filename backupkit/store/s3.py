@@ -70,7 +70,7 @@ class S3ObjectStore(ObjectStore):
     config and credentials files (``AWS_PROFILE`` or ``profile``), or an instance or
     container role; explicit keys are accepted for programs that hold them already.
 
-    Safe to use from up to ``connections`` threads at once (one boto3 client, a bounded
+    Safe to use from up to ``connections`` threads at once (one botocore client, a bounded
     urllib3 pool).
 
     Args:

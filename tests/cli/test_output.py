@@ -61,7 +61,7 @@ def test_help_and_completion_import_nothing_heavy():
         "sys.argv = ['bk', *sys.argv[1:]]\n"
         "from backupkit_cli.main import run\n"
         "try:\n    run()\nexcept SystemExit:\n    pass\n"
-        "heavy = ('cryptography', 'zstandard', 'msgpack', 'backupkit.repo', 'rich.table', 'rich.progress', 'boto3')\n"
+        "heavy = ('cryptography', 'zstandard', 'msgpack', 'backupkit.repo', 'rich.table', 'rich.progress', 'boto3', 'botocore')\n"
         "sys.stderr.write(repr(sorted(m for m in heavy if m in sys.modules)))\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("BK_")}

@@ -83,7 +83,7 @@ def restored_root(target: Path, src: Path) -> Path:
 
 
 def object_names(server, prefix: str) -> list[str]:
-    """Every key under the repository prefix, listed by a plain boto3 client."""
+    """Every key under the repository prefix, listed by a plain botocore client."""
     client = server.client()
     names, token = [], None
     for _ in range(1000):  # bounded pagination

@@ -1,7 +1,7 @@
 """S3ObjectStore beyond the contract: error mapping, the probe, stats, and faults.
 
 Faults come from a real HTTP proxy in front of moto's server (``s3_fault_proxy``); no
-test mocks boto3.
+test mocks botocore.
 """
 
 from __future__ import annotations
