@@ -80,7 +80,7 @@ def file_entries(repo: Repository, root: bytes) -> list[tuple[bytes, bytes, os.s
 
 def load_index(repo: Repository) -> tuple[int, float]:
     """Blobs in the merged index, and the seconds to load it (decode and merge)."""
-    repo._index = None
+    repo.drop_index()
     t = time.perf_counter()
     n = len(repo.index)
     return n, time.perf_counter() - t

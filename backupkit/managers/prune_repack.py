@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from backupkit.concurrency import bounded_map
 from backupkit.errors import DamagedRepository, FormatError, IntegrityError, StoreError
-from backupkit.repo.coalesce import runs
+from backupkit.repo.blobruns import runs
 from backupkit.repo.index import PackInfo
 from backupkit.repo.pack import TYPE_OF_KIND, PackEntry, pack_name
 from backupkit.repo.packwriter import PackWriter

@@ -53,7 +53,7 @@ from typing import Any, Protocol
 
 from backupkit.crypto import T_DATA_BLOB
 from backupkit.errors import BlobNotFound, StoreError
-from backupkit.repo.coalesce import runs
+from backupkit.repo.blobruns import runs
 from backupkit.repo.index import BlobLocation
 from backupkit.repo.pack import pack_name
 from backupkit.repo.repository import Repository

@@ -25,37 +25,11 @@ from __future__ import annotations
 import bisect
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Iterator
-from operator import itemgetter
-from typing import TypeVar
 
 from backupkit.errors import StoreError
 from backupkit.repo.index import BlobLocation
 from backupkit.repo.pack import pack_name
 from backupkit.repo.repository import Repository
-
-R = TypeVar("R", bound=tuple)
-
-
-def runs(blobs: Iterable[R], gap: int, span: int) -> Iterator[tuple[int, int, list[R]]]:
-    """(start, end, members) of each run of ``blobs`` (tuples whose first two items are
-    offset and length in one pack; sorted by offset here): each within ``gap`` bytes of
-    the previous, the run spanning at most ``span`` (a single larger blob is a run alone).
-    Prune's repack and the restore's pack plan read a run with one range request."""
-    run: list[R] = []
-    start = end = 0
-    for b in sorted(blobs, key=itemgetter(0)):
-        off, length = b[0], b[1]
-        if run and off - end <= gap and off + length - start <= span:
-            run.append(b)
-            end = max(end, off + length)
-            continue
-        if run:
-            yield start, end, run
-        run, start, end = [b], off, off + length
-    if run:
-        yield start, end, run
-
 
 class CoalescingReader:
     """Thread-safe ``read(blob_id, blob_type)`` like ``Repository.read_blob``, plus ``expect``."""

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from backupkit.crypto import Sealer
 from backupkit.errors import FormatError, IntegrityError, StoreError
 from backupkit.limits import BLOB_MAX, PACK_HEADER_MAX
+from backupkit.repo.blobruns import runs
 from backupkit.repo.pack import TYPE_OF_KIND, decode_payload, read_pack_header
 
 try:
@@ -121,15 +122,13 @@ def _header_problem(sealer: Sealer, pack_id: bytes, tail: bytes | bytearray | me
 
 def pack_spans(size: int, entries: PackEntries, span_max: int) -> list[tuple[int, int, list[SpanItem]]] | None:
     """A pack of ``size`` bytes cut into ranges that follow each other from 0 to ``size``
-    (every byte read once): each holds one run of its blobs (``coalesce.runs``, the
+    (every byte read once): each holds one run of its blobs (``blobruns.runs``, the
     grouping prune's repack and the restore's plan read by, here with no gap limit) of at
     most ``span_max`` bytes unless one blob is larger, and the gap before it; the last
     range also holds the header. (start, length, its blobs as ``SpanItem``s), or None
     when the entries do not lie one after another inside the pack (overlapping, or
     reaching past ``size``): such a pack is verified whole, where every odd shape has its
     finding."""
-    from backupkit.repo.coalesce import runs  # (coalesce imports the repository)
-
     rows = sorted((off, ln, bid, raw) for bid, (off, ln, raw) in entries.items())
     end = 0
     for off, ln, _bid, _raw in rows:
