@@ -5,6 +5,11 @@ Modes (restic's names), over the selected snapshots:
                         bytes it would write; summed over snapshots, a file with several
                         names (hard links) counted once per snapshot.
     files-by-contents   distinct file contents (equal content lists) and their bytes.
+    blobs-per-file      restic's combination of the two: each distinct content once, at
+                        the first path it is found under, and per path each of its data
+                        blobs once (a later content of that path adds only its new
+                        blobs); files (paths), blob references and their plaintext bytes.
+                        An empty file has no blob and is not counted.
     raw-data            the blobs the snapshots reference (trie nodes, content lists and
                         data): how many, their bytes before and after compression and
                         encryption, and the deduplication ratio (restore size / raw
@@ -19,7 +24,8 @@ blobs (``reachable.mark``), which a raw-data run over every snapshot has already
 No data blob is read. The trie is walked once per distinct node (restore-size memoizes
 per node id, since a node's totals do not depend on the snapshot); raw-data collects the
 blobs in that same walk (``reachable.mark_entry``), so each entry is decoded once and
-each node read once; content blobs are read only for raw-data and the unused space.
+each node read once; content blobs are read only for raw-data, blobs-per-file and the
+unused space.
 """
 
 from __future__ import annotations
@@ -28,19 +34,20 @@ from collections import Counter
 from dataclasses import dataclass
 
 from backupkit.crypto import T_META_BLOB
-from backupkit.errors import BadArgument
+from backupkit.errors import BadArgument, BlobNotFound
 from backupkit.managers.reachable import Reachable, mark, mark_entry
 from backupkit.managers.base import SnapshotSelection, TrieReader, select_snapshots
+from backupkit.objects.content import content_list
 from backupkit.objects.entry import Entry
 from backupkit.repo.pack import KIND_DATA, KIND_META
 from backupkit.snapshot import Snapshot
 
-MODES = ("restore-size", "files-by-contents", "raw-data")
+MODES = ("restore-size", "files-by-contents", "blobs-per-file", "raw-data")
 
 
 @dataclass(frozen=True)
 class StatsOptions(SnapshotSelection):
-    #: one of MODES (restic's modes but blobs-per-file)
+    #: one of MODES (restic's four)
     mode: str = "restore-size"
     #: also count the unused space of the repository (reads every snapshot's trie)
     unused: bool = False
@@ -88,12 +95,14 @@ class StatsResult:
     mode: str
     #: ids of the snapshots counted
     snapshots: tuple[str, ...]
-    #: restore-size and files-by-contents: entries counted and bytes
+    #: restore-size and files-by-contents: entries counted and bytes; blobs-per-file:
+    #: paths counted and the plaintext bytes of their blobs
     files: int
     dirs: int
     others: int
     bytes: int
-    #: raw-data: blobs referenced, their raw and stored bytes, data blobs' raw bytes
+    #: raw-data: blobs referenced, their raw and stored bytes, data blobs' raw bytes;
+    #: blobs-per-file: blob references counted (each blob once per path)
     blobs: int
     blob_bytes_raw: int
     blob_bytes_stored: int
@@ -111,6 +120,8 @@ class StatsResult:
                 restore_size=self.restore_bytes,
                 dedup_ratio=round(self.restore_bytes / self.data_bytes_raw, 4) if self.data_bytes_raw else 1.0,
             )
+        elif self.mode == "blobs-per-file":
+            d.update(total_file_count=self.files, files=self.files, total_blob_count=self.blobs, blobs=self.blobs, total_size=self.bytes)
         else:
             d.update(total_file_count=self.files, files=self.files, dirs=self.dirs, others=self.others, total_size=self.bytes)
         d["repository"] = self.repository.to_json()
@@ -137,6 +148,8 @@ class StatsManager(TrieReader):
             restore = nbytes
         if opts.mode == "files-by-contents":
             files, nbytes = self._by_contents(snaps)
+        if opts.mode == "blobs-per-file":
+            files, blobs, nbytes = self._blobs_per_file(snaps)
         everything = None
         if opts.unused:
             # snaps is a subset of all_snaps: the same length means the same snapshots
@@ -227,6 +240,45 @@ class StatsManager(TrieReader):
                         key = ("cb", e.content_blobs) if e.content_blobs is not None else ("c", e.content or ())
                         contents.setdefault(key, e.size or 0)
         return len(contents), sum(contents.values())
+
+    # -- blobs-per-file ----------------------------------------------------------------------
+    def _blobs_per_file(self, snaps: list[Snapshot]) -> tuple[int, int, int]:
+        """(paths, blob references, bytes) as restic's blobs-per-file counts them: a file
+        whose content was seen before (anywhere) is skipped; else each data blob of it
+        not yet counted for its path adds its plaintext length (BlobNotFound for a blob
+        the index does not know, as restic stops there)."""
+        index = self.repo.index
+        seen_nodes: set[bytes] = set()
+        contents: set[tuple] = set()
+        per_path: dict[bytes, set[bytes]] = {}
+        refs = nbytes = 0
+        for s in snaps:
+            for _nid, n in self.hamt.visit(s.root, seen_nodes):
+                if isinstance(n, Exception):
+                    raise n
+                if n is None or n[0] != 0:
+                    continue
+                for _k, p, v in n[1]:
+                    e = Entry.decode(v, p)
+                    if not e.is_file:
+                        continue
+                    key = ("cb", e.content_blobs) if e.content_blobs is not None else ("c", e.content or ())
+                    if key in contents:
+                        continue
+                    contents.add(key)
+                    for item in content_list(e, self._read_meta):
+                        if not isinstance(item, bytes):
+                            continue  # a hole: no blob
+                        counted = per_path.setdefault(p, set())
+                        if item in counted:
+                            continue
+                        loc = index.lookup(item)
+                        if loc is None:
+                            raise BlobNotFound(f"blob {item.hex()[:16]} of {p.decode(errors='replace')} in snapshot {s.id[:8]} is not in the index; run bk check")
+                        counted.add(item)
+                        refs += 1
+                        nbytes += loc.raw_length
+        return len(per_path), refs, nbytes
 
     # -- the repository ----------------------------------------------------------------------
     def _read_meta(self, bid: bytes) -> bytes:

@@ -12,7 +12,7 @@ from backupkit_cli.fmt import human_bytes
 def command(
     ctx: typer.Context,
     snapshots: list[str] = typer.Argument(None, help="Snapshots (latest, ids or prefixes); default: every snapshot the filters select."),
-    mode: str = typer.Option("restore-size", "--mode", help="restore-size (what a restore writes), files-by-contents (distinct contents) or raw-data (stored blobs)."),
+    mode: str = typer.Option("restore-size", "--mode", help="restore-size (what a restore writes), files-by-contents (distinct contents), blobs-per-file (each distinct content's blobs once per path) or raw-data (stored blobs)."),
     host: list[str] = HOSTS,
     tag: list[str] = TAGS,
     path: list[str] = PATHS,
@@ -37,6 +37,12 @@ def command(
             ("Total Size", human_bytes(res.blob_bytes_stored)),
             ("Compression Ratio", f"{d['compression_ratio']:.2f}x"),
             ("Deduplication Ratio", f"{d['dedup_ratio']:.2f}x (restore size {human_bytes(res.restore_bytes)})"),
+        ]
+    elif res.mode == "blobs-per-file":  # restic's order
+        rows += [
+            ("Total Blob Count", str(res.blobs)),
+            ("Total File Count", str(res.files)),
+            ("Total Size", human_bytes(res.bytes)),
         ]
     else:
         rows += [

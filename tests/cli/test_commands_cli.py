@@ -111,6 +111,10 @@ def test_stats(two):
     assert d["repository"]["unused_bytes"] >= 0 and "\n  unused " in ok(env, "stats", "--unused").stdout
     d = json.loads(ok(env, "--json", "stats", "--mode", "files-by-contents").stdout)
     assert d["files"] == 5
+    d = json.loads(ok(env, "--json", "stats", "--mode", "blobs-per-file", ids[0][:8]).stdout)
+    assert d["total_file_count"] == 4 and d["total_size"] == 300_000 + 2 + 2 + 1 and d["total_blob_count"] >= 4
+    out = ok(env, "stats", "--mode", "blobs-per-file").stdout
+    assert "Stats in blobs-per-file mode:" in out and "Total Blob Count:" in out
     assert "--mode" in ok(env, "stats", "--help").stdout
     assert bk(env, "stats", "--mode", "nonsense").returncode == 2
     assert bk(env, "stats", "deadbeef").returncode == 1

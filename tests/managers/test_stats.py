@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from backupkit.errors import BadArgument, SnapshotNotFound
+from backupkit.errors import BadArgument, BlobNotFound, SnapshotNotFound
 from backupkit.managers.stats import StatsManager, StatsOptions
 from backupkit.repo.pack import KIND_DATA
 from backupkit.snapshot import remove_snapshots
@@ -63,6 +63,54 @@ def test_files_by_contents(repo):
     assert (res.files, res.bytes) == (4, 400_000 + 1000 + 100_000)
     res = StatsManager(r).run(StatsOptions(mode="files-by-contents", hosts=("h1",)))
     assert res.files == 3
+
+
+def test_blobs_per_file(repo):
+    """restic's blobs-per-file: each distinct content once, at the first path found, its
+    blobs once per path; an empty file has no blob and is not counted."""
+    r, _src, (s1, s2) = repo
+    res = StatsManager(r).run(StatsOptions(mode="blobs-per-file"))
+    # big (a or d/b), c (d/c or d/c2), new; no blob is shared between them
+    assert (res.files, res.bytes) == (3, 400_000 + 1000 + 100_000)
+    data_ids = _data_blob_ids(r)
+    assert data_ids and res.blobs == len(data_ids)
+    j = res.to_json()
+    assert (j["total_file_count"], j["total_blob_count"], j["total_size"]) == (3, res.blobs, res.bytes)
+    one = StatsManager(r).run(StatsOptions(mode="blobs-per-file", refs=(s1.id,)))
+    assert (one.files, one.bytes) == (2, 401_000)
+
+
+def _data_blob_ids(r) -> set[bytes]:
+    return {loc.blob_id for loc in r.index.blobs() if loc.pack.kind == KIND_DATA}
+
+
+def test_blobs_per_file_counts_a_path_whose_content_changed_by_its_new_blobs(tmp_path):
+    """The same path with new content in a later snapshot: not a new file, its new blobs
+    only (restic keys the blob sets by path)."""
+    src = tmp_path / "src"
+    head, tail1, tail2 = random_bytes(3_000_000, 5), random_bytes(2_000_000, 6), random_bytes(2_000_000, 7)
+    write_files(src, {"f": head + tail1})
+    r = init_repo(local_store(tmp_path / "repo"))
+    backup(r, src, day(0))
+    write_files(src, {"f": head + tail2})
+    backup(r, src, day(1))
+    res = StatsManager(r).run(StatsOptions(mode="blobs-per-file"))
+    index = r.index
+    every = sum(loc.raw_length for loc in index.blobs() if loc.pack.kind == KIND_DATA)
+    assert res.files == 1
+    assert res.bytes == every  # each blob of f's two contents once
+    assert res.blobs == sum(1 for loc in index.blobs() if loc.pack.kind == KIND_DATA)
+    assert res.bytes < 2 * 5_000_000  # the shared head's blobs counted once
+
+
+def test_blobs_per_file_stops_at_a_blob_the_index_lacks(repo):
+    r, _src, _snaps = repo
+    victim = next(iter(_data_blob_ids(r)))
+    index = r.index
+    real = index.lookup
+    index.lookup = lambda bid: None if bid == victim else real(bid)
+    with pytest.raises(BlobNotFound, match="not in the index; run bk check"):
+        StatsManager(r).run(StatsOptions(mode="blobs-per-file"))
 
 
 def test_raw_data_and_summary(repo):
