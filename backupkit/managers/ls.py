@@ -8,7 +8,9 @@ from dataclasses import dataclass
 
 from backupkit.entry import display_path
 from backupkit.errors import BadArgument
-from backupkit.managers.json_fields import JsonFields
+from backupkit.crypto import T_META_BLOB
+from backupkit.managers.json_fields import JsonFields, json_fields
+from backupkit.objects.content import content_list
 from backupkit.objects.entry import Entry
 from backupkit.repo.repository import Repository
 from backupkit.snapshot import Snapshot
@@ -67,6 +69,27 @@ def _ls_entry(path: bytes, e: Entry) -> LsEntry:
     )
 
 
+@dataclass(frozen=True)
+class TreeNode(JsonFields):
+    """One entry of a directory as ``bk cat tree`` shows it (restic's tree node fields
+    that bk keeps; ``content``: the data blob ids in order, a hole as ``{"hole": n}``)."""
+
+    name: str
+    type: str
+    mode: int
+    uid: int
+    gid: int
+    user: str
+    group: str
+    size: int
+    mtime_ns: int
+    link_target: str | None
+    content: tuple
+
+    def to_json(self) -> dict:
+        return json_fields(self, content=[c.hex() if isinstance(c, bytes) else {"hole": c} for c in self.content])
+
+
 class LsManager:
     def __init__(self, repo: Repository) -> None:
         self.repo = repo
@@ -84,3 +107,26 @@ class LsManager:
             max_depth = 1
         for p, e in tree.walk(base, max_depth=max_depth):
             yield _ls_entry(p, e)
+
+    def tree(self, snap: Snapshot, path: str = "/") -> list[TreeNode]:
+        """The entries of directory ``path`` (restic's ``cat tree SNAP:PATH``), names
+        sorted, each file with its whole content list (long lists read from their content
+        blobs). PathNotFound if the snapshot has no ``path``, BadArgument if it is not a
+        directory."""
+        tree = SnapshotTree(self.repo, snap.root)
+        base = normalize(path)
+        top = tree.require(base)
+        if not top.is_dir:
+            raise BadArgument(f"{display_path(base)} is a {top.type_name}, not a directory")
+        out = []
+        for p, e in tree.walk(base, top=top, max_depth=1):
+            if p == base:
+                continue
+            ls = _ls_entry(p, e)
+            content = tuple(content_list(e, self._read_meta)) if e.is_file else ()
+            out.append(TreeNode(posixpath.basename(ls.path), ls.type, ls.mode, ls.uid, ls.gid, ls.user, ls.group,
+                                ls.size, ls.mtime_ns, ls.link_target, content))
+        return out
+
+    def _read_meta(self, bid: bytes) -> bytes:
+        return self.repo.read_blob(bid, T_META_BLOB)

@@ -1,4 +1,4 @@
-"""bk cat config|index ID|snapshot ID|blob ID|key ID|catalog|node ID|lock ID|pack ID"""
+"""bk cat config|index ID|snapshot ID|blob ID|key ID|catalog|node ID|lock ID|pack ID|tree SNAP[:PATH]"""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ def _jsonable(x):
 
 def command(
     ctx: typer.Context,
-    kind: str = typer.Argument(..., help="config, index, snapshot, blob, key, catalog, node, lock or pack"),
-    obj_id: Optional[str] = typer.Argument(None, help="Object id (hex; a unique prefix for snapshot)."),
+    kind: str = typer.Argument(..., help="config, index, snapshot, blob, key, catalog, node, lock, pack or tree"),
+    obj_id: Optional[str] = typer.Argument(None, help="Object id (hex; a unique prefix for snapshot); for tree SNAP[:PATH] (a directory, default /)."),
 ) -> None:
     import json
     import re
@@ -35,12 +35,19 @@ def command(
     from backupkit_cli.select import select_snapshot
 
     st: State = ctx.obj
-    if kind not in ("config", "catalog", "index", "snapshot", "blob", "node", "key", "lock", "pack"):
+    if kind == "masterkey":
+        raise BadArgument(
+            "bk cat masterkey is not offered: the master keys are never written unwrapped "
+            "(docs/security.md); keep a copy of a key file (bk key list, keys/ID) and its password instead"
+        )
+    if kind not in ("config", "catalog", "index", "snapshot", "blob", "node", "key", "lock", "pack", "tree"):
         raise BadArgument(f"unknown object kind {kind!r}")
 
     def need_id() -> str:
         if not obj_id:
-            raise BadArgument(f"bk cat {kind} needs an id")
+            raise BadArgument(f"bk cat {kind} needs " + ("a snapshot: SNAP[:PATH]" if kind == "tree" else "an id"))
+        if kind == "tree":
+            return obj_id  # a snapshot ref and a path: kept as given
         if kind != "snapshot" and not re.fullmatch(r"[0-9a-fA-F]{64}", obj_id):
             raise BadArgument(f"bk cat {kind}: {obj_id!r} is not an id (64 hex digits)")
         return obj_id.lower()
@@ -64,6 +71,11 @@ def command(
         doc = unpack(repo.get_object(T_INDEX, f"index/{i}", bytes.fromhex(i)), f"index/{i}")
     elif kind == "snapshot":
         doc = select_snapshot(st, repo, need_id()).to_json()
+    elif kind == "tree":  # restic's cat tree SNAP:PATH: a directory's entries
+        from backupkit.managers.ls import LsManager
+
+        ref, _, path = need_id().partition(":")
+        doc = {"nodes": [n.to_json() for n in LsManager(repo).tree(select_snapshot(st, repo, ref), path or "/")]}
     elif kind in ("blob", "node"):
         data = repo.read_blob(bytes.fromhex(need_id()))
         if kind == "blob":

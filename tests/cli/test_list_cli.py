@@ -83,6 +83,31 @@ def test_an_unknown_type_is_a_usage_error(world):
     assert r.returncode == 2 and "give one of snapshots" in r.stderr, r.stderr
 
 
+def test_cat_tree_lists_a_directory_with_its_files_content(world):
+    """restic's `cat tree SNAP[:PATH]`: the entries of one directory, a file's content as
+    the data blob ids in order (catting them gives the file back)."""
+    repo, env = world
+    src = repo.parent / "src"
+    top = json.loads(ok(run_bk("cat", "tree", f"latest:{src}", env=env)).stdout)["nodes"]
+    assert [(n["name"], n["type"]) for n in top] == [*((f"d{i}", "dir") for i in range(5)), ("new.txt", "file")]
+    (f,) = json.loads(ok(run_bk("cat", "tree", f"latest:{src}/d2", env=env)).stdout)["nodes"]
+    assert (f["name"], f["size"]) == ("f.bin", 50_002) and f["content"]
+    data = b"".join(ok(run_bk("cat", "blob", bid, env=env)).stdout for bid in f["content"])
+    assert data == bytes([2]) * 50_002
+    root = json.loads(ok(run_bk("cat", "tree", "latest", env=env)).stdout)["nodes"]
+    assert [n["name"] for n in root] == [src.parts[1]]
+    r = run_bk("cat", "tree", f"latest:{src}/new.txt", env=env)
+    assert r.returncode == 2 and "not a directory" in r.stderr, r.stderr
+    r = run_bk("cat", "tree", f"latest:{src}/nothing", env=env)
+    assert r.returncode == 1 and "is not in the snapshot" in r.stderr, r.stderr
+
+
+def test_cat_masterkey_is_refused_with_the_reason(world):
+    _repo, env = world
+    r = run_bk("cat", "masterkey", env=env)
+    assert r.returncode == 2 and "never written unwrapped" in r.stderr and "key file" in r.stderr, r.stderr
+
+
 def test_cat_pack_and_lock_as_restic(world):
     """restic's `cat pack ID` (the stored bytes) and `cat lock ID` (who holds it)."""
     repo, env = world
