@@ -1,3 +1,3 @@
-from backupkit_cli.main import run
+from backupkit_cli.entry import run
 
 run()

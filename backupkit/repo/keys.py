@@ -26,18 +26,17 @@ import hashlib
 import json
 import os
 import socket
-import threading
 import time
 from dataclasses import dataclass
 
 import msgpack
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
 from backupkit.crypto import T_KEY_META, MasterKeys, Sealer
 from backupkit import limits
 from backupkit.errors import FormatError, IntegrityError, WrongPassword
+from backupkit.repo import kdfahead
 
 
 @dataclass(frozen=True)
@@ -57,31 +56,18 @@ def _unb64(s: str) -> bytes:
     return base64.b64decode(s.encode(), validate=True)
 
 
-#: Held around every Argon2id derivation in the process: two concurrent derivations with
-#: several lanes deadlock in the installed cryptography/OpenSSL (issue 8.1), and one at a
-#: time is as fast in total (each already uses ``lanes`` threads).
-_KDF_LOCK = threading.Lock()
-
-
 def check_kdf_params(p: KdfParams, what: str = "key file") -> None:
     """FormatError unless t, m and p are within the bounds of ``backupkit.limits``."""
-    if not 1 <= p.iterations <= limits.KDF_ITERATIONS_MAX:
-        raise FormatError(f"{what}: Argon2id iterations {p.iterations} out of range 1..{limits.KDF_ITERATIONS_MAX}")
-    if not 1 <= p.lanes <= limits.KDF_LANES_MAX:
-        raise FormatError(f"{what}: Argon2id lanes {p.lanes} out of range 1..{limits.KDF_LANES_MAX}")
-    if not 8 * p.lanes <= p.memory_kib <= limits.KDF_MEMORY_KIB_MAX:
-        raise FormatError(
-            f"{what}: Argon2id memory {p.memory_kib} KiB out of range {8 * p.lanes}..{limits.KDF_MEMORY_KIB_MAX}"
-        )
-    if p.iterations * p.memory_kib > limits.KDF_WORK_KIB_MAX:
-        raise FormatError(f"{what}: Argon2id cost {p.iterations} x {p.memory_kib} KiB is too high")
+    problem = kdfahead.bounds_problem(p.iterations, p.memory_kib, p.lanes)
+    if problem is not None:
+        raise FormatError(f"{what}: {problem}")
 
 
 def _derive(password: bytes, salt: bytes, p: KdfParams) -> bytes:
+    """The key-encryption key (``kdfahead``: one derivation at a time, or the one the
+    command line started ahead with these inputs)."""
     check_kdf_params(p)
-    kdf = Argon2id(salt=salt, length=32, iterations=p.iterations, lanes=p.lanes, memory_cost=p.memory_kib)
-    with _KDF_LOCK:
-        return kdf.derive(password)
+    return kdfahead.derive(password, salt, p.iterations, p.memory_kib, p.lanes)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ Costs one listing of ``keys/`` when the local cache holds this location's config
 key file that is still listed, else also a GET of the config and one per key file tried
 (see ``OpenCache``). ``keys/`` is listed before anything is derived, and only listed key
 files are derived, one at a time (two concurrent Argon2id derivations deadlock in the
-installed OpenSSL: issue 8.1; ``keys`` holds a process-wide lock around each). A key file
+installed OpenSSL: issue 8.1; ``kdfahead`` holds a process-wide lock around each). A key file
 that does not parse, is out of bounds or is not named like one is skipped
 (``Repository.open_warnings`` says why, ``-v`` prints it) and the next is tried; if none
 opens, WrongPassword, or FormatError ("damaged key file ...") when every one was damaged.

@@ -59,7 +59,7 @@ def test_help_and_completion_import_nothing_heavy():
     code = (
         "import sys\n"
         "sys.argv = ['bk', *sys.argv[1:]]\n"
-        "from backupkit_cli.main import run\n"
+        "from backupkit_cli.entry import run\n"  # the console script's entry (keyahead first)
         "try:\n    run()\nexcept SystemExit:\n    pass\n"
         "heavy = ('cryptography', 'zstandard', 'msgpack', 'backupkit.repo', 'rich.table', 'rich.progress', 'boto3', 'botocore')\n"
         "sys.stderr.write(repr(sorted(m for m in heavy if m in sys.modules)))\n"

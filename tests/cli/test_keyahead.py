@@ -1,0 +1,139 @@
+"""keyahead: what the command line must say for the key to be derived before bk loads,
+that the open takes that derivation, and that a wrong guess changes nothing a user sees."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from backupkit.repo import kdfahead
+from backupkit.repo.keys import KdfParams
+from backupkit.repo.repository import Repository
+from backupkit.store.local import LocalObjectStore
+from backupkit_cli import keyahead
+from tests.support.kit import INSECURE_TEST_KDF
+
+PW = b"ahead-pw"
+
+
+@pytest.fixture
+def repo(tmp_path):
+    root = tmp_path / "repo"
+    Repository.init(LocalObjectStore(root, fsync=False), PW, kdf=INSECURE_TEST_KDF, cache_root=False).close()
+    (tmp_path / "pw").write_bytes(PW + b"\n")
+    return root
+
+
+def test_reading_the_command_line():
+    read = keyahead.read_command_line
+    assert read(["-r", "R", "backup", "x", "--tag", "t"]) == ("backup", {"-r": "R"}, {"--tag"})
+    assert read(["snapshots", "--json", "--repo=R", "-p", "P"]) == ("snapshots", {"--repo": "R", "-p": "P"}, {"--json"})
+    assert read(["-o", "s3.x=1", "--no-lock", "ls", "latest"]) == ("ls", {"-o": "s3.x=1"}, {"--no-lock"})
+    assert read(["--", "-r", "R"]) == (None, {}, set())
+    assert read(["-r"]) == (None, {}, set())
+
+
+def test_a_local_repository_and_a_password_file_or_variable(repo, tmp_path):
+    env = {}
+    assert keyahead.plan(["-r", str(repo), "-p", str(tmp_path / "pw"), "snapshots"], env) == (str(repo), PW)
+    assert keyahead.plan(["backup", "/x", "--password-file", str(tmp_path / "pw"), "--repo", f"local:{repo}"], env) == (str(repo), PW)
+    assert keyahead.plan(["ls", "latest"], {"BK_REPOSITORY": str(repo), "BK_PASSWORD": "pw"}) == (str(repo), b"pw")
+    assert keyahead.plan(["ls"], {"BK_REPOSITORY": str(repo), "BK_PASSWORD_FILE": str(tmp_path / "pw")}) == (str(repo), PW)
+    assert keyahead.plan(["ls", "--insecure-no-password"], {"BK_REPOSITORY": str(repo)}) == (str(repo), b"")
+
+
+def test_the_default_repository_and_its_password_file(tmp_path, monkeypatch):
+    from backupkit_cli.context import default_password_file, default_repo
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    assert keyahead.plan(["snapshots"], {}) is None  # no password file yet: bk would say so
+    default_password_file().parent.mkdir(parents=True)
+    default_password_file().write_bytes(b"generated\n")
+    assert keyahead.plan(["snapshots"], {}) == (default_repo(), b"generated")
+
+
+@pytest.mark.parametrize(
+    "argv, env",
+    [
+        (["init"], {}),
+        (["serve", "--listen", "127.0.0.1:0"], {}),
+        (["version"], {}),
+        (["snapshots", "--help"], {}),
+        (["-h"], {}),
+        (["--version"], {}),
+        ([], {}),
+        (["-r", "s3:bucket/prefix", "snapshots"], {"BK_PASSWORD": "pw"}),
+        (["-r", "sftp:host:/path", "snapshots"], {"BK_PASSWORD": "pw"}),
+        (["-r", "nosuch:x", "snapshots"], {"BK_PASSWORD": "pw"}),
+        (["-r", "file://host/x", "snapshots"], {"BK_PASSWORD": "pw"}),
+        (["--repository-file", "F", "snapshots"], {"BK_PASSWORD": "pw"}),
+        (["snapshots"], {"BK_REPOSITORY_FILE": "F", "BK_PASSWORD": "pw"}),
+        (["-r", "/r", "--password-command", "echo pw", "snapshots"], {}),
+        (["-r", "/r", "snapshots"], {"BK_PASSWORD_COMMAND": "echo pw"}),
+        (["-r", "/r", "snapshots"], {}),  # bk would prompt
+        (["-r", "/r", "-p", "/no/such/file", "snapshots"], {}),
+    ],
+)
+def test_no_guess_where_the_command_line_is_not_plain(argv, env, monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "empty"))
+    assert keyahead.plan(argv, env) is None
+
+
+def test_the_open_takes_the_derivation_started_ahead(repo, tmp_path):
+    before = kdfahead.taken
+    assert keyahead.start(["-r", str(repo), "-p", str(tmp_path / "pw"), "snapshots"], {})
+    Repository.open(LocalObjectStore(repo), PW, cache_root=False).close()
+    assert kdfahead.taken == before + 1
+
+
+def test_one_key_file_only_and_a_readable_one(repo, tmp_path):
+    argv = ["-r", str(repo), "-p", str(tmp_path / "pw"), "snapshots"]
+    (name,) = os.listdir(repo / "keys")
+    key = repo / "keys" / name
+    raw = key.read_bytes()
+    for damaged in (b"{", json.dumps({"kdf": {"name": "argon2id", "salt": "!!", "iterations": 1, "memory_kib": 64, "lanes": 1}}).encode(),
+                    json.dumps({"kdf": {"name": "argon2id", "salt": "c2FsdHNhbHQ=", "iterations": 99, "memory_kib": 64, "lanes": 1}}).encode()):
+        key.write_bytes(damaged)
+        assert not keyahead.start(argv, {})
+    key.write_bytes(raw)
+    (repo / "keys" / ("0" * 64)).write_bytes(raw)
+    assert not keyahead.start(argv, {})  # two key files: which one opens is the open's business
+
+
+def run_entry(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """``bk ARGS`` through the console script's entry, reporting how many derivations the
+    open took from keyahead."""
+    code = textwrap.dedent(
+        """
+        import atexit, sys
+        from backupkit.repo import kdfahead
+        atexit.register(lambda: sys.stderr.write(f"\\ntaken={kdfahead.taken}\\n"))
+        sys.argv = ["bk", *sys.argv[1:]]
+        from backupkit_cli.entry import run
+        run()
+        """
+    )
+    return subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_the_real_command_with_the_strong_kdf(tmp_path):
+    """End to end with the default Argon2id (64 MiB, 4 lanes): the right password opens
+    through the derivation started ahead; a wrong one is still exit 12 with the same line."""
+    root = tmp_path / "repo"
+    Repository.init(LocalObjectStore(root, fsync=False), PW, kdf=KdfParams(), cache_root=False).close()
+    (tmp_path / "pw").write_bytes(PW)
+    (tmp_path / "bad").write_bytes(b"not it")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BK_")}
+    env["BK_CACHE_DIR"] = str(tmp_path / "cache")
+    r = run_entry(["-r", str(root), "-p", str(tmp_path / "pw"), "--json", "snapshots"], env)
+    assert r.returncode == 0 and json.loads(r.stdout) == [], r.stderr
+    assert r.stderr.strip().endswith("taken=1"), r.stderr
+    r = run_entry(["-r", str(root), "-p", str(tmp_path / "bad"), "snapshots"], env)
+    assert r.returncode == 12 and "wrong password" in r.stderr and r.stderr.strip().endswith("taken=1"), r.stderr
+    r = run_entry(["-r", str(root), "-p", str(tmp_path / "bad"), "snapshots", "--help"], env)
+    assert r.returncode == 0 and r.stderr.strip().endswith("taken=0")
