@@ -13,8 +13,10 @@ know, a second key file, a password the command takes elsewhere) at worst derive
 nobody takes, since the open matches the derivation by password, salt and costs. So
 ``start`` reads as little as it can and gives up on any doubt: a command that opens no
 repository, ``--help``, a location that is not a local directory, more than one key
-file, ``--password-command``, ``--repository-file``, a prompt. It never prints and never
-raises; the command then reports whatever is wrong as it always does.
+file, ``--password-command``, ``--repository-file``, a prompt, a password "file" that is
+a pipe (``-p <(pass show backup)``: reading it here would leave nothing for the command).
+It never prints and never raises; the command then reports whatever is wrong as it
+always does.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import base64
 import json
 import os
 import re
+import stat
 from collections.abc import Mapping, Sequence
 
 #: commands that open an existing repository with the password (not init, serve, cache,
@@ -88,8 +91,8 @@ def _password(values: dict[str, str], flags: set[str], env: Mapping[str, str], d
             return b""
     if not pf and default_repo:
         pf = str(default_password_file())
-    if not pf:
-        return None
+    if not pf or not stat.S_ISREG(os.stat(pf).st_mode):
+        return None  # a pipe (-p <(pass show x), /dev/stdin) is for the command to read, once
     with open(pf, "rb") as f:
         return f.read(1 << 20).rstrip(b"\r\n")
 

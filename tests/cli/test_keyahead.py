@@ -84,6 +84,28 @@ def test_no_guess_where_the_command_line_is_not_plain(argv, env, monkeypatch, tm
     assert keyahead.plan(argv, env) is None
 
 
+def test_a_password_pipe_is_left_to_the_command(repo, tmp_path):
+    """``-p <(pass show backup)``: a pipe can be read once, by the command (were keyahead
+    to read it first, the command's own read would wait for a writer forever)."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BK_")}
+    env["BK_CACHE_DIR"] = str(tmp_path / "cache")
+    code = "import sys; sys.argv = ['bk', *sys.argv[1:]]\nfrom backupkit_cli.entry import run\nrun()"
+    proc = subprocess.Popen([sys.executable, "-c", code, "-r", str(repo), "-p", str(fifo), "--json", "snapshots"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        with open(fifo, "wb") as w:  # one writer, as the shell gives one
+            w.write(PW + b"\n")
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0 and json.loads(out) == [], err
+    # (after the run above: with the bug, these would block on the pipe)
+    assert keyahead.plan(["-r", str(repo), "-p", str(fifo), "snapshots"], {}) is None
+    assert keyahead.plan(["-r", str(repo), "snapshots"], {"BK_PASSWORD_FILE": "/dev/stdin"}) is None
+
+
 def test_the_open_takes_the_derivation_started_ahead(repo, tmp_path):
     before = kdfahead.taken
     assert keyahead.start(["-r", str(repo), "-p", str(tmp_path / "pw"), "snapshots"], {})
