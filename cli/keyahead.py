@@ -5,8 +5,9 @@ the repository, and opening it spends ~0.16 s in Argon2id, which lets the GIL go
 the command line names a repository on a local disk and a password that needs no prompt
 and no program, ``start`` reads that repository's key file and begins the derivation on
 a thread (``backupkit.repo.kdfahead``) before anything else is imported; the open then
-takes its result. An unchanged backup of 200,000 files took 1.09 s instead of 1.25 s,
-``bk snapshots`` 0.30 s instead of 0.46 s (warm, means of five; docs/benchmarks.md).
+takes its result. ``bk snapshots`` took 0.47 s instead of 0.60 warm and 0.60 instead of
+0.71 cold, an unchanged backup of 200,000 files 1.45 s instead of 1.55 warm (cold it is
+bound by the disk either way; docs/benchmarks.md, session 11).
 
 The guess is only an optimisation: whatever ``start`` reads wrong (an option it does not
 know, a second key file, a password the command takes elsewhere) at worst derives a key
