@@ -142,6 +142,7 @@ def make_client(
     """
     try:
         session = botocore.session.Session(profile=profile)
+        session.get_scoped_config()  # a profile that does not exist: said now, as boto3 did
         region = region or session.get_config_variable("region") or ("us-east-1" if endpoint_url else None)
     except BOTO_ERRORS as exc:
         raise map_error(exc, f"opening {location}") from exc

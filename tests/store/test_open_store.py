@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from backupkit.errors import BadArgument, UsageError
+from backupkit.errors import BadArgument, StorePermissionError, UsageError
 from backupkit.store import (
     SCHEMES,
     Backend,
@@ -130,6 +130,17 @@ def test_s3_store_without_network():
     assert (store.bucket, store.prefix) == ("bkt", "pre/fix")
     assert store.location == "s3:http://127.0.0.1:9/bkt/pre/fix"
     assert store._client.meta.config.max_pool_connections == 3
+
+
+def test_an_s3_profile_that_does_not_exist_is_named_before_any_request(tmp_path, monkeypatch):
+    """``-o s3.profile=NAME`` for a profile the AWS files lack: the first use says so (the
+    client, made on first use, checks the profile as boto3's session did)."""
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+    store = open_store("s3:http://127.0.0.1:9/bucket1/prefix", profile="nosuch", retries=1)
+    with pytest.raises(StorePermissionError, match="no usable AWS credentials.*nosuch"):
+        store.exists("config")
+    assert store.stats()["HEAD"] == 0  # nothing was sent
 
 
 def test_an_s3_store_imports_botocore_not_boto3():
