@@ -66,6 +66,9 @@ def read_command_line(argv: Sequence[str]) -> tuple[str | None, dict[str, str], 
                 values[a] = argv[i]
                 i += 1
             continue
+        if a[:2] in _VALUED and len(a) > 2 and a[1] != "-":  # -rPATH, as click reads it
+            values[a[:2]] = a[2:]
+            continue
         if a.startswith("-") and a != "-":
             flags.add(a)
             continue

@@ -34,6 +34,7 @@ def test_reading_the_command_line():
     assert read(["-r", "R", "backup", "x", "--tag", "t"]) == ("backup", {"-r": "R"}, {"--tag"})
     assert read(["snapshots", "--json", "--repo=R", "-p", "P"]) == ("snapshots", {"--repo": "R", "-p": "P"}, {"--json"})
     assert read(["-o", "s3.x=1", "--no-lock", "ls", "latest"]) == ("ls", {"-o": "s3.x=1"}, {"--no-lock"})
+    assert read(["-rR", "-pP", "stats"]) == ("stats", {"-r": "R", "-p": "P"}, set())
     assert read(["--", "-r", "R"]) == (None, {}, set())
     assert read(["-r"]) == (None, {}, set())
 
