@@ -156,7 +156,11 @@ def start(argv: Sequence[str], env: Mapping[str, str]) -> bool:
         names = [n for n in os.listdir(keys) if _KEY_NAME.match(n)]
         if len(names) != 1:
             return False
-        with open(os.path.join(keys, names[0]), "rb") as f:
+        # a regular file, not followed if a link, never waited for (a fifo planted there)
+        fd = os.open(os.path.join(keys, names[0]), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return False
             raw = f.read(limits.KEY_FILE_MAX + 1)
         if len(raw) > limits.KEY_FILE_MAX:
             return False

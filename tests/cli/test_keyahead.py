@@ -123,6 +123,10 @@ def test_one_key_file_only_and_a_readable_one(repo, tmp_path):
                     json.dumps({"kdf": {"name": "argon2id", "salt": "c2FsdHNhbHQ=", "iterations": 99, "memory_kib": 64, "lanes": 1}}).encode()):
         key.write_bytes(damaged)
         assert not keyahead.start(argv, {})
+    key.unlink()
+    os.mkfifo(key)  # planted in the store: never waited for
+    assert not keyahead.start(argv, {})
+    key.unlink()
     key.write_bytes(raw)
     (repo / "keys" / ("0" * 64)).write_bytes(raw)
     assert not keyahead.start(argv, {})  # two key files: which one opens is the open's business
