@@ -59,6 +59,18 @@ def test_out_of_bounds_is_never_started(t, m, p):
         check_kdf_params(KdfParams(t, m, p))
 
 
+def test_no_thread_no_derivation_ahead(monkeypatch):
+    """A thread that cannot start leaves nothing for ``derive`` to wait for."""
+
+    def refuse(self):
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(kdfahead.threading.Thread, "start", refuse)
+    assert not kdfahead.start(b"pw", b"x" * 16, *CHEAP)
+    monkeypatch.undo()
+    assert kdfahead.derive(b"pw", b"x" * 16, *CHEAP) == reference(b"pw", b"x" * 16, *CHEAP)
+
+
 def test_the_error_of_a_derivation_ahead_is_raised_by_derive():
     salt = b"short"  # Argon2id wants at least 8 bytes of salt
     assert kdfahead.start(b"pw", salt, *CHEAP)

@@ -83,7 +83,12 @@ def start(password: bytes, salt: bytes, iterations: int, memory_kib: int, lanes:
         finally:
             ahead.done.set()
 
-    threading.Thread(target=work, name="bk-kdf-ahead", daemon=True).start()
+    try:
+        threading.Thread(target=work, name="bk-kdf-ahead", daemon=True).start()
+    except RuntimeError:  # no thread to be had: the open derives it itself
+        with _ahead_lock:
+            _ahead.pop(inputs, None)
+        return False
     return True
 
 
