@@ -70,24 +70,20 @@ def _ls_entry(path: bytes, e: Entry) -> LsEntry:
 
 
 @dataclass(frozen=True)
-class TreeNode(JsonFields):
-    """One entry of a directory as ``bk cat tree`` shows it (restic's tree node fields
-    that bk keeps; ``content``: the data blob ids in order, a hole as ``{"hole": n}``)."""
+class TreeNode(LsEntry):
+    """One entry of a directory as ``bk cat tree`` shows it: ``ls``'s fields, its name
+    (restic's tree node has one) and ``content``, the data blob ids in order (a hole as
+    ``{"hole": n}`` in JSON)."""
 
-    name: str
-    type: str
-    mode: int
-    uid: int
-    gid: int
-    user: str
-    group: str
-    size: int
-    mtime_ns: int
-    link_target: str | None
-    content: tuple
+    content: tuple = ()
+
+    @property
+    def name(self) -> str:
+        return posixpath.basename(self.path)
 
     def to_json(self) -> dict:
-        return json_fields(self, content=[c.hex() if isinstance(c, bytes) else {"hole": c} for c in self.content])
+        content = [c.hex() if isinstance(c, bytes) else {"hole": c} for c in self.content]
+        return {"name": self.name, **json_fields(self, content=content)}
 
 
 class LsManager:
@@ -122,10 +118,8 @@ class LsManager:
         for p, e in tree.walk(base, top=top, max_depth=1):
             if p == base:
                 continue
-            ls = _ls_entry(p, e)
             content = tuple(content_list(e, self._read_meta)) if e.is_file else ()
-            out.append(TreeNode(posixpath.basename(ls.path), ls.type, ls.mode, ls.uid, ls.gid, ls.user, ls.group,
-                                ls.size, ls.mtime_ns, ls.link_target, content))
+            out.append(TreeNode(**_ls_entry(p, e).__dict__, content=content))
         return out
 
     def _read_meta(self, bid: bytes) -> bytes:

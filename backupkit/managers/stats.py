@@ -31,6 +31,7 @@ unused space.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from backupkit.crypto import T_META_BLOB
@@ -222,10 +223,12 @@ class StatsManager(TrieReader):
         got = memo[nid] = (f, d, o, b, tuple(links))
         return got
 
-    # -- files-by-contents -------------------------------------------------------------------
-    def _by_contents(self, snaps: list[Snapshot]) -> tuple[int, int]:
+    # -- files-by-contents and blobs-per-file ------------------------------------------------
+    def _files(self, snaps: list[Snapshot]) -> Iterator[tuple[Snapshot, bytes, Entry, tuple]]:
+        """(snapshot, path, entry, content key) of each file entry of ``snaps``, each trie
+        node read once however many snapshots share it; the key is equal for equal
+        content lists."""
         seen_nodes: set[bytes] = set()
-        contents: dict[tuple, int] = {}
         for s in snaps:
             # each child checked against its parent (``Hamt.visit``): a hostile chain of
             # nodes is a FormatError, as in the other modes, not a tree counted
@@ -237,47 +240,39 @@ class StatsManager(TrieReader):
                 for _k, p, v in n[1]:
                     e = Entry.decode(v, p)
                     if e.is_file:
-                        key = ("cb", e.content_blobs) if e.content_blobs is not None else ("c", e.content or ())
-                        contents.setdefault(key, e.size or 0)
+                        yield s, p, e, (("cb", e.content_blobs) if e.content_blobs is not None else ("c", e.content or ()))
+
+    def _by_contents(self, snaps: list[Snapshot]) -> tuple[int, int]:
+        contents: dict[tuple, int] = {}
+        for _s, _p, e, key in self._files(snaps):
+            contents.setdefault(key, e.size or 0)
         return len(contents), sum(contents.values())
 
-    # -- blobs-per-file ----------------------------------------------------------------------
     def _blobs_per_file(self, snaps: list[Snapshot]) -> tuple[int, int, int]:
         """(paths, blob references, bytes) as restic's blobs-per-file counts them: a file
         whose content was seen before (anywhere) is skipped; else each data blob of it
         not yet counted for its path adds its plaintext length (BlobNotFound for a blob
         the index does not know, as restic stops there)."""
         index = self.repo.index
-        seen_nodes: set[bytes] = set()
         contents: set[tuple] = set()
         per_path: dict[bytes, set[bytes]] = {}
         refs = nbytes = 0
-        for s in snaps:
-            for _nid, n in self.hamt.visit(s.root, seen_nodes):
-                if isinstance(n, Exception):
-                    raise n
-                if n is None or n[0] != 0:
+        for s, p, e, key in self._files(snaps):
+            if key in contents:
+                continue
+            contents.add(key)
+            for item in content_list(e, self._read_meta):
+                if not isinstance(item, bytes):
+                    continue  # a hole: no blob
+                counted = per_path.setdefault(p, set())
+                if item in counted:
                     continue
-                for _k, p, v in n[1]:
-                    e = Entry.decode(v, p)
-                    if not e.is_file:
-                        continue
-                    key = ("cb", e.content_blobs) if e.content_blobs is not None else ("c", e.content or ())
-                    if key in contents:
-                        continue
-                    contents.add(key)
-                    for item in content_list(e, self._read_meta):
-                        if not isinstance(item, bytes):
-                            continue  # a hole: no blob
-                        counted = per_path.setdefault(p, set())
-                        if item in counted:
-                            continue
-                        loc = index.lookup(item)
-                        if loc is None:
-                            raise BlobNotFound(f"blob {item.hex()[:16]} of {p.decode(errors='replace')} in snapshot {s.id[:8]} is not in the index; run bk check")
-                        counted.add(item)
-                        refs += 1
-                        nbytes += loc.raw_length
+                loc = index.lookup(item)
+                if loc is None:
+                    raise BlobNotFound(f"blob {item.hex()[:16]} of {p.decode(errors='replace')} in snapshot {s.id[:8]} is not in the index; run bk check")
+                counted.add(item)
+                refs += 1
+                nbytes += loc.raw_length
         return len(per_path), refs, nbytes
 
     # -- the repository ----------------------------------------------------------------------
