@@ -164,3 +164,16 @@ def test_the_real_command_with_the_strong_kdf(tmp_path):
     assert r.returncode == 12 and "wrong password" in r.stderr and r.stderr.strip().endswith("taken=1"), r.stderr
     r = run_entry(["-r", str(root), "-p", str(tmp_path / "bad"), "snapshots", "--help"], env)
     assert r.returncode == 0 and r.stderr.strip().endswith("taken=0")
+
+
+def test_the_valued_global_options_are_the_command_lines():
+    """keyahead's list of global options that take a value is main.py's: an option it
+    did not know would have its value read as the command."""
+    import typer
+
+    from backupkit_cli.main import app
+
+    group = typer.main.get_command(app)  # typer's own click: options known by their kind
+    options = [p for p in group.params if p.param_type_name == "option"]
+    valued = {o for p in options if not p.is_flag and not p.count for o in p.opts}
+    assert len(options) > 10 and keyahead._VALUED == valued
