@@ -172,7 +172,7 @@ class LocalObjectStore(ObjectStore):
         path = self._path(name)
         try:
             with open(path, "rb") as f:
-                return self._pread(f.fileno(), name, offset, length, hint=True)
+                return self._pread(f.fileno(), name, os.fstat(f.fileno()).st_size, offset, length, hint=True)
         except OSError as exc:
             raise _store_error(exc, f"reading {name}") from None
 
@@ -186,21 +186,24 @@ class LocalObjectStore(ObjectStore):
         except OSError as exc:
             raise _store_error(exc, f"reading {name}") from None
         with f:
+            try:
+                size = os.fstat(f.fileno()).st_size  # once: the ranges are of one object
+            except OSError as exc:
+                raise _store_error(exc, f"reading {name}") from None
             for offset, length in ranges:
                 try:
-                    data = self._pread(f.fileno(), name, offset, length, hint=False)
+                    data = self._pread(f.fileno(), name, size, offset, length, hint=False)
                 except OSError as exc:
                     raise _store_error(exc, f"reading {name}") from None
                 yield data
                 del data  # held by the reader alone while it works on it
 
-    def _pread(self, fd: int, name: str, offset: int, length: int, hint: bool) -> bytes:
-        """``length`` bytes at ``offset`` of the open object ``name``; ``hint``: a
-        WILLNEED first when the range is large (a restore's pack span)."""
+    def _pread(self, fd: int, name: str, size: int, offset: int, length: int, hint: bool) -> bytes:
+        """``length`` bytes at ``offset`` of the open object ``name`` (``size`` bytes when
+        opened); ``hint``: a WILLNEED first when the range is large (a restore's pack span)."""
         self._stats.add("GET_RANGE")
         if offset < 0 or length < 0:
             raise StoreError(f"invalid range {offset}+{length} of {name}")
-        size = os.fstat(fd).st_size
         if offset + length > size:
             raise StoreError(f"range {offset}+{length} past the end of {name} ({size} bytes)")
         if hint and length >= _ADVISE_FROM:
