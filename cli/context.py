@@ -6,7 +6,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +48,40 @@ class Settings:
 
 
 SETTINGS = Settings()
+
+
+def repository_source(repo: str | None, repository_file: str | None, env: Mapping[str, str]) -> tuple[str, str] | None:
+    """Where the repository's location comes from, by bk's precedence: ("url", LOCATION)
+    from -r or BK_REPOSITORY, ("file", PATH) from --repository-file or BK_REPOSITORY_FILE
+    (a flag before the environment), or None: the default repository. Both flags at once
+    is the caller's BadArgument."""
+    if repo:
+        return "url", repo
+    path = repository_file or (None if env.get("BK_REPOSITORY") else env.get("BK_REPOSITORY_FILE"))
+    if path:
+        return "file", path
+    return ("url", env["BK_REPOSITORY"]) if env.get("BK_REPOSITORY") else None
+
+
+def password_source(
+    password_file: str | None, password_command: str | None, insecure_no_password: bool, env: Mapping[str, str]
+) -> tuple[str, str] | None:
+    """Where the password comes from, by bk's precedence: ("file", PATH) or ("command",
+    CMD) from the flags, else ("value", TEXT) from BK_PASSWORD, ("file", PATH) from
+    BK_PASSWORD_FILE, ("command", CMD) from BK_PASSWORD_COMMAND, ("value", "") with
+    --insecure-no-password; None: none given (the default repository's password file,
+    else a prompt)."""
+    if password_file:
+        return "file", password_file
+    if password_command:
+        return "command", password_command
+    if "BK_PASSWORD" in env:
+        return "value", env["BK_PASSWORD"]
+    if env.get("BK_PASSWORD_FILE"):
+        return "file", env["BK_PASSWORD_FILE"]
+    if env.get("BK_PASSWORD_COMMAND"):
+        return "command", env["BK_PASSWORD_COMMAND"]
+    return ("value", "") if insecure_no_password else None
 
 
 @dataclass
@@ -108,11 +142,12 @@ class State:
 
         if self.repo and self.repository_file:
             raise BadArgument("-r and --repository-file name the repository twice: give one")
-        if self.repo:
-            return self.repo
-        path = self.repository_file or (None if os.environ.get("BK_REPOSITORY") else os.environ.get("BK_REPOSITORY_FILE"))
-        if not path:
-            return os.environ.get("BK_REPOSITORY") or None
+        source = repository_source(self.repo, self.repository_file, os.environ)
+        if source is None:
+            return None
+        kind, path = source
+        if kind == "url":
+            return path
         try:
             with open(path, encoding="utf-8") as f:
                 location = f.read().strip()
@@ -126,15 +161,12 @@ class State:
     def password(self, confirm: bool = False, create_default: bool = False) -> bytes:
         from backupkit.errors import UsageError
 
-        pf = self.password_file or None
-        pc = self.password_command or None
-        if not pf and not pc:
-            if "BK_PASSWORD" in os.environ:
-                return os.environ["BK_PASSWORD"].encode()
-            pf = os.environ.get("BK_PASSWORD_FILE")
-            pc = os.environ.get("BK_PASSWORD_COMMAND") if not pf else None
-            if not pf and not pc and self.insecure_no_password:
-                return b""
+        source = password_source(self.password_file, self.password_command, self.insecure_no_password, os.environ)
+        kind, given = source if source is not None else ("", "")
+        if kind == "value":
+            return given.encode()
+        pf = given if kind == "file" else None
+        pc = given if kind == "command" else None
         if pf:
             try:
                 return Path(pf).read_bytes().rstrip(b"\r\n")

@@ -78,44 +78,35 @@ def read_command_line(argv: Sequence[str]) -> tuple[str | None, dict[str, str], 
 
 
 def _password(values: dict[str, str], flags: set[str], env: Mapping[str, str], default_repo: bool) -> bytes | None:
-    """The password as ``State.password`` would find it, or None where that would run a
-    program, prompt, or is unsure."""
-    from backupkit_cli.context import default_password_file
+    """The password as ``State.password`` finds it (``password_source``: the same
+    precedence), or None where it would run a program, prompt, or read a pipe."""
+    from backupkit_cli.context import default_password_file, password_source
 
-    pf = values.get("--password-file") or values.get("-p")
-    if "--password-command" in values:
-        return None
-    if not pf:
-        if "BK_PASSWORD" in env:
-            return env["BK_PASSWORD"].encode()
-        pf = env.get("BK_PASSWORD_FILE")
-        if not pf and env.get("BK_PASSWORD_COMMAND"):
-            return None
-        if not pf and "--insecure-no-password" in flags:
-            return b""
-    if not pf and default_repo:
-        pf = str(default_password_file())
-    if not pf or not stat.S_ISREG(os.stat(pf).st_mode):
-        return None  # a pipe (-p <(pass show x), /dev/stdin) is for the command to read, once
-    with open(pf, "rb") as f:
+    source = password_source(values.get("--password-file") or values.get("-p"), values.get("--password-command"),
+                             "--insecure-no-password" in flags, env)
+    if source is None:
+        if not default_repo:
+            return None  # a prompt
+        source = ("file", str(default_password_file()))
+    kind, given = source
+    if kind == "value":
+        return given.encode()
+    if kind != "file" or not stat.S_ISREG(os.stat(given).st_mode):
+        return None  # a program; a pipe (-p <(pass show x), /dev/stdin) is the command's to read, once
+    with open(given, "rb") as f:
         return f.read(1 << 20).rstrip(b"\r\n")
 
 
 def _repository(values: dict[str, str], env: Mapping[str, str]) -> tuple[str, bool] | None:
-    """(the repository location, whether it is the default one), or None when it comes
-    from a file (``--repository-file``, ``BK_REPOSITORY_FILE``)."""
-    from backupkit_cli.context import default_repo
+    """(the repository location, whether it is the default one) as ``State`` finds it
+    (``repository_source``), or None when it comes from a file."""
+    from backupkit_cli.context import default_repo, repository_source
 
-    named = values.get("--repo") or values.get("-r")
-    if named:
-        return named, False
-    if "--repository-file" in values:
-        return None
-    if env.get("BK_REPOSITORY"):
-        return env["BK_REPOSITORY"], False
-    if env.get("BK_REPOSITORY_FILE"):
-        return None
-    return default_repo(), True
+    source = repository_source(values.get("--repo") or values.get("-r"), values.get("--repository-file"), env)
+    if source is None:
+        return default_repo(), True
+    kind, location = source
+    return (location, False) if kind == "url" else None
 
 
 def plan(argv: Sequence[str], env: Mapping[str, str]) -> tuple[str, bytes] | None:
