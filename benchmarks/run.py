@@ -10,6 +10,14 @@ measured command the page cache is dropped when permitted (``--warm`` keeps it).
 that fails, times out or restores the wrong bytes is reported as such; the run goes on.
 Steps a selected step needs (``backup`` before ``restore``) are added. ``--source DIR``
 adds a real tree (e.g. ``/usr``) as a third data set, the ``tree-*`` steps.
+
+A verified restore is not deleted at once but moved to ``WORK/trash``, emptied when the
+run ends (and at its start, of an interrupted run's leftovers): on ext4 without a journal
+(this machine's root file system), creating a file passes over the free inodes freed
+recently, looking up each one's inode table block (``recently_deleted`` in
+``fs/ext4/ialloc.c``); a restore of ``/usr`` that came within minutes of the deletion of
+another (140k files) spent 5-7x the system time of one that did not, charged to whichever
+tool came next (docs/benchmarks.md, session 12).
 """
 
 from __future__ import annotations
@@ -144,17 +152,33 @@ class Runner:
         return "; ".join(m.errors) or None
 
     def after_restore(self, path: Path, fmt: str | None, data: DataSet) -> str:
-        """Compare a restored directory (``fmt`` None) or stream with the source, then drop it."""
+        """Compare a restored directory (``fmt`` None) or stream with the source, then drop
+        it (a directory: into the trash, emptied when the run ends; see the module's text)."""
         if fmt is None:
             v = verify.verify_tree(path, data.src, data.manifest,
                                    changed_since=self.started if data.params["kind"] == "tree" else None)
             if not self.args.keep:
-                shutil.rmtree(path, ignore_errors=True)
+                self.trash(path)
         else:
             v = verify.verify_archive(path, fmt, data.src, data.manifest)
             if not self.args.keep:
                 path.unlink(missing_ok=True)
         return v.text if v.ok else "WRONG: " + v.text
+
+    def trash(self, path: Path) -> None:
+        """Move ``path`` out of the way, to be deleted by ``empty_trash`` (same file system)."""
+        bin_ = self.work / "trash"
+        bin_.mkdir(exist_ok=True)
+        try:
+            path.rename(bin_ / f"{len(os.listdir(bin_))}-{path.parent.parent.name}-{path.parent.name}")
+        except OSError:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def empty_trash(self) -> None:
+        """Delete what ``trash`` kept, and write the deletions out (``sync``)."""
+        if (self.work / "trash").exists():
+            shutil.rmtree(self.work / "trash", ignore_errors=True)
+            os.sync()
 
     def after_backup(self, tool: Tool, ws: Workspace) -> str | None:
         """Does the tool now list as many snapshots as it has taken?"""
@@ -361,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in tools:  # repositories and caches of an earlier run must not be reused
         shutil.rmtree(work / name, ignore_errors=True)
     runner = Runner(a, tools, work)
+    runner.empty_trash()  # an interrupted run's restores
 
     def say(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
@@ -433,6 +458,8 @@ def main(argv: list[str] | None = None) -> int:
                     profiles += prof.run(name, ds.src, steps, say)
     except KeyboardInterrupt:
         notes.append("interrupted: the results are partial")
+    finally:
+        runner.empty_trash()
 
     summary["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     summary["command"] = "`python -m benchmarks.run " + " ".join(sys.argv[1:] if argv is None else argv) + "`"

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import datagen, profiling, report, verify
+from benchmarks import run as run_mod
 from benchmarks.measure import Cmd, run
 from benchmarks.run import main, select_steps
 
@@ -184,10 +185,19 @@ def test_report_merges_runs_with_cores_sets_and_borg_equivalents() -> None:
     assert "| restore to a directory, `/srv` | <= 0.60 | — | bk FAILED |" in text
 
 
-def test_a_source_tree_runs_end_to_end(tmp_path: Path) -> None:
+def test_a_source_tree_runs_end_to_end(tmp_path: Path, monkeypatch) -> None:
     bk = Path(sys.executable).parent / "bk"
     if not (bk.exists() and shutil.which("restic")):
         pytest.skip("needs this venv's bk and restic on PATH")
+    emptied = []  # what the trash held each time the run emptied it
+    real_empty = run_mod.Runner.empty_trash
+
+    def empty_trash(self) -> None:
+        bin_ = self.work / "trash"
+        emptied.append(sorted(os.listdir(bin_)) if bin_.exists() else [])
+        real_empty(self)
+
+    monkeypatch.setattr(run_mod.Runner, "empty_trash", empty_trash)
     src = tmp_path / "src"
     datagen.generate_many(src, 40)
     out = tmp_path / "page.md"
@@ -200,6 +210,10 @@ def test_a_source_tree_runs_end_to_end(tmp_path: Path) -> None:
         for t in ("bk", "restic")}
     assert "verified 40 files" in out.read_text()
     assert doc["meta"]["floors_s"]["tree"] > 0
+    # each restore was moved aside once verified and deleted only when the run ended
+    assert emptied == [[], ["0-bk-tree", "1-restic-tree"]]
+    assert not (tmp_path / "w" / "small" / "trash").exists()
+    assert not (tmp_path / "w" / "small" / "bk" / "tree" / "restore").exists()
     if profiling.py_spy():  # the profiled repetition: every tree step, with the functions bk spent its time in
         assert [p["step"] for p in doc["meta"]["profiles"]] == ["tree-backup", "tree-unchanged", "tree-restore",
                                                                "tree-check-read-data"]
