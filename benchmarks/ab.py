@@ -14,7 +14,10 @@ given, each as ``PYTHONPATH=EXPORT python -m backupkit_cli ARGS`` under
 (root); ``--fresh DIR`` removes DIR before every run (a restore target, a scratch
 repository to init); with ``--seed SRC`` it is then made a copy of SRC (``cp -a``, not
 timed): a command that changes its repository, such as ``prune``, starts from the same
-repository every run. Alternating in rounds spreads a shared machine's load over all
+repository every run. ``--trash`` moves DIR aside instead and deletes what it moved only
+after the last round: on ext4 without a journal a restore that comes minutes after the
+deletion of another spends several times its system time creating files
+(``benchmarks/run.py``); it needs the room for every run's restore. Alternating in rounds spreads a shared machine's load over all
 revisions alike: compare the per-round pairs, not only the means.
 """
 
@@ -39,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--cold", action="store_true", help="drop the page cache before every run")
     ap.add_argument("--fresh", type=Path, help="a path removed before every run")
+    ap.add_argument("--trash", action="store_true",
+                    help="with --fresh: move DIR aside before each run, delete it after the last round")
     ap.add_argument("--seed", type=Path, help="with --fresh: copy this directory to the fresh path before every run")
     ap.add_argument("--init", action="store_true",
                     help="run the revision's `bk init` before every run (untimed, after --fresh): a first backup "
@@ -62,12 +67,33 @@ def main(argv: list[str] | None = None) -> int:
     labels = [f"{rev} {x}".strip() if a.extra else rev for rev, x in zip(a.rev, a.extra or a.rev)]
     if a.seed is not None and a.fresh is None:
         ap.error("--seed needs --fresh (the path it is copied to)")
+    if a.trash and a.fresh is None:
+        ap.error("--trash needs --fresh (the path it moves aside)")
     if a.cold and not drop_caches():
         ap.error("--cold needs permission to write /proc/sys/vm/drop_caches (root)")
     exports = [export_source(rev, a.work / f"rev{i}") for i, rev in enumerate(a.rev)]
     results: dict[int, list] = {i: [] for i in range(len(exports))}
+    try:
+        return _rounds(a, args, extra, labels, exports, results)
+    finally:
+        if a.trash:
+            shutil.rmtree(_trash_dir(a.fresh), ignore_errors=True)
+            os.sync()
+
+
+def _trash_dir(fresh: Path) -> Path:
+    return fresh.with_name(fresh.name + ".ab-trash")
+
+
+def _rounds(a: argparse.Namespace, args: list[str], extra: list[list[str]], labels: list[str],
+            exports: list[tuple[Path, str]], results: dict[int, list]) -> int:
+    moved = 0
     for rnd in range(1, a.rounds + 1):
         for i, (src, sha) in enumerate(exports):
+            if a.trash and os.path.lexists(a.fresh):
+                _trash_dir(a.fresh).mkdir(exist_ok=True)
+                a.fresh.rename(_trash_dir(a.fresh) / str(moved))
+                moved += 1
             if a.fresh is not None:
                 shutil.rmtree(a.fresh, ignore_errors=True)
                 if a.seed is not None:
