@@ -17,7 +17,9 @@ run ends (and at its start, of an interrupted run's leftovers): on ext4 without 
 recently, looking up each one's inode table block (``recently_deleted`` in
 ``fs/ext4/ialloc.c``); a restore of ``/usr`` that came within minutes of the deletion of
 another (140k files) spent 5-7x the system time of one that did not, charged to whichever
-tool came next (docs/benchmarks.md, session 12).
+tool came next (docs/benchmarks.md, session 12). For the same reason a run with restore
+steps first waits until the previous run's trash was emptied ``DELETES_SETTLE`` seconds
+ago (``BK_BENCH_DELETES_SETTLE``, default 420).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -50,6 +53,8 @@ FRESH_REPO = ("many-backup", "tree-backup")  # steps that init their own reposit
 BACKUPS = ("backup", "backup-unchanged", "backup-1pct", "many-backup", "many-unchanged", "many-1pct",
            "tree-backup", "tree-unchanged")
 HERE = Path(__file__).resolve().parent
+#: seconds a restore step waits after the last run's restored trees were deleted (see above)
+DELETES_SETTLE = float(os.environ.get("BK_BENCH_DELETES_SETTLE", "420"))
 # Outside the source tree: the data set holds ~20k generated (syntactically invalid) .py
 # files that linters and compileall walking the project must not meet. /var/tmp is on disk.
 DEFAULT_WORK = Path(os.environ.get("BK_BENCH_WORK", "/var/tmp/backupkit-bench"))
@@ -175,10 +180,23 @@ class Runner:
             shutil.rmtree(path, ignore_errors=True)
 
     def empty_trash(self) -> None:
-        """Delete what ``trash`` kept, and write the deletions out (``sync``)."""
+        """Delete what ``trash`` kept, write the deletions out (``sync``), and note when
+        (``wait_after_deletes``)."""
         if (self.work / "trash").exists():
             shutil.rmtree(self.work / "trash", ignore_errors=True)
             os.sync()
+            (self.work / "trash.emptied").touch()
+
+    def wait_after_deletes(self, say: Callable[[str], None]) -> None:
+        """Wait until the last emptied trash is ``DELETES_SETTLE`` seconds old: a run that
+        starts right after another would otherwise restore among the inodes it freed."""
+        try:
+            age = time.time() - (self.work / "trash.emptied").stat().st_mtime
+        except OSError:
+            return
+        if 0 <= age < DELETES_SETTLE:
+            say(f"waiting {DELETES_SETTLE - age:.0f} s: the last run's restores were deleted {age:.0f} s ago")
+            time.sleep(DELETES_SETTLE - age)
 
     def after_backup(self, tool: Tool, ws: Workspace) -> str | None:
         """Does the tool now list as many snapshots as it has taken?"""
@@ -385,10 +403,13 @@ def main(argv: list[str] | None = None) -> int:
     for name in tools:  # repositories and caches of an earlier run must not be reused
         shutil.rmtree(work / name, ignore_errors=True)
     runner = Runner(a, tools, work)
-    runner.empty_trash()  # an interrupted run's restores
 
     def say(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
+
+    runner.empty_trash()  # an interrupted run's restores
+    if any(s in ("restore", "tree-restore") for s in steps):
+        runner.wait_after_deletes(say)
 
     started = dt.datetime.now(dt.timezone.utc)
     notes = []
@@ -458,8 +479,6 @@ def main(argv: list[str] | None = None) -> int:
                     profiles += prof.run(name, ds.src, steps, say)
     except KeyboardInterrupt:
         notes.append("interrupted: the results are partial")
-    finally:
-        runner.empty_trash()
 
     summary["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     summary["command"] = "`python -m benchmarks.run " + " ".join(sys.argv[1:] if argv is None else argv) + "`"
@@ -471,6 +490,7 @@ def main(argv: list[str] | None = None) -> int:
     out = a.out or HERE / "results" / f"{started.strftime('%Y-%m-%d')}-{scale_name}.md"
     print(report.write(out, meta, [asdict(r) for r in runner.results]))
     say(f"written: {out} and {out.with_suffix('.json')}")
+    runner.empty_trash()  # after the page: a run stopped here loses nothing (the next run empties it)
     return 0
 
 

@@ -280,3 +280,22 @@ def test_read_ahead_walks_every_entry_with_each_setting(tmp_path: Path, capsys) 
     assert out[0] == f"{tmp_path / 't'}: 20 entries, warm"
     assert [line.split(":")[0].split() for line in out[1:]] == [["0", "entries,", "1", "threads"], ["8", "entries,", "2", "threads"], ["16384", "entries,", "4", "threads"]]
     assert all(len(line.split(":")[1].split()) == 2 for line in out[1:])
+
+
+def test_a_run_with_restores_waits_for_the_last_runs_deletes(tmp_path: Path, monkeypatch) -> None:
+    runner = run_mod.Runner.__new__(run_mod.Runner)
+    runner.work = tmp_path
+    slept, said = [], []
+    monkeypatch.setattr(run_mod.time, "sleep", slept.append)
+    runner.wait_after_deletes(said.append)  # no trash was ever emptied here
+    assert slept == [] and said == []
+    (tmp_path / "trash" / "0-bk-tree").mkdir(parents=True)
+    runner.empty_trash()
+    assert not (tmp_path / "trash").exists()
+    runner.wait_after_deletes(said.append)
+    assert len(slept) == 1 and run_mod.DELETES_SETTLE - 60 < slept[0] <= run_mod.DELETES_SETTLE
+    assert "deleted" in said[0]
+    old = time.time() - run_mod.DELETES_SETTLE - 5
+    os.utime(tmp_path / "trash.emptied", (old, old))
+    runner.wait_after_deletes(said.append)
+    assert len(slept) == 1
