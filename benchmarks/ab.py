@@ -17,8 +17,9 @@ timed): a command that changes its repository, such as ``prune``, starts from th
 repository every run. ``--trash`` moves DIR aside instead and deletes what it moved only
 after the last round: on ext4 without a journal a restore that comes minutes after the
 deletion of another spends several times its system time creating files
-(``benchmarks/run.py``); it needs the room for every run's restore. Alternating in rounds spreads a shared machine's load over all
-revisions alike: compare the per-round pairs, not only the means.
+(``benchmarks/run.py``); it needs the room for every run's restore. Alternating in
+rounds spreads a shared machine's load over all revisions alike: compare the per-round
+pairs, not only the means.
 """
 
 from __future__ import annotations
