@@ -1,8 +1,8 @@
 """Render a run's results as Markdown (and JSON).
 
 A result is a dict (see ``run.Result``): step, tool, status (ok, failed, timeout, wrong,
-skipped), seconds, cpu_seconds, mb (source MB the step covers), peak_rss_mib, repo_bytes,
-note. Ratios are bk's seconds over the other tool's: below 1 means bk is faster.
+skipped), seconds, cpu_seconds (sys_seconds of them, the kernel's), mb (source MB the
+step covers), peak_rss_mib, repo_bytes, note. Ratios are bk's seconds over the other tool's: below 1 means bk is faster.
 """
 
 from __future__ import annotations
@@ -117,6 +117,13 @@ def _set_of(step: str, meta: dict[str, Any]) -> str:
     return "—" if step in ("help", "init") else sets.get(key, key)
 
 
+def _sys_share(r: dict[str, Any] | None) -> str:
+    """The kernel's share of a step's CPU seconds ("" where not measured: older JSON)."""
+    if r and r["status"] == "ok" and r.get("sys_seconds") is not None and r["cpu_seconds"] > 0:
+        return f"{r['sys_seconds'] / r['cpu_seconds']:.0%}"
+    return ""
+
+
 def cores(r: dict[str, Any] | None) -> float | None:
     """CPU seconds over wall seconds: how many cores the step kept busy on average."""
     if r and r["status"] == "ok" and r["seconds"] > 0:
@@ -180,15 +187,16 @@ def render(meta: dict[str, Any], results: list[dict[str, Any]]) -> str:
     if borg_marks:
         lines += ["", "borg 1.x has no direct equivalent of some steps; its column measures instead:", ""]
         lines += [f"- {mark} `{s}`: {BORG_INSTEAD[s]}" for s, mark in borg_marks.items()]
-    lines += ["", f"## CPU seconds (user + sys) and cores used (CPU seconds / wall seconds; {cache})", ""]
+    lines += ["", f"## CPU seconds (user + sys), the kernel's share of them (sys) and cores used "
+              f"(CPU seconds / wall seconds; {cache})", ""]
     crows = []
     for s in steps:
         row = [s]
         for t in tools:
             c = cores(by.get((s, t)))
-            row += [_cell(by.get((s, t)), "cpu"), f"{c:.2f}" if c is not None else ""]
+            row += [_cell(by.get((s, t)), "cpu"), _sys_share(by.get((s, t))), f"{c:.2f}" if c is not None else ""]
         crows.append(row)
-    lines += _table(["step", *(x for t in tools for x in (f"{t} CPU s", f"{t} cores"))], crows)
+    lines += _table(["step", *(x for t in tools for x in (f"{t} CPU s", f"{t} sys", f"{t} cores"))], crows)
     lines += _issue13(meta, by, steps)
     lines += _profiles(meta)
 

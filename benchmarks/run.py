@@ -67,6 +67,7 @@ class Result:
     status: str = "ok"  # ok | failed | timeout | wrong | skipped
     seconds: float = 0.0
     cpu_seconds: float = 0.0
+    sys_seconds: float = 0.0  # of cpu_seconds, the kernel's
     mb: float | None = None  # source MB (10^6 bytes) the step covers, for MB/s
     peak_rss_mib: float = 0.0
     maxrss_mib: float = 0.0
@@ -261,7 +262,7 @@ class Runner:
             r.mb = None
         r.load_before = round(os.getloadavg()[0], 2)
         m = self.measure(step, tool, cmds, ws)
-        r.seconds, r.cpu_seconds = round(m.wall, 3), round(m.cpu, 3)
+        r.seconds, r.cpu_seconds, r.sys_seconds = round(m.wall, 3), round(m.cpu, 3), round(m.sys_cpu, 3)
         r.peak_rss_mib = round(m.peak_kib / 1024, 1)
         r.maxrss_mib, r.tree_pss_mib = round(m.maxrss_kib / 1024, 1), round(m.tree_pss_kib / 1024, 1)
         if step != "help" and ws.repo.exists():
