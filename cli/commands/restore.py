@@ -59,7 +59,7 @@ def command(
 
     from backupkit_cli.tuning import limit_arenas, raise_open_files, tune_malloc
 
-    tune_malloc()
+    tune_malloc(trim_threshold=64 * 1024 * 1024)  # pack spans and blobs: reuse, not fault in again
     raise_open_files()
     limit_arenas()
     st: State = ctx.obj
