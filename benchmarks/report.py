@@ -2,7 +2,8 @@
 
 A result is a dict (see ``run.Result``): step, tool, status (ok, failed, timeout, wrong,
 skipped), seconds, cpu_seconds (sys_seconds of them, the kernel's), mb (source MB the
-step covers), peak_rss_mib, repo_bytes, note. Ratios are bk's seconds over the other tool's: below 1 means bk is faster.
+step covers), peak_rss_mib, repo_bytes, note. Ratios are bk's seconds over the other
+tool's: below 1 means bk is faster.
 """
 
 from __future__ import annotations
