@@ -261,11 +261,13 @@ class StatsManager(TrieReader):
             if key in contents:
                 continue
             contents.add(key)
+            counted = per_path.get(p)  # made at the path's first blob: an empty file is not counted
             for item in content_list(e, self._read_meta):
                 if not isinstance(item, bytes):
                     continue  # a hole: no blob
-                counted = per_path.setdefault(p, set())
-                if item in counted:
+                if counted is None:
+                    counted = per_path[p] = set()
+                elif item in counted:
                     continue
                 loc = index.lookup(item)
                 if loc is None:
