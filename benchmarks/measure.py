@@ -46,6 +46,8 @@ class Measured:
     cpu: float = 0.0
     #: of ``cpu``, the kernel's (system time): file creation, page-cache copies, page faults
     sys_cpu: float = 0.0
+    #: minor page faults (first touches of memory; costly on a VM after drop_caches)
+    minflt: int = 0
     maxrss_kib: int = 0
     tree_pss_kib: int = 0
     timed_out: bool = False
@@ -64,6 +66,7 @@ class Measured:
         self.wall += other.wall
         self.cpu += other.cpu
         self.sys_cpu += other.sys_cpu
+        self.minflt += other.minflt
         self.maxrss_kib = max(self.maxrss_kib, other.maxrss_kib)
         self.tree_pss_kib = max(self.tree_pss_kib, other.tree_pss_kib)
         self.timed_out |= other.timed_out
@@ -174,7 +177,7 @@ def run(cmd: Cmd, env: dict[str, str], log: Path, timeout: float) -> Measured:
                 out.close()
     if _session_pids(proc.pid):  # leftovers (daemonized children) must not outlive the step;
         _kill_group(proc.pid)  # while they live, their group id cannot be reused
-    m = Measured(rc=rc, wall=wall, cpu=ru.ru_utime + ru.ru_stime, sys_cpu=ru.ru_stime,
+    m = Measured(rc=rc, wall=wall, cpu=ru.ru_utime + ru.ru_stime, sys_cpu=ru.ru_stime, minflt=ru.ru_minflt,
                  maxrss_kib=_read_maxrss(rss_file, ru.ru_maxrss),
                  tree_pss_kib=sampler.peak_kib, timed_out=expired.is_set())
     if m.timed_out:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import datagen, profiling, report, verify
+from benchmarks import restore_pairs
 from benchmarks import run as run_mod
 from benchmarks.measure import Cmd, run
 from benchmarks.run import main, select_steps
@@ -94,6 +95,7 @@ def test_measure_reports_exit_codes_and_timeouts(tmp_path: Path) -> None:
     env = dict(os.environ)
     ok = run(Cmd(["python3", "-c", "b = bytearray(64 << 20)"]), env, tmp_path / "a.log", 30)
     assert ok.ok and ok.peak_kib > 64 * 1024
+    assert ok.minflt > 64 * 1024 // 4  # each 4 KiB page of the 64 MiB touched once
     bad = run(Cmd(["sh", "-c", "echo boom >&2; exit 3"]), env, tmp_path / "b.log", 30)
     assert not bad.ok and bad.rc == 3 and "boom" in bad.errors[0]
     slow = run(Cmd(["sleep", "30"]), env, tmp_path / "c.log", 0.5)
@@ -190,7 +192,7 @@ def test_report_merges_runs_with_cores_sets_and_borg_equivalents() -> None:
     assert "| restore to a directory, `/srv` | <= 0.60 | — | bk FAILED |" in text
 
 
-def test_a_source_tree_runs_end_to_end(tmp_path: Path, monkeypatch) -> None:
+def test_a_source_tree_runs_end_to_end(tmp_path: Path, monkeypatch, capsys) -> None:
     bk = Path(sys.executable).parent / "bk"
     if not (bk.exists() and shutil.which("restic")):
         pytest.skip("needs this venv's bk and restic on PATH")
@@ -219,6 +221,13 @@ def test_a_source_tree_runs_end_to_end(tmp_path: Path, monkeypatch) -> None:
     assert emptied == [[], ["0-bk-tree", "1-restic-tree"]]
     assert not (tmp_path / "w" / "small" / "trash").exists()
     assert not (tmp_path / "w" / "small" / "bk" / "tree" / "restore").exists()
+    # the same repositories restored beside tar -xf of the set, every target kept to the end
+    assert restore_pairs.main(["--set", "tree", "--source", str(src), "--work", str(tmp_path / "w" / "small"),
+                               "--rounds", "1", "--shm", str(tmp_path)]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("round 1")]
+    assert [ln.split(":")[0].split()[-1] for ln in lines] == ["-xf", "bk", "restic"]
+    assert all("minor faults" in ln for ln in lines)
+    assert not (tmp_path / "w" / "small" / "trash-pairs").exists()
     if profiling.py_spy():  # the profiled repetition: every tree step, with the functions bk spent its time in
         assert [p["step"] for p in doc["meta"]["profiles"]] == ["tree-backup", "tree-unchanged", "tree-restore",
                                                                "tree-check-read-data"]
