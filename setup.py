@@ -1,5 +1,5 @@
 """Build glue: the C extensions (chunker, blob opener, index loops, directory scan,
-parent match) and the CLI package's import name.
+parent match, blob sealer) and the CLI package's import name.
 
 Everything else lives in pyproject.toml. The CLI source folder is ``cli/`` and it is
 installed as the package ``backupkit_cli`` (a bare ``cli`` would collide with others).
@@ -55,6 +55,13 @@ setup(
         Extension(
             "backupkit.repo._blobopen",
             sources=["backupkit/repo/_blobopen.c"],
+            depends=["backupkit/repo/_libcrypt.h"],
+            extra_compile_args=["-O2"],
+        ),
+        Extension(
+            "backupkit.repo._blobseal",
+            sources=["backupkit/repo/_blobseal.c"],
+            depends=["backupkit/repo/_libcrypt.h"],
             extra_compile_args=["-O2"],
         ),
     ],

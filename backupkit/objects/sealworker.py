@@ -16,7 +16,7 @@ from backupkit.crypto import T_DATA_BLOB, MasterKeys, Sealer
 from backupkit.errors import FileReadError
 from backupkit.objects.sealprocs import read_frame, write_frame
 from backupkit.objects.smallfiles import changed, read_batch, read_xattrs
-from backupkit.repo.pack import encode_payload
+from backupkit.repo.pack import blob_ids, seal_payloads
 
 
 class _Stat:
@@ -49,6 +49,7 @@ def seal_batch(sealer: Sealer, level: int, min_size: int, ahead: int, files: lis
     them, read its xattrs]) read (``smallfiles.read_batch``), and the content of each
     that is one chunk given its id and sealed as a data blob (``sealprocs.SealedRead``)."""
     out: list = []
+    todo: list[int] = []  # rows whose content is sealed below, all in one call
     got_all = read_batch(os, [(f[0], _Stat(f[1], f[2], f[3])) for f in files], min_size, ahead, _more, _no_bytes)
     for f, got in zip(files, got_all):
         if isinstance(got, FileReadError):
@@ -58,11 +59,14 @@ def seal_batch(sealer: Sealer, level: int, min_size: int, ahead: int, files: lis
         else:
             data, ch = got
             xattrs = read_xattrs(os, f[0]) if f[4] else None
-            if not data:
-                out.append([b"", 0, b"", ch, xattrs])
-                continue
-            bid = sealer.blob_id(data)
-            out.append([bid, len(data), sealer.seal(T_DATA_BLOB, bid, encode_payload(data, level)), ch, xattrs])
+            if data:
+                todo.append(len(out))
+            out.append([b"", len(data), data, ch, xattrs])
+    if todo:
+        datas = [out[i][2] for i in todo]
+        ids = blob_ids(sealer, datas)
+        for i, bid, env in zip(todo, ids, seal_payloads(sealer, T_DATA_BLOB, list(zip(ids, datas)), level)):
+            out[i][0], out[i][2] = bid, env
     return out
 
 

@@ -28,7 +28,7 @@ from backupkit.errors import BlobNotFound, FormatError, IntegrityError, ObjectNo
 from backupkit.repo.cache import Cache
 from backupkit.repo.config import RepoConfig
 from backupkit.repo.index import BlobLocation, Index, PackInfo
-from backupkit.repo.pack import KIND_META, TYPE_OF_KIND, PackEntry, decode_payload, encode_payload, pack_name
+from backupkit.repo.pack import KIND_META, TYPE_OF_KIND, PackEntry, blob_ids, decode_payload, pack_name, seal_payloads
 from backupkit.repo.packverify import SpanItem, open_blobs, verify_blob
 from backupkit.repo.packwriter import PackWriter
 from backupkit.store.base import ObjectSource, ObjectStore
@@ -85,7 +85,7 @@ class BlobAccess:
                 return blob_id, False
             self._reserved.add(blob_id)
         level = self.config.compression_level if level is None else level
-        sealed = self.sealer.seal(blob_type, blob_id, encode_payload(data, level))
+        sealed = seal_payloads(self.sealer, blob_type, [(blob_id, data)], level)[0]
         with self._lock:
             if blob_type == TYPE_OF_KIND[KIND_META]:  # a trie update may read back a node not yet uploaded
                 self._unflushed[blob_id] = (blob_type, sealed)
@@ -98,18 +98,18 @@ class BlobAccess:
     def add_blobs(self, blob_type: int, datas: list[bytes], level: int | None = None) -> list[bytes]:
         """``add_blob`` of each of ``datas`` (one type): their ids, in order.
 
-        For many small blobs (a batch of tiny files): one index lookup and one pass under
-        the lock for all of them, and the sealed blobs go to the pack writer together (one
+        For many small blobs (a batch of tiny files): one index lookup, one pass under
+        the lock and one GIL-free call each to hash and to seal them all (``pack.blob_ids``,
+        ``pack.seal_payloads``), and the sealed blobs go to the pack writer together (one
         spool write), instead of that per blob. A blob equal to an earlier one of the batch
         is stored once, as with one ``add_blob`` after the other."""
         self._writer.raise_error()
-        blob_id = self.sealer.blob_id
-        ids = [blob_id(d) for d in datas]
+        ids = blob_ids(self.sealer, datas)
         new = self._reserve(ids)
         if new:
             level = self.config.compression_level if level is None else level
-            seal = self.sealer.seal
-            self._queue(blob_type, [(ids[i], seal(blob_type, ids[i], encode_payload(datas[i], level)), len(datas[i])) for i in new])
+            sealed = seal_payloads(self.sealer, blob_type, [(ids[i], datas[i]) for i in new], level)
+            self._queue(blob_type, [(ids[i], env, len(datas[i])) for i, env in zip(new, sealed)])
         return ids
 
     def add_sealed(self, blob_type: int, blobs: list[tuple[bytes, bytes, int]]) -> None:

@@ -30,6 +30,14 @@ from backupkit.crypto import T_DATA_BLOB, T_META_BLOB, T_PACK_HEADER, Sealer, pa
 from backupkit.errors import FormatError, ObjectTooLarge
 from backupkit.limits import BLOB_MAX, PACK_HEADER_MAX
 
+try:
+    from backupkit.repo import _blobseal
+
+    SEAL_C = bool(_blobseal.available())
+except ImportError:  # not built (a source checkout without the extension)
+    _blobseal = None  # type: ignore[assignment]
+    SEAL_C = False
+
 KIND_DATA = "data"
 KIND_META = "meta"
 KIND_OF_TYPE = {T_DATA_BLOB: KIND_DATA, T_META_BLOB: KIND_META}
@@ -62,6 +70,31 @@ def encode_payload(data: bytes | memoryview, level: int) -> bytes:
         if len(z) < len(data):
             return b"\x01" + z
     return b"\x00" + data  # bytes + any buffer: one copy
+
+
+def seal_payloads(
+    sealer: Sealer, obj_type: int, items: list[tuple[bytes, bytes | memoryview]], level: int, native: bool = True
+) -> list[bytes]:
+    """``sealer.seal(obj_type, id, encode_payload(data, level))`` of each (id, data) item.
+
+    The C module ``_blobseal`` does the whole batch with the GIL released once (Python's
+    AES-GCM keeps the GIL, and the Python path copies each blob three times while
+    holding it: a backup's walk waited on that); the Python path is the reference
+    (``native=False``, and wherever the extension or its libraries are missing). Both
+    write the same format; the zstd frames may differ in bytes, never in what they hold."""
+    if native and SEAL_C:
+        return _blobseal.seal_blobs(sealer.keys.enc_key, obj_type, level, items)
+    seal = sealer.seal
+    return [seal(obj_type, oid, encode_payload(data, level)) for oid, data in items]
+
+
+def blob_ids(sealer: Sealer, datas: list[bytes | memoryview], native: bool = True) -> list[bytes]:
+    """``sealer.blob_id`` of each of ``datas``: one GIL-free call for a batch of small
+    blobs (``_blobseal``), where hashlib keeps the GIL for inputs under 2 KiB."""
+    if native and SEAL_C:
+        return _blobseal.blob_ids(sealer.keys.id_key, datas)
+    blob_id = sealer.blob_id
+    return [blob_id(d) for d in datas]
 
 
 def decode_payload(payload: bytes, what: str, limit: int = BLOB_MAX, view: bool = False) -> bytes | memoryview:
