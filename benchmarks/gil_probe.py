@@ -36,7 +36,7 @@ def _cases(size: int):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from backupkit.chunker import Chunker
     from backupkit.crypto import T_DATA_BLOB, MasterKeys, Sealer
-    from backupkit.repo.pack import encode_payload
+    from backupkit.repo.pack import blob_ids, encode_payload, seal_payloads
 
     rnd = random.Random(5)
     frags = [rnd.randbytes(64) for _ in range(32)]
@@ -62,6 +62,9 @@ def _cases(size: int):
         ("AESGCM.encrypt", lambda: aes.encrypt(b"n" * 12, data, b"")),
         ("AESGCM.decrypt", lambda: aes.decrypt(b"n" * 12, ct, b"")),
         ("Sealer.seal (key derivation + AESGCM + envelope)", lambda: sealer.seal(T_DATA_BLOB, b"i" * 32, payload)),
+        ("encode_payload + Sealer.seal (the Python path)", lambda: sealer.seal(T_DATA_BLOB, b"i" * 32, encode_payload(data, 3))),
+        ("seal_payloads (C: zstd + key + AES-GCM)", lambda: seal_payloads(sealer, T_DATA_BLOB, [(b"i" * 32, data)], 3)),
+        ("blob_ids (C) of one blob", lambda: blob_ids(sealer, [data])),
         ("msgpack.packb of an entry map", lambda: msgpack.packb(entry)),
         ("os.lstat", lambda: os.lstat(path)),
         ("open + read + close (warm)", lambda: _read(path)),
