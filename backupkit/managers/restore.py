@@ -197,6 +197,8 @@ class _Run:
     #: running group that is not set-group-id): its owner is not set again when the
     #: snapshot's is the same
     new_owner: tuple[int, int] | None = None
+    #: to a directory: the mode each new file is created with (``restore_mode``)
+    modes: Any = None
     #: to a directory: the pack reads planned, the files being written (not yet under
     #: their real names), and those of them with later hardlinked names, by inode
     plan: Any = None

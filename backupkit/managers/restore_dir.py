@@ -8,7 +8,8 @@ and ``--delete`` clears each restored directory of what the snapshot's lacks whe
 stream leaves it. A file with nothing at its place is written under its real name
 (created with ``O_EXCL``: a restore that is killed leaves it partial, and the next one
 rewrites it); one that replaces what is there is written under a temporary name and
-renamed over it when complete.
+renamed over it when complete. Either is created with its final mode when that is safe
+(``restore_mode``: then no chmod when it is complete), else 0600.
 Directory metadata is applied last, deepest first, so restoring children does not
 disturb a directory's mtime.
 """
@@ -29,6 +30,7 @@ from backupkit.managers.restore_files import (
 )
 from backupkit.managers.restore_overwrite import NEW, SKIP, UNCHANGED, OpenDirs, file_action, special_action
 from backupkit.managers.restore_dirfds import DirFds
+from backupkit.managers.restore_mode import CreateModes
 from backupkit.managers.restore_write import PendingFile, file_window
 from backupkit.objects.entry import Entry
 from backupkit.tree import SnapshotTree, normalize
@@ -95,6 +97,8 @@ class DirRestorer:
             # the running user's and group's, whether the file system gives new files the
             # creator's group or the directory's (mount option grpid)
             run.new_owner = (os.geteuid(), os.getegid())
+        if not opts.dry_run:
+            run.modes = CreateModes(root_fd, run.fresh, run.policy)
         dir_fds = run.dir_fds = DirFds(root_fd)
         dirs_meta: list[tuple[bytes, Entry]] = []
         links: dict[tuple[int, int], bytes] = {}
@@ -265,7 +269,8 @@ class DirRestorer:
         except Exception as err:  # noqa: BLE001 - a damaged content blob costs this file only
             run.problem(path, f"not restored: {err}")
             return
-        f = PendingFile(pfd, name if in_place else run.temp_name(), name, rel, path, e, run.opts.sparse, self.reporter.bytes_done)
+        mode = run.modes.final(e, pfd, rel.rpartition(b"/")[0])
+        f = PendingFile(pfd, name if in_place else run.temp_name(), name, rel, path, e, run.opts.sparse, self.reporter.bytes_done, mode)
         run.pending.add(f)
         run.dir_fds.hold(pfd)
         if size:
@@ -307,7 +312,7 @@ class DirRestorer:
         try:
             if f.error is not None:
                 raise f.error
-            apply_meta(f.create(), None, e, run.policy, self._meta_error, run.new_owner)
+            apply_meta(f.create(), None, e, run.policy, self._meta_error, run.new_owner, mode_set=f.mode is not None)
             if f.tmp != f.name:
                 os.rename(f.tmp, f.name, src_dir_fd=f.pfd, dst_dir_fd=f.pfd)  # EISDIR: a directory is in the way
             done = True

@@ -202,11 +202,13 @@ def _named_id(db: str, name: str | None, recorded: int) -> int:
 
 def apply_meta(
     fd: int | None, at: tuple[int, bytes] | None, e: Entry, policy: MetaPolicy, on_error: Callable[[str], None],
-    owner: tuple[int, int] | None = None,
+    owner: tuple[int, int] | None = None, mode_set: bool = False,
 ) -> None:
     """Owner, xattrs, mode and times; on an fd, or on (dir_fd, name) without following.
     ``owner``: the (uid, gid) the file is known to have (one this restore created); no
-    ``chown`` when the snapshot's are the same."""
+    ``chown`` when the snapshot's are the same. ``mode_set``: the file was created with
+    its final mode (``restore_mode``: no set-id bit a chown could clear, no xattrs), so
+    it is not set again."""
     if fd is not None:
         kw: dict = {}
         target: int | bytes = fd
@@ -227,7 +229,7 @@ def apply_meta(
                 os.setxattr(fd, k, v)
             except OSError as err:
                 on_error(f"xattr {k!r}: {err.strerror}")
-    if e.type != "l":
+    if e.type != "l" and not mode_set:
         mode = policy.mode(e)
         if fd is not None:
             os.chmod(fd, mode)

@@ -10,14 +10,18 @@ another on the walking thread, nor serially by the worker writing a pack's blobs
 the first write if that comes first, with ``O_EXCL`` (never over anything, never through
 a symlink) at its full size (``ftruncate``), so a hole in its content list, or an
 all-zero blob when ``sparse``, is simply never written; a file without blobs is created
-when it is completed. Nothing here renames: a temporary name is replaced by the real one
-only in ``DirRestorer._finish``, once every blob is written.
+when it is completed. It is created with its final mode when ``restore_mode`` finds that
+safe (a mode within 0755, no xattrs, nothing the umask or a default ACL would take away:
+no chmod when it is complete), else 0600 (its mode set when complete). Nothing here
+renames: a temporary name is replaced by the real one only in ``DirRestorer._finish``,
+once every blob is written.
 
 A file written under its real name (restic's way: no rename per file) is partial there
 until it is complete; if the restore is killed, it stays so. It has the snapshot's size
 but not its mtime (set last, after every blob), so a re-run with ``--overwrite
 if-changed`` (the default) or ``always`` rewrites it; ``if-newer`` and ``never`` leave it
-as it is (docs/design.md, "Restore").
+as it is (docs/design.md, "Restore"). Its mode is 0600 or already its final one, which is
+then never set-uid, set-gid or sticky and never writable by group or others.
 """
 
 from __future__ import annotations
@@ -33,15 +37,18 @@ from backupkit.tuning import Tuning
 
 class PendingFile:
     """One file being written as ``tmp`` in directory ``pfd`` (its real name ``name``, or
-    a temporary name); ``fd`` is -1 until it is created (by ``write`` or ``create``)."""
+    a temporary name); ``fd`` is -1 until it is created (by ``write`` or ``create``).
+    ``mode``: the final mode it is created with (``restore_mode``), or None: created 0600,
+    its mode set when it is complete."""
 
-    __slots__ = ("fd", "pfd", "tmp", "name", "rel", "path", "entry", "size", "sparse", "on_bytes", "error", "links", "remaining", "_lock", "_ended")
+    __slots__ = ("fd", "pfd", "tmp", "name", "rel", "path", "entry", "mode", "size", "sparse", "on_bytes", "error", "links", "remaining", "_lock", "_ended")
 
     def __init__(self, pfd: int, tmp: bytes, name: bytes, rel: bytes, path: bytes, entry: Entry,
-                 sparse: bool, on_bytes: Callable[[int], None]) -> None:
+                 sparse: bool, on_bytes: Callable[[int], None], mode: int | None = None) -> None:
         self.fd = -1
         self.pfd, self.tmp, self.name, self.rel, self.path = pfd, tmp, name, rel, path
         self.entry = entry
+        self.mode = mode
         self.size = entry.size or 0
         self.sparse = sparse
         self.on_bytes = on_bytes
@@ -57,7 +64,7 @@ class PendingFile:
         if self.fd < 0:
             with self._lock:
                 if self.fd < 0:
-                    self.fd = create_pending(self.pfd, self.tmp, self.size)
+                    self.fd = create_pending(self.pfd, self.tmp, self.size, self.mode)
         return self.fd
 
     def precreate(self) -> None:
@@ -66,7 +73,7 @@ class PendingFile:
             if self._ended or self.error is not None or self.fd >= 0:
                 return
             try:
-                self.fd = create_pending(self.pfd, self.tmp, self.size)
+                self.fd = create_pending(self.pfd, self.tmp, self.size, self.mode)
             except OSError as err:
                 self.fail(err)
 
@@ -111,10 +118,12 @@ class PendingFile:
                 pass
 
 
-def create_pending(pfd: int, tmp: bytes, size: int) -> int:
+def create_pending(pfd: int, tmp: bytes, size: int, mode: int | None = None) -> int:
     """Create ``tmp`` in ``pfd`` (never through a symlink, never an existing file) at
-    ``size`` bytes; its descriptor."""
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=pfd)
+    ``size`` bytes, with ``mode`` (None: 0600); its descriptor, writable whatever the mode
+    (0444 included: permissions apply only to opening a file that exists)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(tmp, flags, 0o600 if mode is None else mode, dir_fd=pfd)
     if size:
         try:
             os.ftruncate(fd, size)

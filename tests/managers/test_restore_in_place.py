@@ -28,9 +28,9 @@ def _created_names(monkeypatch) -> list[bytes]:
     names: list[bytes] = []
     real = restore_write.create_pending
 
-    def spy(pfd: int, tmp: bytes, size: int) -> int:
+    def spy(pfd: int, tmp: bytes, size: int, *mode) -> int:
         names.append(tmp)
-        return real(pfd, tmp, size)
+        return real(pfd, tmp, size, *mode)
 
     monkeypatch.setattr(restore_write, "create_pending", spy)
     return names
@@ -122,6 +122,7 @@ def test_a_restore_killed_midway_leaves_partial_files_a_rerun_rewrites(tmp_path,
     partial = out / src.relative_to("/") / "big"
     assert partial.stat().st_size == len(files["big"]) and partial.read_bytes() != files["big"]
     assert partial.stat().st_mtime_ns != (src / "big").stat().st_mtime_ns
+    assert not partial.stat().st_mode & 0o7022  # 0600 or its final mode: never set-id, never writable by others
 
     res = RestoreManager(open_repo(store)).restore(snap, RestoreOptions(target=str(out), connections=2, overwrite=overwrite))
     assert not res.errors, res.errors
