@@ -10,8 +10,10 @@ files restored in this run.
 Nothing lost goes unnamed: the snapshot is walked past damage (``SnapshotTree.walk`` with
 ``on_error``), so a damaged tree node costs the directories whose listing it holds, each
 named, and the walk goes on; a malformed entry is named and skipped; a file whose content
-cannot be read is named, and never left under its real name: it is written under a
-temporary name and renamed when complete. The result counts every problem
+cannot be read is named, and never left partial under its real name: it is created
+there only where nothing was, and removed when a blob of it fails; what was there is
+replaced only through a temporary name, once complete (``restore_write``). A restore
+that is killed leaves its partial files (``restore_write``). The result counts every problem
 (``RestoreResult.incomplete``). A full disk stops the restore at once (RestoreError).
 
 Into a directory (``restore_dir``): what is already there is looked at first
