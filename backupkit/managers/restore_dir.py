@@ -312,7 +312,7 @@ class DirRestorer:
         try:
             if f.error is not None:
                 raise f.error
-            apply_meta(f.create(), None, e, run.policy, self._meta_error, run.new_owner, mode_set=f.mode is not None)
+            apply_meta(f.complete(), None, e, run.policy, self._meta_error, run.new_owner, mode_set=f.mode is not None)
             if f.tmp != f.name:
                 os.rename(f.tmp, f.name, src_dir_fd=f.pfd, dst_dir_fd=f.pfd)  # EISDIR: a directory is in the way
             done = True

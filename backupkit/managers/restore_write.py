@@ -8,18 +8,19 @@ A file is created ahead of its first write on a pool of its own (``precreate``;
 creating a file costs 1-3 ms on a cold or busy disk: done in parallel, not one after
 another on the walking thread, nor serially by the worker writing a pack's blobs), or by
 the first write if that comes first, with ``O_EXCL`` (never over anything, never through
-a symlink) at its full size (``ftruncate``), so a hole in its content list, or an
-all-zero blob when ``sparse``, is simply never written; a file without blobs is created
-when it is completed. It is created with its final mode when ``restore_mode`` finds that
+a symlink); a file without blobs is created when it is completed. A hole in its content
+list, or an all-zero blob when ``sparse``, is simply never written: the file is given
+its full size (``ftruncate``) when it is completed, only if its last bytes were not
+written (``complete``; one system call a file less than sizing each at creation). It is created with its final mode when ``restore_mode`` finds that
 safe (a mode within 0755, no xattrs, nothing the umask or a default ACL would take away:
 no chmod when it is complete), else 0600 (its mode set when complete). Nothing here
 renames: a temporary name is replaced by the real one only in ``DirRestorer._finish``,
 once every blob is written.
 
 A file written under its real name (restic's way: no rename per file) is partial there
-until it is complete; if the restore is killed, it stays so. It has the snapshot's size
-but not its mtime (set last, after every blob), so a re-run with ``--overwrite
-if-changed`` (the default) or ``always`` rewrites it; ``if-newer`` and ``never`` leave it
+until it is complete; if the restore is killed, it stays so. It does not have the
+snapshot's mtime (set last, after every blob) and may be shorter than the snapshot's
+size, so a re-run with ``--overwrite if-changed`` (the default) or ``always`` rewrites it; ``if-newer`` and ``never`` leave it
 as it is (docs/design.md, "Restore"). Its mode is 0600 or already its final one, which is
 then never set-uid, set-gid or sticky and never writable by group or others.
 """
@@ -41,7 +42,8 @@ class PendingFile:
     ``mode``: the final mode it is created with (``restore_mode``), or None: created 0600,
     its mode set when it is complete."""
 
-    __slots__ = ("fd", "pfd", "tmp", "name", "rel", "path", "entry", "mode", "size", "sparse", "on_bytes", "error", "links", "remaining", "_lock", "_ended")
+    __slots__ = ("fd", "pfd", "tmp", "name", "rel", "path", "entry", "mode", "size", "sparse", "on_bytes", "error", "links",
+                 "remaining", "end", "_lock", "_ended")
 
     def __init__(self, pfd: int, tmp: bytes, name: bytes, rel: bytes, path: bytes, entry: Entry,
                  sparse: bool, on_bytes: Callable[[int], None], mode: int | None = None) -> None:
@@ -56,6 +58,9 @@ class PendingFile:
         #: later names of this hardlinked file, linked once it has its real name
         self.links: list[tuple] = []
         self.remaining = 0  # kept by the plan (``objects/packplan.py``)
+        #: the end of the furthest bytes written (threads may race on it: it may come out
+        #: lower than the truth, never higher, which costs only a needless ``ftruncate``)
+        self.end = 0
         self._lock = threading.Lock()
         self._ended = False  # closed or discarded: a late ``precreate`` must not create it again
 
@@ -64,7 +69,7 @@ class PendingFile:
         if self.fd < 0:
             with self._lock:
                 if self.fd < 0:
-                    self.fd = create_pending(self.pfd, self.tmp, self.size, self.mode)
+                    self.fd = create_pending(self.pfd, self.tmp, self.mode)
         return self.fd
 
     def precreate(self) -> None:
@@ -73,7 +78,7 @@ class PendingFile:
             if self._ended or self.error is not None or self.fd >= 0:
                 return
             try:
-                self.fd = create_pending(self.pfd, self.tmp, self.size, self.mode)
+                self.fd = create_pending(self.pfd, self.tmp, self.mode)
             except OSError as err:
                 self.fail(err)
 
@@ -88,7 +93,17 @@ class PendingFile:
                 k = os.pwrite(fd, mv, offset)
                 mv = mv[k:]
                 offset += k
+            if offset > self.end:
+                self.end = offset
         self.on_bytes(n)
+
+    def complete(self) -> int:
+        """The file's descriptor once every blob is written, at its full size: extended
+        (``ftruncate``) only when its last bytes were a hole or skipped zeros."""
+        fd = self.create()
+        if self.end < self.size:
+            os.ftruncate(fd, self.size)
+        return fd
 
     def fail(self, err: BaseException) -> None:
         if self.error is None:
@@ -118,20 +133,12 @@ class PendingFile:
                 pass
 
 
-def create_pending(pfd: int, tmp: bytes, size: int, mode: int | None = None) -> int:
-    """Create ``tmp`` in ``pfd`` (never through a symlink, never an existing file) at
-    ``size`` bytes, with ``mode`` (None: 0600); its descriptor, writable whatever the mode
-    (0444 included: permissions apply only to opening a file that exists)."""
+def create_pending(pfd: int, tmp: bytes, mode: int | None = None) -> int:
+    """Create ``tmp`` in ``pfd`` (never through a symlink, never an existing file), empty,
+    with ``mode`` (None: 0600); its descriptor, writable whatever the mode (0444
+    included: permissions apply only to opening a file that exists)."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(tmp, flags, 0o600 if mode is None else mode, dir_fd=pfd)
-    if size:
-        try:
-            os.ftruncate(fd, size)
-        except OSError:
-            os.close(fd)
-            os.unlink(tmp, dir_fd=pfd)
-            raise
-    return fd
+    return os.open(tmp, flags, 0o600 if mode is None else mode, dir_fd=pfd)
 
 
 def file_window(tuning: Tuning) -> int:

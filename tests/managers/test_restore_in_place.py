@@ -28,9 +28,9 @@ def _created_names(monkeypatch) -> list[bytes]:
     names: list[bytes] = []
     real = restore_write.create_pending
 
-    def spy(pfd: int, tmp: bytes, size: int, *mode) -> int:
+    def spy(pfd: int, tmp: bytes, *mode) -> int:
         names.append(tmp)
-        return real(pfd, tmp, size, *mode)
+        return real(pfd, tmp, *mode)
 
     monkeypatch.setattr(restore_write, "create_pending", spy)
     return names
@@ -70,6 +70,29 @@ def test_only_a_file_that_is_there_is_written_through_a_temporary_name(tmp_path,
     assert not os.path.lexists("/nonexistent-elsewhere")
     temps = [n for n in names if n.startswith(b".bk-restore-")]
     assert len(temps) == 2 and sorted(n for n in names if n not in temps) == [b"c"]
+
+
+def test_a_file_is_sized_only_when_its_last_bytes_were_not_written(tmp_path, monkeypatch):
+    """No ``ftruncate`` for a file whose data reaches its end (one system call a file);
+    one for a file ending in a hole, or in zeros a sparse restore skips, which still ends
+    at the snapshot's size."""
+    src = tmp_path / "src"
+    files = {"a": random_bytes(300 * KiB, 1), "b": b"b" * 5000, "c": random_bytes(10, 2), "zeros": bytes(512 * KiB)}
+    write_files(src, files)
+    with open(src / "holey", "wb") as f:  # data, then a hole to the end
+        f.write(random_bytes(64 * KiB, 3))
+        f.truncate(64 * KiB + 1024 * KiB)
+    files["holey"] = (src / "holey").read_bytes()
+    store = local_store(tmp_path / "repo")
+    snap = backup(init_repo(store), src)
+    sized: list[int] = []
+    real = os.ftruncate
+    monkeypatch.setattr(os, "ftruncate", lambda fd, n: (sized.append(n), real(fd, n))[1])
+    out = tmp_path / "out"
+    res = RestoreManager(open_repo(store)).restore(snap, RestoreOptions(target=str(out), connections=2))
+    assert not res.errors, res.errors
+    assert tree_bytes(out / src.relative_to("/")) == files
+    assert sorted(sized) == sorted([len(files["zeros"]), len(files["holey"])])
 
 
 def test_a_file_that_cannot_be_restored_leaves_nothing_under_its_real_name(tmp_path, monkeypatch):
@@ -120,7 +143,8 @@ def test_a_restore_killed_midway_leaves_partial_files_a_rerun_rewrites(tmp_path,
     p = subprocess.run([sys.executable, "-c", script], capture_output=True, cwd=ROOT, timeout=120)
     assert p.returncode == -signal.SIGKILL, p.stderr.decode()
     partial = out / src.relative_to("/") / "big"
-    assert partial.stat().st_size == len(files["big"]) and partial.read_bytes() != files["big"]
+    # sized only when complete: what was written so far, at most the snapshot's size
+    assert 0 < partial.stat().st_size <= len(files["big"]) and partial.read_bytes() != files["big"]
     assert partial.stat().st_mtime_ns != (src / "big").stat().st_mtime_ns
     assert not partial.stat().st_mode & 0o7022  # 0600 or its final mode: never set-id, never writable by others
 
