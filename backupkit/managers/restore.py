@@ -13,8 +13,8 @@ named, and the walk goes on; a malformed entry is named and skipped; a file whos
 cannot be read is named, and never left partial under its real name: it is created
 there only where nothing was, and removed when a blob of it fails; what was there is
 replaced only through a temporary name, once complete (``restore_write``). A restore
-that is killed leaves its partial files (``restore_write``). The result counts every problem
-(``RestoreResult.incomplete``). A full disk stops the restore at once (RestoreError).
+that is killed leaves its partial files (``restore_write``). The result counts every
+problem (``RestoreResult.incomplete``). A full disk stops the restore at once (RestoreError).
 
 Into a directory (``restore_dir``): what is already there is looked at first
 (``restore_overwrite``: ``--overwrite``, ``--delete``); directory metadata is applied

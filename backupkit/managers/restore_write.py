@@ -11,18 +11,20 @@ the first write if that comes first, with ``O_EXCL`` (never over anything, never
 a symlink); a file without blobs is created when it is completed. A hole in its content
 list, or an all-zero blob when ``sparse``, is simply never written: the file is given
 its full size (``ftruncate``) when it is completed, only if its last bytes were not
-written (``complete``; one system call a file less than sizing each at creation). It is created with its final mode when ``restore_mode`` finds that
-safe (a mode within 0755, no xattrs, nothing the umask or a default ACL would take away:
-no chmod when it is complete), else 0600 (its mode set when complete). Nothing here
-renames: a temporary name is replaced by the real one only in ``DirRestorer._finish``,
-once every blob is written.
+written (``complete``; one system call a file less than sizing each at creation). It is
+created with its final mode when ``restore_mode`` finds that safe (a mode within 0755,
+no xattrs, nothing the umask or a default ACL would take away: no chmod when it is
+complete), else 0600 (its mode set when complete). Nothing here renames: a temporary
+name is replaced by the real one only in ``DirRestorer._finish``, once every blob is
+written.
 
 A file written under its real name (restic's way: no rename per file) is partial there
 until it is complete; if the restore is killed, it stays so. It does not have the
 snapshot's mtime (set last, after every blob) and may be shorter than the snapshot's
-size, so a re-run with ``--overwrite if-changed`` (the default) or ``always`` rewrites it; ``if-newer`` and ``never`` leave it
-as it is (docs/design.md, "Restore"). Its mode is 0600 or already its final one, which is
-then never set-uid, set-gid or sticky and never writable by group or others.
+size, so a re-run with ``--overwrite if-changed`` (the default) or ``always`` rewrites
+it; ``if-newer`` and ``never`` leave it as it is (docs/design.md, "Restore"). Its mode
+is 0600 or already its final one, which is then never set-uid, set-gid or sticky and
+never writable by group or others.
 """
 
 from __future__ import annotations
