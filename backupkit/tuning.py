@@ -134,6 +134,9 @@ its wanted span with one request, and each blob written with ``pwrite`` by the r
                                 one: with 8, files created at once in the same directories
                                 contended in ext4, and a `/usr` restore's system time swung
                                 from 10 to 45 s between runs (docs/performance-limits.md)
+    restore_create_batch        files handed to that thread at once: one hand-off per file
+                                woke it (and passed the GIL) 20k times for a 20k-file
+                                restore; a file whose write comes first creates itself
     read_threads_local          the read pool's threads where a request costs nothing (a
                                 local directory), 0 for one per core: its work is CPU
                                 (open, decompress, verify, write), and threads beyond the
@@ -206,6 +209,7 @@ class Tuning:
     restore_read_bytes_in_flight: int = 32 * MiB
     restore_open_bytes: int = 1 * MiB
     restore_create_threads: int = 1
+    restore_create_batch: int = 16
     read_threads_local: int = 0
     # check --read-data
     check_span_max_local: int = 4 * MiB

@@ -205,6 +205,7 @@ class _Run:
     #: their real names), and those of them with later hardlinked names, by inode
     plan: Any = None
     creator: Any = None  # the pool creating files ahead of their first write
+    to_create: list = field(default_factory=list)  # files for its next batch
     pending: set = field(default_factory=set)
     linking: dict = field(default_factory=dict)
     dir_fds: Any = None  # restore_dirfds.DirFds: the directories' descriptors

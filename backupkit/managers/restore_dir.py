@@ -51,6 +51,11 @@ def _disk_full(path: bytes, err: OSError) -> RestoreError:
     return RestoreError(f"{err.strerror or 'no space left on device'} while restoring {display_path(path)}: restore stopped")
 
 
+def _precreate_all(files: list[PendingFile]) -> None:
+    for f in files:
+        f.precreate()
+
+
 class DirRestorer:
     """The directory side of ``RestoreManager`` (which has ``repo`` and ``reporter``)."""
 
@@ -143,6 +148,7 @@ class DirRestorer:
                         raise _disk_full(path, err) from None
                     run.problem(path, f"cannot restore: {err.strerror or err}")
                 self._finish_all(run, links, root_fd, run.plan.done())
+            self._create_ahead(run)
             for batch in run.plan.finish():
                 self._finish_all(run, links, root_fd, batch)
             if opts.delete:
@@ -274,12 +280,20 @@ class DirRestorer:
         run.pending.add(f)
         run.dir_fds.hold(pfd)
         if size:
-            run.creator.submit(f.precreate)
+            run.to_create.append(f)
+            if len(run.to_create) >= self.tuning.restore_create_batch:
+                self._create_ahead(run)
         if e.hardlink_key is not None:
             run.linking[e.hardlink_key] = f
         have = run.plan.add(f, items)
         if have is not None and have != size:
             f.fail(RestoreError(f"content is {have} bytes, the snapshot says {size}"))
+
+    def _create_ahead(self, run: _Run) -> None:
+        """Hand the files waiting for it to the create pool, as one task."""
+        if run.to_create:
+            run.creator.submit(_precreate_all, run.to_create)
+            run.to_create = []
 
     def _finish_all(self, run: _Run, links: dict, root_fd: int, files: list[PendingFile]) -> None:
         for f in files:

@@ -4,9 +4,10 @@ nothing was there, else under a temporary name; filled by the read pool with ``p
 ``restore_dir`` to be completed (metadata, and the rename of a temporary name) or
 removed.
 
-A file is created ahead of its first write on a pool of its own (``precreate``;
-creating a file costs 1-3 ms on a cold or busy disk: done in parallel, not one after
-another on the walking thread, nor serially by the worker writing a pack's blobs), or by
+A file is created ahead of its first write on a pool of its own (``precreate``, handed
+over ``Tuning.restore_create_batch`` files at a time; creating a file costs 1-3 ms on a
+cold or busy disk: done in parallel, not one after another on the walking thread, nor
+serially by the worker writing a pack's blobs), or by
 the first write if that comes first, with ``O_EXCL`` (never over anything, never through
 a symlink); a file without blobs is created when it is completed. A hole in its content
 list, or an all-zero blob when ``sparse``, is simply never written: the file is given

@@ -95,6 +95,32 @@ def test_a_file_is_sized_only_when_its_last_bytes_were_not_written(tmp_path, mon
     assert sorted(sized) == sorted([len(files["zeros"]), len(files["holey"])])
 
 
+def test_files_reach_the_create_pool_in_batches(tmp_path, monkeypatch):
+    """One task per ``restore_create_batch`` files, not one per file (each hand-off woke
+    the pool's thread and passed the GIL); every file still restored exactly."""
+    import backupkit.managers.restore_dir as restore_dir
+
+    src = tmp_path / "src"
+    files = {f"d{i % 4}/f{i}": random_bytes(100 + i, i) for i in range(70)}
+    write_files(src, files)
+    store = local_store(tmp_path / "repo")
+    snap = backup(init_repo(store), src)
+    tasks: list[int] = []
+
+    class Counting(restore_dir.ThreadPoolExecutor):
+        def submit(self, fn, *args, **kw):
+            if self._thread_name_prefix == "bk-create":
+                tasks.append(len(args[0]) if args else 1)
+            return super().submit(fn, *args, **kw)
+
+    monkeypatch.setattr(restore_dir, "ThreadPoolExecutor", Counting)
+    out = tmp_path / "out"
+    res = RestoreManager(open_repo(store)).restore(snap, RestoreOptions(target=str(out), connections=2))
+    assert not res.errors, res.errors
+    assert tree_bytes(out / src.relative_to("/")) == files
+    assert sum(tasks) == 70 and len(tasks) == 5  # 16 + 16 + 16 + 16 + 6
+
+
 def test_a_file_that_cannot_be_restored_leaves_nothing_under_its_real_name(tmp_path, monkeypatch):
     src = tmp_path / "src"
     write_files(src, {"bad": random_bytes(300 * KiB, 1), "good": random_bytes(50 * KiB, 2)})
