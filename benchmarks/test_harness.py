@@ -313,3 +313,19 @@ def test_a_run_with_restores_waits_for_the_last_runs_deletes(tmp_path: Path, mon
     os.utime(tmp_path / "trash.emptied", (old, old))
     runner.wait_after_deletes(said.append)
     assert len(slept) == 1
+
+
+def test_sealbench_compares_both_paths_on_every_case() -> None:
+    from benchmarks import sealbench
+
+    got = sealbench.rows(small=50, large=2, opens=3)
+    assert [unit for _w, _c, _p, unit in got] == ["s", "s", "s", "us", "us", "us"]
+    assert all(c > 0 and p > 0 for _w, c, p, _u in got)
+
+
+def test_coldimport_lists_the_modules_a_command_imports() -> None:
+    from benchmarks import coldimport
+
+    mods = coldimport.modules_of(["--version"])
+    assert "backupkit_cli.main" in mods and "typer" in mods
+    assert "backupkit.managers.backup" not in mods  # --version imports no manager
