@@ -23,6 +23,9 @@ import sys
 
 #: the trim threshold applied (0: none yet)
 _done = 0
+#: the trim threshold of the commands that read packs in bulk (check, restore): freed
+#: pack buffers are kept for the next read instead of returned and faulted in again
+READ_TRIM = 64 * 1024 * 1024
 
 
 def tune_malloc(trim_threshold: int = 8 * 1024 * 1024) -> None:

@@ -20,9 +20,9 @@ def command(
 ) -> int:
     from backupkit.managers.check import CheckManager, CheckOptions, parse_subset
     from backupkit_cli.progress import PhaseProgress
-    from backupkit_cli.tuning import tune_malloc
+    from backupkit_cli.tuning import READ_TRIM, tune_malloc
 
-    tune_malloc(trim_threshold=64 * 1024 * 1024)  # packs read whole, one after the other
+    tune_malloc(trim_threshold=READ_TRIM)  # packs read whole, one after the other
     st: State = ctx.obj
     if read_data_subset is not None:
         parse_subset(read_data_subset)  # a usage error before any work

@@ -57,9 +57,9 @@ def command(
     from backupkit_cli.select import select_snapshot, split_ref
     from backupkit_cli.progress import RestoreProgress
 
-    from backupkit_cli.tuning import limit_arenas, raise_open_files, tune_malloc
+    from backupkit_cli.tuning import READ_TRIM, limit_arenas, raise_open_files, tune_malloc
 
-    tune_malloc(trim_threshold=64 * 1024 * 1024)  # pack spans and blobs: reuse, not fault in again
+    tune_malloc(trim_threshold=READ_TRIM)  # pack spans and blobs: reuse, not fault in again
     raise_open_files()
     limit_arenas()
     st: State = ctx.obj
