@@ -121,10 +121,13 @@ its wanted span with one request, and each blob written with ``pwrite`` by the r
                                 ``request_bytes`` is 0: a local directory): a pack is read
                                 in several spans, by several workers at once
     restore_read_bytes_in_flight
-                                bytes of fetched spans held at once (the reads' memory;
-                                on a remote store spans are whole packs of 16-18 MiB, so
-                                one or two at once: 48 MiB was 0-0.9 s faster on S3 but
-                                not locally, and peaked higher)
+                                bytes of fetched spans held at once (the reads' memory).
+                                A store that streams a span's ranges (S3) is charged one
+                                group of ``restore_open_bytes`` a span, so the read pool's
+                                workers (``--connections``) read that many packs at once;
+                                other remote stores hold whole packs of 16-18 MiB, one or
+                                two at once (48 MiB was 0-0.9 s faster on S3 before the
+                                streaming, and peaked higher)
     restore_open_bytes          plaintext one call of ``Repository.open_blobs`` decodes at
                                 once from a span read (then writes, then the next): more
                                 blobs per call hand the GIL over less often, more bytes

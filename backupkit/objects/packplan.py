@@ -127,6 +127,7 @@ class PackPlan:
         self._max_files = max(1, min(tuning.restore_open_files, max_files or tuning.restore_open_files))
         self._budget = _Budget(tuning.restore_read_bytes_in_flight)
         self._span_max = tuning.restore_span_max_local if repo.free_requests else tuning.restore_span_max
+        self._streams = repo.streams_ranges
         #: blob id -> slot, from its first ref until a worker takes its refs
         self._slots: dict[bytes, _Slot] = {}
         self._pending: OrderedDict[bytes, _Pending] = OrderedDict()  # by pack id, least recently wanted first
@@ -327,18 +328,39 @@ class PackPlan:
             return slot.refs
 
     def _read_span(self, name: str, span: list[_Slot], start: int, size: int) -> None:
-        self._budget.acquire(size)
+        groups = list(_groups(span, self.tuning.restore_open_bytes))
+        # a store that streams a span's ranges (S3): the span is taken a group at a time
+        # as it arrives, one request still, and only a group's bytes are held
+        ranges = [_extent(g) for g in groups] if self._streams and len(groups) > 1 else None
+        held = size if ranges is None else max(n for _o, n in ranges)
+        self._budget.acquire(held)
+        pieces: Any = None
         try:
             data: bytes | None = None
-            try:
-                data = self.repo.read_raw_range(name, start, size)
-            except StoreError:
-                pass  # e.g. a truncated pack: each blob alone, so the intact ones restore
-            for group in _groups(span, self.tuning.restore_open_bytes):
+            if ranges is None:
+                try:
+                    data = self.repo.read_raw_range(name, start, size)
+                except StoreError:
+                    pass  # e.g. a truncated pack: each blob alone, so the intact ones restore
+            else:
+                pieces = self.repo.read_raw_ranges(name, ranges)
+            for group in groups:
+                base = start
+                if pieces is not None:
+                    base = group[0].loc.offset
+                    try:
+                        data = next(pieces)
+                    except (StoreError, StopIteration):
+                        # cut off for good: the rest of the span is read blob by blob
+                        pieces.close()
+                        pieces = None
+                        data = None
                 opened: list = [None] * len(group)
                 if data is not None:  # the group's blobs opened at once, the GIL released once
-                    items = [(s.loc.offset - start, s.loc.length, s.loc.blob_id, s.loc.raw_length) for s in group]
+                    items = [(s.loc.offset - base, s.loc.length, s.loc.blob_id, s.loc.raw_length) for s in group]
                     opened = self.repo.open_blobs(T_DATA_BLOB, data, items)
+                if pieces is not None:
+                    data = None  # this group's bytes only
                 for slot, got in zip(group, opened):
                     plain, err = (got, None) if isinstance(got, bytes) else self._read_alone(slot.loc)
                     for target, off in self._take(slot):
@@ -352,7 +374,9 @@ class PackPlan:
                         finally:
                             self._release(target, 1)
         finally:
-            self._budget.release(size)
+            if pieces is not None:
+                pieces.close()
+            self._budget.release(held)
             with self._cv:
                 self._queued -= size
                 self._cv.notify_all()
@@ -364,6 +388,12 @@ class PackPlan:
             return self.repo.read_blob(loc.blob_id, T_DATA_BLOB), None
         except Exception as err:  # noqa: BLE001 - charged to the targets that want it
             return None, err
+
+
+def _extent(group: list[_Slot]) -> tuple[int, int]:
+    """(offset, length) of the pack's bytes that hold the group's blobs."""
+    first = group[0].loc.offset
+    return first, max(s.loc.offset + s.loc.length for s in group) - first
 
 
 def _groups(span: list[_Slot], limit: int) -> Iterator[list[_Slot]]:

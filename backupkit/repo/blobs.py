@@ -313,6 +313,12 @@ class BlobAccess:
         return self.store.request_bytes == 0
 
     @property
+    def streams_ranges(self) -> bool:
+        """True where ``read_raw_ranges`` reads a span's ranges with one request, each
+        handed over as it arrives (``ObjectStore.streams_ranges``)."""
+        return self.store.streams_ranges
+
+    @property
     def join_gap(self) -> int:
         """Unwanted bytes worth reading between two wanted ranges of one pack to save a
         request: a quarter of the store's ``request_bytes``, at least 4 KiB."""

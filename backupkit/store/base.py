@@ -245,6 +245,11 @@ class ObjectStore(abc.ABC):
     #: to decide when to join neighbouring byte ranges into one request.
     request_bytes: int = 0
 
+    #: True when ``get_ranges`` reads ascending ranges of one object with one request
+    #: and hands each over as it arrives (S3): a reader may then take a span in pieces,
+    #: holding one piece at a time, at the cost of no extra request.
+    streams_ranges: bool = False
+
     @abc.abstractmethod
     def delete(self, name: str) -> None:
         """Delete the object. Raises ObjectNotFound if it does not exist."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from backupkit.store.base import ObjectInfo, ObjectSource, ObjectStore, iter_pieces, write_all
 
@@ -143,6 +143,10 @@ class ThrottledStore(ObjectStore):
     def atomic_put_if_absent(self) -> bool:  # type: ignore[override]
         return self.inner.atomic_put_if_absent
 
+    @property
+    def streams_ranges(self) -> bool:  # type: ignore[override]
+        return self.inner.streams_ranges
+
     def _down(self, name: str, data: bytes) -> bytes:
         if self.download is not None and not name.startswith(self.exempt):
             self.download.take(len(data))
@@ -157,6 +161,10 @@ class ThrottledStore(ObjectStore):
 
     def get_range(self, name: str, offset: int, length: int) -> bytes:
         return self._down(name, self.inner.get_range(name, offset, length))
+
+    def get_ranges(self, name: str, ranges: Sequence[tuple[int, int]]) -> Iterator[bytes]:
+        for data in self.inner.get_ranges(name, ranges):
+            yield self._down(name, data)
 
     def put(self, name: str, data: bytes) -> None:
         self._up(name, len(data))

@@ -32,6 +32,7 @@ class _Repo:
     A remote store's (a request costs: whole packs in one request) unless ``free``."""
 
     free_requests = False
+    streams_ranges = False
 
     def __init__(self, packs: list[list[tuple[bytes, bytes]]], seed: int) -> None:
         rnd = random.Random(seed)
@@ -51,11 +52,35 @@ class _Repo:
         self.index = _Index(locs)
         self.ranges: list[tuple[str, int, int]] = []
         self.lock = threading.Lock()
+        self.streams = self.live = self.held = 0
+        self.cut_after: int | None = None
 
     def read_raw_range(self, name: str, offset: int, length: int) -> bytes:
         with self.lock:
             self.ranges.append((name, offset, length))
         return self.data[name][offset : offset + length]
+
+    def read_raw_ranges(self, name: str, ranges):
+        """A streaming store's: one request from the first range to the last, each range
+        handed over in turn; ``held`` counts the pieces alive at once, ``cut_after``
+        (pieces) makes the stream fail there as a connection lost for good would."""
+        from backupkit.errors import StoreUnavailable
+
+        ranges = list(ranges)
+        with self.lock:
+            self.ranges.append((name, ranges[0][0], ranges[-1][0] + ranges[-1][1] - ranges[0][0]))
+            self.streams += 1
+        for k, (offset, length) in enumerate(ranges):
+            if self.cut_after is not None and k >= self.cut_after:
+                raise StoreUnavailable(f"reading {name}: the download was cut short")
+            with self.lock:
+                self.live += 1
+                self.held = max(self.held, self.live)
+            try:
+                yield self.data[name][offset : offset + length]
+            finally:
+                with self.lock:
+                    self.live -= 1
 
     def open_blobs(self, kind, data, items) -> list:
         return [bytes(data[off : off + ln]) for off, ln, _bid, _raw in items]
@@ -247,3 +272,30 @@ def test_a_span_is_opened_in_groups_of_bounded_plaintext():
     assert groups == [[300, 300, 300], [2000], [100, 100], [1000]]
     assert [s for g in _groups(slots, 1000) for s in g] == slots  # every slot once, in order
     assert list(_groups([], 1000)) == []
+
+
+def test_a_store_that_streams_reads_each_pack_once_a_group_at_a_time():
+    """S3: a span is read with one request and taken a group of blobs at a time (its
+    plaintext bounded by ``restore_open_bytes``), so a worker holds one group, not the
+    pack; every pack still read once, no byte twice, every file whole."""
+    repo, files = _crafted(seed=5)
+    repo.streams_ranges = True
+    tuning = Tuning(restore_pack_idle_files=4, restore_pack_idle_bytes=16 * KiB, restore_open_bytes=8 * KiB)
+    _run(repo, files, tuning)
+    _assert_each_pack_once_and_no_byte_twice(repo)
+    assert repo.streams == len(repo.data)  # every pack's span came in groups
+    assert repo.held <= 4  # one group per worker (the pool has 4) at most
+
+
+def test_a_stream_cut_off_for_good_leaves_the_rest_of_the_span_to_blob_reads():
+    """A span whose stream fails after its first group: that group's blobs are written
+    from it, each later blob is read alone (``read_blob``), and every file is whole."""
+    repo, files = _crafted(seed=6)
+    repo.streams_ranges = True
+    repo.cut_after = 1
+    tuning = Tuning(restore_pack_idle_files=4, restore_pack_idle_bytes=16 * KiB, restore_open_bytes=8 * KiB)
+    _run(repo, files, tuning)
+    by = _per_pack(repo)
+    whole = {name for name, spans in by.items() for s, e in spans if (s, e) == (0, len(repo.data[name]))}
+    assert whole == set(repo.data)  # one request for each whole pack ...
+    assert sum(len(spans) for spans in by.values()) > 2 * len(repo.data)  # ... then blob by blob

@@ -88,6 +88,28 @@ def test_stats_count_requests(s3_store):
     assert stats["bytes_up"] == 5 and stats["bytes_down"] == 8
 
 
+def test_ranges_come_through_one_request_as_they_arrive(s3_store):
+    """get_ranges of ascending ranges: one ranged GET from the first to the last, the
+    gaps read and dropped, each range as get_range gives it; other shapes one request
+    each."""
+    data = os.urandom(3 * MiB)
+    s3_store.put("data/p", data)
+    ranges = [(10, 1000), (1010, 5), (200_000, MiB + 3), (2 * MiB, MiB)]
+    before = s3_store.stats()
+    got = list(s3_store.get_ranges("data/p", ranges))
+    assert got == [data[o : o + n] for o, n in ranges]
+    after = s3_store.stats()
+    assert after["GET_RANGE"] - before["GET_RANGE"] == 1
+    assert after["bytes_down"] - before["bytes_down"] == 3 * MiB - 10  # the extent, once
+    unordered = [(2 * MiB, 10), (0, 10)]
+    assert list(s3_store.get_ranges("data/p", unordered)) == [data[o : o + n] for o, n in unordered]
+    assert s3_store.stats()["GET_RANGE"] - after["GET_RANGE"] == 2
+    with pytest.raises(StoreError, match="past the end"):
+        list(s3_store.get_ranges("data/p", [(0, 10), (3 * MiB - 5, 10)]))
+    with pytest.raises(ObjectNotFound):
+        list(s3_store.get_ranges("data/none", [(0, 10), (20, 10)]))
+
+
 def test_list_pages(s3_server):
     store = s3_server.store(list_page_size=7)
     names = {f"data/{i:03d}" for i in range(50)}
@@ -144,6 +166,23 @@ def test_download_cut_short_is_retried(s3_fault_proxy):
     s3_fault_proxy.fail_next("truncate", method="GET")
     assert store.get_range("data/big", 10, 50_000) == data[10:50_010]
     assert store.stats()["retries"] >= 2
+
+
+def test_streamed_ranges_cut_short_resume_where_they_stopped(s3_fault_proxy):
+    """A streamed body cut short is asked for again from the byte where it stopped: the
+    ranges come whole and no byte is downloaded twice; cut short every time, it fails."""
+    store = s3_fault_proxy.store(retries=3, backoff=0.01)
+    data = os.urandom(400_000)
+    store.put("data/big", data)
+    ranges = [(0, 100_000), (100_000, 150_000), (300_000, 100_000)]
+    s3_fault_proxy.fail_next("truncate", method="GET")
+    assert list(store.get_ranges("data/big", ranges)) == [data[o : o + n] for o, n in ranges]
+    stats = store.stats()
+    assert stats["retries"] >= 1 and stats["GET_RANGE"] == 2
+    assert stats["bytes_down"] == 400_000  # the second request began where the first stopped
+    s3_fault_proxy.fail_next("truncate", count=100, method="GET")
+    with pytest.raises(StoreUnavailable, match="cut short"):
+        list(store.get_ranges("data/big", ranges))
 
 
 def test_download_always_cut_short_fails(s3_fault_proxy):
