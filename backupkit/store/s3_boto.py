@@ -11,10 +11,11 @@ what ``RequestStats`` counts it under (``GET GET_RANGE PUT LIST HEAD DELETE OTHE
 from __future__ import annotations
 
 import http.client
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import botocore.exceptions
+import botocore.loaders
 import botocore.session
 import urllib3.exceptions
 from botocore.config import Config
@@ -129,6 +130,44 @@ def map_error(exc: BaseException, what: str) -> StoreError:
     return StoreError(f"{what}: {type(exc).__name__}: {exc}")
 
 
+class _Services:
+    """``Loader.list_available_services``'s answer, asked lazily: botocore asks it only
+    whether the model it loads exists, and listing every service to say so reads ~400
+    directories and stats their files (0.08 s of every S3 command's start, warm or cold:
+    a client in 0.05 s instead of 0.13). ``in`` looks at that one service's directories;
+    iterating lists them all, as botocore would."""
+
+    def __init__(self, loader: botocore.loaders.Loader, type_name: str) -> None:
+        self._loader, self._type = loader, type_name
+        self._all: list[str] | None = None
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
+            return False
+        try:
+            return bool(self._loader.list_api_versions(name, self._type))
+        except botocore.exceptions.DataNotFoundError:
+            return False
+
+    def _listed(self) -> list[str]:
+        if self._all is None:
+            self._all = botocore.loaders.Loader.list_available_services(self._loader, self._type)
+        return self._all
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._listed())
+
+    def __len__(self) -> int:
+        return len(self._listed())
+
+
+def _answer_services_lazily(session: botocore.session.Session) -> None:
+    """Have the session's model loader (as botocore made it: ``AWS_DATA_PATH`` and the
+    rest honoured) answer ``list_available_services`` with ``_Services``."""
+    loader = session.get_component("data_loader")
+    loader.list_available_services = lambda type_name: _Services(loader, type_name)
+
+
 def make_client(
     location: str, endpoint_url: str | None, on_send: Callable[..., None], *, profile, region, addressing_style, retries, retry_mode, connections, connect_timeout,
     read_timeout, aws_access_key_id, aws_secret_access_key, aws_session_token, verify,
@@ -142,6 +181,7 @@ def make_client(
     """
     try:
         session = botocore.session.Session(profile=profile)
+        _answer_services_lazily(session)
         session.get_scoped_config()  # a profile that does not exist: said now, as boto3 did
         region = region or session.get_config_variable("region") or ("us-east-1" if endpoint_url else None)
     except BOTO_ERRORS as exc:

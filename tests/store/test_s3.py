@@ -265,3 +265,30 @@ def test_a_chunked_body_longer_than_the_bound_is_refused_without_reading_it():
         with pytest.raises(ObjectTooLarge):
             store.get("config", max_size=64 * 1024)
         assert store.stats()["bytes_down"] <= 64 * 1024 + 1
+
+
+def test_a_client_is_made_without_listing_every_service_botocore_knows(monkeypatch):
+    """botocore lists ~400 model directories to check that S3's exists (0.08 s of every
+    S3 command's start): the store's client asks for S3's alone, and a service that does
+    not exist is still refused by name."""
+    import botocore.exceptions
+    import botocore.loaders
+    import botocore.session
+
+    from backupkit.store.s3_boto import _answer_services_lazily, make_client
+
+    def listing(*_a, **_k):
+        raise AssertionError("every service listed")
+
+    monkeypatch.setattr(botocore.loaders.Loader, "list_available_services", listing)
+    client = make_client("s3:test", "http://127.0.0.1:9", lambda *a, **k: None, profile=None, region=None,
+                         addressing_style=None, retries=1, retry_mode="standard", connections=1, connect_timeout=1,
+                         read_timeout=1, aws_access_key_id="a", aws_secret_access_key="b", aws_session_token=None,
+                         verify=None)
+    assert client.meta.service_model.service_name == "s3"
+    monkeypatch.undo()
+    session = botocore.session.Session()
+    _answer_services_lazily(session)
+    with pytest.raises(botocore.exceptions.UnknownServiceError):
+        session.create_client("no-such-service", region_name="us-east-1")
+    assert "s3" in session.get_available_services() and "sts" in list(session.get_available_services())
