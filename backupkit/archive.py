@@ -21,6 +21,7 @@ from typing import BinaryIO
 import zstandard
 
 from backupkit.objects.entry import Entry
+from backupkit.outpipe import BackgroundWriter
 
 FORMATS = ("zip", "tar", "tar.zst")
 
@@ -54,6 +55,11 @@ class ZipWriter:
 
     def close(self) -> None:
         self._zf.close()
+
+    def abandon(self) -> None:
+        """Leave the archive unfinished (its output failed): nothing more is written,
+        not even by the ZipFile's own clean-up when it is collected."""
+        self._zf.fp = None
 
 
 class TarWriter:
@@ -113,23 +119,33 @@ class TarWriter:
 @contextlib.contextmanager
 def open_archive(fmt: str, out: BinaryIO):
     """A ZipWriter or TarWriter on ``out`` for ``fmt`` (one of FORMATS), closed (and the
-    zstd frame finished) on leaving."""
-    if fmt == "zip":
-        w = ZipWriter(out)
-        yield w
-        w.close()
-    elif fmt == "tar":
-        w2 = TarWriter(out)
-        yield w2
-        w2.close()
-    elif fmt == "tar.zst":
-        zw = zstandard.ZstdCompressor(level=3, threads=-1).stream_writer(out, closefd=False)
-        w3 = TarWriter(zw)
-        yield w3
-        w3.close()
-        zw.flush(zstandard.FLUSH_FRAME)
-    else:
+    zstd frame finished) on leaving. ``out`` is written on a thread of its own
+    (``outpipe.BackgroundWriter``): rendering the next members overlaps writing these."""
+    if fmt not in FORMATS:
         raise ValueError(f"unknown archive format {fmt!r}")
+    bg = BackgroundWriter(out)
+    try:
+        if fmt == "zip":
+            w = ZipWriter(bg)  # type: ignore[arg-type]
+            try:
+                yield w
+            except BaseException:
+                w.abandon()
+                raise
+            w.close()
+        elif fmt == "tar":
+            w2 = TarWriter(bg)
+            yield w2
+            w2.close()
+        else:
+            zw = zstandard.ZstdCompressor(level=3, threads=-1).stream_writer(bg, closefd=False)
+            w3 = TarWriter(zw)
+            yield w3
+            w3.close()
+            zw.flush(zstandard.FLUSH_FRAME)
+        bg.close()
+    finally:
+        bg.abandon()
     out.flush()
 
 
