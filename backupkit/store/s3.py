@@ -82,7 +82,8 @@ class S3ObjectStore(ObjectStore):
         profile: an AWS config profile name.
         aws_access_key_id, aws_secret_access_key, aws_session_token: explicit
             credentials (prefer the environment).
-        connections: the connection pool size (``max_pool_connections``).
+        connections: requests at once (the workers' count; the connection pool keeps
+            a few more: ``s3_boto.make_client``).
         retries: attempts per request in all, botocore's ``total_max_attempts``; also
             bounds the retries of cut-short downloads and conditional-write conflicts.
         retry_mode: botocore retry mode, ``"standard"`` or ``"adaptive"``.

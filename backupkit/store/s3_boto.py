@@ -191,7 +191,10 @@ def make_client(
         signature_version="s3v4",
         s3={"addressing_style": addressing_style or ("path" if endpoint_url else "auto")},
         retries={"total_max_attempts": retries, "mode": retry_mode},
-        max_pool_connections=connections,
+        # headroom over the workers' ``connections``: a restore's workers each hold one
+        # for a whole streamed span, and the lock's refresh (or a blob read again) must
+        # not find the pool full (urllib3 then says so on stderr, and drops a connection)
+        max_pool_connections=connections + 4,
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
         tcp_keepalive=True,
