@@ -168,6 +168,10 @@ def _answer_services_lazily(session: botocore.session.Session) -> None:
     loader.list_available_services = lambda type_name: _Services(loader, type_name)
 
 
+#: connections the pool keeps over the workers' ``connections`` (``make_client``)
+POOL_HEADROOM = 4
+
+
 def make_client(
     location: str, endpoint_url: str | None, on_send: Callable[..., None], *, profile, region, addressing_style, retries, retry_mode, connections, connect_timeout,
     read_timeout, aws_access_key_id, aws_secret_access_key, aws_session_token, verify,
@@ -194,7 +198,7 @@ def make_client(
         # headroom over the workers' ``connections``: a restore's workers each hold one
         # for a whole streamed span, and the lock's refresh (or a blob read again) must
         # not find the pool full (urllib3 then says so on stderr, and drops a connection)
-        max_pool_connections=connections + 4,
+        max_pool_connections=connections + POOL_HEADROOM,
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
         tcp_keepalive=True,

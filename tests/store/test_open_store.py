@@ -21,6 +21,7 @@ from backupkit.store import (
     resolve,
 )
 from backupkit.store.s3 import S3ObjectStore, parse_url
+from backupkit.store.s3_boto import POOL_HEADROOM
 
 
 @pytest.mark.parametrize(
@@ -129,7 +130,7 @@ def test_s3_store_without_network():
     assert isinstance(store, S3ObjectStore)
     assert (store.bucket, store.prefix) == ("bkt", "pre/fix")
     assert store.location == "s3:http://127.0.0.1:9/bkt/pre/fix"
-    assert store._client.meta.config.max_pool_connections == 3
+    assert store._client.meta.config.max_pool_connections == 3 + POOL_HEADROOM  # --connections 3
 
 
 def test_an_s3_profile_that_does_not_exist_is_named_before_any_request(tmp_path, monkeypatch):
@@ -192,9 +193,9 @@ def test_default_connections_come_from_the_backend():
     assert default_connections("s3:bkt/p") == 8
     assert default_connections("/srv/repo") == 2
     store = open_location("s3:http://127.0.0.1:9/bkt")
-    assert store._client.meta.config.max_pool_connections == 8
+    assert store._client.meta.config.max_pool_connections == 8 + POOL_HEADROOM
     store = open_location("s3:http://127.0.0.1:9/bkt", connections=3)
-    assert store._client.meta.config.max_pool_connections == 3
+    assert store._client.meta.config.max_pool_connections == 3 + POOL_HEADROOM  # --connections 3
 
 
 def test_text_options_are_parsed_by_the_backend():
