@@ -102,9 +102,6 @@ def _range_total(response: dict[str, Any]) -> int | None:
     return None
 
 
-__all__ = ["download"]
-
-
 #: what ``stream_ranges`` asks of the body at once (a bounded allocation per read)
 _PIECE = 1 << 20
 
@@ -184,7 +181,10 @@ def _open_range(client: Any, bucket: str, key: str, what: str, start: int, end: 
     body = response["Body"]
     if match is not None:
         first, last, total = int(match.group(1)), int(match.group(2)), match.group(3)
-        if first != start or last + 1 < end:
+        if first != start:
+            body.close()
+            raise StoreError(f"{what}: the store answered bytes {first}-{last} for range {start}+{end - start}")
+        if last + 1 < end:
             body.close()
             whole = f" ({total} bytes)" if total != "*" else ""
             raise StoreError(f"{what}: range {start}+{end - start} is past the end of the object{whole}")
@@ -194,3 +194,6 @@ def _open_range(client: Any, bucket: str, key: str, what: str, start: int, end: 
             body.close()
             raise StoreError(f"{what}: the store did not answer range {start}+{end - start} as asked")
     return body
+
+
+__all__ = ["download", "stream_ranges"]
