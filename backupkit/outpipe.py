@@ -10,10 +10,19 @@ queued bytes are bounded, so a slow reader of the pipe holds the archive back as
 before. A write that fails on the writer thread (a closed pipe, a full disk) is raised
 again, the same exception, by the next ``write``, ``flush`` or ``close`` on the
 caller's thread; nothing queued after it is written.
+
+Where ``out`` has a file descriptor (standard output, a file), it is flushed once and
+the writer thread writes to the descriptor itself: a write stuck on a pipe nobody reads
+then holds no lock of ``out``'s buffer, so an interrupted restore can leave the thread
+behind (``abandon`` waits a bounded time) and exit, where joining it, or Python
+flushing ``sys.stdout`` at exit, would hang.
 """
 
 from __future__ import annotations
 
+import errno
+import io
+import os
 import threading
 from collections import deque
 from typing import BinaryIO
@@ -22,6 +31,8 @@ from typing import BinaryIO
 QUEUED_MAX = 16 * 1024 * 1024
 #: writes smaller than this are gathered into one piece of about this size
 GATHER = 256 * 1024
+#: seconds ``abandon`` waits for the writer thread (stuck on a stalled pipe, it is left)
+ABANDON_WAIT = 2.0
 
 
 class BackgroundWriter:
@@ -30,6 +41,9 @@ class BackgroundWriter:
 
     def __init__(self, out: BinaryIO, queued_max: int = QUEUED_MAX, gather: int = GATHER) -> None:
         self._out = out
+        self._fd = _descriptor(out)
+        if self._fd is not None:
+            out.flush()  # what ``out``'s buffer holds goes first; the thread writes past it
         self._max = max(1, queued_max)
         self._gather = gather
         self._small = bytearray()
@@ -72,13 +86,15 @@ class BackgroundWriter:
             self.abandon()
 
     def abandon(self) -> None:
-        """End the writer thread; what is still queued is not written."""
+        """End the writer thread; what is still queued is not written. A write in
+        progress is waited for ``ABANDON_WAIT`` seconds at most (a pipe nobody reads
+        would hold it for ever; the thread is a daemon)."""
         with self._cv:
             self._stopping = True
             self._queue.clear()
             self._queued = 0
             self._cv.notify_all()
-        self._thread.join()
+        self._thread.join(ABANDON_WAIT)
 
     def _push_small(self) -> None:
         if self._small:
@@ -113,7 +129,9 @@ class BackgroundWriter:
             try:
                 view = memoryview(data)
                 while view:
-                    n = self._out.write(view)
+                    n = os.write(self._fd, view) if self._fd is not None else self._out.write(view)
+                    if n == 0:
+                        raise OSError(errno.EIO, "the output took no bytes")
                     view = view[len(view) if n is None else n :]
             except BaseException as err:  # noqa: BLE001 - raised again on the caller's thread
                 with self._cv:
@@ -129,4 +147,12 @@ class BackgroundWriter:
                 self._cv.notify_all()
 
 
-__all__ = ["GATHER", "QUEUED_MAX", "BackgroundWriter"]
+def _descriptor(out: BinaryIO) -> int | None:
+    """``out``'s file descriptor, or None (an in-memory stream, a compressor)."""
+    try:
+        return out.fileno()
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return None
+
+
+__all__ = ["ABANDON_WAIT", "GATHER", "QUEUED_MAX", "BackgroundWriter"]

@@ -127,3 +127,49 @@ def test_a_zip_whose_output_failed_writes_nothing_more_when_collected(monkeypatc
     del w
     gc.collect()
     assert unraisable == []
+
+
+def test_output_with_a_descriptor_is_written_through_it_after_its_buffer(tmp_path):
+    """A file (or standard output): what its buffer held comes first, then the archive,
+    written to the descriptor by the thread (no lock of the buffer held while a write
+    is stuck)."""
+    path = tmp_path / "out"
+    with open(path, "wb") as f:
+        f.write(b"head:")  # still in the BufferedWriter's buffer
+        w = BackgroundWriter(f, gather=8)
+        w.write(b"ab")
+        w.write(b"x" * 100)
+        w.close()
+    assert path.read_bytes() == b"head:ab" + b"x" * 100
+
+
+def test_an_interrupted_zip_restore_into_a_stalled_pipe_exits(tmp_path):
+    """``bk restore latest --format zip | stalled_reader``, then SIGINT to bk: the writer
+    thread is stuck on the full pipe; bk still ends (exit code 130) within seconds,
+    without a fatal error from Python's exit flushing a locked stdout."""
+    import signal
+    import time
+
+    repo, pw, src = tmp_path / "repo", tmp_path / "pw", tmp_path / "src"
+    pw.write_text("pw\n")
+    src.mkdir()
+    for i in range(20):
+        (src / f"f{i}").write_bytes(os.urandom(500_000))
+    bk = [sys.executable, "-m", "backupkit_cli", "--repo", str(repo), "--password-file", str(pw)]
+    subprocess.run(bk + ["init", "--quiet"], check=True)
+    subprocess.run(bk + ["backup", str(src), "--quiet"], check=True)
+    r, wfd = os.pipe()  # nobody reads ``r``: the pipe fills (64 KiB) and bk's writes stall
+    p = subprocess.Popen(bk + ["restore", "latest", "--format", "zip"], stdout=wfd, stderr=subprocess.PIPE)
+    os.close(wfd)
+    try:
+        time.sleep(3)  # well past the start: the archive is being written into the full pipe
+        assert p.poll() is None
+        p.send_signal(signal.SIGINT)
+        rc = p.wait(30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+        os.close(r)
+    err = p.stderr.read().decode() if p.stderr else ""
+    assert rc == 130, err
+    assert "Fatal Python error" not in err and "Traceback" not in err
