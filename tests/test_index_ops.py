@@ -71,47 +71,6 @@ def test_loading_and_lookups_match_the_python_loops(monkeypatch, seed):
     assert not c_ix.missing(iter(ids))  # any iterable
 
 
-@pytest.mark.parametrize("seed", [4, 5])
-def test_holds_all_agrees_with_missing_on_content_lists(monkeypatch, seed):
-    """``Index.holds_all`` (C) is True exactly when every list is a list of non-negative
-    ints and ids ``missing`` finds no fault with; a malformed list is False, never an
-    error (the caller's Python path words it)."""
-    ids: list[bytes] = []
-    rnd = random.Random(seed)
-    ix = build(monkeypatch, True, packs(rnd, 20, 200, ids), packs(rnd, 3, 40, ids))
-    monkeypatch.setattr(index_mod, "_indexops", pytest.importorskip("backupkit.repo._indexops"))
-
-    def python_answer(lists):
-        flat = []
-        for items in lists:
-            if type(items) is not list:
-                return False
-            for i in items:
-                if type(i) is bytes:
-                    flat.append(i)
-                elif type(i) is not int or i < 0:
-                    return False
-        return not ix.missing(flat)
-
-    held = [[rnd.choice(ids) for _ in range(rnd.randrange(0, 5))] + [rnd.randrange(0, 1 << 40)] for _ in range(300)]
-    cases = [
-        held,
-        held + [[rnd.randbytes(32)]],  # one id the index lacks
-        held + [[ids[0], -1]],  # a negative hole
-        held + [[ids[0][:31]]],  # a short id
-        held + [(ids[0],)],  # not a list
-        held + [[ids[0], "x"]],  # not an id
-        held + [[ids[0], True]],  # a bool is not a hole size
-        held + [[1 << 80]],  # a huge hole is still a hole
-        [],
-        [[]],
-    ]
-    for lists in cases:
-        assert ix.holds_all(lists) is python_answer(lists), lists[len(held):]
-    monkeypatch.setattr(index_mod, "_indexops", None)
-    assert ix.holds_all(held) is None  # no C: the caller's loop
-
-
 def test_an_empty_index_misses_everything(monkeypatch):
     ix = Index()
     ids = [os.urandom(32) for _ in range(10)]

@@ -203,11 +203,7 @@ class ParentView:
 
     def all_items_indexed(self, lists: list) -> bool:
         """``items_indexed`` of every one of ``lists`` at once (one index lookup for all
-        their blobs): True only when each holds. The common case (every blob in the
-        index, nothing known damaged) is settled in C (``Index.holds_all``); anything
-        else takes the loop below."""
-        if not self._dry and not self._repo.damaged and self._repo.index.holds_all(lists):
-            return True
+        their blobs): True only when each holds."""
         ids: list[bytes] = []
         add = ids.append
         for items in lists:

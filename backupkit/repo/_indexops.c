@@ -7,10 +7,6 @@
  * its directory gives; anything not a 32-byte bytes is missing. The Python reference is
  * Index.missing's loop (tests/test_index_ops.py compares the two).
  *
- * all_held(lists, recents, dirs, tables) -> bool: the same lookups for the content lists
- * of a directory's unchanged files at once (ParentView.all_items_indexed), True only when
- * each is a list of non-negative ints and held 32-byte ids.
- *
  * queue_records(pending, entries, no): for each 44-byte entry (id, offset, length, raw
  * length: PackedEntries' layout) appends the 48-byte record (id, pack number, offset,
  * length, raw length; little-endian u32s) to pending[id[0]], a bytearray per shard.
@@ -37,188 +33,108 @@
 #define ENT 44
 #define SHARDS 256
 
-/* The shard directories' bounds, got as the lookups need them (one call's worth). */
-typedef struct {
-    Py_buffer bounds[SHARDS];
-    int have[SHARDS];
-    int bits[SHARDS];
-} Dirs;
-
-static void
-dirs_release(Dirs *d)
-{
-    for (int s = 0; s < SHARDS; s++)
-        if (d->have[s])
-            PyBuffer_Release(&d->bounds[s]);
-}
-
-/* Is the 32-byte id ``b`` in the index: 1 yes, 0 no, -1 an error (set). */
-static int
-held(PyObject *b, PyObject *recents, PyObject *dirs, PyObject *tables, Dirs *d)
-{
-    const unsigned char *id = (const unsigned char *)PyBytes_AS_STRING(b);
-    int shard = id[0];
-    PyObject *recent = PyList_GET_ITEM(recents, shard);
-    int r = PyDict_Check(recent) ? PyDict_Contains(recent, b) : PySequence_Contains(recent, b);
-    if (r != 0)
-        return r;
-    PyObject *table = PyList_GET_ITEM(tables, shard);
-    if (!PyBytes_Check(table)) {
-        PyErr_SetString(PyExc_TypeError, "missing: a table is not bytes");
-        return -1;
-    }
-    Py_ssize_t tlen = PyBytes_GET_SIZE(table);
-    if (tlen == 0)
-        return 0;
-    if (!d->have[shard]) {
-        PyObject *dir = PyList_GET_ITEM(dirs, shard);
-        if (!PyTuple_Check(dir) || PyTuple_GET_SIZE(dir) != 2) {
-            PyErr_SetString(PyExc_TypeError, "missing: a directory is not (bits, bounds)");
-            return -1;
-        }
-        long bt = PyLong_AsLong(PyTuple_GET_ITEM(dir, 0));
-        if (bt < 1 || bt > 16) {
-            if (!PyErr_Occurred())
-                PyErr_SetString(PyExc_ValueError, "missing: directory bits out of range");
-            return -1;
-        }
-        if (PyObject_GetBuffer(PyTuple_GET_ITEM(dir, 1), &d->bounds[shard], PyBUF_FORMAT | PyBUF_C_CONTIGUOUS))
-            return -1;
-        d->have[shard] = 1;
-        d->bits[shard] = (int)bt;
-        if (d->bounds[shard].itemsize != 4 || d->bounds[shard].len / 4 < (1 << bt) + 1) {
-            PyErr_SetString(PyExc_ValueError, "missing: a directory's bounds do not fit");
-            return -1;
-        }
-    }
-    const uint32_t *bd = (const uint32_t *)d->bounds[shard].buf;
-    unsigned j = (((unsigned)id[1] << 8) | id[2]) >> (16 - d->bits[shard]);
-    Py_ssize_t lo = bd[j], hi = bd[j + 1];
-    if (hi * REC > tlen || lo > hi) {
-        PyErr_SetString(PyExc_ValueError, "missing: a directory's bounds exceed the table");
-        return -1;
-    }
-    const unsigned char *t = (const unsigned char *)PyBytes_AS_STRING(table);
-    while (lo < hi) {
-        Py_ssize_t mid = lo + (hi - lo) / 2;
-        int c = memcmp(t + mid * REC, id, ID);
-        if (c == 0)
-            return 1;
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return 0;
-}
-
-static int
-shards_ok(PyObject *recents, PyObject *dirs, PyObject *tables)
-{
-    if (PyList_GET_SIZE(recents) != SHARDS || PyList_GET_SIZE(dirs) != SHARDS || PyList_GET_SIZE(tables) != SHARDS) {
-        PyErr_SetString(PyExc_ValueError, "missing: 256 shards expected");
-        return 0;
-    }
-    return 1;
-}
-
 static PyObject *
 missing(PyObject *Py_UNUSED(self), PyObject *args)
 {
     PyObject *ids, *recents, *dirs, *tables;
     if (!PyArg_ParseTuple(args, "OO!O!O!", &ids, &PyList_Type, &recents, &PyList_Type, &dirs, &PyList_Type, &tables))
         return NULL;
-    if (!shards_ok(recents, dirs, tables))
+    if (PyList_GET_SIZE(recents) != SHARDS || PyList_GET_SIZE(dirs) != SHARDS || PyList_GET_SIZE(tables) != SHARDS) {
+        PyErr_SetString(PyExc_ValueError, "missing: 256 shards expected");
         return NULL;
+    }
     PyObject *seq = PySequence_Fast(ids, "missing: ids must be a sequence");
     if (seq == NULL)
         return NULL;
-    Dirs d;
-    memset(d.have, 0, sizeof d.have);
     PyObject *out = PyList_New(0);
+    Py_buffer bounds[SHARDS];
+    int have[SHARDS];
+    int bits[SHARDS];
+    memset(have, 0, sizeof have);
     if (out == NULL)
         goto fail;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
     PyObject **items = PySequence_Fast_ITEMS(seq);
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *b = items[i];
-        int r = 0;
-        if (PyBytes_Check(b) && PyBytes_GET_SIZE(b) == ID) {
-            r = held(b, recents, dirs, tables, &d);
-            if (r < 0)
+        if (!PyBytes_Check(b) || PyBytes_GET_SIZE(b) != ID) {
+            if (PyList_Append(out, b))
                 goto fail;
+            continue;
         }
-        if (!r && PyList_Append(out, b))
+        const unsigned char *id = (const unsigned char *)PyBytes_AS_STRING(b);
+        int shard = id[0];
+        PyObject *recent = PyList_GET_ITEM(recents, shard);
+        int r = PyDict_Check(recent) ? PyDict_Contains(recent, b) : PySequence_Contains(recent, b);
+        if (r < 0)
+            goto fail;
+        if (r)
+            continue;
+        PyObject *table = PyList_GET_ITEM(tables, shard);
+        if (!PyBytes_Check(table)) {
+            PyErr_SetString(PyExc_TypeError, "missing: a table is not bytes");
+            goto fail;
+        }
+        Py_ssize_t tlen = PyBytes_GET_SIZE(table);
+        int found = 0;
+        if (tlen > 0) {
+            if (!have[shard]) {
+                PyObject *d = PyList_GET_ITEM(dirs, shard);
+                if (!PyTuple_Check(d) || PyTuple_GET_SIZE(d) != 2) {
+                    PyErr_SetString(PyExc_TypeError, "missing: a directory is not (bits, bounds)");
+                    goto fail;
+                }
+                long bt = PyLong_AsLong(PyTuple_GET_ITEM(d, 0));
+                if (bt < 1 || bt > 16) {
+                    if (!PyErr_Occurred())
+                        PyErr_SetString(PyExc_ValueError, "missing: directory bits out of range");
+                    goto fail;
+                }
+                if (PyObject_GetBuffer(PyTuple_GET_ITEM(d, 1), &bounds[shard], PyBUF_FORMAT | PyBUF_C_CONTIGUOUS))
+                    goto fail;
+                have[shard] = 1;
+                bits[shard] = (int)bt;
+                if (bounds[shard].itemsize != 4 || bounds[shard].len / 4 < (1 << bt) + 1) {
+                    PyErr_SetString(PyExc_ValueError, "missing: a directory's bounds do not fit");
+                    goto fail;
+                }
+            }
+            const uint32_t *bd = (const uint32_t *)bounds[shard].buf;
+            unsigned j = (((unsigned)id[1] << 8) | id[2]) >> (16 - bits[shard]);
+            Py_ssize_t lo = bd[j], hi = bd[j + 1];
+            if (hi * REC > tlen || lo > hi) {
+                PyErr_SetString(PyExc_ValueError, "missing: a directory's bounds exceed the table");
+                goto fail;
+            }
+            const unsigned char *t = (const unsigned char *)PyBytes_AS_STRING(table);
+            while (lo < hi) {
+                Py_ssize_t mid = lo + (hi - lo) / 2;
+                int c = memcmp(t + mid * REC, id, ID);
+                if (c == 0) {
+                    found = 1;
+                    break;
+                }
+                if (c < 0)
+                    lo = mid + 1;
+                else
+                    hi = mid;
+            }
+        }
+        if (!found && PyList_Append(out, b))
             goto fail;
     }
-    dirs_release(&d);
+    for (int s = 0; s < SHARDS; s++)
+        if (have[s])
+            PyBuffer_Release(&bounds[s]);
     Py_DECREF(seq);
     return out;
 fail:
-    dirs_release(&d);
+    for (int s = 0; s < SHARDS; s++)
+        if (have[s])
+            PyBuffer_Release(&bounds[s]);
     Py_DECREF(seq);
     Py_XDECREF(out);
     return NULL;
-}
-
-/* all_held(lists, recents, dirs, tables) -> True when every one of ``lists`` is a list
- * whose items are each a non-negative int (a hole) or a 32-byte id the index holds;
- * False otherwise (a missing id, or anything else: the caller's Python path decides
- * and words it). One call for all the unchanged files of a directory. */
-static PyObject *
-all_held(PyObject *Py_UNUSED(self), PyObject *args)
-{
-    PyObject *lists, *recents, *dirs, *tables;
-    if (!PyArg_ParseTuple(args, "O!O!O!O!", &PyList_Type, &lists, &PyList_Type, &recents, &PyList_Type, &dirs,
-                          &PyList_Type, &tables))
-        return NULL;
-    if (!shards_ok(recents, dirs, tables))
-        return NULL;
-    Dirs d;
-    memset(d.have, 0, sizeof d.have);
-    int ok = 1;
-    Py_ssize_t n = PyList_GET_SIZE(lists);
-    for (Py_ssize_t i = 0; ok && i < n; i++) {
-        PyObject *items = PyList_GET_ITEM(lists, i);
-        if (!PyList_CheckExact(items)) {
-            ok = 0;
-            break;
-        }
-        for (Py_ssize_t k = 0; k < PyList_GET_SIZE(items); k++) {
-            PyObject *b = PyList_GET_ITEM(items, k);
-            if (PyBytes_CheckExact(b)) {
-                if (PyBytes_GET_SIZE(b) != ID) {
-                    ok = 0;
-                    break;
-                }
-                int r = held(b, recents, dirs, tables, &d);
-                if (r < 0) {
-                    dirs_release(&d);
-                    return NULL;
-                }
-                if (!r) {
-                    ok = 0;
-                    break;
-                }
-            } else if (PyLong_CheckExact(b)) {
-                int overflow = 0;
-                long long v = PyLong_AsLongLongAndOverflow(b, &overflow);
-                if (v == -1 && PyErr_Occurred()) {
-                    dirs_release(&d);
-                    return NULL;
-                }
-                if (overflow < 0 || (!overflow && v < 0)) {
-                    ok = 0;
-                    break;
-                }
-            } else {
-                ok = 0;
-                break;
-            }
-        }
-    }
-    dirs_release(&d);
-    return PyBool_FromLong(ok);
 }
 
 static PyObject *
@@ -566,8 +482,6 @@ shape:
 
 static PyMethodDef methods[] = {
     {"missing", missing, METH_VARARGS, "missing(ids, recents, dirs, tables) -> the ids not in the index"},
-    {"all_held", all_held, METH_VARARGS,
-     "all_held(lists, recents, dirs, tables) -> True when every list is well formed and the index holds each id"},
     {"queue_records", queue_records, METH_VARARGS,
      "queue_records(pending, entries, no): a pack's packed entries as records, one bytearray per shard"},
     {"sort_records", sort_records, METH_VARARGS,

@@ -291,18 +291,6 @@ class Index:
                 out.append(b)
             return out
 
-    def holds_all(self, lists: list) -> bool | None:
-        """True when each of ``lists`` (content lists: ids and hole sizes) is well formed
-        and every id is held: ``_indexops.all_held``, one lock for all. None where that
-        C path does not apply (no extension, wide entries); False also for a list that is
-        not well formed: the caller then asks ``missing`` and words it."""
-        if _indexops is None:
-            return None
-        with self._lock:
-            if self._wide:
-                return None
-            return _indexops.all_held(lists, self._recent, self._dirs, self._tables)
-
     def _locked_find(self, blob_id: bytes) -> tuple[int, int, int, int] | None:
         with self._lock:
             return self._find(blob_id)
