@@ -6,6 +6,9 @@
         --fresh R --init -- backup DATA                          # one revision, two option values
     BK_REPOSITORY=R BK_PASSWORD_FILE=P python -m benchmarks.ab --rev main --rev HEAD \\
         --fresh R --init [--before "SHELL"] -- backup DATA        # a first backup, each run
+    RESTIC_PASSWORD_FILE=RP python -m benchmarks.ab --rev 1067a4f --rev HEAD --cold \\
+        --stdout /var/tmp/out.zip --also "restic -r RR dump -a zip latest /" \\
+        -- --repo R --password-file P restore latest --format zip --quiet   # a ZIP stream
 
 Each revision is exported and built once (``s3bench.export_source``: ``git archive`` plus
 its own C chunker), then every round runs the command once per revision, in the order
@@ -19,7 +22,10 @@ after the last round: on ext4 without a journal a restore that comes minutes aft
 deletion of another spends several times its system time creating files
 (``benchmarks/run.py``); it needs the room for every run's restore. Alternating in
 rounds spreads a shared machine's load over all revisions alike: compare the per-round
-pairs, not only the means.
+pairs, not only the means. ``--stdout FILE`` sends each run's standard output to FILE
+(an archive stream written to a file, as a user's ``> out.zip``), removed after the run;
+``--also SHELL`` (repeatable) runs that command too in every round, after the
+revisions and treated alike (cold, fresh, stdout), e.g. restic on the same data.
 """
 
 from __future__ import annotations
@@ -55,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="bk arguments added to the command for the revision at the same place as this "
                          "option among the --extra options (give one per --rev; \"\" for none): the same "
                          "revision twice with two option values, e.g. --read-concurrency")
+    ap.add_argument("--stdout", type=Path, metavar="FILE",
+                    help="each run's standard output goes to FILE (removed after the run): an archive stream")
+    ap.add_argument("--also", action="append", default=[], metavar="SHELL",
+                    help="a shell command also run in every round, after the revisions (e.g. restic on the same data)")
     ap.add_argument("--work", type=Path, default=Path("/var/tmp/backupkit-ab"))
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("args", nargs=argparse.REMAINDER, help="-- then bk's arguments")
@@ -73,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.cold and not drop_caches():
         ap.error("--cold needs permission to write /proc/sys/vm/drop_caches (root)")
     exports = [export_source(rev, a.work / f"rev{i}") for i, rev in enumerate(a.rev)]
-    results: dict[int, list] = {i: [] for i in range(len(exports))}
+    results: dict[int, list] = {i: [] for i in range(len(exports) + len(a.also))}
     try:
         return _rounds(a, args, extra, labels, exports, results)
     finally:
@@ -89,8 +99,10 @@ def _trash_dir(fresh: Path) -> Path:
 def _rounds(a: argparse.Namespace, args: list[str], extra: list[list[str]], labels: list[str],
             exports: list[tuple[Path, str]], results: dict[int, list]) -> int:
     moved = 0
+    labels = labels + [f"also{k + 1}: {shell.split()[0]}" for k, shell in enumerate(a.also)]
+    runs = list(exports) + [(None, "-" * 10)] * len(a.also)
     for rnd in range(1, a.rounds + 1):
-        for i, (src, sha) in enumerate(exports):
+        for i, (src, sha) in enumerate(runs):
             if a.trash and os.path.lexists(a.fresh):
                 _trash_dir(a.fresh).mkdir(exist_ok=True)
                 a.fresh.rename(_trash_dir(a.fresh) / str(moved))
@@ -99,6 +111,14 @@ def _rounds(a: argparse.Namespace, args: list[str], extra: list[list[str]], labe
                 shutil.rmtree(a.fresh, ignore_errors=True)
                 if a.seed is not None:
                     shutil.copytree(a.seed, a.fresh, symlinks=True)
+            if src is None:  # an --also command
+                shell = a.also[i - len(exports)]
+                if a.cold:
+                    drop_caches()
+                m = run(Cmd(["sh", "-c", shell], stdout=a.stdout), dict(os.environ), a.work / "logs" / f"also{i}.log", a.timeout)
+                if not _record(a, m, labels[i], sha, rnd, results[i]):
+                    return 1
+                continue
             env = os.environ | {"PYTHONPATH": str(src)}
             if a.init:
                 subprocess.run([sys.executable, "-P", "-m", "backupkit_cli", "-q", "init"], env=env, check=True,
@@ -107,14 +127,10 @@ def _rounds(a: argparse.Namespace, args: list[str], extra: list[list[str]], labe
                 subprocess.run(a.before, shell=True, check=True)
             if a.cold:
                 drop_caches()
-            m = run(Cmd([sys.executable, "-P", "-m", "backupkit_cli", *args, *extra[i]]), env, a.work / "logs" / f"rev{i}.log", a.timeout)
-            if not m.ok:
-                print(f"{labels[i]} failed in round {rnd}: {m.errors[-1]} (log: {a.work / 'logs'})", file=sys.stderr)
+            m = run(Cmd([sys.executable, "-P", "-m", "backupkit_cli", *args, *extra[i]], stdout=a.stdout), env,
+                    a.work / "logs" / f"rev{i}.log", a.timeout)
+            if not _record(a, m, labels[i], sha, rnd, results[i]):
                 return 1
-            results[i].append(m)
-            load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-            print(f"round {rnd} {labels[i]:>12} ({sha[:10]}): {m.wall:7.2f} s wall {m.cpu:7.2f} CPU s {m.peak_kib / 1024:7.1f} MiB"
-                  f"  (load {load})", flush=True)
     print("\nrevision       mean wall   mean CPU   peak MiB (min-max)")
     for i, rev in enumerate(labels):
         ms = results[i]
@@ -122,6 +138,20 @@ def _rounds(a: argparse.Namespace, args: list[str], extra: list[list[str]], labe
         print(f"{rev:>12} {statistics.mean(m.wall for m in ms):9.2f} s {statistics.mean(m.cpu for m in ms):8.2f} s"
               f"   {min(peaks):.0f}-{max(peaks):.0f}")
     return 0
+
+
+def _record(a: argparse.Namespace, m, label: str, sha: str, rnd: int, into: list) -> bool:
+    """Print and keep one run's figures; False (said) if it failed. Removes --stdout's file."""
+    if a.stdout is not None:
+        a.stdout.unlink(missing_ok=True)
+    if not m.ok:
+        print(f"{label} failed in round {rnd}: {m.errors[-1]} (log: {a.work / 'logs'})", file=sys.stderr)
+        return False
+    into.append(m)
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    print(f"round {rnd} {label:>12} ({sha[:10]}): {m.wall:7.2f} s wall {m.cpu:7.2f} CPU s {m.peak_kib / 1024:7.1f} MiB"
+          f"  (load {load})", flush=True)
+    return True
 
 
 if __name__ == "__main__":

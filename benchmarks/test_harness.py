@@ -329,3 +329,47 @@ def test_coldimport_lists_the_modules_a_command_imports() -> None:
     mods = coldimport.modules_of(["--version"])
     assert "backupkit_cli.main" in mods and "typer" in mods
     assert "backupkit.managers.backup" not in mods  # --version imports no manager
+
+
+def test_ab_streams_stdout_to_a_file_and_runs_also_commands(tmp_path: Path, capsys, monkeypatch) -> None:
+    """``benchmarks.ab`` rounds with ``--stdout`` and ``--also`` (two 'revisions' of this
+    checkout): each run's archive goes to the file (removed after), the --also command
+    runs in every round, and every row is summed up."""
+    import argparse
+    import subprocess
+
+    from benchmarks import ab
+
+    root = Path(__file__).resolve().parent.parent
+    env = os.environ | {"PYTHONPATH": str(root)}
+    repo, pw, src = tmp_path / "repo", tmp_path / "pw", tmp_path / "src"
+    pw.write_text("pw\n")
+    src.mkdir()
+    (src / "a").write_bytes(b"a" * 5000)
+    bk = [sys.executable, "-P", "-m", "backupkit_cli", "--repo", str(repo), "--password-file", str(pw)]
+    subprocess.run(bk + ["init", "--quiet"], env=env, check=True)
+    subprocess.run(bk + ["backup", str(src), "--quiet"], env=env, check=True)
+    out = tmp_path / "out.zip"
+    seen = tmp_path / "seen"
+    archives: list[list[str]] = []
+    record = ab._record
+
+    def looked_at(a, m, label, *rest):  # the run's stdout, before ``_record`` removes it
+        if not label.startswith("also"):
+            with zipfile.ZipFile(out) as z:
+                archives.append(z.namelist())
+        return record(a, m, label, *rest)
+
+    monkeypatch.setattr(ab, "_record", looked_at)
+    a = argparse.Namespace(rounds=2, trash=False, fresh=None, seed=None, init=False, before=None, cold=False,
+                           timeout=120, work=tmp_path / "work", stdout=out,
+                           also=[f"test -s {out} && echo yes >> {seen} || echo no >> {seen}"])
+    args = ["--repo", str(repo), "--password-file", str(pw), "restore", "latest", "--format", "zip", "--quiet"]
+    assert ab._rounds(a, args, [[], []], ["one", "two"], [(root, "aaaaaaaaaa"), (root, "bbbbbbbbbb")],
+                      {0: [], 1: [], 2: []}) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("round 1") == 3 and printed.count("round 2") == 3
+    assert "also1: test" in printed
+    assert not out.exists()  # removed after each run ...
+    assert seen.read_text().split() == ["no", "no"]  # ... so the --also command saw none
+    assert len(archives) == 4 and all(any(n.endswith("src/a") for n in names) for names in archives)
