@@ -81,17 +81,24 @@ def test_a_failed_write_is_raised_again_on_the_callers_thread():
         w.close()
 
 
-def test_a_zip_restore_into_a_closed_pipe_ends_quietly(tmp_path):
-    """``bk restore latest --format zip | head -c 100``: the pipe closes under the writer
-    thread; bk ends with exit code 1 and says nothing (as ``head`` users expect)."""
+def _backed_up(tmp_path, files: int, size: int) -> tuple[list[str], object]:
+    """A repository holding one backup of ``files`` random files of ``size`` bytes: (the
+    ``bk`` command line that opens it, the backed-up directory)."""
     repo, pw, src = tmp_path / "repo", tmp_path / "pw", tmp_path / "src"
     pw.write_text("pw\n")
     src.mkdir()
-    for i in range(40):
-        (src / f"f{i}").write_bytes(os.urandom(200_000))
+    for i in range(files):
+        (src / f"f{i}").write_bytes(os.urandom(size))
     bk = [sys.executable, "-m", "backupkit_cli", "--repo", str(repo), "--password-file", str(pw)]
     subprocess.run(bk + ["init", "--quiet"], check=True)
     subprocess.run(bk + ["backup", str(src), "--quiet"], check=True)
+    return bk, src
+
+
+def test_a_zip_restore_into_a_closed_pipe_ends_quietly(tmp_path):
+    """``bk restore latest --format zip | head -c 100``: the pipe closes under the writer
+    thread; bk ends with exit code 1 and says nothing (as ``head`` users expect)."""
+    bk, _src = _backed_up(tmp_path, files=40, size=200_000)
     p = subprocess.Popen(bk + ["restore", "latest", "--format", "zip"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert p.stdout is not None
     head = p.stdout.read(100)
@@ -154,14 +161,7 @@ def test_an_interrupted_stream_into_a_stalled_pipe_exits(tmp_path, what):
     import signal
     import time
 
-    repo, pw, src = tmp_path / "repo", tmp_path / "pw", tmp_path / "src"
-    pw.write_text("pw\n")
-    src.mkdir()
-    for i in range(20):
-        (src / f"f{i}").write_bytes(os.urandom(500_000))
-    bk = [sys.executable, "-m", "backupkit_cli", "--repo", str(repo), "--password-file", str(pw)]
-    subprocess.run(bk + ["init", "--quiet"], check=True)
-    subprocess.run(bk + ["backup", str(src), "--quiet"], check=True)
+    bk, src = _backed_up(tmp_path, files=20, size=500_000)
     r, wfd = os.pipe()  # nobody reads ``r``: the pipe fills (64 KiB) and bk's writes stall
     args = ["restore", "latest", "--format", "zip"] if what == "zip" else ["dump", "latest", str(src / "f3")]
     p = subprocess.Popen(bk + args, stdout=wfd, stderr=subprocess.PIPE)
