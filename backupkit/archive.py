@@ -143,10 +143,9 @@ def open_archive(fmt: str, out: BinaryIO):
             yield w3
             w3.close()
             zw.flush(zstandard.FLUSH_FRAME)
-        bg.close()
+        bg.close()  # flushes ``out`` too
     finally:
         bg.abandon()
-    out.flush()
 
 
 class _RawZipInfo(zipfile.ZipInfo):

@@ -49,7 +49,7 @@ from backupkit.errors import BadArgument, ObjectNotFound, StoreError, StoreUnava
 from backupkit.store.base import Backend, ObjectInfo, ObjectSource, ObjectStore, check_name, split_prefix
 from backupkit.store.retry import Backoff, RequestStats
 from backupkit.store.s3_boto import BOTO_ERRORS, count_request, error_code, make_client, map_error, retry_attempts
-from backupkit.store.s3_download import download, stream_ranges
+from backupkit.store.s3_download import download, stream_ranges, streamable
 from backupkit.store.s3_upload import Body, body_size, put_multipart, put_simple
 from backupkit.store.s3_url import FORMS, OPTIONS, parse_url
 
@@ -221,10 +221,7 @@ class S3ObjectStore(ObjectStore):
         when they ascend without overlapping (``s3_download.stream_ranges``): one held at
         a time, as they arrive."""
         ranges = list(ranges)
-        streamable = all(length > 0 for _o, length in ranges) and all(
-            a[0] + a[1] <= b[0] for a, b in zip(ranges, ranges[1:])
-        )
-        if len(ranges) < 2 or not streamable or min(o for o, _l in ranges) < 0:
+        if len(ranges) < 2 or not streamable(ranges):
             yield from super().get_ranges(name, ranges)
             return
         yield from stream_ranges(self._client, self.bucket, self._key(name), name, self._stats, self._backoff, ranges)

@@ -118,12 +118,9 @@ def stream_ranges(
     what = f"reading {name}"
     if not ranges:
         return
-    pos = ranges[0][0]
-    for offset, length in ranges:
-        if offset < pos or length <= 0:
-            raise ValueError(f"{what}: ranges must ascend without overlapping and not be empty")
-        pos = offset + length
-    end = pos
+    if not streamable(ranges):
+        raise ValueError(f"{what}: ranges must ascend without overlapping and not be empty")
+    end = ranges[-1][0] + ranges[-1][1]
     pos = ranges[0][0]  # the next byte of the object the body gives
     body: Any = None
     cut_short = 0
@@ -167,6 +164,17 @@ def stream_ranges(
             body.close()
 
 
+def streamable(ranges: Sequence[tuple[int, int]]) -> bool:
+    """Whether ``stream_ranges`` takes ``ranges``: none empty or before the object's
+    start, each after the one before it."""
+    prev_end = 0
+    for offset, length in ranges:
+        if offset < prev_end or length <= 0:
+            return False
+        prev_end = offset + length
+    return True
+
+
 def _open_range(client: Any, bucket: str, key: str, what: str, start: int, end: int) -> Any:
     """The body of a GetObject of bytes ``start`` to ``end`` - 1, checked: an answer
     that does not start at ``start`` or ends before ``end`` is StoreError."""
@@ -196,4 +204,4 @@ def _open_range(client: Any, bucket: str, key: str, what: str, start: int, end: 
     return body
 
 
-__all__ = ["download", "stream_ranges"]
+__all__ = ["download", "stream_ranges", "streamable"]
