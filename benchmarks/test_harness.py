@@ -373,3 +373,14 @@ def test_ab_streams_stdout_to_a_file_and_runs_also_commands(tmp_path: Path, caps
     assert not out.exists()  # removed after each run ...
     assert seen.read_text().split() == ["no", "no"]  # ... so the --also command saw none
     assert len(archives) == 4 and all(any(n.endswith("src/a") for n in names) for names in archives)
+
+
+def test_s3client_times_the_client_both_ways() -> None:
+    """``benchmarks.s3client``: a fresh process per way, each timing the import and the
+    client; botocore's own way lists its ~400 model directories, the store's does not."""
+    from benchmarks import s3client
+
+    lazy, listing = (s3client.one(m, cold=False) for m in s3client.MODES)
+    assert set(lazy) == set(listing) == {"import", "client", "listdirs"}
+    assert lazy["client"] > 0 and listing["client"] > 0
+    assert lazy["listdirs"] < 50 < 300 < listing["listdirs"]
