@@ -269,6 +269,14 @@ class State:
             if str(e).startswith("no repository at"):
                 raise RepositoryNotFound(self._no_repository()) from None
             raise
+        from backupkit.store import resolve
+
+        if resolve(self.repo_url())[0].name != "local":
+            # keyahead reads a local repository's key file itself; elsewhere the next
+            # command derives ahead from the hint this leaves
+            from backupkit_cli import keyahead
+
+            keyahead.remember(self.cache_root(), self.repo_url(), repo.key_raw)
         self.repos.append(repo)
         if self.verbose:
             for why in repo.open_warnings:

@@ -12,7 +12,10 @@ Layout of a *cache root* (``--cache-dir``, ``BK_CACHE_DIR``, else the user cache
                                the whole root
     <repository id>/           one repository's cache (64 hex digits): index/, meta/ ...;
                                its modification time is bumped on every open: "last used"
-    locations/<32 hex>/        what opening needs, per store location (``OpenCache``)
+    locations/<32 hex>/        what opening needs, per store location (``OpenCache``);
+                               also, per location as given on the command line,
+                               ``kdf``: the key file's KDF section, the CLI's hint
+                               for deriving ahead (``backupkit_cli.keyahead``)
 
 ``backupkit.repo.cache_dirs`` (``bk cache``) lists and cleans that layout and touches
 nothing else in the root.

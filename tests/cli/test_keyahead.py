@@ -177,3 +177,97 @@ def test_the_valued_global_options_are_the_command_lines():
     options = [p for p in group.params if p.param_type_name == "option"]
     valued = {o for p in options if not p.is_flag and not p.count for o in p.opts}
     assert len(options) > 10 and keyahead._VALUED == valued
+
+
+# -- repositories elsewhere: the KDF hint ----------------------------------------------------
+
+
+def test_the_hint_is_planned_for_a_remote_location_with_the_cache_on(tmp_path):
+    env = {"BK_PASSWORD": "pw", "BK_CACHE_DIR": str(tmp_path / "cache")}
+    url = "s3:http://127.0.0.1:9/bucket/prefix"
+    want = keyahead.hint_file(tmp_path / "cache", url)
+    assert keyahead.hint_plan(["-r", url, "snapshots"], env) == (want, b"pw")
+    assert keyahead.hint_plan(["snapshots"], dict(env, BK_REPOSITORY=url)) == (want, b"pw")
+    assert keyahead.hint_plan(["-r", url, "--cache-dir", str(tmp_path / "c2"), "ls"], env) == (
+        keyahead.hint_file(tmp_path / "c2", url), b"pw")
+    assert keyahead.hint_plan(["-r", url, "--no-cache", "snapshots"], env) is None
+    assert keyahead.hint_plan(["-r", url, "init"], env) is None
+    assert keyahead.hint_plan(["-r", url, "--password-command", "echo pw", "snapshots"], {}) is None
+    assert keyahead.hint_plan(["-r", str(tmp_path), "snapshots"], env) is None  # local: its key file
+    assert keyahead.plan(["-r", url, "snapshots"], env) is None
+    # a hint per location as given, apart from the store locations' own directories
+    other = keyahead.hint_file(tmp_path / "cache", url + "2")
+    assert other != want and os.path.dirname(os.path.dirname(want)) == str(tmp_path / "cache" / "locations")
+
+
+def test_remember_then_start_from_the_hint(repo, tmp_path):
+    cache = tmp_path / "cache"
+    url = "sftp:nobody@127.0.0.1:/nowhere"
+    argv, env = ["-r", url, "snapshots"], {"BK_PASSWORD": PW.decode(), "BK_CACHE_DIR": str(cache)}
+    assert not keyahead.start(argv, env)  # no hint yet
+    (name,) = os.listdir(repo / "keys")
+    raw = (repo / "keys" / name).read_bytes()
+    keyahead.remember(cache, url, raw)
+    hint = keyahead.hint_file(cache, url)
+    assert json.loads(open(hint, "rb").read()) == json.loads(raw)["kdf"]  # salt and costs, nothing else
+    before = kdfahead.taken
+    assert keyahead.start(argv, env)
+    # the open reads the store's key file and takes the derivation: same salt and costs
+    Repository.open(LocalObjectStore(repo), PW, cache_root=False).close()
+    assert kdfahead.taken == before + 1
+    keyahead.remember(False, url + "x", raw)  # --no-cache: nothing written
+    assert not os.path.exists(keyahead.hint_file(cache, url + "x"))
+    keyahead.remember(cache, url, b"not json")  # never raises, keeps the hint
+    assert os.path.exists(hint)
+
+
+def test_a_stale_or_planted_hint_changes_nothing_but_time(repo, tmp_path):
+    cache = tmp_path / "cache"
+    url = "rest:http://127.0.0.1:9/"
+    argv, env = ["-r", url, "snapshots"], {"BK_PASSWORD": PW.decode(), "BK_CACHE_DIR": str(cache)}
+    (name,) = os.listdir(repo / "keys")
+    doc = json.loads((repo / "keys" / name).read_bytes())
+    doc["kdf"]["salt"] = "c3RhbGVzYWx0c3RhbGU="  # another key file's salt
+    keyahead.remember(cache, url, json.dumps(doc).encode())
+    before = kdfahead.taken
+    assert keyahead.start(argv, env)
+    Repository.open(LocalObjectStore(repo), PW, cache_root=False).close()  # derived anew
+    assert kdfahead.taken == before
+    hint = keyahead.hint_file(cache, url)
+    for planted in (b"{", json.dumps({"name": "argon2id", "salt": "c2FsdHNhbHQ=", "iterations": 10**6,
+                                      "memory_kib": 64, "lanes": 1}).encode()):
+        with open(hint, "wb") as f:
+            f.write(planted)
+        assert not keyahead.start(argv, env)
+    os.unlink(hint)
+    os.mkfifo(hint)  # never waited for
+    assert not keyahead.start(argv, env)
+
+
+def test_a_command_on_s3_leaves_the_hint_and_the_next_one_takes_it(s3_server, tmp_path):
+    """End to end on SeaweedFS with the default Argon2id: the first command opens as
+    before and leaves the hint; the next derives ahead and the open takes it; after the
+    password changes (a new key file, new salt), the stale hint is replaced."""
+    from tests.cli.test_s3_cli import s3_env
+
+    env = s3_env(s3_server, f"keyahead-{os.getpid()}-{tmp_path.name}", tmp_path / "cache")
+    env["BK_PASSWORD"] = PW.decode()
+    init = subprocess.run([sys.executable, "-m", "backupkit_cli", "init"], env=env, capture_output=True, text=True, timeout=120)
+    assert init.returncode == 0, init.stderr
+    hint = keyahead.hint_file(tmp_path / "cache", env["BK_REPOSITORY"])
+    r = run_entry(["--json", "snapshots"], env)
+    assert r.returncode == 0 and json.loads(r.stdout) == [], r.stderr
+    assert os.path.isfile(hint)
+    r = run_entry(["--json", "snapshots"], env)
+    assert r.returncode == 0 and r.stderr.strip().endswith("taken=1"), r.stderr
+    old = open(hint, "rb").read()
+    (tmp_path / "new").write_bytes(b"new-pw")
+    p = subprocess.run([sys.executable, "-m", "backupkit_cli", "key", "passwd", "--new-password-file", str(tmp_path / "new")],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    env["BK_PASSWORD"] = "new-pw"
+    r = run_entry(["--json", "snapshots"], env)  # the hint's salt is the old key file's
+    assert r.returncode == 0 and r.stderr.strip().endswith("taken=0"), r.stderr
+    assert open(hint, "rb").read() != old
+    r = run_entry(["--json", "snapshots"], env)
+    assert r.returncode == 0 and r.stderr.strip().endswith("taken=1"), r.stderr
