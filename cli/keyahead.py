@@ -121,7 +121,7 @@ def _repository(values: dict[str, str], env: Mapping[str, str]) -> tuple[str, bo
 
 
 def _read(argv: Sequence[str], env: Mapping[str, str]) -> tuple[str, str, str, bytes, dict[str, str], set[str]] | None:
-    """(the location as given, its backend's name, the location after the scheme, the
+    """(the location as given, "local" or its scheme, the location after the scheme, the
     password, the valued options, the flags) when the command opens a repository named
     plainly and its password needs no prompt and no program; None otherwise."""
     command, values, flags = read_command_line(argv)
@@ -130,13 +130,13 @@ def _read(argv: Sequence[str], env: Mapping[str, str]) -> tuple[str, str, str, b
     repo = _repository(values, env)
     if repo is None:
         return None
-    from backupkit.store import resolve
+    from backupkit.store import is_local_scheme, split_location
 
-    backend, location = resolve(repo[0])
+    scheme, location = split_location(repo[0])  # imports no backend (botocore: ~0.12 s)
     password = _password(values, flags, env, repo[1])
     if password is None:
         return None
-    return repo[0], backend.name, location, password, values, flags
+    return repo[0], "local" if is_local_scheme(scheme) else scheme, location, password, values, flags
 
 
 def plan(argv: Sequence[str], env: Mapping[str, str]) -> tuple[str, bytes] | None:

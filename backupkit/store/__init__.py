@@ -54,7 +54,9 @@ __all__ = [
     "default_connections",
     "open_location",
     "open_store",
+    "is_local_scheme",
     "resolve",
+    "split_location",
     "supported_schemes",
 ]
 
@@ -78,14 +80,9 @@ def supported_schemes() -> str:
     return ", ".join(f"{scheme}:" for scheme in SCHEMES)
 
 
-def resolve(url: str) -> tuple[Backend, str]:
-    """The backend a location names and the location without its scheme.
-
-    Raises:
-        BadArgument: the location is empty, or names a scheme that is not registered
-            (the message lists the supported ones).
-        UsageError: the backend's module needs a package that is not installed.
-    """
+def split_location(url: str) -> tuple[str, str]:
+    """(the scheme, the location without it) of a location, importing no backend: a
+    plain path's scheme is ``local``. BadArgument as ``resolve``."""
     if not url:
         raise BadArgument("no repository given (use --repo or BK_REPOSITORY)")
     match = _SCHEME_RE.match(url)
@@ -98,6 +95,23 @@ def resolve(url: str) -> tuple[Backend, str]:
                 f"unknown repository scheme {scheme}: in {url!r} (supported: {supported_schemes()}; "
                 f"a local path with a colon: ./{url} or local:{url})"
             )
+    return scheme, location
+
+
+def is_local_scheme(scheme: str) -> bool:
+    """Whether ``scheme`` (from ``split_location``) names a directory on this machine."""
+    return SCHEMES.get(scheme) == SCHEMES["local"]
+
+
+def resolve(url: str) -> tuple[Backend, str]:
+    """The backend a location names and the location without its scheme.
+
+    Raises:
+        BadArgument: the location is empty, or names a scheme that is not registered
+            (the message lists the supported ones).
+        UsageError: the backend's module needs a package that is not installed.
+    """
+    scheme, location = split_location(url)
     try:
         module = importlib.import_module(SCHEMES[scheme])
     except ModuleNotFoundError as exc:

@@ -271,3 +271,22 @@ def test_a_command_on_s3_leaves_the_hint_and_the_next_one_takes_it(s3_server, tm
     assert open(hint, "rb").read() != old
     r = run_entry(["--json", "snapshots"], env)
     assert r.returncode == 0 and r.stderr.strip().endswith("taken=1"), r.stderr
+
+
+def test_the_hint_is_read_before_any_backend_loads(repo, tmp_path):
+    """The derivation starts before botocore (or paramiko) is imported: that import is
+    what it runs beside."""
+    cache = tmp_path / "cache"
+    url = "s3:http://127.0.0.1:9/bucket/prefix"
+    (name,) = os.listdir(repo / "keys")
+    keyahead.remember(cache, url, (repo / "keys" / name).read_bytes())
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from backupkit_cli import keyahead
+        started = keyahead.start(["-r", {url!r}, "snapshots"], {{"BK_PASSWORD": "pw", "BK_CACHE_DIR": {str(cache)!r}}})
+        print(started, sorted(m for m in ("botocore", "backupkit.store.s3", "paramiko") if m in sys.modules))
+        """
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.split() == ["True", "[]"], r.stdout + r.stderr
