@@ -56,8 +56,10 @@ class LockManager:
         clock: the client's clock; used only for ``created`` and for giving up on a
             lock whose refreshes keep failing, never for staleness.
         sleep: how to wait (tests pass a fake).
-        recheck_delay: wait between creating our lock object and listing, and between
-            polls while a lower-ranked contender leaves.
+        recheck_delay: the margin for listings that lag: an exclusive contender waits
+            twice this between creating its lock object and listing (a shared one
+            lists at once), and every contender this long between polls while a
+            lower-ranked contender leaves (``lock_acquire``, step 3).
         settle_polls: listings to wait for lower-ranked contenders before backing off.
         retry_backoff: (first, largest) wait between attempts with ``retry_lock``.
         sentinel: use the exclusive sentinel; default: when the store's

@@ -8,9 +8,12 @@ Acquisition (one attempt)
 1. Create our lock object (random name, so it cannot collide).
 2. Exclusive, on an atomic store: ``put_if_absent`` the sentinel. Whoever creates it
    ranks first among exclusive contenders (step 5).
-3. Wait ``recheck_delay`` (200 ms), a margin for stores whose listings lag; safety does
-   not rest on it. Skipped where listings cannot lag (``ObjectStore.immediate_listings``:
-   a local directory, memory).
+3. Where listings may lag (not ``ObjectStore.immediate_listings``, which a local
+   directory and memory are), an exclusive contender waits ``2 x recheck_delay``
+   (400 ms) before it lists; a shared one lists at once (and, if that listing does not
+   show its own object yet, waits ``recheck_delay`` and lists again). This is a margin
+   for stores whose listings lag, as restic's 200 ms wait by every contender is, and it
+   is as wide (see "Listings that lag" below); safety does not rest on it.
 4. List ``locks/``. Our own object's store time in that listing is ``now_ref``: it was
    written before the listing started, so anything stale against it really went a TTL
    of store time without a refresh. Read the other lock objects (cached by name and
@@ -39,6 +42,18 @@ wins the same way. A store that claims atomicity and lies (two sentinel "winners
 only cost a retry, never a double grant, because the grant still needs a clean listing.
 Deleting a stale sentinel can race with a fresh one (there is no conditional delete);
 that too costs only liveness.
+
+Listings that lag: if a listing may miss objects written less than L ago, two
+conflicting contenders both proceed only if neither listing shows the other's object.
+Say X (exclusive) writes at tX and lists after waiting dX, S writes at tS and lists
+after dS. X misses S iff tS + L > tX + dX; S misses X iff tX + L > tS + dS. Both hold
+for some tS iff dX + dS < 2L. restic waits 200 ms in every contender (dX = dS = 200
+ms): safe while L <= 200 ms. Here dX = 400 ms and dS = 0: the same bound, L <= 200 ms,
+and two exclusive contenders have 800 ms. So the wait is paid once, by the rare
+exclusive commands (prune, forget, repair), instead of by every backup, restore, ls
+and check (200 ms of a ~1.5 s restore from S3). Shared contenders never conflict with
+each other. An older bk (200 ms in both) beside this one keeps L <= 200 ms against our
+exclusive contenders and L <= 100 ms between its exclusive and our shared ones.
 
 Why this is the restic protocol rearranged: restic lists, creates, waits, lists again.
 We create first and fold the first listing into the recheck: one request fewer, and the
@@ -84,14 +99,18 @@ def attempt(mgr: LockManager, exclusive: bool, operation: str) -> Lock:
             sentinel_unknown = True
             has_sentinel = _take_sentinel(mgr, doc, name)
             sentinel_unknown = False
-        if mgr.recheck_delay and not getattr(mgr.store, "immediate_listings", False):
-            mgr.sleep(mgr.recheck_delay)
+        lagging = bool(mgr.recheck_delay) and not getattr(mgr.store, "immediate_listings", False)
+        if lagging and exclusive:
+            mgr.sleep(2 * mgr.recheck_delay)  # the margin for both sides (step 3)
         settle_window = max(2.0, 4 * mgr.recheck_delay * (mgr.settle_polls + 1))
         polls = 0
         while True:
             polls += 1
             infos = list(mgr.store.list(LOCK_PREFIX))
             mine = next((i for i in infos if i.name == name), None)
+            if mine is None and lagging and not exclusive and polls == 1:
+                mgr.sleep(mgr.recheck_delay)  # listed at once: our own write may not show yet
+                continue
             if mine is None:
                 raise LockConflict(
                     "our lock object vanished while we were taking the lock (is 'bk unlock --remove-all' running?)"
