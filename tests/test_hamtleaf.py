@@ -251,3 +251,57 @@ def test_a_leaf_read_as_plaintext_is_checked_against_its_parent():
                 with pytest.raises(FormatError, match="does not fit its parent"):
                     h.child_plain(branch, slot, leaf, count)
     assert h.loads == 1
+
+
+def test_routed_descents_read_the_same_leaves_and_still_check_edges(monkeypatch):
+    """``prefix_leaves(plain=True)`` follows the routes of branches it went through: a
+    trie of several branch levels lists every directory's children as the unrouted
+    descent does, the first time and again through the routes (and with the routes
+    capped); a branch whose child does not fit it is refused through the routed descent
+    on every visit."""
+    import msgpack
+
+    from backupkit import hamt as hamt_mod
+    from backupkit.errors import FormatError
+    from backupkit.hamt import Hamt
+    from backupkit.tree import SnapshotTree, make_hamt
+    from tests.support.kit import make_test_repo
+
+    repo = make_test_repo()
+    hamt = make_hamt(repo)
+    keyer = SnapshotTree(repo, hamt.empty(), hamt).keyer
+    dirs = [b"/"] + [b"/d%03d" % i for i in range(300)]
+    paths = dirs[1:] + [d + b"/f%02d" % j for d in dirs[1:] for j in range(40)]
+    root = hamt.build([(keyer.key(p), p, b"v" + p) for p in paths])
+    assert hamt.node(root)[0] == hamt_mod.BRANCH and any(
+        hamt.node(row[1])[0] == hamt_mod.BRANCH for row in hamt.node(root)[4])  # more than one branch level
+
+    def unrouted(h: Hamt, d: bytes) -> list:
+        return list(h._prefix_leaves(root, keyer.dir_prefix(d), True))
+
+    for cap in (hamt_mod.ROUTES_MAX, 2):
+        monkeypatch.setattr(hamt_mod, "ROUTES_MAX", cap)
+        fresh = make_hamt(repo, 1 << 13, 1 << 22)
+        t = SnapshotTree(repo, root, fresh)
+        for _ in range(2):
+            for d in dirs:
+                assert list(fresh.prefix_leaves(root, keyer.dir_prefix(d), plain=True)) == unrouted(fresh, d)
+                assert len(t.raw_children_by_name(d)) == (300 if d == b"/" else 40)
+        assert 1 <= len(fresh._routes) <= cap
+
+    rnd = random.Random(5)
+    store: dict[bytes, bytes] = {}
+
+    def save(data: bytes) -> bytes:
+        nid = rnd.randbytes(32)
+        store[nid] = data
+        return nid
+
+    key = bytes([0x12]) + b"\x00" * 15
+    leaf = save(msgpack.packb([LEAF, [[key, b"/a", b"v"]]]))
+    inner = save(msgpack.packb([hamt_mod.BRANCH, 1, 1, key, [[2, leaf, 1]]]))
+    top = save(msgpack.packb([hamt_mod.BRANCH, 5, 0, key, [[1, inner, 5]]]))  # inner holds 1, not 5
+    h = Hamt(store.__getitem__, save, cache_size=1 << 10, plain_cache_bytes=1 << 20)
+    for _ in range(2):
+        with pytest.raises(FormatError, match="does not fit its parent"):
+            list(h.prefix_leaves(top, key[:8], plain=True))
