@@ -8,7 +8,9 @@
  * ``prefix`` (found by binary search: the rows are sorted by key) and whose path is
  * ``pre`` + a name without "/" (and not ``dirpath``), sets out[name] = value, in row
  * order (a later row wins). The rows must have passed check_leaf. The Python reference
- * is SnapshotTree.raw_children_by_name's comprehension (tests/test_hamtleaf.py).
+ * is SnapshotTree.raw_children_by_name's comprehension (tests/test_hamtleaf.py). With a
+ * list for ``out``, appends (path, value) of each such row instead, in row order (every
+ * row kept: SnapshotTree.raw_children).
  *
  * leaf_info(raw) -> (rows, first key, last key), or None: raw is accepted only when it is
  * exactly one msgpack array [0, [[key, path, value], ...]] with every key, path and value
@@ -60,6 +62,28 @@ child_name(const char *path, size_t pl, const Py_buffer *pre, const Py_buffer *d
     return PyBytes_FromStringAndSize(path + n, (Py_ssize_t)(pl - n));
 }
 
+/* out[name] = value (a dict), or out.append((path, value)) (a list); -1 on error */
+static int
+put_child(PyObject *out, PyObject *name, PyObject *path, PyObject *value)
+{
+    if (PyDict_CheckExact(out))
+        return PyDict_SetItem(out, name, value);
+    PyObject *t = PyTuple_Pack(2, path, value);
+    if (t == NULL)
+        return -1;
+    int r = PyList_Append(out, t);
+    Py_DECREF(t);
+    return r;
+}
+
+static int
+dict_or_list(PyObject *out)
+{
+    if (PyDict_CheckExact(out) || PyList_CheckExact(out))
+        return 0;
+    PyErr_SetString(PyExc_TypeError, "out must be a dict or a list");
+    return -1;
+}
 
 /* the leaf's row count and the cursor at its first row; -1 unless the header is a leaf's */
 static int
@@ -129,9 +153,11 @@ leaf_children_into(PyObject *Py_UNUSED(self), PyObject *args)
 {
     PyObject *out;
     Py_buffer raw, prefix, pre, dirpath;
-    if (!PyArg_ParseTuple(args, "O!y*y*y*y*", &PyDict_Type, &out, &raw, &prefix, &pre, &dirpath))
+    if (!PyArg_ParseTuple(args, "Oy*y*y*y*", &out, &raw, &prefix, &pre, &dirpath))
         return NULL;
     PyObject *result = NULL;
+    if (dict_or_list(out))
+        goto done;
     Cur c = {raw.buf, (const unsigned char *)raw.buf + raw.len};
     uint32_t n;
     Row r;
@@ -154,9 +180,12 @@ leaf_children_into(PyObject *Py_UNUSED(self), PyObject *args)
             continue;
         }
         PyObject *value = PyBytes_FromStringAndSize((const char *)r.v, (Py_ssize_t)r.vl);
-        int bad = value == NULL || PyDict_SetItem(out, name, value);
+        PyObject *path = value == NULL || PyDict_CheckExact(out) ? NULL
+                         : PyBytes_FromStringAndSize((const char *)r.p, (Py_ssize_t)r.pl);
+        int bad = value == NULL || (!PyDict_CheckExact(out) && path == NULL) || put_child(out, name, path, value);
         Py_XDECREF(name);
         Py_XDECREF(value);
+        Py_XDECREF(path);
         if (bad)
             goto done;
     }
@@ -231,9 +260,11 @@ children_into(PyObject *Py_UNUSED(self), PyObject *args)
 {
     PyObject *out, *rows;
     Py_buffer prefix, pre, dirpath;
-    if (!PyArg_ParseTuple(args, "O!O!y*y*y*", &PyDict_Type, &out, &PyList_Type, &rows, &prefix, &pre, &dirpath))
+    if (!PyArg_ParseTuple(args, "OO!y*y*y*", &out, &PyList_Type, &rows, &prefix, &pre, &dirpath))
         return NULL;
     PyObject *result = NULL;
+    if (dict_or_list(out))
+        goto done;
     Py_ssize_t n = PyList_GET_SIZE(rows), lo = 0, hi = n;
     PyObject *k, *p, *v;
     /* the first row whose key is not below the prefix */
@@ -259,7 +290,7 @@ children_into(PyObject *Py_UNUSED(self), PyObject *args)
                 goto done;
             continue;
         }
-        int r = PyDict_SetItem(out, name, v);
+        int r = put_child(out, name, p, v);
         Py_DECREF(name);
         if (r)
             goto done;
@@ -295,7 +326,7 @@ static PyMethodDef methods[] = {
      "common_nibbles(a, b) -> how many leading nibbles two byte strings share"},
     {"check_leaf", check_leaf, METH_O, "check_leaf(rows): ValueError unless a leaf's rows are well formed and sorted"},
     {"children_into", children_into, METH_VARARGS,
-     "children_into(out, rows, prefix, pre, dirpath): out[name] = value of the rows of dirpath's children"},
+     "children_into(out, rows, prefix, pre, dirpath): out[name] = value (a dict) or out.append((path, value)) (a list) of the rows of dirpath's children"},
     {"leaf_info", leaf_info, METH_O, "leaf_info(raw) -> (rows, first key, last key) of a leaf in bk's encoding, or None"},
     {"leaf_children_into", leaf_children_into, METH_VARARGS,
      "leaf_children_into(out, raw, prefix, pre, dirpath): children_into over a leaf's plaintext"},

@@ -82,6 +82,12 @@ class SnapshotTree:
     def raw_children(self, dirpath: bytes) -> list[tuple[bytes, bytes]]:
         """(path, encoded entry) of the directory's children, in trie order, not decoded."""
         prefix = self.keyer.dir_prefix(dirpath)
+        if _hamtleaf is not None:  # the comprehension below, a leaf per call, in C
+            pre = dirpath if dirpath == b"/" else dirpath + b"/"
+            out: list[tuple[bytes, bytes]] = []
+            for rows in self.hamt.prefix_leaves(self.root, prefix):  # decoded: cached decoded
+                _hamtleaf.children_into(out, rows, prefix, pre, dirpath)
+            return out
         return [(p, v) for _k, p, v in self.hamt.scan_prefix(self.root, prefix) if parent_of(p) == dirpath]
 
     def raw_children_by_name(self, dirpath: bytes) -> dict[bytes, bytes]:

@@ -305,3 +305,30 @@ def test_routed_descents_read_the_same_leaves_and_still_check_edges(monkeypatch)
     for _ in range(2):
         with pytest.raises(FormatError, match="does not fit its parent"):
             list(h.prefix_leaves(top, key[:8], plain=True))
+
+
+def test_raw_children_in_c_lists_what_the_python_comprehension_lists(monkeypatch):
+    """``SnapshotTree.raw_children`` (the restore's, ls's and find's walk) reads each leaf's
+    rows with ``children_into`` into a list: every child in trie order, duplicates kept,
+    as the Python comprehension does, for a directory over several leaves, the root, a
+    file and a path that is not there."""
+    from backupkit import tree as tree_mod
+    from backupkit.tree import SnapshotTree, make_hamt
+    from tests.support.kit import make_test_repo
+
+    repo = make_test_repo()
+    hamt = make_hamt(repo)
+    keyer = SnapshotTree(repo, hamt.empty(), hamt).keyer
+    paths = ([b"/big"] + [b"/big/f%04d" % i for i in range(700)] + [b"/big/sub", b"/big/sub/deep", b"/big/", b"/x",
+             b"/x/y", b"/x/y/z", b"/\xff\xfe", b"/\xff\xfe/n"])
+    rows = [(keyer.key(p), p, b"v" + p) for p in paths]
+    rows.append((keyer.key(b"/x/y")[:15] + b"\x00", b"/x/y", b"dup"))  # the same path under another key
+    root = hamt.build(rows)
+    t = SnapshotTree(repo, root, hamt)
+    dirs = (b"/", b"/big", b"/big/sub", b"/x", b"/x/y", b"/\xff\xfe", b"/none", b"/big/f0001")
+    with_c = {d: t.raw_children(d) for d in dirs}
+    monkeypatch.setattr(tree_mod, "_hamtleaf", None)
+    assert {d: t.raw_children(d) for d in dirs} == with_c
+    assert len(with_c[b"/big"]) == 702 and with_c[b"/big/f0001"] == [] and with_c[b"/none"] == []
+    assert [p for p, _v in with_c[b"/"]].count(b"/x") == 1
+    assert sorted(v for p, v in with_c[b"/x"] if p == b"/x/y") == [b"dup", b"v/x/y"]  # both kept, as in Python
