@@ -23,6 +23,15 @@
  * leaf_children_into(out, raw, prefix, pre, dirpath): children_into over a leaf's
  * plaintext that leaf_info accepted, without making the rows into Python objects (only
  * the names and values it keeps); ValueError if raw is not such a leaf.
+ *
+ * entry_fields(raw) -> the 17 field values of the Entry encoded in raw (a list in
+ * Entry._fields order, None where absent), or None: Entry.decode's Python path then
+ * decides and words what is wrong. Accepted only: exactly one msgpack map of known str
+ * keys, each once, every value of its field's type and range (objects/entry.py), "t"
+ * one of the seven types, the fields the type needs present, not both "c" and "cb",
+ * user and group names valid UTF-8, and no "x" (xattrs: left to Python, which also
+ * settles repeated names). So this never accepts what Python refuses, and what it
+ * accepts it gives as Python would (tests/test_hamtleaf.py compares both).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -321,6 +330,181 @@ common_nibbles(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t narg
     return PyLong_FromSsize_t(2 * n);
 }
 
+
+/* -- an entry's fields (objects/entry.py's Entry.from_wire, for what it accepts) ------- */
+
+enum { F_T, F_M, F_U, F_G, F_UN, F_GN, F_S, F_MT, F_CT, F_I, F_DV, F_N, F_RD, F_L, F_X, F_C, F_CB, F_COUNT };
+enum { K_TYPE, K_INT, K_STR, K_BIN, K_OTHER };
+
+typedef struct {
+    const char *key;
+    int field, kind;
+    int neg_ok;              /* ints: negative values allowed (down to -2^63) */
+    unsigned long long hi;   /* ints: the value must be below this (0: 2^64) */
+} FieldSpec;
+
+static const FieldSpec SPECS[] = {
+    {"t", F_T, K_TYPE, 0, 0},
+    {"m", F_M, K_INT, 0, 010000},
+    {"u", F_U, K_INT, 0, 1ULL << 32},
+    {"g", F_G, K_INT, 0, 1ULL << 32},
+    {"un", F_UN, K_STR, 0, 0},
+    {"gn", F_GN, K_STR, 0, 0},
+    {"s", F_S, K_INT, 0, 1ULL << 63},
+    {"mt", F_MT, K_INT, 1, 1ULL << 63},
+    {"ct", F_CT, K_INT, 1, 1ULL << 63},
+    {"i", F_I, K_INT, 0, 0},
+    {"dv", F_DV, K_INT, 0, 0},
+    {"n", F_N, K_INT, 0, 0},
+    {"rd", F_RD, K_INT, 0, 0},
+    {"l", F_L, K_BIN, 0, 0},
+    {"x", F_X, K_OTHER, 0, 0},
+    {"c", F_C, K_OTHER, 0, 0},
+    {"cb", F_CB, K_OTHER, 0, 0},
+};
+
+static PyObject *type_names[7]; /* "f" "d" "l" "p" "s" "c" "b", made once */
+static const char TYPES[] = "fdlpscb";
+
+static const FieldSpec *
+spec_of(const unsigned char *k, size_t kl)
+{
+    for (size_t i = 0; i < sizeof SPECS / sizeof SPECS[0]; i++)
+        if (strlen(SPECS[i].key) == kl && memcmp(SPECS[i].key, k, kl) == 0)
+            return &SPECS[i];
+    return NULL;
+}
+
+/* a content list ("c": 32-byte ids and holes in [0, 2^63); "cb": ids only) as a tuple;
+ * NULL with no exception when the bytes are not one Python accepts */
+static PyObject *
+content_tuple(Cur *c, int ids_only)
+{
+    long long n = read_header(c, 0x90, 0xdc, 0xdd);
+    if (n < 0 || (size_t)(c->end - c->p) < (size_t)n)
+        return NULL;
+    PyObject *t = PyTuple_New((Py_ssize_t)n);
+    if (t == NULL)
+        return NULL;
+    for (long long i = 0; i < n; i++) {
+        PyObject *item = NULL;
+        if (c->p < c->end && (*c->p == 0xc4 || *c->p == 0xc5 || *c->p == 0xc6)) {
+            const unsigned char *b;
+            size_t bl;
+            if (read_bin(c, &b, &bl) == 0 && bl == 32)
+                item = PyBytes_FromStringAndSize((const char *)b, 32);
+        } else if (!ids_only) {
+            Int v;
+            if (read_int(c, &v) == 0 && !v.neg && v.v < (1ULL << 63))
+                item = PyLong_FromUnsignedLongLong(v.v);
+        }
+        if (item == NULL) {
+            Py_DECREF(t);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(t, (Py_ssize_t)i, item);
+    }
+    return t;
+}
+
+static PyObject *
+entry_fields(PyObject *Py_UNUSED(self), PyObject *arg)
+{
+    Py_buffer raw;
+    if (PyObject_GetBuffer(arg, &raw, PyBUF_SIMPLE))
+        return NULL;
+    PyObject *vals[F_COUNT] = {NULL};
+    PyObject *result = NULL;
+    Cur c = {raw.buf, (const unsigned char *)raw.buf + raw.len};
+    long long n = read_header(&c, 0x80, 0xde, 0xdf);
+    if (n < 0 || n > F_COUNT)
+        goto refuse;
+    for (long long i = 0; i < n; i++) {
+        const unsigned char *k;
+        size_t kl;
+        if (read_str(&c, &k, &kl))
+            goto refuse;
+        const FieldSpec *f = spec_of(k, kl);
+        if (f == NULL || vals[f->field] != NULL || f->field == F_X)
+            goto refuse;
+        PyObject *v = NULL;
+        if (f->kind == K_INT) {
+            Int x;
+            if (read_int(&c, &x))
+                goto refuse;
+            if (x.neg) {
+                if (!f->neg_ok)
+                    goto refuse;
+                v = PyLong_FromLongLong((long long)x.v);
+            } else {
+                if (f->hi && x.v >= f->hi)
+                    goto refuse;
+                v = PyLong_FromUnsignedLongLong(x.v);
+            }
+        } else if (f->kind == K_STR || f->kind == K_TYPE) {
+            const unsigned char *sv;
+            size_t sl;
+            if (read_str(&c, &sv, &sl))
+                goto refuse;
+            if (f->kind == K_TYPE) {
+                const char *at = sl == 1 ? memchr(TYPES, sv[0], 7) : NULL;
+                if (at == NULL || sv[0] == 0)
+                    goto refuse;
+                v = type_names[at - TYPES];
+                Py_INCREF(v);
+            } else {
+                v = PyUnicode_DecodeUTF8((const char *)sv, (Py_ssize_t)sl, "strict");
+                if (v == NULL) {
+                    PyErr_Clear(); /* msgpack refuses it too: Python words it */
+                    goto refuse;
+                }
+            }
+        } else if (f->kind == K_BIN) {
+            const unsigned char *b;
+            size_t bl;
+            if (read_bin(&c, &b, &bl))
+                goto refuse;
+            v = PyBytes_FromStringAndSize((const char *)b, (Py_ssize_t)bl);
+        } else {
+            v = content_tuple(&c, f->field == F_CB);
+        }
+        if (v == NULL) {
+            if (PyErr_Occurred())
+                goto done;
+            goto refuse;
+        }
+        vals[f->field] = v;
+    }
+    if (c.p != c.end || vals[F_T] == NULL || (vals[F_C] != NULL && vals[F_CB] != NULL))
+        goto refuse;
+    switch (PyUnicode_READ_CHAR(vals[F_T], 0)) {
+    case 'f': if (vals[F_S] == NULL) goto refuse; break;
+    case 'l': if (vals[F_L] == NULL) goto refuse; break;
+    case 'c':
+    case 'b': if (vals[F_RD] == NULL) goto refuse; break;
+    default: break;
+    }
+    result = PyList_New(F_COUNT);
+    if (result == NULL)
+        goto done;
+    for (int i = 0; i < F_COUNT; i++) {
+        PyObject *v = vals[i] ? vals[i] : Py_None;
+        if (!vals[i])
+            Py_INCREF(v);
+        vals[i] = NULL;
+        PyList_SET_ITEM(result, i, v);
+    }
+    goto done;
+refuse:
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    for (int i = 0; i < F_COUNT; i++)
+        Py_XDECREF(vals[i]);
+    PyBuffer_Release(&raw);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"common_nibbles", (PyCFunction)(void (*)(void))common_nibbles, METH_FASTCALL,
      "common_nibbles(a, b) -> how many leading nibbles two byte strings share"},
@@ -328,6 +512,7 @@ static PyMethodDef methods[] = {
     {"children_into", children_into, METH_VARARGS,
      "children_into(out, rows, prefix, pre, dirpath): out[name] = value (a dict) or out.append((path, value)) (a list) of the rows of dirpath's children"},
     {"leaf_info", leaf_info, METH_O, "leaf_info(raw) -> (rows, first key, last key) of a leaf in bk's encoding, or None"},
+    {"entry_fields", entry_fields, METH_O, "entry_fields(raw) -> an encoded Entry's 17 field values, or None: ask Python"},
     {"leaf_children_into", leaf_children_into, METH_VARARGS,
      "leaf_children_into(out, raw, prefix, pre, dirpath): children_into over a leaf's plaintext"},
     {NULL, NULL, 0, NULL},
@@ -338,5 +523,9 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_hamtleaf", NULL, -1
 PyMODINIT_FUNC
 PyInit__hamtleaf(void)
 {
+    for (int i = 0; i < 7; i++) {
+        if (type_names[i] == NULL && (type_names[i] = PyUnicode_InternFromString((char[]){TYPES[i], 0})) == NULL)
+            return NULL;
+    }
     return PyModule_Create(&module);
 }

@@ -332,3 +332,82 @@ def test_raw_children_in_c_lists_what_the_python_comprehension_lists(monkeypatch
     assert len(with_c[b"/big"]) == 702 and with_c[b"/big/f0001"] == [] and with_c[b"/none"] == []
     assert [p for p, _v in with_c[b"/"]].count(b"/x") == 1
     assert sorted(v for p, v in with_c[b"/x"] if p == b"/x/y") == [b"dup", b"v/x/y"]  # both kept, as in Python
+
+
+def _decode_both(monkeypatch, raw: bytes):
+    """(Entry.decode with the C reader, without it): each an Entry or the error's text."""
+    from backupkit.errors import FormatError
+    from backupkit.objects import entry as entry_mod
+
+    def one():
+        try:
+            return entry_mod.Entry.decode(raw, b"/p")
+        except FormatError as e:
+            return f"FormatError: {e}"
+
+    with_c = one()
+    monkeypatch.setattr(entry_mod, "_entry_fields", None)
+    without = one()
+    monkeypatch.undo()
+    return with_c, without
+
+
+def test_entries_read_in_c_are_the_entries_python_reads(monkeypatch):
+    """``_hamtleaf.entry_fields``: every valid entry (random fields of every type, ints
+    at their bounds) reads as in Python, and every malformed one (random byte changes,
+    and the cases named below) still fails with Python's words: C accepts nothing
+    Python refuses and gives what Python gives."""
+    import msgpack
+
+    from backupkit.objects.entry import Entry
+
+    rnd = random.Random(8)
+    U64, I64 = 1 << 64, 1 << 63
+    entries = []
+    for i in range(600):
+        t = rnd.choice("fdlpscb")
+        e = Entry(type=t, mode=rnd.choice([0, 0o644, 0o7777]), uid=rnd.choice([0, 1000, (1 << 32) - 1]),
+                  gid=rnd.randrange(1 << 32), user=rnd.choice(["", "root", "héllo", "日本"]), group=rnd.choice(["", "g"]),
+                  size=rnd.choice([0, 1, I64 - 1]) if t == "f" else None, mtime=rnd.choice([-I64, -1, 0, I64 - 1]),
+                  ctime=rnd.randrange(-I64, I64), inode=rnd.choice([0, U64 - 1]), device=rnd.randrange(U64), nlink=rnd.randrange(3),
+                  rdev=rnd.randrange(U64) if t in "cb" else rnd.choice([None, 5]), target=rnd.randbytes(rnd.randrange(40)) if t == "l" else None,
+                  xattrs=((b"user.a", b"1"),) if i % 17 == 0 else None,
+                  content=tuple(rnd.choice([rnd.randbytes(32), rnd.randrange(I64)]) for _ in range(rnd.randrange(4))) if t == "f" and i % 3 else None,
+                  content_blobs=tuple(rnd.randbytes(32) for _ in range(2)) if t == "f" and i % 3 == 0 and i % 2 else None)
+        entries.append(e)
+        raw = e.encode()
+        with_c, without = _decode_both(monkeypatch, raw)
+        assert with_c == without == e, (raw, with_c, without)
+    def wire(**m):
+        return msgpack.packb(m)
+    base = {"t": "f", "s": 1, "m": 0o644}
+    odd = [
+        wire(**base) + b"\x00",  # trailing byte
+        msgpack.packb([1, 2]), msgpack.packb({}), msgpack.packb({b"t": "f", "s": 1}),  # not a map, no t, a bin key
+        wire(**base, zz=1), wire(t="q"), wire(t="ff"), wire(t="f"), wire(t="l"), wire(t="c"), wire(t="b", rd=-1),
+        wire(**dict(base, m=0o10000)), wire(**dict(base, m=-1)), wire(**dict(base, s=I64)), wire(**dict(base, u=1 << 32)),
+        wire(**dict(base, mt=True)), wire(**dict(base, mt=None)), wire(**dict(base, mt=1.5)), wire(**dict(base, i=-1)),
+        wire(**dict(base, un=b"bytes")), wire(**dict(base, l="str")), wire(t="l", l=b""),
+        wire(**dict(base, c=[b"x" * 31])), wire(**dict(base, c=[-1])), wire(**dict(base, c=[I64])), wire(**dict(base, c=[True])),
+        wire(**dict(base, c=["s"])), wire(**dict(base, c=b"x")), wire(**dict(base, cb=[1])), wire(**dict(base, c=[], cb=[])),
+        wire(**dict(base, x={b"k": b"v"})), wire(**dict(base, x={"k": b"v"})), wire(**dict(base, x=[])),
+        b"\x83\xa1t\xa1f\xa1s\x01\xa1s\x02",  # "s" twice: Python keeps the last
+        b"\x83\xa1t\xa1f\xa1s\xc0\xa1s\x02",  # the first "s" invalid, the last valid
+        b"\x82\xa1t\xa1f\xa1s",  # cut short
+        b"\x83\xa1t\xa1f\xa1s\x01\xa2un\xa3\xed\xa0\x80",  # a surrogate in a str
+        b"\x83\xa1t\xa1f\xa1s\x01\xa2un\xa2\xc3\x28",  # invalid UTF-8
+        b"\xdf\xff\xff\xff\xff\xa1t\xa1f",  # a map count that lies
+        b"\x81\xa1t\xa1\x00",  # "t" is NUL
+        b"\x82\xa1t\xa1f\xa1s\xcf" + (1 << 63).to_bytes(8, "big"),  # s = 2^63 as uint64
+        b"\x82\xa1t\xa1f\xa1s\xd3" + (5).to_bytes(8, "big"),  # s = 5 as int64
+    ]
+    for raw in odd:
+        with_c, without = _decode_both(monkeypatch, raw)
+        assert with_c == without, (raw, with_c, without)
+    for e in entries[:200]:  # random damage
+        raw = bytearray(e.encode())
+        for _ in range(3):
+            j = rnd.randrange(len(raw))
+            raw[j] = rnd.randrange(256) if rnd.random() < 0.8 else raw[j] ^ 1
+            with_c, without = _decode_both(monkeypatch, bytes(raw))
+            assert with_c == without, (bytes(raw), with_c, without)

@@ -48,6 +48,11 @@ import msgpack
 from backupkit.entry import display_path
 from backupkit.errors import FormatError
 
+try:
+    from backupkit._hamtleaf import entry_fields as _entry_fields
+except ImportError:  # pragma: no cover - the extension is built by pip install
+    _entry_fields = None
+
 TYPE_OF_MODE = {
     stat.S_IFREG: "f",
     stat.S_IFDIR: "d",
@@ -137,7 +142,13 @@ class Entry(NamedTuple):
 
     @staticmethod
     def decode(raw: bytes, path: bytes | None = None) -> Entry:
-        """The entry stored as ``raw``; FormatError (naming ``path``) if it is malformed."""
+        """The entry stored as ``raw``; FormatError (naming ``path``) if it is malformed.
+        An entry the C reader accepts (``_hamtleaf.entry_fields``: no xattrs, nothing
+        unusual) is read there; anything else, and every error, here."""
+        if _entry_fields is not None:
+            vals = _entry_fields(raw)
+            if vals is not None:
+                return _new(Entry, vals)
         try:
             m = msgpack.unpackb(raw, strict_map_key=False)
         except Exception as err:  # noqa: BLE001 - msgpack raises several kinds
