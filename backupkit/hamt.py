@@ -111,6 +111,12 @@ class Hamt:
         #: gone through, at most ROUTES_MAX, kept decoded with their checked edges
         self._routes: dict[bytes, list] = {}
 
+    @property
+    def keeps_plain(self) -> bool:
+        """Whether loaded nodes' plaintext is kept (``plain_cache_bytes`` > 0): only then
+        is a leaf read as plaintext (``child_plain``) not loaded again on every visit."""
+        return self._plain_size > 0
+
     # -- node I/O --------------------------------------------------------------------------
     def node(self, node_id: bytes) -> list:
         """The decoded node (cached)."""

@@ -332,6 +332,16 @@ def test_raw_children_in_c_lists_what_the_python_comprehension_lists(monkeypatch
     assert len(with_c[b"/big"]) == 702 and with_c[b"/big/f0001"] == [] and with_c[b"/none"] == []
     assert [p for p, _v in with_c[b"/"]].count(b"/x") == 1
     assert sorted(v for p, v in with_c[b"/x"] if p == b"/x/y") == [b"dup", b"v/x/y"]  # both kept, as in Python
+    monkeypatch.undo()
+    # a walk's own trie (no Hamt given) keeps plaintext: leaves read as plaintext in C,
+    # the same lists, and a second pass loads nothing
+    walk = SnapshotTree(repo, root)
+    assert walk.hamt.keeps_plain and not hamt.keeps_plain
+    for _ in range(2):
+        assert {d: walk.raw_children(d) for d in dirs} == with_c
+    loads = walk.hamt.loads
+    assert {d: walk.raw_children(d) for d in dirs} == with_c and walk.hamt.loads == loads
+    assert any(info is not None for _raw, info in walk.hamt._plain.values())
 
 
 def _decode_both(monkeypatch, raw: bytes):

@@ -276,11 +276,16 @@ def verify_at(
 
 def all_zero(data: bytes) -> bool:
     """True if every byte is zero; most data is rejected by its first or last byte
-    without a scan (``bytes.count`` of every blob cost a sixth of restore's GIL time)."""
+    without a scan (``bytes.count`` of every blob cost a sixth of restore's GIL time),
+    the rest by a compare that stops at the first byte that is not zero (``_ZERO[:n]``
+    copied n bytes first: 4% of a `/usr` restore's GIL time)."""
     if data[0] or data[-1]:
         return False
     n = len(data)
-    return data == _ZERO[:n] if n <= len(_ZERO) else data.count(0) == n
+    if n <= len(_ZERO):
+        return _ZERO.startswith(data)
+    view, step = memoryview(data), len(_ZERO)
+    return all(_ZERO.startswith(view[i : i + step]) for i in range(0, n, step))
 
 
 def _zeros_ahead(fd: int, n: int) -> bool:

@@ -329,3 +329,17 @@ def test_a_read_only_file_restored_by_an_unprivileged_user(tmp_path):
         assert got["chmods"] == []
         if who == "nobody":
             assert {p.lstat().st_uid for p in out.iterdir()} == {out.lstat().st_uid}
+
+
+def test_all_zero_sees_every_byte():
+    """The sparse writer's test for a blob of zeros: bytes and views, below and above the
+    1 MiB of zeros it compares with, a nonzero byte anywhere."""
+    from backupkit.managers.restore_files import all_zero
+
+    for n in (1, 4096, 100_000, 1 << 20, (1 << 20) + 5):
+        z = bytes(n)
+        assert all_zero(z) and all_zero(memoryview(z))
+        for at in {0, n // 2, n - 1}:
+            b = bytearray(z)
+            b[at] = 1
+            assert not all_zero(bytes(b)) and not all_zero(memoryview(bytes(b)))
