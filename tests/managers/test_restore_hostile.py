@@ -92,3 +92,29 @@ def test_a_name_reused_in_the_snapshot_goes_out_once(tmp_path):
     assert [p for p, _m in res.errors] == ["/a"]
     assert not (target / "a").is_symlink() and (target / "b").read_bytes() == b"first"
     assert os.listdir(outside) == []
+
+
+def test_safe_path_is_the_part_by_part_rule():
+    """``safe_path`` (every restored entry's path) by substring tests gives what the rule
+    part by part gives: absolute, no NUL, no empty, "." or ".." part."""
+    import itertools
+    import random
+
+    from backupkit.managers.restore_files import safe_path
+
+    def rule(path: bytes) -> bool:
+        if not path.startswith(b"/") or b"\x00" in path:
+            return False
+        if path == b"/":
+            return True
+        return all(p and p not in (b".", b"..") for p in path[1:].split(b"/"))
+
+    alphabet = [b"/", b".", b"a", b"\x00", b".."]
+    for n in range(1, 7):
+        for parts in itertools.product(alphabet, repeat=n):
+            path = b"".join(parts)
+            assert safe_path(path) == rule(path), path
+    rnd = random.Random(2)
+    for _ in range(5000):
+        path = bytes(rnd.choice(b"/.a\x00b") for _ in range(rnd.randrange(1, 20)))
+        assert safe_path(path) == rule(path), path
