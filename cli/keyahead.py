@@ -27,7 +27,7 @@ open of the same location, as given on the command line, left it in the cache
 ``--no-cache``). The open still lists and reads the store's key file and takes the
 derivation only if its salt and costs are the hint's, so a stale or planted hint costs
 one derivation's CPU and nothing else. ``bk snapshots`` on SeaweedFS on loopback: 0.47 ->
-0.33 s warm (docs/benchmarks.md, session 15).
+0.37 s warm by hand, 0.61 -> 0.50 s in ``benchmarks.ab`` (docs/benchmarks.md, session 15).
 """
 
 from __future__ import annotations
