@@ -271,9 +271,10 @@ class State:
             raise
         from backupkit.store import resolve
 
-        if resolve(self.repo_url())[0].name != "local":
+        if resolve(self.repo_url())[0].name not in ("local", "memory"):
             # keyahead reads a local repository's key file itself; elsewhere the next
-            # command derives ahead from the hint this leaves
+            # command derives ahead from the hint this leaves (a memory store lives
+            # one process: no next command)
             from backupkit_cli import keyahead
 
             keyahead.remember(self.cache_root(), self.repo_url(), repo.key_raw)
