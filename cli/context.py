@@ -269,20 +269,24 @@ class State:
             if str(e).startswith("no repository at"):
                 raise RepositoryNotFound(self._no_repository()) from None
             raise
-        from backupkit.store import resolve
-
-        if resolve(self.repo_url())[0].name not in ("local", "memory"):
-            # keyahead reads a local repository's key file itself; elsewhere the next
-            # command derives ahead from the hint this leaves (a memory store lives
-            # one process: no next command)
-            from backupkit_cli import keyahead
-
-            keyahead.remember(self.cache_root(), self.repo_url(), repo.key_raw)
+        self.remember_key(repo)
         self.repos.append(repo)
         if self.verbose:
             for why in repo.open_warnings:
                 self.console.warn(why)
         return repo
+
+    def remember_key(self, repo) -> None:
+        """After ``repo`` was opened or made: for a location that is not a local directory,
+        leave the KDF hint the next command derives ahead from (``keyahead.remember``;
+        keyahead reads a local repository's key file itself, and a memory store lives one
+        process)."""
+        from backupkit.store import resolve
+
+        if resolve(self.repo_url())[0].name not in ("local", "memory"):
+            from backupkit_cli import keyahead
+
+            keyahead.remember(self.cache_root(), self.repo_url(), repo.key_raw)
 
     def repo_warnings(self) -> list[str]:
         """What the repositories opened so far recorded for the user (each once): a cache

@@ -22,8 +22,8 @@ always does.
 A repository elsewhere (S3, SFTP, REST, rclone) cannot be read before its client is
 imported and connected (~0.3 s on S3), so there ``start`` derives from a *hint*: the key
 file's KDF section (salt and costs, which the key file stores in the clear) as the last
-open of the same location, as given on the command line, left it in the cache
-(``remember``; ``locations/<hash>/kdf`` under the cache root; never with
+open (or ``bk init``) of the same location, as given on the command line, left it in the
+cache (``remember``; ``locations/<hash>/kdf`` under the cache root; never with
 ``--no-cache``). The open still lists and reads the store's key file and takes the
 derivation only if its salt and costs are the hint's, so a stale or planted hint costs
 one derivation's CPU and nothing else. ``bk snapshots`` on SeaweedFS on loopback: 0.47 ->

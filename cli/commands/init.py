@@ -47,6 +47,7 @@ def command(
         store, pw, kdf=kdf_params(), pack_size=size, compression_level=compression, cache_root=st.cache_root(),
         **chunker_kw,
     )
+    st.remember_key(repo)
     if st.json:
         st.console.json({"repository": st.repo_url(), "id": repo.config.repo_id, "key": repo.key_id})
     else:
