@@ -189,9 +189,11 @@ leaf_children_into(PyObject *Py_UNUSED(self), PyObject *args)
             continue;
         }
         PyObject *value = PyBytes_FromStringAndSize((const char *)r.v, (Py_ssize_t)r.vl);
-        PyObject *path = value == NULL || PyDict_CheckExact(out) ? NULL
-                         : PyBytes_FromStringAndSize((const char *)r.p, (Py_ssize_t)r.pl);
-        int bad = value == NULL || (!PyDict_CheckExact(out) && path == NULL) || put_child(out, name, path, value);
+        PyObject *path = NULL; /* only a list takes the path */
+        int bad = value == NULL;
+        if (!bad && !PyDict_CheckExact(out))
+            bad = (path = PyBytes_FromStringAndSize((const char *)r.p, (Py_ssize_t)r.pl)) == NULL;
+        bad = bad || put_child(out, name, path, value);
         Py_XDECREF(name);
         Py_XDECREF(value);
         Py_XDECREF(path);

@@ -89,32 +89,17 @@ class SnapshotTree:
         """(path, encoded entry) of the directory's children, in trie order, not decoded."""
         prefix = self.keyer.dir_prefix(dirpath)
         if _hamtleaf is not None:  # the comprehension below, a leaf per call, in C
-            pre = dirpath if dirpath == b"/" else dirpath + b"/"
-            out: list[tuple[bytes, bytes]] = []
-            # leaves as their plaintext where the trie keeps it (read without making rows
-            # into Python objects), else decoded (and cached decoded)
-            for rows in self.hamt.prefix_leaves(self.root, prefix, plain=self.hamt.keeps_plain):
-                if type(rows) is bytes:
-                    _hamtleaf.leaf_children_into(out, rows, prefix, pre, dirpath)
-                else:
-                    _hamtleaf.children_into(out, rows, prefix, pre, dirpath)
-            return out
+            return self._children_in_c([], dirpath, prefix)
         return [(p, v) for _k, p, v in self.hamt.scan_prefix(self.root, prefix) if parent_of(p) == dirpath]
 
     def raw_children_by_name(self, dirpath: bytes) -> dict[bytes, bytes]:
         """name -> encoded entry of the directory's children (``raw_children`` keyed by
         name; of two equal names the later in trie order wins)."""
-        pre = dirpath if dirpath == b"/" else dirpath + b"/"
-        n = len(pre)
         prefix = self.keyer.dir_prefix(dirpath)
         if _hamtleaf is not None:  # the comprehension below, a leaf per call, in C
-            out: dict[bytes, bytes] = {}
-            for rows in self.hamt.prefix_leaves(self.root, prefix, plain=True):
-                if type(rows) is bytes:
-                    _hamtleaf.leaf_children_into(out, rows, prefix, pre, dirpath)
-                else:
-                    _hamtleaf.children_into(out, rows, prefix, pre, dirpath)
-            return out
+            return self._children_in_c({}, dirpath, prefix)
+        pre = dirpath if dirpath == b"/" else dirpath + b"/"
+        n = len(pre)
         # p = pre + name with no "/" in name is what parent_of(p) == dirpath means (the
         # root's own path aside, which is never the child of anything)
         return {
@@ -122,6 +107,19 @@ class SnapshotTree:
             for _k, p, v in self.hamt.scan_prefix(self.root, prefix)
             if p.startswith(pre) and b"/" not in p[n:] and p != dirpath
         }
+
+    def _children_in_c(self, out, dirpath: bytes, prefix: bytes):
+        """``out`` filled with the children of ``dirpath`` from each leaf that may hold
+        them (``_hamtleaf``: a dict gets name -> entry, a list (path, entry) of every
+        row); leaves as their plaintext where the trie keeps it (read without making
+        rows into Python objects), else decoded (and cached decoded)."""
+        pre = dirpath if dirpath == b"/" else dirpath + b"/"
+        for rows in self.hamt.prefix_leaves(self.root, prefix, plain=self.hamt.keeps_plain):
+            if type(rows) is bytes:
+                _hamtleaf.leaf_children_into(out, rows, prefix, pre, dirpath)
+            else:
+                _hamtleaf.children_into(out, rows, prefix, pre, dirpath)
+        return out
 
     def walk(
         self, path: bytes = b"/", on_error: OnError | None = None, top: Entry | None = None, max_depth: int | None = None

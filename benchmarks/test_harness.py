@@ -277,6 +277,9 @@ def test_walk_parts_lists_and_compares_both_ways(tmp_path: Path, capsys) -> None
     assert "list, Python (listdir, lstat): 33 entries" in out
     assert "compare, Python (wire, file_unchanged): 30 of 30 files unchanged" in out
     assert "index load: " in out and "parent listings (every directory's children, the backup's caches): 33 entries" in out
+    # "/", the parents of src, src, its 3 directories and 30 files
+    depth = len(src.parts) - 1
+    assert f"snapshot walk (every entry, as restore, ls and find walk it): {1 + depth + 33} entries" in out
     (src / "d0" / "f0").write_bytes(b"changed, and longer")
     assert walk_parts.main(args) == 0
     assert "29 of 30 files unchanged" in capsys.readouterr().out

@@ -5,7 +5,9 @@
 ``os.lstat`` per entry), with the Python objects made as the walk makes them.
 With ``--repo``: ``index load`` (the merged index decoded and sorted), ``parent
 listings`` (every directory's children in the last snapshot of ``--path``, listed as
-the backup walk lists them: ``raw_children_by_name``, the backup's trie caches), and
+the backup walk lists them: ``raw_children_by_name``, the backup's trie caches),
+``snapshot walk`` (every entry of that snapshot, as restore, ls and find walk it:
+``SnapshotTree.walk`` with the trie it makes itself, entries decoded), and
 ``compare``: every regular file the last snapshot of ``--path`` holds compared with its
 lstat, by the C matcher (``backup_parent.content_matcher``) and by the Python path
 (``wire``, ``inline_content``, ``file_unchanged``); both counts must agree::
@@ -14,7 +16,10 @@ lstat, by the C matcher (``backup_parent.content_matcher``) and by the Python pa
     python -m benchmarks.walk_parts --repo R --password-file P [--cache-dir C] --path /usr   # and the rest
 
 Warm: each part runs ``--rounds`` times and the best is printed (drop the page cache
-before a run to see the first, cold listing).
+before a run to see the first, cold listing). The module imports nothing of
+``benchmarks``, so an older revision's engine can be timed by this file::
+
+    PYTHONPATH=EXPORT python -P benchmarks/walk_parts.py --repo R ...   # EXPORT: s3bench.export_source(REV)
 """
 
 from __future__ import annotations
@@ -100,6 +105,17 @@ def parent_listings(repo: Repository, root: bytes) -> tuple[int, float]:
     return n, time.perf_counter() - start
 
 
+def snapshot_walk(repo: Repository, root: bytes) -> tuple[int, float]:
+    """Entries of the last snapshot of ``root``, and the seconds to walk them all as a
+    restore does (``SnapshotTree.walk`` from "/", each entry decoded; a fresh trie)."""
+    snap = find_snapshot(repo, "latest", paths=(os.fsdecode(root),))
+    repo.index  # loaded before the clock starts
+    tree = SnapshotTree(repo, snap.root)
+    start = time.perf_counter()
+    n = sum(1 for _p, _e in tree.walk(b"/"))
+    return n, time.perf_counter() - start
+
+
 def compare(files, match) -> tuple[int, float]:
     """Files found unchanged, and seconds: by ``match`` (C), or by Python when None."""
     t = time.perf_counter()
@@ -142,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"index load: {n} blobs, {secs:.3f} s")
         n, secs = best(lambda: parent_listings(repo, root), a.rounds)
         print(f"parent listings (every directory's children, the backup's caches): {n} entries, {secs:.3f} s")
+        n, secs = best(lambda: snapshot_walk(repo, root), a.rounds)
+        print(f"snapshot walk (every entry, as restore, ls and find walk it): {n} entries, {secs:.3f} s")
         files = file_entries(repo, root)
         match = content_matcher()
         got = {}

@@ -172,7 +172,7 @@ def _cache_root(values: dict[str, str], flags: set[str], env: Mapping[str, str])
         return values["--cache-dir"]
     from backupkit.repo.cache import default_cache_root
 
-    return str(default_cache_root()) if not env.get("BK_CACHE_DIR") else env["BK_CACHE_DIR"]
+    return env.get("BK_CACHE_DIR") or str(default_cache_root())
 
 
 def hint_plan(argv: Sequence[str], env: Mapping[str, str]) -> tuple[str, bytes] | None:
@@ -260,14 +260,13 @@ def remember(cache_root: os.PathLike | str | None | bool, url: str, key_raw: byt
     if cache_root is False:
         return
     try:
-        if cache_root is None or cache_root is True:
+        if cache_root is None:
             from backupkit.repo.cache import default_cache_root
 
             cache_root = default_cache_root()
-        kdf = json.loads(key_raw)["kdf"]
-        if _kdf_inputs(json.dumps(kdf).encode()) is None:
+        data = json.dumps(json.loads(key_raw)["kdf"], sort_keys=True).encode()
+        if _kdf_inputs(data) is None:
             return
-        data = json.dumps(kdf, sort_keys=True).encode()
         path = hint_file(cache_root, url)
         try:
             if _read_small(path) == data:

@@ -222,6 +222,19 @@ def test_leaf_children_into_reads_the_plaintext_as_children_into_the_rows(seed):
         _hamtleaf.leaf_children_into({}, raw[:3], pfx, b"/d/", b"/d")
 
 
+def _node_store(seed: int):
+    """(a dict of nodes by id, ``save``: a Hamt's save storing there under random ids)."""
+    rnd = random.Random(seed)
+    store: dict[bytes, bytes] = {}
+
+    def save(data: bytes) -> bytes:
+        nid = rnd.randbytes(32)
+        store[nid] = data
+        return nid
+
+    return store, save
+
+
 def test_a_leaf_read_as_plaintext_is_checked_against_its_parent():
     """A branch whose child count or slot lies about a leaf: the plaintext path refuses
     it as the decoded one does, whether the leaf comes from the store or the cache."""
@@ -230,14 +243,7 @@ def test_a_leaf_read_as_plaintext_is_checked_against_its_parent():
     from backupkit.errors import FormatError
     from backupkit.hamt import Hamt
 
-    rnd = random.Random(4)
-    store: dict[bytes, bytes] = {}
-
-    def save(data: bytes) -> bytes:
-        nid = rnd.randbytes(32)
-        store[nid] = data
-        return nid
-
+    store, save = _node_store(4)
     h = Hamt(store.__getitem__, save, cache_size=0, plain_cache_bytes=1 << 20)
     key = bytes([0x12]) + b"\x00" * 15
     leaf = save(msgpack.packb([LEAF, [[key, b"/a", b"v"]]]))
@@ -289,14 +295,7 @@ def test_routed_descents_read_the_same_leaves_and_still_check_edges(monkeypatch)
                 assert len(t.raw_children_by_name(d)) == (300 if d == b"/" else 40)
         assert 1 <= len(fresh._routes) <= cap
 
-    rnd = random.Random(5)
-    store: dict[bytes, bytes] = {}
-
-    def save(data: bytes) -> bytes:
-        nid = rnd.randbytes(32)
-        store[nid] = data
-        return nid
-
+    store, save = _node_store(5)
     key = bytes([0x12]) + b"\x00" * 15
     leaf = save(msgpack.packb([LEAF, [[key, b"/a", b"v"]]]))
     inner = save(msgpack.packb([hamt_mod.BRANCH, 1, 1, key, [[2, leaf, 1]]]))
