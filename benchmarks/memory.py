@@ -4,7 +4,10 @@
 naming ``--blobs`` blobs in packs that exist as sparse files of the indexed size (nothing
 in these steps reads a pack's content: ``snapshots`` reads no index, an unchanged ``backup`` only looks ids
 up, ``prune --dry-run`` marks from the real snapshot and plans without reading packs).
-Steps: ``bk snapshots``, ``bk backup`` (nothing changed), ``bk prune --dry-run``.
+Steps: ``bk snapshots``, ``bk backup`` (nothing changed), ``bk prune --dry-run``; then,
+unless ``--no-restic``, the same three for restic on a restic repository beside bk's with
+the same real snapshot and as many generated blobs in its own format
+(``benchmarks/restic_index.py``), so that both peaks are measured, not estimated.
 
 ``files``: ``--files`` tiny files (``datagen.generate_many``); steps: first backup,
 unchanged backup, for bk and, when installed, restic.
@@ -25,7 +28,7 @@ import random
 import shutil
 from pathlib import Path
 
-from benchmarks import datagen, measure
+from benchmarks import datagen, measure, restic_index
 from benchmarks.tools import bk_beside_python
 
 PASSWORD = "benchmark-password"
@@ -94,6 +97,23 @@ def run_index(args: argparse.Namespace, work: Path, rows: list[dict]) -> None:
     step(rows, "bk snapshots", [*bk, "snapshots"], env, work)
     step(rows, "bk backup (unchanged)", [*bk, "backup", str(src)], env, work)
     step(rows, "bk prune --dry-run", [*bk, "prune", "--dry-run"], env, work)
+    restic = shutil.which("restic")
+    if restic and not args.no_restic:
+        run_restic_index(args, work, rows, restic, env, src)
+
+
+def run_restic_index(args: argparse.Namespace, work: Path, rows: list[dict], restic: str, env: dict[str, str],
+                     src: Path) -> None:
+    """restic's side of ``index``: the same tree backed up for real, as many generated
+    blobs (in its cache too, as bk's are in bk's), the same three steps measured alike."""
+    if not (args.reuse and (work / "restic-repo").exists()):
+        for argv in ([restic, "init"], [restic, "backup", "-q", str(src)]):
+            step(rows, "setup: restic " + argv[1], argv, env, work)
+        restic_index.inject(work / "restic-repo", PASSWORD, args.blobs, args.per_pack, args.per_object,
+                            cache=work / "restic-cache")
+    step(rows, "restic snapshots", [restic, "snapshots"], env, work)
+    step(rows, "restic backup (unchanged)", [restic, "backup", "-q", str(src)], env, work)
+    step(rows, "restic prune --dry-run", [restic, "prune", "--dry-run"], env, work)
 
 
 def run_files(args: argparse.Namespace, work: Path, rows: list[dict]) -> None:

@@ -387,3 +387,49 @@ def test_s3client_times_the_client_both_ways() -> None:
     assert set(lazy) == set(listing) == {"import", "client", "listdirs"}
     assert lazy["client"] > 0 and listing["client"] > 0
     assert lazy["listdirs"] < 50 < 300 < listing["listdirs"]
+
+
+def test_restic_index_makes_a_repository_restic_accepts(tmp_path: Path) -> None:
+    """``benchmarks.restic_index``: 3 fake packs of 50 blobs in 2 index files beside a real
+    snapshot. restic lists and loads them: ``check`` (no --read-data: it compares each
+    pack's size with the index's, reads no pack) finds no error, and ``prune --dry-run``
+    would delete exactly the 150 blobs, without a size or repair complaint. One byte more in
+    a pack is an error, so the sizes are restic's, not merely tolerated."""
+    import subprocess
+
+    from benchmarks import restic_index
+
+    restic = shutil.which("restic")
+    if not restic:
+        pytest.skip("needs restic on PATH")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RESTIC_")}
+    env.update(RESTIC_REPOSITORY=str(tmp_path / "repo"), RESTIC_PASSWORD="pw", RESTIC_CACHE_DIR=str(tmp_path / "cache"))
+
+    def restic_(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([restic, *args], env=env, capture_output=True, text=True, timeout=120)
+
+    datagen.generate_many(tmp_path / "src", 20)
+    assert restic_("init").returncode == 0
+    assert restic_("backup", "-q", str(tmp_path / "src")).returncode == 0
+    with pytest.raises(ValueError, match="no key file"):
+        restic_index.master_key(tmp_path / "repo", "not-pw")
+    ids = restic_index.inject(tmp_path / "repo", "pw", 150, per_pack=50, per_object=100, cache=tmp_path / "cache")
+    assert len(ids) == 2
+    listed = restic_("list", "index")
+    assert listed.returncode == 0 and set(ids) < set(listed.stdout.split()) and len(listed.stdout.split()) == 3
+    cache_ids = {p.name for p in (tmp_path / "cache").glob("*/index/*/*")}
+    assert set(ids) < cache_ids  # where restic would have put them, so it reads none from the repository again
+    assert restic_("snapshots").returncode == 0
+    check = restic_("check")
+    assert check.returncode == 0 and "no errors were found" in check.stdout, check.stdout + check.stderr
+    prune = restic_("prune", "--dry-run")
+    out = (prune.stdout + prune.stderr).lower()
+    assert prune.returncode == 0, out
+    # ("size" itself is in every plan: "unused size after prune")
+    assert not any(w in out for w in ("does not match", "repair", "rebuild-index", "missing")), out
+    assert "to delete:           150 blobs" in out
+    pack = next(p for p in (tmp_path / "repo" / "data").glob("*/*") if p.stat().st_size > 100_000)
+    assert pack.stat().st_size == restic_index.pack_size([4000] * 50, compressed=True) == 50 * (4000 + 41) + 32 + 4
+    os.truncate(pack, pack.stat().st_size + 1)
+    bad = restic_("check")
+    assert bad.returncode != 0 and "unexpected file size" in bad.stdout + bad.stderr
