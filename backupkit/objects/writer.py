@@ -279,8 +279,14 @@ class ContentWriter:
                 fut = self._pool.submit(self.store_chunk, chunk)
                 buffers.track(fut)
                 futs.append(fut)
-                while len(futs) > window:
-                    items.append(futs.popleft().result())
+                if len(futs) > window:
+                    # wait for the chunk that leaves half the window in flight, then take
+                    # the older ones (done by then, as the pool runs them in order): one
+                    # wake-up of this thread per half window, not one per chunk
+                    k = len(futs) - 1 - window // 2
+                    futs[k].exception()
+                    for _ in range(k + 1):
+                        items.append(futs.popleft().result())
             while futs:
                 items.append(futs.popleft().result())
         finally:
