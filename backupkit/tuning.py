@@ -47,8 +47,10 @@ Backup (walk -> read files -> chunk -> hash/compress/seal -> pack -> upload):
                                 many files are still in flight (keeps the queue short
                                 without a hand-off per file)
     chunks_in_flight            chunks of one file handed to the sealing pool before the
-                                reader waits for the oldest (they are views of the
-                                reader's buffers: the buffers bound the memory)
+                                reader waits, until half of them are stored (one wake-up
+                                per half window: a wake-up per chunk cost ~2 s of GIL on
+                                `/usr`); they are views of the reader's buffers: the
+                                buffers bound the memory
     chunk_buffers_per_reader    chunker read buffers (max chunk size + 2 MiB each) a reader
                                 thread keeps and reuses; it refills one only once all its
                                 chunks are stored, so while the sealers work on one the
