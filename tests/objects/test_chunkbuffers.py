@@ -62,11 +62,14 @@ def test_fewer_than_two_is_refused() -> None:
         ChunkBuffers(1)
 
 
-def test_files_read_through_reused_buffers_store_what_the_files_hold(tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize("window", [1, 4, 5, 64])
+def test_files_read_through_reused_buffers_store_what_the_files_hold(tmp_path, monkeypatch, window) -> None:
     """Small chunker sizes make each file span many buffer refills; a sealing pool that
     stalls at random keeps chunks of old buffers in flight while the reader refills: a
     buffer refilled too early would change a chunk between its id and its seal, and the
-    blob would fail verification (or hold the wrong bytes)."""
+    blob would fail verification (or hold the wrong bytes). ``window``: chunks in flight
+    before the reader waits for half of them (a content list out of order or short
+    would not give the file back)."""
     repo = make_test_repo(chunker=(1024, 4096, 16384))
     rnd = random.Random(7)
     files = []
@@ -74,7 +77,7 @@ def test_files_read_through_reused_buffers_store_what_the_files_hold(tmp_path, m
         p = tmp_path / f"f{i}"
         p.write_bytes(rnd.randbytes(rnd.randrange(200_000, 600_000)) + bytes(30_000))
         files.append(p)
-    writer = ContentWriter(repo, Tuning(chunks_in_flight=64, chunk_buffers_per_reader=2))
+    writer = ContentWriter(repo, Tuning(chunks_in_flight=window, chunk_buffers_per_reader=2))
     real = writer.store_chunk
     stall = random.Random(3)
     lock = threading.Lock()
