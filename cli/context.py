@@ -281,9 +281,10 @@ class State:
         leave the KDF hint the next command derives ahead from (``keyahead.remember``;
         keyahead reads a local repository's key file itself, and a memory store lives one
         process)."""
-        from backupkit.store import resolve
+        from backupkit.store import is_local_scheme, split_location
 
-        if resolve(self.repo_url())[0].name not in ("local", "memory"):
+        scheme = split_location(self.repo_url())[0]
+        if not is_local_scheme(scheme) and scheme != "memory":
             from backupkit_cli import keyahead
 
             keyahead.remember(self.cache_root(), self.repo_url(), repo.key_raw)
