@@ -340,29 +340,30 @@ enum { K_TYPE, K_INT, K_STR, K_BIN, K_OTHER };
 
 typedef struct {
     const char *key;
+    size_t key_len;
     int field, kind;
     int neg_ok;              /* ints: negative values allowed (down to -2^63) */
     unsigned long long hi;   /* ints: the value must be below this (0: 2^64) */
 } FieldSpec;
 
 static const FieldSpec SPECS[] = {
-    {"t", F_T, K_TYPE, 0, 0},
-    {"m", F_M, K_INT, 0, 010000},
-    {"u", F_U, K_INT, 0, 1ULL << 32},
-    {"g", F_G, K_INT, 0, 1ULL << 32},
-    {"un", F_UN, K_STR, 0, 0},
-    {"gn", F_GN, K_STR, 0, 0},
-    {"s", F_S, K_INT, 0, 1ULL << 63},
-    {"mt", F_MT, K_INT, 1, 1ULL << 63},
-    {"ct", F_CT, K_INT, 1, 1ULL << 63},
-    {"i", F_I, K_INT, 0, 0},
-    {"dv", F_DV, K_INT, 0, 0},
-    {"n", F_N, K_INT, 0, 0},
-    {"rd", F_RD, K_INT, 0, 0},
-    {"l", F_L, K_BIN, 0, 0},
-    {"x", F_X, K_OTHER, 0, 0},
-    {"c", F_C, K_OTHER, 0, 0},
-    {"cb", F_CB, K_OTHER, 0, 0},
+    {"t", 1, F_T, K_TYPE, 0, 0},
+    {"m", 1, F_M, K_INT, 0, 010000},
+    {"u", 1, F_U, K_INT, 0, 1ULL << 32},
+    {"g", 1, F_G, K_INT, 0, 1ULL << 32},
+    {"un", 2, F_UN, K_STR, 0, 0},
+    {"gn", 2, F_GN, K_STR, 0, 0},
+    {"s", 1, F_S, K_INT, 0, 1ULL << 63},
+    {"mt", 2, F_MT, K_INT, 1, 1ULL << 63},
+    {"ct", 2, F_CT, K_INT, 1, 1ULL << 63},
+    {"i", 1, F_I, K_INT, 0, 0},
+    {"dv", 2, F_DV, K_INT, 0, 0},
+    {"n", 1, F_N, K_INT, 0, 0},
+    {"rd", 2, F_RD, K_INT, 0, 0},
+    {"l", 1, F_L, K_BIN, 0, 0},
+    {"x", 1, F_X, K_OTHER, 0, 0},
+    {"c", 1, F_C, K_OTHER, 0, 0},
+    {"cb", 2, F_CB, K_OTHER, 0, 0},
 };
 
 static PyObject *type_names[7]; /* "f" "d" "l" "p" "s" "c" "b", made once */
@@ -372,7 +373,7 @@ static const FieldSpec *
 spec_of(const unsigned char *k, size_t kl)
 {
     for (size_t i = 0; i < sizeof SPECS / sizeof SPECS[0]; i++)
-        if (strlen(SPECS[i].key) == kl && memcmp(SPECS[i].key, k, kl) == 0)
+        if (SPECS[i].key_len == kl && memcmp(SPECS[i].key, k, kl) == 0)
             return &SPECS[i];
     return NULL;
 }

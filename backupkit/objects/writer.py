@@ -284,7 +284,7 @@ class ContentWriter:
                     # the older ones (done by then, as the pool runs them in order): one
                     # wake-up of this thread per half window, not one per chunk
                     k = len(futs) - 1 - window // 2
-                    futs[k].exception()
+                    futs[k].exception()  # waits; an error is raised below, in chunk order
                     for _ in range(k + 1):
                         items.append(futs.popleft().result())
             while futs:
