@@ -30,6 +30,7 @@ import hmac
 import json
 import os
 import random
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,7 +171,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-object", type=int, default=100_000)
     ap.add_argument("--cache", type=Path, help="restic's cache directory, to put the index files in too")
     args = ap.parse_args(argv)
-    ids = inject(args.repo, args.password, args.blobs, args.per_pack, args.per_object, cache=args.cache)
+    try:
+        ids = inject(args.repo, args.password, args.blobs, args.per_pack, args.per_object, cache=args.cache)
+    except (OSError, ValueError) as err:  # no repository there, or not this password
+        print(f"restic_index: {err}", file=sys.stderr)
+        return 2
     print(f"{len(ids)} index files, {args.blobs} blobs")
     return 0
 
