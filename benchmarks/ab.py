@@ -4,6 +4,8 @@
         [--seed DIR] [--work DIR] -- --repo R --password-file P restore latest --target DIR
     python -m benchmarks.ab --rev HEAD --rev HEAD --extra "" --extra "--read-concurrency 1" \\
         --fresh R --init -- backup DATA                          # one revision, two option values
+    python -m benchmarks.ab --rev HEAD --rev HEAD --tuning "" --tuning read_threads_local=4 \\
+        --cold --fresh T -- --repo R --password-file P restore latest --target T   # a budget no option reaches
     BK_REPOSITORY=R BK_PASSWORD_FILE=P python -m benchmarks.ab --rev main --rev HEAD \\
         --fresh R --init [--before "SHELL"] -- backup DATA        # a first backup, each run
     RESTIC_PASSWORD_FILE=RP python -m benchmarks.ab --rev 1067a4f --rev HEAD --cold \\
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import shutil
 import statistics
@@ -61,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="bk arguments added to the command for the revision at the same place as this "
                          "option among the --extra options (give one per --rev; \"\" for none): the same "
                          "revision twice with two option values, e.g. --read-concurrency")
+    ap.add_argument("--tuning", action="append", metavar="FIELD=VALUE",
+                    help="a Tuning default changed in the revision's export at the same place as this option among "
+                         "the --tuning options (one per --rev; \"\" for none), for a budget no option reaches, e.g. "
+                         "read_threads_local=4")
     ap.add_argument("--stdout", type=Path, metavar="FILE",
                     help="each run's standard output goes to FILE (removed after the run): an archive stream")
     ap.add_argument("--also", action="append", default=[], metavar="SHELL",
@@ -82,7 +89,16 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--trash needs --fresh (the path it moves aside)")
     if a.cold and not drop_caches():
         ap.error("--cold needs permission to write /proc/sys/vm/drop_caches (root)")
+    if a.tuning is not None and len(a.tuning) != len(a.rev):
+        ap.error("give one --tuning per --rev")
     exports = [export_source(rev, a.work / f"rev{i}") for i, rev in enumerate(a.rev)]
+    for i, spec in enumerate(a.tuning or ()):
+        if spec:
+            try:
+                _tune(*exports[i], spec)
+            except ValueError as err:
+                ap.error(str(err))
+            labels[i] += f" [{spec}]"
     results: dict[int, list] = {i: [] for i in range(len(exports) + len(a.also))}
     try:
         return _rounds(a, args, extra, labels, exports, results)
@@ -90,6 +106,19 @@ def main(argv: list[str] | None = None) -> int:
         if a.trash:
             shutil.rmtree(_trash_dir(a.fresh), ignore_errors=True)
             os.sync()
+
+
+def _tune(export: Path, sha: str, spec: str) -> None:
+    """Set ``FIELD=VALUE`` as the default of Tuning's field in an export of ``sha``, and
+    stamp the export so that the next ``export_source`` of it makes it afresh."""
+    field, sep, value = spec.partition("=")
+    path = export / "backupkit" / "tuning.py"
+    text = path.read_text()
+    pattern = re.compile(rf"^(    {re.escape(field.strip())}: [^=\n]+= ).*$", re.MULTILINE)
+    if not sep or not pattern.search(text):
+        raise ValueError(f"--tuning {spec!r}: not FIELD=VALUE of a field of backupkit/tuning.py's Tuning")
+    path.write_text(pattern.sub(lambda m: m.group(1) + value.strip(), text, count=1))
+    (export / ".s3bench-rev").write_text(f"{sha} tuned {spec}")
 
 
 def _trash_dir(fresh: Path) -> Path:

@@ -433,3 +433,55 @@ def test_restic_index_makes_a_repository_restic_accepts(tmp_path: Path) -> None:
     os.truncate(pack, pack.stat().st_size + 1)
     bad = restic_("check")
     assert bad.returncode != 0 and "unexpected file size" in bad.stdout + bad.stderr
+
+
+def test_ab_tuning_changes_one_default_in_an_export(tmp_path: Path) -> None:
+    """``benchmarks.ab --tuning FIELD=VALUE``: the export's Tuning gets that default (the
+    field's line only), the export is stamped so a plain export of the revision is made
+    afresh, and a name that is no field, or no '=', is refused."""
+    from benchmarks import ab
+
+    root = Path(__file__).resolve().parent.parent
+    export = tmp_path / "rev0"
+    (export / "backupkit").mkdir(parents=True)
+    original = (root / "backupkit" / "tuning.py").read_text()
+    (export / "backupkit" / "tuning.py").write_text(original)
+    ab._tune(export, "f" * 40, "read_threads_local=4")
+    tuned = (export / "backupkit" / "tuning.py").read_text()
+    changed = [(a, b) for a, b in zip(original.splitlines(), tuned.splitlines()) if a != b]
+    assert changed == [("    read_threads_local: int = 0", "    read_threads_local: int = 4")]
+    assert (export / ".s3bench-rev").read_text() != "f" * 40
+    for bad in ("no_such_field=1", "read_threads_local", "chunks_in_flight 4"):
+        with pytest.raises(ValueError, match="not FIELD=VALUE"):
+            ab._tune(export, "f" * 40, bad)
+
+
+def test_pagecache_writes_new_files_per_piece_and_cleans_up(tmp_path: Path, capsys) -> None:
+    """``benchmarks.pagecache``: one row per round and piece size, the files removed after
+    each run; a directory with something in it is refused."""
+    from benchmarks import pagecache
+
+    d = tmp_path / "pc"
+    assert pagecache.main(["--dir", str(d), "--mib", "3", "--piece", "65536", "--piece", "1048576", "--rounds", "2",
+                           "--no-drop"]) == 0
+    rows = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| ") and ln[2].isdigit()]
+    assert [r.split(" | ")[:2] for r in rows] == [["| 1", "65536"], ["| 1", "1048576"], ["| 2", "65536"], ["| 2", "1048576"]]
+    assert not d.exists()
+    d.mkdir()
+    (d / "keep").write_bytes(b"x")
+    with pytest.raises(SystemExit):
+        pagecache.main(["--dir", str(d), "--no-drop"])
+    assert (d / "keep").exists()
+
+
+def test_primitives_by_content_times_what_shrinks_apart(tmp_path: Path, capsys) -> None:
+    """``benchmarks.primitives --by-content``: zeros shrink, random bytes stay."""
+    import argparse
+
+    from benchmarks import primitives
+
+    (tmp_path / "zeros").write_bytes(bytes(3 << 20))
+    (tmp_path / "random").write_bytes(os.urandom(2 << 20))
+    primitives.by_content(argparse.Namespace(dir=str(tmp_path), level=3))
+    out = capsys.readouterr().out
+    assert "| stay at >= 95% of their size | 2 |" in out and "| shrink | 3 |" in out, out
